@@ -1,0 +1,49 @@
+# PyTake — everything a newcomer needs is `make run` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+UV_VERSION := 0.13.8
+TOOLS := .pytake/tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+PY := $(VENV)/bin/python
+export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(UV):
+	@mkdir -p .pytake
+	python3 -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.synced: $(UV) uv.lock pyproject.toml $(wildcard */*/pyproject.toml)
+	$(UV) sync --frozen --all-packages
+	@touch $@
+
+install: $(VENV)/.synced ## create the virtual environment from uv.lock
+
+run: install ## start the whole platform (embedded PostgreSQL + Tansu unless configured)
+	$(PY) -m pytake_devstack run
+
+demo: install ## drive the main loop against a running `make run`
+	$(PY) -m pytake_devstack demo
+
+lint: install ## ruff format check + ruff + mypy
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy libs/common/src services/*/src tools/*/src
+
+format: install ## apply ruff formatting and fixes
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+schemas: install ## regenerate event JSON Schemas and docs/events.md from the models
+	$(PY) -m pytake_devstack schemas
+
+test: lint ## lint, then unit, integration, end-to-end and deploy checks
+	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+clean: ## remove local state (databases, keys) and the virtual environment
+	rm -rf .pytake $(VENV)
+
+.PHONY: help install run demo lint format schemas test clean

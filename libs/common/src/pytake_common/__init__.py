@@ -1,0 +1,1 @@
+"""Cross-service mechanics shared by every PyTake service (never business rules)."""

@@ -1,0 +1,128 @@
+"""Async SQLAlchemy 2 + asyncpg: one engine per service, a session per request/message.
+
+Row-level security is the second line of tenancy: every transaction of a session
+opened for an organization runs ``set_config('pytake.organization_id', ..., true)``
+first, and the application connects under a non-owner role (``db_app_role``) so
+the policies written by :func:`rls_statements` apply even to superuser logins.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import MetaData, event, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ORG_SETTING = "pytake.organization_id"
+BYPASS_SETTING = "pytake.bypass_rls"
+
+
+def new_metadata() -> MetaData:
+    return MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Base(DeclarativeBase):
+    """Declarative base for services that prefer one; each service may pass its own metadata."""
+
+    metadata = new_metadata()
+
+
+def rls_statements(table: str) -> list[str]:
+    """SQL enabling tenant isolation on ``table`` (used by migrations)."""
+    predicate = (
+        f"current_setting('{BYPASS_SETTING}', true) = 'on' OR organization_id = "
+        f"NULLIF(current_setting('{ORG_SETTING}', true), '')::uuid"
+    )
+    return [
+        f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
+        f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY",
+        f"CREATE POLICY {table}_tenant_isolation ON {table} "
+        f"USING ({predicate}) WITH CHECK ({predicate})",
+    ]
+
+
+def _bind_tenant(session: Session, _tx: SessionTransaction, connection: Connection) -> None:
+    org = session.info.get("organization_id")
+    bypass = session.info.get("bypass_rls", False)
+    connection.execute(
+        text(
+            "SELECT set_config(:org_key, :org, true), set_config(:bypass_key, :bypass, true)"
+        ),
+        {
+            "org_key": ORG_SETTING,
+            "org": str(org) if org else "",
+            "bypass_key": BYPASS_SETTING,
+            "bypass": "on" if bypass else "off",
+        },
+    )
+
+
+class Database:
+    def __init__(self, url: str, *, app_role: str | None = None, pool_size: int = 10) -> None:
+        self.url = url
+        self.engine: AsyncEngine = create_async_engine(
+            url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        )
+        if app_role:
+            quoted = '"' + app_role.replace('"', '""') + '"'
+
+            @event.listens_for(self.engine.sync_engine, "connect")
+            def _set_role(dbapi_conn: Any, _record: Any) -> None:
+                cursor = dbapi_conn.cursor()
+                cursor.execute(f"SET ROLE {quoted}")
+                cursor.close()
+
+        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        event.listen(self.sessionmaker.class_.sync_session_class, "after_begin", _bind_tenant)
+
+    def session(
+        self, organization_id: uuid.UUID | str | None = None, *, bypass_rls: bool = False
+    ) -> AsyncSession:
+        """A session whose every transaction is bound to ``organization_id``.
+
+        ``bypass_rls`` is for platform paths that must look across tenants before
+        the tenant is known (webhook intake, login by email); use it sparingly.
+        """
+        session = self.sessionmaker()
+        session.info["organization_id"] = organization_id
+        session.info["bypass_rls"] = bypass_rls
+        return session
+
+    @asynccontextmanager
+    async def transaction(
+        self, organization_id: uuid.UUID | str | None = None, *, bypass_rls: bool = False
+    ) -> AsyncIterator[AsyncSession]:
+        """Open a session, begin, commit on success, roll back on error."""
+        async with self.session(organization_id, bypass_rls=bypass_rls) as session:
+            async with session.begin():
+                yield session
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+async def bind_organization(session: AsyncSession, organization_id: uuid.UUID | str | None) -> None:
+    """Bind ``session`` to an organization, now and for its later transactions."""
+    session.info["organization_id"] = organization_id
+    if session.in_transaction():
+        await session.execute(
+            text("SELECT set_config(:key, :org, true)"),
+            {"key": ORG_SETTING, "org": str(organization_id) if organization_id else ""},
+        )

@@ -1,0 +1,86 @@
+"""Alembic helpers: create the service database, run its chain, grant the app role.
+
+Migrations run as a separate step (``python -m pytake_<svc> migrate``), never at
+import or start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import asyncpg
+from alembic import command, context
+from alembic.config import Config
+from sqlalchemy import MetaData, pool
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import async_engine_from_config
+
+from pytake_common.outbox import plain_dsn
+
+
+async def ensure_database(url: str) -> None:
+    """Create the database named in ``url`` if it does not exist (needs CREATEDB)."""
+    target = make_url(url)
+    admin_dsn = plain_dsn(target.set(database="postgres").render_as_string(hide_password=False))
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1",
+                                     target.database)
+        if not exists:
+            await conn.execute(f'CREATE DATABASE "{target.database}"')
+    finally:
+        await conn.close()
+
+
+def grant_app_role(connection: Connection, role: str | None) -> None:
+    """Create the non-owner application role and grant it DML only (RLS applies to it)."""
+    if not role:
+        return
+    quoted = '"' + role.replace('"', '""') + '"'
+    connection.exec_driver_sql(
+        f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') "
+        f"THEN CREATE ROLE {quoted} NOLOGIN; END IF; END $$"
+    )
+    connection.exec_driver_sql(f"GRANT {quoted} TO CURRENT_USER")
+    connection.exec_driver_sql(f"GRANT USAGE ON SCHEMA public TO {quoted}")
+    connection.exec_driver_sql(
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {quoted}"
+    )
+    connection.exec_driver_sql(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {quoted}")
+
+
+def alembic_config(migrations_dir: Path, url: str, app_role: str | None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    cfg.attributes["app_role"] = app_role
+    return cfg
+
+
+def upgrade(migrations_dir: Path, url: str, app_role: str | None, revision: str = "head") -> None:
+    asyncio.run(ensure_database(url))
+    command.upgrade(alembic_config(migrations_dir, url, app_role), revision)
+
+
+def run_env(target_metadata: MetaData) -> None:
+    """Body of every service's ``migrations/env.py`` (online, async engine)."""
+    config = context.config
+
+    def do_run(connection: Connection) -> None:
+        context.configure(connection=connection, target_metadata=target_metadata,
+                          compare_type=True)
+        with context.begin_transaction():
+            context.run_migrations()
+            grant_app_role(connection, config.attributes.get("app_role"))
+
+    async def run_async() -> None:
+        engine = async_engine_from_config(
+            config.get_section(config.config_ini_section, {}),
+            prefix="sqlalchemy.", poolclass=pool.NullPool,
+        )
+        async with engine.connect() as connection:
+            await connection.run_sync(do_run)
+        await engine.dispose()
+
+    asyncio.run(run_async())

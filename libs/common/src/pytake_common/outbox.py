@@ -1,0 +1,161 @@
+"""Transactional outbox: events written with the domain change, relayed to Kafka.
+
+:func:`add_event` inserts into ``outbox`` using the caller's session (same
+transaction as the change) and NOTIFYs, which PostgreSQL delivers at commit.
+:class:`OutboxRelay` keeps one active relay per service (a session-level
+advisory lock), wakes on LISTEN with polling as fallback, claims rows in order
+with ``FOR UPDATE SKIP LOCKED``, keys each record by its aggregate id, and
+backs off while the broker is down. Delivery is at-least-once; consumers dedupe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pytake_common.db import Database
+from pytake_common.events import CloudEvent
+from pytake_common.kafka import make_producer
+from pytake_common.mechanics import outbox
+from pytake_common.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISH_ERRORS, OUTBOX_PUBLISHED
+from pytake_common.settings import ServiceSettings
+from pytake_common.tracing import inject_headers, kafka_headers
+
+log = logging.getLogger(__name__)
+CHANNEL = "pytake_outbox"
+
+
+async def add_event(session: AsyncSession, event: CloudEvent) -> None:
+    """Stage ``event`` in the caller's transaction; it is published only if that commits."""
+    await session.execute(
+        insert(outbox).values(
+            event_id=event.id,
+            topic=event.topic,
+            key=event.subject,
+            event=event.model_dump(mode="json"),
+            headers=inject_headers(),
+        )
+    )
+    await session.execute(text(f"NOTIFY {CHANNEL}"))
+
+
+def plain_dsn(sqlalchemy_url: str) -> str:
+    return make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(
+        hide_password=False
+    )
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        db: Database,
+        producer_factory: Callable[[ServiceSettings], AIOKafkaProducer] = make_producer,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.producer_factory = producer_factory
+        self.service = settings.service_name
+        self.lock_key = zlib.crc32(f"pytake-outbox-{self.service}".encode())
+        self._wake = asyncio.Event()
+        self.active = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                await self._run_once(stop)
+                backoff = 0.5
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                OUTBOX_PUBLISH_ERRORS.labels(self.service).inc()
+                log.warning("outbox relay error, retrying", extra={"error": repr(exc),
+                                                                   "backoff_s": backoff})
+                await _sleep_or_stop(stop, backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    async def _run_once(self, stop: asyncio.Event) -> None:
+        conn: asyncpg.Connection = await asyncpg.connect(plain_dsn(self.db.url))
+        try:
+            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", self.lock_key):
+                self.active = False
+                await _sleep_or_stop(stop, 2.0)  # another replica relays; stand by
+                if stop.is_set():
+                    return
+            self.active = True
+            await conn.add_listener(CHANNEL, self._on_notify)
+            producer = self.producer_factory(self.settings)
+            await producer.start()
+            try:
+                while not stop.is_set():
+                    sent = await self.publish_batch(producer)
+                    if sent >= self.settings.outbox_batch_size:
+                        continue
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            _first(self._wake, stop), self.settings.outbox_poll_interval_s
+                        )
+            finally:
+                await producer.stop()
+        finally:
+            self.active = False
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    def _on_notify(self, *_: Any) -> None:
+        self._wake.set()
+
+    async def publish_batch(self, producer: AIOKafkaProducer) -> int:
+        async with self.db.transaction() as session:
+            rows = (
+                await session.execute(
+                    select(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.event,
+                           outbox.c.headers)
+                    .order_by(outbox.c.id)
+                    .limit(self.settings.outbox_batch_size)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            if rows:
+                futures = [
+                    await producer.send(
+                        row.topic,
+                        value=CloudEvent.model_validate(row.event).to_bytes(),
+                        key=row.key.encode(),
+                        headers=kafka_headers(row.headers or {}),
+                    )
+                    for row in rows
+                ]
+                await asyncio.gather(*futures)
+                await session.execute(delete(outbox).where(outbox.c.id.in_([r.id for r in rows])))
+                for row in rows:
+                    OUTBOX_PUBLISHED.labels(self.service, row.topic).inc()
+            backlog = (await session.execute(select(func.count()).select_from(outbox))).scalar_one()
+            OUTBOX_BACKLOG.labels(self.service).set(backlog)
+        return len(rows)
+
+
+async def _first(*events: asyncio.Event) -> None:
+    waiters = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

@@ -1,0 +1,171 @@
+"""JWT verification against auth's JWKS, the request principal, and role checks.
+
+Tokens are EdDSA (Ed25519) signed by auth only; ``alg`` is pinned. Keys are
+cached by ``kid`` and the JWKS is refetched when an unknown ``kid`` appears
+(rotation), at most once per ``min_refresh_s`` so garbage kids cannot make us
+hammer auth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any
+
+import httpx
+import jwt
+from fastapi import Depends, Request
+from jwt import PyJWK
+
+from pytake_common.context import organization_id_var
+from pytake_common.errors import Forbidden, Unauthorized
+
+ALGORITHMS = ["EdDSA"]
+
+
+class Role(StrEnum):
+    SUPER_ADMIN = "super_admin"
+    ORG_ADMIN = "org_admin"
+    AGENT = "agent"
+    VIEWER = "viewer"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    user_id: uuid.UUID
+    organization_id: uuid.UUID
+    role: Role
+    session_id: str | None
+    token_id: str | None
+
+    @classmethod
+    def from_claims(cls, claims: dict[str, Any]) -> Principal:
+        try:
+            return cls(
+                user_id=uuid.UUID(claims["sub"]),
+                organization_id=uuid.UUID(claims["org"]),
+                role=Role(claims["role"]),
+                session_id=claims.get("sid"),
+                token_id=claims.get("jti"),
+            )
+        except (KeyError, ValueError) as exc:
+            raise Unauthorized("token is missing required claims") from exc
+
+
+class JWKSVerifier:
+    def __init__(
+        self,
+        jwks_url: str,
+        *,
+        issuer: str,
+        audience: str,
+        cache_ttl_s: float = 300.0,
+        min_refresh_s: float = 1.0,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.jwks_url = jwks_url
+        self.issuer = issuer
+        self.audience = audience
+        self.cache_ttl_s = cache_ttl_s
+        self.min_refresh_s = min_refresh_s
+        self._client = client
+        self._keys: dict[str, PyJWK] = {}
+        self._fetched_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def _refresh(self, *, force: bool) -> None:
+        async with self._lock:
+            age = time.monotonic() - self._fetched_at
+            if (force and age < self.min_refresh_s) or (not force and age < self.cache_ttl_s):
+                return
+            client = self._client or httpx.AsyncClient(timeout=5.0)
+            try:
+                resp = await client.get(self.jwks_url)
+                resp.raise_for_status()
+                keys = resp.json().get("keys", [])
+            except (httpx.HTTPError, ValueError) as exc:
+                if not self._keys:
+                    raise Unauthorized("signing keys unavailable") from exc
+                return  # keep serving with cached keys while auth is unreachable
+            finally:
+                if self._client is None:
+                    await client.aclose()
+            self._keys = {k["kid"]: PyJWK(k) for k in keys if "kid" in k}
+            self._fetched_at = time.monotonic()
+
+    async def key_for(self, kid: str) -> PyJWK:
+        await self._refresh(force=False)
+        if kid not in self._keys:
+            await self._refresh(force=True)
+        key = self._keys.get(kid)
+        if key is None:
+            raise Unauthorized("unknown signing key")
+        return key
+
+    async def verify(self, token: str) -> dict[str, Any]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise Unauthorized("malformed token") from exc
+        if header.get("alg") not in ALGORITHMS or not header.get("kid"):
+            raise Unauthorized("token algorithm or key id not accepted")
+        key = await self.key_for(str(header["kid"]))
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key=key,
+                algorithms=ALGORITHMS,
+                audience=self.audience,
+                issuer=self.issuer,
+                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized("token expired") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthorized("invalid token") from exc
+        return claims
+
+    async def principal(self, token: str) -> Principal:
+        return Principal.from_claims(await self.verify(token))
+
+
+def bearer_token(request: Request) -> str:
+    value = request.headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("a bearer token is required")
+    return token.strip()
+
+
+async def current_principal(request: Request) -> Principal:
+    verifier: JWKSVerifier = request.app.state.verifier
+    principal = await verifier.principal(bearer_token(request))
+    organization_id_var.set(str(principal.organization_id))
+    request.state.principal = principal
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+READERS = frozenset(Role)
+WORKERS = frozenset({Role.SUPER_ADMIN, Role.ORG_ADMIN, Role.AGENT})
+ADMINS = frozenset({Role.SUPER_ADMIN, Role.ORG_ADMIN})
+
+
+def require_roles(allowed: frozenset[Role]) -> Any:
+    """A dependency admitting only ``allowed`` roles (403 otherwise)."""
+
+    async def dependency(principal: CurrentPrincipal) -> Principal:
+        if principal.role not in allowed:
+            raise Forbidden(f"role {principal.role} may not do this")
+        return principal
+
+    return Depends(dependency)
+
+
+Reader = Annotated[Principal, require_roles(READERS)]
+Worker = Annotated[Principal, require_roles(WORKERS)]
+Admin = Annotated[Principal, require_roles(ADMINS)]

@@ -1,0 +1,109 @@
+"""Typed settings shared by every service.
+
+Every variable is read from the environment (``PYTAKE_*``). A service subclasses
+:class:`ServiceSettings` and sets ``service_name``. Secrets are required outside
+``dev``/``test`` and placeholder values are refused there, so a mis-deployed pod
+fails at start-up instead of running with a guessable key.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+PLACEHOLDER_SECRETS = frozenset(
+    {"", "changeme", "change-me", "changethis", "secret", "password", "dev", "test", "xxx"}
+)
+Environment = Literal["dev", "test", "prod"]
+
+
+def dev_secret_key(state_dir: Path) -> str:
+    """Return the dev-only secret key kept under ``.pytake/``, creating it once."""
+    path = state_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    key = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key)
+    return key
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PYTAKE_", extra="ignore")
+
+    service_name: str = "service"
+    env: Environment = "dev"
+    state_dir: Path = Path(".pytake")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+
+    database_url: str | None = None
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    #: Tansu (local broker) answers InitProducerId with an error: idempotence is a setting.
+    kafka_idempotent_producer: bool = False
+    kafka_consumer_session_timeout_ms: int = 10_000
+    kafka_consumer_heartbeat_ms: int = 1_000
+    consumer_max_attempts: int = 5
+    consumer_retry_backoff_s: float = 0.2
+    outbox_poll_interval_s: float = 1.0
+    outbox_batch_size: int = 200
+    run_workers: bool = True
+
+    secret_key: SecretStr | None = None
+    auth_jwks_url: str = "http://127.0.0.1:8001/.well-known/jwks.json"
+    jwt_issuer: str = "pytake-auth"
+    jwt_audience: str = "pytake"
+    jwks_cache_ttl_s: float = 300.0
+    db_app_role: str | None = "pytake_app"
+    otel_exporter: Literal["none", "console", "otlp"] = "none"
+
+    @model_validator(mode="after")
+    def _secrets_are_real(self) -> Self:
+        key = self.secret_key.get_secret_value() if self.secret_key else ""
+        if self.env == "prod":
+            if key.strip().lower() in PLACEHOLDER_SECRETS or len(key) < 32:
+                raise ValueError(
+                    "PYTAKE_SECRET_KEY must be set to a random value of at least 32 "
+                    "characters outside dev/test"
+                )
+        elif not key:
+            self.secret_key = SecretStr(dev_secret_key(self.state_dir))
+        return self
+
+    @property
+    def secret(self) -> str:
+        assert self.secret_key is not None
+        return self.secret_key.get_secret_value()
+
+    def service_database_url(self) -> str:
+        """The async SQLAlchemy URL of this service's own database.
+
+        ``<SERVICE>_DATABASE_URL`` wins; otherwise the database
+        ``pytake_<service>`` on the server named by ``PYTAKE_DATABASE_URL``.
+        """
+        env_name = self.service_name.upper().replace("-", "_") + "_DATABASE_URL"
+        explicit = os.environ.get(env_name)
+        if explicit:
+            return to_asyncpg_url(explicit)
+        if not self.database_url:
+            raise ValueError(f"set PYTAKE_DATABASE_URL or {env_name}")
+        db_name = "pytake_" + self.service_name.replace("-", "_")
+        return to_asyncpg_url(self.database_url, database=db_name)
+
+
+def to_asyncpg_url(url: str, database: str | None = None) -> str:
+    parsed = make_url(url).set(drivername="postgresql+asyncpg")
+    if database is not None:
+        parsed = parsed.set(database=database)
+    return parsed.render_as_string(hide_password=False)
+

@@ -1,0 +1,176 @@
+"""The FastAPI application factory every service uses.
+
+Wires problem+json handlers, request id / tracing / metrics middleware,
+``/healthz``, ``/readyz`` and ``/metrics``, and runs the service's background
+workers (outbox relay, consumers) for the app's lifetime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from opentelemetry import propagate, trace
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pytake_common.context import organization_id_var, request_id_var
+from pytake_common.db import Database
+from pytake_common.errors import install_problem_handlers, problem
+from pytake_common.kafka import broker_reachable
+from pytake_common.logging import configure_logging
+from pytake_common.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from pytake_common.security import JWKSVerifier
+from pytake_common.settings import ServiceSettings
+from pytake_common.tracing import configure_tracing, tracer
+
+log = logging.getLogger(__name__)
+
+Worker = Callable[[asyncio.Event], Awaitable[None]]
+UNTRACKED = frozenset({"/metrics", "/healthz", "/readyz"})
+
+
+class ObservabilityMiddleware:
+    """Request id, W3C trace context, Prometheus RED metrics; pure ASGI (no body buffering)."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        request_id = headers.get("x-request-id") or uuid.uuid4().hex
+        rid_token = request_id_var.set(request_id)
+        org_token = organization_id_var.set(None)
+        status = 500
+        start = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        ctx = propagate.extract(headers)
+        name = f"{scope['method']} {scope['path']}"
+        try:
+            with tracer().start_as_current_span(name, context=ctx,
+                                                kind=trace.SpanKind.SERVER) as span:
+                await self.app(scope, receive, send_wrapper)
+                span.set_attribute("http.status_code", status)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            if path not in UNTRACKED:
+                HTTP_REQUESTS.labels(self.service, scope["method"], path, str(status)).inc()
+                HTTP_LATENCY.labels(self.service, scope["method"], path).observe(
+                    time.perf_counter() - start
+                )
+            request_id_var.reset(rid_token)
+            organization_id_var.reset(org_token)
+
+
+def health_router(settings: ServiceSettings, db: Database | None, check_broker: bool) -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        checks: dict[str, str] = {}
+        if db is not None:
+            try:
+                await asyncio.wait_for(db.ping(), 2.0)
+                checks["database"] = "ok"
+            except Exception as exc:
+                checks["database"] = f"down: {type(exc).__name__}"
+        if check_broker:
+            ok = await broker_reachable(settings.kafka_bootstrap)
+            checks["broker"] = "ok" if ok else "down"
+        if all(v == "ok" for v in checks.values()):
+            return Response(content=_json({"status": "ok", "checks": checks}),
+                            media_type="application/json")
+        return problem(503, "not_ready", "Not ready", None, checks=checks)
+
+    @router.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def _json(body: Any) -> str:
+    import json
+
+    return json.dumps(body)
+
+
+def create_service_app(
+    settings: ServiceSettings,
+    *,
+    title: str,
+    routers: Sequence[APIRouter],
+    db: Database | None,
+    workers: Callable[[], Sequence[Worker]] = lambda: (),
+    check_broker: bool = True,
+    on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
+) -> FastAPI:
+    configure_logging(settings.service_name, settings.log_level)
+    configure_tracing(settings.service_name, settings.otel_exporter)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        tasks = []
+        if settings.run_workers:
+            tasks = [asyncio.create_task(w(stop)) for w in workers()]
+        log.info("service started", extra={"workers": len(tasks)})
+        try:
+            yield
+        finally:
+            stop.set()
+            for task in tasks:
+                try:
+                    await asyncio.wait_for(task, 10)
+                except (TimeoutError, asyncio.CancelledError):
+                    task.cancel()
+                except Exception:
+                    log.exception("worker failed at shutdown")
+            for hook in on_shutdown:
+                await hook()
+            if db is not None:
+                await db.dispose()
+
+    app = FastAPI(title=title, version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.db = db
+    app.state.verifier = JWKSVerifier(
+        settings.auth_jwks_url,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        cache_ttl_s=settings.jwks_cache_ttl_s,
+    )
+    install_problem_handlers(app)
+    app.add_middleware(ObservabilityMiddleware, service=settings.service_name)
+    app.include_router(health_router(settings, db, check_broker))
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+def request_db(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db

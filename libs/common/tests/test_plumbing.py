@@ -1,0 +1,180 @@
+"""The event plumbing on a real PostgreSQL and a real Kafka-protocol broker."""
+
+import asyncio
+import contextlib
+import sys
+import uuid
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from sqlalchemy import func, select
+
+from pytake_common.consumer import EventConsumer
+from pytake_common.mechanics import outbox, processed_events
+from pytake_common.outbox import OutboxRelay
+from pytake_devstack.infra import TansuBroker, free_port
+
+from .plumbing import count_hits, eventually, hit, settings_for, write_note_with_event
+
+
+def _type() -> str:
+    return f"pytake.t{uuid.uuid4().hex[:8].translate(str.maketrans('0123456789', 'ghijklmnop'))}.note.added.v1"
+
+
+@contextlib.asynccontextmanager
+async def running(*workers):
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(w.run(stop)) for w in workers]
+    try:
+        yield stop
+    finally:
+        stop.set()
+        for t in tasks:
+            try:
+                await asyncio.wait_for(t, 15)
+            except TimeoutError:
+                t.cancel()
+
+
+async def _backlog(db) -> int:
+    async with db.transaction() as s:
+        return int((await s.execute(select(func.count()).select_from(outbox))).scalar_one())
+
+
+async def test_event_written_in_a_transaction_is_handled_once(db, kafka_bootstrap):
+    settings = settings_for(kafka_bootstrap, "plumbing")
+    etype, org = _type(), uuid.uuid4()
+    relay = OutboxRelay(settings, db)
+    consumer = EventConsumer(settings, db, f"g-{uuid.uuid4().hex[:6]}", {etype: hit})
+    async with running(relay, consumer):
+        await write_note_with_event(db, etype, org)
+        await eventually(lambda: count_hits(db, org))
+        await asyncio.sleep(1.0)
+    assert await count_hits(db, org) == 1
+    assert await _backlog(db) == 0
+
+
+async def test_rolled_back_change_publishes_nothing(db, kafka_bootstrap):
+    settings = settings_for(kafka_bootstrap, "plumbing")
+    etype, org = _type(), uuid.uuid4()
+    with contextlib.suppress(RuntimeError):
+        async with db.transaction(organization_id=org) as s:
+            from pytake_common.outbox import add_event
+
+            from .plumbing import note_event
+
+            await add_event(s, note_event(etype, org, uuid.uuid4()))
+            raise RuntimeError("domain change failed")
+    assert await _backlog(db) == 0
+    assert settings.service_name == "plumbing"
+
+
+async def test_broker_down_at_write_time_then_back(db):
+    port = free_port()
+    settings = settings_for(f"127.0.0.1:{port}", "plumbing")
+    etype, org = _type(), uuid.uuid4()
+    relay = OutboxRelay(settings, db)
+    consumer = EventConsumer(settings, db, f"g-{uuid.uuid4().hex[:6]}", {etype: hit})
+    async with running(relay, consumer):
+        await write_note_with_event(db, etype, org)
+        await asyncio.sleep(2.0)  # relay and consumer are retrying against a dead broker
+        assert await _backlog(db) == 1
+        broker = TansuBroker(port=port)
+        broker.start()
+        try:
+            await eventually(lambda: count_hits(db, org), timeout=60)
+            await eventually(lambda: _is_zero(_backlog(db)), timeout=10)
+        finally:
+            stop_broker = broker.stop
+    stop_broker()
+    assert await count_hits(db, org) == 1
+
+
+async def _is_zero(coro) -> bool:
+    return (await coro) == 0
+
+
+async def test_same_record_delivered_twice_is_handled_once(db, kafka_bootstrap):
+    settings = settings_for(kafka_bootstrap, "plumbing")
+    etype, org = _type(), uuid.uuid4()
+    event = await write_note_with_event(db, etype, org)
+    async with db.transaction() as s:  # publish by hand, twice, instead of through the relay
+        await s.execute(outbox.delete())
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    for _ in range(2):
+        await producer.send_and_wait(event.topic, event.to_bytes(), key=event.subject.encode())
+    await producer.stop()
+    consumer = EventConsumer(settings, db, f"g-{uuid.uuid4().hex[:6]}", {etype: hit})
+    async with running(consumer):
+        await eventually(lambda: count_hits(db, org))
+        await asyncio.sleep(1.5)
+    assert await count_hits(db, org) == 1
+    async with db.transaction() as s:
+        marks = (await s.execute(select(func.count()).select_from(processed_events)
+                                 .where(processed_events.c.event_id == event.id))).scalar_one()
+    assert marks == 1
+
+
+class RecordingConsumer(EventConsumer):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.outcomes: list[str] = []
+
+    async def _handle(self, handler, event, record):
+        outcome = await super()._handle(handler, event, record)
+        self.outcomes.append(outcome)
+        return outcome
+
+
+async def test_consumer_dies_after_db_commit_before_offset_commit(db, kafka_bootstrap):
+    settings = settings_for(kafka_bootstrap, "plumbing")
+    etype, org = _type(), uuid.uuid4()
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    relay = OutboxRelay(settings, db)
+    async with running(relay):
+        await write_note_with_event(db, etype, org)
+        await eventually(lambda: _is_zero(_backlog(db)))
+    script = Path(__file__).parent / "crash_consumer.py"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), db.url, kafka_bootstrap, group, etype)
+    assert await asyncio.wait_for(proc.wait(), 60) == 17  # died right after the DB commit
+    assert await count_hits(db, org) == 1
+    # A new member of the same group gets the uncommitted record again and skips it.
+    survivor = RecordingConsumer(settings, db, group, {etype: hit})
+    async with running(survivor):
+        await eventually(lambda: _async(survivor.outcomes), timeout=60, interval=0.5)
+    assert survivor.outcomes == ["duplicate"]
+    assert await count_hits(db, org) == 1
+
+
+async def _async(value):
+    return value
+
+
+async def test_failing_handler_goes_to_dlq_with_reason(db, kafka_bootstrap):
+    settings = settings_for(kafka_bootstrap, "plumbing")
+    etype, org = _type(), uuid.uuid4()
+    attempts = 0
+
+    async def broken(session, event):
+        nonlocal attempts
+        attempts += 1
+        raise RuntimeError("handler bug")
+
+    event = await write_note_with_event(db, etype, org)
+    relay = OutboxRelay(settings, db)
+    consumer = EventConsumer(settings, db, f"g-{uuid.uuid4().hex[:6]}", {etype: broken})
+    dlq = AIOKafkaConsumer(event.topic + ".dlq", bootstrap_servers=kafka_bootstrap,
+                           auto_offset_reset="earliest", group_id=f"dlq-{uuid.uuid4().hex[:6]}")
+    async with running(relay, consumer):
+        await dlq.start()
+        try:
+            record = await asyncio.wait_for(dlq.getone(), 60)
+        finally:
+            await dlq.stop()
+    headers = dict(record.headers)
+    assert b"handler bug" in headers["pytake-dlq-reason"]
+    assert record.value == event.to_bytes() or b'"id":"' + str(event.id).encode() in record.value
+    assert attempts == settings.consumer_max_attempts
+    assert await count_hits(db, org) == 0

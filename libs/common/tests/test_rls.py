@@ -1,0 +1,45 @@
+import uuid
+
+import pytest
+from sqlalchemy import text
+
+
+async def _insert(db, org, body):
+    async with db.transaction(organization_id=org) as s:
+        await s.execute(
+            text("INSERT INTO notes (id, organization_id, body) VALUES (:i, :o, :b)"),
+            {"i": uuid.uuid4(), "o": org, "b": body},
+        )
+
+
+async def test_rows_of_another_organization_are_invisible(db):
+    org_a, org_b = uuid.uuid4(), uuid.uuid4()
+    await _insert(db, org_a, "a")
+    await _insert(db, org_b, "b")
+    async with db.transaction(organization_id=org_a) as s:
+        bodies = (await s.execute(text("SELECT body FROM notes"))).scalars().all()
+    assert bodies == ["a"]
+    async with db.transaction() as s:  # no organization bound: nothing visible
+        assert (await s.execute(text("SELECT count(*) FROM notes"))).scalar_one() == 0
+    async with db.transaction(bypass_rls=True) as s:
+        assert (await s.execute(text("SELECT count(*) FROM notes"))).scalar_one() == 2
+
+
+async def test_writing_a_row_for_another_organization_is_refused(db):
+    org_a, org_b = uuid.uuid4(), uuid.uuid4()
+    with pytest.raises(Exception, match="row-level security"):
+        async with db.transaction(organization_id=org_a) as s:
+            await s.execute(
+                text("INSERT INTO notes (id, organization_id, body) VALUES (:i, :o, 'x')"),
+                {"i": uuid.uuid4(), "o": org_b},
+            )
+
+
+async def test_binding_survives_commit_within_one_session(db):
+    org = uuid.uuid4()
+    await _insert(db, org, "kept")
+    async with db.session(organization_id=org) as s:
+        await s.execute(text("SELECT 1"))
+        await s.commit()
+        count = (await s.execute(text("SELECT count(*) FROM notes"))).scalar_one()
+    assert count == 1

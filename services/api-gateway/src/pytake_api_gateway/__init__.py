@@ -1,0 +1,1 @@
+"""PyTake api-gateway service."""

@@ -1,0 +1,1 @@
+"""PyTake conversations service."""

@@ -1,0 +1,1 @@
+"""PyTake tenants service."""

@@ -1,0 +1,1 @@
+"""PyTake whatsapp-gateway service."""

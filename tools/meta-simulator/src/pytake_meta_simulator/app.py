@@ -1,0 +1,52 @@
+"""The simulator's FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+
+from pytake_meta_simulator import control, graph
+from pytake_meta_simulator.deps import SimulatorContext
+from pytake_meta_simulator.errors import GraphError, graph_error_handler
+from pytake_meta_simulator.settings import SimulatorSettings
+from pytake_meta_simulator.webhooks import WebhookSender
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: SimulatorSettings | None = None) -> FastAPI:
+    settings = settings or SimulatorSettings()
+    ctx = SimulatorContext(settings=settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        async with httpx.AsyncClient(timeout=settings.webhook_timeout_s) as client:
+            ctx._sender = WebhookSender(settings, ctx.store, client)
+            logger.info("meta simulator ready; default webhook url %s", settings.webhook_url)
+            try:
+                yield
+            finally:
+                await ctx.sender.aclose()
+                ctx._sender = None
+
+    app = FastAPI(
+        title="PyTake Meta simulator",
+        description="Local stand-in for Meta's WhatsApp Cloud API and webhook sender.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.sim = ctx
+    app.add_exception_handler(GraphError, graph_error_handler)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    # Order matters: fixed paths before the Graph API's ``/{version}/{id}`` catch-all.
+    app.include_router(control.router)
+    app.include_router(graph.router)
+    return app

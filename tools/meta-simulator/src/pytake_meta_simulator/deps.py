@@ -1,0 +1,30 @@
+"""The per-app simulator context and the FastAPI dependency that reads it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fastapi import Request
+
+from pytake_meta_simulator.settings import SimulatorSettings
+from pytake_meta_simulator.state import Store
+from pytake_meta_simulator.webhooks import WebhookSender
+
+
+@dataclass
+class SimulatorContext:
+    settings: SimulatorSettings
+    store: Store = field(default_factory=Store)
+    _sender: WebhookSender | None = None
+
+    @property
+    def sender(self) -> WebhookSender:
+        if self._sender is None:
+            raise RuntimeError("the simulator app was not started (lifespan not run)")
+        return self._sender
+
+
+def get_ctx(request: Request) -> SimulatorContext:
+    ctx = request.app.state.sim
+    assert isinstance(ctx, SimulatorContext)
+    return ctx

@@ -1,0 +1,164 @@
+"""The Graph API stand-in: the calls PyTake makes to ``graph.facebook.com``.
+
+- ``POST /{version}/{phone_number_id}/messages``: send a message, or mark one as read.
+- ``GET /{version}/{id}``: a media object (``url``, ``mime_type``, ``sha256``, ...)
+  or a phone number's profile.
+- ``GET /whatsapp_business/attachments/?mid=``: the media bytes behind ``url``.
+
+Order of checks, as on Meta: version, object exists (400/100 otherwise),
+bearer token (401/190), body (400/100), injected failures.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+
+from pytake_meta_simulator.deps import SimulatorContext, get_ctx
+from pytake_meta_simulator.errors import GraphError
+from pytake_meta_simulator.ids import new_wamid
+from pytake_meta_simulator.state import Media, Number
+from pytake_meta_simulator.validation import validate_mark_read, validate_send
+
+router = APIRouter(tags=["graph"])
+
+_VERSION = re.compile(r"^v\d+\.\d+$")
+ATTACHMENTS_PATH = "/whatsapp_business/attachments/"
+
+
+def _check_version(version: str, request: Request) -> None:
+    if not _VERSION.match(version):
+        raise GraphError(400, 2500, f"Unknown path components: {request.url.path}")
+
+
+def _check_token(request: Request, expected: str) -> None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise GraphError.bad_token("Invalid OAuth access token - Cannot parse access token")
+    if token.strip() != expected:
+        raise GraphError.bad_token(
+            "Error validating access token: Session has expired or the token is invalid.",
+            subcode=463,
+        )
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        raise GraphError.invalid_parameter(
+            "Invalid parameter: the body is not valid JSON."
+        ) from None
+    if not isinstance(body, dict):
+        raise GraphError.invalid_parameter("Invalid parameter: the body must be a JSON object.")
+    return body
+
+
+@router.post("/{version}/{phone_number_id}/messages")
+async def send_message(
+    version: str,
+    phone_number_id: str,
+    request: Request,
+    ctx: SimulatorContext = Depends(get_ctx),
+) -> dict[str, Any]:
+    _check_version(version, request)
+    number = await ctx.store.get_number(phone_number_id)
+    if number is None:
+        raise GraphError.unknown_object(phone_number_id, "post")
+    _check_token(request, number.access_token)
+    body = await _json_object(request)
+
+    if "status" in body:
+        message_id = validate_mark_read(body)
+        await ctx.store.record_read(
+            phone_number_id=phone_number_id, message_id=message_id, body=body
+        )
+        return {"success": True}
+
+    send = validate_send(body)
+    failure = await ctx.store.take_failure(phone_number_id, {send.to, send.wa_id})
+    if failure is not None and failure.mode == "http":
+        raise GraphError.injected(
+            failure.code,
+            http_status=failure.http_status,
+            message=failure.message,
+            details=failure.details,
+        )
+    wamid = new_wamid(send.wa_id)
+    record = await ctx.store.record_sent(
+        phone_number_id=phone_number_id,
+        to=send.to,
+        wa_id=send.wa_id,
+        type_=send.type,
+        wamid=wamid,
+        body=body,
+        failure_code=failure.code if failure is not None else None,
+    )
+    ctx.sender.spawn(ctx.sender.deliver_statuses(number, record, failure))
+    return {
+        "messaging_product": "whatsapp",
+        "contacts": [{"input": send.to, "wa_id": send.wa_id}],
+        "messages": [{"id": wamid}],
+    }
+
+
+def media_url(request: Request, media: Media) -> str:
+    return str(request.base_url).rstrip("/") + f"{ATTACHMENTS_PATH}?mid={media.id}"
+
+
+@router.get(ATTACHMENTS_PATH, response_model=None)
+async def download_media(
+    mid: str, request: Request, ctx: SimulatorContext = Depends(get_ctx)
+) -> Response:
+    media = await ctx.store.get_media(mid)
+    if media is None:
+        raise GraphError(404, 100, "Media not found.", type_="GraphMethodException")
+    number = await ctx.store.get_number(media.phone_number_id)
+    _check_token(request, number.access_token if number is not None else "")
+    return Response(content=media.data, media_type=media.mime_type)
+
+
+@router.get("/{version}/{object_id}")
+async def get_object(
+    version: str,
+    object_id: str,
+    request: Request,
+    ctx: SimulatorContext = Depends(get_ctx),
+) -> JSONResponse:
+    _check_version(version, request)
+    media = await ctx.store.get_media(object_id)
+    if media is not None:
+        owner = await ctx.store.get_number(media.phone_number_id)
+        _check_token(request, owner.access_token if owner is not None else "")
+        return JSONResponse(
+            {
+                "messaging_product": "whatsapp",
+                "url": media_url(request, media),
+                "mime_type": media.mime_type,
+                "sha256": media.sha256,
+                "file_size": media.file_size,
+                "id": media.id,
+            }
+        )
+    number = await ctx.store.get_number(object_id)
+    if number is None:
+        raise GraphError.unknown_object(object_id, "get")
+    _check_token(request, number.access_token)
+    return JSONResponse(_number_profile(number))
+
+
+def _number_profile(number: Number) -> dict[str, Any]:
+    return {
+        "verified_name": number.verified_name,
+        "display_phone_number": number.display_phone_number,
+        "id": number.phone_number_id,
+        "quality_rating": "GREEN",
+        "code_verification_status": "VERIFIED",
+        "platform_type": "CLOUD_API",
+        "throughput": {"level": "STANDARD"},
+    }
