@@ -40,10 +40,10 @@ class Base(DeclarativeBase):
     metadata = new_metadata()
 
 
-def rls_statements(table: str) -> list[str]:
+def rls_statements(table: str, column: str = "organization_id") -> list[str]:
     """SQL enabling tenant isolation on ``table`` (used by migrations)."""
     predicate = (
-        f"current_setting('{BYPASS_SETTING}', true) = 'on' OR organization_id = "
+        f"current_setting('{BYPASS_SETTING}', true) = 'on' OR {column} = "
         f"NULLIF(current_setting('{ORG_SETTING}', true), '')::uuid"
     )
     return [

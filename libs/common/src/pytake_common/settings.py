@@ -48,6 +48,8 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
 
     database_url: str | None = None
+    #: This service's own database URL; wins over everything (tests, one-off tools).
+    own_database_url: str | None = None
     kafka_bootstrap: str = "127.0.0.1:9092"
     #: Tansu (local broker) answers InitProducerId with an error: idempotence is a setting.
     kafka_idempotent_producer: bool = False
@@ -91,6 +93,8 @@ class ServiceSettings(BaseSettings):
         ``<SERVICE>_DATABASE_URL`` wins; otherwise the database
         ``pytake_<service>`` on the server named by ``PYTAKE_DATABASE_URL``.
         """
+        if self.own_database_url:
+            return to_asyncpg_url(self.own_database_url)
         env_name = self.service_name.upper().replace("-", "_") + "_DATABASE_URL"
         explicit = os.environ.get(env_name)
         if explicit:

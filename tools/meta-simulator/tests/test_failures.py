@@ -1,0 +1,141 @@
+"""Failure injection: synchronous Graph errors and asynchronous ``failed`` statuses."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+ALICE = "5511911110000"
+BOB = "5511922220000"
+
+
+def text_to(to: str):
+    return {"messaging_product": "whatsapp", "to": to, "type": "text", "text": {"body": "hi"}}
+
+
+async def test_http_mode_fails_only_the_matching_recipient_once(
+    sim: httpx.AsyncClient, number, auth, receiver
+):
+    pnid = number["phone_number_id"]
+    url = f"/v21.0/{pnid}/messages"
+    rule = await sim.post(
+        "/_sim/failures", json={"phone_number_id": pnid, "to": ALICE, "code": 131047}
+    )
+    assert rule.status_code == 200
+    assert rule.json()["remaining"] == 1
+
+    assert (await sim.post(url, headers=auth, json=text_to(BOB))).status_code == 200
+
+    failed = await sim.post(url, headers=auth, json=text_to(ALICE))
+    assert failed.status_code == 400
+    error = failed.json()["error"]
+    assert error["code"] == 131047
+    assert error["message"] == "(#131047) Re-engagement message"
+    assert error["error_data"]["messaging_product"] == "whatsapp"
+    assert "24 hours" in error["error_data"]["details"]
+    assert error["fbtrace_id"]
+
+    assert (await sim.post(url, headers=auth, json=text_to(ALICE))).status_code == 200
+
+    sent = (await sim.get("/_sim/sent")).json()
+    assert [s["to"] for s in sent] == [BOB, ALICE]
+    [listed] = (await sim.get("/_sim/failures")).json()
+    assert listed["triggered"] == 1
+    assert listed["remaining"] == 0
+
+
+async def test_http_mode_times_and_status_codes(sim: httpx.AsyncClient, number, auth):
+    pnid = number["phone_number_id"]
+    url = f"/v21.0/{pnid}/messages"
+    await sim.post("/_sim/failures", json={"phone_number_id": pnid, "code": 130429, "times": 2})
+    for _ in range(2):
+        resp = await sim.post(url, headers=auth, json=text_to(ALICE))
+        assert resp.status_code == 400
+        assert resp.json()["error"]["code"] == 130429
+        assert resp.json()["error"]["is_transient"] is True
+    assert (await sim.post(url, headers=auth, json=text_to(ALICE))).status_code == 200
+
+    await sim.post("/_sim/failures", json={"phone_number_id": pnid, "code": 131016})
+    resp = await sim.post(url, headers=auth, json=text_to(ALICE))
+    assert resp.status_code == 503
+    assert resp.json()["error"]["code"] == 131016
+
+    await sim.post(
+        "/_sim/failures", json={"phone_number_id": pnid, "code": 131000, "http_status": 502}
+    )
+    assert (await sim.post(url, headers=auth, json=text_to(ALICE))).status_code == 502
+
+    await sim.post("/_sim/failures", json={"phone_number_id": pnid, "code": 190})
+    expired = await sim.post(url, headers=auth, json=text_to(ALICE))
+    assert expired.status_code == 401
+    assert expired.json()["error"]["code"] == 190
+
+    # Only the two successful sends were accepted.
+    assert len((await sim.get("/_sim/sent")).json()) == 1
+
+    await sim.delete("/_sim/failures")
+    assert (await sim.get("/_sim/failures")).json() == []
+
+
+async def test_status_mode_answers_200_then_sent_then_failed(
+    sim: httpx.AsyncClient, number, auth, receiver
+):
+    pnid = number["phone_number_id"]
+    await sim.post(
+        "/_sim/failures",
+        json={"phone_number_id": pnid, "to": ALICE, "code": 131026, "mode": "status"},
+    )
+    resp = await sim.post(f"/v21.0/{pnid}/messages", headers=auth, json=text_to(ALICE))
+    assert resp.status_code == 200
+    wamid = resp.json()["messages"][0]["id"]
+
+    requests = await receiver.wait_for(2)
+    assert all(r.signature_valid(number["app_secret"]) for r in requests)
+    statuses = receiver.statuses()
+    assert [s["status"] for s in statuses] == ["sent", "failed"]
+    failed = statuses[1]
+    assert failed["id"] == wamid
+    assert failed["recipient_id"] == ALICE
+    [error] = failed["errors"]
+    assert error["code"] == 131026
+    assert error["title"] == "Message undeliverable"
+    assert error["message"]
+    assert error["error_data"]["details"]
+
+    # No delivered/read follows a failure.
+    await asyncio.sleep(0.1)
+    assert len(receiver.received) == 2
+    [sent] = (await sim.get("/_sim/sent")).json()
+    assert sent["failure_code"] == 131026
+
+
+async def test_status_mode_custom_message(sim: httpx.AsyncClient, number, auth, receiver):
+    pnid = number["phone_number_id"]
+    await sim.post(
+        "/_sim/failures",
+        json={
+            "phone_number_id": pnid,
+            "code": 131047,
+            "mode": "status",
+            "message": "Re-engagement message",
+            "details": "custom details",
+        },
+    )
+    assert (
+        await sim.post(f"/v21.0/{pnid}/messages", headers=auth, json=text_to(BOB))
+    ).status_code == 200
+    await receiver.wait_for(2)
+    error = receiver.statuses()[1]["errors"][0]
+    assert error["code"] == 131047
+    assert error["error_data"] == {"details": "custom details"}
+
+
+async def test_failure_rules_are_validated(sim: httpx.AsyncClient, number):
+    pnid = number["phone_number_id"]
+    bad_status = {"phone_number_id": pnid, "code": 1, "http_status": 200}
+    assert (await sim.post("/_sim/failures", json=bad_status)).status_code == 422
+    bad_mode = {"phone_number_id": pnid, "code": 1, "mode": "later"}
+    assert (await sim.post("/_sim/failures", json=bad_mode)).status_code == 422
+    unknown = {"phone_number_id": "nope", "code": 1}
+    assert (await sim.post("/_sim/failures", json=unknown)).status_code == 404

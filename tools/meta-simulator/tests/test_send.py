@@ -1,0 +1,162 @@
+"""Graph API sends: auth, success shape, status webhooks in order, mark-as-read."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+CUSTOMER = "5511999990000"
+
+
+def text_body(to: str = CUSTOMER, **extra):
+    return {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": to,
+        "type": "text",
+        "text": {"body": "Hello from PyTake"},
+        **extra,
+    }
+
+
+async def test_send_text_answers_like_meta_and_posts_statuses_in_order(
+    sim: httpx.AsyncClient, number, auth, receiver
+):
+    pnid = number["phone_number_id"]
+    body = text_body(biz_opaque_callback_data="msg-42")
+    resp = await sim.post(f"/v21.0/{pnid}/messages", headers=auth, json=body)
+    assert resp.status_code == 200
+    data = resp.json()
+    wamid = data["messages"][0]["id"]
+    assert wamid.startswith("wamid.")
+    assert data == {
+        "messaging_product": "whatsapp",
+        "contacts": [{"input": CUSTOMER, "wa_id": CUSTOMER}],
+        "messages": [{"id": wamid}],
+    }
+
+    [sent] = (await sim.get("/_sim/sent")).json()
+    assert sent["phone_number_id"] == pnid
+    assert sent["authorized"] is True
+    assert sent["body"] == body
+    assert sent["wamid"] == wamid
+    assert sent["to"] == CUSTOMER
+    assert sent["time"]
+
+    requests = await receiver.wait_for(3)
+    assert all(r.signature_valid(number["app_secret"]) for r in requests)
+    for r in requests:
+        value = r.json()["entry"][0]["changes"][0]["value"]
+        assert r.json()["entry"][0]["id"] == number["waba_id"]
+        assert value["metadata"]["phone_number_id"] == pnid
+
+    statuses = receiver.statuses()
+    assert [s["status"] for s in statuses] == ["sent", "delivered", "read"]
+    conversation_ids = {s["conversation"]["id"] for s in statuses}
+    assert len(conversation_ids) == 1
+    for s in statuses:
+        assert s["id"] == wamid
+        assert s["recipient_id"] == CUSTOMER
+        assert s["timestamp"].isdigit()
+        assert s["conversation"]["origin"] == {"type": "service"}
+        assert s["pricing"]["pricing_model"] == "PMP"
+        assert s["pricing"]["category"] == "service"
+        assert isinstance(s["pricing"]["billable"], bool)
+        assert s["biz_opaque_callback_data"] == "msg-42"
+
+    hooks = (await sim.get("/_sim/webhooks")).json()
+    assert [(h["kind"], h["status_code"]) for h in hooks] == [("status", 200)] * 3
+
+
+async def test_to_is_normalised_to_wa_id_and_type_defaults_to_text(
+    sim: httpx.AsyncClient, number, auth, receiver
+):
+    body = {"messaging_product": "whatsapp", "to": "+55 11 99999-0000", "text": {"body": "hi"}}
+    resp = await sim.post(f"/v19.0/{number['phone_number_id']}/messages", headers=auth, json=body)
+    assert resp.status_code == 200
+    assert resp.json()["contacts"] == [{"input": "+55 11 99999-0000", "wa_id": CUSTOMER}]
+    await receiver.wait_for(1)
+    assert receiver.statuses()[0]["recipient_id"] == CUSTOMER
+    assert "biz_opaque_callback_data" not in receiver.statuses()[0]
+    [sent] = (await sim.get("/_sim/sent", params={"to": CUSTOMER})).json()
+    assert sent["type"] == "text"
+
+
+async def test_wrong_or_missing_token_is_401_code_190(sim: httpx.AsyncClient, number, receiver):
+    url = f"/v21.0/{number['phone_number_id']}/messages"
+    wrong = await sim.post(url, headers={"Authorization": "Bearer nope"}, json=text_body())
+    assert wrong.status_code == 401
+    error = wrong.json()["error"]
+    assert error["code"] == 190
+    assert error["type"] == "OAuthException"
+    assert error["error_subcode"] == 463
+    assert error["fbtrace_id"]
+    assert error["message"]
+    assert "invalid_token" in wrong.headers["www-authenticate"]
+
+    missing = await sim.post(url, json=text_body())
+    assert missing.status_code == 401
+    assert missing.json()["error"]["code"] == 190
+
+    assert (await sim.get("/_sim/sent")).json() == []
+    await asyncio.sleep(0.05)
+    assert receiver.received == []
+
+
+async def test_unknown_number_is_400_code_100(sim: httpx.AsyncClient, number, auth):
+    resp = await sim.post("/v21.0/999999/messages", headers=auth, json=text_body())
+    assert resp.status_code == 400
+    error = resp.json()["error"]
+    assert error["code"] == 100
+    assert error["type"] == "GraphMethodException"
+    assert error["error_subcode"] == 33
+    assert "999999" in error["message"]
+
+
+async def test_bad_version_is_rejected(sim: httpx.AsyncClient, number, auth):
+    resp = await sim.post(
+        f"/latest/{number['phone_number_id']}/messages", headers=auth, json=text_body()
+    )
+    assert resp.status_code == 400
+    assert resp.json()["error"]["code"] == 2500
+
+
+async def test_mark_as_read(sim: httpx.AsyncClient, number, auth, receiver):
+    url = f"/v21.0/{number['phone_number_id']}/messages"
+    body = {"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.IN=="}
+    resp = await sim.post(url, headers=auth, json=body)
+    assert resp.status_code == 200
+    assert resp.json() == {"success": True}
+    [mark] = (await sim.get("/_sim/reads")).json()
+    assert mark["message_id"] == "wamid.IN=="
+    assert mark["phone_number_id"] == number["phone_number_id"]
+    assert (await sim.get("/_sim/sent")).json() == []
+
+    bad = await sim.post(
+        url, headers=auth, json={"messaging_product": "whatsapp", "status": "read"}
+    )
+    assert bad.status_code == 400
+    assert bad.json()["error"]["code"] == 100
+    await asyncio.sleep(0.05)
+    assert receiver.received == []
+
+    await sim.delete("/_sim/reads")
+    assert (await sim.get("/_sim/reads")).json() == []
+
+
+async def test_clear_sent_and_reset(sim: httpx.AsyncClient, number, auth, receiver):
+    url = f"/v21.0/{number['phone_number_id']}/messages"
+    assert (await sim.post(url, headers=auth, json=text_body())).status_code == 200
+    assert (await sim.post(url, headers=auth, json=text_body())).status_code == 200
+    sent = (await sim.get("/_sim/sent")).json()
+    assert len(sent) == 2
+    assert sent[0]["seq"] < sent[1]["seq"]
+    assert sent[0]["wamid"] != sent[1]["wamid"]
+
+    assert (await sim.delete("/_sim/sent")).status_code == 204
+    assert (await sim.get("/_sim/sent")).json() == []
+
+    assert (await sim.post("/_sim/reset")).status_code == 204
+    assert (await sim.get("/_sim/numbers")).json() == []
+    assert (await sim.post(url, headers=auth, json=text_body())).status_code == 400
