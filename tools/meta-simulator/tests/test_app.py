@@ -9,9 +9,10 @@ import httpx
 import pytest
 from pytake_meta_simulator import SimulatorSettings, create_app
 from pytake_meta_simulator import __main__ as entry
+from pytake_meta_simulator.testing import Receiver
 
 
-def test_settings_defaults(monkeypatch: pytest.MonkeyPatch):
+def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("HOST", "PORT", "WEBHOOK_URL", "STATUS_DELAY_S"):
         monkeypatch.delenv(f"PYTAKE_SIMULATOR_{var}", raising=False)
     settings = SimulatorSettings()
@@ -21,7 +22,7 @@ def test_settings_defaults(monkeypatch: pytest.MonkeyPatch):
     assert settings.status_delay_s == 0.05
 
 
-def test_settings_from_env(monkeypatch: pytest.MonkeyPatch):
+def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTAKE_SIMULATOR_HOST", "0.0.0.0")
     monkeypatch.setenv("PYTAKE_SIMULATOR_PORT", "9123")
     monkeypatch.setenv("PYTAKE_SIMULATOR_WEBHOOK_URL", "http://gw:8000/webhooks/whatsapp")
@@ -32,11 +33,11 @@ def test_settings_from_env(monkeypatch: pytest.MonkeyPatch):
     assert settings.status_delay_s == 0.5
 
 
-def test_main_runs_uvicorn_with_configured_host_and_port(monkeypatch: pytest.MonkeyPatch):
+def test_main_runs_uvicorn_with_configured_host_and_port(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[Any, dict[str, Any]]] = []
     monkeypatch.setenv("PYTAKE_SIMULATOR_HOST", "127.0.0.2")
     monkeypatch.setenv("PYTAKE_SIMULATOR_PORT", "9124")
-    monkeypatch.setattr(entry.uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+    monkeypatch.setattr("uvicorn.run", lambda app, **kw: calls.append((app, kw)))
     entry.main()
     [(app, kwargs)] = calls
     assert kwargs["host"] == "127.0.0.2"
@@ -44,13 +45,13 @@ def test_main_runs_uvicorn_with_configured_host_and_port(monkeypatch: pytest.Mon
     assert app.title == "PyTake Meta simulator"
 
 
-async def test_healthz(sim: httpx.AsyncClient):
+async def test_healthz(sim: httpx.AsyncClient) -> None:
     resp = await sim.get("/healthz")
     assert resp.status_code == 200
     assert resp.json() == {"status": "ok"}
 
 
-async def test_shutdown_cancels_pending_statuses_and_closes_client(receiver):
+async def test_shutdown_cancels_pending_statuses_and_closes_client(receiver: Receiver) -> None:
     app = create_app(SimulatorSettings(webhook_url=receiver.url, status_delay_s=30))
     number = {
         "phone_number_id": "1",

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
+from pytake_meta_simulator.testing import Receiver
 
 ALICE = "5511911110000"
 BOB = "5511922220000"
 
 
-def text_to(to: str):
+def text_to(to: str) -> dict[str, Any]:
     return {"messaging_product": "whatsapp", "to": to, "type": "text", "text": {"body": "hi"}}
 
 
 async def test_http_mode_fails_only_the_matching_recipient_once(
-    sim: httpx.AsyncClient, number, auth, receiver
-):
+    sim: httpx.AsyncClient, number: dict[str, str], auth: dict[str, str], receiver: Receiver
+) -> None:
     pnid = number["phone_number_id"]
     url = f"/v21.0/{pnid}/messages"
     rule = await sim.post(
@@ -45,7 +47,9 @@ async def test_http_mode_fails_only_the_matching_recipient_once(
     assert listed["remaining"] == 0
 
 
-async def test_http_mode_times_and_status_codes(sim: httpx.AsyncClient, number, auth):
+async def test_http_mode_times_and_status_codes(
+    sim: httpx.AsyncClient, number: dict[str, str], auth: dict[str, str]
+) -> None:
     pnid = number["phone_number_id"]
     url = f"/v21.0/{pnid}/messages"
     await sim.post("/_sim/failures", json={"phone_number_id": pnid, "code": 130429, "times": 2})
@@ -71,7 +75,7 @@ async def test_http_mode_times_and_status_codes(sim: httpx.AsyncClient, number, 
     assert expired.status_code == 401
     assert expired.json()["error"]["code"] == 190
 
-    # Only the two successful sends were accepted.
+    # Only the one successful send was accepted.
     assert len((await sim.get("/_sim/sent")).json()) == 1
 
     await sim.delete("/_sim/failures")
@@ -79,8 +83,8 @@ async def test_http_mode_times_and_status_codes(sim: httpx.AsyncClient, number, 
 
 
 async def test_status_mode_answers_200_then_sent_then_failed(
-    sim: httpx.AsyncClient, number, auth, receiver
-):
+    sim: httpx.AsyncClient, number: dict[str, str], auth: dict[str, str], receiver: Receiver
+) -> None:
     pnid = number["phone_number_id"]
     await sim.post(
         "/_sim/failures",
@@ -110,7 +114,9 @@ async def test_status_mode_answers_200_then_sent_then_failed(
     assert sent["failure_code"] == 131026
 
 
-async def test_status_mode_custom_message(sim: httpx.AsyncClient, number, auth, receiver):
+async def test_status_mode_custom_message(
+    sim: httpx.AsyncClient, number: dict[str, str], auth: dict[str, str], receiver: Receiver
+) -> None:
     pnid = number["phone_number_id"]
     await sim.post(
         "/_sim/failures",
@@ -131,7 +137,7 @@ async def test_status_mode_custom_message(sim: httpx.AsyncClient, number, auth, 
     assert error["error_data"] == {"details": "custom details"}
 
 
-async def test_failure_rules_are_validated(sim: httpx.AsyncClient, number):
+async def test_failure_rules_are_validated(sim: httpx.AsyncClient, number: dict[str, str]) -> None:
     pnid = number["phone_number_id"]
     bad_status = {"phone_number_id": pnid, "code": 1, "http_status": 200}
     assert (await sim.post("/_sim/failures", json=bad_status)).status_code == 422

@@ -7,11 +7,14 @@ import hmac
 import json
 
 import httpx
+from pytake_meta_simulator.testing import Receiver
 
 SECRET_FIELDS = ("access_token", "app_secret")
 
 
-async def test_numbers_upsert_and_list_hides_secrets(sim: httpx.AsyncClient, number, receiver):
+async def test_numbers_upsert_and_list_hides_secrets(
+    sim: httpx.AsyncClient, number: dict[str, str], receiver: Receiver
+) -> None:
     changed = {**number, "display_phone_number": "15550000000"}
     resp = await sim.post("/_sim/numbers", json=changed)
     assert resp.status_code == 200
@@ -28,8 +31,8 @@ async def test_numbers_upsert_and_list_hides_secrets(sim: httpx.AsyncClient, num
 
 
 async def test_inbound_text_is_meta_shaped_and_signed_over_exact_bytes(
-    sim: httpx.AsyncClient, number, receiver
-):
+    sim: httpx.AsyncClient, number: dict[str, str], receiver: Receiver
+) -> None:
     text = "Olá / tudo bem? 👋"
     resp = await sim.post(
         "/_sim/inbound",
@@ -85,8 +88,8 @@ async def test_inbound_text_is_meta_shaped_and_signed_over_exact_bytes(
 
 
 async def test_inbound_with_given_wamid_timestamp_and_user_id(
-    sim: httpx.AsyncClient, number, receiver
-):
+    sim: httpx.AsyncClient, number: dict[str, str], receiver: Receiver
+) -> None:
     resp = await sim.post(
         "/_sim/inbound",
         json={
@@ -108,8 +111,8 @@ async def test_inbound_with_given_wamid_timestamp_and_user_id(
 
 
 async def test_number_webhook_url_overrides_default(
-    sim: httpx.AsyncClient, number, receiver, other_receiver
-):
+    sim: httpx.AsyncClient, number: dict[str, str], receiver: Receiver, other_receiver: Receiver
+) -> None:
     await sim.post("/_sim/numbers", json={**number, "webhook_url": other_receiver.url})
     resp = await sim.post(
         "/_sim/inbound",
@@ -126,8 +129,8 @@ async def test_number_webhook_url_overrides_default(
 
 
 async def test_receiver_errors_and_unreachable_urls_are_reported(
-    sim: httpx.AsyncClient, number, receiver
-):
+    sim: httpx.AsyncClient, number: dict[str, str], receiver: Receiver
+) -> None:
     receiver.status_code = 500
     body = {
         "phone_number_id": number["phone_number_id"],
@@ -146,7 +149,7 @@ async def test_receiver_errors_and_unreachable_urls_are_reported(
     assert [h["status_code"] for h in hooks] == [500, None]
 
 
-async def test_inbound_for_unknown_number_is_404(sim: httpx.AsyncClient):
+async def test_inbound_for_unknown_number_is_404(sim: httpx.AsyncClient) -> None:
     resp = await sim.post(
         "/_sim/inbound",
         json={"phone_number_id": "nope", "from_wa_id": "1", "profile_name": "A", "text": "x"},
@@ -154,7 +157,9 @@ async def test_inbound_for_unknown_number_is_404(sim: httpx.AsyncClient):
     assert resp.status_code == 404
 
 
-async def test_raw_delivery_sign_modes(sim: httpx.AsyncClient, number, receiver):
+async def test_raw_delivery_sign_modes(
+    sim: httpx.AsyncClient, number: dict[str, str], receiver: Receiver
+) -> None:
     payload = {"object": "whatsapp_business_account", "entry": []}
     pnid = number["phone_number_id"]
     results = []
@@ -174,7 +179,9 @@ async def test_raw_delivery_sign_modes(sim: httpx.AsyncClient, number, receiver)
     assert signed.json() == payload
 
 
-async def test_raw_delivery_posts_exact_raw_text(sim: httpx.AsyncClient, number, receiver):
+async def test_raw_delivery_posts_exact_raw_text(
+    sim: httpx.AsyncClient, number: dict[str, str], receiver: Receiver
+) -> None:
     resp = await sim.post(
         "/_sim/deliveries/raw",
         json={"phone_number_id": number["phone_number_id"], "raw": '{"not json', "sign": True},
@@ -185,14 +192,16 @@ async def test_raw_delivery_posts_exact_raw_text(sim: httpx.AsyncClient, number,
     assert req.signature_valid(number["app_secret"])
 
 
-async def test_raw_delivery_needs_exactly_one_body(sim: httpx.AsyncClient, number):
+async def test_raw_delivery_needs_exactly_one_body(
+    sim: httpx.AsyncClient, number: dict[str, str]
+) -> None:
     resp = await sim.post("/_sim/deliveries/raw", json={"phone_number_id": "x"})
     assert resp.status_code == 422
 
 
 async def test_redeliver_posts_identical_bytes_and_signature(
-    sim: httpx.AsyncClient, number, receiver
-):
+    sim: httpx.AsyncClient, number: dict[str, str], receiver: Receiver
+) -> None:
     await sim.post(
         "/_sim/inbound",
         json={

@@ -10,7 +10,9 @@ import httpx
 DATA = b"\x89PNG\r\n\x1a\n fake image bytes"
 
 
-async def test_media_lookup_and_download(sim: httpx.AsyncClient, number, auth):
+async def test_media_lookup_and_download(
+    sim: httpx.AsyncClient, number: dict[str, str], auth: dict[str, str]
+) -> None:
     resp = await sim.post(
         "/_sim/media",
         json={
@@ -43,7 +45,9 @@ async def test_media_lookup_and_download(sim: httpx.AsyncClient, number, auth):
     assert (await sim.get(f"/v21.0/{media_id}")).status_code == 401
 
 
-async def test_media_with_chosen_id_and_bad_base64(sim: httpx.AsyncClient, number, auth):
+async def test_media_with_chosen_id_and_bad_base64(
+    sim: httpx.AsyncClient, number: dict[str, str], auth: dict[str, str]
+) -> None:
     body = {
         "phone_number_id": number["phone_number_id"],
         "mime_type": "audio/ogg",
@@ -57,7 +61,9 @@ async def test_media_with_chosen_id_and_bad_base64(sim: httpx.AsyncClient, numbe
     assert bad.status_code == 422
 
 
-async def test_unknown_object_and_number_profile(sim: httpx.AsyncClient, number, auth):
+async def test_unknown_object_and_number_profile(
+    sim: httpx.AsyncClient, number: dict[str, str], auth: dict[str, str]
+) -> None:
     unknown = await sim.get("/v21.0/424242", headers=auth)
     assert unknown.status_code == 400
     assert unknown.json()["error"]["code"] == 100

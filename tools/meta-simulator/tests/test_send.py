@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
+from pytake_meta_simulator.testing import Receiver, eventually
 
 CUSTOMER = "5511999990000"
 
 
-def text_body(to: str = CUSTOMER, **extra):
+def text_body(to: str = CUSTOMER, **extra: Any) -> dict[str, Any]:
     return {
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
@@ -21,8 +23,8 @@ def text_body(to: str = CUSTOMER, **extra):
 
 
 async def test_send_text_answers_like_meta_and_posts_statuses_in_order(
-    sim: httpx.AsyncClient, number, auth, receiver
-):
+    sim: httpx.AsyncClient, number: dict[str, str], auth: dict[str, str], receiver: Receiver
+) -> None:
     pnid = number["phone_number_id"]
     body = text_body(biz_opaque_callback_data="msg-42")
     resp = await sim.post(f"/v21.0/{pnid}/messages", headers=auth, json=body)
@@ -65,13 +67,17 @@ async def test_send_text_answers_like_meta_and_posts_statuses_in_order(
         assert isinstance(s["pricing"]["billable"], bool)
         assert s["biz_opaque_callback_data"] == "msg-42"
 
+    async def three_recorded() -> bool:
+        return len((await sim.get("/_sim/webhooks")).json()) == 3
+
+    await eventually(three_recorded)
     hooks = (await sim.get("/_sim/webhooks")).json()
     assert [(h["kind"], h["status_code"]) for h in hooks] == [("status", 200)] * 3
 
 
 async def test_to_is_normalised_to_wa_id_and_type_defaults_to_text(
-    sim: httpx.AsyncClient, number, auth, receiver
-):
+    sim: httpx.AsyncClient, number: dict[str, str], auth: dict[str, str], receiver: Receiver
+) -> None:
     body = {"messaging_product": "whatsapp", "to": "+55 11 99999-0000", "text": {"body": "hi"}}
     resp = await sim.post(f"/v19.0/{number['phone_number_id']}/messages", headers=auth, json=body)
     assert resp.status_code == 200
@@ -83,7 +89,9 @@ async def test_to_is_normalised_to_wa_id_and_type_defaults_to_text(
     assert sent["type"] == "text"
 
 
-async def test_wrong_or_missing_token_is_401_code_190(sim: httpx.AsyncClient, number, receiver):
+async def test_wrong_or_missing_token_is_401_code_190(
+    sim: httpx.AsyncClient, number: dict[str, str], receiver: Receiver
+) -> None:
     url = f"/v21.0/{number['phone_number_id']}/messages"
     wrong = await sim.post(url, headers={"Authorization": "Bearer nope"}, json=text_body())
     assert wrong.status_code == 401
@@ -104,7 +112,9 @@ async def test_wrong_or_missing_token_is_401_code_190(sim: httpx.AsyncClient, nu
     assert receiver.received == []
 
 
-async def test_unknown_number_is_400_code_100(sim: httpx.AsyncClient, number, auth):
+async def test_unknown_number_is_400_code_100(
+    sim: httpx.AsyncClient, number: dict[str, str], auth: dict[str, str]
+) -> None:
     resp = await sim.post("/v21.0/999999/messages", headers=auth, json=text_body())
     assert resp.status_code == 400
     error = resp.json()["error"]
@@ -114,7 +124,9 @@ async def test_unknown_number_is_400_code_100(sim: httpx.AsyncClient, number, au
     assert "999999" in error["message"]
 
 
-async def test_bad_version_is_rejected(sim: httpx.AsyncClient, number, auth):
+async def test_bad_version_is_rejected(
+    sim: httpx.AsyncClient, number: dict[str, str], auth: dict[str, str]
+) -> None:
     resp = await sim.post(
         f"/latest/{number['phone_number_id']}/messages", headers=auth, json=text_body()
     )
@@ -122,7 +134,9 @@ async def test_bad_version_is_rejected(sim: httpx.AsyncClient, number, auth):
     assert resp.json()["error"]["code"] == 2500
 
 
-async def test_mark_as_read(sim: httpx.AsyncClient, number, auth, receiver):
+async def test_mark_as_read(
+    sim: httpx.AsyncClient, number: dict[str, str], auth: dict[str, str], receiver: Receiver
+) -> None:
     url = f"/v21.0/{number['phone_number_id']}/messages"
     body = {"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.IN=="}
     resp = await sim.post(url, headers=auth, json=body)
@@ -145,7 +159,9 @@ async def test_mark_as_read(sim: httpx.AsyncClient, number, auth, receiver):
     assert (await sim.get("/_sim/reads")).json() == []
 
 
-async def test_clear_sent_and_reset(sim: httpx.AsyncClient, number, auth, receiver):
+async def test_clear_sent_and_reset(
+    sim: httpx.AsyncClient, number: dict[str, str], auth: dict[str, str], receiver: Receiver
+) -> None:
     url = f"/v21.0/{number['phone_number_id']}/messages"
     assert (await sim.post(url, headers=auth, json=text_body())).status_code == 200
     assert (await sim.post(url, headers=auth, json=text_body())).status_code == 200

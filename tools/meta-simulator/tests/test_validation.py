@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
+from pytake_meta_simulator.testing import Receiver
 
 TO = "5511999990000"
 
 
-def msg(type_: str, content, **extra):
+def msg(type_: str, content: Any, **extra: Any) -> dict[str, Any]:
     return {"messaging_product": "whatsapp", "to": TO, "type": type_, type_: content, **extra}
 
 
-def buttons(n: int, title: str = "Yes"):
+def buttons(n: int, title: str = "Yes") -> dict[str, Any]:
     return {
         "type": "button",
         "body": {"text": "Pick one"},
@@ -25,7 +28,7 @@ def buttons(n: int, title: str = "Yes"):
     }
 
 
-def list_message(rows_per_section: list[int]):
+def list_message(rows_per_section: list[int]) -> dict[str, Any]:
     return {
         "type": "list",
         "body": {"text": "Choose"},
@@ -105,7 +108,9 @@ VALID = {
 
 
 @pytest.mark.parametrize("body", VALID.values(), ids=VALID.keys())
-async def test_valid_bodies_are_accepted(sim: httpx.AsyncClient, number, auth, body):
+async def test_valid_bodies_are_accepted(
+    sim: httpx.AsyncClient, number: dict[str, str], auth: dict[str, str], body: dict[str, Any]
+) -> None:
     resp = await sim.post(f"/v21.0/{number['phone_number_id']}/messages", headers=auth, json=body)
     assert resp.status_code == 200, resp.text
     [sent] = (await sim.get("/_sim/sent")).json()
@@ -199,8 +204,13 @@ INVALID = {
 
 @pytest.mark.parametrize(("body", "fragment"), INVALID.values(), ids=INVALID.keys())
 async def test_invalid_bodies_get_code_100(
-    sim: httpx.AsyncClient, number, auth, receiver, body, fragment
-):
+    sim: httpx.AsyncClient,
+    number: dict[str, str],
+    auth: dict[str, str],
+    receiver: Receiver,
+    body: dict[str, Any],
+    fragment: str,
+) -> None:
     resp = await sim.post(f"/v21.0/{number['phone_number_id']}/messages", headers=auth, json=body)
     assert resp.status_code == 400, resp.text
     error = resp.json()["error"]
@@ -213,7 +223,9 @@ async def test_invalid_bodies_get_code_100(
 
 
 @pytest.mark.parametrize("content", [b"{not json", b"[1, 2]"])
-async def test_non_object_json_bodies_get_code_100(sim: httpx.AsyncClient, number, auth, content):
+async def test_non_object_json_bodies_get_code_100(
+    sim: httpx.AsyncClient, number: dict[str, str], auth: dict[str, str], content: bytes
+) -> None:
     resp = await sim.post(
         f"/v21.0/{number['phone_number_id']}/messages",
         headers={**auth, "Content-Type": "application/json"},

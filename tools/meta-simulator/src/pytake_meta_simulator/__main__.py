@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import uvicorn
 
 from pytake_meta_simulator.app import create_app
@@ -10,6 +12,9 @@ from pytake_meta_simulator.settings import SimulatorSettings
 
 def main() -> None:
     settings = SimulatorSettings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     uvicorn.run(
         create_app(settings),
         host=settings.host,

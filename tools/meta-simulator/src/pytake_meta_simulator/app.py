@@ -1,4 +1,9 @@
-"""The simulator's FastAPI application factory."""
+"""The simulator's FastAPI application factory.
+
+Each app owns its state in memory (a fresh :class:`~pytake_meta_simulator.state.Store`)
+by design, and one :class:`httpx.AsyncClient` for outbound webhooks, opened at
+startup and closed at shutdown (pending status deliveries are cancelled first).
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,109 @@
+"""``python -m pytake_devstack run|demo|schemas`` — what the Makefile calls."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from pytake_devstack.stack import DEFAULT_PORTS, StackConfig, migrate_all, processes
+
+STATE = Path(os.environ.get("PYTAKE_STATE_DIR", ".pytake")).resolve()
+
+
+def _procfile(cfg: StackConfig, broker_cmd: list[str] | None) -> Path:
+    common = cfg.common_env()
+    lines = [f"broker: exec {' '.join(broker_cmd)}"] if broker_cmd else []
+    for proc in processes(cfg):
+        own = " ".join(f"{k}={v}" for k, v in proc.env.items() if common.get(k) != v)
+        lines.append(f"{proc.name}: exec env {own} {' '.join(proc.argv)}")
+    path = STATE / "Procfile"
+    path.write_text("\n".join(lines) + "\n")
+    (STATE / "stack.env").write_text("".join(f"{k}={v}\n" for k, v in common.items()))
+    return path
+
+
+def run() -> int:
+    from pytake_devstack.infra import EmbeddedPostgres, TansuBroker
+
+    STATE.mkdir(parents=True, exist_ok=True)
+    pg: EmbeddedPostgres | None = None
+    db_url = os.environ.get("PYTAKE_DATABASE_URL")
+    if not db_url:
+        pg = EmbeddedPostgres(STATE / "postgres")
+        db_url = pg.start()
+        print(f"embedded PostgreSQL: {db_url} (data in {pg.pgdata})")
+    bootstrap = os.environ.get("PYTAKE_KAFKA_BOOTSTRAP")
+    broker_cmd = None
+    if not bootstrap:
+        broker = TansuBroker(port=int(os.environ.get("PYTAKE_DEV_KAFKA_PORT", "9092")))
+        broker_cmd = broker.command()
+        bootstrap = broker.bootstrap
+        print(f"Tansu Kafka-protocol broker (memory only): {bootstrap}")
+    cfg = StackConfig(db_url, bootstrap, STATE,
+                      graph_api_base=os.environ.get("PYTAKE_GRAPH_API_BASE"))
+    try:
+        migrate_all(cfg)
+        procfile = _procfile(cfg, broker_cmd)
+        _banner(cfg)
+        env = {**os.environ, **cfg.common_env()}
+        try:
+            return subprocess.call([sys.executable, "-m", "honcho", "start", "-f", str(procfile),
+                                    "-e", str(STATE / "stack.env"), "-d", os.getcwd()], env=env)
+        except KeyboardInterrupt:
+            return 0
+    finally:
+        if pg is not None:
+            pg.stop()
+            print("embedded PostgreSQL stopped")
+
+
+def _banner(cfg: StackConfig) -> None:
+    print("\nPyTake is starting:")
+    print(f"  API gateway     {cfg.url('api-gateway')}   (docs: {cfg.url('api-gateway')}/docs)")
+    print(f"  Meta webhooks   {cfg.url('api-gateway')}/webhooks/whatsapp")
+    for name in ("auth", "tenants", "contacts", "conversations", "whatsapp-gateway"):
+        print(f"  {name:<15} {cfg.url(name)}   (/healthz /readyz /metrics)")
+    print(f"  Meta simulator  {cfg.url('meta-simulator')}   (Graph API stand-in)")
+    print(f"  state           {cfg.state_dir}")
+    print("Try it: `make demo` in another terminal. Ctrl-C stops everything.\n")
+
+
+def demo() -> int:
+    from pytake_devstack.mainloop import MainLoop
+
+    async def go() -> int:
+        loop = MainLoop(f"http://127.0.0.1:{DEFAULT_PORTS['api-gateway']}",
+                        f"http://127.0.0.1:{DEFAULT_PORTS['meta-simulator']}", log=print)
+        try:
+            result = await loop.run()
+        finally:
+            await loop.aclose()
+        print(f"\nConversation {result.conversation['id']} with {result.customer_wa_id}:")
+        for m in result.messages:
+            arrow = "customer →" if m["direction"] == "inbound" else "agent    ←"
+            print(f"  {arrow} {m.get('text')!r:50} [{m['status']}]")
+        print(f"Meta received {len(result.graph_calls)} Graph API send(s) for the number.")
+        return 0
+
+    return asyncio.run(go())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="pytake_devstack")
+    parser.add_argument("command", choices=["run", "demo", "schemas"])
+    args = parser.parse_args()
+    if args.command == "run":
+        sys.exit(run())
+    if args.command == "demo":
+        sys.exit(demo())
+    from pytake_devstack.catalog import write_catalog
+
+    write_catalog(Path.cwd())
+
+
+if __name__ == "__main__":
+    main()

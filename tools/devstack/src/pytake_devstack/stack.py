@@ -1,0 +1,162 @@
+"""What the platform is made of, and how to start it: one description, two launchers.
+
+``make run`` hands :func:`processes` to honcho (a Procfile); the end-to-end tests
+start the same processes with :class:`LocalStack` on free ports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from pytake_devstack.infra import free_port
+
+DB_SERVICES = ("auth", "tenants", "contacts", "conversations", "whatsapp-gateway")
+DEFAULT_PORTS = {
+    "api-gateway": 8000,
+    "auth": 8001,
+    "tenants": 8002,
+    "contacts": 8003,
+    "conversations": 8004,
+    "whatsapp-gateway": 8005,
+    "meta-simulator": 8010,
+}
+UPSTREAM_ENV = {
+    "auth": "PYTAKE_AUTH_URL",
+    "tenants": "PYTAKE_TENANTS_URL",
+    "contacts": "PYTAKE_CONTACTS_URL",
+    "conversations": "PYTAKE_CONVERSATIONS_URL",
+    "whatsapp-gateway": "PYTAKE_WHATSAPP_URL",
+}
+
+
+def module(service: str) -> str:
+    return "pytake_" + service.replace("-", "_")
+
+
+@dataclass
+class Process:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class StackConfig:
+    database_url: str
+    kafka_bootstrap: str
+    state_dir: Path
+    ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    graph_api_base: str | None = None  # None: the simulator
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+    def common_env(self) -> dict[str, str]:
+        env = {
+            "PYTAKE_ENV": os.environ.get("PYTAKE_ENV", "dev"),
+            "PYTAKE_DATABASE_URL": self.database_url,
+            "PYTAKE_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "PYTAKE_STATE_DIR": str(self.state_dir),
+            "PYTAKE_GRAPH_API_BASE": self.graph_api_base or self.url("meta-simulator"),
+            "PYTAKE_AUTH_JWKS_URL": self.url("auth") + "/.well-known/jwks.json",
+            "PYTAKE_GATEWAY_PORT": str(self.ports["api-gateway"]),
+            "PYTHONUNBUFFERED": "1",
+        }
+        env.update({var: self.url(svc) for svc, var in UPSTREAM_ENV.items()})
+        env.update(self.extra_env)
+        return env
+
+
+def processes(cfg: StackConfig) -> list[Process]:
+    env = cfg.common_env()
+    procs = []
+    for service in (*DB_SERVICES, "api-gateway"):
+        port = cfg.ports[service]
+        procs.append(Process(service, [sys.executable, "-m", module(service), "serve"],
+                             {**env, "PYTAKE_PORT": str(port)}, port))
+    sim_port = cfg.ports["meta-simulator"]
+    procs.append(Process(
+        "meta-simulator", [sys.executable, "-m", "pytake_meta_simulator"],
+        {**env, "PYTAKE_SIMULATOR_PORT": str(sim_port),
+         "PYTAKE_SIMULATOR_WEBHOOK_URL": cfg.url("api-gateway") + "/webhooks/whatsapp"},
+        sim_port,
+    ))
+    return procs
+
+
+def migrate_all(cfg: StackConfig) -> None:
+    env = {**os.environ, **cfg.common_env()}
+    for service in DB_SERVICES:
+        subprocess.run([sys.executable, "-m", module(service), "migrate"], env=env, check=True)
+
+
+def wait_ready(url: str, timeout: float = 60.0, path: str = "/readyz") -> None:
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.get(url + path, timeout=2.0)
+            if r.status_code == 200:
+                return
+            last = f"{r.status_code} {r.text[:200]}"
+        except httpx.HTTPError as exc:
+            last = repr(exc)
+        time.sleep(0.2)
+    raise TimeoutError(f"{url}{path} not ready after {timeout}s: {last}")
+
+
+class LocalStack:
+    """Every service as a child process on free ports (end-to-end tests)."""
+
+    def __init__(self, database_url: str, kafka_bootstrap: str, state_dir: Path,
+                 extra_env: dict[str, str] | None = None) -> None:
+        ports = {name: free_port() for name in DEFAULT_PORTS}
+        self.cfg = StackConfig(database_url, kafka_bootstrap, state_dir, ports,
+                               extra_env=extra_env or {})
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs = state_dir / "logs"
+
+    def start(self) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        migrate_all(self.cfg)
+        for proc in processes(self.cfg):
+            log = open(self.logs / f"{proc.name}.log", "ab")  # noqa: SIM115
+            self.procs[proc.name] = subprocess.Popen(
+                proc.argv, env={**os.environ, **proc.env}, stdout=log, stderr=subprocess.STDOUT)
+        for proc in processes(self.cfg):
+            path = "/healthz" if proc.name == "meta-simulator" else "/readyz"
+            wait_ready(proc.url, path=path)
+
+    def url(self, service: str) -> str:
+        return self.cfg.url(service)
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            p.terminate()
+        for p in self.procs.values():
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self.procs.clear()
+
+    def log_tail(self, lines: int = 40) -> str:
+        out = []
+        for path in sorted(self.logs.glob("*.log")):
+            with contextlib.suppress(OSError):
+                out.append(f"--- {path.name}\n" + "\n".join(path.read_text().splitlines()[-lines:]))
+        return "\n".join(out)
