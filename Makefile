@@ -6,6 +6,7 @@ TOOLS := .pytake/tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
 PY := $(VENV)/bin/python
+MYPY_PACKAGES := $(foreach p,$(notdir $(wildcard libs/common/src/pytake_* services/*/src/pytake_* tools/*/src/pytake_*)),-p $(p))
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
 help: ## list targets
@@ -31,7 +32,7 @@ demo: install ## drive the main loop against a running `make run`
 lint: install ## ruff format check + ruff + mypy
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy libs/common/src services/*/src tools/*/src
+	$(VENV)/bin/mypy $(MYPY_PACKAGES)
 
 format: install ## apply ruff formatting and fixes
 	$(VENV)/bin/ruff format .

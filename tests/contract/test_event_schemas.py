@@ -40,12 +40,21 @@ def _first_published(path: Path) -> dict | None:
     try:
         added = subprocess.run(
             ["git", "log", "--diff-filter=A", "--format=%H", "--", str(path)],
-            cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
         if not added:
             return None
         rel = path.relative_to(ROOT).as_posix()
-        text = subprocess.run(["git", "show", f"{added[-1]}:{rel}"], cwd=ROOT,
-                              capture_output=True, text=True, check=True).stdout
+        text = subprocess.run(
+            ["git", "show", f"{added[-1]}:{rel}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
     return json.loads(text)
@@ -62,8 +71,10 @@ def test_no_breaking_change_since_first_publication(etype):
 
 def test_breaking_change_detector_catches_removals_and_new_requirements():
     old = {"properties": {"a": {"type": "string"}, "b": {"type": "integer"}}, "required": ["a"]}
-    new = {"properties": {"a": {"type": "integer"}, "c": {"type": "string"}},
-           "required": ["a", "c"]}
+    new = {
+        "properties": {"a": {"type": "integer"}, "c": {"type": "string"}},
+        "required": ["a", "c"],
+    }
     problems = breaking_changes(old, new)
     assert "property 'b' removed" in problems
     assert "property 'a' changed type" in problems

@@ -30,13 +30,36 @@ async def test_customer_message_reaches_agent_and_reply_reaches_customer(loop):
 
 def _payload(phone_number_id: str, wa_id: str, text: str) -> bytes:
     wamid = "wamid.E2E" + secrets.token_hex(12)
-    body = {"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{
-        "field": "messages", "value": {
-            "messaging_product": "whatsapp",
-            "metadata": {"display_phone_number": "15550100", "phone_number_id": phone_number_id},
-            "contacts": [{"profile": {"name": "Dup Tester"}, "wa_id": wa_id}],
-            "messages": [{"from": wa_id, "id": wamid, "timestamp": str(int(time.time())),
-                          "type": "text", "text": {"body": text}}]}}]}]}
+    body = {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "1",
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "messaging_product": "whatsapp",
+                            "metadata": {
+                                "display_phone_number": "15550100",
+                                "phone_number_id": phone_number_id,
+                            },
+                            "contacts": [{"profile": {"name": "Dup Tester"}, "wa_id": wa_id}],
+                            "messages": [
+                                {
+                                    "from": wa_id,
+                                    "id": wamid,
+                                    "timestamp": str(int(time.time())),
+                                    "type": "text",
+                                    "text": {"body": text},
+                                }
+                            ],
+                        },
+                    }
+                ],
+            }
+        ],
+    }
     return json.dumps(body, separators=(",", ":")).encode()
 
 
@@ -48,8 +71,10 @@ async def test_same_webhook_three_times_yields_one_message(loop, stack):
     tenant = await loop.register("Dup Org")
     number = await loop.connect_number(tenant)
     raw = _payload(number.phone_number_id, "15557654321", "only once please")
-    headers = {"Content-Type": "application/json",
-               "X-Hub-Signature-256": _sign(number.app_secret, raw)}
+    headers = {
+        "Content-Type": "application/json",
+        "X-Hub-Signature-256": _sign(number.app_secret, raw),
+    }
     async with httpx.AsyncClient(base_url=stack.url("api-gateway")) as gw:
         for _ in range(3):
             r = await gw.post("/webhooks/whatsapp", content=raw, headers=headers)
@@ -68,14 +93,25 @@ async def test_unsigned_or_wrongly_signed_webhook_is_rejected_and_stores_nothing
     number = await loop.connect_number(tenant)
     raw = _payload(number.phone_number_id, "15550001111", "forged")
     async with httpx.AsyncClient(base_url=stack.url("api-gateway")) as gw:
-        unsigned = await gw.post("/webhooks/whatsapp", content=raw,
-                                 headers={"Content-Type": "application/json"})
-        wrong = await gw.post("/webhooks/whatsapp", content=raw, headers={
-            "Content-Type": "application/json",
-            "X-Hub-Signature-256": _sign("not-the-secret", raw)})
-        tampered = await gw.post("/webhooks/whatsapp", content=raw + b" ", headers={
-            "Content-Type": "application/json",
-            "X-Hub-Signature-256": _sign(number.app_secret, raw)})
+        unsigned = await gw.post(
+            "/webhooks/whatsapp", content=raw, headers={"Content-Type": "application/json"}
+        )
+        wrong = await gw.post(
+            "/webhooks/whatsapp",
+            content=raw,
+            headers={
+                "Content-Type": "application/json",
+                "X-Hub-Signature-256": _sign("not-the-secret", raw),
+            },
+        )
+        tampered = await gw.post(
+            "/webhooks/whatsapp",
+            content=raw + b" ",
+            headers={
+                "Content-Type": "application/json",
+                "X-Hub-Signature-256": _sign(number.app_secret, raw),
+            },
+        )
     assert unsigned.status_code == 401
     assert wrong.status_code == 401
     assert tampered.status_code == 401

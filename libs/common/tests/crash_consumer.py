@@ -11,10 +11,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from plumbing import hit, settings_for  # noqa: E402
+from plumbing import hit, settings_for
 
-from pytake_common.consumer import EventConsumer  # noqa: E402
-from pytake_common.db import Database  # noqa: E402
+from pytake_common.consumer import EventConsumer
+from pytake_common.db import Database
 
 
 class DiesBeforeOffsetCommit(EventConsumer):
@@ -24,8 +24,9 @@ class DiesBeforeOffsetCommit(EventConsumer):
 
 async def main(url: str, bootstrap: str, group: str, etype: str) -> None:
     settings = settings_for(bootstrap, "plumbing")
-    consumer = DiesBeforeOffsetCommit(settings, Database(url, app_role="pytake_app"), group,
-                                      {etype: hit})
+    consumer = DiesBeforeOffsetCommit(
+        settings, Database(url, app_role="pytake_app"), group, {etype: hit}
+    )
     await consumer.run(asyncio.Event())
 
 

@@ -26,8 +26,13 @@ def settings_for(bootstrap: str, service: str) -> ServiceSettings:
 
 
 def note_event(event_type: str, org: uuid.UUID, note_id: uuid.UUID) -> CloudEvent:
-    return CloudEvent(source="pytake/test", type=event_type, subject=str(note_id),
-                      tenantid=str(org), data={"note_id": str(note_id)})
+    return CloudEvent(
+        source="pytake/test",
+        type=event_type,
+        subject=str(note_id),
+        tenantid=str(org),
+        data={"note_id": str(note_id)},
+    )
 
 
 async def write_note_with_event(db: Database, event_type: str, org: uuid.UUID) -> CloudEvent:
@@ -49,8 +54,10 @@ async def count_hits(db: Database, org: uuid.UUID) -> int:
 
 async def hit(session, event: CloudEvent) -> None:
     """Handler: increments the note's counter, so double handling is visible."""
-    await session.execute(text("UPDATE notes SET hits = hits + 1 WHERE id = :i"),
-                          {"i": uuid.UUID(event.data["note_id"])})
+    await session.execute(
+        text("UPDATE notes SET hits = hits + 1 WHERE id = :i"),
+        {"i": uuid.UUID(event.data["note_id"])},
+    )
 
 
 async def eventually(predicate, timeout: float = 30.0, interval: float = 0.1):

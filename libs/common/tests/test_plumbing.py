@@ -18,7 +18,8 @@ from .plumbing import count_hits, eventually, hit, settings_for, write_note_with
 
 
 def _type() -> str:
-    return f"pytake.t{uuid.uuid4().hex[:8].translate(str.maketrans('0123456789', 'ghijklmnop'))}.note.added.v1"
+    letters = uuid.uuid4().hex[:8].translate(str.maketrans("0123456789", "ghijklmnop"))
+    return f"pytake.t{letters}.note.added.v1"
 
 
 @contextlib.asynccontextmanager
@@ -111,8 +112,13 @@ async def test_same_record_delivered_twice_is_handled_once(db, kafka_bootstrap):
         await asyncio.sleep(1.5)
     assert await count_hits(db, org) == 1
     async with db.transaction() as s:
-        marks = (await s.execute(select(func.count()).select_from(processed_events)
-                                 .where(processed_events.c.event_id == event.id))).scalar_one()
+        marks = (
+            await s.execute(
+                select(func.count())
+                .select_from(processed_events)
+                .where(processed_events.c.event_id == event.id)
+            )
+        ).scalar_one()
     assert marks == 1
 
 
@@ -137,7 +143,8 @@ async def test_consumer_dies_after_db_commit_before_offset_commit(db, kafka_boot
         await eventually(lambda: _is_zero(_backlog(db)))
     script = Path(__file__).parent / "crash_consumer.py"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(script), db.url, kafka_bootstrap, group, etype)
+        sys.executable, str(script), db.url, kafka_bootstrap, group, etype
+    )
     assert await asyncio.wait_for(proc.wait(), 60) == 17  # died right after the DB commit
     assert await count_hits(db, org) == 1
     # A new member of the same group gets the uncommitted record again and skips it.
@@ -165,8 +172,12 @@ async def test_failing_handler_goes_to_dlq_with_reason(db, kafka_bootstrap):
     event = await write_note_with_event(db, etype, org)
     relay = OutboxRelay(settings, db)
     consumer = EventConsumer(settings, db, f"g-{uuid.uuid4().hex[:6]}", {etype: broken})
-    dlq = AIOKafkaConsumer(event.topic + ".dlq", bootstrap_servers=kafka_bootstrap,
-                           auto_offset_reset="earliest", group_id=f"dlq-{uuid.uuid4().hex[:6]}")
+    dlq = AIOKafkaConsumer(
+        event.topic + ".dlq",
+        bootstrap_servers=kafka_bootstrap,
+        auto_offset_reset="earliest",
+        group_id=f"dlq-{uuid.uuid4().hex[:6]}",
+    )
     async with running(relay, consumer):
         await dlq.start()
         try:

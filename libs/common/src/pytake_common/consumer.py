@@ -67,8 +67,9 @@ class EventConsumer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("consumer error, restarting",
-                            extra={"group": self.group, "error": repr(exc)})
+                log.warning(
+                    "consumer error, restarting", extra={"group": self.group, "error": repr(exc)}
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
 
@@ -124,16 +125,24 @@ class EventConsumer:
                 await self.dead_letter(record, f"permanent: {exc!r}"[:1000])
                 return
             except Exception as exc:
-                log.warning("handler failed", extra={"group": self.group, "event_id": str(event.id),
-                                                     "type": event.type, "attempt": attempt,
-                                                     "error": repr(exc)})
+                log.warning(
+                    "handler failed",
+                    extra={
+                        "group": self.group,
+                        "event_id": str(event.id),
+                        "type": event.type,
+                        "attempt": attempt,
+                        "error": repr(exc),
+                    },
+                )
                 if attempt == attempts:
                     await self.dead_letter(record, f"failed {attempts} times: {exc!r}"[:1000])
                     return
                 await asyncio.sleep(self.settings.consumer_retry_backoff_s * 2 ** (attempt - 1))
 
-    async def _handle(self, handler: Handler, event: CloudEvent,
-                      record: ConsumerRecord[Any, Any]) -> str:
+    async def _handle(
+        self, handler: Handler, event: CloudEvent, record: ConsumerRecord[Any, Any]
+    ) -> str:
         ctx = context_from_kafka(record.headers)
         token = organization_id_var.set(event.tenantid)
         try:
@@ -141,8 +150,7 @@ class EventConsumer:
                 async with self.db.transaction(organization_id=event.tenantid) as session:
                     inserted = await session.execute(
                         pg_insert(processed_events)
-                        .values(consumer_group=self.group, event_id=event.id,
-                                event_type=event.type)
+                        .values(consumer_group=self.group, event_id=event.id, event_type=event.type)
                         .on_conflict_do_nothing()
                         .returning(processed_events.c.event_id)
                     )
@@ -157,7 +165,8 @@ class EventConsumer:
         if self._dlq is None:
             self._dlq = make_producer(self.settings)
             await self._dlq.start()
-        headers = list(record.headers or ()) + [
+        headers = [
+            *(record.headers or ()),
             ("pytake-dlq-reason", reason.encode()),
             ("pytake-dlq-group", self.group.encode()),
             ("pytake-dlq-source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
@@ -166,5 +175,12 @@ class EventConsumer:
             record.topic + ".dlq", value=record.value, key=record.key, headers=headers
         )
         EVENTS_DEAD_LETTERED.labels(self.service, self.group, record.topic).inc()
-        log.error("record dead-lettered", extra={"group": self.group, "topic": record.topic,
-                                                 "offset": record.offset, "reason": reason})
+        log.error(
+            "record dead-lettered",
+            extra={
+                "group": self.group,
+                "topic": record.topic,
+                "offset": record.offset,
+                "reason": reason,
+            },
+        )

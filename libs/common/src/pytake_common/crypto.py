@@ -20,8 +20,9 @@ class SecretDecryptionError(Exception):
 
 
 def _fernet(secret: str, purpose: str) -> Fernet:
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-               info=f"pytake:{purpose}".encode()).derive(secret.encode())
+    key = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=f"pytake:{purpose}".encode()
+    ).derive(secret.encode())
     return Fernet(base64.urlsafe_b64encode(key))
 
 
@@ -39,7 +40,9 @@ class SecretBox:
         try:
             return self._box.decrypt(token.encode()).decode()
         except InvalidToken as exc:
-            raise SecretDecryptionError("secret cannot be decrypted with the configured keys") from exc
+            raise SecretDecryptionError(
+                "secret cannot be decrypted with the configured keys"
+            ) from exc
 
     def rotate(self, token: str) -> str:
         return self._box.rotate(token.encode()).decode()

@@ -15,7 +15,12 @@ from typing import Any
 
 from sqlalchemy import MetaData, event, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction
 
 NAMING_CONVENTION = {
@@ -58,9 +63,7 @@ def _bind_tenant(session: Session, _tx: SessionTransaction, connection: Connecti
     org = session.info.get("organization_id")
     bypass = session.info.get("bypass_rls", False)
     connection.execute(
-        text(
-            "SELECT set_config(:org_key, :org, true), set_config(:bypass_key, :bypass, true)"
-        ),
+        text("SELECT set_config(:org_key, :org, true), set_config(:bypass_key, :bypass, true)"),
         {
             "org_key": ORG_SETTING,
             "org": str(org) if org else "",

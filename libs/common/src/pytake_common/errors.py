@@ -104,8 +104,9 @@ def install_problem_handlers(app: FastAPI) -> None:
             {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
             for e in exc.errors()
         ]
-        return problem(422, "invalid_input", "Invalid input", "request failed validation",
-                       errors=errors)
+        return problem(
+            422, "invalid_input", "Invalid input", "request failed validation", errors=errors
+        )
 
     async def on_http(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)

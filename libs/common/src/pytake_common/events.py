@@ -9,6 +9,7 @@ drift from the code.
 
 from __future__ import annotations
 
+import builtins
 import re
 import uuid
 from datetime import UTC, datetime
@@ -90,7 +91,7 @@ class CloudEvent(BaseModel):
     def topic(self) -> str:
         return self.type.rsplit(".", 2)[0]
 
-    def parse_data(self, model: type[_M]) -> _M:
+    def parse_data(self, model: builtins.type[_M]) -> _M:
         return model.model_validate(self.data)
 
     def to_bytes(self) -> bytes:

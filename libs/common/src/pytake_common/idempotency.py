@@ -29,8 +29,14 @@ def fingerprint(method: str, path: str, body: Any) -> str:
 
 
 class IdempotencyGuard:
-    def __init__(self, session: AsyncSession, organization_id: uuid.UUID,
-                 principal_id: uuid.UUID, key: str | None, fp: str) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        organization_id: uuid.UUID,
+        principal_id: uuid.UUID,
+        key: str | None,
+        fp: str,
+    ) -> None:
         if key is not None and not (0 < len(key) <= MAX_KEY_LENGTH):
             raise InvalidInput(f"Idempotency-Key must be 1..{MAX_KEY_LENGTH} characters")
         self.session = session
@@ -39,8 +45,12 @@ class IdempotencyGuard:
             & (idempotency_keys.c.principal_id == principal_id)
             & (idempotency_keys.c.key == (key or ""))
         )
-        self.values = {"organization_id": organization_id, "principal_id": principal_id,
-                       "key": key, "fingerprint": fp}
+        self.values = {
+            "organization_id": organization_id,
+            "principal_id": principal_id,
+            "key": key,
+            "fingerprint": fp,
+        }
         self.key = key
 
     async def claim(self) -> tuple[int, Any] | None:
@@ -48,15 +58,22 @@ class IdempotencyGuard:
         if self.key is None:
             return None
         inserted = await self.session.execute(
-            pg_insert(idempotency_keys).values(**self.values).on_conflict_do_nothing()
+            pg_insert(idempotency_keys)
+            .values(**self.values)
+            .on_conflict_do_nothing()
             .returning(idempotency_keys.c.key)
         )
         if inserted.first() is not None:
             return None
-        row = (await self.session.execute(
-            select(idempotency_keys.c.fingerprint, idempotency_keys.c.status_code,
-                   idempotency_keys.c.response).where(self.where)
-        )).one()
+        row = (
+            await self.session.execute(
+                select(
+                    idempotency_keys.c.fingerprint,
+                    idempotency_keys.c.status_code,
+                    idempotency_keys.c.response,
+                ).where(self.where)
+            )
+        ).one()
         if row.fingerprint != self.values["fingerprint"]:
             raise InvalidInput("Idempotency-Key was already used with a different request")
         if row.status_code is None:
@@ -67,6 +84,7 @@ class IdempotencyGuard:
         if self.key is None:
             return
         await self.session.execute(
-            update(idempotency_keys).where(self.where)
+            update(idempotency_keys)
+            .where(self.where)
             .values(status_code=status_code, response=body)
         )

@@ -8,8 +8,9 @@ import uuid
 PYTAKE_NAMESPACE = uuid.UUID("6f1c3a52-4d0e-4c39-9d5b-8f0e2a7b9c11")
 
 
-def contact_id_for(organization_id: uuid.UUID | str, wa_id: str | None,
-                   user_id: str | None = None) -> uuid.UUID:
+def contact_id_for(
+    organization_id: uuid.UUID | str, wa_id: str | None, user_id: str | None = None
+) -> uuid.UUID:
     """The contact id of a WhatsApp user in an organization (UUIDv5).
 
     Keyed by the phone-based ``wa_id`` when Meta sends one, else by the

@@ -16,7 +16,6 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
-    Text,
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID

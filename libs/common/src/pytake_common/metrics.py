@@ -23,7 +23,9 @@ OUTBOX_PUBLISH_ERRORS = Counter(
     "pytake_outbox_publish_errors_total", "Failed outbox publish attempts", ["service"]
 )
 CONSUMER_LAG = Gauge(
-    "pytake_consumer_lag", "Records behind the partition end", ["service", "group", "topic", "partition"]
+    "pytake_consumer_lag",
+    "Records behind the partition end",
+    ["service", "group", "topic", "partition"],
 )
 EVENTS_CONSUMED = Counter(
     "pytake_events_consumed_total",

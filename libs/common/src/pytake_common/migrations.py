@@ -25,8 +25,9 @@ async def ensure_database(url: str) -> None:
     admin_dsn = plain_dsn(target.set(database="postgres").render_as_string(hide_password=False))
     conn = await asyncpg.connect(admin_dsn)
     try:
-        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1",
-                                     target.database)
+        exists = await conn.fetchval(
+            "SELECT 1 FROM pg_database WHERE datname = $1", target.database
+        )
         if not exists:
             await conn.execute(f'CREATE DATABASE "{target.database}"')
     finally:
@@ -37,9 +38,11 @@ def grant_app_role(connection: Connection, role: str | None) -> None:
     """Create the non-owner application role and grant it DML only (RLS applies to it)."""
     if not role:
         return
+    if not role.replace("_", "").isalnum():
+        raise ValueError(f"application role name {role!r} must be alphanumeric/underscore")
     quoted = '"' + role.replace('"', '""') + '"'
     connection.exec_driver_sql(
-        f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') "
+        f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') "  # noqa: S608
         f"THEN CREATE ROLE {quoted} NOLOGIN; END IF; END $$"
     )
     connection.exec_driver_sql(f"GRANT {quoted} TO CURRENT_USER")
@@ -68,8 +71,7 @@ def run_env(target_metadata: MetaData) -> None:
     config = context.config
 
     def do_run(connection: Connection) -> None:
-        context.configure(connection=connection, target_metadata=target_metadata,
-                          compare_type=True)
+        context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
         with context.begin_transaction():
             context.run_migrations()
             grant_app_role(connection, config.attributes.get("app_role"))
@@ -77,7 +79,8 @@ def run_env(target_metadata: MetaData) -> None:
     async def run_async() -> None:
         engine = async_engine_from_config(
             config.get_section(config.config_ini_section, {}),
-            prefix="sqlalchemy.", poolclass=pool.NullPool,
+            prefix="sqlalchemy.",
+            poolclass=pool.NullPool,
         )
         async with engine.connect() as connection:
             await connection.run_sync(do_run)

@@ -50,8 +50,8 @@ async def add_event(session: AsyncSession, event: CloudEvent) -> None:
 
 
 def plain_dsn(sqlalchemy_url: str) -> str:
-    return make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(
-        hide_password=False
+    return (
+        make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(hide_password=False)
     )
 
 
@@ -80,8 +80,9 @@ class OutboxRelay:
                 raise
             except Exception as exc:
                 OUTBOX_PUBLISH_ERRORS.labels(self.service).inc()
-                log.warning("outbox relay error, retrying", extra={"error": repr(exc),
-                                                                   "backoff_s": backoff})
+                log.warning(
+                    "outbox relay error, retrying", extra={"error": repr(exc), "backoff_s": backoff}
+                )
                 await _sleep_or_stop(stop, backoff)
                 backoff = min(backoff * 2, 30.0)
 
@@ -121,8 +122,9 @@ class OutboxRelay:
         async with self.db.transaction() as session:
             rows = (
                 await session.execute(
-                    select(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.event,
-                           outbox.c.headers)
+                    select(
+                        outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.event, outbox.c.headers
+                    )
                     .order_by(outbox.c.id)
                     .limit(self.settings.outbox_batch_size)
                     .with_for_update(skip_locked=True)

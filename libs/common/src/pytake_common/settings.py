@@ -110,4 +110,3 @@ def to_asyncpg_url(url: str, database: str | None = None) -> str:
     if database is not None:
         parsed = parsed.set(database=database)
     return parsed.render_as_string(hide_password=False)
-

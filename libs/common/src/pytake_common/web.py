@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -32,7 +32,7 @@ from pytake_common.tracing import configure_tracing, tracer
 
 log = logging.getLogger(__name__)
 
-Worker = Callable[[asyncio.Event], Awaitable[None]]
+Worker = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 UNTRACKED = frozenset({"/metrics", "/healthz", "/readyz"})
 
 
@@ -65,8 +65,9 @@ class ObservabilityMiddleware:
         ctx = propagate.extract(headers)
         name = f"{scope['method']} {scope['path']}"
         try:
-            with tracer().start_as_current_span(name, context=ctx,
-                                                kind=trace.SpanKind.SERVER) as span:
+            with tracer().start_as_current_span(
+                name, context=ctx, kind=trace.SpanKind.SERVER
+            ) as span:
                 await self.app(scope, receive, send_wrapper)
                 span.set_attribute("http.status_code", status)
         finally:
@@ -101,8 +102,9 @@ def health_router(settings: ServiceSettings, db: Database | None, check_broker: 
             ok = await broker_reachable(settings.kafka_bootstrap)
             checks["broker"] = "ok" if ok else "down"
         if all(v == "ok" for v in checks.values()):
-            return Response(content=_json({"status": "ok", "checks": checks}),
-                            media_type="application/json")
+            return Response(
+                content=_json({"status": "ok", "checks": checks}), media_type="application/json"
+            )
         return problem(503, "not_ready", "Not ready", None, checks=checks)
 
     @router.get("/metrics", include_in_schema=False)
@@ -134,7 +136,7 @@ def create_service_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stop = asyncio.Event()
-        tasks = []
+        tasks: list[asyncio.Task[None]] = []
         if settings.run_workers:
             tasks = [asyncio.create_task(w(stop)) for w in workers()]
         log.info("service started", extra={"workers": len(tasks)})

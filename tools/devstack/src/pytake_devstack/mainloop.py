@@ -24,8 +24,12 @@ def _quiet(_: str) -> None:
     return None
 
 
-async def poll(fetch: Callable[[], Awaitable[T | None]], what: str,
-                  timeout: float = 30.0, interval: float = 0.1) -> T:
+async def poll(
+    fetch: Callable[[], Awaitable[T | None]],
+    what: str,
+    timeout: float = 30.0,
+    interval: float = 0.1,
+) -> T:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         value = await fetch()
@@ -78,9 +82,15 @@ class MainLoop:
 
     async def register(self, org_name: str = "Acme Support") -> Tenant:
         email = f"owner+{secrets.token_hex(4)}@example.com"
-        r = await self.gw.post("/v1/auth/register", json={
-            "email": email, "password": "correct horse battery staple",
-            "full_name": "Ada Owner", "organization_name": org_name})
+        r = await self.gw.post(
+            "/v1/auth/register",
+            json={
+                "email": email,
+                "password": "correct horse battery staple",
+                "full_name": "Ada Owner",
+                "organization_name": org_name,
+            },
+        )
         r.raise_for_status()
         body = r.json()
         tenant = Tenant(body["access_token"], body["user"]["organization_id"], email)
@@ -96,27 +106,59 @@ class MainLoop:
 
     async def connect_number(self, tenant: Tenant) -> SimNumber:
         phone_number_id = str(100000000000000 + secrets.randbelow(10**14))
-        creds = {"access_token": "EAAG" + secrets.token_urlsafe(24),
-                 "app_secret": secrets.token_hex(16), "verify_token": secrets.token_urlsafe(12)}
-        body = {"phone_number_id": phone_number_id, "waba_id": str(secrets.randbelow(10**15)),
-                "display_phone_number": "+1 555 0100", **creds}
-        r = await self.gw.post("/v1/whatsapp/numbers", json=body,
-                               headers={**tenant.headers, "Idempotency-Key": uuid.uuid4().hex})
+        creds = {
+            "access_token": "EAAG" + secrets.token_urlsafe(24),
+            "app_secret": secrets.token_hex(16),
+            "verify_token": secrets.token_urlsafe(12),
+        }
+        body = {
+            "phone_number_id": phone_number_id,
+            "waba_id": str(secrets.randbelow(10**15)),
+            "display_phone_number": "+1 555 0100",
+            **creds,
+        }
+        r = await self.gw.post(
+            "/v1/whatsapp/numbers",
+            json=body,
+            headers={**tenant.headers, "Idempotency-Key": uuid.uuid4().hex},
+        )
         r.raise_for_status()
-        number = SimNumber(r.json()["id"], phone_number_id, creds["app_secret"],
-                           creds["access_token"], creds["verify_token"])
-        sim = await self.sim.post("/_sim/numbers", json={
-            k: body[k] for k in ("phone_number_id", "waba_id", "display_phone_number",
-                                 "access_token", "app_secret")})
+        number = SimNumber(
+            r.json()["id"],
+            phone_number_id,
+            creds["app_secret"],
+            creds["access_token"],
+            creds["verify_token"],
+        )
+        sim = await self.sim.post(
+            "/_sim/numbers",
+            json={
+                k: body[k]
+                for k in (
+                    "phone_number_id",
+                    "waba_id",
+                    "display_phone_number",
+                    "access_token",
+                    "app_secret",
+                )
+            },
+        )
         sim.raise_for_status()
         self.log(f"connected WhatsApp number {phone_number_id} (simulated by Meta simulator)")
         return number
 
-    async def customer_says(self, number: SimNumber, wa_id: str, text: str,
-                            name: str = "Grace Customer") -> str:
-        r = await self.sim.post("/_sim/inbound", json={
-            "phone_number_id": number.phone_number_id, "from_wa_id": wa_id,
-            "profile_name": name, "text": text})
+    async def customer_says(
+        self, number: SimNumber, wa_id: str, text: str, name: str = "Grace Customer"
+    ) -> str:
+        r = await self.sim.post(
+            "/_sim/inbound",
+            json={
+                "phone_number_id": number.phone_number_id,
+                "from_wa_id": wa_id,
+                "profile_name": name,
+                "text": text,
+            },
+        )
         r.raise_for_status()
         body = r.json()
         if body.get("status_code") != 200:
@@ -138,20 +180,31 @@ class MainLoop:
         return conv
 
     async def messages(self, tenant: Tenant, conversation_id: str) -> list[dict[str, Any]]:
-        r = await self.gw.get(f"/v1/conversations/{conversation_id}/messages",
-                              headers=tenant.headers, params={"limit": 100})
+        r = await self.gw.get(
+            f"/v1/conversations/{conversation_id}/messages",
+            headers=tenant.headers,
+            params={"limit": 100},
+        )
         r.raise_for_status()
         return list(r.json()["items"])
 
-    async def reply(self, tenant: Tenant, conversation_id: str, text: str,
-                    key: str | None = None) -> httpx.Response:
+    async def reply(
+        self, tenant: Tenant, conversation_id: str, text: str, key: str | None = None
+    ) -> httpx.Response:
         return await self.gw.post(
             f"/v1/conversations/{conversation_id}/messages",
             json={"type": "text", "text": {"body": text}},
-            headers={**tenant.headers, "Idempotency-Key": key or uuid.uuid4().hex})
+            headers={**tenant.headers, "Idempotency-Key": key or uuid.uuid4().hex},
+        )
 
-    async def wait_status(self, tenant: Tenant, conversation_id: str, message_id: str,
-                          status: str, timeout: float = 30.0) -> dict[str, Any]:
+    async def wait_status(
+        self,
+        tenant: Tenant,
+        conversation_id: str,
+        message_id: str,
+        status: str,
+        timeout: float = 30.0,
+    ) -> dict[str, Any]:
         async def find() -> dict[str, Any] | None:
             for m in await self.messages(tenant, conversation_id):
                 if m["id"] == message_id and m["status"] == status:
@@ -177,5 +230,6 @@ class MainLoop:
         self.log(f"agent replied (message {sent['id']}, status {sent['status']})")
         await self.wait_status(tenant, conv["id"], sent["id"], "read")
         messages = await self.messages(tenant, conv["id"])
-        return LoopResult(tenant, number, wa_id, conv, messages,
-                          await self.graph_calls(number.phone_number_id))
+        return LoopResult(
+            tenant, number, wa_id, conv, messages, await self.graph_calls(number.phone_number_id)
+        )

@@ -86,15 +86,27 @@ def processes(cfg: StackConfig) -> list[Process]:
     procs = []
     for service in (*DB_SERVICES, "api-gateway"):
         port = cfg.ports[service]
-        procs.append(Process(service, [sys.executable, "-m", module(service), "serve"],
-                             {**env, "PYTAKE_PORT": str(port)}, port))
+        procs.append(
+            Process(
+                service,
+                [sys.executable, "-m", module(service), "serve"],
+                {**env, "PYTAKE_PORT": str(port)},
+                port,
+            )
+        )
     sim_port = cfg.ports["meta-simulator"]
-    procs.append(Process(
-        "meta-simulator", [sys.executable, "-m", "pytake_meta_simulator"],
-        {**env, "PYTAKE_SIMULATOR_PORT": str(sim_port),
-         "PYTAKE_SIMULATOR_WEBHOOK_URL": cfg.url("api-gateway") + "/webhooks/whatsapp"},
-        sim_port,
-    ))
+    procs.append(
+        Process(
+            "meta-simulator",
+            [sys.executable, "-m", "pytake_meta_simulator"],
+            {
+                **env,
+                "PYTAKE_SIMULATOR_PORT": str(sim_port),
+                "PYTAKE_SIMULATOR_WEBHOOK_URL": cfg.url("api-gateway") + "/webhooks/whatsapp",
+            },
+            sim_port,
+        )
+    )
     return procs
 
 
@@ -122,11 +134,17 @@ def wait_ready(url: str, timeout: float = 60.0, path: str = "/readyz") -> None:
 class LocalStack:
     """Every service as a child process on free ports (end-to-end tests)."""
 
-    def __init__(self, database_url: str, kafka_bootstrap: str, state_dir: Path,
-                 extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        kafka_bootstrap: str,
+        state_dir: Path,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         ports = {name: free_port() for name in DEFAULT_PORTS}
-        self.cfg = StackConfig(database_url, kafka_bootstrap, state_dir, ports,
-                               extra_env=extra_env or {})
+        self.cfg = StackConfig(
+            database_url, kafka_bootstrap, state_dir, ports, extra_env=extra_env or {}
+        )
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.logs = state_dir / "logs"
 
@@ -136,7 +154,8 @@ class LocalStack:
         for proc in processes(self.cfg):
             log = open(self.logs / f"{proc.name}.log", "ab")  # noqa: SIM115
             self.procs[proc.name] = subprocess.Popen(
-                proc.argv, env={**os.environ, **proc.env}, stdout=log, stderr=subprocess.STDOUT)
+                proc.argv, env={**os.environ, **proc.env}, stdout=log, stderr=subprocess.STDOUT
+            )
         for proc in processes(self.cfg):
             path = "/healthz" if proc.name == "meta-simulator" else "/readyz"
             wait_ready(proc.url, path=path)

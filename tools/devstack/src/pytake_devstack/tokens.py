@@ -32,13 +32,26 @@ class TokenFactory:
         jwk.update(kid=self.kid, alg="EdDSA", use="sig")
         return {"keys": [jwk]}
 
-    def mint(self, *, organization_id: uuid.UUID, role: str = "org_admin",
-             user_id: uuid.UUID | None = None, ttl: int = 300) -> str:
+    def mint(
+        self,
+        *,
+        organization_id: uuid.UUID,
+        role: str = "org_admin",
+        user_id: uuid.UUID | None = None,
+        ttl: int = 300,
+    ) -> str:
         now = int(time.time())
         claims = {
-            "iss": self.issuer, "aud": self.audience, "sub": str(user_id or uuid.uuid4()),
-            "org": str(organization_id), "role": role, "sid": uuid.uuid4().hex,
-            "jti": uuid.uuid4().hex, "iat": now, "nbf": now, "exp": now + ttl,
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": str(user_id or uuid.uuid4()),
+            "org": str(organization_id),
+            "role": role,
+            "sid": uuid.uuid4().hex,
+            "jti": uuid.uuid4().hex,
+            "iat": now,
+            "nbf": now,
+            "exp": now + ttl,
         }
         return jwt.encode(claims, self.key, algorithm="EdDSA", headers={"kid": self.kid})
 
@@ -49,6 +62,8 @@ class TokenFactory:
         jwks = self.jwks()
         transport = httpx.MockTransport(lambda _req: httpx.Response(200, json=jwks))
         app.state.verifier = JWKSVerifier(
-            "http://auth.test/.well-known/jwks.json", issuer=self.issuer,
-            audience=self.audience, client=httpx.AsyncClient(transport=transport),
+            "http://auth.test/.well-known/jwks.json",
+            issuer=self.issuer,
+            audience=self.audience,
+            client=httpx.AsyncClient(transport=transport),
         )

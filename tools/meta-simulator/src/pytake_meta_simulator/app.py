@@ -30,13 +30,13 @@ def create_app(settings: SimulatorSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         async with httpx.AsyncClient(timeout=settings.webhook_timeout_s) as client:
-            ctx._sender = WebhookSender(settings, ctx.store, client)
+            ctx.attach(WebhookSender(settings, ctx.store, client))
             logger.info("meta simulator ready; default webhook url %s", settings.webhook_url)
             try:
                 yield
             finally:
                 await ctx.sender.aclose()
-                ctx._sender = None
+                ctx.attach(None)
 
     app = FastAPI(
         title="PyTake Meta simulator",

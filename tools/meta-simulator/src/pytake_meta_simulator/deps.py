@@ -17,6 +17,10 @@ class SimulatorContext:
     store: Store = field(default_factory=Store)
     _sender: WebhookSender | None = None
 
+    def attach(self, sender: WebhookSender | None) -> None:
+        """Set (at startup) or clear (at shutdown) the webhook sender."""
+        self._sender = sender
+
     @property
     def sender(self) -> WebhookSender:
         if self._sender is None:

@@ -1,0 +1,103 @@
+"""Auth's tables. ``users``, ``sessions`` and ``refresh_tokens`` are tenant-owned (RLS);
+``signing_keys`` is platform-wide."""
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    String,
+    Table,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+from pytake_common.db import new_metadata
+
+metadata = new_metadata()
+
+ROLES = ("super_admin", "org_admin", "agent", "viewer")
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("organization_id", UUID(as_uuid=True), nullable=False, index=True),
+    # Unique platform-wide; stored lowercased (the check keeps it so).
+    Column("email", String(320), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("full_name", String(200), nullable=False),
+    Column("role", String(20), nullable=False),
+    Column("is_active", Boolean, nullable=False, server_default=text("true")),
+    Column("last_login_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("email = lower(email)", name="email_lowercase"),
+    CheckConstraint(
+        "role IN (" + ", ".join(f"'{r}'" for r in ROLES) + ")", name="role_known"
+    ),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("organization_id", UUID(as_uuid=True), nullable=False),
+    Column(
+        "user_id", UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("refreshed_at", DateTime(timezone=True), nullable=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_reason", String(40), nullable=True),
+    Index("ix_sessions_organization_id_user_id", "organization_id", "user_id"),
+)
+
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("organization_id", UUID(as_uuid=True), nullable=False),
+    Column(
+        "session_id",
+        UUID(as_uuid=True),
+        ForeignKey("sessions.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("user_id", UUID(as_uuid=True), nullable=False),
+    # sha256 (hex) of the opaque token; the token itself is never stored.
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column(
+        "rotated_from",
+        UUID(as_uuid=True),
+        ForeignKey("refresh_tokens.id", ondelete="SET NULL"),
+        nullable=True,
+    ),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("used_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    # RFC 7638 thumbprint of the public key.
+    Column("kid", String(64), primary_key=True),
+    Column("algorithm", String(16), nullable=False, server_default="EdDSA"),
+    # PKCS#8 PEM, encrypted with SecretBox (PYTAKE_SECRET_KEY).
+    Column("private_key_encrypted", Text, nullable=False),
+    Column("public_jwk", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Signs from not_before (published earlier so caches know it) until retired_at.
+    Column("not_before", DateTime(timezone=True), nullable=False),
+    Column("retired_at", DateTime(timezone=True), nullable=True),
+)
+
+TENANT_TABLES = ("users", "sessions", "refresh_tokens")

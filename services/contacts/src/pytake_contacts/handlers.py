@@ -1,0 +1,171 @@
+"""Consumers: a contact is upserted from each inbound WhatsApp message."""
+
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel
+from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pytake_common.consumer import Handler, PermanentError
+from pytake_common.events import CloudEvent
+from pytake_common.outbox import add_event
+from pytake_contacts.domain import PROFILE, clean_name, phone_from_wa_id
+from pytake_contacts.events import ContactCreated, ContactUpdated
+from pytake_contacts.tables import contacts
+
+log = logging.getLogger(__name__)
+
+MESSAGE_RECEIVED = "pytake.whatsapp.message.received.v1"
+SERVICE = "contacts"
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+class MessageReceived(BaseModel):
+    """What contacts reads of the gateway's event (tolerant reader: extra fields ignored)."""
+
+    contact_id: uuid.UUID
+    organization_id: uuid.UUID
+    wa_id: str | None = None
+    user_id: str | None = None
+    profile_name: str | None = None
+    timestamp: Annotated[datetime, AfterValidator(_utc)]
+
+
+def _same_tenant(event: CloudEvent, organization_id: uuid.UUID) -> None:
+    if event.tenantid != str(organization_id):
+        raise PermanentError(
+            f"event tenant {event.tenantid} differs from data organization {organization_id}"
+        )
+
+
+async def on_message_received(session: AsyncSession, event: CloudEvent) -> None:
+    data = event.parse_data(MessageReceived)
+    _same_tenant(event, data.organization_id)
+    if not data.wa_id and not data.user_id:
+        raise PermanentError("message.received without wa_id or user_id")
+    org = data.organization_id
+    name = clean_name(data.profile_name)
+    phone = phone_from_wa_id(data.wa_id)
+    created = (
+        await session.execute(
+            pg_insert(contacts)
+            .values(
+                id=data.contact_id,
+                organization_id=org,
+                wa_id=data.wa_id,
+                user_id=data.user_id,
+                name=name,
+                name_source=PROFILE,
+                phone=phone,
+                last_interaction_at=data.timestamp,
+            )
+            # Any unique key (id, wa_id, user_id) already taken means the contact exists.
+            .on_conflict_do_nothing()
+            .returning(contacts.c.id)
+        )
+    ).first()
+    if created is not None:
+        payload = ContactCreated(
+            contact_id=data.contact_id,
+            organization_id=org,
+            wa_id=data.wa_id,
+            user_id=data.user_id,
+            name=name,
+            phone=phone,
+        )
+        await add_event(
+            session, CloudEvent.of(payload, service=SERVICE, subject=data.contact_id, tenant_id=org)
+        )
+        return
+    await _update_existing(session, data, name)
+
+
+async def _update_existing(session: AsyncSession, data: MessageReceived, name: str | None) -> None:
+    org = data.organization_id
+    keys = [contacts.c.id == data.contact_id]
+    if data.wa_id:
+        keys.append(contacts.c.wa_id == data.wa_id)
+    if data.user_id:
+        keys.append(contacts.c.user_id == data.user_id)
+    row = (
+        (
+            await session.execute(
+                select(contacts)
+                .where(contacts.c.organization_id == org, or_(*keys))
+                .order_by((contacts.c.id == data.contact_id).desc())
+                .limit(1)
+                .with_for_update()
+            )
+        )
+        .mappings()
+        .first()
+    )
+    if row is None:  # the conflicting row vanished (deleted meanwhile): let the consumer retry
+        raise RuntimeError(f"contact {data.contact_id} conflicted but cannot be found")
+
+    values: dict[str, Any] = {}
+    changed: list[str] = []
+    last = row["last_interaction_at"]
+    newest = last is None or data.timestamp >= last
+    # The profile name follows the customer's latest message, unless an agent named them.
+    if row["name_source"] == PROFILE and name and name != row["name"] and newest:
+        values["name"] = name
+        changed.append("name")
+    # A contact first seen by one identifier learns the other one (never overwritten).
+    if data.wa_id and row["wa_id"] is None and not await _taken(session, org, "wa_id", data.wa_id):
+        values["wa_id"] = data.wa_id
+        phone = phone_from_wa_id(data.wa_id)
+        if phone != row["phone"]:
+            values["phone"] = phone
+            changed.append("phone")
+    if (
+        data.user_id
+        and row["user_id"] is None
+        and not await _taken(session, org, "user_id", data.user_id)
+    ):
+        values["user_id"] = data.user_id
+    if last is None or data.timestamp > last:
+        values["last_interaction_at"] = data.timestamp
+    if not values:
+        return
+    updated = (
+        (
+            await session.execute(
+                update(contacts)
+                .where(contacts.c.id == row["id"], contacts.c.organization_id == org)
+                .values(**values, updated_at=func.now())
+                .returning(contacts.c.name, contacts.c.phone)
+            )
+        )
+        .mappings()
+        .one()
+    )
+    if changed:
+        payload = ContactUpdated(
+            contact_id=row["id"],
+            organization_id=org,
+            name=updated["name"],
+            phone=updated["phone"],
+            changed=changed,
+        )
+        await add_event(
+            session, CloudEvent.of(payload, service=SERVICE, subject=row["id"], tenant_id=org)
+        )
+
+
+async def _taken(session: AsyncSession, org: uuid.UUID, column: str, value: str) -> bool:
+    col = contacts.c[column]
+    found = await session.scalar(
+        select(exists().where(and_(contacts.c.organization_id == org, col == value)))
+    )
+    return bool(found)
+
+
+HANDLERS: dict[str, Handler] = {MESSAGE_RECEIVED: on_message_received}

@@ -1,0 +1,12 @@
+"""Metrics of the WhatsApp gateway (exported on ``/metrics`` with the common ones)."""
+
+from prometheus_client import Counter
+
+#: outcome: accepted | duplicate | bad_signature | unknown_number | invalid
+WEBHOOK_DELIVERIES = Counter(
+    "pytake_webhook_deliveries_total", "WhatsApp webhook deliveries received", ["outcome"]
+)
+#: outcome: sent | failed | retried; error_code: Meta's code ("" when none, "http_5xx", "network")
+SENDS = Counter(
+    "pytake_whatsapp_sends_total", "Graph API send attempts by outcome", ["outcome", "error_code"]
+)
