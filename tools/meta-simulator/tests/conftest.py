@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+
 from pytake_meta_simulator import SimulatorSettings, create_app
 from pytake_meta_simulator.testing import Receiver, serve
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from pytake_meta_simulator import SimulatorSettings, create_app
 from pytake_meta_simulator import __main__ as entry
 from pytake_meta_simulator.testing import Receiver
@@ -15,6 +16,7 @@ from pytake_meta_simulator.testing import Receiver
 def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("HOST", "PORT", "WEBHOOK_URL", "STATUS_DELAY_S"):
         monkeypatch.delenv(f"PYTAKE_SIMULATOR_{var}", raising=False)
+        monkeypatch.delenv(f"PYTAKE_{var}", raising=False)
     settings = SimulatorSettings()
     assert settings.host == "127.0.0.1"
     assert settings.port == 8010
@@ -33,13 +35,24 @@ def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.status_delay_s == 0.5
 
 
+def test_platform_host_and_port_are_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PYTAKE_SIMULATOR_HOST", raising=False)
+    monkeypatch.delenv("PYTAKE_SIMULATOR_PORT", raising=False)
+    monkeypatch.setenv("PYTAKE_HOST", "0.0.0.0")
+    monkeypatch.setenv("PYTAKE_PORT", "8011")
+    assert (SimulatorSettings().host, SimulatorSettings().port) == ("0.0.0.0", 8011)
+    monkeypatch.setenv("PYTAKE_SIMULATOR_PORT", "8012")
+    assert SimulatorSettings().port == 8012
+
+
 def test_main_runs_uvicorn_with_configured_host_and_port(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[Any, dict[str, Any]]] = []
     monkeypatch.setenv("PYTAKE_SIMULATOR_HOST", "127.0.0.2")
     monkeypatch.setenv("PYTAKE_SIMULATOR_PORT", "9124")
     monkeypatch.setattr("uvicorn.run", lambda app, **kw: calls.append((app, kw)))
-    entry.main()
-    [(app, kwargs)] = calls
+    entry.main(["serve"])
+    entry.main([])
+    [(app, kwargs), _] = calls
     assert kwargs["host"] == "127.0.0.2"
     assert kwargs["port"] == 9124
     assert app.title == "PyTake Meta simulator"

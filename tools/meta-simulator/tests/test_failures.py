@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import httpx
+
 from pytake_meta_simulator.testing import Receiver
 
 ALICE = "5511911110000"

@@ -7,6 +7,7 @@ import hmac
 import json
 
 import httpx
+
 from pytake_meta_simulator.testing import Receiver
 
 SECRET_FIELDS = ("access_token", "app_secret")

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import httpx
+
 from pytake_meta_simulator.testing import Receiver, eventually
 
 CUSTOMER = "5511999990000"

@@ -6,6 +6,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from pytake_meta_simulator.testing import Receiver
 
 TO = "5511999990000"

@@ -1,7 +1,8 @@
-"""``python -m pytake_meta_simulator``: serve the simulator with uvicorn."""
+"""``python -m pytake_meta_simulator [serve]``: serve the simulator with uvicorn."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 
 import uvicorn
@@ -10,7 +11,15 @@ from pytake_meta_simulator.app import create_app
 from pytake_meta_simulator.settings import SimulatorSettings
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m pytake_meta_simulator",
+        description="Local stand-in for Meta's WhatsApp Cloud API (configured by env vars).",
+    )
+    # ``serve`` is accepted (and is the only command) so the simulator starts like the services.
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve"])
+    parser.parse_args(argv)
+
     settings = SimulatorSettings()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

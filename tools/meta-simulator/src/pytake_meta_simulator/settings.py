@@ -1,16 +1,31 @@
-"""Simulator settings, read from ``PYTAKE_SIMULATOR_*`` environment variables."""
+"""Simulator settings, read from ``PYTAKE_SIMULATOR_*`` environment variables.
+
+Host and port fall back to the platform-wide ``PYTAKE_HOST``/``PYTAKE_PORT``
+(what docker-compose and the Kubernetes service template set) when the
+``PYTAKE_SIMULATOR_`` variables are absent; the specific ones win.
+"""
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class SimulatorSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PYTAKE_SIMULATOR_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="PYTAKE_SIMULATOR_", extra="ignore", populate_by_name=True
+    )
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8010, ge=0, le=65535)
+    host: str = Field(
+        default="127.0.0.1",
+        validation_alias=AliasChoices("PYTAKE_SIMULATOR_HOST", "PYTAKE_HOST"),
+    )
+    port: int = Field(
+        default=8010,
+        ge=0,
+        le=65535,
+        validation_alias=AliasChoices("PYTAKE_SIMULATOR_PORT", "PYTAKE_PORT"),
+    )
     #: Where webhooks go unless a number was registered with its own ``webhook_url``.
     webhook_url: str = "http://127.0.0.1:8000/webhooks/whatsapp"
     #: Pause before each of the ``sent``/``delivered``/``read`` status webhooks.
