@@ -2,6 +2,8 @@
 
 import uuid
 
+from pydantic import Field
+
 from pytake_common.events import EventData
 
 USER_TOPIC = "pytake.auth.user"
@@ -41,4 +43,4 @@ class SessionRevoked(EventData):
     session_id: uuid.UUID
     user_id: uuid.UUID
     organization_id: uuid.UUID
-    reason: str
+    reason: str = Field(description="logout | refresh_token_reuse (more may be added)")

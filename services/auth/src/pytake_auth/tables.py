@@ -37,9 +37,7 @@ users = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("email = lower(email)", name="email_lowercase"),
-    CheckConstraint(
-        "role IN (" + ", ".join(f"'{r}'" for r in ROLES) + ")", name="role_known"
-    ),
+    CheckConstraint("role IN (" + ", ".join(f"'{r}'" for r in ROLES) + ")", name="role_known"),
 )
 
 sessions = Table(

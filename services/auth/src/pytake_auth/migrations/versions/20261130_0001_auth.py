@@ -17,8 +17,12 @@ ROLES = ("super_admin", "org_admin", "agent", "viewer")
 
 
 def _ts(name: str, *, nullable: bool = False, default: bool = False) -> sa.Column:
-    return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable,
-                     server_default=sa.func.now() if default else None)
+    return sa.Column(
+        name,
+        sa.DateTime(timezone=True),
+        nullable=nullable,
+        server_default=sa.func.now() if default else None,
+    )
 
 
 def upgrade() -> None:
@@ -36,8 +40,9 @@ def upgrade() -> None:
         _ts("created_at", default=True),
         _ts("updated_at", default=True),
         sa.CheckConstraint("email = lower(email)", name="email_lowercase"),
-        sa.CheckConstraint("role IN (" + ", ".join(f"'{r}'" for r in ROLES) + ")",
-                           name="role_known"),
+        sa.CheckConstraint(
+            "role IN (" + ", ".join(f"'{r}'" for r in ROLES) + ")", name="role_known"
+        ),
     )
     op.create_index("ix_users_organization_id", "users", ["organization_id"])
 
@@ -45,27 +50,40 @@ def upgrade() -> None:
         "sessions",
         sa.Column("id", UUID(as_uuid=True), primary_key=True),
         sa.Column("organization_id", UUID(as_uuid=True), nullable=False),
-        sa.Column("user_id", UUID(as_uuid=True),
-                  sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+        sa.Column(
+            "user_id",
+            UUID(as_uuid=True),
+            sa.ForeignKey("users.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
         _ts("created_at", default=True),
         _ts("refreshed_at", nullable=True),
         _ts("expires_at"),
         _ts("revoked_at", nullable=True),
         sa.Column("revoked_reason", sa.String(40), nullable=True),
     )
-    op.create_index("ix_sessions_organization_id_user_id", "sessions",
-                    ["organization_id", "user_id"])
+    op.create_index(
+        "ix_sessions_organization_id_user_id", "sessions", ["organization_id", "user_id"]
+    )
 
     op.create_table(
         "refresh_tokens",
         sa.Column("id", UUID(as_uuid=True), primary_key=True),
         sa.Column("organization_id", UUID(as_uuid=True), nullable=False),
-        sa.Column("session_id", UUID(as_uuid=True),
-                  sa.ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False),
+        sa.Column(
+            "session_id",
+            UUID(as_uuid=True),
+            sa.ForeignKey("sessions.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
         sa.Column("user_id", UUID(as_uuid=True), nullable=False),
         sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
-        sa.Column("rotated_from", UUID(as_uuid=True),
-                  sa.ForeignKey("refresh_tokens.id", ondelete="SET NULL"), nullable=True),
+        sa.Column(
+            "rotated_from",
+            UUID(as_uuid=True),
+            sa.ForeignKey("refresh_tokens.id", ondelete="SET NULL"),
+            nullable=True,
+        ),
         _ts("created_at", default=True),
         _ts("expires_at"),
         _ts("used_at", nullable=True),

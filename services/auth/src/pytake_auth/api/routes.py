@@ -1,0 +1,365 @@
+"""HTTP API of auth: register, login, refresh, logout, me, and the JWKS."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import uuid
+from typing import Annotated, Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pytake_auth import store
+from pytake_auth.api.schemas import (
+    JWKS,
+    LoginRequest,
+    RefreshRequest,
+    RegisterRequest,
+    TokenResponse,
+    User,
+)
+from pytake_auth.config import Settings
+from pytake_auth.domain import (
+    REGISTRANT_ROLE,
+    EmailTaken,
+    InvalidCredentials,
+    InvalidRefreshToken,
+    SessionEnded,
+    check_password_policy,
+    normalize_email,
+    normalize_password,
+)
+from pytake_auth.events import UserRegistered
+from pytake_auth.keys import KeyRing, SigningKey
+from pytake_auth.passwords import Passwords
+from pytake_auth.tokens import hash_refresh_token, mint_access_token
+from pytake_common.crypto import SecretBox, SecretDecryptionError
+from pytake_common.db import Database
+from pytake_common.errors import NotFound, ServiceUnavailable
+from pytake_common.events import CloudEvent
+from pytake_common.idempotency import IdempotencyGuard
+from pytake_common.ids import PYTAKE_NAMESPACE
+from pytake_common.outbox import add_event
+from pytake_common.security import CurrentPrincipal, Principal
+from pytake_common.web import request_db
+
+router = APIRouter(prefix="/v1/auth", tags=["auth"])
+jwks_router = APIRouter(tags=["auth"])
+
+#: Registrations are anonymous: their Idempotency-Keys live under the nil organization,
+#: scoped per e-mail (see :class:`Registrations`).
+ANONYMOUS = uuid.UUID(int=0)
+#: Token responses must never be cached (RFC 6749 §5.1).
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def _problem(*codes: str) -> dict[str, Any]:
+    return {
+        "description": "problem+json with `code` " + " or ".join(f"`{c}`" for c in codes),
+        "content": {"application/problem+json": {}},
+    }
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _keys(request: Request) -> KeyRing:
+    keys: KeyRing = request.app.state.keys
+    return keys
+
+
+def _passwords(request: Request) -> Passwords:
+    passwords: Passwords = request.app.state.passwords
+    return passwords
+
+
+DB = Annotated[Database, Depends(request_db)]
+Config = Annotated[Settings, Depends(_settings)]
+Keys = Annotated[KeyRing, Depends(_keys)]
+PasswordService = Annotated[Passwords, Depends(_passwords)]
+
+
+# -- JWKS ---------------------------------------------------------------------
+
+
+@jwks_router.get("/.well-known/jwks.json", response_model=JWKS)
+async def jwks(keys: Keys, settings: Config) -> Response:
+    """Public keys that verify access tokens (signing now, about to, or recently retired)."""
+    return JSONResponse(
+        await keys.jwks(),
+        headers={"Cache-Control": f"public, max-age={settings.jwks_max_age_s}"},
+    )
+
+
+# -- helpers ------------------------------------------------------------------
+
+
+def _token_body(
+    settings: Settings, key: SigningKey, user: store.User, session_id: uuid.UUID, refresh_token: str
+) -> dict[str, Any]:
+    access = mint_access_token(
+        key,
+        settings,
+        user_id=user.id,
+        organization_id=user.organization_id,
+        role=user.role,
+        session_id=session_id,
+    )
+    return TokenResponse(
+        access_token=access,
+        refresh_token=refresh_token,
+        expires_in=settings.access_token_ttl_s,
+        user=_user(user),
+    ).model_dump(mode="json")
+
+
+def _user(user: store.User) -> User:
+    return User(
+        id=user.id,
+        email=user.email,
+        full_name=user.full_name,
+        role=user.role,
+        organization_id=user.organization_id,
+    )
+
+
+def _tokens(status: int, body: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers=NO_STORE)
+
+
+class Registrations:
+    """Idempotency of anonymous registrations.
+
+    The key is scoped by a hash of the e-mail (two strangers using the same key
+    never meet). The request fingerprint is an HMAC, not a bare hash, because
+    the body holds the password; the stored answer holds live tokens, so it is
+    kept encrypted.
+    """
+
+    def __init__(self, secret: str) -> None:
+        first = secret.split(",")[0].strip()
+        self._mac_key = HKDF(
+            algorithm=hashes.SHA256(),
+            length=32,
+            salt=None,
+            info=b"pytake:auth-idempotency-fingerprint",
+        ).derive(first.encode())
+        self._box = SecretBox(secret, purpose="auth-idempotency-responses")
+
+    @staticmethod
+    def principal(email: str) -> uuid.UUID:
+        return uuid.uuid5(PYTAKE_NAMESPACE, f"auth:register:{email}")
+
+    def fingerprint(self, body: dict[str, Any]) -> str:
+        raw = json.dumps(["POST", "/v1/auth/register", body], sort_keys=True).encode()
+        return hmac.new(self._mac_key, raw, hashlib.sha256).hexdigest()
+
+    def seal(self, body: dict[str, Any]) -> dict[str, str]:
+        return {"sealed": self._box.encrypt(json.dumps(body))}
+
+    def unseal(self, stored: Any) -> dict[str, Any]:
+        try:
+            body: dict[str, Any] = json.loads(self._box.decrypt(stored["sealed"]))
+        except (SecretDecryptionError, KeyError, TypeError, ValueError) as exc:
+            raise ServiceUnavailable(
+                "the stored answer to this Idempotency-Key is unreadable "
+                "(was the secret key rotated?)"
+            ) from exc
+        return body
+
+
+def _registrations(request: Request) -> Registrations:
+    registrations: Registrations = request.app.state.registrations
+    return registrations
+
+
+RegistrationGuard = Annotated[Registrations, Depends(_registrations)]
+
+
+# -- endpoints ----------------------------------------------------------------
+
+
+@router.post(
+    "/register",
+    status_code=201,
+    response_model=TokenResponse,
+    responses={409: _problem("email_taken"), 422: _problem("weak_password", "invalid_input")},
+)
+async def register(
+    body: RegisterRequest,
+    db: DB,
+    settings: Config,
+    keys: Keys,
+    passwords: PasswordService,
+    registrations: RegistrationGuard,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Response:
+    """Sign up: a new organization with the caller as its ``org_admin``; returns tokens.
+
+    The organization itself is created by the tenants service from the
+    ``pytake.auth.user.registered.v1`` event, so it may take a moment to appear.
+    """
+    email = normalize_email(body.email)
+    password = normalize_password(body.password)
+    check_password_policy(password, email)
+    fingerprint = registrations.fingerprint(
+        {
+            "email": email,
+            "password": password,
+            "full_name": body.full_name,
+            "organization_name": body.organization_name,
+        }
+    )
+    password_hash = await passwords.hash(password)  # before the transaction: holds no connection
+    key = await keys.signing_key()
+    user = store.User(
+        id=uuid.uuid4(),
+        organization_id=uuid.uuid4(),
+        email=email,
+        full_name=body.full_name,
+        role=REGISTRANT_ROLE,
+        is_active=True,
+        password_hash=password_hash,
+    )
+    # Bound to the new organization: the insert needs no cross-tenant read (the
+    # unique index on email answers ON CONFLICT whatever RLS hides).
+    async with db.transaction(organization_id=user.organization_id) as session:
+        guard = IdempotencyGuard(
+            session, ANONYMOUS, registrations.principal(email), idempotency_key, fingerprint
+        )
+        replay = await guard.claim()
+        if replay is not None:
+            status, stored = replay
+            return _tokens(status, registrations.unseal(stored))
+        created = await store.insert_user(
+            session,
+            user_id=user.id,
+            organization_id=user.organization_id,
+            email=email,
+            password_hash=password_hash,
+            full_name=user.full_name,
+            role=user.role,
+        )
+        if not created:
+            raise EmailTaken("an account with this email already exists")
+        session_id, refresh_token = await store.open_session(session, settings, user)
+        await _emit_registered(session, user, body.organization_name)
+        answer = _token_body(settings, key, user, session_id, refresh_token)
+        await guard.store(201, registrations.seal(answer))
+    return _tokens(201, answer)
+
+
+async def _emit_registered(session: AsyncSession, user: store.User, organization_name: str) -> None:
+    payload = UserRegistered(
+        user_id=user.id,
+        organization_id=user.organization_id,
+        email=user.email,
+        full_name=user.full_name,
+        role=user.role,
+        organization_name=organization_name,
+    )
+    await add_event(
+        session,
+        CloudEvent.of(
+            payload, service=store.SERVICE, subject=user.id, tenant_id=user.organization_id
+        ),
+    )
+
+
+@router.post(
+    "/login", response_model=TokenResponse, responses={401: _problem("invalid_credentials")}
+)
+async def login(
+    body: LoginRequest, db: DB, settings: Config, keys: Keys, passwords: PasswordService
+) -> Response:
+    """Exchange an email and password for an access token and a refresh token."""
+    email = normalize_email(body.email)
+    password = normalize_password(body.password)
+    # The tenant is unknown until the e-mail is found: the one cross-tenant read.
+    async with db.transaction(bypass_rls=True) as session:
+        found = await store.find_user_by_email(session, email)
+    # Unknown e-mails verify against a dummy hash: same work, same answer.
+    matches = await passwords.verify(found.password_hash if found else None, password)
+    if found is None or not matches or not found.is_active:
+        raise InvalidCredentials()
+    new_hash = (
+        await passwords.hash(password) if passwords.needs_rehash(found.password_hash) else None
+    )
+    key = await keys.signing_key()
+    async with db.transaction(organization_id=found.organization_id) as session:
+        user = await store.get_user(session, found.organization_id, found.id, for_update=True)
+        # Deactivated or re-passworded while we were hashing: refuse like any mismatch.
+        if user is None or not user.is_active or user.password_hash != found.password_hash:
+            raise InvalidCredentials()
+        await store.record_login(session, user, new_hash)
+        session_id, refresh_token = await store.open_session(session, settings, user)
+        answer = _token_body(settings, key, user, session_id, refresh_token)
+    return _tokens(200, answer)
+
+
+@router.post(
+    "/refresh", response_model=TokenResponse, responses={401: _problem("invalid_refresh_token")}
+)
+async def refresh(body: RefreshRequest, db: DB, settings: Config, keys: Keys) -> Response:
+    """Spend a refresh token for a new pair. Each refresh token works once: presenting
+    a spent one again revokes the whole session."""
+    token_hash = hash_refresh_token(body.refresh_token)
+    # The tenant is unknown until the token is found: the one cross-tenant read.
+    async with db.transaction(bypass_rls=True) as session:
+        organization_id = await store.refresh_token_organization(session, token_hash)
+    if organization_id is None:
+        raise InvalidRefreshToken()
+    key = await keys.signing_key()
+    async with db.transaction(organization_id=organization_id) as session:
+        outcome = await store.rotate_refresh_token(session, settings, organization_id, token_hash)
+    # Committed either way: a reuse must stay revoked although the caller is refused.
+    if not isinstance(outcome, store.Rotated):
+        raise InvalidRefreshToken()
+    return _tokens(
+        200, _token_body(settings, key, outcome.user, outcome.session_id, outcome.refresh_token)
+    )
+
+
+def _session_id(principal: Principal) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(principal.session_id))
+    except ValueError as exc:
+        raise SessionEnded() from exc
+
+
+@router.post("/logout", status_code=204, responses={401: _problem("unauthorized")})
+async def logout(principal: CurrentPrincipal, db: DB) -> Response:
+    """End the session of the presented access token (its refresh tokens stop working;
+    the access token itself lapses at its ``exp``). Idempotent."""
+    session_id = _session_id(principal)
+    async with db.transaction(organization_id=principal.organization_id) as session:
+        await store.revoke_session(
+            session, principal.organization_id, session_id, principal.user_id, reason="logout"
+        )
+    return Response(status_code=204)
+
+
+@router.get(
+    "/me",
+    response_model=User,
+    responses={401: _problem("unauthorized", "session_revoked"), 404: _problem("not_found")},
+)
+async def me(principal: CurrentPrincipal, db: DB) -> User:
+    """The signed-in user."""
+    session_id = _session_id(principal)
+    async with db.transaction(organization_id=principal.organization_id) as session:
+        user = await store.get_user(session, principal.organization_id, principal.user_id)
+        if user is None:
+            raise NotFound("user not found")
+        if not user.is_active or not await store.session_is_live(
+            session, principal.organization_id, session_id, user.id
+        ):
+            raise SessionEnded()
+    return _user(user)

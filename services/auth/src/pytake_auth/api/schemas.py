@@ -1,0 +1,52 @@
+"""Request and response bodies of the auth API."""
+
+import uuid
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# The policy (10..128 characters, ...) is checked after normalization and answers a
+# ``weak_password`` problem; this bound only keeps absurd inputs away from argon2.
+Password = Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RegisterRequest(_Body):
+    email: Annotated[EmailStr, Field(max_length=254)]
+    password: Annotated[Password, Field(description="10 to 128 characters, not the email")]
+    full_name: Name
+    organization_name: Name
+
+
+class LoginRequest(_Body):
+    # Not EmailStr: whatever was accepted at registration must keep logging in.
+    email: Annotated[str, Field(min_length=1, max_length=320)]
+    password: Password
+
+
+class RefreshRequest(_Body):
+    refresh_token: Annotated[str, Field(min_length=1, max_length=512)]
+
+
+class User(BaseModel):
+    id: uuid.UUID
+    email: str
+    full_name: str
+    role: str
+    organization_id: uuid.UUID
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="seconds until the access token expires")
+    user: User
+
+
+class JWKS(BaseModel):
+    keys: list[dict[str, str]]

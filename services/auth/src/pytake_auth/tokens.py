@@ -1,0 +1,50 @@
+"""Access tokens (EdDSA JWTs) and opaque refresh tokens."""
+
+import hashlib
+import secrets
+import time
+import uuid
+
+import jwt
+
+from pytake_auth.config import Settings
+from pytake_auth.keys import ALGORITHM, SigningKey
+
+REFRESH_TOKEN_BYTES = 32
+
+
+def mint_access_token(
+    key: SigningKey,
+    settings: Settings,
+    *,
+    user_id: uuid.UUID,
+    organization_id: uuid.UUID,
+    role: str,
+    session_id: uuid.UUID,
+    now: int | None = None,
+) -> str:
+    """A signed access token; its claims are exactly the ones the platform verifies."""
+    issued = int(time.time()) if now is None else now
+    claims = {
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "sub": str(user_id),
+        "org": str(organization_id),
+        "role": role,
+        "sid": str(session_id),
+        "jti": str(uuid.uuid4()),
+        "iat": issued,
+        "nbf": issued,
+        "exp": issued + settings.access_token_ttl_s,
+    }
+    return jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid})
+
+
+def new_refresh_token() -> tuple[str, str]:
+    """A fresh opaque refresh token and the hash stored in its place."""
+    token = secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
+    return token, hash_refresh_token(token)
+
+
+def hash_refresh_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
