@@ -1,6 +1,5 @@
 """Consumers: a contact is upserted from each inbound WhatsApp message."""
 
-import logging
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -16,8 +15,6 @@ from pytake_common.outbox import add_event
 from pytake_contacts.domain import PROFILE, clean_name, phone_from_wa_id
 from pytake_contacts.events import ContactCreated, ContactUpdated
 from pytake_contacts.tables import contacts
-
-log = logging.getLogger(__name__)
 
 MESSAGE_RECEIVED = "pytake.whatsapp.message.received.v1"
 SERVICE = "contacts"
@@ -39,7 +36,11 @@ class MessageReceived(BaseModel):
 
 
 def _same_tenant(event: CloudEvent, organization_id: uuid.UUID) -> None:
-    if event.tenantid != str(organization_id):
+    try:
+        tenant = uuid.UUID(event.tenantid)
+    except ValueError as exc:
+        raise PermanentError(f"event tenant {event.tenantid!r} is not an id") from exc
+    if tenant != organization_id:
         raise PermanentError(
             f"event tenant {event.tenantid} differs from data organization {organization_id}"
         )

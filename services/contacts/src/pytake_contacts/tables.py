@@ -49,5 +49,9 @@ Index(
     unique=True,
     postgresql_where=text("user_id IS NOT NULL"),
 )
-Index("ix_contacts_organization_id_created_at_id", contacts.c.organization_id,
-      contacts.c.created_at, contacts.c.id)
+Index(
+    "ix_contacts_organization_id_created_at_id",
+    contacts.c.organization_id,
+    contacts.c.created_at,
+    contacts.c.id,
+)

@@ -25,22 +25,35 @@ def upgrade() -> None:
         sa.Column("name", sa.String(256), nullable=True),
         sa.Column("name_source", sa.String(16), nullable=False, server_default="profile"),
         sa.Column("phone", sa.String(32), nullable=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False,
-                  server_default=sa.func.now()),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False,
-                  server_default=sa.func.now()),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
+        sa.Column(
+            "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
         sa.Column("last_interaction_at", sa.DateTime(timezone=True), nullable=True),
         sa.CheckConstraint("name_source IN ('profile', 'agent')", name="name_source"),
         sa.CheckConstraint("wa_id IS NOT NULL OR user_id IS NOT NULL", name="identified"),
     )
-    op.create_index("uq_contacts_organization_id_wa_id", "contacts",
-                    ["organization_id", "wa_id"], unique=True,
-                    postgresql_where=sa.text("wa_id IS NOT NULL"))
-    op.create_index("uq_contacts_organization_id_user_id", "contacts",
-                    ["organization_id", "user_id"], unique=True,
-                    postgresql_where=sa.text("user_id IS NOT NULL"))
-    op.create_index("ix_contacts_organization_id_created_at_id", "contacts",
-                    ["organization_id", "created_at", "id"])
+    op.create_index(
+        "uq_contacts_organization_id_wa_id",
+        "contacts",
+        ["organization_id", "wa_id"],
+        unique=True,
+        postgresql_where=sa.text("wa_id IS NOT NULL"),
+    )
+    op.create_index(
+        "uq_contacts_organization_id_user_id",
+        "contacts",
+        ["organization_id", "user_id"],
+        unique=True,
+        postgresql_where=sa.text("user_id IS NOT NULL"),
+    )
+    op.create_index(
+        "ix_contacts_organization_id_created_at_id",
+        "contacts",
+        ["organization_id", "created_at", "id"],
+    )
     for stmt in rls_statements("contacts"):
         op.execute(stmt)
 

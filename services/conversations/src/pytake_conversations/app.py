@@ -1,0 +1,26 @@
+"""Composition root of the conversations service."""
+
+from fastapi import FastAPI
+
+from pytake_common.consumer import EventConsumer
+from pytake_common.db import Database
+from pytake_common.outbox import OutboxRelay
+from pytake_common.web import create_service_app
+from pytake_conversations.api.routes import router
+from pytake_conversations.config import Settings
+from pytake_conversations.handlers import HANDLERS
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    db = Database(settings.service_database_url(), app_role=settings.db_app_role)
+    return create_service_app(
+        settings,
+        title="PyTake conversations",
+        routers=[router],
+        db=db,
+        workers=lambda: [
+            OutboxRelay(settings, db).run,
+            EventConsumer(settings, db, "conversations", HANDLERS).run,
+        ],
+    )

@@ -1,0 +1,9 @@
+from pytake_common.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    service_name: str = "conversations"
+    port: int = 8004
+    #: WhatsApp's customer-service window: free-form replies only this long after the
+    #: customer's last message (a setting only so tests and special deals can change it).
+    service_window_hours: float = 24.0

@@ -1,0 +1,83 @@
+"""Events conversations publishes.
+
+Topics: ``pytake.conversations.conversation`` (subject = conversation id) and
+``pytake.conversations.message`` (subject = message id).
+"""
+
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+from pytake_common.events import EventData
+
+CONVERSATION_TOPIC = "pytake.conversations.conversation"
+MESSAGE_TOPIC = "pytake.conversations.message"
+
+
+class ConversationOpened(EventData):
+    """A conversation was opened by a customer's message, or a resolved one reopened."""
+
+    event_type = "pytake.conversations.conversation.opened.v1"
+    topic = CONVERSATION_TOPIC
+
+    conversation_id: uuid.UUID
+    organization_id: uuid.UUID
+    contact_id: uuid.UUID
+    number_id: uuid.UUID
+    opened_at: datetime
+
+
+class MessageAppended(EventData):
+    """A message (inbound from the customer or outbound from an agent) joined a conversation."""
+
+    event_type = "pytake.conversations.message.appended.v1"
+    topic = MESSAGE_TOPIC
+
+    message_id: uuid.UUID
+    organization_id: uuid.UUID
+    conversation_id: uuid.UUID
+    contact_id: uuid.UUID
+    direction: str
+    type: str
+    created_at: datetime
+
+
+class MessageStatusChanged(EventData):
+    """An outbound message's delivery status moved forward (sent, delivered, read, failed...)."""
+
+    event_type = "pytake.conversations.message.status_changed.v1"
+    topic = MESSAGE_TOPIC
+
+    message_id: uuid.UUID
+    organization_id: uuid.UUID
+    conversation_id: uuid.UUID
+    status: str
+    error_code: int | None
+    error_detail: str | None
+    at: datetime
+
+
+class TextBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    body: str
+    preview_url: bool
+
+
+class MessageSendRequested(EventData):
+    """An agent's message is stored as pending and must be sent through WhatsApp."""
+
+    event_type = "pytake.conversations.message.send_requested.v1"
+    topic = MESSAGE_TOPIC
+
+    message_id: uuid.UUID
+    organization_id: uuid.UUID
+    conversation_id: uuid.UUID
+    number_id: uuid.UUID
+    phone_number_id: str
+    to: str
+    type: str
+    text: TextBody
+    context_wamid: str | None
+    requested_by: uuid.UUID

@@ -1,0 +1,406 @@
+"""Consumers of the WhatsApp gateway's message events.
+
+``message.received`` appends the customer's message to the contact's active
+conversation (opening or reopening one); ``message.sent`` / ``message.failed`` /
+``message.status_updated`` move an outbound message's status forward only.
+Every handler is idempotent against the same fact under another event id.
+"""
+
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, Field
+from sqlalchemy import DateTime, and_, exists, func, literal, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pytake_common.consumer import Handler, PermanentError
+from pytake_common.events import CloudEvent
+from pytake_common.outbox import add_event
+from pytake_conversations.domain import (
+    ACTIVE,
+    FAILED,
+    INBOUND,
+    OPEN,
+    OUTBOUND,
+    RECEIVED,
+    RESOLVED,
+    status_moves,
+)
+from pytake_conversations.events import ConversationOpened, MessageAppended, MessageStatusChanged
+from pytake_conversations.tables import conversations, messages
+
+log = logging.getLogger(__name__)
+
+SERVICE = "conversations"
+MESSAGE_RECEIVED = "pytake.whatsapp.message.received.v1"
+MESSAGE_SENT = "pytake.whatsapp.message.sent.v1"
+MESSAGE_FAILED = "pytake.whatsapp.message.failed.v1"
+MESSAGE_STATUS_UPDATED = "pytake.whatsapp.message.status_updated.v1"
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+
+
+# --- what conversations reads of the gateway's events (tolerant readers) ---------------
+
+
+class ReplyContext(BaseModel):
+    from_: str | None = Field(default=None, alias="from")
+    id: str | None = None
+
+
+class MessageReceived(BaseModel):
+    message_id: uuid.UUID
+    wamid: str | None = None
+    organization_id: uuid.UUID
+    number_id: uuid.UUID
+    phone_number_id: str
+    contact_id: uuid.UUID
+    wa_id: str | None = None
+    user_id: str | None = None
+    type: str
+    text: str | None = None
+    content: dict[str, Any] = Field(default_factory=dict)
+    context: ReplyContext | None = None
+    timestamp: UtcDatetime
+
+
+class MessageSent(BaseModel):
+    message_id: uuid.UUID
+    organization_id: uuid.UUID
+    wamid: str | None = None
+    sent_at: UtcDatetime
+
+
+class MessageFailed(BaseModel):
+    message_id: uuid.UUID
+    organization_id: uuid.UUID
+    error_code: int | None = None
+    error_title: str | None = None
+    error_detail: str | None = None
+    failed_at: UtcDatetime
+
+
+class StatusError(BaseModel):
+    code: int | None = None
+    title: str | None = None
+    message: str | None = None
+    details: Any = None
+
+
+class StatusUpdated(BaseModel):
+    message_id: uuid.UUID | None = None
+    wamid: str | None = None
+    organization_id: uuid.UUID
+    status: str
+    timestamp: UtcDatetime
+    errors: list[StatusError] = Field(default_factory=list)
+
+
+def _tenant(event: CloudEvent, organization_id: uuid.UUID) -> uuid.UUID:
+    """The event's tenant, which must be the organization its data speaks of."""
+    try:
+        tenant = uuid.UUID(event.tenantid)
+    except ValueError as exc:
+        raise PermanentError(f"event tenant {event.tenantid!r} is not an id") from exc
+    if tenant != organization_id:
+        raise PermanentError(f"event tenant {tenant} differs from data org {organization_id}")
+    return tenant
+
+
+def _ts(value: datetime) -> Any:
+    return literal(value, DateTime(timezone=True))
+
+
+async def _emit(session: AsyncSession, payload: Any, subject: uuid.UUID, org: uuid.UUID) -> None:
+    await add_event(
+        session, CloudEvent.of(payload, service=SERVICE, subject=subject, tenant_id=org)
+    )
+
+
+# --- inbound ---------------------------------------------------------------------------
+
+
+class _AlreadyStored(Exception):
+    """The message is already in a conversation: undo everything this delivery did."""
+
+
+async def on_message_received(session: AsyncSession, event: CloudEvent) -> None:
+    data = event.parse_data(MessageReceived)
+    org = _tenant(event, data.organization_id)
+    same_fact = messages.c.id == data.message_id
+    if data.wamid:
+        same_fact = or_(same_fact, messages.c.wamid == data.wamid)
+    known = await session.scalar(
+        select(exists().where(and_(messages.c.organization_id == org, same_fact)))
+    )
+    if known:
+        return  # the same message under another event id: nothing changes
+    try:
+        # A savepoint, so that a concurrent delivery of the same message that wins the
+        # insert leaves no trace of this one (no conversation opened, no events).
+        async with session.begin_nested():
+            await _append_inbound(session, org, data)
+    except _AlreadyStored:
+        return
+
+
+async def _append_inbound(session: AsyncSession, org: uuid.UUID, data: MessageReceived) -> None:
+    conversation, created = await _active_conversation(session, org, data)
+    stored = (
+        await session.execute(
+            pg_insert(messages)
+            .values(
+                id=data.message_id,
+                organization_id=org,
+                conversation_id=conversation["id"],
+                direction=INBOUND,
+                type=data.type,
+                text=data.text,
+                content=data.content,
+                wamid=data.wamid,
+                context_wamid=data.context.id if data.context else None,
+                status=RECEIVED,
+                status_at=data.timestamp,
+                meta_timestamp=data.timestamp,
+            )
+            .on_conflict_do_nothing()  # same id, or same wamid in this organization
+            .returning(messages.c.created_at)
+        )
+    ).first()
+    if stored is None:
+        raise _AlreadyStored
+    reopened = conversation["status"] == RESOLVED
+    values: dict[str, Any] = {
+        "last_inbound_at": func.greatest(
+            func.coalesce(conversations.c.last_inbound_at, _ts(data.timestamp)),
+            _ts(data.timestamp),
+        ),
+        "last_message_at": func.greatest(conversations.c.last_message_at, _ts(stored.created_at)),
+        "updated_at": func.now(),
+    }
+    if data.wa_id:
+        values["wa_id"] = data.wa_id
+    if data.user_id:
+        values["user_id"] = data.user_id
+    if reopened:
+        values["status"] = OPEN
+    updated_at = await session.scalar(
+        update(conversations)
+        .where(conversations.c.id == conversation["id"], conversations.c.organization_id == org)
+        .values(**values)
+        .returning(conversations.c.updated_at)
+    )
+    assert updated_at is not None
+    if created or reopened:
+        opened = ConversationOpened(
+            conversation_id=conversation["id"],
+            organization_id=org,
+            contact_id=data.contact_id,
+            number_id=data.number_id,
+            opened_at=conversation["created_at"] if created else updated_at,
+        )
+        await _emit(session, opened, conversation["id"], org)
+    appended = MessageAppended(
+        message_id=data.message_id,
+        organization_id=org,
+        conversation_id=conversation["id"],
+        contact_id=data.contact_id,
+        direction=INBOUND,
+        type=data.type,
+        created_at=stored.created_at,
+    )
+    await _emit(session, appended, data.message_id, org)
+
+
+async def _active_conversation(
+    session: AsyncSession, org: uuid.UUID, data: MessageReceived
+) -> tuple[RowMapping, bool]:
+    """Lock the contact's active conversation on this number, opening one if none.
+
+    Race-safe: two deliveries for the same contact meet on the partial unique index
+    (one active conversation per organization, contact and number); the loser's
+    insert does nothing and it locks the winner's row instead.
+    """
+    for _ in range(5):
+        row = (
+            (
+                await session.execute(
+                    select(conversations)
+                    .where(
+                        conversations.c.organization_id == org,
+                        conversations.c.contact_id == data.contact_id,
+                        conversations.c.number_id == data.number_id,
+                        conversations.c.status.in_(ACTIVE),
+                    )
+                    .with_for_update()
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if row is not None:
+            return row, False
+        created = (
+            (
+                await session.execute(
+                    pg_insert(conversations)
+                    .values(
+                        id=uuid.uuid4(),
+                        organization_id=org,
+                        contact_id=data.contact_id,
+                        number_id=data.number_id,
+                        phone_number_id=data.phone_number_id,
+                        wa_id=data.wa_id,
+                        user_id=data.user_id,
+                        status=OPEN,
+                    )
+                    .on_conflict_do_nothing()
+                    .returning(*conversations.c)
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if created is not None:
+            return created, True
+    raise RuntimeError(f"could not open a conversation for contact {data.contact_id}")
+
+
+# --- outbound statuses -----------------------------------------------------------------
+
+
+async def apply_status(
+    session: AsyncSession,
+    org: uuid.UUID,
+    *,
+    message_id: uuid.UUID | None,
+    wamid: str | None,
+    status: str,
+    at: datetime,
+    error_code: int | None = None,
+    error_detail: str | None = None,
+) -> bool:
+    """Move an outbound message to ``status`` if that is forward; True when it moved.
+
+    The message is found by our id when the event carries it, else by its wamid.
+    A wamid the message lacks is stored whatever the status does (a ``sent``
+    arriving after ``delivered`` still teaches us the wamid).
+    """
+    row = None
+    if message_id is not None:
+        row = await _lock_message(session, org, messages.c.id == message_id)
+    if row is None and wamid:
+        row = await _lock_message(session, org, messages.c.wamid == wamid)
+    if row is None or row["direction"] != OUTBOUND:
+        log.info(
+            "status for a message we did not send",
+            extra={"wamid": wamid, "status": status, "message_id": str(message_id)},
+        )
+        return False
+    values: dict[str, Any] = {}
+    if wamid and row["wamid"] is None:
+        taken = await session.scalar(
+            select(
+                exists().where(and_(messages.c.organization_id == org, messages.c.wamid == wamid))
+            )
+        )
+        if not taken:
+            values["wamid"] = wamid
+    moved = status_moves(row["status"], status)
+    if moved:
+        values.update(status=status, status_at=at)
+        if status == FAILED:
+            values.update(error_code=error_code, error_detail=error_detail)
+    if values:
+        await session.execute(
+            update(messages)
+            .where(messages.c.id == row["id"], messages.c.organization_id == org)
+            .values(**values)
+        )
+    if moved:
+        changed = MessageStatusChanged(
+            message_id=row["id"],
+            organization_id=org,
+            conversation_id=row["conversation_id"],
+            status=status,
+            error_code=error_code if status == FAILED else None,
+            error_detail=error_detail if status == FAILED else None,
+            at=at,
+        )
+        await _emit(session, changed, row["id"], org)
+    return moved
+
+
+async def _lock_message(session: AsyncSession, org: uuid.UUID, match: Any) -> RowMapping | None:
+    return (
+        (
+            await session.execute(
+                select(messages).where(messages.c.organization_id == org, match).with_for_update()
+            )
+        )
+        .mappings()
+        .first()
+    )
+
+
+async def on_message_sent(session: AsyncSession, event: CloudEvent) -> None:
+    data = event.parse_data(MessageSent)
+    org = _tenant(event, data.organization_id)
+    await apply_status(
+        session, org, message_id=data.message_id, wamid=data.wamid, status="sent", at=data.sent_at
+    )
+
+
+async def on_message_failed(session: AsyncSession, event: CloudEvent) -> None:
+    data = event.parse_data(MessageFailed)
+    org = _tenant(event, data.organization_id)
+    await apply_status(
+        session,
+        org,
+        message_id=data.message_id,
+        wamid=None,
+        status=FAILED,
+        at=data.failed_at,
+        error_code=data.error_code,
+        error_detail=data.error_detail or data.error_title,
+    )
+
+
+async def on_status_updated(session: AsyncSession, event: CloudEvent) -> None:
+    data = event.parse_data(StatusUpdated)
+    org = _tenant(event, data.organization_id)
+    code: int | None = None
+    detail: str | None = None
+    if data.errors:
+        first = data.errors[0]
+        code = first.code
+        details = first.details if first.details not in (None, "", {}) else None
+        text = str(details) if details is not None else (first.message or first.title)
+        detail = text
+    await apply_status(
+        session,
+        org,
+        message_id=data.message_id,
+        wamid=data.wamid,
+        status=data.status,
+        at=data.timestamp,
+        error_code=code,
+        error_detail=detail,
+    )
+
+
+HANDLERS: dict[str, Handler] = {
+    MESSAGE_RECEIVED: on_message_received,
+    MESSAGE_SENT: on_message_sent,
+    MESSAGE_FAILED: on_message_failed,
+    MESSAGE_STATUS_UPDATED: on_status_updated,
+}

@@ -1,0 +1,58 @@
+"""What the API answers: conversations and messages as clients see them."""
+
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from pytake_conversations.domain import window_closes_at
+
+
+class Conversation(BaseModel):
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    contact_id: uuid.UUID
+    number_id: uuid.UUID
+    phone_number_id: str
+    wa_id: str | None
+    user_id: str | None
+    status: str
+    last_inbound_at: datetime | None
+    last_message_at: datetime
+    #: when free-form replies stop being possible (24 h after the customer's last message)
+    service_window_expires_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, row: Mapping[Any, Any], window_hours: float) -> "Conversation":
+        return cls.model_validate(
+            {
+                **row,
+                "service_window_expires_at": window_closes_at(row["last_inbound_at"], window_hours),
+            }
+        )
+
+
+class Message(BaseModel):
+    id: uuid.UUID
+    conversation_id: uuid.UUID
+    direction: str
+    type: str
+    text: str | None
+    content: dict[str, Any]
+    status: str
+    status_at: datetime | None
+    error_code: int | None
+    error_detail: str | None
+    wamid: str | None
+    context_wamid: str | None
+    sent_by: uuid.UUID | None
+    created_at: datetime
+    meta_timestamp: datetime | None
+
+    @classmethod
+    def of(cls, row: Mapping[Any, Any]) -> "Message":
+        return cls.model_validate(dict(row))
