@@ -45,7 +45,12 @@ def grant_app_role(connection: Connection, role: str | None) -> None:
         f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') "  # noqa: S608
         f"THEN CREATE ROLE {quoted} NOLOGIN; END IF; END $$"
     )
-    connection.exec_driver_sql(f"GRANT {quoted} TO CURRENT_USER")
+    # Membership lets the owner SET ROLE to it; where an operator (e.g. CloudNativePG)
+    # pre-created the role and the membership, a non-superuser may not grant it again.
+    connection.exec_driver_sql(
+        f"DO $$ BEGIN IF NOT pg_has_role(current_user, '{role}', 'MEMBER') "  # noqa: S608
+        f"THEN GRANT {quoted} TO CURRENT_USER; END IF; END $$"
+    )
     connection.exec_driver_sql(f"GRANT USAGE ON SCHEMA public TO {quoted}")
     connection.exec_driver_sql(
         f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {quoted}"

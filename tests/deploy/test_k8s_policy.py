@@ -1,0 +1,228 @@
+"""Operational policy every rendered overlay must meet: hardened pods, probes,
+resources, secrets only by reference, autoscaling and disruption budgets,
+default-deny networking, and monitoring for every service."""
+
+import re
+
+#: Names whose value is a secret, by suffix (PYTAKE_PASSWORD_HASH_CONCURRENCY is not).
+SENSITIVE = re.compile(r"(SECRET|PASSWORD|TOKEN|KEY|CREDENTIALS?|DATABASE_URL|URI|DSN)$", re.I)
+UID = 10001
+
+
+def test_pods_are_hardened(overlay, manifests):
+    specs = list(manifests.pod_specs())
+    assert specs
+    for where, pod in specs:
+        pod_sc = pod.get("securityContext", {})
+        assert pod.get("automountServiceAccountToken") is False, where
+        mounts_tmp = {v["name"] for v in pod.get("volumes", []) if "emptyDir" in v}
+        for container in pod["containers"] + pod.get("initContainers", []):
+            sc = container.get("securityContext", {})
+            here = f"{where}/{container['name']}"
+
+            def effective(key, sc=sc, pod_sc=pod_sc):
+                return sc.get(key, pod_sc.get(key))
+
+            assert effective("runAsNonRoot") is True, here
+            assert effective("runAsUser") == UID, here
+            assert effective("seccompProfile") == {"type": "RuntimeDefault"}, here
+            assert sc.get("readOnlyRootFilesystem") is True, here
+            assert sc.get("allowPrivilegeEscalation") is False, here
+            assert sc.get("privileged", False) is False, here
+            assert sc.get("capabilities", {}).get("drop") == ["ALL"], here
+            assert not sc.get("capabilities", {}).get("add"), here
+            tmp = [m for m in container.get("volumeMounts", []) if m["mountPath"] == "/tmp"]
+            assert tmp and tmp[0]["name"] in mounts_tmp, f"{here}: /tmp must be an emptyDir"
+
+
+def test_containers_have_requests_and_limits(overlay, manifests):
+    for where, pod in manifests.pod_specs():
+        for container in pod["containers"]:
+            resources = container.get("resources", {})
+            for bound in ("requests", "limits"):
+                assert {"cpu", "memory"} <= resources.get(bound, {}).keys(), f"{where} {bound}"
+
+
+def test_deployments_have_probes_and_graceful_shutdown(overlay, manifests):
+    deployments = manifests.of_kind("Deployment")
+    assert deployments
+    for deployment in deployments:
+        name = deployment["metadata"]["name"]
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod.get("terminationGracePeriodSeconds", 0) >= 10, name
+        container = pod["containers"][0]
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz", name
+        assert container["startupProbe"]["httpGet"]["path"] == "/healthz", name
+        readiness = container["readinessProbe"]["httpGet"]["path"]
+        # The gateway's /readyz aggregates its upstreams (see its kustomization);
+        # the simulator has no dependencies.
+        liveness_only = {"api-gateway", "meta-simulator"}
+        assert readiness == ("/healthz" if name in liveness_only else "/readyz"), name
+        for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+            assert container[probe]["httpGet"]["port"] == "http", f"{name} {probe}"
+        pre_stop = container["lifecycle"]["preStop"]
+        assert pre_stop.get("exec", {}).get("command", [None])[0] == "sleep" or "sleep" in pre_stop
+        assert "replicas" not in deployment["spec"], f"{name}: the HPA owns replicas"
+
+
+def test_secrets_only_by_reference(overlay, manifests):
+    assert not manifests.of_kind("Secret"), "Secrets are created out of band, never rendered"
+    for where, pod in manifests.pod_specs():
+        for container in pod["containers"] + pod.get("initContainers", []):
+            for source in container.get("envFrom", []):
+                assert set(source) == {"configMapRef"}, f"{where}: envFrom {source}"
+            for env in container.get("env", []):
+                here = f"{where}: {env['name']}"
+                if "value" in env:
+                    assert not SENSITIVE.search(env["name"]), f"{here} must be a secretKeyRef"
+                else:
+                    (kind,) = env["valueFrom"]
+                    assert kind in {"secretKeyRef", "configMapKeyRef", "fieldRef"}, here
+                    if SENSITIVE.search(env["name"]):
+                        assert kind == "secretKeyRef", here
+    for config in manifests.of_kind("ConfigMap"):
+        for key, value in config.get("data", {}).items():
+            assert not SENSITIVE.search(key), f"ConfigMap key {key} looks secret"
+            assert not re.search(r"://[^/@\s]+:[^/@\s]+@", value), f"credentials in {key}"
+
+
+def test_secret_key_and_database_urls_come_from_the_expected_secrets(overlay, manifests):
+    for where, pod in manifests.pod_specs():
+        env = {e["name"]: e for e in pod["containers"][0].get("env", [])}
+        ref = env["PYTAKE_SECRET_KEY"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "pytake-secrets", "key": "secret-key"}, where
+        for name, entry in env.items():
+            if name.endswith("_DATABASE_URL"):
+                secret = entry["valueFrom"]["secretKeyRef"]["name"]
+                assert re.fullmatch(r"pytake-[a-z-]+-db", secret), where
+
+
+def test_every_deployment_has_hpa_pdb_and_service_account(overlay, manifests):
+    hpas = {
+        h["spec"]["scaleTargetRef"]["name"]: h for h in manifests.of_kind("HorizontalPodAutoscaler")
+    }
+    pdbs = manifests.of_kind("PodDisruptionBudget")
+    accounts = {a["metadata"]["name"]: a for a in manifests.of_kind("ServiceAccount")}
+    for deployment in manifests.of_kind("Deployment"):
+        name = deployment["metadata"]["name"]
+        pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        hpa = hpas.get(name)
+        assert hpa and hpa["apiVersion"] == "autoscaling/v2", f"{name}: no autoscaling/v2 HPA"
+        assert hpa["spec"]["scaleTargetRef"]["kind"] == "Deployment"
+        assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+        covering = [p for p in pdbs if manifests.selects(p["spec"]["selector"], pod_labels)]
+        assert len(covering) == 1, f"{name}: {len(covering)} PodDisruptionBudgets"
+        assert covering[0]["apiVersion"] == "policy/v1"
+        account = accounts[deployment["spec"]["template"]["spec"]["serviceAccountName"]]
+        assert account.get("automountServiceAccountToken") is False, name
+
+
+def test_network_policies_default_deny_plus_allows(overlay, manifests):
+    policies = manifests.of_kind("NetworkPolicy")
+    deny = [
+        p
+        for p in policies
+        if p["spec"]["podSelector"] == {}
+        and set(p["spec"].get("policyTypes", [])) == {"Ingress", "Egress"}
+        and not p["spec"].get("ingress")
+        and not p["spec"].get("egress")
+    ]
+    assert deny, "no default deny-all NetworkPolicy"
+
+    def allowed_from(pod_labels):
+        """The `from` peers of every policy that selects these pods."""
+        return [
+            peer
+            for p in policies
+            if manifests.selects(p["spec"]["podSelector"], pod_labels)
+            for rule in p["spec"].get("ingress", [])
+            for peer in rule.get("from", [])
+        ]
+
+    def labels(name):
+        return manifests.named("Deployment", name)["spec"]["template"]["metadata"]["labels"]
+
+    gateway = labels("api-gateway")
+    peers = allowed_from(gateway)
+    assert any(
+        p.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+        == "ingress-nginx"
+        for p in peers
+    ), "ingress controller cannot reach api-gateway"
+    for deployment in manifests.of_kind("Deployment"):
+        name = deployment["metadata"]["name"]
+        if name in {"api-gateway", "meta-simulator"}:
+            continue
+        peers = allowed_from(labels(name))
+        assert any(
+            "podSelector" in p and manifests.selects(p["podSelector"], gateway) for p in peers
+        ), f"api-gateway cannot reach {name}"
+
+
+def test_services_can_reach_postgres_and_kafka(overlay, manifests):
+    egress = [
+        peer
+        for p in manifests.of_kind("NetworkPolicy")
+        if "Egress" in p["spec"].get("policyTypes", [])
+        for rule in p["spec"].get("egress", [])
+        for peer in rule.get("to", [])
+    ]
+    for target in ({"cnpg.io/cluster": "pytake-pg"}, {"strimzi.io/cluster": "pytake-kafka"}):
+        assert any(p.get("podSelector", {}).get("matchLabels") == target for p in egress), (
+            f"no egress to {target}"
+        )
+
+
+def test_every_service_is_scraped(overlay, manifests):
+    monitors = manifests.of_kind("ServiceMonitor")
+    for service in manifests.of_kind("Service"):
+        if service["metadata"]["name"] == "meta-simulator":
+            continue  # dev-only stand-in for Meta: exports no metrics
+        covering = [
+            m
+            for m in monitors
+            if manifests.selects(m["spec"]["selector"], service["metadata"]["labels"])
+        ]
+        assert len(covering) == 1, service["metadata"]["name"]
+        ports = {p["name"] for p in service["spec"]["ports"]}
+        assert {e["port"] for e in covering[0]["spec"]["endpoints"]} <= ports
+
+
+def test_ingress_exposes_only_the_gateway(overlay, manifests):
+    (ingress,) = manifests.of_kind("Ingress")
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == "3m"
+    paths = {}
+    for rule in ingress["spec"]["rules"]:
+        for path in rule["http"]["paths"]:
+            paths[path["path"]] = path["backend"]["service"]["name"]
+    assert paths == {"/": "api-gateway", "/webhooks/whatsapp": "api-gateway"}
+
+
+def test_every_topic_and_dlq_exists(overlay, manifests, topics):
+    declared = {t["metadata"]["name"]: t for t in manifests.of_kind("KafkaTopic")}
+    assert set(declared) == set(topics) | {f"{t}.dlq" for t in topics}
+    (pool,) = manifests.of_kind("KafkaNodePool")
+    assert "broker" in pool["spec"]["roles"]
+    brokers = pool["spec"]["replicas"]
+    max_pods = max(h["spec"]["maxReplicas"] for h in manifests.of_kind("HorizontalPodAutoscaler"))
+    for name, topic in declared.items():
+        assert topic["metadata"]["labels"]["strimzi.io/cluster"] == "pytake-kafka"
+        assert topic["spec"]["replicas"] <= brokers, name
+        if not name.endswith(".dlq"):
+            # Otherwise pods beyond the partition count sit idle in their group.
+            assert topic["spec"]["partitions"] >= max_pods, name
+
+
+def test_every_database_service_has_a_database_and_role(overlay, app, manifests):
+    if not app.has_db:
+        return
+    database = "pytake_" + app.name.replace("-", "_")
+    (cluster,) = manifests.of_kind("Cluster")
+    roles = {r["name"]: r for r in cluster["spec"]["managed"]["roles"]}
+    role = roles[database]
+    assert role["login"] is True
+    assert role["passwordSecret"]["name"] == app.database_secret
+    owned = [d for d in manifests.of_kind("Database") if d["spec"]["name"] == database]
+    assert len(owned) == 1
+    assert owned[0]["spec"]["owner"] == database
+    assert owned[0]["spec"]["cluster"]["name"] == cluster["metadata"]["name"]
