@@ -48,7 +48,7 @@ def grant_app_role(connection: Connection, role: str | None) -> None:
     # Membership lets the owner SET ROLE to it; where an operator (e.g. CloudNativePG)
     # pre-created the role and the membership, a non-superuser may not grant it again.
     connection.exec_driver_sql(
-        f"DO $$ BEGIN IF NOT pg_has_role(current_user, '{role}', 'MEMBER') "  # noqa: S608
+        f"DO $$ BEGIN IF NOT pg_has_role(current_user, '{role}', 'MEMBER') "
         f"THEN GRANT {quoted} TO CURRENT_USER; END IF; END $$"
     )
     connection.exec_driver_sql(f"GRANT USAGE ON SCHEMA public TO {quoted}")

@@ -60,6 +60,9 @@ class ServiceSettings(BaseSettings):
     outbox_poll_interval_s: float = 1.0
     outbox_batch_size: int = 200
     run_workers: bool = True
+    #: Whether /readyz fails while the broker is unreachable. Services whose HTTP
+    #: path only writes to the outbox (webhook intake) can stay ready and buffer.
+    ready_requires_broker: bool = True
 
     secret_key: SecretStr | None = None
     auth_jwks_url: str = "http://127.0.0.1:8001/.well-known/jwks.json"

@@ -101,7 +101,10 @@ def health_router(settings: ServiceSettings, db: Database | None, check_broker: 
         if check_broker:
             ok = await broker_reachable(settings.kafka_bootstrap)
             checks["broker"] = "ok" if ok else "down"
-        if all(v == "ok" for v in checks.values()):
+        required = {
+            k: v for k, v in checks.items() if k != "broker" or settings.ready_requires_broker
+        }
+        if all(v == "ok" for v in required.values()):
             return Response(
                 content=_json({"status": "ok", "checks": checks}), media_type="application/json"
             )
