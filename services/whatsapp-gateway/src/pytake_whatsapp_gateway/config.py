@@ -6,6 +6,8 @@ from pytake_common.settings import ServiceSettings
 class Settings(ServiceSettings):
     service_name: str = "whatsapp-gateway"
     port: int = 8005
+    #: Webhook intake only writes to the outbox: stay ready during a broker outage.
+    ready_requires_broker: bool = False
 
     #: Base URL of Meta's Graph API (``make run`` points it at the simulator).
     graph_api_base: str = "https://graph.facebook.com"

@@ -1,0 +1,134 @@
+"""``/v1/whatsapp/numbers``: connect a WhatsApp number, list and read them."""
+
+import hashlib
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, SecretStr
+
+from pytake_common.idempotency import IdempotencyGuard, fingerprint
+from pytake_common.security import Admin, Reader
+from pytake_whatsapp_gateway.api.deps import DB, Box
+from pytake_whatsapp_gateway.numbers import (
+    Registration,
+    get_number,
+    list_numbers,
+    register_number,
+)
+
+router = APIRouter(prefix="/v1/whatsapp/numbers", tags=["whatsapp numbers"])
+
+META_ID = r"^[0-9A-Za-z_.-]{1,64}$"
+
+
+class NumberRegistration(BaseModel):
+    phone_number_id: str = Field(pattern=META_ID, description="Meta's phone number id")
+    waba_id: str = Field(pattern=META_ID, description="WhatsApp Business account id")
+    display_phone_number: str = Field(min_length=1, max_length=40)
+    access_token: SecretStr = Field(min_length=1, max_length=4096)
+    app_secret: SecretStr | None = Field(
+        default=None,
+        min_length=1,
+        max_length=512,
+        description="The Meta app's secret; omit it when the platform's app serves the number",
+    )
+    verify_token: SecretStr = Field(
+        min_length=1, max_length=256, description="Webhook verify token configured at Meta"
+    )
+
+
+class Number(BaseModel):
+    """A connected number. Credentials are write-only: never returned."""
+
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    phone_number_id: str
+    waba_id: str
+    display_phone_number: str
+    status: str
+    uses_platform_app_secret: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class NumberPage(BaseModel):
+    items: list[Number]
+    next_cursor: str | None
+
+
+def _fingerprint(request: Request, body: NumberRegistration) -> str:
+    """Secrets enter the idempotency fingerprint only as hashes."""
+
+    def digest(value: SecretStr | None) -> str | None:
+        return hashlib.sha256(value.get_secret_value().encode()).hexdigest() if value else None
+
+    shown: dict[str, Any] = body.model_dump(exclude={"access_token", "app_secret", "verify_token"})
+    shown.update(
+        access_token=digest(body.access_token),
+        app_secret=digest(body.app_secret),
+        verify_token=digest(body.verify_token),
+    )
+    return fingerprint("POST", request.url.path, shown)
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=Number,
+    responses={409: {"description": "The number is already connected"}},
+)
+async def register(
+    body: NumberRegistration,
+    request: Request,
+    principal: Admin,
+    db: DB,
+    box: Box,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JSONResponse:
+    org = principal.organization_id
+    async with db.transaction(organization_id=org) as session:
+        guard = IdempotencyGuard(
+            session, org, principal.user_id, idempotency_key, _fingerprint(request, body)
+        )
+        replay = await guard.claim()
+        if replay is not None:
+            status, stored = replay
+            return JSONResponse(stored, status_code=status)
+        registration = Registration(
+            phone_number_id=body.phone_number_id,
+            waba_id=body.waba_id,
+            display_phone_number=body.display_phone_number.strip(),
+            access_token=body.access_token.get_secret_value(),
+            app_secret=body.app_secret.get_secret_value() if body.app_secret else None,
+            verify_token=body.verify_token.get_secret_value(),
+        )
+        row = await register_number(session, box, org, registration)
+        answer = Number.model_validate(row._mapping).model_dump(mode="json")
+        await guard.store(201, answer)
+    return JSONResponse(
+        answer, status_code=201, headers={"Location": f"{router.prefix}/{answer['id']}"}
+    )
+
+
+@router.get("", response_model=NumberPage)
+async def list_all(
+    principal: Reader,
+    db: DB,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> NumberPage:
+    async with db.transaction(organization_id=principal.organization_id) as session:
+        rows, next_cursor = await list_numbers(session, principal.organization_id, limit, cursor)
+    return NumberPage(
+        items=[Number.model_validate(r._mapping) for r in rows], next_cursor=next_cursor
+    )
+
+
+@router.get("/{number_id}", response_model=Number)
+async def get_one(number_id: uuid.UUID, principal: Reader, db: DB) -> Number:
+    async with db.transaction(organization_id=principal.organization_id) as session:
+        row = await get_number(session, principal.organization_id, number_id)
+    return Number.model_validate(row._mapping)

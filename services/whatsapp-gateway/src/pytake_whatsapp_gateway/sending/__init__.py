@@ -1,0 +1,1 @@
+"""Outbound messages: Graph API calls, Meta's error mapping, the send-once log."""

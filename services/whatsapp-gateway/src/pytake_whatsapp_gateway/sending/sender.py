@@ -1,0 +1,320 @@
+"""Send a requested message to Meta exactly once.
+
+Per message id, under a PostgreSQL advisory lock held for the whole attempt
+(so a concurrent duplicate waits and then finds the outcome):
+
+1. **claim** — insert ``send_log(state=claimed)`` and COMMIT, before calling Meta;
+2. **call** — POST to the Graph API, retrying transient errors with backoff;
+3. **record** — set ``sent``/``failed`` and stage the outcome event in one transaction.
+
+A request for a message already ``sent``/``failed`` does nothing. One that finds
+``claimed`` (and gets the lock, so no attempt is in flight) means a previous
+attempt died between claim and record: Meta may or may not have accepted the
+message. PyTake then does NOT call Meta again — a customer receiving the same
+message twice is worse than an agent seeing "outcome unknown" and deciding —
+and emits ``failed`` with ``error_code: null``. If Meta did accept it, its
+status webhooks still arrive (matched by ``biz_opaque_callback_data``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pytake_common.consumer import PermanentError
+from pytake_common.crypto import SecretBox, SecretDecryptionError
+from pytake_common.db import Database
+from pytake_common.events import CloudEvent
+from pytake_common.outbox import add_event
+from pytake_whatsapp_gateway.config import Settings
+from pytake_whatsapp_gateway.events import MessageFailed, MessageSent
+from pytake_whatsapp_gateway.metrics import SENDS
+from pytake_whatsapp_gateway.numbers import CONNECTED, mark_disconnected
+from pytake_whatsapp_gateway.sending.errors import SendError
+from pytake_whatsapp_gateway.sending.graph import GraphClient, GraphResult, text_message
+from pytake_whatsapp_gateway.tables import numbers, send_log
+
+log = logging.getLogger(__name__)
+SERVICE = "whatsapp-gateway"
+CLAIMED, SENT, FAILED = "claimed", "sent", "failed"
+RECORD_ATTEMPTS = 4
+
+UNKNOWN_OUTCOME = SendError(
+    None,
+    "delivery outcome unknown",
+    "delivery outcome unknown after a crash; not resent to avoid a duplicate",
+    transient=False,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    message_id: uuid.UUID
+    organization_id: uuid.UUID
+    conversation_id: uuid.UUID | None
+    number_id: uuid.UUID
+    to: str
+    type: str
+    text_body: str | None
+    preview_url: bool
+    context_wamid: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Ready:
+    phone_number_id: str
+    access_token: str
+    payload: dict[str, Any]
+
+
+def lock_key(message_id: uuid.UUID) -> int:
+    digest = hashlib.blake2b(b"pytake-send:" + message_id.bytes, digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+class Sender:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        box: SecretBox,
+        client: httpx.AsyncClient,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.box = box
+        self.graph = GraphClient(client, settings.graph_api_base, settings.graph_api_version)
+        self._sleep = sleep
+
+    async def send(self, out: Outbound) -> None:
+        async with self.db.engine.connect() as lock:
+            # A transaction-scoped lock: released by rollback, by the pool's reset
+            # if anything goes wrong here, or by PostgreSQL if the process dies.
+            await lock.execute(
+                text("SELECT set_config('lock_timeout', :timeout, true)"),
+                {"timeout": f"{int(self.settings.send_lock_timeout_s * 1000)}ms"},
+            )
+            await lock.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(out.message_id)}
+            )
+            try:
+                await self._send_locked(out)
+            finally:
+                await lock.rollback()
+
+    async def _send_locked(self, out: Outbound) -> None:
+        async with self.db.transaction(organization_id=out.organization_id) as session:
+            ready = await self._claim(session, out)
+        if ready is None:
+            return
+        result, attempts = await self._call(out, ready)
+        for attempt in range(1, RECORD_ATTEMPTS + 1):
+            try:
+                async with self.db.transaction(organization_id=out.organization_id) as session:
+                    await self._finish(session, out, result.wamid, result.error, attempts)
+                return
+            except (DBAPIError, OSError) as exc:
+                # Meta already answered: losing this outcome would turn it into "unknown".
+                if attempt == RECORD_ATTEMPTS:
+                    raise
+                log.warning(
+                    "recording a send outcome failed, retrying",
+                    extra={"message_id": str(out.message_id), "error": repr(exc)},
+                )
+                await self._sleep(0.2 * 2 ** (attempt - 1))
+
+    async def _claim(self, session: AsyncSession, out: Outbound) -> _Ready | None:
+        inserted = (
+            await session.execute(
+                pg_insert(send_log)
+                .values(
+                    message_id=out.message_id,
+                    organization_id=out.organization_id,
+                    number_id=out.number_id,
+                    conversation_id=out.conversation_id,
+                    recipient=out.to[:64],
+                    state=CLAIMED,
+                )
+                .on_conflict_do_nothing()
+                .returning(send_log.c.message_id)
+            )
+        ).first()
+        if inserted is None:
+            state = await session.scalar(
+                select(send_log.c.state).where(send_log.c.message_id == out.message_id)
+            )
+            if state is None:
+                raise PermanentError("message id is already used by another organization")
+            if state == CLAIMED:
+                log.error(
+                    "send claimed but never finished (crash?); not resending",
+                    extra={"message_id": str(out.message_id)},
+                )
+                await self._finish(session, out, None, UNKNOWN_OUTCOME, None)
+            return None  # sent or failed already: the outcome event was emitted then
+        ready_or_refusal = await self._prepare(session, out)
+        if isinstance(ready_or_refusal, SendError):
+            await self._finish(session, out, None, ready_or_refusal, 0)
+            return None
+        return ready_or_refusal
+
+    async def _prepare(self, session: AsyncSession, out: Outbound) -> _Ready | SendError:
+        number = (
+            await session.execute(
+                select(
+                    numbers.c.phone_number_id, numbers.c.access_token_enc, numbers.c.status
+                ).where(
+                    numbers.c.organization_id == out.organization_id, numbers.c.id == out.number_id
+                )
+            )
+        ).first()
+        if number is None:
+            return SendError(
+                None,
+                "number not found",
+                "The WhatsApp number of this conversation is not connected to PyTake",
+                transient=False,
+            )
+        if number.status != CONNECTED:
+            return SendError(
+                None,
+                "number disconnected",
+                "The WhatsApp number is disconnected; reconnect it with a new token",
+                transient=False,
+            )
+        if out.type != "text" or out.text_body is None:
+            return SendError(
+                None,
+                "unsupported message type",
+                f"Sending {out.type!r} messages is not supported yet",
+                transient=False,
+            )
+        try:
+            token = self.box.decrypt(number.access_token_enc)
+        except SecretDecryptionError:
+            log.error(
+                "access token of a number cannot be decrypted",
+                extra={"number_id": str(out.number_id)},
+            )
+            return SendError(
+                None,
+                "credentials unreadable",
+                "The number's stored credentials cannot be read; reconnect it",
+                transient=False,
+            )
+        payload = text_message(
+            to=out.to,
+            body=out.text_body,
+            preview_url=out.preview_url,
+            context_wamid=out.context_wamid,
+            message_id=out.message_id,
+        )
+        return _Ready(number.phone_number_id, token, payload)
+
+    async def _call(self, out: Outbound, ready: _Ready) -> tuple[GraphResult, int]:
+        attempt = 0
+        while True:
+            attempt += 1
+            result = await self.graph.send(ready.phone_number_id, ready.access_token, ready.payload)
+            error = result.error
+            if error is None or not error.transient or attempt >= self.settings.send_max_attempts:
+                return result, attempt
+            SENDS.labels("retried", error.metric_label).inc()
+            delay = self._backoff(attempt)
+            log.info(
+                "transient send error, retrying",
+                extra={
+                    "message_id": str(out.message_id),
+                    "error_code": error.code,
+                    "attempt": attempt,
+                    "delay_s": round(delay, 3),
+                },
+            )
+            await self._sleep(delay)
+
+    def _backoff(self, attempt: int) -> float:
+        delay = min(
+            self.settings.send_retry_max_backoff_s,
+            self.settings.send_retry_backoff_s * 2.0 ** (attempt - 1),
+        )
+        return delay * random.uniform(0.5, 1.0)
+
+    async def _finish(
+        self,
+        session: AsyncSession,
+        out: Outbound,
+        wamid: str | None,
+        error: SendError | None,
+        attempts: int | None,
+    ) -> None:
+        now = datetime.now(UTC)
+        values: dict[str, Any] = {"updated_at": func.now()}
+        if attempts is not None:
+            values["attempts"] = attempts
+        if error is None:
+            assert wamid is not None
+            values.update(state=SENT, wamid=wamid)
+            event: MessageSent | MessageFailed = MessageSent(
+                message_id=out.message_id,
+                organization_id=out.organization_id,
+                number_id=out.number_id,
+                wamid=wamid,
+                to=out.to,
+                sent_at=now,
+            )
+        else:
+            values.update(
+                state=FAILED,
+                error_code=error.code,
+                error_title=(error.title or "")[:200] or None,
+                error_detail=error.detail,
+            )
+            event = MessageFailed(
+                message_id=out.message_id,
+                organization_id=out.organization_id,
+                number_id=out.number_id,
+                to=out.to,
+                error_code=error.code,
+                error_title=error.title,
+                error_detail=error.detail,
+                retryable=error.transient,
+                failed_at=now,
+            )
+            if error.disconnects:
+                await mark_disconnected(session, out.organization_id, out.number_id)
+        await session.execute(
+            update(send_log)
+            .where(send_log.c.message_id == out.message_id, send_log.c.state == CLAIMED)
+            .values(**values)
+        )
+        await add_event(
+            session,
+            CloudEvent.of(
+                event, service=SERVICE, subject=out.message_id, tenant_id=out.organization_id
+            ),
+        )
+        outcome = SENT if error is None else FAILED
+        SENDS.labels(outcome, "" if error is None else error.metric_label).inc()
+        log.info(
+            "send finished",
+            extra={
+                "message_id": str(out.message_id),
+                "outcome": outcome,
+                "error_code": None if error is None else error.code,
+                "attempts": attempts,
+            },
+        )

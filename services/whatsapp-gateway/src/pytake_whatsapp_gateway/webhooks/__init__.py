@@ -1,0 +1,1 @@
+"""Meta's webhooks: parsing, signature verification and durable intake."""

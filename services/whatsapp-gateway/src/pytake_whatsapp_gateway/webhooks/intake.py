@@ -1,0 +1,316 @@
+"""Durable intake of a webhook delivery, in ONE transaction, then 200.
+
+Lookup of the numbers (across tenants: the tenant is not known yet), signature
+check, the raw delivery, the deduplicated messages and statuses and their
+events all commit together or not at all, so Meta's retry of a failed attempt
+redoes everything and a replay of a committed one adds no message and no event.
+Rows of each organization are written with the session bound to that
+organization (RLS WITH CHECK applies: bypass is switched off first).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from sqlalchemy import and_, or_, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pytake_common.crypto import SecretBox
+from pytake_common.db import BYPASS_SETTING, ORG_SETTING, Database
+from pytake_common.errors import DomainError
+from pytake_common.events import CloudEvent
+from pytake_common.ids import PYTAKE_NAMESPACE, contact_id_for, message_id_for_wamid
+from pytake_common.outbox import add_event
+from pytake_whatsapp_gateway.events import MessageReceived, MessageStatusUpdated
+from pytake_whatsapp_gateway.metrics import WEBHOOK_DELIVERIES
+from pytake_whatsapp_gateway.tables import (
+    inbound_messages,
+    numbers,
+    send_log,
+    status_updates,
+    webhook_deliveries,
+)
+from pytake_whatsapp_gateway.webhooks.parsing import (
+    InboundMessage,
+    InvalidPayload,
+    ParsedDelivery,
+    StatusUpdate,
+    parse_body,
+    parse_delivery,
+)
+from pytake_whatsapp_gateway.webhooks.signature import KnownNumber, is_authentic, parse_signature
+
+log = logging.getLogger(__name__)
+SERVICE = "whatsapp-gateway"
+_Item = TypeVar("_Item", InboundMessage, StatusUpdate)
+
+
+class BadSignature(DomainError):
+    status, code, title = 401, "invalid_signature", "Invalid webhook signature"
+
+
+class WebhookIntake:
+    def __init__(self, db: Database, box: SecretBox, platform_secret: str | None) -> None:
+        self.db = db
+        self.box = box
+        self.platform_secret = platform_secret
+
+    async def receive(self, body: bytes, signature: str | None) -> str:
+        """Verify and record ``body``; return the outcome (also counted as a metric)."""
+        try:
+            outcome = await self._receive(body, signature)
+        except InvalidPayload:
+            WEBHOOK_DELIVERIES.labels("invalid").inc()
+            raise
+        except BadSignature:
+            WEBHOOK_DELIVERIES.labels("bad_signature").inc()
+            raise
+        WEBHOOK_DELIVERIES.labels(outcome).inc()
+        return outcome
+
+    async def _receive(self, body: bytes, signature: str | None) -> str:
+        received_at = datetime.now(UTC)
+        payload = parse_body(body)
+        digest = parse_signature(signature)
+        if digest is None:
+            raise BadSignature("X-Hub-Signature-256 is missing or malformed")
+        assert signature is not None
+        delivery = parse_delivery(payload, received_at)
+        async with self.db.transaction(bypass_rls=True) as session:
+            known = await _known_numbers(session, delivery.phone_number_ids)
+            if not known:
+                log.info(
+                    "webhook for numbers not connected to PyTake acknowledged",
+                    extra={"phone_number_ids": delivery.phone_number_ids[:10]},
+                )
+                return "unknown_number"
+            if not is_authentic(body, digest, list(known.values()), self.box, self.platform_secret):
+                raise BadSignature("X-Hub-Signature-256 does not match the numbers' app secret")
+            delivery_id = uuid.uuid4()
+            await session.execute(
+                webhook_deliveries.insert().values(
+                    id=delivery_id,
+                    received_at=received_at,
+                    body_sha256=hashlib.sha256(body).hexdigest(),
+                    signature=signature[:100],
+                    body=payload,
+                )
+            )
+            created = await _record(session, delivery, known, delivery_id)
+        if delivery.skipped:
+            log.warning(
+                "webhook elements without an id or sender skipped",
+                extra={"delivery_id": str(delivery_id), "skipped": delivery.skipped},
+            )
+        nothing_new = created == 0 and (delivery.messages or delivery.statuses)
+        return "duplicate" if nothing_new else "accepted"
+
+
+async def _known_numbers(
+    session: AsyncSession, phone_number_ids: list[str]
+) -> dict[str, KnownNumber]:
+    if not phone_number_ids:
+        return {}
+    rows = await session.execute(
+        select(
+            numbers.c.id,
+            numbers.c.organization_id,
+            numbers.c.phone_number_id,
+            numbers.c.display_phone_number,
+            numbers.c.app_secret_enc,
+        ).where(numbers.c.phone_number_id.in_(phone_number_ids))
+    )
+    return {row.phone_number_id: KnownNumber(**row._mapping) for row in rows}
+
+
+async def _record(
+    session: AsyncSession,
+    delivery: ParsedDelivery,
+    known: dict[str, KnownNumber],
+    delivery_id: uuid.UUID,
+) -> int:
+    """Insert the new messages/statuses of known numbers, tenant by tenant; count them."""
+    created = 0
+    for organization_id in dict.fromkeys(n.organization_id for n in known.values()):
+        await _bind_tenant(session, organization_id)
+        for message in _of(delivery.messages, known, organization_id):
+            created += await _record_message(
+                session, message, known[message.phone_number_id], delivery_id
+            )
+        for status in _of(delivery.statuses, known, organization_id):
+            created += await _record_status(
+                session, status, known[status.phone_number_id], delivery_id
+            )
+    return created
+
+
+def _of(
+    items: Iterable[_Item], known: dict[str, KnownNumber], organization_id: uuid.UUID
+) -> list[_Item]:
+    return [
+        i
+        for i in items
+        if i.phone_number_id in known
+        and known[i.phone_number_id].organization_id == organization_id
+    ]
+
+
+async def _bind_tenant(session: AsyncSession, organization_id: uuid.UUID) -> None:
+    """Leave the cross-tenant lookup mode: RLS checks every following write."""
+    session.info["organization_id"] = organization_id
+    session.info["bypass_rls"] = False
+    await session.execute(
+        text("SELECT set_config(:org_key, :org, true), set_config(:bypass_key, 'off', true)"),
+        {"org_key": ORG_SETTING, "org": str(organization_id), "bypass_key": BYPASS_SETTING},
+    )
+
+
+async def _record_message(
+    session: AsyncSession, message: InboundMessage, number: KnownNumber, delivery_id: uuid.UUID
+) -> int:
+    org = number.organization_id
+    message_id = message_id_for_wamid(message.phone_number_id, message.wamid)
+    contact_id = contact_id_for(org, message.wa_id, message.user_id)
+    inserted = (
+        await session.execute(
+            pg_insert(inbound_messages)
+            .values(
+                id=message_id,
+                organization_id=org,
+                number_id=number.id,
+                phone_number_id=message.phone_number_id,
+                wamid=message.wamid,
+                contact_id=contact_id,
+                type=message.type[:60],
+                delivery_id=delivery_id,
+                sent_at=message.timestamp,
+            )
+            .on_conflict_do_nothing()
+            .returning(inbound_messages.c.id)
+        )
+    ).first()
+    if inserted is None:
+        return 0  # already received (Meta's redelivery): no second event
+    payload = MessageReceived(
+        message_id=message_id,
+        wamid=message.wamid,
+        organization_id=org,
+        number_id=number.id,
+        phone_number_id=message.phone_number_id,
+        display_phone_number=message.display_phone_number or number.display_phone_number,
+        contact_id=contact_id,
+        wa_id=message.wa_id,
+        user_id=message.user_id,
+        profile_name=message.profile_name,
+        type=message.type,
+        text=message.text,
+        content=message.content,
+        context=message.context,
+        timestamp=message.timestamp,
+    )
+    await add_event(
+        session,
+        CloudEvent.of(
+            payload,
+            service=SERVICE,
+            subject=contact_id,
+            tenant_id=org,
+            event_id=uuid.uuid5(PYTAKE_NAMESPACE, f"event:received:{message_id}"),
+        ),
+    )
+    return 1
+
+
+async def _record_status(
+    session: AsyncSession, status: StatusUpdate, number: KnownNumber, delivery_id: uuid.UUID
+) -> int:
+    org = number.organization_id
+    message_id = await _outbound_message_id(session, status, number)
+    inserted = (
+        await session.execute(
+            pg_insert(status_updates)
+            .values(
+                id=uuid.uuid4(),
+                organization_id=org,
+                number_id=number.id,
+                phone_number_id=status.phone_number_id,
+                wamid=status.wamid,
+                status=status.status[:40],
+                message_id=message_id,
+                delivery_id=delivery_id,
+                occurred_at=status.timestamp,
+            )
+            .on_conflict_do_nothing()
+            .returning(status_updates.c.id)
+        )
+    ).first()
+    if inserted is None:
+        return 0
+    payload = MessageStatusUpdated(
+        message_id=message_id,
+        wamid=status.wamid,
+        organization_id=org,
+        number_id=number.id,
+        status=status.status,
+        timestamp=status.timestamp,
+        recipient_id=status.recipient_id,
+        errors=status.errors,
+    )
+    subject = message_id or uuid.uuid5(PYTAKE_NAMESPACE, f"wamid:{status.wamid}")
+    dedupe = f"event:status:{status.phone_number_id}:{status.wamid}:{status.status}"
+    await add_event(
+        session,
+        CloudEvent.of(
+            payload,
+            service=SERVICE,
+            subject=subject,
+            tenant_id=org,
+            event_id=uuid.uuid5(PYTAKE_NAMESPACE, dedupe),
+        ),
+    )
+    return 1
+
+
+async def _outbound_message_id(
+    session: AsyncSession, status: StatusUpdate, number: KnownNumber
+) -> uuid.UUID | None:
+    """Our message id: by wamid in the send log, or by the echoed callback data.
+
+    Both are looked up in this organization's send log only, so a payload can
+    never point a status at another tenant's message.
+    """
+    match = send_log.c.wamid == status.wamid
+    opaque = _uuid(status.callback_data)
+    if opaque is not None:
+        # The status can overtake our record of the wamid (Meta answered, we have not
+        # committed yet): then the echoed message id finds the claimed send.
+        match = or_(
+            match,
+            and_(
+                send_log.c.message_id == opaque,
+                or_(send_log.c.wamid.is_(None), send_log.c.wamid == status.wamid),
+            ),
+        )
+    found: uuid.UUID | None = await session.scalar(
+        select(send_log.c.message_id)
+        .where(
+            send_log.c.organization_id == number.organization_id,
+            send_log.c.number_id == number.id,
+            match,
+        )
+        .limit(1)
+    )
+    return found
+
+
+def _uuid(raw: str | None) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(raw) if raw else None
+    except ValueError:
+        return None

@@ -1,0 +1,61 @@
+from pathlib import Path
+
+import httpx
+import pytest
+
+import pytake_whatsapp_gateway
+from pytake_devstack.pytest_plugin import migrated_database
+from pytake_devstack.tokens import TokenFactory
+from pytake_whatsapp_gateway.app import create_app
+from pytake_whatsapp_gateway.config import Settings
+
+from .support import PLATFORM_SECRET, FakeGraph
+
+MIGRATIONS = Path(pytake_whatsapp_gateway.__file__).parent / "migrations"
+
+
+@pytest.fixture
+async def graph():
+    fake = FakeGraph()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def settings(pg_url, graph):
+    url = await migrated_database(pg_url, "whatsapp-gateway", MIGRATIONS)
+    return Settings(
+        own_database_url=url,
+        env="test",
+        run_workers=False,
+        secret_key="k" * 40,
+        platform_app_secret=PLATFORM_SECRET,
+        graph_api_base=graph.base_url,
+        send_timeout_s=5.0,
+        send_max_attempts=3,
+        send_retry_backoff_s=0.001,
+        send_retry_max_backoff_s=0.005,
+    )
+
+
+@pytest.fixture
+async def app(settings):
+    application = create_app(settings)
+    yield application
+    await application.state.db.dispose()
+
+
+@pytest.fixture
+def tokens(app):
+    factory = TokenFactory()
+    factory.install(app)
+    return factory
+
+
+@pytest.fixture
+async def client(app):
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://whatsapp-gateway"
+    ) as c:
+        yield c

@@ -1,0 +1,306 @@
+import asyncio
+import uuid
+
+import pytest
+from aiokafka.structs import ConsumerRecord
+from prometheus_client import REGISTRY
+from sqlalchemy import insert, select
+
+from pytake_common.consumer import EventConsumer
+from pytake_common.events import CloudEvent
+from pytake_whatsapp_gateway.app import CONSUMER_GROUP, graph_http_client
+from pytake_whatsapp_gateway.handlers import SEND_REQUESTED, make_handlers
+from pytake_whatsapp_gateway.sending.sender import Sender
+from pytake_whatsapp_gateway.tables import send_log
+
+from .support import change, envelope, events, meta_error, raw, register, signed
+
+SENT = "pytake.whatsapp.message.sent.v1"
+FAILED = "pytake.whatsapp.message.failed.v1"
+SECRET = "tenant-app-secret"
+TOKEN = "EAAG-access-token-of-the-number"
+
+
+@pytest.fixture
+async def sender(app, settings):
+    async with graph_http_client(settings) as http:
+        yield Sender(settings, app.state.db, app.state.secret_box, http)
+
+
+@pytest.fixture
+async def number(client, tokens):
+    org = uuid.uuid4()
+    created = await register(
+        client, tokens, org, "106540352242922", app_secret=SECRET, access_token=TOKEN
+    )
+    return created
+
+
+def send_requested(
+    number: dict,
+    *,
+    message_id: uuid.UUID | None = None,
+    to: str = "5511999990000",
+    body: str = "Olá! Como posso ajudar?",
+    context_wamid: str | None = None,
+) -> CloudEvent:
+    message_id = message_id or uuid.uuid4()
+    org = number["organization_id"]
+    return CloudEvent(
+        source="pytake/conversations",
+        type=SEND_REQUESTED,
+        subject=str(message_id),
+        tenantid=org,
+        data={
+            "message_id": str(message_id),
+            "organization_id": org,
+            "conversation_id": str(uuid.uuid4()),
+            "number_id": number["id"],
+            "phone_number_id": number["phone_number_id"],
+            "to": to,
+            "type": "text",
+            "text": {"body": body, "preview_url": False},
+            "context_wamid": context_wamid,
+            "sent_by": str(uuid.uuid4()),
+        },  # a field the gateway does not read
+    )
+
+
+async def consume(app, settings, sender, *events_: CloudEvent) -> None:
+    """Deliver records through the real idempotent consumer (inbox mark + handler)."""
+    consumer = EventConsumer(settings, app.state.db, CONSUMER_GROUP, make_handlers(sender))
+    for offset, event in enumerate(events_):
+        value = event.to_bytes()
+        record = ConsumerRecord(
+            "pytake.conversations.message",
+            0,
+            offset,
+            0,
+            0,
+            event.subject.encode(),
+            value,
+            None,
+            0,
+            len(value),
+            [],
+        )
+        await consumer.process(record)
+
+
+def sends(outcome: str, code: str = "") -> float:
+    return (
+        REGISTRY.get_sample_value(
+            "pytake_whatsapp_sends_total", {"outcome": outcome, "error_code": code}
+        )
+        or 0.0
+    )
+
+
+async def test_a_send_request_calls_the_graph_api_and_emits_sent(
+    app, settings, sender, graph, number
+):
+    event = send_requested(number, context_wamid="wamid.quoted")
+    message_id = event.data["message_id"]
+    before = sends("sent")
+    await consume(app, settings, sender, event)
+
+    [call] = graph.requests
+    assert call["path"] == "/v21.0/106540352242922/messages"
+    assert call["headers"]["authorization"] == f"Bearer {TOKEN}"
+    assert call["headers"]["content-type"] == "application/json"
+    assert call["json"] == {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": "5511999990000",
+        "type": "text",
+        "text": {"body": "Olá! Como posso ajudar?", "preview_url": False},
+        "context": {"message_id": "wamid.quoted"},
+        "biz_opaque_callback_data": message_id,
+    }
+    [sent] = await events(app, SENT)
+    assert sent["subject"] == message_id and sent["tenantid"] == number["organization_id"]
+    data = sent["data"]
+    assert data["wamid"].startswith("wamid.")
+    assert {k: v for k, v in data.items() if k not in ("wamid", "sent_at")} == {
+        "message_id": message_id,
+        "organization_id": number["organization_id"],
+        "number_id": number["id"],
+        "to": "5511999990000",
+    }
+    assert data["sent_at"].endswith("Z")
+    async with app.state.db.transaction(organization_id=number["organization_id"]) as s:
+        row = (await s.execute(select(send_log))).mappings().one()
+    assert (row["state"], row["wamid"], row["attempts"]) == ("sent", data["wamid"], 1)
+    assert sends("sent") == before + 1
+
+
+async def test_outside_the_window_fails_with_a_readable_reason(
+    app, settings, sender, graph, number
+):
+    graph.script = [
+        (
+            400,
+            meta_error(
+                131047,
+                "(#131047) Re-engagement message",
+                "Message failed to send because more than 24 hours "
+                "have passed since the customer last replied",
+            ),
+        )
+    ]
+    event = send_requested(number)
+    await consume(app, settings, sender, event)
+    assert len(graph.requests) == 1
+    assert await events(app, SENT) == []
+    [failed] = await events(app, FAILED)
+    data = failed["data"]
+    assert data["error_code"] == 131047
+    assert data["error_title"] == "(#131047) Re-engagement message"
+    assert data["error_detail"].startswith(
+        "More than 24 hours have passed since the customer last replied; send a template instead"
+    )
+    assert data["retryable"] is False
+    assert data["message_id"] == event.data["message_id"]
+    assert data["to"] == "5511999990000" and data["number_id"] == number["id"]
+
+
+async def test_transient_errors_are_retried_then_sent_once(app, settings, sender, graph, number):
+    graph.script = [(400, meta_error(130429)), (500, meta_error(131000))]
+    await consume(app, settings, sender, send_requested(number))
+    assert len(graph.requests) == 3
+    assert len({str(r["json"]) for r in graph.requests}) == 1  # the same request each time
+    assert len(await events(app, SENT)) == 1
+    assert await events(app, FAILED) == []
+
+
+async def test_transient_errors_that_persist_fail_as_retryable(
+    app, settings, sender, graph, number
+):
+    graph.script = [(400, meta_error(131056))] * settings.send_max_attempts
+    await consume(app, settings, sender, send_requested(number))
+    assert len(graph.requests) == settings.send_max_attempts
+    [failed] = await events(app, FAILED)
+    assert failed["data"]["error_code"] == 131056
+    assert failed["data"]["retryable"] is True
+
+
+async def test_unreachable_graph_api_fails_as_retryable(app, settings, number):
+    unreachable = settings.model_copy(update={"graph_api_base": "http://127.0.0.1:9"})
+    async with graph_http_client(unreachable) as http:
+        sender = Sender(unreachable, app.state.db, app.state.secret_box, http)
+        await consume(app, settings, sender, send_requested(number))
+    [failed] = await events(app, FAILED)
+    assert failed["data"]["error_code"] is None
+    assert failed["data"]["retryable"] is True
+
+
+async def test_a_redelivered_send_request_calls_meta_once(app, settings, sender, graph, number):
+    event = send_requested(number)
+    same_fact = CloudEvent.model_validate(event.model_dump() | {"id": uuid.uuid4()})
+    await consume(app, settings, sender, event, event, same_fact)
+    assert len(graph.requests) == 1
+    assert len(await events(app, SENT)) == 1
+    assert await events(app, FAILED) == []
+
+
+async def test_concurrent_duplicates_wait_for_the_first_outcome(app, sender, graph, number):
+    graph.delay_s = 0.3
+    event = send_requested(number)
+    handler = make_handlers(sender)[SEND_REQUESTED]
+
+    async def deliver() -> None:
+        async with app.state.db.transaction(organization_id=event.tenantid) as s:
+            await handler(s, event)
+
+    await asyncio.gather(deliver(), deliver())
+    assert len(graph.requests) == 1
+    assert len(await events(app, SENT)) == 1
+    assert await events(app, FAILED) == []
+
+
+async def test_a_claim_left_by_a_crash_is_not_resent(app, settings, sender, graph, number):
+    event = send_requested(number)
+    org = uuid.UUID(number["organization_id"])
+    async with app.state.db.transaction(organization_id=org) as s:
+        await s.execute(
+            insert(send_log).values(
+                message_id=uuid.UUID(event.data["message_id"]),
+                organization_id=org,
+                number_id=uuid.UUID(number["id"]),
+                recipient="5511999990000",
+                state="claimed",
+            )
+        )
+    await consume(app, settings, sender, event)
+    assert graph.requests == []
+    [failed] = await events(app, FAILED)
+    assert failed["data"]["error_code"] is None
+    assert failed["data"]["error_detail"] == (
+        "delivery outcome unknown after a crash; not resent to avoid a duplicate"
+    )
+    assert failed["data"]["retryable"] is False
+
+
+async def test_an_expired_token_disconnects_the_number(
+    app, settings, sender, graph, number, client, tokens
+):
+    graph.script = [(401, meta_error(190, "Error validating access token"))]
+    await consume(app, settings, sender, send_requested(number))
+    [failed] = await events(app, FAILED)
+    assert failed["data"]["error_code"] == 190
+    assert "reconnect" in failed["data"]["error_detail"]
+    r = await client.get(
+        f"/v1/whatsapp/numbers/{number['id']}",
+        headers=tokens.headers(organization_id=number["organization_id"]),
+    )
+    assert r.json()["status"] == "disconnected"
+    # Later sends through a disconnected number fail without calling Meta.
+    await consume(app, settings, sender, send_requested(number))
+    assert len(graph.requests) == 1
+    assert [e["data"]["error_title"] for e in await events(app, FAILED)] == [
+        "Error validating access token",
+        "number disconnected",
+    ]
+
+
+async def test_another_organizations_number_is_never_used(app, settings, sender, graph, number):
+    event = send_requested(number)
+    intruder = str(uuid.uuid4())
+    event = CloudEvent.model_validate(
+        event.model_dump()
+        | {"tenantid": intruder, "data": event.data | {"organization_id": intruder}}
+    )
+    await consume(app, settings, sender, event)
+    assert graph.requests == []
+    [failed] = await events(app, FAILED)
+    assert failed["tenantid"] == intruder
+    assert failed["data"]["error_title"] == "number not found"
+
+
+async def test_status_webhooks_find_the_sent_message(app, settings, sender, client, number):
+    event = send_requested(number)
+    await consume(app, settings, sender, event)
+    [sent] = await events(app, SENT)
+    wamid = sent["data"]["wamid"]
+    body = raw(
+        envelope(
+            [
+                change(
+                    "106540352242922",
+                    statuses=[
+                        {
+                            "id": wamid,
+                            "status": "delivered",
+                            "timestamp": "1764000000",
+                            "recipient_id": "5511999990000",
+                        }
+                    ],
+                )
+            ]
+        )
+    )
+    r = await client.post("/webhooks/whatsapp", content=body, headers=signed(body, SECRET))
+    assert r.status_code == 200
+    [status] = await events(app, "pytake.whatsapp.message.status_updated.v1")
+    assert status["data"]["message_id"] == event.data["message_id"]
+    assert status["subject"] == event.data["message_id"]

@@ -1,0 +1,453 @@
+import uuid
+from datetime import UTC, datetime
+
+from prometheus_client import REGISTRY
+from sqlalchemy import insert, select
+
+from pytake_common.ids import PYTAKE_NAMESPACE, contact_id_for, message_id_for_wamid
+from pytake_whatsapp_gateway.tables import inbound_messages, send_log, webhook_deliveries
+
+from .support import (
+    PLATFORM_SECRET,
+    change,
+    counts,
+    envelope,
+    events,
+    raw,
+    register,
+    signed,
+    text_message,
+)
+
+SECRET_A, SECRET_B = "secret-of-tenant-a", "secret-of-tenant-b"
+RECEIVED = "pytake.whatsapp.message.received.v1"
+STATUS = "pytake.whatsapp.message.status_updated.v1"
+
+
+def deliveries(outcome: str) -> float:
+    return REGISTRY.get_sample_value("pytake_webhook_deliveries_total", {"outcome": outcome}) or 0.0
+
+
+async def post(client, body: bytes, headers: dict[str, str]):
+    return await client.post("/webhooks/whatsapp", content=body, headers=headers)
+
+
+# --- handshake -------------------------------------------------------------------------------
+
+
+async def test_handshake_echoes_the_challenge_for_a_known_verify_token(client, tokens):
+    await register(client, tokens, uuid.uuid4(), "100", verify_token="my-verify-token")
+    params = {
+        "hub.mode": "subscribe",
+        "hub.verify_token": "my-verify-token",
+        "hub.challenge": "1158201444",
+    }
+    r = await client.get("/webhooks/whatsapp", params=params)
+    assert r.status_code == 200
+    assert r.text == "1158201444"
+    assert r.headers["content-type"].startswith("text/plain")
+    for bad in (
+        {"hub.verify_token": "wrong"},
+        {"hub.mode": "unsubscribe"},
+        {"hub.verify_token": ""},
+    ):
+        r = await client.get("/webhooks/whatsapp", params=params | bad)
+        assert r.status_code == 403
+    r = await client.get("/webhooks/whatsapp")
+    assert r.status_code == 403
+
+
+# --- inbound messages --------------------------------------------------------------------------
+
+
+async def test_signed_inbound_message_is_stored_and_emitted_exactly(app, client, tokens):
+    org = uuid.uuid4()
+    number = await register(client, tokens, org, "100", app_secret=SECRET_A)
+    msg = text_message(
+        "wamid.HBgM1",
+        wa_id="5511999990000",
+        body="Olá, preciso de ajuda",
+        timestamp=1_764_000_123,
+        context={"from": "15550100000", "id": "wamid.previous"},
+    )
+    body = raw(
+        envelope(
+            [
+                change(
+                    "100",
+                    messages=[msg],
+                    contacts=[{"profile": {"name": "Maria"}, "wa_id": "5511999990000"}],
+                )
+            ]
+        )
+    )
+    before = deliveries("accepted")
+    r = await post(client, body, signed(body, SECRET_A))
+    assert r.status_code == 200
+    assert deliveries("accepted") == before + 1
+
+    message_id = message_id_for_wamid("100", "wamid.HBgM1")
+    contact_id = contact_id_for(org, "5511999990000")
+    async with app.state.db.transaction(organization_id=org) as s:
+        row = (await s.execute(select(inbound_messages))).mappings().one()
+        stored = (await s.execute(select(webhook_deliveries.c.body))).scalar_one()
+    assert row["id"] == message_id and row["organization_id"] == org
+    assert row["contact_id"] == contact_id and row["wamid"] == "wamid.HBgM1"
+    assert stored == envelope(
+        [
+            change(
+                "100",
+                messages=[msg],
+                contacts=[{"profile": {"name": "Maria"}, "wa_id": "5511999990000"}],
+            )
+        ]
+    )
+
+    [event] = await events(app, RECEIVED)
+    assert event["subject"] == str(contact_id)
+    assert event["tenantid"] == str(org)
+    assert event["source"] == "pytake/whatsapp-gateway"
+    assert event["data"] == {
+        "message_id": str(message_id),
+        "wamid": "wamid.HBgM1",
+        "organization_id": str(org),
+        "number_id": number["id"],
+        "phone_number_id": "100",
+        "display_phone_number": "+55 11 4000-0000",
+        "contact_id": str(contact_id),
+        "wa_id": "5511999990000",
+        "user_id": None,
+        "profile_name": "Maria",
+        "type": "text",
+        "text": "Olá, preciso de ajuda",
+        "content": msg,
+        "context": {"from": "15550100000", "id": "wamid.previous", "forwarded": False},
+        "timestamp": datetime.fromtimestamp(1_764_000_123, UTC).isoformat().replace("+00:00", "Z"),
+    }
+
+
+async def test_the_same_delivery_three_times_makes_one_message_and_one_event(app, client, tokens):
+    org = uuid.uuid4()
+    await register(client, tokens, org, "100", app_secret=SECRET_A)
+    body = raw(envelope([change("100", messages=[text_message("wamid.dup")])]))
+    before = deliveries("duplicate")
+    for _ in range(3):
+        r = await post(client, body, signed(body, SECRET_A))
+        assert r.status_code == 200
+    assert deliveries("duplicate") == before + 2
+    c = await counts(app)
+    assert c["webhook_deliveries"] == 3  # every delivery is kept raw
+    assert c["inbound_messages"] == 1
+    assert len(await events(app, RECEIVED)) == 1
+
+
+async def test_unsigned_or_wrongly_signed_deliveries_store_nothing(app, client, tokens):
+    await register(client, tokens, uuid.uuid4(), "100", app_secret=SECRET_A)
+    body = raw(envelope([change("100", messages=[text_message("wamid.x")])]))
+    before = await counts(app)
+    bad = deliveries("bad_signature")
+    attempts = [
+        {"Content-Type": "application/json"},
+        signed(body, "not-the-secret"),
+        signed(body, PLATFORM_SECRET),
+        {"X-Hub-Signature-256": "sha256=zz"},
+        {"X-Hub-Signature-256": signed(body, SECRET_A)["X-Hub-Signature-256"][7:]},
+        signed(body + b" ", SECRET_A),  # signature of other bytes
+    ]
+    for headers in attempts:
+        r = await post(client, body, headers)
+        assert r.status_code == 401, headers
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert r.json()["code"] == "invalid_signature"
+    # The signature covers the raw bytes: the same JSON re-serialised does not verify.
+    reserialised = raw(envelope([change("100", messages=[text_message("wamid.x")])])).replace(
+        b",", b", "
+    )
+    r = await post(client, reserialised, signed(body, SECRET_A))
+    assert r.status_code == 401
+    assert await counts(app) == before
+    assert deliveries("bad_signature") == bad + len(attempts) + 1
+
+
+async def test_a_tenant_cannot_sign_for_another_tenants_number(app, client, tokens):
+    await register(client, tokens, uuid.uuid4(), "100", app_secret=SECRET_A)
+    await register(client, tokens, uuid.uuid4(), "200", app_secret=SECRET_B)
+    await register(client, tokens, uuid.uuid4(), "300")  # platform app
+    before = await counts(app)
+    only_b = raw(envelope([change("200", messages=[text_message("wamid.b")])]))
+    both = raw(
+        envelope(
+            [change("100", messages=[text_message("wamid.a")])],
+            [change("200", messages=[text_message("wamid.b")])],
+        )
+    )
+    a_and_platform = raw(
+        envelope(
+            [
+                change("100", messages=[text_message("wamid.a")]),
+                change("300", messages=[text_message("wamid.c")]),
+            ]
+        )
+    )
+    for body, secret in (
+        (only_b, SECRET_A),
+        (both, SECRET_A),
+        (both, SECRET_B),
+        (a_and_platform, SECRET_A),
+        (a_and_platform, PLATFORM_SECRET),
+    ):
+        r = await post(client, body, signed(body, secret))
+        assert r.status_code == 401
+    assert await counts(app) == before
+
+
+async def test_platform_app_secret_serves_numbers_without_their_own(app, client, tokens):
+    org_1, org_2 = uuid.uuid4(), uuid.uuid4()
+    await register(client, tokens, org_1, "300")
+    await register(client, tokens, org_2, "400")
+    body = raw(
+        envelope(
+            [
+                change("300", messages=[text_message("wamid.p1")]),
+                change("400", messages=[text_message("wamid.p2")]),
+            ]
+        )
+    )
+    r = await post(client, body, signed(body, PLATFORM_SECRET))
+    assert r.status_code == 200
+    received = await events(app, RECEIVED)
+    assert {(e["tenantid"], e["data"]["wamid"]) for e in received} == {
+        (str(org_1), "wamid.p1"),
+        (str(org_2), "wamid.p2"),
+    }
+    async with app.state.db.transaction(organization_id=org_1) as s:
+        rows = (await s.execute(select(inbound_messages.c.wamid))).scalars().all()
+    assert rows == ["wamid.p1"]  # each tenant's row is written (and read) under its RLS
+
+
+async def test_every_entry_change_and_message_is_processed(app, client, tokens):
+    org = uuid.uuid4()
+    await register(client, tokens, org, "100", app_secret=SECRET_A)
+    await register(client, tokens, org, "101", app_secret=SECRET_A)
+    image = {
+        "from": "5511911110000",
+        "id": "wamid.img",
+        "timestamp": "1764000001",
+        "type": "image",
+        "image": {
+            "id": "media-1",
+            "mime_type": "image/jpeg",
+            "sha256": "abc",
+            "caption": "receipt",
+        },
+    }
+    reaction = {
+        "from": "5511911110000",
+        "id": "wamid.react",
+        "timestamp": "1764000002",
+        "type": "reaction",
+        "reaction": {"message_id": "wamid.img", "emoji": ""},
+    }
+    future = {
+        "from": "5511922220000",
+        "id": "wamid.future",
+        "timestamp": "1764000003",
+        "type": "hologram",
+        "hologram": {"id": "h-1"},
+    }
+    forwarded = text_message("wamid.fwd", wa_id="5511922220000", context={"forwarded": True})
+    body = raw(
+        envelope(
+            [change("100", messages=[image, reaction]), change("101", messages=[future])],
+            [change("100", messages=[forwarded, text_message("wamid.t2", wa_id="5511933330000")])],
+        )
+    )
+    r = await post(client, body, signed(body, SECRET_A))
+    assert r.status_code == 200
+    received = {e["data"]["wamid"]: e["data"] for e in await events(app, RECEIVED)}
+    assert set(received) == {"wamid.img", "wamid.react", "wamid.future", "wamid.fwd", "wamid.t2"}
+    assert received["wamid.img"]["type"] == "image" and received["wamid.img"]["text"] is None
+    assert received["wamid.img"]["content"] == image
+    assert received["wamid.react"]["content"]["reaction"] == {
+        "message_id": "wamid.img",
+        "emoji": "",
+    }
+    assert received["wamid.future"]["type"] == "hologram"
+    assert received["wamid.future"]["phone_number_id"] == "101"
+    assert received["wamid.fwd"]["context"] == {"from": None, "id": None, "forwarded": True}
+    assert (await counts(app))["inbound_messages"] == 5
+
+
+async def test_business_scoped_user_ids_key_the_contact(app, client, tokens):
+    org = uuid.uuid4()
+    await register(client, tokens, org, "100", app_secret=SECRET_A)
+    msg = {
+        "from_user_id": "US.13491208655302741918",
+        "id": "wamid.bsuid",
+        "timestamp": "1764000000",
+        "type": "text",
+        "text": {"body": "hi"},
+    }
+    contacts = [{"profile": {"name": "Ana"}, "user_id": "US.13491208655302741918"}]
+    body = raw(envelope([change("100", messages=[msg], contacts=contacts)]))
+    assert (await post(client, body, signed(body, SECRET_A))).status_code == 200
+    [event] = await events(app, RECEIVED)
+    assert event["data"]["wa_id"] is None
+    assert event["data"]["user_id"] == "US.13491208655302741918"
+    assert event["data"]["profile_name"] == "Ana"
+    assert event["data"]["contact_id"] == str(contact_id_for(org, None, "US.13491208655302741918"))
+
+
+# --- statuses --------------------------------------------------------------------------------
+
+
+def status(wamid: str, state: str, ts: int = 1_764_000_100, **extra) -> dict:
+    return {
+        "id": wamid,
+        "status": state,
+        "timestamp": str(ts),
+        "recipient_id": "5511999990000",
+        **extra,
+    }
+
+
+async def test_statuses_are_deduplicated_by_wamid_and_status(app, client, tokens):
+    org = uuid.uuid4()
+    number = await register(client, tokens, org, "100", app_secret=SECRET_A)
+    ours, in_flight = uuid.uuid4(), uuid.uuid4()
+    async with app.state.db.transaction(organization_id=org) as s:
+        await s.execute(
+            insert(send_log).values(
+                message_id=ours,
+                organization_id=org,
+                number_id=uuid.UUID(number["id"]),
+                recipient="5511999990000",
+                state="sent",
+                wamid="wamid.out1",
+            )
+        )
+        await s.execute(
+            insert(send_log).values(
+                message_id=in_flight,
+                organization_id=org,
+                number_id=uuid.UUID(number["id"]),
+                recipient="5511999990000",
+                state="claimed",
+            )
+        )
+    failed = status(
+        "wamid.out2",
+        "failed",
+        errors=[
+            {
+                "code": 131047,
+                "title": "Re-engagement message",
+                "message": "Re-engagement message",
+                "error_data": {"details": "Message failed to send because more than 24 hours"},
+            }
+        ],
+        biz_opaque_callback_data=str(ours),
+    )
+    first = raw(
+        envelope(
+            [
+                change(
+                    "100",
+                    statuses=[
+                        status("wamid.out1", "sent"),
+                        status("wamid.out1", "delivered", 1_764_000_101),
+                    ],
+                )
+            ]
+        )
+    )
+    second = raw(
+        envelope(
+            [
+                change(
+                    "100",
+                    statuses=[
+                        status("wamid.out1", "delivered", 1_764_000_101),
+                        status("wamid.out1", "read"),
+                        status("wamid.other", "read"),
+                        failed,
+                        status("wamid.out3", "sent", biz_opaque_callback_data=str(in_flight)),
+                    ],
+                )
+            ]
+        )
+    )
+    for body in (first, second, first):
+        assert (await post(client, body, signed(body, SECRET_A))).status_code == 200
+    updates = await events(app, STATUS)
+    assert [(e["data"]["wamid"], e["data"]["status"]) for e in updates] == [
+        ("wamid.out1", "sent"),
+        ("wamid.out1", "delivered"),
+        ("wamid.out1", "read"),
+        ("wamid.other", "read"),
+        ("wamid.out2", "failed"),
+        ("wamid.out3", "sent"),
+    ]
+    sent = updates[0]
+    assert sent["subject"] == str(ours)
+    assert sent["data"] == {
+        "message_id": str(ours),
+        "wamid": "wamid.out1",
+        "organization_id": str(org),
+        "number_id": number["id"],
+        "status": "sent",
+        "timestamp": datetime.fromtimestamp(1_764_000_100, UTC).isoformat().replace("+00:00", "Z"),
+        "recipient_id": "5511999990000",
+        "errors": [],
+    }
+    other = updates[3]
+    assert other["data"]["message_id"] is None
+    assert other["subject"] == str(uuid.uuid5(PYTAKE_NAMESPACE, "wamid:wamid.other"))
+    assert updates[4]["data"]["message_id"] is None  # callback data names no message of ours
+    assert updates[4]["data"]["errors"] == [
+        {
+            "code": 131047,
+            "title": "Re-engagement message",
+            "message": "Re-engagement message",
+            "details": "Message failed to send because more than 24 hours",
+        }
+    ]
+    # A status overtaking our record of the wamid is matched by the echoed callback data.
+    assert updates[5]["data"]["message_id"] == str(in_flight)
+    assert (await counts(app))["status_updates"] == 6
+
+
+# --- other outcomes --------------------------------------------------------------------------
+
+
+async def test_unknown_numbers_are_acknowledged_and_not_stored(app, client):
+    before = await counts(app)
+    unknown = deliveries("unknown_number")
+    body = raw(envelope([change("999", messages=[text_message("wamid.u")])]))
+    r = await post(client, body, signed(body, "whatever"))
+    assert r.status_code == 200
+    assert deliveries("unknown_number") == unknown + 1
+    assert await counts(app) == before
+
+
+async def test_invalid_and_oversized_bodies_are_refused(app, client):
+    invalid = deliveries("invalid")
+    for body in (b"{not json", b"[1,2]", b'{"object":"whatsapp_business_account"}'):
+        r = await post(client, body, signed(body, SECRET_A))
+        assert r.status_code == 400
+        assert r.json()["code"] == "invalid_payload"
+    assert deliveries("invalid") == invalid + 3
+    big = b'{"entry":[],"pad":"' + b"x" * (3 * 1024 * 1024) + b'"}'
+    r = await post(client, big, signed(big, SECRET_A))
+    assert r.status_code == 413
+    assert (await counts(app))["webhook_deliveries"] == 0
+
+
+async def test_nul_characters_do_not_break_the_intake(app, client, tokens):
+    org = uuid.uuid4()
+    await register(client, tokens, org, "100", app_secret=SECRET_A)
+    body = raw(envelope([change("100", messages=[text_message("wamid.nul", body="a\x00b")])]))
+    assert b"\\u0000" in body
+    assert (await post(client, body, signed(body, SECRET_A))).status_code == 200
+    [event] = await events(app, RECEIVED)
+    assert event["data"]["text"] == "a\ufffdb"
