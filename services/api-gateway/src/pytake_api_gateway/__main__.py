@@ -1,0 +1,16 @@
+from pytake_api_gateway.app import create_app
+from pytake_api_gateway.config import Settings
+from pytake_common.cli import run_cli
+
+
+def main() -> None:
+    run_cli(
+        None,
+        settings_factory=Settings,
+        app_factory=create_app,  # type: ignore[arg-type]
+        migrations_dir=None,
+    )
+
+
+if __name__ == "__main__":
+    main()

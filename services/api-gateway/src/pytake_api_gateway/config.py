@@ -1,0 +1,94 @@
+"""Settings of the API gateway (env ``PYTAKE_*``)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Self
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from pytake_common.settings import ServiceSettings
+
+MIB = 1024 * 1024
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="PYTAKE_", extra="ignore", populate_by_name=True)
+
+    service_name: str = "api-gateway"
+    #: The public port: ``PYTAKE_GATEWAY_PORT`` (the contract), else ``PYTAKE_PORT``.
+    port: int = Field(
+        default=8000, validation_alias=AliasChoices("PYTAKE_GATEWAY_PORT", "PYTAKE_PORT")
+    )
+
+    # Upstream base URLs (scheme://host:port, no trailing slash needed).
+    auth_url: str = "http://127.0.0.1:8001"
+    tenants_url: str = "http://127.0.0.1:8002"
+    contacts_url: str = "http://127.0.0.1:8003"
+    conversations_url: str = "http://127.0.0.1:8004"
+    whatsapp_url: str = "http://127.0.0.1:8005"
+
+    #: Longest wait for an upstream's response headers, and longest silence
+    #: between two reads of its body; past it the client gets 504.
+    upstream_timeout_s: float = 15.0
+    upstream_connect_timeout_s: float = 5.0
+    #: Pooled keep-alive connections to all upstreams together.
+    upstream_pool_size: int = 512
+    #: Idle pooled connections are dropped after this; it must stay below the
+    #: upstreams' own keep-alive (uvicorn: 5 s), or a request may be written to
+    #: a connection the upstream is closing (aiohttp retries only idempotent ones).
+    upstream_keepalive_s: float = 4.0
+
+    api_body_limit_bytes: int = 1 * MIB
+    webhook_body_limit_bytes: int = 3 * MIB
+
+    #: Browser origins allowed by CORS: a JSON list or comma-separated; empty = no CORS.
+    cors_allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    #: Verified access tokens are remembered (until their ``exp``) up to this many.
+    token_cache_size: int = 10_000
+    openapi_cache_ttl_s: float = 30.0
+    upstream_probe_timeout_s: float = 2.0
+
+    #: After start-up, move every object to the GC's permanent generation
+    #: (``gc.freeze()``): collections then skip the imported code and settings,
+    #: about a fifth of the CPU of a forwarded request.
+    gc_freeze: bool = True
+
+    # The gateway has no database and no broker.
+    run_workers: bool = False
+
+    @field_validator("cors_allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("auth_url", "tenants_url", "contacts_url", "conversations_url", "whatsapp_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("upstream URLs must start with http:// or https://")
+        return value
+
+    @model_validator(mode="after")
+    def _jwks_follows_auth(self) -> Self:
+        if "auth_jwks_url" not in self.model_fields_set:
+            self.auth_jwks_url = f"{self.auth_url}/.well-known/jwks.json"
+        return self
+
+    def upstream_urls(self) -> dict[str, str]:
+        """Upstream name -> base URL."""
+        return {
+            "auth": self.auth_url,
+            "tenants": self.tenants_url,
+            "contacts": self.contacts_url,
+            "conversations": self.conversations_url,
+            "whatsapp-gateway": self.whatsapp_url,
+        }

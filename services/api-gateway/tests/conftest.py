@@ -1,0 +1,295 @@
+"""Real HTTP on both sides of the gateway.
+
+Five fake upstreams (aiohttp.web servers on free 127.0.0.1 ports) echo what they
+receive; the fake auth also serves the JWKS of a :class:`TokenFactory`. The
+gateway itself runs in uvicorn on a free port, in the test event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import gzip
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from aiohttp import WSMsgType, web
+
+from pytake_api_gateway.app import create_app
+from pytake_api_gateway.config import Settings
+from pytake_devstack.infra import free_port
+from pytake_devstack.tokens import TokenFactory
+
+SERVICES = ("auth", "tenants", "contacts", "conversations", "whatsapp-gateway")
+URL_FIELDS = {
+    "auth": "auth_url",
+    "tenants": "tenants_url",
+    "contacts": "contacts_url",
+    "conversations": "conversations_url",
+    "whatsapp-gateway": "whatsapp_url",
+}
+UPSTREAM_TIMEOUT_S = 0.5
+
+VALIDATION_ERROR = {
+    "type": "object",
+    "properties": {"detail": {"type": "array", "items": {"type": "string"}}},
+}
+
+
+def openapi_of(service: str) -> dict[str, Any]:
+    """A small OpenAPI document per fake service, with one clashing component name."""
+    paths = {
+        "auth": ["/v1/auth/login", "/v1/users", "/internal/only"],
+        "tenants": ["/v1/organizations/me", "/v1/plans"],
+        "contacts": ["/v1/contacts", "/v1/contacts/{contact_id}", "/v1/tags"],
+        "conversations": ["/v1/conversations"],
+        "whatsapp-gateway": ["/v1/whatsapp/numbers", "/webhooks/whatsapp"],
+    }[service]
+    ok = {
+        "description": "ok",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    bad = {
+        "description": "invalid",
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": f"PyTake {service}", "version": "0.1.0"},
+        "paths": {
+            p: {
+                "get": {
+                    "operationId": f"{service}_{p}",
+                    "tags": [service],
+                    "responses": {"200": ok, "422": bad},
+                }
+            }
+            for p in [*paths, "/healthz"]
+        },
+        "components": {
+            "schemas": {
+                # Same name, different meaning in every service: must be prefixed.
+                "Error": {"type": "object", "properties": {f"{service}_field": {"type": "string"}}},
+                # Identical everywhere: must stay shared under its own name.
+                "HTTPValidationError": VALIDATION_ERROR,
+            }
+        },
+        "tags": [{"name": service}],
+    }
+
+
+@dataclass
+class FakeUpstream:
+    name: str
+    tokens: TokenFactory | None = None
+    port: int = field(default_factory=free_port)
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/openapi.json", self.openapi)
+        if self.tokens is not None:
+            app.router.add_get("/.well-known/jwks.json", self.jwks)
+        app.router.add_route("*", "/{tail:.*}", self.echo)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    def calls_with(self, marker: str) -> list[dict[str, Any]]:
+        return [c for c in self.calls if marker in c["raw_path"]]
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(openapi_of(self.name))
+
+    async def jwks(self, request: web.Request) -> web.Response:
+        assert self.tokens is not None
+        self.calls.append({"raw_path": request.raw_path, "method": request.method})
+        return web.json_response(self.tokens.jwks())
+
+    async def echo(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return await self.websocket(request)
+        body = await request.read()
+        record = {
+            "service": self.name,
+            "method": request.method,
+            "raw_path": request.raw_path,
+            "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in request.raw_headers],
+            "body": base64.b64encode(body).decode(),
+        }
+        self.calls.append(record)
+        mode = request.query.get("mode")
+        if mode == "slow":
+            await asyncio.sleep(float(request.query.get("delay", "2")))
+        if mode == "stream":
+            response = web.StreamResponse(status=200, headers={"Content-Type": "text/plain"})
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            for i in range(3):
+                await response.write(f"chunk-{i};".encode())
+                await asyncio.sleep(0.05)
+            await response.write_eof()
+            return response
+        if mode == "gzip":
+            return web.Response(
+                body=gzip.compress(b"hello gzip" * 10),
+                headers={"Content-Encoding": "gzip", "Content-Type": "text/plain"},
+            )
+        if mode == "big":
+            return web.Response(body=b"x" * (1024 * 1024), content_type="application/octet-stream")
+        headers = {"X-Request-Id": "set-by-upstream", "X-Upstream": self.name}
+        if mode == "cookie":
+            headers["Set-Cookie"] = "session=upstream-secret; Path=/"
+        if mode == "redirect":
+            headers["Location"] = "/elsewhere"
+        status = int(request.query.get("status", "200"))
+        return web.Response(
+            status=status,
+            body=json.dumps(record).encode(),
+            headers=headers,
+            content_type="application/json",
+        )
+
+    async def websocket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(protocols=("pytake.v1",))
+        await ws.prepare(request)
+        self.calls.append({"raw_path": request.raw_path, "method": "WS"})
+        await ws.send_json(
+            {
+                "service": self.name,
+                "raw_path": request.raw_path,
+                "headers": {k.lower(): v for k, v in request.headers.items()},
+            }
+        )
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                if msg.data == "close-me":
+                    await ws.close(code=4001, message=b"bye")
+                    break
+                await ws.send_str("echo:" + msg.data)
+            elif msg.type == WSMsgType.BINARY:
+                await ws.send_bytes(b"echo:" + msg.data)
+        return ws
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:  # leave pytest's signal handlers alone
+        yield
+
+
+@dataclass
+class RunningGateway:
+    url: str
+    app: Any
+    settings: Settings
+
+    def client(self, **kwargs: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, timeout=10.0, **kwargs)
+
+
+@contextlib.asynccontextmanager
+async def run_gateway(
+    settings: Settings, forwarded_allow_ips: str = ""
+) -> AsyncIterator[RunningGateway]:
+    """The gateway in uvicorn. By default no peer is a trusted proxy (an edge
+    deployment): uvicorn then never takes the client address from X-Forwarded-For."""
+    app = create_app(settings)
+    port = free_port()
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        ws="auto",
+        forwarded_allow_ips=forwarded_allow_ips,
+    )
+    server = _Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    try:
+        yield RunningGateway(f"http://127.0.0.1:{port}", app, settings)
+    finally:
+        server.should_exit = True
+        await task
+
+
+def gateway_settings(upstreams: dict[str, str], **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "env": "test",
+        "secret_key": "test-secret-key-" + "x" * 32,
+        "upstream_timeout_s": UPSTREAM_TIMEOUT_S,
+        "upstream_connect_timeout_s": 1.0,
+        "upstream_probe_timeout_s": 1.0,
+        "log_level": "WARNING",
+        "gc_freeze": False,
+    }
+    values.update({URL_FIELDS[name]: url for name, url in upstreams.items()})
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture(scope="session")
+def tokens() -> TokenFactory:
+    return TokenFactory()
+
+
+@pytest.fixture(scope="session")
+async def upstreams(tokens: TokenFactory) -> AsyncIterator[dict[str, FakeUpstream]]:
+    fakes = {name: FakeUpstream(name, tokens if name == "auth" else None) for name in SERVICES}
+    for fake in fakes.values():
+        await fake.start()
+    yield fakes
+    for fake in fakes.values():
+        await fake.stop()
+
+
+@pytest.fixture(scope="session")
+async def gateway(upstreams: dict[str, FakeUpstream]) -> AsyncIterator[RunningGateway]:
+    settings = gateway_settings({name: fake.url for name, fake in upstreams.items()})
+    async with run_gateway(settings) as running:
+        yield running
+
+
+@pytest.fixture
+async def client(gateway: RunningGateway) -> AsyncIterator[httpx.AsyncClient]:
+    async with gateway.client() as c:
+        yield c
+
+
+@pytest.fixture
+def auth_headers(tokens: TokenFactory) -> dict[str, str]:
+    return tokens.headers(organization_id=uuid.uuid4())
+
+
+@pytest.fixture
+def marker() -> str:
+    """A unique path segment: tells this test's upstream calls from the others'."""
+    return "m" + uuid.uuid4().hex[:12]
