@@ -15,8 +15,9 @@ MIGRATIONS = Path(pytake_tenants.__file__).parent / "migrations"
 @pytest.fixture
 async def app(pg_url, kafka_bootstrap):
     url = await migrated_database(pg_url, "tenants", MIGRATIONS)
-    settings = Settings(own_database_url=url, kafka_bootstrap=kafka_bootstrap, env="test",
-                        run_workers=False)
+    settings = Settings(
+        own_database_url=url, kafka_bootstrap=kafka_bootstrap, env="test", run_workers=False
+    )
     application = create_app(settings)
     yield application
     await application.state.db.dispose()
@@ -31,6 +32,7 @@ def tokens(app):
 
 @pytest.fixture
 async def client(app):
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://tenants") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://tenants"
+    ) as c:
         yield c

@@ -10,10 +10,18 @@ from pytake_tenants.tables import organizations
 
 def registered(org: uuid.UUID, name: str = "Acme Café") -> CloudEvent:
     user = uuid.uuid4()
-    return CloudEvent(source="pytake/auth", type=USER_REGISTERED, subject=str(user),
-                      tenantid=str(org), data={"user_id": str(user), "organization_id": str(org),
-                                               "organization_name": name,
-                                               "email": "a@example.com"})
+    return CloudEvent(
+        source="pytake/auth",
+        type=USER_REGISTERED,
+        subject=str(user),
+        tenantid=str(org),
+        data={
+            "user_id": str(user),
+            "organization_id": str(org),
+            "organization_name": name,
+            "email": "a@example.com",
+        },
+    )
 
 
 async def handle(app, event):
@@ -51,14 +59,23 @@ async def test_other_organization_is_not_found_and_viewer_cannot_patch(app, clie
     r = await client.get("/v1/organizations/me", headers=tokens.headers(organization_id=mine))
     assert r.status_code == 404
     assert r.headers["content-type"].startswith("application/problem+json")
-    r = await client.patch("/v1/organizations/me", json={"name": "X"},
-                           headers=tokens.headers(organization_id=other, role="viewer"))
+    r = await client.patch(
+        "/v1/organizations/me",
+        json={"name": "X"},
+        headers=tokens.headers(organization_id=other, role="viewer"),
+    )
     assert r.status_code == 403
-    r = await client.patch("/v1/organizations/me", json={"name": ""},
-                           headers=tokens.headers(organization_id=other, role="org_admin"))
+    r = await client.patch(
+        "/v1/organizations/me",
+        json={"name": ""},
+        headers=tokens.headers(organization_id=other, role="org_admin"),
+    )
     assert r.status_code == 422
-    r = await client.patch("/v1/organizations/me", json={"name": "Renamed"},
-                           headers=tokens.headers(organization_id=other, role="org_admin"))
+    r = await client.patch(
+        "/v1/organizations/me",
+        json={"name": "Renamed"},
+        headers=tokens.headers(organization_id=other, role="org_admin"),
+    )
     assert r.status_code == 200 and r.json()["name"] == "Renamed"
 
 

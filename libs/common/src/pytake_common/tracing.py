@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 
 from opentelemetry import context as otel_context
@@ -31,7 +32,9 @@ def configure_tracing(service: str, exporter: str = "none") -> None:
     _configured = True
 
 
+@functools.cache
 def tracer(name: str = "pytake") -> trace.Tracer:
+    """The process's tracer, built once (``get_tracer`` allocates on every call)."""
     return trace.get_tracer(name)
 
 

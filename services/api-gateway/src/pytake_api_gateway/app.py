@@ -36,14 +36,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings, title="PyTake API gateway", routers=[], db=None, check_broker=False
     )
 
-    # FastAPI's native telemetry sees pytake_common's global tracer provider and
-    # would add four spans per request to ObservabilityMiddleware's one (about
-    # half the gateway's CPU per request). pytake_common.web should pass
-    # FastAPI(telemetry=...) itself; until then, switch it off here.
-    native_telemetry = getattr(app, "_telemetry", None)
-    if isinstance(native_telemetry, dict):
-        native_telemetry.update(tracing=False, metrics=False, logs=False, operation_spans=False)
-
     def verifier() -> JWKSVerifier:
         current: JWKSVerifier = app.state.verifier
         return current

@@ -6,8 +6,12 @@ from pytake_tenants.config import Settings
 
 
 def main() -> None:
-    run_cli(None, settings_factory=Settings, app_factory=create_app,  # type: ignore[arg-type]
-            migrations_dir=Path(__file__).parent / "migrations")
+    run_cli(
+        None,
+        settings_factory=Settings,
+        app_factory=create_app,  # type: ignore[arg-type]
+        migrations_dir=Path(__file__).parent / "migrations",
+    )
 
 
 if __name__ == "__main__":

@@ -31,20 +31,30 @@ async def on_user_registered(session: AsyncSession, event: CloudEvent) -> None:
     # Slugs are unique platform-wide; RLS hides other tenants' rows, so let the
     # unique index decide: on a slug clash, fall back to a suffixed slug.
     for slug in (base, f"{base}-{org_id.hex[:8]}"):
-        created = (await session.execute(
-            pg_insert(organizations)
-            .values(id=org_id, name=data.organization_name, slug=slug, created_by=data.user_id)
-            .on_conflict_do_nothing()
-            .returning(organizations.c.plan, organizations.c.status)
-        )).first()
+        created = (
+            await session.execute(
+                pg_insert(organizations)
+                .values(id=org_id, name=data.organization_name, slug=slug, created_by=data.user_id)
+                .on_conflict_do_nothing()
+                .returning(organizations.c.plan, organizations.c.status)
+            )
+        ).first()
         if created is not None:
-            payload = OrganizationCreated(organization_id=org_id, name=data.organization_name,
-                                          slug=slug, plan=created.plan, status=created.status,
-                                          created_by=data.user_id)
-            await add_event(session, CloudEvent.of(payload, service="tenants", subject=org_id,
-                                                   tenant_id=org_id))
+            payload = OrganizationCreated(
+                organization_id=org_id,
+                name=data.organization_name,
+                slug=slug,
+                plan=created.plan,
+                status=created.status,
+                created_by=data.user_id,
+            )
+            await add_event(
+                session, CloudEvent.of(payload, service="tenants", subject=org_id, tenant_id=org_id)
+            )
             return
-        exists = await session.scalar(select(organizations.c.id).where(organizations.c.id == org_id))
+        exists = await session.scalar(
+            select(organizations.c.id).where(organizations.c.id == org_id)
+        )
         if exists is not None:
             return  # already created (a replay of the registration under another event id)
     raise RuntimeError(f"no free slug for organization {org_id}")

@@ -7,12 +7,12 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pytake_common.db import Database
 from pytake_common.errors import NotFound
 from pytake_common.events import CloudEvent
 from pytake_common.outbox import add_event
 from pytake_common.security import Admin, Principal, Reader
 from pytake_common.web import request_db
-from pytake_common.db import Database
 from pytake_tenants.events import OrganizationUpdated
 from pytake_tenants.tables import organizations
 
@@ -34,9 +34,11 @@ class OrganizationPatch(BaseModel):
 
 
 async def _load(session: AsyncSession, org_id: uuid.UUID) -> Organization:
-    row = (await session.execute(
-        select(organizations).where(organizations.c.id == org_id)
-    )).mappings().first()
+    row = (
+        (await session.execute(select(organizations).where(organizations.c.id == org_id)))
+        .mappings()
+        .first()
+    )
     if row is None:
         raise NotFound("organization not found (it may still be being created)")
     return Organization.model_validate(dict(row))
@@ -63,12 +65,24 @@ async def _patch(db: Database, principal: Principal, body: OrganizationPatch) ->
         if not changes:
             return org
         await session.execute(
-            update(organizations).where(organizations.c.id == org.id)
+            update(organizations)
+            .where(organizations.c.id == org.id)
             .values(**changes, updated_at=func.now())
         )
         org = await _load(session, org.id)
-        await add_event(session, CloudEvent.of(
-            OrganizationUpdated(organization_id=org.id, name=org.name, slug=org.slug,
-                                plan=org.plan, status=org.status),
-            service="tenants", subject=org.id, tenant_id=org.id))
+        await add_event(
+            session,
+            CloudEvent.of(
+                OrganizationUpdated(
+                    organization_id=org.id,
+                    name=org.name,
+                    slug=org.slug,
+                    plan=org.plan,
+                    status=org.status,
+                ),
+                service="tenants",
+                subject=org.id,
+                tenant_id=org.id,
+            ),
+        )
         return org

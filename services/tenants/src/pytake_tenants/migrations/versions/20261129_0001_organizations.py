@@ -24,10 +24,12 @@ def upgrade() -> None:
         sa.Column("plan", sa.String(40), nullable=False, server_default="free"),
         sa.Column("status", sa.String(20), nullable=False, server_default="active"),
         sa.Column("created_by", UUID(as_uuid=True), nullable=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False,
-                  server_default=sa.func.now()),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False,
-                  server_default=sa.func.now()),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
+        sa.Column(
+            "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
     )
     for stmt in rls_statements("organizations", column="id"):
         op.execute(stmt)
