@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pytake_devstack.stack import DEFAULT_PORTS, StackConfig, migrate_all, processes
+from pytake_devstack.stack import DEFAULT_PORTS, StackConfig, migrate_all, processes, wait_ready
 
 STATE = Path(os.environ.get("PYTAKE_STATE_DIR", ".pytake")).resolve()
 
@@ -90,6 +90,13 @@ def demo() -> int:
     from pytake_devstack.mainloop import MainLoop
 
     async def go() -> int:
+        gateway = f"http://127.0.0.1:{DEFAULT_PORTS['api-gateway']}"
+        print(f"waiting for the platform at {gateway} (start it with `make run`)...")
+        try:
+            await asyncio.to_thread(wait_ready, gateway, 90.0)
+        except TimeoutError as exc:
+            print(f"PyTake is not ready: {exc}", file=sys.stderr)
+            return 1
         loop = MainLoop(
             f"http://127.0.0.1:{DEFAULT_PORTS['api-gateway']}",
             f"http://127.0.0.1:{DEFAULT_PORTS['meta-simulator']}",
