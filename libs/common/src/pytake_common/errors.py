@@ -52,6 +52,28 @@ class UnprocessableState(DomainError):
     status, code, title = 409, "invalid_state", "Action not allowed in the current state"
 
 
+class SessionRevoked(Unauthorized):
+    code, title = "session_revoked", "Session revoked"
+
+
+class OrganizationSuspended(Forbidden):
+    code, title = "organization_suspended", "Organization suspended"
+
+
+class PlanLimitExceeded(DomainError):
+    """The action would exceed a limit of the organization's plan (402: upgrade to proceed)."""
+
+    status, code, title = 402, "plan_limit_exceeded", "Plan limit reached"
+
+    def __init__(self, limit: str, allowed: int, used: int) -> None:
+        super().__init__(
+            f"the plan allows {allowed} {limit.replace('_', ' ')}; {used} in use",
+            limit=limit,
+            allowed=allowed,
+            used=used,
+        )
+
+
 class TooManyRequests(DomainError):
     status, code, title = 429, "rate_limited", "Too many requests"
 

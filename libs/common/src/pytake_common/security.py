@@ -21,7 +21,7 @@ from fastapi import Depends, Request
 from jwt import PyJWK
 
 from pytake_common.context import organization_id_var
-from pytake_common.errors import Forbidden, Unauthorized
+from pytake_common.errors import Forbidden, OrganizationSuspended, SessionRevoked, Unauthorized
 
 ALGORITHMS = ["EdDSA"]
 
@@ -142,10 +142,26 @@ def bearer_token(request: Request) -> str:
 
 async def current_principal(request: Request) -> Principal:
     verifier: JWKSVerifier = request.app.state.verifier
-    principal = await verifier.principal(bearer_token(request))
+    claims = await verifier.verify(bearer_token(request))
+    principal = Principal.from_claims(claims)
+    enforce_policies(request.app.state, claims, principal)
     organization_id_var.set(str(principal.organization_id))
     request.state.principal = principal
     return principal
+
+
+def enforce_policies(state: Any, claims: dict[str, Any], principal: Principal) -> None:
+    """Revoked sessions (401) and suspended organizations (403), from the event replicas."""
+    revocations = getattr(state, "revocations", None)
+    if revocations is not None and revocations.is_revoked(claims):
+        raise SessionRevoked("this session was revoked; sign in again")
+    organizations = getattr(state, "organizations", None)
+    if (
+        organizations is not None
+        and principal.role != Role.SUPER_ADMIN
+        and organizations.is_suspended(principal.organization_id)
+    ):
+        raise OrganizationSuspended("the organization is suspended")
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

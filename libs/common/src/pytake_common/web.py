@@ -27,8 +27,10 @@ from pytake_common.errors import install_problem_handlers, problem
 from pytake_common.kafka import broker_reachable
 from pytake_common.logging import configure_logging
 from pytake_common.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from pytake_common.revocation import RevocationList
 from pytake_common.security import JWKSVerifier
 from pytake_common.settings import ServiceSettings
+from pytake_common.tenancy import OrganizationDirectory
 from pytake_common.tracing import configure_tracing, tracer
 
 log = logging.getLogger(__name__)
@@ -145,7 +147,8 @@ def create_service_app(
         stop = asyncio.Event()
         tasks: list[asyncio.Task[None]] = []
         if settings.run_workers:
-            tasks = [asyncio.create_task(w(stop)) for w in workers()]
+            replicas = [app.state.revocations.run, app.state.organizations.run]
+            tasks = [asyncio.create_task(w(stop)) for w in [*replicas, *workers()]]
         log.info("service started", extra={"workers": len(tasks)})
         try:
             yield
@@ -179,6 +182,8 @@ def create_service_app(
         audience=settings.jwt_audience,
         cache_ttl_s=settings.jwks_cache_ttl_s,
     )
+    app.state.revocations = RevocationList(settings)
+    app.state.organizations = OrganizationDirectory(settings)
     install_problem_handlers(app)
     app.add_middleware(ObservabilityMiddleware, service=settings.service_name)
     app.include_router(health_router(settings, db, check_broker))

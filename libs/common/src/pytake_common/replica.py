@@ -1,0 +1,92 @@
+"""Broadcast replicas: every process keeps an in-memory view built from a topic.
+
+Unlike an :class:`~pytake_common.consumer.EventConsumer` (one member of a group
+handles each record once), a replica consumes *without* a consumer group, so
+every replica of every service reads every record from the start of the topic
+and then follows it. It is for small, fast-changing policy state that every
+request must consult without a call: revoked sessions, suspended
+organizations, plan limits. Latency from publish to effect is the relay's
+wake-up plus one fetch (well under 2 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer
+from pydantic import ValidationError
+
+from pytake_common.events import CloudEvent
+from pytake_common.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+class BroadcastReplica:
+    def __init__(self, settings: ServiceSettings, topics: list[str], name: str) -> None:
+        self.settings = settings
+        self.topics = topics
+        self.name = name
+        self.applied = 0
+
+    def handlers(self) -> dict[str, Callable[[CloudEvent], None]]:
+        """Event type → how it changes the view (subclasses say which events matter)."""
+        return {}
+
+    def apply(self, event: CloudEvent) -> None:
+        """Apply one event now (tests and local fast paths use this directly)."""
+        if handler := self.handlers().get(event.type):
+            handler(event)
+            self.applied += 1
+
+    async def run(self, stop: asyncio.Event) -> None:
+        backoff = 0.5
+        while not stop.is_set():
+            consumer = AIOKafkaConsumer(
+                *self.topics,
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                group_id=None,
+                client_id=f"pytake-{self.settings.service_name}-{self.name}",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                metadata_max_age_ms=2_000,
+                fetch_max_wait_ms=200,
+            )
+            try:
+                await consumer.start()
+                backoff = 0.5
+                while not stop.is_set():
+                    batches = await consumer.getmany(timeout_ms=250, max_records=500)
+                    for records in batches.values():
+                        for record in records:
+                            self._apply_raw(record.value)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("replica %s error, restarting", self.name, extra={"error": repr(exc)})
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(backoff * 2, 30.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+
+    def _apply_raw(self, value: bytes | None) -> None:
+        if value is None:
+            return
+        try:
+            event = CloudEvent.model_validate_json(value)
+        except ValidationError:
+            return  # not ours to judge: the owning consumer dead-letters malformed records
+        try:
+            self.apply(event)
+        except (KeyError, ValueError, TypeError) as exc:
+            log.warning(
+                "replica %s skipped %s",
+                self.name,
+                event.type,
+                extra={"event_id": str(event.id), "error": repr(exc)},
+            )
