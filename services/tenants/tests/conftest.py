@@ -13,11 +13,19 @@ MIGRATIONS = Path(pytake_tenants.__file__).parent / "migrations"
 
 
 @pytest.fixture
-async def app(pg_url, kafka_bootstrap):
+async def settings(pg_url, kafka_bootstrap):
     url = await migrated_database(pg_url, "tenants", MIGRATIONS)
-    settings = Settings(
-        own_database_url=url, kafka_bootstrap=kafka_bootstrap, env="test", run_workers=False
+    return Settings(
+        own_database_url=url,
+        kafka_bootstrap=kafka_bootstrap,
+        env="test",
+        run_workers=False,
+        consumer_max_attempts=1,
     )
+
+
+@pytest.fixture
+async def app(settings):
     application = create_app(settings)
     yield application
     await application.state.db.dispose()

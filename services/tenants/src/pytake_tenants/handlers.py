@@ -1,63 +1,245 @@
-"""Consumers: the organization is created from auth's registration event."""
+"""Consumers of other services' events.
+
+auth's user events create the organization (registration) and keep the users
+replica; whatsapp's, contacts' and conversations' events feed usage and stats.
+Each handler runs in the inbox's transaction (the same event id is handled once)
+and is idempotent against the same fact under another event id.
+"""
+
+from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pytake_common.consumer import Handler
 from pytake_common.events import CloudEvent
-from pytake_common.outbox import add_event
+from pytake_tenants import stats, users
 from pytake_tenants.domain import slugify
 from pytake_tenants.events import OrganizationCreated
+from pytake_tenants.org_settings import default_settings
+from pytake_tenants.organizations import publish
+from pytake_tenants.plans import DEFAULT_PLAN, get_plan, limits_of
 from pytake_tenants.tables import organizations
+from pytake_tenants.usage import (
+    BUSINESS_MESSAGE,
+    CONTACT,
+    NUMBER,
+    count_fact,
+    month_of,
+    remove_fact,
+)
 
 USER_REGISTERED = "pytake.auth.user.registered.v1"
+USER_CREATED = "pytake.auth.user.created.v1"
+USER_UPDATED = "pytake.auth.user.updated.v1"
+USER_ACTIVATED = "pytake.auth.user.activated.v1"
+USER_DEACTIVATED = "pytake.auth.user.deactivated.v1"
+USER_DELETED = "pytake.auth.user.deleted.v1"
+NUMBER_REGISTERED = "pytake.whatsapp.number.registered.v1"
+NUMBER_REMOVED = "pytake.whatsapp.number.removed.v1"
+MESSAGE_SENT = "pytake.whatsapp.message.sent.v1"
+CONTACT_CREATED = "pytake.contacts.contact.created.v1"
+CONTACT_ERASED = "pytake.contacts.contact.erased.v1"
+CONVERSATION_OPENED = "pytake.conversations.conversation.opened.v1"
+MESSAGE_APPENDED = "pytake.conversations.message.appended.v1"
 
 
+# What tenants reads of each event (tolerant readers: other fields are ignored).
 class UserRegistered(BaseModel):
-    """What tenants reads of auth's event (tolerant reader: extra fields ignored)."""
-
     user_id: uuid.UUID
     organization_id: uuid.UUID
     organization_name: str
+    full_name: str | None = None
+    role: str = "org_admin"
 
 
-async def on_user_registered(session: AsyncSession, event: CloudEvent) -> None:
-    data = event.parse_data(UserRegistered)
-    org_id = data.organization_id
-    base = slugify(data.organization_name)
-    # Slugs are unique platform-wide; RLS hides other tenants' rows, so let the
-    # unique index decide: on a slug clash, fall back to a suffixed slug.
-    for slug in (base, f"{base}-{org_id.hex[:8]}"):
-        created = (
-            await session.execute(
-                pg_insert(organizations)
-                .values(id=org_id, name=data.organization_name, slug=slug, created_by=data.user_id)
-                .on_conflict_do_nothing()
-                .returning(organizations.c.plan, organizations.c.status)
-            )
-        ).first()
-        if created is not None:
-            payload = OrganizationCreated(
-                organization_id=org_id,
-                name=data.organization_name,
-                slug=slug,
-                plan=created.plan,
-                status=created.status,
-                created_by=data.user_id,
-            )
-            await add_event(
-                session, CloudEvent.of(payload, service="tenants", subject=org_id, tenant_id=org_id)
-            )
-            return
-        exists = await session.scalar(
-            select(organizations.c.id).where(organizations.c.id == org_id)
+class UserState(BaseModel):
+    user_id: uuid.UUID
+    organization_id: uuid.UUID
+    full_name: str | None = None
+    role: str | None = None
+    is_active: bool | None = None
+
+
+class UserRef(BaseModel):
+    user_id: uuid.UUID
+    organization_id: uuid.UUID
+
+
+class NumberRef(BaseModel):
+    number_id: uuid.UUID
+    organization_id: uuid.UUID
+
+
+class ContactRef(BaseModel):
+    contact_id: uuid.UUID
+    organization_id: uuid.UUID
+
+
+class MessageSent(BaseModel):
+    message_id: uuid.UUID
+    organization_id: uuid.UUID
+    sent_at: datetime
+
+
+class ConversationOpened(BaseModel):
+    conversation_id: uuid.UUID
+    organization_id: uuid.UUID
+    opened_at: datetime
+
+
+class MessageAppended(BaseModel):
+    message_id: uuid.UUID
+    organization_id: uuid.UUID
+    direction: str
+    created_at: datetime
+
+
+class SignupPolicy(BaseModel):
+    """The plan a new organization starts on: free, or a trial of ``trial_plan``."""
+
+    trial_plan: str | None = None
+    trial_days: int = 14
+
+
+def on_user_registered(policy: SignupPolicy) -> Handler:
+    plan = get_plan(policy.trial_plan).name if policy.trial_plan else DEFAULT_PLAN
+
+    async def handle(session: AsyncSession, event: CloudEvent) -> None:
+        data = event.parse_data(UserRegistered)
+        org_id = data.organization_id
+        await users.upsert(
+            session, org_id, data.user_id, full_name=data.full_name, role=data.role, is_active=True
         )
-        if exists is not None:
-            return  # already created (a replay of the registration under another event id)
-    raise RuntimeError(f"no free slug for organization {org_id}")
+        trial_ends_at = (
+            datetime.now(UTC) + timedelta(days=policy.trial_days) if policy.trial_plan else None
+        )
+        base = slugify(data.organization_name)
+        # Slugs are unique platform-wide; RLS hides other tenants' rows, so let the
+        # unique index decide: on a slug clash, fall back to a suffixed slug.
+        for slug in (base, f"{base}-{org_id.hex[:8]}"):
+            created = (
+                await session.execute(
+                    pg_insert(organizations)
+                    .values(
+                        id=org_id,
+                        name=data.organization_name,
+                        slug=slug,
+                        plan=plan,
+                        trial_ends_at=trial_ends_at,
+                        settings=default_settings(),
+                        created_by=data.user_id,
+                    )
+                    .on_conflict_do_nothing()
+                    .returning(organizations.c.plan, organizations.c.status)
+                )
+            ).first()
+            if created is not None:
+                payload = OrganizationCreated(
+                    organization_id=org_id,
+                    name=data.organization_name,
+                    slug=slug,
+                    plan=created.plan,
+                    status=created.status,
+                    created_by=data.user_id,
+                    limits=limits_of(created.plan),
+                    trial_ends_at=trial_ends_at,
+                )
+                await publish(session, org_id, payload)
+                return
+            exists = await session.scalar(
+                select(organizations.c.id).where(organizations.c.id == org_id)
+            )
+            if exists is not None:
+                return  # already created (the registration replayed under another event id)
+        raise RuntimeError(f"no free slug for organization {org_id}")
+
+    return handle
 
 
-HANDLERS = {USER_REGISTERED: on_user_registered}
+async def on_user_created_or_updated(session: AsyncSession, event: CloudEvent) -> None:
+    data = event.parse_data(UserState)
+    fields = data.model_dump(include={"full_name", "role", "is_active"}, exclude_none=True)
+    await users.upsert(session, data.organization_id, data.user_id, **fields)
+
+
+async def on_user_activated(session: AsyncSession, event: CloudEvent) -> None:
+    data = event.parse_data(UserRef)
+    await users.set_active(session, data.organization_id, data.user_id, True)
+
+
+async def on_user_deactivated(session: AsyncSession, event: CloudEvent) -> None:
+    data = event.parse_data(UserRef)
+    await users.set_active(session, data.organization_id, data.user_id, False)
+
+
+async def on_user_deleted(session: AsyncSession, event: CloudEvent) -> None:
+    data = event.parse_data(UserRef)
+    await users.delete(session, data.organization_id, data.user_id)
+
+
+async def on_number_registered(session: AsyncSession, event: CloudEvent) -> None:
+    data = event.parse_data(NumberRef)
+    await count_fact(session, data.organization_id, NUMBER, data.number_id)
+
+
+async def on_number_removed(session: AsyncSession, event: CloudEvent) -> None:
+    data = event.parse_data(NumberRef)
+    await remove_fact(session, data.organization_id, NUMBER, data.number_id)
+
+
+async def on_contact_created(session: AsyncSession, event: CloudEvent) -> None:
+    data = event.parse_data(ContactRef)
+    await count_fact(session, data.organization_id, CONTACT, data.contact_id)
+
+
+async def on_contact_erased(session: AsyncSession, event: CloudEvent) -> None:
+    data = event.parse_data(ContactRef)
+    await remove_fact(session, data.organization_id, CONTACT, data.contact_id)
+
+
+async def on_message_sent(session: AsyncSession, event: CloudEvent) -> None:
+    """Every accepted send counts toward the monthly business messages (see README)."""
+    data = event.parse_data(MessageSent)
+    org, month = data.organization_id, month_of(data.sent_at)
+    await count_fact(session, org, BUSINESS_MESSAGE, data.message_id, period=month)
+
+
+async def on_conversation_opened(session: AsyncSession, event: CloudEvent) -> None:
+    data = event.parse_data(ConversationOpened)
+    await stats.conversation_opened(
+        session, data.organization_id, data.conversation_id, data.opened_at
+    )
+
+
+async def on_message_appended(session: AsyncSession, event: CloudEvent) -> None:
+    data = event.parse_data(MessageAppended)
+    await stats.message_appended(
+        session, data.organization_id, data.message_id, data.direction, data.created_at
+    )
+
+
+def build_handlers(policy: SignupPolicy | None = None) -> dict[str, Handler]:
+    return {
+        USER_REGISTERED: on_user_registered(policy or SignupPolicy()),
+        USER_CREATED: on_user_created_or_updated,
+        USER_UPDATED: on_user_created_or_updated,
+        USER_ACTIVATED: on_user_activated,
+        USER_DEACTIVATED: on_user_deactivated,
+        USER_DELETED: on_user_deleted,
+        NUMBER_REGISTERED: on_number_registered,
+        NUMBER_REMOVED: on_number_removed,
+        MESSAGE_SENT: on_message_sent,
+        CONTACT_CREATED: on_contact_created,
+        CONTACT_ERASED: on_contact_erased,
+        CONVERSATION_OPENED: on_conversation_opened,
+        MESSAGE_APPENDED: on_message_appended,
+    }
+
+
+HANDLERS = build_handlers()
