@@ -47,8 +47,18 @@ class App:
         return self.name.upper().replace("-", "_") + "_DATABASE_URL"
 
     @property
+    def cluster(self) -> str:
+        """Its CloudNativePG Cluster (one per service that owns data)."""
+        return f"pytake-{self.name}-pg"
+
+    @property
+    def database(self) -> str:
+        return "pytake_" + self.name.replace("-", "_")
+
+    @property
     def database_secret(self) -> str:
-        return f"pytake-{self.name}-db"
+        """The Secret CloudNativePG generates for the cluster's owner role."""
+        return f"{self.cluster}-app"
 
 
 APPS = (

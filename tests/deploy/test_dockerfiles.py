@@ -1,6 +1,7 @@
 """Each app's Dockerfile: multi-stage python:3.11-slim, installs from the root
 uv.lock, runs as uid 10001, and differs from the others only where it must."""
 
+import json
 import re
 from pathlib import Path
 
@@ -35,6 +36,13 @@ def test_dockerfile(app):
     final = lines[max(i for i, line in enumerate(lines) if line.startswith("FROM ")) :]
     assert "USER 10001:10001" in final
     assert f"EXPOSE {app.port}" in final
+    (health,) = [line for line in final if line.startswith("HEALTHCHECK ")]
+    # python, not curl: the slim image has none; the port is the image's own.
+    assert 'CMD ["python", "-c", "import os, urllib.request;' in health
+    assert "os.environ['PYTAKE_PORT'] + '/healthz'" in health
+    assert "--timeout=" in health and "--start-period=" in health
+    probe = json.loads(health.partition(" CMD ")[2])  # exec form: valid JSON
+    compile(probe[2], "HEALTHCHECK", "exec")
     assert not any(line.startswith(("COPY . ", "ADD ")) for line in lines), (
         "no source/secret copies"
     )

@@ -93,8 +93,9 @@ def test_secret_key_and_database_urls_come_from_the_expected_secrets(overlay, ma
         assert ref == {"name": "pytake-secrets", "key": "secret-key"}, where
         for name, entry in env.items():
             if name.endswith("_DATABASE_URL"):
-                secret = entry["valueFrom"]["secretKeyRef"]["name"]
-                assert re.fullmatch(r"pytake-[a-z-]+-db", secret), where
+                ref = entry["valueFrom"]["secretKeyRef"]
+                assert re.fullmatch(r"pytake-[a-z-]+-pg-app", ref["name"]), where
+                assert ref["key"] == "uri", where
 
 
 def test_every_deployment_has_hpa_pdb_and_service_account(overlay, manifests):
@@ -159,18 +160,79 @@ def test_network_policies_default_deny_plus_allows(overlay, manifests):
         ), f"api-gateway cannot reach {name}"
 
 
-def test_services_can_reach_postgres_and_kafka(overlay, manifests):
-    egress = [
-        peer
-        for p in manifests.of_kind("NetworkPolicy")
-        if "Egress" in p["spec"].get("policyTypes", [])
-        for rule in p["spec"].get("egress", [])
-        for peer in rule.get("to", [])
-    ]
-    for target in ({"cnpg.io/cluster": "pytake-pg"}, {"strimzi.io/cluster": "pytake-kafka"}):
-        assert any(p.get("podSelector", {}).get("matchLabels") == target for p in egress), (
-            f"no egress to {target}"
+def reachable(manifests, source, target, port):
+    """Whether the namespace's NetworkPolicies let pods labelled ``source`` open
+    TCP ``port`` on pods labelled ``target`` (same namespace; a default deny is
+    asserted separately). Both the source's egress and the target's ingress
+    must allow it."""
+    policies = manifests.of_kind("NetworkPolicy")
+
+    def port_allowed(rule):
+        ports = rule.get("ports")
+        return not ports or any(p.get("port") in {port, None} for p in ports)
+
+    def peer_is(peer, labels):
+        if "podSelector" not in peer or "namespaceSelector" in peer:
+            return False  # other namespaces, or an ipBlock: not a pod here
+        return manifests.selects(peer["podSelector"], labels)
+
+    def allows(direction, selected, other, peers_key):
+        return any(
+            port_allowed(rule)
+            and (peers_key not in rule or any(peer_is(peer, other) for peer in rule[peers_key]))
+            for p in policies
+            if direction in p["spec"].get("policyTypes", [])
+            and manifests.selects(p["spec"]["podSelector"], selected)
+            for rule in p["spec"].get(direction.lower(), [])
         )
+
+    return allows("Egress", source, target, "to") and allows("Ingress", target, source, "from")
+
+
+def postgres_pod(cluster):
+    """The labels CloudNativePG puts on an instance pod of ``cluster``."""
+    return {"cnpg.io/cluster": cluster, "cnpg.io/podRole": "instance", "role": "primary"}
+
+
+def test_each_service_reaches_only_its_own_database(overlay, manifests, apps):
+    clusters = [a.cluster for a in apps if a.has_db]
+    assert {c["metadata"]["name"] for c in manifests.of_kind("Cluster")} == set(clusters)
+    for kind in ("Deployment", "Job"):
+        for workload in manifests.of_kind(kind):
+            labels = workload["spec"]["template"]["metadata"]["labels"]
+            name = labels["app.kubernetes.io/name"]
+            for cluster in clusters:
+                own = cluster == f"pytake-{name}-pg"
+                assert reachable(manifests, labels, postgres_pod(cluster), 5432) is own, (
+                    f"{kind}/{workload['metadata']['name']} -> {cluster}"
+                )
+    for cluster in clusters:
+        replica = postgres_pod(cluster) | {"role": "replica"}
+        assert reachable(manifests, replica, postgres_pod(cluster), 5432), f"{cluster} replication"
+        for other in clusters:
+            if other != cluster:
+                assert not reachable(manifests, replica, postgres_pod(other), 5432)
+
+
+def test_services_reach_kafka(overlay, manifests):
+    broker = {"strimzi.io/cluster": "pytake-kafka", "strimzi.io/kind": "Kafka"}
+    for deployment in manifests.of_kind("Deployment"):
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        if labels["app.kubernetes.io/name"] == "meta-simulator":
+            continue
+        # Strimzi writes the brokers' ingress policy (networkPolicyPeers): check egress.
+        egress = [
+            peer
+            for p in manifests.of_kind("NetworkPolicy")
+            if "Egress" in p["spec"].get("policyTypes", [])
+            and manifests.selects(p["spec"]["podSelector"], labels)
+            for rule in p["spec"].get("egress", [])
+            if any(port.get("port") == 9092 for port in rule.get("ports", []))
+            for peer in rule.get("to", [])
+        ]
+        assert any(manifests.selects(p.get("podSelector", {}), broker) for p in egress), deployment[
+            "metadata"
+        ]["name"]
 
 
 def test_every_service_is_scraped(overlay, manifests):
@@ -213,16 +275,83 @@ def test_every_topic_and_dlq_exists(overlay, manifests, topics):
             assert topic["spec"]["partitions"] >= max_pods, name
 
 
-def test_every_database_service_has_a_database_and_role(overlay, app, manifests):
+def pool_size(app):
+    """The SQLAlchemy pool size the service's create_app gives its Database."""
+    if app.name == "whatsapp-gateway":
+        from pytake_whatsapp_gateway.config import Settings
+
+        return max(10, Settings.model_fields["send_concurrency"].default + 8)
+    return 10
+
+
+def test_every_database_service_has_its_own_cluster(overlay, app, manifests):
     if not app.has_db:
+        assert not any(
+            e["name"].endswith("_DATABASE_URL")
+            for e in manifests.named("Deployment", app.name)["spec"]["template"]["spec"][
+                "containers"
+            ][0].get("env", [])
+        )
         return
-    database = "pytake_" + app.name.replace("-", "_")
-    (cluster,) = manifests.of_kind("Cluster")
-    roles = {r["name"]: r for r in cluster["spec"]["managed"]["roles"]}
-    role = roles[database]
-    assert role["login"] is True
-    assert role["passwordSecret"]["name"] == app.database_secret
-    owned = [d for d in manifests.of_kind("Database") if d["spec"]["name"] == database]
-    assert len(owned) == 1
-    assert owned[0]["spec"]["owner"] == database
-    assert owned[0]["spec"]["cluster"]["name"] == cluster["metadata"]["name"]
+    cluster = manifests.named("Cluster", app.cluster)
+    spec = cluster["spec"]
+    initdb = spec["bootstrap"]["initdb"]
+    assert initdb["database"] == initdb["owner"] == app.database
+    # Row-level security: pytake_app exists from bootstrap on and the owner may
+    # SET ROLE to it, so `migrate` (no CREATEROLE) never has to create or grant it.
+    assert initdb["postInitApplicationSQL"] == [
+        "CREATE ROLE pytake_app NOLOGIN",
+        f"GRANT pytake_app TO {app.database}",
+    ]
+    roles = {r["name"]: r for r in spec["managed"]["roles"]}
+    assert roles["pytake_app"]["login"] is False
+    owner = roles[app.database]
+    assert owner["login"] is True and "pytake_app" in owner["inRoles"]
+    assert "passwordSecret" not in owner, "the owner keeps CloudNativePG's generated password"
+    assert spec.get("enableSuperuserAccess") is False
+    # Connection budget: every pod the HPA allows, each with its pool and
+    # overflow and the outbox relay's own two connections, plus the migration
+    # Job, fit under the owner's limit, which leaves room under max_connections
+    # for the operator, replication and backups.
+    hpa = next(
+        h
+        for h in manifests.of_kind("HorizontalPodAutoscaler")
+        if h["spec"]["scaleTargetRef"]["name"] == app.name
+    )
+    needed = hpa["spec"]["maxReplicas"] * (2 * pool_size(app) + 2) + 1
+    limit = owner["connectionLimit"]
+    assert needed <= limit <= int(spec["postgresql"]["parameters"]["max_connections"]) - 20
+    for kind, name in (("Deployment", app.name), ("Job", f"{app.name}-migrate")):
+        env = {
+            e["name"]: e
+            for e in manifests.named(kind, name)["spec"]["template"]["spec"]["containers"][0]["env"]
+        }
+        ref = env[app.database_env]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": app.database_secret, "key": "uri"}, f"{kind}/{name}"
+
+
+def test_postgres_is_monitored_and_backed_up(overlay, manifests, apps):
+    monitors = manifests.of_kind("PodMonitor")
+    backups = {b["spec"]["cluster"]["name"]: b for b in manifests.of_kind("ScheduledBackup")}
+    stores = {s["metadata"]["name"] for s in manifests.of_kind("ObjectStore")}
+    for app in apps:
+        if not app.has_db:
+            continue
+        covering = [
+            m
+            for m in monitors
+            if manifests.selects(m["spec"]["selector"], postgres_pod(app.cluster))
+        ]
+        assert len(covering) == 1, f"{app.cluster}: {len(covering)} PodMonitors"
+        assert {e["port"] for e in covering[0]["spec"]["podMetricsEndpoints"]} == {"metrics"}
+        spec = manifests.named("Cluster", app.cluster)["spec"]
+        if overlay == "dev":
+            assert "plugins" not in spec and not backups, "dev has no object store"
+            continue
+        (plugin,) = spec["plugins"]
+        assert plugin["name"] == "barman-cloud.cloudnative-pg.io"
+        assert plugin["isWALArchiver"] is True
+        assert plugin["parameters"]["barmanObjectName"] in stores
+        backup = backups[app.cluster]["spec"]
+        assert backup["method"] == "plugin"
+        assert backup["pluginConfiguration"]["name"] == plugin["name"]

@@ -95,7 +95,11 @@ def test_prod_overlay(render_kustomization):
         assert hpa["spec"]["minReplicas"] >= 3
     (pool,) = prod.of_kind("KafkaNodePool")
     assert pool["spec"]["replicas"] >= 3
-    assert prod.named("Cluster", "pytake-pg")["spec"]["instances"] >= 3
+    clusters = prod.of_kind("Cluster")
+    assert len(clusters) == 5
+    for cluster in clusters:
+        assert cluster["spec"]["instances"] >= 3, cluster["metadata"]["name"]
+        assert cluster["spec"]["postgresql"]["synchronous"]["number"] >= 1
     for deployment in prod.of_kind("Deployment"):
         assert not deployment["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":dev")
 
@@ -112,3 +116,6 @@ def test_dev_overlay(render_kustomization):
         assert requests["memory"] == "128Mi"
     for topic in dev.of_kind("KafkaTopic"):
         assert topic["spec"]["replicas"] == 1
+    for cluster in dev.of_kind("Cluster"):
+        assert cluster["spec"]["instances"] == 1, cluster["metadata"]["name"]
+        assert "synchronous" not in cluster["spec"]["postgresql"]
