@@ -11,16 +11,21 @@ import asyncio
 import base64
 import contextlib
 import gzip
+import hashlib
+import hmac
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 import uvicorn
 from aiohttp import WSMsgType, web
+from cryptography.hazmat.primitives import serialization
 
 from pytake_api_gateway.app import create_app
 from pytake_api_gateway.config import Settings
@@ -250,6 +255,13 @@ def gateway_settings(upstreams: dict[str, str], **overrides: Any) -> Settings:
         "upstream_probe_timeout_s": 1.0,
         "log_level": "WARNING",
         "gc_freeze": False,
+        # No broker in these tests: revocation and organization replicas are
+        # fakes set on app.state by the tests that need them.
+        "run_workers": False,
+        # Shared gateways serve every test from 127.0.0.1: rate limits are
+        # exercised by their own gateways (test_edge_policy.py).
+        "ratelimit_client_per_minute": 1_000_000,
+        "ratelimit_client_burst": 1_000_000,
     }
     values.update({URL_FIELDS[name]: url for name, url in upstreams.items()})
     values.update(overrides)
@@ -293,3 +305,73 @@ def auth_headers(tokens: TokenFactory) -> dict[str, str]:
 def marker() -> str:
     """A unique path segment: tells this test's upstream calls from the others'."""
     return "m" + uuid.uuid4().hex[:12]
+
+
+# -- forged and odd tokens ------------------------------------------------------
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def claims_for(tokens: TokenFactory, **overrides: Any) -> dict[str, Any]:
+    """The claims :meth:`TokenFactory.mint` would sign, with ``overrides``."""
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": tokens.issuer,
+        "aud": tokens.audience,
+        "sub": str(uuid.uuid4()),
+        "org": str(uuid.uuid4()),
+        "role": "org_admin",
+        "sid": uuid.uuid4().hex,
+        "jti": uuid.uuid4().hex,
+        "iat": now,
+        "nbf": now,
+        "exp": now + 300,
+    }
+    claims.update(overrides)
+    return claims
+
+
+def sign(tokens: TokenFactory, claims: dict[str, Any]) -> str:
+    """Correctly signed with the factory's key (EdDSA, its kid)."""
+    return jwt.encode(claims, tokens.key, algorithm="EdDSA", headers={"kid": tokens.kid})
+
+
+def unsigned(tokens: TokenFactory) -> str:
+    """``alg: none`` with the real kid and an empty signature."""
+    header = {"alg": "none", "typ": "JWT", "kid": tokens.kid}
+    body = claims_for(tokens)
+    return f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(body).encode())}."
+
+
+def public_key_bytes(tokens: TokenFactory, form: str) -> bytes:
+    public = tokens.key.public_key()
+    if form == "pem":
+        return public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    if form == "raw":
+        return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    # the JWK's "x", as a client would copy it from /.well-known/jwks.json
+    return str(tokens.jwks()["keys"][0]["x"]).encode()
+
+
+def hs256_with_public_key(tokens: TokenFactory, form: str) -> str:
+    """The key-confusion attack: HMAC-SHA256 keyed with the *public* key's bytes."""
+    header = {"alg": "HS256", "typ": "JWT", "kid": tokens.kid}
+    signing_input = (
+        f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims_for(tokens)).encode())}"
+    )
+    mac = hmac.new(public_key_bytes(tokens, form), signing_input.encode(), hashlib.sha256)
+    return f"{signing_input}.{b64url(mac.digest())}"
+
+
+def tampered(token: str, **changes: Any) -> str:
+    """The payload changed, the original signature kept."""
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims.update(changes)
+    # PyJWT's own encoding: with no changes the token comes back byte for byte.
+    payload = b64url(json.dumps(claims, separators=(",", ":")).encode())
+    return f"{header}.{payload}.{signature}"

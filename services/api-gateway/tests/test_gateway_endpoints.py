@@ -12,8 +12,8 @@ import pytest
 from pytake_api_gateway.app import create_app
 from pytake_api_gateway.config import Settings
 from pytake_api_gateway.openapi import merge_openapi
-from pytake_api_gateway.proxy import TokenGate
 from pytake_api_gateway.routing import RoutingTable
+from pytake_api_gateway.tokens import MISSING, Identity, TokenGate
 from pytake_devstack.infra import free_port
 
 from .conftest import SERVICES, gateway_settings, openapi_of, run_gateway
@@ -143,11 +143,20 @@ async def test_cors_preflight_when_origins_configured(upstreams):
         )
         assert response.status_code == 200
         assert response.headers["access-control-allow-origin"] == "https://console.example"
+        assert "authorization" in response.headers["access-control-allow-headers"].lower()
         denied = await c.options(
             "/v1/contacts",
             headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
         )
+        assert denied.status_code == 400
         assert "access-control-allow-origin" not in denied.headers
+        # the gateway's own endpoints follow the same policy
+        own = await c.options(
+            "/readyz",
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+        )
+        assert own.status_code == 400
+        assert "access-control-allow-origin" not in own.headers
 
 
 def test_settings_port_and_jwks_defaults(monkeypatch):
@@ -225,14 +234,14 @@ async def test_token_gate_caches_until_expiry(tokens):
             }
 
     gate = TokenGate(lambda: CountingVerifier(), cache_size=2)  # type: ignore[arg-type,return-value]
-    assert await gate.check("t1") is None
-    assert await gate.check("t1") is None
+    assert isinstance(await gate.verify("t1"), Identity)
+    assert isinstance(await gate.verify("t1"), Identity)
     assert calls == 1
-    await gate.check("t2")
-    await gate.check("t3")  # evicts t1 (size 2)
-    await gate.check("t1")
+    await gate.verify("t2")
+    await gate.verify("t3")  # evicts t1 (size 2)
+    await gate.verify("t1")
     assert calls == 4
     await asyncio.sleep(0.35)
-    await gate.check("t1")  # expired in the cache: verified again
+    await gate.verify("t1")  # expired in the cache: verified again
     assert calls == 5
-    assert await gate.check(None) == "a bearer token is required"
+    assert await gate.verify(None) == MISSING

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import time
 import uuid
 
 import aiohttp
@@ -12,6 +13,8 @@ import httpx
 import pytest
 
 from pytake_devstack.tokens import TokenFactory
+
+from .conftest import claims_for, hs256_with_public_key, sign, tampered, unsigned
 
 MIB = 1024 * 1024
 
@@ -144,6 +147,30 @@ def _wrong_issuer(tokens: TokenFactory) -> TokenFactory:
             lambda t: "Bearer " + TokenFactory().mint(organization_id=uuid.uuid4()),
             id="unknown-kid",
         ),
+        pytest.param(lambda t: "Bearer " + unsigned(t), id="alg-none"),
+        pytest.param(lambda t: "Bearer " + hs256_with_public_key(t, "pem"), id="hs256-pem-key"),
+        pytest.param(lambda t: "Bearer " + hs256_with_public_key(t, "raw"), id="hs256-raw-key"),
+        pytest.param(lambda t: "Bearer " + hs256_with_public_key(t, "jwk"), id="hs256-jwk-x"),
+        pytest.param(
+            lambda t: "Bearer " + sign(t, claims_for(t, nbf=int(time.time()) + 300)),
+            id="not-yet-valid",
+        ),
+        pytest.param(
+            lambda t: (
+                "Bearer " + tampered(t.mint(organization_id=uuid.uuid4()), role="super_admin")
+            ),
+            id="tampered-role",
+        ),
+        pytest.param(
+            lambda t: (
+                "Bearer " + tampered(t.mint(organization_id=uuid.uuid4()), org=str(uuid.uuid4()))
+            ),
+            id="tampered-organization",
+        ),
+        pytest.param(
+            lambda t: "Bearer " + sign(t, {k: v for k, v in claims_for(t).items() if k != "org"}),
+            id="missing-organization-claim",
+        ),
     ],
 )
 @pytest.mark.parametrize(
@@ -164,6 +191,20 @@ async def test_protected_routes_reject_bad_tokens_before_forwarding(
     assert_problem(response, 401, "unauthorized")
     assert response.headers["www-authenticate"] == "Bearer"
     assert upstreams[service].calls_with(marker) == []
+
+
+async def test_forging_helpers_produce_valid_tokens_when_nothing_is_forged(
+    client, upstreams, tokens, marker
+):
+    """Controls for the rejections above: the same helpers, used honestly, pass."""
+    token = tokens.mint(organization_id=uuid.uuid4())
+    assert tampered(token) == token
+    for good in (token, sign(tokens, claims_for(tokens))):
+        response = await client.get(
+            f"/v1/contacts/{marker}", headers={"Authorization": f"Bearer {good}"}
+        )
+        assert response.status_code == 200, response.text
+    assert len(upstreams["contacts"].calls_with(marker)) == 2
 
 
 async def test_valid_token_is_forwarded_with_method_path_query_and_body(
@@ -259,6 +300,22 @@ async def test_spoofed_platform_and_proxy_headers_are_replaced(
     assert "user-agent" in seen  # httpx's own, relayed as sent
     assert seen["user-agent"][0].startswith("python-httpx")
     assert "accept-encoding" in seen  # httpx sent one; relayed, not aiohttp's
+
+
+async def test_the_gateways_span_continues_the_clients_trace(client, auth_headers, marker):
+    trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    response = await client.get(
+        f"/v1/contacts/{marker}",
+        headers={**auth_headers, "traceparent": f"00-{trace_id}-{parent}-01"},
+    )
+    (forwarded,) = headers_of(response.json())["traceparent"]
+    version, forwarded_trace, span, _flags = forwarded.split("-")
+    assert (version, forwarded_trace) == ("00", trace_id)
+    assert span != parent  # the gateway's own span, child of the client's
+
+    response = await client.get(f"/v1/contacts/{marker}/fresh", headers=auth_headers)
+    (fresh,) = headers_of(response.json())["traceparent"]
+    assert fresh.split("-")[1] != trace_id  # no client context: a new trace
 
 
 async def test_client_library_adds_no_headers_of_its_own(gateway, upstreams, auth_headers, marker):

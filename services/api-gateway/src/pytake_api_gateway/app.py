@@ -1,7 +1,9 @@
 """Composition root of the API gateway: the only public entry of the platform.
 
-Routing table in :mod:`pytake_api_gateway.routing`, forwarding in
-:mod:`pytake_api_gateway.proxy`, merged OpenAPI in :mod:`pytake_api_gateway.openapi`.
+Routing table in :mod:`pytake_api_gateway.routing`, the ASGI entry in
+:mod:`pytake_api_gateway.edge`, forwarding in :mod:`pytake_api_gateway.proxy`,
+tokens and revocation in :mod:`pytake_api_gateway.tokens`, rate limits in
+:mod:`pytake_api_gateway.ratelimit`, merged OpenAPI in :mod:`pytake_api_gateway.openapi`.
 """
 
 from __future__ import annotations
@@ -13,12 +15,16 @@ from typing import Any
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp
 
 from pytake_api_gateway.api import gateway_router
 from pytake_api_gateway.config import Settings
+from pytake_api_gateway.edge import EdgeDispatcher, EdgeObservability
 from pytake_api_gateway.openapi import OpenAPIAggregator
-from pytake_api_gateway.proxy import ProxyRoute, RequestIdMiddleware, TokenGate, UpstreamClient
+from pytake_api_gateway.proxy import Proxy, RequestIdMiddleware, UpstreamClient
+from pytake_api_gateway.ratelimit import EdgeRateLimits
 from pytake_api_gateway.routing import RoutingTable
+from pytake_api_gateway.tokens import TokenGate
 from pytake_common.security import JWKSVerifier
 from pytake_common.web import create_service_app
 
@@ -40,34 +46,40 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         current: JWKSVerifier = app.state.verifier
         return current
 
-    gate = TokenGate(verifier, settings.token_cache_size)
+    # Revocations and organizations are read from app.state on every request:
+    # pytake_common's replicas (revocations, organizations) are set there.
+    gate = TokenGate(verifier, settings.token_cache_size, app.state)
+    limits = EdgeRateLimits(settings, app.state)
     app.include_router(gateway_router(settings, table, client, aggregator))
     routes = app.router.routes
     own = routes.pop()  # the router just included: /readyz, /openapi.json, /docs
-    # Order decides: the proxy first (the hot path is matched by one dictionary
-    # lookup), then the gateway's own endpoints, which shadow pytake_common's
-    # /readyz; FastAPI's default /openapi.json and /docs are dropped.
-    routes[:] = [
-        ProxyRoute(settings, table, client, gate),
-        own,
-        *(r for r in routes if getattr(r, "path", None) not in REPLACED_PATHS),
-    ]
+    # The gateway's own endpoints shadow pytake_common's /readyz; FastAPI's
+    # default /openapi.json and /docs are dropped.
+    routes[:] = [own, *(r for r in routes if getattr(r, "path", None) not in REPLACED_PATHS)]
     mark_changed = getattr(app.router, "_mark_routes_changed", None)
     if callable(mark_changed):
         mark_changed()
 
-    # Added last = outermost: the request id is settled before ObservabilityMiddleware logs it.
+    # Both sides get the same request id rule, span, metrics and CORS: the
+    # proxied paths in one lean layer (edge.py), the gateway's own endpoints
+    # through FastAPI (added last = outermost: the request id is settled
+    # before pytake_common's ObservabilityMiddleware logs it).
+    proxied: ASGIApp = EdgeObservability(
+        Proxy(settings, table, client, gate, limits), service=settings.service_name
+    )
     app.add_middleware(RequestIdMiddleware)
     if settings.cors_allowed_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_allowed_origins,
-            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id"],
-            expose_headers=["X-Request-Id", "Retry-After", "Location"],
-            allow_credentials=False,
-            max_age=600,
-        )
+        proxied = CORSMiddleware(proxied, **_cors_options(settings))
+        app.add_middleware(CORSMiddleware, **_cors_options(settings))
+
+    # Proxied paths bypass FastAPI entirely (see edge.py): Starlette builds its
+    # middleware stack lazily through this method, so the dispatcher goes around it.
+    build_stack = app.build_middleware_stack
+
+    def build_edge_stack() -> ASGIApp:
+        return EdgeDispatcher(table, proxied, build_stack())
+
+    app.build_middleware_stack = build_edge_stack  # type: ignore[method-assign]
 
     inner = app.router.lifespan_context
 
@@ -87,4 +99,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.upstreams = client
     app.state.routing = table
     app.state.token_gate = gate
+    app.state.rate_limits = limits
     return app
+
+
+def _cors_options(settings: Settings) -> dict[str, Any]:
+    return {
+        "allow_origins": settings.cors_allowed_origins,
+        "allow_methods": ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        "allow_headers": ["Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id"],
+        "expose_headers": [
+            "X-Request-Id",
+            "Retry-After",
+            "Location",
+            "RateLimit-Limit",
+            "RateLimit-Remaining",
+            "RateLimit-Reset",
+            "RateLimit-Policy",
+        ],
+        "allow_credentials": False,
+        "max_age": 600,
+    }

@@ -56,8 +56,35 @@ class Settings(ServiceSettings):
     #: about a fifth of the CPU of a forwarded request.
     gc_freeze: bool = True
 
-    # The gateway has no database and no broker.
-    run_workers: bool = False
+    # Rate limits (see ratelimit.py): in-process token buckets, per replica.
+    ratelimit_enabled: bool = True
+    #: Public API routes (login, register, refresh, JWKS), per client address
+    #: (IPv6 by /64). Not divided by the replica count: a client's keep-alive
+    #: connection pins it to one replica.
+    ratelimit_client_per_minute: int = 60
+    ratelimit_client_burst: int = 20
+    #: Authenticated routes, per organization, unless its plan sets
+    #: ``api_requests_per_minute`` (then that is the rate and the burst).
+    #: Burst 0 = one minute's worth.
+    ratelimit_organization_per_minute: int = 600
+    ratelimit_organization_burst: int = 0
+    #: Organization limits are platform-wide figures: each replica enforces
+    #: ``limit / ratelimit_gateway_replicas`` (an organization's many clients
+    #: spread over the replicas). Set it to the number of gateway replicas.
+    ratelimit_gateway_replicas: int = Field(default=1, ge=1)
+    #: Meta's webhook deliveries, per client address; 0 = not limited (the
+    #: default: Meta retries, but a refused delivery may be lost for good).
+    #: When set, make it generous (e.g. 6000): Meta sends from few addresses.
+    ratelimit_webhook_per_minute: int = 0
+    ratelimit_webhook_burst: int = 0
+    #: Buckets remembered per kind (least recently used forgotten first).
+    ratelimit_max_keys: int = Field(default=100_000, ge=1)
+
+    #: The gateway has no database and no workers of its own, but it follows
+    #: the broker: the revocation and organization replicas (pytake_common)
+    #: run only when this is on. Off, revoked sessions and suspended
+    #: organizations are not refused at the edge (the services still refuse them).
+    run_workers: bool = True
 
     @field_validator("cors_allowed_origins", mode="before")
     @classmethod

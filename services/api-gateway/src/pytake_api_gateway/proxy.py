@@ -2,8 +2,8 @@
 
 One shared ``aiohttp.ClientSession`` (pooled keep-alive connections, no
 decompression, no cookie jar, no redirects) carries every request. The proxy is
-a plain Starlette route speaking ASGI directly: no FastAPI request parsing, no
-dependency injection, no body rewriting.
+a plain ASGI app in front of FastAPI (see :mod:`pytake_api_gateway.edge`): no
+FastAPI routing, request parsing, dependency injection or body rewriting.
 
 Request headers sent upstream
     Everything the client sent, except: hop-by-hop headers (``connection`` and
@@ -20,11 +20,12 @@ Request headers sent upstream
     tokens themselves.
 
 Request id
-    :class:`RequestIdMiddleware` runs before everything else: a client's
-    ``x-request-id`` is kept only when well formed (1-128 characters of
-    ``A-Z a-z 0-9 . _ : -``, starting with a letter or digit), otherwise it is
-    replaced by a fresh UUID4 hex. The same id is logged by the gateway,
-    forwarded upstream and echoed in the response.
+    A client's ``x-request-id`` is kept only when well formed (1-128
+    characters of ``A-Z a-z 0-9 . _ : -``, starting with a letter or digit; the
+    first of several), otherwise it is replaced by a fresh UUID4 hex. The same
+    id is logged by the gateway, forwarded upstream and echoed in the response.
+    Proxied paths get it from :class:`pytake_api_gateway.edge.EdgeObservability`,
+    the gateway's own endpoints from :class:`RequestIdMiddleware`.
 """
 
 from __future__ import annotations
@@ -33,23 +34,27 @@ import asyncio
 import contextlib
 import logging
 import re
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, quote
 
 import aiohttp
-from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from yarl import URL
 
 from pytake_api_gateway.config import Settings
 from pytake_api_gateway.metrics import UPSTREAM_ERRORS
-from pytake_api_gateway.routing import PUBLIC_ROUTES, RouteEntry, RoutingTable, has_dot_segment
+from pytake_api_gateway.ratelimit import Decision, EdgeRateLimits
+from pytake_api_gateway.routing import (
+    PUBLIC_ROUTES,
+    WEBHOOK_PATH,
+    RouteEntry,
+    RoutingTable,
+    has_dot_segment,
+)
+from pytake_api_gateway.tokens import Refusal, TokenGate
 from pytake_common.context import request_id_var
-from pytake_common.errors import DomainError, problem
-from pytake_common.security import JWKSVerifier, Principal
+from pytake_common.errors import problem
 from pytake_common.tracing import inject_headers
 
 log = logging.getLogger(__name__)
@@ -87,10 +92,9 @@ _DROP_RESPONSE = HOP_BY_HOP | {b"date", b"server", b"x-request-id"}
 #: Upstream answers up to this size (with a Content-Length) are read whole and
 #: sent in one ASGI message; larger or unsized ones are streamed as they arrive.
 _BUFFER_LIMIT = 256 * 1024
-_MAX_CACHED_TOKEN = 4096
 _WS_MAX_MESSAGE = 4 * 1024 * 1024
 
-_REQUEST_ID = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}")
+REQUEST_ID = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}")
 
 
 class UpstreamClient:
@@ -139,45 +143,6 @@ class UpstreamClient:
             self._session = None
 
 
-class TokenGate:
-    """Bearer-token check with a bounded cache of already verified tokens.
-
-    A token verified once is accepted again until its ``exp`` without repeating
-    the signature check; the services behind the gateway verify it again anyway.
-    """
-
-    def __init__(self, verifier: Callable[[], JWKSVerifier], cache_size: int) -> None:
-        self._verifier = verifier
-        self._cache: dict[str, float] = {}
-        self._cache_size = cache_size
-
-    def cached(self, token: str) -> bool:
-        """Already verified and not expired (the no-await fast path)."""
-        exp = self._cache.get(token)
-        return exp is not None and time.time() < exp
-
-    async def check(self, token: str | None) -> str | None:
-        """``None`` when the token is valid, else why it is not."""
-        if not token:
-            return "a bearer token is required"
-        exp = self._cache.get(token)
-        if exp is not None:
-            if time.time() < exp:
-                return None
-            self._cache.pop(token, None)
-        try:
-            claims = await self._verifier().verify(token)
-            Principal.from_claims(claims)
-        except DomainError as exc:
-            return exc.detail
-        if self._cache_size > 0 and len(token) <= _MAX_CACHED_TOKEN:
-            cache = self._cache
-            if len(cache) >= self._cache_size:
-                cache.pop(next(iter(cache)))  # oldest first
-            cache[token] = float(claims["exp"])
-        return None
-
-
 def bearer(value: bytes | None) -> str | None:
     if value is None:
         return None
@@ -198,7 +163,7 @@ class RequestIdMiddleware:
             headers: list[tuple[bytes, bytes]] = scope["headers"]
             for i, (name, value) in enumerate(headers):
                 if name == b"x-request-id":
-                    if _REQUEST_ID.fullmatch(value) is None:
+                    if REQUEST_ID.fullmatch(value) is None:
                         headers = [h for h in headers if h[0] != b"x-request-id"]
                         headers.append((b"x-request-id", uuid.uuid4().hex.encode()))
                         scope["headers"] = headers
@@ -249,32 +214,28 @@ def _drop_connection_tokens(
     return [h for h in headers if h[0] not in named]
 
 
-class ProxyRoute(BaseRoute):
-    """Matches every path of the routing table and forwards it (HTTP and WebSocket)."""
+class Proxy:
+    """The ASGI app of every proxied path (HTTP and WebSocket).
+
+    Reached through :class:`pytake_api_gateway.edge.EdgeDispatcher`, which has
+    already matched the path and put its :class:`RouteEntry` in ``scope["route"]``.
+    """
 
     def __init__(
-        self, settings: Settings, table: RoutingTable, client: UpstreamClient, gate: TokenGate
+        self,
+        settings: Settings,
+        table: RoutingTable,
+        client: UpstreamClient,
+        gate: TokenGate,
+        limits: EdgeRateLimits,
     ) -> None:
         self.settings = settings
         self.table = table
         self.client = client
         self.gate = gate
+        self.limits = limits
 
-    # -- routing -----------------------------------------------------------------
-
-    def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        if scope["type"] not in ("http", "websocket"):
-            return Match.NONE, {}
-        entry = self.table.match(scope["path"])
-        if entry is None:
-            return Match.NONE, {}
-        # ``route`` is what ObservabilityMiddleware labels metrics with (its ``path``).
-        return Match.FULL, {"route": entry}
-
-    def url_path_for(self, name: str, /, **path_params: Any) -> Any:
-        raise NoMatchFound(name, path_params)
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         entry: RouteEntry = scope["route"]
         if scope["type"] == "websocket":
             await self._websocket(entry, scope, receive, send)
@@ -311,16 +272,30 @@ class ProxyRoute(BaseRoute):
                 authorization = value
             append((name.decode("latin-1"), _text(value)))
 
-        if (method, path) not in PUBLIC_ROUTES:
+        client = scope.get("client")
+        address: str | None = client[0] if client else None
+        decision: Decision | None
+        if (method, path) in PUBLIC_ROUTES:
+            limits = self.limits
+            decision = limits.webhook(address) if path == WEBHOOK_PATH else limits.client(address)
+        else:
+            gate = self.gate
             token = bearer(authorization)
-            reason = None
-            if token is None or not self.gate.cached(token):
-                reason = await self.gate.check(token)
-            if reason is not None:
-                await problem(401, "unauthorized", "Authentication required", reason)(
-                    scope, receive, send
-                )
+            identity = gate.cached(token) if token is not None else None
+            if identity is None:
+                verified = await gate.verify(token)
+                if isinstance(verified, Refusal):
+                    await _refuse(verified, scope, receive, send)
+                    return
+                identity = verified
+            refusal = gate.revoked(identity)
+            if refusal is not None:
+                await _refuse(refusal, scope, receive, send)
                 return
+            decision = self.limits.organization(identity.organization_id, identity.organization_key)
+        if decision is not None and not decision.allowed:
+            await _rate_limited(decision, scope, receive, send)
+            return
 
         limit = entry.body_limit
         if content_length is not None:
@@ -349,9 +324,8 @@ class ProxyRoute(BaseRoute):
         if connection is not None:
             forward = _drop_connection_tokens(forward, connection)
             append = forward.append
-        client = scope.get("client")
-        if client:
-            append(("x-forwarded-for", client[0]))
+        if address:
+            append(("x-forwarded-for", address))
         append(("x-forwarded-proto", scope.get("scheme", "http")))
         if host is not None:
             append(("x-forwarded-host", _text(host)))
@@ -386,6 +360,8 @@ class ProxyRoute(BaseRoute):
                 if lname in _DROP_RESPONSE or lname.startswith(b"proxy-"):
                     continue
                 headers.append((lname, value))
+            if decision is not None:
+                headers.extend(decision.headers())
             size = response.content_length
             if size is not None and size <= _BUFFER_LIMIT:
                 try:
@@ -521,9 +497,20 @@ class ProxyRoute(BaseRoute):
         if token is None and query:
             tokens = parse_qs(query.decode("latin-1")).get("access_token")
             token = tokens[0] if tokens else None
-        reason = await self.gate.check(token)
-        if reason is not None:
-            await _ws_deny(scope, send, 401, "unauthorized", reason)
+        verified = await self.gate.admit(token)
+        if isinstance(verified, Refusal):
+            await _ws_deny(scope, send, verified.status, verified.code, verified.detail)
+            return
+        decision = self.limits.organization(verified.organization_id, verified.organization_key)
+        if decision is not None and not decision.allowed:
+            await _ws_deny(
+                scope,
+                send,
+                429,
+                "rate_limited",
+                "too many requests",
+                retry_after=decision.retry_after_s,
+            )
             return
 
         if connection is not None:
@@ -586,10 +573,29 @@ class UpstreamBodyError(Exception):
     """The upstream connection broke while its body was being relayed."""
 
 
-async def _ws_deny(scope: Scope, send: Send, status: int, code: str, detail: str) -> None:
+async def _refuse(refusal: Refusal, scope: Scope, receive: Receive, send: Send) -> None:
+    r = refusal
+    await problem(r.status, r.code, r.title, r.detail)(scope, receive, send)
+
+
+async def _rate_limited(decision: Decision, scope: Scope, receive: Receive, send: Send) -> None:
+    response = problem(
+        429,
+        "rate_limited",
+        "Too many requests",
+        f"rate limit exceeded; retry in {decision.retry_after_s} s",
+        retry_after=decision.retry_after_s,
+    )
+    response.raw_headers.extend(decision.headers())
+    await response(scope, receive, send)
+
+
+async def _ws_deny(
+    scope: Scope, send: Send, status: int, code: str, detail: str, **extra: Any
+) -> None:
     """Refuse a WebSocket handshake: a problem+json answer when the server can send one."""
     if "websocket.http.response" in scope.get("extensions", {}):
-        response = problem(status, code, detail.capitalize(), detail)
+        response = problem(status, code, detail.capitalize(), detail, **extra)
         await send(
             {
                 "type": "websocket.http.response.start",

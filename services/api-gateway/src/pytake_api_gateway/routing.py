@@ -28,10 +28,13 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("/v1/organizations", TENANTS),
     ("/v1/plans", TENANTS),
     ("/v1/departments", TENANTS),
+    ("/v1/audit-log", TENANTS),
     ("/v1/contacts", CONTACTS),
     ("/v1/tags", CONTACTS),
+    ("/v1/contact-attributes", CONTACTS),
     ("/v1/conversations", CONVERSATIONS),
     ("/v1/stream", CONVERSATIONS),
+    ("/v1/canned-responses", CONVERSATIONS),
     ("/v1/whatsapp", WHATSAPP),
     (WEBHOOK_PATH, WHATSAPP),
 )
