@@ -169,7 +169,12 @@ def main() -> None:
     if not bootstrap:
         broker = TansuBroker()
         bootstrap = broker.start()
-    stack = LocalStack(db_url, bootstrap, state, extra_env={"PYTAKE_LOG_LEVEL": "WARNING"})
+    stack = LocalStack(
+        db_url,
+        bootstrap,
+        state,
+        extra_env={"PYTAKE_LOG_LEVEL": "WARNING", "PYTAKE_RATELIMIT_ENABLED": "false"},
+    )
     try:
         stack.start()
         asyncio.run(bench(stack, args.n, args.c, args.samples))

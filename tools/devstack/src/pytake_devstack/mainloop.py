@@ -28,7 +28,7 @@ async def poll(
     fetch: Callable[[], Awaitable[T | None]],
     what: str,
     timeout: float = 30.0,
-    interval: float = 0.1,
+    interval: float = 0.2,
 ) -> T:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -76,13 +76,23 @@ class MainLoop:
         self.sim = httpx.AsyncClient(base_url=simulator, timeout=20.0)
         self.log = log
 
+    async def call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """A gateway request that waits out 429s (plans limit API calls per minute)."""
+        for _ in range(20):
+            r = await self.gw.request(method, url, **kwargs)
+            if r.status_code != 429:
+                return r
+            await asyncio.sleep(min(float(r.headers.get("retry-after", "1")), 5.0))
+        return r
+
     async def aclose(self) -> None:
         await self.gw.aclose()
         await self.sim.aclose()
 
     async def register(self, org_name: str = "Acme Support") -> Tenant:
         email = f"owner+{secrets.token_hex(4)}@example.com"
-        r = await self.gw.post(
+        r = await self.call(
+            "POST",
             "/v1/auth/register",
             json={
                 "email": email,
@@ -97,7 +107,7 @@ class MainLoop:
         self.log(f"registered {email} → organization {tenant.organization_id}")
 
         async def org() -> dict[str, Any] | None:
-            resp = await self.gw.get("/v1/organizations/me", headers=tenant.headers)
+            resp = await self.call("GET", "/v1/organizations/me", headers=tenant.headers)
             return resp.json() if resp.status_code == 200 else None
 
         created = await poll(org, "the organization to be created from the event")
@@ -117,7 +127,8 @@ class MainLoop:
             "display_phone_number": "+1 555 0100",
             **creds,
         }
-        r = await self.gw.post(
+        r = await self.call(
+            "POST",
             "/v1/whatsapp/numbers",
             json=body,
             headers={**tenant.headers, "Idempotency-Key": uuid.uuid4().hex},
@@ -168,7 +179,7 @@ class MainLoop:
 
     async def conversation_with_message(self, tenant: Tenant, wamid: str) -> dict[str, Any]:
         async def find() -> dict[str, Any] | None:
-            r = await self.gw.get("/v1/conversations", headers=tenant.headers)
+            r = await self.call("GET", "/v1/conversations", headers=tenant.headers)
             for conv in r.json().get("items", []) if r.status_code == 200 else []:
                 msgs = await self.messages(tenant, conv["id"])
                 if any(m.get("wamid") == wamid for m in msgs):
@@ -180,7 +191,8 @@ class MainLoop:
         return conv
 
     async def messages(self, tenant: Tenant, conversation_id: str) -> list[dict[str, Any]]:
-        r = await self.gw.get(
+        r = await self.call(
+            "GET",
             f"/v1/conversations/{conversation_id}/messages",
             headers=tenant.headers,
             params={"limit": 100},
@@ -191,7 +203,8 @@ class MainLoop:
     async def reply(
         self, tenant: Tenant, conversation_id: str, text: str, key: str | None = None
     ) -> httpx.Response:
-        return await self.gw.post(
+        return await self.call(
+            "POST",
             f"/v1/conversations/{conversation_id}/messages",
             json={"type": "text", "text": {"body": text}},
             headers={**tenant.headers, "Idempotency-Key": key or uuid.uuid4().hex},

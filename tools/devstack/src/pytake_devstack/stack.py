@@ -28,6 +28,11 @@ DEFAULT_PORTS = {
     "whatsapp-gateway": 8005,
     "meta-simulator": 8010,
 }
+DEV_THROTTLES = {
+    "PYTAKE_THROTTLE_REGISTER_PER_ADDRESS": "[200, 3600]",
+    "PYTAKE_THROTTLE_LOGIN_PER_ADDRESS": "[200, 60]",
+    "PYTAKE_RATELIMIT_CLIENT_PER_MINUTE": "600",
+}
 UPSTREAM_ENV = {
     "auth": "PYTAKE_AUTH_URL",
     "tenants": "PYTAKE_TENANTS_URL",
@@ -77,6 +82,10 @@ class StackConfig:
             "PYTHONUNBUFFERED": "1",
         }
         env.update({var: self.url(svc) for svc, var in UPSTREAM_ENV.items()})
+        # On a laptop every client is 127.0.0.1: the production per-address limits
+        # (5 sign-ups an hour) would stop a developer running `make demo` a few times.
+        for var, value in DEV_THROTTLES.items():
+            env[var] = os.environ.get(var, value)
         env.update(self.extra_env)
         return env
 
