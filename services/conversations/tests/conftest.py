@@ -12,11 +12,16 @@ from pytake_devstack.tokens import TokenFactory
 MIGRATIONS = Path(pytake_conversations.__file__).parent / "migrations"
 
 
+@pytest.fixture(scope="session")
+async def database_url(pg_url):
+    """One migrated database for the suite: every test works in its own organization."""
+    return await migrated_database(pg_url, "conversations", MIGRATIONS)
+
+
 @pytest.fixture
-async def settings(pg_url, kafka_bootstrap):
-    url = await migrated_database(pg_url, "conversations", MIGRATIONS)
+async def settings(database_url, kafka_bootstrap):
     return Settings(
-        own_database_url=url,
+        own_database_url=database_url,
         kafka_bootstrap=kafka_bootstrap,
         env="test",
         run_workers=False,

@@ -169,3 +169,53 @@ async def set_conversation(app, org, conversation_id, **values) -> None:
         await s.execute(
             conversations.update().where(conversations.c.id == conversation_id).values(**values)
         )
+
+
+def platform_event(event_type: str, org: uuid.UUID, data: dict, subject: str = "") -> CloudEvent:
+    """An event of another service (auth, tenants, contacts) about organization ``org``."""
+    service = event_type.split(".")[1]
+    return CloudEvent(
+        source=f"pytake/{service}",
+        type=event_type,
+        subject=subject or str(uuid.uuid4()),
+        tenantid=str(org),
+        data={"organization_id": str(org), **data},
+    )
+
+
+def user_created(org, user_id, *, role="agent", name="Ana Souza", active=True) -> CloudEvent:
+    return platform_event(
+        "pytake.auth.user.created.v1",
+        org,
+        {
+            "user_id": str(user_id),
+            "email": f"{user_id.hex[:8]}@example.com",
+            "full_name": name,
+            "role": role,
+            "is_active": active,
+        },
+    )
+
+
+def department(
+    org, dept_id, members, *, event="created", cap=None, strategy="round_robin", **extra
+) -> CloudEvent:
+    return platform_event(
+        f"pytake.tenants.department.{event}.v1",
+        org,
+        {
+            "department_id": str(dept_id),
+            "name": "Support",
+            "member_ids": [str(m) for m in members],
+            "routing": {"strategy": strategy, "max_open_per_agent": cap},
+            **extra,
+        },
+    )
+
+
+async def opened(app, org, customer=None, text="hello"):
+    """A conversation opened by ``customer`` (a new one by default); returns its row."""
+    customer = customer or Customer(org, wa_id=f"55119{uuid.uuid4().int % 10**8:08d}")
+    await deliver(app, customer.says(text))
+    rows = [r for r in await conversation_rows(app, org) if r["contact_id"] == customer.contact_id]
+    return rows[-1]

@@ -104,11 +104,18 @@ async def test_resolved_conversation_is_reopened(app):
     assert types(events) == [
         "conversation.opened.v1",
         "message.appended.v1",
+        "conversation.status_changed.v1",
         "conversation.opened.v1",
         "message.appended.v1",
     ]
-    assert events[2]["data"]["conversation_id"] == str(conv["id"])
-    assert datetime.fromisoformat(events[2]["data"]["opened_at"]) == again["updated_at"]
+    changed = events[2]["data"]
+    assert (changed["old_status"], changed["new_status"], changed["changed_by"]) == (
+        "resolved",
+        "open",
+        None,
+    )
+    assert events[3]["data"]["conversation_id"] == str(conv["id"])
+    assert datetime.fromisoformat(events[3]["data"]["opened_at"]) == again["updated_at"]
 
 
 async def test_closed_conversation_stays_closed_and_a_new_one_starts(app):

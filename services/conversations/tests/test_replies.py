@@ -65,6 +65,7 @@ async def test_reply_is_stored_pending_and_requests_a_send(app, client, tokens, 
         "text": {"body": "On its way!", "preview_url": False},
         "context_wamid": conversation["inbound"].data["wamid"],
         "requested_by": str(agent),
+        "payload": None,
     }
     appended = (await emitted(app, org, "message.appended.v1"))[-1]
     assert appended["data"]["message_id"] == body["id"]

@@ -6,21 +6,29 @@ from pytake_common.consumer import EventConsumer
 from pytake_common.db import Database
 from pytake_common.outbox import OutboxRelay
 from pytake_common.web import create_service_app
-from pytake_conversations.api.routes import router
+from pytake_conversations.api import canned, messages, metrics, routes, stream
 from pytake_conversations.config import Settings
 from pytake_conversations.handlers import HANDLERS
+from pytake_conversations.maintenance import Maintenance
+from pytake_conversations.stream import StreamHub
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     db = Database(settings.service_database_url(), app_role=settings.db_app_role)
-    return create_service_app(
+    hub = StreamHub(db)
+    app = create_service_app(
         settings,
         title="PyTake conversations",
-        routers=[router],
+        # metrics before routes: "/metrics" must not be taken for a conversation id
+        routers=[metrics.router, routes.router, messages.router, canned.router, stream.router],
         db=db,
         workers=lambda: [
             OutboxRelay(settings, db).run,
             EventConsumer(settings, db, "conversations", HANDLERS).run,
+            Maintenance(settings, db).run,
         ],
+        on_shutdown=[hub.stop],
     )
+    app.state.stream_hub = hub
+    return app

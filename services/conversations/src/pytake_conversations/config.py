@@ -7,3 +7,7 @@ class Settings(ServiceSettings):
     #: WhatsApp's customer-service window: free-form replies only this long after the
     #: customer's last message (a setting only so tests and special deals can change it).
     service_window_hours: float = 24.0
+    #: how often snoozed conversations whose time came are woken up
+    snooze_check_interval_s: float = 5.0
+    #: how often realtime events older than the replay window are pruned
+    stream_prune_interval_s: float = 600.0

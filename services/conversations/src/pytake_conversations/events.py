@@ -6,6 +6,7 @@ Topics: ``pytake.conversations.conversation`` (subject = conversation id) and
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -77,7 +78,59 @@ class MessageSendRequested(EventData):
     number_id: uuid.UUID
     phone_number_id: str
     to: str
+    #: text, image, audio, video, document, sticker, template, interactive, reaction, location
     type: str
-    text: TextBody
+    #: the message for type ``text``; other types carry an empty body here (kept non-null
+    #: for consumers of the first schema) and their content in ``payload``
+    text: TextBody = TextBody(body="", preview_url=False)
     context_wamid: str | None
     requested_by: uuid.UUID
+    #: for every type but text: exactly the inner object WhatsApp expects under the
+    #: message's type key, e.g. for template ``{name, language: {code}, components}``
+    payload: dict[str, Any] | None = None
+
+
+class ConversationStatusChanged(EventData):
+    """A conversation moved in its lifecycle (by an agent, the customer's message or a timer)."""
+
+    event_type = "pytake.conversations.conversation.status_changed.v1"
+    topic = CONVERSATION_TOPIC
+
+    conversation_id: uuid.UUID
+    organization_id: uuid.UUID
+    contact_id: uuid.UUID
+    old_status: str
+    new_status: str
+    #: the agent who changed it; null when the customer's message or the snooze timer did
+    changed_by: uuid.UUID | None
+    at: datetime
+
+
+class ConversationAssigned(EventData):
+    """A conversation got an assignee and/or department (or lost them)."""
+
+    event_type = "pytake.conversations.conversation.assigned.v1"
+    topic = CONVERSATION_TOPIC
+
+    conversation_id: uuid.UUID
+    organization_id: uuid.UUID
+    contact_id: uuid.UUID
+    assignee_id: uuid.UUID | None
+    department_id: uuid.UUID | None
+    #: null for automatic (round-robin) assignment
+    assigned_by: uuid.UUID | None
+    at: datetime
+
+
+class MessageReadRequested(EventData):
+    """An agent read a customer's message: whatsapp-gateway marks it read on WhatsApp."""
+
+    event_type = "pytake.conversations.message.read_requested.v1"
+    topic = MESSAGE_TOPIC
+
+    organization_id: uuid.UUID
+    conversation_id: uuid.UUID
+    number_id: uuid.UUID
+    phone_number_id: str
+    wamid: str
+    message_id: uuid.UUID

@@ -19,7 +19,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.consumer import Handler, PermanentError
 from pytake_common.events import CloudEvent
-from pytake_common.outbox import add_event
 from pytake_conversations.domain import (
     ACTIVE,
     FAILED,
@@ -28,10 +27,20 @@ from pytake_conversations.domain import (
     OUTBOUND,
     RECEIVED,
     RESOLVED,
+    WAKES_ON_INBOUND,
     status_moves,
 )
 from pytake_conversations.events import ConversationOpened, MessageAppended, MessageStatusChanged
-from pytake_conversations.tables import conversations, messages
+from pytake_conversations.inbox import (
+    auto_assign,
+    change_status,
+    emit,
+    push_conversation,
+    push_message,
+    update_conversation,
+)
+from pytake_conversations.replicas import REPLICA_HANDLERS
+from pytake_conversations.tables import contact_replicas, conversations, messages
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +80,7 @@ class MessageReceived(BaseModel):
     content: dict[str, Any] = Field(default_factory=dict)
     context: ReplyContext | None = None
     timestamp: UtcDatetime
+    profile_name: str | None = None
 
 
 class MessageSent(BaseModel):
@@ -120,12 +130,6 @@ def _ts(value: datetime) -> Any:
     return literal(value, DateTime(timezone=True))
 
 
-async def _emit(session: AsyncSession, payload: Any, subject: uuid.UUID, org: uuid.UUID) -> None:
-    await add_event(
-        session, CloudEvent.of(payload, service=SERVICE, subject=subject, tenant_id=org)
-    )
-
-
 # --- inbound ---------------------------------------------------------------------------
 
 
@@ -156,26 +160,30 @@ async def on_message_received(session: AsyncSession, event: CloudEvent) -> None:
 async def _append_inbound(session: AsyncSession, org: uuid.UUID, data: MessageReceived) -> None:
     conversation, created = await _active_conversation(session, org, data)
     stored = (
-        await session.execute(
-            pg_insert(messages)
-            .values(
-                id=data.message_id,
-                organization_id=org,
-                conversation_id=conversation["id"],
-                direction=INBOUND,
-                type=data.type,
-                text=data.text,
-                content=data.content,
-                wamid=data.wamid,
-                context_wamid=data.context.id if data.context else None,
-                status=RECEIVED,
-                status_at=data.timestamp,
-                meta_timestamp=data.timestamp,
+        (
+            await session.execute(
+                pg_insert(messages)
+                .values(
+                    id=data.message_id,
+                    organization_id=org,
+                    conversation_id=conversation["id"],
+                    direction=INBOUND,
+                    type=data.type,
+                    text=data.text,
+                    content=data.content,
+                    wamid=data.wamid,
+                    context_wamid=data.context.id if data.context else None,
+                    status=RECEIVED,
+                    status_at=data.timestamp,
+                    meta_timestamp=data.timestamp,
+                )
+                .on_conflict_do_nothing()  # same id, or same wamid in this organization
+                .returning(*messages.c)
             )
-            .on_conflict_do_nothing()  # same id, or same wamid in this organization
-            .returning(messages.c.created_at)
         )
-    ).first()
+        .mappings()
+        .first()
+    )
     if stored is None:
         raise _AlreadyStored
     reopened = conversation["status"] == RESOLVED
@@ -184,31 +192,34 @@ async def _append_inbound(session: AsyncSession, org: uuid.UUID, data: MessageRe
             func.coalesce(conversations.c.last_inbound_at, _ts(data.timestamp)),
             _ts(data.timestamp),
         ),
-        "last_message_at": func.greatest(conversations.c.last_message_at, _ts(stored.created_at)),
-        "updated_at": func.now(),
+        "last_message_at": func.greatest(
+            conversations.c.last_message_at, _ts(stored["created_at"])
+        ),
+        "unread_count": conversations.c.unread_count + 1,
     }
     if data.wa_id:
         values["wa_id"] = data.wa_id
     if data.user_id:
         values["user_id"] = data.user_id
-    if reopened:
-        values["status"] = OPEN
-    updated_at = await session.scalar(
-        update(conversations)
-        .where(conversations.c.id == conversation["id"], conversations.c.organization_id == org)
-        .values(**values)
-        .returning(conversations.c.updated_at)
-    )
-    assert updated_at is not None
+    if conversation["status"] in WAKES_ON_INBOUND:
+        # The customer wrote: a resolved conversation reopens, a pending (snoozed or
+        # waiting-for-customer) one wakes up.
+        row = await change_status(session, org, conversation, OPEN, by=None, extra=values)
+    else:
+        row = await update_conversation(session, org, conversation["id"], **values)
+        kind = "conversation.created" if created else "conversation.updated"
+        await push_conversation(session, org, row, kind)
+    if created:
+        row = await auto_assign(session, org, row)
     if created or reopened:
         opened = ConversationOpened(
             conversation_id=conversation["id"],
             organization_id=org,
             contact_id=data.contact_id,
             number_id=data.number_id,
-            opened_at=conversation["created_at"] if created else updated_at,
+            opened_at=conversation["created_at"] if created else row["updated_at"],
         )
-        await _emit(session, opened, conversation["id"], org)
+        await emit(session, opened, conversation["id"], org)
     appended = MessageAppended(
         message_id=data.message_id,
         organization_id=org,
@@ -216,9 +227,16 @@ async def _append_inbound(session: AsyncSession, org: uuid.UUID, data: MessageRe
         contact_id=data.contact_id,
         direction=INBOUND,
         type=data.type,
-        created_at=stored.created_at,
+        created_at=stored["created_at"],
     )
-    await _emit(session, appended, data.message_id, org)
+    await emit(session, appended, data.message_id, org)
+    await push_message(session, org, stored, "message.created")
+    if data.profile_name:
+        await session.execute(
+            pg_insert(contact_replicas)
+            .values(id=data.contact_id, organization_id=org, name=data.profile_name)
+            .on_conflict_do_nothing()  # contacts' own events own the name once known
+        )
 
 
 async def _active_conversation(
@@ -321,11 +339,19 @@ async def apply_status(
         if status == FAILED:
             values.update(error_code=error_code, error_detail=error_detail)
     if values:
-        await session.execute(
-            update(messages)
-            .where(messages.c.id == row["id"], messages.c.organization_id == org)
-            .values(**values)
+        updated = (
+            (
+                await session.execute(
+                    update(messages)
+                    .where(messages.c.id == row["id"], messages.c.organization_id == org)
+                    .values(**values)
+                    .returning(*messages.c)
+                )
+            )
+            .mappings()
+            .one()
         )
+        await push_message(session, org, updated, "message.updated")
     if moved:
         changed = MessageStatusChanged(
             message_id=row["id"],
@@ -336,7 +362,7 @@ async def apply_status(
             error_detail=error_detail if status == FAILED else None,
             at=at,
         )
-        await _emit(session, changed, row["id"], org)
+        await emit(session, changed, row["id"], org)
     return moved
 
 
@@ -403,4 +429,5 @@ HANDLERS: dict[str, Handler] = {
     MESSAGE_SENT: on_message_sent,
     MESSAGE_FAILED: on_message_failed,
     MESSAGE_STATUS_UPDATED: on_status_updated,
+    **REPLICA_HANDLERS,
 }

@@ -1,8 +1,11 @@
 from sqlalchemy import (
+    BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     String,
@@ -11,7 +14,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 from pytake_common.db import new_metadata
 
@@ -32,7 +35,18 @@ conversations = Table(
     Column("last_message_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("priority", String(8), nullable=False, server_default="normal"),
+    #: a pending conversation wakes (back to open) at this time or on the customer's next message
+    Column("snoozed_until", DateTime(timezone=True), nullable=True),
+    Column("assignee_id", UUID(as_uuid=True), nullable=True),
+    Column("department_id", UUID(as_uuid=True), nullable=True),
+    #: the customer's messages no agent has marked read yet
+    Column("unread_count", Integer, nullable=False, server_default="0"),
+    Column("first_response_at", DateTime(timezone=True), nullable=True),
+    Column("resolved_at", DateTime(timezone=True), nullable=True),
+    Column("closed_at", DateTime(timezone=True), nullable=True),
     CheckConstraint("status IN ('open', 'pending', 'resolved', 'closed')", name="status"),
+    CheckConstraint("priority IN ('low', 'normal', 'high', 'urgent')", name="priority"),
 )
 
 # At most one active conversation per contact and number: the race-safety of
@@ -77,9 +91,12 @@ messages = Table(
     Column("sent_by", UUID(as_uuid=True), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("meta_timestamp", DateTime(timezone=True), nullable=True),
-    CheckConstraint("direction IN ('inbound', 'outbound')", name="direction"),
+    #: inbound only: when an agent marked it read (and asked WhatsApp to show the blue ticks)
+    Column("read_at", DateTime(timezone=True), nullable=True),
+    CheckConstraint("direction IN ('inbound', 'outbound', 'note')", name="direction"),
     CheckConstraint(
-        "status IN ('received', 'pending', 'sent', 'delivered', 'read', 'played', 'failed')",
+        "status IN ('received', 'pending', 'sent', 'delivered', 'read', 'played', 'failed', "
+        "'internal')",
         name="status",
     ),
 )
@@ -96,4 +113,120 @@ Index(
     messages.c.conversation_id,
     messages.c.created_at,
     messages.c.id,
+)
+Index(
+    "ix_conversations_status_activity",
+    conversations.c.organization_id,
+    conversations.c.status,
+    conversations.c.last_message_at,
+    conversations.c.id,
+)
+Index(
+    "ix_conversations_assignee_activity",
+    conversations.c.organization_id,
+    conversations.c.assignee_id,
+    conversations.c.last_message_at,
+    conversations.c.id,
+)
+Index(
+    "ix_conversations_department_activity",
+    conversations.c.organization_id,
+    conversations.c.department_id,
+    conversations.c.last_message_at,
+    conversations.c.id,
+)
+Index(
+    "ix_conversations_snoozed",
+    conversations.c.snoozed_until,
+    postgresql_where=text("snoozed_until IS NOT NULL"),
+)
+Index(
+    "ix_messages_outbound_month",
+    messages.c.organization_id,
+    messages.c.created_at,
+    postgresql_where=text("direction = 'outbound'"),
+)
+Index(
+    "ix_messages_unread",
+    messages.c.conversation_id,
+    messages.c.created_at,
+    postgresql_where=text("direction = 'inbound' AND read_at IS NULL"),
+)
+
+#: What the realtime stream pushes, per organization; ``id`` orders and resumes it.
+stream_events = Table(
+    "stream_events",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("organization_id", UUID(as_uuid=True), nullable=False),
+    Column("type", String(80), nullable=False),
+    Column("data", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+Index("ix_stream_events_org", stream_events.c.organization_id, stream_events.c.id)
+Index("ix_stream_events_created_at", stream_events.c.created_at)
+
+#: What conversations knows of contacts (from contacts' events and inbound messages).
+contact_replicas = Table(
+    "contact_replicas",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("organization_id", UUID(as_uuid=True), nullable=False),
+    Column("name", String(256), nullable=True),
+    Column("phone", String(32), nullable=True),
+    Column("blocked", Boolean, nullable=False, server_default="false"),
+    Column("blocked_changed_at", DateTime(timezone=True), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+#: Users of each organization (from auth's events): who may be assigned, and their names.
+user_replicas = Table(
+    "user_replicas",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("organization_id", UUID(as_uuid=True), nullable=False),
+    Column("full_name", String(256), nullable=True),
+    Column("role", String(32), nullable=False),
+    Column("is_active", Boolean, nullable=False, server_default="true"),
+    Column("deleted", Boolean, nullable=False, server_default="false"),
+    #: time of the newest event applied; older events arriving late change nothing
+    Column("version_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_user_replicas_org", user_replicas.c.organization_id)
+
+#: Departments (from tenants' events) with the routing state of round-robin assignment.
+departments = Table(
+    "departments",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("organization_id", UUID(as_uuid=True), nullable=False),
+    Column("name", String(256), nullable=False),
+    Column("member_ids", ARRAY(UUID(as_uuid=True)), nullable=False, server_default="{}"),
+    Column("strategy", String(32), nullable=False, server_default="manual"),
+    Column("max_open_per_agent", Integer, nullable=True),
+    Column("is_default", Boolean, nullable=False, server_default="false"),
+    Column("number_ids", ARRAY(UUID(as_uuid=True)), nullable=False, server_default="{}"),
+    Column("last_assignee_id", UUID(as_uuid=True), nullable=True),
+    Column("deleted", Boolean, nullable=False, server_default="false"),
+    Column("version_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_departments_org", departments.c.organization_id)
+
+canned_responses = Table(
+    "canned_responses",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("organization_id", UUID(as_uuid=True), nullable=False),
+    Column("shortcode", String(64), nullable=False),
+    Column("title", String(200), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("created_by", UUID(as_uuid=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+Index(
+    "uq_canned_responses_shortcode",
+    canned_responses.c.organization_id,
+    func.lower(canned_responses.c.shortcode),
+    unique=True,
 )

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from pytake_conversations.domain import window_closes_at
+from pytake_conversations.domain import DEFAULT_WINDOW_HOURS, window_closes_at
 
 
 class Conversation(BaseModel):
@@ -19,15 +19,27 @@ class Conversation(BaseModel):
     wa_id: str | None
     user_id: str | None
     status: str
+    priority: str
+    #: while pending: when the conversation wakes up (back to open) by itself
+    snoozed_until: datetime | None
+    assignee_id: uuid.UUID | None
+    department_id: uuid.UUID | None
+    #: the customer's messages no agent has marked read yet
+    unread_count: int
     last_inbound_at: datetime | None
     last_message_at: datetime
     #: when free-form replies stop being possible (24 h after the customer's last message)
     service_window_expires_at: datetime | None
+    first_response_at: datetime | None
+    resolved_at: datetime | None
+    closed_at: datetime | None
     created_at: datetime
     updated_at: datetime
 
     @classmethod
-    def of(cls, row: Mapping[Any, Any], window_hours: float) -> "Conversation":
+    def of(
+        cls, row: Mapping[Any, Any], window_hours: float = DEFAULT_WINDOW_HOURS
+    ) -> "Conversation":
         return cls.model_validate(
             {
                 **row,
@@ -52,6 +64,8 @@ class Message(BaseModel):
     sent_by: uuid.UUID | None
     created_at: datetime
     meta_timestamp: datetime | None
+    #: inbound only: when an agent marked it read
+    read_at: datetime | None = None
 
     @classmethod
     def of(cls, row: Mapping[Any, Any]) -> "Message":

@@ -1,41 +1,41 @@
-"""Conversations API: the inbox (list, read), message history, and agent replies."""
+"""Conversations API: the inbox (list with filters, counts, read), lifecycle, priority,
+assignment and marking the customer's messages read."""
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, ConfigDict, model_validator
 from sqlalchemy import func, select, tuple_, update
-from sqlalchemy.engine import RowMapping
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import Select
 
-from pytake_common.db import Database
-from pytake_common.errors import NotFound, UnprocessableState
-from pytake_common.events import CloudEvent
-from pytake_common.idempotency import IdempotencyGuard, fingerprint
-from pytake_common.outbox import add_event
-from pytake_common.security import Principal, Reader, Worker
-from pytake_common.web import request_db
+from pytake_common.errors import InvalidInput
+from pytake_common.security import Reader, Worker
+from pytake_conversations.api.deps import DB, Limit, WindowHours, load_conversation
 from pytake_conversations.domain import (
-    CLOSED,
-    OUTBOUND,
-    ConversationClosed,
-    OutsideServiceWindow,
-    ReplyTargetInvalid,
-    window_closes_at,
+    CONVERSATION_STATUSES,
+    INBOUND,
+    PENDING,
+    check_transition,
 )
-from pytake_conversations.events import MessageAppended, MessageSendRequested, TextBody
+from pytake_conversations.events import MessageReadRequested
+from pytake_conversations.inbox import (
+    change_status,
+    check_assignee,
+    check_department,
+    emit,
+    push_conversation,
+    set_assignment,
+    update_conversation,
+)
 from pytake_conversations.pagination import decode_cursor, encode_cursor
 from pytake_conversations.tables import conversations, messages
-from pytake_conversations.views import Conversation, Message
+from pytake_conversations.views import Conversation
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
-DB = Annotated[Database, Depends(request_db)]
-Limit = Annotated[int, Query(ge=1, le=200)]
 ConversationStatus = Literal["open", "pending", "resolved", "closed"]
-MAX_TEXT = 4096
+Priority = Literal["low", "normal", "high", "urgent"]
 
 
 class ConversationPage(BaseModel):
@@ -43,53 +43,118 @@ class ConversationPage(BaseModel):
     next_cursor: str | None
 
 
-class MessagePage(BaseModel):
-    items: list[Message]
-    next_cursor: str | None
-
-
-class TextInput(BaseModel):
+class StatusChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    body: str = Field(min_length=1, max_length=MAX_TEXT)
-    preview_url: bool = False
+    status: ConversationStatus
+    #: with ``pending`` only: wake up (back to open) at this time unless the customer writes first
+    snooze_until: datetime | None = None
+    priority: Priority | None = None
 
-    @field_validator("body")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("body must not be blank")
-        return value
+    @model_validator(mode="after")
+    def _snooze(self) -> Self:
+        if self.snooze_until is not None:
+            if self.status != PENDING:
+                raise ValueError("snooze_until goes with status pending")
+            if self.snooze_until.tzinfo is None:
+                raise ValueError("snooze_until needs a time zone (RFC 3339)")
+            if self.snooze_until <= datetime.now(UTC):
+                raise ValueError("snooze_until must be in the future")
+        return self
 
 
-class SendMessage(BaseModel):
+class PriorityChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["text"]
-    text: TextInput
-    #: id of a message of this conversation to quote (it must have a WhatsApp id)
-    reply_to: uuid.UUID | None = None
+    priority: Priority
 
 
-def _window_hours(request: Request) -> float:
-    return float(getattr(request.app.state.settings, "service_window_hours", 24.0))
+class Assignment(BaseModel):
+    """Fields given change (null clears); fields left out stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    assignee_id: uuid.UUID | None = None
+    department_id: uuid.UUID | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> Self:
+        if not self.model_fields_set:
+            raise ValueError("give assignee_id and/or department_id (null to clear)")
+        return self
 
 
-WindowHours = Annotated[float, Depends(_window_hours)]
+class ReadResult(BaseModel):
+    conversation: Conversation
+    #: how many of the customer's messages this call marked read
+    marked: int
 
 
-async def _conversation(
-    session: AsyncSession, org: uuid.UUID, conversation_id: uuid.UUID, *, lock: bool = False
-) -> RowMapping:
-    stmt = select(conversations).where(
-        conversations.c.id == conversation_id, conversations.c.organization_id == org
+class Filters(BaseModel):
+    status: list[ConversationStatus] | None = None
+    assignee_id: uuid.UUID | None = None
+    department_id: uuid.UUID | None = None
+    unassigned: bool | None = None
+    contact_id: uuid.UUID | None = None
+    number_id: uuid.UUID | None = None
+    has_unread: bool | None = None
+    priority: list[Priority] | None = None
+    updated_since: datetime | None = None
+
+    def apply(self, stmt: Select[Any], *, with_status: bool = True) -> Select[Any]:
+        c = conversations.c
+        if with_status and self.status:
+            stmt = stmt.where(c.status.in_(self.status))
+        if self.assignee_id is not None:
+            stmt = stmt.where(c.assignee_id == self.assignee_id)
+        if self.unassigned is True:
+            stmt = stmt.where(c.assignee_id.is_(None))
+        elif self.unassigned is False:
+            stmt = stmt.where(c.assignee_id.is_not(None))
+        if self.department_id is not None:
+            stmt = stmt.where(c.department_id == self.department_id)
+        if self.contact_id is not None:
+            stmt = stmt.where(c.contact_id == self.contact_id)
+        if self.number_id is not None:
+            stmt = stmt.where(c.number_id == self.number_id)
+        if self.has_unread is True:
+            stmt = stmt.where(c.unread_count > 0)
+        elif self.has_unread is False:
+            stmt = stmt.where(c.unread_count == 0)
+        if self.priority:
+            stmt = stmt.where(c.priority.in_(self.priority))
+        if self.updated_since is not None:
+            stmt = stmt.where(c.updated_at >= self.updated_since)
+        return stmt
+
+
+def _filters(
+    status: Annotated[list[ConversationStatus] | None, Query()] = None,
+    assignee_id: uuid.UUID | None = None,
+    department_id: uuid.UUID | None = None,
+    unassigned: bool | None = None,
+    contact_id: uuid.UUID | None = None,
+    number_id: uuid.UUID | None = None,
+    has_unread: bool | None = None,
+    priority: Annotated[list[Priority] | None, Query()] = None,
+    updated_since: datetime | None = None,
+) -> Filters:
+    if updated_since is not None and updated_since.tzinfo is None:
+        raise InvalidInput("updated_since needs a time zone (RFC 3339)")
+    return Filters(
+        status=status,
+        assignee_id=assignee_id,
+        department_id=department_id,
+        unassigned=unassigned,
+        contact_id=contact_id,
+        number_id=number_id,
+        has_unread=has_unread,
+        priority=priority,
+        updated_since=updated_since,
     )
-    if lock:
-        stmt = stmt.with_for_update()
-    row = (await session.execute(stmt)).mappings().first()
-    if row is None:
-        raise NotFound("conversation not found")
-    return row
+
+
+InboxFilters = Annotated[Filters, Depends(_filters)]
 
 
 @router.get("", response_model=ConversationPage)
@@ -97,18 +162,13 @@ async def list_conversations(
     principal: Reader,
     db: DB,
     hours: WindowHours,
-    status: Annotated[list[ConversationStatus] | None, Query()] = None,
-    contact_id: uuid.UUID | None = None,
+    filters: InboxFilters,
     limit: Limit = 50,
     cursor: str | None = None,
 ) -> ConversationPage:
-    """Newest activity first (last message time, then id, both descending)."""
+    """The inbox, newest activity first (last message time, then id, both descending)."""
     org = principal.organization_id
-    stmt = select(conversations).where(conversations.c.organization_id == org)
-    if status:
-        stmt = stmt.where(conversations.c.status.in_(status))
-    if contact_id:
-        stmt = stmt.where(conversations.c.contact_id == contact_id)
+    stmt = filters.apply(select(conversations).where(conversations.c.organization_id == org))
     if cursor:
         at, last_id = decode_cursor(cursor)
         stmt = stmt.where(
@@ -125,195 +185,147 @@ async def list_conversations(
     )
 
 
+@router.get("/counts")
+async def conversation_counts(principal: Reader, db: DB, filters: InboxFilters) -> dict[str, int]:
+    """How many conversations per status (with the same filters as the list, but status)."""
+    org = principal.organization_id
+    stmt = filters.apply(
+        select(conversations.c.status, func.count())
+        .where(conversations.c.organization_id == org)
+        .group_by(conversations.c.status),
+        with_status=False,
+    )
+    async with db.transaction(organization_id=org) as session:
+        found = {status: int(n) for status, n in (await session.execute(stmt)).all()}
+    counts = {status: found.get(status, 0) for status in CONVERSATION_STATUSES}
+    counts["total"] = sum(counts.values())
+    return counts
+
+
 @router.get("/{conversation_id}", response_model=Conversation)
 async def get_conversation(
     conversation_id: uuid.UUID, principal: Reader, db: DB, hours: WindowHours
 ) -> Conversation:
     async with db.transaction(organization_id=principal.organization_id) as session:
-        row = await _conversation(session, principal.organization_id, conversation_id)
+        row = await load_conversation(session, principal.organization_id, conversation_id)
     return Conversation.of(row, hours)
 
 
-@router.get("/{conversation_id}/messages", response_model=MessagePage)
-async def list_messages(
-    conversation_id: uuid.UUID,
-    principal: Reader,
-    db: DB,
-    limit: Limit = 50,
-    cursor: str | None = None,
-) -> MessagePage:
-    """The conversation's history, oldest first (created_at, then id)."""
-    org = principal.organization_id
-    stmt = select(messages).where(
-        messages.c.organization_id == org, messages.c.conversation_id == conversation_id
-    )
-    if cursor:
-        at, last_id = decode_cursor(cursor)
-        stmt = stmt.where(tuple_(messages.c.created_at, messages.c.id) > tuple_(at, last_id))
-    stmt = stmt.order_by(messages.c.created_at, messages.c.id).limit(limit + 1)
-    async with db.transaction(organization_id=org) as session:
-        await _conversation(session, org, conversation_id)
-        rows = (await session.execute(stmt)).mappings().all()
-    items = [Message.of(r) for r in rows[:limit]]
-    more = len(rows) > limit
-    return MessagePage(
-        items=items,
-        next_cursor=encode_cursor(items[-1].created_at, items[-1].id) if more else None,
-    )
-
-
 @router.post(
-    "/{conversation_id}/messages",
-    status_code=202,
-    response_model=Message,
-    responses={
-        404: {"description": "no such conversation in this organization"},
-        409: {"description": "the conversation is closed (`conversation_closed`)"},
-        422: {
-            "description": "outside the 24-hour window (`outside_customer_service_window`), "
-            "Idempotency-Key reused with another body, or invalid input"
-        },
-    },
+    "/{conversation_id}/status",
+    response_model=Conversation,
+    responses={409: {"description": "transition not allowed (`invalid_transition`)"}},
 )
-async def send_message(
+async def set_status(
+    conversation_id: uuid.UUID, body: StatusChange, principal: Worker, db: DB, hours: WindowHours
+) -> Conversation:
+    """Move the conversation in its lifecycle (see the service README for the table)."""
+    org = principal.organization_id
+    async with db.transaction(organization_id=org) as session:
+        conv = await load_conversation(session, org, conversation_id, lock=True)
+        check_transition(conv["status"], body.status)
+        extra = {"priority": body.priority} if body.priority else {}
+        unchanged = (
+            body.status == conv["status"]
+            and body.snooze_until == conv["snoozed_until"]
+            and (body.priority is None or body.priority == conv["priority"])
+        )
+        row = conv
+        if not unchanged:
+            row = await change_status(
+                session,
+                org,
+                conv,
+                body.status,
+                by=principal.user_id,
+                snooze_until=body.snooze_until,
+                extra=extra,
+            )
+    return Conversation.of(row, hours)
+
+
+@router.post("/{conversation_id}/priority", response_model=Conversation)
+async def set_priority(
     conversation_id: uuid.UUID,
-    body: SendMessage,
+    body: PriorityChange,
     principal: Worker,
     db: DB,
     hours: WindowHours,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
-) -> JSONResponse:
-    """Queue a free-form text reply: stored as ``pending``, sent by whatsapp-gateway.
-
-    With ``Idempotency-Key`` a retry answers exactly what the first call answered
-    and sends nothing twice; the key reused with a different body is refused (422).
-    """
+) -> Conversation:
     org = principal.organization_id
-    fp = fingerprint(
-        "POST", f"/v1/conversations/{conversation_id}/messages", body.model_dump(mode="json")
-    )
     async with db.transaction(organization_id=org) as session:
-        guard = IdempotencyGuard(session, org, principal.user_id, idempotency_key, fp)
-        replay = await guard.claim()
-        if replay is not None:
-            status_code, answer = replay
-            return JSONResponse(answer, status_code=status_code)
-        message = await _request_send(session, principal, conversation_id, body, hours)
-        answer = message.model_dump(mode="json")
-        await guard.store(202, answer)
-    return JSONResponse(answer, status_code=202)
+        row = await load_conversation(session, org, conversation_id, lock=True)
+        if row["priority"] != body.priority:
+            row = await update_conversation(session, org, conversation_id, priority=body.priority)
+            await push_conversation(session, org, row, "conversation.updated")
+    return Conversation.of(row, hours)
 
 
-async def _request_send(
-    session: AsyncSession,
-    principal: Principal,
-    conversation_id: uuid.UUID,
-    body: SendMessage,
-    hours: float,
-) -> Message:
+@router.post(
+    "/{conversation_id}/assign",
+    response_model=Conversation,
+    responses={422: {"description": "`invalid_assignee` or `invalid_department`"}},
+)
+async def assign(
+    conversation_id: uuid.UUID, body: Assignment, principal: Worker, db: DB, hours: WindowHours
+) -> Conversation:
+    """Give the conversation to an agent and/or a department (null clears)."""
     org = principal.organization_id
-    conv = await _conversation(session, org, conversation_id, lock=True)
-    if conv["status"] == CLOSED:
-        raise ConversationClosed(
-            "the conversation is closed; a new customer message opens a new one"
+    async with db.transaction(organization_id=org) as session:
+        conv = await load_conversation(session, org, conversation_id, lock=True)
+        fields = body.model_fields_set
+        assignee = body.assignee_id if "assignee_id" in fields else conv["assignee_id"]
+        department = body.department_id if "department_id" in fields else conv["department_id"]
+        if assignee is not None and assignee != conv["assignee_id"]:
+            await check_assignee(session, org, assignee)
+        if department is not None and department != conv["department_id"]:
+            await check_department(session, org, department)
+        row = await set_assignment(
+            session,
+            org,
+            conv,
+            assignee_id=assignee,
+            department_id=department,
+            by=principal.user_id,
         )
-    now = datetime.now(UTC)
-    closes_at = window_closes_at(conv["last_inbound_at"], hours)
-    if closes_at is None or now >= closes_at:
-        last = conv["last_inbound_at"]
-        raise OutsideServiceWindow(
-            (
-                f"the customer last wrote at {last.isoformat()}, more than {hours:g} hours ago"
-                if last
-                else "the customer has not written in this conversation"
-            )
-            + "; outside the customer-service window only an approved template message "
-            "can be sent (a template is needed)",
-            last_inbound_at=last.isoformat() if last else None,
-            window_closed_at=closes_at.isoformat() if closes_at else None,
-        )
-    recipient = conv["wa_id"] or conv["user_id"]
-    if not recipient:
-        raise UnprocessableState("the conversation has no WhatsApp recipient")
-    context_wamid = None
-    if body.reply_to is not None:
-        quoted = (
+    return Conversation.of(row, hours)
+
+
+@router.post("/{conversation_id}/read", response_model=ReadResult)
+async def mark_read(
+    conversation_id: uuid.UUID, principal: Worker, db: DB, hours: WindowHours
+) -> ReadResult:
+    """Mark the customer's unread messages read; WhatsApp is asked once per message."""
+    org = principal.organization_id
+    async with db.transaction(organization_id=org) as session:
+        conv = await load_conversation(session, org, conversation_id, lock=True)
+        unread = (
             await session.execute(
-                select(messages.c.wamid).where(
-                    messages.c.id == body.reply_to,
+                update(messages)
+                .where(
                     messages.c.organization_id == org,
                     messages.c.conversation_id == conversation_id,
+                    messages.c.direction == INBOUND,
+                    messages.c.read_at.is_(None),
                 )
+                .values(read_at=func.now())
+                .returning(messages.c.id, messages.c.wamid)
             )
-        ).first()
-        if quoted is None:
-            raise ReplyTargetInvalid("reply_to is not a message of this conversation")
-        if quoted.wamid is None:
-            raise ReplyTargetInvalid("reply_to has no WhatsApp id yet (not sent)")
-        context_wamid = quoted.wamid
-
-    message_id = uuid.uuid4()
-    text = TextBody(body=body.text.body, preview_url=body.text.preview_url)
-    content: dict[str, Any] = {"type": "text", "text": text.model_dump()}
-    if context_wamid:
-        content["context"] = {"message_id": context_wamid}
-    row = (
-        (
-            await session.execute(
-                messages.insert()
-                .values(
-                    id=message_id,
-                    organization_id=org,
-                    conversation_id=conversation_id,
-                    direction=OUTBOUND,
-                    type="text",
-                    text=text.body,
-                    content=content,
-                    context_wamid=context_wamid,
-                    status="pending",
-                    status_at=func.now(),
-                    sent_by=principal.user_id,
-                )
-                .returning(*messages.c)
+        ).all()
+        for message_id, wamid in unread:
+            if not wamid:
+                continue
+            requested = MessageReadRequested(
+                organization_id=org,
+                conversation_id=conversation_id,
+                number_id=conv["number_id"],
+                phone_number_id=conv["phone_number_id"],
+                wamid=wamid,
+                message_id=message_id,
             )
-        )
-        .mappings()
-        .one()
-    )
-    await session.execute(
-        update(conversations)
-        .where(conversations.c.id == conversation_id, conversations.c.organization_id == org)
-        .values(
-            last_message_at=func.greatest(conversations.c.last_message_at, row["created_at"]),
-            updated_at=func.now(),
-        )
-    )
-    requested = MessageSendRequested(
-        message_id=message_id,
-        organization_id=org,
-        conversation_id=conversation_id,
-        number_id=conv["number_id"],
-        phone_number_id=conv["phone_number_id"],
-        to=recipient,
-        type="text",
-        text=text,
-        context_wamid=context_wamid,
-        requested_by=principal.user_id,
-    )
-    await add_event(
-        session,
-        CloudEvent.of(requested, service="conversations", subject=message_id, tenant_id=org),
-    )
-    appended = MessageAppended(
-        message_id=message_id,
-        organization_id=org,
-        conversation_id=conversation_id,
-        contact_id=conv["contact_id"],
-        direction=OUTBOUND,
-        type="text",
-        created_at=row["created_at"],
-    )
-    await add_event(
-        session, CloudEvent.of(appended, service="conversations", subject=message_id, tenant_id=org)
-    )
-    return Message.of(row)
+            await emit(session, requested, message_id, org)
+        row = conv
+        if unread or conv["unread_count"]:
+            row = await update_conversation(session, org, conversation_id, unread_count=0)
+            await push_conversation(session, org, row, "conversation.updated")
+    return ReadResult(conversation=Conversation.of(row, hours), marked=len(unread))

@@ -1,0 +1,266 @@
+"""Benchmark: the conversations service's inbox reads on a large organization.
+
+Starts an embedded PostgreSQL (unless PYTAKE_DATABASE_URL is set), migrates a fresh
+conversations database, seeds ONE organization with --conversations conversations and
+--per-conversation messages each (generate_series in SQL, default 100,000 and 20 =
+2,000,000 messages), starts the service as a uvicorn subprocess on loopback (tokens
+checked against a JWKS served by this script), then runs --c concurrent clients for
+--seconds against the inbox list (with and without filters), the counts and message
+history (newest page, and the page before a message), and prints p50/p95/p99 per kind
+as measured by the client. Target: p95 < 30 ms.
+
+Usage: python bench/inbox.py [--conversations 100000] [--per-conversation 20] [--c 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+
+import pytake_conversations
+from pytake_devstack.infra import EmbeddedPostgres, free_port
+from pytake_devstack.pytest_plugin import migrated_database
+from pytake_devstack.tokens import TokenFactory
+
+MIGRATIONS = Path(pytake_conversations.__file__).parent / "migrations"
+AGENTS = 20
+NUMBERS = 4
+
+SEED_CONVERSATIONS = """
+INSERT INTO conversations (id, organization_id, contact_id, number_id, phone_number_id,
+    wa_id, status, priority, assignee_id, unread_count, last_inbound_at, last_message_at,
+    created_at, updated_at)
+SELECT gen_random_uuid(), $1, gen_random_uuid(), ($2::uuid[])[1 + i % $4],
+       '1065403522' || (i % $4), (5511900000000 + i)::text,
+       -- closed conversations are not "active": uniqueness holds (one per contact anyway)
+       (ARRAY['open','pending','resolved','closed'])[1 + (i * 7) % 4],
+       (ARRAY['low','normal','normal','high','urgent'])[1 + i % 5],
+       CASE WHEN i % 5 = 0 THEN NULL ELSE ($3::uuid[])[1 + i % $5] END,
+       i % 3,
+       now() - make_interval(secs => i * 13),
+       now() - make_interval(secs => i * 13),
+       now() - make_interval(secs => i * 13 + 86400),
+       now() - make_interval(secs => i * 13)
+FROM generate_series(1, $6) AS i
+"""
+
+SEED_MESSAGES = """
+INSERT INTO messages (id, organization_id, conversation_id, direction, type, text, content,
+    wamid, status, status_at, sent_by, created_at, read_at)
+SELECT gen_random_uuid(), c.organization_id, c.id,
+       CASE WHEN n % 2 = 1 THEN 'inbound' ELSE 'outbound' END, 'text',
+       'message ' || n, '{}'::jsonb, NULL,
+       CASE WHEN n % 2 = 1 THEN 'received' ELSE 'read' END, c.created_at,
+       CASE WHEN n % 2 = 1 THEN NULL ELSE c.assignee_id END,
+       c.created_at + make_interval(secs => n * 60),
+       CASE WHEN n % 2 = 1 THEN c.created_at END
+FROM conversations c CROSS JOIN generate_series(1, $1) AS n
+"""
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+async def seed(url: str, org: uuid.UUID, conversations: int, per: int) -> list[uuid.UUID]:
+    conn = await asyncpg.connect(url.replace("+asyncpg", ""))
+    try:
+        numbers = [uuid.uuid4() for _ in range(NUMBERS)]
+        agents = [uuid.uuid4() for _ in range(AGENTS)]
+        t0 = time.perf_counter()
+        await conn.execute(SEED_CONVERSATIONS, org, numbers, agents, NUMBERS, AGENTS, conversations)
+        t1 = time.perf_counter()
+        await conn.execute(SEED_MESSAGES, per)
+        t2 = time.perf_counter()
+        await conn.execute("ANALYZE conversations; ANALYZE messages")
+        print(
+            f"seeded {conversations:,} conversations in {t1 - t0:.1f} s and "
+            f"{conversations * per:,} messages in {t2 - t1:.1f} s "
+            f"(analyze {time.perf_counter() - t2:.1f} s)"
+        )
+        return agents
+    finally:
+        await conn.close()
+
+
+async def serve_jwks(tokens: TokenFactory) -> tuple[web.AppRunner, str]:
+    app = web.Application()
+    jwks = tokens.jwks()
+
+    async def handler(_: web.Request) -> web.Response:
+        return web.json_response(jwks)
+
+    app.router.add_get("/.well-known/jwks.json", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, f"http://127.0.0.1:{port}/.well-known/jwks.json"
+
+
+async def wait_healthy(base: str, proc: subprocess.Popen[bytes]) -> None:
+    async with aiohttp.ClientSession() as s:
+        for _ in range(300):
+            if proc.poll() is not None:
+                raise RuntimeError("the service exited")
+            try:
+                async with s.get(base + "/healthz") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise TimeoutError("service did not become healthy")
+
+
+async def load(
+    base: str,
+    headers: dict[str, str],
+    conv_ids: list[str],
+    agents: list[uuid.UUID],
+    concurrency: int,
+    seconds: float,
+) -> None:
+    kinds: dict[str, list[float]] = {}
+    errors = 0
+
+    def request() -> tuple[str, str, dict[str, str]]:
+        roll = random.random()
+        if roll < 0.15:
+            return "inbox (no filter)", "/v1/conversations", {"limit": "50"}
+        if roll < 0.30:
+            return "inbox status=open", "/v1/conversations", {"status": "open", "limit": "50"}
+        if roll < 0.40:
+            agent = str(random.choice(agents))
+            return (
+                "inbox assignee+status",
+                "/v1/conversations",
+                {"assignee_id": agent, "status": "open", "limit": "50"},
+            )
+        if roll < 0.50:
+            return (
+                "inbox unassigned+unread",
+                "/v1/conversations",
+                {"unassigned": "true", "has_unread": "true", "limit": "50"},
+            )
+        if roll < 0.55:
+            return "inbox counts", "/v1/conversations/counts", {}
+        conv = random.choice(conv_ids)
+        return (
+            "history latest",
+            f"/v1/conversations/{conv}/messages",
+            {"latest": "true", "limit": "50"},
+        )
+
+    deadline = time.perf_counter() + seconds
+    async with aiohttp.ClientSession(
+        base, headers=headers, connector=aiohttp.TCPConnector(limit=concurrency)
+    ) as session:
+
+        async def worker() -> None:
+            nonlocal errors
+            while time.perf_counter() < deadline:
+                kind, path, params = request()
+                t0 = time.perf_counter()
+                async with session.get(path, params=params) as r:
+                    await r.read()
+                    ok = r.status == 200
+                kinds.setdefault(kind, []).append(time.perf_counter() - t0)
+                errors += not ok
+
+        start = time.perf_counter()
+        await asyncio.gather(*[worker() for _ in range(concurrency)])
+        elapsed = time.perf_counter() - start
+    total = sum(len(v) for v in kinds.values())
+    print(
+        f"{concurrency} concurrent clients, {elapsed:.0f} s: {total / elapsed:,.0f} req/s, "
+        f"non-200: {errors}"
+    )
+    everything = [x for v in kinds.values() for x in v]
+    for kind, values in [*sorted(kinds.items()), ("ALL", everything)]:
+        print(
+            f"  {kind:26s} n={len(values):6d}  p50 {pct(values, 50) * 1000:6.1f} ms  "
+            f"p95 {pct(values, 95) * 1000:6.1f} ms  p99 {pct(values, 99) * 1000:6.1f} ms"
+        )
+
+
+async def bench(args: argparse.Namespace, pg_url: str, state: Path) -> None:
+    url = await migrated_database(pg_url, "conversations", MIGRATIONS)
+    org = uuid.uuid4()
+    agents = await seed(url, org, args.conversations, args.per_conversation)
+    conn = await asyncpg.connect(url.replace("+asyncpg", ""))
+    conv_ids = [
+        str(r[0])
+        for r in await conn.fetch("SELECT id FROM conversations ORDER BY random() LIMIT 5000")
+    ]
+    await conn.close()
+    tokens = TokenFactory()
+    runner, jwks_url = await serve_jwks(tokens)
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTAKE_OWN_DATABASE_URL": url,
+        "PYTAKE_PORT": str(port),
+        "PYTAKE_AUTH_JWKS_URL": jwks_url,
+        "PYTAKE_RUN_WORKERS": "false",
+        "PYTAKE_LOG_LEVEL": "WARNING",
+        "PYTAKE_STATE_DIR": str(state / "service"),
+        "PYTAKE_ENV": "test",
+    }
+    proc = subprocess.Popen(  # noqa: ASYNC220 (started once, before any load)
+        [sys.executable, "-m", "pytake_conversations", "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        await wait_healthy(base, proc)
+        headers = tokens.headers(organization_id=org, role="agent", ttl=3600)
+        await load(base, headers, conv_ids, agents, args.c, min(args.seconds / 4, 5))  # warm-up
+        print("--- measured ---")
+        await load(base, headers, conv_ids, agents, args.c, args.seconds)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        await runner.cleanup()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--conversations", type=int, default=100_000)
+    parser.add_argument("--per-conversation", type=int, default=20)
+    parser.add_argument("--c", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args()
+    state = Path(tempfile.mkdtemp(prefix="pytake-bench-inbox-"))
+    pg = None
+    pg_url = os.environ.get("PYTAKE_DATABASE_URL")
+    if not pg_url:
+        pg = EmbeddedPostgres(state / "pg")
+        pg_url = pg.start()
+    try:
+        asyncio.run(bench(args, pg_url, state))
+    finally:
+        if pg:
+            pg.stop()
+
+
+if __name__ == "__main__":
+    main()

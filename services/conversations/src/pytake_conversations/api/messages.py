@@ -1,0 +1,406 @@
+"""Message history, agent replies of every WhatsApp type, and private notes."""
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy import func, select, tuple_
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pytake_common.errors import (
+    InvalidInput,
+    NotFound,
+    OrganizationSuspended,
+    UnprocessableState,
+)
+from pytake_common.idempotency import IdempotencyGuard, fingerprint
+from pytake_common.security import Principal, Reader, Worker
+from pytake_conversations.api.deps import (
+    DB,
+    Limit,
+    Organizations,
+    WindowHours,
+    load_conversation,
+)
+from pytake_conversations.api.outbound import NoteInput, SendMessage
+from pytake_conversations.canned import render_canned
+from pytake_conversations.domain import (
+    CLOSED,
+    INTERNAL,
+    NOTE,
+    OUTBOUND,
+    ContactBlocked,
+    ConversationClosed,
+    OutsideServiceWindow,
+    ReplyTargetInvalid,
+    window_closes_at,
+)
+from pytake_conversations.events import MessageAppended, MessageSendRequested, TextBody
+from pytake_conversations.inbox import (
+    emit,
+    push_conversation,
+    push_message,
+    update_conversation,
+)
+from pytake_conversations.pagination import decode_cursor, encode_cursor
+from pytake_conversations.tables import contact_replicas, conversations, messages
+from pytake_conversations.views import Message
+
+router = APIRouter(prefix="/v1/conversations", tags=["messages"])
+MONTHLY_LIMIT = "monthly_business_messages"
+
+
+class MessagePage(BaseModel):
+    items: list[Message]
+    next_cursor: str | None
+    #: with ``before``: whether older messages remain
+    has_more: bool = False
+
+
+@router.get("/{conversation_id}/messages", response_model=MessagePage)
+async def list_messages(
+    conversation_id: uuid.UUID,
+    principal: Reader,
+    db: DB,
+    limit: Limit = 50,
+    cursor: str | None = None,
+    before: Annotated[uuid.UUID | None, Query(description="a message id: older ones")] = None,
+    after: Annotated[uuid.UUID | None, Query(description="a message id: newer ones")] = None,
+    latest: Annotated[bool, Query(description="the newest page")] = False,
+    include_notes: bool = True,
+) -> MessagePage:
+    """The conversation's history, always oldest first in a page.
+
+    Forward (default): from the start, ``next_cursor`` pages on; ``after=<message id>``
+    starts after a message. Backward: ``latest=true`` gives the newest page and
+    ``before=<message id>`` the page older than a message (``has_more`` tells if more
+    remain) — what a chat window scrolling up needs.
+    """
+    if sum(x is not None and x is not False for x in (cursor, before, after, latest)) > 1:
+        raise InvalidInput("use only one of cursor, before, after, latest")
+    org = principal.organization_id
+    stmt = select(messages).where(
+        messages.c.organization_id == org, messages.c.conversation_id == conversation_id
+    )
+    if not include_notes:
+        stmt = stmt.where(messages.c.direction != NOTE)
+    key = tuple_(messages.c.created_at, messages.c.id)
+    async with db.transaction(organization_id=org) as session:
+        await load_conversation(session, org, conversation_id)
+        anchor = await _anchor(session, org, conversation_id, before or after)
+        backward = before is not None or latest
+        if cursor:
+            stmt = stmt.where(key > tuple_(*decode_cursor(cursor)))
+        elif anchor is not None and before is not None:
+            stmt = stmt.where(key < tuple_(*anchor))
+        elif anchor is not None:
+            stmt = stmt.where(key > tuple_(*anchor))
+        if backward:
+            stmt = stmt.order_by(messages.c.created_at.desc(), messages.c.id.desc())
+        else:
+            stmt = stmt.order_by(messages.c.created_at, messages.c.id)
+        rows = (await session.execute(stmt.limit(limit + 1))).mappings().all()
+    more = len(rows) > limit
+    page = list(rows[:limit])
+    if backward:
+        page.reverse()
+    items = [Message.of(r) for r in page]
+    next_cursor = None
+    if more and not backward:
+        next_cursor = encode_cursor(items[-1].created_at, items[-1].id)
+    return MessagePage(items=items, next_cursor=next_cursor, has_more=more)
+
+
+async def _anchor(
+    session: AsyncSession, org: uuid.UUID, conversation_id: uuid.UUID, message_id: uuid.UUID | None
+) -> tuple[datetime, uuid.UUID] | None:
+    if message_id is None:
+        return None
+    at = await session.scalar(
+        select(messages.c.created_at).where(
+            messages.c.id == message_id,
+            messages.c.organization_id == org,
+            messages.c.conversation_id == conversation_id,
+        )
+    )
+    if at is None:
+        raise NotFound("message not found in this conversation")
+    return at, message_id
+
+
+@router.post(
+    "/{conversation_id}/messages",
+    status_code=202,
+    response_model=Message,
+    responses={
+        402: {"description": "monthly business messages of the plan used up"},
+        403: {"description": "the organization is suspended (`organization_suspended`)"},
+        404: {"description": "no such conversation in this organization"},
+        409: {"description": "the conversation is closed (`conversation_closed`)"},
+        422: {
+            "description": "outside the 24-hour window (`outside_customer_service_window`), "
+            "blocked contact (`contact_blocked`), Idempotency-Key reused with another body, "
+            "or invalid input"
+        },
+    },
+)
+async def send_message(
+    conversation_id: uuid.UUID,
+    body: SendMessage,
+    principal: Worker,
+    db: DB,
+    hours: WindowHours,
+    directory: Organizations,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JSONResponse:
+    """Queue a message (text, media, template, interactive, reaction, location): stored as
+    ``pending`` and sent by whatsapp-gateway.
+
+    Outside the customer-service window only templates may be sent. With
+    ``Idempotency-Key`` a retry answers exactly what the first call answered and sends
+    nothing twice; the key reused with a different body is refused (422).
+    """
+    org = principal.organization_id
+    if directory is not None and directory.is_suspended(org):
+        raise OrganizationSuspended("the organization is suspended; nothing can be sent")
+    fp = fingerprint(
+        "POST", f"/v1/conversations/{conversation_id}/messages", body.model_dump(mode="json")
+    )
+    async with db.transaction(organization_id=org) as session:
+        guard = IdempotencyGuard(session, org, principal.user_id, idempotency_key, fp)
+        replay = await guard.claim()
+        if replay is not None:
+            status_code, answer = replay
+            return JSONResponse(answer, status_code=status_code)
+        message = await _request_send(session, principal, conversation_id, body, hours, directory)
+        answer = message.model_dump(mode="json")
+        await guard.store(202, answer)
+    return JSONResponse(answer, status_code=202)
+
+
+async def _check_sendable(
+    session: AsyncSession, conv: RowMapping, body: SendMessage, hours: float
+) -> None:
+    if conv["status"] == CLOSED:
+        raise ConversationClosed(
+            "the conversation is closed; a new customer message opens a new one"
+        )
+    blocked = await session.scalar(
+        select(contact_replicas.c.blocked).where(
+            contact_replicas.c.id == conv["contact_id"],
+            contact_replicas.c.organization_id == conv["organization_id"],
+        )
+    )
+    if blocked:
+        raise ContactBlocked("the contact is blocked; unblock it to send messages")
+    if body.type == "template":
+        return  # approved templates may start a conversation at any time
+    closes_at = window_closes_at(conv["last_inbound_at"], hours)
+    if closes_at is None or datetime.now(UTC) >= closes_at:
+        last = conv["last_inbound_at"]
+        raise OutsideServiceWindow(
+            (
+                f"the customer last wrote at {last.isoformat()}, more than {hours:g} hours ago"
+                if last
+                else "the customer has not written in this conversation"
+            )
+            + "; outside the customer-service window only an approved template message "
+            "can be sent (a template is needed)",
+            last_inbound_at=last.isoformat() if last else None,
+            window_closed_at=closes_at.isoformat() if closes_at else None,
+        )
+
+
+async def _check_monthly_limit(session: AsyncSession, org: uuid.UUID, directory: Any) -> None:
+    if directory is None or directory.limit(org, MONTHLY_LIMIT) is None:
+        return
+    used = await session.scalar(
+        select(func.count())
+        .select_from(messages)
+        .where(
+            messages.c.organization_id == org,
+            messages.c.direction == OUTBOUND,
+            messages.c.created_at >= func.date_trunc("month", func.now()),
+        )
+    )
+    await directory.check_limit(org, MONTHLY_LIMIT, used=int(used or 0))
+
+
+async def _quoted_wamid(
+    session: AsyncSession, org: uuid.UUID, conversation_id: uuid.UUID, ref: str, what: str
+) -> str:
+    """The wamid of a message of this conversation named by our id or by its wamid."""
+    try:
+        match = messages.c.id == uuid.UUID(ref)
+    except ValueError:
+        match = messages.c.wamid == ref
+    quoted = (
+        await session.execute(
+            select(messages.c.wamid).where(
+                match,
+                messages.c.organization_id == org,
+                messages.c.conversation_id == conversation_id,
+                messages.c.direction != NOTE,
+            )
+        )
+    ).first()
+    if quoted is None:
+        raise ReplyTargetInvalid(f"{what} is not a message of this conversation")
+    if quoted.wamid is None:
+        raise ReplyTargetInvalid(f"{what} has no WhatsApp id yet (not sent)")
+    return str(quoted.wamid)
+
+
+async def _request_send(
+    session: AsyncSession,
+    principal: Principal,
+    conversation_id: uuid.UUID,
+    body: SendMessage,
+    hours: float,
+    directory: Any,
+) -> Message:
+    org = principal.organization_id
+    conv = await load_conversation(session, org, conversation_id, lock=True)
+    await _check_sendable(session, conv, body, hours)
+    await _check_monthly_limit(session, org, directory)
+    recipient = conv["wa_id"] or conv["user_id"]
+    if not recipient:
+        raise UnprocessableState("the conversation has no WhatsApp recipient")
+    context_wamid = None
+    if body.reply_to is not None:
+        context_wamid = await _quoted_wamid(
+            session, org, conversation_id, str(body.reply_to), "reply_to"
+        )
+
+    text = TextBody(body="", preview_url=False)
+    payload: dict[str, Any] | None = None
+    if body.type == "text":
+        if body.text is not None:
+            text = TextBody(body=body.text.body, preview_url=body.text.preview_url)
+        else:
+            assert body.canned_response_id is not None
+            rendered = await render_canned(session, org, body.canned_response_id, conv, principal)
+            text = TextBody(body=rendered, preview_url=False)
+        content: dict[str, Any] = {"type": "text", "text": text.model_dump()}
+        shown: str | None = text.body
+    else:
+        payload = body.whatsapp_object()
+        if body.type == "reaction":
+            payload["message_id"] = await _quoted_wamid(
+                session, org, conversation_id, payload["message_id"], "reaction.message_id"
+            )
+        content = {"type": body.type, body.type: payload}
+        shown = body.preview()
+    if context_wamid:
+        content["context"] = {"message_id": context_wamid}
+
+    message_id = uuid.uuid4()
+    row = (
+        (
+            await session.execute(
+                messages.insert()
+                .values(
+                    id=message_id,
+                    organization_id=org,
+                    conversation_id=conversation_id,
+                    direction=OUTBOUND,
+                    type=body.type,
+                    text=shown,
+                    content=content,
+                    context_wamid=context_wamid,
+                    status="pending",
+                    status_at=func.now(),
+                    sent_by=principal.user_id,
+                )
+                .returning(*messages.c)
+            )
+        )
+        .mappings()
+        .one()
+    )
+    updated = await update_conversation(
+        session,
+        org,
+        conversation_id,
+        last_message_at=func.greatest(conversations.c.last_message_at, row["created_at"]),
+        first_response_at=func.coalesce(conv["first_response_at"], row["created_at"]),
+    )
+    await push_conversation(session, org, updated, "conversation.updated")
+    requested = MessageSendRequested(
+        message_id=message_id,
+        organization_id=org,
+        conversation_id=conversation_id,
+        number_id=conv["number_id"],
+        phone_number_id=conv["phone_number_id"],
+        to=recipient,
+        type=body.type,
+        text=text,
+        context_wamid=context_wamid,
+        requested_by=principal.user_id,
+        payload=payload,
+    )
+    await emit(session, requested, message_id, org)
+    appended = MessageAppended(
+        message_id=message_id,
+        organization_id=org,
+        conversation_id=conversation_id,
+        contact_id=conv["contact_id"],
+        direction=OUTBOUND,
+        type=body.type,
+        created_at=row["created_at"],
+    )
+    await emit(session, appended, message_id, org)
+    await push_message(session, org, row, "message.created")
+    return Message.of(row)
+
+
+@router.post("/{conversation_id}/notes", status_code=201, response_model=Message)
+async def add_note(
+    conversation_id: uuid.UUID,
+    body: NoteInput,
+    principal: Worker,
+    db: DB,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JSONResponse:
+    """A private note for the team: stored in the history, never sent to the customer."""
+    org = principal.organization_id
+    fp = fingerprint(
+        "POST", f"/v1/conversations/{conversation_id}/notes", body.model_dump(mode="json")
+    )
+    async with db.transaction(organization_id=org) as session:
+        guard = IdempotencyGuard(session, org, principal.user_id, idempotency_key, fp)
+        replay = await guard.claim()
+        if replay is not None:
+            return JSONResponse(replay[1], status_code=replay[0])
+        await load_conversation(session, org, conversation_id, lock=True)
+        row = (
+            (
+                await session.execute(
+                    messages.insert()
+                    .values(
+                        id=uuid.uuid4(),
+                        organization_id=org,
+                        conversation_id=conversation_id,
+                        direction=NOTE,
+                        type="text",
+                        text=body.body,
+                        content={"type": "note", "note": {"body": body.body}},
+                        status=INTERNAL,
+                        status_at=func.now(),
+                        sent_by=principal.user_id,
+                    )
+                    .returning(*messages.c)
+                )
+            )
+            .mappings()
+            .one()
+        )
+        await update_conversation(session, org, conversation_id)
+        await push_message(session, org, row, "message.created")
+        answer = Message.of(row).model_dump(mode="json")
+        await guard.store(201, answer)
+    return JSONResponse(answer, status_code=201)

@@ -1,0 +1,146 @@
+"""``GET /v1/conversations/metrics``: first response, response and resolution times.
+
+- first response: a conversation opened in the period → its first outbound message;
+  credited to the agent who sent it;
+- response: each customer turn (inbound messages with no reply in between) answered in
+  the period → the reply; credited to the agent who replied;
+- resolution: a conversation resolved in the period → opened to resolved; credited to
+  its assignee.
+"""
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import text
+
+from pytake_common.errors import InvalidInput
+from pytake_common.security import Reader
+from pytake_conversations.api.deps import DB
+
+router = APIRouter(prefix="/v1/conversations", tags=["metrics"])
+MAX_RANGE = timedelta(days=366)
+
+TOTAL = "grouping(agent) = 1 AS grouping_total"
+STATS = """count(*) AS n, avg(s) AS avg_s,
+  percentile_cont(0.5) WITHIN GROUP (ORDER BY s) AS p50_s,
+  percentile_cont(0.9) WITHIN GROUP (ORDER BY s) AS p90_s"""
+
+FIRST_RESPONSE = f"""
+WITH firsts AS (
+  SELECT DISTINCT ON (m.conversation_id) m.sent_by AS agent,
+         extract(epoch FROM m.created_at - c.created_at) AS s
+  FROM conversations c JOIN messages m ON m.conversation_id = c.id
+  WHERE c.organization_id = :org AND m.organization_id = :org
+    AND c.created_at >= :from AND c.created_at < :to AND m.direction = 'outbound'
+  ORDER BY m.conversation_id, m.created_at, m.id)
+SELECT agent, {TOTAL}, {STATS}
+FROM firsts GROUP BY ROLLUP (agent)"""  # noqa: S608 (constants only)
+
+RESPONSE = f"""
+WITH seq AS (
+  SELECT m.conversation_id, m.id, m.direction, m.created_at, m.sent_by,
+         lag(m.direction) OVER w AS prev
+  FROM messages m
+  WHERE m.organization_id = :org AND m.direction IN ('inbound', 'outbound')
+    AND m.conversation_id IN (
+      SELECT id FROM conversations
+      WHERE organization_id = :org AND last_message_at >= :from AND created_at < :to)
+  WINDOW w AS (PARTITION BY m.conversation_id ORDER BY m.created_at, m.id)
+), turns AS (
+  SELECT *, max(CASE WHEN direction = 'inbound' AND prev IS DISTINCT FROM 'inbound'
+                     THEN created_at END)
+            OVER (PARTITION BY conversation_id ORDER BY created_at, id) AS turn_start
+  FROM seq
+), replies AS (
+  SELECT sent_by AS agent, extract(epoch FROM created_at - turn_start) AS s
+  FROM turns
+  WHERE direction = 'outbound' AND prev = 'inbound'
+    AND created_at >= :from AND created_at < :to)
+SELECT agent, {TOTAL}, {STATS}
+FROM replies GROUP BY ROLLUP (agent)"""  # noqa: S608 (constants only)
+
+RESOLUTION = f"""
+WITH resolved AS (
+  SELECT assignee_id AS agent, extract(epoch FROM resolved_at - created_at) AS s
+  FROM conversations
+  WHERE organization_id = :org AND resolved_at >= :from AND resolved_at < :to)
+SELECT agent, {TOTAL}, {STATS}
+FROM resolved GROUP BY ROLLUP (agent)"""  # noqa: S608 (constants only)
+
+
+class Stat(BaseModel):
+    count: int = 0
+    avg_seconds: float | None = None
+    p50_seconds: float | None = None
+    p90_seconds: float | None = None
+
+
+class Figures(BaseModel):
+    first_response: Stat = Stat()
+    response: Stat = Stat()
+    resolution: Stat = Stat()
+
+
+class AgentFigures(Figures):
+    #: null: messages sent through the API by integrations, or unassigned conversations
+    agent_id: uuid.UUID | None
+
+
+class Metrics(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: datetime = Field(alias="from")
+    to: datetime
+    organization: Figures
+    agents: list[AgentFigures]
+
+
+def _stat(row: Any) -> Stat:
+    def f(value: Any) -> float | None:
+        return None if value is None else round(float(value), 3)
+
+    return Stat(
+        count=int(row.n),
+        avg_seconds=f(row.avg_s),
+        p50_seconds=f(row.p50_s),
+        p90_seconds=f(row.p90_s),
+    )
+
+
+@router.get("/metrics", response_model=Metrics, response_model_by_alias=True)
+async def metrics(
+    principal: Reader,
+    db: DB,
+    from_: Annotated[datetime | None, Query(alias="from")] = None,
+    to: datetime | None = None,
+) -> Metrics:
+    """Times in seconds over ``[from, to)`` (default: the last 7 days), for the
+    organization and per agent."""
+    end = to or datetime.now(UTC)
+    start = from_ or end - timedelta(days=7)
+    if start.tzinfo is None or end.tzinfo is None:
+        raise InvalidInput("from and to need a time zone (RFC 3339)")
+    if not start < end or end - start > MAX_RANGE:
+        raise InvalidInput("from must be before to, at most 366 days apart")
+    org = principal.organization_id
+    params = {"org": org, "from": start, "to": end}
+    totals = Figures()
+    agents: dict[uuid.UUID | None, AgentFigures] = {}
+    async with db.transaction(organization_id=org) as session:
+        for name, sql in (
+            ("first_response", FIRST_RESPONSE),
+            ("response", RESPONSE),
+            ("resolution", RESOLUTION),
+        ):
+            for row in await session.execute(text(sql), params):
+                # ROLLUP adds the organization's total row (grouping = 1).
+                if row.grouping_total:
+                    setattr(totals, name, _stat(row))
+                else:
+                    figures = agents.setdefault(row.agent, AgentFigures(agent_id=row.agent))
+                    setattr(figures, name, _stat(row))
+    ordered = sorted(agents.values(), key=lambda a: str(a.agent_id))
+    return Metrics(from_=start, to=end, organization=totals, agents=ordered)

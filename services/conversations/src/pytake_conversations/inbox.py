@@ -1,0 +1,317 @@
+"""Inbox operations shared by the API and the consumers: lifecycle moves, assignment
+(manual and round-robin), and what each change tells Kafka and the realtime stream.
+
+Helpers here run inside the caller's transaction and never commit.
+"""
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import any_, func, literal, select, update
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pytake_common.db import Database
+from pytake_common.events import CloudEvent, EventData
+from pytake_common.outbox import add_event
+from pytake_conversations.domain import (
+    CLOSED,
+    OPEN,
+    PENDING,
+    RESOLVED,
+    WORKLOAD,
+    InvalidAssignee,
+    InvalidDepartment,
+)
+from pytake_conversations.events import ConversationAssigned, ConversationStatusChanged
+from pytake_conversations.stream import publish
+from pytake_conversations.tables import conversations, departments, user_replicas
+from pytake_conversations.views import Conversation, Message
+
+SERVICE = "conversations"
+#: Roles that work conversations (viewers only read).
+WORKING_ROLES = ("super_admin", "org_admin", "agent")
+
+
+async def emit(
+    session: AsyncSession, payload: EventData, subject: uuid.UUID, org: uuid.UUID
+) -> None:
+    await add_event(
+        session, CloudEvent.of(payload, service=SERVICE, subject=subject, tenant_id=org)
+    )
+
+
+def conversation_data(row: RowMapping) -> dict[str, Any]:
+    return Conversation.of(row).model_dump(mode="json")
+
+
+async def push_conversation(
+    session: AsyncSession, org: uuid.UUID, row: RowMapping, type_: str, **extra: Any
+) -> None:
+    await publish(session, org, type_, {"conversation": conversation_data(row), **extra})
+
+
+async def push_message(session: AsyncSession, org: uuid.UUID, row: RowMapping, type_: str) -> None:
+    await publish(session, org, type_, {"message": Message.of(row).model_dump(mode="json")})
+
+
+async def update_conversation(
+    session: AsyncSession, org: uuid.UUID, conv_id: uuid.UUID, **values: Any
+) -> RowMapping:
+    return (
+        (
+            await session.execute(
+                update(conversations)
+                .where(conversations.c.id == conv_id, conversations.c.organization_id == org)
+                .values(updated_at=func.now(), **values)
+                .returning(*conversations.c)
+            )
+        )
+        .mappings()
+        .one()
+    )
+
+
+async def change_status(
+    session: AsyncSession,
+    org: uuid.UUID,
+    conv: RowMapping,
+    new: str,
+    *,
+    by: uuid.UUID | None,
+    snooze_until: datetime | None = None,
+    extra: dict[str, Any] | None = None,
+) -> RowMapping:
+    """Move a (locked) conversation to ``new``; the caller checked the transition."""
+    values: dict[str, Any] = dict(extra or {})
+    values["snoozed_until"] = snooze_until if new == PENDING else None
+    if new != conv["status"]:
+        values["status"] = new
+        if new == RESOLVED:
+            values["resolved_at"] = func.now()
+        elif new == CLOSED:
+            values["closed_at"] = func.now()
+        elif new == OPEN:
+            values["resolved_at"] = None
+    row = await update_conversation(session, org, conv["id"], **values)
+    if new == conv["status"]:
+        await push_conversation(session, org, row, "conversation.updated")
+        return row
+    changed = ConversationStatusChanged(
+        conversation_id=row["id"],
+        organization_id=org,
+        contact_id=row["contact_id"],
+        old_status=conv["status"],
+        new_status=new,
+        changed_by=by,
+        at=row["updated_at"],
+    )
+    await emit(session, changed, row["id"], org)
+    await push_conversation(
+        session,
+        org,
+        row,
+        "conversation.status_changed",
+        old_status=conv["status"],
+        new_status=new,
+        changed_by=str(by) if by else None,
+    )
+    return row
+
+
+async def set_assignment(
+    session: AsyncSession,
+    org: uuid.UUID,
+    conv: RowMapping,
+    *,
+    assignee_id: uuid.UUID | None,
+    department_id: uuid.UUID | None,
+    by: uuid.UUID | None,
+) -> RowMapping:
+    """Store who handles the conversation and say so (Kafka + stream) if it changed."""
+    if (conv["assignee_id"], conv["department_id"]) == (assignee_id, department_id):
+        return conv
+    row = await update_conversation(
+        session, org, conv["id"], assignee_id=assignee_id, department_id=department_id
+    )
+    assigned = ConversationAssigned(
+        conversation_id=row["id"],
+        organization_id=org,
+        contact_id=row["contact_id"],
+        assignee_id=assignee_id,
+        department_id=department_id,
+        assigned_by=by,
+        at=row["updated_at"],
+    )
+    await emit(session, assigned, row["id"], org)
+    await push_conversation(
+        session, org, row, "conversation.assigned", assigned_by=str(by) if by else None
+    )
+    return row
+
+
+async def check_assignee(session: AsyncSession, org: uuid.UUID, user_id: uuid.UUID) -> None:
+    ok = await session.scalar(
+        select(func.count())
+        .select_from(user_replicas)
+        .where(
+            user_replicas.c.organization_id == org,
+            user_replicas.c.id == user_id,
+            user_replicas.c.is_active.is_(True),
+            user_replicas.c.deleted.is_(False),
+            user_replicas.c.role.in_(WORKING_ROLES),
+        )
+    )
+    if not ok:
+        raise InvalidAssignee(
+            "the assignee must be an active agent or admin of this organization",
+            assignee_id=str(user_id),
+        )
+
+
+async def check_department(session: AsyncSession, org: uuid.UUID, department_id: uuid.UUID) -> None:
+    ok = await session.scalar(
+        select(func.count())
+        .select_from(departments)
+        .where(
+            departments.c.organization_id == org,
+            departments.c.id == department_id,
+            departments.c.deleted.is_(False),
+        )
+    )
+    if not ok:
+        raise InvalidDepartment(department_id=str(department_id))
+
+
+async def route_department(
+    session: AsyncSession, org: uuid.UUID, number_id: uuid.UUID
+) -> RowMapping | None:
+    """The department new conversations on ``number_id`` go to (locked), if any.
+
+    The number's own department first, else the organization's default one.
+    """
+    live = (departments.c.organization_id == org) & departments.c.deleted.is_(False)
+    for match in (
+        literal(number_id) == any_(departments.c.number_ids),
+        departments.c.is_default.is_(True),
+    ):
+        row = (
+            (
+                await session.execute(
+                    select(departments)
+                    .where(live, match)
+                    .order_by(departments.c.name, departments.c.id)
+                    .limit(1)
+                    .with_for_update()
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if row is not None:
+            return row
+    return None
+
+
+async def pick_agent(session: AsyncSession, org: uuid.UUID, dept: RowMapping) -> uuid.UUID | None:
+    """Round-robin among the department's active agents with room under the cap."""
+    members: list[uuid.UUID] = list(dept["member_ids"])
+    if not members:
+        return None
+    active = set(
+        (
+            await session.execute(
+                select(user_replicas.c.id).where(
+                    user_replicas.c.organization_id == org,
+                    user_replicas.c.id.in_(members),
+                    user_replicas.c.is_active.is_(True),
+                    user_replicas.c.deleted.is_(False),
+                    user_replicas.c.role.in_(WORKING_ROLES),
+                )
+            )
+        ).scalars()
+    )
+    candidates = [m for m in members if m in active]
+    if not candidates:
+        return None
+    cap = dept["max_open_per_agent"]
+    load: dict[uuid.UUID, int] = {}
+    if cap is not None:
+        load = {
+            r.assignee_id: int(r.n)
+            for r in await session.execute(
+                select(conversations.c.assignee_id, func.count().label("n"))
+                .where(
+                    conversations.c.organization_id == org,
+                    conversations.c.assignee_id.in_(candidates),
+                    conversations.c.status.in_(WORKLOAD),
+                )
+                .group_by(conversations.c.assignee_id)
+            )
+        }
+    last = dept["last_assignee_id"]
+    start = candidates.index(last) + 1 if last in candidates else 0
+    for i in range(len(candidates)):
+        agent = candidates[(start + i) % len(candidates)]
+        if cap is None or load.get(agent, 0) < cap:
+            return agent
+    return None
+
+
+async def auto_assign(session: AsyncSession, org: uuid.UUID, conv: RowMapping) -> RowMapping:
+    """Route a new conversation: its department, then an agent by round-robin if configured."""
+    dept = await route_department(session, org, conv["number_id"])
+    if dept is None:
+        return conv
+    agent = None
+    if dept["strategy"] == "round_robin":
+        agent = await pick_agent(session, org, dept)
+        if agent is not None:
+            await session.execute(
+                update(departments)
+                .where(departments.c.id == dept["id"], departments.c.organization_id == org)
+                .values(last_assignee_id=agent)
+            )
+    return await set_assignment(
+        session, org, conv, assignee_id=agent, department_id=dept["id"], by=None
+    )
+
+
+async def wake_snoozed(db: Database, limit: int = 500) -> int:
+    """Open every pending conversation whose snooze time passed; returns how many woke."""
+    async with db.transaction(bypass_rls=True) as session:
+        due = (
+            await session.execute(
+                select(conversations.c.id, conversations.c.organization_id)
+                .where(
+                    conversations.c.status == PENDING,
+                    conversations.c.snoozed_until <= func.now(),
+                )
+                .order_by(conversations.c.snoozed_until)
+                .limit(limit)
+            )
+        ).all()
+    woke = 0
+    for conv_id, org in due:
+        async with db.transaction(organization_id=org) as session:
+            conv = (
+                (
+                    await session.execute(
+                        select(conversations)
+                        .where(
+                            conversations.c.id == conv_id,
+                            conversations.c.organization_id == org,
+                            conversations.c.status == PENDING,
+                            conversations.c.snoozed_until <= func.now(),
+                        )
+                        .with_for_update(skip_locked=True)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            if conv is not None:
+                await change_status(session, org, conv, OPEN, by=None)
+                woke += 1
+    return woke

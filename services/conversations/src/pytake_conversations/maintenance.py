@@ -1,0 +1,38 @@
+"""The periodic worker: wakes snoozed conversations, prunes old realtime events.
+
+Safe on every replica at once: waking locks each conversation (``SKIP LOCKED``) and
+re-checks it, pruning is a plain delete.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from pytake_common.db import Database
+from pytake_conversations.config import Settings
+from pytake_conversations.inbox import wake_snoozed
+from pytake_conversations.stream import prune
+
+log = logging.getLogger(__name__)
+
+
+class Maintenance:
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self.settings = settings
+        self.db = db
+
+    async def run(self, stop: asyncio.Event) -> None:
+        pruned_at = 0.0
+        while not stop.is_set():
+            try:
+                woke = await wake_snoozed(self.db)
+                if woke:
+                    log.info("snoozed conversations woke", extra={"count": woke})
+                if time.monotonic() - pruned_at > self.settings.stream_prune_interval_s:
+                    await prune(self.db)
+                    pruned_at = time.monotonic()
+            except Exception as exc:
+                log.warning("maintenance failed", extra={"error": repr(exc)})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.settings.snooze_check_interval_s)

@@ -1,0 +1,229 @@
+"""The realtime stream: per-organization events stored in ``stream_events``, fanned out
+to every replica's WebSockets through PostgreSQL ``LISTEN/NOTIFY``.
+
+:func:`publish` writes the event row and a ``NOTIFY`` (payload ``<org>:<id>``) in the
+caller's transaction, so a frame exists exactly when the change it describes committed.
+Each replica runs one :class:`StreamHub`: a dedicated connection LISTENs, reads each
+notified row and hands it to the local subscribers of that organization. A client that
+reconnects with ``last_event_id`` gets the missed rows replayed from the table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pytake_common.db import Database
+from pytake_common.outbox import plain_dsn
+from pytake_conversations.tables import stream_events
+
+log = logging.getLogger(__name__)
+CHANNEL = "pytake_conversations_stream"
+#: How long missed events can be replayed after a reconnect.
+RETENTION = timedelta(hours=24)
+REPLAY_LIMIT = 5000
+QUEUE_SIZE = 1000
+
+
+async def publish(session: AsyncSession, org: uuid.UUID, type_: str, data: dict[str, Any]) -> int:
+    """Record a stream event in the caller's transaction; delivered when it commits."""
+    event_id = await session.scalar(
+        stream_events.insert()
+        .values(organization_id=org, type=type_, data=data)
+        .returning(stream_events.c.id)
+    )
+    assert event_id is not None
+    await session.execute(
+        text("SELECT pg_notify(:channel, :payload)"),
+        {"channel": CHANNEL, "payload": f"{org}:{event_id}"},
+    )
+    return int(event_id)
+
+
+def frame(row: Any) -> dict[str, Any]:
+    return {"id": int(row.id), "type": row.type, "data": row.data}
+
+
+async def replay(db: Database, org: uuid.UUID, after: int) -> list[dict[str, Any]]:
+    """The organization's events after ``after`` still kept, oldest first."""
+    async with db.transaction(organization_id=org) as session:
+        rows = (
+            await session.execute(
+                select(stream_events.c.id, stream_events.c.type, stream_events.c.data)
+                .where(
+                    stream_events.c.organization_id == org,
+                    stream_events.c.id > after,
+                    stream_events.c.created_at > func.now() - RETENTION,
+                )
+                .order_by(stream_events.c.id)
+                .limit(REPLAY_LIMIT)
+            )
+        ).all()
+    return [frame(r) for r in rows]
+
+
+async def latest_id(db: Database, org: uuid.UUID) -> int:
+    async with db.transaction(organization_id=org) as session:
+        value = await session.scalar(
+            select(func.max(stream_events.c.id)).where(stream_events.c.organization_id == org)
+        )
+    return int(value or 0)
+
+
+async def prune(db: Database) -> int:
+    """Forget events older than the replay window (run periodically by the maintenance worker)."""
+    async with db.transaction(bypass_rls=True) as session:
+        result = await session.execute(
+            delete(stream_events).where(stream_events.c.created_at < func.now() - RETENTION)
+        )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+@dataclass(eq=False)
+class Subscription:
+    organization_id: uuid.UUID
+    queue: asyncio.Queue[dict[str, Any] | None] = field(
+        default_factory=lambda: asyncio.Queue(QUEUE_SIZE)
+    )
+    #: set when the subscriber fell too far behind; it must reconnect and resume
+    overflowed: bool = False
+
+
+class StreamHub:
+    """This replica's fan-out of stream events to its local WebSocket subscribers."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._subs: dict[uuid.UUID, set[Subscription]] = defaultdict(set)
+        self._conn: asyncpg.Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self._pending: asyncio.Queue[tuple[uuid.UUID, int]] = asyncio.Queue()
+        self._stopping = False
+
+    async def start(self) -> None:
+        """Start listening (idempotent); returns once LISTEN is in place."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+        await asyncio.wait_for(self._ready.wait(), 10)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        for subs in self._subs.values():
+            for sub in subs:
+                with contextlib.suppress(asyncio.QueueFull):
+                    sub.queue.put_nowait(None)
+
+    def subscribe(self, org: uuid.UUID) -> Subscription:
+        sub = Subscription(org)
+        self._subs[org].add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        subs = self._subs.get(sub.organization_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[sub.organization_id]
+
+    def subscribers(self, org: uuid.UUID) -> int:
+        return len(self._subs.get(org, ()))
+
+    async def _run(self) -> None:
+        backoff = 0.2
+        while not self._stopping:
+            reader = None
+            try:
+                self._conn = await asyncpg.connect(plain_dsn(self.db.url))
+                await self._conn.add_listener(CHANNEL, self._on_notify)
+                self._ready.set()
+                backoff = 0.2
+                reader = asyncio.create_task(self._read_loop())
+                await self._closed(self._conn)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("stream hub connection lost", extra={"error": repr(exc)})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+            finally:
+                if reader is not None:
+                    reader.cancel()
+                if self._conn is not None:
+                    with contextlib.suppress(Exception):
+                        await self._conn.close()
+                    self._conn = None
+
+    @staticmethod
+    async def _closed(conn: asyncpg.Connection) -> None:
+        lost = asyncio.Event()
+        conn.add_termination_listener(lambda _conn: lost.set())
+        if not conn.is_closed():
+            await lost.wait()
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        org, _, event_id = payload.partition(":")
+        try:
+            org_id = uuid.UUID(org)
+        except ValueError:
+            return
+        if org_id in self._subs:  # nobody here listens to that organization: skip the read
+            self._pending.put_nowait((org_id, int(event_id)))
+
+    async def _read_loop(self) -> None:
+        while True:
+            org, first = await self._pending.get()
+            ids = [first]
+            while not self._pending.empty() and len(ids) < 500:
+                other_org, other = self._pending.get_nowait()
+                if other_org != org:
+                    await self._deliver(other_org, [other])
+                    continue
+                ids.append(other)
+            await self._deliver(org, ids)
+
+    async def _deliver(self, org: uuid.UUID, ids: list[int]) -> None:
+        if org not in self._subs:
+            return
+        try:
+            async with self.db.transaction(organization_id=org) as session:
+                rows = (
+                    await session.execute(
+                        select(stream_events.c.id, stream_events.c.type, stream_events.c.data)
+                        .where(stream_events.c.organization_id == org, stream_events.c.id.in_(ids))
+                        .order_by(stream_events.c.id)
+                    )
+                ).all()
+        except Exception as exc:
+            log.warning("stream hub could not read events", extra={"error": repr(exc)})
+            return
+        for row in rows:
+            message = frame(row)
+            for sub in list(self._subs.get(org, ())):
+                try:
+                    sub.queue.put_nowait(message)
+                except asyncio.QueueFull:
+                    sub.overflowed = True
+                    with contextlib.suppress(asyncio.QueueEmpty):
+                        sub.queue.get_nowait()
+                    sub.queue.put_nowait(None)
+
+
+def dumps(message: dict[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"), default=str)

@@ -1,0 +1,149 @@
+"""The realtime stream: frames per organization only, resume after reconnect, auth."""
+
+import asyncio
+import contextlib
+import json
+import socket
+import uuid
+
+import pytest
+import uvicorn
+import websockets
+
+from .support import Customer, deliver, opened
+
+
+@pytest.fixture
+async def server(app):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None)
+    )
+    task = asyncio.create_task(srv.serve())
+    for _ in range(500):
+        if srv.started:
+            break
+        await asyncio.sleep(0.02)
+    yield f"ws://127.0.0.1:{port}"
+    await app.state.stream_hub.stop()
+    srv.should_exit = True
+    await task
+
+
+async def frames_until(ws, predicate, timeout=5.0):
+    """Frames received until one satisfies ``predicate`` (included)."""
+    got = []
+    async with asyncio.timeout(timeout):
+        while True:
+            got.append(json.loads(await ws.recv()))
+            if predicate(got[-1]):
+                return got
+
+
+async def no_frame(ws, wait=0.5):
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(wait):
+            return json.loads(await ws.recv())
+    return None
+
+
+def connect(base, tokens, org, role="agent", query="", header=True):
+    token = tokens.mint(organization_id=org, role=role)
+    if header:
+        return websockets.connect(
+            f"{base}/v1/stream{query}", additional_headers={"Authorization": f"Bearer {token}"}
+        )
+    sep = "&" if query else "?"
+    return websockets.connect(f"{base}/v1/stream{query}{sep}access_token={token}")
+
+
+async def test_each_organization_gets_only_its_own_events(app, server, tokens):
+    org_a, org_b = uuid.uuid4(), uuid.uuid4()
+    async with (
+        connect(server, tokens, org_a) as ws_a,
+        connect(server, tokens, org_b, role="viewer", header=False) as ws_b,
+    ):
+        await deliver(app, Customer(org_a).says("for A"))
+        frames = await frames_until(ws_a, lambda f: f["type"] == "message.created")
+        assert [f["type"] for f in frames] == ["conversation.created", "message.created"]
+        assert frames[1]["data"]["message"]["text"] == "for A"
+        assert frames[1]["data"]["message"]["direction"] == "inbound"
+        assert frames[0]["id"] < frames[1]["id"]
+        assert await no_frame(ws_b) is None  # B heard nothing of A
+
+        await deliver(app, Customer(org_b).says("for B"))
+        frames_b = await frames_until(ws_b, lambda f: f["type"] == "message.created")
+        assert frames_b[-1]["data"]["message"]["text"] == "for B"
+        assert {f["data"]["conversation"]["organization_id"] for f in frames_b[:1]} == {str(org_b)}
+        assert await no_frame(ws_a, 0.3) is None
+
+
+async def test_outbound_status_and_notes_are_pushed_and_viewers_cannot_write(
+    app, client, server, tokens
+):
+    org = uuid.uuid4()
+    conv = await opened(app, org)
+    async with connect(server, tokens, org, role="viewer") as ws:
+        viewer = tokens.headers(organization_id=org, role="viewer")
+        url = f"/v1/conversations/{conv['id']}"
+        r = await client.post(
+            f"{url}/messages", json={"type": "text", "text": {"body": "x"}}, headers=viewer
+        )
+        assert r.status_code == 403
+        await ws.send(json.dumps({"type": "message.create", "text": "ignored"}))
+        agent = tokens.headers(organization_id=org, role="agent")
+        r = await client.post(
+            f"{url}/messages", json={"type": "text", "text": {"body": "on it"}}, headers=agent
+        )
+        assert r.status_code == 202
+        r = await client.post(f"{url}/status", json={"status": "resolved"}, headers=agent)
+        assert r.status_code == 200
+        frames = await frames_until(ws, lambda f: f["type"] == "conversation.status_changed")
+        assert [f["type"] for f in frames] == [
+            "conversation.updated",
+            "message.created",
+            "conversation.status_changed",
+        ]
+        assert frames[1]["data"]["message"]["direction"] == "outbound"
+        assert (frames[2]["data"]["old_status"], frames[2]["data"]["new_status"]) == (
+            "open",
+            "resolved",
+        )
+        await ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(await ws.recv())["type"] == "pong"
+
+
+async def test_resume_replays_missed_events_in_order(app, server, tokens):
+    org = uuid.uuid4()
+    customer = Customer(org)
+    async with connect(server, tokens, org) as ws:
+        await deliver(app, customer.says("one"))
+        seen = await frames_until(ws, lambda f: f["type"] == "message.created")
+    last = seen[-1]["id"]
+    await deliver(app, customer.says("two"))  # while disconnected
+    await deliver(app, customer.says("three"))
+    async with connect(server, tokens, org, query=f"?last_event_id={last}") as ws:
+        replayed = await frames_until(
+            ws, lambda f: f["type"] == "message.created" and f["data"]["message"]["text"] == "three"
+        )
+        await deliver(app, customer.says("four"))  # live after the replay
+        live = await frames_until(ws, lambda f: f["type"] == "message.created")
+    texts = [f["data"]["message"]["text"] for f in replayed if f["type"] == "message.created"]
+    assert texts == ["two", "three"]
+    ids = [f["id"] for f in replayed + live]
+    assert ids == sorted(set(ids)) and ids[0] > last
+    assert live[-1]["data"]["message"]["text"] == "four"
+
+
+async def test_the_stream_refuses_missing_or_bad_tokens(server, tokens):
+    for kwargs in ({}, {"additional_headers": {"Authorization": "Bearer nope"}}):
+        with pytest.raises(websockets.InvalidStatus) as exc:
+            async with websockets.connect(f"{server}/v1/stream", **kwargs):
+                pass
+        assert exc.value.response.status_code == 401
+    with pytest.raises(websockets.InvalidStatus) as exc:
+        async with connect(server, tokens, uuid.uuid4(), query="?last_event_id=abc"):
+            pass
+    assert exc.value.response.status_code == 422
