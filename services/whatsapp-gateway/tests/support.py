@@ -3,6 +3,7 @@
 import asyncio
 import json
 import socket
+import time
 import uuid
 from typing import Any
 
@@ -43,7 +44,12 @@ class FakeGraph:
     async def _messages(self, request: Request) -> JSONResponse:
         body = await request.json()
         self.requests.append(
-            {"path": request.url.path, "headers": dict(request.headers), "json": body}
+            {
+                "path": request.url.path,
+                "headers": dict(request.headers),
+                "json": body,
+                "time": time.monotonic(),
+            }
         )
         if self.delay_s:
             await asyncio.sleep(self.delay_s)

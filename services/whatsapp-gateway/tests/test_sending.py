@@ -10,6 +10,7 @@ from pytake_common.consumer import EventConsumer
 from pytake_common.events import CloudEvent
 from pytake_whatsapp_gateway.app import CONSUMER_GROUP, graph_http_client
 from pytake_whatsapp_gateway.handlers import SEND_REQUESTED, make_handlers
+from pytake_whatsapp_gateway.sending.dispatcher import Dispatcher
 from pytake_whatsapp_gateway.sending.sender import Sender
 from pytake_whatsapp_gateway.tables import send_log
 
@@ -67,6 +68,12 @@ def send_requested(
 
 
 async def consume(app, settings, sender, *events_: CloudEvent) -> None:
+    """Deliver records through the real idempotent consumer, then let the dispatcher send."""
+    await deliver(app, settings, sender, *events_)
+    await Dispatcher(settings, app.state.db, sender).drain()
+
+
+async def deliver(app, settings, sender, *events_: CloudEvent) -> None:
     """Deliver records through the real idempotent consumer (inbox mark + handler)."""
     consumer = EventConsumer(settings, app.state.db, CONSUMER_GROUP, make_handlers(sender))
     for offset, event in enumerate(events_):
@@ -203,7 +210,9 @@ async def test_a_redelivered_send_request_calls_meta_once(app, settings, sender,
     assert await events(app, FAILED) == []
 
 
-async def test_concurrent_duplicates_wait_for_the_first_outcome(app, sender, graph, number):
+async def test_concurrent_duplicates_wait_for_the_first_outcome(
+    app, settings, sender, graph, number
+):
     graph.delay_s = 0.3
     event = send_requested(number)
     handler = make_handlers(sender)[SEND_REQUESTED]
@@ -213,6 +222,7 @@ async def test_concurrent_duplicates_wait_for_the_first_outcome(app, sender, gra
             await handler(s, event)
 
     await asyncio.gather(deliver(), deliver())
+    await Dispatcher(settings, app.state.db, sender).drain()
     assert len(graph.requests) == 1
     assert len(await events(app, SENT)) == 1
     assert await events(app, FAILED) == []

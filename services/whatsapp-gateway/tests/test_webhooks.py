@@ -123,6 +123,9 @@ async def test_signed_inbound_message_is_stored_and_emitted_exactly(app, client,
         "content": msg,
         "context": {"from": "15550100000", "id": "wamid.previous", "forwarded": False},
         "timestamp": datetime.fromtimestamp(1_764_000_123, UTC).isoformat().replace("+00:00", "Z"),
+        "media": None,
+        "reaction": None,
+        "referral": None,
     }
 
 
@@ -266,12 +269,21 @@ async def test_every_entry_change_and_message_is_processed(app, client, tokens):
     assert r.status_code == 200
     received = {e["data"]["wamid"]: e["data"] for e in await events(app, RECEIVED)}
     assert set(received) == {"wamid.img", "wamid.react", "wamid.future", "wamid.fwd", "wamid.t2"}
-    assert received["wamid.img"]["type"] == "image" and received["wamid.img"]["text"] is None
+    # A media message's caption is its text; the media is typed (bytes fetched later).
+    assert received["wamid.img"]["type"] == "image" and received["wamid.img"]["text"] == "receipt"
     assert received["wamid.img"]["content"] == image
-    assert received["wamid.react"]["content"]["reaction"] == {
-        "message_id": "wamid.img",
-        "emoji": "",
+    assert received["wamid.img"]["media"] == {
+        "media_id": "media-1",
+        "mime_type": "image/jpeg",
+        "sha256": "abc",
+        "storage_key": None,
+        "download_path": None,
+        "voice": False,
+        "filename": None,
     }
+    # An empty emoji: the customer removed the reaction.
+    assert received["wamid.react"]["reaction"] == {"message_id": "wamid.img", "emoji": ""}
+    assert received["wamid.react"]["media"] is None
     assert received["wamid.future"]["type"] == "hologram"
     assert received["wamid.future"]["phone_number_id"] == "101"
     assert received["wamid.fwd"]["context"] == {"from": None, "id": None, "forwarded": True}

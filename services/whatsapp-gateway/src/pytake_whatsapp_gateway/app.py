@@ -14,6 +14,7 @@ from pytake_whatsapp_gateway.api.numbers import router as numbers_router
 from pytake_whatsapp_gateway.api.webhooks import router as webhooks_router
 from pytake_whatsapp_gateway.config import Settings
 from pytake_whatsapp_gateway.handlers import make_handlers
+from pytake_whatsapp_gateway.sending.dispatcher import Dispatcher
 from pytake_whatsapp_gateway.sending.sender import Sender
 from pytake_whatsapp_gateway.webhooks.intake import WebhookIntake
 
@@ -31,18 +32,26 @@ def graph_http_client(settings: Settings) -> httpx.AsyncClient:
 
 
 def send_worker(settings: Settings, db: Database, box: SecretBox) -> Worker:
+    """The consumer (records send requests, marks reads) and the send dispatcher."""
+
     async def run(stop: asyncio.Event) -> None:
         async with graph_http_client(settings) as client:
             sender = Sender(settings, db, box, client)
             consumer = EventConsumer(settings, db, CONSUMER_GROUP, make_handlers(sender))
-            await consumer.run(stop)
+            dispatcher = Dispatcher(settings, db, sender)
+            await asyncio.gather(consumer.run(stop), dispatcher.run(stop))
 
     return run
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    db = Database(settings.service_database_url(), app_role=settings.db_app_role)
+    # Each send in flight holds up to two connections (its advisory lock, its transactions).
+    db = Database(
+        settings.service_database_url(),
+        app_role=settings.db_app_role,
+        pool_size=max(10, settings.send_concurrency + 8),
+    )
     box = SecretBox(settings.secret)
     platform = settings.platform_app_secret
     app = create_service_app(

@@ -1,4 +1,6 @@
-from pydantic import SecretStr
+from pathlib import Path
+
+from pydantic import Field, SecretStr
 
 from pytake_common.settings import ServiceSettings
 
@@ -28,3 +30,32 @@ class Settings(ServiceSettings):
 
     #: Meta's webhook bodies can reach 3 MB.
     webhook_max_body_bytes: int = 3 * 1024 * 1024
+
+    #: Sends in flight at once per replica (each holds up to two database connections).
+    send_concurrency: int = Field(default=16, ge=1, le=256)
+    #: Idle pause of the send dispatcher between looks at the queue.
+    send_poll_interval_s: float = 0.05
+    #: A taken send request returns to the queue if its dispatcher vanished this long ago.
+    send_lease_s: float = 300.0
+    #: Sends of a number are spaced (1 + this) / throughput seconds apart, so a
+    #: call leaving up to this much later than its slot still never puts more
+    #: than the limit into any one-second window at Meta (80/s -> about 76/s).
+    pace_jitter_allowance_s: float = Field(default=0.05, ge=0, le=1.0)
+    #: Meta's pair rate: one message per this many seconds to the same customer
+    #: (0 turns pacing per recipient off) ...
+    pair_interval_s: float = Field(default=6.0, ge=0)
+    #: ... after a burst of this many messages.
+    pair_burst: int = Field(default=10, ge=1)
+
+    #: How often the template worker re-reads every WABA's templates from Meta (0: never).
+    template_sync_interval_s: float = Field(default=3600.0, ge=0)
+
+    #: Where fetched inbound media are kept (default: <state_dir>/media).
+    media_dir: Path | None = None
+    #: Largest inbound media fetched (WhatsApp's documents go up to 100 MB).
+    media_max_bytes: int = 100 * 1024 * 1024
+    media_max_attempts: int = 5
+    media_poll_interval_s: float = 1.0
+
+    def media_root(self) -> Path:
+        return self.media_dir or self.state_dir / "media"

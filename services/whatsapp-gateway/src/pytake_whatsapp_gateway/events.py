@@ -16,6 +16,7 @@ from pytake_common.events import EventData
 
 NUMBER_TOPIC = "pytake.whatsapp.number"
 MESSAGE_TOPIC = "pytake.whatsapp.message"
+TEMPLATE_TOPIC = "pytake.whatsapp.template"
 
 #: A reply (``from``/``id`` of the quoted message) and/or a forward marker.
 MessageContext = TypedDict(
@@ -32,6 +33,69 @@ class NumberRegistered(EventData):
     phone_number_id: str
     waba_id: str
     display_phone_number: str
+
+
+class NumberUpdated(EventData):
+    """A number's settings, status, quality or messaging tier changed (``changed`` names them)."""
+
+    event_type = "pytake.whatsapp.number.updated.v1"
+    topic = NUMBER_TOPIC
+
+    number_id: uuid.UUID
+    organization_id: uuid.UUID
+    display_phone_number: str
+    status: str
+    quality_rating: str | None
+    messaging_limit_tier: str | None
+    changed: list[str]
+
+
+class NumberRemoved(EventData):
+    event_type = "pytake.whatsapp.number.removed.v1"
+    topic = NUMBER_TOPIC
+
+    number_id: uuid.UUID
+    organization_id: uuid.UUID
+    phone_number_id: str
+
+
+class NumberDisconnected(EventData):
+    """Meta refused the number's credentials (code 190): it needs a new access token."""
+
+    event_type = "pytake.whatsapp.number.disconnected.v1"
+    topic = NUMBER_TOPIC
+
+    number_id: uuid.UUID
+    organization_id: uuid.UUID
+    reason: str
+
+
+class ReceivedMedia(BaseModel):
+    """The media of an image/audio/video/document/sticker message.
+
+    ``download_path`` is the API path serving the bytes once the gateway fetched
+    them from Meta (asynchronously, after intake); ``storage_key`` is null at intake.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    media_id: str
+    mime_type: str | None
+    sha256: str | None
+    storage_key: str | None = None
+    download_path: str | None = None
+    #: Beyond the contract's minimum: a voice note (audio), the document's file name.
+    voice: bool = False
+    filename: str | None = None
+
+
+class ReceivedReaction(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: The wamid of the message reacted to.
+    message_id: str
+    #: "" when the customer removed the reaction.
+    emoji: str
 
 
 class MessageReceived(EventData):
@@ -55,6 +119,10 @@ class MessageReceived(EventData):
     content: dict[str, Any]
     context: MessageContext | None
     timestamp: datetime
+    media: ReceivedMedia | None = None
+    reaction: ReceivedReaction | None = None
+    #: Click-to-WhatsApp ad click (``source_url``, ``ctwa_clid``, ...), as Meta sent it.
+    referral: dict[str, Any] | None = None
 
 
 class StatusError(BaseModel):
@@ -116,3 +184,37 @@ class MessageFailed(EventData):
     error_detail: str
     retryable: bool
     failed_at: datetime
+
+
+class TemplateStatusChanged(EventData):
+    """A template's review status or category changed (Meta's webhook or a sync)."""
+
+    event_type = "pytake.whatsapp.template.status_changed.v1"
+    topic = TEMPLATE_TOPIC
+
+    template_id: uuid.UUID
+    organization_id: uuid.UUID
+    number_id: uuid.UUID | None
+    waba_id: str
+    name: str
+    language: str
+    category: str | None
+    status: str
+    components: list[dict[str, Any]]
+
+
+class TemplateSynced(EventData):
+    """A template as read from Meta by a sync or created through the API."""
+
+    event_type = "pytake.whatsapp.template.synced.v1"
+    topic = TEMPLATE_TOPIC
+
+    template_id: uuid.UUID
+    organization_id: uuid.UUID
+    number_id: uuid.UUID | None
+    waba_id: str
+    name: str
+    language: str
+    category: str | None
+    status: str
+    components: list[dict[str, Any]]

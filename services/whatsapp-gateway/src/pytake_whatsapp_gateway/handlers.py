@@ -1,17 +1,21 @@
-"""Consumers: conversations asks the gateway to send a message."""
+"""Consumers: conversations asks the gateway to send a message, or to mark one read."""
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.consumer import Handler, PermanentError
 from pytake_common.events import CloudEvent
+from pytake_whatsapp_gateway.sending.dispatcher import enqueue
+from pytake_whatsapp_gateway.sending.reads import ReadRequest, mark_read
 from pytake_whatsapp_gateway.sending.sender import Outbound, Sender
 
 SEND_REQUESTED = "pytake.conversations.message.send_requested.v1"
+READ_REQUESTED = "pytake.conversations.message.read_requested.v1"
 
 
 class TextBody(BaseModel):
@@ -30,17 +34,33 @@ class SendRequested(BaseModel):
     to: str
     type: str = "text"
     text: TextBody | None = None
+    #: Meta's inner object for every type but text.
+    payload: dict[str, Any] | None = None
     context_wamid: str | None = None
 
 
+class ReadRequested(BaseModel):
+    organization_id: uuid.UUID
+    conversation_id: uuid.UUID | None = None
+    number_id: uuid.UUID
+    phone_number_id: str | None = None
+    wamid: str
+    message_id: uuid.UUID | None = None
+
+
+def _same_tenant(event: CloudEvent, organization_id: uuid.UUID) -> None:
+    if event.tenantid != str(organization_id):
+        raise PermanentError("tenantid and data.organization_id disagree")
+
+
 def make_handlers(sender: Sender) -> dict[str, Handler]:
-    async def on_send_requested(_session: AsyncSession, event: CloudEvent) -> None:
+    async def on_send_requested(session: AsyncSession, event: CloudEvent) -> None:
         data = event.parse_data(SendRequested)
-        if event.tenantid != str(data.organization_id):
-            raise PermanentError("tenantid and data.organization_id disagree")
-        # The send runs in its own transactions (claim before the Graph call, then
-        # the outcome); the consumer's transaction only keeps its inbox mark.
-        await sender.send(
+        _same_tenant(event, data.organization_id)
+        # Only recorded here (same transaction as the inbox mark); the dispatcher
+        # sends it, so a paced number never holds up the partition.
+        await enqueue(
+            session,
             Outbound(
                 message_id=data.message_id,
                 organization_id=data.organization_id,
@@ -51,7 +71,19 @@ def make_handlers(sender: Sender) -> dict[str, Handler]:
                 text_body=data.text.body if data.text else None,
                 preview_url=data.text.preview_url if data.text else False,
                 context_wamid=data.context_wamid,
-            )
+                payload=data.payload,
+            ),
         )
 
-    return {SEND_REQUESTED: on_send_requested}
+    async def on_read_requested(session: AsyncSession, event: CloudEvent) -> None:
+        data = event.parse_data(ReadRequested)
+        _same_tenant(event, data.organization_id)
+        await mark_read(
+            session,
+            sender,
+            ReadRequest(
+                organization_id=data.organization_id, number_id=data.number_id, wamid=data.wamid
+            ),
+        )
+
+    return {SEND_REQUESTED: on_send_requested, READ_REQUESTED: on_read_requested}

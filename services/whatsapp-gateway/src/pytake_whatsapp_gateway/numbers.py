@@ -1,4 +1,4 @@
-"""WhatsApp numbers: registration with encrypted credentials, listing, lookup.
+"""WhatsApp numbers: registration with encrypted credentials, changes, removal, lookup.
 
 Access tokens and app secrets are encrypted with :class:`SecretBox`; the
 webhook verify token is kept only as a SHA-256 hash. None of them is ever
@@ -24,12 +24,20 @@ from pytake_common.crypto import SecretBox
 from pytake_common.errors import Conflict, InvalidInput, NotFound
 from pytake_common.events import CloudEvent
 from pytake_common.outbox import add_event
-from pytake_whatsapp_gateway.events import NumberRegistered
+from pytake_whatsapp_gateway.events import (
+    NumberDisconnected,
+    NumberRegistered,
+    NumberRemoved,
+    NumberUpdated,
+)
 from pytake_whatsapp_gateway.tables import numbers
 
 SERVICE = "whatsapp-gateway"
 CONNECTED = "connected"
 DISCONNECTED = "disconnected"
+REMOVED = "removed"
+DEFAULT_THROUGHPUT = 80
+ACTIVE = numbers.c.removed_at.is_(None)
 
 #: The columns an API answer may show (never the encrypted secrets or the token hash).
 PUBLIC_COLUMNS = (
@@ -39,6 +47,9 @@ PUBLIC_COLUMNS = (
     numbers.c.waba_id,
     numbers.c.display_phone_number,
     numbers.c.status,
+    numbers.c.quality_rating,
+    numbers.c.messaging_limit_tier,
+    numbers.c.throughput_per_second,
     (numbers.c.app_secret_enc.is_(None)).label("uses_platform_app_secret"),
     numbers.c.created_at,
     numbers.c.updated_at,
@@ -62,6 +73,29 @@ class Registration:
     access_token: str
     app_secret: str | None
     verify_token: str
+    throughput_per_second: int = DEFAULT_THROUGHPUT
+
+
+@dataclass(frozen=True, slots=True)
+class NumberChanges:
+    """A PATCH: None leaves a field as it is."""
+
+    display_phone_number: str | None = None
+    access_token: str | None = None
+    app_secret: str | None = None
+    verify_token: str | None = None
+    throughput_per_second: int | None = None
+
+
+async def count_active(session: AsyncSession, organization_id: uuid.UUID) -> int:
+    return int(
+        await session.scalar(
+            select(func.count())
+            .select_from(numbers)
+            .where(numbers.c.organization_id == organization_id, ACTIVE)
+        )
+        or 0
+    )
 
 
 async def register_number(
@@ -81,9 +115,10 @@ async def register_number(
                 access_token_enc=box.encrypt(reg.access_token),
                 app_secret_enc=box.encrypt(reg.app_secret) if reg.app_secret else None,
                 verify_token_hash=verify_token_hash(reg.verify_token),
+                throughput_per_second=reg.throughput_per_second,
             )
             # phone_number_id is unique platform-wide: a number connects to one tenant.
-            .on_conflict_do_nothing(index_elements=[numbers.c.phone_number_id])
+            .on_conflict_do_nothing(index_elements=[numbers.c.phone_number_id], index_where=ACTIVE)
             .returning(numbers.c.id)
         )
     ).first()
@@ -111,7 +146,7 @@ async def get_number(
     row = (
         await session.execute(
             select(*PUBLIC_COLUMNS).where(
-                numbers.c.organization_id == organization_id, numbers.c.id == number_id
+                numbers.c.organization_id == organization_id, numbers.c.id == number_id, ACTIVE
             )
         )
     ).first()
@@ -124,7 +159,7 @@ async def list_numbers(
     session: AsyncSession, organization_id: uuid.UUID, limit: int, cursor: str | None
 ) -> tuple[list[Row[Any]], str | None]:
     """Newest first, keyset-paginated on (created_at, id)."""
-    query = select(*PUBLIC_COLUMNS).where(numbers.c.organization_id == organization_id)
+    query = select(*PUBLIC_COLUMNS).where(numbers.c.organization_id == organization_id, ACTIVE)
     if cursor:
         created_at, last_id = decode_cursor(cursor)
         query = query.where(tuple_(numbers.c.created_at, numbers.c.id) < (created_at, last_id))
@@ -141,14 +176,132 @@ async def list_numbers(
     return rows, encode_cursor(rows[-1].created_at, rows[-1].id)
 
 
-async def mark_disconnected(
-    session: AsyncSession, organization_id: uuid.UUID, number_id: uuid.UUID
-) -> None:
+async def update_number(
+    session: AsyncSession,
+    box: SecretBox,
+    organization_id: uuid.UUID,
+    number_id: uuid.UUID,
+    changes: NumberChanges,
+) -> Row[Any]:
+    """Apply a PATCH; a new access token reconnects a disconnected number."""
+    current = await get_number(session, organization_id, number_id)
+    values: dict[str, Any] = {}
+    changed: list[str] = []
+    if (
+        changes.display_phone_number is not None
+        and changes.display_phone_number != current.display_phone_number
+    ):
+        values["display_phone_number"] = changes.display_phone_number
+        changed.append("display_phone_number")
+    if changes.access_token is not None:
+        values["access_token_enc"] = box.encrypt(changes.access_token)
+        changed.append("access_token")
+        if current.status == DISCONNECTED:
+            values["status"] = CONNECTED
+            changed.append("status")
+    if changes.app_secret is not None:
+        values["app_secret_enc"] = box.encrypt(changes.app_secret)
+        changed.append("app_secret")
+    if changes.verify_token is not None:
+        values["verify_token_hash"] = verify_token_hash(changes.verify_token)
+        changed.append("verify_token")
+    if (
+        changes.throughput_per_second is not None
+        and changes.throughput_per_second != current.throughput_per_second
+    ):
+        values["throughput_per_second"] = changes.throughput_per_second
+        changed.append("throughput_per_second")
+    if not changed:
+        return current
     await session.execute(
         update(numbers)
         .where(numbers.c.organization_id == organization_id, numbers.c.id == number_id)
-        .values(status=DISCONNECTED, updated_at=func.now())
+        .values(**values, updated_at=func.now())
     )
+    row = await get_number(session, organization_id, number_id)
+    await emit_updated(session, row, changed)
+    return row
+
+
+async def emit_updated(session: AsyncSession, row: Row[Any], changed: list[str]) -> None:
+    payload = NumberUpdated(
+        number_id=row.id,
+        organization_id=row.organization_id,
+        display_phone_number=row.display_phone_number,
+        status=row.status,
+        quality_rating=row.quality_rating,
+        messaging_limit_tier=row.messaging_limit_tier,
+        changed=changed,
+    )
+    await add_event(
+        session,
+        CloudEvent.of(payload, service=SERVICE, subject=row.id, tenant_id=row.organization_id),
+    )
+
+
+async def remove_number(
+    session: AsyncSession, organization_id: uuid.UUID, number_id: uuid.UUID
+) -> None:
+    """Soft removal: the row stays (history, statuses), webhooks and sends ignore it."""
+    row = await get_number(session, organization_id, number_id)
+    await session.execute(
+        update(numbers)
+        .where(numbers.c.organization_id == organization_id, numbers.c.id == number_id)
+        .values(status=REMOVED, removed_at=func.now(), updated_at=func.now())
+    )
+    payload = NumberRemoved(
+        number_id=number_id, organization_id=organization_id, phone_number_id=row.phone_number_id
+    )
+    await add_event(
+        session,
+        CloudEvent.of(payload, service=SERVICE, subject=number_id, tenant_id=organization_id),
+    )
+
+
+async def mark_disconnected(
+    session: AsyncSession, organization_id: uuid.UUID, number_id: uuid.UUID, reason: str
+) -> None:
+    """Meta refused the access token: stop sending until a new one is set (once per change)."""
+    changed = (
+        await session.execute(
+            update(numbers)
+            .where(
+                numbers.c.organization_id == organization_id,
+                numbers.c.id == number_id,
+                numbers.c.status == CONNECTED,
+            )
+            .values(status=DISCONNECTED, updated_at=func.now())
+            .returning(numbers.c.id)
+        )
+    ).first()
+    if changed is None:
+        return
+    payload = NumberDisconnected(
+        number_id=number_id, organization_id=organization_id, reason=reason
+    )
+    await add_event(
+        session,
+        CloudEvent.of(payload, service=SERVICE, subject=number_id, tenant_id=organization_id),
+    )
+
+
+async def rotate_secrets(session: AsyncSession, box: SecretBox) -> int:
+    """Re-encrypt every stored secret with the first configured key; return rows changed."""
+    rows = (
+        await session.execute(
+            select(numbers.c.id, numbers.c.access_token_enc, numbers.c.app_secret_enc)
+        )
+    ).all()
+    for row in rows:
+        await session.execute(
+            update(numbers)
+            .where(numbers.c.id == row.id)
+            .values(
+                access_token_enc=box.rotate(row.access_token_enc),
+                app_secret_enc=box.rotate(row.app_secret_enc) if row.app_secret_enc else None,
+            )
+        )
+    return len(rows)
 
 
 def encode_cursor(created_at: datetime, last_id: uuid.UUID) -> str:

@@ -99,7 +99,8 @@ async def send_message(
         body=body,
         failure_code=failure.code if failure is not None else None,
     )
-    ctx.sender.spawn(ctx.sender.deliver_statuses(number, record, failure))
+    if ctx.settings.send_statuses or failure is not None:
+        ctx.sender.spawn(ctx.sender.deliver_statuses(number, record, failure))
     return {
         "messaging_product": "whatsapp",
         "contacts": [{"input": send.to, "wa_id": send.wa_id}],

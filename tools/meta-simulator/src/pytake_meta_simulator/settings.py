@@ -30,6 +30,9 @@ class SimulatorSettings(BaseSettings):
     webhook_url: str = "http://127.0.0.1:8000/webhooks/whatsapp"
     #: Pause before each of the ``sent``/``delivered``/``read`` status webhooks.
     status_delay_s: float = Field(default=0.05, ge=0)
+    #: Post ``sent``/``delivered``/``read`` status webhooks after each accepted send
+    #: (off for load benchmarks that measure only the Graph API side).
+    send_statuses: bool = True
     #: Timeout of one outbound webhook POST.
     webhook_timeout_s: float = Field(default=10.0, gt=0)
     log_level: str = "info"

@@ -20,11 +20,10 @@ from starlette.websockets import WebSocketState
 from pytake_common.errors import (
     DomainError,
     InvalidInput,
-    OrganizationSuspended,
     Unauthorized,
     problem,
 )
-from pytake_common.security import Principal
+from pytake_common.security import Principal, enforce_policies
 from pytake_conversations.stream import REPLAY_LIMIT, StreamHub, Subscription, dumps, replay
 
 log = logging.getLogger(__name__)
@@ -52,10 +51,10 @@ async def _authenticate(websocket: WebSocket) -> Principal:
     token = _token(websocket)
     if token is None:
         raise Unauthorized("a bearer token is required")
-    principal: Principal = await websocket.app.state.verifier.principal(token)
-    directory = getattr(websocket.app.state, "organizations", None)
-    if directory is not None and directory.is_suspended(principal.organization_id):
-        raise OrganizationSuspended("the organization is suspended")
+    claims = await websocket.app.state.verifier.verify(token)
+    principal = Principal.from_claims(claims)
+    enforce_policies(websocket.app.state, claims, principal)
+    websocket.state.claims = claims
     return principal
 
 
@@ -82,7 +81,7 @@ async def stream(websocket: WebSocket) -> None:
         sent = 0
         if last_event_id is not None:
             sent = await _replay(websocket, org, last_event_id)
-        await _pump(websocket, sub, sent)
+        await _pump(websocket, sub, sent, principal)
     except WebSocketDisconnect:
         pass
     finally:
@@ -103,7 +102,7 @@ async def _replay(websocket: WebSocket, org: uuid.UUID, after: int) -> int:
             return last
 
 
-async def _pump(websocket: WebSocket, sub: Subscription, sent: int) -> None:
+async def _pump(websocket: WebSocket, sub: Subscription, sent: int, principal: Principal) -> None:
     async def outgoing() -> None:
         while True:
             item = await sub.queue.get()
@@ -112,6 +111,11 @@ async def _pump(websocket: WebSocket, sub: Subscription, sent: int) -> None:
                 return
             if item["id"] <= sent:
                 continue  # already replayed
+            try:  # a session revoked (or an organization suspended) mid-stream ends it
+                enforce_policies(websocket.app.state, websocket.state.claims, principal)
+            except DomainError as exc:
+                await websocket.close(code=POLICY_VIOLATION, reason=exc.code)
+                return
             await websocket.send_text(dumps(item))
 
     async def incoming() -> None:

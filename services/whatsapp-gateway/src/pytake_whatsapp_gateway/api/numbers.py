@@ -1,11 +1,11 @@
-"""``/v1/whatsapp/numbers``: connect a WhatsApp number, list and read them."""
+"""``/v1/whatsapp/numbers``: connect, list, read, change and remove WhatsApp numbers."""
 
 import hashlib
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, SecretStr
 
@@ -13,10 +13,15 @@ from pytake_common.idempotency import IdempotencyGuard, fingerprint
 from pytake_common.security import Admin, Reader
 from pytake_whatsapp_gateway.api.deps import DB, Box
 from pytake_whatsapp_gateway.numbers import (
+    DEFAULT_THROUGHPUT,
+    NumberChanges,
     Registration,
+    count_active,
     get_number,
     list_numbers,
     register_number,
+    remove_number,
+    update_number,
 )
 
 router = APIRouter(prefix="/v1/whatsapp/numbers", tags=["whatsapp numbers"])
@@ -38,6 +43,22 @@ class NumberRegistration(BaseModel):
     verify_token: SecretStr = Field(
         min_length=1, max_length=256, description="Webhook verify token configured at Meta"
     )
+    throughput_per_second: int = Field(
+        default=DEFAULT_THROUGHPUT,
+        ge=1,
+        le=1000,
+        description="Meta's message throughput of the number (80/s by default, up to 1,000/s)",
+    )
+
+
+class NumberPatch(BaseModel):
+    """Fields to change; omitted ones stay. A new access token reconnects the number."""
+
+    display_phone_number: str | None = Field(default=None, min_length=1, max_length=40)
+    access_token: SecretStr | None = Field(default=None, min_length=1, max_length=4096)
+    app_secret: SecretStr | None = Field(default=None, min_length=1, max_length=512)
+    verify_token: SecretStr | None = Field(default=None, min_length=1, max_length=256)
+    throughput_per_second: int | None = Field(default=None, ge=1, le=1000)
 
 
 class Number(BaseModel):
@@ -48,7 +69,11 @@ class Number(BaseModel):
     phone_number_id: str
     waba_id: str
     display_phone_number: str
+    #: connected | disconnected (Meta refused the access token: PATCH a new one)
     status: str
+    quality_rating: str | None
+    messaging_limit_tier: str | None
+    throughput_per_second: int
     uses_platform_app_secret: bool
     created_at: datetime
     updated_at: datetime
@@ -97,6 +122,9 @@ async def register(
         if replay is not None:
             status, stored = replay
             return JSONResponse(stored, status_code=status)
+        organizations = getattr(request.app.state, "organizations", None)
+        if organizations is not None:  # the plan's limit, from tenants' events
+            await organizations.check_limit(org, "numbers", used=await count_active(session, org))
         registration = Registration(
             phone_number_id=body.phone_number_id,
             waba_id=body.waba_id,
@@ -104,6 +132,7 @@ async def register(
             access_token=body.access_token.get_secret_value(),
             app_secret=body.app_secret.get_secret_value() if body.app_secret else None,
             verify_token=body.verify_token.get_secret_value(),
+            throughput_per_second=body.throughput_per_second,
         )
         row = await register_number(session, box, org, registration)
         answer = Number.model_validate(row._mapping).model_dump(mode="json")
@@ -132,3 +161,33 @@ async def get_one(number_id: uuid.UUID, principal: Reader, db: DB) -> Number:
     async with db.transaction(organization_id=principal.organization_id) as session:
         row = await get_number(session, principal.organization_id, number_id)
     return Number.model_validate(row._mapping)
+
+
+@router.patch("/{number_id}", response_model=Number)
+async def patch_one(
+    number_id: uuid.UUID, body: NumberPatch, principal: Admin, db: DB, box: Box
+) -> Number:
+    def secret(value: SecretStr | None) -> str | None:
+        return value.get_secret_value() if value is not None else None
+
+    changes = NumberChanges(
+        display_phone_number=body.display_phone_number.strip()
+        if body.display_phone_number
+        else None,
+        access_token=secret(body.access_token),
+        app_secret=secret(body.app_secret),
+        verify_token=secret(body.verify_token),
+        throughput_per_second=body.throughput_per_second,
+    )
+    org = principal.organization_id
+    async with db.transaction(organization_id=org) as session:
+        row = await update_number(session, box, org, number_id, changes)
+    return Number.model_validate(row._mapping)
+
+
+@router.delete("/{number_id}", status_code=204, response_class=Response)
+async def delete_one(number_id: uuid.UUID, principal: Admin, db: DB) -> Response:
+    org = principal.organization_id
+    async with db.transaction(organization_id=org) as session:
+        await remove_number(session, org, number_id)
+    return Response(status_code=204)

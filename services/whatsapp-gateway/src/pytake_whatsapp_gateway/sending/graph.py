@@ -1,8 +1,7 @@
-"""The Graph API's send endpoint: request body and answer parsing."""
+"""Meta's Graph API: sending, mark-as-read, media, templates; answers parsed once here."""
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -18,26 +17,12 @@ class GraphResult:
     error: SendError | None
 
 
-def text_message(
-    *,
-    to: str,
-    body: str,
-    preview_url: bool,
-    context_wamid: str | None,
-    message_id: uuid.UUID,
-) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "messaging_product": "whatsapp",
-        "recipient_type": "individual",
-        "to": to,
-        "type": "text",
-        "text": {"body": body, "preview_url": preview_url},
-        # Echoed by Meta in this message's status webhooks.
-        "biz_opaque_callback_data": str(message_id),
-    }
-    if context_wamid:
-        payload["context"] = {"message_id": context_wamid}
-    return payload
+@dataclass(frozen=True, slots=True)
+class GraphAnswer:
+    """A JSON answer (``body``) or the mapped error."""
+
+    body: dict[str, Any]
+    error: SendError | None
 
 
 class GraphClient:
@@ -46,38 +31,63 @@ class GraphClient:
         self.base_url = base_url.rstrip("/")
         self.version = version
 
+    def url(self, *parts: str) -> str:
+        return "/".join([self.base_url, self.version, *(quote(p, safe="") for p in parts)])
+
     def messages_url(self, phone_number_id: str) -> str:
-        return f"{self.base_url}/{self.version}/{quote(phone_number_id, safe='')}/messages"
+        return self.url(phone_number_id, "messages")
 
     async def send(
         self, phone_number_id: str, access_token: str, payload: dict[str, Any]
     ) -> GraphResult:
+        answer = await self.call(
+            "POST", self.messages_url(phone_number_id), access_token, json=payload
+        )
+        if answer.error is not None:
+            return GraphResult(None, answer.error)
+        wamid = _wamid(answer.body)
+        if wamid is not None:
+            return GraphResult(wamid, None)
+        return GraphResult(
+            None,
+            SendError(
+                None,
+                "unexpected answer",
+                "WhatsApp accepted the request without a message id; not resent",
+                transient=False,
+            ),
+        )
+
+    async def mark_read(self, phone_number_id: str, access_token: str, wamid: str) -> GraphAnswer:
+        body = {"messaging_product": "whatsapp", "status": "read", "message_id": wamid}
+        return await self.call("POST", self.messages_url(phone_number_id), access_token, json=body)
+
+    async def call(
+        self,
+        method: str,
+        url: str,
+        access_token: str,
+        *,
+        json: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> GraphAnswer:
         try:
-            response = await self.client.post(
-                self.messages_url(phone_number_id),
-                json=payload,
+            response = await self.client.request(
+                method,
+                url,
+                json=json,
+                params=params,
                 headers={"Authorization": f"Bearer {access_token}"},
             )
         except httpx.HTTPError as exc:
-            return GraphResult(None, from_network_error(exc))
+            return GraphAnswer({}, from_network_error(exc))
         try:
             body = response.json()
         except ValueError:
             body = None
         if response.is_success:
-            wamid = _wamid(body)
-            if wamid is not None:
-                return GraphResult(wamid, None)
-            return GraphResult(
-                None,
-                SendError(
-                    None,
-                    "unexpected answer",
-                    "WhatsApp accepted the request without a message id; not resent",
-                    transient=False,
-                ),
-            )
-        return GraphResult(None, from_response(response.status_code, body))
+            return GraphAnswer(body if isinstance(body, dict) else {}, None)
+        return GraphAnswer({}, from_response(response.status_code, body))
 
 
 def _wamid(body: Any) -> str | None:

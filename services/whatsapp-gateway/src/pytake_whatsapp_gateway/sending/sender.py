@@ -42,10 +42,18 @@ from pytake_common.outbox import add_event
 from pytake_whatsapp_gateway.config import Settings
 from pytake_whatsapp_gateway.events import MessageFailed, MessageSent
 from pytake_whatsapp_gateway.metrics import SENDS
-from pytake_whatsapp_gateway.numbers import CONNECTED, mark_disconnected
+from pytake_whatsapp_gateway.numbers import ACTIVE, CONNECTED, mark_disconnected
 from pytake_whatsapp_gateway.sending.errors import SendError
-from pytake_whatsapp_gateway.sending.graph import GraphClient, GraphResult, text_message
-from pytake_whatsapp_gateway.tables import numbers, send_log
+from pytake_whatsapp_gateway.sending.graph import GraphClient, GraphResult
+from pytake_whatsapp_gateway.sending.messages import (
+    InvalidMessage,
+    MessageRequest,
+    build,
+    check_against_template,
+)
+from pytake_whatsapp_gateway.sending.pacing import Pacer
+from pytake_whatsapp_gateway.tables import numbers, send_log, templates
+from pytake_whatsapp_gateway.templates.store import APPROVED
 
 log = logging.getLogger(__name__)
 SERVICE = "whatsapp-gateway"
@@ -71,6 +79,38 @@ class Outbound:
     text_body: str | None
     preview_url: bool
     context_wamid: str | None
+    #: Meta's inner object for every type but text (``{"name", "language", ...}`` ...).
+    payload: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "message_id": str(self.message_id),
+            "organization_id": str(self.organization_id),
+            "conversation_id": str(self.conversation_id) if self.conversation_id else None,
+            "number_id": str(self.number_id),
+            "to": self.to,
+            "type": self.type,
+            "text_body": self.text_body,
+            "preview_url": self.preview_url,
+            "context_wamid": self.context_wamid,
+            "payload": self.payload,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Outbound:
+        conversation = raw.get("conversation_id")
+        return cls(
+            message_id=uuid.UUID(raw["message_id"]),
+            organization_id=uuid.UUID(raw["organization_id"]),
+            conversation_id=uuid.UUID(conversation) if conversation else None,
+            number_id=uuid.UUID(raw["number_id"]),
+            to=raw["to"],
+            type=raw["type"],
+            text_body=raw.get("text_body"),
+            preview_url=bool(raw.get("preview_url")),
+            context_wamid=raw.get("context_wamid"),
+            payload=raw.get("payload"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +118,11 @@ class _Ready:
     phone_number_id: str
     access_token: str
     payload: dict[str, Any]
+    throughput_per_second: int
+
+
+def invalid(detail: str) -> SendError:
+    return SendError(None, "invalid message", detail, transient=False)
 
 
 def lock_key(message_id: uuid.UUID) -> int:
@@ -93,12 +138,19 @@ class Sender:
         box: SecretBox,
         client: httpx.AsyncClient,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        pacer: Pacer | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
         self.box = box
         self.graph = GraphClient(client, settings.graph_api_base, settings.graph_api_version)
         self._sleep = sleep
+        self.pacer = pacer or Pacer(
+            db,
+            jitter_allowance_s=settings.pace_jitter_allowance_s,
+            pair_interval_s=settings.pair_interval_s,
+            pair_burst=settings.pair_burst,
+        )
 
     async def send(self, out: Outbound) -> None:
         async with self.db.engine.connect() as lock:
@@ -176,9 +228,15 @@ class Sender:
         number = (
             await session.execute(
                 select(
-                    numbers.c.phone_number_id, numbers.c.access_token_enc, numbers.c.status
+                    numbers.c.phone_number_id,
+                    numbers.c.waba_id,
+                    numbers.c.access_token_enc,
+                    numbers.c.status,
+                    numbers.c.throughput_per_second,
                 ).where(
-                    numbers.c.organization_id == out.organization_id, numbers.c.id == out.number_id
+                    numbers.c.organization_id == out.organization_id,
+                    numbers.c.id == out.number_id,
+                    ACTIVE,
                 )
             )
         ).first()
@@ -196,13 +254,22 @@ class Sender:
                 "The WhatsApp number is disconnected; reconnect it with a new token",
                 transient=False,
             )
-        if out.type != "text" or out.text_body is None:
-            return SendError(
-                None,
-                "unsupported message type",
-                f"Sending {out.type!r} messages is not supported yet",
-                transient=False,
+        try:
+            payload = build(
+                MessageRequest(
+                    to=out.to,
+                    type=out.type,
+                    text_body=out.text_body,
+                    preview_url=out.preview_url,
+                    payload=out.payload,
+                    context_wamid=out.context_wamid,
+                    message_id=out.message_id,
+                )
             )
+            if out.type == "template":
+                await self._check_template(session, out, number.waba_id, payload["template"])
+        except InvalidMessage as exc:
+            return invalid(str(exc))
         try:
             token = self.box.decrypt(number.access_token_enc)
         except SecretDecryptionError:
@@ -216,19 +283,39 @@ class Sender:
                 "The number's stored credentials cannot be read; reconnect it",
                 transient=False,
             )
-        payload = text_message(
-            to=out.to,
-            body=out.text_body,
-            preview_url=out.preview_url,
-            context_wamid=out.context_wamid,
-            message_id=out.message_id,
-        )
-        return _Ready(number.phone_number_id, token, payload)
+        return _Ready(number.phone_number_id, token, payload, number.throughput_per_second)
+
+    async def _check_template(
+        self, session: AsyncSession, out: Outbound, waba_id: str, sent: dict[str, Any]
+    ) -> None:
+        """Only APPROVED templates known locally are sent (Meta would refuse the others)."""
+        name, language = sent["name"], sent["language"]["code"]
+        stored = (
+            await session.execute(
+                select(templates.c.status, templates.c.components).where(
+                    templates.c.organization_id == out.organization_id,
+                    templates.c.waba_id == waba_id,
+                    templates.c.name == name,
+                    templates.c.language == language,
+                )
+            )
+        ).first()
+        if stored is None:
+            raise InvalidMessage(
+                f"the template {name!r} ({language}) is not known for this number's "
+                "WhatsApp Business account; create or sync it first"
+            )
+        if stored.status != APPROVED:
+            raise InvalidMessage(
+                f"the template {name!r} ({language}) is {stored.status}, not APPROVED"
+            )
+        check_against_template(sent, list(stored.components))
 
     async def _call(self, out: Outbound, ready: _Ready) -> tuple[GraphResult, int]:
         attempt = 0
         while True:
             attempt += 1
+            await self.pacer.number_slot(out.number_id, ready.throughput_per_second)
             result = await self.graph.send(ready.phone_number_id, ready.access_token, ready.payload)
             error = result.error
             if error is None or not error.transient or attempt >= self.settings.send_max_attempts:
@@ -295,7 +382,9 @@ class Sender:
                 failed_at=now,
             )
             if error.disconnects:
-                await mark_disconnected(session, out.organization_id, out.number_id)
+                await mark_disconnected(
+                    session, out.organization_id, out.number_id, error.title or error.detail
+                )
         await session.execute(
             update(send_log)
             .where(send_log.c.message_id == out.message_id, send_log.c.state == CLAIMED)

@@ -29,8 +29,10 @@ from pytake_common.ids import PYTAKE_NAMESPACE, contact_id_for, message_id_for_w
 from pytake_common.outbox import add_event
 from pytake_whatsapp_gateway.events import MessageReceived, MessageStatusUpdated
 from pytake_whatsapp_gateway.metrics import WEBHOOK_DELIVERIES
+from pytake_whatsapp_gateway.numbers import ACTIVE
 from pytake_whatsapp_gateway.tables import (
     inbound_messages,
+    media_files,
     numbers,
     send_log,
     status_updates,
@@ -45,6 +47,7 @@ from pytake_whatsapp_gateway.webhooks.parsing import (
     parse_delivery,
 )
 from pytake_whatsapp_gateway.webhooks.signature import KnownNumber, is_authentic, parse_signature
+from pytake_whatsapp_gateway.webhooks.waba import record_waba_change
 
 log = logging.getLogger(__name__)
 SERVICE = "whatsapp-gateway"
@@ -83,14 +86,17 @@ class WebhookIntake:
         assert signature is not None
         delivery = parse_delivery(payload, received_at)
         async with self.db.transaction(bypass_rls=True) as session:
-            known = await _known_numbers(session, delivery.phone_number_ids)
-            if not known:
+            known, of_wabas = await _known_numbers(
+                session, delivery.phone_number_ids, delivery.waba_ids
+            )
+            if not known and not of_wabas:
                 log.info(
                     "webhook for numbers not connected to PyTake acknowledged",
                     extra={"phone_number_ids": delivery.phone_number_ids[:10]},
                 )
                 return "unknown_number"
-            if not is_authentic(body, digest, list(known.values()), self.box, self.platform_secret):
+            named = {n.id: n for n in [*known.values(), *of_wabas]}
+            if not is_authentic(body, digest, list(named.values()), self.box, self.platform_secret):
                 raise BadSignature("X-Hub-Signature-256 does not match the numbers' app secret")
             delivery_id = uuid.uuid4()
             await session.execute(
@@ -102,43 +108,64 @@ class WebhookIntake:
                     body=payload,
                 )
             )
-            created = await _record(session, delivery, known, delivery_id)
+            created = await _record(session, delivery, known, of_wabas, delivery_id)
         if delivery.skipped:
             log.warning(
                 "webhook elements without an id or sender skipped",
                 extra={"delivery_id": str(delivery_id), "skipped": delivery.skipped},
             )
-        nothing_new = created == 0 and (delivery.messages or delivery.statuses)
+        nothing_new = created == 0 and (
+            delivery.messages or delivery.statuses or delivery.waba_changes
+        )
         return "duplicate" if nothing_new else "accepted"
 
 
 async def _known_numbers(
-    session: AsyncSession, phone_number_ids: list[str]
-) -> dict[str, KnownNumber]:
-    if not phone_number_ids:
-        return {}
+    session: AsyncSession, phone_number_ids: list[str], waba_ids: list[str]
+) -> tuple[dict[str, KnownNumber], list[KnownNumber]]:
+    """Numbers named by phone_number_id (messages, statuses) and those of the named WABAs."""
+    if not phone_number_ids and not waba_ids:
+        return {}, []
     rows = await session.execute(
         select(
             numbers.c.id,
             numbers.c.organization_id,
             numbers.c.phone_number_id,
+            numbers.c.waba_id,
             numbers.c.display_phone_number,
             numbers.c.app_secret_enc,
-        ).where(numbers.c.phone_number_id.in_(phone_number_ids))
+        ).where(
+            or_(numbers.c.phone_number_id.in_(phone_number_ids), numbers.c.waba_id.in_(waba_ids)),
+            ACTIVE,
+        )
     )
-    return {row.phone_number_id: KnownNumber(**row._mapping) for row in rows}
+    found = [KnownNumber(**row._mapping) for row in rows]
+    by_phone = {n.phone_number_id: n for n in found if n.phone_number_id in phone_number_ids}
+    return by_phone, [n for n in found if n.waba_id in waba_ids]
 
 
 async def _record(
     session: AsyncSession,
     delivery: ParsedDelivery,
     known: dict[str, KnownNumber],
+    of_wabas: list[KnownNumber],
     delivery_id: uuid.UUID,
 ) -> int:
-    """Insert the new messages/statuses of known numbers, tenant by tenant; count them."""
+    """Insert the new messages/statuses/WABA changes, tenant by tenant; count them."""
     created = 0
-    for organization_id in dict.fromkeys(n.organization_id for n in known.values()):
+    tenants = [n.organization_id for n in [*known.values(), *of_wabas]]
+    for organization_id in dict.fromkeys(tenants):
         await _bind_tenant(session, organization_id)
+        for change in delivery.waba_changes:
+            mine = [
+                n
+                for n in of_wabas
+                if n.organization_id == organization_id and n.waba_id == change.waba_id
+            ]
+            if mine:
+                created += await record_waba_change(
+                    session, change, organization_id, mine, delivery_id
+                )
         for message in _of(delivery.messages, known, organization_id):
             created += await _record_message(
                 session, message, known[message.phone_number_id], delivery_id
@@ -197,6 +224,22 @@ async def _record_message(
     ).first()
     if inserted is None:
         return 0  # already received (Meta's redelivery): no second event
+    media = message.media
+    if media is not None:
+        # Recorded for a fetch from Meta after intake, never inside the webhook request.
+        # download_path stays null until GET /v1/whatsapp/media/{message_id} exists.
+        await session.execute(
+            pg_insert(media_files)
+            .values(
+                message_id=message_id,
+                organization_id=org,
+                number_id=number.id,
+                media_id=media.media_id[:200],
+                mime_type=(media.mime_type or "")[:200] or None,
+                sha256=(media.sha256 or "")[:100] or None,
+            )
+            .on_conflict_do_nothing()
+        )
     payload = MessageReceived(
         message_id=message_id,
         wamid=message.wamid,
@@ -213,6 +256,9 @@ async def _record_message(
         content=message.content,
         context=message.context,
         timestamp=message.timestamp,
+        media=media,
+        reaction=message.reaction,
+        referral=message.referral,
     )
     await add_event(
         session,

@@ -14,7 +14,23 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pytake_common.errors import DomainError
-from pytake_whatsapp_gateway.events import MessageContext, StatusError
+from pytake_whatsapp_gateway.events import (
+    MessageContext,
+    ReceivedMedia,
+    ReceivedReaction,
+    StatusError,
+)
+
+MEDIA_TYPES = frozenset({"image", "audio", "video", "document", "sticker"})
+#: Fields of a change that concern a WhatsApp Business account, not one number.
+WABA_FIELDS = frozenset(
+    {
+        "message_template_status_update",
+        "template_category_update",
+        "phone_number_quality_update",
+        "account_update",
+    }
+)
 
 
 class InvalidPayload(DomainError):
@@ -34,6 +50,20 @@ class InboundMessage:
     content: dict[str, Any]
     context: MessageContext | None
     timestamp: datetime
+    media: ReceivedMedia | None = None
+    reaction: ReceivedReaction | None = None
+    referral: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WabaChange:
+    """A WABA-level change (template status/category, quality, account): no phone_number_id."""
+
+    waba_id: str
+    field: str
+    value: dict[str, Any]
+    #: ``entry.time`` (unix seconds) when Meta sent one: part of the change's dedupe key.
+    time: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +83,12 @@ class ParsedDelivery:
     phone_number_ids: list[str] = field(default_factory=list)
     messages: list[InboundMessage] = field(default_factory=list)
     statuses: list[StatusUpdate] = field(default_factory=list)
+    waba_changes: list[WabaChange] = field(default_factory=list)
     skipped: int = 0
+
+    @property
+    def waba_ids(self) -> list[str]:
+        return list(dict.fromkeys(c.waba_id for c in self.waba_changes))
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
@@ -73,9 +108,20 @@ def parse_body(raw: bytes) -> dict[str, Any]:
 def parse_delivery(payload: dict[str, Any], received_at: datetime) -> ParsedDelivery:
     parsed = ParsedDelivery()
     for entry in _dicts(payload.get("entry")):
+        waba_id = _str(entry.get("id"))
         for change in _dicts(entry.get("changes")):
             value = change.get("value")
             if not isinstance(value, dict):
+                continue
+            kind = _str(change.get("field"))
+            if kind in WABA_FIELDS:
+                if waba_id is None:
+                    parsed.skipped += 1
+                    continue
+                assert kind is not None
+                parsed.waba_changes.append(
+                    WabaChange(waba_id, kind, value, _int(entry.get("time")))
+                )
                 continue
             metadata = value.get("metadata")
             phone_number_id = (
@@ -114,7 +160,7 @@ def _read_messages(
             continue
         profile = contact.get("profile")
         kind = _str(message.get("type")) or "unknown"
-        text_obj = message.get("text")
+        referral = message.get("referral")
         parsed.messages.append(
             InboundMessage(
                 phone_number_id=phone_number_id,
@@ -124,12 +170,13 @@ def _read_messages(
                 user_id=user_id,
                 profile_name=_str(profile.get("name")) if isinstance(profile, dict) else None,
                 type=kind,
-                text=_str(text_obj.get("body"), strip=False)
-                if kind == "text" and isinstance(text_obj, dict)
-                else None,
+                text=_text_of(kind, message),
                 content=message,
                 context=_context(message.get("context")),
                 timestamp=_timestamp(message.get("timestamp"), received_at),
+                media=_media(kind, message),
+                reaction=_reaction(kind, message),
+                referral=referral if isinstance(referral, dict) else None,
             )
         )
 
@@ -155,6 +202,64 @@ def _read_statuses(
                 callback_data=_str(status.get("biz_opaque_callback_data")),
             )
         )
+
+
+def _text_of(kind: str, message: dict[str, Any]) -> str | None:
+    """The human-readable text of a message, whatever its type (None when it has none).
+
+    text: the body; media: the caption; button (template quick reply): the
+    button's text; interactive: the chosen reply's title (Flows: the body);
+    system: Meta's description; edit: the new text.
+    """
+    inner = message.get(kind)
+    if not isinstance(inner, dict):
+        return None
+    if kind == "text":
+        return _str(inner.get("body"), strip=False)
+    if kind in MEDIA_TYPES:
+        return _str(inner.get("caption"), strip=False)
+    if kind == "button":
+        return _str(inner.get("text"), strip=False)
+    if kind == "interactive":
+        reply = inner.get(_str(inner.get("type")) or "")
+        if isinstance(reply, dict):
+            return _str(reply.get("title"), strip=False) or _str(reply.get("body"), strip=False)
+        return None
+    if kind == "system":
+        return _str(inner.get("body"), strip=False)
+    if kind == "edit":
+        edited = inner.get("message")
+        if isinstance(edited, dict) and isinstance(edited.get("text"), dict):
+            return _str(edited["text"].get("body"), strip=False)
+    return None
+
+
+def _media(kind: str, message: dict[str, Any]) -> ReceivedMedia | None:
+    inner = message.get(kind)
+    if kind not in MEDIA_TYPES or not isinstance(inner, dict):
+        return None
+    media_id = _str(inner.get("id"))
+    if media_id is None:
+        return None
+    return ReceivedMedia(
+        media_id=media_id,
+        mime_type=_str(inner.get("mime_type")),
+        sha256=_str(inner.get("sha256")),
+        voice=inner.get("voice") is True,
+        filename=_str(inner.get("filename")),
+    )
+
+
+def _reaction(kind: str, message: dict[str, Any]) -> ReceivedReaction | None:
+    inner = message.get("reaction")
+    if kind != "reaction" or not isinstance(inner, dict):
+        return None
+    target = _str(inner.get("message_id"))
+    if target is None:
+        return None
+    emoji = inner.get("emoji")
+    # A missing or empty emoji means the customer removed the reaction.
+    return ReceivedReaction(message_id=target, emoji=emoji if isinstance(emoji, str) else "")
 
 
 def _contact_of(message: dict[str, Any], contacts: list[dict[str, Any]]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ class KnownNumber:
     id: uuid.UUID
     organization_id: uuid.UUID
     phone_number_id: str
+    waba_id: str
     display_phone_number: str
     app_secret_enc: str | None
 
