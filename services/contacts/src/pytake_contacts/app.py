@@ -6,7 +6,7 @@ from pytake_common.consumer import EventConsumer
 from pytake_common.db import Database
 from pytake_common.outbox import OutboxRelay
 from pytake_common.web import create_service_app
-from pytake_contacts.api.routes import router
+from pytake_contacts.api.routes import routers
 from pytake_contacts.config import Settings
 from pytake_contacts.handlers import HANDLERS
 
@@ -17,7 +17,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return create_service_app(
         settings,
         title="PyTake contacts",
-        routers=[router],
+        routers=routers,
         db=db,
         workers=lambda: [
             OutboxRelay(settings, db).run,

@@ -1,10 +1,16 @@
-"""Events contacts publishes (topic ``pytake.contacts.contact``, subject = contact id)."""
+"""Events contacts publishes.
+
+Topics ``pytake.contacts.contact`` (subject = contact id) and ``pytake.contacts.tag``
+(subject = tag id).
+"""
 
 import uuid
+from datetime import datetime
 
 from pytake_common.events import EventData
 
 TOPIC = "pytake.contacts.contact"
+TAG_TOPIC = "pytake.contacts.tag"
 
 
 class ContactCreated(EventData):
@@ -32,3 +38,109 @@ class ContactUpdated(EventData):
     name: str | None
     phone: str | None
     changed: list[str]
+
+
+class ContactBlocked(EventData):
+    """An agent blocked the contact (their messages are still recorded; nothing is sent)."""
+
+    event_type = "pytake.contacts.contact.blocked.v1"
+    topic = TOPIC
+
+    contact_id: uuid.UUID
+    organization_id: uuid.UUID
+    reason: str | None
+    blocked_at: datetime
+    blocked_by: uuid.UUID
+
+
+class ContactUnblocked(EventData):
+    event_type = "pytake.contacts.contact.unblocked.v1"
+    topic = TOPIC
+
+    contact_id: uuid.UUID
+    organization_id: uuid.UUID
+    unblocked_at: datetime
+    unblocked_by: uuid.UUID
+
+
+class ContactConsentChanged(EventData):
+    """The contact's marketing consent was recorded (``source``: where it was given)."""
+
+    event_type = "pytake.contacts.contact.consent_changed.v1"
+    topic = TOPIC
+
+    contact_id: uuid.UUID
+    organization_id: uuid.UUID
+    marketing_opt_in: bool
+    source: str
+    changed_at: datetime
+
+
+class ContactAssigned(EventData):
+    """The contact's owner changed (``assignee_id`` null: unassigned)."""
+
+    event_type = "pytake.contacts.contact.assigned.v1"
+    topic = TOPIC
+
+    contact_id: uuid.UUID
+    organization_id: uuid.UUID
+    assignee_id: uuid.UUID | None
+
+
+class ContactTagged(EventData):
+    event_type = "pytake.contacts.contact.tagged.v1"
+    topic = TOPIC
+
+    contact_id: uuid.UUID
+    organization_id: uuid.UUID
+    tag_id: uuid.UUID
+
+
+class ContactUntagged(EventData):
+    event_type = "pytake.contacts.contact.untagged.v1"
+    topic = TOPIC
+
+    contact_id: uuid.UUID
+    organization_id: uuid.UUID
+    tag_id: uuid.UUID
+
+
+class ContactErased(EventData):
+    """Privacy erasure: every service erases or anonymises its copies of this contact's data."""
+
+    event_type = "pytake.contacts.contact.erased.v1"
+    topic = TOPIC
+
+    contact_id: uuid.UUID
+    organization_id: uuid.UUID
+    erased_at: datetime
+
+
+class TagCreated(EventData):
+    event_type = "pytake.contacts.tag.created.v1"
+    topic = TAG_TOPIC
+
+    tag_id: uuid.UUID
+    organization_id: uuid.UUID
+    name: str
+    color: str
+
+
+class TagUpdated(EventData):
+    event_type = "pytake.contacts.tag.updated.v1"
+    topic = TAG_TOPIC
+
+    tag_id: uuid.UUID
+    organization_id: uuid.UUID
+    name: str
+    color: str
+
+
+class TagDeleted(EventData):
+    """The tag is gone, and with it from every contact that carried it."""
+
+    event_type = "pytake.contacts.tag.deleted.v1"
+    topic = TAG_TOPIC
+
+    tag_id: uuid.UUID
+    organization_id: uuid.UUID

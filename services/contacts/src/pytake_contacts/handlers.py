@@ -1,4 +1,8 @@
-"""Consumers: a contact is upserted from each inbound WhatsApp message."""
+"""Consumers: contacts from inbound WhatsApp messages, the users replica, the timeline.
+
+Inbound messages are never refused (no plan limit, blocked contacts included): the
+customer wrote, so the contact exists.
+"""
 
 import uuid
 from datetime import UTC, datetime
@@ -15,6 +19,8 @@ from pytake_common.outbox import add_event
 from pytake_contacts.domain import PROFILE, clean_name, phone_from_wa_id
 from pytake_contacts.events import ContactCreated, ContactUpdated
 from pytake_contacts.tables import contacts
+from pytake_contacts.timeline import TIMELINE_HANDLERS
+from pytake_contacts.users import USER_HANDLERS
 
 MESSAGE_RECEIVED = "pytake.whatsapp.message.received.v1"
 SERVICE = "contacts"
@@ -110,9 +116,15 @@ async def _update_existing(session: AsyncSession, data: MessageReceived, name: s
     )
     if row is None:  # the conflicting row vanished (deleted meanwhile): let the consumer retry
         raise RuntimeError(f"contact {data.contact_id} conflicted but cannot be found")
+    if row["erased_at"] is not None:
+        await _recreate_erased(session, data, name, row["id"])
+        return
 
     values: dict[str, Any] = {}
     changed: list[str] = []
+    if row["deleted_at"] is not None:  # deleted by an agent, and the customer wrote again
+        values["deleted_at"] = None
+        changed.append("deleted_at")
     last = row["last_interaction_at"]
     newest = last is None or data.timestamp >= last
     # The profile name follows the customer's latest message, unless an agent named them.
@@ -161,6 +173,41 @@ async def _update_existing(session: AsyncSession, data: MessageReceived, name: s
         )
 
 
+async def _recreate_erased(
+    session: AsyncSession, data: MessageReceived, name: str | None, contact_id: uuid.UUID
+) -> None:
+    """An erased customer wrote again: a new contact (same derived id), nothing old back."""
+    org = data.organization_id
+    phone = phone_from_wa_id(data.wa_id)
+    await session.execute(
+        update(contacts)
+        .where(contacts.c.id == contact_id, contacts.c.organization_id == org)
+        .values(
+            wa_id=data.wa_id,
+            user_id=data.user_id,
+            name=name,
+            name_source=PROFILE,
+            phone=phone,
+            last_interaction_at=data.timestamp,
+            deleted_at=None,
+            erased_at=None,
+            created_at=func.now(),
+            updated_at=func.now(),
+        )
+    )
+    payload = ContactCreated(
+        contact_id=contact_id,
+        organization_id=org,
+        wa_id=data.wa_id,
+        user_id=data.user_id,
+        name=name,
+        phone=phone,
+    )
+    await add_event(
+        session, CloudEvent.of(payload, service=SERVICE, subject=contact_id, tenant_id=org)
+    )
+
+
 async def _taken(session: AsyncSession, org: uuid.UUID, column: str, value: str) -> bool:
     col = contacts.c[column]
     found = await session.scalar(
@@ -169,4 +216,8 @@ async def _taken(session: AsyncSession, org: uuid.UUID, column: str, value: str)
     return bool(found)
 
 
-HANDLERS: dict[str, Handler] = {MESSAGE_RECEIVED: on_message_received}
+HANDLERS: dict[str, Handler] = {
+    MESSAGE_RECEIVED: on_message_received,
+    **USER_HANDLERS,
+    **TIMELINE_HANDLERS,
+}

@@ -1,20 +1,37 @@
+"""Tables of the contacts database (SQLAlchemy Core)."""
+
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     Column,
+    Computed,
     DateTime,
+    ForeignKey,
     Index,
+    PrimaryKeyConstraint,
     String,
     Table,
+    Text,
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 from pytake_common.db import new_metadata
 
 metadata = new_metadata()
 
 NAME_SOURCES = ("profile", "agent")
+
+
+def _ts(name: str, nullable: bool = True) -> "Column[object]":
+    return Column(
+        name,
+        DateTime(timezone=True),
+        nullable=nullable,
+        server_default=None if nullable else func.now(),
+    )
+
 
 contacts = Table(
     "contacts",
@@ -28,9 +45,40 @@ contacts = Table(
     Column("name", String(256), nullable=True),
     Column("name_source", String(16), nullable=False, server_default="profile"),
     Column("phone", String(32), nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Column("last_interaction_at", DateTime(timezone=True), nullable=True),
+    Column("email", String(320)),
+    Column("company", String(256)),
+    Column("job_title", String(256)),
+    Column("notes", Text()),
+    Column("language", String(35)),
+    Column("attributes", JSONB, nullable=False, server_default="{}"),
+    _ts("blocked_at"),
+    Column("blocked_reason", String(500)),
+    Column("blocked_by", UUID(as_uuid=True)),
+    Column("marketing_opt_in", Boolean()),
+    Column("consent_source", String(100)),
+    _ts("consent_changed_at"),
+    Column("assignee_id", UUID(as_uuid=True)),
+    _ts("created_at", False),
+    _ts("updated_at", False),
+    _ts("last_interaction_at"),
+    _ts("deleted_at"),
+    _ts("erased_at"),
+    # Maintained by PostgreSQL (see migration 0002): lower-cased, accent-free name/email/
+    # company, and the phone's digits; both carry GIN trigram indexes for search.
+    Column(
+        "search",
+        Text(),
+        Computed(
+            "lower(pytake_unaccent(coalesce(name, '') || ' ' || coalesce(email, '') || ' ' "
+            "|| coalesce(company, '')))",
+            persisted=True,
+        ),
+    ),
+    Column(
+        "phone_digits",
+        Text(),
+        Computed("regexp_replace(coalesce(phone, ''), '[^0-9]', '', 'g')", persisted=True),
+    ),
     CheckConstraint("name_source IN ('profile', 'agent')", name="name_source"),
     CheckConstraint("wa_id IS NOT NULL OR user_id IS NOT NULL", name="identified"),
 )
@@ -49,9 +97,67 @@ Index(
     unique=True,
     postgresql_where=text("user_id IS NOT NULL"),
 )
-Index(
-    "ix_contacts_organization_id_created_at_id",
-    contacts.c.organization_id,
-    contacts.c.created_at,
-    contacts.c.id,
+
+tags = Table(
+    "tags",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("organization_id", UUID(as_uuid=True), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("color", String(7), nullable=False),
+    _ts("created_at", False),
+    _ts("updated_at", False),
+)
+
+contact_tags = Table(
+    "contact_tags",
+    metadata,
+    Column("organization_id", UUID(as_uuid=True), nullable=False),
+    Column(
+        "contact_id",
+        UUID(as_uuid=True),
+        ForeignKey("contacts.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("tag_id", UUID(as_uuid=True), ForeignKey("tags.id", ondelete="CASCADE"), nullable=False),
+    _ts("created_at", False),
+    PrimaryKeyConstraint("contact_id", "tag_id"),
+)
+
+attribute_definitions = Table(
+    "attribute_definitions",
+    metadata,
+    Column("organization_id", UUID(as_uuid=True), nullable=False),
+    Column("key", String(64), nullable=False),
+    Column("label", String(128), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("allowed_values", JSONB, nullable=True),
+    _ts("created_at", False),
+    PrimaryKeyConstraint("organization_id", "key"),
+)
+
+#: A replica of auth's users (from its events), to validate assignees without a call.
+users = Table(
+    "users",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("organization_id", UUID(as_uuid=True), nullable=False),
+    Column("full_name", String(256)),
+    Column("role", String(32)),
+    Column("is_active", Boolean(), nullable=False, server_default=text("true")),
+    _ts("deleted_at"),
+    _ts("updated_at", False),
+)
+
+#: A contact's timeline; ``fact_key`` makes each fact land once whatever event carried it.
+contact_interactions = Table(
+    "contact_interactions",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("organization_id", UUID(as_uuid=True), nullable=False),
+    Column("contact_id", UUID(as_uuid=True), nullable=False),
+    Column("kind", String(64), nullable=False),
+    _ts("occurred_at", False),
+    Column("fact_key", String(200), nullable=False),
+    Column("data", JSONB, nullable=False, server_default="{}"),
 )
