@@ -77,7 +77,12 @@ class Database:
     def __init__(self, url: str, *, app_role: str | None = None, pool_size: int = 10) -> None:
         self.url = url
         self.engine: AsyncEngine = create_async_engine(
-            url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+            # No pre-ping: it costs a round trip on every checkout; stale connections
+            # are recycled instead and a failed statement surfaces as a retryable error.
+            url,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_recycle=1800,
         )
         if app_role:
             quoted = '"' + app_role.replace('"', '""') + '"'
