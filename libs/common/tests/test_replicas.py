@@ -154,3 +154,36 @@ def test_revocation_cutoff_from_explicit_time():
     )
     assert rl.is_revoked({"sub": str(user), "iat": int(cutoff.timestamp()) - 10})
     assert not rl.is_revoked({"sub": str(user), "iat": int(cutoff.timestamp()) + 10})
+
+
+async def test_plan_change_reaches_a_running_directory_within_two_seconds(kafka_bootstrap):
+    directory = OrganizationDirectory(settings_for(kafka_bootstrap, "replica-plan"))
+    stop = asyncio.Event()
+    task = asyncio.create_task(directory.run(stop))
+    org = uuid.uuid4()
+    try:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await producer.start()
+        changed = _event(
+            "pytake.tenants.organization.plan_changed.v1",
+            org,
+            org,
+            plan="starter",
+            limits={"contacts": 1},
+            trial_ends_at=None,
+            changed_by=None,
+        )
+        sent_at = asyncio.get_running_loop().time()
+        await producer.send_and_wait(changed.topic, changed.to_bytes(), key=org.bytes)
+        await producer.stop()
+
+        async def limited():
+            return directory.limit(org, "contacts") == 1 or None
+
+        await eventually(limited, timeout=10, interval=0.02)
+        assert asyncio.get_running_loop().time() - sent_at < 2.0
+        with pytest.raises(PlanLimitExceeded):
+            await directory.check_limit(org, "contacts", used=1)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
