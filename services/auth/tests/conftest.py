@@ -57,13 +57,26 @@ async def client(app):
         yield c
 
 
+def random_address() -> str:
+    return f"10.{secrets.randbelow(256)}.{secrets.randbelow(256)}.{secrets.randbelow(254) + 1}"
+
+
 class Api:
-    """Thin helpers over the client (test modules cannot import conftest)."""
+    """Thin helpers over the client (test modules cannot import conftest).
+
+    Each call comes from a random client address (the ASGI peer, 127.0.0.1, is a
+    trusted proxy, so ``X-Forwarded-For`` counts): the per-address throttle stays
+    out of tests that are not about it. Pass ``address`` to pin one.
+    """
 
     password = PASSWORD
 
     def __init__(self, client: httpx.AsyncClient) -> None:
         self.client = client
+
+    @staticmethod
+    def origin(address: str | None = None) -> dict[str, str]:
+        return {"X-Forwarded-For": address or random_address()}
 
     @staticmethod
     def new_email() -> str:
@@ -87,18 +100,48 @@ class Api:
             "organization_name": "Analytical Engines",
             **extra,
         }
-        return await self.client.post("/v1/auth/register", json=body, headers=headers or {})
+        return await self.client.post(
+            "/v1/auth/register", json=body, headers={**self.origin(), **(headers or {})}
+        )
 
     async def registered(self, **kwargs) -> dict:
         r = await self.register(**kwargs)
         assert r.status_code == 201, r.text
         return r.json()
 
-    async def login(self, email: str, password: str = PASSWORD) -> httpx.Response:
-        return await self.client.post("/v1/auth/login", json={"email": email, "password": password})
+    async def login(
+        self, email: str, password: str = PASSWORD, address: str | None = None
+    ) -> httpx.Response:
+        return await self.client.post(
+            "/v1/auth/login",
+            json={"email": email, "password": password},
+            headers=self.origin(address),
+        )
 
-    async def refresh(self, token: str) -> httpx.Response:
-        return await self.client.post("/v1/auth/refresh", json={"refresh_token": token})
+    async def refresh(self, token: str, address: str | None = None) -> httpx.Response:
+        return await self.client.post(
+            "/v1/auth/refresh", json={"refresh_token": token}, headers=self.origin(address)
+        )
+
+    async def create_user(
+        self, admin_token: str, *, role: str = "agent", email: str | None = None, **extra
+    ) -> httpx.Response:
+        body = {
+            "email": email or self.new_email(),
+            "full_name": "Grace Hopper",
+            "role": role,
+            "password": PASSWORD,
+            **extra,
+        }
+        return await self.client.post("/v1/users", json=body, headers=self.bearer(admin_token))
+
+    async def member(self, admin_token: str, role: str = "agent") -> dict:
+        """A user created by ``admin_token``'s organization, signed in: its token body."""
+        r = await self.create_user(admin_token, role=role)
+        assert r.status_code == 201, r.text
+        login = await self.login(r.json()["email"])
+        assert login.status_code == 200, login.text
+        return login.json()
 
 
 @pytest.fixture

@@ -6,11 +6,14 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
+from pytake_auth.api.deps import Rules
 from pytake_auth.api.routes import Registrations, jwks_router, router
+from pytake_auth.api.users import router as users_router
 from pytake_auth.config import Settings
 from pytake_auth.janitor import SessionJanitor
 from pytake_auth.keys import KeyRing, LocalVerifier
 from pytake_auth.passwords import Passwords
+from pytake_auth.throttle import Throttle
 from pytake_common.db import Database
 from pytake_common.outbox import OutboxRelay
 from pytake_common.web import create_service_app
@@ -25,7 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = create_service_app(
         settings,
         title="PyTake auth",
-        routers=[router, jwks_router],
+        routers=[router, users_router, jwks_router],
         db=db,
         # auth consumes no events yet: the relay and housekeeping only.
         workers=lambda: [OutboxRelay(settings, db).run, SessionJanitor(settings, db).run],
@@ -33,6 +36,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.keys = keys
     app.state.passwords = Passwords(settings)
     app.state.registrations = Registrations(settings.secret)
+    app.state.throttle = Throttle(db, enabled=settings.throttle_enabled)
+    app.state.throttle_rules = Rules.from_settings(settings)
     # auth verifies its own tokens from its key table, not over HTTP to itself.
     app.state.verifier = LocalVerifier(settings, keys)
 

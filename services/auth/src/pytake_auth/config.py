@@ -1,13 +1,28 @@
 """Settings of the auth service (environment variables ``PYTAKE_*``)."""
 
 import os
-from typing import Self
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
+from typing import Annotated, Self
 
 from pydantic import Field, model_validator
 
 from pytake_common.settings import ServiceSettings
 
 DAY = 86_400
+
+#: (limit, window in seconds) of one throttle rule.
+Rule = tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]]
+
+#: OWASP Password Storage Cheat Sheet, argon2id (memory KiB, iterations), parallelism 1;
+#: each line is equally strong.
+OWASP_ARGON2ID = ((47_104, 1), (19_456, 2), (12_288, 3), (9_216, 4), (7_168, 5))
+
+
+def argon2_is_owasp_compliant(memory_kib: int, time_cost: int, parallelism: int) -> bool:
+    """At least as costly as one OWASP configuration (more lanes split, not add, memory)."""
+    if parallelism < 1:
+        return False
+    return any(memory_kib >= m and time_cost >= t for m, t in OWASP_ARGON2ID)
 
 
 class Settings(ServiceSettings):
@@ -31,18 +46,58 @@ class Settings(ServiceSettings):
     #: How long a replica trusts its in-memory copy of the key table.
     key_cache_s: float = Field(default=60.0, gt=0)
 
-    #: argon2id parameters (defaults: argon2-cffi's, RFC 9106 "low memory" profile).
-    argon2_time_cost: int = Field(default=3, ge=1)
-    argon2_memory_cost_kib: int = Field(default=65_536, ge=8)
-    argon2_parallelism: int = Field(default=4, ge=1)
+    #: argon2id parameters. Default: OWASP's first recommendation (m=19 MiB, t=2, p=1).
+    #: Outside dev/test they must match or exceed one of :data:`OWASP_ARGON2ID`.
+    argon2_time_cost: int = Field(default=2, ge=1)
+    argon2_memory_cost_kib: int = Field(default=19_456, ge=8)
+    argon2_parallelism: int = Field(default=1, ge=1)
     #: Hashes computed at once (each takes ``argon2_memory_cost_kib`` of RAM).
     password_hash_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1)
+
+    #: Direct peers whose ``X-Forwarded-For`` is believed (its first entry is the client).
+    trusted_proxies: list[IPv4Network | IPv6Network] = Field(
+        default_factory=lambda: [ip_network("127.0.0.1/32"), ip_network("::1/128")]
+    )
+    #: Throttle (sliding windows in PostgreSQL, shared by every replica): ``(limit, window_s)``.
+    #: Failed logins per e-mail; every login attempt per client address.
+    throttle_login_failures_per_email: Rule = (5, 900)
+    throttle_login_per_address: Rule = (20, 60)
+    #: Registrations per client address and per e-mail.
+    throttle_register_per_address: Rule = (5, 3600)
+    throttle_register_per_email: Rule = (5, 3600)
+    #: Refreshes per client address and per user.
+    throttle_refresh_per_address: Rule = (30, 60)
+    throttle_refresh_per_user: Rule = (30, 60)
+    #: Switch the throttle off entirely (load tests on loopback only; refused in prod).
+    throttle_enabled: bool = True
 
     @model_validator(mode="after")
     def _lifetimes_are_consistent(self) -> Self:
         if self.refresh_token_ttl_s > self.session_max_age_s:
             raise ValueError("refresh_token_ttl_s cannot exceed session_max_age_s")
         return self
+
+    @model_validator(mode="after")
+    def _production_is_hardened(self) -> Self:
+        if self.env != "prod":
+            return self
+        if not argon2_is_owasp_compliant(
+            self.argon2_memory_cost_kib, self.argon2_time_cost, self.argon2_parallelism
+        ):
+            raise ValueError(
+                "argon2 parameters are below OWASP's argon2id guidance "
+                "(e.g. m=19456 KiB, t=2, p=1 or m=47104 KiB, t=1, p=1)"
+            )
+        if not self.throttle_enabled:
+            raise ValueError("the throttle cannot be disabled in prod")
+        return self
+
+    def is_trusted_proxy(self, address: str) -> bool:
+        try:
+            ip = ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.trusted_proxies)
 
     @property
     def key_publish_lead_s(self) -> float:

@@ -2,7 +2,7 @@
 
 import unicodedata
 
-from pytake_common.errors import Conflict, InvalidInput, Unauthorized
+from pytake_common.errors import Conflict, Forbidden, InvalidInput, Unauthorized
 
 MIN_PASSWORD = 10
 MAX_PASSWORD = 128
@@ -64,3 +64,45 @@ def check_password_policy(password: str, email: str) -> None:
         raise WeakPassword("password must not be only whitespace")
     if password.strip().casefold() == email.strip().casefold():
         raise WeakPassword("password must not be the email address")
+
+
+class InvalidCurrentPassword(InvalidInput):
+    code, title = "invalid_current_password", "Current password is incorrect"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the current password is incorrect",
+            errors=[
+                {
+                    "loc": ["body", "current_password"],
+                    "msg": "incorrect password",
+                    "type": "invalid_current_password",
+                }
+            ],
+        )
+
+
+class LastAdmin(Conflict):
+    code, title = "last_admin", "The organization needs an administrator"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this would leave the organization without an active administrator; "
+            "make someone else an org_admin first"
+        )
+
+
+class RoleNotAllowed(Forbidden):
+    code, title = "role_not_allowed", "Role not allowed"
+
+
+#: Roles an administrator may give; ``super_admin`` only by a super_admin.
+ASSIGNABLE_ROLES = ("agent", "viewer", "org_admin", "super_admin")
+
+
+def check_role_management(actor_role: str, target_role: str | None, new_role: str | None) -> None:
+    """Only a super_admin grants ``super_admin`` or manages a super_admin account."""
+    if actor_role == "super_admin":
+        return
+    if new_role == "super_admin" or target_role == "super_admin":
+        raise RoleNotAllowed("only a super_admin may grant or manage the super_admin role")

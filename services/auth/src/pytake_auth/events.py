@@ -1,6 +1,7 @@
 """Events auth publishes (topics ``pytake.auth.user`` and ``pytake.auth.session``)."""
 
 import uuid
+from datetime import datetime
 
 from pydantic import Field
 
@@ -31,8 +32,9 @@ class UserRegistered(EventData):
 class SessionRevoked(EventData):
     """A session ended before its time; its refresh tokens are dead.
 
-    ``reason``: ``logout`` or ``refresh_token_reuse`` (a used refresh token was
-    presented again, so the session is presumed stolen). Access tokens already
+    ``reason``: ``logout``, ``refresh_token_reuse`` (a used refresh token was
+    presented again, so the session is presumed stolen) or ``password_changed``
+    (the user changed their password: every other session of theirs ends). Access tokens already
     issued stay valid until they expire; consumers that must cut them off
     sooner can deny-list ``session_id`` (the ``sid`` claim) until then.
     """
@@ -43,4 +45,77 @@ class SessionRevoked(EventData):
     session_id: uuid.UUID
     user_id: uuid.UUID
     organization_id: uuid.UUID
-    reason: str = Field(description="logout | refresh_token_reuse (more may be added)")
+    reason: str = Field(
+        description="logout | refresh_token_reuse | password_changed (more may be added)"
+    )
+
+
+class UserCreated(EventData):
+    """An administrator added a user to an existing organization."""
+
+    event_type = "pytake.auth.user.created.v1"
+    topic = USER_TOPIC
+
+    user_id: uuid.UUID
+    organization_id: uuid.UUID
+    email: str
+    full_name: str
+    role: str
+    is_active: bool
+
+
+class UserUpdated(EventData):
+    """A user's profile or role changed; ``changed`` names the fields that did."""
+
+    event_type = "pytake.auth.user.updated.v1"
+    topic = USER_TOPIC
+
+    user_id: uuid.UUID
+    organization_id: uuid.UUID
+    full_name: str
+    role: str
+    is_active: bool
+    changed: list[str]
+
+
+class UserActivated(EventData):
+    event_type = "pytake.auth.user.activated.v1"
+    topic = USER_TOPIC
+
+    user_id: uuid.UUID
+    organization_id: uuid.UUID
+
+
+class UserDeactivated(EventData):
+    """The user can no longer sign in (``user.sessions_revoked`` follows for their tokens)."""
+
+    event_type = "pytake.auth.user.deactivated.v1"
+    topic = USER_TOPIC
+
+    user_id: uuid.UUID
+    organization_id: uuid.UUID
+
+
+class UserDeleted(EventData):
+    """The user was removed (soft: the id stays known, the e-mail is anonymised)."""
+
+    event_type = "pytake.auth.user.deleted.v1"
+    topic = USER_TOPIC
+
+    user_id: uuid.UUID
+    organization_id: uuid.UUID
+
+
+class UserSessionsRevoked(EventData):
+    """Every session of the user ended: access tokens issued before ``revoked_before``
+    (their ``iat``) must be refused from now on."""
+
+    event_type = "pytake.auth.user.sessions_revoked.v1"
+    topic = USER_TOPIC
+
+    user_id: uuid.UUID
+    organization_id: uuid.UUID
+    reason: str = Field(
+        description="deactivated | password_changed | role_changed | deleted | admin"
+    )
+    revoked_before: datetime

@@ -1,4 +1,5 @@
-"""Purges sessions (and, by cascade, their refresh tokens) long after they ended.
+"""Purges sessions (and, by cascade, their refresh tokens) long after they ended,
+and throttle buckets whose windows no longer count.
 
 Spent refresh tokens are kept while their session lives so a replayed one is
 recognised as reuse; once the session is revoked or expired for
@@ -15,6 +16,7 @@ from sqlalchemy import delete, or_
 
 from pytake_auth.config import Settings
 from pytake_auth.tables import sessions
+from pytake_auth.throttle import purge_expired
 from pytake_common.db import Database
 
 log = logging.getLogger(__name__)
@@ -29,8 +31,12 @@ class SessionJanitor:
         while not stop.is_set():
             try:
                 purged = await self.purge()
-                if purged:
-                    log.info("purged ended sessions", extra={"sessions": purged})
+                buckets = await purge_expired(self.db)
+                if purged or buckets:
+                    log.info(
+                        "purged ended sessions and stale throttle buckets",
+                        extra={"sessions": purged, "buckets": buckets},
+                    )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -24,7 +24,7 @@ from pytake_common.events import CloudEvent
 from pytake_common.outbox import add_event
 
 SERVICE = "auth"
-RevocationReason = Literal["logout", "refresh_token_reuse"]
+RevocationReason = Literal["logout", "refresh_token_reuse", "password_changed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,13 +130,13 @@ async def open_session(
             expires_at=expires_at,
         )
     )
-    token = await _issue_refresh_token(
+    token = await issue_refresh_token(
         session, settings, user, session_id, expires_at, now, rotated_from=None
     )
     return session_id, token
 
 
-async def _issue_refresh_token(
+async def issue_refresh_token(
     session: AsyncSession,
     settings: Settings,
     user: User,
@@ -144,7 +144,7 @@ async def _issue_refresh_token(
     session_expires_at: datetime,
     now: datetime,
     *,
-    rotated_from: uuid.UUID | None,
+    rotated_from: uuid.UUID | None = None,
 ) -> str:
     token, token_hash = new_refresh_token()
     expires_at = min(now + timedelta(seconds=settings.refresh_token_ttl_s), session_expires_at)
@@ -162,13 +162,19 @@ async def _issue_refresh_token(
     return token
 
 
-async def refresh_token_organization(session: AsyncSession, token_hash: str) -> uuid.UUID | None:
-    """The organization a refresh token belongs to (run under ``bypass_rls``: the one
-    cross-tenant read of a refresh)."""
-    org: uuid.UUID | None = await session.scalar(
-        select(refresh_tokens.c.organization_id).where(refresh_tokens.c.token_hash == token_hash)
-    )
-    return org
+async def refresh_token_owner(
+    session: AsyncSession, token_hash: str
+) -> tuple[uuid.UUID, uuid.UUID] | None:
+    """The organization and user a refresh token belongs to (run under ``bypass_rls``:
+    the one cross-tenant read of a refresh)."""
+    row = (
+        await session.execute(
+            select(refresh_tokens.c.organization_id, refresh_tokens.c.user_id).where(
+                refresh_tokens.c.token_hash == token_hash
+            )
+        )
+    ).first()
+    return (row.organization_id, row.user_id) if row is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +242,7 @@ async def rotate_refresh_token(
         update(refresh_tokens).where(refresh_tokens.c.id == token_id).values(used_at=now)
     )
     await session.execute(update(sessions).where(sessions.c.id == sess.id).values(refreshed_at=now))
-    new_token = await _issue_refresh_token(
+    new_token = await issue_refresh_token(
         session, settings, user, sess.id, sess.expires_at, now, rotated_from=token_id
     )
     return Rotated(user, sess.id, new_token)

@@ -8,6 +8,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
+    Integer,
     String,
     Table,
     Text,
@@ -36,6 +37,9 @@ users = Table(
     Column("last_login_at", DateTime(timezone=True), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Soft deletion: the row stays (other services' events reference it), the e-mail
+    # is anonymised, the account can never sign in again.
+    Column("deleted_at", DateTime(timezone=True), nullable=True),
     CheckConstraint("email = lower(email)", name="email_lowercase"),
     CheckConstraint("role IN (" + ", ".join(f"'{r}'" for r in ROLES) + ")", name="role_known"),
 )
@@ -96,6 +100,18 @@ signing_keys = Table(
     # Signs from not_before (published earlier so caches know it) until retired_at.
     Column("not_before", DateTime(timezone=True), nullable=False),
     Column("retired_at", DateTime(timezone=True), nullable=True),
+)
+
+#: Sliding-window counters of the throttle (platform-wide; see ``throttle.py``).
+throttle_buckets = Table(
+    "throttle_buckets",
+    metadata,
+    # sha256 (hex) of "<rule>:<subject>": e-mails and addresses are not stored in clear.
+    Column("bucket", String(64), primary_key=True),
+    Column("window_start", DateTime(timezone=True), nullable=False),
+    Column("hits", Integer, nullable=False),
+    Column("previous_hits", Integer, nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
 )
 
 TENANT_TABLES = ("users", "sessions", "refresh_tokens")

@@ -1,7 +1,12 @@
-"""HTTP API of auth: register, login, refresh, logout, me, and the JWKS."""
+"""HTTP API of auth: register, login, refresh, logout, me (profile and password), the JWKS.
+
+Register, login and refresh are throttled per account and per client address
+(:mod:`pytake_auth.throttle`): 429 ``rate_limited`` with ``Retry-After``.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -14,13 +19,16 @@ from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pytake_auth import store
+from pytake_auth import directory, store
+from pytake_auth.api.deps import ClientAddress, RulesDep, ThrottleDep
 from pytake_auth.api.schemas import (
     JWKS,
+    ChangePasswordRequest,
     LoginRequest,
     RefreshRequest,
     RegisterRequest,
     TokenResponse,
+    UpdateMeRequest,
     User,
 )
 from pytake_auth.config import Settings
@@ -28,15 +36,17 @@ from pytake_auth.domain import (
     REGISTRANT_ROLE,
     EmailTaken,
     InvalidCredentials,
+    InvalidCurrentPassword,
     InvalidRefreshToken,
     SessionEnded,
     check_password_policy,
     normalize_email,
     normalize_password,
 )
-from pytake_auth.events import UserRegistered
+from pytake_auth.events import UserRegistered, UserUpdated
 from pytake_auth.keys import KeyRing, SigningKey
 from pytake_auth.passwords import Passwords
+from pytake_auth.throttle import Throttled
 from pytake_auth.tokens import hash_refresh_token, mint_access_token
 from pytake_common.crypto import SecretBox, SecretDecryptionError
 from pytake_common.db import Database
@@ -157,8 +167,8 @@ class Registrations:
     def principal(email: str) -> uuid.UUID:
         return uuid.uuid5(PYTAKE_NAMESPACE, f"auth:register:{email}")
 
-    def fingerprint(self, body: dict[str, Any]) -> str:
-        raw = json.dumps(["POST", "/v1/auth/register", body], sort_keys=True).encode()
+    def fingerprint(self, body: dict[str, Any], path: str = "/v1/auth/register") -> str:
+        raw = json.dumps(["POST", path, body], sort_keys=True).encode()
         return hmac.new(self._mac_key, raw, hashlib.sha256).hexdigest()
 
     def seal(self, body: dict[str, Any]) -> dict[str, str]:
@@ -190,7 +200,11 @@ RegistrationGuard = Annotated[Registrations, Depends(_registrations)]
     "/register",
     status_code=201,
     response_model=TokenResponse,
-    responses={409: _problem("email_taken"), 422: _problem("weak_password", "invalid_input")},
+    responses={
+        409: _problem("email_taken"),
+        422: _problem("weak_password", "invalid_input"),
+        429: _problem("rate_limited"),
+    },
 )
 async def register(
     body: RegisterRequest,
@@ -199,6 +213,9 @@ async def register(
     keys: Keys,
     passwords: PasswordService,
     registrations: RegistrationGuard,
+    throttle: ThrottleDep,
+    rules: RulesDep,
+    client: ClientAddress,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Response:
     """Sign up: a new organization with the caller as its ``org_admin``; returns tokens.
@@ -207,6 +224,9 @@ async def register(
     ``pytake.auth.user.registered.v1`` event, so it may take a moment to appear.
     """
     email = normalize_email(body.email)
+    await throttle.gate(
+        (rules.register_per_address, client, True), (rules.register_per_email, email, True)
+    )
     password = normalize_password(body.password)
     check_password_policy(password, email)
     fingerprint = registrations.fingerprint(
@@ -274,13 +294,29 @@ async def _emit_registered(session: AsyncSession, user: store.User, organization
 
 
 @router.post(
-    "/login", response_model=TokenResponse, responses={401: _problem("invalid_credentials")}
+    "/login",
+    response_model=TokenResponse,
+    responses={401: _problem("invalid_credentials"), 429: _problem("rate_limited")},
 )
 async def login(
-    body: LoginRequest, db: DB, settings: Config, keys: Keys, passwords: PasswordService
+    body: LoginRequest,
+    db: DB,
+    settings: Config,
+    keys: Keys,
+    passwords: PasswordService,
+    throttle: ThrottleDep,
+    rules: RulesDep,
+    client: ClientAddress,
 ) -> Response:
-    """Exchange an email and password for an access token and a refresh token."""
+    """Exchange an email and password for an access token and a refresh token.
+
+    Throttled per client address (every attempt) and per e-mail (failures only,
+    known or not: the answer never tells whether an address is registered).
+    """
     email = normalize_email(body.email)
+    await throttle.gate(
+        (rules.login_per_address, client, True), (rules.login_failures_per_email, email, False)
+    )
     password = normalize_password(body.password)
     # The tenant is unknown until the e-mail is found: the one cross-tenant read.
     async with db.transaction(bypass_rls=True) as session:
@@ -288,6 +324,7 @@ async def login(
     # Unknown e-mails verify against a dummy hash: same work, same answer.
     matches = await passwords.verify(found.password_hash if found else None, password)
     if found is None or not matches or not found.is_active:
+        await _count_failure(throttle, rules, email)
         raise InvalidCredentials()
     new_hash = (
         await passwords.hash(password) if passwords.needs_rehash(found.password_hash) else None
@@ -301,21 +338,43 @@ async def login(
         await store.record_login(session, user, new_hash)
         session_id, refresh_token = await store.open_session(session, settings, user)
         answer = _token_body(settings, key, user, session_id, refresh_token)
+        # A successful sign-in forgets the e-mail's earlier failures.
+        await throttle.clear(rules.login_failures_per_email, email, session)
     return _tokens(200, answer)
 
 
+async def _count_failure(throttle: ThrottleDep, rules: RulesDep, email: str) -> None:
+    # The check before verifying already refused over-limit callers; a concurrent
+    # failure that fills the window first changes nothing for this one.
+    with contextlib.suppress(Throttled):
+        await throttle.hit(rules.login_failures_per_email, email)
+
+
 @router.post(
-    "/refresh", response_model=TokenResponse, responses={401: _problem("invalid_refresh_token")}
+    "/refresh",
+    response_model=TokenResponse,
+    responses={401: _problem("invalid_refresh_token"), 429: _problem("rate_limited")},
 )
-async def refresh(body: RefreshRequest, db: DB, settings: Config, keys: Keys) -> Response:
+async def refresh(
+    body: RefreshRequest,
+    db: DB,
+    settings: Config,
+    keys: Keys,
+    throttle: ThrottleDep,
+    rules: RulesDep,
+    client: ClientAddress,
+) -> Response:
     """Spend a refresh token for a new pair. Each refresh token works once: presenting
-    a spent one again revokes the whole session."""
+    a spent one again revokes the whole session. Throttled per client address and per user."""
+    await throttle.hit(rules.refresh_per_address, client)
     token_hash = hash_refresh_token(body.refresh_token)
     # The tenant is unknown until the token is found: the one cross-tenant read.
     async with db.transaction(bypass_rls=True) as session:
-        organization_id = await store.refresh_token_organization(session, token_hash)
-    if organization_id is None:
+        owner = await store.refresh_token_owner(session, token_hash)
+    if owner is None:
         raise InvalidRefreshToken()
+    organization_id, user_id = owner
+    await throttle.hit(rules.refresh_per_user, str(user_id))
     key = await keys.signing_key()
     async with db.transaction(organization_id=organization_id) as session:
         outcome = await store.rotate_refresh_token(session, settings, organization_id, token_hash)
@@ -363,3 +422,95 @@ async def me(principal: CurrentPrincipal, db: DB) -> User:
         ):
             raise SessionEnded()
     return _user(user)
+
+
+@router.patch(
+    "/me",
+    response_model=User,
+    responses={401: _problem("unauthorized", "session_revoked"), 422: _problem("invalid_input")},
+)
+async def update_me(body: UpdateMeRequest, principal: CurrentPrincipal, db: DB) -> User:
+    """Change the signed-in user's own profile (``full_name``)."""
+    session_id = _session_id(principal)
+    org = principal.organization_id
+    async with db.transaction(organization_id=org) as session:
+        user = await _live_user(session, principal, session_id, for_update=True)
+        if body.full_name != user.full_name:
+            member = await directory.update_member(session, org, user.id, full_name=body.full_name)
+            payload = UserUpdated(
+                user_id=user.id,
+                organization_id=org,
+                full_name=member.full_name,
+                role=member.role,
+                is_active=member.is_active,
+                changed=["full_name"],
+            )
+            await directory.emit(session, payload, user.id, org)
+            user = await _live_user(session, principal, session_id)
+    return _user(user)
+
+
+@router.post(
+    "/me/password",
+    response_model=TokenResponse,
+    responses={
+        401: _problem("unauthorized", "session_revoked"),
+        422: _problem("invalid_current_password", "weak_password", "invalid_input"),
+        429: _problem("rate_limited"),
+    },
+)
+async def change_password(
+    body: ChangePasswordRequest,
+    principal: CurrentPrincipal,
+    db: DB,
+    settings: Config,
+    keys: Keys,
+    passwords: PasswordService,
+    throttle: ThrottleDep,
+    rules: RulesDep,
+) -> Response:
+    """Change the signed-in user's password.
+
+    Every *other* session of the user ends (``session.revoked``, reason
+    ``password_changed``); this one continues with fresh tokens, returned here
+    (its earlier refresh token stops working).
+    """
+    session_id = _session_id(principal)
+    org = principal.organization_id
+    async with db.transaction(organization_id=org) as session:
+        current = await _live_user(session, principal, session_id)
+    # Guessing the current password with a stolen access token counts as failed logins.
+    await throttle.check(rules.login_failures_per_email, current.email)
+    if not await passwords.verify(current.password_hash, normalize_password(body.current_password)):
+        await _count_failure(throttle, rules, current.email)
+        raise InvalidCurrentPassword()
+    new_password = normalize_password(body.new_password)
+    check_password_policy(new_password, current.email)
+    new_hash = await passwords.hash(new_password)
+    key = await keys.signing_key()
+    async with db.transaction(organization_id=org) as session:
+        user = await _live_user(session, principal, session_id, for_update=True)
+        if user.password_hash != current.password_hash:
+            raise InvalidCurrentPassword()  # changed concurrently: the check is stale
+        await directory.update_member(session, org, user.id, password_hash=new_hash)
+        await directory.revoke_other_sessions(session, org, user.id, keep=session_id)
+        refresh_token = await directory.rotate_session_tokens(session, settings, user, session_id)
+        if refresh_token is None:
+            raise SessionEnded()
+        answer = _token_body(settings, key, user, session_id, refresh_token)
+    return _tokens(200, answer)
+
+
+async def _live_user(
+    session: AsyncSession, principal: Principal, session_id: uuid.UUID, *, for_update: bool = False
+) -> store.User:
+    user = await store.get_user(
+        session, principal.organization_id, principal.user_id, for_update=for_update
+    )
+    if user is None:
+        raise NotFound("user not found")
+    if not user.is_active or not await store.session_is_live(
+        session, principal.organization_id, session_id, user.id
+    ):
+        raise SessionEnded()
+    return user

@@ -1,6 +1,7 @@
 """Request and response bodies of the auth API."""
 
 import uuid
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
@@ -50,3 +51,44 @@ class TokenResponse(BaseModel):
 
 class JWKS(BaseModel):
     keys: list[dict[str, str]]
+
+
+class UpdateMeRequest(_Body):
+    full_name: Name
+
+
+class ChangePasswordRequest(_Body):
+    current_password: Password
+    new_password: Annotated[Password, Field(description="10 to 128 characters, not the email")]
+
+
+AssignableRole = Literal["agent", "viewer", "org_admin", "super_admin"]
+
+
+class CreateUserRequest(_Body):
+    email: Annotated[EmailStr, Field(max_length=254)]
+    full_name: Name
+    role: Annotated[AssignableRole, Field(description="super_admin only by a super_admin")]
+    password: Annotated[Password, Field(description="10 to 128 characters, not the email")]
+
+
+class UpdateUserRequest(_Body):
+    full_name: Name | None = None
+    role: AssignableRole | None = None
+
+
+class UserDetail(BaseModel):
+    id: uuid.UUID
+    email: str
+    full_name: str
+    role: str
+    organization_id: uuid.UUID
+    is_active: bool
+    last_login_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class UserPage(BaseModel):
+    items: list[UserDetail]
+    next_cursor: str | None

@@ -1,0 +1,187 @@
+"""Benchmark: password logins against the auth service (argon2id + PostgreSQL).
+
+Starts embedded PostgreSQL (unless PYTAKE_DATABASE_URL is set), migrates and
+serves auth with uvicorn in a subprocess on a free loopback port (workers off:
+no broker needed), registers N users, then
+
+1. one client logging in serially for a few seconds (the floor: one argon2
+   verification plus three short transactions);
+2. C concurrent clients logging in for D seconds (closed loop).
+
+It prints the rate, p50/p95/p99 and the argon2 parameters in force (checked
+against OWASP's argon2id guidance). The throttle stays on and is exercised:
+each request comes from its own address in ``X-Forwarded-For`` (the loopback
+peer is a trusted proxy), and logins succeed, so no per-address or per-email
+window fills up.
+
+Usage: python bench/auth_login.py [--users 64] [--c 16] [--duration 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from pytake_auth.config import Settings, argon2_is_owasp_compliant
+from pytake_devstack.infra import EmbeddedPostgres, free_port
+
+PASSWORD = "bench passphrase 0123"
+_addresses = (
+    f"10.{a}.{b}.{c}" for a, b, c in itertools.product(range(256), range(256), range(1, 255))
+)
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def origin() -> dict[str, str]:
+    return {"X-Forwarded-For": next(_addresses)}
+
+
+async def register_users(client: httpx.AsyncClient, n: int) -> list[str]:
+    emails = [f"bench-{i}-{os.getpid()}@example.com" for i in range(n)]
+    sem = asyncio.Semaphore(8)
+
+    async def one(email: str) -> None:
+        body = {
+            "email": email,
+            "password": PASSWORD,
+            "full_name": "Bench User",
+            "organization_name": "Bench Org",
+        }
+        async with sem:
+            r = await client.post("/v1/auth/register", json=body, headers=origin())
+        r.raise_for_status()
+
+    await asyncio.gather(*(one(e) for e in emails))
+    return emails
+
+
+async def run_clients(
+    client: httpx.AsyncClient, emails: list[str], concurrency: int, duration: float
+) -> tuple[list[float], int, float]:
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + duration
+
+    async def worker(index: int) -> None:
+        nonlocal errors
+        mine = emails[index::concurrency] or emails
+        for email in itertools.cycle(mine):
+            if time.perf_counter() >= deadline:
+                return
+            start = time.perf_counter()
+            r = await client.post(
+                "/v1/auth/login", json={"email": email, "password": PASSWORD}, headers=origin()
+            )
+            if r.status_code == 200:
+                latencies.append(time.perf_counter() - start)
+            else:
+                errors += 1
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    return latencies, errors, time.perf_counter() - began
+
+
+def report(label: str, latencies: list[float], errors: int, elapsed: float) -> None:
+    ms = [v * 1000 for v in latencies]
+    print(
+        f"{label}: {len(ms)} logins in {elapsed:.1f} s = {len(ms) / elapsed:.1f}/s, "
+        f"errors {errors}; p50 {pct(ms, 50):.0f} ms  p95 {pct(ms, 95):.0f} ms  "
+        f"p99 {pct(ms, 99):.0f} ms  mean {statistics.mean(ms):.0f} ms  max {max(ms):.0f} ms"
+    )
+
+
+async def bench(url: str, users: int, concurrency: int, duration: float) -> None:
+    limits = httpx.Limits(
+        max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4
+    )
+    async with httpx.AsyncClient(base_url=url, timeout=30.0, limits=limits) as client:
+        t = time.perf_counter()
+        emails = await register_users(client, users)
+        print(f"registered {len(emails)} users in {time.perf_counter() - t:.1f} s")
+        report("1 client (serial)", *await run_clients(client, emails, 1, min(5.0, duration)))
+        report(f"{concurrency} clients", *await run_clients(client, emails, concurrency, duration))
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"auth exited with {proc.returncode}")
+        try:
+            if httpx.get(url + "/healthz", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("auth did not become healthy")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--users", type=int, default=64)
+    parser.add_argument("--c", type=int, default=16)
+    parser.add_argument("--duration", type=float, default=20.0)
+    args = parser.parse_args()
+    state = Path(tempfile.mkdtemp(prefix="pytake-bench-auth-"))
+    pg = None
+    db_url = os.environ.get("PYTAKE_DATABASE_URL")
+    if not db_url:
+        pg = EmbeddedPostgres(state / "pg")
+        db_url = pg.start()
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTAKE_DATABASE_URL": db_url,
+        "PYTAKE_STATE_DIR": str(state),
+        "PYTAKE_HOST": "127.0.0.1",
+        "PYTAKE_PORT": str(port),
+        "PYTAKE_RUN_WORKERS": "false",
+        "PYTAKE_LOG_LEVEL": "WARNING",
+    }
+    settings = Settings(_env_file=None, **{"state_dir": state})  # type: ignore[call-arg]
+    m, t, p = (
+        settings.argon2_memory_cost_kib,
+        settings.argon2_time_cost,
+        settings.argon2_parallelism,
+    )
+    compliant = argon2_is_owasp_compliant(m, t, p)
+    print(
+        f"argon2id m={m} KiB ({m / 1024:.0f} MiB) t={t} p={p}: "
+        f"{'meets' if compliant else 'BELOW'} OWASP guidance; "
+        f"hash concurrency {settings.password_hash_concurrency} on {os.cpu_count()} CPUs"
+    )
+    server = None
+    try:
+        subprocess.run([sys.executable, "-m", "pytake_auth", "migrate"], env=env, check=True)
+        server = subprocess.Popen([sys.executable, "-m", "pytake_auth", "serve"], env=env)
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, server)
+        asyncio.run(bench(url, args.users, args.c, args.duration))
+    finally:
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        if pg:
+            pg.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+import contextlib
+from datetime import timedelta
+
+import httpx
+import pytest
+from sqlalchemy import func, select, update
+
+from pytake_auth.app import create_app
+from pytake_auth.tables import throttle_buckets
+from pytake_auth.throttle import Rule, Throttle, Throttled, _retry_after, purge_expired
+
+TIGHT = {
+    "throttle_login_per_address": (3, 60),
+    "throttle_register_per_address": (2, 3600),
+    "throttle_register_per_email": (5, 3600),
+    "throttle_refresh_per_address": (2, 60),
+    "throttle_refresh_per_user": (3, 60),
+}
+
+
+@contextlib.asynccontextmanager
+async def tight_client(make_settings, **overrides):
+    app = create_app(make_settings(**{**TIGHT, **overrides}))
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://auth"
+        ) as c:
+            yield app, c
+    finally:
+        await app.state.db.dispose()
+
+
+def assert_throttled(r: httpx.Response) -> int:
+    assert r.status_code == 429, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["code"] == "rate_limited"
+    retry = int(r.headers["retry-after"])
+    assert retry >= 1 and r.json()["retry_after"] == retry
+    return retry
+
+
+async def test_failed_logins_per_email_lock_the_account_from_any_address(api):
+    email = api.new_email()
+    await api.registered(email=email)
+    for _ in range(5):
+        assert (await api.login(email, "wrong password!")).status_code == 401
+    # Even the right password, from a fresh address, waits.
+    retry = assert_throttled(await api.login(email))
+    assert 1 <= retry <= 900
+    # An unknown address is throttled the same way (no hint it does not exist).
+    ghost = api.new_email()
+    for _ in range(5):
+        assert (await api.login(ghost)).status_code == 401
+    assert_throttled(await api.login(ghost))
+
+
+async def test_a_successful_login_forgets_earlier_failures(api):
+    email = api.new_email()
+    await api.registered(email=email)
+    for _ in range(4):
+        await api.login(email, "wrong password!")
+    assert (await api.login(email)).status_code == 200
+    for _ in range(4):
+        assert (await api.login(email, "wrong password!")).status_code == 401
+    assert (await api.login(email)).status_code == 200
+
+
+async def test_login_attempts_per_address(make_settings, api):
+    async with tight_client(make_settings) as (_, c):
+        body = {"email": api.new_email(), "password": "whatever it is"}
+        same = {"X-Forwarded-For": "203.0.113.7, 10.0.0.1"}
+        for _ in range(3):
+            assert (await c.post("/v1/auth/login", json=body, headers=same)).status_code == 401
+        assert_throttled(await c.post("/v1/auth/login", json=body, headers=same))
+        other = {"X-Forwarded-For": "203.0.113.8"}
+        assert (await c.post("/v1/auth/login", json=body, headers=other)).status_code == 401
+
+
+async def test_registrations_per_address_and_refreshes_per_address_and_user(make_settings, api):
+    async with tight_client(make_settings) as (_, c):
+        h = {"X-Forwarded-For": "198.51.100.1"}
+
+        def reg(email: str) -> dict:
+            return {
+                "email": email,
+                "password": api.password,
+                "full_name": "A",
+                "organization_name": "B",
+            }
+
+        first = await c.post("/v1/auth/register", json=reg(api.new_email()), headers=h)
+        assert first.status_code == 201
+        assert (
+            await c.post("/v1/auth/register", json=reg(api.new_email()), headers=h)
+        ).status_code == 201
+        assert_throttled(await c.post("/v1/auth/register", json=reg(api.new_email()), headers=h))
+
+        token = first.json()["refresh_token"]
+        for _ in range(2):
+            r = await c.post("/v1/auth/refresh", json={"refresh_token": token}, headers=h)
+            assert r.status_code == 200
+            token = r.json()["refresh_token"]
+        assert_throttled(await c.post("/v1/auth/refresh", json={"refresh_token": token}, headers=h))
+        # Per user: a third refresh from elsewhere is fine, a fourth is not.
+        r = await c.post(
+            "/v1/auth/refresh",
+            json={"refresh_token": token},
+            headers={"X-Forwarded-For": "198.51.100.2"},
+        )
+        assert r.status_code == 200
+        token = r.json()["refresh_token"]
+        assert_throttled(
+            await c.post(
+                "/v1/auth/refresh",
+                json={"refresh_token": token},
+                headers={"X-Forwarded-For": "198.51.100.3"},
+            )
+        )
+        # Refused refreshes spend nothing: the token still works once the window allows.
+
+
+async def test_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy(make_settings, api):
+    async with tight_client(make_settings, trusted_proxies=["10.0.0.0/8"]) as (app, c):
+        body = {"email": api.new_email(), "password": "whatever it is"}
+        for n in range(3):  # spoofed addresses: all count against the real peer
+            headers = {"X-Forwarded-For": f"192.0.2.{n}"}
+            assert (await c.post("/v1/auth/login", json=body, headers=headers)).status_code == 401
+        assert_throttled(
+            await c.post("/v1/auth/login", json=body, headers={"X-Forwarded-For": "192.0.2.99"})
+        )
+        assert app.state.settings.is_trusted_proxy("10.1.2.3")
+        assert not app.state.settings.is_trusted_proxy("127.0.0.1")
+        assert not app.state.settings.is_trusted_proxy("not an address")
+
+
+async def test_the_window_slides_and_buckets_are_shared_by_replicas(app, make_settings):
+    rule = Rule("test", limit=4, window_s=60)
+    a, b = Throttle(app.state.db), Throttle(app.state.db)  # two replicas, one database
+    for throttle in (a, b, a, b):
+        await throttle.hit(rule, "subject")
+    with pytest.raises(Throttled) as refused:
+        await b.hit(rule, "subject")
+    assert 1 <= refused.value.extra["retry_after"] <= 120
+    await a.check(rule, "other subject")
+
+    async def shift(seconds: float) -> None:
+        async with app.state.db.transaction() as s:
+            await s.execute(
+                update(throttle_buckets).values(
+                    window_start=throttle_buckets.c.window_start - timedelta(seconds=seconds),
+                    expires_at=throttle_buckets.c.expires_at - timedelta(seconds=seconds),
+                )
+            )
+
+    # One window later the 4 hits count as a fading "previous" share: not yet room for one.
+    await shift(60)
+    async with app.state.db.transaction() as s:
+        now = await s.scalar(select(func.now()))
+    elapsed = now.timestamp() % 60
+    if elapsed < 14:  # previous share 4 * (1 - elapsed/60) > 3
+        with pytest.raises(Throttled):
+            await a.hit(rule, "subject")
+    # Two windows later nothing counts any more.
+    await shift(60)
+    for _ in range(4):
+        await a.hit(rule, "subject")
+    await shift(200)
+    assert await purge_expired(app.state.db) == 2  # "subject" and "other subject"
+    await a.clear(rule, "subject")
+
+
+def test_retry_after_is_when_one_more_hit_fits():
+    rule = Rule("r", limit=5, window_s=60)
+    # Current window full at 10 s in: wait for the next window (50 s) plus the time
+    # the 5 hits take to fade to 4 (60 * (1 - 4/5) = 12 s).
+    assert _retry_after(rule, previous=0, current=5, elapsed=10) == 62
+    # Room in this window but the previous share is too big: wait until it fades.
+    # 10 * (1 - t/60) + 2 + 1 <= 5  ->  t >= 48
+    assert _retry_after(rule, previous=10, current=2, elapsed=30) == 18
+    # 2 * (1 - t/60) + 1 <= 2  ->  t >= 30 into the next window, which is 0.5 s away.
+    assert _retry_after(Rule("r", 2, 60), previous=0, current=2, elapsed=59.5) == 31
