@@ -7,7 +7,9 @@ number, then
 1. posts N distinct signed webhooks (one text message each) with C concurrent
    clients to the gateway and reports the acknowledgement latency (what Meta
    waits for) and the rate;
-2. measures, for a sample of messages sent one at a time, how long it takes
+2. waits until every accepted message is in its conversation (counting lost and
+   duplicated ones in conversations' database) and reports the pipeline rate;
+3. measures, for a sample of messages sent one at a time, how long it takes
    from the webhook being acknowledged until the message is visible in the
    agent's conversation through the API (outbox → Kafka → conversations).
 
@@ -28,8 +30,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import asyncpg
 import httpx
 
+from pytake_common.outbox import plain_dsn
+from pytake_common.settings import to_asyncpg_url
 from pytake_devstack.infra import EmbeddedPostgres, TansuBroker
 from pytake_devstack.mainloop import MainLoop, poll
 from pytake_devstack.stack import LocalStack
@@ -111,6 +116,27 @@ async def bench(stack: LocalStack, n: int, concurrency: int, samples: int) -> No
         f"  rate {n / elapsed:,.0f}/s   ack p50 {pct(latencies, 50) * 1000:.1f} ms   "
         f"p95 {pct(latencies, 95) * 1000:.1f} ms   p99 {pct(latencies, 99) * 1000:.1f} ms   "
         f"non-200: {errors}"
+    )
+
+    # Every accepted message must reach its conversation exactly once.
+    dsn = plain_dsn(to_asyncpg_url(stack.cfg.database_url, database="pytake_conversations"))
+    conn = await asyncpg.connect(dsn)
+    wamids = [w for _, w in bodies]
+    query = (
+        "SELECT count(*), count(DISTINCT wamid) FROM messages "
+        "WHERE direction = 'inbound' AND wamid = ANY($1::text[])"
+    )
+    while True:
+        total, distinct = await conn.fetchrow(query, wamids)
+        if total >= n or time.perf_counter() - start > 900:
+            break
+        await asyncio.sleep(0.5)
+    drained = time.perf_counter() - start
+    await conn.close()
+    print(
+        f"pipeline: {total} of {n} messages in conversations ({n - distinct} lost, "
+        f"{total - distinct} duplicated) {drained:.1f} s after the first webhook "
+        f"= {n / drained:,.0f} messages/s end to end"
     )
 
     visible: list[float] = []
