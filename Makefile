@@ -44,7 +44,10 @@ schemas: install ## regenerate event JSON Schemas and docs/events.md from the mo
 test: lint ## lint, then unit, integration, end-to-end and deploy checks
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
+bench: install ## run every benchmark in bench/ (loopback only; several minutes)
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
 clean: ## remove local state (databases, keys) and the virtual environment
 	rm -rf .pytake $(VENV)
 
-.PHONY: help install run demo lint format schemas test clean
+.PHONY: help install run demo lint format schemas test bench clean
