@@ -6,6 +6,9 @@ import pytest
 import pytake_whatsapp_gateway
 from pytake_devstack.pytest_plugin import migrated_database
 from pytake_devstack.tokens import TokenFactory
+from pytake_meta_simulator import SimulatorSettings
+from pytake_meta_simulator import create_app as create_simulator
+from pytake_meta_simulator.testing import serve
 from pytake_whatsapp_gateway.app import create_app
 from pytake_whatsapp_gateway.config import Settings
 
@@ -58,4 +61,49 @@ async def client(app):
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://whatsapp-gateway"
     ) as c:
+        yield c
+
+
+# The real Meta simulator over HTTP, and a gateway pointed at it ---------------
+
+
+@pytest.fixture
+async def simulator():
+    """The Meta simulator on a free port (webhooks go to each number's ``webhook_url``)."""
+    app = create_simulator(SimulatorSettings(webhook_url="http://127.0.0.1:9/none"))
+    async with app.router.lifespan_context(app), serve(app, path="") as url:
+        yield app, url
+
+
+@pytest.fixture
+async def gateway(settings, simulator, tmp_path):
+    """The gateway pointed at the simulator and itself served over HTTP (for webhooks)."""
+    application = create_app(
+        settings.model_copy(
+            update={"graph_api_base": simulator[1], "media_dir": tmp_path / "media"}
+        )
+    )
+    async with serve(application, path="/webhooks/whatsapp") as webhook_url:
+        yield application, webhook_url
+    await application.state.db.dispose()
+
+
+@pytest.fixture
+def gtokens(gateway):
+    factory = TokenFactory()
+    factory.install(gateway[0])
+    return factory
+
+
+@pytest.fixture
+async def api(gateway):
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=gateway[0]), base_url="http://whatsapp-gateway"
+    ) as c:
+        yield c
+
+
+@pytest.fixture
+async def sim(simulator):
+    async with httpx.AsyncClient(base_url=simulator[1]) as c:
         yield c

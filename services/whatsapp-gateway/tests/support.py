@@ -25,6 +25,8 @@ from pytake_whatsapp_gateway.tables import (
 from pytake_whatsapp_gateway.webhooks.signature import sign
 
 PLATFORM_SECRET = "platform-app-secret-0123456789"
+SIM_APP_SECRET = "sim-app-secret-0123456789"
+SIM_TOKEN = "EAAG-token"
 
 
 class FakeGraph:
@@ -199,3 +201,23 @@ async def register(
     )
     assert r.status_code == 201, r.text
     return r.json()
+
+
+async def connect(api, gtokens, sim, gateway, org: uuid.UUID, pnid: str) -> dict[str, Any]:
+    """A number registered in the gateway and in the real simulator (same WABA and token)."""
+    number = await register(
+        api, gtokens, org, pnid, app_secret=SIM_APP_SECRET, access_token=SIM_TOKEN
+    )
+    r = await sim.post(
+        "/_sim/numbers",
+        json={
+            "phone_number_id": pnid,
+            "waba_id": number["waba_id"],
+            "display_phone_number": "15550000000",
+            "access_token": SIM_TOKEN,
+            "app_secret": SIM_APP_SECRET,
+            "webhook_url": gateway[1],
+        },
+    )
+    assert r.status_code == 200, r.text
+    return number

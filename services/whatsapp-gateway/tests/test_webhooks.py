@@ -277,7 +277,7 @@ async def test_every_entry_change_and_message_is_processed(app, client, tokens):
         "mime_type": "image/jpeg",
         "sha256": "abc",
         "storage_key": None,
-        "download_path": None,
+        "download_path": f"/v1/whatsapp/media/{received['wamid.img']['message_id']}",
         "voice": False,
         "filename": None,
     }

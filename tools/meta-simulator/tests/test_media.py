@@ -73,3 +73,20 @@ async def test_unknown_object_and_number_profile(
     assert profile.status_code == 200
     assert profile.json()["display_phone_number"] == number["display_phone_number"]
     assert profile.json()["id"] == number["phone_number_id"]
+
+
+async def test_media_can_announce_a_wrong_sha256(
+    sim: httpx.AsyncClient, number: dict[str, str], auth: dict[str, str]
+) -> None:
+    wrong = "0" * 64
+    body = {
+        "phone_number_id": number["phone_number_id"],
+        "mime_type": "image/jpeg",
+        "data_base64": base64.b64encode(DATA).decode(),
+        "sha256": wrong,
+    }
+    created = (await sim.post("/_sim/media", json=body)).json()
+    info = (await sim.get(f"/v21.0/{created['id']}", headers=auth)).json()
+    assert info["sha256"] == wrong
+    assert (await sim.get(info["url"], headers=auth)).content == DATA
+    assert (await sim.post("/_sim/media", json={**body, "sha256": "xyz"})).status_code == 422

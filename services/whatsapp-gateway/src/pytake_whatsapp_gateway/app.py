@@ -10,12 +10,19 @@ from pytake_common.crypto import SecretBox
 from pytake_common.db import Database
 from pytake_common.outbox import OutboxRelay
 from pytake_common.web import Worker, create_service_app
+from pytake_whatsapp_gateway.api.media import router as media_router
 from pytake_whatsapp_gateway.api.numbers import router as numbers_router
+from pytake_whatsapp_gateway.api.templates import router as templates_router
 from pytake_whatsapp_gateway.api.webhooks import router as webhooks_router
 from pytake_whatsapp_gateway.config import Settings
 from pytake_whatsapp_gateway.handlers import make_handlers
+from pytake_whatsapp_gateway.media.fetcher import MediaFetcher
+from pytake_whatsapp_gateway.media.storage import LocalMediaStorage, MediaStorage
 from pytake_whatsapp_gateway.sending.dispatcher import Dispatcher
+from pytake_whatsapp_gateway.sending.graph import GraphClient
 from pytake_whatsapp_gateway.sending.sender import Sender
+from pytake_whatsapp_gateway.templates.service import TemplateService
+from pytake_whatsapp_gateway.templates.worker import TemplateSyncWorker
 from pytake_whatsapp_gateway.webhooks.intake import WebhookIntake
 
 CONSUMER_GROUP = "whatsapp-gateway"
@@ -44,6 +51,28 @@ def send_worker(settings: Settings, db: Database, box: SecretBox) -> Worker:
     return run
 
 
+def template_sync_worker(settings: Settings, db: Database, box: SecretBox) -> Worker:
+    """Re-reads every WABA's templates from Meta periodically (one replica at a time)."""
+
+    async def run(stop: asyncio.Event) -> None:
+        async with graph_http_client(settings) as client:
+            graph = GraphClient(client, settings.graph_api_base, settings.graph_api_version)
+            service = TemplateService(settings, db, box, graph)
+            await TemplateSyncWorker(service, settings.template_sync_interval_s).run(stop)
+
+    return run
+
+
+def media_worker(settings: Settings, db: Database, box: SecretBox, storage: MediaStorage) -> Worker:
+    """Fetches inbound media from Meta into ``storage`` (every replica shares the queue)."""
+
+    async def run(stop: asyncio.Event) -> None:
+        async with graph_http_client(settings) as client:
+            await MediaFetcher(settings, db, box, client, storage).run(stop)
+
+    return run
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     # Each send in flight holds up to two connections (its advisory lock, its transactions).
@@ -54,14 +83,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     box = SecretBox(settings.secret)
     platform = settings.platform_app_secret
+    api_graph = graph_http_client(settings)  # the API routes' calls (templates)
+    storage = LocalMediaStorage(settings.media_root())
     app = create_service_app(
         settings,
         title="PyTake WhatsApp gateway",
-        routers=[numbers_router, webhooks_router],
+        routers=[numbers_router, templates_router, media_router, webhooks_router],
         db=db,
-        workers=lambda: [OutboxRelay(settings, db).run, send_worker(settings, db, box)],
+        workers=lambda: [
+            OutboxRelay(settings, db).run,
+            send_worker(settings, db, box),
+            template_sync_worker(settings, db, box),
+            media_worker(settings, db, box, storage),
+        ],
+        on_shutdown=[api_graph.aclose],
     )
     app.state.secret_box = box
+    app.state.media_storage = storage
+    app.state.template_service = TemplateService(
+        settings,
+        db,
+        box,
+        GraphClient(api_graph, settings.graph_api_base, settings.graph_api_version),
+    )
     app.state.webhook_intake = WebhookIntake(
         db, box, platform.get_secret_value() if platform else None
     )

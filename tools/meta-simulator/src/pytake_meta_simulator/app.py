@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI
 
-from pytake_meta_simulator import control, graph
+from pytake_meta_simulator import control, graph, templates
 from pytake_meta_simulator.deps import SimulatorContext
 from pytake_meta_simulator.errors import GraphError, graph_error_handler
 from pytake_meta_simulator.settings import SimulatorSettings
@@ -53,5 +53,7 @@ def create_app(settings: SimulatorSettings | None = None) -> FastAPI:
 
     # Order matters: fixed paths before the Graph API's ``/{version}/{id}`` catch-all.
     app.include_router(control.router)
+    app.include_router(templates.control_router)
+    app.include_router(templates.router)
     app.include_router(graph.router)
     return app

@@ -117,6 +117,8 @@ class MediaIn(BaseModel):
     mime_type: str = Field(min_length=1)
     data_base64: str
     media_id: str | None = None
+    #: Announce this sha256 instead of the data's (a corrupted download, for tests).
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
 class MediaOut(BaseModel):
@@ -282,7 +284,7 @@ async def add_media(
             id=body.media_id or new_media_id(),
             phone_number_id=body.phone_number_id,
             mime_type=body.mime_type,
-            sha256=hashlib.sha256(data).hexdigest(),
+            sha256=body.sha256 or hashlib.sha256(data).hexdigest(),
             file_size=len(data),
             data=data,
         )
@@ -298,5 +300,5 @@ async def add_media(
 
 @router.post("/reset", status_code=204)
 async def reset(ctx: SimulatorContext = Depends(get_ctx)) -> None:
-    """Forget everything: numbers, sends, reads, webhooks, failures and media."""
+    """Forget everything: numbers, sends, reads, webhooks, failures, media, templates."""
     await ctx.store.reset()

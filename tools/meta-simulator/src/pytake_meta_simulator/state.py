@@ -105,6 +105,19 @@ class Media(BaseModel):
     data: bytes = Field(exclude=True, repr=False)
 
 
+class Template(BaseModel):
+    """A message template of a WABA (one name and language)."""
+
+    id: str
+    waba_id: str
+    name: str
+    language: str
+    category: str
+    status: str = "PENDING"
+    components: list[dict[str, Any]] = Field(default_factory=list)
+    rejected_reason: str = "NONE"
+
+
 class Store:
     """All simulator state. Every method takes the lock."""
 
@@ -117,6 +130,8 @@ class Store:
         self._webhooks: list[WebhookDelivery] = []
         self._failures: list[FailureRule] = []
         self._media: dict[str, Media] = {}
+        #: Per WABA, in creation order.
+        self._templates: dict[str, list[Template]] = {}
 
     def _next(self) -> int:
         return next(self._seq)
@@ -291,6 +306,45 @@ class Store:
         async with self._lock:
             return self._media.get(media_id)
 
+    # templates -----------------------------------------------------------
+    async def numbers_of_waba(self, waba_id: str) -> list[Number]:
+        async with self._lock:
+            return [n for n in self._numbers.values() if n.waba_id == waba_id]
+
+    async def add_template(self, template: Template) -> Template | None:
+        """Store ``template``; None when its name already exists in that language."""
+        async with self._lock:
+            book = self._templates.setdefault(template.waba_id, [])
+            if any(t.name == template.name and t.language == template.language for t in book):
+                return None
+            book.append(template)
+            return template.model_copy()
+
+    async def templates(self, waba_id: str) -> list[Template]:
+        async with self._lock:
+            return [t.model_copy() for t in self._templates.get(waba_id, [])]
+
+    async def delete_templates(self, waba_id: str, name: str) -> int:
+        """Delete every language of ``name``; return how many were deleted."""
+        async with self._lock:
+            book = self._templates.get(waba_id, [])
+            kept = [t for t in book if t.name != name]
+            self._templates[waba_id] = kept
+            return len(book) - len(kept)
+
+    async def set_template_status(
+        self, waba_id: str, name: str, language: str | None, status: str, reason: str
+    ) -> list[Template]:
+        """Set the status of ``name`` (one language, or all); return the changed templates."""
+        async with self._lock:
+            changed: list[Template] = []
+            for template in self._templates.get(waba_id, []):
+                if template.name == name and language in (None, template.language):
+                    template.status = status
+                    template.rejected_reason = reason
+                    changed.append(template.model_copy())
+            return changed
+
     # everything ----------------------------------------------------------
     async def reset(self) -> None:
         async with self._lock:
@@ -300,3 +354,4 @@ class Store:
             self._webhooks.clear()
             self._failures.clear()
             self._media.clear()
+            self._templates.clear()

@@ -23,6 +23,8 @@ class GraphAnswer:
 
     body: dict[str, Any]
     error: SendError | None
+    #: The HTTP status of Meta's answer (0 when none arrived).
+    status: int = 0
 
 
 class GraphClient:
@@ -86,8 +88,8 @@ class GraphClient:
         except ValueError:
             body = None
         if response.is_success:
-            return GraphAnswer(body if isinstance(body, dict) else {}, None)
-        return GraphAnswer({}, from_response(response.status_code, body))
+            return GraphAnswer(body if isinstance(body, dict) else {}, None, response.status_code)
+        return GraphAnswer({}, from_response(response.status_code, body), response.status_code)
 
 
 def _wamid(body: Any) -> str | None:

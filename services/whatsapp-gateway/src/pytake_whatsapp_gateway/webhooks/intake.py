@@ -28,6 +28,7 @@ from pytake_common.events import CloudEvent
 from pytake_common.ids import PYTAKE_NAMESPACE, contact_id_for, message_id_for_wamid
 from pytake_common.outbox import add_event
 from pytake_whatsapp_gateway.events import MessageReceived, MessageStatusUpdated
+from pytake_whatsapp_gateway.media import download_path
 from pytake_whatsapp_gateway.metrics import WEBHOOK_DELIVERIES
 from pytake_whatsapp_gateway.numbers import ACTIVE
 from pytake_whatsapp_gateway.tables import (
@@ -226,8 +227,8 @@ async def _record_message(
         return 0  # already received (Meta's redelivery): no second event
     media = message.media
     if media is not None:
-        # Recorded for a fetch from Meta after intake, never inside the webhook request.
-        # download_path stays null until GET /v1/whatsapp/media/{message_id} exists.
+        # Recorded for a fetch from Meta after intake (media worker), never inside the
+        # webhook request; the event names the route that serves it once fetched.
         await session.execute(
             pg_insert(media_files)
             .values(
@@ -256,7 +257,9 @@ async def _record_message(
         content=message.content,
         context=message.context,
         timestamp=message.timestamp,
-        media=media,
+        media=media.model_copy(update={"download_path": download_path(message_id)})
+        if media is not None
+        else None,
         reaction=message.reaction,
         referral=message.referral,
     )
