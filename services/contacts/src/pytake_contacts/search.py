@@ -27,8 +27,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from pytake_common.pagination import decode_cursor
 from pytake_contacts.domain import search_terms
-from pytake_contacts.pagination import decode_cursor
 from pytake_contacts.tables import contact_tags, contacts
 
 #: Word similarity needed to count as a typo of a word in the contact (pg_trgm's

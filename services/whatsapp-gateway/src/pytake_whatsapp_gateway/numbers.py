@@ -7,13 +7,9 @@ returned, logged or put in an event.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, func, select, tuple_, update
@@ -21,9 +17,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.crypto import SecretBox
-from pytake_common.errors import Conflict, InvalidInput, NotFound
+from pytake_common.errors import Conflict, NotFound
 from pytake_common.events import CloudEvent
 from pytake_common.outbox import add_event
+from pytake_common.pagination import decode_cursor, encode_cursor
 from pytake_whatsapp_gateway.events import (
     NumberDisconnected,
     NumberRegistered,
@@ -302,17 +299,3 @@ async def rotate_secrets(session: AsyncSession, box: SecretBox) -> int:
             )
         )
     return len(rows)
-
-
-def encode_cursor(created_at: datetime, last_id: uuid.UUID) -> str:
-    raw = json.dumps([created_at.isoformat(), str(last_id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at, last_id = json.loads(raw)
-        return datetime.fromisoformat(created_at), uuid.UUID(last_id)
-    except (binascii.Error, ValueError, TypeError) as exc:
-        raise InvalidInput("cursor is not valid") from exc

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pytake_common.errors import InvalidInput
 from pytake_common.idempotency import IdempotencyGuard, fingerprint
 from pytake_common.ids import contact_id_for
+from pytake_common.pagination import encode_cursor
 from pytake_common.security import Principal, Reader, Worker
 from pytake_contacts.api.deps import DB, Filter, check_contact_limit
 from pytake_contacts.api.schemas import Contact, ContactCreate, ContactPage, ContactPatch
@@ -26,7 +27,6 @@ from pytake_contacts.domain import (
     wa_id_for_phone,
 )
 from pytake_contacts.events import ContactCreated, ContactUpdated
-from pytake_contacts.pagination import encode_cursor
 from pytake_contacts.search import SET_SIMILARITY, WORD_SIMILARITY, page_query
 from pytake_contacts.store import attribute_schema, emit, load_contact, record_interaction, tags_of
 from pytake_contacts.tables import contacts

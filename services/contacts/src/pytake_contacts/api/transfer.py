@@ -15,11 +15,11 @@ from sqlalchemy import text
 from starlette.datastructures import UploadFile
 
 from pytake_common.errors import DomainError, InvalidInput
+from pytake_common.pagination import encode_cursor
 from pytake_common.security import Worker
 from pytake_contacts.api.deps import DB, Filter
 from pytake_contacts.api.schemas import ImportResult
 from pytake_contacts.importer import BATCH, Importer, parse_header
-from pytake_contacts.pagination import encode_cursor
 from pytake_contacts.search import SET_SIMILARITY, WORD_SIMILARITY, page_query
 from pytake_contacts.store import attribute_schema, tags_of
 

@@ -17,10 +17,10 @@ from sqlalchemy.exc import IntegrityError
 
 from pytake_common.errors import NotFound
 from pytake_common.idempotency import IdempotencyGuard, fingerprint
+from pytake_common.pagination import decode_cursor, encode_cursor
 from pytake_common.security import Admin, Reader
 from pytake_conversations.api.deps import DB, Limit
 from pytake_conversations.domain import InvalidPlaceholder, ShortcodeTaken, unknown_placeholders
-from pytake_conversations.pagination import decode_cursor, encode_cursor
 from pytake_conversations.tables import canned_responses
 
 router = APIRouter(prefix="/v1/canned-responses", tags=["canned responses"])

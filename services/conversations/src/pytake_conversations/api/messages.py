@@ -18,6 +18,7 @@ from pytake_common.errors import (
     UnprocessableState,
 )
 from pytake_common.idempotency import IdempotencyGuard, fingerprint
+from pytake_common.pagination import decode_cursor, encode_cursor
 from pytake_common.security import Principal, Reader, Worker
 from pytake_conversations.api.deps import (
     DB,
@@ -46,7 +47,6 @@ from pytake_conversations.inbox import (
     push_message,
     update_conversation,
 )
-from pytake_conversations.pagination import decode_cursor, encode_cursor
 from pytake_conversations.tables import contact_replicas, conversations, messages
 from pytake_conversations.views import Message
 

@@ -11,6 +11,7 @@ from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.sql import Select
 
 from pytake_common.errors import InvalidInput
+from pytake_common.pagination import decode_cursor, encode_cursor
 from pytake_common.security import Reader, Worker
 from pytake_conversations.api.deps import DB, Limit, WindowHours, load_conversation
 from pytake_conversations.domain import (
@@ -29,7 +30,6 @@ from pytake_conversations.inbox import (
     set_assignment,
     update_conversation,
 )
-from pytake_conversations.pagination import decode_cursor, encode_cursor
 from pytake_conversations.tables import conversations, messages
 from pytake_conversations.views import Conversation
 

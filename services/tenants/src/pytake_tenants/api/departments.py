@@ -8,10 +8,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from pytake_common.idempotency import IdempotencyGuard, fingerprint
+from pytake_common.pagination import decode_cursor, encode_cursor
 from pytake_common.security import Admin, Reader
 from pytake_tenants import departments
 from pytake_tenants.api.deps import DB
-from pytake_tenants.pagination import decode_cursor, encode_cursor
 
 router = APIRouter(prefix="/v1/departments", tags=["departments"])
 

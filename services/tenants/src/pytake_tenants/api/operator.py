@@ -12,9 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pytake_common.pagination import decode_cursor, decode_int_cursor, encode_cursor
 from pytake_tenants import audit, organizations, usage
 from pytake_tenants.api.deps import DB, SuperAdmin
-from pytake_tenants.pagination import decode_cursor, decode_int_cursor, encode_cursor
 from pytake_tenants.tables import organizations as organizations_table
 
 router = APIRouter(prefix="/v1/organizations", tags=["platform operator"])

@@ -1,4 +1,8 @@
-"""Opaque keyset cursors: ``?limit=&cursor=`` → ``{"items": [...], "next_cursor": ...}``."""
+"""Opaque keyset cursors shared by every list route.
+
+``?limit=&cursor=`` → ``{"items": [...], "next_cursor": ...}``; a cursor encodes the
+last row's (timestamp, id) so pages stay stable while rows are added.
+"""
 
 import base64
 import json
