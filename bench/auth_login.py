@@ -9,7 +9,9 @@ no broker needed), registers N users, then
 2. C concurrent clients logging in for D seconds (closed loop).
 
 It prints the rate, p50/p95/p99 and the argon2 parameters in force (checked
-against OWASP's argon2id guidance). The throttle stays on and is exercised:
+against OWASP's argon2id guidance), and first the cost of one verification at
+each of OWASP's equivalent argon2id configurations in libsodium (what auth
+uses) and in argon2-cffi, one thread, median of a few. The throttle stays on and is exercised:
 each request comes from its own address in ``X-Forwarded-For`` (the loopback
 peer is a trusted proxy), and logins succeed, so no per-address or per-email
 window fills up.
@@ -28,11 +30,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import httpx
+import psutil
+from argon2 import PasswordHasher, Type
 
-from pytake_auth.config import Settings, argon2_is_owasp_compliant
+from pytake_auth.config import OWASP_ARGON2ID, Settings, argon2_is_owasp_compliant
+from pytake_auth.passwords import Passwords
 from pytake_devstack.infra import EmbeddedPostgres, free_port
 
 PASSWORD = "bench passphrase 0123"
@@ -105,7 +112,9 @@ def report(label: str, latencies: list[float], errors: int, elapsed: float) -> N
     )
 
 
-async def bench(url: str, users: int, concurrency: int, duration: float) -> None:
+async def bench(
+    url: str, users: int, concurrency: int, duration: float, server: psutil.Process
+) -> None:
     limits = httpx.Limits(
         max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4
     )
@@ -114,7 +123,35 @@ async def bench(url: str, users: int, concurrency: int, duration: float) -> None
         emails = await register_users(client, users)
         print(f"registered {len(emails)} users in {time.perf_counter() - t:.1f} s")
         report("1 client (serial)", *await run_clients(client, emails, 1, min(5.0, duration)))
-        report(f"{concurrency} clients", *await run_clients(client, emails, concurrency, duration))
+        before = server.cpu_times()
+        result = await run_clients(client, emails, concurrency, duration)
+        report(f"{concurrency} clients", *result)
+        after = server.cpu_times()
+        used = (after.user - before.user) + (after.system - before.system)
+        print(f"  auth process CPU per login: {used / max(1, len(result[0])) * 1000:.1f} ms")
+
+
+def median_ms(check: Callable[[], object], rounds: int) -> float:
+    samples = []
+    for _ in range(rounds):
+        began = time.perf_counter()
+        check()
+        samples.append((time.perf_counter() - began) * 1000)
+    return statistics.median(samples)
+
+
+def verify_costs(state: Path, rounds: int = 7) -> None:
+    print(f"one argon2id verification, one thread (median of {rounds}):")
+    for m, t in OWASP_ARGON2ID:
+        settings = Settings(  # type: ignore[call-arg]
+            _env_file=None, state_dir=state, argon2_memory_cost_kib=m, argon2_time_cost=t
+        )
+        sodium = Passwords(settings)
+        cffi = PasswordHasher(time_cost=t, memory_cost=m, parallelism=1, type=Type.ID)
+        encoded = sodium.hash_sync(PASSWORD)
+        fast = median_ms(partial(sodium.verify_sync, encoded, PASSWORD), rounds)
+        portable = median_ms(partial(cffi.verify, encoded, PASSWORD), rounds)
+        print(f"  m={m:>6} KiB t={t}: libsodium {fast:5.1f} ms   argon2-cffi {portable:5.1f} ms")
 
 
 def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
@@ -165,13 +202,14 @@ def main() -> None:
         f"{'meets' if compliant else 'BELOW'} OWASP guidance; "
         f"hash concurrency {settings.password_hash_concurrency} on {os.cpu_count()} CPUs"
     )
+    verify_costs(state)
     server = None
     try:
         subprocess.run([sys.executable, "-m", "pytake_auth", "migrate"], env=env, check=True)
         server = subprocess.Popen([sys.executable, "-m", "pytake_auth", "serve"], env=env)
         url = f"http://127.0.0.1:{port}"
         wait_healthy(url, server)
-        asyncio.run(bench(url, args.users, args.c, args.duration))
+        asyncio.run(bench(url, args.users, args.c, args.duration, psutil.Process(server.pid)))
     finally:
         if server is not None:
             server.terminate()

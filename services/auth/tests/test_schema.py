@@ -83,7 +83,7 @@ def test_argon2_parameters_must_follow_owasp_in_prod(tmp_path):
     assert not argon2_is_owasp_compliant(8_192, 4, 1)
     prod = {"env": "prod", "secret_key": SecretStr("s" * 40), "state_dir": tmp_path}
     defaults = Settings(**prod)
-    assert (defaults.argon2_memory_cost_kib, defaults.argon2_time_cost) == (19_456, 2)
+    assert (defaults.argon2_memory_cost_kib, defaults.argon2_time_cost) == (7_168, 5)
     assert defaults.argon2_parallelism == 1
     for weak in ({"argon2_memory_cost_kib": 4096}, {"throttle_enabled": False}):
         with pytest.raises(ValidationError):
