@@ -14,7 +14,7 @@ import secrets
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -58,6 +58,11 @@ class ServiceSettings(BaseSettings):
     consumer_max_attempts: int = 5
     consumer_retry_backoff_s: float = 0.2
     outbox_poll_interval_s: float = 1.0
+    #: Retention worker (pytake_common.retention): pass interval and how long the consumer
+    #: inbox (longer than the topics' 7-day retention) and Idempotency-Key answers are kept.
+    retention_interval_s: float = Field(default=3600.0, gt=0)
+    processed_events_retention_s: float = Field(default=14 * 86_400.0, gt=0)
+    idempotency_key_retention_s: float = Field(default=48 * 3600.0, gt=0)
     outbox_batch_size: int = 200
     run_workers: bool = True
     #: Whether /readyz fails while the broker is unreachable. Services whose HTTP

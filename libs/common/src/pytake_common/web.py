@@ -27,6 +27,7 @@ from pytake_common.errors import install_problem_handlers, problem
 from pytake_common.kafka import broker_reachable
 from pytake_common.logging import configure_logging
 from pytake_common.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from pytake_common.retention import Retention, RetentionWorker
 from pytake_common.revocation import RevocationList
 from pytake_common.security import JWKSVerifier
 from pytake_common.settings import ServiceSettings
@@ -138,6 +139,7 @@ def create_service_app(
     workers: Callable[[], Sequence[Worker]] = lambda: (),
     check_broker: bool = True,
     on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
+    retention: Sequence[Retention] = (),
 ) -> FastAPI:
     configure_logging(settings.service_name, settings.log_level)
     configure_tracing(settings.service_name, settings.otel_exporter)
@@ -148,6 +150,8 @@ def create_service_app(
         tasks: list[asyncio.Task[None]] = []
         if settings.run_workers:
             replicas = [app.state.revocations.run, app.state.organizations.run]
+            if db is not None:  # every service database carries the mechanics tables
+                replicas.append(RetentionWorker(db, settings, retention).run)
             tasks = [asyncio.create_task(w(stop)) for w in [*replicas, *workers()]]
         log.info("service started", extra={"workers": len(tasks)})
         try:

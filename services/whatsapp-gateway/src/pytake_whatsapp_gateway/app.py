@@ -9,6 +9,7 @@ from pytake_common.consumer import EventConsumer
 from pytake_common.crypto import SecretBox
 from pytake_common.db import Database
 from pytake_common.outbox import OutboxRelay
+from pytake_common.retention import Retention
 from pytake_common.web import Worker, create_service_app
 from pytake_whatsapp_gateway.api.media import router as media_router
 from pytake_whatsapp_gateway.api.numbers import router as numbers_router
@@ -21,6 +22,7 @@ from pytake_whatsapp_gateway.media.storage import LocalMediaStorage, MediaStorag
 from pytake_whatsapp_gateway.sending.dispatcher import Dispatcher
 from pytake_whatsapp_gateway.sending.graph import GraphClient
 from pytake_whatsapp_gateway.sending.sender import Sender
+from pytake_whatsapp_gateway.tables import webhook_deliveries
 from pytake_whatsapp_gateway.templates.service import TemplateService
 from pytake_whatsapp_gateway.templates.worker import TemplateSyncWorker
 from pytake_whatsapp_gateway.webhooks.intake import WebhookIntake
@@ -97,6 +99,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             media_worker(settings, db, box, storage),
         ],
         on_shutdown=[api_graph.aclose],
+        retention=[
+            Retention(
+                webhook_deliveries,
+                webhook_deliveries.c.received_at,
+                settings.webhook_delivery_retention_s,
+            )
+        ],
     )
     app.state.secret_box = box
     app.state.media_storage = storage

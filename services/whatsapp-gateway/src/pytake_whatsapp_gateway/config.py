@@ -50,6 +50,10 @@ class Settings(ServiceSettings):
     #: How often the template worker re-reads every WABA's templates from Meta (0: never).
     template_sync_interval_s: float = Field(default=3600.0, ge=0)
 
+    #: Raw webhook deliveries (customer payloads) are deleted after this long. Duplicates
+    #: are caught by the per-message tables, so this is a privacy choice, not dedupe.
+    webhook_delivery_retention_s: float = Field(default=14 * 86_400.0, gt=0)
+
     #: Where fetched inbound media are kept (default: <state_dir>/media).
     media_dir: Path | None = None
     #: Largest inbound media fetched (WhatsApp's documents go up to 100 MB).
