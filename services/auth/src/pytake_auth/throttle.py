@@ -83,8 +83,9 @@ class Throttle:
             return
         retry: int | None = None
         async with self.db.transaction() as session:
+            now: datetime = (await session.execute(select(func.now()))).scalar_one()
             for rule, subject, count in steps:
-                retry = await self._take(session, rule, rule.bucket(subject), count=count)
+                retry = await self._take(session, now, rule, rule.bucket(subject), count=count)
                 if retry is not None:
                     break
         if retry is not None:
@@ -104,9 +105,8 @@ class Throttle:
             await own.execute(statement)
 
     async def _take(
-        self, session: AsyncSession, rule: Rule, bucket: str, *, count: bool
+        self, session: AsyncSession, now: datetime, rule: Rule, bucket: str, *, count: bool
     ) -> int | None:
-        now: datetime = (await session.execute(select(func.now()))).scalar_one()
         epoch = now.timestamp()
         start_s = epoch - epoch % rule.window_s
         window_start = now - timedelta(seconds=epoch - start_s)
