@@ -14,7 +14,15 @@ import pytest
 
 from pytake_devstack.tokens import TokenFactory
 
-from .conftest import claims_for, hs256_with_public_key, sign, tampered, unsigned
+from .conftest import (
+    claims_for,
+    gateway_settings,
+    hs256_with_public_key,
+    run_gateway,
+    sign,
+    tampered,
+    unsigned,
+)
 
 MIB = 1024 * 1024
 
@@ -316,6 +324,24 @@ async def test_the_gateways_span_continues_the_clients_trace(client, auth_header
     response = await client.get(f"/v1/contacts/{marker}/fresh", headers=auth_headers)
     (fresh,) = headers_of(response.json())["traceparent"]
     assert fresh.split("-")[1] != trace_id  # no client context: a new trace
+
+
+async def test_recorded_spans_continue_the_clients_trace_too(upstreams, auth_headers, marker):
+    """With an exporter configured the gateway records an SDK span (the test above
+    covers the context-only path of ``PYTAKE_OTEL_EXPORTER=none``)."""
+    settings = gateway_settings(
+        {name: fake.url for name, fake in upstreams.items()}, otel_exporter="console"
+    )
+    trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    async with run_gateway(settings) as running, running.client() as client:
+        response = await client.get(
+            f"/v1/contacts/{marker}",
+            headers={**auth_headers, "traceparent": f"00-{trace_id}-{parent}-01"},
+        )
+    (forwarded,) = headers_of(response.json())["traceparent"]
+    version, forwarded_trace, span, flags = forwarded.split("-")
+    assert (version, forwarded_trace, flags) == ("00", trace_id, "01")
+    assert span != parent
 
 
 async def test_client_library_adds_no_headers_of_its_own(gateway, upstreams, auth_headers, marker):
