@@ -326,6 +326,27 @@ async def test_the_gateways_span_continues_the_clients_trace(client, auth_header
     assert fresh.split("-")[1] != trace_id  # no client context: a new trace
 
 
+async def test_client_tracestate_and_sampling_flag_are_carried(client, auth_headers, marker):
+    trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    response = await client.get(
+        f"/v1/contacts/{marker}",
+        headers={
+            **auth_headers,
+            "traceparent": f"00-{trace_id}-{parent}-00",
+            "tracestate": "vendor=abc,other=1",
+        },
+    )
+    seen = headers_of(response.json())
+    (forwarded,) = seen["traceparent"]
+    assert forwarded.startswith(f"00-{trace_id}-") and forwarded.endswith("-00")
+    assert seen["tracestate"] == ["vendor=abc,other=1"]
+    response = await client.get(
+        f"/v1/contacts/{marker}/bad", headers={**auth_headers, "traceparent": "00-zz-yy-01"}
+    )
+    (fresh,) = headers_of(response.json())["traceparent"]
+    assert len(fresh.split("-")[1]) == 32 and fresh.endswith("-01")  # malformed: a new trace
+
+
 async def test_recorded_spans_continue_the_clients_trace_too(upstreams, auth_headers, marker):
     """With an exporter configured the gateway records an SDK span (the test above
     covers the context-only path of ``PYTAKE_OTEL_EXPORTER=none``)."""

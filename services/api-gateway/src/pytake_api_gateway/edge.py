@@ -20,7 +20,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pytake_api_gateway.proxy import REQUEST_ID
+from pytake_api_gateway.proxy import REQUEST_ID, TRACE_HEADERS
 from pytake_api_gateway.routing import RouteEntry, RoutingTable
 from pytake_common.context import request_id_var
 from pytake_common.metrics import HTTP_LATENCY, HTTP_REQUESTS
@@ -37,19 +37,28 @@ def _nonzero_bits(bits: int) -> int:
     return value
 
 
-def _context_only(parent: otel_context.Context | None) -> otel_context.Context:
+def _context_only(
+    parent: otel_context.Context | None,
+) -> tuple[otel_context.Context, list[tuple[bytes, bytes]]]:
     """The W3C context of a server span nobody records: the client's trace
     continued (or a new one), a fresh span id, sampled as the SDK's default
-    ``ParentBased(ALWAYS_ON)`` sampler would."""
+    ``ParentBased(ALWAYS_ON)`` sampler would; and the ``traceparent``
+    (``tracestate``) headers the W3C propagator would write for it."""
+    ids = None
     if parent is not None:
         remote = trace.get_current_span(parent).get_span_context()
         if remote.is_valid:
             ids = SpanContext(
                 remote.trace_id, _nonzero_bits(64), False, remote.trace_flags, remote.trace_state
             )
-            return trace.set_span_in_context(NonRecordingSpan(ids))
-    ids = SpanContext(_nonzero_bits(128), _nonzero_bits(64), False, _SAMPLED)
-    return trace.set_span_in_context(NonRecordingSpan(ids))
+    if ids is None:
+        ids = SpanContext(_nonzero_bits(128), _nonzero_bits(64), False, _SAMPLED)
+    headers = [
+        (b"traceparent", b"00-%032x-%016x-%02x" % (ids.trace_id, ids.span_id, ids.trace_flags))
+    ]
+    if ids.trace_state:
+        headers.append((b"tracestate", ids.trace_state.to_header().encode("latin-1")))
+    return trace.set_span_in_context(NonRecordingSpan(ids)), headers
 
 
 class EdgeDispatcher:
@@ -135,7 +144,8 @@ class EdgeObservability:
                     await self.app(scope, receive, send_with_id)
                     span.set_attribute("http.status_code", status)
             else:
-                attached = otel_context.attach(_context_only(context))
+                span_context, scope[TRACE_HEADERS] = _context_only(context)
+                attached = otel_context.attach(span_context)
                 try:
                     await self.app(scope, receive, send_with_id)
                 finally:

@@ -60,6 +60,10 @@ from pytake_common.tracing import inject_headers
 
 log = logging.getLogger(__name__)
 
+#: Scope key of the trace headers to forward when
+#: :class:`pytake_api_gateway.edge.EdgeObservability` made them (no SDK span).
+TRACE_HEADERS = "pytake.trace_headers"
+
 HOP_BY_HOP = frozenset(
     {
         b"connection",
@@ -353,8 +357,12 @@ class Proxy:
         if host is not None:
             append((b"x-forwarded-host", host))
         append((b"x-request-id", (request_id_var.get() or uuid.uuid4().hex).encode("latin-1")))
-        for key, text in inject_headers().items():
-            append((key.encode("latin-1"), text.encode("latin-1")))
+        trace_headers = scope.get(TRACE_HEADERS)
+        if trace_headers is not None:
+            forward.extend(trace_headers)
+        else:
+            for key, text in inject_headers().items():
+                append((key.encode("latin-1"), text.encode("latin-1")))
 
         target: bytes = scope.get("raw_path") or quote(path).encode("ascii")
         query: bytes = scope.get("query_string", b"")
