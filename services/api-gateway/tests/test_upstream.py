@@ -139,6 +139,26 @@ async def test_malformed_answer_is_an_error_and_the_connection_is_dropped() -> N
     assert client.open_connections == 0
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\n" + b"x-big: " + b"a" * 70_000 + b"\r\n\r\n",
+        # both lengths: a smuggling attempt, never guessed at
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ntransfer-encoding: chunked\r\n\r\nok",
+        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\nconnection: upgrade\r\n\r\n",
+    ],
+)
+async def test_oversized_or_ambiguous_answers_are_errors(answer: bytes) -> None:
+    async def send_it(head: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(answer)
+
+    client = pool()
+    async with raw_server(send_it) as server:
+        with pytest.raises(UpstreamError):
+            await fetch(client, server.port)
+    assert client.open_connections == 0
+
+
 async def test_dead_keep_alive_connection_is_retried_once_for_idempotent_methods() -> None:
     async def once_then_close(head: bytes, writer: asyncio.StreamWriter) -> None:
         if b"x-close" in head:

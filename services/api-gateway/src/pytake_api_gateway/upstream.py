@@ -22,7 +22,8 @@ aggregation). It does only what the proxy needs:
 * at most ``limit`` connections are open to all upstreams together (more
   requests wait for one);
 * bodies are not decompressed or altered; reading pauses past
-  ``_HIGH_WATER`` buffered bytes until the consumer catches up.
+  ``_HIGH_WATER`` buffered bytes until the consumer catches up; an answer's
+  head may take at most ``_MAX_HEAD`` bytes.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from urllib.parse import urlsplit
 import httptools
 
 _HIGH_WATER = 256 * 1024
+#: Most bytes an answer's status line and headers may take (aiohttp: 8 KiB a line).
+_MAX_HEAD = 64 * 1024
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _SENDS_LENGTH = frozenset({"POST", "PUT", "PATCH"})
 
@@ -88,6 +91,7 @@ class UpstreamResponse:
         "chunks",
         "complete",
         "error",
+        "head_bytes",
         "head_done",
         "headers",
         "informational",
@@ -105,6 +109,7 @@ class UpstreamResponse:
         self.chunks: list[bytes] = []
         self.buffered = 0
         self.head_done = False
+        self.head_bytes = 0
         self.complete = False
         self.keep_alive = False
         self.informational = False
@@ -158,7 +163,14 @@ class UpstreamResponse:
         if connection.response is not self:
             return
         connection.response = None
-        if self.complete and self.keep_alive and not self.chunks and not connection.closed:
+        if (
+            self.complete
+            and self.keep_alive
+            and not self.chunks
+            and not connection.closed
+            # an early answer while the request body is still being written
+            and not connection.transport.get_write_buffer_size()  # type: ignore[union-attr]
+        ):
             connection.pool._park(connection)
         else:
             connection.close()
@@ -192,9 +204,16 @@ class _Connection(asyncio.Protocol):
             self.close()  # bytes nobody asked for: the connection cannot be trusted
             return
         response.received = True
+        if not response.head_done:
+            response.head_bytes += len(data)
+            if response.head_bytes > _MAX_HEAD:
+                response.error = UpstreamError("response head too large")
+                response._wake()
+                self.close()
+                return
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             if not response.complete:
                 response.error = UpstreamError(f"invalid HTTP response: {exc}")
                 response._wake()
