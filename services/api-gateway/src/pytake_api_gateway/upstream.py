@@ -205,18 +205,18 @@ class _Connection(asyncio.Protocol):
             return
         response.received = True
         if not response.head_done:
-            response.head_bytes += len(data)
-            if response.head_bytes > _MAX_HEAD:
-                response.error = UpstreamError("response head too large")
-                response._wake()
-                self.close()
-                return
+            response.head_bytes += len(data)  # an upper bound of the head's size so far
         try:
             self.parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             if not response.complete:
                 response.error = UpstreamError(f"invalid HTTP response: {exc}")
                 response._wake()
+            self.close()
+            return
+        if not response.head_done and response.head_bytes > _MAX_HEAD:
+            response.error = UpstreamError("response head too large")
+            response._wake()
             self.close()
 
     def eof_received(self) -> bool:
@@ -244,6 +244,10 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         response: UpstreamResponse = self.response  # type: ignore[assignment]
+        if response.head_bytes > _MAX_HEAD and (
+            sum(len(n) + len(v) + 4 for n, v in response.headers) > _MAX_HEAD
+        ):
+            raise UpstreamError("response head too large")  # -> HttpParserCallbackError
         status = self.parser.get_status_code()
         if status < 200:  # 1xx: informational, the real answer follows
             response.headers = []
