@@ -18,7 +18,8 @@ aggregation). It does only what the proxy needs:
   byte of the answer is retried once on a new one, for idempotent methods only;
 * the answer must start within ``read_timeout_s`` and each later chunk of the
   body come within ``read_timeout_s`` of the previous one (:class:`UpstreamTimeout`);
-  connecting has ``connect_timeout_s``;
+  connecting has ``connect_timeout_s`` (past it, :class:`UpstreamError`: the
+  upstream is unreachable, as when it refuses);
 * at most ``limit`` connections are open to all upstreams together (more
   requests wait for one);
 * bodies are not decompressed or altered; reading pauses past
@@ -49,7 +50,7 @@ class UpstreamError(Exception):
 
 
 class UpstreamTimeout(TimeoutError):
-    """The upstream did not connect, answer, or keep its body flowing in time (-> 504)."""
+    """The upstream did not answer, or keep its body flowing, in time (-> 504)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,8 +419,8 @@ class UpstreamPool:
                 )
         except BaseException as exc:
             connection.close()  # frees the slot (once)
-            if isinstance(exc, TimeoutError):
-                raise UpstreamTimeout("connect") from exc
+            if isinstance(exc, TimeoutError):  # not reachable: 502, like a refusal
+                raise UpstreamError("connect timeout") from exc
             if isinstance(exc, OSError):
                 raise UpstreamError(str(exc) or type(exc).__name__) from exc
             raise
