@@ -19,8 +19,14 @@ upstream: figures from it understate the direct rate). Each process' CPU per
 request (from /proc) is printed too: it is what shows where the time goes on a
 machine shared with other work.
 
+Last, the hot-path HTTP client is chosen by measurement: each candidate
+(aiohttp configured as the gateway used it, httpx, and the gateway's own
+``UpstreamPool``) fetches the bare upstream's answer from one process with
+``--connections`` requests in flight; its CPU per request is printed
+(``--no-clients`` skips this part).
+
 Usage: python bench/gateway_proxy.py [--duration 10] [--connections 32]
-                                     [--generator auto|wrk|aiohttp]
+                                     [--generator auto|wrk|aiohttp] [--no-clients]
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import json
 import multiprocessing as mp
 import os
 import re
+import resource
 import secrets
 import shutil
 import subprocess
@@ -250,6 +257,121 @@ def run_aiohttp(url: str, headers: dict[str, str], connections: int, seconds: fl
     )
 
 
+# -- hot-path client candidates ---------------------------------------------------------
+
+
+def _client_candidates() -> dict[str, Any]:
+    """name -> async factory of ``(fetch(port, headers) -> body, close())``."""
+
+    async def aiohttp_session() -> tuple[Any, Any]:
+        import aiohttp
+        from yarl import URL
+
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=512, limit_per_host=0, keepalive_timeout=4.0),
+            timeout=aiohttp.ClientTimeout(total=None, connect=5.0, sock_read=15.0),
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            trust_env=False,
+        )
+
+        async def fetch(port: int, headers: list[tuple[bytes, bytes]]) -> bytes:
+            url = URL(f"http://127.0.0.1:{port}/v1/contacts", encoded=True)
+            pairs = [(n.decode(), v.decode()) for n, v in headers]
+            async with session.request("GET", url, headers=pairs, allow_redirects=False) as r:
+                return await r.read()
+
+        return fetch, session.close
+
+    async def httpx_client() -> tuple[Any, Any]:
+        client = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=512, max_keepalive_connections=512),
+            timeout=15.0,
+        )
+
+        async def fetch(port: int, headers: list[tuple[bytes, bytes]]) -> bytes:
+            response = await client.get(f"http://127.0.0.1:{port}/v1/contacts", headers=headers)
+            return response.content
+
+        return fetch, client.aclose
+
+    async def upstream_pool() -> tuple[Any, Any]:
+        from pytake_api_gateway.upstream import Origin, UpstreamPool
+
+        pool = UpstreamPool(limit=512, keepalive_s=4.0, connect_timeout_s=5.0, read_timeout_s=15.0)
+        origins: dict[int, Origin] = {}
+
+        async def fetch(port: int, headers: list[tuple[bytes, bytes]]) -> bytes:
+            origin = origins.get(port) or origins.setdefault(
+                port, Origin.parse(f"http://127.0.0.1:{port}")
+            )
+            response = await pool.request(origin, "GET", b"/v1/contacts", headers)
+            try:
+                return await response.read()
+            finally:
+                response.release()
+
+        async def close() -> None:
+            pool.close()
+
+        return fetch, close
+
+    return {
+        "aiohttp.ClientSession": aiohttp_session,
+        "httpx.AsyncClient": httpx_client,
+        "UpstreamPool (httptools)": upstream_pool,
+    }
+
+
+def _client_worker(name: str, port: int, connections: int, seconds: float, out: Any) -> None:
+    import uvloop
+
+    async def main() -> tuple[int, float, float]:
+        fetch, close = await _client_candidates()[name]()
+        headers = [
+            (b"authorization", b"Bearer " + b"x" * 300),
+            (b"accept", b"application/json"),
+            (b"x-request-id", uuid.uuid4().hex.encode()),
+            (b"x-forwarded-for", b"127.0.0.1"),
+        ]
+        count = 0
+
+        async def loop(until: float) -> None:
+            nonlocal count
+            while time.perf_counter() < until:
+                if await fetch(port, headers) != BODY:
+                    raise RuntimeError(f"{name}: unexpected answer")
+                count += 1
+
+        await asyncio.gather(*(loop(time.perf_counter() + 1.0) for _ in range(connections)))
+        count = 0
+        cpu, wall = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(loop(wall + seconds) for _ in range(connections)))
+        result = count, time.process_time() - cpu, time.perf_counter() - wall
+        await close()
+        return result
+
+    out.put(uvloop.run(main()))
+
+
+def compare_clients(port: int, connections: int, seconds: float) -> None:
+    print(
+        f"hot-path HTTP client, one process fetching the bare upstream, {connections} in flight, "
+        f"{seconds:g} s each (CPU of the client process only):"
+    )
+    for name in _client_candidates():
+        queue: mp.Queue[Any] = mp.Queue()
+        worker = mp.Process(target=_client_worker, args=(name, port, connections, seconds, queue))
+        worker.start()
+        count, cpu, wall = queue.get(timeout=seconds + 120)
+        worker.join()
+        print(
+            f"  {name:<26} {cpu / max(count, 1) * 1e6:7.0f} µs CPU/request   "
+            f"{count / wall:8,.0f} req/s"
+        )
+
+
 # -- the run --------------------------------------------------------------------------
 
 
@@ -265,12 +387,28 @@ def measure(
     run = run_wrk if generator == "wrk" else run_aiohttp
     run(url, headers, connections, min(2.0, seconds))  # warm-up: pools, caches, token cache
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    generator_before = _children_cpu()
     result = run(url, headers, connections, seconds)
     cpu = {
         name: (cpu_seconds(pid) - before[name]) / max(result.requests, 1) * 1e6
         for name, pid in pids.items()
     }
+    cpu["load generator"] = (_children_cpu() - generator_before) / max(result.requests, 1) * 1e6
     return result, cpu
+
+
+def _children_cpu() -> float:
+    """CPU of the finished children (the load generator's runs) so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def capacity(cpu: dict[str, float]) -> float:
+    """Requests/s the measured CPU per request allows on this machine: each
+    process is one thread (at most one core), all share ``os.cpu_count()``.
+    Unlike the measured rate, it does not depend on what else the machine runs."""
+    busiest = max(cpu.values())
+    return min(1e6 / busiest, (os.cpu_count() or 1) * 1e6 / sum(cpu.values()))
 
 
 def show(label: str, result: Result, cpu: dict[str, float]) -> None:
@@ -298,10 +436,12 @@ def compare(
     print(f"{label}")
     upstream_only = {"upstream": pids["upstream"]}
     print(f" throughput, {connections} connections, {seconds:g} s each:")
-    direct, cpu = measure(generator, direct_url, headers, connections, seconds, upstream_only)
-    show("direct", direct, cpu)
-    proxied, cpu = measure(generator, proxied_url, headers, connections, seconds, pids)
-    show("via gateway", proxied, cpu)
+    direct, direct_cpu = measure(
+        generator, direct_url, headers, connections, seconds, upstream_only
+    )
+    show("direct", direct, direct_cpu)
+    proxied, proxied_cpu = measure(generator, proxied_url, headers, connections, seconds, pids)
+    show("via gateway", proxied, proxied_cpu)
     print(f" latency, 1 connection, {seconds / 2:g} s each:")
     direct1, cpu = measure(generator, direct_url, headers, 1, seconds / 2, upstream_only)
     show("direct", direct1, cpu)
@@ -312,6 +452,12 @@ def compare(
         f"(target >= 50%); added p50: {proxied1.p50_ms - direct1.p50_ms:.2f} ms at 1 connection "
         f"(target <= 1 ms), {proxied.p50_ms - direct.p50_ms:.2f} ms at {connections}"
     )
+    expected_direct, expected_proxied = capacity(direct_cpu), capacity(proxied_cpu)
+    print(
+        f" => from CPU per request ({connections} connections; robust to other load): "
+        f"direct {expected_direct:,.0f} req/s, via gateway {expected_proxied:,.0f} req/s, "
+        f"{expected_proxied / expected_direct * 100:.0f}%"
+    )
 
 
 def main() -> None:
@@ -319,6 +465,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--generator", choices=("auto", "wrk", "aiohttp"), default="auto")
+    parser.add_argument(
+        "--no-clients", action="store_true", help="skip the hot-path client comparison"
+    )
     parser.add_argument("--upstream", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--kind", choices=("asgi", "fastapi"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -389,6 +538,9 @@ def main() -> None:
             compare(
                 generator, label, urls[kind] + path, urls["gateway"] + path, headers, pids, c, d
             )
+        if not args.no_clients:
+            processes["gateway"].terminate()  # its CPU is not part of this comparison
+            compare_clients(ports["asgi"], c, d / 2)
     finally:
         for process in reversed(processes.values()):
             process.terminate()

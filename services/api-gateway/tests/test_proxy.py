@@ -14,7 +14,15 @@ import pytest
 
 from pytake_devstack.tokens import TokenFactory
 
-from .conftest import claims_for, hs256_with_public_key, sign, tampered, unsigned
+from .conftest import (
+    claims_for,
+    gateway_settings,
+    hs256_with_public_key,
+    run_gateway,
+    sign,
+    tampered,
+    unsigned,
+)
 
 MIB = 1024 * 1024
 
@@ -316,6 +324,45 @@ async def test_the_gateways_span_continues_the_clients_trace(client, auth_header
     response = await client.get(f"/v1/contacts/{marker}/fresh", headers=auth_headers)
     (fresh,) = headers_of(response.json())["traceparent"]
     assert fresh.split("-")[1] != trace_id  # no client context: a new trace
+
+
+async def test_client_tracestate_and_sampling_flag_are_carried(client, auth_headers, marker):
+    trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    response = await client.get(
+        f"/v1/contacts/{marker}",
+        headers={
+            **auth_headers,
+            "traceparent": f"00-{trace_id}-{parent}-00",
+            "tracestate": "vendor=abc,other=1",
+        },
+    )
+    seen = headers_of(response.json())
+    (forwarded,) = seen["traceparent"]
+    assert forwarded.startswith(f"00-{trace_id}-") and forwarded.endswith("-00")
+    assert seen["tracestate"] == ["vendor=abc,other=1"]
+    response = await client.get(
+        f"/v1/contacts/{marker}/bad", headers={**auth_headers, "traceparent": "00-zz-yy-01"}
+    )
+    (fresh,) = headers_of(response.json())["traceparent"]
+    assert len(fresh.split("-")[1]) == 32 and fresh.endswith("-01")  # malformed: a new trace
+
+
+async def test_recorded_spans_continue_the_clients_trace_too(upstreams, auth_headers, marker):
+    """With an exporter configured the gateway records an SDK span (the test above
+    covers the context-only path of ``PYTAKE_OTEL_EXPORTER=none``)."""
+    settings = gateway_settings(
+        {name: fake.url for name, fake in upstreams.items()}, otel_exporter="console"
+    )
+    trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    async with run_gateway(settings) as running, running.client() as client:
+        response = await client.get(
+            f"/v1/contacts/{marker}",
+            headers={**auth_headers, "traceparent": f"00-{trace_id}-{parent}-01"},
+        )
+    (forwarded,) = headers_of(response.json())["traceparent"]
+    version, forwarded_trace, span, flags = forwarded.split("-")
+    assert (version, forwarded_trace, flags) == ("00", trace_id, "01")
+    assert span != parent
 
 
 async def test_client_library_adds_no_headers_of_its_own(gateway, upstreams, auth_headers, marker):

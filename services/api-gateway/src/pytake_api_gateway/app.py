@@ -65,7 +65,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # through FastAPI (added last = outermost: the request id is settled
     # before pytake_common's ObservabilityMiddleware logs it).
     proxied: ASGIApp = EdgeObservability(
-        Proxy(settings, table, client, gate, limits), service=settings.service_name
+        Proxy(settings, table, client, gate, limits),
+        service=settings.service_name,
+        record_spans=settings.otel_exporter != "none",
     )
     app.add_middleware(RequestIdMiddleware)
     if settings.cors_allowed_origins:

@@ -10,20 +10,55 @@ hot path saves a good part of the gateway's CPU per request.
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pytake_api_gateway.proxy import REQUEST_ID
+from pytake_api_gateway.proxy import REQUEST_ID, TRACE_HEADERS
 from pytake_api_gateway.routing import RouteEntry, RoutingTable
 from pytake_common.context import request_id_var
 from pytake_common.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from pytake_common.tracing import tracer
 
 _SERVER = trace.SpanKind.SERVER
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_random_bits = random.getrandbits
+
+
+def _nonzero_bits(bits: int) -> int:
+    while not (value := _random_bits(bits)):
+        pass
+    return value
+
+
+def _context_only(
+    parent: otel_context.Context | None,
+) -> tuple[otel_context.Context, list[tuple[bytes, bytes]]]:
+    """The W3C context of a server span nobody records: the client's trace
+    continued (or a new one), a fresh span id, sampled as the SDK's default
+    ``ParentBased(ALWAYS_ON)`` sampler would; and the ``traceparent``
+    (``tracestate``) headers the W3C propagator would write for it."""
+    ids = None
+    if parent is not None:
+        remote = trace.get_current_span(parent).get_span_context()
+        if remote.is_valid:
+            ids = SpanContext(
+                remote.trace_id, _nonzero_bits(64), False, remote.trace_flags, remote.trace_state
+            )
+    if ids is None:
+        ids = SpanContext(_nonzero_bits(128), _nonzero_bits(64), False, _SAMPLED)
+    headers = [
+        (b"traceparent", b"00-%032x-%016x-%02x" % (ids.trace_id, ids.span_id, ids.trace_flags))
+    ]
+    if ids.trace_state:
+        headers.append((b"tracestate", ids.trace_state.to_header().encode("latin-1")))
+    return trace.set_span_in_context(NonRecordingSpan(ids)), headers
 
 
 class EdgeDispatcher:
@@ -54,9 +89,14 @@ class EdgeObservability:
     headers are left as they are.
     """
 
-    def __init__(self, app: ASGIApp, service: str) -> None:
+    def __init__(self, app: ASGIApp, service: str, record_spans: bool = True) -> None:
         self.app = app
         self.service = service
+        #: Without a span exporter (``PYTAKE_OTEL_EXPORTER=none``) a recorded span
+        #: goes nowhere: only its context is made (the trace id continued, a new
+        #: span id), for the upstream's ``traceparent`` and the logs. It costs
+        #: about a quarter of the SDK span (4 vs 19 µs).
+        self.record_spans = record_spans
         self._metrics: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -97,11 +137,19 @@ class EdgeObservability:
         method: str = scope["method"]
         entry: RouteEntry = scope["route"]
         try:
-            with tracer().start_as_current_span(
-                f"{method} {entry.path}", context=context, kind=_SERVER
-            ) as span:
-                await self.app(scope, receive, send_with_id)
-                span.set_attribute("http.status_code", status)
+            if self.record_spans:
+                with tracer().start_as_current_span(
+                    f"{method} {entry.path}", context=context, kind=_SERVER
+                ) as span:
+                    await self.app(scope, receive, send_with_id)
+                    span.set_attribute("http.status_code", status)
+            else:
+                span_context, scope[TRACE_HEADERS] = _context_only(context)
+                attached = otel_context.attach(span_context)
+                try:
+                    await self.app(scope, receive, send_with_id)
+                finally:
+                    otel_context.detach(attached)
         finally:
             key = (method, entry.path, status)
             children = self._metrics.get(key)

@@ -53,11 +53,16 @@ from pytake_api_gateway.routing import (
     has_dot_segment,
 )
 from pytake_api_gateway.tokens import Refusal, TokenGate
+from pytake_api_gateway.upstream import Origin, UpstreamError, UpstreamPool, UpstreamResponse
 from pytake_common.context import request_id_var
 from pytake_common.errors import problem
 from pytake_common.tracing import inject_headers
 
 log = logging.getLogger(__name__)
+
+#: Scope key of the trace headers to forward when
+#: :class:`pytake_api_gateway.edge.EdgeObservability` made them (no SDK span).
+TRACE_HEADERS = "pytake.trace_headers"
 
 HOP_BY_HOP = frozenset(
     {
@@ -98,11 +103,19 @@ REQUEST_ID = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}")
 
 
 class UpstreamClient:
-    """Owns the one ``aiohttp.ClientSession`` every forwarded request shares."""
+    """The connections to the upstreams: :class:`UpstreamPool` for forwarded HTTP
+    requests (the hot path), one ``aiohttp.ClientSession`` for WebSockets, the
+    readiness probes and the OpenAPI aggregation."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._session: aiohttp.ClientSession | None = None
+        self.pool = UpstreamPool(
+            limit=settings.upstream_pool_size,
+            keepalive_s=settings.upstream_keepalive_s,
+            connect_timeout_s=settings.upstream_connect_timeout_s,
+            read_timeout_s=settings.upstream_timeout_s,
+        )
 
     async def open(self) -> None:
         if self._session is not None and not self._session.closed:
@@ -138,6 +151,7 @@ class UpstreamClient:
         return session
 
     async def close(self) -> None:
+        self.pool.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -203,6 +217,17 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
+def _drop_named_by_connection(
+    headers: list[tuple[bytes, bytes]], connection: bytes
+) -> list[tuple[bytes, bytes]]:
+    """Headers named by ``Connection`` are hop-by-hop too (RFC 9110 7.6.1)."""
+    named = {t.strip().lower() for t in connection.split(b",")}
+    named -= {b"close", b"keep-alive", b""}
+    if not named:
+        return headers
+    return [h for h in headers if h[0] not in named]
+
+
 def _drop_connection_tokens(
     headers: list[tuple[str, str]], connection: bytes
 ) -> list[tuple[str, str]]:
@@ -234,6 +259,7 @@ class Proxy:
         self.client = client
         self.gate = gate
         self.limits = limits
+        self.origins = {u.name: Origin.parse(u.base_url) for u in table.upstreams}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         entry: RouteEntry = scope["route"]
@@ -253,24 +279,25 @@ class Proxy:
             )
             return
 
-        forward: list[tuple[str, str]] = []
+        forward: list[tuple[bytes, bytes]] = []
         append = forward.append
         authorization = host = content_length = connection = None
         chunked = False
-        for name, value in scope["headers"]:
+        for header in scope["headers"]:
+            name = header[0]
             if name in _DROP_REQUEST or name.startswith(_DROP_REQUEST_PREFIXES):
                 if name == b"host":
-                    host = value
+                    host = header[1]
                 elif name == b"content-length":
-                    content_length = value
+                    content_length = header[1]
                 elif name == b"transfer-encoding":
                     chunked = True
                 elif name == b"connection":
-                    connection = value
+                    connection = header[1]
                 continue
             if name == b"authorization":
-                authorization = value
-            append((name.decode("latin-1"), _text(value)))
+                authorization = header[1]
+            append(header)
 
         client = scope.get("client")
         address: str | None = client[0] if client else None
@@ -322,54 +349,58 @@ class Proxy:
                 return
 
         if connection is not None:
-            forward = _drop_connection_tokens(forward, connection)
+            forward = _drop_named_by_connection(forward, connection)
             append = forward.append
         if address:
-            append(("x-forwarded-for", address))
-        append(("x-forwarded-proto", scope.get("scheme", "http")))
+            append((b"x-forwarded-for", address.encode("latin-1")))
+        append((b"x-forwarded-proto", scope.get("scheme", "http").encode("latin-1")))
         if host is not None:
-            append(("x-forwarded-host", _text(host)))
-        append(("x-request-id", request_id_var.get() or uuid.uuid4().hex))
-        forward.extend(inject_headers().items())
+            append((b"x-forwarded-host", host))
+        append((b"x-request-id", (request_id_var.get() or uuid.uuid4().hex).encode("latin-1")))
+        trace_headers = scope.get(TRACE_HEADERS)
+        if trace_headers is not None:
+            forward.extend(trace_headers)
+        else:
+            for key, text in inject_headers().items():
+                append((key.encode("latin-1"), text.encode("latin-1")))
 
-        upstream = entry.upstream
-        target = upstream.base_url + _raw_path(scope)
+        target: bytes = scope.get("raw_path") or quote(path).encode("ascii")
         query: bytes = scope.get("query_string", b"")
         if query:
-            target += "?" + _text(query)
+            target += b"?" + query
 
+        origin = self.origins[entry.upstream.name]
         try:
-            response = await self.client.session.request(
-                method,
-                URL(target, encoded=True),
-                headers=forward,
-                data=body or None,
-                allow_redirects=False,
-            )
+            response = await self.client.pool.request(origin, method, target, forward, body or b"")
         except TimeoutError:
             await self._upstream_failed(entry, "timeout", scope, receive, send)
             return
-        except aiohttp.ClientError as exc:
+        except UpstreamError as exc:
             await self._upstream_failed(entry, "unavailable", scope, receive, send, exc)
+            return
+        except ValueError as exc:  # a line break in a header: refused, never sent
+            await problem(400, "bad_request", "Bad request", str(exc))(scope, receive, send)
             return
 
         try:
             headers: list[tuple[bytes, bytes]] = []
-            for name, value in response.raw_headers:
+            size: int | None = None
+            for name, value in response.headers:
                 lname = name.lower()
                 if lname in _DROP_RESPONSE or lname.startswith(b"proxy-"):
                     continue
+                if lname == b"content-length":
+                    size = int(value) if value.isdigit() else None
                 headers.append((lname, value))
             if decision is not None:
                 headers.extend(decision.headers())
-            size = response.content_length
-            if size is not None and size <= _BUFFER_LIMIT:
+            if response.complete or (size is not None and size <= _BUFFER_LIMIT):
                 try:
                     data = await response.read()
                 except TimeoutError:
                     await self._upstream_failed(entry, "timeout", scope, receive, send)
                     return
-                except aiohttp.ClientError as exc:
+                except UpstreamError as exc:
                     await self._upstream_failed(entry, "unavailable", scope, receive, send, exc)
                     return
                 await send(
@@ -385,15 +416,15 @@ class Proxy:
             response.release()
 
     async def _stream(
-        self, entry: RouteEntry, response: aiohttp.ClientResponse, receive: Receive, send: Send
+        self, entry: RouteEntry, response: UpstreamResponse, receive: Receive, send: Send
     ) -> None:
         """Relay the body as it arrives; stop pulling from upstream if the client goes."""
 
         async def pump() -> None:
             try:
-                async for chunk in response.content.iter_any():
+                while chunk := await response.next_chunk():
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except (TimeoutError, aiohttp.ClientError) as exc:
+            except (TimeoutError, UpstreamError) as exc:
                 # Too late for a problem response: cut the connection so the
                 # client sees a truncated body, not a complete one.
                 kind = "timeout" if isinstance(exc, TimeoutError) else "unavailable"
