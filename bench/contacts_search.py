@@ -33,6 +33,7 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
+import psutil
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 
 import pytake_contacts
@@ -221,7 +222,9 @@ def kind(params: dict[str, str]) -> str:
     return "q= name (+filter)" if len(params) > 1 else "q= name"
 
 
-async def load(base: str, headers: dict[str, str], mix: list[dict[str, str]], c: int) -> None:
+async def load(
+    base: str, headers: dict[str, str], mix: list[dict[str, str]], c: int, service: psutil.Process
+) -> None:
     latencies: list[float] = []
     errors = 0
     queue = list(reversed(mix))
@@ -248,14 +251,16 @@ async def load(base: str, headers: dict[str, str], mix: list[dict[str, str]], c:
                     errors += r.status != 200
                 latencies.append(time.perf_counter() - t0)
 
+        cpu0 = sum(service.cpu_times()[:2])
         start = time.perf_counter()
         await asyncio.gather(*[worker() for _ in range(c)])
         elapsed = time.perf_counter() - start
+        cpu = sum(service.cpu_times()[:2]) - cpu0
     print(f"search/list over HTTP: {len(mix)} requests, {c} concurrent clients")
     print(
         f"  {len(mix) / elapsed:,.0f} req/s   p50 {pct(latencies, 50) * 1000:.1f} ms   "
         f"p95 {pct(latencies, 95) * 1000:.1f} ms   p99 {pct(latencies, 99) * 1000:.1f} ms   "
-        f"non-200: {errors}"
+        f"non-200: {errors}   service CPU {cpu / len(mix) * 1e6:,.0f} µs/request"
     )
 
 
@@ -377,7 +382,7 @@ def main() -> None:
             "Authorization": "Bearer " + tokens.mint(organization_id=big, role="agent", ttl=3600)
         }
         mix = requests_mix(random.Random(3), tag_ids, args.n)
-        asyncio.run(load(base, headers, mix, args.c))
+        asyncio.run(load(base, headers, mix, args.c, psutil.Process(service.pid)))
         if args.rows:
             asyncio.run(import_rows(base, headers, args.rows))
         if not args.no_explain:
