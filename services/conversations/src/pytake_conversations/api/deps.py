@@ -10,12 +10,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.db import Database
 from pytake_common.errors import NotFound
+from pytake_common.reads import TenantReads
 from pytake_common.web import request_db
 from pytake_conversations.domain import DEFAULT_WINDOW_HOURS
 from pytake_conversations.tables import conversations
 
 DB = Annotated[Database, Depends(request_db)]
 Limit = Annotated[int, Query(ge=1, le=200)]
+
+
+def _reads(request: Request) -> TenantReads:
+    reads: TenantReads = request.app.state.reads
+    return reads
+
+
+#: the light read-only path (raw asyncpg, tenant-bound) of the hot list endpoints
+Reads = Annotated[TenantReads, Depends(_reads)]
 
 
 def _window_hours(request: Request) -> float:
