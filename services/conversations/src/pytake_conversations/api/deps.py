@@ -19,7 +19,7 @@ DB = Annotated[Database, Depends(request_db)]
 Limit = Annotated[int, Query(ge=1, le=200)]
 
 
-def _reads(request: Request) -> TenantReads:
+async def _reads(request: Request) -> TenantReads:
     reads: TenantReads = request.app.state.reads
     return reads
 
@@ -28,14 +28,14 @@ def _reads(request: Request) -> TenantReads:
 Reads = Annotated[TenantReads, Depends(_reads)]
 
 
-def _window_hours(request: Request) -> float:
+async def _window_hours(request: Request) -> float:
     return float(getattr(request.app.state.settings, "service_window_hours", DEFAULT_WINDOW_HOURS))
 
 
 WindowHours = Annotated[float, Depends(_window_hours)]
 
 
-def organizations(request: Request) -> Any:
+async def organizations(request: Request) -> Any:
     """The organization directory (plan, limits, suspension) when the platform provides one."""
     return getattr(request.app.state, "organizations", None)
 

@@ -155,7 +155,7 @@ class SqlWhere:
         return " AND ".join(self.parts)
 
 
-def _filters(
+async def _filters(
     status: Annotated[list[ConversationStatus] | None, Query()] = None,
     assignee_id: uuid.UUID | None = None,
     department_id: uuid.UUID | None = None,
