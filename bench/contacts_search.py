@@ -34,13 +34,13 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 import psutil
-from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 
 import pytake_contacts
 from pytake_common.ids import contact_id_for
 from pytake_common.migrations import upgrade
 from pytake_common.settings import to_asyncpg_url
-from pytake_contacts.search import ContactFilter, page_query
+from pytake_contacts.api.contacts import LIST_COLUMNS
+from pytake_contacts.search import ContactFilter, page_sql
 from pytake_devstack.infra import EmbeddedPostgres, free_port, wait_for_port
 from pytake_devstack.tokens import TokenFactory
 
@@ -288,14 +288,21 @@ async def import_rows(base: str, headers: dict[str, str], rows: int) -> None:
 
 
 INNER = {
-    "inside pytake_contact_matches, words ('jurgen', 'muller')": (
+    "inside pytake_contact_matches, words ('jurgen', 'muller'), q only (page picked inside)": (
         "SELECT contact_id FROM contact_search WHERE organization_id = $1"
         " AND (search LIKE '%jurgen%' OR 'jurgen' <% search)"
         " AND (search LIKE '%muller%' OR 'muller' <% search)"
+        " AND NOT deleted ORDER BY created_at, contact_id LIMIT 51"
+    ),
+    "inside pytake_contact_matches, a common word ('wayne'), q only (page picked inside)": (
+        "SELECT contact_id FROM contact_search WHERE organization_id = $1"
+        " AND (search LIKE '%wayne%' OR 'wayne' <% search)"
+        " AND NOT deleted ORDER BY created_at, contact_id LIMIT 51"
     ),
     "inside pytake_contact_matches, phone digits ('11900012345')": (
         "SELECT contact_id FROM contact_search WHERE organization_id = $1"
-        " AND phone_digits LIKE '%11900012345%'"
+        " AND phone_digits LIKE '%11900012345%' AND NOT deleted"
+        " ORDER BY created_at, contact_id LIMIT 51"
     ),
 }
 
@@ -304,6 +311,8 @@ async def explain(dsn: str, big: uuid.UUID, tag_ids: list[uuid.UUID]) -> None:
     since = datetime.now(UTC) - timedelta(days=30)
     cases = {
         "q= name with a typo ('jurgen muller')": ContactFilter(q="jurgen muller"),
+        "q= a common word ('wayne')": ContactFilter(q="wayne"),
+        "q= name + opted in ('maria silvaa')": ContactFilter(q="maria silvaa", opted_in=True),
         "q= phone fragment ('(11) 90001-2345')": ContactFilter(q="(11) 90001-2345"),
         "q= e-mail fragment": ContactFilter(q="maria.silva1234@exa"),
         "tag filter": ContactFilter(tag_id=tag_ids[0]),
@@ -321,11 +330,9 @@ async def explain(dsn: str, big: uuid.UUID, tag_ids: list[uuid.UUID]) -> None:
                 print("   ", row[0])
         await conn.execute("SET ROLE pytake_app")
         await conn.execute(f"SET pytake.organization_id = '{big}'")
-        for title, f in cases.items():
-            compiled = page_query(big, f, 51, None).compile(dialect=asyncpg_dialect())
-            params = compiled.construct_params()
-            args = [params[name] for name in compiled.positiontup or ()]
-            plan = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {compiled}", *args)
+        for title, f in cases.items():  # the query GET /v1/contacts runs
+            sql, args = page_sql(big, f, 51, None, LIST_COLUMNS)
+            plan = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}", *args)
             print(f"\nEXPLAIN {title}:")
             for row in plan:
                 print("   ", row[0])
