@@ -1,6 +1,7 @@
 """The light read path of the inbox and the history: same answers as the models, same
 tenant isolation, and counts kept by triggers that agree with a count of the rows."""
 
+import asyncio
 import uuid
 
 import pytest
@@ -87,3 +88,16 @@ async def test_counts_follow_inserts_status_changes_and_deletes(app, client, tok
     )
     listed = await client.get("/v1/conversations", params={"unassigned": "true"}, headers=headers)
     assert filtered.json()["total"] == len(listed.json()["items"])
+
+
+async def test_a_cancelled_read_leaves_the_pool_usable(app, org):
+
+    reads = app.state.reads
+    task = asyncio.create_task(reads.fetch(org, "SELECT pg_sleep(10)"))
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(3):
+        rows = await reads.fetch(org, "SELECT current_setting('pytake.organization_id') AS o")
+        assert rows[0]["o"] == str(org)

@@ -124,11 +124,14 @@ class TenantReads:
 
     @staticmethod
     async def _abandon(conn: asyncpg.Connection) -> None:
+        """End a transaction that did not commit; the error that got here propagates."""
         try:
             if not conn.is_closed() and conn.is_in_transaction():
                 await conn.execute("ROLLBACK")
+        except Exception:  # e.g. cancelled mid-query: drop it, the pool opens another
+            conn.terminate()
         except BaseException:
-            conn.terminate()  # the pool replaces a terminated connection
+            conn.terminate()
             raise
 
     async def fetch(
