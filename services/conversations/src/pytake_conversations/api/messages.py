@@ -98,12 +98,16 @@ async def list_messages(
     if not include_notes:
         conditions.append(f"direction <> '{NOTE}'")
     async with reads.transaction(org) as conn:
-        if await conn.fetchval(CONVERSATION_EXISTS, conversation_id, org) is None:
-            raise NotFound("conversation not found")
+
+        async def check_conversation() -> None:
+            if await conn.fetchval(CONVERSATION_EXISTS, conversation_id, org) is None:
+                raise NotFound("conversation not found")
+
         anchor_id = before or after
         if anchor_id is not None and keyset is None:
             at = await conn.fetchval(ANCHOR, anchor_id, org, conversation_id)
             if at is None:
+                await check_conversation()
                 raise NotFound("message not found in this conversation")
             keyset = (at, anchor_id)
         args: list[Any] = [org, conversation_id]
@@ -116,6 +120,10 @@ async def list_messages(
             f" ORDER BY created_at {order}, id {order} LIMIT ${len(args) + 1}"
         )
         rows = await conn.fetch(sql, *args, limit + 1)
+        if not rows and anchor_id is None:
+            # A message of this organization's conversation proves that it exists (and is
+            # visible): the look-up is only needed for an empty page.
+            await check_conversation()
     more = len(rows) > limit
     page = rows[:limit]
     if backward:
