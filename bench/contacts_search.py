@@ -40,7 +40,7 @@ from pytake_common.ids import contact_id_for
 from pytake_common.migrations import upgrade
 from pytake_common.settings import to_asyncpg_url
 from pytake_contacts.api.contacts import LIST_COLUMNS
-from pytake_contacts.search import ContactFilter, page_sql
+from pytake_contacts.search import SEARCH_SETTINGS, ContactFilter, page_sql
 from pytake_devstack.infra import EmbeddedPostgres, free_port, wait_for_port
 from pytake_devstack.tokens import TokenFactory
 
@@ -322,7 +322,8 @@ async def explain(dsn: str, big: uuid.UUID, tag_ids: list[uuid.UUID]) -> None:
     }
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute("SET pg_trgm.word_similarity_threshold = 0.5")
+        for name, value in SEARCH_SETTINGS.items():  # as GET /v1/contacts sets them
+            await conn.execute(f"SET {name} = '{value}'")
         for title, sql in INNER.items():  # as the owner, like the SECURITY DEFINER function
             plan = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}", big)
             print(f"\nEXPLAIN {title}:")

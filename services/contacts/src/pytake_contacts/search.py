@@ -235,5 +235,11 @@ def page_sql(
 
 
 SET_SIMILARITY = "SELECT set_config('pg_trgm.word_similarity_threshold', :value, true)"
-#: the same, as transaction-local settings of a raw read (pytake_common.reads)
-SIMILARITY_SETTINGS = {"pg_trgm.word_similarity_threshold": str(WORD_SIMILARITY)}
+#: transaction-local settings of a raw read (pytake_common.reads) with ``q``: the
+#: similarity threshold, and no parallel workers — a trigram search for a common word
+#: otherwise starts two workers per query, which only adds CPU when 16 clients already
+#: keep both cores busy (EXPLAIN: Parallel Bitmap Heap Scan on contact_search).
+SEARCH_SETTINGS = {
+    "pg_trgm.word_similarity_threshold": str(WORD_SIMILARITY),
+    "max_parallel_workers_per_gather": "0",
+}

@@ -35,7 +35,7 @@ from pytake_contacts.domain import (
     wa_id_for_phone,
 )
 from pytake_contacts.events import ContactCreated, ContactUpdated
-from pytake_contacts.search import SIMILARITY_SETTINGS, page_sql
+from pytake_contacts.search import SEARCH_SETTINGS, page_sql
 from pytake_contacts.store import attribute_schema, emit, load_contact, record_interaction, tags_of
 from pytake_contacts.tables import contacts
 
@@ -90,7 +90,7 @@ async def list_contacts(
     """Contacts of the organization, oldest first; ``q`` searches name, phone, e-mail, company."""
     org = principal.organization_id
     sql, args = page_sql(org, filters, limit + 1, cursor, LIST_COLUMNS)
-    settings = SIMILARITY_SETTINGS if filters.uses_similarity else None
+    settings = SEARCH_SETTINGS if filters.q else None
     async with reads.transaction(org, settings) as conn:
         rows = await conn.fetch(sql, *args)
         page = rows[:limit]
