@@ -33,13 +33,14 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
-from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+import psutil
 
 import pytake_contacts
 from pytake_common.ids import contact_id_for
 from pytake_common.migrations import upgrade
 from pytake_common.settings import to_asyncpg_url
-from pytake_contacts.search import ContactFilter, page_query
+from pytake_contacts.api.contacts import LIST_COLUMNS
+from pytake_contacts.search import SEARCH_SETTINGS, ContactFilter, page_sql
 from pytake_devstack.infra import EmbeddedPostgres, free_port, wait_for_port
 from pytake_devstack.tokens import TokenFactory
 
@@ -221,7 +222,9 @@ def kind(params: dict[str, str]) -> str:
     return "q= name (+filter)" if len(params) > 1 else "q= name"
 
 
-async def load(base: str, headers: dict[str, str], mix: list[dict[str, str]], c: int) -> None:
+async def load(
+    base: str, headers: dict[str, str], mix: list[dict[str, str]], c: int, service: psutil.Process
+) -> None:
     latencies: list[float] = []
     errors = 0
     queue = list(reversed(mix))
@@ -248,14 +251,16 @@ async def load(base: str, headers: dict[str, str], mix: list[dict[str, str]], c:
                     errors += r.status != 200
                 latencies.append(time.perf_counter() - t0)
 
+        cpu0 = sum(service.cpu_times()[:2])
         start = time.perf_counter()
         await asyncio.gather(*[worker() for _ in range(c)])
         elapsed = time.perf_counter() - start
+        cpu = sum(service.cpu_times()[:2]) - cpu0
     print(f"search/list over HTTP: {len(mix)} requests, {c} concurrent clients")
     print(
         f"  {len(mix) / elapsed:,.0f} req/s   p50 {pct(latencies, 50) * 1000:.1f} ms   "
         f"p95 {pct(latencies, 95) * 1000:.1f} ms   p99 {pct(latencies, 99) * 1000:.1f} ms   "
-        f"non-200: {errors}"
+        f"non-200: {errors}   service CPU {cpu / len(mix) * 1e6:,.0f} µs/request"
     )
 
 
@@ -283,14 +288,21 @@ async def import_rows(base: str, headers: dict[str, str], rows: int) -> None:
 
 
 INNER = {
-    "inside pytake_contact_matches, words ('jurgen', 'muller')": (
+    "inside pytake_contact_matches, words ('jurgen', 'muller'), q only (page picked inside)": (
         "SELECT contact_id FROM contact_search WHERE organization_id = $1"
         " AND (search LIKE '%jurgen%' OR 'jurgen' <% search)"
         " AND (search LIKE '%muller%' OR 'muller' <% search)"
+        " AND NOT deleted ORDER BY created_at, contact_id LIMIT 51"
+    ),
+    "inside pytake_contact_matches, a common word ('wayne'), q only (page picked inside)": (
+        "SELECT contact_id FROM contact_search WHERE organization_id = $1"
+        " AND (search LIKE '%wayne%' OR 'wayne' <% search)"
+        " AND NOT deleted ORDER BY created_at, contact_id LIMIT 51"
     ),
     "inside pytake_contact_matches, phone digits ('11900012345')": (
         "SELECT contact_id FROM contact_search WHERE organization_id = $1"
-        " AND phone_digits LIKE '%11900012345%'"
+        " AND phone_digits LIKE '%11900012345%' AND NOT deleted"
+        " ORDER BY created_at, contact_id LIMIT 51"
     ),
 }
 
@@ -299,6 +311,8 @@ async def explain(dsn: str, big: uuid.UUID, tag_ids: list[uuid.UUID]) -> None:
     since = datetime.now(UTC) - timedelta(days=30)
     cases = {
         "q= name with a typo ('jurgen muller')": ContactFilter(q="jurgen muller"),
+        "q= a common word ('wayne')": ContactFilter(q="wayne"),
+        "q= name + opted in ('maria silvaa')": ContactFilter(q="maria silvaa", opted_in=True),
         "q= phone fragment ('(11) 90001-2345')": ContactFilter(q="(11) 90001-2345"),
         "q= e-mail fragment": ContactFilter(q="maria.silva1234@exa"),
         "tag filter": ContactFilter(tag_id=tag_ids[0]),
@@ -308,7 +322,8 @@ async def explain(dsn: str, big: uuid.UUID, tag_ids: list[uuid.UUID]) -> None:
     }
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute("SET pg_trgm.word_similarity_threshold = 0.5")
+        for name, value in SEARCH_SETTINGS.items():  # as GET /v1/contacts sets them
+            await conn.execute(f"SET {name} = '{value}'")
         for title, sql in INNER.items():  # as the owner, like the SECURITY DEFINER function
             plan = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}", big)
             print(f"\nEXPLAIN {title}:")
@@ -316,11 +331,9 @@ async def explain(dsn: str, big: uuid.UUID, tag_ids: list[uuid.UUID]) -> None:
                 print("   ", row[0])
         await conn.execute("SET ROLE pytake_app")
         await conn.execute(f"SET pytake.organization_id = '{big}'")
-        for title, f in cases.items():
-            compiled = page_query(big, f, 51, None).compile(dialect=asyncpg_dialect())
-            params = compiled.construct_params()
-            args = [params[name] for name in compiled.positiontup or ()]
-            plan = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {compiled}", *args)
+        for title, f in cases.items():  # the query GET /v1/contacts runs
+            sql, args = page_sql(big, f, 51, None, LIST_COLUMNS)
+            plan = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}", *args)
             print(f"\nEXPLAIN {title}:")
             for row in plan:
                 print("   ", row[0])
@@ -377,7 +390,7 @@ def main() -> None:
             "Authorization": "Bearer " + tokens.mint(organization_id=big, role="agent", ttl=3600)
         }
         mix = requests_mix(random.Random(3), tag_ids, args.n)
-        asyncio.run(load(base, headers, mix, args.c))
+        asyncio.run(load(base, headers, mix, args.c, psutil.Process(service.pid)))
         if args.rows:
             asyncio.run(import_rows(base, headers, args.rows))
         if not args.no_explain:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
+import psutil
 from aiohttp import web
 
 import pytake_conversations
@@ -133,6 +134,7 @@ async def load(
     agents: list[uuid.UUID],
     concurrency: int,
     seconds: float,
+    service: psutil.Process,
 ) -> None:
     kinds: dict[str, list[float]] = {}
     errors = 0
@@ -181,13 +183,15 @@ async def load(
                 kinds.setdefault(kind, []).append(time.perf_counter() - t0)
                 errors += not ok
 
+        cpu0 = sum(service.cpu_times()[:2])
         start = time.perf_counter()
         await asyncio.gather(*[worker() for _ in range(concurrency)])
         elapsed = time.perf_counter() - start
+        cpu = sum(service.cpu_times()[:2]) - cpu0
     total = sum(len(v) for v in kinds.values())
     print(
         f"{concurrency} concurrent clients, {elapsed:.0f} s: {total / elapsed:,.0f} req/s, "
-        f"non-200: {errors}"
+        f"non-200: {errors}; service CPU {cpu / max(total, 1) * 1e6:,.0f} µs/request"
     )
     everything = [x for v in kinds.values() for x in v]
     for kind, values in [*sorted(kinds.items()), ("ALL", everything)]:
@@ -230,9 +234,11 @@ async def bench(args: argparse.Namespace, pg_url: str, state: Path) -> None:
         base = f"http://127.0.0.1:{port}"
         await wait_healthy(base, proc)
         headers = tokens.headers(organization_id=org, role="agent", ttl=3600)
-        await load(base, headers, conv_ids, agents, args.c, min(args.seconds / 4, 5))  # warm-up
+        service = psutil.Process(proc.pid)
+        warm = min(args.seconds / 4, 5)
+        await load(base, headers, conv_ids, agents, args.c, warm, service)  # warm-up
         print("--- measured ---")
-        await load(base, headers, conv_ids, agents, args.c, args.seconds)
+        await load(base, headers, conv_ids, agents, args.c, args.seconds, service)
     finally:
         proc.terminate()
         try:

@@ -31,6 +31,7 @@ async def settings(pg_url, kafka_bootstrap):
 async def app(settings):
     application = create_app(settings)
     yield application
+    await application.state.reads.close()
     await application.state.db.dispose()
 
 

@@ -36,6 +36,7 @@ async def settings(database_url, kafka_bootstrap):
 async def app(settings):
     application = create_app(settings)
     yield application
+    await application.state.reads.close()
     await application.state.db.dispose()
 
 

@@ -196,6 +196,6 @@ def create_service_app(
     return app
 
 
-def request_db(request: Request) -> Database:
+async def request_db(request: Request) -> Database:
     db: Database = request.app.state.db
     return db

@@ -5,6 +5,7 @@ from fastapi import FastAPI
 from pytake_common.consumer import EventConsumer
 from pytake_common.db import Database
 from pytake_common.outbox import OutboxRelay
+from pytake_common.reads import TenantReads
 from pytake_common.web import create_service_app
 from pytake_conversations.api import canned, messages, metrics, routes, stream
 from pytake_conversations.config import Settings
@@ -17,6 +18,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     db = Database(settings.service_database_url(), app_role=settings.db_app_role)
     hub = StreamHub(db)
+    reads = TenantReads(settings.service_database_url(), app_role=settings.db_app_role)
     app = create_service_app(
         settings,
         title="PyTake conversations",
@@ -28,7 +30,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             EventConsumer(settings, db, "conversations", HANDLERS).run,
             Maintenance(settings, db).run,
         ],
-        on_shutdown=[hub.stop],
+        on_shutdown=[hub.stop, reads.close],
     )
     app.state.stream_hub = hub
+    app.state.reads = reads
     return app

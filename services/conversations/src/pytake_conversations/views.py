@@ -70,3 +70,28 @@ class Message(BaseModel):
     @classmethod
     def of(cls, row: Mapping[Any, Any]) -> "Message":
         return cls.model_validate(dict(row))
+
+
+# The hot reads (inbox list, history) skip the models: rows from asyncpg become plain
+# dicts in the models' field order and pydantic-core writes the JSON, the same text
+# ``model_dump_json`` gives (tests compare both).
+CONVERSATION_FIELDS = tuple(
+    f for f in Conversation.model_fields if f != "service_window_expires_at"
+)
+CONVERSATION_COLUMNS = ", ".join(CONVERSATION_FIELDS)
+MESSAGE_FIELDS = tuple(Message.model_fields)
+MESSAGE_COLUMNS = ", ".join(MESSAGE_FIELDS)
+
+
+_WINDOW = "service_window_expires_at"
+_CONVERSATION_ORDER = tuple(Conversation.model_fields)
+
+
+def conversation_dict(row: Mapping[str, Any], window_hours: float) -> dict[str, Any]:
+    """A conversation row as ``Conversation`` would serialise it, without validation."""
+    closes = window_closes_at(row["last_inbound_at"], window_hours)
+    return {f: closes if f == _WINDOW else row[f] for f in _CONVERSATION_ORDER}
+
+
+def message_dict(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {f: row[f] for f in MESSAGE_FIELDS}

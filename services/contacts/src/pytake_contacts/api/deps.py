@@ -9,6 +9,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.db import Database
+from pytake_common.reads import TenantReads
 from pytake_common.web import request_db
 from pytake_contacts.search import ContactFilter
 from pytake_contacts.tables import contacts
@@ -16,7 +17,16 @@ from pytake_contacts.tables import contacts
 DB = Annotated[Database, Depends(request_db)]
 
 
-def contact_filter(
+async def _reads(request: Request) -> TenantReads:
+    reads: TenantReads = request.app.state.reads
+    return reads
+
+
+#: the light read-only path (raw asyncpg, tenant-bound) of the hot list endpoint
+Reads = Annotated[TenantReads, Depends(_reads)]
+
+
+async def contact_filter(
     q: Annotated[str | None, Query(max_length=200)] = None,
     tag_id: uuid.UUID | None = None,
     assignee_id: uuid.UUID | None = None,

@@ -55,6 +55,17 @@ class Contact(BaseModel):
         return cls.model_validate(values | {"tags": tags, "blocked": row["blocked_at"] is not None})
 
 
+#: columns of ``contacts`` a Contact shows (all its fields but the derived ones)
+CONTACT_COLUMNS = tuple(f for f in Contact.model_fields if f not in ("tags", "blocked"))
+_CONTACT_ORDER = tuple(Contact.model_fields)
+
+
+def contact_dict(row: Row, tags: list[dict[str, Any]]) -> dict[str, Any]:
+    """A row as ``Contact.of(row, tags)`` serialises it, without validation (hot path)."""
+    derived = {"tags": tags, "blocked": row["blocked_at"] is not None}
+    return {f: derived[f] if f in derived else row[f] for f in _CONTACT_ORDER}
+
+
 class ContactPage(BaseModel):
     items: list[Contact]
     next_cursor: str | None

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.db import Database
 from pytake_common.errors import NotFound
+from pytake_common.reads import TenantReads
 from pytake_common.web import request_db
 from pytake_conversations.domain import DEFAULT_WINDOW_HOURS
 from pytake_conversations.tables import conversations
@@ -18,14 +19,23 @@ DB = Annotated[Database, Depends(request_db)]
 Limit = Annotated[int, Query(ge=1, le=200)]
 
 
-def _window_hours(request: Request) -> float:
+async def _reads(request: Request) -> TenantReads:
+    reads: TenantReads = request.app.state.reads
+    return reads
+
+
+#: the light read-only path (raw asyncpg, tenant-bound) of the hot list endpoints
+Reads = Annotated[TenantReads, Depends(_reads)]
+
+
+async def _window_hours(request: Request) -> float:
     return float(getattr(request.app.state.settings, "service_window_hours", DEFAULT_WINDOW_HOURS))
 
 
 WindowHours = Annotated[float, Depends(_window_hours)]
 
 
-def organizations(request: Request) -> Any:
+async def organizations(request: Request) -> Any:
     """The organization directory (plan, limits, suspension) when the platform provides one."""
     return getattr(request.app.state, "organizations", None)
 

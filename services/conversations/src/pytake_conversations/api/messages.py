@@ -4,10 +4,11 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import func, select, tuple_
+from pydantic_core import to_json
+from sqlalchemy import func, select
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,6 +25,7 @@ from pytake_conversations.api.deps import (
     DB,
     Limit,
     Organizations,
+    Reads,
     WindowHours,
     load_conversation,
 )
@@ -48,7 +50,7 @@ from pytake_conversations.inbox import (
     update_conversation,
 )
 from pytake_conversations.tables import contact_replicas, conversations, messages
-from pytake_conversations.views import Message
+from pytake_conversations.views import MESSAGE_COLUMNS, Message, message_dict
 
 router = APIRouter(prefix="/v1/conversations", tags=["messages"])
 MONTHLY_LIMIT = "monthly_business_messages"
@@ -61,18 +63,25 @@ class MessagePage(BaseModel):
     has_more: bool = False
 
 
+CONVERSATION_EXISTS = "SELECT 1 FROM conversations WHERE id = $1 AND organization_id = $2"
+ANCHOR = (
+    "SELECT created_at FROM messages"
+    " WHERE id = $1 AND organization_id = $2 AND conversation_id = $3"
+)
+
+
 @router.get("/{conversation_id}/messages", response_model=MessagePage)
 async def list_messages(
     conversation_id: uuid.UUID,
     principal: Reader,
-    db: DB,
+    reads: Reads,
     limit: Limit = 50,
     cursor: str | None = None,
     before: Annotated[uuid.UUID | None, Query(description="a message id: older ones")] = None,
     after: Annotated[uuid.UUID | None, Query(description="a message id: newer ones")] = None,
     latest: Annotated[bool, Query(description="the newest page")] = False,
     include_notes: bool = True,
-) -> MessagePage:
+) -> Response:
     """The conversation's history, always oldest first in a page.
 
     Forward (default): from the start, ``next_cursor`` pages on; ``after=<message id>``
@@ -83,53 +92,52 @@ async def list_messages(
     if sum(x is not None and x is not False for x in (cursor, before, after, latest)) > 1:
         raise InvalidInput("use only one of cursor, before, after, latest")
     org = principal.organization_id
-    stmt = select(messages).where(
-        messages.c.organization_id == org, messages.c.conversation_id == conversation_id
-    )
+    keyset = decode_cursor(cursor) if cursor else None
+    backward = before is not None or latest
+    conditions = ["organization_id = $1", "conversation_id = $2"]
     if not include_notes:
-        stmt = stmt.where(messages.c.direction != NOTE)
-    key = tuple_(messages.c.created_at, messages.c.id)
-    async with db.transaction(organization_id=org) as session:
-        await load_conversation(session, org, conversation_id)
-        anchor = await _anchor(session, org, conversation_id, before or after)
-        backward = before is not None or latest
-        if cursor:
-            stmt = stmt.where(key > tuple_(*decode_cursor(cursor)))
-        elif anchor is not None and before is not None:
-            stmt = stmt.where(key < tuple_(*anchor))
-        elif anchor is not None:
-            stmt = stmt.where(key > tuple_(*anchor))
-        if backward:
-            stmt = stmt.order_by(messages.c.created_at.desc(), messages.c.id.desc())
-        else:
-            stmt = stmt.order_by(messages.c.created_at, messages.c.id)
-        rows = (await session.execute(stmt.limit(limit + 1))).mappings().all()
+        conditions.append(f"direction <> '{NOTE}'")
+    async with reads.transaction(org) as conn:
+
+        async def check_conversation() -> None:
+            if await conn.fetchval(CONVERSATION_EXISTS, conversation_id, org) is None:
+                raise NotFound("conversation not found")
+
+        anchor_id = before or after
+        if anchor_id is not None and keyset is None:
+            at = await conn.fetchval(ANCHOR, anchor_id, org, conversation_id)
+            if at is None:
+                await check_conversation()
+                raise NotFound("message not found in this conversation")
+            keyset = (at, anchor_id)
+        args: list[Any] = [org, conversation_id]
+        if keyset is not None:
+            conditions.append("(created_at, id) " + ("<" if before else ">") + " ($3, $4)")
+            args += keyset
+        order = "DESC" if backward else "ASC"
+        sql = (
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {' AND '.join(conditions)}"  # noqa: S608
+            f" ORDER BY created_at {order}, id {order} LIMIT ${len(args) + 1}"
+        )
+        rows = await conn.fetch(sql, *args, limit + 1)
+        if not rows and anchor_id is None:
+            # A message of this organization's conversation proves that it exists (and is
+            # visible): the look-up is only needed for an empty page.
+            await check_conversation()
     more = len(rows) > limit
-    page = list(rows[:limit])
+    page = rows[:limit]
     if backward:
         page.reverse()
-    items = [Message.of(r) for r in page]
     next_cursor = None
     if more and not backward:
-        next_cursor = encode_cursor(items[-1].created_at, items[-1].id)
-    return MessagePage(items=items, next_cursor=next_cursor, has_more=more)
-
-
-async def _anchor(
-    session: AsyncSession, org: uuid.UUID, conversation_id: uuid.UUID, message_id: uuid.UUID | None
-) -> tuple[datetime, uuid.UUID] | None:
-    if message_id is None:
-        return None
-    at = await session.scalar(
-        select(messages.c.created_at).where(
-            messages.c.id == message_id,
-            messages.c.organization_id == org,
-            messages.c.conversation_id == conversation_id,
-        )
-    )
-    if at is None:
-        raise NotFound("message not found in this conversation")
-    return at, message_id
+        next_cursor = encode_cursor(page[-1]["created_at"], page[-1]["id"])
+    body = {
+        "items": [message_dict(r) for r in page],
+        "next_cursor": next_cursor,
+        "has_more": more,
+    }
+    # Serialised here (the hot path): response_model would validate every item again.
+    return Response(to_json(body), media_type="application/json")
 
 
 @router.post(

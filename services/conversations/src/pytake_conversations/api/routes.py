@@ -2,18 +2,19 @@
 assignment and marking the customer's messages read."""
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Self
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, model_validator
-from sqlalchemy import func, select, tuple_, update
-from sqlalchemy.sql import Select
+from pydantic_core import to_json
+from sqlalchemy import func, update
 
 from pytake_common.errors import InvalidInput
 from pytake_common.pagination import decode_cursor, encode_cursor
 from pytake_common.security import Reader, Worker
-from pytake_conversations.api.deps import DB, Limit, WindowHours, load_conversation
+from pytake_conversations.api.deps import DB, Limit, Reads, WindowHours, load_conversation
 from pytake_conversations.domain import (
     CONVERSATION_STATUSES,
     INBOUND,
@@ -30,8 +31,8 @@ from pytake_conversations.inbox import (
     set_assignment,
     update_conversation,
 )
-from pytake_conversations.tables import conversations, messages
-from pytake_conversations.views import Conversation
+from pytake_conversations.tables import messages
+from pytake_conversations.views import CONVERSATION_COLUMNS, Conversation, conversation_dict
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 ConversationStatus = Literal["open", "pending", "resolved", "closed"]
@@ -101,34 +102,60 @@ class Filters(BaseModel):
     priority: list[Priority] | None = None
     updated_since: datetime | None = None
 
-    def apply(self, stmt: Select[Any], *, with_status: bool = True) -> Select[Any]:
-        c = conversations.c
+    def where(self, where: "SqlWhere", *, with_status: bool = True) -> None:
+        """Add the filters' conditions on ``conversations`` to ``where``."""
         if with_status and self.status:
-            stmt = stmt.where(c.status.in_(self.status))
+            where.add_in("status", self.status)
         if self.assignee_id is not None:
-            stmt = stmt.where(c.assignee_id == self.assignee_id)
+            where.add("assignee_id = {}", self.assignee_id)
         if self.unassigned is True:
-            stmt = stmt.where(c.assignee_id.is_(None))
+            where.add("assignee_id IS NULL")
         elif self.unassigned is False:
-            stmt = stmt.where(c.assignee_id.is_not(None))
+            where.add("assignee_id IS NOT NULL")
         if self.department_id is not None:
-            stmt = stmt.where(c.department_id == self.department_id)
+            where.add("department_id = {}", self.department_id)
         if self.contact_id is not None:
-            stmt = stmt.where(c.contact_id == self.contact_id)
+            where.add("contact_id = {}", self.contact_id)
         if self.number_id is not None:
-            stmt = stmt.where(c.number_id == self.number_id)
+            where.add("number_id = {}", self.number_id)
         if self.has_unread is True:
-            stmt = stmt.where(c.unread_count > 0)
+            where.add("unread_count > 0")
         elif self.has_unread is False:
-            stmt = stmt.where(c.unread_count == 0)
+            where.add("unread_count = 0")
         if self.priority:
-            stmt = stmt.where(c.priority.in_(self.priority))
+            where.add_in("priority", self.priority)
         if self.updated_since is not None:
-            stmt = stmt.where(c.updated_at >= self.updated_since)
-        return stmt
+            where.add("updated_at >= {}", self.updated_since)
 
 
-def _filters(
+class SqlWhere:
+    """Conditions joined by AND with numbered parameters; ``organization_id = $1`` first."""
+
+    def __init__(self, org: uuid.UUID) -> None:
+        self.parts = ["organization_id = $1"]
+        self.args: list[Any] = [org]
+
+    def add(self, condition: str, *values: Any) -> None:
+        marks = []
+        for value in values:
+            self.args.append(value)
+            marks.append(f"${len(self.args)}")
+        self.parts.append(condition.format(*marks))
+
+    def add_in(self, column: str, values: Sequence[str]) -> None:
+        # One value as "=": the (organization, column, last_message_at) indexes then
+        # give the order too.
+        if len(values) == 1:
+            self.add(f"{column} = {{}}", values[0])
+        else:
+            self.add(f"{column} = ANY({{}}::text[])", list(values))
+
+    @property
+    def sql(self) -> str:
+        return " AND ".join(self.parts)
+
+
+async def _filters(
     status: Annotated[list[ConversationStatus] | None, Query()] = None,
     assignee_id: uuid.UUID | None = None,
     department_id: uuid.UUID | None = None,
@@ -160,43 +187,54 @@ InboxFilters = Annotated[Filters, Depends(_filters)]
 @router.get("", response_model=ConversationPage)
 async def list_conversations(
     principal: Reader,
-    db: DB,
+    reads: Reads,
     hours: WindowHours,
     filters: InboxFilters,
     limit: Limit = 50,
     cursor: str | None = None,
-) -> ConversationPage:
+) -> Response:
     """The inbox, newest activity first (last message time, then id, both descending)."""
     org = principal.organization_id
-    stmt = filters.apply(select(conversations).where(conversations.c.organization_id == org))
+    where = SqlWhere(org)
+    filters.where(where)
     if cursor:
         at, last_id = decode_cursor(cursor)
-        stmt = stmt.where(
-            tuple_(conversations.c.last_message_at, conversations.c.id) < tuple_(at, last_id)
-        )
-    stmt = stmt.order_by(conversations.c.last_message_at.desc(), conversations.c.id.desc())
-    async with db.transaction(organization_id=org) as session:
-        rows = (await session.execute(stmt.limit(limit + 1))).mappings().all()
-    items = [Conversation.of(r, hours) for r in rows[:limit]]
-    more = len(rows) > limit
-    return ConversationPage(
-        items=items,
-        next_cursor=encode_cursor(items[-1].last_message_at, items[-1].id) if more else None,
+        where.add("(last_message_at, id) < ({}, {})", at, last_id)
+    # The conditions are constants with $n parameters.
+    sql = (
+        f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE {where.sql}"  # noqa: S608
+        f" ORDER BY last_message_at DESC, id DESC LIMIT ${len(where.args) + 1}"
     )
+    rows = await reads.fetch(org, sql, *where.args, limit + 1)
+    items = [conversation_dict(r, hours) for r in rows[:limit]]
+    last = rows[limit - 1] if len(rows) > limit else None
+    page = {
+        "items": items,
+        "next_cursor": encode_cursor(last["last_message_at"], last["id"]) if last else None,
+    }
+    # Serialised here (the hot path): response_model would validate every item again.
+    return Response(to_json(page), media_type="application/json")
+
+
+COUNTS_SQL = (
+    "SELECT status, sum(n) FROM conversation_counts WHERE organization_id = $1 GROUP BY status"
+)
 
 
 @router.get("/counts")
-async def conversation_counts(principal: Reader, db: DB, filters: InboxFilters) -> dict[str, int]:
+async def conversation_counts(
+    principal: Reader, reads: Reads, filters: InboxFilters
+) -> dict[str, int]:
     """How many conversations per status (with the same filters as the list, but status)."""
     org = principal.organization_id
-    stmt = filters.apply(
-        select(conversations.c.status, func.count())
-        .where(conversations.c.organization_id == org)
-        .group_by(conversations.c.status),
-        with_status=False,
-    )
-    async with db.transaction(organization_id=org) as session:
-        found = {status: int(n) for status, n in (await session.execute(stmt)).all()}
+    where = SqlWhere(org)
+    filters.where(where, with_status=False)
+    if len(where.parts) > 1:  # conditions are constants with $n parameters
+        sql = f"SELECT status, count(*) FROM conversations WHERE {where.sql} GROUP BY status"  # noqa: S608
+    else:  # no filter: the counters kept by triggers (migration 0003)
+        sql = COUNTS_SQL
+    rows = await reads.fetch(org, sql, *where.args)
+    found = {row[0]: int(row[1]) for row in rows}
     counts = {status: found.get(status, 0) for status in CONVERSATION_STATUSES}
     counts["total"] = sum(counts.values())
     return counts
