@@ -37,7 +37,7 @@ class Rules:
         )
 
 
-def client_address(request: Request) -> str:
+async def client_address(request: Request) -> str:
     """The client's address: the first ``X-Forwarded-For`` entry when the direct peer is
     a trusted proxy, else the peer itself."""
     settings: Settings = request.app.state.settings
@@ -50,12 +50,12 @@ def client_address(request: Request) -> str:
     return peer or "unknown"
 
 
-def _throttle(request: Request) -> Throttle:
+async def _throttle(request: Request) -> Throttle:
     throttle: Throttle = request.app.state.throttle
     return throttle
 
 
-def _rules(request: Request) -> Rules:
+async def _rules(request: Request) -> Rules:
     rules: Rules = request.app.state.throttle_rules
     return rules
 

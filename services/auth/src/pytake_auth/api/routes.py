@@ -75,17 +75,17 @@ def _problem(*codes: str) -> dict[str, Any]:
     }
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def _keys(request: Request) -> KeyRing:
+async def _keys(request: Request) -> KeyRing:
     keys: KeyRing = request.app.state.keys
     return keys
 
 
-def _passwords(request: Request) -> Passwords:
+async def _passwords(request: Request) -> Passwords:
     passwords: Passwords = request.app.state.passwords
     return passwords
 
@@ -185,7 +185,7 @@ class Registrations:
         return body
 
 
-def _registrations(request: Request) -> Registrations:
+async def _registrations(request: Request) -> Registrations:
     registrations: Registrations = request.app.state.registrations
     return registrations
 
