@@ -3,10 +3,11 @@
 A slow answer is the dangerous one. The Cloud API has no idempotency key for
 ``POST /messages``: when the answer does not arrive within the timeout, Meta may
 already have the message, and a blind retry would deliver it twice. So a call
-whose request reached Meta and got no answer is not resent (``no answer``,
-``retryable: false``); Meta's status webhooks, which echo our message id in
-``biz_opaque_callback_data``, then say what became of it. Errors that arrive,
-even slowly, are classified as usual: transient ones are retried with backoff.
+whose request reached Meta and got no answer is not resent: the send is
+``unconfirmed`` until Meta's status webhook (which echoes our message id in
+``biz_opaque_callback_data``) makes it ``sent``, or the confirm window ends and
+it fails as ``no answer`` (``retryable: false``). Errors that arrive, even
+slowly, are classified as usual: transient ones are retried with backoff.
 """
 
 import asyncio
@@ -17,10 +18,11 @@ import pytest
 from sqlalchemy import select
 
 from pytake_whatsapp_gateway.app import graph_http_client
+from pytake_whatsapp_gateway.sending.dispatcher import Dispatcher
 from pytake_whatsapp_gateway.sending.sender import Sender
-from pytake_whatsapp_gateway.tables import send_log
+from pytake_whatsapp_gateway.tables import send_log, send_queue
 
-from .support import connect, events
+from .support import SIM_APP_SECRET, SIM_TOKEN, connect, events
 from .test_sending import FAILED, SENT, consume, send_requested
 
 STATUS = "pytake.whatsapp.message.status_updated.v1"
@@ -30,7 +32,9 @@ TIMEOUT_S = 0.5
 @pytest.fixture
 async def sender(gateway):
     app = gateway[0]
-    settings = app.state.settings.model_copy(update={"send_timeout_s": TIMEOUT_S})
+    settings = app.state.settings.model_copy(
+        update={"send_timeout_s": TIMEOUT_S, "send_confirm_window_s": 60.0}
+    )
     async with graph_http_client(settings) as http:
         yield Sender(settings, app.state.db, app.state.secret_box, http)
 
@@ -49,10 +53,29 @@ async def accepted(sim, message_id: str) -> list[dict[str, Any]]:
 
 
 async def attempts(app, message_id: str) -> int | None:
+    return (await logged(app, message_id)).attempts
+
+
+async def logged(app, message_id: str) -> Any:
     async with app.state.db.transaction(bypass_rls=True) as s:
-        return await s.scalar(
-            select(send_log.c.attempts).where(send_log.c.message_id == uuid.UUID(message_id))
-        )
+        return (
+            await s.execute(select(send_log).where(send_log.c.message_id == uuid.UUID(message_id)))
+        ).one()
+
+
+async def window_ends(app, sender) -> None:
+    """The confirm window is over: the dispatcher looks at the unconfirmed send again."""
+    async with app.state.db.transaction(bypass_rls=True) as s:
+        await s.execute(send_queue.update().values(not_before=send_queue.c.created_at))
+    await Dispatcher(sender.settings, app.state.db, sender).drain()
+
+
+async def wait_for(check, what: str) -> Any:
+    for _ in range(200):
+        if found := await check():
+            return found
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no {what}")
 
 
 async def test_a_slow_answer_within_the_timeout_is_sent_once(api, gtokens, sim, gateway, sender):
@@ -67,33 +90,93 @@ async def test_a_slow_answer_within_the_timeout_is_sent_once(api, gtokens, sim, 
     assert await events(app, FAILED) == []
 
 
-async def test_a_slow_answer_past_the_timeout_is_not_sent_twice(api, gtokens, sim, gateway, sender):
+async def test_a_slow_answer_past_the_timeout_is_not_resent_and_its_early_status_confirms_it(
+    api, gtokens, sim, gateway, sender
+):
     app = gateway[0]
-    number = await connect(api, gtokens, sim, gateway, uuid.uuid4(), "802")
-    # Accepted at once, answered long after the gateway's timeout.
+    number = await connect(api, gtokens, sim, gateway, uuid.uuid4(), "807")
+    # Accepted at once, answered long after the gateway's timeout; Meta's status
+    # webhooks (50 ms apart) arrive while the call is still waiting.
     await fault(sim, number, mode="slow", delay_s=3.0)
     event = send_requested(number)
     message_id = event.data["message_id"]
     await consume(app, app.state.settings, sender, event)
+    [at_meta] = await accepted(sim, message_id)
+    row = await logged(app, message_id)
+    assert (row.state, row.attempts, row.wamid) == ("sent", 1, at_meta["wamid"])
+    [sent] = await events(app, SENT)
+    assert sent["data"]["wamid"] == at_meta["wamid"]
+    assert await events(app, FAILED) == []
+    await consume(app, app.state.settings, sender, event)  # redelivered: nothing more
+    assert len(await accepted(sim, message_id)) == 1
+    assert len(await events(app, SENT)) == 1
 
+
+async def test_a_slow_answer_past_the_timeout_is_not_resent_and_a_later_status_confirms_it(
+    api, gtokens, sim, gateway, sender, simulator
+):
+    app = gateway[0]
+    simulator[0].state.sim.settings.status_delay_s = 1.0  # statuses come after the timeout
+    number = await connect(api, gtokens, sim, gateway, uuid.uuid4(), "802")
+    await fault(sim, number, mode="slow", delay_s=3.0)
+    event = send_requested(number)
+    message_id = event.data["message_id"]
+    await consume(app, app.state.settings, sender, event)
+    row = await logged(app, message_id)
+    assert (row.state, row.attempts, row.wamid) == ("unconfirmed", 1, None)  # not retried
+    assert await events(app, SENT) == [] and await events(app, FAILED) == []
+    # Redelivering the same request does not call Meta again either.
+    await consume(app, app.state.settings, sender, event)
+    [at_meta] = await accepted(sim, message_id)  # Meta has it exactly once
+
+    # Meta's first status webhook carries our id back: confirmed with Meta's wamid.
+    async def confirmed() -> list[dict[str, Any]]:
+        return await events(app, SENT)
+
+    [sent] = await wait_for(confirmed, "sent event")
+    assert sent["data"]["message_id"] == message_id
+    assert sent["data"]["wamid"] == at_meta["wamid"]
+    assert (await logged(app, message_id)).state == "sent"
+
+    await window_ends(app, sender)  # the second look finds it settled
+    assert await events(app, FAILED) == []
+    assert len(await events(app, SENT)) == 1
+    assert len(await accepted(sim, message_id)) == 1
+
+
+async def test_an_unanswered_send_without_a_status_fails_after_the_window(
+    api, gtokens, sim, gateway, sender
+):
+    app = gateway[0]
+    number = await connect(api, gtokens, sim, gateway, uuid.uuid4(), "806")
+    # Meta's webhooks do not reach PyTake (its endpoint is down, say).
+    r = await sim.post(
+        "/_sim/numbers",
+        json={
+            "phone_number_id": "806",
+            "waba_id": number["waba_id"],
+            "display_phone_number": "15550000000",
+            "access_token": SIM_TOKEN,
+            "app_secret": SIM_APP_SECRET,
+            "webhook_url": "http://127.0.0.1:9/none",
+        },
+    )
+    assert r.status_code == 200
+    await fault(sim, number, mode="slow", delay_s=3.0)
+    event = send_requested(number)
+    message_id = event.data["message_id"]
+    await consume(app, app.state.settings, sender, event)
+    assert (await logged(app, message_id)).state == "unconfirmed"
+    assert await events(app, FAILED) == []
+
+    await window_ends(app, sender)
     [failed] = await events(app, FAILED)
     assert failed["data"]["error_title"] == "no answer"
     assert failed["data"]["retryable"] is False
     assert "may or may not have been sent" in failed["data"]["error_detail"]
-    assert await attempts(app, message_id) == 1  # timed out once, not retried
-    # Redelivering the same request does not call Meta again either.
-    await consume(app, app.state.settings, sender, event)
-    assert len(await accepted(sim, message_id)) == 1  # Meta has it exactly once
+    assert (await logged(app, message_id)).state == "failed"
+    assert len(await accepted(sim, message_id)) == 1  # never resent
     assert await events(app, SENT) == []
-
-    # Meta's status webhooks carry our id back: the message is known to be delivered.
-    for _ in range(100):
-        statuses = [e for e in await events(app, STATUS) if e["data"]["message_id"] == message_id]
-        if {"sent", "delivered"} <= {e["data"]["status"] for e in statuses}:
-            break
-        await asyncio.sleep(0.05)
-    else:
-        raise AssertionError(f"no sent/delivered status for {message_id}: {statuses}")
 
 
 async def test_slow_5xx_answers_are_retried_with_backoff_and_sent_once(

@@ -26,6 +26,10 @@ class Settings(ServiceSettings):
     #: First retry delay; doubled per attempt, capped by ``send_retry_max_backoff_s``.
     send_retry_backoff_s: float = 0.5
     send_retry_max_backoff_s: float = 8.0
+    #: A send whose Graph call got no answer (timeout after the request left) may be at
+    #: Meta: it is not resent, and its outcome waits this long for Meta's status webhook
+    #: (which echoes our message id) before it fails as "no answer".
+    send_confirm_window_s: float = Field(default=120.0, ge=0)
     #: How long a redelivered send request waits for an in-flight send of the same message.
     send_lock_timeout_s: float = 120.0
 
