@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +94,8 @@ class Run:
     latencies: list[float]
     errors: int
     elapsed: float
+    #: "HTTP 503", "ReadTimeout", ...: how many of each error.
+    kinds: Counter[str]
     #: wamid -> wall-clock time its webhook left the client.
     sent_at: dict[str, float]
 
@@ -108,6 +111,7 @@ async def fire(
     latencies: list[float] = []
     sent_at: dict[str, float] = {}
     errors = 0
+    kinds: Counter[str] = Counter()
     queue: asyncio.Queue[tuple[bytes, str]] = asyncio.Queue()
     for b in bodies:
         queue.put_nowait(b)
@@ -126,24 +130,26 @@ async def fire(
                     content=raw,
                     headers={"Content-Type": "application/json", "X-Hub-Signature-256": sig},
                 )
-            except httpx.HTTPError:  # counted, not fatal: Meta would retry it
+            except httpx.HTTPError as exc:  # counted, not fatal: Meta would retry it
                 errors += 1
+                kinds[type(exc).__name__] += 1
                 continue
             latencies.append(time.perf_counter() - t0)
-            errors += r.status_code != 200
+            if r.status_code != 200:
+                errors += 1
+                kinds[f"HTTP {r.status_code}"] += 1
 
     start = time.perf_counter()
     await asyncio.gather(*[worker() for _ in range(concurrency)])
     elapsed = time.perf_counter() - start
     await client.aclose()
-    return Run(latencies, errors, elapsed, sent_at)
+    return Run(latencies, errors, elapsed, kinds, sent_at)
 
 
 def report(name: str, run: Run) -> None:
     ack = "   ".join(f"p{p} {pct(run.latencies, p) * 1000:6.1f} ms" for p in (50, 95, 99))
-    print(
-        f"  {name:<8} {run.rate:>7,.0f} webhooks/s   ack {ack}   non-200 or no answer: {run.errors}"
-    )
+    failed = ", ".join(f"{k} x{v}" for k, v in run.kinds.most_common()) or "none"
+    print(f"  {name:<8} {run.rate:>7,.0f} webhooks/s   ack {ack}   not 200: {failed}")
 
 
 @contextlib.contextmanager
