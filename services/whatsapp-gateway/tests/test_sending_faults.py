@@ -96,11 +96,14 @@ async def test_a_slow_answer_past_the_timeout_is_not_resent_and_its_early_status
     app = gateway[0]
     number = await connect(api, gtokens, sim, gateway, uuid.uuid4(), "807")
     # Accepted at once, answered long after the gateway's timeout; Meta's status
-    # webhooks (50 ms apart) arrive while the call is still waiting.
-    await fault(sim, number, mode="slow", delay_s=3.0)
+    # webhooks (the first 50 ms after) arrive while the call is still waiting.
+    await fault(sim, number, mode="slow", delay_s=5.0)
     event = send_requested(number)
     message_id = event.data["message_id"]
-    await consume(app, app.state.settings, sender, event)
+    patient = sender.settings.model_copy(update={"send_timeout_s": 2.0})
+    async with graph_http_client(patient) as http:
+        waiting = Sender(patient, app.state.db, app.state.secret_box, http)
+        await consume(app, app.state.settings, waiting, event)
     [at_meta] = await accepted(sim, message_id)
     row = await logged(app, message_id)
     assert (row.state, row.attempts, row.wamid) == ("sent", 1, at_meta["wamid"])
@@ -116,9 +119,9 @@ async def test_a_slow_answer_past_the_timeout_is_not_resent_and_a_later_status_c
     api, gtokens, sim, gateway, sender, simulator
 ):
     app = gateway[0]
-    simulator[0].state.sim.settings.status_delay_s = 1.0  # statuses come after the timeout
+    simulator[0].state.sim.settings.status_delay_s = 2.5  # statuses come after the timeout
     number = await connect(api, gtokens, sim, gateway, uuid.uuid4(), "802")
-    await fault(sim, number, mode="slow", delay_s=3.0)
+    await fault(sim, number, mode="slow", delay_s=5.0)
     event = send_requested(number)
     message_id = event.data["message_id"]
     await consume(app, app.state.settings, sender, event)

@@ -60,7 +60,7 @@ from pytake_whatsapp_gateway.sending.messages import (
     check_against_template,
 )
 from pytake_whatsapp_gateway.sending.pacing import Pacer
-from pytake_whatsapp_gateway.tables import numbers, send_log, status_updates, templates
+from pytake_whatsapp_gateway.tables import numbers, send_log, templates
 from pytake_whatsapp_gateway.templates.store import APPROVED
 
 log = logging.getLogger(__name__)
@@ -224,19 +224,15 @@ class Sender:
         before reading its state, so either it committed its status before (found
         here) or it waits and then finds ``unconfirmed`` (and confirms the send).
         """
-        await session.execute(
-            update(send_log)
-            .where(send_log.c.message_id == out.message_id, send_log.c.state == CLAIMED)
-            .values(state=UNCONFIRMED, attempts=attempts, updated_at=func.now())
-        )
-        wamid: str | None = await session.scalar(
-            select(status_updates.c.wamid)
-            .where(
-                status_updates.c.organization_id == out.organization_id,
-                status_updates.c.message_id == out.message_id,
+        # The intake writes the wamid of a status that finds the send still claimed.
+        wamid: str | None = (
+            await session.execute(
+                update(send_log)
+                .where(send_log.c.message_id == out.message_id, send_log.c.state == CLAIMED)
+                .values(state=UNCONFIRMED, attempts=attempts, updated_at=func.now())
+                .returning(send_log.c.wamid)
             )
-            .limit(1)
-        )
+        ).scalar()
         if wamid is not None:
             return wamid
         SENDS.labels("unconfirmed", "no answer").inc()
@@ -266,12 +262,20 @@ class Sender:
             )
         ).first()
         if inserted is None:
-            state = await session.scalar(
-                select(send_log.c.state).where(send_log.c.message_id == out.message_id)
-            )
-            if state is None:
+            logged = (
+                await session.execute(
+                    select(send_log.c.state, send_log.c.wamid).where(
+                        send_log.c.message_id == out.message_id
+                    )
+                )
+            ).first()
+            if logged is None:
                 raise PermanentError("message id is already used by another organization")
-            if state == CLAIMED:
+            state = logged.state
+            if state == CLAIMED and logged.wamid is not None:
+                # The attempt died, but Meta's status webhook had already named the message.
+                await self._finish(session, out, logged.wamid, None, None)
+            elif state == CLAIMED:
                 log.error(
                     "send claimed but never finished (crash?); not resending",
                     extra={"message_id": str(out.message_id)},

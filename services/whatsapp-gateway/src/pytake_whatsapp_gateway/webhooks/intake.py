@@ -294,6 +294,18 @@ async def _record_status(
         )
         if state == UNCONFIRMED:
             await _confirm(session, status, number, message_id)
+        elif state == CLAIMED:
+            # Meta has it while our call still waits: tell the sender, should it time out.
+            await session.execute(
+                update(send_log)
+                .where(
+                    send_log.c.organization_id == org,
+                    send_log.c.message_id == message_id,
+                    send_log.c.state == CLAIMED,
+                    send_log.c.wamid.is_(None),
+                )
+                .values(wamid=status.wamid[:200])
+            )
     inserted = (
         await session.execute(
             pg_insert(status_updates)
