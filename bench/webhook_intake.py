@@ -5,10 +5,13 @@ PYTAKE_DATABASE_URL / PYTAKE_KAFKA_BOOTSTRAP are set), registers a tenant and a
 number, then
 
 1. posts N distinct signed webhooks (one text message each) with C concurrent
-   clients to the gateway and reports the acknowledgement latency (what Meta
-   waits for) and the rate;
+   clients to a bare do-nothing endpoint (bench/bare_endpoint.py, its own
+   process), then the same bodies with the same client to the gateway, and
+   reports both rates and acknowledgement latencies (what Meta waits for) and
+   their ratio;
 2. waits until every accepted message is in its conversation (counting lost and
-   duplicated ones in conversations' database) and reports the pipeline rate;
+   duplicated ones in conversations' database) and reports the pipeline rate and,
+   per message, webhook sent -> row in its conversation (p50/p95/p99/max);
 3. measures, for a sample of messages sent one at a time, how long it takes
    from the webhook being acknowledged until the message is visible in the
    agent's conversation through the API (outbox → Kafka → conversations).
@@ -20,14 +23,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
 import os
 import secrets
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -35,7 +44,7 @@ import httpx
 
 from pytake_common.outbox import plain_dsn
 from pytake_common.settings import to_asyncpg_url
-from pytake_devstack.infra import EmbeddedPostgres, TansuBroker
+from pytake_devstack.infra import EmbeddedPostgres, TansuBroker, free_port, wait_for_port
 from pytake_devstack.mainloop import MainLoop, poll
 from pytake_devstack.stack import LocalStack
 
@@ -80,64 +89,142 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-async def bench(stack: LocalStack, n: int, concurrency: int, samples: int) -> None:
-    loop = MainLoop(stack.url("api-gateway"), stack.url("meta-simulator"))
-    tenant = await loop.register("Bench Org")
-    number = await loop.connect_number(tenant)
-    gw = httpx.AsyncClient(
-        base_url=stack.url("api-gateway"), limits=httpx.Limits(max_connections=concurrency)
-    )
-    bodies = [payload(number.phone_number_id, f"1555{i % 500:07d}", f"msg {i}") for i in range(n)]
+@dataclass
+class Run:
+    latencies: list[float]
+    errors: int
+    elapsed: float
+    #: "HTTP 503", "ReadTimeout", ...: how many of each error.
+    kinds: Counter[str]
+    #: wamid -> wall-clock time its webhook left the client.
+    sent_at: dict[str, float]
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.elapsed
+
+
+async def fire(
+    base_url: str, bodies: list[tuple[bytes, str]], concurrency: int, app_secret: str
+) -> Run:
+    """Post every signed body with ``concurrency`` clients (one shared keep-alive pool)."""
     latencies: list[float] = []
+    sent_at: dict[str, float] = {}
     errors = 0
+    kinds: Counter[str] = Counter()
     queue: asyncio.Queue[tuple[bytes, str]] = asyncio.Queue()
     for b in bodies:
         queue.put_nowait(b)
+    client = httpx.AsyncClient(base_url=base_url, limits=httpx.Limits(max_connections=concurrency))
 
     async def worker() -> None:
         nonlocal errors
         while not queue.empty():
-            raw, _ = queue.get_nowait()
-            sig = "sha256=" + hmac.new(number.app_secret.encode(), raw, hashlib.sha256).hexdigest()
+            raw, wamid = queue.get_nowait()
+            sig = "sha256=" + hmac.new(app_secret.encode(), raw, hashlib.sha256).hexdigest()
+            sent_at[wamid] = time.time()
             t0 = time.perf_counter()
-            r = await gw.post(
-                "/webhooks/whatsapp",
-                content=raw,
-                headers={"Content-Type": "application/json", "X-Hub-Signature-256": sig},
-            )
+            try:
+                r = await client.post(
+                    "/webhooks/whatsapp",
+                    content=raw,
+                    headers={"Content-Type": "application/json", "X-Hub-Signature-256": sig},
+                )
+            except httpx.HTTPError as exc:  # counted, not fatal: Meta would retry it
+                errors += 1
+                kinds[type(exc).__name__] += 1
+                continue
             latencies.append(time.perf_counter() - t0)
-            errors += r.status_code != 200
+            if r.status_code != 200:
+                errors += 1
+                kinds[f"HTTP {r.status_code}"] += 1
 
     start = time.perf_counter()
     await asyncio.gather(*[worker() for _ in range(concurrency)])
     elapsed = time.perf_counter() - start
-    print(f"webhook intake through the gateway: {n} deliveries, {concurrency} concurrent clients")
+    await client.aclose()
+    return Run(latencies, errors, elapsed, kinds, sent_at)
+
+
+def report(name: str, run: Run) -> None:
+    ack = "   ".join(f"p{p} {pct(run.latencies, p) * 1000:6.1f} ms" for p in (50, 95, 99))
+    failed = ", ".join(f"{k} x{v}" for k, v in run.kinds.most_common()) or "none"
+    print(f"  {name:<8} {run.rate:>7,.0f} webhooks/s   ack {ack}   not 200: {failed}")
+
+
+@contextlib.contextmanager
+def bare_endpoint() -> Iterator[str]:
+    """The do-nothing endpoint (bench/bare_endpoint.py) as its own process on this box."""
+    port = free_port()
+    script = Path(__file__).with_name("bare_endpoint.py")
+    process = subprocess.Popen([sys.executable, str(script), str(port)])
+    try:
+        wait_for_port("127.0.0.1", port, timeout=30)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+async def bench(stack: LocalStack, n: int, concurrency: int, samples: int) -> None:
+    loop = MainLoop(stack.url("api-gateway"), stack.url("meta-simulator"))
+    tenant = await loop.register("Bench Org")
+    number = await loop.connect_number(tenant)
+    gw = httpx.AsyncClient(base_url=stack.url("api-gateway"))
+    bodies = [payload(number.phone_number_id, f"1555{i % 500:07d}", f"msg {i}") for i in range(n)]
+
+    # The same signed bodies, the same concurrency and client, the platform up (idle) in
+    # both phases: first at the bare endpoint, then at the gateway.
+    with bare_endpoint() as bare_url:
+        bare = await fire(bare_url, bodies, concurrency, number.app_secret)
+    start = time.perf_counter()
+    run = await fire(stack.url("api-gateway"), bodies, concurrency, number.app_secret)
+    print(f"webhook acknowledgement: {n} signed single-message webhooks, {concurrency} clients")
+    report("bare", bare)
+    report("gateway", run)
     print(
-        f"  rate {n / elapsed:,.0f}/s   ack p50 {pct(latencies, 50) * 1000:.1f} ms   "
-        f"p95 {pct(latencies, 95) * 1000:.1f} ms   p99 {pct(latencies, 99) * 1000:.1f} ms   "
-        f"non-200: {errors}"
+        f"  gateway / bare: rate {run.rate / bare.rate:.2f}x   "
+        + "   ".join(
+            f"ack p{p} {pct(run.latencies, p) / pct(bare.latencies, p):.1f}x" for p in (50, 95, 99)
+        )
     )
 
     # Every accepted message must reach its conversation exactly once.
     dsn = plain_dsn(to_asyncpg_url(stack.cfg.database_url, database="pytake_conversations"))
     conn = await asyncpg.connect(dsn)
     wamids = [w for _, w in bodies]
+    accepted = n - run.errors  # a refused or unanswered webhook is Meta's to retry
     query = (
         "SELECT count(*), count(DISTINCT wamid) FROM messages "
         "WHERE direction = 'inbound' AND wamid = ANY($1::text[])"
     )
     while True:
         total, distinct = await conn.fetchrow(query, wamids)
-        if total >= n or time.perf_counter() - start > 900:
+        if total >= accepted or time.perf_counter() - start > 900:
             break
         await asyncio.sleep(0.5)
     drained = time.perf_counter() - start
+    # Webhook sent -> its message row in conversations (what the agent's API reads);
+    # created_at is the inserting transaction's start, on this box's clock.
+    rows = await conn.fetch(
+        "SELECT wamid, extract(epoch FROM created_at)::float8 AS at FROM messages "
+        "WHERE direction = 'inbound' AND wamid = ANY($1::text[])",
+        wamids,
+    )
     await conn.close()
     print(
-        f"pipeline: {total} of {n} messages in conversations ({n - distinct} lost, "
+        f"pipeline: {total} of {accepted} accepted messages in conversations "
+        f"({max(0, accepted - distinct)} lost, "
         f"{total - distinct} duplicated) {drained:.1f} s after the first webhook "
         f"= {n / drained:,.0f} messages/s end to end"
     )
+    e2e = [max(0.0, r["at"] - run.sent_at[r["wamid"]]) for r in rows]
+    if e2e:
+        print(
+            f"  webhook → in its conversation, under this load ({len(e2e)} messages): "
+            f"p50 {pct(e2e, 50) * 1000:.0f} ms   p95 {pct(e2e, 95) * 1000:.0f} ms   "
+            f"p99 {pct(e2e, 99) * 1000:.0f} ms   max {max(e2e) * 1000:.0f} ms"
+        )
 
     visible: list[float] = []
     for i in range(samples):

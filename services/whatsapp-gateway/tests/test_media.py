@@ -81,15 +81,16 @@ async def test_media_is_fetched_verified_stored_and_served(
     assert await fetcher.fetch_batch() == 0  # nothing left to fetch
     digest = hashlib.sha256(DATA).hexdigest()
     row = await media_row(gateway, message_id)
-    assert (row.state, row.storage_key, row.size_bytes, row.attempts) == (
+    assert (row.state, row.storage_key, row.sha256, row.size_bytes, row.attempts) == (
         "stored",
+        f"{org}/{digest}",
         digest,
         len(DATA),
         1,
     )
-    stored = tmp_path / "media" / digest
+    stored = tmp_path / "media" / str(org) / digest
     assert stored.read_bytes() == DATA
-    assert [p.name for p in (tmp_path / "media").iterdir()] == [digest]  # no temp left
+    assert [p.name for p in (tmp_path / "media" / str(org)).iterdir()] == [digest]  # no temp
 
     served = await api.get(f"/v1/whatsapp/media/{message_id}", headers=reader)
     assert served.status_code == 200
@@ -110,7 +111,7 @@ async def test_a_sha256_mismatch_fails_and_keeps_nothing(
     assert row.state == "failed" and row.storage_key is None
     assert row.error.startswith("sha256 mismatch")
     media_dir = tmp_path / "media"
-    assert not media_dir.exists() or list(media_dir.iterdir()) == []
+    assert not media_dir.exists() or list(media_dir.rglob("*")) in ([], [media_dir / str(org)])
     answer = await api.get(
         f"/v1/whatsapp/media/{message_id}", headers=gtokens.headers(organization_id=org)
     )

@@ -251,6 +251,30 @@ async def test_a_claim_left_by_a_crash_is_not_resent(app, settings, sender, grap
     assert failed["data"]["retryable"] is False
 
 
+async def test_a_claim_left_by_a_crash_that_meta_named_is_sent(
+    app, settings, sender, graph, number
+):
+    """A status webhook found the claimed send (its wamid) before the attempt died."""
+    event = send_requested(number)
+    org = uuid.UUID(number["organization_id"])
+    async with app.state.db.transaction(organization_id=org) as s:
+        await s.execute(
+            insert(send_log).values(
+                message_id=uuid.UUID(event.data["message_id"]),
+                organization_id=org,
+                number_id=uuid.UUID(number["id"]),
+                recipient="5511999990000",
+                state="claimed",
+                wamid="wamid.named-by-a-status",
+            )
+        )
+    await consume(app, settings, sender, event)
+    assert graph.requests == []
+    [sent] = await events(app, SENT)
+    assert sent["data"]["wamid"] == "wamid.named-by-a-status"
+    assert await events(app, FAILED) == []
+
+
 async def test_an_expired_token_disconnects_the_number(
     app, settings, sender, graph, number, client, tokens
 ):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import httpx
@@ -146,3 +147,55 @@ async def test_failure_rules_are_validated(sim: httpx.AsyncClient, number: dict[
     assert (await sim.post("/_sim/failures", json=bad_mode)).status_code == 422
     unknown = {"phone_number_id": "nope", "code": 1}
     assert (await sim.post("/_sim/failures", json=unknown)).status_code == 404
+
+
+async def test_slow_mode_accepts_at_once_and_answers_late(
+    sim: httpx.AsyncClient, number: dict[str, str], auth: dict[str, str], receiver: Receiver
+) -> None:
+    pnid = number["phone_number_id"]
+    url = f"/v21.0/{pnid}/messages"
+    rule = await sim.post(
+        "/_sim/failures",
+        json={"phone_number_id": pnid, "to": ALICE, "mode": "slow", "delay_s": 30, "times": 1},
+    )
+    assert rule.status_code == 200, rule.text
+    assert (rule.json()["code"], rule.json()["delay_s"]) == (None, 30)
+
+    # The client gives up long before the answer: the message is at "Meta" all the same.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(sim.post(url, headers=auth, json=text_to(ALICE)), 0.3)
+        raise AssertionError("the slow answer arrived before the client's timeout")
+    [accepted] = (await sim.get("/_sim/sent", params={"to": ALICE})).json()
+    assert accepted["failure_code"] is None
+    # Only the matching send, only once.
+    assert (await sim.post(url, headers=auth, json=text_to(BOB))).status_code == 200
+    assert (await sim.post(url, headers=auth, json=text_to(ALICE))).status_code == 200
+    [rule_after] = (await sim.get("/_sim/failures")).json()
+    assert (rule_after["remaining"], rule_after["triggered"]) == (0, 1)
+
+
+async def test_slow_mode_needs_a_delay_and_no_code(
+    sim: httpx.AsyncClient, number: dict[str, str]
+) -> None:
+    pnid = number["phone_number_id"]
+    for bad in (
+        {"mode": "slow"},
+        {"mode": "slow", "delay_s": 1, "code": 131000},
+        {"mode": "http"},
+        {"mode": "slow", "delay_s": -1},
+    ):
+        answer = await sim.post("/_sim/failures", json={"phone_number_id": pnid, **bad})
+        assert answer.status_code == 422, bad
+
+
+async def test_a_slow_error_answers_late_and_accepts_nothing(
+    sim: httpx.AsyncClient, number: dict[str, str], auth: dict[str, str]
+) -> None:
+    pnid = number["phone_number_id"]
+    await sim.post(
+        "/_sim/failures",
+        json={"phone_number_id": pnid, "code": 131016, "delay_s": 0.05},
+    )
+    answer = await sim.post(f"/v21.0/{pnid}/messages", headers=auth, json=text_to(ALICE))
+    assert answer.status_code == 503
+    assert (await sim.get("/_sim/sent")).json() == []

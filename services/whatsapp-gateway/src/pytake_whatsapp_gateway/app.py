@@ -18,7 +18,11 @@ from pytake_whatsapp_gateway.api.webhooks import router as webhooks_router
 from pytake_whatsapp_gateway.config import Settings
 from pytake_whatsapp_gateway.handlers import make_handlers
 from pytake_whatsapp_gateway.media.fetcher import MediaFetcher
-from pytake_whatsapp_gateway.media.storage import LocalMediaStorage, MediaStorage
+from pytake_whatsapp_gateway.media.storage import (
+    LocalMediaStorage,
+    MediaStorage,
+    S3MediaStorage,
+)
 from pytake_whatsapp_gateway.sending.dispatcher import Dispatcher
 from pytake_whatsapp_gateway.sending.graph import GraphClient
 from pytake_whatsapp_gateway.sending.sender import Sender
@@ -75,6 +79,24 @@ def media_worker(settings: Settings, db: Database, box: SecretBox, storage: Medi
     return run
 
 
+def media_storage(settings: Settings) -> MediaStorage:
+    """The store of fetched media that the settings choose."""
+    if settings.media_storage == "local":
+        return LocalMediaStorage(settings.media_root())
+    assert settings.media_s3_bucket is not None  # the settings check it
+    key_id, secret = settings.media_s3_access_key_id, settings.media_s3_secret_access_key
+    return S3MediaStorage(
+        bucket=settings.media_s3_bucket,
+        prefix=settings.media_s3_prefix,
+        endpoint_url=settings.media_s3_endpoint_url,
+        region=settings.media_s3_region,
+        access_key_id=key_id.get_secret_value() if key_id else None,
+        secret_access_key=secret.get_secret_value() if secret else None,
+        addressing_style=settings.media_s3_addressing_style,
+        part_size=settings.media_s3_part_size_bytes,
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     # Each send in flight holds up to two connections (its advisory lock, its transactions).
@@ -86,7 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     box = SecretBox(settings.secret)
     platform = settings.platform_app_secret
     api_graph = graph_http_client(settings)  # the API routes' calls (templates)
-    storage = LocalMediaStorage(settings.media_root())
+    storage = media_storage(settings)
     app = create_service_app(
         settings,
         title="PyTake WhatsApp gateway",
@@ -98,7 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             template_sync_worker(settings, db, box),
             media_worker(settings, db, box, storage),
         ],
-        on_shutdown=[api_graph.aclose],
+        on_shutdown=[api_graph.aclose, storage.aclose],
         retention=[
             Retention(
                 webhook_deliveries,

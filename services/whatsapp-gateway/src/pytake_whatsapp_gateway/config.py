@@ -1,6 +1,7 @@
 from pathlib import Path
+from typing import Literal, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from pytake_common.settings import ServiceSettings
 
@@ -25,6 +26,10 @@ class Settings(ServiceSettings):
     #: First retry delay; doubled per attempt, capped by ``send_retry_max_backoff_s``.
     send_retry_backoff_s: float = 0.5
     send_retry_max_backoff_s: float = 8.0
+    #: A send whose Graph call got no answer (timeout after the request left) may be at
+    #: Meta: it is not resent, and its outcome waits this long for Meta's status webhook
+    #: (which echoes our message id) before it fails as "no answer".
+    send_confirm_window_s: float = Field(default=120.0, ge=0)
     #: How long a redelivered send request waits for an in-flight send of the same message.
     send_lock_timeout_s: float = 120.0
 
@@ -54,8 +59,23 @@ class Settings(ServiceSettings):
     #: are caught by the per-message tables, so this is a privacy choice, not dedupe.
     webhook_delivery_retention_s: float = Field(default=14 * 86_400.0, gt=0)
 
-    #: Where fetched inbound media are kept (default: <state_dir>/media).
+    #: Where fetched inbound media are kept: a local directory or an S3-compatible bucket.
+    media_storage: Literal["local", "s3"] = "local"
+    #: The local directory (default: <state_dir>/media).
     media_dir: Path | None = None
+    #: The bucket (``media_storage=s3``); objects are ``<prefix><organization>/<sha256>``.
+    media_s3_bucket: str | None = None
+    media_s3_prefix: str = ""
+    #: Endpoint of an S3-compatible store (MinIO, R2, ...); unset: AWS S3.
+    media_s3_endpoint_url: str | None = None
+    media_s3_region: str | None = None
+    #: Explicit credentials; unset: the standard AWS chain (env, files, web identity, role).
+    media_s3_access_key_id: SecretStr | None = None
+    media_s3_secret_access_key: SecretStr | None = None
+    #: ``path`` for stores without virtual-host buckets (MinIO by default).
+    media_s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    #: Multipart part size: the memory one media upload holds at most (S3's minimum is 5 MiB).
+    media_s3_part_size_bytes: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024)
     #: Largest inbound media fetched (WhatsApp's documents go up to 100 MB).
     media_max_bytes: int = 100 * 1024 * 1024
     media_max_attempts: int = 5
@@ -63,3 +83,14 @@ class Settings(ServiceSettings):
 
     def media_root(self) -> Path:
         return self.media_dir or self.state_dir / "media"
+
+    @model_validator(mode="after")
+    def _media_storage_complete(self) -> Self:
+        if self.media_storage == "s3" and not self.media_s3_bucket:
+            raise ValueError("PYTAKE_MEDIA_STORAGE=s3 needs PYTAKE_MEDIA_S3_BUCKET")
+        if (self.media_s3_access_key_id is None) != (self.media_s3_secret_access_key is None):
+            raise ValueError(
+                "set both PYTAKE_MEDIA_S3_ACCESS_KEY_ID and PYTAKE_MEDIA_S3_SECRET_ACCESS_KEY "
+                "or neither (the standard AWS credential chain)"
+            )
+        return self

@@ -100,16 +100,34 @@ class FailureIn(BaseModel):
     phone_number_id: str
     #: Only sends to this recipient (as given in ``to`` or as normalised wa_id).
     to: str | None = None
-    code: int
+    #: Meta's error code; required except for ``mode="slow"``.
+    code: int | None = None
     #: HTTP status for ``mode="http"``; defaults to Meta's for the code (400 for most).
     http_status: int | None = Field(default=None, ge=400, le=599)
     #: ``times`` next matching sends fail.
     times: int = Field(default=1, ge=1)
     #: "http": the send answers an error. "status": the send answers 200, then the
-    #: message gets ``sent`` and an asynchronous ``failed`` status webhook.
+    #: message gets ``sent`` and an asynchronous ``failed`` status webhook. "slow":
+    #: the send is accepted at once (recorded, status webhooks follow) but its
+    #: 200 answer leaves only after ``delay_s`` — a client that gave up earlier
+    #: cannot know that Meta has the message.
     mode: FailureMode = "http"
+    #: Seconds before the answer leaves (any mode; "http" errors are decided first and
+    #: nothing is accepted).
+    delay_s: float = Field(default=0.0, ge=0, le=600)
     message: str | None = None
     details: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FailureIn:
+        if self.mode == "slow":
+            if self.code is not None:
+                raise ValueError('mode "slow" accepts the send: give no code')
+            if self.delay_s <= 0:
+                raise ValueError('mode "slow" needs delay_s > 0')
+        elif self.code is None:
+            raise ValueError(f'mode "{self.mode}" needs a code')
+        return self
 
 
 class MediaIn(BaseModel):
@@ -255,6 +273,7 @@ async def add_failure(body: FailureIn, ctx: SimulatorContext = Depends(get_ctx))
         http_status=body.http_status,
         mode=body.mode,
         times=body.times,
+        delay_s=body.delay_s,
         message=body.message,
         details=body.details,
     )

@@ -11,6 +11,7 @@ bearer token (401/190), body (400/100), injected failures.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Any
@@ -83,12 +84,15 @@ async def send_message(
     send = validate_send(body)
     failure = await ctx.store.take_failure(phone_number_id, {send.to, send.wa_id})
     if failure is not None and failure.mode == "http":
+        assert failure.code is not None
+        await asyncio.sleep(failure.delay_s)  # a slow refusal: nothing was accepted
         raise GraphError.injected(
             failure.code,
             http_status=failure.http_status,
             message=failure.message,
             details=failure.details,
         )
+    fails_later = failure if failure is not None and failure.mode == "status" else None
     wamid = new_wamid(send.wa_id)
     record = await ctx.store.record_sent(
         phone_number_id=phone_number_id,
@@ -97,10 +101,14 @@ async def send_message(
         type_=send.type,
         wamid=wamid,
         body=body,
-        failure_code=failure.code if failure is not None else None,
+        failure_code=fails_later.code if fails_later is not None else None,
     )
-    if ctx.settings.send_statuses or failure is not None:
-        ctx.sender.spawn(ctx.sender.deliver_statuses(number, record, failure))
+    if ctx.settings.send_statuses or fails_later is not None:
+        ctx.sender.spawn(ctx.sender.deliver_statuses(number, record, fails_later))
+    if failure is not None and failure.delay_s:
+        # Accepted (recorded, statuses on their way), but the answer is late: a
+        # client that timed out meanwhile cannot tell this from a lost request.
+        await asyncio.sleep(failure.delay_s)
     return {
         "messaging_product": "whatsapp",
         "contacts": [{"input": send.to, "wa_id": send.wa_id}],

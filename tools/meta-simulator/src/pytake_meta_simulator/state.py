@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-FailureMode = Literal["http", "status"]
+FailureMode = Literal["http", "status", "slow"]
 WebhookKind = Literal["message", "status", "raw", "redelivery"]
 
 
@@ -87,9 +87,12 @@ class FailureRule(BaseModel):
     id: int
     phone_number_id: str
     to: str | None = None
-    code: int
+    #: None for ``slow`` (the send is accepted, only its answer is late).
+    code: int | None = None
     http_status: int | None = None
     mode: FailureMode = "http"
+    #: Seconds before the answer leaves.
+    delay_s: float = 0.0
     message: str | None = None
     details: str | None = None
     remaining: int
@@ -253,10 +256,11 @@ class Store:
         *,
         phone_number_id: str,
         to: str | None,
-        code: int,
+        code: int | None,
         http_status: int | None,
         mode: FailureMode,
         times: int,
+        delay_s: float = 0.0,
         message: str | None,
         details: str | None,
     ) -> FailureRule:
@@ -268,6 +272,7 @@ class Store:
                 code=code,
                 http_status=http_status,
                 mode=mode,
+                delay_s=delay_s,
                 message=message,
                 details=details,
                 remaining=times,

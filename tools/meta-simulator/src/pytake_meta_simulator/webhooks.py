@@ -220,7 +220,7 @@ class WebhookSender:
         and only once the previous one was answered, so they arrive in order.
         """
         conversation_id = new_conversation_id()
-        if failure is None:
+        if failure is None or failure.code is None:
             steps: list[dict[str, Any]] = [
                 status_object(sent, s, conversation_id=conversation_id)
                 for s in ("sent", "delivered", "read")

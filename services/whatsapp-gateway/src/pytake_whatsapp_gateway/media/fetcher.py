@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -27,7 +27,7 @@ from sqlalchemy import func, select, update
 from pytake_common.crypto import SecretBox, SecretDecryptionError
 from pytake_common.db import Database
 from pytake_whatsapp_gateway.config import Settings
-from pytake_whatsapp_gateway.media.storage import MediaRejected, MediaStorage
+from pytake_whatsapp_gateway.media.storage import MediaRejected, MediaStorage, StorageUnavailable
 from pytake_whatsapp_gateway.sending.graph import GraphClient
 from pytake_whatsapp_gateway.tables import media_files, numbers
 
@@ -203,25 +203,32 @@ class MediaFetcher:
         if not expected:
             raise Failed("WhatsApp announced no sha256 for the media; not kept unverified")
         try:
-            async with self.client.stream(
-                "GET", url, headers={"Authorization": f"Bearer {token}"}
-            ) as response:
-                if response.status_code >= 500 or response.status_code == 429:
-                    raise Retry(f"media download answered HTTP {response.status_code}")
-                if not response.is_success:
-                    raise Failed(f"media download answered HTTP {response.status_code}")
+            # The download starts only when the storage reads the first chunk: media
+            # already kept under the announced digest is not downloaded again.
+            async with contextlib.aclosing(self._chunks(url, token)) as chunks:
                 stored = await self.storage.put(
-                    _chunks(response), expected_sha256=expected, max_bytes=max_bytes
+                    chunks,
+                    organization_id=item.organization_id,
+                    expected_sha256=expected,
+                    max_bytes=max_bytes,
                 )
         except httpx.HTTPError as exc:
             raise Retry(f"media download failed: {type(exc).__name__}") from exc
+        except StorageUnavailable as exc:
+            raise Retry(str(exc)) from exc
         values: dict[str, Any] = {"storage_key": stored.key, "size_bytes": stored.size_bytes}
         if isinstance(mime_type, str) and mime_type:
             values["mime_type"] = mime_type[:200]
-        values["sha256"] = stored.key
+        values["sha256"] = stored.sha256
         return values
 
-
-async def _chunks(response: httpx.Response) -> AsyncIterator[bytes]:
-    async for chunk in response.aiter_bytes(DOWNLOAD_CHUNK):
-        yield chunk
+    async def _chunks(self, url: str, token: str) -> AsyncGenerator[bytes, None]:
+        async with self.client.stream(
+            "GET", url, headers={"Authorization": f"Bearer {token}"}
+        ) as response:
+            if response.status_code >= 500 or response.status_code == 429:
+                raise Retry(f"media download answered HTTP {response.status_code}")
+            if not response.is_success:
+                raise Failed(f"media download answered HTTP {response.status_code}")
+            async for chunk in response.aiter_bytes(DOWNLOAD_CHUNK):
+                yield chunk

@@ -121,7 +121,12 @@ class Dispatcher:
                 # Meta's pair rate: back to the queue (still first for this customer).
                 await self._release(seq, wait)
                 return
-            await self.sender.send(out)
+            again = await self.sender.send(out)
+            if again is not None:
+                # Unconfirmed: back to the queue (still first for this customer) until
+                # Meta's status webhook settles it or the window ends.
+                await self._release(seq, again)
+                return
         except Exception as exc:
             log.warning(
                 "send attempt failed, requeued",

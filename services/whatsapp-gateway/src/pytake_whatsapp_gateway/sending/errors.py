@@ -57,6 +57,8 @@ class SendError:
     detail: str
     transient: bool
     disconnects: bool = False
+    #: The request reached Meta and no answer came: Meta may have accepted it.
+    ambiguous: bool = False
 
     @property
     def metric_label(self) -> str:
@@ -109,6 +111,7 @@ def from_network_error(exc: httpx.HTTPError) -> SendError:
         "WhatsApp's API did not answer; the message may or may not have been sent, "
         "so it was not resent to avoid a duplicate",
         transient=False,
+        ambiguous=True,
     )
 
 

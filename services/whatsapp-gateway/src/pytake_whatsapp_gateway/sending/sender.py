@@ -14,6 +14,14 @@ message. PyTake then does NOT call Meta again — a customer receiving the same
 message twice is worse than an agent seeing "outcome unknown" and deciding —
 and emits ``failed`` with ``error_code: null``. If Meta did accept it, its
 status webhooks still arrive (matched by ``biz_opaque_callback_data``).
+
+A call that reached Meta and got no answer (a read timeout, a dropped
+connection) is the same doubt while the process lives: the Cloud API has no
+idempotency key, so it is not retried. The send becomes ``unconfirmed`` and
+its request returns to the queue for ``send_confirm_window_s``: a status
+webhook of Meta's for the message in that time (it echoes our id in
+``biz_opaque_callback_data``) makes it ``sent`` with Meta's wamid (see the
+webhook intake); otherwise the next look fails it as ``no answer``.
 """
 
 from __future__ import annotations
@@ -57,7 +65,7 @@ from pytake_whatsapp_gateway.templates.store import APPROVED
 
 log = logging.getLogger(__name__)
 SERVICE = "whatsapp-gateway"
-CLAIMED, SENT, FAILED = "claimed", "sent", "failed"
+CLAIMED, SENT, FAILED, UNCONFIRMED = "claimed", "sent", "failed", "unconfirmed"
 RECORD_ATTEMPTS = 4
 
 UNKNOWN_OUTCOME = SendError(
@@ -66,6 +74,17 @@ UNKNOWN_OUTCOME = SendError(
     "delivery outcome unknown after a crash; not resent to avoid a duplicate",
     transient=False,
 )
+
+
+def no_confirmation(window_s: float) -> SendError:
+    return SendError(
+        None,
+        "no answer",
+        f"WhatsApp's API did not answer and no status for the message came within "
+        f"{window_s:g} s; it may or may not have been sent, so it was not resent "
+        "to avoid a duplicate",
+        transient=False,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +171,8 @@ class Sender:
             pair_burst=settings.pair_burst,
         )
 
-    async def send(self, out: Outbound) -> None:
+    async def send(self, out: Outbound) -> float | None:
+        """Send ``out`` at most once; seconds after which to look again if unconfirmed."""
         async with self.db.engine.connect() as lock:
             # A transaction-scoped lock: released by rollback, by the pool's reset
             # if anything goes wrong here, or by PostgreSQL if the process dies.
@@ -164,21 +184,28 @@ class Sender:
                 text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(out.message_id)}
             )
             try:
-                await self._send_locked(out)
+                return await self._send_locked(out)
             finally:
                 await lock.rollback()
 
-    async def _send_locked(self, out: Outbound) -> None:
+    async def _send_locked(self, out: Outbound) -> float | None:
         async with self.db.transaction(organization_id=out.organization_id) as session:
             ready = await self._claim(session, out)
         if ready is None:
-            return
+            return None
         result, attempts = await self._call(out, ready)
+        window = self.settings.send_confirm_window_s
+        unconfirmed = result.error is not None and result.error.ambiguous and window > 0
         for attempt in range(1, RECORD_ATTEMPTS + 1):
             try:
                 async with self.db.transaction(organization_id=out.organization_id) as session:
-                    await self._finish(session, out, result.wamid, result.error, attempts)
-                return
+                    wamid = await self._unconfirmed(session, out, attempts) if unconfirmed else None
+                    if unconfirmed and wamid is not None:  # Meta's status came first
+                        await self._finish(session, out, wamid, None, attempts)
+                        return None
+                    if not unconfirmed:
+                        await self._finish(session, out, result.wamid, result.error, attempts)
+                return window if unconfirmed else None
             except (DBAPIError, OSError) as exc:
                 # Meta already answered: losing this outcome would turn it into "unknown".
                 if attempt == RECORD_ATTEMPTS:
@@ -188,6 +215,35 @@ class Sender:
                     extra={"message_id": str(out.message_id), "error": repr(exc)},
                 )
                 await self._sleep(0.2 * 2 ** (attempt - 1))
+        return None
+
+    async def _unconfirmed(self, session: AsyncSession, out: Outbound, attempts: int) -> str | None:
+        """Mark the send unconfirmed; Meta's wamid if its status webhook already came.
+
+        The UPDATE locks the row first: a status webhook's intake locks it too
+        before reading its state, so either it committed its status before (found
+        here) or it waits and then finds ``unconfirmed`` (and confirms the send).
+        """
+        # The intake writes the wamid of a status that finds the send still claimed.
+        wamid: str | None = (
+            await session.execute(
+                update(send_log)
+                .where(send_log.c.message_id == out.message_id, send_log.c.state == CLAIMED)
+                .values(state=UNCONFIRMED, attempts=attempts, updated_at=func.now())
+                .returning(send_log.c.wamid)
+            )
+        ).scalar()
+        if wamid is not None:
+            return wamid
+        SENDS.labels("unconfirmed", "no answer").inc()
+        log.warning(
+            "no answer from WhatsApp; not resent, waiting for its status webhook",
+            extra={
+                "message_id": str(out.message_id),
+                "window_s": self.settings.send_confirm_window_s,
+            },
+        )
+        return None
 
     async def _claim(self, session: AsyncSession, out: Outbound) -> _Ready | None:
         inserted = (
@@ -206,17 +262,28 @@ class Sender:
             )
         ).first()
         if inserted is None:
-            state = await session.scalar(
-                select(send_log.c.state).where(send_log.c.message_id == out.message_id)
-            )
-            if state is None:
+            logged = (
+                await session.execute(
+                    select(send_log.c.state, send_log.c.wamid).where(
+                        send_log.c.message_id == out.message_id
+                    )
+                )
+            ).first()
+            if logged is None:
                 raise PermanentError("message id is already used by another organization")
-            if state == CLAIMED:
+            state = logged.state
+            if state == CLAIMED and logged.wamid is not None:
+                # The attempt died, but Meta's status webhook had already named the message.
+                await self._finish(session, out, logged.wamid, None, None)
+            elif state == CLAIMED:
                 log.error(
                     "send claimed but never finished (crash?); not resending",
                     extra={"message_id": str(out.message_id)},
                 )
                 await self._finish(session, out, None, UNKNOWN_OUTCOME, None)
+            elif state == UNCONFIRMED:  # no status from Meta within the window
+                error = no_confirmation(self.settings.send_confirm_window_s)
+                await self._finish(session, out, None, error, None)
             return None  # sent or failed already: the outcome event was emitted then
         ready_or_refusal = await self._prepare(session, out)
         if isinstance(ready_or_refusal, SendError):
@@ -385,11 +452,17 @@ class Sender:
                 await mark_disconnected(
                     session, out.organization_id, out.number_id, error.title or error.detail
                 )
-        await session.execute(
+        updated = await session.execute(
             update(send_log)
-            .where(send_log.c.message_id == out.message_id, send_log.c.state == CLAIMED)
+            .where(
+                send_log.c.message_id == out.message_id,
+                send_log.c.state.in_((CLAIMED, UNCONFIRMED)),
+            )
             .values(**values)
+            .returning(send_log.c.message_id)
         )
+        if updated.first() is None:
+            return  # Meta's status webhook settled it meanwhile (and emitted the event)
         await add_event(
             session,
             CloudEvent.of(

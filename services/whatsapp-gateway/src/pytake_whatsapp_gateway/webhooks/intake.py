@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from sqlalchemy import and_, or_, select, text
+from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,10 +27,11 @@ from pytake_common.errors import DomainError
 from pytake_common.events import CloudEvent
 from pytake_common.ids import PYTAKE_NAMESPACE, contact_id_for, message_id_for_wamid
 from pytake_common.outbox import add_event
-from pytake_whatsapp_gateway.events import MessageReceived, MessageStatusUpdated
+from pytake_whatsapp_gateway.events import MessageReceived, MessageSent, MessageStatusUpdated
 from pytake_whatsapp_gateway.media import download_path
 from pytake_whatsapp_gateway.metrics import WEBHOOK_DELIVERIES
 from pytake_whatsapp_gateway.numbers import ACTIVE
+from pytake_whatsapp_gateway.sending.sender import CLAIMED, SENT, UNCONFIRMED
 from pytake_whatsapp_gateway.tables import (
     inbound_messages,
     media_files,
@@ -280,7 +281,31 @@ async def _record_status(
     session: AsyncSession, status: StatusUpdate, number: KnownNumber, delivery_id: uuid.UUID
 ) -> int:
     org = number.organization_id
-    message_id = await _outbound_message_id(session, status, number)
+    message_id, state = await _outbound_message_id(session, status, number)
+    if message_id is not None and state in (CLAIMED, UNCONFIRMED):
+        # Rare (a send in flight, or unanswered): serialise with the sender on the row.
+        state = await session.scalar(
+            select(send_log.c.state)
+            .where(
+                send_log.c.organization_id == org,
+                send_log.c.message_id == message_id,
+            )
+            .with_for_update()
+        )
+        if state == UNCONFIRMED:
+            await _confirm(session, status, number, message_id)
+        elif state == CLAIMED:
+            # Meta has it while our call still waits: tell the sender, should it time out.
+            await session.execute(
+                update(send_log)
+                .where(
+                    send_log.c.organization_id == org,
+                    send_log.c.message_id == message_id,
+                    send_log.c.state == CLAIMED,
+                    send_log.c.wamid.is_(None),
+                )
+                .values(wamid=status.wamid[:200])
+            )
     inserted = (
         await session.execute(
             pg_insert(status_updates)
@@ -328,8 +353,9 @@ async def _record_status(
 
 async def _outbound_message_id(
     session: AsyncSession, status: StatusUpdate, number: KnownNumber
-) -> uuid.UUID | None:
-    """Our message id: by wamid in the send log, or by the echoed callback data.
+) -> tuple[uuid.UUID | None, str | None]:
+    """Our message id and its send state: by wamid in the send log, or by the echoed
+    callback data.
 
     Both are looked up in this organization's send log only, so a payload can
     never point a status at another tenant's message.
@@ -338,7 +364,8 @@ async def _outbound_message_id(
     opaque = _uuid(status.callback_data)
     if opaque is not None:
         # The status can overtake our record of the wamid (Meta answered, we have not
-        # committed yet): then the echoed message id finds the claimed send.
+        # committed yet), or Meta's answer never came (unconfirmed): then the echoed
+        # message id finds the send.
         match = or_(
             match,
             and_(
@@ -346,16 +373,65 @@ async def _outbound_message_id(
                 or_(send_log.c.wamid.is_(None), send_log.c.wamid == status.wamid),
             ),
         )
-    found: uuid.UUID | None = await session.scalar(
-        select(send_log.c.message_id)
-        .where(
-            send_log.c.organization_id == number.organization_id,
-            send_log.c.number_id == number.id,
-            match,
+    found = (
+        await session.execute(
+            select(send_log.c.message_id, send_log.c.state)
+            .where(
+                send_log.c.organization_id == number.organization_id,
+                send_log.c.number_id == number.id,
+                match,
+            )
+            .limit(1)
         )
-        .limit(1)
+    ).first()
+    return (found.message_id, found.state) if found is not None else (None, None)
+
+
+async def _confirm(
+    session: AsyncSession, status: StatusUpdate, number: KnownNumber, message_id: uuid.UUID
+) -> None:
+    """Meta has the message whose send got no answer: it is ``sent``, with Meta's wamid.
+
+    Any status (even ``failed``) proves Meta accepted it. The UPDATE races the
+    sender's end of the confirm window on the row: only the one that moves it
+    emits an outcome event.
+    """
+    moved = (
+        await session.execute(
+            update(send_log)
+            .where(
+                send_log.c.organization_id == number.organization_id,
+                send_log.c.message_id == message_id,
+                send_log.c.state == UNCONFIRMED,
+            )
+            .values(state=SENT, wamid=status.wamid[:200], updated_at=func.now())
+            .returning(send_log.c.recipient)
+        )
+    ).first()
+    if moved is None:
+        return
+    log.info(
+        "unanswered send confirmed by WhatsApp's status webhook",
+        extra={"message_id": str(message_id), "status": status.status},
     )
-    return found
+    sent = MessageSent(
+        message_id=message_id,
+        organization_id=number.organization_id,
+        number_id=number.id,
+        wamid=status.wamid,
+        to=moved.recipient,
+        sent_at=status.timestamp,
+    )
+    await add_event(
+        session,
+        CloudEvent.of(
+            sent,
+            service=SERVICE,
+            subject=message_id,
+            tenant_id=number.organization_id,
+            event_id=uuid.uuid5(PYTAKE_NAMESPACE, f"event:sent:{message_id}"),
+        ),
+    )
 
 
 def _uuid(raw: str | None) -> uuid.UUID | None:
