@@ -10,12 +10,12 @@ from pytake_whatsapp_gateway.webhooks.intake import WebhookIntake
 DB = Annotated[Database, Depends(request_db)]
 
 
-def secret_box(request: Request) -> SecretBox:
+async def secret_box(request: Request) -> SecretBox:
     box: SecretBox = request.app.state.secret_box
     return box
 
 
-def webhook_intake(request: Request) -> WebhookIntake:
+async def webhook_intake(request: Request) -> WebhookIntake:
     intake: WebhookIntake = request.app.state.webhook_intake
     return intake
 

@@ -29,7 +29,7 @@ class MediaUnavailable(DomainError):
     status, code, title = 410, "media_unavailable", "Media could not be fetched"
 
 
-def media_storage(request: Request) -> MediaStorage:
+async def media_storage(request: Request) -> MediaStorage:
     storage: MediaStorage = request.app.state.media_storage
     return storage
 

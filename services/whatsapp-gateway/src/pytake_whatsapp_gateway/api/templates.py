@@ -23,7 +23,7 @@ router = APIRouter(prefix="/v1/whatsapp/numbers/{number_id}/templates", tags=["w
 TEMPLATE_NAME = r"^[a-z0-9_]{1,512}$"
 
 
-def template_service(request: Request) -> TemplateService:
+async def template_service(request: Request) -> TemplateService:
     service: TemplateService = request.app.state.template_service
     return service
 
