@@ -18,15 +18,12 @@ def test_compose_names_every_app_folder(apps):
     }
     folders.add("tools/meta-simulator")
     assert folders == {app.folder for app in apps}, "the contract's app list is out of date"
-    built = {
-        s["build"]["dockerfile"].removesuffix("/Dockerfile")
-        for s in services.values()
-        if "build" in s
-    }
-    assert built == folders
+    built = {s["build"]["args"]["PACKAGE"] for s in services.values() if "build" in s}
+    assert built == {app.package for app in apps}
     for app in apps:
         service = services[app.name]
-        assert service["build"] == {"context": ".", "dockerfile": f"{app.folder}/Dockerfile"}
+        assert service["build"]["context"] == "."
+        assert "dockerfile" not in service["build"], "one Dockerfile at the root"
         assert service["environment"]["PYTAKE_PORT"] == str(app.port)
 
 
