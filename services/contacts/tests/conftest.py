@@ -1,13 +1,15 @@
 from pathlib import Path
 
-import httpx
 import pytest
 
 import pytake_contacts
 from pytake_contacts.app import create_app
 from pytake_contacts.config import Settings
-from pytake_devstack.pytest_plugin import migrated_database
-from pytake_devstack.tokens import TokenFactory
+from pytake_devstack.pytest_plugin import (
+    SERVICE_TEST_SETTINGS,
+    migrated_database,
+    service_app_fixtures,
+)
 
 MIGRATIONS = Path(pytake_contacts.__file__).parent / "migrations"
 
@@ -18,33 +20,8 @@ async def settings(pg_url, kafka_bootstrap):
     return Settings(
         own_database_url=url,
         kafka_bootstrap=kafka_bootstrap,
-        env="test",
-        run_workers=False,
-        kafka_consumer_session_timeout_ms=6000,
-        kafka_consumer_heartbeat_ms=500,
-        consumer_max_attempts=3,
-        consumer_retry_backoff_s=0.01,
+        **SERVICE_TEST_SETTINGS,
     )
 
 
-@pytest.fixture
-async def app(settings):
-    application = create_app(settings)
-    yield application
-    await application.state.reads.close()
-    await application.state.db.dispose()
-
-
-@pytest.fixture
-def tokens(app):
-    factory = TokenFactory()
-    factory.install(app)
-    return factory
-
-
-@pytest.fixture
-async def client(app):
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://contacts"
-    ) as c:
-        yield c
+app, tokens, client = service_app_fixtures(create_app, "contacts")

@@ -1,11 +1,9 @@
 from pathlib import Path
 
-import httpx
 import pytest
 
 import pytake_tenants
-from pytake_devstack.pytest_plugin import migrated_database
-from pytake_devstack.tokens import TokenFactory
+from pytake_devstack.pytest_plugin import migrated_database, service_app_fixtures
 from pytake_tenants.app import create_app
 from pytake_tenants.config import Settings
 
@@ -24,23 +22,4 @@ async def settings(pg_url, kafka_bootstrap):
     )
 
 
-@pytest.fixture
-async def app(settings):
-    application = create_app(settings)
-    yield application
-    await application.state.db.dispose()
-
-
-@pytest.fixture
-def tokens(app):
-    factory = TokenFactory()
-    factory.install(app)
-    return factory
-
-
-@pytest.fixture
-async def client(app):
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://tenants"
-    ) as c:
-        yield c
+app, tokens, client = service_app_fixtures(create_app, "tenants")

@@ -4,7 +4,7 @@ import httpx
 import pytest
 
 import pytake_whatsapp_gateway
-from pytake_devstack.pytest_plugin import migrated_database
+from pytake_devstack.pytest_plugin import migrated_database, service_app_fixtures
 from pytake_devstack.tokens import TokenFactory
 from pytake_meta_simulator import SimulatorSettings
 from pytake_meta_simulator import create_app as create_simulator
@@ -42,26 +42,7 @@ async def settings(pg_url, graph):
     )
 
 
-@pytest.fixture
-async def app(settings):
-    application = create_app(settings)
-    yield application
-    await application.state.db.dispose()
-
-
-@pytest.fixture
-def tokens(app):
-    factory = TokenFactory()
-    factory.install(app)
-    return factory
-
-
-@pytest.fixture
-async def client(app):
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://whatsapp-gateway"
-    ) as c:
-        yield c
+app, tokens, client = service_app_fixtures(create_app, "whatsapp-gateway")
 
 
 # The real Meta simulator over HTTP, and a gateway pointed at it ---------------

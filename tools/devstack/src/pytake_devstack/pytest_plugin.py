@@ -12,12 +12,16 @@ import asyncio
 import os
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+from fastapi import FastAPI
 
 from pytake_devstack.infra import EmbeddedPostgres, TansuBroker
+from pytake_devstack.tokens import TokenFactory
 
 
 @pytest.fixture(scope="session")
@@ -64,3 +68,49 @@ async def migrated_database(pg_url: str, service: str, migrations_dir: Path) -> 
     url = to_asyncpg_url(pg_url, database=unique_name(f"t_{service.replace('-', '_')}"))
     await asyncio.to_thread(upgrade, migrations_dir, url, "pytake_app")
     return url
+
+
+#: What a service's own tests run with: no background workers, short consumer
+#: timeouts and retries (tests call handlers and relays themselves).
+SERVICE_TEST_SETTINGS: dict[str, Any] = {
+    "env": "test",
+    "run_workers": False,
+    "kafka_consumer_session_timeout_ms": 6000,
+    "kafka_consumer_heartbeat_ms": 500,
+    "consumer_max_attempts": 3,
+    "consumer_retry_backoff_s": 0.01,
+}
+
+
+def service_app_fixtures(create_app: Callable[[Any], FastAPI], host: str) -> tuple[Any, Any, Any]:
+    """The ``app``, ``tokens`` and ``client`` fixtures of a service's test suite.
+
+    ``app`` is built from the suite's own ``settings`` fixture and closed after
+    the test (its database pool and, when it has one, its read pool); ``tokens``
+    is a :class:`~pytake_devstack.tokens.TokenFactory` whose keys the app trusts;
+    ``client`` talks to the app in-process over ASGI at ``http://<host>``.
+    Assign them in the suite's conftest: ``app, tokens, client = service_app_fixtures(...)``.
+    """
+
+    @pytest.fixture(name="app")
+    async def app_fixture(settings: Any) -> AsyncIterator[FastAPI]:
+        application = create_app(settings)
+        yield application
+        reads = getattr(application.state, "reads", None)
+        if reads is not None:
+            await reads.close()
+        await application.state.db.dispose()
+
+    @pytest.fixture(name="tokens")
+    def tokens_fixture(app: FastAPI) -> TokenFactory:
+        factory = TokenFactory()
+        factory.install(app)
+        return factory
+
+    @pytest.fixture(name="client")
+    async def client_fixture(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=f"http://{host}") as c:
+            yield c
+
+    return app_fixture, tokens_fixture, client_fixture
