@@ -281,7 +281,7 @@ class CommitListener:
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         now = time.time()
         with contextlib.suppress(ValueError):
-            self.heard[int(payload.rpartition(":")[2])] = now
+            self.heard[int(payload.split(":", 2)[1])] = now
 
     async def stop(self) -> None:
         if self.conn is not None:
@@ -424,7 +424,11 @@ def main() -> None:
         extra_env={"PYTAKE_LOG_LEVEL": "WARNING", "PYTAKE_RATELIMIT_ENABLED": "false"},
     )
     try:
-        stack.start()
+        try:
+            stack.start()
+        except Exception:
+            print(stack.log_tail(), file=sys.stderr)
+            raise
         asyncio.run(bench(stack, args, platform_processes(stack, broker, pg)))
     finally:
         stack.stop()
