@@ -25,7 +25,7 @@ owner's JWT. Then
    the consumers' fetch polling).
 
 Target (issue #7): p95 < 200 ms. Loopback only; bounded by --n/--load-n.
-Usage: python bench/stream_latency.py [--n 100] [--load-n 300] [--rate 10]
+Usage: python bench/stream_latency.py [--n 100] [--load-n 150] [--rate 5]
 """
 
 from __future__ import annotations
@@ -393,8 +393,8 @@ def main() -> None:
     parser.add_argument(
         "--gap", type=float, default=0.2, help="mean pause between sequential webhooks, s"
     )
-    parser.add_argument("--load-n", type=int, default=300, help="webhooks in the loaded run")
-    parser.add_argument("--rate", type=float, default=10.0, help="loaded run: webhooks per second")
+    parser.add_argument("--load-n", type=int, default=150, help="webhooks in the loaded run")
+    parser.add_argument("--rate", type=float, default=5.0, help="loaded run: webhooks per second")
     parser.add_argument("--c", type=int, default=16, help="loaded run: most webhooks in flight")
     parser.add_argument(
         "--timeout", type=float, default=10.0, help="a frame later than this is lost"
