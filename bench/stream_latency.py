@@ -335,6 +335,17 @@ async def bench(
                 list(got.values()),
                 len(load_acked) - len(got),
             )
+            relayed = [
+                (observer.produced_at[w] - t) * 1000
+                for w, t in load_acked.items()
+                if w in observer.produced_at
+            ]
+            if relayed:
+                print(
+                    f"    of which ack → outbox relay produces: p50 {pct(relayed, 50):.1f} ms   "
+                    f"p95 {pct(relayed, 95):.1f} ms   max {max(relayed):.1f} ms   "
+                    f"over 500 ms: {sum(v > 500 for v in relayed)}"
+                )
             if len(got) < len(load_acked):  # let the backlog drain before the idle window
                 await asyncio.wait([agent.expect(w) for w in load_acked], timeout=args.drain)
         await asyncio.sleep(1.0)
