@@ -10,6 +10,8 @@ import pytest
 import uvicorn
 import websockets
 
+from pytake_conversations.stream import parse_payload
+
 from .support import Customer, deliver, opened
 
 
@@ -168,3 +170,14 @@ async def test_the_stream_refuses_missing_or_bad_tokens(server, tokens):
         async with connect(server, tokens, uuid.uuid4(), query="?last_event_id=abc"):
             pass
     assert exc.value.response.status_code == 422
+
+
+def test_notification_payloads_are_checked_before_use():
+    org = uuid.uuid4()
+    frame = {"id": 7, "type": "message.created", "data": {"message": {"text": "a:b"}}}
+    body = json.dumps(frame)
+    assert parse_payload(f"{org}:7:{body}") == (org, 7, frame)
+    assert parse_payload(f"{org}:7") == (org, 7, None)  # too big: read from the table
+    assert parse_payload(f"{org}:7:{body}", wanted={uuid.uuid4()}) is None  # not listened to
+    for bad in ("", "nope:7", f"{org}:x", f"{org}:8:{body}", f"{org}:7:[1]", f"{org}:7:{{"):
+        assert parse_payload(bad) is None, bad

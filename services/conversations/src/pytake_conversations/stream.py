@@ -19,6 +19,7 @@ import json
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Container
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -69,13 +70,19 @@ def notify_payload(org: uuid.UUID, event_id: int, type_: str, data: dict[str, An
     return payload if len(payload.encode()) < NOTIFY_MAX_BYTES else head
 
 
-def parse_payload(payload: str) -> tuple[uuid.UUID, int, dict[str, Any] | None] | None:
-    """``(org, event id, frame or None)`` of a notification; None if malformed."""
+def parse_payload(
+    payload: str, wanted: Container[uuid.UUID] | None = None
+) -> tuple[uuid.UUID, int, dict[str, Any] | None] | None:
+    """``(org, event id, frame or None)`` of a notification; None if malformed, or if
+    its organization is not ``wanted`` (checked before the frame is decoded)."""
     org, _, rest = payload.partition(":")
     event_id, _, body = rest.partition(":")
     try:
+        org_id = uuid.UUID(org)
+        if wanted is not None and org_id not in wanted:
+            return None
         message = json.loads(body) if body else None
-        parsed = (uuid.UUID(org), int(event_id), message)
+        parsed = (org_id, int(event_id), message)
     except ValueError:
         return None
     if message is not None and (not isinstance(message, dict) or message.get("id") != parsed[1]):
@@ -210,8 +217,8 @@ class StreamHub:
             await lost.wait()
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        parsed = parse_payload(payload)
-        if parsed is not None and parsed[0] in self._subs:  # nobody here listens: skip it
+        parsed = parse_payload(payload, wanted=self._subs)  # nobody here listens: skip it
+        if parsed is not None:
             self._pending.put_nowait(parsed)
 
     async def _read_loop(self) -> None:
