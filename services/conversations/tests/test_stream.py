@@ -10,6 +10,8 @@ import pytest
 import uvicorn
 import websockets
 
+from pytake_conversations.stream import parse_payload
+
 from .support import Customer, deliver, opened
 
 
@@ -137,6 +139,27 @@ async def test_resume_replays_missed_events_in_order(app, server, tokens):
     assert live[-1]["data"]["message"]["text"] == "four"
 
 
+async def test_frames_too_big_for_a_notification_are_read_from_the_table(app, server, tokens):
+    """Frames ride in the NOTIFY payload when they fit; a bigger one is read by id."""
+    org = uuid.uuid4()
+    customer = Customer(org)
+    big = "é" * 4096  # WhatsApp's longest text: 8 KiB in UTF-8, over PostgreSQL's limit
+    async with connect(server, tokens, org) as ws:
+        await deliver(app, customer.says("small"))
+        await deliver(app, customer.says(big))
+        await deliver(app, customer.says("after"))
+        live = await frames_until(
+            ws, lambda f: f["type"] == "message.created" and f["data"]["message"]["text"] == "after"
+        )
+    texts = [f["data"]["message"]["text"] for f in live if f["type"] == "message.created"]
+    assert texts == ["small", big, "after"]
+    ids = [f["id"] for f in live]
+    assert ids == sorted(set(ids))
+    async with connect(server, tokens, org, query=f"?last_event_id={ids[0] - 1}") as ws:
+        replayed = await frames_until(ws, lambda f: f["id"] == ids[-1])
+    assert replayed == live  # the notified frames are exactly the stored ones
+
+
 async def test_the_stream_refuses_missing_or_bad_tokens(server, tokens):
     for kwargs in ({}, {"additional_headers": {"Authorization": "Bearer nope"}}):
         with pytest.raises(websockets.InvalidStatus) as exc:
@@ -147,3 +170,14 @@ async def test_the_stream_refuses_missing_or_bad_tokens(server, tokens):
         async with connect(server, tokens, uuid.uuid4(), query="?last_event_id=abc"):
             pass
     assert exc.value.response.status_code == 422
+
+
+def test_notification_payloads_are_checked_before_use():
+    org = uuid.uuid4()
+    frame = {"id": 7, "type": "message.created", "data": {"message": {"text": "a:b"}}}
+    body = json.dumps(frame)
+    assert parse_payload(f"{org}:7:{body}") == (org, 7, frame)
+    assert parse_payload(f"{org}:7") == (org, 7, None)  # too big: read from the table
+    assert parse_payload(f"{org}:7:{body}", wanted={uuid.uuid4()}) is None  # not listened to
+    for bad in ("", "nope:7", f"{org}:x", f"{org}:8:{body}", f"{org}:7:[1]", f"{org}:7:{{"):
+        assert parse_payload(bad) is None, bad

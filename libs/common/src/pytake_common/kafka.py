@@ -34,6 +34,10 @@ def make_consumer(settings: ServiceSettings, group_id: str, topics: list[str]) -
         heartbeat_interval_ms=settings.kafka_consumer_heartbeat_ms,
         rebalance_timeout_ms=max(settings.kafka_consumer_session_timeout_ms, 10_000),
         metadata_max_age_ms=5_000,
+        # Any record is worth a wake-up (min bytes 1); how long an empty fetch waits
+        # bounds the latency of the realtime path (webhook → agent's stream).
+        fetch_min_bytes=1,
+        fetch_max_wait_ms=settings.kafka_consumer_fetch_max_wait_ms,
     )
 
 

@@ -55,6 +55,10 @@ class ServiceSettings(BaseSettings):
     kafka_idempotent_producer: bool = False
     kafka_consumer_session_timeout_ms: int = 10_000
     kafka_consumer_heartbeat_ms: int = 1_000
+    #: Longest a fetch waits for a record (aiokafka's default). Tansu answers a fetch by
+    #: polling its storage until this passes, so it also bounds how long a record sits
+    #: there (up to ~190 ms at 500); each idle consumer sends ~1000/this fetches a second.
+    kafka_consumer_fetch_max_wait_ms: int = 500
     consumer_max_attempts: int = 5
     consumer_retry_backoff_s: float = 0.2
     outbox_poll_interval_s: float = 1.0

@@ -1,11 +1,14 @@
 """The realtime stream: per-organization events stored in ``stream_events``, fanned out
 to every replica's WebSockets through PostgreSQL ``LISTEN/NOTIFY``.
 
-:func:`publish` writes the event row and a ``NOTIFY`` (payload ``<org>:<id>``) in the
-caller's transaction, so a frame exists exactly when the change it describes committed.
-Each replica runs one :class:`StreamHub`: a dedicated connection LISTENs, reads each
-notified row and hands it to the local subscribers of that organization. A client that
-reconnects with ``last_event_id`` gets the missed rows replayed from the table.
+:func:`publish` writes the event row and a ``NOTIFY`` in the caller's transaction, so a
+frame exists exactly when the change it describes committed. The payload is
+``<org>:<id>:<frame JSON>``, or just ``<org>:<id>`` when the frame would not fit in a
+notification. Each replica runs one :class:`StreamHub`: a dedicated connection LISTENs
+and hands each frame to the local subscribers of that organization, reading the row
+only when the frame did not come with the notification (no transaction per event on
+the realtime path). A client that reconnects with ``last_event_id`` gets the missed rows
+replayed from the table.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import json
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Container
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -34,6 +38,9 @@ CHANNEL = "pytake_conversations_stream"
 RETENTION = timedelta(hours=24)
 REPLAY_LIMIT = 5000
 QUEUE_SIZE = 1000
+#: PostgreSQL refuses notification payloads of 8000 bytes or more; bigger frames are
+#: announced by id only and read from the table.
+NOTIFY_MAX_BYTES = 7900
 
 
 async def publish(session: AsyncSession, org: uuid.UUID, type_: str, data: dict[str, Any]) -> int:
@@ -46,9 +53,41 @@ async def publish(session: AsyncSession, org: uuid.UUID, type_: str, data: dict[
     assert event_id is not None
     await session.execute(
         text("SELECT pg_notify(:channel, :payload)"),
-        {"channel": CHANNEL, "payload": f"{org}:{event_id}"},
+        {"channel": CHANNEL, "payload": notify_payload(org, int(event_id), type_, data)},
     )
     return int(event_id)
+
+
+def notify_payload(org: uuid.UUID, event_id: int, type_: str, data: dict[str, Any]) -> str:
+    head = f"{org}:{event_id}"
+    body = json.dumps(
+        {"id": event_id, "type": type_, "data": data},
+        separators=(",", ":"),
+        ensure_ascii=False,
+        default=str,
+    )
+    payload = f"{head}:{body}"
+    return payload if len(payload.encode()) < NOTIFY_MAX_BYTES else head
+
+
+def parse_payload(
+    payload: str, wanted: Container[uuid.UUID] | None = None
+) -> tuple[uuid.UUID, int, dict[str, Any] | None] | None:
+    """``(org, event id, frame or None)`` of a notification; None if malformed, or if
+    its organization is not ``wanted`` (checked before the frame is decoded)."""
+    org, _, rest = payload.partition(":")
+    event_id, _, body = rest.partition(":")
+    try:
+        org_id = uuid.UUID(org)
+        if wanted is not None and org_id not in wanted:
+            return None
+        message = json.loads(body) if body else None
+        parsed = (org_id, int(event_id), message)
+    except ValueError:
+        return None
+    if message is not None and (not isinstance(message, dict) or message.get("id") != parsed[1]):
+        return None
+    return parsed
 
 
 def frame(row: Any) -> dict[str, Any]:
@@ -109,7 +148,7 @@ class StreamHub:
         self._conn: asyncpg.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
-        self._pending: asyncio.Queue[tuple[uuid.UUID, int]] = asyncio.Queue()
+        self._pending: asyncio.Queue[tuple[uuid.UUID, int, dict[str, Any] | None]] = asyncio.Queue()
         self._stopping = False
 
     async def start(self) -> None:
@@ -178,43 +217,45 @@ class StreamHub:
             await lost.wait()
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        org, _, event_id = payload.partition(":")
-        try:
-            org_id = uuid.UUID(org)
-        except ValueError:
-            return
-        if org_id in self._subs:  # nobody here listens to that organization: skip the read
-            self._pending.put_nowait((org_id, int(event_id)))
+        parsed = parse_payload(payload, wanted=self._subs)  # nobody here listens: skip it
+        if parsed is not None:
+            self._pending.put_nowait(parsed)
 
     async def _read_loop(self) -> None:
         while True:
-            org, first = await self._pending.get()
-            ids = [first]
-            while not self._pending.empty() and len(ids) < 500:
-                other_org, other = self._pending.get_nowait()
+            org, first, message = await self._pending.get()
+            batch = {first: message}
+            while not self._pending.empty() and len(batch) < 500:
+                other_org, other, other_message = self._pending.get_nowait()
                 if other_org != org:
-                    await self._deliver(other_org, [other])
+                    await self._deliver(other_org, {other: other_message})
                     continue
-                ids.append(other)
-            await self._deliver(org, ids)
+                batch[other] = other_message
+            await self._deliver(org, batch)
 
-    async def _deliver(self, org: uuid.UUID, ids: list[int]) -> None:
+    async def _deliver(self, org: uuid.UUID, batch: dict[int, dict[str, Any] | None]) -> None:
         if org not in self._subs:
             return
-        try:
-            async with self.db.transaction(organization_id=org) as session:
-                rows = (
-                    await session.execute(
-                        select(stream_events.c.id, stream_events.c.type, stream_events.c.data)
-                        .where(stream_events.c.organization_id == org, stream_events.c.id.in_(ids))
-                        .order_by(stream_events.c.id)
-                    )
-                ).all()
-        except Exception as exc:
-            log.warning("stream hub could not read events", extra={"error": repr(exc)})
-            return
-        for row in rows:
-            message = frame(row)
+        frames = {i: m for i, m in batch.items() if m is not None}
+        missing = [i for i, m in batch.items() if m is None]
+        if missing:  # too big for a notification: read from the table
+            try:
+                async with self.db.transaction(organization_id=org) as session:
+                    rows = (
+                        await session.execute(
+                            select(
+                                stream_events.c.id, stream_events.c.type, stream_events.c.data
+                            ).where(
+                                stream_events.c.organization_id == org,
+                                stream_events.c.id.in_(missing),
+                            )
+                        )
+                    ).all()
+            except Exception as exc:
+                log.warning("stream hub could not read events", extra={"error": repr(exc)})
+                return
+            frames.update((int(row.id), frame(row)) for row in rows)
+        for _, message in sorted(frames.items()):
             for sub in list(self._subs.get(org, ())):
                 try:
                     sub.queue.put_nowait(message)
