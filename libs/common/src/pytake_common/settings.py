@@ -57,6 +57,8 @@ class ServiceSettings(BaseSettings):
     kafka_consumer_heartbeat_ms: int = 1_000
     consumer_max_attempts: int = 5
     consumer_retry_backoff_s: float = 0.2
+    #: Records handled in one database transaction (a savepoint each).
+    consumer_batch_size: int = 100
     outbox_poll_interval_s: float = 1.0
     outbox_batch_size: int = 200
     run_workers: bool = True
