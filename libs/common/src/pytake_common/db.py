@@ -59,17 +59,19 @@ def rls_statements(table: str, column: str = "organization_id") -> list[str]:
     ]
 
 
+# Built once: text() parses its SQL for bind parameters on every construction.
+_BIND_TENANT = text(
+    f"SELECT set_config('{ORG_SETTING}', :org, true), set_config('{BYPASS_SETTING}', :bypass, true)"
+)
+_BIND_ORGANIZATION = text(f"SELECT set_config('{ORG_SETTING}', :org, true)")
+
+
 def _bind_tenant(session: Session, _tx: SessionTransaction, connection: Connection) -> None:
+    """Bind the transaction (role set at connect) to the session's tenant: one round trip."""
     org = session.info.get("organization_id")
     bypass = session.info.get("bypass_rls", False)
     connection.execute(
-        text("SELECT set_config(:org_key, :org, true), set_config(:bypass_key, :bypass, true)"),
-        {
-            "org_key": ORG_SETTING,
-            "org": str(org) if org else "",
-            "bypass_key": BYPASS_SETTING,
-            "bypass": "on" if bypass else "off",
-        },
+        _BIND_TENANT, {"org": str(org) if org else "", "bypass": "on" if bypass else "off"}
     )
 
 
@@ -131,6 +133,5 @@ async def bind_organization(session: AsyncSession, organization_id: uuid.UUID | 
     session.info["organization_id"] = organization_id
     if session.in_transaction():
         await session.execute(
-            text("SELECT set_config(:key, :org, true)"),
-            {"key": ORG_SETTING, "org": str(organization_id) if organization_id else ""},
+            _BIND_ORGANIZATION, {"org": str(organization_id) if organization_id else ""}
         )

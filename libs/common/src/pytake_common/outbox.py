@@ -1,7 +1,8 @@
 """Transactional outbox: events written with the domain change, relayed to Kafka.
 
 :func:`add_event` inserts into ``outbox`` using the caller's session (same
-transaction as the change) and NOTIFYs, which PostgreSQL delivers at commit.
+transaction as the change) and NOTIFYs in the same statement, which PostgreSQL
+delivers at commit.
 :class:`OutboxRelay` keeps one active relay per service (a session-level
 advisory lock), wakes on LISTEN with polling as fallback, claims rows in order
 with ``FOR UPDATE SKIP LOCKED``, keys each record by its aggregate id, and
@@ -20,7 +21,7 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -40,16 +41,20 @@ BACKLOG_INTERVAL_S = 5.0
 
 async def add_event(session: AsyncSession, event: CloudEvent) -> None:
     """Stage ``event`` in the caller's transaction; it is published only if that commits."""
-    await session.execute(
-        insert(outbox).values(
+    staged = (
+        insert(outbox)
+        .values(
             event_id=event.id,
             topic=event.topic,
             key=event.subject,
             event=event.model_dump(mode="json"),
             headers=inject_headers(),
         )
+        .cte("staged")
     )
-    await session.execute(text(f"NOTIFY {CHANNEL}"))
+    # One round trip: the insert (a data-modifying CTE always runs) and the wake-up,
+    # which PostgreSQL delivers at commit (and drops if a savepoint around it rolls back).
+    await session.execute(select(func.pg_notify(CHANNEL, "")).add_cte(staged))
 
 
 def plain_dsn(sqlalchemy_url: str) -> str:
