@@ -31,7 +31,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
-from sqlalchemy import delete
+from sqlalchemy import String, bindparam, delete, text
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -50,6 +51,16 @@ Handler = Callable[[AsyncSession, CloudEvent], Awaitable[None]]
 
 #: The savepoint each record of a batch runs in (one name: they never nest).
 _SAVEPOINT = "pytake_record"
+#: A batch's inbox marks: one statement text whatever the batch size (a multi-row
+#: VALUES would be a new prepared statement per size, churning the driver's cache).
+_MARK_BATCH = text(
+    "INSERT INTO processed_events (consumer_group, event_id, event_type) "
+    "SELECT :group, m.event_id, m.event_type FROM unnest(:ids, :types) AS m(event_id, event_type) "
+    "ON CONFLICT DO NOTHING RETURNING event_id"
+).bindparams(
+    bindparam("ids", type_=ARRAY(UUID(as_uuid=True))),
+    bindparam("types", type_=ARRAY(String())),
+)
 
 
 class PermanentError(Exception):
@@ -269,15 +280,8 @@ class EventConsumer:
         """Insert the batch's inbox marks; the ids that were not marked before."""
         rows = {item.event.id: item.event.type for item in items}
         inserted = await session.scalars(
-            pg_insert(processed_events)
-            .values(
-                [
-                    {"consumer_group": self.group, "event_id": event_id, "event_type": etype}
-                    for event_id, etype in rows.items()
-                ]
-            )
-            .on_conflict_do_nothing()
-            .returning(processed_events.c.event_id)
+            _MARK_BATCH,
+            {"group": self.group, "ids": list(rows), "types": list(rows.values())},
         )
         return set(inserted)
 
