@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction
+from sqlalchemy.util import await_
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -75,6 +76,34 @@ def _bind_tenant(session: Session, _tx: SessionTransaction, connection: Connecti
     )
 
 
+_SAVEPOINT_STATEMENTS = ("SAVEPOINT ", "RELEASE SAVEPOINT ", "ROLLBACK TO SAVEPOINT ")
+
+
+def _savepoint_unprepared(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+    """Run SQLAlchemy's savepoint statements as simple queries, not prepared ones.
+
+    ``begin_nested()`` names savepoints ``sa_savepoint_<n>`` with ``n`` counting up
+    within a transaction: with many savepoints in one transaction (a consumer batch)
+    each name was a new prepared statement (an extra round trip) that also pushed the
+    handlers' statements out of asyncpg's per-connection statement cache.
+    """
+    if parameters or not statement.startswith(_SAVEPOINT_STATEMENTS):
+        return False
+    adapted = getattr(cursor, "_adapt_connection", None)
+    if adapted is None or adapted._transaction is None:
+        return False  # not asyncpg, or no transaction yet: the ordinary path
+
+    async def run() -> None:
+        async with adapted._execute_mutex:
+            await adapted._connection.execute(statement)
+
+    try:
+        await_(run())
+    except Exception as error:
+        adapted._handle_exception(error)  # raises the DBAPI error SQLAlchemy expects
+    return True
+
+
 class Database:
     def __init__(self, url: str, *, app_role: str | None = None, pool_size: int = 10) -> None:
         self.url = url
@@ -95,6 +124,7 @@ class Database:
                 cursor.execute(f"SET ROLE {quoted}")
                 cursor.close()
 
+        event.listen(self.engine.sync_engine, "do_execute", _savepoint_unprepared)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         event.listen(self.sessionmaker.class_.sync_session_class, "after_begin", _bind_tenant)
 
