@@ -129,16 +129,24 @@ class OutboxRelay:
 
     async def publish_batch(self, producer: AIOKafkaProducer) -> int:
         async with self.db.transaction() as session:
-            rows = (
-                await session.execute(
-                    select(
-                        outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.event, outbox.c.headers
-                    )
-                    .order_by(outbox.c.id)
-                    .limit(self.settings.outbox_batch_size)
-                    .with_for_update(skip_locked=True)
+            # Claimed and deleted in one statement; the delete commits only once the
+            # whole batch is acknowledged by the broker (any failure rolls it back,
+            # and the rows are published again).
+            claimed = (
+                select(outbox.c.id)
+                .order_by(outbox.c.id)
+                .limit(self.settings.outbox_batch_size)
+                .with_for_update(skip_locked=True)
+                .scalar_subquery()
+            )
+            taken = await session.execute(
+                delete(outbox)
+                .where(outbox.c.id.in_(claimed))
+                .returning(
+                    outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.event, outbox.c.headers
                 )
-            ).all()
+            )
+            rows = sorted(taken.all(), key=lambda row: row.id)  # RETURNING has no order
             if rows:
                 futures = [
                     await producer.send(
@@ -150,7 +158,6 @@ class OutboxRelay:
                     for row in rows
                 ]
                 await asyncio.gather(*futures)
-                await session.execute(delete(outbox).where(outbox.c.id.in_([r.id for r in rows])))
                 for row in rows:
                     OUTBOX_PUBLISHED.labels(self.service, row.topic).inc()
             now = time.monotonic()
