@@ -7,9 +7,10 @@ import uuid
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from pytake_common.consumer import EventConsumer
+from pytake_common.events import CloudEvent
 from pytake_common.mechanics import outbox, processed_events
 from pytake_common.outbox import OutboxRelay
 from pytake_devstack.infra import TansuBroker, free_port
@@ -127,10 +128,9 @@ class RecordingConsumer(EventConsumer):
         super().__init__(*args, **kwargs)
         self.outcomes: list[str] = []
 
-    async def _handle(self, handler, event, record):
-        outcome = await super()._handle(handler, event, record)
+    def _counted(self, event, outcome):
+        super()._counted(event, outcome)
         self.outcomes.append(outcome)
-        return outcome
 
 
 async def test_consumer_dies_after_db_commit_before_offset_commit(db, kafka_bootstrap):
@@ -189,3 +189,79 @@ async def test_failing_handler_goes_to_dlq_with_reason(db, kafka_bootstrap):
     assert record.value == event.to_bytes() or b'"id":"' + str(event.id).encode() in record.value
     assert attempts == settings.consumer_max_attempts
     assert await count_hits(db, org) == 0
+
+
+async def test_batch_with_a_poisoned_record_commits_the_others(db, kafka_bootstrap):
+    """One transaction per batch, a savepoint per record: a record failing in the
+    database (after writing) is undone and dead-lettered alone, the records before
+    and after it commit once each, every one bound to its own organization."""
+    settings = settings_for(kafka_bootstrap, "plumbing")
+    etype = _type()
+    orgs = [uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()]
+    orgs[2] = orgs[0]  # a batch spans organizations, and comes back to one
+    events = [await write_note_with_event(db, etype, org) for org in orgs]
+    poisoned = events[2]
+    async with db.transaction() as s:  # publish by hand, under one key: one partition, in order
+        await s.execute(outbox.delete())
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    for event in events:
+        await producer.send_and_wait(event.topic, event.to_bytes(), key=b"one-key")
+    await producer.stop()
+    seen: list[tuple[str, int, str]] = []
+    poisoned_attempts = 0
+
+    async def hit_or_fail(session, event):
+        nonlocal poisoned_attempts
+        await hit(session, event)  # RLS: hits only if bound to the event's organization
+        row = (
+            await session.execute(
+                text("SELECT txid_current(), current_setting('pytake.organization_id', true)")
+            )
+        ).one()
+        seen.append((event.data["note_id"], row[0], row[1]))
+        if event.id == poisoned.id:
+            poisoned_attempts += 1
+            await session.execute(text("SELECT 1 / 0"))  # the database refuses: tx aborted
+
+    consumer = RecordingConsumer(settings, db, f"g-{uuid.uuid4().hex[:6]}", {etype: hit_or_fail})
+    dlq = AIOKafkaConsumer(
+        poisoned.topic + ".dlq",
+        bootstrap_servers=kafka_bootstrap,
+        auto_offset_reset="earliest",
+        group_id=f"dlq-{uuid.uuid4().hex[:6]}",
+    )
+    async with running(consumer):
+        await eventually(
+            lambda: _async(consumer.outcomes.count("handled") == 4), timeout=60, interval=0.2
+        )
+        await dlq.start()
+        try:
+            dead = await asyncio.wait_for(dlq.getmany(timeout_ms=5000), 30)
+            while not dead:
+                dead = await asyncio.wait_for(dlq.getmany(timeout_ms=5000), 30)
+        finally:
+            await dlq.stop()
+    dead_ids = [
+        CloudEvent.model_validate_json(r.value).id for records in dead.values() for r in records
+    ]
+    assert dead_ids == [poisoned.id]
+    assert b"division by zero" in dict(next(iter(dead.values()))[0].headers)["pytake-dlq-reason"]
+    assert poisoned_attempts == settings.consumer_max_attempts
+    for event, org in zip(events, orgs, strict=True):
+        async with db.transaction(organization_id=org) as s:
+            hits = (
+                await s.execute(
+                    text("SELECT hits FROM notes WHERE id = :i"), {"i": event.data["note_id"]}
+                )
+            ).scalar_one()
+        assert hits == (0 if event is poisoned else 1)
+    # Each handler ran bound to its own organization; the records before the poisoned
+    # one shared one transaction, and so did those after it.
+    first = {note: (txid, bound) for note, txid, bound in seen if note != poisoned.data["note_id"]}
+    assert [first[e.data["note_id"]][1] for e in events if e is not poisoned] == [
+        str(o) for e, o in zip(events, orgs, strict=True) if e is not poisoned
+    ]
+    txids = [first[e.data["note_id"]][0] for e in events if e is not poisoned]
+    assert txids[0] == txids[1] and txids[2] == txids[3]
+    assert consumer.outcomes.count("handled") == 4

@@ -1,29 +1,43 @@
 """Idempotent consumer (inbox): each event handled once per consumer group.
 
-For each record the handler runs in one database transaction that first
-records ``(group, event id)`` in ``processed_events`` (insert-first,
-``ON CONFLICT DO NOTHING``): a duplicate delivery finds the mark and does
-nothing. Offsets are committed to Kafka only after the database commit, so a
-crash in between redelivers a record the mark then skips. Failures are retried
-with backoff; after ``consumer_max_attempts`` (or at once for a malformed
-record) the record goes to ``<topic>.dlq`` with the reason in its headers.
+Records come in batches (``getmany``, up to ``consumer_batch_size``) and a batch
+is handled in ONE database transaction: its inbox marks ``(group, event id)``
+are inserted first into ``processed_events`` in one statement (``ON CONFLICT DO
+NOTHING``: a record whose mark exists is a duplicate and is skipped), then each
+record's handler runs in its own savepoint, with the transaction bound to that
+record's organization (row-level security). Offsets are committed to Kafka
+only after the database commit, so a crash in between redelivers records the
+marks then skip.
+
+A record whose handler fails is isolated: its savepoint is rolled back, the
+marks of the records not handled yet are removed, the records before it commit,
+and it is retried alone (one transaction per attempt) with backoff; after
+``consumer_max_attempts`` (or at once for a malformed record or a
+:class:`PermanentError`) it goes to ``<topic>.dlq`` with the reason in its
+headers. Then the rest of the batch goes on, in order. If the batch transaction
+itself fails (connection lost, commit refused), its records are handled one by
+one the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
+from sqlalchemy import String, bindparam, delete, text
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.context import organization_id_var
-from pytake_common.db import Database
+from pytake_common.db import ORG_SETTING, Database, bind_organization
 from pytake_common.events import CloudEvent
 from pytake_common.kafka import make_consumer, make_producer
 from pytake_common.mechanics import processed_events
@@ -35,9 +49,46 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[AsyncSession, CloudEvent], Awaitable[None]]
 
+#: The savepoint each record of a batch runs in (one name: they never nest).
+_SAVEPOINT = "pytake_record"
+#: A batch's inbox marks: one statement text whatever the batch size (a multi-row
+#: VALUES would be a new prepared statement per size, churning the driver's cache).
+_MARK_BATCH = text(
+    "INSERT INTO processed_events (consumer_group, event_id, event_type) "
+    "SELECT :group, m.event_id, m.event_type FROM unnest(:ids, :types) AS m(event_id, event_type) "
+    "ON CONFLICT DO NOTHING RETURNING event_id"
+).bindparams(
+    bindparam("ids", type_=ARRAY(UUID(as_uuid=True))),
+    bindparam("types", type_=ARRAY(String())),
+)
+
 
 class PermanentError(Exception):
     """A record that can never succeed: dead-letter it without retrying."""
+
+
+@dataclass(slots=True)
+class _Item:
+    record: ConsumerRecord[Any, Any]
+    event: CloudEvent
+    handler: Handler
+
+
+class _Failed(Exception):
+    """A batch's only fresh record failed: the whole transaction rolls back."""
+
+    def __init__(self, index: int, error: Exception) -> None:
+        super().__init__(index, error)
+        self.index = index
+        self.error = error
+
+
+def _org_literal(tenant: str) -> str | None:
+    """``tenant`` as a safe SQL literal when it is a UUID (the only form we inline)."""
+    try:
+        return f"'{uuid.UUID(tenant)}'"
+    except ValueError:
+        return None
 
 
 class EventConsumer:
@@ -80,11 +131,16 @@ class EventConsumer:
         try:
             while not stop.is_set():
                 self.ready.set()
-                batches = await consumer.getmany(timeout_ms=250, max_records=200)
+                batches = await consumer.getmany(
+                    timeout_ms=250, max_records=max(self.settings.consumer_batch_size, 1)
+                )
+                if not batches:
+                    continue
+                await self.process_batch([r for records in batches.values() for r in records])
+                await self.commit(
+                    {tp: OffsetAndMetadata(rs[-1].offset + 1, "") for tp, rs in batches.items()}
+                )
                 for tp, records in batches.items():
-                    for record in records:
-                        await self.process(record)
-                    await self.commit({tp: OffsetAndMetadata(records[-1].offset + 1, "")})
                     hw = consumer.highwater(tp)
                     if hw is not None:
                         CONSUMER_LAG.labels(self.service, self.group, tp.topic, tp.partition).set(
@@ -106,60 +162,193 @@ class EventConsumer:
             await self._dlq.stop()
             self._dlq = None
 
-    async def process(self, record: ConsumerRecord[Any, Any]) -> None:
+    # --- decoding --------------------------------------------------------------------
+
+    async def _decode(self, record: ConsumerRecord[Any, Any]) -> _Item | None:
+        """The record's event and handler; None when it is not ours (or dead-lettered)."""
         try:
             event = CloudEvent.model_validate_json(record.value)
         except ValidationError as exc:
             await self.dead_letter(record, f"undecodable record: {exc.error_count()} errors")
-            return
+            return None
         handler = self.handlers.get(event.type)
         if handler is None:
-            return  # another consumer's event on a shared topic
-        attempts = self.settings.consumer_max_attempts
-        for attempt in range(1, attempts + 1):
+            return None  # another consumer's event on a shared topic
+        return _Item(record, event, handler)
+
+    def _counted(self, event: CloudEvent, outcome: str) -> None:
+        """Called once per record and outcome (``handled``/``duplicate``), after its commit."""
+        EVENTS_CONSUMED.labels(self.service, self.group, event.type, outcome).inc()
+
+    # --- batches ---------------------------------------------------------------------
+
+    async def process_batch(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+        """Handle ``records`` in order, as few transactions as their failures allow."""
+        items = [item for record in records if (item := await self._decode(record)) is not None]
+        while items:
             try:
-                outcome = await self._handle(handler, event, record)
-                EVENTS_CONSUMED.labels(self.service, self.group, event.type, outcome).inc()
-                return
-            except (PermanentError, ValidationError) as exc:
-                await self.dead_letter(record, f"permanent: {exc!r}"[:1000])
-                return
+                failed, items = await self._handle_batch(items)
+            except asyncio.CancelledError:
+                raise
             except Exception as exc:
+                # Nothing of this transaction committed: one record at a time instead.
                 log.warning(
-                    "handler failed",
-                    extra={
-                        "group": self.group,
-                        "event_id": str(event.id),
-                        "type": event.type,
-                        "attempt": attempt,
-                        "error": repr(exc),
-                    },
+                    "batch transaction failed, handling its records one by one",
+                    extra={"group": self.group, "records": len(items), "error": repr(exc)},
                 )
-                if attempt == attempts:
-                    await self.dead_letter(record, f"failed {attempts} times: {exc!r}"[:1000])
+                for item in items:
+                    await self._process_item(item)
+                return
+            if failed is not None:
+                await self._process_item(failed[0], first_error=failed[1])
+
+    async def _handle_batch(
+        self, items: list[_Item]
+    ) -> tuple[tuple[_Item, Exception] | None, list[_Item]]:
+        """One transaction over ``items``; returns the failed record (if any) and the rest.
+
+        Records after a failed one are not handled here (their marks are removed):
+        the caller retries the failed one alone, then goes on with the rest.
+        """
+        outcomes: list[tuple[CloudEvent, str]] = []
+        result: tuple[tuple[_Item, Exception] | None, list[_Item]] = None, []
+        # Bound to the first record's organization from the start (a batch of one
+        # costs no more statements than a transaction per record did).
+        bound: str | None = items[0].event.tenantid
+        try:
+            async with self.db.transaction(organization_id=bound) as session:
+                fresh = await self._mark(session, items)
+                # A savepoint per record only when a failure must spare other records' work.
+                savepoints = len(fresh) > 1
+                driver: Any = None
+                if savepoints:
+                    raw = await (await session.connection()).get_raw_connection()
+                    driver = raw.driver_connection
+                in_savepoint = False
+                for index, item in enumerate(items):
+                    event = item.event
+                    if event.id not in fresh:
+                        outcomes.append((event, "duplicate"))
+                        continue
+                    fresh.discard(event.id)  # a second copy in this batch is a duplicate
+                    # One round trip: close the previous record's savepoint, bind this
+                    # record's organization, open its savepoint.
+                    sql: list[str] = []
+                    if in_savepoint:
+                        sql.append(f"RELEASE SAVEPOINT {_SAVEPOINT}")
+                        in_savepoint = False
+                    if event.tenantid != bound:
+                        literal = _org_literal(event.tenantid) if savepoints else None
+                        if literal is not None:
+                            sql.append(f"SELECT set_config('{ORG_SETTING}', {literal}, true)")
+                            session.info["organization_id"] = event.tenantid
+                        else:
+                            if sql:
+                                await driver.execute("; ".join(sql))
+                                sql = []
+                            await bind_organization(session, event.tenantid)
+                        bound = event.tenantid
+                    if savepoints:
+                        sql.append(f"SAVEPOINT {_SAVEPOINT}")
+                        await driver.execute("; ".join(sql))
+                    try:
+                        await self._run_handler(session, item)
+                    except Exception as exc:
+                        if not savepoints:
+                            raise _Failed(index, exc) from exc
+                        await driver.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+                        unhandled = [event.id, *fresh]
+                        await session.execute(
+                            delete(processed_events).where(
+                                processed_events.c.consumer_group == self.group,
+                                processed_events.c.event_id.in_(unhandled),
+                            )
+                        )
+                        result = (item, exc), items[index + 1 :]
+                        break
+                    outcomes.append((event, "handled"))
+                    in_savepoint = savepoints
+                # The last savepoint needs no RELEASE: the commit takes it along.
+        except _Failed as exc:
+            # Rolled back whole; only duplicates came before the failed record.
+            result = (items[exc.index], exc.error), items[exc.index + 1 :]
+        for event, outcome in outcomes:
+            self._counted(event, outcome)
+        return result
+
+    async def _mark(self, session: AsyncSession, items: list[_Item]) -> set[uuid.UUID]:
+        """Insert the batch's inbox marks; the ids that were not marked before."""
+        rows = {item.event.id: item.event.type for item in items}
+        inserted = await session.scalars(
+            _MARK_BATCH,
+            {"group": self.group, "ids": list(rows), "types": list(rows.values())},
+        )
+        return set(inserted)
+
+    async def _run_handler(self, session: AsyncSession, item: _Item) -> None:
+        ctx = context_from_kafka(item.record.headers)
+        token = organization_id_var.set(item.event.tenantid)
+        try:
+            with tracer().start_as_current_span(f"consume {item.event.type}", context=ctx):
+                await item.handler(session, item.event)
+        finally:
+            organization_id_var.reset(token)
+
+    # --- one record at a time --------------------------------------------------------
+
+    async def process(self, record: ConsumerRecord[Any, Any]) -> None:
+        """Handle one record in its own transaction, with retries and dead-lettering."""
+        item = await self._decode(record)
+        if item is not None:
+            await self._process_item(item)
+
+    async def _process_item(self, item: _Item, first_error: Exception | None = None) -> None:
+        """Handle ``item`` alone; ``first_error`` is how its first attempt (in a batch) failed."""
+        attempts = self.settings.consumer_max_attempts
+        attempt = 1
+        error = first_error
+        while True:
+            if error is None:
+                try:
+                    outcome = await self._handle(item.handler, item.event, item.record)
+                    self._counted(item.event, outcome)
                     return
-                await asyncio.sleep(self.settings.consumer_retry_backoff_s * 2 ** (attempt - 1))
+                except Exception as exc:
+                    error = exc
+            if isinstance(error, (PermanentError, ValidationError)):
+                await self.dead_letter(item.record, f"permanent: {error!r}"[:1000])
+                return
+            log.warning(
+                "handler failed",
+                extra={
+                    "group": self.group,
+                    "event_id": str(item.event.id),
+                    "type": item.event.type,
+                    "attempt": attempt,
+                    "error": repr(error),
+                },
+            )
+            if attempt >= attempts:
+                await self.dead_letter(item.record, f"failed {attempts} times: {error!r}"[:1000])
+                return
+            await asyncio.sleep(self.settings.consumer_retry_backoff_s * 2 ** (attempt - 1))
+            attempt += 1
+            error = None
 
     async def _handle(
         self, handler: Handler, event: CloudEvent, record: ConsumerRecord[Any, Any]
     ) -> str:
-        ctx = context_from_kafka(record.headers)
-        token = organization_id_var.set(event.tenantid)
-        try:
-            with tracer().start_as_current_span(f"consume {event.type}", context=ctx):
-                async with self.db.transaction(organization_id=event.tenantid) as session:
-                    inserted = await session.execute(
-                        pg_insert(processed_events)
-                        .values(consumer_group=self.group, event_id=event.id, event_type=event.type)
-                        .on_conflict_do_nothing()
-                        .returning(processed_events.c.event_id)
-                    )
-                    if inserted.first() is None:
-                        return "duplicate"
-                    await handler(session, event)
-                    return "handled"
-        finally:
-            organization_id_var.reset(token)
+        async with self.db.transaction(organization_id=event.tenantid) as session:
+            inserted = await session.execute(
+                pg_insert(processed_events)
+                .values(consumer_group=self.group, event_id=event.id, event_type=event.type)
+                .on_conflict_do_nothing()
+                .returning(processed_events.c.event_id)
+            )
+            if inserted.first() is None:
+                return "duplicate"
+            await self._run_handler(session, _Item(record, event, handler))
+            return "handled"
 
     async def dead_letter(self, record: ConsumerRecord[Any, Any], reason: str) -> None:
         if self._dlq is None:

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction
+from sqlalchemy.util import await_
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -59,18 +60,48 @@ def rls_statements(table: str, column: str = "organization_id") -> list[str]:
     ]
 
 
+# Built once: text() parses its SQL for bind parameters on every construction.
+_BIND_TENANT = text(
+    f"SELECT set_config('{ORG_SETTING}', :org, true), set_config('{BYPASS_SETTING}', :bypass, true)"
+)
+_BIND_ORGANIZATION = text(f"SELECT set_config('{ORG_SETTING}', :org, true)")
+
+
 def _bind_tenant(session: Session, _tx: SessionTransaction, connection: Connection) -> None:
+    """Bind the transaction (role set at connect) to the session's tenant: one round trip."""
     org = session.info.get("organization_id")
     bypass = session.info.get("bypass_rls", False)
     connection.execute(
-        text("SELECT set_config(:org_key, :org, true), set_config(:bypass_key, :bypass, true)"),
-        {
-            "org_key": ORG_SETTING,
-            "org": str(org) if org else "",
-            "bypass_key": BYPASS_SETTING,
-            "bypass": "on" if bypass else "off",
-        },
+        _BIND_TENANT, {"org": str(org) if org else "", "bypass": "on" if bypass else "off"}
     )
+
+
+_SAVEPOINT_STATEMENTS = ("SAVEPOINT ", "RELEASE SAVEPOINT ", "ROLLBACK TO SAVEPOINT ")
+
+
+def _savepoint_unprepared(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+    """Run SQLAlchemy's savepoint statements as simple queries, not prepared ones.
+
+    ``begin_nested()`` names savepoints ``sa_savepoint_<n>`` with ``n`` counting up
+    within a transaction: with many savepoints in one transaction (a consumer batch)
+    each name was a new prepared statement (an extra round trip) that also pushed the
+    handlers' statements out of asyncpg's per-connection statement cache.
+    """
+    if parameters or not statement.startswith(_SAVEPOINT_STATEMENTS):
+        return False
+    adapted = getattr(cursor, "_adapt_connection", None)
+    if adapted is None or adapted._transaction is None:
+        return False  # not asyncpg, or no transaction yet: the ordinary path
+
+    async def run() -> None:
+        async with adapted._execute_mutex:
+            await adapted._connection.execute(statement)
+
+    try:
+        await_(run())
+    except Exception as error:
+        adapted._handle_exception(error)  # raises the DBAPI error SQLAlchemy expects
+    return True
 
 
 class Database:
@@ -93,6 +124,7 @@ class Database:
                 cursor.execute(f"SET ROLE {quoted}")
                 cursor.close()
 
+        event.listen(self.engine.sync_engine, "do_execute", _savepoint_unprepared)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         event.listen(self.sessionmaker.class_.sync_session_class, "after_begin", _bind_tenant)
 
@@ -131,6 +163,5 @@ async def bind_organization(session: AsyncSession, organization_id: uuid.UUID | 
     session.info["organization_id"] = organization_id
     if session.in_transaction():
         await session.execute(
-            text("SELECT set_config(:key, :org, true)"),
-            {"key": ORG_SETTING, "org": str(organization_id) if organization_id else ""},
+            _BIND_ORGANIZATION, {"org": str(organization_id) if organization_id else ""}
         )

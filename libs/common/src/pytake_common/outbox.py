@@ -1,7 +1,8 @@
 """Transactional outbox: events written with the domain change, relayed to Kafka.
 
 :func:`add_event` inserts into ``outbox`` using the caller's session (same
-transaction as the change) and NOTIFYs, which PostgreSQL delivers at commit.
+transaction as the change) and NOTIFYs in the same statement, which PostgreSQL
+delivers at commit.
 :class:`OutboxRelay` keeps one active relay per service (a session-level
 advisory lock), wakes on LISTEN with polling as fallback, claims rows in order
 with ``FOR UPDATE SKIP LOCKED``, keys each record by its aggregate id, and
@@ -20,7 +21,7 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -40,16 +41,20 @@ BACKLOG_INTERVAL_S = 5.0
 
 async def add_event(session: AsyncSession, event: CloudEvent) -> None:
     """Stage ``event`` in the caller's transaction; it is published only if that commits."""
-    await session.execute(
-        insert(outbox).values(
+    staged = (
+        insert(outbox)
+        .values(
             event_id=event.id,
             topic=event.topic,
             key=event.subject,
             event=event.model_dump(mode="json"),
             headers=inject_headers(),
         )
+        .cte("staged")
     )
-    await session.execute(text(f"NOTIFY {CHANNEL}"))
+    # One round trip: the insert (a data-modifying CTE always runs) and the wake-up,
+    # which PostgreSQL delivers at commit (and drops if a savepoint around it rolls back).
+    await session.execute(select(func.pg_notify(CHANNEL, "")).add_cte(staged))
 
 
 def plain_dsn(sqlalchemy_url: str) -> str:
@@ -124,16 +129,24 @@ class OutboxRelay:
 
     async def publish_batch(self, producer: AIOKafkaProducer) -> int:
         async with self.db.transaction() as session:
-            rows = (
-                await session.execute(
-                    select(
-                        outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.event, outbox.c.headers
-                    )
-                    .order_by(outbox.c.id)
-                    .limit(self.settings.outbox_batch_size)
-                    .with_for_update(skip_locked=True)
+            # Claimed and deleted in one statement; the delete commits only once the
+            # whole batch is acknowledged by the broker (any failure rolls it back,
+            # and the rows are published again).
+            claimed = (
+                select(outbox.c.id)
+                .order_by(outbox.c.id)
+                .limit(self.settings.outbox_batch_size)
+                .with_for_update(skip_locked=True)
+                .scalar_subquery()
+            )
+            taken = await session.execute(
+                delete(outbox)
+                .where(outbox.c.id.in_(claimed))
+                .returning(
+                    outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.event, outbox.c.headers
                 )
-            ).all()
+            )
+            rows = sorted(taken.all(), key=lambda row: row.id)  # RETURNING has no order
             if rows:
                 futures = [
                     await producer.send(
@@ -145,7 +158,6 @@ class OutboxRelay:
                     for row in rows
                 ]
                 await asyncio.gather(*futures)
-                await session.execute(delete(outbox).where(outbox.c.id.in_([r.id for r in rows])))
                 for row in rows:
                     OUTBOX_PUBLISHED.labels(self.service, row.topic).inc()
             now = time.monotonic()

@@ -61,6 +61,8 @@ class ServiceSettings(BaseSettings):
     kafka_consumer_fetch_max_wait_ms: int = 500
     consumer_max_attempts: int = 5
     consumer_retry_backoff_s: float = 0.2
+    #: Records handled in one database transaction (a savepoint each).
+    consumer_batch_size: int = 100
     outbox_poll_interval_s: float = 1.0
     #: Retention worker (pytake_common.retention): pass interval and how long the consumer
     #: inbox (longer than the topics' 7-day retention) and Idempotency-Key answers are kept.

@@ -59,6 +59,10 @@ async def on_message_received(session: AsyncSession, event: CloudEvent) -> None:
         raise PermanentError("message.received without wa_id or user_id")
     org = data.organization_id
     name = clean_name(data.profile_name)
+    # A known customer is the common case: find (and lock) them first, and insert
+    # only when absent (one statement less per message than insert-first).
+    if await _update_existing(session, data, name):
+        return
     phone = phone_from_wa_id(data.wa_id)
     created = (
         await session.execute(
@@ -91,10 +95,14 @@ async def on_message_received(session: AsyncSession, event: CloudEvent) -> None:
             session, CloudEvent.of(payload, service=SERVICE, subject=data.contact_id, tenant_id=org)
         )
         return
-    await _update_existing(session, data, name)
+    # Created meanwhile by a concurrent delivery (another identifier or the same id).
+    if not await _update_existing(session, data, name):
+        # the conflicting row vanished (deleted meanwhile): let the consumer retry
+        raise RuntimeError(f"contact {data.contact_id} conflicted but cannot be found")
 
 
-async def _update_existing(session: AsyncSession, data: MessageReceived, name: str | None) -> None:
+async def _update_existing(session: AsyncSession, data: MessageReceived, name: str | None) -> bool:
+    """Apply the message to the contact it names, if one exists; False when none does."""
     org = data.organization_id
     keys = [contacts.c.id == data.contact_id]
     if data.wa_id:
@@ -114,11 +122,11 @@ async def _update_existing(session: AsyncSession, data: MessageReceived, name: s
         .mappings()
         .first()
     )
-    if row is None:  # the conflicting row vanished (deleted meanwhile): let the consumer retry
-        raise RuntimeError(f"contact {data.contact_id} conflicted but cannot be found")
+    if row is None:
+        return False
     if row["erased_at"] is not None:
         await _recreate_erased(session, data, name, row["id"])
-        return
+        return True
 
     values: dict[str, Any] = {}
     changed: list[str] = []
@@ -147,7 +155,7 @@ async def _update_existing(session: AsyncSession, data: MessageReceived, name: s
     if last is None or data.timestamp > last:
         values["last_interaction_at"] = data.timestamp
     if not values:
-        return
+        return True
     updated = (
         (
             await session.execute(
@@ -171,6 +179,7 @@ async def _update_existing(session: AsyncSession, data: MessageReceived, name: s
         await add_event(
             session, CloudEvent.of(payload, service=SERVICE, subject=row["id"], tenant_id=org)
         )
+    return True
 
 
 async def _recreate_erased(

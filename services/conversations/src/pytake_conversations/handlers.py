@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, Field
-from sqlalchemy import DateTime, and_, exists, func, literal, or_, select, update
+from sqlalchemy import DateTime, and_, exists, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -140,17 +140,12 @@ class _AlreadyStored(Exception):
 async def on_message_received(session: AsyncSession, event: CloudEvent) -> None:
     data = event.parse_data(MessageReceived)
     org = _tenant(event, data.organization_id)
-    same_fact = messages.c.id == data.message_id
-    if data.wamid:
-        same_fact = or_(same_fact, messages.c.wamid == data.wamid)
-    known = await session.scalar(
-        select(exists().where(and_(messages.c.organization_id == org, same_fact)))
-    )
-    if known:
-        return  # the same message under another event id: nothing changes
     try:
-        # A savepoint, so that a concurrent delivery of the same message that wins the
-        # insert leaves no trace of this one (no conversation opened, no events).
+        # The message insert (on its id, or its wamid in this organization) decides
+        # whether the message is new; in a savepoint, so that the same message under
+        # another event id, or a concurrent delivery that won the insert, leaves no
+        # trace of this one (no conversation opened, no events). No lookup first: a
+        # new message, the common case, costs one statement less.
         async with session.begin_nested():
             await _append_inbound(session, org, data)
     except _AlreadyStored:

@@ -10,13 +10,14 @@ import uuid
 from datetime import UTC, date, datetime
 
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import Date, Integer, exists, literal, select
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_tenants import plans
-from pytake_tenants.tables import daily_stats
-from pytake_tenants.usage import current_usage, record_fact
+from pytake_tenants.tables import daily_stats, usage_facts
+from pytake_tenants.usage import current_usage
 
 CONVERSATION_OPENED, MESSAGE_APPENDED = "conversation_opened", "message_appended"
 #: A reopened conversation is a new opening: the fact is (conversation, opened_at).
@@ -29,12 +30,32 @@ def opening_id(conversation_id: uuid.UUID, opened_at: datetime) -> uuid.UUID:
     )
 
 
-async def _add(session: AsyncSession, org: uuid.UUID, day: date, column: str) -> None:
+async def _count_once(
+    session: AsyncSession, org: uuid.UUID, kind: str, fact: uuid.UUID, day: date, column: str
+) -> None:
+    """Record the fact and, only if it is new, add one to ``column`` of ``day``.
+
+    One statement (one round trip per event): the fact's insert is a data-modifying
+    CTE whose RETURNING row exists only when the fact was new.
+    """
+    new_fact = (
+        pg_insert(usage_facts)
+        .values(organization_id=org, kind=kind, subject_id=fact, period="")
+        .on_conflict_do_nothing()
+        .returning(usage_facts.c.subject_id)
+        .cte("new_fact")
+    )
     col = daily_stats.c[column]
     await session.execute(
         pg_insert(daily_stats)
-        .values(organization_id=org, day=day, **{column: 1})
+        .from_select(
+            ["organization_id", "day", column],
+            select(
+                literal(org, UUID(as_uuid=True)), literal(day, Date()), literal(1, Integer())
+            ).where(exists(select(new_fact.c.subject_id))),
+        )
         .on_conflict_do_update(index_elements=["organization_id", "day"], set_={column: col + 1})
+        .add_cte(new_fact)
     )
 
 
@@ -42,16 +63,16 @@ async def conversation_opened(
     session: AsyncSession, org: uuid.UUID, conversation_id: uuid.UUID, opened_at: datetime
 ) -> None:
     fact = opening_id(conversation_id, opened_at)
-    if await record_fact(session, org, CONVERSATION_OPENED, fact):
-        await _add(session, org, opened_at.astimezone(UTC).date(), "conversations_opened")
+    day = opened_at.astimezone(UTC).date()
+    await _count_once(session, org, CONVERSATION_OPENED, fact, day, "conversations_opened")
 
 
 async def message_appended(
     session: AsyncSession, org: uuid.UUID, message_id: uuid.UUID, direction: str, at: datetime
 ) -> None:
-    if await record_fact(session, org, MESSAGE_APPENDED, message_id):
-        column = "messages_inbound" if direction == "inbound" else "messages_outbound"
-        await _add(session, org, at.astimezone(UTC).date(), column)
+    column = "messages_inbound" if direction == "inbound" else "messages_outbound"
+    day = at.astimezone(UTC).date()
+    await _count_once(session, org, MESSAGE_APPENDED, message_id, day, column)
 
 
 class Day(BaseModel):

@@ -1,0 +1,203 @@
+"""CPU per record of the event consumers, a transaction per record vs batches.
+
+Starts an embedded PostgreSQL and Tansu, publishes N ``message.received``
+events (``--orgs`` organizations, ``--contacts`` customers each writing several
+times) to the gateway's topic, then lets the real contacts and conversations
+consumers (their own handlers, on their own freshly migrated databases, as the
+non-owner ``pytake_app`` role) work off that backlog, once with
+``consumer_batch_size=1`` (one transaction per record, what the consumer did
+before batching) and once with the default batch size. For each run it prints
+the consumer's CPU (this process: aiokafka, handlers, SQLAlchemy) and
+PostgreSQL's CPU (this server only) per record, and the records per second.
+A backlog is the case batching is for: a consumer keeping up with a trickle
+gets batches of one or two records and behaves like ``--batch 1``.
+
+Usage: python bench/consumer_batch.py [--n 2000] [--batch 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import func, select
+
+import pytake_contacts
+import pytake_conversations
+from pytake_common.consumer import EventConsumer, Handler
+from pytake_common.db import Database
+from pytake_common.events import CloudEvent
+from pytake_common.ids import contact_id_for, message_id_for_wamid
+from pytake_common.mechanics import processed_events
+from pytake_common.migrations import upgrade
+from pytake_common.settings import ServiceSettings, to_asyncpg_url
+from pytake_contacts.handlers import HANDLERS as CONTACTS
+from pytake_conversations.handlers import HANDLERS as CONVERSATIONS
+from pytake_devstack.infra import EmbeddedPostgres, TansuBroker
+
+PHONE_NUMBER_ID = "100200300"
+SERVICES: dict[str, tuple[Path, dict[str, Handler]]] = {
+    "contacts": (Path(pytake_contacts.__file__).parent / "migrations", CONTACTS),
+    "conversations": (Path(pytake_conversations.__file__).parent / "migrations", CONVERSATIONS),
+}
+
+
+def cpu(p: psutil.Process) -> float:
+    t = p.cpu_times()
+    return float(t.user + t.system)
+
+
+def postgres_cpu(postmaster: psutil.Process) -> float:
+    t = postmaster.cpu_times()
+    total = float(t.user + t.system + t.children_user + t.children_system)
+    for child in postmaster.children():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += cpu(child)
+    return total
+
+
+def events(n: int, orgs: int, contacts: int) -> list[CloudEvent]:
+    numbers = {i: uuid.uuid4() for i in range(orgs)}
+    tenants = [uuid.uuid4() for _ in range(orgs)]
+    out = []
+    for i in range(n):
+        o = i % orgs
+        org, wa_id = tenants[o], f"55119{(i // orgs) % contacts:08d}"
+        wamid = "wamid.HBgM" + uuid.uuid4().hex
+        contact_id = contact_id_for(org, wa_id)
+        data = {
+            "message_id": str(message_id_for_wamid(PHONE_NUMBER_ID, wamid)),
+            "wamid": wamid,
+            "organization_id": str(org),
+            "number_id": str(numbers[o]),
+            "phone_number_id": PHONE_NUMBER_ID,
+            "display_phone_number": "15550100",
+            "contact_id": str(contact_id),
+            "wa_id": wa_id,
+            "user_id": None,
+            "profile_name": f"Customer {wa_id[-4:]}",
+            "type": "text",
+            "text": f"message {i}",
+            "content": {"from": wa_id, "id": wamid, "type": "text", "text": {"body": "hi"}},
+            "timestamp": datetime.now(UTC).isoformat(),
+        }
+        out.append(
+            CloudEvent(
+                source="pytake/whatsapp-gateway",
+                type="pytake.whatsapp.message.received.v1",
+                subject=str(contact_id),
+                tenantid=str(org),
+                data=data,
+            )
+        )
+    return out
+
+
+async def publish(bootstrap: str, batch: list[CloudEvent]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(e.topic, e.to_bytes(), key=e.subject.encode()) for e in batch
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def wait_for_count(count: Callable[[], Awaitable[int]], at_least: int, every: float) -> int:
+    while True:
+        value = await count()
+        if value >= at_least:
+            return value
+        await asyncio.sleep(every)
+
+
+async def consume(
+    pg_url: str,
+    bootstrap: str,
+    postmaster: psutil.Process,
+    service: str,
+    batch_size: int,
+    n: int,
+) -> tuple[float, float, float]:
+    migrations, handlers = SERVICES[service]
+    url = to_asyncpg_url(pg_url, database=f"bench_{service}_{uuid.uuid4().hex[:8]}")
+    await asyncio.to_thread(upgrade, migrations, url, "pytake_app")
+    settings = ServiceSettings(
+        service_name=service,
+        env="test",
+        secret_key="x" * 40,
+        kafka_bootstrap=bootstrap,
+        consumer_batch_size=batch_size,
+    )
+    db = Database(url, app_role="pytake_app")
+    consumer = EventConsumer(settings, db, f"bench-{uuid.uuid4().hex[:8]}", handlers)
+
+    async def done() -> int:
+        async with db.transaction() as s:
+            return int(await s.scalar(select(func.count()).select_from(processed_events)) or 0)
+
+    stop = asyncio.Event()
+    me = psutil.Process()
+    task = asyncio.create_task(consumer.run(stop))
+    await consumer.ready.wait()
+    # From the first record on: group join and migrations are not the consumer's work.
+    first = await wait_for_count(done, 1, 0.02)
+    start, pg_start, wall_start = cpu(me), postgres_cpu(postmaster), time.monotonic()
+    # Polled rarely: each poll is a transaction of this process, counted with the rest.
+    count = await wait_for_count(done, n, 0.25)
+    wall = time.monotonic() - wall_start
+    used, pg_used = cpu(me) - start, postgres_cpu(postmaster) - pg_start
+    stop.set()
+    await asyncio.wait_for(task, 30)
+    await db.dispose()
+    handled = count - first
+    return used / handled * 1000, pg_used / handled * 1000, handled / wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=ServiceSettings().consumer_batch_size)
+    parser.add_argument("--orgs", type=int, default=20)
+    parser.add_argument("--contacts", type=int, default=25, help="customers per organization")
+    args = parser.parse_args()
+    state = Path(tempfile.mkdtemp(prefix="pytake-consumer-"))
+    pg = EmbeddedPostgres(state / "pg")
+    pg_url = pg.start()
+    broker = TansuBroker()
+    bootstrap = broker.start()
+    try:
+        postmaster = psutil.Process(int((pg.pgdata / "postmaster.pid").read_text().split()[0]))
+        backlog = events(args.n, args.orgs, args.contacts)
+        asyncio.run(publish(bootstrap, backlog))
+        print(
+            f"{args.n} message.received records backlogged ({args.orgs} organizations, "
+            f"{args.contacts} customers each); CPU per record, consumer process and PostgreSQL:"
+        )
+        for service in SERVICES:
+            for batch in (1, args.batch):
+                own, pgc, rate = asyncio.run(
+                    consume(pg_url, bootstrap, postmaster, service, batch, args.n)
+                )
+                print(
+                    f"  {service:14} batch {batch:>4}: consumer {own:6.2f} ms  "
+                    f"postgres {pgc:6.2f} ms  sum {own + pgc:6.2f} ms  {rate:7.1f} records/s"
+                )
+    finally:
+        broker.stop()
+        pg.stop()
+
+
+if __name__ == "__main__":
+    main()
