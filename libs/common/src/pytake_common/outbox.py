@@ -109,10 +109,13 @@ class OutboxRelay:
             await producer.start()
             try:
                 while not stop.is_set():
+                    # Clear before reading: a NOTIFY for a row committed after the
+                    # batch's SELECT then still wakes the next wait (clearing after
+                    # publishing would lose it and leave the row for the poll).
+                    self._wake.clear()
                     sent = await self.publish_batch(producer)
                     if sent >= self.settings.outbox_batch_size:
                         continue
-                    self._wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(
                             _first(self._wake, stop), self.settings.outbox_poll_interval_s
