@@ -34,6 +34,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+import aiohttp
 import httpx
 import psutil
 from argon2 import PasswordHasher, Type
@@ -57,7 +58,7 @@ def origin() -> dict[str, str]:
     return {"X-Forwarded-For": next(_addresses)}
 
 
-async def register_users(client: httpx.AsyncClient, n: int) -> list[str]:
+async def register_users(client: aiohttp.ClientSession, n: int) -> list[str]:
     emails = [f"bench-{i}-{os.getpid()}@example.com" for i in range(n)]
     sem = asyncio.Semaphore(8)
 
@@ -68,16 +69,15 @@ async def register_users(client: httpx.AsyncClient, n: int) -> list[str]:
             "full_name": "Bench User",
             "organization_name": "Bench Org",
         }
-        async with sem:
-            r = await client.post("/v1/auth/register", json=body, headers=origin())
-        r.raise_for_status()
+        async with sem, client.post("/v1/auth/register", json=body, headers=origin()) as r:
+            r.raise_for_status()
 
     await asyncio.gather(*(one(e) for e in emails))
     return emails
 
 
 async def run_clients(
-    client: httpx.AsyncClient, emails: list[str], concurrency: int, duration: float
+    client: aiohttp.ClientSession, emails: list[str], concurrency: int, duration: float
 ) -> tuple[list[float], int, float]:
     latencies: list[float] = []
     errors = 0
@@ -90,10 +90,12 @@ async def run_clients(
             if time.perf_counter() >= deadline:
                 return
             start = time.perf_counter()
-            r = await client.post(
+            async with client.post(
                 "/v1/auth/login", json={"email": email, "password": PASSWORD}, headers=origin()
-            )
-            if r.status_code == 200:
+            ) as r:
+                await r.read()
+                ok = r.status == 200
+            if ok:
                 latencies.append(time.perf_counter() - start)
             else:
                 errors += 1
@@ -115,20 +117,27 @@ def report(label: str, latencies: list[float], errors: int, elapsed: float) -> N
 async def bench(
     url: str, users: int, concurrency: int, duration: float, server: psutil.Process
 ) -> None:
-    limits = httpx.Limits(
-        max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4
-    )
-    async with httpx.AsyncClient(base_url=url, timeout=30.0, limits=limits) as client:
+    # aiohttp, not httpx: httpx spends ~4 ms of CPU per request (bench/gateway_proxy.py's
+    # client comparison), which on 2 cores would take CPU from the service measured.
+    connector = aiohttp.TCPConnector(limit=concurrency + 4)
+    async with aiohttp.ClientSession(
+        base_url=url, connector=connector, timeout=aiohttp.ClientTimeout(total=30.0)
+    ) as client:
         t = time.perf_counter()
         emails = await register_users(client, users)
         print(f"registered {len(emails)} users in {time.perf_counter() - t:.1f} s")
         report("1 client (serial)", *await run_clients(client, emails, 1, min(5.0, duration)))
-        before = server.cpu_times()
+        me = psutil.Process()
+        before, mine = server.cpu_times(), me.cpu_times()
         result = await run_clients(client, emails, concurrency, duration)
         report(f"{concurrency} clients", *result)
-        after = server.cpu_times()
-        used = (after.user - before.user) + (after.system - before.system)
-        print(f"  auth process CPU per login: {used / max(1, len(result[0])) * 1000:.1f} ms")
+        logins = max(1, len(result[0]))
+        for name, start, end in (
+            ("auth process", before, server.cpu_times()),
+            ("load generator", mine, me.cpu_times()),
+        ):
+            used = (end.user - start.user) + (end.system - start.system)
+            print(f"  {name} CPU per login: {used / logins * 1000:.1f} ms")
 
 
 def median_ms(check: Callable[[], object], rounds: int) -> float:
