@@ -104,22 +104,40 @@ async def get_user(
     return User(*row) if row is not None else None
 
 
-async def record_login(session: AsyncSession, user: User, new_password_hash: str | None) -> None:
+async def record_login(
+    session: AsyncSession, found: User, new_password_hash: str | None
+) -> tuple[User, datetime] | None:
+    """Record a verified login of ``found`` in one statement; return the user as it is
+    now and the transaction's clock, or None when the user was deactivated or
+    re-passworded while the password was being checked (the row is locked by the
+    update, so nothing can change it until the login commits)."""
     values: dict[str, object] = {"last_login_at": func.now()}
     if new_password_hash is not None:
         values.update(password_hash=new_password_hash, updated_at=func.now())
-    await session.execute(
-        update(users)
-        .where(users.c.organization_id == user.organization_id, users.c.id == user.id)
-        .values(**values)
-    )
+    row = (
+        await session.execute(
+            update(users)
+            .where(
+                users.c.organization_id == found.organization_id,
+                users.c.id == found.id,
+                users.c.is_active.is_(True),
+                users.c.password_hash == found.password_hash,
+            )
+            .values(**values)
+            .returning(*_USER_COLUMNS, func.now())
+        )
+    ).first()
+    if row is None:
+        return None
+    return User(*row[:-1]), row[-1]
 
 
 async def open_session(
-    session: AsyncSession, settings: Settings, user: User
+    session: AsyncSession, settings: Settings, user: User, now: datetime | None = None
 ) -> tuple[uuid.UUID, str]:
-    """Start a session for ``user``; return its id and its first refresh token."""
-    now = await _now(session)
+    """Start a session for ``user``; return its id and its first refresh token.
+    ``now``: the transaction's clock when the caller has read it already."""
+    now = now or await _now(session)
     session_id = uuid.uuid4()
     expires_at = now + timedelta(seconds=settings.session_max_age_s)
     await session.execute(

@@ -331,12 +331,12 @@ async def login(
     )
     key = await keys.signing_key()
     async with db.transaction(organization_id=found.organization_id) as session:
-        user = await store.get_user(session, found.organization_id, found.id, for_update=True)
+        recorded = await store.record_login(session, found, new_hash)
         # Deactivated or re-passworded while we were hashing: refuse like any mismatch.
-        if user is None or not user.is_active or user.password_hash != found.password_hash:
+        if recorded is None:
             raise InvalidCredentials()
-        await store.record_login(session, user, new_hash)
-        session_id, refresh_token = await store.open_session(session, settings, user)
+        user, now = recorded
+        session_id, refresh_token = await store.open_session(session, settings, user, now)
         answer = _token_body(settings, key, user, session_id, refresh_token)
         # A successful sign-in forgets the e-mail's earlier failures.
         await throttle.clear(rules.login_failures_per_email, email, session)
