@@ -81,15 +81,23 @@ class Throttle:
         attempt did reach them)."""
         if not self.enabled:
             return
-        retry: int | None = None
         async with self.db.transaction() as session:
-            now: datetime = (await session.execute(select(func.now()))).scalar_one()
-            for rule, subject, count in steps:
-                retry = await self._take(session, now, rule, rule.bucket(subject), count=count)
-                if retry is not None:
-                    break
+            retry = await self.take(session, *steps)
         if retry is not None:
             raise Throttled(retry)
+
+    async def take(self, session: AsyncSession, *steps: tuple[Rule, str, bool]) -> int | None:
+        """:meth:`gate` inside the caller's transaction: return the first refusal's
+        ``Retry-After`` instead of raising, so the caller can commit the earlier
+        steps' counts (and its own work) before refusing."""
+        if not self.enabled:
+            return None
+        now: datetime = (await session.execute(select(func.now()))).scalar_one()
+        for rule, subject, count in steps:
+            retry = await self._take(session, now, rule, rule.bucket(subject), count=count)
+            if retry is not None:
+                return retry
+        return None
 
     async def clear(self, rule: Rule, subject: str, session: AsyncSession | None = None) -> None:
         """Forget ``subject``'s hits (inside ``session`` when given: no extra transaction)."""

@@ -314,13 +314,18 @@ async def login(
     known or not: the answer never tells whether an address is registered).
     """
     email = normalize_email(body.email)
-    await throttle.gate(
-        (rules.login_per_address, client, True), (rules.login_failures_per_email, email, False)
-    )
-    password = normalize_password(body.password)
-    # The tenant is unknown until the e-mail is found: the one cross-tenant read.
+    # The throttle and the user's lookup share one transaction. The tenant is unknown
+    # until the e-mail is found: the one cross-tenant read.
     async with db.transaction(bypass_rls=True) as session:
-        found = await store.find_user_by_email(session, email)
+        retry = await throttle.take(
+            session,
+            (rules.login_per_address, client, True),
+            (rules.login_failures_per_email, email, False),
+        )
+        found = None if retry is not None else await store.find_user_by_email(session, email)
+    if retry is not None:
+        raise Throttled(retry)
+    password = normalize_password(body.password)
     # Unknown e-mails verify against a dummy hash: same work, same answer.
     matches = await passwords.verify(found.password_hash if found else None, password)
     if found is None or not matches or not found.is_active:
