@@ -44,8 +44,8 @@ schemas: install ## regenerate event JSON Schemas and docs/events.md from the mo
 test: lint ## lint, then unit, integration, end-to-end and deploy checks
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
-bench: install ## run every benchmark in bench/ (loopback only; several minutes)
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+bench: install ## run every benchmark in bench/ (loopback only; files starting with _ are helpers)
+	@for b in bench/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean: ## remove local state (databases, keys) and the virtual environment
 	rm -rf .pytake $(VENV)

@@ -5,7 +5,7 @@ PYTAKE_DATABASE_URL / PYTAKE_KAFKA_BOOTSTRAP are set), registers a tenant and a
 number, then
 
 1. posts N distinct signed webhooks (one text message each) with C concurrent
-   clients to a bare do-nothing endpoint (bench/bare_endpoint.py, its own
+   clients to a bare do-nothing endpoint (bench/_bare_endpoint.py, its own
    process), then the same bodies with the same client to the gateway, and
    reports both rates and acknowledgement latencies (what Meta waits for) and
    their ratio;
@@ -154,9 +154,9 @@ def report(name: str, run: Run) -> None:
 
 @contextlib.contextmanager
 def bare_endpoint() -> Iterator[str]:
-    """The do-nothing endpoint (bench/bare_endpoint.py) as its own process on this box."""
+    """The do-nothing endpoint (bench/_bare_endpoint.py) as its own process on this box."""
     port = free_port()
-    script = Path(__file__).with_name("bare_endpoint.py")
+    script = Path(__file__).with_name("_bare_endpoint.py")
     process = subprocess.Popen([sys.executable, str(script), str(port)])
     try:
         wait_for_port("127.0.0.1", port, timeout=30)

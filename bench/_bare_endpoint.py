@@ -5,7 +5,7 @@ no access log), so the ratio of the gateway's webhook figures to this one's is t
 cost of PyTake's intake over the HTTP stack itself, on the same box in the same run.
 It reads the request body (any endpoint must receive it) and ignores it.
 
-Usage: python bench/bare_endpoint.py PORT
+Usage: python bench/_bare_endpoint.py PORT
 """
 
 from __future__ import annotations
