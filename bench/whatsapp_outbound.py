@@ -30,6 +30,7 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
+import psutil
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
 
@@ -113,6 +114,16 @@ def send_requested(org: uuid.UUID, number_id: uuid.UUID, i: int) -> CloudEvent:
     )
 
 
+def cpu_s(proc: subprocess.Popen[bytes]) -> float:
+    """User + system CPU seconds of a process and its children so far."""
+    p = psutil.Process(proc.pid)
+    total = 0.0
+    for q in [p, *p.children(recursive=True)]:
+        t = q.cpu_times()
+        total += t.user + t.system
+    return total
+
+
 def report(times: list[float], n: int, limit: int, produce_s: float) -> None:
     times.sort()
     span = times[-1] - times[0] if len(times) > 1 else 0.0
@@ -186,6 +197,8 @@ async def bench(args: argparse.Namespace, db_server: str, bootstrap: str, state:
                 },
             )
             r.raise_for_status()
+            gateway_cpu = cpu_s(procs[1])
+            simulator_cpu = cpu_s(procs[0])
             producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
             await producer.start()
             started = time.perf_counter()
@@ -219,11 +232,26 @@ async def bench(args: argparse.Namespace, db_server: str, bootstrap: str, state:
                     await asyncio.sleep(5.0)
             finally:
                 await db.dispose()
+        async with httpx.AsyncClient() as client:
+            metrics = (await client.get(f"http://127.0.0.1:{gw_port}/metrics")).text
+        missed = sum(
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("pytake_whatsapp_send_slots_missed_total")
+        )
+        gateway_cpu = cpu_s(procs[1]) - gateway_cpu
+        simulator_cpu = cpu_s(procs[0]) - simulator_cpu
         times = [datetime.fromisoformat(str(s["time"])).timestamp() for s in sent]
         if not times:
             print("no message reached the simulator; see", state)
             return
         report(times, args.n, args.limit, produce_s)
+        per = max(len(times), 1)
+        print(
+            f"CPU per accepted send: whatsapp-gateway {gateway_cpu / per * 1000:.2f} ms "
+            f"({gateway_cpu:.1f}s total), simulator {simulator_cpu / per * 1000:.2f} ms"
+        )
+        print(f"throughput slots missed by late sends (taken again): {missed:.0f}")
     finally:
         for proc in procs:
             proc.terminate()
