@@ -10,8 +10,11 @@ then reads the simulator's recorded acceptance times and prints:
 - the largest count in any calendar second and in any sliding one-second window
   (both must be <= 80).
 
+Also prints the whatsapp-gateway process's CPU per accepted send (psutil) and
+how many throughput slots late sends missed (sending/pacing.py).
+
 Bounded: gives up after --timeout seconds. Usage:
-    python bench/whatsapp_outbound.py [--n 2000] [--limit 80] [--timeout 180]
+    python bench/whatsapp_outbound.py [--n 2000] [--limit 80] [--timeout 180] [--with-statuses]
 """
 
 from __future__ import annotations
@@ -159,9 +162,15 @@ async def bench(args: argparse.Namespace, db_server: str, bootstrap: str, state:
             ["-m", "pytake_meta_simulator"],
             {
                 "PYTAKE_SIMULATOR_PORT": str(sim_port),
-                # No status webhooks: the gateway's intake is not what is measured.
-                "PYTAKE_SIMULATOR_SEND_STATUSES": "false",
-                "PYTAKE_SIMULATOR_WEBHOOK_URL": f"http://127.0.0.1:{free_port()}/none",
+                # By default no status webhooks: the gateway's intake is not what is
+                # measured. --with-statuses posts Meta's sent/delivered/read (three
+                # signed webhooks per message) to the gateway, as in production.
+                "PYTAKE_SIMULATOR_SEND_STATUSES": "true" if args.with_statuses else "false",
+                "PYTAKE_SIMULATOR_WEBHOOK_URL": (
+                    f"http://127.0.0.1:{gw_port}/webhooks/whatsapp"
+                    if args.with_statuses
+                    else f"http://127.0.0.1:{free_port()}/none"
+                ),
                 "PYTAKE_SIMULATOR_LOG_LEVEL": "warning",
             },
             state / "simulator.log",
@@ -264,6 +273,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--limit", type=int, default=80)
     parser.add_argument("--timeout", type=float, default=180.0)
+    parser.add_argument(
+        "--with-statuses",
+        action="store_true",
+        help="the simulator posts sent/delivered/read status webhooks back to the gateway",
+    )
     parser.add_argument(
         "--sync-commit",
         dest="async_commit",
