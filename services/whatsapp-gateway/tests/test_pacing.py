@@ -1,7 +1,7 @@
 """The number's throughput schedule (sending/pacing.py) against real PostgreSQL.
 
-A call that leaves too late for its slot takes another instead of crowding the
-next call; two pacers (two replicas) sharing the schedule with a jittery event
+A call that leaves too late for its slot reserves more instead of crowding the
+next call, and still leaves; two pacers (two replicas) sharing the schedule with a jittery event
 loop still never put more than the limit into any one-second window.
 """
 
@@ -41,6 +41,26 @@ async def test_a_slot_missed_by_more_than_half_the_allowance_is_not_used(app):
     oversleeps.append(0.2)
     before = missed()
     await pacer.number_slot(number_id, 10)  # 100 ms ahead, woken 200 ms late
+    assert missed() >= before + 1
+
+
+async def test_a_persistently_late_process_still_gets_its_calls_out(app):
+    async def always_late(seconds: float) -> None:
+        await asyncio.sleep(seconds + 0.06)  # every wake-up 60 ms late: > a / 2
+
+    pacer = Pacer(
+        app.state.db,
+        jitter_allowance_s=ALLOWANCE_S,
+        pair_interval_s=0,
+        pair_burst=1,
+        sleep=always_late,
+    )
+    number_id = uuid.uuid4()
+    before = missed()
+    # It reserves 2, 4, ... slots until its lateness fits: all calls leave.
+    async with asyncio.timeout(30):
+        for _ in range(4):
+            await pacer.number_slot(number_id, 10)
     assert missed() >= before + 1
 
 
