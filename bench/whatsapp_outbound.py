@@ -138,6 +138,8 @@ def report(times: list[float], n: int, limit: int, produce_s: float) -> None:
     print(f"first->last accepted send: {span:.2f}s; overall rate {rate:.1f}/s (target 76-80)")
     print(f"max in one calendar second: {calendar} (limit {limit})")
     print(f"max in any sliding one-second window: {sliding} (limit {limit})")
+    per_second = Counter(int(t - times[0]) for t in times)
+    print("accepted per second from the first:", [per_second[i] for i in range(int(span) + 1)])
     print("verdict:", "OK" if sliding <= limit and calendar <= limit else "LIMIT EXCEEDED")
 
 
