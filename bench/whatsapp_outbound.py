@@ -10,8 +10,11 @@ then reads the simulator's recorded acceptance times and prints:
 - the largest count in any calendar second and in any sliding one-second window
   (both must be <= 80).
 
+Also prints the whatsapp-gateway process's CPU per accepted send (psutil) and
+how many throughput slots late sends missed (sending/pacing.py).
+
 Bounded: gives up after --timeout seconds. Usage:
-    python bench/whatsapp_outbound.py [--n 2000] [--limit 80] [--timeout 180]
+    python bench/whatsapp_outbound.py [--n 2000] [--limit 80] [--timeout 180] [--with-statuses]
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
+import psutil
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
 
@@ -113,6 +117,16 @@ def send_requested(org: uuid.UUID, number_id: uuid.UUID, i: int) -> CloudEvent:
     )
 
 
+def cpu_s(proc: subprocess.Popen[bytes]) -> float:
+    """User + system CPU seconds of a process and its children so far."""
+    p = psutil.Process(proc.pid)
+    total = 0.0
+    for q in [p, *p.children(recursive=True)]:
+        t = q.cpu_times()
+        total += t.user + t.system
+    return total
+
+
 def report(times: list[float], n: int, limit: int, produce_s: float) -> None:
     times.sort()
     span = times[-1] - times[0] if len(times) > 1 else 0.0
@@ -124,6 +138,8 @@ def report(times: list[float], n: int, limit: int, produce_s: float) -> None:
     print(f"first->last accepted send: {span:.2f}s; overall rate {rate:.1f}/s (target 76-80)")
     print(f"max in one calendar second: {calendar} (limit {limit})")
     print(f"max in any sliding one-second window: {sliding} (limit {limit})")
+    per_second = Counter(int(t - times[0]) for t in times)
+    print("accepted per second from the first:", [per_second[i] for i in range(int(span) + 1)])
     print("verdict:", "OK" if sliding <= limit and calendar <= limit else "LIMIT EXCEEDED")
 
 
@@ -148,9 +164,15 @@ async def bench(args: argparse.Namespace, db_server: str, bootstrap: str, state:
             ["-m", "pytake_meta_simulator"],
             {
                 "PYTAKE_SIMULATOR_PORT": str(sim_port),
-                # No status webhooks: the gateway's intake is not what is measured.
-                "PYTAKE_SIMULATOR_SEND_STATUSES": "false",
-                "PYTAKE_SIMULATOR_WEBHOOK_URL": f"http://127.0.0.1:{free_port()}/none",
+                # By default no status webhooks: the gateway's intake is not what is
+                # measured. --with-statuses posts Meta's sent/delivered/read (three
+                # signed webhooks per message) to the gateway, as in production.
+                "PYTAKE_SIMULATOR_SEND_STATUSES": "true" if args.with_statuses else "false",
+                "PYTAKE_SIMULATOR_WEBHOOK_URL": (
+                    f"http://127.0.0.1:{gw_port}/webhooks/whatsapp"
+                    if args.with_statuses
+                    else f"http://127.0.0.1:{free_port()}/none"
+                ),
                 "PYTAKE_SIMULATOR_LOG_LEVEL": "warning",
             },
             state / "simulator.log",
@@ -186,6 +208,8 @@ async def bench(args: argparse.Namespace, db_server: str, bootstrap: str, state:
                 },
             )
             r.raise_for_status()
+            gateway_cpu = cpu_s(procs[1])
+            simulator_cpu = cpu_s(procs[0])
             producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
             await producer.start()
             started = time.perf_counter()
@@ -219,11 +243,26 @@ async def bench(args: argparse.Namespace, db_server: str, bootstrap: str, state:
                     await asyncio.sleep(5.0)
             finally:
                 await db.dispose()
+        async with httpx.AsyncClient() as client:
+            metrics = (await client.get(f"http://127.0.0.1:{gw_port}/metrics")).text
+        missed = sum(
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("pytake_whatsapp_send_slots_missed_total")
+        )
+        gateway_cpu = cpu_s(procs[1]) - gateway_cpu
+        simulator_cpu = cpu_s(procs[0]) - simulator_cpu
         times = [datetime.fromisoformat(str(s["time"])).timestamp() for s in sent]
         if not times:
             print("no message reached the simulator; see", state)
             return
         report(times, args.n, args.limit, produce_s)
+        per = max(len(times), 1)
+        print(
+            f"CPU per accepted send: whatsapp-gateway {gateway_cpu / per * 1000:.2f} ms "
+            f"({gateway_cpu:.1f}s total), simulator {simulator_cpu / per * 1000:.2f} ms"
+        )
+        print(f"throughput slots missed by late sends (taken again): {missed:.0f}")
     finally:
         for proc in procs:
             proc.terminate()
@@ -236,6 +275,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--limit", type=int, default=80)
     parser.add_argument("--timeout", type=float, default=180.0)
+    parser.add_argument(
+        "--with-statuses",
+        action="store_true",
+        help="the simulator posts sent/delivered/read status webhooks back to the gateway",
+    )
     parser.add_argument(
         "--sync-commit",
         dest="async_commit",

@@ -139,7 +139,7 @@ async def test_throughput_and_pair_rate_are_paced(app, settings, graph, client, 
             "pair_interval_s": 0.6,
             "pair_burst": 2,
             "send_concurrency": 8,
-            # A loaded test machine delays calls more than production's 50 ms.
+            # A loaded test machine delays calls more than production's 30 ms allowance.
             "pace_jitter_allowance_s": 0.25,
         }
     )

@@ -199,3 +199,35 @@ async def test_a_slow_error_answers_late_and_accepts_nothing(
     answer = await sim.post(f"/v21.0/{pnid}/messages", headers=auth, json=text_to(ALICE))
     assert answer.status_code == 503
     assert (await sim.get("/_sim/sent")).json() == []
+
+
+async def test_a_bare_5xx_has_no_graph_error_body_and_accepts_nothing(
+    sim: httpx.AsyncClient, number: dict[str, str], auth: dict[str, str]
+) -> None:
+    pnid = number["phone_number_id"]
+    url = f"/v21.0/{pnid}/messages"
+    rule = await sim.post("/_sim/failures", json={"phone_number_id": pnid, "http_status": 502})
+    assert rule.status_code == 200, rule.text
+    resp = await sim.post(url, headers=auth, json=text_to(ALICE))
+    assert resp.status_code == 502
+    assert resp.headers["content-type"].startswith("text/plain")
+    assert (await sim.get("/_sim/sent")).json() == []
+    # Without a code, only a 5xx is a bare answer; a 4xx needs Meta's code.
+    refused = await sim.post("/_sim/failures", json={"phone_number_id": pnid, "http_status": 400})
+    assert refused.status_code == 422
+
+
+async def test_every_code_answers_metas_error_shape(
+    sim: httpx.AsyncClient, number: dict[str, str], auth: dict[str, str]
+) -> None:
+    pnid = number["phone_number_id"]
+    url = f"/v21.0/{pnid}/messages"
+    for code in (130429, 131000, 131016, 131026, 131047, 131051, 131056, 131057, 132005, 368):
+        await sim.post("/_sim/failures", json={"phone_number_id": pnid, "code": code})
+        resp = await sim.post(url, headers=auth, json=text_to(ALICE))
+        error = resp.json()["error"]
+        assert error["code"] == code
+        assert error["message"].startswith(f"(#{code}) ")
+        assert error["type"] == "OAuthException"
+        assert error["error_data"]["details"]
+        assert error["fbtrace_id"]

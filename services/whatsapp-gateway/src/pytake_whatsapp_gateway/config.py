@@ -42,10 +42,11 @@ class Settings(ServiceSettings):
     send_poll_interval_s: float = 0.05
     #: A taken send request returns to the queue if its dispatcher vanished this long ago.
     send_lease_s: float = 300.0
-    #: Sends of a number are spaced (1 + this) / throughput seconds apart, so a
-    #: call leaving up to this much later than its slot still never puts more
-    #: than the limit into any one-second window at Meta (80/s -> about 76/s).
-    pace_jitter_allowance_s: float = Field(default=0.05, ge=0, le=1.0)
+    #: Sends of a number are spaced (1 + this) / throughput seconds apart, so calls
+    #: whose arrival at Meta varies by up to this much (half for leaving late, half
+    #: for travelling; see sending/pacing.py) never put more than the limit into any
+    #: one-second window there (80/s -> about 77.7/s).
+    pace_jitter_allowance_s: float = Field(default=0.03, ge=0, le=1.0)
     #: Meta's pair rate: one message per this many seconds to the same customer
     #: (0 turns pacing per recipient off) ...
     pair_interval_s: float = Field(default=6.0, ge=0)

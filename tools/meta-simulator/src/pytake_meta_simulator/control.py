@@ -100,7 +100,9 @@ class FailureIn(BaseModel):
     phone_number_id: str
     #: Only sends to this recipient (as given in ``to`` or as normalised wa_id).
     to: str | None = None
-    #: Meta's error code; required except for ``mode="slow"``.
+    #: Meta's error code; required except for ``mode="slow"`` and for a bare 5xx
+    #: (``mode="http"`` with ``http_status`` >= 500 and no code: an answer without
+    #: Meta's error body, as from a load balancer in front of the Graph API).
     code: int | None = None
     #: HTTP status for ``mode="http"``; defaults to Meta's for the code (400 for most).
     http_status: int | None = Field(default=None, ge=400, le=599)
@@ -125,8 +127,10 @@ class FailureIn(BaseModel):
                 raise ValueError('mode "slow" accepts the send: give no code')
             if self.delay_s <= 0:
                 raise ValueError('mode "slow" needs delay_s > 0')
-        elif self.code is None:
-            raise ValueError(f'mode "{self.mode}" needs a code')
+        elif self.code is None and not (
+            self.mode == "http" and self.http_status is not None and self.http_status >= 500
+        ):
+            raise ValueError(f'mode "{self.mode}" needs a code (or, for "http", a 5xx status)')
         return self
 
 

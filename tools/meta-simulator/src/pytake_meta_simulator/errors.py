@@ -89,6 +89,14 @@ CATALOGUE: dict[int, ErrorInfo] = {
         "Template name does not exist in the translation",
         "The template does not exist in the specified language.",
     ),
+    132005: ErrorInfo(
+        "Translated text too long",
+        "Translated text is too long.",
+    ),
+    132007: ErrorInfo(
+        "Template Format Character Policy Violated",
+        "Template content violates a WhatsApp policy.",
+    ),
     132012: ErrorInfo(
         "Parameter format does not match format in the created template",
         "Variable parameter values are formatted incorrectly.",

@@ -17,7 +17,7 @@ import re
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from pytake_meta_simulator.deps import SimulatorContext, get_ctx
 from pytake_meta_simulator.errors import GraphError
@@ -60,13 +60,13 @@ async def _json_object(request: Request) -> dict[str, Any]:
     return body
 
 
-@router.post("/{version}/{phone_number_id}/messages")
+@router.post("/{version}/{phone_number_id}/messages", response_model=None)
 async def send_message(
     version: str,
     phone_number_id: str,
     request: Request,
     ctx: SimulatorContext = Depends(get_ctx),
-) -> dict[str, Any]:
+) -> dict[str, Any] | Response:
     _check_version(version, request)
     number = await ctx.store.get_number(phone_number_id)
     if number is None:
@@ -84,8 +84,12 @@ async def send_message(
     send = validate_send(body)
     failure = await ctx.store.take_failure(phone_number_id, {send.to, send.wa_id})
     if failure is not None and failure.mode == "http":
-        assert failure.code is not None
         await asyncio.sleep(failure.delay_s)  # a slow refusal: nothing was accepted
+        if failure.code is None:  # a bare 5xx from in front of the Graph API
+            assert failure.http_status is not None
+            return PlainTextResponse(
+                failure.message or "upstream unavailable", status_code=failure.http_status
+            )
         raise GraphError.injected(
             failure.code,
             http_status=failure.http_status,

@@ -19,7 +19,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, text, update
+from sqlalchemy import func, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -116,15 +116,12 @@ class Dispatcher:
     async def _handle(self, seq: int, key: str, request: dict[str, Any]) -> None:
         out = Outbound.from_json(request)
         try:
-            wait = await self.sender.pacer.pair_admit(out.number_id, key)
-            if wait > 0:
-                # Meta's pair rate: back to the queue (still first for this customer).
-                await self._release(seq, wait)
-                return
-            again = await self.sender.send(out)
+            # The sender deletes the request in the transaction that settles it.
+            again = await self.sender.send(out, queue_seq=seq, pair_key=key)
             if again is not None:
-                # Unconfirmed: back to the queue (still first for this customer) until
-                # Meta's status webhook settles it or the window ends.
+                # Meta's pair rate, or unconfirmed: back to the queue (still first for
+                # this customer) until it admits, or Meta's status webhook settles it
+                # or the window ends.
                 await self._release(seq, again)
                 return
         except Exception as exc:
@@ -133,9 +130,6 @@ class Dispatcher:
                 extra={"message_id": str(out.message_id), "error": repr(exc)},
             )
             await self._release(seq, 1.0)
-            return
-        async with self.db.transaction(bypass_rls=True) as session:
-            await session.execute(delete(send_queue).where(send_queue.c.seq == seq))
 
     async def _release(self, seq: int, after_s: float) -> None:
         async with self.db.transaction(bypass_rls=True) as session:

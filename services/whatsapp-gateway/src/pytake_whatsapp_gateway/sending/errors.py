@@ -39,6 +39,8 @@ DETAILS: dict[int, str] = {
     131057: "The WhatsApp Business account is in maintenance; try again in a minute",
     132000: "The number of template parameters does not match the template",
     132001: "The template does not exist in this language or is not approved",
+    132005: "The template's text with its parameters filled in is too long",
+    132007: "The template's content violates a WhatsApp policy",
     132012: "A template parameter has the wrong format",
     132015: "The template is paused because of its low quality",
     132016: "The template is disabled",

@@ -1,12 +1,43 @@
 """Throughput limits shared by every replica, kept in PostgreSQL (GCRA).
 
 Per number: each Graph call takes the next slot of the number's schedule,
-``(1 + jitter allowance) / throughput_per_second`` seconds after the previous one, in
-one row updated atomically (``send_pace.tat``, the theoretical arrival time);
-the caller sleeps until its slot. Slots are evenly spaced, so no one-second
-window ever holds more than the limit, whichever window a receiver counts in,
-and however many replicas send (a per-second counter would let a whole
-second's quota leave at once, and two adjacent bursts land in one window).
+``T = (1 + a) / L`` seconds after the previous one (``L`` the number's
+throughput per second, ``a`` the jitter allowance in seconds), in one row
+updated atomically (``send_pace.tat``, the theoretical arrival time); the
+caller sleeps until its slot. A per-second counter would let a whole second's
+quota leave at once, and two adjacent bursts land in one window at Meta.
+
+**The guarantee: never more than L in any one-second window at the receiver,
+however many replicas send.** Let ``d = arrival at Meta - slot`` for each call
+and ``J`` the spread of ``d`` (largest minus smallest). Slots are ``T`` apart in
+the database's clock, so the first and the last of ``L + 1`` calls have slots
+``L*T = 1 + a`` seconds apart and arrive at least ``1 + a - J`` seconds apart:
+they cannot share a (half-open) one-second window while ``J <= a``. So the
+limit holds whenever calls arrive within ``a`` seconds of jitter, whichever
+replica took which slot, and whichever second the receiver counts.
+
+``J`` has two parts, and each gets half of ``a``:
+
+- *Leaving late* (ours): the slot is converted to this process's clock with the
+  round trip of the statement that took it (``[t0 + wait, t1 + wait]``); the
+  caller sleeps until the late end, so it never leaves early, and before calling
+  Meta checks how late it is against the early end. A call more than ``a / 2``
+  late (a loaded event loop, a slow commit, a paused process) does not use its
+  slot: it reserves ``n`` consecutive slots instead (2, 4, ... up to a second's
+  worth) and may leave up to ``(n - 1) * T + a / 2`` after the first. That keeps
+  the bound: give the call the virtual slot ``v = min(departure, last reserved
+  slot)``; ``v`` is at least ``T`` from any other caller's slot and the call
+  leaves at most ``a / 2`` after it, so the argument above holds with ``v``.
+  Lateness costs throughput (the skipped slots), never the limit, and a
+  persistently late process still gets every call out.
+- *Travelling* (the network and the receiver's own queueing): the other ``a / 2``.
+
+The default ``a = 0.03`` s puts the ceiling at ``L / 1.03`` (77.7/s for 80/s). The
+schedule never owes slots: ``tat = greatest(tat, now) + T``, so a number idle
+for a while does not get a burst; slots are only lost when no call is waiting
+for one, which is why every claim takes its first slot in the claim's own
+transaction (one round trip less per send, and several calls in flight are
+always queued on the schedule while the process keeps up, see the dispatcher).
 
 Per (number, recipient): Meta's pair rate (about one message per 6 s, short
 bursts borrowed from future quota). A send is admitted while the recipient's
@@ -17,20 +48,28 @@ long to wait, and the message is requeued without taking a slot.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.db import Database
+from pytake_whatsapp_gateway.metrics import SLOTS_MISSED
 
+log = logging.getLogger(__name__)
+
+#: Reserves ``:span`` seconds of the schedule (``n`` slots); returns when the first begins.
 _NUMBER_SLOT = text(
     """
     INSERT INTO send_pace (number_id, tat)
-    VALUES (:number_id, clock_timestamp() + make_interval(secs => :interval))
+    VALUES (:number_id, clock_timestamp() + make_interval(secs => :span))
     ON CONFLICT (number_id) DO UPDATE
-      SET tat = greatest(send_pace.tat, clock_timestamp()) + make_interval(secs => :interval)
-    RETURNING extract(epoch FROM send_pace.tat - clock_timestamp())::float8 - :interval
+      SET tat = greatest(send_pace.tat, clock_timestamp()) + make_interval(secs => :span)
+    RETURNING extract(epoch FROM send_pace.tat - clock_timestamp())::float8 - :span
     """
 )
 
@@ -54,6 +93,19 @@ _PAIR_WAIT = text(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """Reserved slots, in this process's monotonic clock.
+
+    The first slot begins between ``earliest`` and ``at``; ``span`` is how long after
+    it the last reserved slot begins (0 for one slot).
+    """
+
+    earliest: float
+    at: float
+    span: float = 0.0
+
+
 class Pacer:
     def __init__(
         self,
@@ -72,18 +124,62 @@ class Pacer:
 
     async def number_slot(self, number_id: uuid.UUID, per_second: int) -> float:
         """Take the number's next send slot and sleep until it; return the wait."""
+        return await self.go(None, number_id, per_second)
+
+    async def take_slot(
+        self, session: AsyncSession, number_id: uuid.UUID, per_second: int, n: int = 1
+    ) -> Slot:
+        """Reserve the number's next ``n`` slots in the caller's transaction.
+
+        Go with :meth:`go` once the transaction committed (the slots are the caller's
+        from then on; nobody else can take them meanwhile).
+        """
         interval = (1.0 + self.jitter_allowance_s) / max(per_second, 1)
-        async with self.db.transaction(bypass_rls=True) as session:
-            wait = float(
-                await session.scalar(_NUMBER_SLOT, {"number_id": number_id, "interval": interval})
-                or 0.0
-            )
-        if wait > 0:
-            await self._sleep(wait)
-        return max(wait, 0.0)
+        t0 = time.monotonic()
+        wait = float(
+            await session.scalar(_NUMBER_SLOT, {"number_id": number_id, "span": interval * n})
+            or 0.0
+        )
+        t1 = time.monotonic()
+        return Slot(earliest=t0 + wait, at=t1 + wait, span=interval * (n - 1))
+
+    async def go(self, slot: Slot | None, number_id: uuid.UUID, per_second: int) -> float:
+        """Sleep until ``slot`` (or a new one); return the total wait.
+
+        A call may leave up to half the jitter allowance after the last slot it
+        reserved (see the module's docstring). Later, it reserves again, twice as
+        many slots each time (at most a second's worth), so even a process that is
+        persistently late gets its call out, at the price of the slots it skips.
+        """
+        started = time.monotonic()
+        max_late = self.jitter_allowance_s / 2
+        n = 1
+        while True:
+            if slot is None:
+                async with self.db.transaction(bypass_rls=True) as session:
+                    slot = await self.take_slot(session, number_id, per_second, n)
+            wait = slot.at - time.monotonic()
+            if wait > 0:
+                await self._sleep(wait)
+            late = time.monotonic() - slot.earliest
+            if late <= slot.span + max_late:
+                return time.monotonic() - started
+            SLOTS_MISSED.inc()
+            log.debug("send slot missed, taking more", extra={"late_s": round(late, 4)})
+            slot = None
+            n = min(n * 2, max(per_second, 1))
 
     async def pair_admit(self, number_id: uuid.UUID, recipient_key: str) -> float:
         """0 when a send to this recipient may go now (its slot taken), else seconds to wait."""
+        if self.pair_interval_s <= 0:
+            return 0.0
+        async with self.db.transaction(bypass_rls=True) as session:
+            return await self.admit_pair(session, number_id, recipient_key)
+
+    async def admit_pair(
+        self, session: AsyncSession, number_id: uuid.UUID, recipient_key: str
+    ) -> float:
+        """:meth:`pair_admit` in the caller's transaction."""
         if self.pair_interval_s <= 0:
             return 0.0
         params = {
@@ -92,8 +188,7 @@ class Pacer:
             "interval": self.pair_interval_s,
             "allowance": self.pair_interval_s * (self.pair_burst - 1),
         }
-        async with self.db.transaction(bypass_rls=True) as session:
-            admitted = (await session.execute(_PAIR_ADMIT, params)).first()
-            if admitted is not None:
-                return 0.0
-            return float(await session.scalar(_PAIR_WAIT, params) or self.pair_interval_s)
+        admitted = (await session.execute(_PAIR_ADMIT, params)).first()
+        if admitted is not None:
+            return 0.0
+        return float(await session.scalar(_PAIR_WAIT, params) or self.pair_interval_s)

@@ -32,12 +32,12 @@ import logging
 import random
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select, text, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -59,8 +59,8 @@ from pytake_whatsapp_gateway.sending.messages import (
     build,
     check_against_template,
 )
-from pytake_whatsapp_gateway.sending.pacing import Pacer
-from pytake_whatsapp_gateway.tables import numbers, send_log, templates
+from pytake_whatsapp_gateway.sending.pacing import Pacer, Slot
+from pytake_whatsapp_gateway.tables import numbers, send_log, send_queue, templates
 from pytake_whatsapp_gateway.templates.store import APPROVED
 
 log = logging.getLogger(__name__)
@@ -138,6 +138,8 @@ class _Ready:
     access_token: str
     payload: dict[str, Any]
     throughput_per_second: int
+    #: The first attempt's throughput slot, taken with the claim.
+    first_slot: Slot | None = None
 
 
 def invalid(detail: str) -> SendError:
@@ -171,29 +173,42 @@ class Sender:
             pair_burst=settings.pair_burst,
         )
 
-    async def send(self, out: Outbound) -> float | None:
-        """Send ``out`` at most once; seconds after which to look again if unconfirmed."""
+    async def send(
+        self, out: Outbound, *, queue_seq: int | None = None, pair_key: str | None = None
+    ) -> float | None:
+        """Send ``out`` at most once; seconds after which to look again, or None when settled.
+
+        ``queue_seq``: its ``send_queue`` row, deleted in the transaction that settles
+        the send. ``pair_key``: the (number, recipient) key whose pair rate admits the
+        send first; when it does not, nothing is claimed and the wait is returned.
+        """
         async with self.db.engine.connect() as lock:
             # A transaction-scoped lock: released by rollback, by the pool's reset
             # if anything goes wrong here, or by PostgreSQL if the process dies.
+            # One round trip: the FROM subquery sets lock_timeout before the lock waits.
             await lock.execute(
-                text("SELECT set_config('lock_timeout', :timeout, true)"),
-                {"timeout": f"{int(self.settings.send_lock_timeout_s * 1000)}ms"},
-            )
-            await lock.execute(
-                text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(out.message_id)}
+                text(
+                    "SELECT pg_advisory_xact_lock(:key) "
+                    "FROM (SELECT set_config('lock_timeout', :timeout, true)) AS t"
+                ),
+                {
+                    "key": lock_key(out.message_id),
+                    "timeout": f"{int(self.settings.send_lock_timeout_s * 1000)}ms",
+                },
             )
             try:
-                return await self._send_locked(out)
+                return await self._send_locked(out, queue_seq, pair_key)
             finally:
                 await lock.rollback()
 
-    async def _send_locked(self, out: Outbound) -> float | None:
+    async def _send_locked(
+        self, out: Outbound, queue_seq: int | None, pair_key: str | None
+    ) -> float | None:
         async with self.db.transaction(organization_id=out.organization_id) as session:
-            ready = await self._claim(session, out)
-        if ready is None:
-            return None
-        result, attempts = await self._call(out, ready)
+            claimed = await self._claim(session, out, queue_seq, pair_key)
+        if not isinstance(claimed, _Ready):
+            return claimed
+        result, attempts = await self._call(out, claimed)
         window = self.settings.send_confirm_window_s
         unconfirmed = result.error is not None and result.error.ambiguous and window > 0
         for attempt in range(1, RECORD_ATTEMPTS + 1):
@@ -201,10 +216,12 @@ class Sender:
                 async with self.db.transaction(organization_id=out.organization_id) as session:
                     wamid = await self._unconfirmed(session, out, attempts) if unconfirmed else None
                     if unconfirmed and wamid is not None:  # Meta's status came first
-                        await self._finish(session, out, wamid, None, attempts)
+                        await self._finish(session, out, wamid, None, attempts, queue_seq)
                         return None
                     if not unconfirmed:
-                        await self._finish(session, out, result.wamid, result.error, attempts)
+                        await self._finish(
+                            session, out, result.wamid, result.error, attempts, queue_seq
+                        )
                 return window if unconfirmed else None
             except (DBAPIError, OSError) as exc:
                 # Meta already answered: losing this outcome would turn it into "unknown".
@@ -245,7 +262,22 @@ class Sender:
         )
         return None
 
-    async def _claim(self, session: AsyncSession, out: Outbound) -> _Ready | None:
+    async def _claim(
+        self,
+        session: AsyncSession,
+        out: Outbound,
+        queue_seq: int | None,
+        pair_key: str | None,
+    ) -> _Ready | float | None:
+        """Claim the send, with its pair-rate admission and its first throughput slot.
+
+        One transaction (round trips are most of a send's CPU): a wait (float) if the
+        pair rate does not admit it yet, None if it is settled, else what to call.
+        """
+        if pair_key is not None:
+            wait = await self.pacer.admit_pair(session, out.number_id, pair_key)
+            if wait > 0:
+                return wait
         inserted = (
             await session.execute(
                 pg_insert(send_log)
@@ -284,12 +316,17 @@ class Sender:
             elif state == UNCONFIRMED:  # no status from Meta within the window
                 error = no_confirmation(self.settings.send_confirm_window_s)
                 await self._finish(session, out, None, error, None)
-            return None  # sent or failed already: the outcome event was emitted then
+            # Sent or failed already (the outcome event was emitted then), or settled now.
+            await _dequeue(session, queue_seq)
+            return None
         ready_or_refusal = await self._prepare(session, out)
         if isinstance(ready_or_refusal, SendError):
-            await self._finish(session, out, None, ready_or_refusal, 0)
+            await self._finish(session, out, None, ready_or_refusal, 0, queue_seq)
             return None
-        return ready_or_refusal
+        slot = await self.pacer.take_slot(
+            session, out.number_id, ready_or_refusal.throughput_per_second
+        )
+        return replace(ready_or_refusal, first_slot=slot)
 
     async def _prepare(self, session: AsyncSession, out: Outbound) -> _Ready | SendError:
         number = (
@@ -382,7 +419,8 @@ class Sender:
         attempt = 0
         while True:
             attempt += 1
-            await self.pacer.number_slot(out.number_id, ready.throughput_per_second)
+            first = ready.first_slot if attempt == 1 else None
+            await self.pacer.go(first, out.number_id, ready.throughput_per_second)
             result = await self.graph.send(ready.phone_number_id, ready.access_token, ready.payload)
             error = result.error
             if error is None or not error.transient or attempt >= self.settings.send_max_attempts:
@@ -414,6 +452,7 @@ class Sender:
         wamid: str | None,
         error: SendError | None,
         attempts: int | None,
+        queue_seq: int | None = None,
     ) -> None:
         now = datetime.now(UTC)
         values: dict[str, Any] = {"updated_at": func.now()}
@@ -452,7 +491,7 @@ class Sender:
                 await mark_disconnected(
                     session, out.organization_id, out.number_id, error.title or error.detail
                 )
-        updated = await session.execute(
+        record = (
             update(send_log)
             .where(
                 send_log.c.message_id == out.message_id,
@@ -461,6 +500,13 @@ class Sender:
             .values(**values)
             .returning(send_log.c.message_id)
         )
+        if queue_seq is not None:
+            # The queue row goes in the same statement (a data-modifying CTE always
+            # runs): one round trip less per send.
+            record = record.add_cte(
+                delete(send_queue).where(send_queue.c.seq == queue_seq).cte("dequeued")
+            )
+        updated = await session.execute(record)
         if updated.first() is None:
             return  # Meta's status webhook settled it meanwhile (and emitted the event)
         await add_event(
@@ -480,3 +526,9 @@ class Sender:
                 "attempts": attempts,
             },
         )
+
+
+async def _dequeue(session: AsyncSession, queue_seq: int | None) -> None:
+    """Delete the settled request from the send queue, in the transaction that settles it."""
+    if queue_seq is not None:
+        await session.execute(delete(send_queue).where(send_queue.c.seq == queue_seq))
