@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import os
 import statistics
@@ -114,8 +115,25 @@ def report(label: str, latencies: list[float], errors: int, elapsed: float) -> N
     )
 
 
+def process_cpu(p: psutil.Process, *, with_children: bool = False) -> float:
+    """CPU seconds of ``p`` (and, for the PostgreSQL postmaster, of its backends)."""
+    t = p.cpu_times()
+    total = float(t.user + t.system)
+    if with_children:
+        total += float(t.children_user + t.children_system)
+        for child in p.children():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += process_cpu(child)
+    return total
+
+
 async def bench(
-    url: str, users: int, concurrency: int, duration: float, server: psutil.Process
+    url: str,
+    users: int,
+    concurrency: int,
+    duration: float,
+    server: psutil.Process,
+    postmaster: psutil.Process | None,
 ) -> None:
     # aiohttp, not httpx: httpx spends ~4 ms of CPU per request (bench/gateway_proxy.py's
     # client comparison), which on 2 cores would take CPU from the service measured.
@@ -127,16 +145,15 @@ async def bench(
         emails = await register_users(client, users)
         print(f"registered {len(emails)} users in {time.perf_counter() - t:.1f} s")
         report("1 client (serial)", *await run_clients(client, emails, 1, min(5.0, duration)))
-        me = psutil.Process()
-        before, mine = server.cpu_times(), me.cpu_times()
+        watched = {"auth process": (server, False), "load generator": (psutil.Process(), False)}
+        if postmaster is not None:
+            watched["PostgreSQL"] = (postmaster, True)
+        before = {name: process_cpu(p, with_children=c) for name, (p, c) in watched.items()}
         result = await run_clients(client, emails, concurrency, duration)
         report(f"{concurrency} clients", *result)
         logins = max(1, len(result[0]))
-        for name, start, end in (
-            ("auth process", before, server.cpu_times()),
-            ("load generator", mine, me.cpu_times()),
-        ):
-            used = (end.user - start.user) + (end.system - start.system)
+        for name, (p, c) in watched.items():
+            used = process_cpu(p, with_children=c) - before[name]
             print(f"  {name} CPU per login: {used / logins * 1000:.1f} ms")
 
 
@@ -218,7 +235,13 @@ def main() -> None:
         server = subprocess.Popen([sys.executable, "-m", "pytake_auth", "serve"], env=env)
         url = f"http://127.0.0.1:{port}"
         wait_healthy(url, server)
-        asyncio.run(bench(url, args.users, args.c, args.duration, psutil.Process(server.pid)))
+        postmaster = None
+        if pg is not None:
+            pid = int((pg.pgdata / "postmaster.pid").read_text().split()[0])
+            postmaster = psutil.Process(pid)
+        asyncio.run(
+            bench(url, args.users, args.c, args.duration, psutil.Process(server.pid), postmaster)
+        )
     finally:
         if server is not None:
             server.terminate()
