@@ -9,13 +9,20 @@ checked against a JWKS served by this script), then runs --c concurrent clients 
 history (newest page, and the page before a message), and prints p50/p95/p99 per kind
 as measured by the client. Target: p95 < 30 ms.
 
+``--replicas N`` runs N service processes on N ports and gives each client
+connection one of them in turn, as a Kubernetes Service spreads connections over
+pods (on this 2-core box, 2 replicas is one per core); CPU per request is summed
+over them.
+
 Usage: python bench/inbox.py [--conversations 100000] [--per-conversation 20] [--c 16]
+                             [--replicas 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import subprocess
@@ -128,13 +135,13 @@ async def wait_healthy(base: str, proc: subprocess.Popen[bytes]) -> None:
 
 
 async def load(
-    base: str,
+    bases: list[str],
     headers: dict[str, str],
     conv_ids: list[str],
     agents: list[uuid.UUID],
     concurrency: int,
     seconds: float,
-    service: psutil.Process,
+    services: list[psutil.Process],
 ) -> None:
     kinds: dict[str, list[float]] = {}
     errors = 0
@@ -168,11 +175,17 @@ async def load(
         )
 
     deadline = time.perf_counter() + seconds
-    async with aiohttp.ClientSession(
-        base, headers=headers, connector=aiohttp.TCPConnector(limit=concurrency)
-    ) as session:
+    async with contextlib.AsyncExitStack() as stack:
+        sessions = [
+            await stack.enter_async_context(
+                aiohttp.ClientSession(
+                    base, headers=headers, connector=aiohttp.TCPConnector(limit=concurrency)
+                )
+            )
+            for base in bases
+        ]
 
-        async def worker() -> None:
+        async def worker(session: aiohttp.ClientSession) -> None:
             nonlocal errors
             while time.perf_counter() < deadline:
                 kind, path, params = request()
@@ -183,14 +196,15 @@ async def load(
                 kinds.setdefault(kind, []).append(time.perf_counter() - t0)
                 errors += not ok
 
-        cpu0 = sum(service.cpu_times()[:2])
+        cpu0 = sum(sum(service.cpu_times()[:2]) for service in services)
         start = time.perf_counter()
-        await asyncio.gather(*[worker() for _ in range(concurrency)])
+        await asyncio.gather(*[worker(sessions[i % len(sessions)]) for i in range(concurrency)])
         elapsed = time.perf_counter() - start
-        cpu = sum(service.cpu_times()[:2]) - cpu0
+        cpu = sum(sum(service.cpu_times()[:2]) for service in services) - cpu0
     total = sum(len(v) for v in kinds.values())
     print(
-        f"{concurrency} concurrent clients, {elapsed:.0f} s: {total / elapsed:,.0f} req/s, "
+        f"{concurrency} concurrent clients, {len(bases)} service process(es), {elapsed:.0f} s: "
+        f"{total / elapsed:,.0f} req/s, "
         f"non-200: {errors}; service CPU {cpu / max(total, 1) * 1e6:,.0f} µs/request"
     )
     everything = [x for v in kinds.values() for x in v]
@@ -213,38 +227,46 @@ async def bench(args: argparse.Namespace, pg_url: str, state: Path) -> None:
     await conn.close()
     tokens = TokenFactory()
     runner, jwks_url = await serve_jwks(tokens)
-    port = free_port()
-    env = {
-        **os.environ,
-        "PYTAKE_OWN_DATABASE_URL": url,
-        "PYTAKE_PORT": str(port),
-        "PYTAKE_AUTH_JWKS_URL": jwks_url,
-        "PYTAKE_RUN_WORKERS": "false",
-        "PYTAKE_LOG_LEVEL": "WARNING",
-        "PYTAKE_STATE_DIR": str(state / "service"),
-        "PYTAKE_ENV": "test",
-    }
-    proc = subprocess.Popen(  # noqa: ASYNC220 (started once, before any load)
-        [sys.executable, "-m", "pytake_conversations", "serve"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    procs: list[subprocess.Popen[bytes]] = []
+    bases: list[str] = []
     try:
-        base = f"http://127.0.0.1:{port}"
-        await wait_healthy(base, proc)
+        for _ in range(args.replicas):
+            port = free_port()
+            env = {
+                **os.environ,
+                "PYTAKE_OWN_DATABASE_URL": url,
+                "PYTAKE_PORT": str(port),
+                "PYTAKE_AUTH_JWKS_URL": jwks_url,
+                "PYTAKE_RUN_WORKERS": "false",
+                "PYTAKE_LOG_LEVEL": "WARNING",
+                "PYTAKE_STATE_DIR": str(state / f"service-{port}"),
+                "PYTAKE_ENV": "test",
+            }
+            procs.append(
+                subprocess.Popen(  # noqa: ASYNC220 (started once, before any load)
+                    [sys.executable, "-m", "pytake_conversations", "serve"],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            bases.append(f"http://127.0.0.1:{port}")
+        for base, proc in zip(bases, procs, strict=True):
+            await wait_healthy(base, proc)
         headers = tokens.headers(organization_id=org, role="agent", ttl=3600)
-        service = psutil.Process(proc.pid)
+        services = [psutil.Process(proc.pid) for proc in procs]
         warm = min(args.seconds / 4, 5)
-        await load(base, headers, conv_ids, agents, args.c, warm, service)  # warm-up
+        await load(bases, headers, conv_ids, agents, args.c, warm, services)  # warm-up
         print("--- measured ---")
-        await load(base, headers, conv_ids, agents, args.c, args.seconds, service)
+        await load(bases, headers, conv_ids, agents, args.c, args.seconds, services)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         await runner.cleanup()
 
 
@@ -254,6 +276,7 @@ def main() -> None:
     parser.add_argument("--per-conversation", type=int, default=20)
     parser.add_argument("--c", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--replicas", type=int, default=1, help="service processes")
     args = parser.parse_args()
     state = Path(tempfile.mkdtemp(prefix="pytake-bench-inbox-"))
     pg = None
