@@ -39,19 +39,21 @@ CHANNEL = "pytake_outbox"
 BACKLOG_INTERVAL_S = 5.0
 
 
+def outbox_row(event: CloudEvent) -> dict[str, Any]:
+    """The ``outbox`` columns staging ``event`` (for callers that build their own insert,
+    e.g. one merged with the change it describes; they must also ``pg_notify(CHANNEL)``)."""
+    return {
+        "event_id": event.id,
+        "topic": event.topic,
+        "key": event.subject,
+        "event": event.model_dump(mode="json"),
+        "headers": inject_headers(),
+    }
+
+
 async def add_event(session: AsyncSession, event: CloudEvent) -> None:
     """Stage ``event`` in the caller's transaction; it is published only if that commits."""
-    staged = (
-        insert(outbox)
-        .values(
-            event_id=event.id,
-            topic=event.topic,
-            key=event.subject,
-            event=event.model_dump(mode="json"),
-            headers=inject_headers(),
-        )
-        .cte("staged")
-    )
+    staged = insert(outbox).values(**outbox_row(event)).cte("staged")
     # One round trip: the insert (a data-modifying CTE always runs) and the wake-up,
     # which PostgreSQL delivers at commit (and drops if a savepoint around it rolls back).
     await session.execute(select(func.pg_notify(CHANNEL, "")).add_cte(staged))

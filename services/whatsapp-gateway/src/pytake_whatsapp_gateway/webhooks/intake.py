@@ -15,18 +15,24 @@ import logging
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy import Integer, String, and_, column, func, insert, or_, select, update, values
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.expression import CTE, Values
+from sqlalchemy.types import TypeEngine
 
 from pytake_common.crypto import SecretBox
 from pytake_common.db import BYPASS_SETTING, ORG_SETTING, Database
 from pytake_common.errors import DomainError
 from pytake_common.events import CloudEvent
 from pytake_common.ids import PYTAKE_NAMESPACE, contact_id_for, message_id_for_wamid
-from pytake_common.outbox import add_event
+from pytake_common.mechanics import outbox
+from pytake_common.outbox import CHANNEL as OUTBOX_CHANNEL
+from pytake_common.outbox import add_event, outbox_row
 from pytake_whatsapp_gateway.events import MessageReceived, MessageSent, MessageStatusUpdated
 from pytake_whatsapp_gateway.media import download_path
 from pytake_whatsapp_gateway.metrics import WEBHOOK_DELIVERIES
@@ -101,16 +107,19 @@ class WebhookIntake:
             if not is_authentic(body, digest, list(named.values()), self.box, self.platform_secret):
                 raise BadSignature("X-Hub-Signature-256 does not match the numbers' app secret")
             delivery_id = uuid.uuid4()
-            await session.execute(
-                webhook_deliveries.insert().values(
+            # Not a tenant table (no RLS): written by the first tenant binding's statement.
+            raw = (
+                webhook_deliveries.insert()
+                .values(
                     id=delivery_id,
                     received_at=received_at,
                     body_sha256=hashlib.sha256(body).hexdigest(),
                     signature=signature[:100],
                     body=payload,
                 )
+                .cte("raw_delivery")
             )
-            created = await _record(session, delivery, known, of_wabas, delivery_id)
+            created = await _record(session, delivery, known, of_wabas, delivery_id, raw)
         if delivery.skipped:
             log.warning(
                 "webhook elements without an id or sender skipped",
@@ -152,12 +161,14 @@ async def _record(
     known: dict[str, KnownNumber],
     of_wabas: list[KnownNumber],
     delivery_id: uuid.UUID,
+    raw: CTE,
 ) -> int:
-    """Insert the new messages/statuses/WABA changes, tenant by tenant; count them."""
+    """Insert the raw delivery and the new messages/statuses/WABA changes, tenant by
+    tenant; count the new ones."""
     created = 0
     tenants = [n.organization_id for n in [*known.values(), *of_wabas]]
-    for organization_id in dict.fromkeys(tenants):
-        await _bind_tenant(session, organization_id)
+    for i, organization_id in enumerate(dict.fromkeys(tenants)):
+        await _bind_tenant(session, organization_id, raw if i == 0 else None)
         for change in delivery.waba_changes:
             mine = [
                 n
@@ -168,10 +179,9 @@ async def _record(
                 created += await record_waba_change(
                     session, change, organization_id, mine, delivery_id
                 )
-        for message in _of(delivery.messages, known, organization_id):
-            created += await _record_message(
-                session, message, known[message.phone_number_id], delivery_id
-            )
+        created += await _record_messages(
+            session, _of(delivery.messages, known, organization_id), known, delivery_id
+        )
         for status in _of(delivery.statuses, known, organization_id):
             created += await _record_status(
                 session, status, known[status.phone_number_id], delivery_id
@@ -190,58 +200,139 @@ def _of(
     ]
 
 
-async def _bind_tenant(session: AsyncSession, organization_id: uuid.UUID) -> None:
-    """Leave the cross-tenant lookup mode: RLS checks every following write."""
+async def _bind_tenant(
+    session: AsyncSession, organization_id: uuid.UUID, with_: CTE | None = None
+) -> None:
+    """Leave the cross-tenant lookup mode: RLS checks every following write.
+
+    ``with_`` (a write to a table without RLS) rides along in the same round trip.
+    """
     session.info["organization_id"] = organization_id
     session.info["bypass_rls"] = False
-    await session.execute(
-        text("SELECT set_config(:org_key, :org, true), set_config(:bypass_key, 'off', true)"),
-        {"org_key": ORG_SETTING, "org": str(organization_id), "bypass_key": BYPASS_SETTING},
+    bind = select(
+        func.set_config(ORG_SETTING, str(organization_id), True),
+        func.set_config(BYPASS_SETTING, "off", True),
+    )
+    await session.execute(bind.add_cte(with_) if with_ is not None else bind)
+
+
+async def _record_messages(
+    session: AsyncSession,
+    batch: list[InboundMessage],
+    known: dict[str, KnownNumber],
+    delivery_id: uuid.UUID,
+) -> int:
+    """Insert one tenant's messages, their media rows and their events: ONE statement.
+
+    The insert (ON CONFLICT DO NOTHING: same id or same wamid on the number) returns
+    the new messages only; the media rows and events are written for those, so Meta's
+    redelivery adds nothing. The wake-up of the outbox relay rides along.
+    """
+    rows: dict[uuid.UUID, dict[str, Any]] = {}
+    media_rows: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    for message in batch:
+        number = known[message.phone_number_id]
+        message_id = message_id_for_wamid(message.phone_number_id, message.wamid)
+        if message_id in rows:
+            continue  # the same message twice in one delivery
+        contact_id = contact_id_for(number.organization_id, message.wa_id, message.user_id)
+        rows[message_id] = {
+            "id": message_id,
+            "organization_id": number.organization_id,
+            "number_id": number.id,
+            "phone_number_id": message.phone_number_id,
+            "wamid": message.wamid,
+            "contact_id": contact_id,
+            "type": message.type[:60],
+            "delivery_id": delivery_id,
+            "sent_at": message.timestamp,
+        }
+        if message.media is not None:
+            # Recorded for a fetch from Meta after intake (media worker), never inside
+            # the webhook request; the event names the route that serves it once fetched.
+            media_rows.append(
+                {
+                    "message_id": message_id,
+                    "organization_id": number.organization_id,
+                    "number_id": number.id,
+                    "media_id": message.media.media_id[:200],
+                    "mime_type": (message.media.mime_type or "")[:200] or None,
+                    "sha256": (message.media.sha256 or "")[:100] or None,
+                }
+            )
+        event = _received_event(message, number, message_id, contact_id)
+        events.append({"message_id": message_id, "ord": len(events), **outbox_row(event)})
+    if not rows:
+        return 0
+    new = (
+        pg_insert(inbound_messages)
+        .values(list(rows.values()))
+        .on_conflict_do_nothing()
+        .returning(inbound_messages.c.id)
+        .cte("new_messages")
+    )
+    ev = _rows(_EVENT_ROW, events, "event_rows")
+    staged = (
+        insert(outbox)
+        .from_select(
+            list(_EVENT_ROW)[2:],
+            select(ev.c.event_id, ev.c.topic, ev.c.key, ev.c.event, ev.c.headers)
+            .where(ev.c.message_id.in_(select(new.c.id)))
+            .order_by(ev.c.ord),
+        )
+        .cte("staged_events")
+    )
+    statement = select(
+        select(func.count()).select_from(new).scalar_subquery(),
+        func.pg_notify(OUTBOX_CHANNEL, ""),
+    ).add_cte(staged)
+    if media_rows:
+        md = _rows(_MEDIA_ROW, media_rows, "media_rows")
+        media = (
+            pg_insert(media_files)
+            .from_select(
+                list(_MEDIA_ROW),
+                select(*md.c).where(md.c.message_id.in_(select(new.c.id))),
+            )
+            .on_conflict_do_nothing()
+            .cte("new_media")
+        )
+        statement = statement.add_cte(media)
+    return int(await session.scalar(statement) or 0)
+
+
+_EVENT_ROW: dict[str, TypeEngine[Any]] = {
+    "message_id": PG_UUID(as_uuid=True),
+    "ord": Integer(),
+    "event_id": PG_UUID(as_uuid=True),
+    "topic": String(),
+    "key": String(),
+    "event": JSONB(),
+    "headers": JSONB(),
+}
+_MEDIA_ROW: dict[str, TypeEngine[Any]] = {
+    "message_id": PG_UUID(as_uuid=True),
+    "organization_id": PG_UUID(as_uuid=True),
+    "number_id": PG_UUID(as_uuid=True),
+    "media_id": String(),
+    "mime_type": String(),
+    "sha256": String(),
+}
+
+
+def _rows(types: dict[str, TypeEngine[Any]], rows: list[dict[str, Any]], name: str) -> Values:
+    """``rows`` as a typed ``VALUES`` list (bound parameters) to select from."""
+    return values(*(column(c, t) for c, t in types.items()), name=name).data(
+        [tuple(r[c] for c in types) for r in rows]
     )
 
 
-async def _record_message(
-    session: AsyncSession, message: InboundMessage, number: KnownNumber, delivery_id: uuid.UUID
-) -> int:
+def _received_event(
+    message: InboundMessage, number: KnownNumber, message_id: uuid.UUID, contact_id: uuid.UUID
+) -> CloudEvent:
     org = number.organization_id
-    message_id = message_id_for_wamid(message.phone_number_id, message.wamid)
-    contact_id = contact_id_for(org, message.wa_id, message.user_id)
-    inserted = (
-        await session.execute(
-            pg_insert(inbound_messages)
-            .values(
-                id=message_id,
-                organization_id=org,
-                number_id=number.id,
-                phone_number_id=message.phone_number_id,
-                wamid=message.wamid,
-                contact_id=contact_id,
-                type=message.type[:60],
-                delivery_id=delivery_id,
-                sent_at=message.timestamp,
-            )
-            .on_conflict_do_nothing()
-            .returning(inbound_messages.c.id)
-        )
-    ).first()
-    if inserted is None:
-        return 0  # already received (Meta's redelivery): no second event
     media = message.media
-    if media is not None:
-        # Recorded for a fetch from Meta after intake (media worker), never inside the
-        # webhook request; the event names the route that serves it once fetched.
-        await session.execute(
-            pg_insert(media_files)
-            .values(
-                message_id=message_id,
-                organization_id=org,
-                number_id=number.id,
-                media_id=media.media_id[:200],
-                mime_type=(media.mime_type or "")[:200] or None,
-                sha256=(media.sha256 or "")[:100] or None,
-            )
-            .on_conflict_do_nothing()
-        )
     payload = MessageReceived(
         message_id=message_id,
         wamid=message.wamid,
@@ -264,17 +355,13 @@ async def _record_message(
         reaction=message.reaction,
         referral=message.referral,
     )
-    await add_event(
-        session,
-        CloudEvent.of(
-            payload,
-            service=SERVICE,
-            subject=contact_id,
-            tenant_id=org,
-            event_id=uuid.uuid5(PYTAKE_NAMESPACE, f"event:received:{message_id}"),
-        ),
+    return CloudEvent.of(
+        payload,
+        service=SERVICE,
+        subject=contact_id,
+        tenant_id=org,
+        event_id=uuid.uuid5(PYTAKE_NAMESPACE, f"event:received:{message_id}"),
     )
-    return 1
 
 
 async def _record_status(
