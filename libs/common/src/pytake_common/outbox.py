@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.expression import CTE
 
 from pytake_common.db import Database
 from pytake_common.events import CloudEvent
@@ -49,6 +50,14 @@ def outbox_row(event: CloudEvent) -> dict[str, Any]:
         "event": event.model_dump(mode="json"),
         "headers": inject_headers(),
     }
+
+
+def event_cte(event: CloudEvent, name: str = "staged_event") -> CTE:
+    """``event`` staged as a data-modifying CTE that also wakes the relay (at commit), to
+    ride in the statement of the change it describes (PostgreSQL runs it even unreferenced)."""
+    return (
+        insert(outbox).values(**outbox_row(event)).returning(func.pg_notify(CHANNEL, "")).cte(name)
+    )
 
 
 async def add_event(session: AsyncSession, event: CloudEvent) -> None:

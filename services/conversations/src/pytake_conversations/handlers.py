@@ -14,11 +14,11 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, Field
 from sqlalchemy import DateTime, and_, exists, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.consumer import Handler, PermanentError
 from pytake_common.events import CloudEvent
+from pytake_common.outbox import event_cte
 from pytake_conversations.domain import (
     ACTIVE,
     FAILED,
@@ -32,15 +32,17 @@ from pytake_conversations.domain import (
 )
 from pytake_conversations.events import ConversationOpened, MessageAppended, MessageStatusChanged
 from pytake_conversations.inbox import (
+    Row,
     auto_assign,
     change_status,
+    conversation_data,
     emit,
-    push_conversation,
     push_message,
-    update_conversation,
 )
 from pytake_conversations.replicas import REPLICA_HANDLERS
+from pytake_conversations.stream import publish_many
 from pytake_conversations.tables import contact_replicas, conversations, messages
+from pytake_conversations.views import Message
 
 log = logging.getLogger(__name__)
 
@@ -154,57 +156,39 @@ async def on_message_received(session: AsyncSession, event: CloudEvent) -> None:
 
 async def _append_inbound(session: AsyncSession, org: uuid.UUID, data: MessageReceived) -> None:
     conversation, created = await _active_conversation(session, org, data)
-    stored = (
-        (
-            await session.execute(
-                pg_insert(messages)
-                .values(
-                    id=data.message_id,
-                    organization_id=org,
-                    conversation_id=conversation["id"],
-                    direction=INBOUND,
-                    type=data.type,
-                    text=data.text,
-                    content=data.content,
-                    wamid=data.wamid,
-                    context_wamid=data.context.id if data.context else None,
-                    status=RECEIVED,
-                    status_at=data.timestamp,
-                    meta_timestamp=data.timestamp,
-                )
-                .on_conflict_do_nothing()  # same id, or same wamid in this organization
-                .returning(*messages.c)
-            )
-        )
-        .mappings()
-        .first()
-    )
-    if stored is None:
-        raise _AlreadyStored
     reopened = conversation["status"] == RESOLVED
     values: dict[str, Any] = {
         "last_inbound_at": func.greatest(
             func.coalesce(conversations.c.last_inbound_at, _ts(data.timestamp)),
             _ts(data.timestamp),
         ),
-        "last_message_at": func.greatest(
-            conversations.c.last_message_at, _ts(stored["created_at"])
-        ),
+        # the message's created_at: now(), the transaction's time
+        "last_message_at": func.greatest(conversations.c.last_message_at, func.now()),
         "unread_count": conversations.c.unread_count + 1,
     }
     if data.wa_id:
         values["wa_id"] = data.wa_id
     if data.user_id:
         values["user_id"] = data.user_id
-    if conversation["status"] in WAKES_ON_INBOUND:
+    wakes = conversation["status"] in WAKES_ON_INBOUND
+    # The common case (an open conversation) updates it in the insert's statement.
+    stored, updated = await _insert_message(
+        session, org, conversation["id"], data, None if wakes else values
+    )
+    frames: list[tuple[str, dict[str, Any]]] = []
+    row: Row
+    if wakes:
         # The customer wrote: a resolved conversation reopens, a pending (snoozed or
         # waiting-for-customer) one wakes up.
         row = await change_status(session, org, conversation, OPEN, by=None, extra=values)
     else:
-        row = await update_conversation(session, org, conversation["id"], **values)
+        assert updated is not None
+        row = updated
         kind = "conversation.created" if created else "conversation.updated"
-        await push_conversation(session, org, row, kind)
+        frames.append((kind, {"conversation": conversation_data(row)}))
     if created:
+        await publish_many(session, org, frames)  # before the assignment's own frames
+        frames = []
         row = await auto_assign(session, org, row)
     if created or reopened:
         opened = ConversationOpened(
@@ -224,19 +208,81 @@ async def _append_inbound(session: AsyncSession, org: uuid.UUID, data: MessageRe
         type=data.type,
         created_at=stored["created_at"],
     )
-    await emit(session, appended, data.message_id, org)
-    await push_message(session, org, stored, "message.created")
+    frames.append(("message.created", {"message": Message.of(stored).model_dump(mode="json")}))
+    also = [
+        event_cte(CloudEvent.of(appended, service=SERVICE, subject=data.message_id, tenant_id=org))
+    ]
     if data.profile_name:
-        await session.execute(
+        also.append(
             pg_insert(contact_replicas)
             .values(id=data.contact_id, organization_id=org, name=data.profile_name)
             .on_conflict_do_nothing()  # contacts' own events own the name once known
+            .cte("profile_name")
         )
+    # The stream frames, the Kafka event and the profile name: one round trip.
+    await publish_many(session, org, frames, with_=also)
+
+
+async def _insert_message(
+    session: AsyncSession,
+    org: uuid.UUID,
+    conversation_id: uuid.UUID,
+    data: MessageReceived,
+    conversation_values: dict[str, Any] | None,
+) -> tuple[Row, Row | None]:
+    """Store the message (raise :class:`_AlreadyStored` if it is not new) and, given
+    ``conversation_values``, update its (locked) conversation in the same statement
+    when the message was new; the stored message and updated conversation rows."""
+    new = (
+        pg_insert(messages)
+        .values(
+            id=data.message_id,
+            organization_id=org,
+            conversation_id=conversation_id,
+            direction=INBOUND,
+            type=data.type,
+            text=data.text,
+            content=data.content,
+            wamid=data.wamid,
+            context_wamid=data.context.id if data.context else None,
+            status=RECEIVED,
+            status_at=data.timestamp,
+            meta_timestamp=data.timestamp,
+        )
+        .on_conflict_do_nothing()  # same id, or same wamid in this organization
+        .returning(*messages.c)
+        .cte("new_message")
+    )
+    columns = [new.c[c.name].label(f"m_{c.name}") for c in messages.c]
+    statement = select(*columns)
+    if conversation_values is not None:
+        changed = (
+            update(conversations)
+            .where(
+                conversations.c.id == conversation_id,
+                conversations.c.organization_id == org,
+                exists(select(new.c.id)),
+            )
+            .values(updated_at=func.now(), **conversation_values)
+            .returning(*conversations.c)
+            .cte("changed_conversation")
+        )
+        columns += [changed.c[c.name].label(f"c_{c.name}") for c in conversations.c]
+        statement = select(*columns).select_from(new.outerjoin(changed, literal(True)))
+    else:
+        statement = statement.select_from(new)
+    found = (await session.execute(statement)).mappings().first()
+    if found is None:
+        raise _AlreadyStored
+    stored = {c.name: found[f"m_{c.name}"] for c in messages.c}
+    if conversation_values is None:
+        return stored, None
+    return stored, {c.name: found[f"c_{c.name}"] for c in conversations.c}
 
 
 async def _active_conversation(
     session: AsyncSession, org: uuid.UUID, data: MessageReceived
-) -> tuple[RowMapping, bool]:
+) -> tuple[Row, bool]:
     """Lock the contact's active conversation on this number, opening one if none.
 
     Race-safe: two deliveries for the same contact meet on the partial unique index
@@ -361,7 +407,7 @@ async def apply_status(
     return moved
 
 
-async def _lock_message(session: AsyncSession, org: uuid.UUID, match: Any) -> RowMapping | None:
+async def _lock_message(session: AsyncSession, org: uuid.UUID, match: Any) -> Row | None:
     return (
         (
             await session.execute(

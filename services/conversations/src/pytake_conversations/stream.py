@@ -19,14 +19,15 @@ import json
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Container
+from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import case, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.expression import CTE
 
 from pytake_common.db import Database
 from pytake_common.outbox import plain_dsn
@@ -45,29 +46,41 @@ NOTIFY_MAX_BYTES = 7900
 
 async def publish(session: AsyncSession, org: uuid.UUID, type_: str, data: dict[str, Any]) -> int:
     """Record a stream event in the caller's transaction; delivered when it commits."""
-    event_id = await session.scalar(
+    [event_id] = await publish_many(session, org, [(type_, data)])
+    return event_id
+
+
+async def publish_many(
+    session: AsyncSession,
+    org: uuid.UUID,
+    frames: Sequence[tuple[str, dict[str, Any]]],
+    *,
+    with_: Sequence[CTE] = (),
+) -> list[int]:
+    """Record ``frames`` (type, data) in order and NOTIFY each: ONE statement.
+
+    The notification is built by PostgreSQL from the inserted row (the id is only known
+    there). ``with_`` are other writes of the caller's change (data-modifying CTEs, e.g.
+    an outbox event) that ride in the same round trip.
+    """
+    rows = [{"organization_id": org, "type": type_, "data": data} for type_, data in frames]
+    new = (
         stream_events.insert()
-        .values(organization_id=org, type=type_, data=data)
-        .returning(stream_events.c.id)
+        .values(rows)
+        .returning(stream_events.c.id, stream_events.c.type, stream_events.c.data)
+        .cte("new_frames")
     )
-    assert event_id is not None
-    await session.execute(
-        text("SELECT pg_notify(:channel, :payload)"),
-        {"channel": CHANNEL, "payload": notify_payload(org, int(event_id), type_, data)},
+    head = func.concat(str(org), ":", new.c.id)
+    full = func.concat(
+        head,
+        ":",
+        func.json_build_object("id", new.c.id, "type", new.c.type, "data", new.c.data),
     )
-    return int(event_id)
-
-
-def notify_payload(org: uuid.UUID, event_id: int, type_: str, data: dict[str, Any]) -> str:
-    head = f"{org}:{event_id}"
-    body = json.dumps(
-        {"id": event_id, "type": type_, "data": data},
-        separators=(",", ":"),
-        ensure_ascii=False,
-        default=str,
-    )
-    payload = f"{head}:{body}"
-    return payload if len(payload.encode()) < NOTIFY_MAX_BYTES else head
+    payload = case((func.octet_length(full) < NOTIFY_MAX_BYTES, full), else_=head)
+    statement = select(new.c.id, func.pg_notify(CHANNEL, payload)).order_by(new.c.id)
+    for cte in with_:
+        statement = statement.add_cte(cte)
+    return [int(i) for i in (await session.execute(statement)).scalars()]
 
 
 def parse_payload(
