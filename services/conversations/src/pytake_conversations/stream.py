@@ -25,12 +25,13 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
-from sqlalchemy import case, delete, func, select
+from sqlalchemy import case, delete, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import CTE
 
 from pytake_common.db import Database
 from pytake_common.outbox import plain_dsn
+from pytake_common.statements import bound_rows
 from pytake_conversations.tables import stream_events
 
 log = logging.getLogger(__name__)
@@ -63,10 +64,18 @@ async def publish_many(
     there). ``with_`` are other writes of the caller's change (data-modifying CTEs, e.g.
     an outbox event) that ride in the same round trip.
     """
-    rows = [{"organization_id": org, "type": type_, "data": data} for type_, data in frames]
+    rows = bound_rows(
+        _FRAME_TYPES, [{"type": type_, "data": data} for type_, data in frames], "frames"
+    )
     new = (
         stream_events.insert()
-        .values(rows)
+        .from_select(
+            ["organization_id", "type", "data"],
+            # ids in the frames' order (the sort runs before the identity's nextval)
+            select(
+                literal(org, stream_events.c.organization_id.type), rows.c.type, rows.c.data
+            ).order_by(rows.c.ord),
+        )
         .returning(stream_events.c.id, stream_events.c.type, stream_events.c.data)
         .cte("new_frames")
     )
@@ -81,6 +90,9 @@ async def publish_many(
     for cte in with_:
         statement = statement.add_cte(cte)
     return [int(i) for i in (await session.execute(statement)).scalars()]
+
+
+_FRAME_TYPES = {"type": stream_events.c.type.type, "data": stream_events.c.data.type}
 
 
 def parse_payload(

@@ -17,12 +17,10 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Integer, String, and_, column, func, insert, or_, select, update, values
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.dialects.postgresql import UUID as PG_UUID
+from sqlalchemy import Table, and_, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.expression import CTE, Values
+from sqlalchemy.sql.expression import CTE
 from sqlalchemy.types import TypeEngine
 
 from pytake_common.crypto import SecretBox
@@ -33,6 +31,7 @@ from pytake_common.ids import PYTAKE_NAMESPACE, contact_id_for, message_id_for_w
 from pytake_common.mechanics import outbox
 from pytake_common.outbox import CHANNEL as OUTBOX_CHANNEL
 from pytake_common.outbox import add_event, outbox_row
+from pytake_common.statements import bound_rows
 from pytake_whatsapp_gateway.events import MessageReceived, MessageSent, MessageStatusUpdated
 from pytake_whatsapp_gateway.media import download_path
 from pytake_whatsapp_gateway.metrics import WEBHOOK_DELIVERIES
@@ -262,22 +261,26 @@ async def _record_messages(
                 }
             )
         event = _received_event(message, number, message_id, contact_id)
-        events.append({"message_id": message_id, "ord": len(events), **outbox_row(event)})
+        events.append({"message_id": message_id, **outbox_row(event)})
     if not rows:
         return 0
+    # Compiled once per message count (bound_rows), not per delivery.
+    msg = bound_rows(_MESSAGE_TYPES, list(rows.values()), "message_rows")
     new = (
         pg_insert(inbound_messages)
-        .values(list(rows.values()))
+        .from_select(
+            list(_MESSAGE_TYPES), select(*(msg.c[c] for c in _MESSAGE_TYPES)).order_by(msg.c.ord)
+        )
         .on_conflict_do_nothing()
         .returning(inbound_messages.c.id)
         .cte("new_messages")
     )
-    ev = _rows(_EVENT_ROW, events, "event_rows")
+    ev = bound_rows(_EVENT_TYPES, events, "event_rows")
     staged = (
         insert(outbox)
         .from_select(
-            list(_EVENT_ROW)[2:],
-            select(ev.c.event_id, ev.c.topic, ev.c.key, ev.c.event, ev.c.headers)
+            _OUTBOX_COLUMNS,
+            select(*(ev.c[c] for c in _OUTBOX_COLUMNS))
             .where(ev.c.message_id.in_(select(new.c.id)))
             .order_by(ev.c.ord),
         )
@@ -288,12 +291,14 @@ async def _record_messages(
         func.pg_notify(OUTBOX_CHANNEL, ""),
     ).add_cte(staged)
     if media_rows:
-        md = _rows(_MEDIA_ROW, media_rows, "media_rows")
+        md = bound_rows(_MEDIA_TYPES, media_rows, "media_rows")
         media = (
             pg_insert(media_files)
             .from_select(
-                list(_MEDIA_ROW),
-                select(*md.c).where(md.c.message_id.in_(select(new.c.id))),
+                list(_MEDIA_TYPES),
+                select(*(md.c[c] for c in _MEDIA_TYPES)).where(
+                    md.c.message_id.in_(select(new.c.id))
+                ),
             )
             .on_conflict_do_nothing()
             .cte("new_media")
@@ -302,30 +307,29 @@ async def _record_messages(
     return int(await session.scalar(statement) or 0)
 
 
-_EVENT_ROW: dict[str, TypeEngine[Any]] = {
-    "message_id": PG_UUID(as_uuid=True),
-    "ord": Integer(),
-    "event_id": PG_UUID(as_uuid=True),
-    "topic": String(),
-    "key": String(),
-    "event": JSONB(),
-    "headers": JSONB(),
-}
-_MEDIA_ROW: dict[str, TypeEngine[Any]] = {
-    "message_id": PG_UUID(as_uuid=True),
-    "organization_id": PG_UUID(as_uuid=True),
-    "number_id": PG_UUID(as_uuid=True),
-    "media_id": String(),
-    "mime_type": String(),
-    "sha256": String(),
-}
+def _types(table: Table, names: Iterable[str]) -> dict[str, TypeEngine[Any]]:
+    return {name: table.c[name].type for name in names}
 
 
-def _rows(types: dict[str, TypeEngine[Any]], rows: list[dict[str, Any]], name: str) -> Values:
-    """``rows`` as a typed ``VALUES`` list (bound parameters) to select from."""
-    return values(*(column(c, t) for c, t in types.items()), name=name).data(
-        [tuple(r[c] for c in types) for r in rows]
-    )
+_MESSAGE_TYPES = _types(
+    inbound_messages,
+    (
+        "id",
+        "organization_id",
+        "number_id",
+        "phone_number_id",
+        "wamid",
+        "contact_id",
+        "type",
+        "delivery_id",
+        "sent_at",
+    ),
+)
+_OUTBOX_COLUMNS = ["event_id", "topic", "key", "event", "headers"]
+_EVENT_TYPES = {"message_id": inbound_messages.c.id.type, **_types(outbox, _OUTBOX_COLUMNS)}
+_MEDIA_TYPES = _types(
+    media_files, ("message_id", "organization_id", "number_id", "media_id", "mime_type", "sha256")
+)
 
 
 def _received_event(
