@@ -6,6 +6,7 @@ conversation (opening or reopening one); ``message.sent`` / ``message.failed`` /
 Every handler is idempotent against the same fact under another event id.
 """
 
+import contextlib
 import logging
 import uuid
 from datetime import UTC, datetime
@@ -142,20 +143,28 @@ class _AlreadyStored(Exception):
 async def on_message_received(session: AsyncSession, event: CloudEvent) -> None:
     data = event.parse_data(MessageReceived)
     org = _tenant(event, data.organization_id)
+    conversation = await _lock_active(session, org, data)
+    if conversation is not None:
+        # The common case needs no savepoint: nothing is written before the message
+        # insert (on its id, or its wamid in this organization) decides whether the
+        # message is new, and that statement touches the conversation only if it is.
+        with contextlib.suppress(_AlreadyStored):
+            await _append_inbound(session, org, data, conversation, created=False)
+        return
     try:
-        # The message insert (on its id, or its wamid in this organization) decides
-        # whether the message is new; in a savepoint, so that the same message under
-        # another event id, or a concurrent delivery that won the insert, leaves no
-        # trace of this one (no conversation opened, no events). No lookup first: a
-        # new message, the common case, costs one statement less.
+        # A conversation is opened first: in a savepoint, so that the same message
+        # under another event id, or a concurrent delivery that won the insert, leaves
+        # no trace of this one (no conversation opened, no events).
         async with session.begin_nested():
-            await _append_inbound(session, org, data)
+            conversation, created = await _open_conversation(session, org, data)
+            await _append_inbound(session, org, data, conversation, created)
     except _AlreadyStored:
         return
 
 
-async def _append_inbound(session: AsyncSession, org: uuid.UUID, data: MessageReceived) -> None:
-    conversation, created = await _active_conversation(session, org, data)
+async def _append_inbound(
+    session: AsyncSession, org: uuid.UUID, data: MessageReceived, conversation: Row, created: bool
+) -> None:
     reopened = conversation["status"] == RESOLVED
     values: dict[str, Any] = {
         "last_inbound_at": func.greatest(
@@ -280,34 +289,37 @@ async def _insert_message(
     return stored, {c.name: found[f"c_{c.name}"] for c in conversations.c}
 
 
-async def _active_conversation(
+async def _lock_active(session: AsyncSession, org: uuid.UUID, data: MessageReceived) -> Row | None:
+    """The contact's active conversation on this number, locked; None if there is none."""
+    return (
+        (
+            await session.execute(
+                select(conversations)
+                .where(
+                    conversations.c.organization_id == org,
+                    conversations.c.contact_id == data.contact_id,
+                    conversations.c.number_id == data.number_id,
+                    conversations.c.status.in_(ACTIVE),
+                )
+                .with_for_update()
+            )
+        )
+        .mappings()
+        .first()
+    )
+
+
+async def _open_conversation(
     session: AsyncSession, org: uuid.UUID, data: MessageReceived
 ) -> tuple[Row, bool]:
-    """Lock the contact's active conversation on this number, opening one if none.
+    """Open the contact's conversation on this number (none was active), or lock the
+    one a concurrent delivery opened meanwhile.
 
     Race-safe: two deliveries for the same contact meet on the partial unique index
     (one active conversation per organization, contact and number); the loser's
     insert does nothing and it locks the winner's row instead.
     """
     for _ in range(5):
-        row = (
-            (
-                await session.execute(
-                    select(conversations)
-                    .where(
-                        conversations.c.organization_id == org,
-                        conversations.c.contact_id == data.contact_id,
-                        conversations.c.number_id == data.number_id,
-                        conversations.c.status.in_(ACTIVE),
-                    )
-                    .with_for_update()
-                )
-            )
-            .mappings()
-            .first()
-        )
-        if row is not None:
-            return row, False
         created = (
             (
                 await session.execute(
@@ -331,6 +343,9 @@ async def _active_conversation(
         )
         if created is not None:
             return created, True
+        row = await _lock_active(session, org, data)
+        if row is not None:
+            return row, False
     raise RuntimeError(f"could not open a conversation for contact {data.contact_id}")
 
 
