@@ -21,7 +21,7 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import bindparam, delete, func, insert, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import CTE
@@ -52,12 +52,15 @@ def outbox_row(event: CloudEvent) -> dict[str, Any]:
     }
 
 
-def event_cte(event: CloudEvent, name: str = "staged_event") -> CTE:
-    """``event`` staged as a data-modifying CTE that also wakes the relay (at commit), to
-    ride in the statement of the change it describes (PostgreSQL runs it even unreferenced)."""
-    return (
-        insert(outbox).values(**outbox_row(event)).returning(func.pg_notify(CHANNEL, "")).cte(name)
-    )
+#: ``outbox_row(event)`` staged as a data-modifying CTE that also wakes the relay (at
+#: commit), to ride in the statement of the change it describes (PostgreSQL runs it even
+#: unreferenced). Built once; execute with ``outbox_row(event)`` as parameters.
+STAGED_EVENT: CTE = (
+    insert(outbox)
+    .values({name: bindparam(name) for name in ("event_id", "topic", "key", "event", "headers")})
+    .returning(func.pg_notify(CHANNEL, ""))
+    .cte("staged_event")
+)
 
 
 async def add_event(session: AsyncSession, event: CloudEvent) -> None:

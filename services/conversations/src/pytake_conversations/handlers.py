@@ -9,17 +9,19 @@ Every handler is idempotent against the same fact under another event id.
 import contextlib
 import logging
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, Field
-from sqlalchemy import DateTime, and_, exists, func, literal, select, update
+from sqlalchemy import DateTime, and_, bindparam, exists, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.expression import CTE
 
 from pytake_common.consumer import Handler, PermanentError
 from pytake_common.events import CloudEvent
-from pytake_common.outbox import event_cte
+from pytake_common.outbox import STAGED_EVENT, outbox_row
 from pytake_conversations.domain import (
     ACTIVE,
     FAILED,
@@ -218,18 +220,30 @@ async def _append_inbound(
         created_at=stored["created_at"],
     )
     frames.append(("message.created", {"message": Message.of(stored).model_dump(mode="json")}))
-    also = [
-        event_cte(CloudEvent.of(appended, service=SERVICE, subject=data.message_id, tenant_id=org))
-    ]
+    event = CloudEvent.of(appended, service=SERVICE, subject=data.message_id, tenant_id=org)
+    also: list[tuple[CTE, Mapping[str, Any]]] = [(STAGED_EVENT, outbox_row(event))]
     if data.profile_name:
         also.append(
-            pg_insert(contact_replicas)
-            .values(id=data.contact_id, organization_id=org, name=data.profile_name)
-            .on_conflict_do_nothing()  # contacts' own events own the name once known
-            .cte("profile_name")
+            (
+                _PROFILE_NAME,
+                {"contact_id": data.contact_id, "contact_org": org, "name": data.profile_name},
+            )
         )
     # The stream frames, the Kafka event and the profile name: one round trip.
     await publish_many(session, org, frames, with_=also)
+
+
+#: The customer's WhatsApp profile name, unless contacts' own events gave one already.
+_PROFILE_NAME: CTE = (
+    pg_insert(contact_replicas)
+    .values(
+        id=bindparam("contact_id"),
+        organization_id=bindparam("contact_org"),
+        name=bindparam("name"),
+    )
+    .on_conflict_do_nothing()
+    .cte("profile_name")
+)
 
 
 async def _insert_message(

@@ -15,23 +15,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Container, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
-from sqlalchemy import case, delete, func, literal, select
+from sqlalchemy import Select, bindparam, case, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import CTE
 
 from pytake_common.db import Database
 from pytake_common.outbox import plain_dsn
-from pytake_common.statements import bound_rows
+from pytake_common.statements import bound_rows, row_params
 from pytake_conversations.tables import stream_events
 
 log = logging.getLogger(__name__)
@@ -56,30 +57,46 @@ async def publish_many(
     org: uuid.UUID,
     frames: Sequence[tuple[str, dict[str, Any]]],
     *,
-    with_: Sequence[CTE] = (),
+    with_: Sequence[tuple[CTE, Mapping[str, Any]]] = (),
 ) -> list[int]:
     """Record ``frames`` (type, data) in order and NOTIFY each: ONE statement.
 
     The notification is built by PostgreSQL from the inserted row (the id is only known
-    there). ``with_`` are other writes of the caller's change (data-modifying CTEs, e.g.
-    an outbox event) that ride in the same round trip.
+    there). ``with_`` are other writes of the caller's change, each a data-modifying CTE
+    built once with bound parameters and its parameters (e.g. ``outbox.STAGED_EVENT``),
+    that ride in the same round trip.
     """
-    rows = bound_rows(
-        _FRAME_TYPES, [{"type": type_, "data": data} for type_, data in frames], "frames"
-    )
+    statement = _publish_statement(len(frames), tuple(cte for cte, _ in with_))
+    params: dict[str, Any] = {"org": org}
+    params.update(row_params(_FRAME_TYPES, [{"type": t, "data": d} for t, d in frames], "s"))
+    for _, values in with_:
+        params.update(values)
+    return [int(i) for i in (await session.execute(statement, params)).scalars()]
+
+
+@functools.cache
+def _publish_statement(frames: int, with_: tuple[CTE, ...]) -> Select[Any]:
+    rows = bound_rows(_FRAME_TYPES, frames, "s")
     new = (
         stream_events.insert()
         .from_select(
             ["organization_id", "type", "data"],
             # ids in the frames' order (the sort runs before the identity's nextval)
             select(
-                literal(org, stream_events.c.organization_id.type), rows.c.type, rows.c.data
+                bindparam("org", type_=stream_events.c.organization_id.type),
+                rows.c.type,
+                rows.c.data,
             ).order_by(rows.c.ord),
         )
-        .returning(stream_events.c.id, stream_events.c.type, stream_events.c.data)
+        .returning(
+            stream_events.c.id,
+            stream_events.c.organization_id,
+            stream_events.c.type,
+            stream_events.c.data,
+        )
         .cte("new_frames")
     )
-    head = func.concat(str(org), ":", new.c.id)
+    head = func.concat(new.c.organization_id, ":", new.c.id)
     full = func.concat(
         head,
         ":",
@@ -89,7 +106,7 @@ async def publish_many(
     statement = select(new.c.id, func.pg_notify(CHANNEL, payload)).order_by(new.c.id)
     for cte in with_:
         statement = statement.add_cte(cte)
-    return [int(i) for i in (await session.execute(statement)).scalars()]
+    return statement
 
 
 _FRAME_TYPES = {"type": stream_events.c.type.type, "data": stream_events.c.data.type}

@@ -10,6 +10,7 @@ organization (RLS WITH CHECK applies: bypass is switched off first).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import uuid
@@ -17,10 +18,9 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Table, and_, func, insert, or_, select, update
+from sqlalchemy import Select, String, Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.expression import CTE
 from sqlalchemy.types import TypeEngine
 
 from pytake_common.crypto import SecretBox
@@ -31,7 +31,7 @@ from pytake_common.ids import PYTAKE_NAMESPACE, contact_id_for, message_id_for_w
 from pytake_common.mechanics import outbox
 from pytake_common.outbox import CHANNEL as OUTBOX_CHANNEL
 from pytake_common.outbox import add_event, outbox_row
-from pytake_common.statements import bound_rows
+from pytake_common.statements import bound_rows, row_params
 from pytake_whatsapp_gateway.events import MessageReceived, MessageSent, MessageStatusUpdated
 from pytake_whatsapp_gateway.media import download_path
 from pytake_whatsapp_gateway.metrics import WEBHOOK_DELIVERIES
@@ -107,17 +107,13 @@ class WebhookIntake:
                 raise BadSignature("X-Hub-Signature-256 does not match the numbers' app secret")
             delivery_id = uuid.uuid4()
             # Not a tenant table (no RLS): written by the first tenant binding's statement.
-            raw = (
-                webhook_deliveries.insert()
-                .values(
-                    id=delivery_id,
-                    received_at=received_at,
-                    body_sha256=hashlib.sha256(body).hexdigest(),
-                    signature=signature[:100],
-                    body=payload,
-                )
-                .cte("raw_delivery")
-            )
+            raw = {
+                "delivery_id": delivery_id,
+                "received_at": received_at,
+                "body_sha256": hashlib.sha256(body).hexdigest(),
+                "signature": signature[:100],
+                "body": payload,
+            }
             created = await _record(session, delivery, known, of_wabas, delivery_id, raw)
         if delivery.skipped:
             log.warning(
@@ -130,6 +126,22 @@ class WebhookIntake:
         return "duplicate" if nothing_new else "accepted"
 
 
+_KNOWN_NUMBERS = select(
+    numbers.c.id,
+    numbers.c.organization_id,
+    numbers.c.phone_number_id,
+    numbers.c.waba_id,
+    numbers.c.display_phone_number,
+    numbers.c.app_secret_enc,
+).where(
+    or_(
+        numbers.c.phone_number_id.in_(bindparam("phone_number_ids", expanding=True)),
+        numbers.c.waba_id.in_(bindparam("waba_ids", expanding=True)),
+    ),
+    ACTIVE,
+)
+
+
 async def _known_numbers(
     session: AsyncSession, phone_number_ids: list[str], waba_ids: list[str]
 ) -> tuple[dict[str, KnownNumber], list[KnownNumber]]:
@@ -137,17 +149,7 @@ async def _known_numbers(
     if not phone_number_ids and not waba_ids:
         return {}, []
     rows = await session.execute(
-        select(
-            numbers.c.id,
-            numbers.c.organization_id,
-            numbers.c.phone_number_id,
-            numbers.c.waba_id,
-            numbers.c.display_phone_number,
-            numbers.c.app_secret_enc,
-        ).where(
-            or_(numbers.c.phone_number_id.in_(phone_number_ids), numbers.c.waba_id.in_(waba_ids)),
-            ACTIVE,
-        )
+        _KNOWN_NUMBERS, {"phone_number_ids": phone_number_ids, "waba_ids": waba_ids}
     )
     found = [KnownNumber(**row._mapping) for row in rows]
     by_phone = {n.phone_number_id: n for n in found if n.phone_number_id in phone_number_ids}
@@ -160,7 +162,7 @@ async def _record(
     known: dict[str, KnownNumber],
     of_wabas: list[KnownNumber],
     delivery_id: uuid.UUID,
-    raw: CTE,
+    raw: dict[str, Any],
 ) -> int:
     """Insert the raw delivery and the new messages/statuses/WABA changes, tenant by
     tenant; count the new ones."""
@@ -199,20 +201,42 @@ def _of(
     ]
 
 
+def _set_tenant() -> Select[Any]:
+    return select(
+        func.set_config(ORG_SETTING, bindparam("org", type_=String()), True),
+        func.set_config(BYPASS_SETTING, "off", True),
+    )
+
+
+# Built once (statement construction costs more client CPU than a loopback round trip).
+_BIND_TENANT = _set_tenant()
+_BIND_TENANT_WITH_DELIVERY = _set_tenant().add_cte(
+    webhook_deliveries.insert()
+    .values(
+        id=bindparam("delivery_id"),
+        received_at=bindparam("received_at"),
+        body_sha256=bindparam("body_sha256"),
+        signature=bindparam("signature"),
+        body=bindparam("body"),
+    )
+    .cte("raw_delivery")
+)
+
+
 async def _bind_tenant(
-    session: AsyncSession, organization_id: uuid.UUID, with_: CTE | None = None
+    session: AsyncSession, organization_id: uuid.UUID, raw: dict[str, Any] | None = None
 ) -> None:
     """Leave the cross-tenant lookup mode: RLS checks every following write.
 
-    ``with_`` (a write to a table without RLS) rides along in the same round trip.
+    ``raw`` (the delivery, whose table has no RLS) is inserted in the same round trip.
     """
     session.info["organization_id"] = organization_id
     session.info["bypass_rls"] = False
-    bind = select(
-        func.set_config(ORG_SETTING, str(organization_id), True),
-        func.set_config(BYPASS_SETTING, "off", True),
-    )
-    await session.execute(bind.add_cte(with_) if with_ is not None else bind)
+    org = {"org": str(organization_id)}
+    if raw is None:
+        await session.execute(_BIND_TENANT, org)
+    else:
+        await session.execute(_BIND_TENANT_WITH_DELIVERY, {**org, **raw})
 
 
 async def _record_messages(
@@ -264,8 +288,20 @@ async def _record_messages(
         events.append({"message_id": message_id, **outbox_row(event)})
     if not rows:
         return 0
-    # Compiled once per message count (bound_rows), not per delivery.
-    msg = bound_rows(_MESSAGE_TYPES, list(rows.values()), "message_rows")
+    statement = _messages_statement(len(rows), len(media_rows))
+    params = {
+        **row_params(_MESSAGE_TYPES, list(rows.values()), "m"),
+        **row_params(_EVENT_TYPES, events, "e"),
+        **row_params(_MEDIA_TYPES, media_rows, "f"),
+    }
+    return int(await session.scalar(statement, params) or 0)
+
+
+@functools.cache
+def _messages_statement(messages: int, media: int) -> Select[Any]:
+    """Insert ``messages`` messages (ON CONFLICT DO NOTHING), then ``media`` media rows and
+    the events of the inserted ones, and wake the relay; built once per shape."""
+    msg = bound_rows(_MESSAGE_TYPES, messages, "m")
     new = (
         pg_insert(inbound_messages)
         .from_select(
@@ -275,7 +311,7 @@ async def _record_messages(
         .returning(inbound_messages.c.id)
         .cte("new_messages")
     )
-    ev = bound_rows(_EVENT_TYPES, events, "event_rows")
+    ev = bound_rows(_EVENT_TYPES, messages, "e")
     staged = (
         insert(outbox)
         .from_select(
@@ -290,9 +326,9 @@ async def _record_messages(
         select(func.count()).select_from(new).scalar_subquery(),
         func.pg_notify(OUTBOX_CHANNEL, ""),
     ).add_cte(staged)
-    if media_rows:
-        md = bound_rows(_MEDIA_TYPES, media_rows, "media_rows")
-        media = (
+    if media:
+        md = bound_rows(_MEDIA_TYPES, media, "f")
+        statement = statement.add_cte(
             pg_insert(media_files)
             .from_select(
                 list(_MEDIA_TYPES),
@@ -303,8 +339,7 @@ async def _record_messages(
             .on_conflict_do_nothing()
             .cte("new_media")
         )
-        statement = statement.add_cte(media)
-    return int(await session.scalar(statement) or 0)
+    return statement
 
 
 def _types(table: Table, names: Iterable[str]) -> dict[str, TypeEngine[Any]]:
