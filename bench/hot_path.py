@@ -17,6 +17,9 @@ or other service in the way: the figures move with the statements the code
 sends, so they compare two versions of the code better than the whole-platform
 ``cpu_per_message.py`` does on a busy box (run both versions alternately).
 
+Each part runs in its own process (a second ``Database`` in one process would bind
+every transaction to its tenant twice: see pytake_common.db).
+
 Usage: python bench/hot_path.py [--n 2000]
 """
 
@@ -28,6 +31,8 @@ import contextlib
 import hashlib
 import hmac
 import json
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -225,15 +230,28 @@ async def handler(pg_url: str, postmaster: psutil.Process, n: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--part", choices=("intake", "handler"), help=argparse.SUPPRESS)
+    parser.add_argument("--pg-url", help=argparse.SUPPRESS)
+    parser.add_argument("--postmaster", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.part:  # one part per process: each Database() adds its tenant-binding listener
+        # to SQLAlchemy's global Session class, so a second one would bind twice
+        postmaster = psutil.Process(args.postmaster)
+        part = intake if args.part == "intake" else handler
+        asyncio.run(part(args.pg_url, postmaster, args.n))
+        return
     state = Path(tempfile.mkdtemp(prefix="pytake-hot-path-"))
     pg = EmbeddedPostgres(state / "pg")
     pg_url = pg.start()
     try:
-        postmaster = psutil.Process(int((pg.pgdata / "postmaster.pid").read_text().split()[0]))
-        print(f"Per inbound message, {args.n} messages one at a time, this process only:")
-        asyncio.run(intake(pg_url, postmaster, args.n))
-        asyncio.run(handler(pg_url, postmaster, args.n))
+        pid = int((pg.pgdata / "postmaster.pid").read_text().split()[0])
+        print(
+            f"Per inbound message, {args.n} messages one at a time (client: the driving process):"
+        )
+        for part in ("intake", "handler"):
+            argv = [sys.executable, __file__, "--part", part, "--n", str(args.n)]
+            argv += ["--pg-url", pg_url, "--postmaster", str(pid)]
+            subprocess.run(argv, check=True)
     finally:
         pg.stop()
 
