@@ -7,6 +7,7 @@ Every handler is idempotent against the same fact under another event id.
 """
 
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import Mapping
@@ -14,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, Field
-from sqlalchemy import DateTime, and_, bindparam, exists, func, literal, select, update
+from sqlalchemy import DateTime, Select, and_, bindparam, exists, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import CTE
@@ -168,29 +169,15 @@ async def _append_inbound(
     session: AsyncSession, org: uuid.UUID, data: MessageReceived, conversation: Row, created: bool
 ) -> None:
     reopened = conversation["status"] == RESOLVED
-    values: dict[str, Any] = {
-        "last_inbound_at": func.greatest(
-            func.coalesce(conversations.c.last_inbound_at, _ts(data.timestamp)),
-            _ts(data.timestamp),
-        ),
-        # the message's created_at: now(), the transaction's time
-        "last_message_at": func.greatest(conversations.c.last_message_at, func.now()),
-        "unread_count": conversations.c.unread_count + 1,
-    }
-    if data.wa_id:
-        values["wa_id"] = data.wa_id
-    if data.user_id:
-        values["user_id"] = data.user_id
     wakes = conversation["status"] in WAKES_ON_INBOUND
     # The common case (an open conversation) updates it in the insert's statement.
-    stored, updated = await _insert_message(
-        session, org, conversation["id"], data, None if wakes else values
-    )
+    stored, updated = await _insert_message(session, org, conversation["id"], data, not wakes)
     frames: list[tuple[str, dict[str, Any]]] = []
     row: Row
     if wakes:
         # The customer wrote: a resolved conversation reopens, a pending (snoozed or
         # waiting-for-customer) one wakes up.
+        values = _conversation_values(_ts(data.timestamp), data.wa_id, data.user_id)
         row = await change_status(session, org, conversation, OPEN, by=None, extra=values)
     else:
         assert updated is not None
@@ -246,61 +233,104 @@ _PROFILE_NAME: CTE = (
 )
 
 
+def _conversation_values(timestamp: Any, wa_id: Any, user_id: Any) -> dict[str, Any]:
+    """What an inbound message changes in its conversation (values or bound parameters)."""
+    values: dict[str, Any] = {
+        # GREATEST ignores NULLs: the first inbound message sets it
+        "last_inbound_at": func.greatest(conversations.c.last_inbound_at, timestamp),
+        # the message's created_at: now(), the transaction's time
+        "last_message_at": func.greatest(conversations.c.last_message_at, func.now()),
+        "unread_count": conversations.c.unread_count + 1,
+    }
+    if wa_id is not None:
+        values["wa_id"] = wa_id
+    if user_id is not None:
+        values["user_id"] = user_id
+    return values
+
+
 async def _insert_message(
     session: AsyncSession,
     org: uuid.UUID,
     conversation_id: uuid.UUID,
     data: MessageReceived,
-    conversation_values: dict[str, Any] | None,
+    update_conversation: bool,
 ) -> tuple[Row, Row | None]:
-    """Store the message (raise :class:`_AlreadyStored` if it is not new) and, given
-    ``conversation_values``, update its (locked) conversation in the same statement
-    when the message was new; the stored message and updated conversation rows."""
+    """Store the message (raise :class:`_AlreadyStored` if it is not new) and, if
+    ``update_conversation``, update its (locked) conversation in the same statement when
+    the message was new; the stored message and updated conversation rows."""
+    statement = _insert_message_statement(update_conversation, bool(data.wa_id), bool(data.user_id))
+    params = {
+        "message_id": data.message_id,
+        "org": org,
+        "conversation_id": conversation_id,
+        "message_type": data.type,
+        "message_text": data.text,
+        "message_content": data.content,
+        "message_wamid": data.wamid,
+        "message_context_wamid": data.context.id if data.context else None,
+        "status_at": data.timestamp,
+        "meta_timestamp": data.timestamp,
+        "inbound_at": data.timestamp,
+        "conversation_wa_id": data.wa_id,
+        "conversation_user_id": data.user_id,
+        "conversation_key": conversation_id,
+        "conversation_org": org,
+    }
+    found = (await session.execute(statement, params)).mappings().first()
+    if found is None:
+        raise _AlreadyStored
+    stored = {c.name: found[f"m_{c.name}"] for c in messages.c}
+    if not update_conversation:
+        return stored, None
+    return stored, {c.name: found[f"c_{c.name}"] for c in conversations.c}
+
+
+@functools.cache
+def _insert_message_statement(update_conversation: bool, wa_id: bool, user_id: bool) -> Select[Any]:
+    """Built once per shape (construction costs more client CPU than the round trip);
+    every parameter is used once."""
     new = (
         pg_insert(messages)
         .values(
-            id=data.message_id,
-            organization_id=org,
-            conversation_id=conversation_id,
+            id=bindparam("message_id"),
+            organization_id=bindparam("org"),
+            conversation_id=bindparam("conversation_id"),
             direction=INBOUND,
-            type=data.type,
-            text=data.text,
-            content=data.content,
-            wamid=data.wamid,
-            context_wamid=data.context.id if data.context else None,
+            type=bindparam("message_type"),
+            text=bindparam("message_text"),
+            content=bindparam("message_content"),
+            wamid=bindparam("message_wamid"),
+            context_wamid=bindparam("message_context_wamid"),
             status=RECEIVED,
-            status_at=data.timestamp,
-            meta_timestamp=data.timestamp,
+            status_at=bindparam("status_at"),
+            meta_timestamp=bindparam("meta_timestamp"),
         )
         .on_conflict_do_nothing()  # same id, or same wamid in this organization
         .returning(*messages.c)
         .cte("new_message")
     )
     columns = [new.c[c.name].label(f"m_{c.name}") for c in messages.c]
-    statement = select(*columns)
-    if conversation_values is not None:
-        changed = (
-            update(conversations)
-            .where(
-                conversations.c.id == conversation_id,
-                conversations.c.organization_id == org,
-                exists(select(new.c.id)),
-            )
-            .values(updated_at=func.now(), **conversation_values)
-            .returning(*conversations.c)
-            .cte("changed_conversation")
+    if not update_conversation:
+        return select(*columns).select_from(new)
+    values = _conversation_values(
+        bindparam("inbound_at", type_=DateTime(timezone=True)),
+        bindparam("conversation_wa_id", type_=conversations.c.wa_id.type) if wa_id else None,
+        bindparam("conversation_user_id", type_=conversations.c.user_id.type) if user_id else None,
+    )
+    changed = (
+        update(conversations)
+        .where(
+            conversations.c.id == bindparam("conversation_key"),
+            conversations.c.organization_id == bindparam("conversation_org"),
+            exists(select(new.c.id)),
         )
-        columns += [changed.c[c.name].label(f"c_{c.name}") for c in conversations.c]
-        statement = select(*columns).select_from(new.outerjoin(changed, literal(True)))
-    else:
-        statement = statement.select_from(new)
-    found = (await session.execute(statement)).mappings().first()
-    if found is None:
-        raise _AlreadyStored
-    stored = {c.name: found[f"m_{c.name}"] for c in messages.c}
-    if conversation_values is None:
-        return stored, None
-    return stored, {c.name: found[f"c_{c.name}"] for c in conversations.c}
+        .values(updated_at=func.now(), **values)
+        .returning(*conversations.c)
+        .cte("changed_conversation")
+    )
+    columns += [changed.c[c.name].label(f"c_{c.name}") for c in conversations.c]
+    return select(*columns).select_from(new.outerjoin(changed, literal(True)))
 
 
 async def _lock_active(session: AsyncSession, org: uuid.UUID, data: MessageReceived) -> Row | None:
