@@ -21,9 +21,10 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import bindparam, delete, func, insert, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.expression import CTE
 
 from pytake_common.db import Database
 from pytake_common.events import CloudEvent
@@ -39,19 +40,32 @@ CHANNEL = "pytake_outbox"
 BACKLOG_INTERVAL_S = 5.0
 
 
+def outbox_row(event: CloudEvent) -> dict[str, Any]:
+    """The ``outbox`` columns staging ``event`` (for callers that build their own insert,
+    e.g. one merged with the change it describes; they must also ``pg_notify(CHANNEL)``)."""
+    return {
+        "event_id": event.id,
+        "topic": event.topic,
+        "key": event.subject,
+        "event": event.model_dump(mode="json"),
+        "headers": inject_headers(),
+    }
+
+
+#: ``outbox_row(event)`` staged as a data-modifying CTE that also wakes the relay (at
+#: commit), to ride in the statement of the change it describes (PostgreSQL runs it even
+#: unreferenced). Built once; execute with ``outbox_row(event)`` as parameters.
+STAGED_EVENT: CTE = (
+    insert(outbox)
+    .values({name: bindparam(name) for name in ("event_id", "topic", "key", "event", "headers")})
+    .returning(func.pg_notify(CHANNEL, ""))
+    .cte("staged_event")
+)
+
+
 async def add_event(session: AsyncSession, event: CloudEvent) -> None:
     """Stage ``event`` in the caller's transaction; it is published only if that commits."""
-    staged = (
-        insert(outbox)
-        .values(
-            event_id=event.id,
-            topic=event.topic,
-            key=event.subject,
-            event=event.model_dump(mode="json"),
-            headers=inject_headers(),
-        )
-        .cte("staged")
-    )
+    staged = insert(outbox).values(**outbox_row(event)).cte("staged")
     # One round trip: the insert (a data-modifying CTE always runs) and the wake-up,
     # which PostgreSQL delivers at commit (and drops if a savepoint around it rolls back).
     await session.execute(select(func.pg_notify(CHANNEL, "")).add_cte(staged))

@@ -6,19 +6,23 @@ conversation (opening or reopening one); ``message.sent`` / ``message.failed`` /
 Every handler is idempotent against the same fact under another event id.
 """
 
+import contextlib
+import functools
 import logging
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, Field
-from sqlalchemy import DateTime, and_, exists, func, literal, select, update
+from sqlalchemy import DateTime, Select, and_, bindparam, exists, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.expression import CTE
 
 from pytake_common.consumer import Handler, PermanentError
 from pytake_common.events import CloudEvent
+from pytake_common.outbox import STAGED_EVENT, outbox_row
 from pytake_conversations.domain import (
     ACTIVE,
     FAILED,
@@ -32,15 +36,17 @@ from pytake_conversations.domain import (
 )
 from pytake_conversations.events import ConversationOpened, MessageAppended, MessageStatusChanged
 from pytake_conversations.inbox import (
+    Row,
     auto_assign,
     change_status,
+    conversation_data,
     emit,
-    push_conversation,
     push_message,
-    update_conversation,
 )
 from pytake_conversations.replicas import REPLICA_HANDLERS
+from pytake_conversations.stream import publish_many
 from pytake_conversations.tables import contact_replicas, conversations, messages
+from pytake_conversations.views import Message
 
 log = logging.getLogger(__name__)
 
@@ -140,71 +146,47 @@ class _AlreadyStored(Exception):
 async def on_message_received(session: AsyncSession, event: CloudEvent) -> None:
     data = event.parse_data(MessageReceived)
     org = _tenant(event, data.organization_id)
+    conversation = await _lock_active(session, org, data)
+    if conversation is not None:
+        # The common case needs no savepoint: nothing is written before the message
+        # insert (on its id, or its wamid in this organization) decides whether the
+        # message is new, and that statement touches the conversation only if it is.
+        with contextlib.suppress(_AlreadyStored):
+            await _append_inbound(session, org, data, conversation, created=False)
+        return
     try:
-        # The message insert (on its id, or its wamid in this organization) decides
-        # whether the message is new; in a savepoint, so that the same message under
-        # another event id, or a concurrent delivery that won the insert, leaves no
-        # trace of this one (no conversation opened, no events). No lookup first: a
-        # new message, the common case, costs one statement less.
+        # A conversation is opened first: in a savepoint, so that the same message
+        # under another event id, or a concurrent delivery that won the insert, leaves
+        # no trace of this one (no conversation opened, no events).
         async with session.begin_nested():
-            await _append_inbound(session, org, data)
+            conversation, created = await _open_conversation(session, org, data)
+            await _append_inbound(session, org, data, conversation, created)
     except _AlreadyStored:
         return
 
 
-async def _append_inbound(session: AsyncSession, org: uuid.UUID, data: MessageReceived) -> None:
-    conversation, created = await _active_conversation(session, org, data)
-    stored = (
-        (
-            await session.execute(
-                pg_insert(messages)
-                .values(
-                    id=data.message_id,
-                    organization_id=org,
-                    conversation_id=conversation["id"],
-                    direction=INBOUND,
-                    type=data.type,
-                    text=data.text,
-                    content=data.content,
-                    wamid=data.wamid,
-                    context_wamid=data.context.id if data.context else None,
-                    status=RECEIVED,
-                    status_at=data.timestamp,
-                    meta_timestamp=data.timestamp,
-                )
-                .on_conflict_do_nothing()  # same id, or same wamid in this organization
-                .returning(*messages.c)
-            )
-        )
-        .mappings()
-        .first()
-    )
-    if stored is None:
-        raise _AlreadyStored
+async def _append_inbound(
+    session: AsyncSession, org: uuid.UUID, data: MessageReceived, conversation: Row, created: bool
+) -> None:
     reopened = conversation["status"] == RESOLVED
-    values: dict[str, Any] = {
-        "last_inbound_at": func.greatest(
-            func.coalesce(conversations.c.last_inbound_at, _ts(data.timestamp)),
-            _ts(data.timestamp),
-        ),
-        "last_message_at": func.greatest(
-            conversations.c.last_message_at, _ts(stored["created_at"])
-        ),
-        "unread_count": conversations.c.unread_count + 1,
-    }
-    if data.wa_id:
-        values["wa_id"] = data.wa_id
-    if data.user_id:
-        values["user_id"] = data.user_id
-    if conversation["status"] in WAKES_ON_INBOUND:
+    wakes = conversation["status"] in WAKES_ON_INBOUND
+    # The common case (an open conversation) updates it in the insert's statement.
+    stored, updated = await _insert_message(session, org, conversation["id"], data, not wakes)
+    frames: list[tuple[str, dict[str, Any]]] = []
+    row: Row
+    if wakes:
         # The customer wrote: a resolved conversation reopens, a pending (snoozed or
         # waiting-for-customer) one wakes up.
+        values = _conversation_values(_ts(data.timestamp), data.wa_id, data.user_id)
         row = await change_status(session, org, conversation, OPEN, by=None, extra=values)
     else:
-        row = await update_conversation(session, org, conversation["id"], **values)
+        assert updated is not None
+        row = updated
         kind = "conversation.created" if created else "conversation.updated"
-        await push_conversation(session, org, row, kind)
+        frames.append((kind, {"conversation": conversation_data(row)}))
     if created:
+        await publish_many(session, org, frames)  # before the assignment's own frames
+        frames = []
         row = await auto_assign(session, org, row)
     if created or reopened:
         opened = ConversationOpened(
@@ -224,44 +206,164 @@ async def _append_inbound(session: AsyncSession, org: uuid.UUID, data: MessageRe
         type=data.type,
         created_at=stored["created_at"],
     )
-    await emit(session, appended, data.message_id, org)
-    await push_message(session, org, stored, "message.created")
+    frames.append(("message.created", {"message": Message.of(stored).model_dump(mode="json")}))
+    event = CloudEvent.of(appended, service=SERVICE, subject=data.message_id, tenant_id=org)
+    also: list[tuple[CTE, Mapping[str, Any]]] = [(STAGED_EVENT, outbox_row(event))]
     if data.profile_name:
-        await session.execute(
-            pg_insert(contact_replicas)
-            .values(id=data.contact_id, organization_id=org, name=data.profile_name)
-            .on_conflict_do_nothing()  # contacts' own events own the name once known
+        also.append(
+            (
+                _PROFILE_NAME,
+                {"contact_id": data.contact_id, "contact_org": org, "name": data.profile_name},
+            )
         )
+    # The stream frames, the Kafka event and the profile name: one round trip.
+    await publish_many(session, org, frames, with_=also)
 
 
-async def _active_conversation(
+#: The customer's WhatsApp profile name, unless contacts' own events gave one already.
+_PROFILE_NAME: CTE = (
+    pg_insert(contact_replicas)
+    .values(
+        id=bindparam("contact_id"),
+        organization_id=bindparam("contact_org"),
+        name=bindparam("name"),
+    )
+    .on_conflict_do_nothing()
+    .cte("profile_name")
+)
+
+
+def _conversation_values(timestamp: Any, wa_id: Any, user_id: Any) -> dict[str, Any]:
+    """What an inbound message changes in its conversation (values or bound parameters)."""
+    values: dict[str, Any] = {
+        # GREATEST ignores NULLs: the first inbound message sets it
+        "last_inbound_at": func.greatest(conversations.c.last_inbound_at, timestamp),
+        # the message's created_at: now(), the transaction's time
+        "last_message_at": func.greatest(conversations.c.last_message_at, func.now()),
+        "unread_count": conversations.c.unread_count + 1,
+    }
+    if wa_id is not None:
+        values["wa_id"] = wa_id
+    if user_id is not None:
+        values["user_id"] = user_id
+    return values
+
+
+async def _insert_message(
+    session: AsyncSession,
+    org: uuid.UUID,
+    conversation_id: uuid.UUID,
+    data: MessageReceived,
+    update_conversation: bool,
+) -> tuple[Row, Row | None]:
+    """Store the message (raise :class:`_AlreadyStored` if it is not new) and, if
+    ``update_conversation``, update its (locked) conversation in the same statement when
+    the message was new; the stored message and updated conversation rows."""
+    statement = _insert_message_statement(update_conversation, bool(data.wa_id), bool(data.user_id))
+    params = {
+        "message_id": data.message_id,
+        "org": org,
+        "conversation_id": conversation_id,
+        "message_type": data.type,
+        "message_text": data.text,
+        "message_content": data.content,
+        "message_wamid": data.wamid,
+        "message_context_wamid": data.context.id if data.context else None,
+        "status_at": data.timestamp,
+        "meta_timestamp": data.timestamp,
+        "inbound_at": data.timestamp,
+        "conversation_wa_id": data.wa_id,
+        "conversation_user_id": data.user_id,
+        "conversation_key": conversation_id,
+        "conversation_org": org,
+    }
+    found = (await session.execute(statement, params)).mappings().first()
+    if found is None:
+        raise _AlreadyStored
+    stored = {c.name: found[f"m_{c.name}"] for c in messages.c}
+    if not update_conversation:
+        return stored, None
+    return stored, {c.name: found[f"c_{c.name}"] for c in conversations.c}
+
+
+@functools.cache
+def _insert_message_statement(update_conversation: bool, wa_id: bool, user_id: bool) -> Select[Any]:
+    """Built once per shape (construction costs more client CPU than the round trip);
+    every parameter is used once."""
+    new = (
+        pg_insert(messages)
+        .values(
+            id=bindparam("message_id"),
+            organization_id=bindparam("org"),
+            conversation_id=bindparam("conversation_id"),
+            direction=INBOUND,
+            type=bindparam("message_type"),
+            text=bindparam("message_text"),
+            content=bindparam("message_content"),
+            wamid=bindparam("message_wamid"),
+            context_wamid=bindparam("message_context_wamid"),
+            status=RECEIVED,
+            status_at=bindparam("status_at"),
+            meta_timestamp=bindparam("meta_timestamp"),
+        )
+        .on_conflict_do_nothing()  # same id, or same wamid in this organization
+        .returning(*messages.c)
+        .cte("new_message")
+    )
+    columns = [new.c[c.name].label(f"m_{c.name}") for c in messages.c]
+    if not update_conversation:
+        return select(*columns).select_from(new)
+    values = _conversation_values(
+        bindparam("inbound_at", type_=DateTime(timezone=True)),
+        bindparam("conversation_wa_id", type_=conversations.c.wa_id.type) if wa_id else None,
+        bindparam("conversation_user_id", type_=conversations.c.user_id.type) if user_id else None,
+    )
+    changed = (
+        update(conversations)
+        .where(
+            conversations.c.id == bindparam("conversation_key"),
+            conversations.c.organization_id == bindparam("conversation_org"),
+            exists(select(new.c.id)),
+        )
+        .values(updated_at=func.now(), **values)
+        .returning(*conversations.c)
+        .cte("changed_conversation")
+    )
+    columns += [changed.c[c.name].label(f"c_{c.name}") for c in conversations.c]
+    return select(*columns).select_from(new.outerjoin(changed, literal(True)))
+
+
+async def _lock_active(session: AsyncSession, org: uuid.UUID, data: MessageReceived) -> Row | None:
+    """The contact's active conversation on this number, locked; None if there is none."""
+    return (
+        (
+            await session.execute(
+                select(conversations)
+                .where(
+                    conversations.c.organization_id == org,
+                    conversations.c.contact_id == data.contact_id,
+                    conversations.c.number_id == data.number_id,
+                    conversations.c.status.in_(ACTIVE),
+                )
+                .with_for_update()
+            )
+        )
+        .mappings()
+        .first()
+    )
+
+
+async def _open_conversation(
     session: AsyncSession, org: uuid.UUID, data: MessageReceived
-) -> tuple[RowMapping, bool]:
-    """Lock the contact's active conversation on this number, opening one if none.
+) -> tuple[Row, bool]:
+    """Open the contact's conversation on this number (none was active), or lock the
+    one a concurrent delivery opened meanwhile.
 
     Race-safe: two deliveries for the same contact meet on the partial unique index
     (one active conversation per organization, contact and number); the loser's
     insert does nothing and it locks the winner's row instead.
     """
     for _ in range(5):
-        row = (
-            (
-                await session.execute(
-                    select(conversations)
-                    .where(
-                        conversations.c.organization_id == org,
-                        conversations.c.contact_id == data.contact_id,
-                        conversations.c.number_id == data.number_id,
-                        conversations.c.status.in_(ACTIVE),
-                    )
-                    .with_for_update()
-                )
-            )
-            .mappings()
-            .first()
-        )
-        if row is not None:
-            return row, False
         created = (
             (
                 await session.execute(
@@ -285,6 +387,9 @@ async def _active_conversation(
         )
         if created is not None:
             return created, True
+        row = await _lock_active(session, org, data)
+        if row is not None:
+            return row, False
     raise RuntimeError(f"could not open a conversation for contact {data.contact_id}")
 
 
@@ -361,7 +466,7 @@ async def apply_status(
     return moved
 
 
-async def _lock_message(session: AsyncSession, org: uuid.UUID, match: Any) -> RowMapping | None:
+async def _lock_message(session: AsyncSession, org: uuid.UUID, match: Any) -> Row | None:
     return (
         (
             await session.execute(

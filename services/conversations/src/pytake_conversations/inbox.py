@@ -5,6 +5,7 @@ Helpers here run inside the caller's transaction and never commit.
 """
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +31,8 @@ from pytake_conversations.tables import conversations, departments, user_replica
 from pytake_conversations.views import Conversation, Message
 
 SERVICE = "conversations"
+#: A conversation (or department, message) row: as read, or as a merged statement returned it.
+Row = Mapping[Any, Any]
 #: Roles that work conversations (viewers only read).
 WORKING_ROLES = ("super_admin", "org_admin", "agent")
 
@@ -42,17 +45,17 @@ async def emit(
     )
 
 
-def conversation_data(row: RowMapping) -> dict[str, Any]:
+def conversation_data(row: Row) -> dict[str, Any]:
     return Conversation.of(row).model_dump(mode="json")
 
 
 async def push_conversation(
-    session: AsyncSession, org: uuid.UUID, row: RowMapping, type_: str, **extra: Any
+    session: AsyncSession, org: uuid.UUID, row: Row, type_: str, **extra: Any
 ) -> None:
     await publish(session, org, type_, {"conversation": conversation_data(row), **extra})
 
 
-async def push_message(session: AsyncSession, org: uuid.UUID, row: RowMapping, type_: str) -> None:
+async def push_message(session: AsyncSession, org: uuid.UUID, row: Row, type_: str) -> None:
     await publish(session, org, type_, {"message": Message.of(row).model_dump(mode="json")})
 
 
@@ -76,7 +79,7 @@ async def update_conversation(
 async def change_status(
     session: AsyncSession,
     org: uuid.UUID,
-    conv: RowMapping,
+    conv: Row,
     new: str,
     *,
     by: uuid.UUID | None,
@@ -123,12 +126,12 @@ async def change_status(
 async def set_assignment(
     session: AsyncSession,
     org: uuid.UUID,
-    conv: RowMapping,
+    conv: Row,
     *,
     assignee_id: uuid.UUID | None,
     department_id: uuid.UUID | None,
     by: uuid.UUID | None,
-) -> RowMapping:
+) -> Row:
     """Store who handles the conversation and say so (Kafka + stream) if it changed."""
     if (conv["assignee_id"], conv["department_id"]) == (assignee_id, department_id):
         return conv
@@ -214,7 +217,7 @@ async def route_department(
     return None
 
 
-async def pick_agent(session: AsyncSession, org: uuid.UUID, dept: RowMapping) -> uuid.UUID | None:
+async def pick_agent(session: AsyncSession, org: uuid.UUID, dept: Row) -> uuid.UUID | None:
     """Round-robin among the department's active agents with room under the cap."""
     members: list[uuid.UUID] = list(dept["member_ids"])
     if not members:
@@ -259,7 +262,7 @@ async def pick_agent(session: AsyncSession, org: uuid.UUID, dept: RowMapping) ->
     return None
 
 
-async def auto_assign(session: AsyncSession, org: uuid.UUID, conv: RowMapping) -> RowMapping:
+async def auto_assign(session: AsyncSession, org: uuid.UUID, conv: Row) -> Row:
     """Route a new conversation: its department, then an agent by round-robin if configured."""
     dept = await route_department(session, org, conv["number_id"])
     if dept is None:

@@ -15,21 +15,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Container
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import Select, bindparam, case, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.expression import CTE
 
 from pytake_common.db import Database
 from pytake_common.outbox import plain_dsn
+from pytake_common.statements import bound_rows, row_params
 from pytake_conversations.tables import stream_events
 
 log = logging.getLogger(__name__)
@@ -45,29 +48,68 @@ NOTIFY_MAX_BYTES = 7900
 
 async def publish(session: AsyncSession, org: uuid.UUID, type_: str, data: dict[str, Any]) -> int:
     """Record a stream event in the caller's transaction; delivered when it commits."""
-    event_id = await session.scalar(
+    [event_id] = await publish_many(session, org, [(type_, data)])
+    return event_id
+
+
+async def publish_many(
+    session: AsyncSession,
+    org: uuid.UUID,
+    frames: Sequence[tuple[str, dict[str, Any]]],
+    *,
+    with_: Sequence[tuple[CTE, Mapping[str, Any]]] = (),
+) -> list[int]:
+    """Record ``frames`` (type, data) in order and NOTIFY each: ONE statement.
+
+    The notification is built by PostgreSQL from the inserted row (the id is only known
+    there). ``with_`` are other writes of the caller's change, each a data-modifying CTE
+    built once with bound parameters and its parameters (e.g. ``outbox.STAGED_EVENT``),
+    that ride in the same round trip.
+    """
+    statement = _publish_statement(len(frames), tuple(cte for cte, _ in with_))
+    params: dict[str, Any] = {"org": org}
+    params.update(row_params(_FRAME_TYPES, [{"type": t, "data": d} for t, d in frames], "s"))
+    for _, values in with_:
+        params.update(values)
+    return [int(i) for i in (await session.execute(statement, params)).scalars()]
+
+
+@functools.cache
+def _publish_statement(frames: int, with_: tuple[CTE, ...]) -> Select[Any]:
+    rows = bound_rows(_FRAME_TYPES, frames, "s")
+    new = (
         stream_events.insert()
-        .values(organization_id=org, type=type_, data=data)
-        .returning(stream_events.c.id)
+        .from_select(
+            ["organization_id", "type", "data"],
+            # ids in the frames' order (the sort runs before the identity's nextval)
+            select(
+                bindparam("org", type_=stream_events.c.organization_id.type),
+                rows.c.type,
+                rows.c.data,
+            ).order_by(rows.c.ord),
+        )
+        .returning(
+            stream_events.c.id,
+            stream_events.c.organization_id,
+            stream_events.c.type,
+            stream_events.c.data,
+        )
+        .cte("new_frames")
     )
-    assert event_id is not None
-    await session.execute(
-        text("SELECT pg_notify(:channel, :payload)"),
-        {"channel": CHANNEL, "payload": notify_payload(org, int(event_id), type_, data)},
+    head = func.concat(new.c.organization_id, ":", new.c.id)
+    full = func.concat(
+        head,
+        ":",
+        func.json_build_object("id", new.c.id, "type", new.c.type, "data", new.c.data),
     )
-    return int(event_id)
+    payload = case((func.octet_length(full) < NOTIFY_MAX_BYTES, full), else_=head)
+    statement = select(new.c.id, func.pg_notify(CHANNEL, payload)).order_by(new.c.id)
+    for cte in with_:
+        statement = statement.add_cte(cte)
+    return statement
 
 
-def notify_payload(org: uuid.UUID, event_id: int, type_: str, data: dict[str, Any]) -> str:
-    head = f"{org}:{event_id}"
-    body = json.dumps(
-        {"id": event_id, "type": type_, "data": data},
-        separators=(",", ":"),
-        ensure_ascii=False,
-        default=str,
-    )
-    payload = f"{head}:{body}"
-    return payload if len(payload.encode()) < NOTIFY_MAX_BYTES else head
+_FRAME_TYPES = {"type": stream_events.c.type.type, "data": stream_events.c.data.type}
 
 
 def parse_payload(

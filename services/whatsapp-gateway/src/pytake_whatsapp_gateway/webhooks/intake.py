@@ -10,23 +10,28 @@ organization (RLS WITH CHECK applies: bypass is switched off first).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy import Select, String, Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.types import TypeEngine
 
 from pytake_common.crypto import SecretBox
 from pytake_common.db import BYPASS_SETTING, ORG_SETTING, Database
 from pytake_common.errors import DomainError
 from pytake_common.events import CloudEvent
 from pytake_common.ids import PYTAKE_NAMESPACE, contact_id_for, message_id_for_wamid
-from pytake_common.outbox import add_event
+from pytake_common.mechanics import outbox
+from pytake_common.outbox import CHANNEL as OUTBOX_CHANNEL
+from pytake_common.outbox import add_event, outbox_row
+from pytake_common.statements import bound_rows, row_params
 from pytake_whatsapp_gateway.events import MessageReceived, MessageSent, MessageStatusUpdated
 from pytake_whatsapp_gateway.media import download_path
 from pytake_whatsapp_gateway.metrics import WEBHOOK_DELIVERIES
@@ -101,16 +106,15 @@ class WebhookIntake:
             if not is_authentic(body, digest, list(named.values()), self.box, self.platform_secret):
                 raise BadSignature("X-Hub-Signature-256 does not match the numbers' app secret")
             delivery_id = uuid.uuid4()
-            await session.execute(
-                webhook_deliveries.insert().values(
-                    id=delivery_id,
-                    received_at=received_at,
-                    body_sha256=hashlib.sha256(body).hexdigest(),
-                    signature=signature[:100],
-                    body=payload,
-                )
-            )
-            created = await _record(session, delivery, known, of_wabas, delivery_id)
+            # Not a tenant table (no RLS): written by the first tenant binding's statement.
+            raw = {
+                "delivery_id": delivery_id,
+                "received_at": received_at,
+                "body_sha256": hashlib.sha256(body).hexdigest(),
+                "signature": signature[:100],
+                "body": payload,
+            }
+            created = await _record(session, delivery, known, of_wabas, delivery_id, raw)
         if delivery.skipped:
             log.warning(
                 "webhook elements without an id or sender skipped",
@@ -122,6 +126,22 @@ class WebhookIntake:
         return "duplicate" if nothing_new else "accepted"
 
 
+_KNOWN_NUMBERS = select(
+    numbers.c.id,
+    numbers.c.organization_id,
+    numbers.c.phone_number_id,
+    numbers.c.waba_id,
+    numbers.c.display_phone_number,
+    numbers.c.app_secret_enc,
+).where(
+    or_(
+        numbers.c.phone_number_id.in_(bindparam("phone_number_ids", expanding=True)),
+        numbers.c.waba_id.in_(bindparam("waba_ids", expanding=True)),
+    ),
+    ACTIVE,
+)
+
+
 async def _known_numbers(
     session: AsyncSession, phone_number_ids: list[str], waba_ids: list[str]
 ) -> tuple[dict[str, KnownNumber], list[KnownNumber]]:
@@ -129,17 +149,7 @@ async def _known_numbers(
     if not phone_number_ids and not waba_ids:
         return {}, []
     rows = await session.execute(
-        select(
-            numbers.c.id,
-            numbers.c.organization_id,
-            numbers.c.phone_number_id,
-            numbers.c.waba_id,
-            numbers.c.display_phone_number,
-            numbers.c.app_secret_enc,
-        ).where(
-            or_(numbers.c.phone_number_id.in_(phone_number_ids), numbers.c.waba_id.in_(waba_ids)),
-            ACTIVE,
-        )
+        _KNOWN_NUMBERS, {"phone_number_ids": phone_number_ids, "waba_ids": waba_ids}
     )
     found = [KnownNumber(**row._mapping) for row in rows]
     by_phone = {n.phone_number_id: n for n in found if n.phone_number_id in phone_number_ids}
@@ -152,12 +162,14 @@ async def _record(
     known: dict[str, KnownNumber],
     of_wabas: list[KnownNumber],
     delivery_id: uuid.UUID,
+    raw: dict[str, Any],
 ) -> int:
-    """Insert the new messages/statuses/WABA changes, tenant by tenant; count them."""
+    """Insert the raw delivery and the new messages/statuses/WABA changes, tenant by
+    tenant; count the new ones."""
     created = 0
     tenants = [n.organization_id for n in [*known.values(), *of_wabas]]
-    for organization_id in dict.fromkeys(tenants):
-        await _bind_tenant(session, organization_id)
+    for i, organization_id in enumerate(dict.fromkeys(tenants)):
+        await _bind_tenant(session, organization_id, raw if i == 0 else None)
         for change in delivery.waba_changes:
             mine = [
                 n
@@ -168,10 +180,9 @@ async def _record(
                 created += await record_waba_change(
                     session, change, organization_id, mine, delivery_id
                 )
-        for message in _of(delivery.messages, known, organization_id):
-            created += await _record_message(
-                session, message, known[message.phone_number_id], delivery_id
-            )
+        created += await _record_messages(
+            session, _of(delivery.messages, known, organization_id), known, delivery_id
+        )
         for status in _of(delivery.statuses, known, organization_id):
             created += await _record_status(
                 session, status, known[status.phone_number_id], delivery_id
@@ -190,58 +201,177 @@ def _of(
     ]
 
 
-async def _bind_tenant(session: AsyncSession, organization_id: uuid.UUID) -> None:
-    """Leave the cross-tenant lookup mode: RLS checks every following write."""
-    session.info["organization_id"] = organization_id
-    session.info["bypass_rls"] = False
-    await session.execute(
-        text("SELECT set_config(:org_key, :org, true), set_config(:bypass_key, 'off', true)"),
-        {"org_key": ORG_SETTING, "org": str(organization_id), "bypass_key": BYPASS_SETTING},
+def _set_tenant() -> Select[Any]:
+    return select(
+        func.set_config(ORG_SETTING, bindparam("org", type_=String()), True),
+        func.set_config(BYPASS_SETTING, "off", True),
     )
 
 
-async def _record_message(
-    session: AsyncSession, message: InboundMessage, number: KnownNumber, delivery_id: uuid.UUID
+# Built once (statement construction costs more client CPU than a loopback round trip).
+_BIND_TENANT = _set_tenant()
+_BIND_TENANT_WITH_DELIVERY = _set_tenant().add_cte(
+    webhook_deliveries.insert()
+    .values(
+        id=bindparam("delivery_id"),
+        received_at=bindparam("received_at"),
+        body_sha256=bindparam("body_sha256"),
+        signature=bindparam("signature"),
+        body=bindparam("body"),
+    )
+    .cte("raw_delivery")
+)
+
+
+async def _bind_tenant(
+    session: AsyncSession, organization_id: uuid.UUID, raw: dict[str, Any] | None = None
+) -> None:
+    """Leave the cross-tenant lookup mode: RLS checks every following write.
+
+    ``raw`` (the delivery, whose table has no RLS) is inserted in the same round trip.
+    """
+    session.info["organization_id"] = organization_id
+    session.info["bypass_rls"] = False
+    org = {"org": str(organization_id)}
+    if raw is None:
+        await session.execute(_BIND_TENANT, org)
+    else:
+        await session.execute(_BIND_TENANT_WITH_DELIVERY, {**org, **raw})
+
+
+async def _record_messages(
+    session: AsyncSession,
+    batch: list[InboundMessage],
+    known: dict[str, KnownNumber],
+    delivery_id: uuid.UUID,
 ) -> int:
-    org = number.organization_id
-    message_id = message_id_for_wamid(message.phone_number_id, message.wamid)
-    contact_id = contact_id_for(org, message.wa_id, message.user_id)
-    inserted = (
-        await session.execute(
-            pg_insert(inbound_messages)
-            .values(
-                id=message_id,
-                organization_id=org,
-                number_id=number.id,
-                phone_number_id=message.phone_number_id,
-                wamid=message.wamid,
-                contact_id=contact_id,
-                type=message.type[:60],
-                delivery_id=delivery_id,
-                sent_at=message.timestamp,
+    """Insert one tenant's messages, their media rows and their events: ONE statement.
+
+    The insert (ON CONFLICT DO NOTHING: same id or same wamid on the number) returns
+    the new messages only; the media rows and events are written for those, so Meta's
+    redelivery adds nothing. The wake-up of the outbox relay rides along.
+    """
+    rows: dict[uuid.UUID, dict[str, Any]] = {}
+    media_rows: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    for message in batch:
+        number = known[message.phone_number_id]
+        message_id = message_id_for_wamid(message.phone_number_id, message.wamid)
+        if message_id in rows:
+            continue  # the same message twice in one delivery
+        contact_id = contact_id_for(number.organization_id, message.wa_id, message.user_id)
+        rows[message_id] = {
+            "id": message_id,
+            "organization_id": number.organization_id,
+            "number_id": number.id,
+            "phone_number_id": message.phone_number_id,
+            "wamid": message.wamid,
+            "contact_id": contact_id,
+            "type": message.type[:60],
+            "delivery_id": delivery_id,
+            "sent_at": message.timestamp,
+        }
+        if message.media is not None:
+            # Recorded for a fetch from Meta after intake (media worker), never inside
+            # the webhook request; the event names the route that serves it once fetched.
+            media_rows.append(
+                {
+                    "message_id": message_id,
+                    "organization_id": number.organization_id,
+                    "number_id": number.id,
+                    "media_id": message.media.media_id[:200],
+                    "mime_type": (message.media.mime_type or "")[:200] or None,
+                    "sha256": (message.media.sha256 or "")[:100] or None,
+                }
             )
-            .on_conflict_do_nothing()
-            .returning(inbound_messages.c.id)
+        event = _received_event(message, number, message_id, contact_id)
+        events.append({"message_id": message_id, **outbox_row(event)})
+    if not rows:
+        return 0
+    statement = _messages_statement(len(rows), len(media_rows))
+    params = {
+        **row_params(_MESSAGE_TYPES, list(rows.values()), "m"),
+        **row_params(_EVENT_TYPES, events, "e"),
+        **row_params(_MEDIA_TYPES, media_rows, "f"),
+    }
+    return int(await session.scalar(statement, params) or 0)
+
+
+@functools.cache
+def _messages_statement(messages: int, media: int) -> Select[Any]:
+    """Insert ``messages`` messages (ON CONFLICT DO NOTHING), then ``media`` media rows and
+    the events of the inserted ones, and wake the relay; built once per shape."""
+    msg = bound_rows(_MESSAGE_TYPES, messages, "m")
+    new = (
+        pg_insert(inbound_messages)
+        .from_select(
+            list(_MESSAGE_TYPES), select(*(msg.c[c] for c in _MESSAGE_TYPES)).order_by(msg.c.ord)
         )
-    ).first()
-    if inserted is None:
-        return 0  # already received (Meta's redelivery): no second event
-    media = message.media
-    if media is not None:
-        # Recorded for a fetch from Meta after intake (media worker), never inside the
-        # webhook request; the event names the route that serves it once fetched.
-        await session.execute(
+        .on_conflict_do_nothing()
+        .returning(inbound_messages.c.id)
+        .cte("new_messages")
+    )
+    ev = bound_rows(_EVENT_TYPES, messages, "e")
+    staged = (
+        insert(outbox)
+        .from_select(
+            _OUTBOX_COLUMNS,
+            select(*(ev.c[c] for c in _OUTBOX_COLUMNS))
+            .where(ev.c.message_id.in_(select(new.c.id)))
+            .order_by(ev.c.ord),
+        )
+        .cte("staged_events")
+    )
+    statement = select(
+        select(func.count()).select_from(new).scalar_subquery(),
+        func.pg_notify(OUTBOX_CHANNEL, ""),
+    ).add_cte(staged)
+    if media:
+        md = bound_rows(_MEDIA_TYPES, media, "f")
+        statement = statement.add_cte(
             pg_insert(media_files)
-            .values(
-                message_id=message_id,
-                organization_id=org,
-                number_id=number.id,
-                media_id=media.media_id[:200],
-                mime_type=(media.mime_type or "")[:200] or None,
-                sha256=(media.sha256 or "")[:100] or None,
+            .from_select(
+                list(_MEDIA_TYPES),
+                select(*(md.c[c] for c in _MEDIA_TYPES)).where(
+                    md.c.message_id.in_(select(new.c.id))
+                ),
             )
             .on_conflict_do_nothing()
+            .cte("new_media")
         )
+    return statement
+
+
+def _types(table: Table, names: Iterable[str]) -> dict[str, TypeEngine[Any]]:
+    return {name: table.c[name].type for name in names}
+
+
+_MESSAGE_TYPES = _types(
+    inbound_messages,
+    (
+        "id",
+        "organization_id",
+        "number_id",
+        "phone_number_id",
+        "wamid",
+        "contact_id",
+        "type",
+        "delivery_id",
+        "sent_at",
+    ),
+)
+_OUTBOX_COLUMNS = ["event_id", "topic", "key", "event", "headers"]
+_EVENT_TYPES = {"message_id": inbound_messages.c.id.type, **_types(outbox, _OUTBOX_COLUMNS)}
+_MEDIA_TYPES = _types(
+    media_files, ("message_id", "organization_id", "number_id", "media_id", "mime_type", "sha256")
+)
+
+
+def _received_event(
+    message: InboundMessage, number: KnownNumber, message_id: uuid.UUID, contact_id: uuid.UUID
+) -> CloudEvent:
+    org = number.organization_id
+    media = message.media
     payload = MessageReceived(
         message_id=message_id,
         wamid=message.wamid,
@@ -264,17 +394,13 @@ async def _record_message(
         reaction=message.reaction,
         referral=message.referral,
     )
-    await add_event(
-        session,
-        CloudEvent.of(
-            payload,
-            service=SERVICE,
-            subject=contact_id,
-            tenant_id=org,
-            event_id=uuid.uuid5(PYTAKE_NAMESPACE, f"event:received:{message_id}"),
-        ),
+    return CloudEvent.of(
+        payload,
+        service=SERVICE,
+        subject=contact_id,
+        tenant_id=org,
+        event_id=uuid.uuid5(PYTAKE_NAMESPACE, f"event:received:{message_id}"),
     )
-    return 1
 
 
 async def _record_status(
