@@ -43,3 +43,31 @@ async def test_binding_survives_commit_within_one_session(db):
         await s.commit()
         count = (await s.execute(text("SELECT count(*) FROM notes"))).scalar_one()
     assert count == 1
+
+
+async def test_a_transaction_is_bound_once_whatever_else_the_process_holds(db):
+    """One bind per transaction: not one per Database object, not again per savepoint."""
+    from sqlalchemy import event
+
+    from pytake_common.db import Database
+
+    other = Database(db.url, app_role="pytake_app", pool_size=1)
+    binds: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args) -> None:
+        if "set_config" in statement:
+            binds.append(statement)
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        org = uuid.uuid4()
+        async with db.transaction(organization_id=org) as s:
+            async with s.begin_nested():
+                seen = (
+                    await s.execute(text("SELECT current_setting('pytake.organization_id')"))
+                ).scalar_one()
+        assert seen == str(org)
+        assert len(binds) == 1
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", count)
+        await other.dispose()

@@ -67,8 +67,13 @@ _BIND_TENANT = text(
 _BIND_ORGANIZATION = text(f"SELECT set_config('{ORG_SETTING}', :org, true)")
 
 
-def _bind_tenant(session: Session, _tx: SessionTransaction, connection: Connection) -> None:
-    """Bind the transaction (role set at connect) to the session's tenant: one round trip."""
+def _bind_tenant(session: Session, tx: SessionTransaction, connection: Connection) -> None:
+    """Bind the transaction (role set at connect) to the session's tenant: one round trip.
+
+    Savepoints inherit the enclosing transaction's settings, so they are not bound again
+    (code that changes tenant inside a transaction calls :func:`bind_organization`)."""
+    if tx.nested:
+        return
     org = session.info.get("organization_id")
     bypass = session.info.get("bypass_rls", False)
     connection.execute(
@@ -125,8 +130,13 @@ class Database:
                 cursor.close()
 
         event.listen(self.engine.sync_engine, "do_execute", _savepoint_unprepared)
-        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
-        event.listen(self.sessionmaker.class_.sync_session_class, "after_begin", _bind_tenant)
+        # A Session class of this Database's own: a listener on SQLAlchemy's global
+        # Session would fire once per Database object in the process on every begin.
+        session_class = type("TenantBoundSession", (Session,), {})
+        event.listen(session_class, "after_begin", _bind_tenant)
+        self.sessionmaker = async_sessionmaker(
+            self.engine, expire_on_commit=False, sync_session_class=session_class
+        )
 
     def session(
         self, organization_id: uuid.UUID | str | None = None, *, bypass_rls: bool = False
