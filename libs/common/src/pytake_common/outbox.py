@@ -26,6 +26,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import CTE
 
+from pytake_common.aio import sleep_or_stop
 from pytake_common.db import Database
 from pytake_common.events import CloudEvent
 from pytake_common.kafka import make_producer
@@ -106,7 +107,7 @@ class OutboxRelay:
                 log.warning(
                     "outbox relay error, retrying", extra={"error": repr(exc), "backoff_s": backoff}
                 )
-                await _sleep_or_stop(stop, backoff)
+                await sleep_or_stop(stop, backoff)
                 backoff = min(backoff * 2, 30.0)
 
     async def _run_once(self, stop: asyncio.Event) -> None:
@@ -114,7 +115,7 @@ class OutboxRelay:
         try:
             while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", self.lock_key):
                 self.active = False
-                await _sleep_or_stop(stop, 2.0)  # another replica relays; stand by
+                await sleep_or_stop(stop, 2.0)  # another replica relays; stand by
                 if stop.is_set():
                     return
             self.active = True
@@ -192,8 +193,3 @@ async def _first(*events: asyncio.Event) -> None:
     finally:
         for w in waiters:
             w.cancel()
-
-
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer
 from pydantic import ValidationError
 
+from pytake_common.aio import sleep_or_stop
 from pytake_common.events import CloudEvent
 from pytake_common.settings import ServiceSettings
 
@@ -67,8 +68,7 @@ class BroadcastReplica:
                 raise
             except Exception as exc:
                 log.warning("replica %s error, restarting", self.name, extra={"error": repr(exc)})
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff)
+                await sleep_or_stop(stop, backoff)
                 backoff = min(backoff * 2, 30.0)
             finally:
                 with contextlib.suppress(Exception):

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from prometheus_client import Counter
 from sqlalchemy import Column, Table, text
 
+from pytake_common.aio import sleep_or_stop
 from pytake_common.db import Database
 from pytake_common.mechanics import idempotency_keys, processed_events
 from pytake_common.settings import ServiceSettings
@@ -87,12 +88,7 @@ class RetentionWorker:
     async def run(self, stop: asyncio.Event) -> None:
         # Replicas start together; spread their first passes over the interval's first tenth.
         delay = random.uniform(0, self.interval_s / 10)
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), delay)
-                return
-            except TimeoutError:
-                pass
+        while not await sleep_or_stop(stop, delay):
             try:
                 await self.prune()
             except Exception:

@@ -8,7 +8,6 @@ recognised as reuse; once the session is revoked or expired for
 """
 
 import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 
@@ -17,6 +16,7 @@ from sqlalchemy import delete, or_
 from pytake_auth.config import Settings
 from pytake_auth.tables import sessions
 from pytake_auth.throttle import purge_expired
+from pytake_common.aio import sleep_or_stop
 from pytake_common.db import Database
 
 log = logging.getLogger(__name__)
@@ -41,8 +41,7 @@ class SessionJanitor:
                 raise
             except Exception as exc:
                 log.warning("session purge failed", extra={"error": repr(exc)})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.settings.session_purge_interval_s)
+            await sleep_or_stop(stop, self.settings.session_purge_interval_s)
 
     async def purge(self, now: datetime | None = None) -> int:
         cutoff = (now or datetime.now(UTC)) - timedelta(seconds=self.settings.session_retention_s)

@@ -5,10 +5,10 @@ re-checks it, pruning is a plain delete.
 """
 
 import asyncio
-import contextlib
 import logging
 import time
 
+from pytake_common.aio import sleep_or_stop
 from pytake_common.db import Database
 from pytake_conversations.config import Settings
 from pytake_conversations.inbox import wake_snoozed
@@ -34,5 +34,4 @@ class Maintenance:
                     pruned_at = time.monotonic()
             except Exception as exc:
                 log.warning("maintenance failed", extra={"error": repr(exc)})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.settings.snooze_check_interval_s)
+            await sleep_or_stop(stop, self.settings.snooze_check_interval_s)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 
 from sqlalchemy import func, select
 
+from pytake_common.aio import sleep_or_stop
 from pytake_common.db import Database
 from pytake_tenants.organizations import change_plan
 from pytake_tenants.plans import DEFAULT_PLAN
@@ -51,5 +51,4 @@ class TrialExpiry:
                 await expire_trials(self.db)
             except Exception as exc:
                 log.warning("trial expiry failed", extra={"error": repr(exc)})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.interval_s)
+            await sleep_or_stop(stop, self.interval_s)

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select, update
 
+from pytake_common.aio import sleep_or_stop
 from pytake_common.crypto import SecretBox, SecretDecryptionError
 from pytake_common.db import Database
 from pytake_whatsapp_gateway.config import Settings
@@ -86,8 +87,7 @@ class MediaFetcher:
                 log.warning("media worker error, retrying", extra={"error": repr(exc)})
                 done = 0
             if done == 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.settings.media_poll_interval_s)
+                await sleep_or_stop(stop, self.settings.media_poll_interval_s)
 
     async def claim(self, limit: int = BATCH) -> list[Claimed]:
         async with self.db.transaction(bypass_rls=True) as session:

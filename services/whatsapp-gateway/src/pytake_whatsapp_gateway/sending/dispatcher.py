@@ -13,7 +13,6 @@ once its outcome is recorded.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 from datetime import timedelta
@@ -23,6 +22,7 @@ from sqlalchemy import func, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pytake_common.aio import sleep_or_stop
 from pytake_common.db import Database
 from pytake_whatsapp_gateway.config import Settings
 from pytake_whatsapp_gateway.sending.sender import Outbound, Sender
@@ -87,7 +87,7 @@ class Dispatcher:
                 log.warning("send dispatcher error", extra={"error": repr(exc)})
                 taken = 0
             if taken == 0 or len(self._tasks) >= self.settings.send_concurrency:
-                await _sleep_or_stop(stop, self.settings.send_poll_interval_s)
+                await sleep_or_stop(stop, self.settings.send_poll_interval_s)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=10)
 
@@ -141,8 +141,3 @@ class Dispatcher:
                     not_before=func.clock_timestamp() + timedelta(seconds=after_s),
                 )
             )
-
-
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)

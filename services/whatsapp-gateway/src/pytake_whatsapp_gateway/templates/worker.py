@@ -15,6 +15,7 @@ import zlib
 
 import asyncpg
 
+from pytake_common.aio import sleep_or_stop
 from pytake_common.outbox import plain_dsn
 from pytake_whatsapp_gateway.templates.service import TemplateService, sync_all
 
@@ -22,11 +23,6 @@ log = logging.getLogger(__name__)
 
 LOCK_KEY = zlib.crc32(b"pytake-whatsapp-gateway-template-sync")
 STANDBY_POLL_S = 5.0
-
-
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
 
 
 class TemplateSyncWorker:
@@ -54,14 +50,14 @@ class TemplateSyncWorker:
                     "template sync worker error, retrying",
                     extra={"error": repr(exc), "backoff_s": backoff},
                 )
-                await _sleep_or_stop(stop, backoff)
+                await sleep_or_stop(stop, backoff)
                 backoff = min(backoff * 2, 60.0)
 
     async def _lead(self, stop: asyncio.Event) -> None:
         conn: asyncpg.Connection = await asyncpg.connect(plain_dsn(self.service.db.url))
         try:
             while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY):
-                await _sleep_or_stop(stop, self.standby_poll_s)  # another replica syncs
+                await sleep_or_stop(stop, self.standby_poll_s)  # another replica syncs
                 if stop.is_set():
                     return
             self.active = True
@@ -77,7 +73,7 @@ class TemplateSyncWorker:
                         "changed": result.changed,
                     },
                 )
-                await _sleep_or_stop(stop, self.interval_s)
+                await sleep_or_stop(stop, self.interval_s)
         finally:
             self.active = False
             with contextlib.suppress(Exception):
