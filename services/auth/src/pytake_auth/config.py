@@ -47,8 +47,8 @@ class Settings(ServiceSettings):
     key_cache_s: float = Field(default=60.0, gt=0)
 
     #: argon2id parameters. Default: OWASP's m=7 MiB, t=5, p=1 line, as strong as its
-    #: others and the fastest of them here (7 MiB stays in cache: ~10 ms per verify against
-    #: ~20 ms for m=19 MiB, t=2 on the reference machine; ``bench/auth_login.py``).
+    #: others and the fastest of them here (7 MiB stays in cache: 9.1 ms per verify against
+    #: 16.2 ms for m=19 MiB, t=2 in the last ``bench/auth_login.py`` run).
     #: Outside dev/test they must match or exceed one of :data:`OWASP_ARGON2ID`.
     argon2_time_cost: int = Field(default=5, ge=1)
     argon2_memory_cost_kib: int = Field(default=7_168, ge=8)
