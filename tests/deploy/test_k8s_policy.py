@@ -355,3 +355,27 @@ def test_postgres_is_monitored_and_backed_up(overlay, manifests, apps):
         backup = backups[app.cluster]["spec"]
         assert backup["method"] == "plugin"
         assert backup["pluginConfiguration"]["name"] == plugin["name"]
+
+
+def test_media_store_is_shared_when_whatsapp_gateway_scales(overlay, manifests):
+    """With local storage a media file lives on the pod that fetched it; once
+    whatsapp-gateway may run several pods, downloads need one shared S3 store."""
+    hpa = next(
+        h
+        for h in manifests.of_kind("HorizontalPodAutoscaler")
+        if h["spec"]["scaleTargetRef"]["name"] == "whatsapp-gateway"
+    )
+    deployment = next(
+        d for d in manifests.of_kind("Deployment") if d["metadata"]["name"] == "whatsapp-gateway"
+    )
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    storage = env.get("PYTAKE_MEDIA_STORAGE", {}).get("value", "local")
+    if hpa["spec"]["maxReplicas"] == 1:
+        return
+    assert storage == "s3", f"{overlay}: {hpa['spec']['maxReplicas']} pods but {storage} media"
+    assert env["PYTAKE_MEDIA_S3_BUCKET"].get("value"), overlay
+    keys = ("PYTAKE_MEDIA_S3_ACCESS_KEY_ID", "PYTAKE_MEDIA_S3_SECRET_ACCESS_KEY")
+    refs = [env[k]["valueFrom"]["secretKeyRef"] for k in keys if k in env]
+    # Both from one Secret, and optional so IRSA / instance roles work without it.
+    assert len(refs) in (0, 2), overlay
+    assert len({r["name"] for r in refs}) <= 1 and all(r.get("optional") for r in refs), overlay
