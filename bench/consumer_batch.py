@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import tempfile
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -28,6 +27,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _measure import cpu, infrastructure, postgres_cpu
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import func, select
 
@@ -42,27 +44,12 @@ from pytake_common.migrations import upgrade
 from pytake_common.settings import ServiceSettings, to_asyncpg_url
 from pytake_contacts.handlers import HANDLERS as CONTACTS
 from pytake_conversations.handlers import HANDLERS as CONVERSATIONS
-from pytake_devstack.infra import EmbeddedPostgres, TansuBroker
 
 PHONE_NUMBER_ID = "100200300"
 SERVICES: dict[str, tuple[Path, dict[str, Handler]]] = {
     "contacts": (Path(pytake_contacts.__file__).parent / "migrations", CONTACTS),
     "conversations": (Path(pytake_conversations.__file__).parent / "migrations", CONVERSATIONS),
 }
-
-
-def cpu(p: psutil.Process) -> float:
-    t = p.cpu_times()
-    return float(t.user + t.system)
-
-
-def postgres_cpu(postmaster: psutil.Process) -> float:
-    t = postmaster.cpu_times()
-    total = float(t.user + t.system + t.children_user + t.children_system)
-    for child in postmaster.children():
-        with contextlib.suppress(psutil.NoSuchProcess):
-            total += cpu(child)
-    return total
 
 
 def events(n: int, orgs: int, contacts: int) -> list[CloudEvent]:
@@ -172,13 +159,11 @@ def main() -> None:
     parser.add_argument("--orgs", type=int, default=20)
     parser.add_argument("--contacts", type=int, default=25, help="customers per organization")
     args = parser.parse_args()
-    state = Path(tempfile.mkdtemp(prefix="pytake-consumer-"))
-    pg = EmbeddedPostgres(state / "pg")
-    pg_url = pg.start()
-    broker = TansuBroker()
-    bootstrap = broker.start()
-    try:
-        postmaster = psutil.Process(int((pg.pgdata / "postmaster.pid").read_text().split()[0]))
+    with infrastructure("consumer") as infra:
+        postmaster = infra.postmaster
+        if postmaster is None:
+            sys.exit("consumer_batch measures the embedded PostgreSQL: unset PYTAKE_DATABASE_URL")
+        pg_url, bootstrap = infra.pg_url, infra.bootstrap
         backlog = events(args.n, args.orgs, args.contacts)
         asyncio.run(publish(bootstrap, backlog))
         print(
@@ -194,9 +179,6 @@ def main() -> None:
                     f"  {service:14} batch {batch:>4}: consumer {own:6.2f} ms  "
                     f"postgres {pgc:6.2f} ms  sum {own + pgc:6.2f} ms  {rate:7.1f} records/s"
                 )
-    finally:
-        broker.stop()
-        pg.stop()
 
 
 if __name__ == "__main__":

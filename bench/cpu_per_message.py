@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -32,29 +30,14 @@ from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from _measure import cpu, platform, postgres_cpu
 from webhook_intake import payload
 
 from pytake_common.db import Database
 from pytake_common.outbox import plain_dsn
 from pytake_common.settings import to_asyncpg_url
-from pytake_devstack.infra import EmbeddedPostgres, TansuBroker
 from pytake_devstack.mainloop import MainLoop
 from pytake_devstack.stack import LocalStack
-
-
-def cpu(p: psutil.Process) -> float:
-    t = p.cpu_times()
-    return float(t.user + t.system)
-
-
-def postgres_cpu(postmaster: psutil.Process) -> float:
-    """This server's CPU: the postmaster, the backends it reaped, and the live ones."""
-    t = postmaster.cpu_times()
-    total = float(t.user + t.system + t.children_user + t.children_system)
-    for child in postmaster.children():
-        with contextlib.suppress(psutil.NoSuchProcess):
-            total += cpu(child)
-    return total
 
 
 def cpu_all(procs: dict[str, psutil.Process], postmaster: psutil.Process) -> dict[str, float]:
@@ -145,29 +128,16 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle measurement")
     args = parser.parse_args()
-    state = Path(tempfile.mkdtemp(prefix="pytake-cpu-"))
-    pg = EmbeddedPostgres(state / "pg")
-    url = pg.start()
-    broker = TansuBroker()
-    bootstrap = broker.start()
-    stack = LocalStack(
-        url,
-        bootstrap,
-        state,
-        extra_env={"PYTAKE_LOG_LEVEL": "WARNING", "PYTAKE_RATELIMIT_ENABLED": "false"},
-    )
-    try:
-        stack.start()
-        procs = {k: psutil.Process(p.pid) for k, p in stack.procs.items()}
-        assert broker.proc is not None
-        procs["tansu"] = psutil.Process(broker.proc.pid)
-        postmaster = psutil.Process(int((pg.pgdata / "postmaster.pid").read_text().split()[0]))
-        asyncio.run(per_message(stack, procs, postmaster, args.n, args.idle))
-        asyncio.run(per_statement(url))
-    finally:
-        stack.stop()
-        broker.stop()
-        pg.stop()
+    with platform("cpu") as running:
+        procs = running.processes()
+        master = procs.pop("postgres", None)
+        if master is None or "tansu" not in procs:
+            sys.exit(
+                "cpu_per_message measures the embedded PostgreSQL and Tansu: "
+                "unset PYTAKE_DATABASE_URL and PYTAKE_KAFKA_BOOTSTRAP"
+            )
+        asyncio.run(per_message(running.stack, procs, master, args.n, args.idle))
+        asyncio.run(per_statement(running.infra.pg_url))
 
 
 if __name__ == "__main__":

@@ -27,13 +27,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -53,27 +51,15 @@ from pytake_common.ids import contact_id_for, message_id_for_wamid
 from pytake_common.migrations import upgrade
 from pytake_common.settings import to_asyncpg_url
 from pytake_conversations.handlers import HANDLERS, MESSAGE_RECEIVED
-from pytake_devstack.infra import EmbeddedPostgres
 from pytake_whatsapp_gateway.tables import numbers
 from pytake_whatsapp_gateway.webhooks.intake import WebhookIntake
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _measure import cpu, infrastructure, postgres_cpu
 
 PHONE_NUMBER_ID = "100200300"
 APP_SECRET = "bench-app-secret"
 CUSTOMERS = 50
-
-
-def cpu(p: psutil.Process) -> float:
-    t = p.cpu_times()
-    return float(t.user + t.system)
-
-
-def postgres_cpu(postmaster: psutil.Process) -> float:
-    t = postmaster.cpu_times()
-    total = float(t.user + t.system + t.children_user + t.children_system)
-    for child in postmaster.children():
-        with contextlib.suppress(psutil.NoSuchProcess):
-            total += cpu(child)
-    return total
 
 
 async def measure(
@@ -240,20 +226,16 @@ def main() -> None:
         part = intake if args.part == "intake" else handler
         asyncio.run(part(args.pg_url, postmaster, args.n))
         return
-    state = Path(tempfile.mkdtemp(prefix="pytake-hot-path-"))
-    pg = EmbeddedPostgres(state / "pg")
-    pg_url = pg.start()
-    try:
-        pid = int((pg.pgdata / "postmaster.pid").read_text().split()[0])
+    with infrastructure("hot-path", broker=False) as infra:
+        if infra.postmaster is None:
+            sys.exit("hot_path measures the embedded PostgreSQL: unset PYTAKE_DATABASE_URL")
         print(
             f"Per inbound message, {args.n} messages one at a time (client: the driving process):"
         )
         for part in ("intake", "handler"):
             argv = [sys.executable, __file__, "--part", part, "--n", str(args.n)]
-            argv += ["--pg-url", pg_url, "--postmaster", str(pid)]
+            argv += ["--pg-url", infra.pg_url, "--postmaster", str(infra.postmaster.pid)]
             subprocess.run(argv, check=True)
-    finally:
-        pg.stop()
 
 
 if __name__ == "__main__":

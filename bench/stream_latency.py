@@ -36,10 +36,8 @@ import contextlib
 import hashlib
 import hmac
 import json
-import os
 import random
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -53,12 +51,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from webhook_intake import payload, pct
+from _measure import cpu, pct, platform, postgres_cpu
+from webhook_intake import payload
 
 from pytake_common.outbox import plain_dsn
 from pytake_common.settings import to_asyncpg_url
 from pytake_conversations.stream import CHANNEL as STREAM_CHANNEL
-from pytake_devstack.infra import EmbeddedPostgres, TansuBroker
 from pytake_devstack.mainloop import MainLoop, SimNumber, Tenant
 from pytake_devstack.stack import LocalStack
 
@@ -223,39 +221,9 @@ async def loaded(
     return acked, n / (time.perf_counter() - start)
 
 
-def cpu(p: psutil.Process) -> float:
-    with contextlib.suppress(psutil.Error):
-        t = p.cpu_times()
-        return float(t.user + t.system)
-    return 0.0
-
-
-def platform_processes(
-    stack: LocalStack, broker: TansuBroker | None, pg: EmbeddedPostgres | None
-) -> dict[str, list[psutil.Process]]:
-    procs = {k: [psutil.Process(p.pid)] for k, p in stack.procs.items()}
-    if broker is not None and broker.proc is not None:
-        procs["tansu"] = [psutil.Process(broker.proc.pid)]
-    if pg is not None:
-        with contextlib.suppress(OSError, ValueError, psutil.Error):
-            pid = int((pg.pgdata / "postmaster.pid").read_text().split()[0])
-            master = psutil.Process(pid)
-            procs["postgres"] = [master]
-    return procs
-
-
-async def idle_cpu(procs: dict[str, list[psutil.Process]], seconds: float) -> None:
+async def idle_cpu(procs: dict[str, psutil.Process], seconds: float) -> None:
     def snapshot() -> dict[str, float]:
-        out = {}
-        for name, ps in procs.items():
-            total = 0.0
-            for p in ps:
-                total += cpu(p)
-                if name == "postgres":  # the backends come and go: count the live ones
-                    with contextlib.suppress(psutil.Error):
-                        total += sum(cpu(c) for c in p.children())
-            out[name] = total
-        return out
+        return {k: postgres_cpu(p) if k == "postgres" else cpu(p) for k, p in procs.items()}
 
     before = snapshot()
     await asyncio.sleep(seconds)
@@ -263,7 +231,7 @@ async def idle_cpu(procs: dict[str, list[psutil.Process]], seconds: float) -> No
     parts = [f"{k} {(after[k] - before[k]) / seconds * 100:.1f}%" for k in procs]
     total = sum(after[k] - before[k] for k in procs) / seconds * 100
     print(f"idle CPU over {seconds:.0f} s (% of one core): " + ", ".join(parts))
-    print(f"  total {total:.1f}% (postgres: backends alive at both ends only)")
+    print(f"  total {total:.1f}%")
 
 
 class CommitListener:
@@ -289,7 +257,7 @@ class CommitListener:
 
 
 async def bench(
-    stack: LocalStack, args: argparse.Namespace, procs: dict[str, list[psutil.Process]]
+    stack: LocalStack, args: argparse.Namespace, procs: dict[str, psutil.Process]
 ) -> None:
     gateway = stack.url("api-gateway")
     loop = MainLoop(gateway, stack.url("meta-simulator"))
@@ -418,35 +386,8 @@ def main() -> None:
     )
     parser.add_argument("--idle", type=float, default=10.0, help="idle CPU window, s (0: skip)")
     args = parser.parse_args()
-    state = Path(tempfile.mkdtemp(prefix="pytake-bench-"))
-    pg = broker = None
-    db_url = os.environ.get("PYTAKE_DATABASE_URL")
-    if not db_url:
-        pg = EmbeddedPostgres(state / "pg")
-        db_url = pg.start()
-    bootstrap = os.environ.get("PYTAKE_KAFKA_BOOTSTRAP")
-    if not bootstrap:
-        broker = TansuBroker()
-        bootstrap = broker.start()
-    stack = LocalStack(
-        db_url,
-        bootstrap,
-        state,
-        extra_env={"PYTAKE_LOG_LEVEL": "WARNING", "PYTAKE_RATELIMIT_ENABLED": "false"},
-    )
-    try:
-        try:
-            stack.start()
-        except Exception:
-            print(stack.log_tail(), file=sys.stderr)
-            raise
-        asyncio.run(bench(stack, args, platform_processes(stack, broker, pg)))
-    finally:
-        stack.stop()
-        if broker:
-            broker.stop()
-        if pg:
-            pg.stop()
+    with platform("stream") as running:
+        asyncio.run(bench(running.stack, args, running.processes()))
 
 
 if __name__ == "__main__":

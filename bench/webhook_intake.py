@@ -27,12 +27,10 @@ import contextlib
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -41,10 +39,11 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+from _measure import pct, platform
 
 from pytake_common.outbox import plain_dsn
 from pytake_common.settings import to_asyncpg_url
-from pytake_devstack.infra import EmbeddedPostgres, TansuBroker, free_port, wait_for_port
+from pytake_devstack.infra import free_port, wait_for_port
 from pytake_devstack.mainloop import MainLoop, poll
 from pytake_devstack.stack import LocalStack
 
@@ -82,11 +81,6 @@ def payload(phone_number_id: str, wa_id: str, text: str) -> tuple[bytes, str]:
         ],
     }
     return json.dumps(body).encode(), wamid
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 @dataclass
@@ -272,31 +266,8 @@ def main() -> None:
     parser.add_argument("--c", type=int, default=16)
     parser.add_argument("--samples", type=int, default=30)
     args = parser.parse_args()
-    state = Path(tempfile.mkdtemp(prefix="pytake-bench-"))
-    pg = broker = None
-    db_url = os.environ.get("PYTAKE_DATABASE_URL")
-    if not db_url:
-        pg = EmbeddedPostgres(state / "pg")
-        db_url = pg.start()
-    bootstrap = os.environ.get("PYTAKE_KAFKA_BOOTSTRAP")
-    if not bootstrap:
-        broker = TansuBroker()
-        bootstrap = broker.start()
-    stack = LocalStack(
-        db_url,
-        bootstrap,
-        state,
-        extra_env={"PYTAKE_LOG_LEVEL": "WARNING", "PYTAKE_RATELIMIT_ENABLED": "false"},
-    )
-    try:
-        stack.start()
-        asyncio.run(bench(stack, args.n, args.c, args.samples))
-    finally:
-        stack.stop()
-        if broker:
-            broker.stop()
-        if pg:
-            pg.stop()
+    with platform("intake") as running:
+        asyncio.run(bench(running.stack, args.n, args.c, args.samples))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,128 @@
+"""Shared by the benchmarks (not a benchmark itself): CPU accounting, percentiles,
+and the embedded platform they start.
+
+Each benchmark starts what it measures on this machine: embedded PostgreSQL and
+the Tansu broker unless ``PYTAKE_DATABASE_URL`` / ``PYTAKE_KAFKA_BOOTSTRAP`` name
+real ones, and, for whole-platform runs, every service as a process
+(:class:`pytake_devstack.stack.LocalStack`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from pytake_devstack.infra import EmbeddedPostgres, TansuBroker
+from pytake_devstack.stack import LocalStack
+
+#: What every whole-platform benchmark sets: quiet logs, and no rate limits in the
+#: way of a load generator that sends from one address.
+QUIET = {"PYTAKE_LOG_LEVEL": "WARNING", "PYTAKE_RATELIMIT_ENABLED": "false"}
+
+
+def cpu(p: psutil.Process) -> float:
+    """User + system CPU seconds of ``p`` so far (0 once it is gone)."""
+    with contextlib.suppress(psutil.Error):
+        t = p.cpu_times()
+        return float(t.user + t.system)
+    return 0.0
+
+
+def postgres_cpu(postmaster: psutil.Process) -> float:
+    """A PostgreSQL server's CPU: the postmaster, the backends it reaped, and the live ones."""
+    with contextlib.suppress(psutil.Error):
+        t = postmaster.cpu_times()
+        total = float(t.user + t.system + t.children_user + t.children_system)
+        for child in postmaster.children():
+            total += cpu(child)
+        return total
+    return 0.0
+
+
+def postmaster(pg: EmbeddedPostgres) -> psutil.Process:
+    return psutil.Process(int((pg.pgdata / "postmaster.pid").read_text().split()[0]))
+
+
+def pct(values: list[float], p: float) -> float:
+    """The p-th percentile (nearest rank) of ``values``."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+@dataclass
+class Infrastructure:
+    """PostgreSQL and the broker a benchmark runs on; ``pg``/``broker`` are None when real
+    ones were named in the environment (their CPU is then not ours to measure)."""
+
+    state: Path
+    pg_url: str
+    bootstrap: str
+    pg: EmbeddedPostgres | None
+    broker: TansuBroker | None
+
+    @property
+    def postmaster(self) -> psutil.Process | None:
+        return postmaster(self.pg) if self.pg is not None else None
+
+
+@contextlib.contextmanager
+def infrastructure(prefix: str, *, broker: bool = True) -> Iterator[Infrastructure]:
+    state = Path(tempfile.mkdtemp(prefix=f"pytake-{prefix}-"))
+    pg = tansu = None
+    pg_url = os.environ.get("PYTAKE_DATABASE_URL", "")
+    bootstrap = os.environ.get("PYTAKE_KAFKA_BOOTSTRAP", "")
+    try:
+        if not pg_url:
+            pg = EmbeddedPostgres(state / "pg")
+            pg_url = pg.start()
+        if broker and not bootstrap:
+            tansu = TansuBroker()
+            bootstrap = tansu.start()
+        yield Infrastructure(state, pg_url, bootstrap, pg, tansu)
+    finally:
+        if tansu is not None:
+            tansu.stop()
+        if pg is not None:
+            pg.stop()
+
+
+@dataclass
+class Platform:
+    infra: Infrastructure
+    stack: LocalStack
+
+    def processes(self) -> dict[str, psutil.Process]:
+        """Every process of ours on the box by name: the services, Tansu and the postmaster."""
+        procs = {k: psutil.Process(p.pid) for k, p in self.stack.procs.items()}
+        broker = self.infra.broker
+        if broker is not None and broker.proc is not None:
+            procs["tansu"] = psutil.Process(broker.proc.pid)
+        master = self.infra.postmaster
+        if master is not None:
+            procs["postgres"] = master
+        return procs
+
+
+@contextlib.contextmanager
+def platform(prefix: str, extra_env: dict[str, str] | None = None) -> Iterator[Platform]:
+    """The whole platform, every service a process, as ``make run`` starts it."""
+    with infrastructure(prefix) as infra:
+        stack = LocalStack(
+            infra.pg_url, infra.bootstrap, infra.state, extra_env=QUIET | (extra_env or {})
+        )
+        try:
+            try:
+                stack.start()
+            except Exception:
+                print(stack.log_tail(), file=sys.stderr)
+                raise
+            yield Platform(infra, stack)
+        finally:
+            stack.stop()
