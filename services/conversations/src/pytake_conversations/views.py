@@ -5,7 +5,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+import orjson
 from pydantic import BaseModel
+from pydantic_core import to_json
 
 from pytake_conversations.domain import DEFAULT_WINDOW_HOURS, window_closes_at
 
@@ -72,26 +74,38 @@ class Message(BaseModel):
         return cls.model_validate(dict(row))
 
 
-# The hot reads (inbox list, history) skip the models: rows from asyncpg become plain
-# dicts in the models' field order and pydantic-core writes the JSON, the same text
-# ``model_dump_json`` gives (tests compare both).
-CONVERSATION_FIELDS = tuple(
-    f for f in Conversation.model_fields if f != "service_window_expires_at"
+# The hot reads (inbox list, history) skip the models: each asyncpg row becomes a plain
+# dict (``dict(row)``, the columns selected in the models' field order) and orjson writes
+# the JSON, the same text ``model_dump_json`` gives (tests compare both): UUIDs as
+# strings, datetimes in RFC 3339 with ``Z`` for UTC and microseconds only when non-zero.
+_WINDOW = "service_window_expires_at"
+#: the window is computed in Python: the row carries a NULL in its place, so that
+#: ``dict(row)`` already has every key in the model's order
+CONVERSATION_COLUMNS = ", ".join(
+    f"NULL::timestamptz AS {f}" if f == _WINDOW else f for f in Conversation.model_fields
 )
-CONVERSATION_COLUMNS = ", ".join(CONVERSATION_FIELDS)
 MESSAGE_FIELDS = tuple(Message.model_fields)
 MESSAGE_COLUMNS = ", ".join(MESSAGE_FIELDS)
 
 
-_WINDOW = "service_window_expires_at"
-_CONVERSATION_ORDER = tuple(Conversation.model_fields)
-
-
 def conversation_dict(row: Mapping[str, Any], window_hours: float) -> dict[str, Any]:
-    """A conversation row as ``Conversation`` would serialise it, without validation."""
-    closes = window_closes_at(row["last_inbound_at"], window_hours)
-    return {f: closes if f == _WINDOW else row[f] for f in _CONVERSATION_ORDER}
+    """A row of ``CONVERSATION_COLUMNS`` as ``Conversation`` would serialise it, without
+    validation."""
+    item = dict(row)
+    last_inbound_at = item["last_inbound_at"]
+    if last_inbound_at is not None:
+        item[_WINDOW] = window_closes_at(last_inbound_at, window_hours)
+    return item
 
 
 def message_dict(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {f: row[f] for f in MESSAGE_FIELDS}
+    """A row of ``MESSAGE_COLUMNS`` as ``Message`` would serialise it."""
+    return dict(row)
+
+
+def page_json(page: dict[str, Any]) -> bytes:
+    """A page of plain dicts as JSON, as pydantic would write it (see above)."""
+    try:
+        return orjson.dumps(page, option=orjson.OPT_UTC_Z)
+    except orjson.JSONEncodeError:  # e.g. an integer past 64 bits inside a message's content
+        return to_json(page)

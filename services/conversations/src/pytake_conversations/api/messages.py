@@ -7,7 +7,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from pydantic_core import to_json
 from sqlalchemy import func, select
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -50,7 +49,7 @@ from pytake_conversations.inbox import (
     update_conversation,
 )
 from pytake_conversations.tables import contact_replicas, conversations, messages
-from pytake_conversations.views import MESSAGE_COLUMNS, Message, message_dict
+from pytake_conversations.views import MESSAGE_COLUMNS, Message, message_dict, page_json
 
 router = APIRouter(prefix="/v1/conversations", tags=["messages"])
 MONTHLY_LIMIT = "monthly_business_messages"
@@ -97,7 +96,7 @@ async def list_messages(
     conditions = ["organization_id = $1", "conversation_id = $2"]
     if not include_notes:
         conditions.append(f"direction <> '{NOTE}'")
-    async with reads.transaction(org) as conn:
+    async with reads.connection(org) as conn:
 
         async def check_conversation() -> None:
             if await conn.fetchval(CONVERSATION_EXISTS, conversation_id, org) is None:
@@ -137,7 +136,7 @@ async def list_messages(
         "has_more": more,
     }
     # Serialised here (the hot path): response_model would validate every item again.
-    return Response(to_json(body), media_type="application/json")
+    return Response(page_json(body), media_type="application/json")
 
 
 @router.post(

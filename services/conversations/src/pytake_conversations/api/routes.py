@@ -8,7 +8,6 @@ from typing import Annotated, Any, Literal, Self
 
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, model_validator
-from pydantic_core import to_json
 from sqlalchemy import func, update
 
 from pytake_common.errors import InvalidInput
@@ -32,7 +31,12 @@ from pytake_conversations.inbox import (
     update_conversation,
 )
 from pytake_conversations.tables import messages
-from pytake_conversations.views import CONVERSATION_COLUMNS, Conversation, conversation_dict
+from pytake_conversations.views import (
+    CONVERSATION_COLUMNS,
+    Conversation,
+    conversation_dict,
+    page_json,
+)
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 ConversationStatus = Literal["open", "pending", "resolved", "closed"]
@@ -213,7 +217,7 @@ async def list_conversations(
         "next_cursor": encode_cursor(last["last_message_at"], last["id"]) if last else None,
     }
     # Serialised here (the hot path): response_model would validate every item again.
-    return Response(to_json(page), media_type="application/json")
+    return Response(page_json(page), media_type="application/json")
 
 
 COUNTS_SQL = (
