@@ -3,25 +3,33 @@
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from asyncpg.pgproto.pgproto import UUID as RowUUID
 from pydantic_core import to_json
 
+from pytake_conversations import views
 from pytake_conversations.views import Conversation, Message, page_json
+
+
+def row_uuid() -> uuid.UUID:
+    """A UUID as asyncpg returns it (its own subclass)."""
+    return RowUUID(str(uuid.uuid4()))
 
 
 def conversation(**overrides: object) -> dict[str, object]:
     at = datetime(2026, 11, 29, 9, 30, 1, 250_000, tzinfo=UTC)
     item: dict[str, object] = {
-        "id": uuid.uuid4(),
-        "organization_id": uuid.uuid4(),
-        "contact_id": uuid.uuid4(),
-        "number_id": uuid.uuid4(),
+        "id": row_uuid(),
+        "organization_id": row_uuid(),
+        "contact_id": row_uuid(),
+        "number_id": row_uuid(),
         "phone_number_id": "106540352242922",
         "wa_id": "5511900000001",
         "user_id": None,
         "status": "open",
         "priority": "high",
         "snoozed_until": None,
-        "assignee_id": uuid.uuid4(),
+        "assignee_id": row_uuid(),
         "department_id": None,
         "unread_count": 3,
         "last_inbound_at": at,
@@ -36,7 +44,13 @@ def conversation(**overrides: object) -> dict[str, object]:
     return item | overrides
 
 
-def test_a_conversation_page_is_written_as_the_model_would() -> None:
+def test_a_conversation_page_is_written_as_the_model_would(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_fallback(_: object) -> bytes:
+        raise AssertionError("orjson refused the page")
+
+    monkeypatch.setattr(views, "to_json", no_fallback)
     items = [conversation(), conversation(assignee_id=None, last_inbound_at=None)]
     items[1]["service_window_expires_at"] = None
     page = {"items": items, "next_cursor": "abc"}
@@ -47,8 +61,8 @@ def test_a_conversation_page_is_written_as_the_model_would() -> None:
 def test_a_message_page_with_any_content_is_written_as_the_model_would() -> None:
     content = {"text": {"body": "olá ✓"}, "n": 1.5, "list": [1, None, True], "big": 2**70}
     message = {
-        "id": uuid.uuid4(),
-        "conversation_id": uuid.uuid4(),
+        "id": row_uuid(),
+        "conversation_id": row_uuid(),
         "direction": "inbound",
         "type": "text",
         "text": 'quote " and \\ and\nnewline',

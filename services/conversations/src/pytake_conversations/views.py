@@ -103,9 +103,16 @@ def message_dict(row: Mapping[str, Any]) -> dict[str, Any]:
     return dict(row)
 
 
+def _uuid_text(value: object) -> str:
+    # asyncpg gives its own uuid.UUID subclass, which orjson only takes through here
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError
+
+
 def page_json(page: dict[str, Any]) -> bytes:
     """A page of plain dicts as JSON, as pydantic would write it (see above)."""
     try:
-        return orjson.dumps(page, option=orjson.OPT_UTC_Z)
+        return orjson.dumps(page, default=_uuid_text, option=orjson.OPT_UTC_Z)
     except orjson.JSONEncodeError:  # e.g. an integer past 64 bits inside a message's content
         return to_json(page)
