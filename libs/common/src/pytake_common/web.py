@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Seque
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -39,25 +40,62 @@ log = logging.getLogger(__name__)
 Worker = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 UNTRACKED = frozenset({"/metrics", "/healthz", "/readyz"})
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+#: (method, route, status) metric children kept per app; past this, looked up each time
+MAX_METRIC_CHILDREN = 1024
+EMPTY_CONTEXT = otel_context.Context()
 
 
 class ObservabilityMiddleware:
-    """Request id, W3C trace context, Prometheus RED metrics; pure ASGI (no body buffering)."""
+    """Request id, W3C trace context, Prometheus RED metrics; pure ASGI (no body buffering).
+
+    Per request it reads only the headers it needs (``x-request-id`` and the fields
+    of the installed trace propagators) and reuses each route's metric children.
+    """
 
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
         self.service = service
+        self._fields: frozenset[bytes] | None = None
+        self._metrics: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def trace_fields(self) -> frozenset[bytes]:
+        """The header names the propagators read (``traceparent``, ``tracestate``,
+        ``baggage`` by default), as ASGI spells them."""
+        if self._fields is None:
+            names = propagate.get_global_textmap().fields
+            self._fields = frozenset(name.lower().encode("latin-1") for name in names)
+        return self._fields
+
+    def observe(self, method: str, path: str, status: int, seconds: float) -> None:
+        key = (method, path, status)
+        children = self._metrics.get(key)
+        if children is None:
+            children = (
+                HTTP_REQUESTS.labels(self.service, method, path, str(status)),
+                HTTP_LATENCY.labels(self.service, method, path),
+            )
+            if len(self._metrics) < MAX_METRIC_CHILDREN:
+                self._metrics[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        request_id = headers.get("x-request-id", "")
+        request_id = ""
+        carrier: dict[str, str] = {}
+        fields = self.trace_fields()
+        for key, value in scope["headers"]:  # the last of repeated headers wins
+            if key == b"x-request-id":
+                request_id = value.decode("latin-1")
+            elif key in fields:
+                carrier[key.decode("latin-1")] = value.decode("latin-1")
         if not REQUEST_ID_RE.fullmatch(request_id):
             request_id = uuid.uuid4().hex  # never log or echo arbitrary client text
         rid_token = request_id_var.set(request_id)
         org_token = organization_id_var.set(None)
+        rid_header = (b"x-request-id", request_id.encode())
         status = 500
         start = time.perf_counter()
 
@@ -65,11 +103,11 @@ class ObservabilityMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                message["headers"] = [*message.get("headers", ()), rid_header]
             await send(message)
 
-        ctx = propagate.extract(headers)
+        # no trace headers: a new trace, as extracting from an empty carrier gives
+        ctx = propagate.extract(carrier) if carrier else EMPTY_CONTEXT
         name = f"{scope['method']} {scope['path']}"
         try:
             with tracer().start_as_current_span(
@@ -81,10 +119,7 @@ class ObservabilityMiddleware:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
             if path not in UNTRACKED:
-                HTTP_REQUESTS.labels(self.service, scope["method"], path, str(status)).inc()
-                HTTP_LATENCY.labels(self.service, scope["method"], path).observe(
-                    time.perf_counter() - start
-                )
+                self.observe(scope["method"], path, status, time.perf_counter() - start)
             request_id_var.reset(rid_token)
             organization_id_var.reset(org_token)
 
