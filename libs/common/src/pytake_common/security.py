@@ -216,13 +216,22 @@ WORKERS = frozenset({Role.SUPER_ADMIN, Role.ORG_ADMIN, Role.AGENT})
 ADMINS = frozenset({Role.SUPER_ADMIN, Role.ORG_ADMIN})
 
 
+async def authorize(request: Request, allowed: frozenset[Role]) -> Principal:
+    """The request's principal if its role is in ``allowed`` (401/403 otherwise)."""
+    return admit(await current_principal(request), allowed)
+
+
+def admit(principal: Principal, allowed: frozenset[Role]) -> Principal:
+    if principal.role not in allowed:
+        raise Forbidden(f"role {principal.role} may not do this")
+    return principal
+
+
 def require_roles(allowed: frozenset[Role]) -> Any:
     """A dependency admitting only ``allowed`` roles (403 otherwise)."""
 
     async def dependency(principal: CurrentPrincipal) -> Principal:
-        if principal.role not in allowed:
-            raise Forbidden(f"role {principal.role} may not do this")
-        return principal
+        return admit(principal, allowed)
 
     return Depends(dependency)
 

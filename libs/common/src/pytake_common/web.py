@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Seque
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.routing import APIRoute
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -122,6 +123,53 @@ class ObservabilityMiddleware:
                 self.observe(scope["method"], path, status, time.perf_counter() - start)
             request_id_var.reset(rid_token)
             organization_id_var.reset(org_token)
+
+
+#: a route's fast path: the response, or None to let FastAPI handle the request
+FastPath = Callable[[Request], Awaitable[Response | None]]
+
+
+def fast_path(fast: FastPath) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give an endpoint of a :class:`FastPathRoute` router a fast path.
+
+    FastAPI resolves an endpoint's dependencies and validates its parameters one by
+    one, with introspection on every request: about 0.1-0.3 ms of CPU on the hot
+    reads, as much as the rest of the request. A fast path reads the request itself,
+    accepts only the plain spellings of valid parameters, and answers with what the
+    endpoint would; for anything else it returns None and FastAPI handles the
+    request as usual, so validation errors, defaults and the OpenAPI description
+    stay FastAPI's. It must authenticate and authorize exactly as the endpoint's
+    dependencies do (see :func:`pytake_common.security.authorize`).
+    """
+
+    def decorate(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+        endpoint.fast_path = fast  # type: ignore[attr-defined]
+        return endpoint
+
+    return decorate
+
+
+class FastPathRoute(APIRoute):
+    """An APIRoute that first tries its endpoint's :func:`fast_path`, if it has one.
+
+    ``app.state.fast_paths = False`` turns fast paths off (tests compare both ways).
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        endpoint = self.endpoint
+        if getattr(endpoint, "fast_path", None) is None:
+            return handler
+
+        async def route_handler(request: Request) -> Response:
+            if getattr(request.app.state, "fast_paths", True):
+                fast: FastPath = endpoint.fast_path  # type: ignore[attr-defined]
+                response = await fast(request)
+                if response is not None:
+                    return response
+            return await handler(request)
+
+        return route_handler
 
 
 def health_router(settings: ServiceSettings, db: Database | None, check_broker: bool) -> APIRouter:
