@@ -132,3 +132,18 @@ async def test_plain_requests_take_the_fast_path(app, client, tokens, org, inbox
     r = await client.get("/v1/conversations", params={"limit": "abc"}, headers=headers)
     assert r.status_code == 422
     assert taken == ["fast", "fast", "fast", "fastapi"]
+
+
+async def test_inbox_and_history_pages_walk_the_whole_list(app, client, tokens, org, inbox):
+    headers = tokens.headers(organization_id=org, role="viewer")
+    for path in ("/v1/conversations", f"/v1/conversations/{inbox['ids'][1]}/messages"):
+        everything = (await client.get(path, params={"limit": "200"}, headers=headers)).json()
+        walked, cursor = [], None
+        while True:
+            params = {"limit": "1"} | ({"cursor": cursor} if cursor else {})
+            page = (await client.get(path, params=params, headers=headers)).json()
+            walked += page["items"]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert walked == everything["items"] and len(walked) >= 3

@@ -3,7 +3,7 @@
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 
 import orjson
 from pydantic import BaseModel
@@ -78,14 +78,25 @@ class Message(BaseModel):
 # dict (``dict(row)``, the columns selected in the models' field order) and orjson writes
 # the JSON, the same text ``model_dump_json`` gives (tests compare both): UUIDs as
 # strings, datetimes in RFC 3339 with ``Z`` for UTC and microseconds only when non-zero.
+# UUID columns are selected as text (PostgreSQL writes them in the canonical lowercase
+# form pydantic writes): no UUID objects to build, and nothing for orjson to call back for.
 _WINDOW = "service_window_expires_at"
-#: the window is computed in Python: the row carries a NULL in its place, so that
-#: ``dict(row)`` already has every key in the model's order
-CONVERSATION_COLUMNS = ", ".join(
-    f"NULL::timestamptz AS {f}" if f == _WINDOW else f for f in Conversation.model_fields
-)
-MESSAGE_FIELDS = tuple(Message.model_fields)
-MESSAGE_COLUMNS = ", ".join(MESSAGE_FIELDS)
+
+
+def _column(name: str, annotation: Any) -> str:
+    if annotation is uuid.UUID or uuid.UUID in get_args(annotation):
+        return f"{name}::text AS {name}"
+    if name == _WINDOW:  # computed in Python: a NULL keeps its place in dict(row)
+        return f"NULL::timestamptz AS {name}"
+    return name
+
+
+def _columns(model: type[BaseModel]) -> str:
+    return ", ".join(_column(name, f.annotation) for name, f in model.model_fields.items())
+
+
+CONVERSATION_COLUMNS = _columns(Conversation)
+MESSAGE_COLUMNS = _columns(Message)
 
 
 def conversation_dict(row: Mapping[str, Any], window_hours: float) -> dict[str, Any]:

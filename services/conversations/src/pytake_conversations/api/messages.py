@@ -167,7 +167,9 @@ async def history_page(
         order = "DESC" if backward else "ASC"
         sql = (
             f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {' AND '.join(conditions)}"  # noqa: S608
-            f" ORDER BY created_at {order}, id {order} LIMIT ${len(args) + 1}"
+            # the table's columns: a bare "id" would be the selected id::text
+            f" ORDER BY messages.created_at {order}, messages.id {order}"
+            f" LIMIT ${len(args) + 1}"
         )
         rows = await conn.fetch(sql, *args, limit + 1)
         if not rows and anchor_id is None:

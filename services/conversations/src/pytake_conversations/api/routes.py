@@ -249,10 +249,12 @@ async def inbox_page(
     if cursor:
         at, last_id = decode_cursor(cursor)
         where.add("(last_message_at, id) < ({}, {})", at, last_id)
-    # The conditions are constants with $n parameters.
+    # The conditions are constants with $n parameters. ORDER BY names the table's
+    # columns: a bare "id" would be the selected id::text (no index, text order).
     sql = (
         f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE {where.sql}"  # noqa: S608
-        f" ORDER BY last_message_at DESC, id DESC LIMIT ${len(where.args) + 1}"
+        " ORDER BY conversations.last_message_at DESC, conversations.id DESC"
+        f" LIMIT ${len(where.args) + 1}"
     )
     rows = await reads.fetch(org, sql, *where.args, limit + 1)
     items = [conversation_dict(r, hours) for r in rows[:limit]]
