@@ -34,7 +34,7 @@ from pytake_common.revocation import RevocationList
 from pytake_common.security import JWKSVerifier
 from pytake_common.settings import ServiceSettings
 from pytake_common.tenancy import OrganizationDirectory
-from pytake_common.tracing import configure_tracing, tracer
+from pytake_common.tracing import configure_tracing, tracer, unrecorded_span
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +53,12 @@ class ObservabilityMiddleware:
     of the installed trace propagators) and reuses each route's metric children.
     """
 
-    def __init__(self, app: ASGIApp, service: str) -> None:
+    def __init__(self, app: ASGIApp, service: str, record_spans: bool = True) -> None:
         self.app = app
         self.service = service
+        #: Without a span exporter (``PYTAKE_OTEL_EXPORTER=none``) a recorded span goes
+        #: nowhere: only its context is made (:func:`pytake_common.tracing.unrecorded_span`).
+        self.record_spans = record_spans
         self._fields: frozenset[bytes] | None = None
         self._metrics: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
@@ -109,13 +112,19 @@ class ObservabilityMiddleware:
 
         # no trace headers: a new trace, as extracting from an empty carrier gives
         ctx = propagate.extract(carrier) if carrier else EMPTY_CONTEXT
-        name = f"{scope['method']} {scope['path']}"
         try:
-            with tracer().start_as_current_span(
-                name, context=ctx, kind=trace.SpanKind.SERVER
-            ) as span:
-                await self.app(scope, receive, send_wrapper)
-                span.set_attribute("http.status_code", status)
+            if self.record_spans:
+                with tracer().start_as_current_span(
+                    f"{scope['method']} {scope['path']}", context=ctx, kind=trace.SpanKind.SERVER
+                ) as span:
+                    await self.app(scope, receive, send_wrapper)
+                    span.set_attribute("http.status_code", status)
+            else:
+                attached = otel_context.attach(trace.set_span_in_context(unrecorded_span(ctx)))
+                try:
+                    await self.app(scope, receive, send_wrapper)
+                finally:
+                    otel_context.detach(attached)
         finally:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
@@ -272,7 +281,11 @@ def create_service_app(
     app.state.revocations = RevocationList(settings)
     app.state.organizations = OrganizationDirectory(settings)
     install_problem_handlers(app)
-    app.add_middleware(ObservabilityMiddleware, service=settings.service_name)
+    app.add_middleware(
+        ObservabilityMiddleware,
+        service=settings.service_name,
+        record_spans=settings.otel_exporter != "none",
+    )
     app.include_router(health_router(settings, db, check_broker))
     for router in routers:
         app.include_router(router)
