@@ -2,6 +2,7 @@
 plain and unusual spellings, bad tokens and other organizations; and they are taken."""
 
 import uuid
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -147,3 +148,22 @@ async def test_inbox_and_history_pages_walk_the_whole_list(app, client, tokens, 
             if cursor is None:
                 break
         assert walked == everything["items"] and len(walked) >= 3
+
+
+async def test_dependency_overrides_turn_the_fast_paths_off(app, client, tokens, org, inbox):
+    from pytake_conversations.api.deps import _window_hours
+
+    async def one_hour() -> float:
+        return 1.0
+
+    headers = tokens.headers(organization_id=org, role="viewer")
+    app.dependency_overrides[_window_hours] = one_hour
+    try:
+        items = (await client.get("/v1/conversations", headers=headers)).json()["items"]
+    finally:
+        app.dependency_overrides.clear()
+    assert items
+    for item in items:
+        opened_at = datetime.fromisoformat(item["last_inbound_at"])
+        closes_at = datetime.fromisoformat(item["service_window_expires_at"])
+        assert closes_at - opened_at == timedelta(hours=1)
