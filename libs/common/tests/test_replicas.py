@@ -105,6 +105,8 @@ async def test_revoked_session_and_suspended_org_are_refused_within_two_seconds(
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
             hdr = {"Authorization": f"Bearer {token}"}
             assert (await c.get("/v1/whoami", headers=hdr)).status_code == 200
+            # verified once and cached: revocation must still apply to the cached token
+            assert app.state.verifier.cached(token) is not None
             producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
             await producer.start()
             revoked = _event(

@@ -1,3 +1,4 @@
+import asyncio
 import time
 import uuid
 
@@ -77,3 +78,52 @@ async def test_unknown_kid_triggers_one_refetch_then_uses_cache():
     f.kid = "rotated"  # the issuer rotates its key id
     await v.verify(f.mint(organization_id=uuid.uuid4()))
     assert len(calls) == 2
+
+
+async def test_a_verified_token_is_cached_until_it_expires(monkeypatch):
+    f = TokenFactory()
+    v = _verifier(f)
+    decoded: list[int] = []
+    real_decode = jwt.decode
+
+    def counting_decode(*args, **kwargs):
+        decoded.append(1)
+        return real_decode(*args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+    org = uuid.uuid4()
+    token = f.mint(organization_id=org, role="viewer", ttl=2)
+    first = await v.principal(token)
+    assert await v.principal(token) == first
+    assert (await v.verify(token))["org"] == str(org)
+    assert len(decoded) == 1  # verified once, then from the cache
+    await asyncio.sleep(
+        max(0.0, jwt.decode(token, options={"verify_signature": False})["exp"] - time.time()) + 0.05
+    )
+    with pytest.raises(Unauthorized, match="expired"):
+        await v.verify(token)
+    assert v.cached(token) is None
+
+
+async def test_a_cached_token_of_a_key_no_longer_published_is_refused():
+    f = TokenFactory()
+    v = _verifier(f)
+    v.cache_ttl_s = 0.2
+    token = f.mint(organization_id=uuid.uuid4())
+    await v.verify(token)
+    f.key, f.kid = Ed25519PrivateKey.generate(), "next"  # auth rotates and drops the old key
+    await asyncio.sleep(0.25)  # the JWKS is stale: the cache is not trusted without a refetch
+    with pytest.raises(Unauthorized, match="unknown signing key"):
+        await v.verify(token)
+    await v.verify(f.mint(organization_id=uuid.uuid4()))
+
+
+async def test_the_cache_is_bounded():
+    f = TokenFactory()
+    v = _verifier(f)
+    v.cache_size = 2
+    tokens = [f.mint(organization_id=uuid.uuid4()) for _ in range(3)]
+    for token in tokens:
+        await v.verify(token)
+    assert v.cached(tokens[0]) is None  # the oldest went first
+    assert v.cached(tokens[1]) is not None and v.cached(tokens[2]) is not None

@@ -7,10 +7,14 @@ import uuid
 import pytest
 from sqlalchemy import delete
 
+from pytake_common.reads import TenantReads
 from pytake_conversations.tables import conversations
 from pytake_conversations.views import Conversation, Message
 
 from .support import Customer, deliver, message_rows, opened, set_conversation
+
+CURRENT_ORG = "SELECT current_setting('pytake.organization_id')"
+CURRENT_ORG_ROW = "SELECT current_setting('pytake.organization_id') AS o"
 
 
 @pytest.fixture
@@ -51,21 +55,66 @@ async def test_history_and_inbox_of_another_organization_answer_404_or_nothing(
     assert role[0]["u"] == app.state.settings.db_app_role
 
 
-async def test_read_transactions_are_read_only_and_leave_nothing_behind(app, org):
+async def test_reads_are_read_only_and_leave_no_transaction_behind(app, org):
     reads = app.state.reads
     with pytest.raises(Exception, match="read-only"):
         await reads.fetch(org, "DELETE FROM conversations")
+    with pytest.raises(Exception, match="read-only"):
+        async with reads.transaction(org) as conn:
+            await conn.execute("DELETE FROM conversations")
     with pytest.raises(Exception, match="division by zero"):
         await reads.fetch(org, "SELECT 1 / 0")
     setting = await reads.fetch(org, "SELECT current_setting('pytake.organization_id') AS o")
     assert setting[0]["o"] == str(org)
     pool = await reads.pool()
-    async with pool.acquire() as conn:  # outside a read transaction: nothing is bound
+    async with pool.acquire() as conn:  # between reads: no transaction, still read-only
         assert not conn.is_in_transaction()
-        assert await conn.fetchval("SELECT current_setting('pytake.organization_id', true)") in (
+        assert await conn.fetchval("SHOW transaction_read_only") == "on"
+        assert await conn.fetchval("SELECT current_setting('pytake.bypass_rls', true)") in (
             None,
             "",
+            "off",
         )
+
+
+async def test_a_connection_rebinds_for_each_organization_and_a_transaction_overrides(
+    settings, org
+):
+    """One pooled connection serving organizations in turn never answers for the
+    previous one, whether the organization changes or not."""
+    reads = TenantReads(settings.service_database_url(), app_role=settings.db_app_role, max_size=1)
+    other = uuid.uuid4()
+    try:
+        for who in (org, org, other, org, other, other):
+            async with reads.connection(who) as conn:
+                assert await conn.fetchval(CURRENT_ORG) == str(who)
+                assert conn.bound_organization() == str(who)
+        async with reads.transaction(org) as conn:  # transaction-local wins...
+            assert await conn.fetchval(CURRENT_ORG) == str(org)
+        async with reads.connection(other) as conn:  # ...and ends with the transaction
+            assert await conn.fetchval(CURRENT_ORG) == str(other)
+    finally:
+        await reads.close()
+
+
+async def test_a_bind_cut_off_half_way_is_redone(settings, org):
+    reads = TenantReads(settings.service_database_url(), app_role=settings.db_app_role, max_size=1)
+    other = uuid.uuid4()
+    try:
+        assert (await reads.fetch(org, CURRENT_ORG_ROW))[0]["o"] == str(org)
+        with pytest.raises(RuntimeError):
+            async with reads.connection(other) as conn:
+                raise RuntimeError("boom")
+        pool = await reads.pool()
+        async with pool.acquire() as conn:
+            assert conn.bound_organization() is None  # forgotten: not trusted any more
+            # as if the server had applied a bind the client never saw confirmed
+            await conn.fetchval(
+                "SELECT set_config('pytake.organization_id', $1, false)", str(other)
+            )
+        assert (await reads.fetch(org, CURRENT_ORG_ROW))[0]["o"] == str(org)
+    finally:
+        await reads.close()
 
 
 async def test_counts_follow_inserts_status_changes_and_deletes(app, client, tokens, org):

@@ -6,13 +6,27 @@ itself on asyncpg. :class:`TenantReads` keeps a small asyncpg pool of its own
 for the few read endpoints that dominate traffic, with the same isolation:
 
 - every connection runs ``SET ROLE <app role>`` when it is opened (the role
-  ``RESET ALL`` leaves alone), so the row-level-security policies apply;
-- every read runs in a ``READ ONLY`` transaction that first sets
-  ``pytake.organization_id`` (and ``pytake.bypass_rls`` off) transaction-locally,
-  exactly as :class:`~pytake_common.db.Database` does, in the same round trip
-  as ``BEGIN``;
+  ``RESET ALL`` leaves alone), so the row-level-security policies apply, and
+  is read-only by default (``default_transaction_read_only``);
+- :meth:`TenantReads.connection` (and :meth:`TenantReads.fetch`) binds the
+  connection to the organization for the session (``pytake.organization_id``,
+  ``pytake.bypass_rls`` off) before handing it out. The connection remembers
+  the organization it is bound to, so a read for the same organization as the
+  connection's last one is a single round trip (the query) instead of three
+  (``BEGIN`` + settings, the query, ``COMMIT``). The binding is forgotten
+  *before* it is changed and recorded only once the server confirmed it, so a
+  bind that failed or was cancelled half-way is redone on the next read, never
+  trusted;
+- :meth:`TenantReads.transaction` runs a ``READ ONLY`` transaction that first
+  sets the organization (and any extra settings) transaction-locally, in the
+  same round trip as ``BEGIN``, for reads that need settings or one snapshot;
 - a connection whose transaction did not end cleanly is rolled back, or
   closed when it cannot be, before it goes back to the pool.
+
+Statements run outside an explicit transaction in PostgreSQL's default READ
+COMMITTED, where every statement takes its own snapshot anyway: several reads
+on one :meth:`~TenantReads.connection` see what they would have seen in one
+READ COMMITTED transaction.
 
 Use it for reads only; anything that writes keeps using ``Database``.
 """
@@ -50,8 +64,29 @@ def asyncpg_dsn(url: str) -> str:
     return "postgresql://" + rest if scheme.startswith("postgresql") else url
 
 
+#: binds a pool connection to an organization for the session (``$1``: the id)
+BIND_SQL = (
+    f"SELECT set_config({quote_literal(ORG_SETTING)}, $1, false),"
+    f" set_config({quote_literal(BYPASS_SETTING)}, 'off', false)"
+)
+
+
+class ReadConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is untyped
+    """A pool connection that remembers which organization its session is bound to."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pytake_organization: str | None = None
+
+    def bound_organization(self) -> str | None:
+        return self._pytake_organization
+
+    def set_bound_organization(self, organization: str | None) -> None:
+        self._pytake_organization = organization
+
+
 class TenantReads:
-    """Tenant-bound read-only transactions on a small asyncpg pool (opened lazily)."""
+    """Tenant-bound read-only reads on a small asyncpg pool (opened lazily)."""
 
     def __init__(
         self, url: str, *, app_role: str | None = None, min_size: int = 1, max_size: int = 8
@@ -73,7 +108,8 @@ class TenantReads:
     @staticmethod
     async def _reset(conn: asyncpg.Connection) -> None:
         # Transactions are always ended by transaction(); the default reset query
-        # (RESET ALL, UNLISTEN, ...) would only add a round trip per read.
+        # (RESET ALL, UNLISTEN, ...) would only add a round trip per read, and would
+        # undo the organization binding that connection() keeps track of.
         if conn.is_in_transaction():
             await conn.execute("ROLLBACK")
 
@@ -85,6 +121,8 @@ class TenantReads:
                 max_size=self._max_size,
                 init=self._init,
                 reset=self._reset,
+                connection_class=ReadConnection,
+                server_settings={"default_transaction_read_only": "on"},
             )
             if self._pool is None:
                 self._pool = pool
@@ -100,6 +138,29 @@ class TenantReads:
             f"set_config({quote_literal(k)}, {quote_literal(v)}, true)" for k, v in configs
         )
         return f"BEGIN READ ONLY; SELECT {calls}"
+
+    @asynccontextmanager
+    async def connection(
+        self, organization_id: uuid.UUID | str
+    ) -> AsyncIterator[asyncpg.Connection]:
+        """A pool connection bound to ``organization_id``: each statement on it is
+        its own read-only transaction (see the module's docstring)."""
+        org = str(uuid.UUID(str(organization_id)))
+        pool = await self.pool()
+        async with pool.acquire() as conn:
+            try:
+                if conn.bound_organization() != org:
+                    conn.set_bound_organization(None)  # unknown until the server confirms
+                    await conn.fetchval(BIND_SQL, org)
+                    conn.set_bound_organization(org)
+                yield conn
+            except BaseException:
+                # A statement cut off half-way (cancelled, timed out) leaves the session
+                # in a state not worth reasoning about: bind again next time.
+                conn.set_bound_organization(None)
+                if not conn.is_closed() and conn.is_in_transaction():
+                    await self._abandon(conn)
+                raise
 
     @asynccontextmanager
     async def transaction(
@@ -134,15 +195,10 @@ class TenantReads:
             conn.terminate()
             raise
 
-    async def fetch(
-        self,
-        organization_id: uuid.UUID | str,
-        sql: str,
-        *args: Any,
-        settings: Mapping[str, str] | None = None,
-    ) -> list[Record]:
-        """Rows of one query, run in its own tenant-bound read-only transaction."""
-        async with self.transaction(organization_id, settings) as conn:
+    async def fetch(self, organization_id: uuid.UUID | str, sql: str, *args: Any) -> list[Record]:
+        """Rows of one query for ``organization_id`` (one round trip when the pool
+        connection is already bound to it)."""
+        async with self.connection(organization_id) as conn:
             rows: list[Record] = await conn.fetch(sql, *args)
             return rows
 

@@ -4,6 +4,14 @@ Tokens are EdDSA (Ed25519) signed by auth only; ``alg`` is pinned. Keys are
 cached by ``kid`` and the JWKS is refetched when an unknown ``kid`` appears
 (rotation), at most once per ``min_refresh_s`` so garbage kids cannot make us
 hammer auth.
+
+A verified token's claims (and its :class:`Principal`) are kept in a bounded
+cache until the token's ``exp``, so a client's next requests skip the base64,
+JSON and Ed25519 work (about a tenth of a hot read's CPU). An entry is used
+only while the token has not expired, its ``kid`` is still among the signing
+keys and the JWKS is fresh (``cache_ttl_s``); otherwise the token is verified
+in full again. Revocation and suspension are not part of the cache: they are
+checked on every request (:func:`enforce_policies`).
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ from pytake_common.context import organization_id_var
 from pytake_common.errors import Forbidden, OrganizationSuspended, SessionRevoked, Unauthorized
 
 ALGORITHMS = ["EdDSA"]
+#: longer tokens are verified every time, never cached (bounds the cache's memory)
+MAX_CACHED_TOKEN = 4096
 
 
 class Role(StrEnum):
@@ -65,6 +75,7 @@ class JWKSVerifier:
         cache_ttl_s: float = 300.0,
         min_refresh_s: float = 1.0,
         client: httpx.AsyncClient | None = None,
+        cache_size: int = 10_000,
     ) -> None:
         self.jwks_url = jwks_url
         self.issuer = issuer
@@ -75,6 +86,9 @@ class JWKSVerifier:
         self._keys: dict[str, PyJWK] = {}
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
+        self.cache_size = cache_size
+        #: token -> (claims, principal, exp, kid), oldest first
+        self._verified: dict[str, tuple[dict[str, Any], Principal, float, str]] = {}
 
     async def _refresh(self, *, force: bool) -> None:
         async with self._lock:
@@ -105,14 +119,39 @@ class JWKSVerifier:
             raise Unauthorized("unknown signing key")
         return key
 
+    def cached(self, token: str) -> tuple[dict[str, Any], Principal] | None:
+        """The claims and principal of a token verified before, while they still hold."""
+        entry = self._verified.get(token)
+        if entry is None:
+            return None
+        claims, principal, exp, kid = entry
+        if (
+            time.time() < exp
+            and kid in self._keys
+            and time.monotonic() - self._fetched_at < self.cache_ttl_s
+        ):
+            return claims, principal
+        del self._verified[token]
+        return None
+
     async def verify(self, token: str) -> dict[str, Any]:
+        """The token's claims (shared with the cache: read them, do not change them)."""
+        claims, _ = await self.verified(token)
+        return claims
+
+    async def verified(self, token: str) -> tuple[dict[str, Any], Principal]:
+        """The token's claims and principal, from the cache or verified in full."""
+        hit = self.cached(token)
+        if hit is not None:
+            return hit
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
             raise Unauthorized("malformed token") from exc
         if header.get("alg") not in ALGORITHMS or not header.get("kid"):
             raise Unauthorized("token algorithm or key id not accepted")
-        key = await self.key_for(str(header["kid"]))
+        kid = str(header["kid"])
+        key = await self.key_for(kid)
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -126,10 +165,17 @@ class JWKSVerifier:
             raise Unauthorized("token expired") from exc
         except jwt.PyJWTError as exc:
             raise Unauthorized("invalid token") from exc
-        return claims
+        principal = Principal.from_claims(claims)
+        if self.cache_size > 0 and len(token) <= MAX_CACHED_TOKEN:
+            cache = self._verified
+            while len(cache) >= self.cache_size:
+                del cache[next(iter(cache))]  # the oldest
+            cache[token] = (claims, principal, float(claims["exp"]), kid)
+        return claims, principal
 
     async def principal(self, token: str) -> Principal:
-        return Principal.from_claims(await self.verify(token))
+        _, principal = await self.verified(token)
+        return principal
 
 
 def bearer_token(request: Request) -> str:
@@ -142,8 +188,7 @@ def bearer_token(request: Request) -> str:
 
 async def current_principal(request: Request) -> Principal:
     verifier: JWKSVerifier = request.app.state.verifier
-    claims = await verifier.verify(bearer_token(request))
-    principal = Principal.from_claims(claims)
+    claims, principal = await verifier.verified(bearer_token(request))
     enforce_policies(request.app.state, claims, principal)
     organization_id_var.set(str(principal.organization_id))
     request.state.principal = principal
@@ -171,13 +216,22 @@ WORKERS = frozenset({Role.SUPER_ADMIN, Role.ORG_ADMIN, Role.AGENT})
 ADMINS = frozenset({Role.SUPER_ADMIN, Role.ORG_ADMIN})
 
 
+async def authorize(request: Request, allowed: frozenset[Role]) -> Principal:
+    """The request's principal if its role is in ``allowed`` (401/403 otherwise)."""
+    return admit(await current_principal(request), allowed)
+
+
+def admit(principal: Principal, allowed: frozenset[Role]) -> Principal:
+    if principal.role not in allowed:
+        raise Forbidden(f"role {principal.role} may not do this")
+    return principal
+
+
 def require_roles(allowed: frozenset[Role]) -> Any:
     """A dependency admitting only ``allowed`` roles (403 otherwise)."""
 
     async def dependency(principal: CurrentPrincipal) -> Principal:
-        if principal.role not in allowed:
-            raise Forbidden(f"role {principal.role} may not do this")
-        return principal
+        return admit(principal, allowed)
 
     return Depends(dependency)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import random
 from collections.abc import Iterable, Mapping
 
 from opentelemetry import context as otel_context
@@ -10,8 +11,10 @@ from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 _configured = False
+SAMPLED, RANDOM = TraceFlags.SAMPLED, TraceFlags.RANDOM_TRACE_ID
 
 
 def configure_tracing(service: str, exporter: str = "none") -> None:
@@ -52,3 +55,31 @@ def kafka_headers(carrier: Mapping[str, str]) -> list[tuple[str, bytes]]:
 def context_from_kafka(headers: Iterable[tuple[str, bytes]] | None) -> otel_context.Context:
     carrier = {k: v.decode(errors="replace") for k, v in (headers or ())}
     return propagate.extract(carrier)
+
+
+def _random_id(bits: int) -> int:
+    """A non-zero random id, as the SDK's ``RandomIdGenerator`` makes them."""
+    while not (value := random.getrandbits(bits)):
+        pass
+    return value
+
+
+def unrecorded_span(parent: otel_context.Context) -> NonRecordingSpan:
+    """What a server span started under ``parent`` carries, when no span is exported.
+
+    The client's trace continued (or a new one) with a fresh span id, sampled as the
+    SDK's default ``ParentBased(ALWAYS_ON)`` sampler decides, so ``traceparent``
+    headers, Kafka headers and log lines read the same; building it costs a fraction
+    of a recorded SDK span that no processor would ever see.
+    """
+    remote = trace.get_current_span(parent).get_span_context()
+    if remote.is_valid:
+        flags = (SAMPLED if remote.trace_flags.sampled else 0) | (
+            RANDOM if remote.trace_flags.random_trace_id else 0
+        )
+        ids = SpanContext(
+            remote.trace_id, _random_id(64), False, TraceFlags(flags), remote.trace_state
+        )
+    else:  # a new trace: its id is random, and the flags say so
+        ids = SpanContext(_random_id(128), _random_id(64), False, TraceFlags(SAMPLED | RANDOM))
+    return NonRecordingSpan(ids)

@@ -129,6 +129,14 @@ Index(
     conversations.c.id,
 )
 Index(
+    "ix_conversations_assignee_status_activity",
+    conversations.c.organization_id,
+    conversations.c.assignee_id,
+    conversations.c.status,
+    conversations.c.last_message_at,
+    conversations.c.id,
+)
+Index(
     "ix_conversations_department_activity",
     conversations.c.organization_id,
     conversations.c.department_id,

@@ -3,9 +3,11 @@
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 
+import orjson
 from pydantic import BaseModel
+from pydantic_core import to_json
 
 from pytake_conversations.domain import DEFAULT_WINDOW_HOURS, window_closes_at
 
@@ -72,26 +74,56 @@ class Message(BaseModel):
         return cls.model_validate(dict(row))
 
 
-# The hot reads (inbox list, history) skip the models: rows from asyncpg become plain
-# dicts in the models' field order and pydantic-core writes the JSON, the same text
-# ``model_dump_json`` gives (tests compare both).
-CONVERSATION_FIELDS = tuple(
-    f for f in Conversation.model_fields if f != "service_window_expires_at"
-)
-CONVERSATION_COLUMNS = ", ".join(CONVERSATION_FIELDS)
-MESSAGE_FIELDS = tuple(Message.model_fields)
-MESSAGE_COLUMNS = ", ".join(MESSAGE_FIELDS)
-
-
+# The hot reads (inbox list, history) skip the models: each asyncpg row becomes a plain
+# dict (``dict(row)``, the columns selected in the models' field order) and orjson writes
+# the JSON, the same text ``model_dump_json`` gives (tests compare both): UUIDs as
+# strings, datetimes in RFC 3339 with ``Z`` for UTC and microseconds only when non-zero.
+# UUID columns are selected as text (PostgreSQL writes them in the canonical lowercase
+# form pydantic writes): no UUID objects to build, and nothing for orjson to call back for.
 _WINDOW = "service_window_expires_at"
-_CONVERSATION_ORDER = tuple(Conversation.model_fields)
+
+
+def _column(name: str, annotation: Any) -> str:
+    if annotation is uuid.UUID or uuid.UUID in get_args(annotation):
+        return f"{name}::text AS {name}"
+    if name == _WINDOW:  # computed in Python: a NULL keeps its place in dict(row)
+        return f"NULL::timestamptz AS {name}"
+    return name
+
+
+def _columns(model: type[BaseModel]) -> str:
+    return ", ".join(_column(name, f.annotation) for name, f in model.model_fields.items())
+
+
+CONVERSATION_COLUMNS = _columns(Conversation)
+MESSAGE_COLUMNS = _columns(Message)
 
 
 def conversation_dict(row: Mapping[str, Any], window_hours: float) -> dict[str, Any]:
-    """A conversation row as ``Conversation`` would serialise it, without validation."""
-    closes = window_closes_at(row["last_inbound_at"], window_hours)
-    return {f: closes if f == _WINDOW else row[f] for f in _CONVERSATION_ORDER}
+    """A row of ``CONVERSATION_COLUMNS`` as ``Conversation`` would serialise it, without
+    validation."""
+    item = dict(row)
+    last_inbound_at = item["last_inbound_at"]
+    if last_inbound_at is not None:
+        item[_WINDOW] = window_closes_at(last_inbound_at, window_hours)
+    return item
 
 
 def message_dict(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {f: row[f] for f in MESSAGE_FIELDS}
+    """A row of ``MESSAGE_COLUMNS`` as ``Message`` would serialise it."""
+    return dict(row)
+
+
+def _uuid_text(value: object) -> str:
+    # asyncpg gives its own uuid.UUID subclass, which orjson only takes through here
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError
+
+
+def page_json(page: dict[str, Any]) -> bytes:
+    """A page of plain dicts as JSON, as pydantic would write it (see above)."""
+    try:
+        return orjson.dumps(page, default=_uuid_text, option=orjson.OPT_UTC_Z)
+    except orjson.JSONEncodeError:  # e.g. an integer past 64 bits inside a message's content
+        return to_json(page)

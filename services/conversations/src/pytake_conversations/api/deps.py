@@ -19,17 +19,25 @@ DB = Annotated[Database, Depends(request_db)]
 Limit = Annotated[int, Query(ge=1, le=200)]
 
 
-async def _reads(request: Request) -> TenantReads:
+def reads_of(request: Request) -> TenantReads:
     reads: TenantReads = request.app.state.reads
     return reads
+
+
+async def _reads(request: Request) -> TenantReads:
+    return reads_of(request)
 
 
 #: the light read-only path (raw asyncpg, tenant-bound) of the hot list endpoints
 Reads = Annotated[TenantReads, Depends(_reads)]
 
 
-async def _window_hours(request: Request) -> float:
+def window_hours_of(request: Request) -> float:
     return float(getattr(request.app.state.settings, "service_window_hours", DEFAULT_WINDOW_HOURS))
+
+
+async def _window_hours(request: Request) -> float:
+    return window_hours_of(request)
 
 
 WindowHours = Annotated[float, Depends(_window_hours)]

@@ -4,10 +4,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from pydantic_core import to_json
 from sqlalchemy import func, select
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,7 +19,9 @@ from pytake_common.errors import (
 )
 from pytake_common.idempotency import IdempotencyGuard, fingerprint
 from pytake_common.pagination import decode_cursor, encode_cursor
-from pytake_common.security import Principal, Reader, Worker
+from pytake_common.reads import TenantReads
+from pytake_common.security import READERS, Principal, Reader, Worker, authorize
+from pytake_common.web import FastPathRoute, fast_path
 from pytake_conversations.api.deps import (
     DB,
     Limit,
@@ -28,8 +29,10 @@ from pytake_conversations.api.deps import (
     Reads,
     WindowHours,
     load_conversation,
+    reads_of,
 )
 from pytake_conversations.api.outbound import NoteInput, SendMessage
+from pytake_conversations.api.strict import StrictQuery, Unusual, strict_uuid
 from pytake_conversations.canned import render_canned
 from pytake_conversations.domain import (
     CLOSED,
@@ -50,9 +53,9 @@ from pytake_conversations.inbox import (
     update_conversation,
 )
 from pytake_conversations.tables import contact_replicas, conversations, messages
-from pytake_conversations.views import MESSAGE_COLUMNS, Message, message_dict
+from pytake_conversations.views import MESSAGE_COLUMNS, Message, message_dict, page_json
 
-router = APIRouter(prefix="/v1/conversations", tags=["messages"])
+router = APIRouter(prefix="/v1/conversations", tags=["messages"], route_class=FastPathRoute)
 MONTHLY_LIMIT = "monthly_business_messages"
 
 
@@ -70,7 +73,38 @@ ANCHOR = (
 )
 
 
+HISTORY_PARAMS = frozenset({"limit", "cursor", "before", "after", "latest", "include_notes"})
+HISTORY_LIMIT = 200
+
+
+async def _list_messages_fast(request: Request) -> Response | None:
+    try:
+        conversation_id = strict_uuid(request.path_params["conversation_id"])
+        query = StrictQuery(request, HISTORY_PARAMS)
+        limit = query.limit("limit", 50, HISTORY_LIMIT)
+        cursor = query.one("cursor")
+        before = query.uuid("before")
+        after = query.uuid("after")
+        latest = query.flag("latest")
+        include_notes = query.flag("include_notes")
+    except Unusual:
+        return None
+    principal = await authorize(request, READERS)
+    return await history_page(
+        reads_of(request),
+        principal,
+        conversation_id,
+        limit,
+        cursor,
+        before,
+        after,
+        bool(latest),
+        include_notes is not False,
+    )
+
+
 @router.get("/{conversation_id}/messages", response_model=MessagePage)
+@fast_path(_list_messages_fast)
 async def list_messages(
     conversation_id: uuid.UUID,
     principal: Reader,
@@ -89,6 +123,22 @@ async def list_messages(
     ``before=<message id>`` the page older than a message (``has_more`` tells if more
     remain) — what a chat window scrolling up needs.
     """
+    return await history_page(
+        reads, principal, conversation_id, limit, cursor, before, after, latest, include_notes
+    )
+
+
+async def history_page(
+    reads: TenantReads,
+    principal: Principal,
+    conversation_id: uuid.UUID,
+    limit: int,
+    cursor: str | None,
+    before: uuid.UUID | None,
+    after: uuid.UUID | None,
+    latest: bool,
+    include_notes: bool,
+) -> Response:
     if sum(x is not None and x is not False for x in (cursor, before, after, latest)) > 1:
         raise InvalidInput("use only one of cursor, before, after, latest")
     org = principal.organization_id
@@ -97,7 +147,7 @@ async def list_messages(
     conditions = ["organization_id = $1", "conversation_id = $2"]
     if not include_notes:
         conditions.append(f"direction <> '{NOTE}'")
-    async with reads.transaction(org) as conn:
+    async with reads.connection(org) as conn:
 
         async def check_conversation() -> None:
             if await conn.fetchval(CONVERSATION_EXISTS, conversation_id, org) is None:
@@ -117,7 +167,9 @@ async def list_messages(
         order = "DESC" if backward else "ASC"
         sql = (
             f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {' AND '.join(conditions)}"  # noqa: S608
-            f" ORDER BY created_at {order}, id {order} LIMIT ${len(args) + 1}"
+            # the table's columns: a bare "id" would be the selected id::text
+            f" ORDER BY messages.created_at {order}, messages.id {order}"
+            f" LIMIT ${len(args) + 1}"
         )
         rows = await conn.fetch(sql, *args, limit + 1)
         if not rows and anchor_id is None:
@@ -137,7 +189,7 @@ async def list_messages(
         "has_more": more,
     }
     # Serialised here (the hot path): response_model would validate every item again.
-    return Response(to_json(body), media_type="application/json")
+    return Response(page_json(body), media_type="application/json")
 
 
 @router.post(

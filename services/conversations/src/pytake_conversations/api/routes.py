@@ -3,18 +3,29 @@ assignment and marking the customer's messages read."""
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, get_args
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, model_validator
-from pydantic_core import to_json
 from sqlalchemy import func, update
 
 from pytake_common.errors import InvalidInput
 from pytake_common.pagination import decode_cursor, encode_cursor
-from pytake_common.security import Reader, Worker
-from pytake_conversations.api.deps import DB, Limit, Reads, WindowHours, load_conversation
+from pytake_common.reads import TenantReads
+from pytake_common.security import READERS, Principal, Reader, Worker, authorize
+from pytake_common.web import FastPathRoute, fast_path
+from pytake_conversations.api.deps import (
+    DB,
+    Limit,
+    Reads,
+    WindowHours,
+    load_conversation,
+    reads_of,
+    window_hours_of,
+)
+from pytake_conversations.api.strict import StrictQuery, Unusual
 from pytake_conversations.domain import (
     CONVERSATION_STATUSES,
     INBOUND,
@@ -32,9 +43,14 @@ from pytake_conversations.inbox import (
     update_conversation,
 )
 from pytake_conversations.tables import messages
-from pytake_conversations.views import CONVERSATION_COLUMNS, Conversation, conversation_dict
+from pytake_conversations.views import (
+    CONVERSATION_COLUMNS,
+    Conversation,
+    conversation_dict,
+    page_json,
+)
 
-router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
+router = APIRouter(prefix="/v1/conversations", tags=["conversations"], route_class=FastPathRoute)
 ConversationStatus = Literal["open", "pending", "resolved", "closed"]
 Priority = Literal["low", "normal", "high", "urgent"]
 
@@ -91,7 +107,11 @@ class ReadResult(BaseModel):
     marked: int
 
 
-class Filters(BaseModel):
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """The inbox filters, as validated by FastAPI (``_filters``) or read strictly by a
+    fast path (``_strict_filters``)."""
+
     status: list[ConversationStatus] | None = None
     assignee_id: uuid.UUID | None = None
     department_id: uuid.UUID | None = None
@@ -182,28 +202,59 @@ async def _filters(
 
 
 InboxFilters = Annotated[Filters, Depends(_filters)]
+FILTER_PARAMS = frozenset(
+    {
+        "status",
+        "assignee_id",
+        "department_id",
+        "unassigned",
+        "contact_id",
+        "number_id",
+        "has_unread",
+        "priority",
+        "updated_since",
+    }
+)
+STATUSES = frozenset(get_args(ConversationStatus))
+PRIORITIES = frozenset(get_args(Priority))
+INBOX_LIMIT = 200
 
 
-@router.get("", response_model=ConversationPage)
-async def list_conversations(
-    principal: Reader,
-    reads: Reads,
-    hours: WindowHours,
-    filters: InboxFilters,
-    limit: Limit = 50,
-    cursor: str | None = None,
+def _strict_filters(query: StrictQuery) -> Filters:
+    """What ``_filters`` gives, for the plain spellings (see api.strict)."""
+    query.absent("updated_since")  # a time: FastAPI parses it
+    return Filters(
+        status=query.choices("status", STATUSES),  # type: ignore[arg-type]
+        assignee_id=query.uuid("assignee_id"),
+        department_id=query.uuid("department_id"),
+        unassigned=query.flag("unassigned"),
+        contact_id=query.uuid("contact_id"),
+        number_id=query.uuid("number_id"),
+        has_unread=query.flag("has_unread"),
+        priority=query.choices("priority", PRIORITIES),  # type: ignore[arg-type]
+    )
+
+
+async def inbox_page(
+    reads: TenantReads,
+    hours: float,
+    principal: Principal,
+    filters: Filters,
+    limit: int,
+    cursor: str | None,
 ) -> Response:
-    """The inbox, newest activity first (last message time, then id, both descending)."""
     org = principal.organization_id
     where = SqlWhere(org)
     filters.where(where)
     if cursor:
         at, last_id = decode_cursor(cursor)
         where.add("(last_message_at, id) < ({}, {})", at, last_id)
-    # The conditions are constants with $n parameters.
+    # The conditions are constants with $n parameters. ORDER BY names the table's
+    # columns: a bare "id" would be the selected id::text (no index, text order).
     sql = (
         f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE {where.sql}"  # noqa: S608
-        f" ORDER BY last_message_at DESC, id DESC LIMIT ${len(where.args) + 1}"
+        " ORDER BY conversations.last_message_at DESC, conversations.id DESC"
+        f" LIMIT ${len(where.args) + 1}"
     )
     rows = await reads.fetch(org, sql, *where.args, limit + 1)
     items = [conversation_dict(r, hours) for r in rows[:limit]]
@@ -213,7 +264,35 @@ async def list_conversations(
         "next_cursor": encode_cursor(last["last_message_at"], last["id"]) if last else None,
     }
     # Serialised here (the hot path): response_model would validate every item again.
-    return Response(to_json(page), media_type="application/json")
+    return Response(page_json(page), media_type="application/json")
+
+
+async def _list_conversations_fast(request: Request) -> Response | None:
+    try:
+        query = StrictQuery(request, FILTER_PARAMS | {"limit", "cursor"})
+        filters = _strict_filters(query)
+        limit = query.limit("limit", 50, INBOX_LIMIT)
+        cursor = query.one("cursor")
+    except Unusual:
+        return None
+    principal = await authorize(request, READERS)
+    return await inbox_page(
+        reads_of(request), window_hours_of(request), principal, filters, limit, cursor
+    )
+
+
+@router.get("", response_model=ConversationPage)
+@fast_path(_list_conversations_fast)
+async def list_conversations(
+    principal: Reader,
+    reads: Reads,
+    hours: WindowHours,
+    filters: InboxFilters,
+    limit: Limit = 50,
+    cursor: str | None = None,
+) -> Response:
+    """The inbox, newest activity first (last message time, then id, both descending)."""
+    return await inbox_page(reads, hours, principal, filters, limit, cursor)
 
 
 COUNTS_SQL = (
@@ -221,11 +300,9 @@ COUNTS_SQL = (
 )
 
 
-@router.get("/counts")
-async def conversation_counts(
-    principal: Reader, reads: Reads, filters: InboxFilters
+async def status_counts(
+    reads: TenantReads, principal: Principal, filters: Filters
 ) -> dict[str, int]:
-    """How many conversations per status (with the same filters as the list, but status)."""
     org = principal.organization_id
     where = SqlWhere(org)
     filters.where(where, with_status=False)
@@ -238,6 +315,25 @@ async def conversation_counts(
     counts = {status: found.get(status, 0) for status in CONVERSATION_STATUSES}
     counts["total"] = sum(counts.values())
     return counts
+
+
+async def _conversation_counts_fast(request: Request) -> Response | None:
+    try:
+        filters = _strict_filters(StrictQuery(request, FILTER_PARAMS))
+    except Unusual:
+        return None
+    principal = await authorize(request, READERS)
+    counts = await status_counts(reads_of(request), principal, filters)
+    return Response(page_json(counts), media_type="application/json")
+
+
+@router.get("/counts")
+@fast_path(_conversation_counts_fast)
+async def conversation_counts(
+    principal: Reader, reads: Reads, filters: InboxFilters
+) -> dict[str, int]:
+    """How many conversations per status (with the same filters as the list, but status)."""
+    return await status_counts(reads, principal, filters)
 
 
 @router.get("/{conversation_id}", response_model=Conversation)
