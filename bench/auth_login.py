@@ -127,6 +127,12 @@ def process_cpu(p: psutil.Process, *, with_children: bool = False) -> float:
     return total
 
 
+def event_loop_cpu(p: psutil.Process) -> float:
+    """CPU seconds of the server's main thread (its event loop; hashing runs in others)."""
+    main = next((t for t in p.threads() if t.id == p.pid), None)
+    return float(main.user_time + main.system_time) if main is not None else 0.0
+
+
 async def bench(
     url: str,
     users: int,
@@ -149,12 +155,26 @@ async def bench(
         if postmaster is not None:
             watched["PostgreSQL"] = (postmaster, True)
         before = {name: process_cpu(p, with_children=c) for name, (p, c) in watched.items()}
+        loop_before = event_loop_cpu(server)
         result = await run_clients(client, emails, concurrency, duration)
         report(f"{concurrency} clients", *result)
         logins = max(1, len(result[0]))
+        total = 0.0
         for name, (p, c) in watched.items():
-            used = process_cpu(p, with_children=c) - before[name]
-            print(f"  {name} CPU per login: {used / logins * 1000:.1f} ms")
+            used = (process_cpu(p, with_children=c) - before[name]) / logins * 1000
+            total += used
+            print(f"  {name} CPU per login: {used:.1f} ms")
+            if p is server:
+                loop = (event_loop_cpu(server) - loop_before) / logins * 1000
+                print(
+                    f"    event loop thread {loop:.1f} ms, "
+                    f"other threads (argon2) {used - loop:.1f} ms"
+                )
+        cores = os.cpu_count() or 1
+        print(
+            f"  all three: {total:.1f} ms per login -> at most {cores / total * 1000:.0f} "
+            f"logins/s on {cores} CPUs"
+        )
 
 
 def median_ms(check: Callable[[], object], rounds: int) -> float:
