@@ -28,6 +28,10 @@ from sqlalchemy.pool import PoolProxiedConnection
 from pytake_common.db import BYPASS_SETTING, ORG_SETTING, Database
 
 
+class RolledBack(Exception):
+    """A transaction's block ended normally but the transaction could not commit."""
+
+
 def begin_sql(organization_id: uuid.UUID | None, *, bypass_rls: bool, durable: bool = True) -> str:
     """``BEGIN`` and the tenant binding as one simple query (no parameters, one round trip)."""
     org = str(uuid.UUID(str(organization_id))) if organization_id else ""  # validated: in text
@@ -65,7 +69,10 @@ async def transaction(
         try:
             await conn.execute(begin)
             yield conn
-            await conn.execute("COMMIT")
+            # A statement that failed inside the block (its error caught there) left the
+            # transaction aborted: COMMIT then rolls back, and says so only in its tag.
+            if await conn.execute("COMMIT") != "COMMIT":
+                raise RolledBack("the transaction had failed: it was rolled back")
             committed = True
         finally:
             if not committed:
@@ -79,9 +86,12 @@ async def _abandon(conn: asyncpg.Connection, proxied: PoolProxiedConnection) -> 
             await conn.execute("ROLLBACK")
     except Exception:
         _drop(conn, proxied)  # e.g. the server is gone
+        return
     except BaseException:
         _drop(conn, proxied)  # cancelled while rolling back
         raise
+    if conn.is_closed():
+        _drop(conn, proxied)  # lost midway: the pool must not hand it out again
 
 
 def _drop(conn: asyncpg.Connection, proxied: PoolProxiedConnection) -> None:
