@@ -174,7 +174,7 @@ class Throttle:
         self, conn: asyncpg.Connection, rule: Rule, bucket: str, *, count: bool
     ) -> int | None:
         if count:
-            if await conn.fetchrow(_FIRST_HIT, bucket, rule.window_s) is not None:
+            if rule.limit >= 1 and await conn.fetchrow(_FIRST_HIT, bucket, rule.window_s):
                 return None
             row = await conn.fetchrow(_LOCK_BUCKET, bucket, rule.window_s)
         else:
