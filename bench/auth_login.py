@@ -5,7 +5,7 @@ serves auth with uvicorn in a subprocess on a free loopback port (workers off:
 no broker needed), registers N users, then
 
 1. one client logging in serially for a few seconds (the floor: one argon2
-   verification plus three short transactions);
+   verification plus two short transactions);
 2. C concurrent clients logging in for D seconds (closed loop).
 
 It prints the rate, p50/p95/p99 and the argon2 parameters in force (checked
@@ -16,6 +16,12 @@ each request comes from its own address in ``X-Forwarded-For`` (the loopback
 peer is a trusted proxy), and logins succeed, so no per-address or per-email
 window fills up.
 
+For the concurrent run it prints the CPU per login of the auth process (its event
+loop thread apart from the argon2 threads), of the load generator (the API
+gateway's keep-alive client on uvloop, kept lean because it shares the cores) and
+of PostgreSQL, and the login rate their sum allows on this machine's CPUs: on a
+box shared with other work, the figures to compare.
+
 Usage: python bench/auth_login.py [--users 64] [--c 16] [--duration 20]
 """
 
@@ -25,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import itertools
+import json
 import os
 import statistics
 import subprocess
@@ -35,18 +42,19 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-import aiohttp
 import httpx
 import psutil
+import uvloop
 from argon2 import PasswordHasher, Type
 
+from pytake_api_gateway.upstream import Origin, UpstreamPool
 from pytake_auth.config import OWASP_ARGON2ID, Settings, argon2_is_owasp_compliant
 from pytake_auth.passwords import Passwords
 from pytake_devstack.infra import EmbeddedPostgres, free_port
 
 PASSWORD = "bench passphrase 0123"
 _addresses = (
-    f"10.{a}.{b}.{c}" for a, b, c in itertools.product(range(256), range(256), range(1, 255))
+    b"10.%d.%d.%d" % abc for abc in itertools.product(range(256), range(256), range(1, 255))
 )
 
 
@@ -55,11 +63,33 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def origin() -> dict[str, str]:
-    return {"X-Forwarded-For": next(_addresses)}
+class Client:
+    """The load generator's HTTP client: the gateway's keep-alive pool on uvloop (about
+    25 µs of CPU per request against 89 for aiohttp in ``bench/gateway_proxy.py``'s client
+    comparison): the generator shares the 2 cores with the service it measures."""
+
+    def __init__(self, url: str, connections: int) -> None:
+        self.origin = Origin.parse(url)
+        self.pool = UpstreamPool(
+            limit=connections, keepalive_s=60.0, connect_timeout_s=5.0, read_timeout_s=30.0
+        )
+
+    async def post(self, path: bytes, body: dict[str, str]) -> tuple[int, bytes]:
+        """POST ``body`` as JSON from the next client address; the status and the answer."""
+        headers = [(b"content-type", b"application/json"), (b"x-forwarded-for", next(_addresses))]
+        response = await self.pool.request(
+            self.origin, "POST", path, headers, json.dumps(body).encode()
+        )
+        try:
+            return response.status, await response.read()
+        finally:
+            response.release()
+
+    def close(self) -> None:
+        self.pool.close()
 
 
-async def register_users(client: aiohttp.ClientSession, n: int) -> list[str]:
+async def register_users(client: Client, n: int) -> list[str]:
     emails = [f"bench-{i}-{os.getpid()}@example.com" for i in range(n)]
     sem = asyncio.Semaphore(8)
 
@@ -70,15 +100,17 @@ async def register_users(client: aiohttp.ClientSession, n: int) -> list[str]:
             "full_name": "Bench User",
             "organization_name": "Bench Org",
         }
-        async with sem, client.post("/v1/auth/register", json=body, headers=origin()) as r:
-            r.raise_for_status()
+        async with sem:
+            status, answer = await client.post(b"/v1/auth/register", body)
+        if status != 201:
+            raise RuntimeError(f"register answered {status}: {answer[:200]!r}")
 
     await asyncio.gather(*(one(e) for e in emails))
     return emails
 
 
 async def run_clients(
-    client: aiohttp.ClientSession, emails: list[str], concurrency: int, duration: float
+    client: Client, emails: list[str], concurrency: int, duration: float
 ) -> tuple[list[float], int, float]:
     latencies: list[float] = []
     errors = 0
@@ -91,12 +123,8 @@ async def run_clients(
             if time.perf_counter() >= deadline:
                 return
             start = time.perf_counter()
-            async with client.post(
-                "/v1/auth/login", json={"email": email, "password": PASSWORD}, headers=origin()
-            ) as r:
-                await r.read()
-                ok = r.status == 200
-            if ok:
+            status, _ = await client.post(b"/v1/auth/login", {"email": email, "password": PASSWORD})
+            if status == 200:
                 latencies.append(time.perf_counter() - start)
             else:
                 errors += 1
@@ -127,6 +155,12 @@ def process_cpu(p: psutil.Process, *, with_children: bool = False) -> float:
     return total
 
 
+def event_loop_cpu(p: psutil.Process) -> float:
+    """CPU seconds of the server's main thread (its event loop; hashing runs in others)."""
+    main = next((t for t in p.threads() if t.id == p.pid), None)
+    return float(main.user_time + main.system_time) if main is not None else 0.0
+
+
 async def bench(
     url: str,
     users: int,
@@ -135,12 +169,8 @@ async def bench(
     server: psutil.Process,
     postmaster: psutil.Process | None,
 ) -> None:
-    # aiohttp, not httpx: httpx spends ~4 ms of CPU per request (bench/gateway_proxy.py's
-    # client comparison), which on 2 cores would take CPU from the service measured.
-    connector = aiohttp.TCPConnector(limit=concurrency + 4)
-    async with aiohttp.ClientSession(
-        base_url=url, connector=connector, timeout=aiohttp.ClientTimeout(total=30.0)
-    ) as client:
+    client = Client(url, concurrency + 4)
+    try:
         t = time.perf_counter()
         emails = await register_users(client, users)
         print(f"registered {len(emails)} users in {time.perf_counter() - t:.1f} s")
@@ -149,12 +179,28 @@ async def bench(
         if postmaster is not None:
             watched["PostgreSQL"] = (postmaster, True)
         before = {name: process_cpu(p, with_children=c) for name, (p, c) in watched.items()}
+        loop_before = event_loop_cpu(server)
         result = await run_clients(client, emails, concurrency, duration)
         report(f"{concurrency} clients", *result)
         logins = max(1, len(result[0]))
+        total = 0.0
         for name, (p, c) in watched.items():
-            used = process_cpu(p, with_children=c) - before[name]
-            print(f"  {name} CPU per login: {used / logins * 1000:.1f} ms")
+            used = (process_cpu(p, with_children=c) - before[name]) / logins * 1000
+            total += used
+            print(f"  {name} CPU per login: {used:.1f} ms")
+            if p is server:
+                loop = (event_loop_cpu(server) - loop_before) / logins * 1000
+                print(
+                    f"    event loop thread {loop:.1f} ms, "
+                    f"other threads (argon2) {used - loop:.1f} ms"
+                )
+        cores = os.cpu_count() or 1
+        print(
+            f"  all three: {total:.1f} ms per login -> at most {cores / total * 1000:.0f} "
+            f"logins/s on {cores} CPUs"
+        )
+    finally:
+        client.close()
 
 
 def median_ms(check: Callable[[], object], rounds: int) -> float:
@@ -239,7 +285,7 @@ def main() -> None:
         if pg is not None:
             pid = int((pg.pgdata / "postmaster.pid").read_text().split()[0])
             postmaster = psutil.Process(pid)
-        asyncio.run(
+        uvloop.run(
             bench(url, args.users, args.c, args.duration, psutil.Process(server.pid), postmaster)
         )
     finally:

@@ -35,6 +35,25 @@ async def test_writing_a_row_for_another_organization_is_refused(db):
             )
 
 
+async def test_the_app_role_survives_a_first_transaction_that_rolls_back(db):
+    from pytake_common.db import Database
+
+    fresh = Database(db.url, app_role="pytake_app", pool_size=1)  # one new connection
+
+    async def first_transaction_fails() -> None:
+        async with fresh.transaction() as s:
+            assert (await s.execute(text("SELECT current_user"))).scalar_one() == "pytake_app"
+            raise RuntimeError("the first transaction fails")
+
+    try:
+        with pytest.raises(RuntimeError):
+            await first_transaction_fails()
+        async with fresh.transaction() as s:
+            assert (await s.execute(text("SELECT current_user"))).scalar_one() == "pytake_app"
+    finally:
+        await fresh.dispose()
+
+
 async def test_binding_survives_commit_within_one_session(db):
     org = uuid.uuid4()
     await _insert(db, org, "kept")

@@ -1,8 +1,13 @@
+import hashlib
+import uuid
+from datetime import timedelta
+
 import httpx
-from sqlalchemy import select, update
+import jwt
+from sqlalchemy import func, select, update
 
 from pytake_auth.app import create_app
-from pytake_auth.tables import users
+from pytake_auth.tables import refresh_tokens, sessions, users
 
 
 async def test_login_returns_tokens_case_insensitively(api, client):
@@ -63,3 +68,70 @@ async def test_login_rehashes_when_the_parameters_changed(app, api, make_setting
 async def test_login_validation(api):
     r = await api.client.post("/v1/auth/login", json={"email": "", "password": "x"})
     assert r.status_code == 422 and r.json()["code"] == "invalid_input"
+
+
+async def test_login_opens_a_session_storing_only_the_refresh_tokens_hash(app, api):
+    email = api.new_email()
+    await api.registered(email=email)
+    r = await api.login(email)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    sid = uuid.UUID(jwt.decode(body["access_token"], options={"verify_signature": False})["sid"])
+    settings = app.state.settings
+    async with app.state.db.transaction(bypass_rls=True) as s:
+        session = (await s.execute(select(sessions).where(sessions.c.id == sid))).one()
+        tokens = (
+            await s.execute(select(refresh_tokens).where(refresh_tokens.c.session_id == sid))
+        ).all()
+        user = (await s.execute(select(users).where(users.c.email == email))).one()
+    assert (session.user_id, session.organization_id) == (user.id, user.organization_id)
+    assert session.revoked_at is None
+    age = session.expires_at - session.created_at
+    assert age == timedelta(seconds=settings.session_max_age_s)
+    [token] = tokens
+    assert token.token_hash == hashlib.sha256(body["refresh_token"].encode()).hexdigest()
+    assert body["refresh_token"] not in {str(v) for v in token}
+    assert token.expires_at - token.created_at == timedelta(seconds=settings.refresh_token_ttl_s)
+    assert (token.user_id, token.organization_id) == (user.id, user.organization_id)
+    assert token.used_at is None and token.revoked_at is None and token.rotated_from is None
+    assert user.last_login_at == session.created_at  # one transaction, one clock
+    assert (await api.refresh(body["refresh_token"])).status_code == 200
+
+
+async def test_an_account_deactivated_while_its_password_is_checked_is_refused(app, api):
+    email = api.new_email()
+    await api.registered(email=email)
+    passwords = app.state.passwords
+    verify = passwords.verify
+
+    async def deactivate_meanwhile(password_hash, password):
+        async with app.state.db.transaction(bypass_rls=True) as s:
+            await s.execute(update(users).where(users.c.email == email).values(is_active=False))
+        return await verify(password_hash, password)
+
+    passwords.verify = deactivate_meanwhile
+    try:
+        r = await api.login(email)
+    finally:
+        passwords.verify = verify
+    assert r.status_code == 401 and r.json()["code"] == "invalid_credentials"
+    async with app.state.db.transaction(bypass_rls=True) as s:
+        assert await s.scalar(select(func.count()).select_from(sessions)) == 1  # register's
+
+
+async def test_an_unknown_email_costs_one_verification_like_a_known_one(app, api, monkeypatch):
+    email = api.new_email()
+    await api.registered(email=email)
+    checked: list[str] = []
+    verify_sync = app.state.passwords.verify_sync
+
+    def counting(password_hash: str, password: str) -> bool:
+        checked.append(password_hash)
+        return verify_sync(password_hash, password)
+
+    monkeypatch.setattr(app.state.passwords, "verify_sync", counting)
+    assert (await api.login(email)).status_code == 200
+    assert (await api.login(api.new_email())).status_code == 401
+    assert len(checked) == 2
+    # The dummy hash has the parameters in force, so it costs the same to check.
+    assert checked[1].split("$")[3] == checked[0].split("$")[3]

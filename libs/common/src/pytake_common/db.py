@@ -128,6 +128,10 @@ class Database:
                 cursor = dbapi_conn.cursor()
                 cursor.execute(f"SET ROLE {quoted}")
                 cursor.close()
+                # The driver ran it in a transaction of its own: committed now, or the
+                # first transaction on this connection would carry it, and a rollback of
+                # that one would leave the connection as the login role (RLS bypassed).
+                dbapi_conn.commit()
 
         event.listen(self.engine.sync_engine, "do_execute", _savepoint_unprepared)
         # A Session class of this Database's own: a listener on SQLAlchemy's global

@@ -6,14 +6,14 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from pytake_auth.api.deps import Rules
 from pytake_auth.api.routes import Registrations, jwks_router, router
 from pytake_auth.api.users import router as users_router
 from pytake_auth.config import Settings
 from pytake_auth.janitor import SessionJanitor
 from pytake_auth.keys import KeyRing, LocalVerifier
+from pytake_auth.logins import Logins
 from pytake_auth.passwords import Passwords
-from pytake_auth.throttle import Throttle
+from pytake_auth.throttle import Rules, Throttle
 from pytake_common.db import Database
 from pytake_common.outbox import OutboxRelay
 from pytake_common.web import create_service_app
@@ -33,11 +33,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # auth consumes no events yet: the relay and housekeeping only.
         workers=lambda: [OutboxRelay(settings, db).run, SessionJanitor(settings, db).run],
     )
+    passwords = Passwords(settings)
+    throttle = Throttle(db, enabled=settings.throttle_enabled)
+    rules = Rules.from_settings(settings)
     app.state.keys = keys
-    app.state.passwords = Passwords(settings)
+    app.state.passwords = passwords
     app.state.registrations = Registrations(settings.secret)
-    app.state.throttle = Throttle(db, enabled=settings.throttle_enabled)
-    app.state.throttle_rules = Rules.from_settings(settings)
+    app.state.throttle = throttle
+    app.state.throttle_rules = rules
+    app.state.logins = Logins(settings, db, keys, passwords, throttle, rules)
     # auth verifies its own tokens from its key table, not over HTTP to itself.
     app.state.verifier = LocalVerifier(settings, keys)
 

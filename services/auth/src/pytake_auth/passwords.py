@@ -8,15 +8,17 @@ with more lanes, and parsing of any hash's parameters, go through argon2-cffi.
 Both write and read the same PHC string (``$argon2id$v=19$m=..,t=..,p=..$``),
 so stored hashes move freely between them.
 
-Each hash takes ``argon2_memory_cost_kib`` of memory and real CPU time, so at
-most ``password_hash_concurrency`` run at once (a login flood queues instead
-of exhausting the pod's memory). Unknown e-mails still pay for one
+Each hash takes ``argon2_memory_cost_kib`` of memory and real CPU time, so they
+run on a pool of ``password_hash_concurrency`` threads of their own (a login
+flood queues instead of exhausting the pod's memory; a queued hash whose caller
+went away is dropped). Unknown e-mails still pay for one
 verification against a dummy hash, so response time does not reveal which
 addresses are registered.
 """
 
 import asyncio
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 
 import nacl.exceptions
 import nacl.pwhash.argon2id as sodium_argon2id
@@ -37,12 +39,14 @@ class Passwords:
             type=Type.ID,
         )
         self._sodium = settings.argon2_parallelism == 1
-        self._slots = asyncio.Semaphore(settings.password_hash_concurrency)
+        self._threads = ThreadPoolExecutor(
+            settings.password_hash_concurrency, thread_name_prefix="argon2"
+        )
         self._dummy: str | None = None
 
     async def hash(self, password: str) -> str:
-        async with self._slots:
-            return await asyncio.to_thread(self.hash_sync, password)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, self.hash_sync, password)
 
     def hash_sync(self, password: str) -> str:
         if not self._sodium:
@@ -63,8 +67,8 @@ class Passwords:
         return self._hasher.check_needs_rehash(password_hash)
 
     async def _verify(self, password_hash: str, password: str) -> bool:
-        async with self._slots:
-            return await asyncio.to_thread(self.verify_sync, password_hash, password)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, self.verify_sync, password_hash, password)
 
     def verify_sync(self, password_hash: str, password: str) -> bool:
         try:

@@ -104,34 +104,6 @@ async def get_user(
     return User(*row) if row is not None else None
 
 
-async def record_login(
-    session: AsyncSession, found: User, new_password_hash: str | None
-) -> tuple[User, datetime] | None:
-    """Record a verified login of ``found`` in one statement; return the user as it is
-    now and the transaction's clock, or None when the user was deactivated or
-    re-passworded while the password was being checked (the row is locked by the
-    update, so nothing can change it until the login commits)."""
-    values: dict[str, object] = {"last_login_at": func.now()}
-    if new_password_hash is not None:
-        values.update(password_hash=new_password_hash, updated_at=func.now())
-    row = (
-        await session.execute(
-            update(users)
-            .where(
-                users.c.organization_id == found.organization_id,
-                users.c.id == found.id,
-                users.c.is_active.is_(True),
-                users.c.password_hash == found.password_hash,
-            )
-            .values(**values)
-            .returning(*_USER_COLUMNS, func.now())
-        )
-    ).first()
-    if row is None:
-        return None
-    return User(*row[:-1]), row[-1]
-
-
 async def open_session(
     session: AsyncSession, settings: Settings, user: User, now: datetime | None = None
 ) -> tuple[uuid.UUID, str]:

@@ -8,7 +8,9 @@ O(1) state, no burst at window edges). Rows are locked by the upsert, so
 replicas sharing the database share the counters exactly. Refused attempts
 are not counted: a client that waits ``Retry-After`` gets through.
 
-Subjects are stored as sha256 of ``rule:subject``, never in clear.
+Subjects are stored as sha256 of ``rule:subject``, never in clear. The counters are
+committed without waiting for the WAL flush (``pg.transaction(durable=False)``): a
+database crash may forget the last fraction of a second of hits, nothing more.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+import asyncpg
+from sqlalchemy import delete, func
 
+from pytake_auth import pg
+from pytake_auth.config import Settings
 from pytake_auth.tables import throttle_buckets
 from pytake_common.db import Database
 from pytake_common.errors import TooManyRequests
@@ -46,6 +49,32 @@ class Rule:
         return hashlib.sha256(f"{self.name}:{subject}".encode()).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class Rules:
+    login_failures_per_email: Rule
+    login_per_address: Rule
+    register_per_address: Rule
+    register_per_email: Rule
+    refresh_per_address: Rule
+    refresh_per_user: Rule
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Rules:
+        def rule(name: str, pair: tuple[int, int]) -> Rule:
+            return Rule(name, pair[0], pair[1])
+
+        return cls(
+            login_failures_per_email=rule(
+                "login-failures:email", settings.throttle_login_failures_per_email
+            ),
+            login_per_address=rule("login:address", settings.throttle_login_per_address),
+            register_per_address=rule("register:address", settings.throttle_register_per_address),
+            register_per_email=rule("register:email", settings.throttle_register_per_email),
+            refresh_per_address=rule("refresh:address", settings.throttle_refresh_per_address),
+            refresh_per_user=rule("refresh:user", settings.throttle_refresh_per_user),
+        )
+
+
 def _estimate(rule: Rule, previous: int, current: int, elapsed: float) -> float:
     return previous * max(0.0, 1.0 - elapsed / rule.window_s) + current
 
@@ -62,7 +91,40 @@ def _retry_after(rule: Rule, previous: int, current: int, elapsed: float) -> int
     return max(1, math.ceil(w - elapsed + at))
 
 
+#: A subject's first hit in a while: a new bucket with that hit counted (one hit always
+#: fits, limits are >= 1), in the current fixed window of the transaction's clock.
+_FIRST_HIT = """
+INSERT INTO throttle_buckets (bucket, window_start, hits, previous_hits, expires_at)
+SELECT $1, w.start, 1, 0, w.start + make_interval(secs => 2 * $2::integer)
+FROM (
+    SELECT to_timestamp(floor(extract(epoch FROM now()) / $2::integer) * $2::integer)
+) AS w (start)
+ON CONFLICT (bucket) DO NOTHING
+RETURNING bucket
+"""
+#: Create or lock the bucket (ON CONFLICT DO UPDATE locks the existing row, and one
+#: deleted since _FIRST_HIT is created again, empty).
+_LOCK_BUCKET = """
+INSERT INTO throttle_buckets AS b (bucket, window_start, hits, previous_hits, expires_at)
+VALUES ($1, now(), 0, 0, now() + make_interval(secs => 2 * $2::integer))
+ON CONFLICT (bucket) DO UPDATE SET bucket = b.bucket
+RETURNING b.window_start, b.hits, b.previous_hits, now()
+"""
+#: A check counts nothing, so it needs no lock (nor a row).
+_READ_BUCKET = """
+SELECT window_start, hits, previous_hits, now() FROM throttle_buckets WHERE bucket = $1
+"""
+_COUNT_HIT = """
+UPDATE throttle_buckets SET window_start = $2, hits = $3, previous_hits = $4, expires_at = $5
+WHERE bucket = $1
+"""
+_FORGET = "DELETE FROM throttle_buckets WHERE bucket = $1"
+
+
 class Throttle:
+    """The counters, on raw asyncpg (:mod:`pytake_auth.pg`): a throttle step is two
+    short statements, and login runs its steps inside its own transaction."""
+
     def __init__(self, db: Database, *, enabled: bool = True) -> None:
         self.db = db
         self.enabled = enabled
@@ -81,86 +143,62 @@ class Throttle:
         attempt did reach them)."""
         if not self.enabled:
             return
-        async with self.db.transaction() as session:
-            retry = await self.take(session, *steps)
+        async with pg.transaction(self.db, durable=False) as conn:
+            retry = await self.take(conn, *steps)
         if retry is not None:
             raise Throttled(retry)
 
-    async def take(self, session: AsyncSession, *steps: tuple[Rule, str, bool]) -> int | None:
+    async def take(self, conn: asyncpg.Connection, *steps: tuple[Rule, str, bool]) -> int | None:
         """:meth:`gate` inside the caller's transaction: return the first refusal's
         ``Retry-After`` instead of raising, so the caller can commit the earlier
         steps' counts (and its own work) before refusing."""
         if not self.enabled:
             return None
-        now: datetime = (await session.execute(select(func.now()))).scalar_one()
         for rule, subject, count in steps:
-            retry = await self._take(session, now, rule, rule.bucket(subject), count=count)
+            retry = await self._take(conn, rule, rule.bucket(subject), count=count)
             if retry is not None:
                 return retry
         return None
 
-    async def clear(self, rule: Rule, subject: str, session: AsyncSession | None = None) -> None:
-        """Forget ``subject``'s hits (inside ``session`` when given: no extra transaction)."""
+    async def clear(self, rule: Rule, subject: str, conn: asyncpg.Connection | None = None) -> None:
+        """Forget ``subject``'s hits (inside ``conn``'s transaction when given)."""
         if not self.enabled:
             return
-        statement = delete(throttle_buckets).where(
-            throttle_buckets.c.bucket == rule.bucket(subject)
-        )
-        if session is not None:
-            await session.execute(statement)
+        if conn is not None:
+            await conn.execute(_FORGET, rule.bucket(subject))
             return
-        async with self.db.transaction() as own:
-            await own.execute(statement)
+        async with pg.transaction(self.db, durable=False) as own:
+            await own.execute(_FORGET, rule.bucket(subject))
 
     async def _take(
-        self, session: AsyncSession, now: datetime, rule: Rule, bucket: str, *, count: bool
+        self, conn: asyncpg.Connection, rule: Rule, bucket: str, *, count: bool
     ) -> int | None:
+        if count:
+            if rule.limit >= 1 and await conn.fetchrow(_FIRST_HIT, bucket, rule.window_s):
+                return None
+            row = await conn.fetchrow(_LOCK_BUCKET, bucket, rule.window_s)
+        else:
+            row = await conn.fetchrow(_READ_BUCKET, bucket)
+            if row is None:
+                return None  # no hits: one fits
+        stored_start: datetime = row[0]
+        now: datetime = row[3]
         epoch = now.timestamp()
         start_s = epoch - epoch % rule.window_s
         window_start = now - timedelta(seconds=epoch - start_s)
         elapsed = epoch - start_s
-        # Create or lock the bucket (ON CONFLICT DO UPDATE locks the existing row).
-        row = (
-            await session.execute(
-                pg_insert(throttle_buckets)
-                .values(
-                    bucket=bucket,
-                    window_start=window_start,
-                    hits=0,
-                    previous_hits=0,
-                    expires_at=window_start + timedelta(seconds=2 * rule.window_s),
-                )
-                .on_conflict_do_update(
-                    index_elements=[throttle_buckets.c.bucket],
-                    set_={"bucket": throttle_buckets.c.bucket},
-                )
-                .returning(
-                    throttle_buckets.c.window_start,
-                    throttle_buckets.c.hits,
-                    throttle_buckets.c.previous_hits,
-                )
-            )
-        ).one()
-        gap = (window_start - row.window_start).total_seconds()
+        gap = (window_start - stored_start).total_seconds()
         if gap <= 0:
-            previous, current = row.previous_hits, row.hits
+            previous, current = row[2], row[1]
         elif gap <= rule.window_s:
-            previous, current = row.hits, 0
+            previous, current = row[1], 0
         else:
             previous, current = 0, 0
         if _estimate(rule, previous, current + 1, elapsed) > rule.limit:
             return _retry_after(rule, previous, current, elapsed)
         if count:
-            await session.execute(
-                update(throttle_buckets)
-                .where(throttle_buckets.c.bucket == bucket)
-                .values(
-                    window_start=window_start,
-                    hits=current + 1,
-                    previous_hits=previous,
-                    expires_at=window_start + timedelta(seconds=2 * rule.window_s),
-                )
-            )
+            expires_at = window_start + timedelta(seconds=2 * rule.window_s)
+            await conn.execute(_COUNT_HIT, bucket, window_start, current + 1, previous, expires_at)
         return None
 
 

@@ -2,39 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from pytake_auth.config import Settings
-from pytake_auth.throttle import Rule, Throttle
-
-
-@dataclass(frozen=True, slots=True)
-class Rules:
-    login_failures_per_email: Rule
-    login_per_address: Rule
-    register_per_address: Rule
-    register_per_email: Rule
-    refresh_per_address: Rule
-    refresh_per_user: Rule
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Rules:
-        def rule(name: str, pair: tuple[int, int]) -> Rule:
-            return Rule(name, pair[0], pair[1])
-
-        return cls(
-            login_failures_per_email=rule(
-                "login-failures:email", settings.throttle_login_failures_per_email
-            ),
-            login_per_address=rule("login:address", settings.throttle_login_per_address),
-            register_per_address=rule("register:address", settings.throttle_register_per_address),
-            register_per_email=rule("register:email", settings.throttle_register_per_email),
-            refresh_per_address=rule("refresh:address", settings.throttle_refresh_per_address),
-            refresh_per_user=rule("refresh:user", settings.throttle_refresh_per_user),
-        )
+from pytake_auth.throttle import Rules, Throttle
 
 
 async def client_address(request: Request) -> str:
