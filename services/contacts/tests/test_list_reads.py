@@ -5,29 +5,10 @@ through deletions and restores, and tenant isolation."""
 import uuid
 from datetime import timedelta
 
-import pytest
-from sqlalchemy import text
-
 from pytake_contacts.api.schemas import Contact
-from pytake_contacts.search import SET_SIMILARITY, WORD_SIMILARITY, ContactFilter, page_query
+from pytake_contacts.search import ContactFilter, page_query
 
-from .helpers import T0
-
-
-@pytest.fixture
-def org():
-    return uuid.uuid4()
-
-
-@pytest.fixture
-def agent(tokens, org):
-    return tokens.headers(organization_id=org, role="agent")
-
-
-async def _create(client, headers, **body):
-    r = await client.post("/v1/contacts", json=body, headers=headers)
-    assert r.status_code == 201, r.text
-    return r.json()
+from .helpers import T0, create_contact
 
 
 async def _ids(client, headers, **params):
@@ -44,7 +25,7 @@ async def _ids(client, headers, **params):
 
 async def test_list_items_are_the_models_json_with_tags(client, org, agent, tokens):
     admin = tokens.headers(organization_id=org, role="org_admin")
-    c = await _create(client, agent, phone="+5511987654321", name="José", company="Ávila")
+    c = await create_contact(client, agent, phone="+5511987654321", name="José", company="Ávila")
     tag = (await client.post("/v1/tags", json={"name": "VIP"}, headers=admin)).json()
     await client.put(f"/v1/contacts/{c['id']}/tags/{tag['id']}", headers=agent)
     listed = (await client.get("/v1/contacts", params={"q": "jose"}, headers=agent)).json()
@@ -59,7 +40,7 @@ async def test_list_items_are_the_models_json_with_tags(client, org, agent, toke
 
 async def test_search_pages_stay_stable_through_deletes_and_restores(client, org, agent):
     made = [
-        await _create(client, agent, phone=f"+551198765{i:04d}", name=f"Maria {i}")
+        await create_contact(client, agent, phone=f"+551198765{i:04d}", name=f"Maria {i}")
         for i in range(7)
     ]
     assert await _ids(client, agent, q="maria", limit=2) == [c["id"] for c in made]
@@ -69,7 +50,7 @@ async def test_search_pages_stay_stable_through_deletes_and_restores(client, org
     assert await _ids(client, agent, q="maria", limit=2) == expected
     assert await _ids(client, agent, q="98765", limit=3) == expected  # phone digits
     # a restored contact comes back with a new created_at: last in the order
-    restored = await _create(client, agent, phone=made[1]["phone"], name="Maria again")
+    restored = await create_contact(client, agent, phone=made[1]["phone"], name="Maria again")
     assert restored["id"] == made[1]["id"]
     assert await _ids(client, agent, q="maria", limit=2) == [*expected, made[1]["id"]]
 
@@ -84,7 +65,9 @@ async def test_raw_list_and_sqlalchemy_query_agree_for_every_filter(
         [("Ana Souza", "Acme"), ("João Silva", "Acme"), ("Jon Smith", None), ("Zoë", "Hooli")]
     ):
         people.append(
-            await _create(client, agent, phone=f"+55119000{i:05d}", name=name, company=company)
+            await create_contact(
+                client, agent, phone=f"+55119000{i:05d}", name=name, company=company
+            )
         )
     await client.put(f"/v1/contacts/{people[0]['id']}/tags/{tag['id']}", headers=agent)
     await client.put(f"/v1/contacts/{people[2]['id']}/tags/{tag['id']}", headers=agent)
@@ -130,6 +113,5 @@ async def test_raw_list_and_sqlalchemy_query_agree_for_every_filter(
             **{names[k]: v == "true" for k, v in params.items() if k in names},
         )
         async with app.state.db.transaction(organization_id=org) as s:
-            await s.execute(text(SET_SIMILARITY), {"value": str(WORD_SIMILARITY)})
             ids = (await s.execute(page_query(org, f, 100, None))).mappings().all()
         assert api == [str(r["id"]) for r in ids], params

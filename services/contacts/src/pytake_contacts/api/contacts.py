@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pytake_common.errors import InvalidInput
 from pytake_common.idempotency import IdempotencyGuard, fingerprint
 from pytake_common.ids import contact_id_for
-from pytake_common.pagination import encode_cursor
 from pytake_common.security import Principal, Reader, Worker
 from pytake_contacts.api.deps import DB, Filter, Reads, check_contact_limit
 from pytake_contacts.api.schemas import (
@@ -35,7 +34,7 @@ from pytake_contacts.domain import (
     wa_id_for_phone,
 )
 from pytake_contacts.events import ContactCreated, ContactUpdated
-from pytake_contacts.search import SEARCH_SETTINGS, page_sql
+from pytake_contacts.search import next_cursor, page_sql
 from pytake_contacts.store import attribute_schema, emit, load_contact, record_interaction, tags_of
 from pytake_contacts.tables import contacts
 
@@ -87,11 +86,11 @@ async def list_contacts(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> Response:
-    """Contacts of the organization, oldest first; ``q`` searches name, phone, e-mail, company."""
+    """Contacts of the organization, oldest first; ``q`` searches name, phone, e-mail, company
+    (best matches first: exact words, then prefixes, then substrings and typos)."""
     org = principal.organization_id
     sql, args = page_sql(org, filters, limit + 1, cursor, LIST_COLUMNS)
-    settings = SEARCH_SETTINGS if filters.q else None
-    async with reads.transaction(org, settings) as conn:
+    async with reads.transaction(org) as conn:
         rows = await conn.fetch(sql, *args)
         page = rows[:limit]
         tags: dict[uuid.UUID, list[dict[str, Any]]] = {r["id"]: [] for r in page}
@@ -102,7 +101,7 @@ async def list_contacts(
     last = page[-1] if more else None
     body = {
         "items": [contact_dict(r, tags[r["id"]]) for r in page],
-        "next_cursor": encode_cursor(last["created_at"], last["id"]) if last else None,
+        "next_cursor": next_cursor(filters, last) if last else None,
     }
     # Serialised here (the hot path): response_model would validate the page again.
     return Response(to_json(body), media_type="application/json")
