@@ -25,26 +25,21 @@ from typing import Any
 
 from sqlalchemy import (
     Boolean,
-    ColumnElement,
     DateTime,
     Integer,
     Select,
     Text,
     Uuid,
-    and_,
     bindparam,
     column,
-    exists,
     func,
-    or_,
     select,
-    tuple_,
 )
 
 from pytake_common.errors import InvalidInput
 from pytake_common.pagination import decode_cursor, encode_cursor
 from pytake_contacts.domain import search_digits
-from pytake_contacts.tables import contact_tags, contacts
+from pytake_contacts.tables import contacts
 
 #: the rank column a search page carries (for its cursor)
 RANK = "search_rank"
@@ -120,12 +115,12 @@ PAGE_ARGS: tuple[tuple[str, Any, str], ...] = (
 
 
 def page_args(f: ContactFilter, limit: int, cursor: str | None) -> list[Any]:
-    """Arguments of ``pytake_contact_page`` for a search with filters ``f``."""
-    assert f.q is not None
-    digits = search_digits(f.q)
+    """Arguments of ``pytake_contact_page`` for the list with filters ``f``."""
+    q = f.q.strip() if f.q else None
+    digits = search_digits(q) if q else None
     after = decode_search_cursor(cursor) if cursor else (None, None, None)
     return [
-        None if digits else f.q,
+        None if digits else q or None,
         digits,
         f.tag_id,
         f.assignee_id,
@@ -141,89 +136,32 @@ def page_args(f: ContactFilter, limit: int, cursor: str | None) -> list[Any]:
     ]
 
 
-def conditions(org: uuid.UUID, f: ContactFilter) -> list[ColumnElement[bool]]:
-    """The filters of a plain list (no search) on ``contacts``."""
-    where: list[ColumnElement[bool]] = [
-        contacts.c.organization_id == org,
-        contacts.c.deleted_at.is_(None),
-    ]
-    if f.tag_id is not None:
-        where.append(
-            exists().where(
-                and_(
-                    contact_tags.c.contact_id == contacts.c.id,
-                    contact_tags.c.tag_id == f.tag_id,
-                    contact_tags.c.organization_id == org,
-                )
-            )
-        )
-    if f.assignee_id is not None:
-        where.append(contacts.c.assignee_id == f.assignee_id)
-    if f.unassigned is not None:
-        col = contacts.c.assignee_id
-        where.append(col.is_(None) if f.unassigned else col.is_not(None))
-    if f.blocked is not None:
-        col = contacts.c.blocked_at
-        where.append(col.is_not(None) if f.blocked else col.is_(None))
-    if f.opted_in is not None:
-        col = contacts.c.marketing_opt_in
-        where.append(col.is_(True) if f.opted_in else or_(col.is_(None), col.is_(False)))
-    if f.created_from is not None:
-        where.append(contacts.c.created_at >= f.created_from)
-    if f.created_to is not None:
-        where.append(contacts.c.created_at < f.created_to)
-    if f.interacted_from is not None:
-        where.append(contacts.c.last_interaction_at >= f.interacted_from)
-    if f.interacted_to is not None:
-        where.append(contacts.c.last_interaction_at < f.interacted_to)
-    return where
-
-
 def page_query(
     org: uuid.UUID, f: ContactFilter, limit: int, cursor: str | None, *columns: Any
 ) -> Select[Any]:
-    cols = columns or (contacts,)
-    if f.searching:
-        args = page_args(f, limit, cursor)
-        page = (
-            func.pytake_contact_page(
-                *(
-                    bindparam(f"page_{name}", value, type_=type_)
-                    for (name, type_, _), value in zip(PAGE_ARGS, args, strict=True)
+    page = (
+        func.pytake_contact_page(
+            *(
+                bindparam(f"page_{name}", value, type_=type_)
+                for (name, type_, _), value in zip(
+                    PAGE_ARGS, page_args(f, limit, cursor), strict=True
                 )
             )
-            .table_valued(column("contact_id", Uuid()), column("rank", Integer()))
-            .alias("page")
         )
-        return (
-            select(*cols, page.c.rank.label(RANK))
-            .select_from(page.join(contacts, contacts.c.id == page.c.contact_id))
-            .where(contacts.c.organization_id == org, contacts.c.deleted_at.is_(None))
-            .order_by(page.c.rank, contacts.c.created_at, contacts.c.id)
-        )
-    after = decode_cursor(cursor) if cursor else None
-    stmt = select(*cols).where(*conditions(org, f))
-    if after:
-        stmt = stmt.where(tuple_(contacts.c.created_at, contacts.c.id) > tuple_(*after))
-    return stmt.order_by(contacts.c.created_at, contacts.c.id).limit(limit)
+        .table_valued(column("contact_id", Uuid()), column("rank", Integer()))
+        .alias("page")
+    )
+    return (
+        select(*(columns or (contacts,)), page.c.rank.label(RANK))
+        .select_from(page.join(contacts, contacts.c.id == page.c.contact_id))
+        .where(contacts.c.organization_id == org, contacts.c.deleted_at.is_(None))
+        .order_by(page.c.rank, contacts.c.created_at, contacts.c.id)
+    )
 
 
-class _Sql:
-    def __init__(self) -> None:
-        self.parts: list[str] = []
-        self.args: list[Any] = []
-
-    def arg(self, value: Any) -> str:
-        self.args.append(value)
-        return f"${len(self.args)}"
-
-    def add(self, condition: str, *values: Any) -> None:
-        self.parts.append(condition.format(*(self.arg(v) for v in values)))
-
-
-#: a search page: the ids and ranks from pytake_contact_page, then their rows
+#: a page: the ids and ranks from pytake_contact_page, then their rows
 _PAGE_PARAMS = ", ".join(f"${i}::{sql}" for i, (_, _, sql) in enumerate(PAGE_ARGS, 1))
-_SEARCH_SQL = (
+_PAGE_SQL = (
     f"SELECT {{columns}}, page.rank AS {RANK} FROM pytake_contact_page({_PAGE_PARAMS}) AS page"  # noqa: S608
     " JOIN contacts ON contacts.id = page.contact_id"
     f" WHERE contacts.organization_id = ${len(PAGE_ARGS) + 1} AND contacts.deleted_at IS NULL"
@@ -235,43 +173,4 @@ def page_sql(
     org: uuid.UUID, f: ContactFilter, limit: int, cursor: str | None, columns: str
 ) -> tuple[str, list[Any]]:
     """:func:`page_query` as plain SQL with $n parameters (for asyncpg): (sql, args)."""
-    if f.searching:
-        return _SEARCH_SQL.format(columns=columns), [*page_args(f, limit, cursor), org]
-    after = decode_cursor(cursor) if cursor else None
-    w = _Sql()
-    w.add("organization_id = {}", org)
-    w.add("deleted_at IS NULL")
-    if f.tag_id is not None:
-        w.add(
-            "EXISTS (SELECT 1 FROM contact_tags t WHERE t.contact_id = contacts.id"
-            " AND t.tag_id = {} AND t.organization_id = {})",
-            f.tag_id,
-            org,
-        )
-    if f.assignee_id is not None:
-        w.add("assignee_id = {}", f.assignee_id)
-    if f.unassigned is not None:
-        w.add("assignee_id IS NULL" if f.unassigned else "assignee_id IS NOT NULL")
-    if f.blocked is not None:
-        w.add("blocked_at IS NOT NULL" if f.blocked else "blocked_at IS NULL")
-    if f.opted_in is not None:
-        w.add(
-            "marketing_opt_in IS TRUE"
-            if f.opted_in
-            else "(marketing_opt_in IS NULL OR marketing_opt_in IS FALSE)"
-        )
-    if f.created_from is not None:
-        w.add("created_at >= {}", f.created_from)
-    if f.created_to is not None:
-        w.add("created_at < {}", f.created_to)
-    if f.interacted_from is not None:
-        w.add("last_interaction_at >= {}", f.interacted_from)
-    if f.interacted_to is not None:
-        w.add("last_interaction_at < {}", f.interacted_to)
-    if after:
-        w.add("(created_at, id) > ({}, {})", *after)
-    sql = (
-        f"SELECT {columns} FROM contacts WHERE {' AND '.join(w.parts)}"  # noqa: S608
-        f" ORDER BY created_at, id LIMIT {w.arg(limit)}"
-    )
-    return sql, w.args
+    return _PAGE_SQL.format(columns=columns), [*page_args(f, limit, cursor), org]

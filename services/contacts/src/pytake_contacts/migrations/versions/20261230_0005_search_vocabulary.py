@@ -247,8 +247,8 @@ BEGIN
     rank := '0' || rank;
     IF tag_id IS NOT NULL THEN
         cond := cond || format(
-            ' AND EXISTS (SELECT 1 FROM contact_tags t WHERE t.contact_id = s.contact_id'
-            ' AND t.tag_id = %L AND t.organization_id = %L)', tag_id, org);
+            ' AND s.contact_id IN (SELECT t.contact_id FROM contact_tags t'
+            ' WHERE t.tag_id = %L AND t.organization_id = %L)', tag_id, org);
     END IF;
     IF assignee_id IS NOT NULL THEN
         cond := cond || format(' AND s.assignee_id = %L', assignee_id);
