@@ -43,7 +43,7 @@ import pytake_contacts
 from pytake_common.ids import contact_id_for
 from pytake_common.migrations import upgrade
 from pytake_common.settings import to_asyncpg_url
-from pytake_contacts.api.contacts import LIST_COLUMNS
+from pytake_contacts.api.contacts import LIST_SELECT
 from pytake_contacts.search import ContactFilter, page_sql
 from pytake_devstack.infra import EmbeddedPostgres, free_port, wait_for_port
 from pytake_devstack.tokens import TokenFactory
@@ -346,7 +346,7 @@ async def explain(dsn: str, big: uuid.UUID, tag_ids: list[uuid.UUID]) -> None:
         await conn.execute("SET ROLE pytake_app")
         await conn.execute(f"SET pytake.organization_id = '{big}'")
         for title, f in cases.items():  # the query GET /v1/contacts runs
-            sql, args = page_sql(big, f, 51, None, LIST_COLUMNS)
+            sql, args = page_sql(big, f, 51, None, LIST_SELECT)
             plan = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}", *args)
             print(f"\nEXPLAIN {title}:")
             for row in plan:

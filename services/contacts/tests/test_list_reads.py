@@ -5,6 +5,8 @@ through deletions and restores, and tenant isolation."""
 import uuid
 from datetime import timedelta
 
+from sqlalchemy import text
+
 from pytake_contacts.api.schemas import Contact
 from pytake_contacts.search import ContactFilter, page_query
 
@@ -36,6 +38,39 @@ async def test_list_items_are_the_models_json_with_tags(client, org, agent, toke
     assert (await client.get("/v1/contacts", params={"q": "jose"}, headers=other)).json()[
         "items"
     ] == []
+
+
+async def test_list_json_matches_the_model_for_every_kind_of_value(app, client, org, agent, admin):
+    r = await client.post(
+        "/v1/contact-attributes",
+        json={"key": "score", "label": "Score", "type": "number"},
+        headers=admin,
+    )
+    assert r.status_code == 201, r.text
+    body = {"name": 'Ana "Quote" \\ Ñ', "email": "ana@x.io", "attributes": {"score": 1.5}}
+    c = await create_contact(client, agent, phone="+5511987654321", **body)
+    b = await create_contact(client, agent, phone="+5511987654322", name="Bruno")
+    await client.post(f"/v1/contacts/{b['id']}/block", json={"reason": "spam"}, headers=agent)
+    await client.post(
+        f"/v1/contacts/{b['id']}/consent",
+        json={"marketing_opt_in": True, "source": "form"},
+        headers=agent,
+    )
+    async with app.state.db.transaction(organization_id=org) as s:
+        # a whole second (no fraction) and a single microsecond
+        await s.execute(
+            text(
+                "UPDATE contacts SET created_at = '2026-01-01 12:00:00+00',"
+                " last_interaction_at = '2026-01-01 12:00:00.000001+00' WHERE id = :id"
+            ),
+            {"id": c["id"]},
+        )
+    listed = (await client.get("/v1/contacts", headers=agent)).json()["items"]
+    singles = [(await client.get(f"/v1/contacts/{x['id']}", headers=agent)).json() for x in (c, b)]
+    assert listed == singles
+    assert listed[0]["created_at"] == "2026-01-01T12:00:00Z"
+    assert listed[0]["last_interaction_at"] == "2026-01-01T12:00:00.000001Z"
+    assert listed[1]["blocked"] is True and listed[1]["marketing_opt_in"] is True
 
 
 async def test_search_pages_stay_stable_through_deletes_and_restores(client, org, agent):
