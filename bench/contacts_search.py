@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import secrets
@@ -226,6 +227,17 @@ def kind(params: dict[str, str]) -> str:
     return "q= name (+filter)" if len(params) > 1 else "q= name"
 
 
+def cpu_of(process: psutil.Process) -> float:
+    """User + system CPU seconds of ``process`` (and its children when it is PostgreSQL's
+    postmaster: the backends serving the service's pool live through the run)."""
+    processes = [process, *process.children()] if process.name() == "postgres" else [process]
+    total = 0.0
+    for p in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += sum(p.cpu_times()[:2])
+    return total
+
+
 async def load(
     label: str,
     base: str,
@@ -261,11 +273,11 @@ async def load(
                     errors += r.status != 200
                 latencies.append(time.perf_counter() - t0)
 
-        cpu0 = {name: sum(p.cpu_times()[:2]) for name, p in processes.items()}
+        cpu0 = {name: cpu_of(p) for name, p in processes.items()}
         start = time.perf_counter()
         await asyncio.gather(*[worker() for _ in range(c)])
         elapsed = time.perf_counter() - start
-        cpu = {name: sum(p.cpu_times()[:2]) - cpu0[name] for name, p in processes.items()}
+        cpu = {name: cpu_of(p) - cpu0[name] for name, p in processes.items()}
     per_request = "   ".join(
         f"{name} CPU {used / len(mix) * 1e6:,.0f} µs/request" for name, used in cpu.items()
     )
@@ -426,10 +438,12 @@ def main() -> None:
         wait_for_port("127.0.0.1", gateway_port, timeout=60)
         mix = requests_mix(random.Random(3), tag_ids, args.n)
         service_process = psutil.Process(service.pid)
+        measured = {"service": service_process}
+        if pg is not None:  # the embedded server: its CPU per request too
+            postmaster = int((pg.pgdata / "postmaster.pid").read_text().split()[0])
+            measured["postgres"] = psutil.Process(postmaster)
         print(f"uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout}")
-        asyncio.run(
-            load("service direct", base, headers, mix, args.c, {"service": service_process})
-        )
+        asyncio.run(load("service direct", base, headers, mix, args.c, measured))
         asyncio.run(
             load(
                 "through api-gateway",
@@ -437,7 +451,7 @@ def main() -> None:
                 headers,
                 mix,
                 args.c,
-                {"service": service_process, "gateway": psutil.Process(gateway.pid)},
+                measured | {"gateway": psutil.Process(gateway.pid)},
             )
         )
         if args.rows:

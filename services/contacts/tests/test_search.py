@@ -56,12 +56,20 @@ async def test_typos_accents_prefixes_and_e_mail_words(client, agent):
 
 
 async def test_phone_in_any_format(client, agent):
-    await create_contact(client, agent, phone="+5511987654321", name="Maria")
+    maria = await create_contact(client, agent, phone="+5511987654321", name="Maria")
     await create_contact(client, agent, phone="+14155550123", name="John")
     for q in ("(11) 98765-4321", "+55 11 98765", "11987654321", "98765.4321", "5432"):
         assert await _names(client, agent, q=q) == ["Maria"], q
     assert await _names(client, agent, q="+1 415-555-0123") == ["John"]
     assert await _names(client, agent, q="000 000") == []
+    assert await _names(client, agent, q="1198765") == ["Maria"]  # six digits or more, inside
+    r = await client.patch(
+        f"/v1/contacts/{maria['id']}", json={"phone": "+5521912345678"}, headers=agent
+    )
+    assert r.status_code == 200, r.text
+    assert await _names(client, agent, q="(11) 98765-4321") == []
+    assert await _names(client, agent, q="(21) 91234-5678") == ["Maria"]
+    assert await _names(client, agent, q="912345") == ["Maria"]
 
 
 async def test_exact_words_rank_before_prefixes_before_typos_with_stable_pages(client, agent):
