@@ -58,12 +58,9 @@ class Contact(BaseModel):
 def _utc_iso(column: str) -> str:
     """SQL: a timestamptz as pydantic writes a UTC datetime (``…:SS.ffffffZ``, the
     fraction only when it is not zero)."""
-    utc = f"({column} AT TIME ZONE 'UTC')"
     return (
-        f"CASE WHEN {column} IS NULL THEN NULL"
-        f" ELSE to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS')"
-        f" || CASE WHEN date_part('microseconds', {column})::int % 1000000 = 0 THEN ''"
-        f" ELSE to_char({utc}, '.US') END || 'Z' END"
+        f"replace(to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+        " '.000000Z', 'Z')"
     )
 
 

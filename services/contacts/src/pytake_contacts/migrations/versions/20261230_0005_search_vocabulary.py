@@ -189,6 +189,12 @@ DECLARE
     nothing constant text := 'SELECT NULL::uuid, NULL::int WHERE false';
     -- at most this many vocabulary words per query word and kind (prefix, fuzzy)
     per_word constant int := 50;
+    -- rows of the (created_at, id) order tried first for several words in one rank
+    probe_rows constant int := 1000;
+    lim int := coalesce(max_rows, 50);
+    words_matched int := 0;
+    keyset text := '';
+    page text;
     cond text := '';
     rank text := '';
     w text;
@@ -251,6 +257,7 @@ BEGIN
                 RETURN nothing;
             END IF;
             cond := cond || format(' AND s.words && %L::text[]', exact || prefix || fuzzy);
+            words_matched := words_matched + 1;
             -- A word matched only one way adds a constant: left out of the rank.
             IF (cardinality(exact) > 0)::int + (cardinality(prefix) > 0)::int
                     + (cardinality(fuzzy) > 0)::int > 1 THEN
@@ -299,18 +306,33 @@ BEGIN
     END IF;
     IF after_at IS NOT NULL THEN
         IF rank = '0' THEN  -- one rank: the keyset is (created_at, id), as the index
-            cond := cond || CASE WHEN coalesce(after_rank, 0) > 0 THEN ' AND false' ELSE
+            keyset := CASE WHEN coalesce(after_rank, 0) > 0 THEN ' AND false' ELSE
                 format(' AND (s.created_at, s.contact_id) > (%L, %L)', after_at, after_id) END;
         ELSE
-            cond := cond || format(' AND (%s, s.created_at, s.contact_id) > (%s, %L, %L)',
+            keyset := format(' AND (%s, s.created_at, s.contact_id) > (%s, %L, %L)',
                 rank, coalesce(after_rank, 0), after_at, after_id);
         END IF;
     END IF;
-    RETURN format(
+    page := format(
         'SELECT s.contact_id, (%s)::int AS rank FROM contact_search s'
-        ' WHERE s.organization_id = %L AND NOT s.deleted%s'
+        ' WHERE s.organization_id = %L AND NOT s.deleted%s%s'
         ' ORDER BY 2, s.created_at, s.contact_id LIMIT %s',
-        rank, org, cond, coalesce(max_rows, 50));
+        rank, org, cond, keyset, lim);
+    IF rank <> '0' OR words_matched < 2 THEN
+        RETURN page;
+    END IF;
+    -- Several words in one rank: the planner takes them as independent and may expect a
+    -- handful of rows where they go together in thousands ('padaria avila': 13,000
+    -- contacts, read through the bitmap and sorted). The next rows in (created_at, id)
+    -- order are tried first; only when they hold too few matches does the full query run.
+    RETURN format(
+        'WITH probe AS MATERIALIZED (SELECT s.contact_id, 0 AS rank FROM ('
+        ' SELECT * FROM contact_search s WHERE s.organization_id = %L AND NOT s.deleted%s'
+        ' ORDER BY s.created_at, s.contact_id LIMIT %s) s WHERE true%s'
+        ' ORDER BY s.created_at, s.contact_id LIMIT %s)'
+        ' SELECT * FROM probe WHERE (SELECT count(*) FROM probe) >= %s'
+        ' UNION ALL SELECT * FROM (%s) f WHERE (SELECT count(*) FROM probe) < %s',
+        org, keyset, probe_rows, cond, lim, lim, page, lim);
 END
 $fn$
 """.replace("PARAMS", PARAMS)
