@@ -8,9 +8,12 @@ and measures over real HTTP:
 
 1. ``--c`` concurrent clients issuing ``--n`` requests: ``q=`` searches (names with
    typos, accent-free spellings, phone fragments typed in different formats, e-mails)
-   and filtered lists (tag, blocked, opted-in, last-interaction range) — p50/p95/p99;
+   and filtered lists (tag, blocked, opted-in, last-interaction range) — p50/p95/p99,
+   once straight at the service, then through the real api-gateway (its own process,
+   ``python -m pytake_api_gateway serve``, verifying the same real RS256 JWT);
 2. ``POST /v1/contacts/import`` of ``--rows`` CSV rows (new phones), timed end to end;
-3. EXPLAIN (ANALYZE, BUFFERS) of the main queries, as the service's role under RLS.
+3. EXPLAIN (ANALYZE, BUFFERS) of the main queries, as the service's role under RLS,
+   and of the page query ``pytake_contact_page`` runs inside for some searches.
 
 Usage: python bench/contacts_search.py [--n 4000] [--c 16] [--rows 100000]
 """
@@ -19,8 +22,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -39,8 +44,8 @@ import pytake_contacts
 from pytake_common.ids import contact_id_for
 from pytake_common.migrations import upgrade
 from pytake_common.settings import to_asyncpg_url
-from pytake_contacts.api.contacts import LIST_COLUMNS
-from pytake_contacts.search import SEARCH_SETTINGS, ContactFilter, page_sql
+from pytake_contacts.api.contacts import LIST_SELECT
+from pytake_contacts.search import ContactFilter, page_sql
 from pytake_devstack.infra import EmbeddedPostgres, free_port, wait_for_port
 from pytake_devstack.tokens import TokenFactory
 
@@ -222,8 +227,24 @@ def kind(params: dict[str, str]) -> str:
     return "q= name (+filter)" if len(params) > 1 else "q= name"
 
 
+def cpu_of(process: psutil.Process) -> float:
+    """User + system CPU seconds of ``process`` (and its children when it is PostgreSQL's
+    postmaster: the backends serving the service's pool live through the run)."""
+    processes = [process, *process.children()] if process.name() == "postgres" else [process]
+    total = 0.0
+    for p in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += sum(p.cpu_times()[:2])
+    return total
+
+
 async def load(
-    base: str, headers: dict[str, str], mix: list[dict[str, str]], c: int, service: psutil.Process
+    label: str,
+    base: str,
+    headers: dict[str, str],
+    mix: list[dict[str, str]],
+    c: int,
+    processes: dict[str, psutil.Process],
 ) -> None:
     latencies: list[float] = []
     errors = 0
@@ -232,12 +253,13 @@ async def load(
         base, headers=headers, connector=aiohttp.TCPConnector(limit=c)
     ) as http:
         sequential: dict[str, list[float]] = {}
-        for params in mix[:100]:  # warm-up, one at a time: latency without queueing
+        for params in mix[:200]:  # warm-up, one at a time: latency without queueing
             t0 = time.perf_counter()
             async with http.get("/v1/contacts", params=params) as r:
                 await r.read()
+                errors += r.status != 200
             sequential.setdefault(kind(params), []).append(time.perf_counter() - t0)
-        print("one request at a time (100 requests), median by kind:")
+        print(f"{label}: one request at a time (200 requests), median by kind:")
         for name, values in sorted(sequential.items()):
             print(f"  {name:<18} {pct(values, 50) * 1000:7.1f} ms  (n={len(values)})")
 
@@ -251,16 +273,19 @@ async def load(
                     errors += r.status != 200
                 latencies.append(time.perf_counter() - t0)
 
-        cpu0 = sum(service.cpu_times()[:2])
+        cpu0 = {name: cpu_of(p) for name, p in processes.items()}
         start = time.perf_counter()
         await asyncio.gather(*[worker() for _ in range(c)])
         elapsed = time.perf_counter() - start
-        cpu = sum(service.cpu_times()[:2]) - cpu0
-    print(f"search/list over HTTP: {len(mix)} requests, {c} concurrent clients")
+        cpu = {name: cpu_of(p) - cpu0[name] for name, p in processes.items()}
+    per_request = "   ".join(
+        f"{name} CPU {used / len(mix) * 1e6:,.0f} µs/request" for name, used in cpu.items()
+    )
+    print(f"{label}: {len(mix)} requests, {c} concurrent clients")
     print(
         f"  {len(mix) / elapsed:,.0f} req/s   p50 {pct(latencies, 50) * 1000:.1f} ms   "
         f"p95 {pct(latencies, 95) * 1000:.1f} ms   p99 {pct(latencies, 99) * 1000:.1f} ms   "
-        f"non-200: {errors}   service CPU {cpu / len(mix) * 1e6:,.0f} µs/request"
+        f"non-200: {errors}   {per_request}"
     )
 
 
@@ -287,24 +312,20 @@ async def import_rows(base: str, headers: dict[str, str], rows: int) -> None:
     )
 
 
+#: searches whose inner query (built by pytake_contact_search_sql) is explained as the
+#: owner, like the SECURITY DEFINER function runs it: (q, digits, opted_in)
 INNER = {
-    "inside pytake_contact_matches, words ('jurgen', 'muller'), q only (page picked inside)": (
-        "SELECT contact_id FROM contact_search WHERE organization_id = $1"
-        " AND (search LIKE '%jurgen%' OR 'jurgen' <% search)"
-        " AND (search LIKE '%muller%' OR 'muller' <% search)"
-        " AND NOT deleted ORDER BY created_at, contact_id LIMIT 51"
-    ),
-    "inside pytake_contact_matches, a common word ('wayne'), q only (page picked inside)": (
-        "SELECT contact_id FROM contact_search WHERE organization_id = $1"
-        " AND (search LIKE '%wayne%' OR 'wayne' <% search)"
-        " AND NOT deleted ORDER BY created_at, contact_id LIMIT 51"
-    ),
-    "inside pytake_contact_matches, phone digits ('11900012345')": (
-        "SELECT contact_id FROM contact_search WHERE organization_id = $1"
-        " AND phone_digits LIKE '%11900012345%' AND NOT deleted"
-        " ORDER BY created_at, contact_id LIMIT 51"
-    ),
+    "a name with a typo ('jurgen muller')": ("jurgen muller", None, None),
+    "a common word ('wayne')": ("wayne", None, None),
+    "a name + opted in ('maria silvaa')": ("maria silvaa", None, True),
+    "a type-ahead prefix ('fern')": ("fern", None, None),
+    "an e-mail fragment ('maria.silva1234@exa')": ("maria.silva1234@exa", None, None),
+    "phone digits ('11900012345')": (None, "11900012345", None),
 }
+INNER_SQL = (
+    "SELECT pytake_contact_search_sql($1, $2, NULL, NULL, NULL, NULL, $3, NULL, NULL, NULL,"
+    " NULL, NULL, NULL, NULL, 51)"
+)
 
 
 async def explain(dsn: str, big: uuid.UUID, tag_ids: list[uuid.UUID]) -> None:
@@ -322,17 +343,22 @@ async def explain(dsn: str, big: uuid.UUID, tag_ids: list[uuid.UUID]) -> None:
     }
     conn = await asyncpg.connect(dsn)
     try:
-        for name, value in SEARCH_SETTINGS.items():  # as GET /v1/contacts sets them
-            await conn.execute(f"SET {name} = '{value}'")
-        for title, sql in INNER.items():  # as the owner, like the SECURITY DEFINER function
-            plan = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}", big)
-            print(f"\nEXPLAIN {title}:")
+        await conn.execute(f"SET pytake.organization_id = '{big}'")
+        await conn.execute("SET max_parallel_workers_per_gather = 0")
+        await conn.execute("SET pg_trgm.word_similarity_threshold = 0.5")
+        for title, (q, digits, opted_in) in INNER.items():  # as the definer function runs it
+            t0 = time.perf_counter()
+            sql = await conn.fetchval(INNER_SQL, q, digits, opted_in)
+            built = (time.perf_counter() - t0) * 1000
+            plan = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}")
+            print(f"\nEXPLAIN inside pytake_contact_page, {title} (SQL built in {built:.1f} ms):")
+            print("   ", sql if len(sql) < 600 else sql[:600] + " ...")
             for row in plan:
                 print("   ", row[0])
         await conn.execute("SET ROLE pytake_app")
         await conn.execute(f"SET pytake.organization_id = '{big}'")
         for title, f in cases.items():  # the query GET /v1/contacts runs
-            sql, args = page_sql(big, f, 51, None, LIST_COLUMNS)
+            sql, args = page_sql(big, f, 51, None, LIST_SELECT)
             plan = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}", *args)
             print(f"\nEXPLAIN {title}:")
             for row in plan:
@@ -360,6 +386,7 @@ def main() -> None:
     url = to_asyncpg_url(server_url, database=db_name)
     dsn = url.replace("postgresql+asyncpg://", "postgresql://")
     service: subprocess.Popen[bytes] | None = None
+    gateway: subprocess.Popen[bytes] | None = None
     jwks_server = None
     try:
         migrations = Path(pytake_contacts.__file__).parent / "migrations"
@@ -389,19 +416,56 @@ def main() -> None:
         headers = {
             "Authorization": "Bearer " + tokens.mint(organization_id=big, role="agent", ttl=3600)
         }
+        gateway_port = free_port()
+        gateway = subprocess.Popen(
+            [sys.executable, "-m", "pytake_api_gateway", "serve"],
+            env=os.environ
+            | {
+                "PYTAKE_ENV": "test",
+                "PYTAKE_SECRET_KEY": secrets.token_urlsafe(32),
+                "PYTAKE_GATEWAY_PORT": str(gateway_port),
+                "PYTAKE_AUTH_URL": jwks_url.removesuffix("/.well-known/jwks.json"),
+                "PYTAKE_CONTACTS_URL": base,
+                "PYTAKE_LOG_LEVEL": "WARNING",
+                # No broker: the revocation and organization replicas stay empty but are
+                # still consulted on every request.
+                "PYTAKE_RUN_WORKERS": "false",
+                # Spend from the organization's bucket on every request, never refuse.
+                "PYTAKE_RATELIMIT_ORGANIZATION_PER_MINUTE": str(10**9),
+            },
+            cwd=state,
+        )
+        wait_for_port("127.0.0.1", gateway_port, timeout=60)
         mix = requests_mix(random.Random(3), tag_ids, args.n)
-        asyncio.run(load(base, headers, mix, args.c, psutil.Process(service.pid)))
+        service_process = psutil.Process(service.pid)
+        measured = {"service": service_process}
+        if pg is not None:  # the embedded server: its CPU per request too
+            postmaster = int((pg.pgdata / "postmaster.pid").read_text().split()[0])
+            measured["postgres"] = psutil.Process(postmaster)
+        print(f"uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout}")
+        asyncio.run(load("service direct", base, headers, mix, args.c, measured))
+        asyncio.run(
+            load(
+                "through api-gateway",
+                f"http://127.0.0.1:{gateway_port}",
+                headers,
+                mix,
+                args.c,
+                measured | {"gateway": psutil.Process(gateway.pid)},
+            )
+        )
         if args.rows:
             asyncio.run(import_rows(base, headers, args.rows))
         if not args.no_explain:
             asyncio.run(explain(dsn, big, tag_ids))
     finally:
-        if service is not None:
-            service.terminate()
-            try:
-                service.wait(15)
-            except subprocess.TimeoutExpired:
-                service.kill()
+        for process in (gateway, service):
+            if process is not None:
+                process.terminate()
+                try:
+                    process.wait(15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
         if jwks_server is not None:
             jwks_server.shutdown()
         if pg:

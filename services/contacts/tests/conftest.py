@@ -1,3 +1,4 @@
+import uuid
 from pathlib import Path
 
 import pytest
@@ -25,3 +26,18 @@ async def settings(pg_url, kafka_bootstrap):
 
 
 app, tokens, client = service_app_fixtures(create_app, "contacts")
+
+
+@pytest.fixture
+def org():
+    return uuid.uuid4()
+
+
+@pytest.fixture
+def agent(tokens, org):
+    return tokens.headers(organization_id=org, role="agent")
+
+
+@pytest.fixture
+def admin(tokens, org):
+    return tokens.headers(organization_id=org, role="org_admin")

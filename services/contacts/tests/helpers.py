@@ -53,3 +53,9 @@ async def emitted(app, org, prefix="pytake.contacts."):
 async def rows(app, org):
     async with app.state.db.transaction(organization_id=org) as s:
         return (await s.execute(select(contacts).order_by(contacts.c.created_at))).mappings().all()
+
+
+async def create_contact(client, headers, **body):
+    r = await client.post("/v1/contacts", json=body, headers=headers)
+    assert r.status_code == 201, r.text
+    return r.json()

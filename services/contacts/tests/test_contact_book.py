@@ -8,21 +8,6 @@ from pytake_common.tenancy import OrganizationState
 from .helpers import deliver, emitted, received, rows
 
 
-@pytest.fixture
-def org():
-    return uuid.uuid4()
-
-
-@pytest.fixture
-def agent(tokens, org):
-    return tokens.headers(organization_id=org, role="agent")
-
-
-@pytest.fixture
-def admin(tokens, org):
-    return tokens.headers(organization_id=org, role="org_admin")
-
-
 async def test_create_by_phone_lands_inbound_messages_on_the_same_contact(app, client, org, agent):
     body = {"phone": "+55 (11) 98765-4321", "name": " Maria  Silva ", "email": "Maria@Ex.COM"}
     r = await client.post("/v1/contacts", json=body, headers=agent)

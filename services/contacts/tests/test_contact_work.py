@@ -3,33 +3,11 @@ import io
 import uuid
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import select
 
 from pytake_contacts.tables import contact_interactions, users
 
-from .helpers import T0, deliver, emitted, event, received, rows
-
-
-@pytest.fixture
-def org():
-    return uuid.uuid4()
-
-
-@pytest.fixture
-def agent(tokens, org):
-    return tokens.headers(organization_id=org, role="agent")
-
-
-@pytest.fixture
-def admin(tokens, org):
-    return tokens.headers(organization_id=org, role="org_admin")
-
-
-async def _create(client, headers, **body):
-    r = await client.post("/v1/contacts", json=body, headers=headers)
-    assert r.status_code == 201, r.text
-    return r.json()
+from .helpers import T0, create_contact, deliver, emitted, event, received, rows
 
 
 async def _search(client, headers, **params):
@@ -41,11 +19,15 @@ async def _search(client, headers, **params):
 async def test_search_tolerates_typos_accents_and_phone_formats_with_filters(
     client, org, agent, admin
 ):
-    await _create(
+    await create_contact(
         client, agent, phone="+5511987654321", name="José Conceição", company="Padaria Ávila"
     )
-    await _create(client, agent, phone="+14155550123", name="John Smith", email="jsmith@acme.io")
-    await _create(client, agent, phone="+447911123456", name="Ana Müller", company="Acme Ltd")
+    await create_contact(
+        client, agent, phone="+14155550123", name="John Smith", email="jsmith@acme.io"
+    )
+    await create_contact(
+        client, agent, phone="+447911123456", name="Ana Müller", company="Acme Ltd"
+    )
     assert await _search(client, agent, q="jose conceicao") == ["José Conceição"]
     assert await _search(client, agent, q="JOSÉ") == ["José Conceição"]
     assert await _search(client, agent, q="conceicau") == ["José Conceição"]  # typo
@@ -94,7 +76,7 @@ async def test_tags_unique_names_colours_counts_and_deletion(app, client, org, a
     r = await client.post("/v1/tags", json={"name": "x", "color": "red"}, headers=admin)
     assert r.status_code == 422
     assert (await client.post("/v1/tags", json={"name": "y"}, headers=agent)).status_code == 403
-    c = await _create(client, agent, phone="+14155550123")
+    c = await create_contact(client, agent, phone="+14155550123")
     for _ in range(2):  # tagging twice is one fact
         assert (
             await client.put(f"/v1/contacts/{c['id']}/tags/{tag['id']}", headers=agent)
@@ -154,7 +136,7 @@ async def test_assign_only_to_active_workers_of_the_org_and_timeline(
             uuid.uuid4(), "created", other, email="o@x", full_name="O", role="agent", is_active=True
         ),
     )
-    c = await _create(client, agent, phone="+14155550123")
+    c = await create_contact(client, agent, phone="+14155550123")
     path = f"/v1/contacts/{c['id']}/assign"
     r = await client.post(path, json={"assignee_id": str(ana)}, headers=agent)
     assert r.status_code == 200 and r.json()["assignee_id"] == str(ana)
@@ -269,7 +251,9 @@ async def test_assign_only_to_active_workers_of_the_org_and_timeline(
 
 
 async def test_erase_removes_personal_data_and_tells_everyone(app, client, org, agent, admin):
-    c = await _create(client, agent, phone="+14155550123", name="Secret", email="s@x.io", notes="n")
+    c = await create_contact(
+        client, agent, phone="+14155550123", name="Secret", email="s@x.io", notes="n"
+    )
     await client.post(f"/v1/contacts/{c['id']}/block", json={"reason": "private"}, headers=agent)
     assert (await client.post(f"/v1/contacts/{c['id']}/erase", headers=agent)).status_code == 403
     assert (await client.post(f"/v1/contacts/{c['id']}/erase", headers=admin)).status_code == 204
@@ -300,7 +284,7 @@ async def test_import_is_streamed_idempotent_by_phone_and_reports_rows(
         json={"key": "score", "label": "S", "type": "number"},
         headers=admin,
     )
-    await _create(client, agent, phone="+14155550100", name="Existing")
+    await create_contact(client, agent, phone="+14155550100", name="Existing")
     text = (
         "Phone,Name,Email,attributes.score\n"
         "+1 415 555 0100,Renamed,,7\n"
@@ -360,14 +344,14 @@ async def test_import_is_streamed_idempotent_by_phone_and_reports_rows(
 async def test_another_organizations_ids_are_404_on_every_route(app, client, tokens, org, admin):
     theirs = uuid.uuid4()
     their_admin = tokens.headers(organization_id=theirs, role="org_admin")
-    c = await _create(client, their_admin, phone="+14155550123")
+    c = await create_contact(client, their_admin, phone="+14155550123")
     tag = (await client.post("/v1/tags", json={"name": "t"}, headers=their_admin)).json()
     await client.post(
         "/v1/contact-attributes",
         json={"key": "k", "label": "K", "type": "text"},
         headers=their_admin,
     )
-    mine = await _create(client, admin, phone="+14155550199")
+    mine = await create_contact(client, admin, phone="+14155550199")
     cid, tid = c["id"], tag["id"]
     for method, path, body in [
         ("GET", f"/v1/contacts/{cid}", None),

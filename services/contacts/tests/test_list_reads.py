@@ -5,29 +5,12 @@ through deletions and restores, and tenant isolation."""
 import uuid
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import text
 
 from pytake_contacts.api.schemas import Contact
-from pytake_contacts.search import SET_SIMILARITY, WORD_SIMILARITY, ContactFilter, page_query
+from pytake_contacts.search import ContactFilter, page_query
 
-from .helpers import T0
-
-
-@pytest.fixture
-def org():
-    return uuid.uuid4()
-
-
-@pytest.fixture
-def agent(tokens, org):
-    return tokens.headers(organization_id=org, role="agent")
-
-
-async def _create(client, headers, **body):
-    r = await client.post("/v1/contacts", json=body, headers=headers)
-    assert r.status_code == 201, r.text
-    return r.json()
+from .helpers import T0, create_contact
 
 
 async def _ids(client, headers, **params):
@@ -44,7 +27,7 @@ async def _ids(client, headers, **params):
 
 async def test_list_items_are_the_models_json_with_tags(client, org, agent, tokens):
     admin = tokens.headers(organization_id=org, role="org_admin")
-    c = await _create(client, agent, phone="+5511987654321", name="José", company="Ávila")
+    c = await create_contact(client, agent, phone="+5511987654321", name="José", company="Ávila")
     tag = (await client.post("/v1/tags", json={"name": "VIP"}, headers=admin)).json()
     await client.put(f"/v1/contacts/{c['id']}/tags/{tag['id']}", headers=agent)
     listed = (await client.get("/v1/contacts", params={"q": "jose"}, headers=agent)).json()
@@ -57,9 +40,42 @@ async def test_list_items_are_the_models_json_with_tags(client, org, agent, toke
     ] == []
 
 
+async def test_list_json_matches_the_model_for_every_kind_of_value(app, client, org, agent, admin):
+    r = await client.post(
+        "/v1/contact-attributes",
+        json={"key": "score", "label": "Score", "type": "number"},
+        headers=admin,
+    )
+    assert r.status_code == 201, r.text
+    body = {"name": 'Ana "Quote" \\ Ñ', "email": "ana@x.io", "attributes": {"score": 1.5}}
+    c = await create_contact(client, agent, phone="+5511987654321", **body)
+    b = await create_contact(client, agent, phone="+5511987654322", name="Bruno")
+    await client.post(f"/v1/contacts/{b['id']}/block", json={"reason": "spam"}, headers=agent)
+    await client.post(
+        f"/v1/contacts/{b['id']}/consent",
+        json={"marketing_opt_in": True, "source": "form"},
+        headers=agent,
+    )
+    async with app.state.db.transaction(organization_id=org) as s:
+        # a whole second (no fraction) and a single microsecond
+        await s.execute(
+            text(
+                "UPDATE contacts SET created_at = '2026-01-01 12:00:00+00',"
+                " last_interaction_at = '2026-01-01 12:00:00.000001+00' WHERE id = :id"
+            ),
+            {"id": c["id"]},
+        )
+    listed = (await client.get("/v1/contacts", headers=agent)).json()["items"]
+    singles = [(await client.get(f"/v1/contacts/{x['id']}", headers=agent)).json() for x in (c, b)]
+    assert listed == singles
+    assert listed[0]["created_at"] == "2026-01-01T12:00:00Z"
+    assert listed[0]["last_interaction_at"] == "2026-01-01T12:00:00.000001Z"
+    assert listed[1]["blocked"] is True and listed[1]["marketing_opt_in"] is True
+
+
 async def test_search_pages_stay_stable_through_deletes_and_restores(client, org, agent):
     made = [
-        await _create(client, agent, phone=f"+551198765{i:04d}", name=f"Maria {i}")
+        await create_contact(client, agent, phone=f"+551198765{i:04d}", name=f"Maria {i}")
         for i in range(7)
     ]
     assert await _ids(client, agent, q="maria", limit=2) == [c["id"] for c in made]
@@ -69,7 +85,7 @@ async def test_search_pages_stay_stable_through_deletes_and_restores(client, org
     assert await _ids(client, agent, q="maria", limit=2) == expected
     assert await _ids(client, agent, q="98765", limit=3) == expected  # phone digits
     # a restored contact comes back with a new created_at: last in the order
-    restored = await _create(client, agent, phone=made[1]["phone"], name="Maria again")
+    restored = await create_contact(client, agent, phone=made[1]["phone"], name="Maria again")
     assert restored["id"] == made[1]["id"]
     assert await _ids(client, agent, q="maria", limit=2) == [*expected, made[1]["id"]]
 
@@ -84,7 +100,9 @@ async def test_raw_list_and_sqlalchemy_query_agree_for_every_filter(
         [("Ana Souza", "Acme"), ("João Silva", "Acme"), ("Jon Smith", None), ("Zoë", "Hooli")]
     ):
         people.append(
-            await _create(client, agent, phone=f"+55119000{i:05d}", name=name, company=company)
+            await create_contact(
+                client, agent, phone=f"+55119000{i:05d}", name=name, company=company
+            )
         )
     await client.put(f"/v1/contacts/{people[0]['id']}/tags/{tag['id']}", headers=agent)
     await client.put(f"/v1/contacts/{people[2]['id']}/tags/{tag['id']}", headers=agent)
@@ -130,6 +148,5 @@ async def test_raw_list_and_sqlalchemy_query_agree_for_every_filter(
             **{names[k]: v == "true" for k, v in params.items() if k in names},
         )
         async with app.state.db.transaction(organization_id=org) as s:
-            await s.execute(text(SET_SIMILARITY), {"value": str(WORD_SIMILARITY)})
             ids = (await s.execute(page_query(org, f, 100, None))).mappings().all()
         assert api == [str(r["id"]) for r in ids], params

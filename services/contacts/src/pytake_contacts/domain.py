@@ -221,20 +221,14 @@ def parse_attribute_text(definition: AttributeDefinition, raw: str) -> Any:
     return text
 
 
-@dataclass(frozen=True, slots=True)
-class SearchTerms:
-    """``q`` as typed, classified: phone digits, or accent-free lower-case words."""
+def search_digits(q: str) -> str | None:
+    """The digits of ``q`` when it looks like a phone number (any format), else None.
 
-    digits: str | None
-    words: tuple[str, ...]
-
-
-def search_terms(q: str) -> SearchTerms | None:
-    value = " ".join(q.split())
-    if not value:
+    Any other ``q`` is searched by words (split, unaccented and lower-cased by
+    PostgreSQL's ``pytake_search_words``, as the contacts' own words are).
+    """
+    value = q.strip()
+    if not PHONEISH_RE.match(value):
         return None
     digits = re.sub(r"\D", "", value)
-    if PHONEISH_RE.match(value) and len(digits) >= 3:
-        return SearchTerms(digits=digits, words=())
-    words = tuple(w for w in value.lower().split(" ") if w)[:8]
-    return SearchTerms(digits=None, words=words)
+    return digits if len(digits) >= 3 else None

@@ -11,16 +11,14 @@ from typing import IO, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from sqlalchemy import text
 from starlette.datastructures import UploadFile
 
 from pytake_common.errors import DomainError, InvalidInput
-from pytake_common.pagination import encode_cursor
 from pytake_common.security import Worker
 from pytake_contacts.api.deps import DB, Filter
 from pytake_contacts.api.schemas import ImportResult
 from pytake_contacts.importer import BATCH, Importer, parse_header
-from pytake_contacts.search import SET_SIMILARITY, WORD_SIMILARITY, page_query
+from pytake_contacts.search import next_cursor, page_query
 from pytake_contacts.store import attribute_schema, tags_of
 
 router = APIRouter(prefix="/v1/contacts", tags=["contacts"])
@@ -144,8 +142,6 @@ async def export_contacts(principal: Worker, db: DB, filters: Filter) -> Streami
         while True:
             stmt = page_query(org, filters, EXPORT_PAGE, cursor)
             async with db.transaction(organization_id=org) as session:
-                if filters.uses_similarity:
-                    await session.execute(text(SET_SIMILARITY), {"value": str(WORD_SIMILARITY)})
                 rows = (await session.execute(stmt)).mappings().all()
                 tags = await tags_of(session, org, [r["id"] for r in rows])
             out = io.StringIO()
@@ -159,7 +155,7 @@ async def export_contacts(principal: Worker, db: DB, filters: Filter) -> Streami
             yield out.getvalue()
             if len(rows) < EXPORT_PAGE:
                 return
-            cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"])
+            cursor = next_cursor(filters, rows[-1])
 
     return StreamingResponse(
         body(),

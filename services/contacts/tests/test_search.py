@@ -1,0 +1,194 @@
+"""Search by words (migration 0005): typos, accents, prefixes and phone formats, ranked
+exact > prefix > substring/typo with stable pages; the vocabulary follows edits, erasure
+and deletes; no other tenant's contacts or words, ever."""
+
+import uuid
+
+from sqlalchemy import text
+
+from pytake_contacts.search import encode_search_cursor
+
+from .helpers import T0, create_contact
+
+
+async def _names(client, headers, **params):
+    """Every name the search lists, page by page, in the order the API gives them."""
+    found, cursor = [], None
+    while True:
+        query = params | ({"cursor": cursor} if cursor else {})
+        r = await client.get("/v1/contacts", params=query, headers=headers)
+        assert r.status_code == 200, r.text
+        found += [c["name"] for c in r.json()["items"]]
+        cursor = r.json()["next_cursor"]
+        if not cursor:
+            return found
+
+
+async def _vocabulary(app, org):
+    async with app.state.db.transaction(organization_id=org) as s:
+        words = await s.execute(
+            text("SELECT word FROM contact_vocabulary WHERE organization_id = :org"),
+            {"org": org},
+        )
+        return set(words.scalars())
+
+
+async def test_typos_accents_prefixes_and_e_mail_words(client, agent):
+    await create_contact(client, agent, phone="+5511987650001", name="Fernanda Gonçalves")
+    await create_contact(
+        client, agent, phone="+5511987650002", name="Søren Müller", email="soren.m@nordic.dk"
+    )
+    await create_contact(client, agent, phone="+5511987650003", name="Zoë Araújo", company="Hooli")
+    assert await _names(client, agent, q="goncalves") == ["Fernanda Gonçalves"]  # accents
+    assert await _names(client, agent, q="GONÇALVES") == ["Fernanda Gonçalves"]
+    assert await _names(client, agent, q="gonsalves") == ["Fernanda Gonçalves"]  # typo
+    assert await _names(client, agent, q="fern") == ["Fernanda Gonçalves"]  # type-ahead
+    assert await _names(client, agent, q="fe go") == ["Fernanda Gonçalves"]  # two prefixes
+    assert await _names(client, agent, q="soren muler") == ["Søren Müller"]
+    assert await _names(client, agent, q="soren.m@nord") == ["Søren Müller"]  # e-mail words
+    assert await _names(client, agent, q="nordic.dk") == ["Søren Müller"]
+    assert await _names(client, agent, q="araujo hooli") == ["Zoë Araújo"]  # name + company
+    assert await _names(client, agent, q="zoe") == ["Zoë Araújo"]
+    assert await _names(client, agent, q="ooli") == ["Zoë Araújo"]  # inside a word
+    assert await _names(client, agent, q="fernanda hooli") == []  # every word must match
+    assert await _names(client, agent, q="xyzzy") == []
+    assert await _names(client, agent, q="...") == []
+
+
+async def test_phone_in_any_format(client, agent):
+    maria = await create_contact(client, agent, phone="+5511987654321", name="Maria")
+    await create_contact(client, agent, phone="+14155550123", name="John")
+    for q in ("(11) 98765-4321", "+55 11 98765", "11987654321", "98765.4321", "5432"):
+        assert await _names(client, agent, q=q) == ["Maria"], q
+    assert await _names(client, agent, q="+1 415-555-0123") == ["John"]
+    assert await _names(client, agent, q="000 000") == []
+    assert await _names(client, agent, q="1198765") == ["Maria"]  # six digits or more, inside
+    r = await client.patch(
+        f"/v1/contacts/{maria['id']}", json={"phone": "+5521912345678"}, headers=agent
+    )
+    assert r.status_code == 200, r.text
+    assert await _names(client, agent, q="(11) 98765-4321") == []
+    assert await _names(client, agent, q="(21) 91234-5678") == ["Maria"]
+    assert await _names(client, agent, q="912345") == ["Maria"]
+
+
+async def test_exact_words_rank_before_prefixes_before_typos_with_stable_pages(client, agent):
+    # created in this order, so within a rank the order is creation order
+    made = {}
+    for i, name in enumerate(
+        ["Jonny Lee", "John Doe", "Jon Snow", "Jonathan Park", "Jon Arbuckle", "Joan Jett"]
+    ):
+        made[name] = await create_contact(client, agent, phone=f"+55119876500{i:02d}", name=name)
+    # "jon" is a word of the vocabulary: the exact word, then its prefixes (no typos)
+    ranked = await _names(client, agent, q="jon", limit=2)
+    assert ranked == ["Jon Snow", "Jon Arbuckle", "Jonny Lee", "Jonathan Park"]
+    assert await _names(client, agent, q="jon", limit=200) == ranked  # same in one page
+    # "jona" is no contact's word: prefixes first, then the closest typos
+    assert await _names(client, agent, q="jona", limit=2) == [
+        "Jonathan Park",
+        "Jonny Lee",
+        "Jon Snow",
+        "Jon Arbuckle",
+    ]
+    # a typo of a longer word
+    assert await _names(client, agent, q="jonathon") == ["Jonathan Park"]
+    # the rank of a contact adds up over the words
+    assert await _names(client, agent, q="jon s") == ["Jon Snow"]
+    assert (await _names(client, agent, q="jon park"))[0] == "Jonathan Park"
+    # a contact that changes between pages moves, nothing is listed twice
+    r = await client.get("/v1/contacts", params={"q": "jon", "limit": 3}, headers=agent)
+    first = [c["name"] for c in r.json()["items"]]
+    assert first == ranked[:3]
+    await client.patch(
+        f"/v1/contacts/{made['Jon Snow']['id']}", json={"name": "Jon Snowy"}, headers=agent
+    )
+    cursor = r.json()["next_cursor"]
+    r = await client.get(
+        "/v1/contacts", params={"q": "jon", "limit": 10, "cursor": cursor}, headers=agent
+    )
+    rest = [c["name"] for c in r.json()["items"]]
+    assert first + rest == ranked
+
+
+async def test_search_cursors_are_checked(client, agent):
+    await create_contact(client, agent, phone="+5511987650001", name="Maria")
+    bad = {"q": "maria", "cursor": "garbage"}
+    r = await client.get("/v1/contacts", params=bad, headers=agent)
+    assert r.status_code == 422
+    assert r.headers["content-type"].startswith("application/problem+json")
+    negative = encode_search_cursor(-1, T0, uuid.uuid4())
+    r = await client.get("/v1/contacts", params={"q": "maria", "cursor": negative}, headers=agent)
+    assert r.status_code == 422
+    # a cursor of a later rank than any match: nothing more
+    late = encode_search_cursor(7, T0, uuid.uuid4())
+    r = await client.get("/v1/contacts", params={"q": "maria", "cursor": late}, headers=agent)
+    assert r.status_code == 200 and r.json() == {"items": [], "next_cursor": None}
+
+
+async def test_edits_erasure_and_deletes_reach_search_and_vocabulary(
+    app, client, agent, admin, org
+):
+    a = await create_contact(
+        client, agent, phone="+5511987650001", name="Quintino Barros", email="qb@velho.com"
+    )
+    b = await create_contact(client, agent, phone="+5511987650002", name="Ursula Barros")
+    assert {"quintino", "barros", "qb", "velho", "com", "ursula"} <= await _vocabulary(app, org)
+
+    r = await client.patch(
+        f"/v1/contacts/{a['id']}", json={"name": "Quirino Barros", "email": None}, headers=agent
+    )
+    assert r.status_code == 200
+    assert await _names(client, agent, q="quirino") == ["Quirino Barros"]
+    assert await _names(client, agent, q="velho") == []
+    words = await _vocabulary(app, org)
+    assert "quirino" in words and not {"quintino", "qb", "velho", "com"} & words
+    assert "barros" in words  # still the word of both contacts
+
+    # soft delete: out of search, words kept for a restore
+    assert (await client.delete(f"/v1/contacts/{b['id']}", headers=agent)).status_code == 204
+    assert await _names(client, agent, q="barros") == ["Quirino Barros"]
+    assert "ursula" in await _vocabulary(app, org)
+    restored = await create_contact(client, agent, phone="+5511987650002", name="Ursula Barros")
+    assert restored["id"] == b["id"]
+    assert await _names(client, agent, q="ursula") == ["Ursula Barros"]
+
+    # erasure: the person's words leave the vocabulary too
+    r = await client.post(f"/v1/contacts/{a['id']}/erase", headers=admin)
+    assert r.status_code == 204
+    assert await _names(client, agent, q="quirino") == []
+    assert await _names(client, agent, q="barros") == ["Ursula Barros"]
+    assert await _names(client, agent, q="98765") == ["Ursula Barros"]  # phone gone too
+    words = await _vocabulary(app, org)
+    assert "quirino" not in words and "barros" in words
+
+    # a hard delete (retention, tenant removal) releases its words as well
+    async with app.state.db.transaction(organization_id=org) as s:
+        await s.execute(text("DELETE FROM contacts WHERE id = :id"), {"id": b["id"]})
+    assert not {"ursula", "barros"} & await _vocabulary(app, org)
+
+
+async def test_no_other_tenants_contacts_or_words(app, client, tokens, agent, org):
+    other = uuid.uuid4()
+    theirs = tokens.headers(organization_id=other, role="agent")
+    await create_contact(client, agent, phone="+5511987650001", name="Bartholomew Ours")
+    await create_contact(client, theirs, phone="+5511987650001", name="Bartholomew Theirs")
+    await create_contact(client, theirs, phone="+5511987650002", name="Ximena Theirs")
+    assert await _names(client, agent, q="bartholomew") == ["Bartholomew Ours"]
+    assert await _names(client, agent, q="theirs") == []
+    assert await _names(client, agent, q="ximena") == []
+    assert await _names(client, agent, q="ximen") == []  # not even as a prefix or typo
+    assert await _names(client, agent, q="98765") == ["Bartholomew Ours"]
+    assert await _names(client, theirs, q="bartolomew") == ["Bartholomew Theirs"]
+    assert "ximena" not in await _vocabulary(app, org)
+    args = (
+        "'ximena', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 50"
+    )
+    async with app.state.db.transaction(organization_id=org) as s:
+        # the function binds the transaction's tenant itself
+        assert (await s.execute(text(f"SELECT * FROM pytake_contact_page({args})"))).all() == []
+    async with app.state.db.transaction(bypass_rls=True) as s:
+        # no tenant bound (even bypassing RLS): no rows at all
+        assert (await s.execute(text(f"SELECT * FROM pytake_contact_page({args})"))).all() == []
+    async with app.state.db.transaction(organization_id=other) as s:
+        found = (await s.execute(text(f"SELECT * FROM pytake_contact_page({args})"))).all()
+        assert len(found) == 1
