@@ -6,16 +6,20 @@ one multi-row INSERT, one executemany UPDATE, one multi-row outbox INSERT), whic
 what makes 100,000 rows take seconds rather than minutes. Should a batch fail in the
 database anyway (a message from the same customer created the contact meanwhile), it is
 replayed row by row, each row in its own transaction, so a row is applied fully or not
-at all and only the offending row is reported.
+at all and only the offending row is reported. A batch PostgreSQL aborts only to break a
+deadlock (two imports, or an import and inbound messages, adding the same new search
+words in another order) is run again whole: nothing of it was applied.
 """
 
+import asyncio
+import random
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
 from sqlalchemy import bindparam, func, insert, or_, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.db import Database
@@ -108,6 +112,12 @@ class Outcome:
     failed: list[ImportFailure] = field(default_factory=list)
 
 
+#: PostgreSQL's "run it again" answers: deadlock_detected, serialization_failure.
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+#: tries of one batch before the import gives up with the database's error
+BATCH_ATTEMPTS = 4
+
+
 def _failure(row: int, exc: DomainError) -> ImportFailure:
     return ImportFailure(row=row, error=f"{exc.code}: {exc.detail}")
 
@@ -191,12 +201,12 @@ class Importer:
         if not batch:
             return
         try:
-            outcomes = [await self._apply(batch)]
+            outcomes = [await self._apply_again_if_aborted(batch)]
         except IntegrityError:
             outcomes = []
             for parsed in batch:
                 try:
-                    outcomes.append(await self._apply([parsed]))
+                    outcomes.append(await self._apply_again_if_aborted([parsed]))
                 except IntegrityError as exc:
                     error = f"conflict: {exc.orig}"[:300]
                     outcomes.append(Outcome(failed=[ImportFailure(row=parsed.row, error=error)]))
@@ -205,6 +215,20 @@ class Importer:
             self.total.updated += outcome.updated
             self.total.unchanged += outcome.unchanged
             self.total.failed += outcome.failed
+
+    async def _apply_again_if_aborted(self, batch: list[Parsed]) -> Outcome:
+        """:meth:`_apply`, run again (after a short random pause) when PostgreSQL rolled
+        the transaction back to break a deadlock or a serialization conflict."""
+        attempt = 1
+        while True:
+            try:
+                return await self._apply(batch)
+            except DBAPIError as exc:
+                sqlstate = getattr(exc.orig, "sqlstate", None)
+                if sqlstate not in RETRYABLE_SQLSTATES or attempt >= BATCH_ATTEMPTS:
+                    raise
+            await asyncio.sleep(random.uniform(0.01, 0.05) * attempt)
+            attempt += 1
 
     async def _apply(self, batch: list[Parsed]) -> Outcome:
         org = self.org
