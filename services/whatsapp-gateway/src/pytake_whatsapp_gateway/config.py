@@ -38,8 +38,10 @@ class Settings(ServiceSettings):
 
     #: Sends in flight at once per replica (each holds up to two database connections).
     send_concurrency: int = Field(default=16, ge=1, le=256)
-    #: Idle pause of the send dispatcher between looks at the queue.
-    send_poll_interval_s: float = 0.05
+    #: The send dispatcher wakes on a NOTIFY for each new request, when one of its sends
+    #: ends and when a requeued request falls due; this slow look at the queue is only
+    #: the fallback (a lost notification, another replica's requeued or expired request).
+    send_poll_interval_s: float = Field(default=1.0, gt=0)
     #: A taken send request returns to the queue if its dispatcher vanished this long ago.
     send_lease_s: float = 300.0
     #: Sends of a number are spaced (1 + this) / throughput seconds apart, so calls
@@ -47,6 +49,10 @@ class Settings(ServiceSettings):
     #: for travelling; see sending/pacing.py) never put more than the limit into any
     #: one-second window there (80/s -> about 77.7/s).
     pace_jitter_allowance_s: float = Field(default=0.03, ge=0, le=1.0)
+    #: A number's next slot is at least this far ahead of the claim taking it, so the
+    #: claim commits and its caller wakes in time (a burst into an idle schedule used to
+    #: miss its first slots); only delays the first send after an idle spell.
+    send_slot_lead_s: float = Field(default=0.05, ge=0, le=1.0)
     #: Meta's pair rate: one message per this many seconds to the same customer
     #: (0 turns pacing per recipient off) ...
     pair_interval_s: float = Field(default=6.0, ge=0)
