@@ -64,6 +64,9 @@ _TAKE = text(
 CHANNEL = "pytake_send_queue"
 #: How often a dispatcher without its LISTEN connection looks at the queue.
 UNLISTENED_POLL_S = 0.05
+#: With fewer than a quarter of its send slots free, a woken dispatcher waits this
+#: long for more sends to end before taking requests.
+GATHER_S = 0.02
 
 #: Seconds until the earliest requeued request (not taken) falls due; NULL if none.
 _NEXT_DUE = text(
@@ -112,6 +115,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         #: True while the LISTEN connection is up (else the queue is polled quickly).
         self.listening = False
+        self._batch = max(settings.send_concurrency // 4, 1)
 
     async def run(self, stop: asyncio.Event) -> None:
         listener = asyncio.create_task(self._listen(stop))
@@ -136,6 +140,11 @@ class Dispatcher:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(timeout):
                         await self._wake.wait()
+                if self.settings.send_concurrency - len(self._tasks) < self._batch:
+                    # Sends end one at a time: a take per ending would cost a transaction
+                    # per send. The sends still in flight hold the schedule ahead
+                    # (3/4 of send_concurrency slots) far longer than this gathering.
+                    await sleep_or_stop(stop, GATHER_S)
         finally:
             stopping.cancel()
             listener.cancel()

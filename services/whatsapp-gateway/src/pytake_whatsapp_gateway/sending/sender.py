@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import random
 import time
@@ -47,7 +48,8 @@ from pytake_common.consumer import PermanentError
 from pytake_common.crypto import SecretBox, SecretDecryptionError
 from pytake_common.db import Database
 from pytake_common.events import CloudEvent
-from pytake_common.outbox import add_event
+from pytake_common.outbox import CHANNEL as OUTBOX_CHANNEL
+from pytake_common.outbox import outbox_row
 from pytake_whatsapp_gateway.config import Settings
 from pytake_whatsapp_gateway.events import MessageFailed, MessageSent
 from pytake_whatsapp_gateway.metrics import SENDS
@@ -161,14 +163,22 @@ _NUMBER = """
     FROM numbers WHERE organization_id = $1 AND id = $2 AND removed_at IS NULL
 """
 #: The outcome, if the send is still claimed or unconfirmed (else a status webhook
-#: settled it), and the queue row ``$8`` deleted in the same statement.
+#: settled it and emitted the event), with its event staged in the outbox (the relay
+#: woken on ``$14`` at commit, see pytake_common.outbox) and the queue row ``$8``
+#: deleted: one round trip (data-modifying CTEs always run).
 _RECORD = """
-    WITH dequeued AS (DELETE FROM send_queue WHERE seq = $8)
-    UPDATE send_log SET state = $2, wamid = coalesce($3, wamid),
-      attempts = coalesce($4, attempts), error_code = $5, error_title = $6,
-      error_detail = $7, updated_at = now()
-    WHERE message_id = $1 AND state IN ('claimed', 'unconfirmed')
-    RETURNING message_id
+    WITH dequeued AS (DELETE FROM send_queue WHERE seq = $8),
+    recorded AS (
+      UPDATE send_log SET state = $2, wamid = coalesce($3, wamid),
+        attempts = coalesce($4, attempts), error_code = $5, error_title = $6,
+        error_detail = $7, updated_at = now()
+      WHERE message_id = $1 AND state IN ('claimed', 'unconfirmed')
+      RETURNING message_id),
+    staged AS (
+      INSERT INTO outbox (event_id, topic, key, event, headers)
+      SELECT $9, $10, $11, $12, $13 FROM recorded
+      RETURNING pg_notify($14, ''))
+    SELECT message_id FROM recorded
 """
 _DEQUEUE = "DELETE FROM send_queue WHERE seq = $1"
 
@@ -511,7 +521,11 @@ class Sender:
                 await mark_disconnected(
                     session, out.organization_id, out.number_id, error.title or error.detail
                 )
-        # The queue row goes in the same statement (a data-modifying CTE always runs).
+        staged = outbox_row(
+            CloudEvent.of(
+                event, service=SERVICE, subject=out.message_id, tenant_id=out.organization_id
+            )
+        )
         recorded = await (await driver(session)).fetchval(
             _RECORD,
             out.message_id,
@@ -522,15 +536,15 @@ class Sender:
             None if error is None else (error.title or "")[:200] or None,
             None if error is None else error.detail,
             queue_seq,
+            staged["event_id"],
+            staged["topic"],
+            staged["key"],
+            json.dumps(staged["event"]),  # jsonb travels as text on the raw connection
+            json.dumps(staged["headers"]),
+            OUTBOX_CHANNEL,
         )
         if recorded is None:
             return  # Meta's status webhook settled it meanwhile (and emitted the event)
-        await add_event(
-            session,
-            CloudEvent.of(
-                event, service=SERVICE, subject=out.message_id, tenant_id=out.organization_id
-            ),
-        )
         outcome = SENT if error is None else FAILED
         SENDS.labels(outcome, "" if error is None else error.metric_label).inc()
         log.info(
