@@ -18,8 +18,10 @@ import random
 import time
 import uuid
 
+import pytest
+
 from pytake_whatsapp_gateway.metrics import SLOTS_MISSED
-from pytake_whatsapp_gateway.sending.pacing import Pacer
+from pytake_whatsapp_gateway.sending.pacing import ClockOffset, Pacer
 
 ALLOWANCE_S = 0.03
 #: The database's clock and this process's monotonic clock may tick at rates a few
@@ -160,3 +162,35 @@ async def test_a_late_call_first_takes_a_single_new_slot(app):
     async with app.state.db.transaction(bypass_rls=True) as session:
         following = await pacer.take_slot(session, number_id, 10)
     assert following.earliest - left <= interval + CLOCK_S
+
+
+def test_the_clock_offset_holds_the_true_offset_and_tightens_to_the_best_round_trip():
+    rng = random.Random(7)
+    clock = ClockOffset()
+    theta0, drift = 1_800_000_000.0, 400e-6  # the database's clock runs 400 ppm fast
+    local = 100.0
+    widths = []
+    for _ in range(2000):
+        local += rng.uniform(0.001, 0.05)
+        t0 = local
+        # The database reads its clock somewhere in the round trip, which this
+        # process sees stretched by a busy loop now and then (up to 60 ms).
+        read = t0 + rng.uniform(0.0002, 0.001)
+        t1 = read + rng.uniform(0.0002, 0.001) + rng.choice([0.0, 0.0, 0.02, 0.06])
+        db = read + theta0 + drift * (read - 100.0)
+        lo, hi = clock.sample(db, t0, t1)
+        true = db - read
+        assert lo <= true <= hi
+        assert hi - lo <= t1 - t0 + 1e-6  # never looser than the sample (epochs: float)
+        widths.append(hi - lo)
+        local = t1
+    # Loaded round trips (20-60 ms) no longer widen the slot's interval.
+    assert max(widths[100:]) < 0.005
+
+
+def test_a_stepped_clock_restarts_the_clock_offset():
+    clock = ClockOffset()
+    for i in range(10):
+        clock.sample(1000.0 + i, 10.0 + i, 10.001 + i)
+    lo, hi = clock.sample(1000.0 + 10 + 0.5, 20.0, 20.001)  # the database's clock jumped
+    assert (lo, hi) == pytest.approx((990.4995, 990.5005))
