@@ -232,20 +232,19 @@ class Sender:
         async with self.db.engine.connect() as lock:
             conn = await connection_driver(lock)
             key = lock_key(out.message_id)
-            await self._lock(conn, key)
-            unlocked = False
+            released = False
             try:
-                return await self._send_locked(out, queue_seq, pair_key)
-            finally:
+                await self._lock(conn, key)
                 try:
-                    unlocked = bool(await conn.fetchval(_UNLOCK, key))
-                except Exception:
-                    unlocked = False
+                    return await self._send_locked(out, queue_seq, pair_key)
                 finally:
-                    if not unlocked:
-                        # A session lock must not go back to the pool: closing the
-                        # connection releases it.
-                        await lock.invalidate()
+                    released = bool(await conn.fetchval(_UNLOCK, key))
+            finally:
+                if not released:
+                    # Maybe held (an unlock that failed, a lock statement cancelled in
+                    # flight): a session lock must not go back to the pool. Closing the
+                    # connection releases it.
+                    await lock.invalidate()
 
     async def _lock(self, conn: asyncpg.Connection, key: int) -> None:
         """Take the message's session-level advisory lock: one round trip, no transaction.
