@@ -50,8 +50,8 @@ class Settings(ServiceSettings):
     #: A taken send request returns to the queue if its dispatcher vanished this long ago.
     send_lease_s: float = 300.0
     #: Sends of a number are spaced (1 + this) / throughput seconds apart, so calls
-    #: whose arrival at Meta varies by up to this much (half for leaving late, half
-    #: for travelling; see sending/pacing.py) never put more than the limit into any
+    #: whose arrival at Meta varies by up to this much (a third for leaving late, the
+    #: rest for travelling; see sending/pacing.py) never put more than the limit into any
     #: one-second window there (80/s -> about 77.7/s).
     pace_jitter_allowance_s: float = Field(default=0.03, ge=0, le=1.0)
     #: A number's next slot is at least this far ahead of the claim taking it, so the

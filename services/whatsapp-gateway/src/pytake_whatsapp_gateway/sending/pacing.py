@@ -16,31 +16,37 @@ they cannot share a (half-open) one-second window while ``J <= a``. So the
 limit holds whenever calls arrive within ``a`` seconds of jitter, whichever
 replica took which slot, and whichever second the receiver counts.
 
-``J`` has two parts, and each gets half of ``a``:
+``J`` has two parts: leaving late gets a third of ``a`` (``b = a / 3``, 10 ms by
+default), travelling the other two thirds:
 
 - *Leaving late* (ours): the slot is converted to this process's clock as an
   interval ``[earliest, at]`` (see :class:`ClockOffset`); the caller sleeps until
   ``at``, so it never leaves early, and before calling Meta checks how late it
-  is against ``earliest``. A call more than ``a / 2`` late (a loaded event loop,
+  is against ``earliest``. A call more than ``b`` late (a loaded event loop,
   a slow commit, a paused process) does not use its slot: it reserves ``n``
   consecutive slots instead (1, 2, 4, ... up to a second's worth, see below) and
-  may leave up to ``(n - 1) * T + a / 2`` after the first. That keeps
+  may leave up to ``(n - 1) * T + b`` after the first. That keeps
   the bound: give the call the virtual slot ``v = min(departure, last reserved
   slot)``; ``v`` is at least ``T`` from any other caller's slot and the call
-  leaves at most ``a / 2`` after it, so the argument above holds with ``v``.
+  leaves at most ``b`` after it, so the argument above holds with ``v``.
   The first retry takes one slot (a passing stall, the usual cause, is over by
   then: the slot is a queue's length ahead), later ones 2, 4, ... Lateness costs
   throughput (the skipped slots), never the limit, and a persistently late
   process still gets every call out.
-- *Travelling* (the network and the receiver's own queueing): the other ``a / 2``.
+- *Travelling*, everything after that check: this process's own way to the socket
+  (the HTTP client, its connection pool, the event loop), the network, and the
+  receiver's queueing before it counts the call: ``a - b``.
 
-Why ``a = 0.03`` s by default (ceiling ``L / 1.03``, 77.7/s for 80/s): leaving late
-is measured, so its 15 ms only have to cover what the process controls (the slot
-statement's round trip, about 1 ms, plus the event loop's wake-up lag, a few ms
-when busy); a call outside it costs a slot, not the limit. Travelling is not
-measured and cannot be: 15 ms is several times the spread of a keep-alive HTTPS
-call's one-way time on a healthy path, and a smaller allowance buys at most 2-3 %
-of throughput (78.4/s at 0.02 s) against the one thing Meta punishes.
+Why ``a = 0.03`` s by default (ceiling ``L / 1.03``, 77.7/s for 80/s), split 1:2:
+leaving late is measured, so its 10 ms only have to cover the event loop's wake-up
+lag (a few ms when busy; the slot's place in this clock is known to about a
+millisecond, see :class:`ClockOffset`); a call outside it costs a slot, not the
+limit. Travelling is not measured and cannot be, and it includes our own path
+after the check (about 1 ms of HTTP client work, more when the loop is busy): its
+20 ms are several times the spread of a keep-alive HTTPS call's one-way time on a
+healthy path. With an even split the benchmark's simulator, on a loaded machine,
+once counted 81 in a second. A smaller ``a`` buys at most 1-2 % of throughput
+(78.4/s at 0.02 s) against the one thing Meta punishes.
 
 The schedule never owes slots: ``tat = greatest(tat, now + lead) + T``, so a
 number idle for a while does not get a burst; slots are only lost when no call
@@ -49,7 +55,7 @@ own transaction (several calls in flight are always queued on the schedule while
 the process keeps up, see the dispatcher). ``lead`` keeps the first slot after
 an idle spell (and after the queue ran dry) far enough ahead for the claim to
 commit and its caller to wake: taken "now", it was always missed (the commit
-alone outlasts ``a / 2``), and a burst began by wasting slots.
+alone outlasts ``b``), and a burst began by wasting slots.
 
 Per (number, recipient): Meta's pair rate (about one message per 6 s, short
 bursts borrowed from future quota). A send is admitted while the recipient's
@@ -87,6 +93,9 @@ _NUMBER_SLOT = """
       extract(epoch FROM clock_timestamp())::float8
 """
 
+#: The share of the jitter allowance for leaving late (the rest is for travelling).
+LEAVE_SHARE = 1 / 3
+
 #: How fast the database's clock and this process's may drift apart at most: NTP
 #: slews a clock by up to 500 ppm; unsynchronised crystals drift by tens of ppm.
 MAX_DRIFT = 500e-6
@@ -99,7 +108,7 @@ class ClockOffset:
     bounds ``theta`` to ``[db - t1, db - t0]``: as wide as the round trip *as this
     process saw it*, which on a busy event loop includes the wait to be resumed
     (measured under load: 18 ms median among missed slots, against 4 ms of late
-    wake-ups; it ate the ``a / 2`` budget). Every sample's interval holds ``theta``,
+    wake-ups; it ate the leaving budget). Every sample's interval holds ``theta``,
     so their intersection does; older ones widen by ``MAX_DRIFT`` per second of
     age. The interval a statement gives is always within its own sample's, so it
     is never looser than that sample alone. An empty intersection means a clock
@@ -198,13 +207,13 @@ class Pacer:
     async def go(self, slot: Slot | None, number_id: uuid.UUID, per_second: int) -> float:
         """Sleep until ``slot`` (or a new one); return the total wait.
 
-        A call may leave up to half the jitter allowance after the last slot it
+        A call may leave up to ``LEAVE_SHARE`` of the jitter allowance after the last slot it
         reserved (see the module's docstring). Later, it reserves again: one slot,
         then twice as many each time (at most a second's worth), so even a process
         that is persistently late gets its call out, at the price of the slots it skips.
         """
         started = time.monotonic()
-        max_late = self.jitter_allowance_s / 2
+        max_late = self.jitter_allowance_s * LEAVE_SHARE
         n = 0
         while True:
             if slot is None:
