@@ -10,8 +10,10 @@ then reads the simulator's recorded acceptance times and prints:
 - the largest count in any calendar second and in any sliding one-second window
   (both must be <= 80).
 
-Also prints the whatsapp-gateway process's CPU per accepted send (psutil) and
-how many throughput slots late sends missed (sending/pacing.py).
+Also prints the whatsapp-gateway process's CPU per accepted send (psutil), how
+many throughput slots late sends missed (sending/pacing.py), and the machine's
+load average (the rate needs the gateway to wake on time; a loaded machine makes
+sends miss slots).
 
 Bounded: gives up after --timeout seconds. Usage:
     python bench/whatsapp_outbound.py [--n 2000] [--limit 80] [--timeout 180] [--with-statuses]
@@ -210,6 +212,7 @@ async def bench(args: argparse.Namespace, db_server: str, bootstrap: str, state:
             r.raise_for_status()
             gateway_cpu = cpu_s(procs[1])
             simulator_cpu = cpu_s(procs[0])
+            load_before = os.getloadavg()
             producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
             await producer.start()
             started = time.perf_counter()
@@ -263,6 +266,13 @@ async def bench(args: argparse.Namespace, db_server: str, bootstrap: str, state:
             f"({gateway_cpu:.1f}s total), simulator {simulator_cpu / per * 1000:.2f} ms"
         )
         print(f"throughput slots missed by late sends (taken again): {missed:.0f}")
+        # The pacing holds under any load; the rate does not (late sends skip slots).
+        load_after = os.getloadavg()
+        print(
+            "box load average (1/5/15 min) before/after: "
+            + " / ".join(" ".join(f"{x:.2f}" for x in load) for load in (load_before, load_after))
+            + f" on {os.cpu_count()} CPUs"
+        )
     finally:
         for proc in procs:
             proc.terminate()

@@ -4,14 +4,14 @@ import uuid
 import pytest
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import REGISTRY
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 
 from pytake_common.consumer import EventConsumer
 from pytake_common.events import CloudEvent
 from pytake_whatsapp_gateway.app import CONSUMER_GROUP, graph_http_client
 from pytake_whatsapp_gateway.handlers import SEND_REQUESTED, make_handlers
 from pytake_whatsapp_gateway.sending.dispatcher import Dispatcher
-from pytake_whatsapp_gateway.sending.sender import Sender
+from pytake_whatsapp_gateway.sending.sender import Outbound, Sender
 from pytake_whatsapp_gateway.tables import send_log
 
 from .support import change, envelope, events, meta_error, raw, register, signed
@@ -338,3 +338,54 @@ async def test_status_webhooks_find_the_sent_message(app, settings, sender, clie
     [status] = await events(app, "pytake.whatsapp.message.status_updated.v1")
     assert status["data"]["message_id"] == event.data["message_id"]
     assert status["subject"] == event.data["message_id"]
+
+
+def outbound(number: dict, to: str = "5511999990000") -> Outbound:
+    return Outbound(
+        message_id=uuid.uuid4(),
+        organization_id=uuid.UUID(number["organization_id"]),
+        conversation_id=None,
+        number_id=uuid.UUID(number["id"]),
+        to=to,
+        type="text",
+        text_body="hi",
+        preview_url=False,
+        context_wamid=None,
+    )
+
+
+async def advisory_locks(app) -> int:
+    async with app.state.db.transaction(bypass_rls=True) as s:
+        return await s.scalar(
+            text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = "
+                "(SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+        )
+
+
+async def test_two_attempts_at_one_message_at_once_call_meta_once(app, sender, graph, number):
+    graph.delay_s = 0.3  # the first attempt holds the message's lock meanwhile
+    out = outbound(number)
+    assert await asyncio.gather(sender.send(out), sender.send(out)) == [None, None]
+    assert len(graph.requests) == 1
+    assert len(await events(app, SENT)) == 1
+    assert await events(app, FAILED) == []
+    assert await advisory_locks(app) == 0
+
+
+async def test_a_failed_attempt_releases_the_message_lock(app, sender, graph, number, monkeypatch):
+    out = outbound(number)
+    real = sender._send_locked
+
+    async def broken(*args, **kwargs):
+        raise ConnectionResetError("database went away")
+
+    monkeypatch.setattr(sender, "_send_locked", broken)
+    with pytest.raises(ConnectionResetError):
+        await sender.send(out)
+    assert await advisory_locks(app) == 0
+    monkeypatch.setattr(sender, "_send_locked", real)
+    async with asyncio.timeout(5):  # not waiting for a lock nobody released
+        assert await sender.send(out) is None
+    assert len(graph.requests) == 1

@@ -1,6 +1,10 @@
 """Composition root of the WhatsApp gateway."""
 
 import asyncio
+import contextlib
+import gc
+from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -129,6 +133,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         ],
     )
+    if settings.gc_freeze:
+        inner = app.router.lifespan_context
+
+        @contextlib.asynccontextmanager
+        async def lifespan(application: Any) -> AsyncIterator[Any]:
+            async with inner(application) as state:
+                gc.collect()
+                gc.freeze()
+                yield state
+
+        app.router.lifespan_context = lifespan
     app.state.secret_box = box
     app.state.media_storage = storage
     app.state.template_service = TemplateService(

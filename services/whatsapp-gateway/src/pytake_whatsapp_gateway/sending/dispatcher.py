@@ -8,23 +8,34 @@ oldest request of each (number, recipient) at a time, so a customer receives
 messages in the order they were asked for. The exactly-once rules live in
 :class:`~pytake_whatsapp_gateway.sending.sender.Sender`; a request is deleted
 once its outcome is recorded.
+
+A dispatcher does not poll a busy queue: it LISTENs on ``pytake_send_queue``
+(each request's insert NOTIFYs in the same statement, delivered at commit), and
+wakes when one of its sends ends (a free slot, and maybe the next request of the
+same customer) and when the earliest requeued request falls due. The slow poll
+(``send_poll_interval_s``) only catches what no notification covers: a lost
+notification, another replica's requeued or abandoned request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import json
 import logging
 from datetime import timedelta
 from typing import Any
 
+import asyncpg
 from sqlalchemy import func, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.aio import sleep_or_stop
 from pytake_common.db import Database
+from pytake_common.outbox import plain_dsn
 from pytake_whatsapp_gateway.config import Settings
+from pytake_whatsapp_gateway.sending.pg import driver
 from pytake_whatsapp_gateway.sending.sender import Outbound, Sender
 from pytake_whatsapp_gateway.tables import send_queue
 
@@ -49,27 +60,50 @@ _TAKE = text(
 )
 
 
+#: NOTIFY channel of new send requests (payload unused).
+CHANNEL = "pytake_send_queue"
+#: How often a dispatcher without its LISTEN connection looks at the queue.
+UNLISTENED_POLL_S = 0.05
+#: With fewer than a quarter of its send slots free, a woken dispatcher waits this
+#: long for more sends to end before taking requests.
+GATHER_S = 0.02
+
+#: Seconds until the earliest requeued request (not taken) falls due; NULL if none.
+_NEXT_DUE = text(
+    """
+    SELECT extract(epoch FROM min(not_before) - clock_timestamp())::float8
+    FROM send_queue
+    WHERE not_before > clock_timestamp()
+      AND (taken_until IS NULL OR taken_until < clock_timestamp())
+    """
+)
+
+#: Records a request (a redelivered one is known already: no row) and wakes the
+#: dispatchers at commit. Raw asyncpg (sending/pg.py): the consumer runs it per record.
+_ENQUEUE = """
+    INSERT INTO send_queue (message_id, organization_id, number_id, recipient_key, request)
+    VALUES ($1, $2, $3, $4, $5)
+    ON CONFLICT (message_id) DO NOTHING
+    RETURNING seq, pg_notify('pytake_send_queue', '')
+"""
+
+
 def recipient_key(number_id: object, to: str) -> str:
     return hashlib.sha256(f"{number_id}:{to}".encode()).hexdigest()
 
 
 async def enqueue(session: AsyncSession, out: Outbound) -> bool:
     """Record a send request in the caller's transaction; False if it is known already."""
-    inserted = (
-        await session.execute(
-            pg_insert(send_queue)
-            .values(
-                message_id=out.message_id,
-                organization_id=out.organization_id,
-                number_id=out.number_id,
-                recipient_key=recipient_key(out.number_id, out.to),
-                request=out.to_json(),
-            )
-            .on_conflict_do_nothing(index_elements=[send_queue.c.message_id])
-            .returning(send_queue.c.seq)
-        )
-    ).first()
-    return inserted is not None
+    conn = await driver(session)
+    seq = await conn.fetchval(
+        _ENQUEUE,
+        out.message_id,
+        out.organization_id,
+        out.number_id,
+        recipient_key(out.number_id, out.to),
+        json.dumps(out.to_json()),  # jsonb travels as text on the raw connection
+    )
+    return seq is not None
 
 
 class Dispatcher:
@@ -78,24 +112,90 @@ class Dispatcher:
         self.db = db
         self.sender = sender
         self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        #: True while the LISTEN connection is up (else the queue is polled quickly).
+        self.listening = False
+        self._batch = max(settings.send_concurrency // 4, 1)
 
     async def run(self, stop: asyncio.Event) -> None:
+        listener = asyncio.create_task(self._listen(stop))
+        # Stopping wakes the loop below like any other reason to look again.
+        stopping = asyncio.create_task(stop.wait())
+        stopping.add_done_callback(lambda _: self._wake.set())
+        try:
+            while not stop.is_set():
+                # Cleared before looking: a wake-up during the look is not lost.
+                self._wake.clear()
+                due_in: float | None = None
+                try:
+                    taken, free = await self._take()
+                    if taken < free:  # the queue has nothing more due now
+                        due_in = await self._next_due()
+                except Exception as exc:  # the database restarting, ...: keep going
+                    log.warning("send dispatcher error", extra={"error": repr(exc)})
+                poll = self.settings.send_poll_interval_s
+                if not self.listening:
+                    poll = min(poll, UNLISTENED_POLL_S)
+                timeout = poll if due_in is None else min(poll, max(due_in, 0.0))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
+                if self.settings.send_concurrency - len(self._tasks) < self._batch:
+                    # Sends end one at a time: a take per ending would cost a transaction
+                    # per send. The sends still in flight hold the schedule ahead
+                    # (3/4 of send_concurrency slots) far longer than this gathering.
+                    await sleep_or_stop(stop, GATHER_S)
+        finally:
+            stopping.cancel()
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+            if self._tasks:
+                await asyncio.wait(self._tasks, timeout=10)
+
+    async def _listen(self, stop: asyncio.Event) -> None:
+        """Keep a LISTEN connection open; every notification wakes the dispatcher."""
+        backoff = 0.5
         while not stop.is_set():
             try:
-                taken = await self.dispatch_once()
-            except Exception as exc:  # the database restarting, ...: keep the worker alive
-                log.warning("send dispatcher error", extra={"error": repr(exc)})
-                taken = 0
-            if taken == 0 or len(self._tasks) >= self.settings.send_concurrency:
-                await sleep_or_stop(stop, self.settings.send_poll_interval_s)
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=10)
+                await self._listen_once(stop)
+                backoff = 0.5
+            except Exception as exc:
+                log.warning("send queue listener down", extra={"error": repr(exc)})
+                await sleep_or_stop(stop, backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    async def _listen_once(self, stop: asyncio.Event) -> None:
+        conn: asyncpg.Connection = await asyncpg.connect(plain_dsn(self.db.url))
+        lost = asyncio.Event()
+        try:
+            conn.add_termination_listener(lambda _: lost.set())
+            await conn.add_listener(CHANNEL, self._on_notify)
+            self.listening = True
+            self._wake.set()  # anything enqueued while not listening
+            while not (stop.is_set() or lost.is_set()):
+                await sleep_or_stop(stop, 1.0)
+        finally:
+            self.listening = False
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=2)
+
+    def _on_notify(self, *_: Any) -> None:
+        self._wake.set()
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._wake.set()  # a free slot, and maybe the same customer's next request
 
     async def dispatch_once(self) -> int:
         """Take as many requests as there are free send slots and start them."""
+        return (await self._take())[0]
+
+    async def _take(self) -> tuple[int, int]:
+        """(requests taken and started, free slots there were)."""
         free = self.settings.send_concurrency - len(self._tasks)
         if free <= 0:
-            return 0
+            return 0, 0
         async with self.db.transaction(bypass_rls=True) as session:
             rows = (
                 await session.execute(_TAKE, {"n": free, "lease": self.settings.send_lease_s})
@@ -103,8 +203,13 @@ class Dispatcher:
         for row in rows:
             task = asyncio.create_task(self._handle(row.seq, row.recipient_key, row.request))
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        return len(rows)
+            task.add_done_callback(self._done)
+        return len(rows), free
+
+    async def _next_due(self) -> float | None:
+        async with self.db.transaction(bypass_rls=True) as session:
+            due = await session.scalar(_NEXT_DUE)
+        return None if due is None else float(due)
 
     async def drain(self, timeout_s: float = 30.0) -> None:
         """Send everything due now and wait for it (tests, shutdown)."""

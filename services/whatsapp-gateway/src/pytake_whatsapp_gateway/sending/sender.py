@@ -28,17 +28,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import random
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import httpx
-from sqlalchemy import delete, func, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -46,11 +48,12 @@ from pytake_common.consumer import PermanentError
 from pytake_common.crypto import SecretBox, SecretDecryptionError
 from pytake_common.db import Database
 from pytake_common.events import CloudEvent
-from pytake_common.outbox import add_event
+from pytake_common.outbox import CHANNEL as OUTBOX_CHANNEL
+from pytake_common.outbox import outbox_row
 from pytake_whatsapp_gateway.config import Settings
 from pytake_whatsapp_gateway.events import MessageFailed, MessageSent
 from pytake_whatsapp_gateway.metrics import SENDS
-from pytake_whatsapp_gateway.numbers import ACTIVE, CONNECTED, mark_disconnected
+from pytake_whatsapp_gateway.numbers import CONNECTED, mark_disconnected
 from pytake_whatsapp_gateway.sending.errors import SendError
 from pytake_whatsapp_gateway.sending.graph import GraphClient, GraphResult
 from pytake_whatsapp_gateway.sending.messages import (
@@ -60,7 +63,8 @@ from pytake_whatsapp_gateway.sending.messages import (
     check_against_template,
 )
 from pytake_whatsapp_gateway.sending.pacing import Pacer, Slot
-from pytake_whatsapp_gateway.tables import numbers, send_log, send_queue, templates
+from pytake_whatsapp_gateway.sending.pg import connection_driver, driver
+from pytake_whatsapp_gateway.tables import send_log, templates
 from pytake_whatsapp_gateway.templates.store import APPROVED
 
 log = logging.getLogger(__name__)
@@ -146,6 +150,48 @@ def invalid(detail: str) -> SendError:
     return SendError(None, "invalid message", detail, transient=False)
 
 
+# The hot statements, plain SQL on the transaction's asyncpg connection (sending/pg.py).
+_CLAIM = """
+    INSERT INTO send_log (message_id, organization_id, number_id, conversation_id,
+                          recipient, state)
+    VALUES ($1, $2, $3, $4, $5, 'claimed')
+    ON CONFLICT DO NOTHING
+    RETURNING message_id
+"""
+_NUMBER = """
+    SELECT phone_number_id, waba_id, access_token_enc, status, throughput_per_second
+    FROM numbers WHERE organization_id = $1 AND id = $2 AND removed_at IS NULL
+"""
+#: The outcome, if the send is still claimed or unconfirmed (else a status webhook
+#: settled it and emitted the event), with its event staged in the outbox (the relay
+#: woken on ``$14`` at commit, see pytake_common.outbox) and the queue row ``$8``
+#: deleted: one round trip (data-modifying CTEs always run).
+_RECORD = """
+    WITH dequeued AS (DELETE FROM send_queue WHERE seq = $8),
+    recorded AS (
+      UPDATE send_log SET state = $2, wamid = coalesce($3, wamid),
+        attempts = coalesce($4, attempts), error_code = $5, error_title = $6,
+        error_detail = $7, updated_at = now()
+      WHERE message_id = $1 AND state IN ('claimed', 'unconfirmed')
+      RETURNING message_id),
+    staged AS (
+      INSERT INTO outbox (event_id, topic, key, event, headers)
+      SELECT $9, $10, $11, $12, $13 FROM recorded
+      RETURNING pg_notify($14, ''))
+    SELECT message_id FROM recorded
+"""
+_DEQUEUE = "DELETE FROM send_queue WHERE seq = $1"
+
+#: Session-level (the claim commits before Meta is called, the record after): released
+#: by :meth:`Sender.send`, or by PostgreSQL when the connection closes.
+_TRY_LOCK = "SELECT pg_try_advisory_lock($1)"
+_UNLOCK = "SELECT pg_advisory_unlock($1)"
+
+
+class SendLockTimeout(Exception):
+    """Another attempt at the same message held its lock for ``send_lock_timeout_s``."""
+
+
 def lock_key(message_id: uuid.UUID) -> int:
     digest = hashlib.blake2b(b"pytake-send:" + message_id.bytes, digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
@@ -171,6 +217,7 @@ class Sender:
             jitter_allowance_s=settings.pace_jitter_allowance_s,
             pair_interval_s=settings.pair_interval_s,
             pair_burst=settings.pair_burst,
+            lead_s=settings.send_slot_lead_s,
         )
 
     async def send(
@@ -183,23 +230,34 @@ class Sender:
         send first; when it does not, nothing is claimed and the wait is returned.
         """
         async with self.db.engine.connect() as lock:
-            # A transaction-scoped lock: released by rollback, by the pool's reset
-            # if anything goes wrong here, or by PostgreSQL if the process dies.
-            # One round trip: the FROM subquery sets lock_timeout before the lock waits.
-            await lock.execute(
-                text(
-                    "SELECT pg_advisory_xact_lock(:key) "
-                    "FROM (SELECT set_config('lock_timeout', :timeout, true)) AS t"
-                ),
-                {
-                    "key": lock_key(out.message_id),
-                    "timeout": f"{int(self.settings.send_lock_timeout_s * 1000)}ms",
-                },
-            )
+            conn = await connection_driver(lock)
+            key = lock_key(out.message_id)
+            released = False
             try:
-                return await self._send_locked(out, queue_seq, pair_key)
+                await self._lock(conn, key)
+                try:
+                    return await self._send_locked(out, queue_seq, pair_key)
+                finally:
+                    released = bool(await conn.fetchval(_UNLOCK, key))
             finally:
-                await lock.rollback()
+                if not released:
+                    # Maybe held (an unlock that failed, a lock statement cancelled in
+                    # flight): a session lock must not go back to the pool. Closing the
+                    # connection releases it.
+                    await lock.invalidate()
+
+    async def _lock(self, conn: asyncpg.Connection, key: int) -> None:
+        """Take the message's session-level advisory lock: one round trip, no transaction.
+
+        Only a duplicate of an attempt in flight waits here (it then finds the outcome).
+        """
+        deadline = time.monotonic() + self.settings.send_lock_timeout_s
+        pause = 0.05
+        while not await conn.fetchval(_TRY_LOCK, key):
+            if time.monotonic() >= deadline:
+                raise SendLockTimeout(f"another attempt holds send lock {key}")
+            await self._sleep(pause)
+            pause = min(pause * 2, 1.0)
 
     async def _send_locked(
         self, out: Outbound, queue_seq: int | None, pair_key: str | None
@@ -278,21 +336,15 @@ class Sender:
             wait = await self.pacer.admit_pair(session, out.number_id, pair_key)
             if wait > 0:
                 return wait
-        inserted = (
-            await session.execute(
-                pg_insert(send_log)
-                .values(
-                    message_id=out.message_id,
-                    organization_id=out.organization_id,
-                    number_id=out.number_id,
-                    conversation_id=out.conversation_id,
-                    recipient=out.to[:64],
-                    state=CLAIMED,
-                )
-                .on_conflict_do_nothing()
-                .returning(send_log.c.message_id)
-            )
-        ).first()
+        conn = await driver(session)
+        inserted = await conn.fetchval(
+            _CLAIM,
+            out.message_id,
+            out.organization_id,
+            out.number_id,
+            out.conversation_id,
+            out.to[:64],
+        )
         if inserted is None:
             logged = (
                 await session.execute(
@@ -329,21 +381,7 @@ class Sender:
         return replace(ready_or_refusal, first_slot=slot)
 
     async def _prepare(self, session: AsyncSession, out: Outbound) -> _Ready | SendError:
-        number = (
-            await session.execute(
-                select(
-                    numbers.c.phone_number_id,
-                    numbers.c.waba_id,
-                    numbers.c.access_token_enc,
-                    numbers.c.status,
-                    numbers.c.throughput_per_second,
-                ).where(
-                    numbers.c.organization_id == out.organization_id,
-                    numbers.c.id == out.number_id,
-                    ACTIVE,
-                )
-            )
-        ).first()
+        number = await (await driver(session)).fetchrow(_NUMBER, out.organization_id, out.number_id)
         if number is None:
             return SendError(
                 None,
@@ -351,7 +389,7 @@ class Sender:
                 "The WhatsApp number of this conversation is not connected to PyTake",
                 transient=False,
             )
-        if number.status != CONNECTED:
+        if number["status"] != CONNECTED:
             return SendError(
                 None,
                 "number disconnected",
@@ -371,11 +409,11 @@ class Sender:
                 )
             )
             if out.type == "template":
-                await self._check_template(session, out, number.waba_id, payload["template"])
+                await self._check_template(session, out, number["waba_id"], payload["template"])
         except InvalidMessage as exc:
             return invalid(str(exc))
         try:
-            token = self.box.decrypt(number.access_token_enc)
+            token = self.box.decrypt(number["access_token_enc"])
         except SecretDecryptionError:
             log.error(
                 "access token of a number cannot be decrypted",
@@ -387,7 +425,7 @@ class Sender:
                 "The number's stored credentials cannot be read; reconnect it",
                 transient=False,
             )
-        return _Ready(number.phone_number_id, token, payload, number.throughput_per_second)
+        return _Ready(number["phone_number_id"], token, payload, number["throughput_per_second"])
 
     async def _check_template(
         self, session: AsyncSession, out: Outbound, waba_id: str, sent: dict[str, Any]
@@ -455,13 +493,10 @@ class Sender:
         queue_seq: int | None = None,
     ) -> None:
         now = datetime.now(UTC)
-        values: dict[str, Any] = {"updated_at": func.now()}
-        if attempts is not None:
-            values["attempts"] = attempts
+        event: MessageSent | MessageFailed
         if error is None:
             assert wamid is not None
-            values.update(state=SENT, wamid=wamid)
-            event: MessageSent | MessageFailed = MessageSent(
+            event = MessageSent(
                 message_id=out.message_id,
                 organization_id=out.organization_id,
                 number_id=out.number_id,
@@ -470,12 +505,6 @@ class Sender:
                 sent_at=now,
             )
         else:
-            values.update(
-                state=FAILED,
-                error_code=error.code,
-                error_title=(error.title or "")[:200] or None,
-                error_detail=error.detail,
-            )
             event = MessageFailed(
                 message_id=out.message_id,
                 organization_id=out.organization_id,
@@ -491,30 +520,30 @@ class Sender:
                 await mark_disconnected(
                     session, out.organization_id, out.number_id, error.title or error.detail
                 )
-        record = (
-            update(send_log)
-            .where(
-                send_log.c.message_id == out.message_id,
-                send_log.c.state.in_((CLAIMED, UNCONFIRMED)),
-            )
-            .values(**values)
-            .returning(send_log.c.message_id)
-        )
-        if queue_seq is not None:
-            # The queue row goes in the same statement (a data-modifying CTE always
-            # runs): one round trip less per send.
-            record = record.add_cte(
-                delete(send_queue).where(send_queue.c.seq == queue_seq).cte("dequeued")
-            )
-        updated = await session.execute(record)
-        if updated.first() is None:
-            return  # Meta's status webhook settled it meanwhile (and emitted the event)
-        await add_event(
-            session,
+        staged = outbox_row(
             CloudEvent.of(
                 event, service=SERVICE, subject=out.message_id, tenant_id=out.organization_id
-            ),
+            )
         )
+        recorded = await (await driver(session)).fetchval(
+            _RECORD,
+            out.message_id,
+            SENT if error is None else FAILED,
+            wamid if error is None else None,
+            attempts,
+            None if error is None else error.code,
+            None if error is None else (error.title or "")[:200] or None,
+            None if error is None else error.detail,
+            queue_seq,
+            staged["event_id"],
+            staged["topic"],
+            staged["key"],
+            json.dumps(staged["event"]),  # jsonb travels as text on the raw connection
+            json.dumps(staged["headers"]),
+            OUTBOX_CHANNEL,
+        )
+        if recorded is None:
+            return  # Meta's status webhook settled it meanwhile (and emitted the event)
         outcome = SENT if error is None else FAILED
         SENDS.labels(outcome, "" if error is None else error.metric_label).inc()
         log.info(
@@ -531,4 +560,4 @@ class Sender:
 async def _dequeue(session: AsyncSession, queue_seq: int | None) -> None:
     """Delete the settled request from the send queue, in the transaction that settles it."""
     if queue_seq is not None:
-        await session.execute(delete(send_queue).where(send_queue.c.seq == queue_seq))
+        await (await driver(session)).execute(_DEQUEUE, queue_seq)
