@@ -284,6 +284,14 @@ def pool_size(app):
     return 10
 
 
+#: Connections a pod holds besides its SQLAlchemy pool and the outbox relay's two.
+EXTRA_CONNECTIONS = {
+    "contacts": 8,  # pytake_common.reads.TenantReads (max_size)
+    "conversations": 8 + 1,  # TenantReads + the stream's LISTEN
+    "whatsapp-gateway": 1 + 1,  # the send dispatcher's LISTEN + the template sync leader
+}
+
+
 def test_every_database_service_has_its_own_cluster(overlay, app, manifests):
     if not app.has_db:
         assert not any(
@@ -310,7 +318,8 @@ def test_every_database_service_has_its_own_cluster(overlay, app, manifests):
     assert "passwordSecret" not in owner, "the owner keeps CloudNativePG's generated password"
     assert spec.get("enableSuperuserAccess") is False
     # Connection budget: every pod the HPA allows, each with its pool and
-    # overflow and the outbox relay's own two connections, plus the migration
+    # overflow, the outbox relay's own two connections and its service's own
+    # (EXTRA_CONNECTIONS), plus the migration
     # Job, fit under the owner's limit, which leaves room under max_connections
     # for the operator, replication and backups.
     hpa = next(
@@ -318,7 +327,8 @@ def test_every_database_service_has_its_own_cluster(overlay, app, manifests):
         for h in manifests.of_kind("HorizontalPodAutoscaler")
         if h["spec"]["scaleTargetRef"]["name"] == app.name
     )
-    needed = hpa["spec"]["maxReplicas"] * (2 * pool_size(app) + 2) + 1
+    per_pod = 2 * pool_size(app) + 2 + EXTRA_CONNECTIONS.get(app.name, 0)
+    needed = hpa["spec"]["maxReplicas"] * per_pod + 1
     limit = owner["connectionLimit"]
     assert needed <= limit <= int(spec["postgresql"]["parameters"]["max_connections"]) - 20
     for kind, name in (("Deployment", app.name), ("Job", f"{app.name}-migrate")):
