@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -91,6 +92,7 @@ def infrastructure(prefix: str, *, broker: bool = True) -> Iterator[Infrastructu
             tansu.stop()
         if pg is not None:
             pg.stop()
+        shutil.rmtree(state, ignore_errors=True)  # a 2M-message database is gigabytes
 
 
 @dataclass

@@ -33,6 +33,7 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -297,6 +298,7 @@ def main() -> None:
                 server.kill()
         if pg:
             pg.stop()
+        shutil.rmtree(state, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import contextlib
 import os
 import random
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -369,6 +370,7 @@ def main() -> None:
     finally:
         if pg:
             pg.stop()
+        shutil.rmtree(state, ignore_errors=True)
 
 
 if __name__ == "__main__":

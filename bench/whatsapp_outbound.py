@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import bisect
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -314,6 +315,7 @@ def main() -> None:
             broker.stop()
         if pg is not None:
             pg.stop()
+        shutil.rmtree(state, ignore_errors=True)
 
 
 if __name__ == "__main__":

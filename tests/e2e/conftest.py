@@ -1,3 +1,4 @@
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -30,6 +31,7 @@ def stack(pg_url, kafka_bootstrap):
         raise
     yield local
     local.stop()
+    shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture

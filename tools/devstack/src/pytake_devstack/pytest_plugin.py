@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -37,6 +38,7 @@ def pg_url() -> Iterator[str]:
         yield url
     finally:
         server.stop()
+        shutil.rmtree(root, ignore_errors=True)  # every test database: about 1-3 GB a run
 
 
 @pytest.fixture(scope="session")
