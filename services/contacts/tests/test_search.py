@@ -131,6 +131,28 @@ async def test_tag_filter_follows_tagging_untagging_and_tag_deletion(client, age
     assert [t["name"] for t in everyone["tags"]] == ["Lead"]
 
 
+async def test_words_found_together_in_a_long_walk_page_in_creation_order(app, client, org, agent):
+    """Two words in one rank, one contact in 40 of 1,200: the first 1,000 contacts hold
+    25 matches, less than a page of 25 (+1), so the longer walk (migration 0006) finds it;
+    the next page comes from the full query. Every match once, oldest first."""
+    async with app.state.db.transaction(organization_id=org) as s:
+        await s.execute(
+            text(
+                "INSERT INTO contacts (id, organization_id, wa_id, name, name_source, phone,"
+                " created_at)"
+                " SELECT gen_random_uuid(), :org, '55119876' || lpad(i::text, 5, '0'),"
+                " CASE WHEN i % 40 = 0 THEN 'Padaria Ávila ' || i ELSE 'Filler ' || i END,"
+                " 'profile', '+55119876' || lpad(i::text, 5, '0'),"
+                " CAST(:t0 AS timestamptz) + i * interval '1 minute'"
+                " FROM generate_series(0, 1199) AS i"
+            ),
+            {"org": org, "t0": T0},
+        )
+    expected = [f"Padaria Ávila {i}" for i in range(0, 1200, 40)]
+    assert await _names(client, agent, q="padaria avila", limit=25) == expected
+    assert await _names(client, agent, q="avila padaria", limit=7) == expected
+
+
 async def test_exact_words_rank_before_prefixes_before_typos_with_stable_pages(client, agent):
     # created in this order, so within a rank the order is creation order
     made = {}

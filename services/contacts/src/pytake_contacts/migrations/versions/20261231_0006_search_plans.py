@@ -65,6 +65,37 @@ CHANGES = (
         "    page := format(\n"
         "        'SELECT s.contact_id, (%s)::int AS rank FROM contact_search s'\n",
     ),
+    (
+        "    RETURN format(\n"
+        "        'WITH probe AS MATERIALIZED (SELECT s.contact_id, 0 AS rank FROM ('\n"
+        "        ' SELECT * FROM contact_search s WHERE s.organization_id = %L AND NOT s.deleted%s'\n"
+        "        ' ORDER BY s.created_at, s.contact_id LIMIT %s) s WHERE true%s'\n"
+        "        ' ORDER BY s.created_at, s.contact_id LIMIT %s)'\n"
+        "        ' SELECT * FROM probe WHERE (SELECT count(*) FROM probe) >= %s'\n"
+        "        ' UNION ALL SELECT * FROM (%s) f WHERE (SELECT count(*) FROM probe) < %s',\n"
+        "        org, keyset, probe_rows, cond, lim, lim, page, lim);\n",
+        "    -- When the probe holds some matches but not a page (3 in 20 of one or more:\n"
+        "    -- the words go together in 0.8 % of the contacts or more), a ten times longer\n"
+        "    -- walk finds the page sooner than reading every match ('padaria avila' + opted\n"
+        "    -- in: 32 in 1,000; the full query read 20,000 matches in 10,600 pages, 31 ms).\n"
+        "    RETURN format(\n"
+        "        'WITH probe AS MATERIALIZED (SELECT s.contact_id, 0 AS rank FROM ('\n"
+        "        ' SELECT * FROM contact_search s WHERE s.organization_id = %1$L AND NOT s.deleted%2$s'\n"
+        "        ' ORDER BY s.created_at, s.contact_id LIMIT %3$s) s WHERE true%4$s'\n"
+        "        ' ORDER BY s.created_at, s.contact_id LIMIT %5$s),'\n"
+        "        ' wide AS MATERIALIZED (SELECT s.contact_id, 0 AS rank FROM ('\n"
+        "        ' SELECT * FROM contact_search s WHERE s.organization_id = %1$L AND NOT s.deleted%2$s'\n"
+        "        ' ORDER BY s.created_at, s.contact_id LIMIT %6$s) s WHERE true%4$s'\n"
+        "        ' ORDER BY s.created_at, s.contact_id LIMIT %5$s)'\n"
+        "        ' SELECT * FROM probe WHERE (SELECT count(*) FROM probe) >= %5$s'\n"
+        "        ' UNION ALL SELECT * FROM wide WHERE (SELECT count(*) FROM probe) < %5$s'\n"
+        "        ' AND (SELECT count(*) FROM probe) * 20 >= %5$s * 3'\n"
+        "        ' AND (SELECT count(*) FROM wide) >= %5$s'\n"
+        "        ' UNION ALL SELECT * FROM (%7$s) f WHERE (SELECT count(*) FROM probe) < %5$s'\n"
+        "        ' AND ((SELECT count(*) FROM probe) * 20 < %5$s * 3'\n"
+        "        ' OR (SELECT count(*) FROM wide) < %5$s)',\n"
+        "        org, keyset, probe_rows, cond, lim, probe_rows * 10, page);\n",
+    ),
 )
 
 
