@@ -72,6 +72,87 @@ async def test_phone_in_any_format(client, agent):
     assert await _names(client, agent, q="912345") == ["Maria"]
 
 
+async def test_phone_fragment_many_phones_share_pages_oldest_first(client, agent):
+    """A fragment of many phones is read through the digit grams (migration 0006): all
+    its contacts, oldest first, page by page, and the filters still apply."""
+    names = [f"Cliente {i}" for i in range(7)]
+    ids = [
+        (await create_contact(client, agent, phone=f"+55119876500{i:02d}", name=name))["id"]
+        for i, name in enumerate(names)
+    ]
+    await create_contact(client, agent, phone="+5521912345678", name="Outro")
+    for q in ("+55 11 98765", "987650", "(11) 98765-00"):
+        assert await _names(client, agent, q=q, limit=2) == names, q
+    r = await client.post(f"/v1/contacts/{ids[3]}/block", json={"reason": "spam"}, headers=agent)
+    assert r.status_code in (200, 204), r.text
+    assert await _names(client, agent, q="+55 11 98765", blocked="true") == [names[3]]
+    assert await _names(client, agent, q="+55 11 98765", blocked="false", limit=4) == [
+        n for n in names if n != names[3]
+    ]
+
+
+async def test_tag_filter_follows_tagging_untagging_and_tag_deletion(client, agent, admin):
+    """``tag_id`` reads the tags contact_search carries (migration 0006): they follow every
+    tag change, a tag deleted included."""
+    people = {
+        name: (await create_contact(client, agent, phone=phone, name=name))["id"]
+        for name, phone in (
+            ("Ana", "+5511987650101"),
+            ("Bruno", "+5511987650102"),
+            ("Carla", "+5511987650103"),
+        )
+    }
+    vip, lead = [
+        (await client.post("/v1/tags", json={"name": name}, headers=admin)).json()["id"]
+        for name in ("VIP", "Lead")
+    ]
+
+    async def tag(name, tag_id, method="PUT"):
+        path = f"/v1/contacts/{people[name]}/tags/{tag_id}"
+        r = await client.request(method, path, headers=agent)
+        assert r.status_code == 204, r.text
+
+    await tag("Ana", vip)
+    await tag("Carla", vip)
+    await tag("Carla", vip)  # twice is once
+    await tag("Carla", lead)
+    assert await _names(client, agent, tag_id=vip, limit=1) == ["Ana", "Carla"]
+    assert await _names(client, agent, tag_id=lead) == ["Carla"]
+    assert await _names(client, agent, q="carla", tag_id=vip) == ["Carla"]
+    assert await _names(client, agent, q="ana", tag_id=lead) == []
+    await tag("Ana", vip, "DELETE")
+    assert await _names(client, agent, tag_id=vip) == ["Carla"]
+    await tag("Ana", vip)
+    assert await _names(client, agent, tag_id=vip) == ["Ana", "Carla"]
+    assert (await client.delete(f"/v1/tags/{vip}", headers=admin)).status_code == 204
+    assert await _names(client, agent, tag_id=vip) == []
+    assert await _names(client, agent, tag_id=lead) == ["Carla"]
+    everyone = (await client.get(f"/v1/contacts/{people['Carla']}", headers=agent)).json()
+    assert [t["name"] for t in everyone["tags"]] == ["Lead"]
+
+
+async def test_words_found_together_in_a_long_walk_page_in_creation_order(app, client, org, agent):
+    """Two words in one rank, one contact in 40 of 1,200: the first 1,000 contacts hold
+    25 matches, less than a page of 25 (+1), so the longer walk (migration 0006) finds it;
+    the next page comes from the full query. Every match once, oldest first."""
+    async with app.state.db.transaction(organization_id=org) as s:
+        await s.execute(
+            text(
+                "INSERT INTO contacts (id, organization_id, wa_id, name, name_source, phone,"
+                " created_at)"
+                " SELECT gen_random_uuid(), :org, '55119876' || lpad(i::text, 5, '0'),"
+                " CASE WHEN i % 40 = 0 THEN 'Padaria Ávila ' || i ELSE 'Filler ' || i END,"
+                " 'profile', '+55119876' || lpad(i::text, 5, '0'),"
+                " CAST(:t0 AS timestamptz) + i * interval '1 minute'"
+                " FROM generate_series(0, 1199) AS i"
+            ),
+            {"org": org, "t0": T0},
+        )
+    expected = [f"Padaria Ávila {i}" for i in range(0, 1200, 40)]
+    assert await _names(client, agent, q="padaria avila", limit=25) == expected
+    assert await _names(client, agent, q="avila padaria", limit=7) == expected
+
+
 async def test_exact_words_rank_before_prefixes_before_typos_with_stable_pages(client, agent):
     # created in this order, so within a rank the order is creation order
     made = {}
