@@ -26,6 +26,7 @@ import contextlib
 import os
 import random
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -470,6 +471,7 @@ def main() -> None:
             jwks_server.shutdown()
         if pg:
             pg.stop()
+        shutil.rmtree(state, ignore_errors=True)
 
 
 if __name__ == "__main__":
