@@ -26,8 +26,6 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import json
-import secrets
 import statistics
 import subprocess
 import sys
@@ -44,43 +42,12 @@ from _measure import pct, platform
 from pytake_common.outbox import plain_dsn
 from pytake_common.settings import to_asyncpg_url
 from pytake_devstack.infra import free_port, wait_for_port
-from pytake_devstack.mainloop import MainLoop, poll
+from pytake_devstack.mainloop import MainLoop, poll, text_webhook
 from pytake_devstack.stack import LocalStack
 
 
 def payload(phone_number_id: str, wa_id: str, text: str) -> tuple[bytes, str]:
-    wamid = "wamid.BENCH" + secrets.token_hex(12)
-    body = {
-        "object": "whatsapp_business_account",
-        "entry": [
-            {
-                "id": "1",
-                "changes": [
-                    {
-                        "field": "messages",
-                        "value": {
-                            "messaging_product": "whatsapp",
-                            "metadata": {
-                                "display_phone_number": "15550100",
-                                "phone_number_id": phone_number_id,
-                            },
-                            "contacts": [{"profile": {"name": "Bench"}, "wa_id": wa_id}],
-                            "messages": [
-                                {
-                                    "from": wa_id,
-                                    "id": wamid,
-                                    "timestamp": str(int(time.time())),
-                                    "type": "text",
-                                    "text": {"body": text},
-                                }
-                            ],
-                        },
-                    }
-                ],
-            }
-        ],
-    }
-    return json.dumps(body).encode(), wamid
+    return text_webhook(phone_number_id, wa_id, text, name="Bench", tag="BENCH")
 
 
 @dataclass

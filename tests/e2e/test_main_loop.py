@@ -4,10 +4,10 @@ import asyncio
 import hashlib
 import hmac
 import json
-import secrets
-import time
 
 import httpx
+
+from pytake_devstack.mainloop import text_webhook
 
 
 async def test_customer_message_reaches_agent_and_reply_reaches_customer(loop):
@@ -29,38 +29,8 @@ async def test_customer_message_reaches_agent_and_reply_reaches_customer(loop):
 
 
 def _payload(phone_number_id: str, wa_id: str, text: str) -> bytes:
-    wamid = "wamid.E2E" + secrets.token_hex(12)
-    body = {
-        "object": "whatsapp_business_account",
-        "entry": [
-            {
-                "id": "1",
-                "changes": [
-                    {
-                        "field": "messages",
-                        "value": {
-                            "messaging_product": "whatsapp",
-                            "metadata": {
-                                "display_phone_number": "15550100",
-                                "phone_number_id": phone_number_id,
-                            },
-                            "contacts": [{"profile": {"name": "Dup Tester"}, "wa_id": wa_id}],
-                            "messages": [
-                                {
-                                    "from": wa_id,
-                                    "id": wamid,
-                                    "timestamp": str(int(time.time())),
-                                    "type": "text",
-                                    "text": {"body": text},
-                                }
-                            ],
-                        },
-                    }
-                ],
-            }
-        ],
-    }
-    return json.dumps(body, separators=(",", ":")).encode()
+    raw, _ = text_webhook(phone_number_id, wa_id, text, name="Dup Tester", tag="E2E")
+    return raw
 
 
 def _sign(secret: str, raw: bytes) -> str:

@@ -8,7 +8,9 @@ through public HTTP: the gateway for PyTake, the simulator's control API for
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,6 +20,32 @@ import httpx
 
 Log = Callable[[str], None]
 T = TypeVar("T")
+
+
+def text_webhook(
+    phone_number_id: str, wa_id: str, text: str, *, name: str = "Customer", tag: str = "TEST"
+) -> tuple[bytes, str]:
+    """The raw body of a one-message text webhook as Meta sends it, and its wamid (unique;
+    ``tag`` marks who made it). Sign it with the number's app secret before posting."""
+    wamid = f"wamid.{tag}" + secrets.token_hex(12)
+    message = {
+        "from": wa_id,
+        "id": wamid,
+        "timestamp": str(int(time.time())),
+        "type": "text",
+        "text": {"body": text},
+    }
+    value = {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550100", "phone_number_id": phone_number_id},
+        "contacts": [{"profile": {"name": name}, "wa_id": wa_id}],
+        "messages": [message],
+    }
+    body = {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "1", "changes": [{"field": "messages", "value": value}]}],
+    }
+    return json.dumps(body, separators=(",", ":")).encode(), wamid
 
 
 def _quiet(_: str) -> None:
