@@ -389,3 +389,11 @@ def test_media_store_is_shared_when_whatsapp_gateway_scales(overlay, manifests):
     # Both from one Secret, and optional so IRSA / instance roles work without it.
     assert len(refs) in (0, 2), overlay
     assert len({r["name"] for r in refs}) <= 1 and all(r.get("optional") for r in refs), overlay
+
+
+def test_connection_poolers_keep_sessions(overlay, manifests):
+    """Read pools stay bound to an organization between reads, and the outbox relay
+    LISTENs: a transaction-mode pooler would mix tenants' sessions (docs/operations.md)."""
+    for pooler in manifests.of_kind("Pooler"):
+        mode = pooler["spec"].get("pgbouncer", {}).get("poolMode", "session")
+        assert mode == "session", f"{overlay}: Pooler {pooler['metadata']['name']} is {mode}"

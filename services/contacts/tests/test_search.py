@@ -4,6 +4,7 @@ and deletes; no other tenant's contacts or words, ever."""
 
 import uuid
 
+import pytest
 from sqlalchemy import text
 
 from pytake_contacts.search import encode_search_cursor
@@ -273,3 +274,32 @@ async def test_no_other_tenants_contacts_or_words(app, client, tokens, agent, or
     async with app.state.db.transaction(organization_id=other) as s:
         found = (await s.execute(text(f"SELECT * FROM pytake_contact_page({args})"))).all()
         assert len(found) == 1
+
+
+async def test_only_the_page_function_is_callable_by_the_application(app, org):
+    """The search's SECURITY DEFINER helpers are for its triggers and page function only:
+    called directly, the vocabulary release could drop another organization's words."""
+    from sqlalchemy.exc import DBAPIError
+
+    other = uuid.uuid4()
+    release = "SELECT pytake_contact_vocabulary_release(:org, ARRAY['ximena'], NULL)"
+    async with app.state.db.transaction(organization_id=org) as s:
+        # as the application's role (pytake_app), the way every request runs
+        with pytest.raises(DBAPIError, match="permission denied"):
+            await s.execute(text(release), {"org": other})
+    async with app.state.db.transaction(organization_id=org) as s:
+        granted = (
+            await s.execute(
+                text(
+                    "SELECT p.proname, has_function_privilege(p.oid, 'EXECUTE') FROM pg_proc p"
+                    " WHERE p.prosecdef AND p.proname LIKE 'pytake_contact%' ORDER BY 1"
+                )
+            )
+        ).all()
+    assert dict(granted) == {
+        "pytake_contact_page": True,
+        "pytake_contact_search_sql": False,
+        "pytake_contact_search_sync": False,
+        "pytake_contact_tags_sync": False,
+        "pytake_contact_vocabulary_release": False,
+    }

@@ -28,7 +28,10 @@ COMMITTED, where every statement takes its own snapshot anyway: several reads
 on one :meth:`~TenantReads.connection` see what they would have seen in one
 READ COMMITTED transaction.
 
-Use it for reads only; anything that writes keeps using ``Database``.
+Use it for reads only; anything that writes keeps using ``Database``. The
+session-level binding needs a direct connection or a session-mode pooler: behind
+a transaction-mode pooler (PgBouncer) consecutive statements may reach different
+server connections, bound to other organizations (docs/operations.md).
 """
 
 from __future__ import annotations

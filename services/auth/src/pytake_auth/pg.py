@@ -81,9 +81,14 @@ async def transaction(
 
 async def _abandon(conn: asyncpg.Connection, proxied: PoolProxiedConnection) -> None:
     """End a transaction that did not commit; the error that got here propagates."""
+    if conn.is_closed() or not conn.is_in_transaction():
+        # Lost midway, or not known to be in a transaction: an error or a cancellation
+        # that cut the BEGIN (and its bypass setting) short can leave the server in a
+        # transaction the driver has not seen. Either way the pool must not hand it out.
+        _drop(conn, proxied)
+        return
     try:
-        if not conn.is_closed() and conn.is_in_transaction():
-            await conn.execute("ROLLBACK")
+        await conn.execute("ROLLBACK")
     except Exception:
         _drop(conn, proxied)  # e.g. the server is gone
         return
@@ -91,7 +96,7 @@ async def _abandon(conn: asyncpg.Connection, proxied: PoolProxiedConnection) -> 
         _drop(conn, proxied)  # cancelled while rolling back
         raise
     if conn.is_closed():
-        _drop(conn, proxied)  # lost midway: the pool must not hand it out again
+        _drop(conn, proxied)
 
 
 def _drop(conn: asyncpg.Connection, proxied: PoolProxiedConnection) -> None:

@@ -243,7 +243,9 @@ class Sender:
                 if not released:
                     # Maybe held (an unlock that failed, a lock statement cancelled in
                     # flight): a session lock must not go back to the pool. Closing the
-                    # connection releases it.
+                    # connection releases it: at once and synchronously (a second
+                    # cancellation cannot interrupt it), then the pool forgets it.
+                    conn.terminate()
                     await lock.invalidate()
 
     async def _lock(self, conn: asyncpg.Connection, key: int) -> None:
