@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import random
 from collections.abc import Iterable, Mapping
 
 from opentelemetry import context as otel_context
@@ -11,6 +10,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 _configured = False
@@ -57,11 +57,8 @@ def context_from_kafka(headers: Iterable[tuple[str, bytes]] | None) -> otel_cont
     return propagate.extract(carrier)
 
 
-def _random_id(bits: int) -> int:
-    """A non-zero random id, as the SDK's ``RandomIdGenerator`` makes them."""
-    while not (value := random.getrandbits(bits)):
-        pass
-    return value
+#: the SDK's own generator: the ids a recorded span would get
+_IDS = RandomIdGenerator()
 
 
 def unrecorded_span(parent: otel_context.Context) -> NonRecordingSpan:
@@ -78,8 +75,10 @@ def unrecorded_span(parent: otel_context.Context) -> NonRecordingSpan:
             RANDOM if remote.trace_flags.random_trace_id else 0
         )
         ids = SpanContext(
-            remote.trace_id, _random_id(64), False, TraceFlags(flags), remote.trace_state
+            remote.trace_id, _IDS.generate_span_id(), False, TraceFlags(flags), remote.trace_state
         )
     else:  # a new trace: its id is random, and the flags say so
-        ids = SpanContext(_random_id(128), _random_id(64), False, TraceFlags(SAMPLED | RANDOM))
+        ids = SpanContext(
+            _IDS.generate_trace_id(), _IDS.generate_span_id(), False, TraceFlags(SAMPLED | RANDOM)
+        )
     return NonRecordingSpan(ids)

@@ -10,55 +10,38 @@ hot path saves a good part of the gateway's CPU per request.
 
 from __future__ import annotations
 
-import random
 import time
 import uuid
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pytake_api_gateway.proxy import REQUEST_ID, TRACE_HEADERS
 from pytake_api_gateway.routing import RouteEntry, RoutingTable
 from pytake_common.context import request_id_var
 from pytake_common.metrics import HTTP_LATENCY, HTTP_REQUESTS
-from pytake_common.tracing import tracer
+from pytake_common.tracing import tracer, unrecorded_span
 
 _SERVER = trace.SpanKind.SERVER
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-_random_bits = random.getrandbits
-
-
-def _nonzero_bits(bits: int) -> int:
-    while not (value := _random_bits(bits)):
-        pass
-    return value
+_NO_PARENT = otel_context.Context()
 
 
 def _context_only(
     parent: otel_context.Context | None,
 ) -> tuple[otel_context.Context, list[tuple[bytes, bytes]]]:
-    """The W3C context of a server span nobody records: the client's trace
-    continued (or a new one), a fresh span id, sampled as the SDK's default
-    ``ParentBased(ALWAYS_ON)`` sampler would; and the ``traceparent``
-    (``tracestate``) headers the W3C propagator would write for it."""
-    ids = None
-    if parent is not None:
-        remote = trace.get_current_span(parent).get_span_context()
-        if remote.is_valid:
-            ids = SpanContext(
-                remote.trace_id, _nonzero_bits(64), False, remote.trace_flags, remote.trace_state
-            )
-    if ids is None:
-        ids = SpanContext(_nonzero_bits(128), _nonzero_bits(64), False, _SAMPLED)
+    """The W3C context of a server span nobody records
+    (:func:`pytake_common.tracing.unrecorded_span`, as every service makes it), and the
+    ``traceparent`` (``tracestate``) headers the W3C propagator would write for it."""
+    span = unrecorded_span(_NO_PARENT if parent is None else parent)
+    ids = span.get_span_context()
     headers = [
         (b"traceparent", b"00-%032x-%016x-%02x" % (ids.trace_id, ids.span_id, ids.trace_flags))
     ]
     if ids.trace_state:
         headers.append((b"tracestate", ids.trace_state.to_header().encode("latin-1")))
-    return trace.set_span_in_context(NonRecordingSpan(ids)), headers
+    return trace.set_span_in_context(span), headers
 
 
 class EdgeDispatcher:
