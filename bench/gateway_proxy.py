@@ -50,6 +50,9 @@ from typing import Any
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _bare_endpoint import lifespan
+
 BODY = json.dumps(
     {"items": [{"id": "0b6f3a52-3f3c-4d8e-9a57-1f5f1c2b9d10", "name": "Ana", "phone": "+1555"}]}
 ).encode()
@@ -64,13 +67,8 @@ def bare_asgi_app(jwks: bytes) -> Any:
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                else:
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await lifespan(receive, send)
+            return
         path = scope["path"]
         if path.startswith("/v1/"):
             body, status = BODY, 200
