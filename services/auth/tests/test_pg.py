@@ -5,7 +5,7 @@ import uuid
 import asyncpg
 import pytest
 
-from pytake_auth import pg
+from pytake_common import rawpg as pg
 from pytake_common.reads import asyncpg_dsn
 
 SETTINGS = (

@@ -36,6 +36,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pytake_common import rawpg
 from pytake_common.context import organization_id_var
 from pytake_common.db import ORG_SETTING, Database, bind_organization
 from pytake_common.events import CloudEvent
@@ -222,8 +223,7 @@ class EventConsumer:
                 savepoints = len(fresh) > 1
                 driver: Any = None
                 if savepoints:
-                    raw = await (await session.connection()).get_raw_connection()
-                    driver = raw.driver_connection
+                    driver = await rawpg.driver(session)
                 in_savepoint = False
                 for index, item in enumerate(items):
                     event = item.event

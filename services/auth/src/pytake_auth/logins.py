@@ -2,7 +2,7 @@
 
 Login is the one hot path of auth and argon2 already takes most of its CPU, so
 the work around it is kept lean: two short transactions on raw asyncpg
-(:mod:`pytake_auth.pg`) with prebuilt SQL text, no connection held while hashing.
+(:mod:`pytake_common.rawpg`) with prebuilt SQL text, no connection held while hashing.
 
 1. Before verifying: the throttle (every attempt per client address, counted;
    failures per e-mail, checked) and the user's lookup, in one transaction. The
@@ -28,7 +28,6 @@ import contextlib
 import uuid
 from dataclasses import dataclass
 
-from pytake_auth import pg
 from pytake_auth.config import Settings
 from pytake_auth.domain import InvalidCredentials, normalize_email, normalize_password
 from pytake_auth.keys import KeyRing, SigningKey
@@ -36,6 +35,7 @@ from pytake_auth.passwords import Passwords
 from pytake_auth.store import User
 from pytake_auth.throttle import Rules, Throttle, Throttled
 from pytake_auth.tokens import new_refresh_token
+from pytake_common import rawpg as pg
 from pytake_common.db import Database
 
 _USER_COLUMNS = "id, organization_id, email, full_name, role, is_active, password_hash"

@@ -23,9 +23,9 @@ from datetime import datetime, timedelta
 import asyncpg
 from sqlalchemy import delete, func
 
-from pytake_auth import pg
 from pytake_auth.config import Settings
 from pytake_auth.tables import throttle_buckets
+from pytake_common import rawpg as pg
 from pytake_common.db import Database
 from pytake_common.errors import TooManyRequests
 
@@ -122,7 +122,7 @@ _FORGET = "DELETE FROM throttle_buckets WHERE bucket = $1"
 
 
 class Throttle:
-    """The counters, on raw asyncpg (:mod:`pytake_auth.pg`): a throttle step is two
+    """The counters, on raw asyncpg (:mod:`pytake_common.rawpg`): a throttle step is two
     short statements, and login runs its steps inside its own transaction."""
 
     def __init__(self, db: Database, *, enabled: bool = True) -> None:

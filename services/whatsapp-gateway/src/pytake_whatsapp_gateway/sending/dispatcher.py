@@ -34,8 +34,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pytake_common.aio import sleep_or_stop
 from pytake_common.db import Database
 from pytake_common.outbox import plain_dsn
+from pytake_common.rawpg import driver
 from pytake_whatsapp_gateway.config import Settings
-from pytake_whatsapp_gateway.sending.pg import driver
 from pytake_whatsapp_gateway.sending.sender import Outbound, Sender
 from pytake_whatsapp_gateway.tables import send_queue
 
@@ -79,7 +79,7 @@ _NEXT_DUE = text(
 )
 
 #: Records a request (a redelivered one is known already: no row) and wakes the
-#: dispatchers at commit. Raw asyncpg (sending/pg.py): the consumer runs it per record.
+#: dispatchers at commit. Raw asyncpg (pytake_common.rawpg): the consumer runs it per record.
 _ENQUEUE = """
     INSERT INTO send_queue (message_id, organization_id, number_id, recipient_key, request)
     VALUES ($1, $2, $3, $4, $5)

@@ -76,8 +76,8 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.db import Database
+from pytake_common.rawpg import driver
 from pytake_whatsapp_gateway.metrics import SLOTS_MISSED
-from pytake_whatsapp_gateway.sending.pg import driver
 
 log = logging.getLogger(__name__)
 

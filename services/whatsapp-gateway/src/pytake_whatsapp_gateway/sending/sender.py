@@ -50,6 +50,7 @@ from pytake_common.db import Database
 from pytake_common.events import CloudEvent
 from pytake_common.outbox import CHANNEL as OUTBOX_CHANNEL
 from pytake_common.outbox import outbox_row
+from pytake_common.rawpg import connection_driver, driver
 from pytake_whatsapp_gateway.config import Settings
 from pytake_whatsapp_gateway.events import MessageFailed, MessageSent
 from pytake_whatsapp_gateway.metrics import SENDS
@@ -63,7 +64,6 @@ from pytake_whatsapp_gateway.sending.messages import (
     check_against_template,
 )
 from pytake_whatsapp_gateway.sending.pacing import Pacer, Slot
-from pytake_whatsapp_gateway.sending.pg import connection_driver, driver
 from pytake_whatsapp_gateway.tables import send_log, templates
 from pytake_whatsapp_gateway.templates.store import APPROVED
 
@@ -150,7 +150,7 @@ def invalid(detail: str) -> SendError:
     return SendError(None, "invalid message", detail, transient=False)
 
 
-# The hot statements, plain SQL on the transaction's asyncpg connection (sending/pg.py).
+# The hot statements, plain SQL on the transaction's asyncpg connection (pytake_common.rawpg).
 _CLAIM = """
     INSERT INTO send_log (message_id, organization_id, number_id, conversation_id,
                           recipient, state)

@@ -1,10 +1,17 @@
-"""Raw asyncpg transactions on the service's own connection pool, for the hot paths.
+"""Raw asyncpg on a service's own connection pool, for the hot paths.
 
 A :meth:`~pytake_common.db.Database.transaction` costs about 1.2 ms of CPU in
 session, greenlet and ORM result layers, and each SQLAlchemy Core statement
 built per call another 0.2-0.5 ms; the same statements written as SQL text on
-the asyncpg connection cost tens of microseconds. Login (and the throttle every
-throttled route consults) run here instead, with the same isolation:
+the asyncpg connection cost tens of microseconds. Two ways in, same isolation:
+
+* :func:`driver` / :func:`connection_driver`: the asyncpg connection under a
+  SQLAlchemy session or connection, for hot statements inside a transaction
+  SQLAlchemy begins, binds to its tenant and commits (whatsapp-gateway's send
+  path, the event consumer's batch bindings);
+* :func:`transaction`: a transaction of its own on a pooled connection (auth's
+  login and throttle), where
+
 
 - the connection comes from the ``Database``'s pool, so it runs under the
   application role set at connect (row-level security applies) and is closed
@@ -21,11 +28,24 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import cast
 
 import asyncpg
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.pool import PoolProxiedConnection
 
 from pytake_common.db import BYPASS_SETTING, ORG_SETTING, Database
+
+
+async def driver(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection of ``session``'s transaction (begun, tenant bound, if not yet)."""
+    return await connection_driver(await session.connection())
+
+
+async def connection_driver(connection: AsyncConnection) -> asyncpg.Connection:
+    """The asyncpg connection of ``connection`` (no transaction begun)."""
+    raw = await connection.get_raw_connection()
+    return cast(asyncpg.Connection, raw.driver_connection)
 
 
 class RolledBack(Exception):
