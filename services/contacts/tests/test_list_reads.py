@@ -28,12 +28,29 @@ async def _ids(client, headers, **params):
 async def test_list_items_are_the_models_json_with_tags(client, org, agent, tokens):
     admin = tokens.headers(organization_id=org, role="org_admin")
     c = await create_contact(client, agent, phone="+5511987654321", name="José", company="Ávila")
-    tag = (await client.post("/v1/tags", json={"name": "VIP"}, headers=admin)).json()
-    await client.put(f"/v1/contacts/{c['id']}/tags/{tag['id']}", headers=agent)
-    listed = (await client.get("/v1/contacts", params={"q": "jose"}, headers=agent)).json()
-    single = (await client.get(f"/v1/contacts/{c['id']}", headers=agent)).json()
-    assert listed == {"items": [single], "next_cursor": None}
-    assert Contact.model_validate(single).model_dump(mode="json") == single
+    bare = await create_contact(client, agent, phone="+5511987650000", name="Josefa")
+
+    async def listed_is_single(names: list[str]) -> None:
+        listed = (await client.get("/v1/contacts", params={"q": "jose"}, headers=agent)).json()
+        single = (await client.get(f"/v1/contacts/{c['id']}", headers=agent)).json()
+        assert listed["items"][0] == single
+        assert [t["name"] for t in single["tags"]] == names
+        assert listed["items"][1]["id"] == bare["id"] and listed["items"][1]["tags"] == []
+        assert Contact.model_validate(single).model_dump(mode="json") == single
+
+    # The list's tags come from the ids the page function hands back (migration 0008):
+    # they follow tagging, untagging and tag deletion, in the single contact's order.
+    vip = (await client.post("/v1/tags", json={"name": "VIP"}, headers=admin)).json()
+    await client.put(f"/v1/contacts/{c['id']}/tags/{vip['id']}", headers=agent)
+    await listed_is_single(["VIP"])
+    late = (await client.post("/v1/tags", json={"name": "atrasado"}, headers=admin)).json()
+    await client.put(f"/v1/contacts/{c['id']}/tags/{late['id']}", headers=agent)
+    await listed_is_single(["atrasado", "VIP"])
+    await client.delete(f"/v1/contacts/{c['id']}/tags/{late['id']}", headers=agent)
+    await listed_is_single(["VIP"])
+    await client.put(f"/v1/contacts/{c['id']}/tags/{late['id']}", headers=agent)
+    assert (await client.delete(f"/v1/tags/{vip['id']}", headers=admin)).status_code == 204
+    await listed_is_single(["atrasado"])
     other = tokens.headers(organization_id=uuid.uuid4(), role="agent")
     assert (await client.get("/v1/contacts", params={"q": "jose"}, headers=other)).json()[
         "items"

@@ -19,6 +19,17 @@ from sqlalchemy.ext.asyncio import async_engine_from_config
 from pytake_common.outbox import plain_dsn
 
 
+def patched(sql: str, changes: tuple[tuple[str, str], ...]) -> str:
+    """``sql`` (an earlier revision's function) with each ``(old, new)`` of ``changes``
+    applied; every ``old`` must occur exactly once, so a revision never patches text it
+    did not mean to."""
+    for old, new in changes:
+        if sql.count(old) != 1:
+            raise ValueError(f"expected exactly one occurrence of {old!r}")
+        sql = sql.replace(old, new)
+    return sql
+
+
 async def ensure_database(url: str) -> None:
     """Create the database named in ``url`` if it does not exist (needs CREATEDB)."""
     target = make_url(url)

@@ -64,11 +64,14 @@ def _utc_iso(column: str) -> str:
     )
 
 
+#: SQL: the contact's tags, from the tag ids that ``pytake_contact_page`` hands back with
+#: each row (migration 0008): nothing to read for a contact without tags
 _TAGS_JSON = (
-    "coalesce((SELECT json_agg(json_build_object('id', t.id, 'name', t.name, 'color', t.color)"
-    " ORDER BY lower(t.name)) FROM contact_tags ct JOIN tags t ON t.id = ct.tag_id"
-    " WHERE ct.contact_id = contacts.id AND ct.organization_id = contacts.organization_id),"
-    " '[]'::json)"
+    "CASE WHEN cardinality(page.tag_ids) = 0 THEN '[]'::json ELSE coalesce(("
+    "SELECT json_agg(json_build_object('id', t.id, 'name', t.name, 'color', t.color)"
+    " ORDER BY lower(t.name)) FROM tags t"
+    " WHERE t.id = ANY (page.tag_ids) AND t.organization_id = contacts.organization_id),"
+    " '[]'::json) END"
 )
 
 
@@ -82,9 +85,9 @@ def _json_value(field: str, annotation: Any) -> str:
     return f"contacts.{field}"
 
 
-#: SQL: a ``contacts`` row (with its tags) as the JSON text of its :class:`Contact`, built
-#: by PostgreSQL for the list (the hot path: no row decoding, dicts or JSON encoding in
-#: Python); a test checks it against the model's own JSON.
+#: SQL: a ``contacts`` row (with its tags) of a ``pytake_contact_page`` page as the JSON
+#: text of its :class:`Contact`, built by PostgreSQL for the list (the hot path: no row
+#: decoding, dicts or JSON encoding in Python); a test checks it against the model's JSON.
 CONTACT_JSON = (
     "json_build_object("
     + ", ".join(f"'{f}', {_json_value(f, i.annotation)}" for f, i in Contact.model_fields.items())

@@ -27,6 +27,8 @@ from pathlib import Path
 
 from alembic import op
 
+from pytake_common.migrations import patched
+
 revision = "0006"
 down_revision = "0005"
 
@@ -103,15 +105,7 @@ CHANGES = (
 )
 
 
-def _search_sql_fn() -> str:
-    fn: str = PREVIOUS["SEARCH_SQL_FN"]
-    for old, new in CHANGES:
-        assert fn.count(old) == 1, old
-        fn = fn.replace(old, new)
-    return fn
-
-
-SEARCH_SQL_FN = _search_sql_fn()
+SEARCH_SQL_FN = patched(PREVIOUS["SEARCH_SQL_FN"], CHANGES)
 
 TAGS_FN = r"""
 CREATE OR REPLACE FUNCTION pytake_contact_tags_sync() RETURNS trigger
