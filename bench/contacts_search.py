@@ -461,7 +461,7 @@ def main() -> None:
         wait_for_port("127.0.0.1", gateway_port, timeout=60)
         mix = requests_mix(random.Random(3), tag_ids, args.n)
         service_process = psutil.Process(service.pid)
-        measured = {"service": service_process}
+        measured = {"service": service_process, "load generator": psutil.Process()}
         if pg is not None:  # the embedded server: its CPU per request too
             postmaster = int((pg.pgdata / "postmaster.pid").read_text().split()[0])
             measured["postgres"] = psutil.Process(postmaster)
