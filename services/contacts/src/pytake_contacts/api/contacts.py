@@ -11,8 +11,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pytake_common.errors import InvalidInput
 from pytake_common.idempotency import IdempotencyGuard, fingerprint
 from pytake_common.ids import contact_id_for
-from pytake_common.security import Principal, Reader, Worker
-from pytake_contacts.api.deps import DB, Filter, Reads, check_contact_limit
+from pytake_common.reads import TenantReads
+from pytake_common.security import READERS, Principal, Reader, Worker, authorize
+from pytake_common.web import FastPathRoute, fast_path
+from pytake_contacts.api.deps import (
+    DB,
+    Filter,
+    Reads,
+    check_contact_limit,
+    contact_filter,
+    reads_of,
+)
 from pytake_contacts.api.schemas import (
     CONTACT_JSON,
     Contact,
@@ -20,6 +29,7 @@ from pytake_contacts.api.schemas import (
     ContactPage,
     ContactPatch,
 )
+from pytake_contacts.api.strict import StrictParams, Unusual, read_query
 from pytake_contacts.domain import (
     AGENT,
     PROFILE,
@@ -32,11 +42,11 @@ from pytake_contacts.domain import (
     wa_id_for_phone,
 )
 from pytake_contacts.events import ContactCreated, ContactUpdated
-from pytake_contacts.search import next_cursor, page_sql
+from pytake_contacts.search import ContactFilter, next_cursor, page_sql
 from pytake_contacts.store import attribute_schema, emit, load_contact, record_interaction, tags_of
 from pytake_contacts.tables import contacts
 
-router = APIRouter(prefix="/v1/contacts", tags=["contacts"])
+router = APIRouter(prefix="/v1/contacts", tags=["contacts"], route_class=FastPathRoute)
 
 TEXT_FIELDS = ("company", "job_title", "notes")
 
@@ -71,16 +81,14 @@ def clean_fields(body: ContactCreate | ContactPatch) -> dict[str, Any]:
 LIST_SELECT = f"contacts.id, contacts.created_at, {CONTACT_JSON} AS doc"
 
 
-@router.get("", response_model=ContactPage)
-async def list_contacts(
-    principal: Reader,
-    reads: Reads,
-    filters: Filter,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: str | None = None,
+async def contacts_page(
+    reads: TenantReads,
+    principal: Principal,
+    filters: ContactFilter,
+    limit: int,
+    cursor: str | None,
 ) -> Response:
-    """Contacts of the organization, oldest first; ``q`` searches name, phone, e-mail, company
-    (best matches first: exact words, then prefixes, then substrings and typos)."""
+    """A page of the list, as JSON (both the endpoint and its fast path answer with it)."""
     org = principal.organization_id
     sql, args = page_sql(org, filters, limit + 1, cursor, LIST_SELECT)
     # One statement, one snapshot: on a connection already bound to the organization it
@@ -92,6 +100,38 @@ async def list_contacts(
     # The items are PostgreSQL's JSON of each contact (CONTACT_JSON), as the model has them.
     body = '{"items":[' + ",".join(r["doc"] for r in page) + '],"next_cursor":' + after + "}"
     return Response(body.encode(), media_type="application/json")
+
+
+async def _list_contacts_fast(request: Request) -> Response | None:
+    """``list_contacts`` without FastAPI's dependency solving, for plain requests."""
+    try:
+        filter_args, page_args = read_query(request, FILTER_PARAMS, PAGE_PARAMS)
+    except Unusual:
+        return None
+    principal = await authorize(request, READERS)
+    filters = await contact_filter(**filter_args)
+    return await contacts_page(
+        reads_of(request), principal, filters, page_args["limit"], page_args["cursor"]
+    )
+
+
+@router.get("", response_model=ContactPage)
+@fast_path(_list_contacts_fast)
+async def list_contacts(
+    principal: Reader,
+    reads: Reads,
+    filters: Filter,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> Response:
+    """Contacts of the organization, oldest first; ``q`` searches name, phone, e-mail, company
+    (best matches first: exact words, then prefixes, then substrings and typos)."""
+    return await contacts_page(reads, principal, filters, limit, cursor)
+
+
+#: the fast path's reading of the query: the filters, then the page (limit, cursor)
+FILTER_PARAMS = StrictParams.of(contact_filter)
+PAGE_PARAMS = StrictParams.of(list_contacts)
 
 
 @router.post("", status_code=201, response_model=Contact)

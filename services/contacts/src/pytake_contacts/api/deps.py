@@ -17,9 +17,13 @@ from pytake_contacts.tables import contacts
 DB = Annotated[Database, Depends(request_db)]
 
 
-async def _reads(request: Request) -> TenantReads:
+def reads_of(request: Request) -> TenantReads:
     reads: TenantReads = request.app.state.reads
     return reads
+
+
+async def _reads(request: Request) -> TenantReads:
+    return reads_of(request)
 
 
 #: the light read-only path (raw asyncpg, tenant-bound) of the hot list endpoint
@@ -38,6 +42,7 @@ async def contact_filter(
     last_interaction_from: datetime | None = None,
     last_interaction_to: datetime | None = None,
 ) -> ContactFilter:
+    """The list's filters (the list's fast path calls it too, with the values it read)."""
     return ContactFilter(
         q=q,
         tag_id=tag_id,

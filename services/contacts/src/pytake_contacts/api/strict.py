@@ -1,0 +1,169 @@
+"""Query parameters read strictly, for the list's fast path.
+
+A fast path (:func:`pytake_common.web.fast_path`) takes only the plain spelling of a
+valid value: canonical lowercase UUIDs, ``true``/``false``, integers without sign or
+leading zeros, RFC 3339 times with seconds and an offset, text within its length;
+each parameter once, no parameter the functions do not take. Anything else raises
+:class:`Unusual` and the request goes to FastAPI, whose answer (the value it parses,
+or the validation error) is then the one given.
+
+The rules come from the signatures FastAPI reads (:meth:`StrictParams.of`), so the
+constraints of a parameter (``Query(max_length=...)``, ``ge``/``le``) are written once;
+a parameter this module cannot read as FastAPI would is refused when the module that
+declares it is imported, rather than read differently.
+"""
+
+import inspect
+import re
+import types
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
+
+from annotated_types import Ge, Le, MaxLen
+from fastapi import params
+from pydantic import TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
+from starlette.requests import Request
+
+UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+INT_RE = re.compile(r"0|[1-9][0-9]{0,8}")
+TIME_RE = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?(?:Z|[+-][0-9]{2}:[0-9]{2})"
+)
+FLAGS = {"true": True, "false": False}
+#: pydantic's own parser, so a time has the value (and tzinfo) FastAPI would give it
+TIMES: TypeAdapter[datetime] = TypeAdapter(datetime)
+
+#: reads one value of a parameter, or raises Unusual
+Read = Callable[[str], Any]
+
+
+class Unusual(Exception):
+    """A request the fast path leaves to FastAPI."""
+
+
+def read_uuid(value: str) -> uuid.UUID:
+    if UUID_RE.fullmatch(value) is None:
+        raise Unusual
+    return uuid.UUID(value)
+
+
+def read_flag(value: str) -> bool:
+    flag = FLAGS.get(value)
+    if flag is None:
+        raise Unusual
+    return flag
+
+
+def read_time(value: str) -> datetime:
+    if TIME_RE.fullmatch(value) is None:
+        raise Unusual
+    try:
+        return TIMES.validate_python(value)
+    except ValidationError:  # e.g. month 13, hour 24
+        raise Unusual from None
+
+
+def text_reader(longest: int | None) -> Read:
+    def read(value: str) -> str:
+        if longest is not None and len(value) > longest:
+            raise Unusual
+        return value
+
+    return read
+
+
+def int_reader(low: int | None, high: int | None) -> Read:
+    def read(value: str) -> int:
+        if INT_RE.fullmatch(value) is None:
+            raise Unusual
+        number = int(value)
+        if (low is not None and number < low) or (high is not None and number > high):
+            raise Unusual
+        return number
+
+    return read
+
+
+def reader_for(name: str, kind: Any, query: FieldInfo | None) -> Read:
+    """How to read parameter ``name`` of type ``kind`` with its ``Query(...)``, if any."""
+    constraints: dict[type, Any] = {}
+    if query is not None:
+        if query.alias or query.validation_alias:
+            raise TypeError(f"{name}: no strict reading of an aliased parameter")
+        for item in query.metadata:
+            if type(item) not in (MaxLen, Ge, Le) or type(item) in constraints:
+                raise TypeError(f"{name}: no strict reading of {item!r}")
+            constraints[type(item)] = item
+    if kind is str and constraints.keys() <= {MaxLen}:
+        longest = constraints.get(MaxLen)
+        return text_reader(longest.max_length if longest else None)
+    if kind is int and constraints.keys() <= {Ge, Le}:
+        low, high = constraints.get(Ge), constraints.get(Le)
+        return int_reader(low.ge if low else None, high.le if high else None)
+    simple: dict[Any, Read] = {uuid.UUID: read_uuid, bool: read_flag, datetime: read_time}
+    if kind in simple and not constraints:
+        return simple[kind]
+    raise TypeError(f"{name}: no strict reading of {kind!r} with {list(constraints.values())}")
+
+
+@dataclass(frozen=True, slots=True)
+class StrictParams:
+    """The query parameters of a function FastAPI calls (an endpoint or a dependency):
+    how to read each one strictly, and the defaults of those left out."""
+
+    readers: dict[str, Read]
+    defaults: dict[str, Any]
+
+    @classmethod
+    def of(cls, function: Callable[..., Any]) -> "StrictParams":
+        """From ``function``'s signature; parameters given by dependencies are left out."""
+        hints = get_type_hints(function, include_extras=True)
+        readers: dict[str, Read] = {}
+        defaults: dict[str, Any] = {}
+        for name, parameter in inspect.signature(function).parameters.items():
+            kind: Any = hints[name]
+            extras: list[Any] = []
+            if get_origin(kind) is Annotated:
+                kind, *extras = get_args(kind)
+            if any(isinstance(extra, params.Depends) for extra in extras):
+                continue
+            fields = [extra for extra in extras if isinstance(extra, FieldInfo)]
+            if any(not isinstance(f, params.Query) for f in fields) or len(fields) > 1:
+                raise TypeError(f"{name}: not a plain query parameter")
+            default = parameter.default
+            if default is inspect.Parameter.empty or isinstance(default, FieldInfo):
+                raise TypeError(f"{name}: no strict reading without a plain default")
+            if get_origin(kind) in (Union, types.UnionType):
+                choices = [arg for arg in get_args(kind) if arg is not type(None)]
+                if len(choices) != 1:
+                    raise TypeError(f"{name}: no strict reading of {kind!r}")
+                kind = choices[0]
+            readers[name] = reader_for(name, kind, fields[0] if fields else None)
+            defaults[name] = default
+        return cls(readers, defaults)
+
+
+def read_query(request: Request, *functions: StrictParams) -> list[dict[str, Any]]:
+    """The arguments of each function from the request's query, defaults filled in.
+
+    Raises Unusual for a parameter none of them takes, a repeated one, or a value not
+    in its plain spelling.
+    """
+    found = [dict(function.defaults) for function in functions]
+    seen: set[str] = set()
+    for name, value in request.query_params.multi_items():
+        if name in seen:
+            raise Unusual
+        seen.add(name)
+        for function, arguments in zip(functions, found, strict=True):
+            read = function.readers.get(name)
+            if read is not None:
+                arguments[name] = read(value)
+                break
+        else:
+            raise Unusual
+    return found
