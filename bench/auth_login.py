@@ -46,9 +46,9 @@ from pathlib import Path
 import httpx
 import psutil
 import uvloop
+from _measure import LeanClient
 from argon2 import PasswordHasher, Type
 
-from pytake_api_gateway.upstream import Origin, UpstreamPool
 from pytake_auth.config import OWASP_ARGON2ID, Settings, argon2_is_owasp_compliant
 from pytake_auth.passwords import Passwords
 from pytake_devstack.infra import EmbeddedPostgres, free_port
@@ -64,30 +64,13 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-class Client:
-    """The load generator's HTTP client: the gateway's keep-alive pool on uvloop (about
-    25 µs of CPU per request against 89 for aiohttp in ``bench/gateway_proxy.py``'s client
-    comparison): the generator shares the 2 cores with the service it measures."""
-
-    def __init__(self, url: str, connections: int) -> None:
-        self.origin = Origin.parse(url)
-        self.pool = UpstreamPool(
-            limit=connections, keepalive_s=60.0, connect_timeout_s=5.0, read_timeout_s=30.0
-        )
+class Client(LeanClient):
+    """The lean client, each request from the next client address."""
 
     async def post(self, path: bytes, body: dict[str, str]) -> tuple[int, bytes]:
         """POST ``body`` as JSON from the next client address; the status and the answer."""
         headers = [(b"content-type", b"application/json"), (b"x-forwarded-for", next(_addresses))]
-        response = await self.pool.request(
-            self.origin, "POST", path, headers, json.dumps(body).encode()
-        )
-        try:
-            return response.status, await response.read()
-        finally:
-            response.release()
-
-    def close(self) -> None:
-        self.pool.close()
+        return await self.request("POST", path, headers, json.dumps(body).encode())
 
 
 async def register_users(client: Client, n: int) -> list[str]:

@@ -10,12 +10,14 @@ and measures over real HTTP:
    typos, accent-free spellings, phone fragments typed in different formats, e-mails)
    and filtered lists (tag, blocked, opted-in, last-interaction range) — p50/p95/p99,
    once straight at the service, then through the real api-gateway (its own process,
-   ``python -m pytake_api_gateway serve``, verifying the same real RS256 JWT);
+   ``python -m pytake_api_gateway serve``, verifying the same real RS256 JWT); each
+   after a unmeasured concurrent warm-up of ``--n``/4 requests, from a lean load
+   generator (the gateway's keep-alive pool on uvloop) that shares the cores;
 2. ``POST /v1/contacts/import`` of ``--rows`` CSV rows (new phones), timed end to end;
 3. EXPLAIN (ANALYZE, BUFFERS) of the main queries, as the service's role under RLS,
    and of the page query ``pytake_contact_page`` runs inside for some searches.
 
-Usage: python bench/contacts_search.py [--n 4000] [--c 16] [--rows 100000]
+Usage: python bench/contacts_search.py [--n 10000] [--c 16] [--rows 100000]
 """
 
 from __future__ import annotations
@@ -36,10 +38,13 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlencode
 
 import aiohttp
 import asyncpg
 import psutil
+import uvloop
+from _measure import LeanClient
 
 import pytake_contacts
 from pytake_common.ids import contact_id_for
@@ -249,15 +254,19 @@ async def load(
     processes: dict[str, psutil.Process],
 ) -> None:
     errors = 0
-    async with aiohttp.ClientSession(
-        base, headers=headers, connector=aiohttp.TCPConnector(limit=c)
-    ) as http:
+    client = LeanClient(base, c)
+    auth = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+
+    async def get(params: dict[str, str]) -> int:
+        target = b"/v1/contacts?" + urlencode(params).encode()
+        status, _ = await client.request("GET", target, auth)
+        return status
+
+    try:
         sequential: dict[str, list[float]] = {}
         for params in mix[:200]:  # warm-up, one at a time: latency without queueing
             t0 = time.perf_counter()
-            async with http.get("/v1/contacts", params=params) as r:
-                await r.read()
-                errors += r.status != 200
+            errors += await get(params) != 200
             sequential.setdefault(kind(params), []).append(time.perf_counter() - t0)
         print(f"{label}: one request at a time (200 requests), median by kind:")
         for name, values in sorted(sequential.items()):
@@ -274,9 +283,7 @@ async def load(
                 while pending:
                     params = pending.pop()
                     t0 = time.perf_counter()
-                    async with http.get("/v1/contacts", params=params) as r:
-                        await r.read()
-                        errors += r.status != 200
+                    errors += await get(params) != 200
                     by_kind.setdefault(kind(params), []).append(time.perf_counter() - t0)
 
             start = time.perf_counter()
@@ -295,6 +302,8 @@ async def load(
         cpu0 = {name: cpu_of(p) for name, p in processes.items()}
         by_kind, elapsed = await run(mix)
         cpu = {name: cpu_of(p) - cpu0[name] for name, p in processes.items()}
+    finally:
+        client.close()
     latencies = [t for values in by_kind.values() for t in values]
     per_request = "   ".join(
         f"{name} CPU {used / len(mix) * 1e6:,.0f} µs/request" for name, used in cpu.items()
@@ -392,7 +401,7 @@ async def explain(dsn: str, big: uuid.UUID, tag_ids: list[uuid.UUID]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=4000)
+    parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--c", type=int, default=16)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--big", type=int, default=200_000)
@@ -466,8 +475,8 @@ def main() -> None:
             postmaster = int((pg.pgdata / "postmaster.pid").read_text().split()[0])
             measured["postgres"] = psutil.Process(postmaster)
         print(f"uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout}")
-        asyncio.run(load("service direct", base, headers, mix, args.c, measured))
-        asyncio.run(
+        uvloop.run(load("service direct", base, headers, mix, args.c, measured))
+        uvloop.run(
             load(
                 "through api-gateway",
                 f"http://127.0.0.1:{gateway_port}",
