@@ -29,7 +29,7 @@ from pytake_contacts.api.schemas import (
     ContactPage,
     ContactPatch,
 )
-from pytake_contacts.api.strict import StrictParams, Unusual, read_query
+from pytake_contacts.api.strict import StrictParams, Unusual, disjoint, read_query
 from pytake_contacts.domain import (
     AGENT,
     PROFILE,
@@ -130,8 +130,9 @@ async def list_contacts(
 
 
 #: the fast path's reading of the query: the filters, then the page (limit, cursor)
-FILTER_PARAMS = StrictParams.of(contact_filter)
-PAGE_PARAMS = StrictParams.of(list_contacts)
+FILTER_PARAMS, PAGE_PARAMS = disjoint(
+    StrictParams.of(contact_filter), StrictParams.of(list_contacts)
+)
 
 
 @router.post("", status_code=201, response_model=Contact)

@@ -131,6 +131,9 @@ class StrictParams:
                 kind, *extras = get_args(kind)
             if any(isinstance(extra, params.Depends) for extra in extras):
                 continue
+            if any(not isinstance(extra, FieldInfo) for extra in extras):
+                # a validator or constraint FastAPI would apply: not read the same here
+                raise TypeError(f"{name}: {extras} beside the type")
             fields = [extra for extra in extras if isinstance(extra, FieldInfo)]
             if any(not isinstance(f, params.Query) for f in fields) or len(fields) > 1:
                 raise TypeError(f"{name}: not a plain query parameter")
@@ -147,8 +150,18 @@ class StrictParams:
         return cls(readers, defaults)
 
 
+def disjoint(*functions: StrictParams) -> tuple[StrictParams, ...]:
+    """``functions``, checked to take no query parameter in common (FastAPI would hand
+    a shared one to each; :func:`read_query` gives it to the first)."""
+    names = [name for function in functions for name in function.readers]
+    if len(names) != len(set(names)):
+        raise TypeError(f"query parameters taken twice: {sorted(names)}")
+    return functions
+
+
 def read_query(request: Request, *functions: StrictParams) -> list[dict[str, Any]]:
-    """The arguments of each function from the request's query, defaults filled in.
+    """The arguments of each function from the request's query, defaults filled in
+    (``functions`` checked by :func:`disjoint`).
 
     Raises Unusual for a parameter none of them takes, a repeated one, or a value not
     in its plain spelling.

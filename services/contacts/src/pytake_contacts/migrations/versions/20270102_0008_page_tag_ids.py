@@ -66,18 +66,22 @@ PAGE_FN = patched(
     ),
 )
 
-# A function's result columns cannot change in place: it is dropped and created again
-# (a new function is executable by PUBLIC, as the page function always was).
+# A function's result columns cannot change in place: it is dropped and created again,
+# executable by PUBLIC as it always was (it takes the organization from the session's
+# binding, never from its caller), said explicitly in case default privileges change.
 _DROP_PAGE = f"DROP FUNCTION pytake_contact_page({V5['SIGNATURE']})"
+_GRANT_PAGE = f"GRANT EXECUTE ON FUNCTION pytake_contact_page({V5['SIGNATURE']}) TO PUBLIC"
 
 
 def upgrade() -> None:
     op.execute(_DROP_PAGE)
     op.execute(SEARCH_SQL_FN)
     op.execute(PAGE_FN)
+    op.execute(_GRANT_PAGE)
 
 
 def downgrade() -> None:
     op.execute(_DROP_PAGE)
     op.execute(V6["SEARCH_SQL_FN"])
     op.execute(V5["PAGE_FN"])
+    op.execute(_GRANT_PAGE)
