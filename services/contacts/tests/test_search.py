@@ -25,6 +25,19 @@ async def _names(client, headers, **params):
             return found
 
 
+async def _insert(app, org, select: str, **params) -> None:
+    """Many contacts at once: ``select`` gives (id, organization_id, wa_id, name,
+    name_source, phone, created_at) rows, with ``:org`` and ``:t0`` bound."""
+    async with app.state.db.transaction(organization_id=org) as s:
+        await s.execute(
+            text(
+                "INSERT INTO contacts (id, organization_id, wa_id, name, name_source, phone,"
+                " created_at) " + select
+            ),
+            {"org": org, "t0": T0, **params},
+        )
+
+
 async def _vocabulary(app, org):
     async with app.state.db.transaction(organization_id=org) as s:
         words = await s.execute(
@@ -136,22 +149,48 @@ async def test_words_found_together_in_a_long_walk_page_in_creation_order(app, c
     """Two words in one rank, one contact in 40 of 1,200: the first 1,000 contacts hold
     25 matches, less than a page of 25 (+1), so the longer walk (migration 0006) finds it;
     the next page comes from the full query. Every match once, oldest first."""
-    async with app.state.db.transaction(organization_id=org) as s:
-        await s.execute(
-            text(
-                "INSERT INTO contacts (id, organization_id, wa_id, name, name_source, phone,"
-                " created_at)"
-                " SELECT gen_random_uuid(), :org, '55119876' || lpad(i::text, 5, '0'),"
-                " CASE WHEN i % 40 = 0 THEN 'Padaria Ávila ' || i ELSE 'Filler ' || i END,"
-                " 'profile', '+55119876' || lpad(i::text, 5, '0'),"
-                " CAST(:t0 AS timestamptz) + i * interval '1 minute'"
-                " FROM generate_series(0, 1199) AS i"
-            ),
-            {"org": org, "t0": T0},
-        )
+    await _insert(
+        app,
+        org,
+        "SELECT gen_random_uuid(), :org, '55119876' || lpad(i::text, 5, '0'),"
+        " CASE WHEN i % 40 = 0 THEN 'Padaria Ávila ' || i ELSE 'Filler ' || i END,"
+        " 'profile', '+55119876' || lpad(i::text, 5, '0'),"
+        " CAST(:t0 AS timestamptz) + i * interval '1 minute'"
+        " FROM generate_series(0, 1199) AS i",
+    )
     expected = [f"Padaria Ávila {i}" for i in range(0, 1200, 40)]
     assert await _names(client, agent, q="padaria avila", limit=25) == expected
     assert await _names(client, agent, q="avila padaria", limit=7) == expected
+
+
+@pytest.mark.parametrize(
+    ("fragment", "way"),
+    [
+        ("+55 11 90", "the next 100 contacts hold a page"),
+        ("+55 11 80", "the next 2,000 hold a page"),
+        ("000014", "every match through the grams: one early, the rest late"),
+        ("(11) 8000-01", "every match through the grams: none in the first 1,000"),
+    ],
+)
+async def test_phone_type_ahead_pages_in_creation_order_whichever_way_it_is_read(
+    app, client, org, agent, fragment, way
+):
+    """A six-to-nine-digit fragment (migration 0009) is read by a short walk, a longer one
+    or its digit grams, by how many of the next contacts hold it: every match once,
+    oldest first, page after page (each page chooses again from its cursor)."""
+    phones = [f"5511{8 if i % 5 == 0 else 9}{i:08d}" for i in range(1500)]
+    await _insert(
+        app,
+        org,
+        "SELECT gen_random_uuid(), :org, p.phone, 'Cliente ' || (p.i - 1), 'profile',"
+        " '+' || p.phone, CAST(:t0 AS timestamptz) + p.i * interval '1 minute'"
+        " FROM unnest(CAST(:phones AS text[])) WITH ORDINALITY AS p(phone, i)",
+        phones=phones,
+    )
+    digits = "".join(ch for ch in fragment if ch.isdigit())
+    expected = [f"Cliente {i}" for i, phone in enumerate(phones) if digits in phone]
+    assert len(expected) >= 100, way
+    assert await _names(client, agent, q=fragment, limit=25) == expected, way
 
 
 async def test_exact_words_rank_before_prefixes_before_typos_with_stable_pages(client, agent):
