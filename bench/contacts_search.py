@@ -353,6 +353,12 @@ INNER = {
     "a type-ahead prefix ('fern')": ("fern", None, None),
     "an e-mail fragment ('maria.silva1234@exa')": ("maria.silva1234@exa", None, None),
     "phone digits ('11900012345')": (None, "11900012345", None),
+    "phone type-ahead every phone shares ('+55 11 90')": (None, "551190", None),
+    "a phone prefix 10,000 phones share, late in order ('+55 11 90001')": (
+        None,
+        "551190001",
+        None,
+    ),
 }
 INNER_SQL = (
     "SELECT pytake_contact_search_sql($1, $2, NULL, NULL, NULL, NULL, $3, NULL, NULL, NULL,"
