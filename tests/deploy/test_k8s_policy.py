@@ -4,6 +4,9 @@ default-deny networking, and monitoring for every service."""
 
 import re
 
+from pytake_common.reads import READ_POOL_SIZE
+from pytake_contacts.app import LIST_READS
+
 #: Names whose value is a secret, by suffix (PYTAKE_PASSWORD_HASH_CONCURRENCY is not).
 SENSITIVE = re.compile(r"(SECRET|PASSWORD|TOKEN|KEY|CREDENTIALS?|DATABASE_URL|URI|DSN)$", re.I)
 UID = 10001
@@ -286,8 +289,8 @@ def pool_size(app):
 
 #: Connections a pod holds besides its SQLAlchemy pool and the outbox relay's two.
 EXTRA_CONNECTIONS = {
-    "contacts": 8,  # pytake_common.reads.TenantReads (max_size)
-    "conversations": 8 + 1,  # TenantReads + the stream's LISTEN
+    "contacts": LIST_READS,  # its TenantReads
+    "conversations": READ_POOL_SIZE + 1,  # TenantReads + the stream's LISTEN
     "whatsapp-gateway": 1 + 1,  # the send dispatcher's LISTEN + the template sync leader
 }
 

@@ -88,11 +88,22 @@ class ReadConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is un
         self._pytake_organization = organization
 
 
+#: Reads in flight per process, by default. A service process is one event loop; its
+#: reads queue for these connections (see pytake_contacts.app.LIST_READS for a service
+#: whose reads are heavier in PostgreSQL than in Python).
+READ_POOL_SIZE = 8
+
+
 class TenantReads:
     """Tenant-bound read-only reads on a small asyncpg pool (opened lazily)."""
 
     def __init__(
-        self, url: str, *, app_role: str | None = None, min_size: int = 1, max_size: int = 8
+        self,
+        url: str,
+        *,
+        app_role: str | None = None,
+        min_size: int = 1,
+        max_size: int = READ_POOL_SIZE,
     ) -> None:
         self._dsn = asyncpg_dsn(url)
         self._app_role = app_role
