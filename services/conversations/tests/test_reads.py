@@ -150,3 +150,29 @@ async def test_a_cancelled_read_leaves_the_pool_usable(app, org):
     for _ in range(3):
         rows = await reads.fetch(org, "SELECT current_setting('pytake.organization_id') AS o")
         assert rows[0]["o"] == str(org)
+
+
+async def test_reads_are_served_in_the_order_they_ask(settings, org):
+    """Under load a released connection goes to the read that has waited longest, never
+    to one that asked later (asyncpg's pool alone lets a newcomer take it, and the woken
+    waiter queues again at the back)."""
+    reads = TenantReads(settings.service_database_url(), app_role=settings.db_app_role, max_size=2)
+    asked: list[int] = []
+    served: list[int] = []
+
+    async def client() -> None:
+        for _ in range(40):
+            ticket = len(asked)
+            asked.append(ticket)
+            async with reads.connection(org) as conn:
+                served.append(ticket)
+                await conn.fetchval("SELECT 1")
+
+    try:
+        await reads.fetch(org, "SELECT 1")  # the pool is open: tickets meet the queue in order
+        await asyncio.gather(*(client() for _ in range(12)))
+        overtaken = sum(1 for i, ticket in enumerate(served) if ticket > i + 2)
+        assert sorted(served) == list(range(len(asked)))
+        assert overtaken == 0, f"{overtaken} reads went ahead of earlier ones"
+    finally:
+        await reads.close()

@@ -36,6 +36,7 @@ server connections, bound to other organizations (docs/operations.md).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -110,6 +111,11 @@ class TenantReads:
         self._min_size = min_size
         self._max_size = max_size
         self._pool: asyncpg.Pool | None = None
+        # First come, first served: asyncpg's pool hands a released connection to
+        # whichever task asks next, and a woken waiter that finds it taken queues
+        # again at the back (asyncio.Queue), so under load some reads waited many
+        # turns. asyncio.Semaphore lets no newcomer past its waiters.
+        self._turns = asyncio.Semaphore(max_size)
 
     async def _init(self, conn: asyncpg.Connection) -> None:
         if self._app_role:
@@ -161,7 +167,7 @@ class TenantReads:
         its own read-only transaction (see the module's docstring)."""
         org = str(uuid.UUID(str(organization_id)))
         pool = await self.pool()
-        async with pool.acquire() as conn:
+        async with self._turns, pool.acquire() as conn:
             try:
                 if conn.bound_organization() != org:
                     conn.set_bound_organization(None)  # unknown until the server confirms
@@ -186,7 +192,7 @@ class TenantReads:
         """
         begin = self.begin_sql(organization_id, settings or {})
         pool = await self.pool()
-        async with pool.acquire() as conn:
+        async with self._turns, pool.acquire() as conn:
             done = False
             try:
                 await conn.execute(begin)
