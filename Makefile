@@ -45,6 +45,7 @@ test: lint ## lint, then unit, integration, end-to-end and deploy checks
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 bench: install ## run every benchmark in bench/ (loopback only; files starting with _ are helpers)
+	@command -v wrk >/dev/null || echo "note: no wrk (apt-get install -y wrk): bench/gateway_proxy.py falls back to aiohttp, which shares the cores it measures"
 	@for b in bench/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean: ## remove local state (databases, keys) and the virtual environment
