@@ -3,6 +3,7 @@ import contextlib
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import func, select
 
@@ -10,8 +11,12 @@ from pytake_common.consumer import EventConsumer
 from pytake_common.events import CloudEvent
 from pytake_common.ids import contact_id_for
 from pytake_common.mechanics import outbox, processed_events
+from pytake_common.migrations import revisions
+from pytake_common.reads import asyncpg_dsn
 from pytake_contacts.handlers import HANDLERS, MESSAGE_RECEIVED, on_message_received
 from pytake_contacts.tables import contacts
+
+from .conftest import MIGRATIONS
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -230,3 +235,29 @@ async def test_consumer_handles_the_same_record_delivered_twice_once(app, settin
     assert len(await contact_rows(app, org)) == 1
     assert await marks() == 1
     assert [e["type"] for e in await emitted(app, org)] == ["pytake.contacts.contact.created.v1"]
+
+
+async def test_readiness_waits_for_the_migrations_the_code_needs(app, client, settings):
+    """``serve`` gives the app its migration chain: /readyz says "behind" while the
+    database is at an older revision of it (a rollout's new pods wait for the migration
+    Job), and ok at the head or at a revision the code doesn't know (a newer release)."""
+    chain = revisions(MIGRATIONS)
+    owner = await asyncpg.connect(asyncpg_dsn(settings.service_database_url()))
+    app.state.schema_chain = chain
+
+    async def schema() -> str:
+        checks: dict[str, str] = (await client.get("/readyz")).json()["checks"]
+        return checks["schema"]
+
+    try:
+        assert await schema() == "ok"
+        await owner.execute("UPDATE alembic_version SET version_num = $1", chain[-2])
+        assert await schema() == f"behind: at {chain[-2]}, this code needs {chain[-1]}"
+        r = await client.get("/readyz")
+        assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
+        await owner.execute("UPDATE alembic_version SET version_num = 'f00d'")  # newer release
+        assert await schema() == "ok"
+    finally:
+        await owner.execute("UPDATE alembic_version SET version_num = $1", chain[-1])
+        await owner.close()
+        del app.state.schema_chain

@@ -33,8 +33,13 @@ def run_cli(
         upgrade(migrations_dir, settings.service_database_url(), settings.db_app_role)
         print(f"{settings.service_name}: migrations applied")
         return
+    app = app_factory(settings)
+    if migrations_dir is not None:
+        from pytake_common.migrations import revisions
+
+        app.state.schema_chain = revisions(migrations_dir)
     uvicorn.run(
-        app_factory(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_config=None,

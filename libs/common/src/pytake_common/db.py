@@ -168,6 +168,15 @@ class Database:
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
+    async def schema_revision(self) -> str | None:
+        """The Alembic revision the database is at (None before any migration)."""
+        async with self.engine.connect() as conn:
+            exists = await conn.scalar(text("SELECT to_regclass('alembic_version') IS NOT NULL"))
+            if not exists:
+                return None
+            revision = await conn.scalar(text("SELECT version_num FROM alembic_version"))
+            return str(revision) if revision is not None else None
+
     async def dispose(self) -> None:
         await self.engine.dispose()
 

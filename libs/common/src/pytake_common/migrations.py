@@ -12,6 +12,7 @@ from pathlib import Path
 import asyncpg
 from alembic import command, context
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData, pool
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import async_engine_from_config
@@ -75,6 +76,22 @@ def alembic_config(migrations_dir: Path, url: str, app_role: str | None) -> Conf
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     cfg.attributes["app_role"] = app_role
     return cfg
+
+
+def revisions(migrations_dir: Path) -> tuple[str, ...]:
+    """The revisions of a service's chain, oldest first (the last is the head)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir))
+    return tuple(reversed([r.revision for r in ScriptDirectory.from_config(cfg).walk_revisions()]))
+
+
+def schema_state(current: str | None, chain: tuple[str, ...]) -> str:
+    """``ok`` when the database is at the head of this code's ``chain``, or at a revision
+    the code does not know: a newer release's migration ran, and migrations are backward
+    compatible (docs/operations.md, expand, deploy, contract). Otherwise why not."""
+    if current == chain[-1] or (current is not None and current not in chain):
+        return "ok"
+    return f"behind: at {current or 'no revision'}, this code needs {chain[-1]}"
 
 
 def upgrade(migrations_dir: Path, url: str, app_role: str | None, revision: str = "head") -> None:

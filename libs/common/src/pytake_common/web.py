@@ -29,6 +29,7 @@ from pytake_common.errors import install_problem_handlers, problem
 from pytake_common.kafka import broker_reachable
 from pytake_common.logging import configure_logging
 from pytake_common.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from pytake_common.migrations import schema_state
 from pytake_common.retention import Retention, RetentionWorker
 from pytake_common.revocation import RevocationList
 from pytake_common.security import JWKSVerifier
@@ -191,7 +192,7 @@ def health_router(settings: ServiceSettings, db: Database | None, check_broker: 
         return {"status": "ok"}
 
     @router.get("/readyz", include_in_schema=False)
-    async def readyz() -> Response:
+    async def readyz(request: Request) -> Response:
         checks: dict[str, str] = {}
         if db is not None:
             try:
@@ -199,6 +200,15 @@ def health_router(settings: ServiceSettings, db: Database | None, check_broker: 
                 checks["database"] = "ok"
             except Exception as exc:
                 checks["database"] = f"down: {type(exc).__name__}"
+            # ``serve`` gives the app its migration chain: during a rollout the new pods
+            # wait for their migration Job while the old ones keep serving.
+            chain = getattr(request.app.state, "schema_chain", None)
+            if chain and checks["database"] == "ok":
+                try:
+                    revision = await asyncio.wait_for(db.schema_revision(), 2.0)
+                    checks["schema"] = schema_state(revision, chain)
+                except Exception as exc:
+                    checks["schema"] = f"unknown: {type(exc).__name__}"
         if check_broker:
             ok = await broker_reachable(settings.kafka_bootstrap)
             checks["broker"] = "ok" if ok else "down"
