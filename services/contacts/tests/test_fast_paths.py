@@ -4,20 +4,16 @@ tokens; it is taken for plain requests; and it reads parameters only as FastAPI 
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, get_args, get_type_hints
+from typing import get_args, get_type_hints
 
 import jwt
 import pytest
-from annotated_types import Ge
-from fastapi import Header, Query
 from fastapi.params import Depends
-from pydantic import AfterValidator
 from sqlalchemy import text
 
 from pytake_common.revocation import SESSION_REVOKED
 from pytake_common.security import Reader
 from pytake_contacts.api import contacts, deps
-from pytake_contacts.api.strict import StrictParams, disjoint
 
 from .helpers import event
 
@@ -306,31 +302,3 @@ def test_the_readings_come_from_the_signatures():
         if isinstance(extra, Depends)
     ]
     assert dependencies == [get_args(Reader)[1].dependency, deps._reads, deps.contact_filter]
-
-
-async def aliased(x: Annotated[str | None, Query(alias="y")] = None) -> None: ...
-async def patterned(x: Annotated[str | None, Query(pattern="^a")] = None) -> None: ...
-async def listed(x: Annotated[list[str] | None, Query()] = None) -> None: ...
-async def required(x: uuid.UUID) -> None: ...
-async def header(x: Annotated[str | None, Header()] = None) -> None: ...
-async def floating(x: float = 1.0) -> None: ...
-async def bounded_uuid(x: Annotated[uuid.UUID | None, Query(max_length=3)] = None) -> None: ...
-async def constrained(x: Annotated[int | None, Ge(1)] = None) -> None: ...
-async def validated(x: Annotated[str | None, AfterValidator(str.upper)] = None) -> None: ...
-
-
-@pytest.mark.parametrize(
-    "function",
-    [aliased, patterned, listed, required, header, floating, bounded_uuid, constrained, validated],
-)
-def test_parameters_it_cannot_read_as_fastapi_does_are_refused(function):
-    with pytest.raises(TypeError):
-        StrictParams.of(function)
-
-
-def test_functions_that_share_a_parameter_are_refused():
-    async def one(x: str | None = None) -> None: ...
-    async def other(x: str | None = None, y: int = 1) -> None: ...
-
-    with pytest.raises(TypeError):
-        disjoint(StrictParams.of(one), StrictParams.of(other))

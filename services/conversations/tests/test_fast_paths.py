@@ -3,10 +3,13 @@ plain and unusual spellings, bad tokens and other organizations; and they are ta
 
 import uuid
 from datetime import datetime, timedelta
+from typing import get_args, get_type_hints
 
 import pytest
+from fastapi.params import Depends
 
-from pytake_conversations.api import messages, routes
+from pytake_common.security import Reader
+from pytake_conversations.api import deps, messages, routes
 
 from .support import Customer, deliver, opened, set_conversation
 
@@ -77,6 +80,15 @@ def cases(inbox, org) -> list[tuple[str, dict | list]]:
         (history, {"latest": "yes"}),
         (history, {"latest": "true", "before": str(uuid.uuid4())}),
         (history, {"limit": "-1"}),
+        ("/v1/conversations", [("status", "open"), ("status", "nope")]),
+        ("/v1/conversations", [("priority", "low"), ("priority", "low"), ("status", "closed")]),
+        ("/v1/conversations", [("assignee_id", agent), ("assignee_id", agent)]),
+        ("/v1/conversations", {"updated_since": "2020-01-01T00:00:00.5+03:00", "limit": "2"}),
+        ("/v1/conversations", {"updated_since": "2020-13-01T00:00:00Z"}),
+        ("/v1/conversations/counts", {"updated_since": "2999-01-01T00:00:00Z"}),
+        ("/v1/conversations/counts", {"limit": "1"}),
+        (history, {"include_notes": "false", "unknown": "x"}),
+        (history, [("latest", "true"), ("latest", "true")]),
         (f"/v1/conversations/{second.upper()}/messages", {}),
         ("/v1/conversations/not-a-uuid/messages", {}),
     ]
@@ -167,3 +179,74 @@ async def test_dependency_overrides_turn_the_fast_paths_off(app, client, tokens,
         opened_at = datetime.fromisoformat(item["last_inbound_at"])
         closes_at = datetime.fromisoformat(item["service_window_expires_at"])
         assert closes_at - opened_at == timedelta(hours=1)
+
+
+async def test_filters_lists_and_times_take_the_fast_path(
+    app, client, tokens, org, inbox, monkeypatch
+):
+    taken: list[str] = []
+    fast = routes.list_conversations.fast_path
+
+    async def counting(request):
+        response = await fast(request)
+        taken.append("fast" if response is not None else "fastapi")
+        return response
+
+    monkeypatch.setattr(routes.list_conversations, "fast_path", counting)
+    headers = tokens.headers(organization_id=org, role="agent")
+    params = [
+        ("status", "open"),
+        ("status", "pending"),
+        ("priority", "high"),
+        ("updated_since", "2020-01-01T00:00:00Z"),
+    ]
+    r = await client.get("/v1/conversations", params=params, headers=headers)
+    assert r.status_code == 200 and r.json()["items"]
+    assert taken == ["fast"]
+
+
+def dependencies(endpoint) -> list:
+    hints = get_type_hints(endpoint, include_extras=True).values()
+    return [
+        extra.dependency
+        for hint in hints
+        for extra in get_args(hint)[1:]
+        if isinstance(extra, Depends)
+    ]
+
+
+def test_the_readings_come_from_the_signatures():
+    filters = {
+        "status",
+        "assignee_id",
+        "department_id",
+        "unassigned",
+        "contact_id",
+        "number_id",
+        "has_unread",
+        "priority",
+        "updated_since",
+    }
+    assert set(routes.FILTER_PARAMS.readers) == filters
+    assert routes.FILTER_PARAMS.lists == {"status", "priority"}
+    assert routes.PAGE_PARAMS.defaults == {"limit": 50, "cursor": None}
+    assert routes.COUNTS_PARAMS.readers == {}
+    assert messages.HISTORY_PARAMS.defaults == {
+        "limit": 50,
+        "cursor": None,
+        "before": None,
+        "after": None,
+        "latest": False,
+        "include_notes": True,
+    }
+    assert set(messages.HISTORY_PARAMS.path) == {"conversation_id"}
+    # the fast paths do by hand what these dependencies do: a new one needs them too
+    reader = get_args(Reader)[1].dependency
+    assert dependencies(routes.list_conversations) == [
+        reader,
+        deps._reads,
+        deps._window_hours,
+        routes._filters,
+    ]
+    assert dependencies(routes.conversation_counts) == [reader, deps._reads, routes._filters]
+    assert dependencies(messages.list_messages) == [reader, deps._reads]

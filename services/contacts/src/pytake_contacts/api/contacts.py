@@ -13,6 +13,7 @@ from pytake_common.idempotency import IdempotencyGuard, fingerprint
 from pytake_common.ids import contact_id_for
 from pytake_common.reads import TenantReads
 from pytake_common.security import READERS, Principal, Reader, Worker, authorize
+from pytake_common.strict import StrictParams, Unusual, disjoint, read_query
 from pytake_common.web import FastPathRoute, fast_path
 from pytake_contacts.api.deps import (
     DB,
@@ -29,7 +30,6 @@ from pytake_contacts.api.schemas import (
     ContactPage,
     ContactPatch,
 )
-from pytake_contacts.api.strict import StrictParams, Unusual, disjoint, read_query
 from pytake_contacts.domain import (
     AGENT,
     PROFILE,

@@ -21,6 +21,7 @@ from pytake_common.idempotency import IdempotencyGuard, fingerprint
 from pytake_common.pagination import decode_cursor, encode_cursor
 from pytake_common.reads import TenantReads
 from pytake_common.security import READERS, Principal, Reader, Worker, authorize
+from pytake_common.strict import StrictParams, Unusual, read_query
 from pytake_common.web import FastPathRoute, fast_path
 from pytake_conversations.api.deps import (
     DB,
@@ -32,7 +33,6 @@ from pytake_conversations.api.deps import (
     reads_of,
 )
 from pytake_conversations.api.outbound import NoteInput, SendMessage
-from pytake_conversations.api.strict import StrictQuery, Unusual, strict_uuid
 from pytake_conversations.canned import render_canned
 from pytake_conversations.domain import (
     CLOSED,
@@ -73,34 +73,14 @@ ANCHOR = (
 )
 
 
-HISTORY_PARAMS = frozenset({"limit", "cursor", "before", "after", "latest", "include_notes"})
-HISTORY_LIMIT = 200
-
-
 async def _list_messages_fast(request: Request) -> Response | None:
+    """``list_messages`` without FastAPI's dependency solving, for plain requests."""
     try:
-        conversation_id = strict_uuid(request.path_params["conversation_id"])
-        query = StrictQuery(request, HISTORY_PARAMS)
-        limit = query.limit("limit", 50, HISTORY_LIMIT)
-        cursor = query.one("cursor")
-        before = query.uuid("before")
-        after = query.uuid("after")
-        latest = query.flag("latest")
-        include_notes = query.flag("include_notes")
+        (args,) = read_query(request, HISTORY_PARAMS)
     except Unusual:
         return None
     principal = await authorize(request, READERS)
-    return await history_page(
-        reads_of(request),
-        principal,
-        conversation_id,
-        limit,
-        cursor,
-        before,
-        after,
-        bool(latest),
-        include_notes is not False,
-    )
+    return await history_page(reads_of(request), principal, **args)
 
 
 @router.get("/{conversation_id}/messages", response_model=MessagePage)
@@ -126,6 +106,10 @@ async def list_messages(
     return await history_page(
         reads, principal, conversation_id, limit, cursor, before, after, latest, include_notes
     )
+
+
+#: the history's fast path's reading of the path (conversation_id) and the query
+HISTORY_PARAMS = StrictParams.of(list_messages, path=("conversation_id",))
 
 
 async def history_page(

@@ -5,7 +5,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, Self, get_args
+from typing import Annotated, Any, Literal, Self
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -15,6 +15,7 @@ from pytake_common.errors import InvalidInput
 from pytake_common.pagination import decode_cursor, encode_cursor
 from pytake_common.reads import TenantReads
 from pytake_common.security import READERS, Principal, Reader, Worker, authorize
+from pytake_common.strict import StrictParams, Unusual, disjoint, read_query
 from pytake_common.web import FastPathRoute, fast_path
 from pytake_conversations.api.deps import (
     DB,
@@ -25,7 +26,6 @@ from pytake_conversations.api.deps import (
     reads_of,
     window_hours_of,
 )
-from pytake_conversations.api.strict import StrictQuery, Unusual
 from pytake_conversations.domain import (
     CONVERSATION_STATUSES,
     INBOUND,
@@ -109,8 +109,8 @@ class ReadResult(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class Filters:
-    """The inbox filters, as validated by FastAPI (``_filters``) or read strictly by a
-    fast path (``_strict_filters``)."""
+    """The inbox filters, as ``_filters`` gives them (called by FastAPI, or by a fast path
+    with the values it read strictly)."""
 
     status: list[ConversationStatus] | None = None
     assignee_id: uuid.UUID | None = None
@@ -202,37 +202,6 @@ async def _filters(
 
 
 InboxFilters = Annotated[Filters, Depends(_filters)]
-FILTER_PARAMS = frozenset(
-    {
-        "status",
-        "assignee_id",
-        "department_id",
-        "unassigned",
-        "contact_id",
-        "number_id",
-        "has_unread",
-        "priority",
-        "updated_since",
-    }
-)
-STATUSES = frozenset(get_args(ConversationStatus))
-PRIORITIES = frozenset(get_args(Priority))
-INBOX_LIMIT = 200
-
-
-def _strict_filters(query: StrictQuery) -> Filters:
-    """What ``_filters`` gives, for the plain spellings (see api.strict)."""
-    query.absent("updated_since")  # a time: FastAPI parses it
-    return Filters(
-        status=query.choices("status", STATUSES),  # type: ignore[arg-type]
-        assignee_id=query.uuid("assignee_id"),
-        department_id=query.uuid("department_id"),
-        unassigned=query.flag("unassigned"),
-        contact_id=query.uuid("contact_id"),
-        number_id=query.uuid("number_id"),
-        has_unread=query.flag("has_unread"),
-        priority=query.choices("priority", PRIORITIES),  # type: ignore[arg-type]
-    )
 
 
 async def inbox_page(
@@ -268,16 +237,15 @@ async def inbox_page(
 
 
 async def _list_conversations_fast(request: Request) -> Response | None:
+    """``list_conversations`` without FastAPI's dependency solving, for plain requests."""
     try:
-        query = StrictQuery(request, FILTER_PARAMS | {"limit", "cursor"})
-        filters = _strict_filters(query)
-        limit = query.limit("limit", 50, INBOX_LIMIT)
-        cursor = query.one("cursor")
+        filter_args, page_args = read_query(request, FILTER_PARAMS, PAGE_PARAMS)
     except Unusual:
         return None
     principal = await authorize(request, READERS)
+    filters = await _filters(**filter_args)
     return await inbox_page(
-        reads_of(request), window_hours_of(request), principal, filters, limit, cursor
+        reads_of(request), window_hours_of(request), principal, filters, **page_args
     )
 
 
@@ -294,6 +262,11 @@ async def list_conversations(
     """The inbox, newest activity first (last message time, then id, both descending)."""
     return await inbox_page(reads, hours, principal, filters, limit, cursor)
 
+
+#: the list's fast path's reading of the query: the filters, then the page (limit, cursor)
+FILTER_PARAMS, PAGE_PARAMS = disjoint(
+    StrictParams.of(_filters), StrictParams.of(list_conversations)
+)
 
 COUNTS_SQL = (
     "SELECT status, sum(n) FROM conversation_counts WHERE organization_id = $1 GROUP BY status"
@@ -318,11 +291,13 @@ async def status_counts(
 
 
 async def _conversation_counts_fast(request: Request) -> Response | None:
+    """``conversation_counts`` without FastAPI's dependency solving, for plain requests."""
     try:
-        filters = _strict_filters(StrictQuery(request, FILTER_PARAMS))
+        filter_args, _ = read_query(request, FILTER_PARAMS, COUNTS_PARAMS)
     except Unusual:
         return None
     principal = await authorize(request, READERS)
+    filters = await _filters(**filter_args)
     counts = await status_counts(reads_of(request), principal, filters)
     return Response(page_json(counts), media_type="application/json")
 
@@ -334,6 +309,10 @@ async def conversation_counts(
 ) -> dict[str, int]:
     """How many conversations per status (with the same filters as the list, but status)."""
     return await status_counts(reads, principal, filters)
+
+
+#: the counts' fast path's reading of the query: the filters (the endpoint takes no other)
+_, COUNTS_PARAMS = disjoint(FILTER_PARAMS, StrictParams.of(conversation_counts))
 
 
 @router.get("/{conversation_id}", response_model=Conversation)
