@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -50,6 +51,17 @@ def postgres_cpu(postmaster: psutil.Process) -> float:
 
 def postmaster(pg: EmbeddedPostgres) -> psutil.Process:
     return psutil.Process(int((pg.pgdata / "postmaster.pid").read_text().split()[0]))
+
+
+def stop(process: subprocess.Popen[bytes] | None) -> None:
+    """Terminate a server a benchmark started (killed after 15 s)."""
+    if process is None:
+        return
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 def pct(values: list[float], p: float) -> float:

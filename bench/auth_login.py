@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import json
 import os
@@ -46,7 +45,7 @@ from pathlib import Path
 import httpx
 import psutil
 import uvloop
-from _measure import LeanClient
+from _measure import LeanClient, cpu, pct, postgres_cpu, postmaster, stop
 from argon2 import PasswordHasher, Type
 
 from pytake_auth.config import OWASP_ARGON2ID, Settings, argon2_is_owasp_compliant
@@ -57,11 +56,6 @@ PASSWORD = "bench passphrase 0123"
 _addresses = (
     b"10.%d.%d.%d" % abc for abc in itertools.product(range(256), range(256), range(1, 255))
 )
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 class Client(LeanClient):
@@ -127,18 +121,6 @@ def report(label: str, latencies: list[float], errors: int, elapsed: float) -> N
     )
 
 
-def process_cpu(p: psutil.Process, *, with_children: bool = False) -> float:
-    """CPU seconds of ``p`` (and, for the PostgreSQL postmaster, of its backends)."""
-    t = p.cpu_times()
-    total = float(t.user + t.system)
-    if with_children:
-        total += float(t.children_user + t.children_system)
-        for child in p.children():
-            with contextlib.suppress(psutil.NoSuchProcess):
-                total += process_cpu(child)
-    return total
-
-
 def event_loop_cpu(p: psutil.Process) -> float:
     """CPU seconds of the server's main thread (its event loop; hashing runs in others)."""
     main = next((t for t in p.threads() if t.id == p.pid), None)
@@ -151,7 +133,7 @@ async def bench(
     concurrency: int,
     duration: float,
     server: psutil.Process,
-    postmaster: psutil.Process | None,
+    pg_server: psutil.Process | None,
 ) -> None:
     client = Client(url, concurrency + 4)
     try:
@@ -159,17 +141,17 @@ async def bench(
         emails = await register_users(client, users)
         print(f"registered {len(emails)} users in {time.perf_counter() - t:.1f} s")
         report("1 client (serial)", *await run_clients(client, emails, 1, min(5.0, duration)))
-        watched = {"auth process": (server, False), "load generator": (psutil.Process(), False)}
-        if postmaster is not None:
-            watched["PostgreSQL"] = (postmaster, True)
-        before = {name: process_cpu(p, with_children=c) for name, (p, c) in watched.items()}
+        watched = {"auth process": (server, cpu), "load generator": (psutil.Process(), cpu)}
+        if pg_server is not None:
+            watched["PostgreSQL"] = (pg_server, postgres_cpu)
+        before = {name: used(p) for name, (p, used) in watched.items()}
         loop_before = event_loop_cpu(server)
         result = await run_clients(client, emails, concurrency, duration)
         report(f"{concurrency} clients", *result)
         logins = max(1, len(result[0]))
         total = 0.0
-        for name, (p, c) in watched.items():
-            used = (process_cpu(p, with_children=c) - before[name]) / logins * 1000
+        for name, (p, measure) in watched.items():
+            used = (measure(p) - before[name]) / logins * 1000
             total += used
             print(f"  {name} CPU per login: {used:.1f} ms")
             if p is server:
@@ -265,20 +247,18 @@ def main() -> None:
         server = subprocess.Popen([sys.executable, "-m", "pytake_auth", "serve"], env=env)
         url = f"http://127.0.0.1:{port}"
         wait_healthy(url, server)
-        postmaster = None
-        if pg is not None:
-            pid = int((pg.pgdata / "postmaster.pid").read_text().split()[0])
-            postmaster = psutil.Process(pid)
         uvloop.run(
-            bench(url, args.users, args.c, args.duration, psutil.Process(server.pid), postmaster)
+            bench(
+                url,
+                args.users,
+                args.c,
+                args.duration,
+                psutil.Process(server.pid),
+                postmaster(pg) if pg is not None else None,
+            )
         )
     finally:
-        if server is not None:
-            server.terminate()
-            try:
-                server.wait(15)
-            except subprocess.TimeoutExpired:
-                server.kill()
+        stop(server)
         if pg:
             pg.stop()
         shutil.rmtree(state, ignore_errors=True)

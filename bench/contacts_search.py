@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import random
 import secrets
@@ -35,7 +34,9 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlencode
@@ -44,7 +45,7 @@ import aiohttp
 import asyncpg
 import psutil
 import uvloop
-from _measure import LeanClient
+from _measure import LeanClient, cpu, pct, postgres_cpu, postmaster, stop
 
 import pytake_contacts
 from pytake_common.ids import contact_id_for
@@ -78,11 +79,6 @@ TYPO_QUERIES = [
     "francois", "jurgen muller", "soren", "jon smith", "micheal", "jenifer", "elizabet",
     "rodriges", "goncalves", "araujo", "hernandes", "thomson", "padaria avila", "wayne",
 ]  # fmt: skip
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 AREA_CODES = (11, 21, 31, 41, 51, 61, 71, 81, 85, 91, 12, 13, 14, 15, 16, 17, 18, 19, 22, 24)
@@ -234,24 +230,13 @@ def kind(params: dict[str, str]) -> str:
     return "q= name (+filter)" if len(params) > 1 else "q= name"
 
 
-def cpu_of(process: psutil.Process) -> float:
-    """User + system CPU seconds of ``process`` (and its children when it is PostgreSQL's
-    postmaster: the backends serving the service's pool live through the run)."""
-    processes = [process, *process.children()] if process.name() == "postgres" else [process]
-    total = 0.0
-    for p in processes:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            total += sum(p.cpu_times()[:2])
-    return total
-
-
 async def load(
     label: str,
     base: str,
     headers: dict[str, str],
     mix: list[dict[str, str]],
     c: int,
-    processes: dict[str, psutil.Process],
+    processes: dict[str, Callable[[], float]],
 ) -> None:
     errors = 0
     client = LeanClient(base, c)
@@ -299,9 +284,9 @@ async def load(
             f"{label}: warm-up, {len(warm_up)} requests, {c} concurrent clients: "
             f"{len(warm_up) / warm_elapsed:,.0f} req/s (not measured)"
         )
-        cpu0 = {name: cpu_of(p) for name, p in processes.items()}
+        cpu0 = {name: used() for name, used in processes.items()}
         by_kind, elapsed = await run(mix)
-        cpu = {name: cpu_of(p) - cpu0[name] for name, p in processes.items()}
+        cpu = {name: used() - cpu0[name] for name, used in processes.items()}
     finally:
         client.close()
     latencies = [t for values in by_kind.values() for t in values]
@@ -475,11 +460,12 @@ def main() -> None:
         )
         wait_for_port("127.0.0.1", gateway_port, timeout=60)
         mix = requests_mix(random.Random(3), tag_ids, args.n)
-        service_process = psutil.Process(service.pid)
-        measured = {"service": service_process, "load generator": psutil.Process()}
+        measured = {
+            "service": partial(cpu, psutil.Process(service.pid)),
+            "load generator": partial(cpu, psutil.Process()),
+        }
         if pg is not None:  # the embedded server: its CPU per request too
-            postmaster = int((pg.pgdata / "postmaster.pid").read_text().split()[0])
-            measured["postgres"] = psutil.Process(postmaster)
+            measured["postgres"] = partial(postgres_cpu, postmaster(pg))
         print(f"uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout}")
         uvloop.run(load("service direct", base, headers, mix, args.c, measured))
         uvloop.run(
@@ -489,7 +475,7 @@ def main() -> None:
                 headers,
                 mix,
                 args.c,
-                measured | {"gateway": psutil.Process(gateway.pid)},
+                measured | {"gateway": partial(cpu, psutil.Process(gateway.pid))},
             )
         )
         if args.rows:
@@ -498,12 +484,7 @@ def main() -> None:
             asyncio.run(explain(dsn, big, tag_ids))
     finally:
         for process in (gateway, service):
-            if process is not None:
-                process.terminate()
-                try:
-                    process.wait(15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            stop(process)
         if jwks_server is not None:
             jwks_server.shutdown()
         if pg:
