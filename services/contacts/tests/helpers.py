@@ -59,3 +59,16 @@ async def create_contact(client, headers, **body):
     r = await client.post("/v1/contacts", json=body, headers=headers)
     assert r.status_code == 201, r.text
     return r.json()
+
+
+async def pages(client, path, headers, **params):
+    """Every page of a cursor-paginated list, in order (each answered 200)."""
+    found, cursor = [], None
+    while True:
+        query = params | ({"cursor": cursor} if cursor else {})
+        r = await client.get(path, params=query, headers=headers)
+        assert r.status_code == 200, r.text
+        found.append(r.json()["items"])
+        cursor = r.json()["next_cursor"]
+        if not cursor:
+            return found

@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from pytake_contacts.tables import contact_interactions, users
 
-from .helpers import T0, create_contact, deliver, emitted, event, received, rows
+from .helpers import T0, create_contact, deliver, emitted, event, pages, received, rows
 
 
 async def _search(client, headers, **params):
@@ -213,17 +213,8 @@ async def test_assign_only_to_active_workers_of_the_org_and_timeline(
         await deliver(app, ev)
     again = appended.model_copy(update={"id": uuid.uuid4()})  # same fact, new event id
     await deliver(app, again)
-    kinds = []
-    cursor = None
-    while True:
-        params = {"limit": 3} | ({"cursor": cursor} if cursor else {})
-        page = (
-            await client.get(f"/v1/contacts/{c['id']}/timeline", params=params, headers=agent)
-        ).json()
-        kinds += [i["kind"] for i in page["items"]]
-        cursor = page["next_cursor"]
-        if not cursor:
-            break
+    timeline = await pages(client, f"/v1/contacts/{c['id']}/timeline", agent, limit=3)
+    kinds = [i["kind"] for page in timeline for i in page]
     assert sorted(kinds) == sorted(
         [
             "contact.created",

@@ -17,6 +17,7 @@ from pytake_contacts.handlers import HANDLERS, MESSAGE_RECEIVED, on_message_rece
 from pytake_contacts.tables import contacts
 
 from .conftest import MIGRATIONS
+from .helpers import pages
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -172,18 +173,9 @@ async def test_list_is_paginated_in_a_stable_order_and_searchable(app, client, t
     for i in range(7):
         await handle(app, received(org, wa_id=f"55119876543{i:02d}", name=f"Customer {i}"))
     headers = tokens.headers(organization_id=org, role="viewer")
-    seen, cursor, pages = [], None, 0
-    while True:
-        params = {"limit": 3} | ({"cursor": cursor} if cursor else {})
-        r = await client.get("/v1/contacts", params=params, headers=headers)
-        assert r.status_code == 200
-        body = r.json()
-        seen += [c["id"] for c in body["items"]]
-        pages += 1
-        cursor = body["next_cursor"]
-        if cursor is None:
-            break
-    assert pages == 3
+    walked = await pages(client, "/v1/contacts", headers, limit=3)
+    seen = [c["id"] for page in walked for c in page]
+    assert len(walked) == 3
     assert len(seen) == len(set(seen)) == 7
     rows = await contact_rows(app, org)
     expected = [str(r["id"]) for r in sorted(rows, key=lambda r: (r["created_at"], r["id"]))]

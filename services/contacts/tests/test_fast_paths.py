@@ -15,7 +15,7 @@ from pytake_common.revocation import SESSION_REVOKED
 from pytake_common.security import Reader
 from pytake_contacts.api import contacts, deps
 
-from .helpers import event
+from .helpers import event, pages
 
 LIST = "/v1/contacts"
 
@@ -268,14 +268,7 @@ async def test_a_fast_walk_through_the_pages_lists_everything_once(
     client, agent, book, query, count
 ):
     everything = (await client.get(LIST, params=query, headers=agent)).json()["items"]
-    walked, cursor = [], None
-    while True:
-        params = query | {"limit": "1"} | ({"cursor": cursor} if cursor else {})
-        page = (await client.get(LIST, params=params, headers=agent)).json()
-        walked += page["items"]
-        cursor = page["next_cursor"]
-        if cursor is None:
-            break
+    walked = [c for page in await pages(client, LIST, agent, **query, limit="1") for c in page]
     assert walked == everything and len(walked) == count
 
 

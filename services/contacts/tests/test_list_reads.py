@@ -10,19 +10,13 @@ from sqlalchemy import text
 from pytake_contacts.api.schemas import Contact
 from pytake_contacts.search import ContactFilter, page_query
 
-from .helpers import T0, create_contact
+from .helpers import T0, create_contact, pages
 
 
 async def _ids(client, headers, **params):
-    found, cursor = [], None
-    while True:
-        query = params | ({"cursor": cursor} if cursor else {})
-        r = await client.get("/v1/contacts", params=query, headers=headers)
-        assert r.status_code == 200, r.text
-        found += [c["id"] for c in r.json()["items"]]
-        cursor = r.json()["next_cursor"]
-        if not cursor:
-            return found
+    return [
+        c["id"] for page in await pages(client, "/v1/contacts", headers, **params) for c in page
+    ]
 
 
 async def test_list_items_are_the_models_json_with_tags(client, org, agent, tokens):

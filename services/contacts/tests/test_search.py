@@ -9,20 +9,14 @@ from sqlalchemy import text
 
 from pytake_contacts.search import encode_search_cursor
 
-from .helpers import T0, create_contact
+from .helpers import T0, create_contact, pages
 
 
 async def _names(client, headers, **params):
     """Every name the search lists, page by page, in the order the API gives them."""
-    found, cursor = [], None
-    while True:
-        query = params | ({"cursor": cursor} if cursor else {})
-        r = await client.get("/v1/contacts", params=query, headers=headers)
-        assert r.status_code == 200, r.text
-        found += [c["name"] for c in r.json()["items"]]
-        cursor = r.json()["next_cursor"]
-        if not cursor:
-            return found
+    return [
+        c["name"] for page in await pages(client, "/v1/contacts", headers, **params) for c in page
+    ]
 
 
 async def _insert(app, org, select: str, **params) -> None:
