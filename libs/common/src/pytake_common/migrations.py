@@ -85,15 +85,6 @@ def revisions(migrations_dir: Path) -> tuple[str, ...]:
     return tuple(reversed([r.revision for r in ScriptDirectory.from_config(cfg).walk_revisions()]))
 
 
-def schema_state(current: str | None, chain: tuple[str, ...]) -> str:
-    """``ok`` when the database is at the head of this code's ``chain``, or at a revision
-    the code does not know: a newer release's migration ran, and migrations are backward
-    compatible (docs/operations.md, expand, deploy, contract). Otherwise why not."""
-    if current == chain[-1] or (current is not None and current not in chain):
-        return "ok"
-    return f"behind: at {current or 'no revision'}, this code needs {chain[-1]}"
-
-
 def upgrade(migrations_dir: Path, url: str, app_role: str | None, revision: str = "head") -> None:
     asyncio.run(ensure_database(url))
     command.upgrade(alembic_config(migrations_dir, url, app_role), revision)

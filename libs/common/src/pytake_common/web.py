@@ -29,7 +29,6 @@ from pytake_common.errors import install_problem_handlers, problem
 from pytake_common.kafka import broker_reachable
 from pytake_common.logging import configure_logging
 from pytake_common.metrics import HTTP_LATENCY, HTTP_REQUESTS
-from pytake_common.migrations import schema_state
 from pytake_common.retention import Retention, RetentionWorker
 from pytake_common.revocation import RevocationList
 from pytake_common.security import JWKSVerifier
@@ -182,6 +181,15 @@ class FastPathRoute(APIRoute):
             return await handler(request)
 
         return route_handler
+
+
+def schema_state(current: str | None, chain: tuple[str, ...]) -> str:
+    """``ok`` when the database is at the head of this code's ``chain``, or at a revision
+    the code does not know: a newer release's migration ran, and migrations are backward
+    compatible (docs/operations.md, expand, deploy, contract). Otherwise why not."""
+    if current == chain[-1] or (current is not None and current not in chain):
+        return "ok"
+    return f"behind: at {current or 'no revision'}, this code needs {chain[-1]}"
 
 
 def health_router(settings: ServiceSettings, db: Database | None, check_broker: bool) -> APIRouter:
