@@ -400,3 +400,22 @@ def test_connection_poolers_keep_sessions(overlay, manifests):
     for pooler in manifests.of_kind("Pooler"):
         mode = pooler["spec"].get("pgbouncer", {}).get("poolMode", "session")
         assert mode == "session", f"{overlay}: Pooler {pooler['metadata']['name']} is {mode}"
+
+
+#: ingress-nginx's default ``upstream-keepalive-timeout`` (its ConfigMap; docs/operations.md).
+INGRESS_UPSTREAM_KEEPALIVE_S = 60
+
+
+def test_every_server_outlives_the_ingress_keepalive(overlay, manifests):
+    """A server that closes idle connections before the proxy pooling them does
+    turns some POSTs into 502s: every pod keeps them longer than ingress-nginx."""
+    from pytake_common.settings import ServiceSettings
+
+    default = ServiceSettings.model_fields["http_keepalive_s"].default
+    for deployment in manifests.of_kind("Deployment"):
+        name = deployment["metadata"]["name"]
+        if name == "meta-simulator":
+            continue  # dev-only, not behind the Ingress, started by its own __main__
+        env = manifests.environment("Deployment", name)
+        keepalive = int(env.get("PYTAKE_HTTP_KEEPALIVE_S", default))
+        assert keepalive > INGRESS_UPSTREAM_KEEPALIVE_S, f"{overlay}: {name} keeps {keepalive} s"
