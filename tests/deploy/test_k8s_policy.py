@@ -2,7 +2,9 @@
 resources, secrets only by reference, autoscaling and disruption budgets,
 default-deny networking, and monitoring for every service."""
 
+import math
 import re
+from pathlib import Path
 
 from pytake_common.reads import READ_POOL_SIZE
 from pytake_contacts.app import LIST_READS
@@ -10,6 +12,7 @@ from pytake_contacts.app import LIST_READS
 #: Names whose value is a secret, by suffix (PYTAKE_PASSWORD_HASH_CONCURRENCY is not).
 SENSITIVE = re.compile(r"(SECRET|PASSWORD|TOKEN|KEY|CREDENTIALS?|DATABASE_URL|URI|DSN)$", re.I)
 UID = 10001
+K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 
 
 def test_pods_are_hardened(overlay, manifests):
@@ -295,6 +298,43 @@ EXTRA_CONNECTIONS = {
 }
 
 
+def surge(deployment, replicas: int) -> int:
+    """Pods a rolling update may add above ``replicas`` (Kubernetes rounds a
+    percentage up; the default is 25%)."""
+    strategy = deployment["spec"].get("strategy", {})
+    if strategy.get("type") == "Recreate":
+        return 0
+    value = strategy.get("rollingUpdate", {}).get("maxSurge", "25%")
+    if isinstance(value, str) and value.endswith("%"):
+        return math.ceil(replicas * int(value[:-1]) / 100)
+    return int(value)
+
+
+def connections_at_most(manifests, app) -> int:
+    """The most connections ``app``'s pods and its migration Job hold at once."""
+    hpa = next(
+        h
+        for h in manifests.of_kind("HorizontalPodAutoscaler")
+        if h["spec"]["scaleTargetRef"]["name"] == app.name
+    )
+    replicas = hpa["spec"]["maxReplicas"]
+    pods = replicas + surge(manifests.named("Deployment", app.name), replicas)
+    per_pod = 2 * pool_size(app) + 2 + EXTRA_CONNECTIONS.get(app.name, 0)
+    # `migrate` opens one connection at a time (create-database check, then Alembic).
+    job = manifests.named("Job", f"{app.name}-migrate")
+    return pods * per_pod + job["spec"].get("parallelism", 1)
+
+
+def test_the_budget_counts_the_surge_and_the_job(render_kustomization, apps):
+    """The arithmetic above, on the shipped numbers: prod's 6 pods of auth may be 7
+    during a rollout (maxSurge 1), each 22 connections, plus the Job's one."""
+    prod = render_kustomization(K8S / "overlays" / "prod")
+    auth = next(a for a in apps if a.name == "auth")
+    assert connections_at_most(prod, auth) == 7 * 22 + 1
+    deployment = {"spec": {"strategy": {"rollingUpdate": {"maxSurge": "25%"}}}}
+    assert surge(deployment, 6) == 2 and surge({"spec": {}}, 4) == 1
+
+
 def test_every_database_service_has_its_own_cluster(overlay, app, manifests):
     if not app.has_db:
         assert not any(
@@ -320,20 +360,16 @@ def test_every_database_service_has_its_own_cluster(overlay, app, manifests):
     assert owner["login"] is True and "pytake_app" in owner["inRoles"]
     assert "passwordSecret" not in owner, "the owner keeps CloudNativePG's generated password"
     assert spec.get("enableSuperuserAccess") is False
-    # Connection budget: every pod the HPA allows, each with its pool and
-    # overflow, the outbox relay's own two connections and its service's own
-    # (EXTRA_CONNECTIONS), plus the migration
-    # Job, fit under the owner's limit, which leaves room under max_connections
-    # for the operator, replication and backups.
-    hpa = next(
-        h
-        for h in manifests.of_kind("HorizontalPodAutoscaler")
-        if h["spec"]["scaleTargetRef"]["name"] == app.name
-    )
-    per_pod = 2 * pool_size(app) + 2 + EXTRA_CONNECTIONS.get(app.name, 0)
-    needed = hpa["spec"]["maxReplicas"] * per_pod + 1
+    # Connection budget: every pod that can run at once (the HPA's maximum plus
+    # the rolling update's surge on top of it), each with its pool and overflow,
+    # the outbox relay's own two connections and its service's own
+    # (EXTRA_CONNECTIONS), plus the migration Job's pods (one connection each),
+    # fit under the owner's limit, which leaves room under max_connections for
+    # the operator, replication and backups.
+    needed = connections_at_most(manifests, app)
     limit = owner["connectionLimit"]
-    assert needed <= limit <= int(spec["postgresql"]["parameters"]["max_connections"]) - 20
+    assert needed <= limit, f"{overlay}: {app.name} may open {needed} > {limit}"
+    assert limit <= int(spec["postgresql"]["parameters"]["max_connections"]) - 20
     for kind, name in (("Deployment", app.name), ("Job", f"{app.name}-migrate")):
         env = {
             e["name"]: e
