@@ -455,3 +455,54 @@ def test_every_server_outlives_the_ingress_keepalive(overlay, manifests):
         env = manifests.environment("Deployment", name)
         keepalive = int(env.get("PYTAKE_HTTP_KEEPALIVE_S", default))
         assert keepalive > INGRESS_UPSTREAM_KEEPALIVE_S, f"{overlay}: {name} keeps {keepalive} s"
+
+
+def kafka_pod(pool):
+    """The labels Strimzi puts on a pod of a KafkaNodePool."""
+    return {
+        "strimzi.io/cluster": pool["metadata"]["labels"]["strimzi.io/cluster"],
+        "strimzi.io/pool-name": pool["metadata"]["name"],
+        "strimzi.io/kind": "Kafka",
+    }
+
+
+def test_kafka_survives_losing_one_node(overlay, manifests):
+    (kafka,) = manifests.of_kind("Kafka")
+    (pool,) = manifests.of_kind("KafkaNodePool")
+    nodes = pool["spec"]["replicas"]
+    config = kafka["spec"]["kafka"]["config"]
+    pairs = [
+        ("cluster default", config["default.replication.factor"], config["min.insync.replicas"]),
+        (
+            "transaction state",
+            config["transaction.state.log.replication.factor"],
+            config["transaction.state.log.min.isr"],
+        ),
+        ("consumer offsets", config["offsets.topic.replication.factor"], None),
+    ] + [
+        (t["metadata"]["name"], t["spec"]["replicas"], t["spec"]["config"]["min.insync.replicas"])
+        for t in manifests.of_kind("KafkaTopic")
+    ]
+    for name, replicas, min_isr in pairs:
+        assert replicas <= nodes, f"{overlay}: {name}"
+        if nodes == 1:
+            assert replicas == 1 and min_isr in (1, None), f"{overlay}: {name}"
+            continue
+        # One node down leaves replicas - 1 in sync: writes with acks=all go on,
+        # and a write is still on two nodes before it is acknowledged.
+        assert replicas >= 3, f"{overlay}: {name}"
+        if min_isr is not None:
+            assert 2 <= min_isr <= replicas - 1, f"{overlay}: {name}"
+    if nodes == 1:
+        return
+    assert "controller" in pool["spec"]["roles"] and nodes % 2 == 1, "a quorum that survives one"
+    pod = pool["spec"].get("template", {}).get("pod", {})
+    anti = pod.get("affinity", {}).get("podAntiAffinity", {})
+    required = anti.get("requiredDuringSchedulingIgnoredDuringExecution", [])
+    assert any(
+        term["topologyKey"] == "kubernetes.io/hostname"
+        and manifests.selects(term["labelSelector"], kafka_pod(pool))
+        for term in required
+    ), f"{overlay}: two Kafka nodes may share a Kubernetes node"
+    rack = kafka["spec"]["kafka"].get("rack", {})
+    assert rack.get("topologyKey") == "topology.kubernetes.io/zone", f"{overlay}: no rack awareness"
