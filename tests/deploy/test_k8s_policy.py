@@ -2,6 +2,7 @@
 resources, secrets only by reference, autoscaling and disruption budgets,
 default-deny networking, and monitoring for every service."""
 
+import ipaddress
 import math
 import re
 from pathlib import Path
@@ -506,3 +507,60 @@ def test_kafka_survives_losing_one_node(overlay, manifests):
     ), f"{overlay}: two Kafka nodes may share a Kubernetes node"
     rack = kafka["spec"]["kafka"].get("rack", {})
     assert rack.get("topologyKey") == "topology.kubernetes.io/zone", f"{overlay}: no rack awareness"
+
+
+def egress_to_address(manifests, labels, address, port, protocol="TCP"):
+    """Whether the NetworkPolicies let pods labelled ``labels`` send to ``address``
+    (outside any pod: matched by ipBlock only) on ``port``/``protocol``."""
+    ip = ipaddress.ip_address(address)
+
+    def in_block(block):
+        network = ipaddress.ip_network(block["cidr"])
+        if ip.version != network.version or ip not in network:
+            return False
+        return not any(
+            ip in ipaddress.ip_network(e)
+            for e in block.get("except", [])
+            if ipaddress.ip_network(e).version == ip.version
+        )
+
+    def port_allowed(rule):
+        ports = rule.get("ports")
+        return not ports or any(
+            p.get("port") in {port, None} and p.get("protocol", "TCP") == protocol for p in ports
+        )
+
+    return any(
+        port_allowed(rule)
+        and (
+            "to" not in rule
+            or any("ipBlock" in to and in_block(to["ipBlock"]) for to in rule["to"])
+        )
+        for p in manifests.of_kind("NetworkPolicy")
+        if "Egress" in p["spec"].get("policyTypes", [])
+        and manifests.selects(p["spec"]["podSelector"], labels)
+        for rule in p["spec"].get("egress", [])
+    )
+
+
+#: Where the AWS credential chain asks for credentials without a key Secret.
+CREDENTIAL_ENDPOINTS = ("169.254.169.254", "169.254.170.23", "fd00:ec2::254", "fd00:ec2::23")
+
+
+def test_dns_works_with_nodelocal_dnscache(overlay, manifests):
+    for where, _ in manifests.pod_specs():
+        kind, name = where.split("/")
+        labels = manifests.named(kind, name)["spec"]["template"]["metadata"]["labels"]
+        for protocol in ("UDP", "TCP"):
+            assert egress_to_address(manifests, labels, "169.254.20.10", 53, protocol), where
+
+
+def test_s3_credential_endpoints_reach_only_whatsapp_gateway(overlay, manifests):
+    """docs/operations.md offers instance roles and EKS Pod Identity for S3 media:
+    whatsapp-gateway (the only S3 user) must reach their endpoints, nothing else."""
+    for deployment in manifests.of_kind("Deployment"):
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        name = deployment["metadata"]["name"]
+        for address in CREDENTIAL_ENDPOINTS:
+            allowed = egress_to_address(manifests, labels, address, 80)
+            assert allowed is (name == "whatsapp-gateway"), f"{overlay}: {name} -> {address}"
