@@ -257,14 +257,86 @@ def test_every_service_is_scraped(overlay, manifests):
         assert {e["port"] for e in covering[0]["spec"]["endpoints"]} <= ports
 
 
+def ingress_location(manifests, host, path):
+    """The (Ingress, path rule) ingress-nginx serves ``path`` of ``host`` with:
+    an Exact rule first, else the longest Prefix rule (whole segments)."""
+    candidates = []
+    for ingress in manifests.of_kind("Ingress"):
+        for rule in ingress["spec"]["rules"]:
+            if rule["host"] != host:
+                continue
+            for entry in rule["http"]["paths"]:
+                prefix, kind = entry["path"], entry["pathType"]
+                if kind == "Exact" and path == prefix:
+                    return ingress, entry
+                segments = prefix.rstrip("/")
+                if kind == "Prefix" and (
+                    prefix == "/" or path == segments or path.startswith(segments + "/")
+                ):
+                    candidates.append((len(segments), ingress, entry))
+    assert candidates, f"nothing serves {host}{path}"
+    _, ingress, entry = max(candidates, key=lambda c: c[0])
+    return ingress, entry
+
+
+def mebibytes(size):
+    units = {"k": 1 / 1024, "m": 1, "g": 1024}
+    return float(size[:-1]) * units[size[-1].lower()]
+
+
+#: Paths only Prometheus, the kubelet and operators may call (docs/operations.md).
+INTERNAL_PATHS = (
+    "/metrics",
+    "/readyz",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+    "/openapi.json",
+)
+
+
 def test_ingress_exposes_only_the_gateway(overlay, manifests):
-    (ingress,) = manifests.of_kind("Ingress")
-    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == "3m"
-    paths = {}
-    for rule in ingress["spec"]["rules"]:
-        for path in rule["http"]["paths"]:
-            paths[path["path"]] = path["backend"]["service"]["name"]
-    assert paths == {"/": "api-gateway", "/webhooks/whatsapp": "api-gateway"}
+    ingresses = manifests.of_kind("Ingress")
+    hosts = {r["host"] for i in ingresses for r in i["spec"]["rules"]}
+    assert len(hosts) == 1, hosts
+    for ingress in ingresses:
+        assert ingress["spec"]["ingressClassName"] == "nginx"
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                assert path["backend"]["service"]["name"] == "api-gateway", path
+        assert ingress["spec"].get("tls") == ingresses[0]["spec"].get("tls"), "one certificate"
+
+
+def test_ingress_body_limits_agree_with_the_services(overlay, manifests):
+    """The contact import takes 64 MiB end to end; every other path keeps 3 MiB."""
+    from pytake_contacts.config import Settings as ContactsSettings
+
+    (host,) = {r["host"] for i in manifests.of_kind("Ingress") for r in i["spec"]["rules"]}
+    annotation = "nginx.ingress.kubernetes.io/proxy-body-size"
+    imports, _ = ingress_location(manifests, host, "/v1/contacts/import")
+    limit = ContactsSettings.model_fields["import_max_bytes"].default
+    assert mebibytes(imports["metadata"]["annotations"][annotation]) * 2**20 >= limit
+    assert (
+        imports["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-request-buffering"]
+        == "off"
+    )
+    for path in ("/v1/contacts", "/v1/contacts/import/x", "/v1/auth/login", "/webhooks/whatsapp"):
+        ingress, _ = ingress_location(manifests, host, path)
+        assert ingress["metadata"]["annotations"][annotation] == "3m", path
+
+
+def test_internal_paths_are_refused_at_the_ingress(overlay, manifests):
+    (host,) = {r["host"] for i in manifests.of_kind("Ingress") for r in i["spec"]["rules"]}
+    for path in INTERNAL_PATHS:
+        ingress, _ = ingress_location(manifests, host, path)
+        annotations = ingress["metadata"].get("annotations", {})
+        denied = annotations.get("nginx.ingress.kubernetes.io/denylist-source-range", "")
+        assert {"0.0.0.0/0", "::/0"} <= {d.strip() for d in denied.split(",")}, path
+    for path in ("/v1/contacts", "/webhooks/whatsapp", "/healthz", "/v1/stream"):
+        ingress, _ = ingress_location(manifests, host, path)
+        assert "nginx.ingress.kubernetes.io/denylist-source-range" not in ingress["metadata"].get(
+            "annotations", {}
+        ), path
 
 
 def test_every_topic_and_dlq_exists(overlay, manifests, topics):
