@@ -636,3 +636,56 @@ def test_s3_credential_endpoints_reach_only_whatsapp_gateway(overlay, manifests)
         for address in CREDENTIAL_ENDPOINTS:
             allowed = egress_to_address(manifests, labels, address, 80)
             assert allowed is (name == "whatsapp-gateway"), f"{overlay}: {name} -> {address}"
+
+
+def cpu_cores(quantity):
+    text = str(quantity)
+    return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def hpa_of(manifests, name):
+    return next(
+        h
+        for h in manifests.of_kind("HorizontalPodAutoscaler")
+        if h["spec"]["scaleTargetRef"]["name"] == name
+    )
+
+
+def test_gateway_rate_limits_are_divided_by_its_pod_count(overlay, manifests):
+    """Each gateway pod enforces ``limit / PYTAKE_RATELIMIT_GATEWAY_REPLICAS`` of an
+    organization's rate: that must be the HPA's minimum (scaling out then loosens
+    the limit, never tightens it below the plan)."""
+    from pytake_api_gateway.config import Settings as GatewaySettings
+
+    default = GatewaySettings.model_fields["ratelimit_gateway_replicas"].default
+    env = manifests.environment("Deployment", "api-gateway")
+    replicas = int(env.get("PYTAKE_RATELIMIT_GATEWAY_REPLICAS", default))
+    assert replicas == hpa_of(manifests, "api-gateway")["spec"]["minReplicas"], overlay
+
+
+def test_autoscaling_thresholds_fit_one_event_loop(overlay, manifests):
+    """The HPA compares usage with the CPU *request*: the point where it scales out
+    (request x target) must leave a pod's event loop (one core) room, yet not be so
+    low that an idle service runs at its maximum. metrics-server must run."""
+    for hpa in manifests.of_kind("HorizontalPodAutoscaler"):
+        name = hpa["spec"]["scaleTargetRef"]["name"]
+        if hpa["spec"]["minReplicas"] == hpa["spec"]["maxReplicas"]:
+            continue  # nothing to scale (dev)
+        (metric,) = hpa["spec"]["metrics"]
+        assert metric["resource"]["name"] == "cpu"
+        target = metric["resource"]["target"]["averageUtilization"] / 100
+        container = manifests.named("Deployment", name)["spec"]["template"]["spec"]["containers"][0]
+        request = cpu_cores(container["resources"]["requests"]["cpu"])
+        limit = cpu_cores(container["resources"]["limits"]["cpu"])
+        assert request <= limit, name
+        assert 0.3 <= request * target <= 0.8, (
+            f"{overlay}: {name} scales out at {request * target} cores"
+        )
+
+
+def test_auth_has_a_core_per_concurrent_hash(render_kustomization):
+    prod = render_kustomization(K8S / "overlays" / "prod")
+    env = prod.environment("Deployment", "auth")
+    container = prod.named("Deployment", "auth")["spec"]["template"]["spec"]["containers"][0]
+    limit = cpu_cores(container["resources"]["limits"]["cpu"])
+    assert int(env["PYTAKE_PASSWORD_HASH_CONCURRENCY"]) <= limit
