@@ -94,6 +94,7 @@ METRICS = frozenset(
         "pytake_outbox_published_total",
         "pytake_outbox_publish_errors_total",
         "pytake_consumer_lag",
+        "pytake_broker_up",
         "pytake_events_consumed_total",
         "pytake_events_dead_lettered_total",
         "pytake_webhook_deliveries_total",
@@ -143,6 +144,17 @@ class Rendered:
         matches = [d for d in self.of_kind(kind) if d["metadata"]["name"] == name]
         assert len(matches) == 1, f"expected one {kind}/{name} in {self.path}, found {len(matches)}"
         return matches[0]
+
+    def environment(self, kind: str, name: str) -> dict[str, str]:
+        """The plain environment of a workload's first container: its ConfigMaps
+        (envFrom) overlaid with its literal ``env`` values."""
+        container = self.named(kind, name)["spec"]["template"]["spec"]["containers"][0]
+        configs = {c["metadata"]["name"]: c.get("data", {}) for c in self.of_kind("ConfigMap")}
+        env: dict[str, str] = {}
+        for source in container.get("envFrom", []):
+            env |= configs[source["configMapRef"]["name"]]
+        env |= {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+        return env
 
     def pod_specs(self) -> Iterator[tuple[str, Manifest]]:
         """(``Kind/name``, pod spec) for every workload that runs pods."""

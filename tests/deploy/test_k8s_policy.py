@@ -2,7 +2,10 @@
 resources, secrets only by reference, autoscaling and disruption budgets,
 default-deny networking, and monitoring for every service."""
 
+import ipaddress
+import math
 import re
+from pathlib import Path
 
 from pytake_common.reads import READ_POOL_SIZE
 from pytake_contacts.app import LIST_READS
@@ -10,6 +13,7 @@ from pytake_contacts.app import LIST_READS
 #: Names whose value is a secret, by suffix (PYTAKE_PASSWORD_HASH_CONCURRENCY is not).
 SENSITIVE = re.compile(r"(SECRET|PASSWORD|TOKEN|KEY|CREDENTIALS?|DATABASE_URL|URI|DSN)$", re.I)
 UID = 10001
+K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 
 
 def test_pods_are_hardened(overlay, manifests):
@@ -253,14 +257,86 @@ def test_every_service_is_scraped(overlay, manifests):
         assert {e["port"] for e in covering[0]["spec"]["endpoints"]} <= ports
 
 
+def ingress_location(manifests, host, path):
+    """The (Ingress, path rule) ingress-nginx serves ``path`` of ``host`` with:
+    an Exact rule first, else the longest Prefix rule (whole segments)."""
+    candidates = []
+    for ingress in manifests.of_kind("Ingress"):
+        for rule in ingress["spec"]["rules"]:
+            if rule["host"] != host:
+                continue
+            for entry in rule["http"]["paths"]:
+                prefix, kind = entry["path"], entry["pathType"]
+                if kind == "Exact" and path == prefix:
+                    return ingress, entry
+                segments = prefix.rstrip("/")
+                if kind == "Prefix" and (
+                    prefix == "/" or path == segments or path.startswith(segments + "/")
+                ):
+                    candidates.append((len(segments), ingress, entry))
+    assert candidates, f"nothing serves {host}{path}"
+    _, ingress, entry = max(candidates, key=lambda c: c[0])
+    return ingress, entry
+
+
+def mebibytes(size):
+    units = {"k": 1 / 1024, "m": 1, "g": 1024}
+    return float(size[:-1]) * units[size[-1].lower()]
+
+
+#: Paths only Prometheus, the kubelet and operators may call (docs/operations.md).
+INTERNAL_PATHS = (
+    "/metrics",
+    "/readyz",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+    "/openapi.json",
+)
+
+
 def test_ingress_exposes_only_the_gateway(overlay, manifests):
-    (ingress,) = manifests.of_kind("Ingress")
-    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == "3m"
-    paths = {}
-    for rule in ingress["spec"]["rules"]:
-        for path in rule["http"]["paths"]:
-            paths[path["path"]] = path["backend"]["service"]["name"]
-    assert paths == {"/": "api-gateway", "/webhooks/whatsapp": "api-gateway"}
+    ingresses = manifests.of_kind("Ingress")
+    hosts = {r["host"] for i in ingresses for r in i["spec"]["rules"]}
+    assert len(hosts) == 1, hosts
+    for ingress in ingresses:
+        assert ingress["spec"]["ingressClassName"] == "nginx"
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                assert path["backend"]["service"]["name"] == "api-gateway", path
+        assert ingress["spec"].get("tls") == ingresses[0]["spec"].get("tls"), "one certificate"
+
+
+def test_ingress_body_limits_agree_with_the_services(overlay, manifests):
+    """The contact import takes 64 MiB end to end; every other path keeps 3 MiB."""
+    from pytake_contacts.config import Settings as ContactsSettings
+
+    (host,) = {r["host"] for i in manifests.of_kind("Ingress") for r in i["spec"]["rules"]}
+    annotation = "nginx.ingress.kubernetes.io/proxy-body-size"
+    imports, _ = ingress_location(manifests, host, "/v1/contacts/import")
+    limit = ContactsSettings.model_fields["import_max_bytes"].default
+    assert mebibytes(imports["metadata"]["annotations"][annotation]) * 2**20 >= limit
+    assert (
+        imports["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-request-buffering"]
+        == "off"
+    )
+    for path in ("/v1/contacts", "/v1/contacts/import/x", "/v1/auth/login", "/webhooks/whatsapp"):
+        ingress, _ = ingress_location(manifests, host, path)
+        assert ingress["metadata"]["annotations"][annotation] == "3m", path
+
+
+def test_internal_paths_are_refused_at_the_ingress(overlay, manifests):
+    (host,) = {r["host"] for i in manifests.of_kind("Ingress") for r in i["spec"]["rules"]}
+    for path in INTERNAL_PATHS:
+        ingress, _ = ingress_location(manifests, host, path)
+        annotations = ingress["metadata"].get("annotations", {})
+        denied = annotations.get("nginx.ingress.kubernetes.io/denylist-source-range", "")
+        assert {"0.0.0.0/0", "::/0"} <= {d.strip() for d in denied.split(",")}, path
+    for path in ("/v1/contacts", "/webhooks/whatsapp", "/healthz", "/v1/stream"):
+        ingress, _ = ingress_location(manifests, host, path)
+        assert "nginx.ingress.kubernetes.io/denylist-source-range" not in ingress["metadata"].get(
+            "annotations", {}
+        ), path
 
 
 def test_every_topic_and_dlq_exists(overlay, manifests, topics):
@@ -295,6 +371,43 @@ EXTRA_CONNECTIONS = {
 }
 
 
+def surge(deployment, replicas: int) -> int:
+    """Pods a rolling update may add above ``replicas`` (Kubernetes rounds a
+    percentage up; the default is 25%)."""
+    strategy = deployment["spec"].get("strategy", {})
+    if strategy.get("type") == "Recreate":
+        return 0
+    value = strategy.get("rollingUpdate", {}).get("maxSurge", "25%")
+    if isinstance(value, str) and value.endswith("%"):
+        return math.ceil(replicas * int(value[:-1]) / 100)
+    return int(value)
+
+
+def connections_at_most(manifests, app) -> int:
+    """The most connections ``app``'s pods and its migration Job hold at once."""
+    hpa = next(
+        h
+        for h in manifests.of_kind("HorizontalPodAutoscaler")
+        if h["spec"]["scaleTargetRef"]["name"] == app.name
+    )
+    replicas = hpa["spec"]["maxReplicas"]
+    pods = replicas + surge(manifests.named("Deployment", app.name), replicas)
+    per_pod = 2 * pool_size(app) + 2 + EXTRA_CONNECTIONS.get(app.name, 0)
+    # `migrate` opens one connection at a time (create-database check, then Alembic).
+    job = manifests.named("Job", f"{app.name}-migrate")
+    return pods * per_pod + job["spec"].get("parallelism", 1)
+
+
+def test_the_budget_counts_the_surge_and_the_job(render_kustomization, apps):
+    """The arithmetic above, on the shipped numbers: prod's 6 pods of auth may be 7
+    during a rollout (maxSurge 1), each 22 connections, plus the Job's one."""
+    prod = render_kustomization(K8S / "overlays" / "prod")
+    auth = next(a for a in apps if a.name == "auth")
+    assert connections_at_most(prod, auth) == 7 * 22 + 1
+    deployment = {"spec": {"strategy": {"rollingUpdate": {"maxSurge": "25%"}}}}
+    assert surge(deployment, 6) == 2 and surge({"spec": {}}, 4) == 1
+
+
 def test_every_database_service_has_its_own_cluster(overlay, app, manifests):
     if not app.has_db:
         assert not any(
@@ -320,20 +433,16 @@ def test_every_database_service_has_its_own_cluster(overlay, app, manifests):
     assert owner["login"] is True and "pytake_app" in owner["inRoles"]
     assert "passwordSecret" not in owner, "the owner keeps CloudNativePG's generated password"
     assert spec.get("enableSuperuserAccess") is False
-    # Connection budget: every pod the HPA allows, each with its pool and
-    # overflow, the outbox relay's own two connections and its service's own
-    # (EXTRA_CONNECTIONS), plus the migration
-    # Job, fit under the owner's limit, which leaves room under max_connections
-    # for the operator, replication and backups.
-    hpa = next(
-        h
-        for h in manifests.of_kind("HorizontalPodAutoscaler")
-        if h["spec"]["scaleTargetRef"]["name"] == app.name
-    )
-    per_pod = 2 * pool_size(app) + 2 + EXTRA_CONNECTIONS.get(app.name, 0)
-    needed = hpa["spec"]["maxReplicas"] * per_pod + 1
+    # Connection budget: every pod that can run at once (the HPA's maximum plus
+    # the rolling update's surge on top of it), each with its pool and overflow,
+    # the outbox relay's own two connections and its service's own
+    # (EXTRA_CONNECTIONS), plus the migration Job's pods (one connection each),
+    # fit under the owner's limit, which leaves room under max_connections for
+    # the operator, replication and backups.
+    needed = connections_at_most(manifests, app)
     limit = owner["connectionLimit"]
-    assert needed <= limit <= int(spec["postgresql"]["parameters"]["max_connections"]) - 20
+    assert needed <= limit, f"{overlay}: {app.name} may open {needed} > {limit}"
+    assert limit <= int(spec["postgresql"]["parameters"]["max_connections"]) - 20
     for kind, name in (("Deployment", app.name), ("Job", f"{app.name}-migrate")):
         env = {
             e["name"]: e
@@ -400,3 +509,183 @@ def test_connection_poolers_keep_sessions(overlay, manifests):
     for pooler in manifests.of_kind("Pooler"):
         mode = pooler["spec"].get("pgbouncer", {}).get("poolMode", "session")
         assert mode == "session", f"{overlay}: Pooler {pooler['metadata']['name']} is {mode}"
+
+
+#: ingress-nginx's default ``upstream-keepalive-timeout`` (its ConfigMap; docs/operations.md).
+INGRESS_UPSTREAM_KEEPALIVE_S = 60
+
+
+def test_every_server_outlives_the_ingress_keepalive(overlay, manifests):
+    """A server that closes idle connections before the proxy pooling them does
+    turns some POSTs into 502s: every pod keeps them longer than ingress-nginx."""
+    from pytake_common.settings import ServiceSettings
+
+    default = ServiceSettings.model_fields["http_keepalive_s"].default
+    for deployment in manifests.of_kind("Deployment"):
+        name = deployment["metadata"]["name"]
+        if name == "meta-simulator":
+            continue  # dev-only, not behind the Ingress, started by its own __main__
+        env = manifests.environment("Deployment", name)
+        keepalive = int(env.get("PYTAKE_HTTP_KEEPALIVE_S", default))
+        assert keepalive > INGRESS_UPSTREAM_KEEPALIVE_S, f"{overlay}: {name} keeps {keepalive} s"
+
+
+def kafka_pod(pool):
+    """The labels Strimzi puts on a pod of a KafkaNodePool."""
+    return {
+        "strimzi.io/cluster": pool["metadata"]["labels"]["strimzi.io/cluster"],
+        "strimzi.io/pool-name": pool["metadata"]["name"],
+        "strimzi.io/kind": "Kafka",
+    }
+
+
+def test_kafka_survives_losing_one_node(overlay, manifests):
+    (kafka,) = manifests.of_kind("Kafka")
+    (pool,) = manifests.of_kind("KafkaNodePool")
+    nodes = pool["spec"]["replicas"]
+    config = kafka["spec"]["kafka"]["config"]
+    pairs = [
+        ("cluster default", config["default.replication.factor"], config["min.insync.replicas"]),
+        (
+            "transaction state",
+            config["transaction.state.log.replication.factor"],
+            config["transaction.state.log.min.isr"],
+        ),
+        ("consumer offsets", config["offsets.topic.replication.factor"], None),
+    ] + [
+        (t["metadata"]["name"], t["spec"]["replicas"], t["spec"]["config"]["min.insync.replicas"])
+        for t in manifests.of_kind("KafkaTopic")
+    ]
+    for name, replicas, min_isr in pairs:
+        assert replicas <= nodes, f"{overlay}: {name}"
+        if nodes == 1:
+            assert replicas == 1 and min_isr in (1, None), f"{overlay}: {name}"
+            continue
+        # One node down leaves replicas - 1 in sync: writes with acks=all go on,
+        # and a write is still on two nodes before it is acknowledged.
+        assert replicas >= 3, f"{overlay}: {name}"
+        if min_isr is not None:
+            assert 2 <= min_isr <= replicas - 1, f"{overlay}: {name}"
+    if nodes == 1:
+        return
+    assert "controller" in pool["spec"]["roles"] and nodes % 2 == 1, "a quorum that survives one"
+    pod = pool["spec"].get("template", {}).get("pod", {})
+    anti = pod.get("affinity", {}).get("podAntiAffinity", {})
+    required = anti.get("requiredDuringSchedulingIgnoredDuringExecution", [])
+    assert any(
+        term["topologyKey"] == "kubernetes.io/hostname"
+        and manifests.selects(term["labelSelector"], kafka_pod(pool))
+        for term in required
+    ), f"{overlay}: two Kafka nodes may share a Kubernetes node"
+    rack = kafka["spec"]["kafka"].get("rack", {})
+    assert rack.get("topologyKey") == "topology.kubernetes.io/zone", f"{overlay}: no rack awareness"
+
+
+def egress_to_address(manifests, labels, address, port, protocol="TCP"):
+    """Whether the NetworkPolicies let pods labelled ``labels`` send to ``address``
+    (outside any pod: matched by ipBlock only) on ``port``/``protocol``."""
+    ip = ipaddress.ip_address(address)
+
+    def in_block(block):
+        network = ipaddress.ip_network(block["cidr"])
+        if ip.version != network.version or ip not in network:
+            return False
+        return not any(
+            ip in ipaddress.ip_network(e)
+            for e in block.get("except", [])
+            if ipaddress.ip_network(e).version == ip.version
+        )
+
+    def port_allowed(rule):
+        ports = rule.get("ports")
+        return not ports or any(
+            p.get("port") in {port, None} and p.get("protocol", "TCP") == protocol for p in ports
+        )
+
+    return any(
+        port_allowed(rule)
+        and (
+            "to" not in rule
+            or any("ipBlock" in to and in_block(to["ipBlock"]) for to in rule["to"])
+        )
+        for p in manifests.of_kind("NetworkPolicy")
+        if "Egress" in p["spec"].get("policyTypes", [])
+        and manifests.selects(p["spec"]["podSelector"], labels)
+        for rule in p["spec"].get("egress", [])
+    )
+
+
+#: Where the AWS credential chain asks for credentials without a key Secret.
+CREDENTIAL_ENDPOINTS = ("169.254.169.254", "169.254.170.23", "fd00:ec2::254", "fd00:ec2::23")
+
+
+def test_dns_works_with_nodelocal_dnscache(overlay, manifests):
+    for where, _ in manifests.pod_specs():
+        kind, name = where.split("/")
+        labels = manifests.named(kind, name)["spec"]["template"]["metadata"]["labels"]
+        for protocol in ("UDP", "TCP"):
+            assert egress_to_address(manifests, labels, "169.254.20.10", 53, protocol), where
+
+
+def test_s3_credential_endpoints_reach_only_whatsapp_gateway(overlay, manifests):
+    """docs/operations.md offers instance roles and EKS Pod Identity for S3 media:
+    whatsapp-gateway (the only S3 user) must reach their endpoints, nothing else."""
+    for deployment in manifests.of_kind("Deployment"):
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        name = deployment["metadata"]["name"]
+        for address in CREDENTIAL_ENDPOINTS:
+            allowed = egress_to_address(manifests, labels, address, 80)
+            assert allowed is (name == "whatsapp-gateway"), f"{overlay}: {name} -> {address}"
+
+
+def cpu_cores(quantity):
+    text = str(quantity)
+    return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def hpa_of(manifests, name):
+    return next(
+        h
+        for h in manifests.of_kind("HorizontalPodAutoscaler")
+        if h["spec"]["scaleTargetRef"]["name"] == name
+    )
+
+
+def test_gateway_rate_limits_are_divided_by_its_pod_count(overlay, manifests):
+    """Each gateway pod enforces ``limit / PYTAKE_RATELIMIT_GATEWAY_REPLICAS`` of an
+    organization's rate: that must be the HPA's minimum (scaling out then loosens
+    the limit, never tightens it below the plan)."""
+    from pytake_api_gateway.config import Settings as GatewaySettings
+
+    default = GatewaySettings.model_fields["ratelimit_gateway_replicas"].default
+    env = manifests.environment("Deployment", "api-gateway")
+    replicas = int(env.get("PYTAKE_RATELIMIT_GATEWAY_REPLICAS", default))
+    assert replicas == hpa_of(manifests, "api-gateway")["spec"]["minReplicas"], overlay
+
+
+def test_autoscaling_thresholds_fit_one_event_loop(overlay, manifests):
+    """The HPA compares usage with the CPU *request*: the point where it scales out
+    (request x target) must leave a pod's event loop (one core) room, yet not be so
+    low that an idle service runs at its maximum. metrics-server must run."""
+    for hpa in manifests.of_kind("HorizontalPodAutoscaler"):
+        name = hpa["spec"]["scaleTargetRef"]["name"]
+        if hpa["spec"]["minReplicas"] == hpa["spec"]["maxReplicas"]:
+            continue  # nothing to scale (dev)
+        (metric,) = hpa["spec"]["metrics"]
+        assert metric["resource"]["name"] == "cpu"
+        target = metric["resource"]["target"]["averageUtilization"] / 100
+        container = manifests.named("Deployment", name)["spec"]["template"]["spec"]["containers"][0]
+        request = cpu_cores(container["resources"]["requests"]["cpu"])
+        limit = cpu_cores(container["resources"]["limits"]["cpu"])
+        assert request <= limit, name
+        assert 0.3 <= request * target <= 0.8, (
+            f"{overlay}: {name} scales out at {request * target} cores"
+        )
+
+
+def test_auth_has_a_core_per_concurrent_hash(render_kustomization):
+    prod = render_kustomization(K8S / "overlays" / "prod")
+    env = prod.environment("Deployment", "auth")
+    container = prod.named("Deployment", "auth")["spec"]["template"]["spec"]["containers"][0]
+    limit = cpu_cores(container["resources"]["limits"]["cpu"])
+    assert int(env["PYTAKE_PASSWORD_HASH_CONCURRENCY"]) <= limit

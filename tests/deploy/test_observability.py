@@ -87,3 +87,81 @@ def test_alert_rules_cover_the_failure_modes(metric_is_known):
     # Every recording rule used exists, and every one defined is used.
     used = set(re.findall(r"pytake:[a-z_:0-9]+", " ".join(alerts.values())))
     assert used == recorded
+
+
+def kafka_pods(manifests):
+    """The labels Strimzi gives a broker pod of each node pool and the Kafka Exporter."""
+    pods = {
+        f"node {pool['metadata']['name']}": {
+            "strimzi.io/cluster": "pytake-kafka",
+            "strimzi.io/kind": "Kafka",
+            "strimzi.io/name": "pytake-kafka-kafka",
+            "strimzi.io/pool-name": pool["metadata"]["name"],
+            "strimzi.io/broker-role": "true",
+        }
+        for pool in manifests.of_kind("KafkaNodePool")
+    }
+    pods["exporter"] = {
+        "strimzi.io/cluster": "pytake-kafka",
+        "strimzi.io/kind": "Kafka",
+        "strimzi.io/name": "pytake-kafka-kafka-exporter",
+    }
+    return pods
+
+
+def test_kafka_is_scraped_and_alerted_on(overlay, manifests):
+    (kafka,) = manifests.of_kind("Kafka")
+    assert kafka["spec"]["kafka"]["metricsConfig"]["type"] == "strimziMetricsReporter"
+    assert "kafkaExporter" in kafka["spec"]
+    for what, labels in kafka_pods(manifests).items():
+        covering = [
+            m
+            for m in manifests.of_kind("PodMonitor")
+            if manifests.selects(m["spec"]["selector"], labels)
+        ]
+        assert len(covering) == 1, f"{overlay}: {what} scraped by {len(covering)} PodMonitors"
+        ports = {e["port"] for e in covering[0]["spec"]["podMetricsEndpoints"]}
+        assert ports == {"tcp-prometheus"}, what
+        # Prometheus (namespace monitoring) may open 9404 on it despite the default deny.
+        assert any(
+            manifests.selects(p["spec"]["podSelector"], labels)
+            and any(
+                any(
+                    f.get("namespaceSelector", {})
+                    .get("matchLabels", {})
+                    .get("kubernetes.io/metadata.name")
+                    == "monitoring"
+                    for f in rule.get("from", [])
+                )
+                and any(port.get("port") == 9404 for port in rule.get("ports", []))
+                for rule in p["spec"].get("ingress", [])
+            )
+            for p in manifests.of_kind("NetworkPolicy")
+        ), f"{overlay}: Prometheus cannot reach {what}"
+
+    rules = [
+        r
+        for rule in manifests.of_kind("PrometheusRule")
+        for g in rule["spec"]["groups"]
+        for r in g["rules"]
+        if "alert" in r
+    ]
+
+    def alert_using(needle):
+        return [r["alert"] for r in rules if needle in r["expr"]]
+
+    assert alert_using("kafka_topic_partition_under_replicated_partition"), "under-replicated"
+    assert alert_using("kafka_controller_kafkacontroller_offlinepartitionscount"), "offline"
+    assert alert_using("kafka_server_replicamanager_underminisrpartitioncount"), "under min ISR"
+    assert alert_using("kafka_consumergroup_lag"), "consumer lag as the brokers see it"
+    assert alert_using('kafka_broker="true"'), "broker down"
+    # Every series an alert reads is exported: the reporter's allow-list lets it through.
+    allowed = [
+        re.compile(p) for p in kafka["spec"]["kafka"]["metricsConfig"]["values"]["allowList"]
+    ]
+    for name in set(
+        re.findall(
+            r"\bkafka_(?:server|controller|network|log)_[a-z_]+", " ".join(r["expr"] for r in rules)
+        )
+    ):
+        assert any(p.fullmatch(name) for p in allowed), f"{name} is not in the reporter's allowList"

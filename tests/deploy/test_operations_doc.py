@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import inspect
 import re
 from pathlib import Path
 
@@ -75,10 +76,18 @@ def env_names(cls: type[BaseSettings]) -> dict[str, str]:
     return names
 
 
+#: Variables a library reads for us, each with the module that reads it (the
+#: manifests set them, so they are documented with ours).
+LIBRARY_VARIABLES = {"FORWARDED_ALLOW_IPS": "uvicorn.config"}
+
+
 def variables_in_code() -> set[str]:
     from pytake_common.settings import ServiceSettings
 
     variables: set[str] = set()
+    for name, module in LIBRARY_VARIABLES.items():
+        assert name in inspect.getsource(importlib.import_module(module)), (name, module)
+        variables.add(name)
     for cls in settings_classes():
         variables |= set(env_names(cls).values())
         if issubclass(cls, ServiceSettings) and cls is not ServiceSettings:

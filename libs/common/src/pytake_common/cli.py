@@ -45,4 +45,5 @@ def run_cli(
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=settings.http_keepalive_s,
     )

@@ -46,6 +46,11 @@ class ServiceSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "INFO"
+    #: Seconds uvicorn keeps an idle client connection open. Must exceed the idle
+    #: timeout of whatever pools connections to this process (ingress-nginx's
+    #: upstream keep-alive: 60 s; the gateway's own pool: 4 s): otherwise the server
+    #: closes a connection just as the proxy sends a request on it (a 502 for a POST).
+    http_keepalive_s: int = Field(default=75, ge=1)
 
     database_url: str | None = None
     #: This service's own database URL; wins over everything (tests, one-off tools).
@@ -71,9 +76,11 @@ class ServiceSettings(BaseSettings):
     idempotency_key_retention_s: float = Field(default=48 * 3600.0, gt=0)
     outbox_batch_size: int = 200
     run_workers: bool = True
-    #: Whether /readyz fails while the broker is unreachable. Services whose HTTP
-    #: path only writes to the outbox (webhook intake) can stay ready and buffer.
-    ready_requires_broker: bool = True
+    #: Whether /readyz fails while the broker is unreachable. Off by default: every
+    #: service's HTTP path writes events to its outbox only, so during a broker outage
+    #: the pods keep taking writes and the relay publishes them once Kafka is back.
+    #: /readyz still reports the broker (``checks.broker``, ``pytake_broker_up``).
+    ready_requires_broker: bool = False
 
     secret_key: SecretStr | None = None
     auth_jwks_url: str = "http://127.0.0.1:8001/.well-known/jwks.json"

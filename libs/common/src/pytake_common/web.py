@@ -28,7 +28,7 @@ from pytake_common.db import Database
 from pytake_common.errors import install_problem_handlers, problem
 from pytake_common.kafka import broker_reachable
 from pytake_common.logging import configure_logging
-from pytake_common.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from pytake_common.metrics import BROKER_UP, HTTP_LATENCY, HTTP_REQUESTS
 from pytake_common.retention import Retention, RetentionWorker
 from pytake_common.revocation import RevocationList
 from pytake_common.security import JWKSVerifier
@@ -220,6 +220,7 @@ def health_router(settings: ServiceSettings, db: Database | None, check_broker: 
         if check_broker:
             ok = await broker_reachable(settings.kafka_bootstrap)
             checks["broker"] = "ok" if ok else "down"
+            BROKER_UP.labels(settings.service_name).set(1 if ok else 0)
         required = {
             k: v for k, v in checks.items() if k != "broker" or settings.ready_requires_broker
         }
