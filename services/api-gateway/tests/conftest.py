@@ -157,6 +157,16 @@ class FakeUpstream:
                 await asyncio.sleep(0.05)
             await response.write_eof()
             return response
+        if mode == "flood":  # far more than socket buffers hold, unsized
+            response = web.StreamResponse(status=200, headers={"Content-Type": "text/plain"})
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            piece = b"f" * (256 * 1024)
+            with contextlib.suppress(ConnectionError):
+                for _ in range(256):
+                    await response.write(piece)
+                await response.write_eof()
+            return response
         if mode == "gzip":
             return web.Response(
                 body=gzip.compress(b"hello gzip" * 10),

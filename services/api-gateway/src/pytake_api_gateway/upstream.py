@@ -20,8 +20,12 @@ aggregation). It does only what the proxy needs:
   body come within ``read_timeout_s`` of the previous one (:class:`UpstreamTimeout`);
   connecting has ``connect_timeout_s`` (past it, :class:`UpstreamError`: the
   upstream is unreachable, as when it refuses);
-* at most ``limit`` connections are open to all upstreams together (more
-  requests wait for one);
+* at most ``limit`` connections are open to all upstreams together; more
+  requests wait for one, in arrival order, at most ``wait_timeout_s``
+  (:class:`PoolExhausted`, 503). A connection given back goes straight to a
+  waiter for the same upstream; when only waiters for other upstreams are
+  left it is closed so that one of them can connect, and an idle connection to
+  another upstream is closed rather than making a request wait;
 * bodies are not decompressed or altered; reading pauses past
   ``_HIGH_WATER`` buffered bytes until the consumer catches up; an answer's
   head may take at most ``_MAX_HEAD`` bytes.
@@ -51,6 +55,10 @@ class UpstreamError(Exception):
 
 class UpstreamTimeout(TimeoutError):
     """The upstream did not answer, or keep its body flowing, in time (-> 504)."""
+
+
+class PoolExhausted(Exception):
+    """Every pooled connection stayed busy for ``wait_timeout_s`` (-> 503)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +306,12 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
+@dataclass(slots=True)
+class _Waiter:
+    key: tuple[str, int, bool]
+    future: asyncio.Future[_Connection | None]
+
+
 class UpstreamPool:
     """Keep-alive connections to every upstream, shared by all forwarded requests."""
 
@@ -308,14 +322,19 @@ class UpstreamPool:
         keepalive_s: float,
         connect_timeout_s: float,
         read_timeout_s: float,
+        wait_timeout_s: float = 5.0,
     ) -> None:
         self.limit = max(1, limit)
         self.keepalive_s = keepalive_s
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
+        self.wait_timeout_s = wait_timeout_s
         self._idle: dict[tuple[str, int, bool], collections.deque[_Connection]] = {}
         self._open = 0
-        self._slots: collections.deque[asyncio.Future[None]] = collections.deque()
+        #: Requests waiting for a connection, oldest first: their upstream and
+        #: the future that gets a connection handed over, or ``None`` when a
+        #: slot is free and it may connect.
+        self._waiters: collections.deque[_Waiter] = collections.deque()
         self._ssl: ssl.SSLContext | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -381,8 +400,9 @@ class UpstreamPool:
             return response
 
     async def _acquire(self, origin: Origin) -> tuple[_Connection, bool]:
+        key = origin.key
         while True:
-            idle = self._idle.get(origin.key)
+            idle = self._idle.get(key)
             if idle:
                 now = self.loop.time()
                 while idle:
@@ -390,15 +410,47 @@ class UpstreamPool:
                     if not connection.closed and now - connection.idle_since < self.keepalive_s:
                         return connection, True
                     connection.close()
+            if self._open >= self.limit and not self._waiters:
+                self._close_idle_elsewhere(key)
             if self._open < self.limit:
                 return await self._connect(origin), False
-            slot = self.loop.create_future()
-            self._slots.append(slot)
-            try:
-                await slot
-            finally:
-                with contextlib.suppress(ValueError):
-                    self._slots.remove(slot)
+            handed = await self._wait_for_slot(key)
+            if handed is not None and not handed.closed:
+                return handed, True
+
+    async def _wait_for_slot(self, key: tuple[str, int, bool]) -> _Connection | None:
+        """Wait in line: a connection to ``key`` handed over, or ``None`` (a slot is free)."""
+        waiter = _Waiter(key, self.loop.create_future())
+        self._waiters.append(waiter)
+        future = waiter.future
+        try:
+            async with asyncio.timeout(self.wait_timeout_s):
+                return await future
+        except BaseException as exc:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+            if future.done() and not future.cancelled():
+                # Woken, then cancelled or timed out before it could use the
+                # wake-up: pass it on instead of losing it.
+                handed = future.result()
+                if handed is not None:
+                    self._park(handed)
+                else:
+                    self._wake_one()
+            else:
+                future.cancel()
+            if isinstance(exc, TimeoutError):
+                raise PoolExhausted(
+                    f"no upstream connection free within {self.wait_timeout_s} s"
+                ) from None
+            raise
+
+    def _close_idle_elsewhere(self, key: tuple[str, int, bool]) -> None:
+        """Free a slot held by an idle connection to another upstream (the oldest)."""
+        for other, idle in self._idle.items():
+            if other != key and idle:
+                idle.popleft().close()
+                return
 
     async def _connect(self, origin: Origin) -> _Connection:
         tls: ssl.SSLContext | None = None
@@ -427,12 +479,24 @@ class UpstreamPool:
         return connection
 
     def _park(self, connection: _Connection) -> None:
+        """A connection is free again: to a waiter for its upstream, else idle."""
+        key = connection.origin.key
+        waiters = self._waiters
+        if waiters:
+            for waiter in waiters:
+                if waiter.key == key and not waiter.future.done():
+                    waiters.remove(waiter)
+                    waiter.future.set_result(connection)
+                    return
+            if any(not w.future.done() for w in waiters):
+                # Only other upstreams are waited for: make room for one of them.
+                connection.close()
+                return
         connection.idle_since = self.loop.time()
-        idle = self._idle.get(connection.origin.key)
+        idle = self._idle.get(key)
         if idle is None:
-            idle = self._idle[connection.origin.key] = collections.deque()
+            idle = self._idle[key] = collections.deque()
         idle.append(connection)
-        self._next_waiter()
 
     def _forget(self, connection: _Connection) -> None:
         """A connection closed (by either side): it frees a slot."""
@@ -441,13 +505,15 @@ class UpstreamPool:
         if idle:
             with contextlib.suppress(ValueError):
                 idle.remove(connection)
-        self._next_waiter()
+        self._wake_one()
 
-    def _next_waiter(self) -> None:
-        while self._slots:
-            slot = self._slots.popleft()
-            if not slot.done():
-                slot.set_result(None)
+    def _wake_one(self) -> None:
+        """Tell the oldest waiter a slot is free (it connects to its own upstream)."""
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.future.done():
+                waiter.future.set_result(None)
                 return
 
     def close(self) -> None:
