@@ -19,6 +19,7 @@ aggregation.
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import quote
 
 import aiohttp
@@ -36,7 +37,7 @@ from pytake_api_gateway.ratelimit import EdgeRateLimits
 from pytake_api_gateway.relay import Relay
 from pytake_api_gateway.routing import RouteEntry, RoutingTable, has_dot_segment
 from pytake_api_gateway.tokens import TokenGate
-from pytake_api_gateway.upstream import Origin, UpstreamPool
+from pytake_api_gateway.upstream import BodyStream, Origin, UpstreamPool
 from pytake_api_gateway.websocket import WebSocketProxy
 from pytake_common.errors import problem
 
@@ -124,6 +125,43 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
+class _TooLarge(Exception):
+    pass
+
+
+class _ClientStalled(Exception):
+    pass
+
+
+def _body_stream(receive: Receive, limit: int, timeout_s: float) -> BodyStream:
+    """The request body piece by piece, for :meth:`UpstreamPool.request`: raises
+    :class:`_TooLarge` past ``limit``, :class:`_ClientStalled` when the client
+    sends nothing for ``timeout_s``, :class:`_Disconnected` when it goes away."""
+    size = 0
+    more = True
+
+    async def pull() -> bytes:
+        nonlocal size, more
+        while more:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    message = await receive()
+            except TimeoutError:
+                raise _ClientStalled from None
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            more = message.get("more_body", False)
+            chunk: bytes = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise _TooLarge
+                return chunk
+        return b""
+
+    return pull
+
+
 class Proxy:
     """The ASGI app of every proxied path (HTTP and WebSocket).
 
@@ -150,6 +188,8 @@ class Proxy:
             settings.ws_max_streams_per_organization,
         )
         self.origins = {u.name: Origin.parse(u.base_url) for u in table.upstreams}
+        #: A streamed request body must keep arriving (the upstream connection waits).
+        self.client_read_timeout_s = settings.upstream_timeout_s
         #: (method, exact path) -> body limit, where a route differs from its prefix.
         self.body_limits = table.body_limits
 
@@ -192,6 +232,8 @@ class Proxy:
             return
 
         body: bytes | None = b""
+        stream: BodyStream | None = None
+        declared: int | None = None
         if head.content_length is not None or head.chunked:
             limit = self.body_limits.get((method, path), entry.body_limit)
             if head.content_length is not None:
@@ -207,13 +249,16 @@ class Proxy:
                 if declared > limit:
                     await _too_large(limit, scope, receive, send)
                     return
-            try:
-                body = await _read_body(receive, limit)
-            except _Disconnected:
-                return
-            if body is None:
-                await _too_large(limit, scope, receive, send)
-                return
+            if limit > entry.body_limit:  # a large-body route: streamed, never held whole
+                stream = _body_stream(receive, limit, self.client_read_timeout_s)
+            else:
+                try:
+                    body = await _read_body(receive, limit)
+                except _Disconnected:
+                    return
+                if body is None:
+                    await _too_large(limit, scope, receive, send)
+                    return
 
         forward = head.forward
         add_platform_headers(forward, scope, address, head.host)
@@ -222,9 +267,37 @@ class Proxy:
         if query:
             target += b"?" + query
         origin = self.origins[entry.upstream.name]
-        await self.relay(
-            entry, origin, method, target, forward, body or b"", decision, scope, receive, send
-        )
+        if stream is None:
+            await self.relay(
+                entry, origin, method, target, forward, body or b"", decision, scope, receive, send
+            )
+            return
+        try:
+            await self.relay(
+                entry,
+                origin,
+                method,
+                target,
+                forward,
+                b"",
+                decision,
+                scope,
+                receive,
+                send,
+                stream=stream,
+                length=declared,
+            )
+        except _Disconnected:
+            return
+        except _TooLarge:
+            await _too_large(limit, scope, receive, send)
+        except _ClientStalled:
+            await problem(
+                408,
+                "request_timeout",
+                "Request timeout",
+                f"the request body stopped arriving for {self.client_read_timeout_s} s",
+            )(scope, receive, send)
 
 
 async def _too_large(limit: int, scope: Scope, receive: Receive, send: Send) -> None:

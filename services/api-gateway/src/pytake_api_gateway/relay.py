@@ -24,6 +24,7 @@ from pytake_api_gateway.metrics import UPSTREAM_ERRORS
 from pytake_api_gateway.ratelimit import Decision
 from pytake_api_gateway.routing import RouteEntry
 from pytake_api_gateway.upstream import (
+    BodyStream,
     Origin,
     PoolExhausted,
     UpstreamError,
@@ -62,9 +63,14 @@ class Relay:
         scope: Scope,
         receive: Receive,
         send: Send,
+        *,
+        stream: BodyStream | None = None,
+        length: int | None = None,
     ) -> None:
         try:
-            response = await self.pool.request(origin, method, target, forward, body)
+            response = await self.pool.request(
+                origin, method, target, forward, body, stream=stream, length=length
+            )
         except (TimeoutError, UpstreamError, PoolExhausted) as exc:
             await upstream_failed(entry, exc, scope, receive, send)
             return

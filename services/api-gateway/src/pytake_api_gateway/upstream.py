@@ -26,6 +26,9 @@ aggregation). It does only what the proxy needs:
   waiter for the same upstream; when only waiters for other upstreams are
   left it is closed so that one of them can connect, and an idle connection to
   another upstream is closed rather than making a request wait;
+* a request body is written whole, or streamed as the client sends it (the
+  routes with a large limit, see :mod:`pytake_api_gateway.proxy`), following the
+  upstream's flow control; a streamed request is never retried;
 * bodies are not decompressed or altered; reading pauses past
   ``_HIGH_WATER`` buffered bytes until the consumer catches up; an answer's
   head may take at most ``_MAX_HEAD`` bytes.
@@ -37,6 +40,7 @@ import asyncio
 import collections
 import contextlib
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -59,6 +63,10 @@ class UpstreamTimeout(TimeoutError):
 
 class PoolExhausted(Exception):
     """Every pooled connection stayed busy for ``wait_timeout_s`` (-> 503)."""
+
+
+#: The pieces of a streamed request body, ``b""`` at its end.
+BodyStream = Callable[[], Awaitable[bytes]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +185,7 @@ class UpstreamResponse:
             and self.keep_alive
             and not self.chunks
             and not connection.closed
+            and connection.body_written
             # an early answer while the request body is still being written
             and not connection.transport.get_write_buffer_size()  # type: ignore[union-attr]
         ):
@@ -201,6 +210,10 @@ class _Connection(asyncio.Protocol):
         self.head_request = False
         self.closed = False
         self.idle_since = 0.0
+        #: False while a streamed request body is being written (then never reused).
+        self.body_written = True
+        self.write_paused = False
+        self._drain: asyncio.Future[None] | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------
 
@@ -228,6 +241,28 @@ class _Connection(asyncio.Protocol):
             response._wake()
             self.close()
 
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        drain = self._drain
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    async def drained(self, timeout: float) -> None:
+        """Until the transport's write buffer is below its low-water mark again."""
+        if not self.write_paused:
+            return
+        drain = self._drain = self.loop.create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                await drain
+        finally:
+            self._drain = None
+        if self.closed:
+            raise UpstreamError("the upstream closed the connection")
+
     def eof_received(self) -> bool:
         return False  # close the transport
 
@@ -235,6 +270,7 @@ class _Connection(asyncio.Protocol):
         if not self.closed:
             self.closed = True
             self.pool._forget(self)
+        self.resume_writing()
         response = self.response
         if response is not None and not response.complete and response.error is None:
             if response.head_done and not any(
@@ -355,25 +391,42 @@ class UpstreamPool:
         target: bytes,
         headers: list[tuple[bytes, bytes]],
         body: bytes = b"",
+        *,
+        stream: BodyStream | None = None,
+        length: int | None = None,
     ) -> UpstreamResponse:
-        """Send one request; returns once the status line and headers are in."""
+        """Send one request; returns once the status line and headers are in.
+
+        The body is ``body``, or, with ``stream``, pulled from it piece by piece
+        (``b""`` ends it) while it is written: ``length`` bytes as announced, or
+        chunked when ``length`` is None. A streamed request is never retried, and
+        its connection is reused only when the whole body was written.
+        """
         parts = [method.encode("ascii"), b" ", origin.base_path, target, b" HTTP/1.1\r\nhost: "]
         parts.append(origin.host_header)
         extend = parts.extend
         for name, value in headers:
             extend((b"\r\n", name, b": ", value))
-        if body or method in _SENDS_LENGTH:
+        framed = True
+        if stream is not None:
+            if length is None:
+                parts.append(b"\r\ntransfer-encoding: chunked")
+            else:
+                extend((b"\r\ncontent-length: ", b"%d" % length))
+        elif body or method in _SENDS_LENGTH:
             extend((b"\r\ncontent-length: ", b"%d" % len(body)))
+        else:
+            framed = False
         parts.append(b"\r\n\r\n")
         head = b"".join(parts)
         # Exactly one line feed per header line, and no carriage return elsewhere:
         # nothing can smuggle a header or a second request in.
-        lines = len(headers) + (3 if body or method in _SENDS_LENGTH else 2)
+        lines = len(headers) + (3 if framed else 2)
         if head.count(b"\n") != lines + 1 or head.count(b"\r") != lines + 1:
             raise ValueError("line break in a request header or target")
         # Small bodies go in the same write (one segment), large ones after the head.
         data = [head, body] if len(body) > 64 * 1024 else [head + body]
-        attempts = 2 if method in IDEMPOTENT else 1
+        attempts = 2 if method in IDEMPOTENT and stream is None else 1
         while True:
             attempts -= 1
             connection, reused = await self._acquire(origin)
@@ -385,6 +438,8 @@ class UpstreamPool:
             for chunk in data:
                 transport.write(chunk)
             try:
+                if stream is not None:
+                    await self._send_body(connection, response, stream, chunked=length is None)
                 while not response.head_done:
                     if response.error is not None:
                         raise response.error
@@ -398,6 +453,36 @@ class UpstreamPool:
                 response.release()
                 raise
             return response
+
+    async def _send_body(
+        self,
+        connection: _Connection,
+        response: UpstreamResponse,
+        stream: BodyStream,
+        *,
+        chunked: bool,
+    ) -> None:
+        """Write the pieces of ``stream`` as the upstream takes them (its flow control)."""
+        connection.body_written = False
+        transport = connection.transport
+        assert transport is not None
+        while not response.head_done:  # an early answer ends the upload
+            if response.error is not None:
+                raise response.error
+            chunk = await stream()
+            if not chunk:
+                if chunked:
+                    transport.write(b"0\r\n\r\n")
+                connection.body_written = True
+                return
+            if chunked:
+                transport.write(b"%x\r\n" % len(chunk))
+                transport.write(chunk)
+                transport.write(b"\r\n")
+            else:
+                transport.write(chunk)
+            if connection.write_paused:
+                await connection.drained(self.read_timeout_s)
 
     async def _acquire(self, origin: Origin) -> tuple[_Connection, bool]:
         key = origin.key
