@@ -280,6 +280,9 @@ def create_service_app(
                     log.exception("worker failed at shutdown")
             for hook in on_shutdown:
                 await hook()
+            verifier = getattr(app.state, "verifier", None)
+            if isinstance(verifier, JWKSVerifier):
+                await verifier.aclose()  # its one HTTP client
             if db is not None:
                 await db.dispose()
 

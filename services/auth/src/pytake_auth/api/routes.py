@@ -305,8 +305,11 @@ async def _emit_registered(session: AsyncSession, user: store.User, organization
 async def login(body: LoginRequest, request: Request) -> Response:
     """Exchange an email and password for an access token and a refresh token.
 
-    Throttled per client address (every attempt) and per e-mail (failures only,
-    known or not: the answer never tells whether an address is registered).
+    Throttled per client address (every attempt) and, for failures only (known
+    e-mail or not: the answer never tells whether an address is registered), per
+    (e-mail, client address), per e-mail for client addresses that failed against it,
+    and by a higher ceiling per e-mail: a stranger's failures do not stop the owner's
+    right password from another address.
     """
     # The hot path takes no dependencies (FastAPI spends tens of microseconds solving
     # each): the login service and the client address come straight from the request.
@@ -436,9 +439,8 @@ async def change_password(
     settings: Config,
     keys: Keys,
     passwords: PasswordService,
-    throttle: ThrottleDep,
-    rules: RulesDep,
     logins: LoginService,
+    client: ClientAddress,
 ) -> Response:
     """Change the signed-in user's password.
 
@@ -451,9 +453,9 @@ async def change_password(
     async with db.transaction(organization_id=org) as session:
         current = await _live_user(session, principal, session_id)
     # Guessing the current password with a stolen access token counts as failed logins.
-    await throttle.check(rules.login_failures_per_email, current.email)
+    await logins.check_guess(current.email, client)
     if not await passwords.verify(current.password_hash, normalize_password(body.current_password)):
-        await logins.count_failure(current.email)
+        await logins.count_failure(current.email, client)
         raise InvalidCurrentPassword()
     new_password = normalize_password(body.new_password)
     check_password_policy(new_password, current.email)
