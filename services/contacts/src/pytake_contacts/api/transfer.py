@@ -14,6 +14,7 @@ from fastapi.responses import StreamingResponse
 from starlette.datastructures import UploadFile
 
 from pytake_common.errors import DomainError, InvalidInput
+from pytake_common.pgtenant import allow_long_reads
 from pytake_common.security import Worker
 from pytake_contacts.api.deps import DB, Filter
 from pytake_contacts.api.schemas import ImportResult
@@ -127,6 +128,7 @@ EXPORT_FIELDS = (
 @router.get("/export")
 async def export_contacts(principal: Worker, db: DB, filters: Filter) -> StreamingResponse:
     """The filtered list as CSV (same filters as the list), streamed page by page."""
+    allow_long_reads()  # a large book's pages may each take longer than an API read
     org = principal.organization_id
     async with db.transaction(organization_id=org) as session:
         keys = sorted(await attribute_schema(session, org))
