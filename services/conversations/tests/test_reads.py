@@ -7,7 +7,7 @@ import uuid
 import pytest
 from sqlalchemy import delete
 
-from pytake_common.reads import TenantReads
+from pytake_common.rawpg import TenantReads
 from pytake_conversations.tables import conversations
 from pytake_conversations.views import Conversation, Message
 

@@ -17,7 +17,7 @@ from sqlalchemy import MetaData, pool
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import async_engine_from_config
 
-from pytake_common.outbox import plain_dsn
+from pytake_common.pgtenant import asyncpg_dsn
 
 
 def frozen_sql(migration_file: str, name: str) -> str:
@@ -35,8 +35,7 @@ def frozen_sql(migration_file: str, name: str) -> str:
 async def ensure_database(url: str) -> None:
     """Create the database named in ``url`` if it does not exist (needs CREATEDB)."""
     target = make_url(url)
-    admin_dsn = plain_dsn(target.set(database="postgres").render_as_string(hide_password=False))
-    conn = await asyncpg.connect(admin_dsn)
+    conn = await asyncpg.connect(asyncpg_dsn(url, database="postgres"))
     try:
         exists = await conn.fetchval(
             "SELECT 1 FROM pg_database WHERE datname = $1", target.database

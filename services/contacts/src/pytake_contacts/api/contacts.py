@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pytake_common.errors import InvalidInput
 from pytake_common.idempotency import IdempotencyGuard, fingerprint
 from pytake_common.ids import contact_id_for
-from pytake_common.reads import TenantReads
+from pytake_common.rawpg import TenantReads
 from pytake_common.security import READERS, Principal, Reader, Worker, authorize
 from pytake_common.strict import StrictParams, Unusual, disjoint, read_query
 from pytake_common.web import FastPathRoute, fast_path

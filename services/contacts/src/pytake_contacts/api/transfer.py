@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 from starlette.datastructures import UploadFile
 
 from pytake_common.errors import DomainError, InvalidInput
+from pytake_common.pgtenant import allow_long_reads
 from pytake_common.security import Worker
 from pytake_contacts import csv_cells
 from pytake_contacts.api.deps import DB, Filter
@@ -133,6 +134,7 @@ async def export_contacts(principal: Worker, db: DB, filters: Filter) -> Streami
     quotes) starts with a single quote: phones read ``'+5511987654321``. Importing the
     file drops those quotes again.
     """
+    allow_long_reads()  # a large book's pages may each take longer than an API read
     org = principal.organization_id
     async with db.transaction(organization_id=org) as session:
         keys = sorted(await attribute_schema(session, org))
