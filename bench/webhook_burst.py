@@ -54,8 +54,7 @@ from _measure import LeanClient, calibrate, cpu, pct, platform, postgres_cpu
 from webhook_intake import bare_endpoint, payload
 
 from pytake_api_gateway.upstream import UpstreamError
-from pytake_common.outbox import plain_dsn
-from pytake_common.settings import to_asyncpg_url
+from pytake_common.pgtenant import asyncpg_dsn
 from pytake_devstack.mainloop import MainLoop, SimNumber
 
 #: How long one webhook may stay unanswered before it counts as not answered (Meta's own
@@ -181,7 +180,7 @@ async def bench(args: argparse.Namespace, running: object) -> int:
     tenant = await loop.register("Burst Org")
     number = await loop.connect_number(tenant)
     await loop.aclose()
-    dsn = plain_dsn(to_asyncpg_url(stack.cfg.database_url, database="pytake_conversations"))
+    dsn = asyncpg_dsn(stack.cfg.database_url, database="pytake_conversations")
     conversations = Conversations(await asyncpg.connect(dsn))
     n = int(args.rate * args.seconds)
     print(f"box calibration: {calibrate():.1f} ms (a fixed CPU workload; lower is a faster box)")

@@ -9,7 +9,7 @@ from alembic import command
 
 import pytake_contacts
 from pytake_common.migrations import alembic_config
-from pytake_common.outbox import plain_dsn
+from pytake_common.pgtenant import asyncpg_dsn
 from pytake_devstack.pytest_plugin import migrated_database
 
 PACKAGE = Path(pytake_contacts.__file__).parent
@@ -24,7 +24,7 @@ def body(sql: str) -> str:
 
 
 async def test_the_live_functions_are_the_source_files(settings):
-    conn = await asyncpg.connect(plain_dsn(settings.own_database_url))
+    conn = await asyncpg.connect(asyncpg_dsn(settings.own_database_url))
     try:
         for source in SOURCES:
             live = await conn.fetch(
@@ -45,7 +45,7 @@ async def test_search_migrations_go_down_and_up_again_to_the_same_functions(pg_u
     for revision in ("0008", "0005", "0004"):
         await asyncio.to_thread(command.downgrade, config, revision)
     await asyncio.to_thread(command.upgrade, config, "head")
-    conn = await asyncpg.connect(plain_dsn(url))
+    conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
         for source in SOURCES:
             live = await conn.fetchval(
