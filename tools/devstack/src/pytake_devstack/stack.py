@@ -125,7 +125,12 @@ def migrate_all(cfg: StackConfig) -> None:
         subprocess.run([sys.executable, "-m", module(service), "migrate"], env=env, check=True)
 
 
-def wait_ready(url: str, timeout: float = 60.0, path: str = "/readyz") -> None:
+#: How long a service may take to answer ready (imports, pools, the broker): a few
+#: seconds on an idle box; a loaded one (CI beside other work) needs far more.
+READY_TIMEOUT_S = float(os.environ.get("PYTAKE_STACK_READY_TIMEOUT_S", "180"))
+
+
+def wait_ready(url: str, timeout: float = READY_TIMEOUT_S, path: str = "/readyz") -> None:
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
