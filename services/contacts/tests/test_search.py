@@ -7,7 +7,7 @@ import uuid
 import pytest
 from sqlalchemy import text
 
-from pytake_contacts.search import encode_search_cursor
+from pytake_contacts.search import CONTACTS
 
 from .helpers import T0, create_contact, pages
 
@@ -231,11 +231,11 @@ async def test_search_cursors_are_checked(client, agent):
     r = await client.get("/v1/contacts", params=bad, headers=agent)
     assert r.status_code == 422
     assert r.headers["content-type"].startswith("application/problem+json")
-    negative = encode_search_cursor(-1, T0, uuid.uuid4())
+    negative = CONTACTS.encode((-1, T0, uuid.uuid4()))
     r = await client.get("/v1/contacts", params={"q": "maria", "cursor": negative}, headers=agent)
     assert r.status_code == 422
     # a cursor of a later rank than any match: nothing more
-    late = encode_search_cursor(7, T0, uuid.uuid4())
+    late = CONTACTS.encode((7, T0, uuid.uuid4()))
     r = await client.get("/v1/contacts", params={"q": "maria", "cursor": late}, headers=agent)
     assert r.status_code == 200 and r.json() == {"items": [], "next_cursor": None}
 

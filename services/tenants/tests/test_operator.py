@@ -192,3 +192,26 @@ async def test_ended_trials_fall_back_to_free(app, settings, client, tokens):
     assert changes[1]["data"]["changed_by"] is None
     assert changes[1]["data"]["trial_ends_at"] is None
     assert changes[1]["data"]["limits"]["departments"] == 1
+
+
+async def test_a_cursor_of_one_list_is_refused_by_another(app, settings, client, tokens):
+    """Organizations and departments both page by (created_at, id): a cursor names its
+    list, so handing one list's cursor to the other is a 422, not a silently wrong page."""
+    org, _ = await new_org(app, settings)
+    await new_org(app, settings, "Beta Labs")
+    page = (
+        await client.get("/v1/organizations", params={"limit": 1}, headers=operator(tokens))
+    ).json()
+    r = await client.get(
+        "/v1/departments",
+        params={"cursor": page["next_cursor"]},
+        headers=tokens.headers(organization_id=org),
+    )
+    assert r.status_code == 422
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["code"] == "invalid_input"
+    assert r.json()["errors"][0]["loc"] == ["query", "cursor"]
+    r = await client.get(
+        "/v1/audit-log", params={"cursor": page["next_cursor"]}, headers=operator(tokens)
+    )
+    assert r.status_code == 422

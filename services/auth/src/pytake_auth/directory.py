@@ -6,8 +6,6 @@ filters on it too. Deleted users (``deleted_at``) are invisible here.
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
 import zlib
 from dataclasses import dataclass
@@ -20,9 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pytake_auth import store
 from pytake_auth.events import UserSessionsRevoked
 from pytake_auth.tables import refresh_tokens, sessions, users
-from pytake_common.errors import InvalidInput
 from pytake_common.events import CloudEvent, EventData
 from pytake_common.outbox import add_event
+from pytake_common.pagination import ROW_ID, TIMESTAMP, keyset
 
 ADMIN_ROLES = ("org_admin", "super_admin")
 #: Advisory lock ``(namespace, organization)``: both are signed 32-bit integers.
@@ -91,21 +89,8 @@ async def get_member(
     return Member(*row) if row is not None else None
 
 
-def encode_cursor(member: Member) -> str:
-    raw = json.dumps([member.created_at.isoformat(), str(member.id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, ident = json.loads(raw)
-        return datetime.fromisoformat(created), uuid.UUID(ident)
-    except (ValueError, TypeError) as exc:
-        raise InvalidInput(
-            "cursor is not valid",
-            errors=[{"loc": ["query", "cursor"], "msg": "invalid cursor", "type": "cursor"}],
-        ) from exc
+#: the members list, by (created_at, id)
+MEMBERS = keyset("users", TIMESTAMP, ROW_ID)
 
 
 def _like(text: str) -> str:
@@ -141,7 +126,7 @@ async def list_members(
             )
         )
     if cursor:
-        created, ident = _decode_cursor(cursor)
+        created, ident = MEMBERS.decode(cursor)
         conditions.append(
             or_(
                 users.c.created_at > created,
@@ -157,7 +142,8 @@ async def list_members(
         )
     ).all()
     members = [Member(*r) for r in rows[:limit]]
-    following = encode_cursor(members[-1]) if len(rows) > limit else None
+    last = members[-1]
+    following = MEMBERS.encode((last.created_at, last.id)) if len(rows) > limit else None
     return members, following
 
 

@@ -16,8 +16,6 @@ and :func:`page_sql` (plain SQL for the raw read path of the list); a test check
 they answer the same for every filter.
 """
 
-import base64
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,8 +34,7 @@ from sqlalchemy import (
     select,
 )
 
-from pytake_common.errors import InvalidInput
-from pytake_common.pagination import decode_cursor, encode_cursor
+from pytake_common.pagination import NUMBER, ROW_ID, TIMESTAMP, keyset
 from pytake_contacts.domain import search_digits
 from pytake_contacts.tables import contacts
 
@@ -64,34 +61,13 @@ class ContactFilter:
         return bool(self.q and self.q.strip())
 
 
-Key = tuple[int, datetime, uuid.UUID]
-
-
-def encode_search_cursor(rank: int, at: datetime, row_id: uuid.UUID) -> str:
-    raw = json.dumps([at.isoformat(), str(row_id), rank], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_search_cursor(cursor: str) -> Key:
-    """A search cursor as (rank, created_at, id); a plain list cursor counts as rank 0."""
-    try:
-        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if isinstance(raw, list) and len(raw) == 3 and type(raw[2]) is int and raw[2] >= 0:
-            at = datetime.fromisoformat(raw[0])
-            if at.tzinfo is None:
-                raise ValueError("naive timestamp")
-            return raw[2], at, uuid.UUID(raw[1])
-    except (ValueError, TypeError) as exc:
-        raise InvalidInput("cursor is not valid") from exc
-    at, row_id = decode_cursor(cursor)
-    return 0, at, row_id
+#: the list's cursor: (rank, created_at, id); a plain list's rows all rank 0
+CONTACTS = keyset("contacts", NUMBER, TIMESTAMP, ROW_ID)
 
 
 def next_cursor(f: ContactFilter, last: Any) -> str:
     """The cursor after row ``last`` of a page listed with ``f``."""
-    if f.searching:
-        return encode_search_cursor(last[RANK], last["created_at"], last["id"])
-    return encode_cursor(last["created_at"], last["id"])
+    return CONTACTS.encode((last[RANK] if f.searching else 0, last["created_at"], last["id"]))
 
 
 #: arguments of pytake_contact_page (migration 0005), in order: name, type, SQL type
@@ -118,7 +94,7 @@ def page_args(f: ContactFilter, limit: int, cursor: str | None) -> list[Any]:
     """Arguments of ``pytake_contact_page`` for the list with filters ``f``."""
     q = f.q.strip() if f.q else None
     digits = search_digits(q) if q else None
-    after = decode_search_cursor(cursor) if cursor else (None, None, None)
+    after = CONTACTS.decode(cursor) if cursor else (None, None, None)
     return [
         None if digits else q or None,
         digits,

@@ -20,7 +20,7 @@ from pytake_common.crypto import SecretBox
 from pytake_common.errors import Conflict, NotFound
 from pytake_common.events import CloudEvent
 from pytake_common.outbox import add_event
-from pytake_common.pagination import decode_cursor, encode_cursor
+from pytake_common.pagination import ROW_ID, TIMESTAMP, keyset
 from pytake_whatsapp_gateway.events import (
     NumberDisconnected,
     NumberRegistered,
@@ -152,13 +152,17 @@ async def get_number(
     return row
 
 
+#: the connected numbers, newest first by (created_at, id)
+NUMBERS = keyset("numbers", TIMESTAMP, ROW_ID)
+
+
 async def list_numbers(
     session: AsyncSession, organization_id: uuid.UUID, limit: int, cursor: str | None
 ) -> tuple[list[Row[Any]], str | None]:
     """Newest first, keyset-paginated on (created_at, id)."""
     query = select(*PUBLIC_COLUMNS).where(numbers.c.organization_id == organization_id, ACTIVE)
     if cursor:
-        created_at, last_id = decode_cursor(cursor)
+        created_at, last_id = NUMBERS.decode(cursor)
         query = query.where(tuple_(numbers.c.created_at, numbers.c.id) < (created_at, last_id))
     rows = list(
         (
@@ -170,7 +174,7 @@ async def list_numbers(
     if len(rows) <= limit:
         return rows, None
     rows = rows[:limit]
-    return rows, encode_cursor(rows[-1].created_at, rows[-1].id)
+    return rows, NUMBERS.encode((rows[-1].created_at, rows[-1].id))
 
 
 async def update_number(

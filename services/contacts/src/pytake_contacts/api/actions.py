@@ -9,7 +9,7 @@ from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pytake_common.pagination import decode_cursor, encode_cursor
+from pytake_common.pagination import ROW_ID, TIMESTAMP, keyset
 from pytake_common.security import WORKERS, Admin, Principal, Reader, Worker
 from pytake_contacts.api.contacts import contact_out
 from pytake_contacts.api.deps import DB
@@ -33,6 +33,9 @@ from pytake_contacts.events import (
 )
 from pytake_contacts.store import emit, load_contact, load_tag, record_interaction
 from pytake_contacts.tables import contact_interactions, contact_tags, contacts, users
+
+#: a contact's timeline, newest first by (occurred_at, id)
+TIMELINE = keyset("interactions", TIMESTAMP, ROW_ID)
 
 router = APIRouter(prefix="/v1/contacts", tags=["contacts"])
 
@@ -256,7 +259,7 @@ async def timeline(
         t.c.organization_id == org, t.c.contact_id == contact_id
     )
     if cursor:
-        at, last_id = decode_cursor(cursor)
+        at, last_id = TIMELINE.decode(cursor)
         stmt = stmt.where(tuple_(t.c.occurred_at, t.c.id) < tuple_(at, last_id))
     stmt = stmt.order_by(t.c.occurred_at.desc(), t.c.id.desc()).limit(limit + 1)
     async with db.transaction(organization_id=org) as session:
@@ -266,7 +269,7 @@ async def timeline(
     more = len(rows) > limit
     return Timeline(
         items=items,
-        next_cursor=encode_cursor(items[-1].occurred_at, items[-1].id) if more else None,
+        next_cursor=TIMELINE.encode((items[-1].occurred_at, items[-1].id)) if more else None,
     )
 
 

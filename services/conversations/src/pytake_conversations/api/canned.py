@@ -17,11 +17,14 @@ from sqlalchemy.exc import IntegrityError
 
 from pytake_common.errors import NotFound
 from pytake_common.idempotency import IdempotencyGuard, IdempotencyKey, fingerprint, idempotent
-from pytake_common.pagination import decode_cursor, encode_cursor
+from pytake_common.pagination import ROW_ID, TIMESTAMP, keyset
 from pytake_common.security import Admin, Reader
 from pytake_conversations.api.deps import DB, Limit
 from pytake_conversations.domain import InvalidPlaceholder, ShortcodeTaken, unknown_placeholders
 from pytake_conversations.tables import canned_responses
+
+#: canned responses, newest first by (created_at, id)
+CANNED = keyset("canned-responses", TIMESTAMP, ROW_ID)
 
 router = APIRouter(prefix="/v1/canned-responses", tags=["canned responses"])
 SHORTCODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -99,7 +102,7 @@ async def list_canned(
     if cursor:
         stmt = stmt.where(
             tuple_(canned_responses.c.created_at, canned_responses.c.id)
-            < tuple_(*decode_cursor(cursor))
+            < tuple_(*CANNED.decode(cursor))
         )
     stmt = stmt.order_by(canned_responses.c.created_at.desc(), canned_responses.c.id.desc())
     async with db.transaction(organization_id=org) as session:
@@ -108,7 +111,7 @@ async def list_canned(
     more = len(rows) > limit
     return CannedPage(
         items=items,
-        next_cursor=encode_cursor(items[-1].created_at, items[-1].id) if more else None,
+        next_cursor=CANNED.encode((items[-1].created_at, items[-1].id)) if more else None,
     )
 
 

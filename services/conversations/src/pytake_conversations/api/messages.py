@@ -18,7 +18,7 @@ from pytake_common.errors import (
     UnprocessableState,
 )
 from pytake_common.idempotency import IdempotencyGuard, IdempotencyKey, fingerprint, idempotent
-from pytake_common.pagination import decode_cursor, encode_cursor
+from pytake_common.pagination import ROW_ID, TIMESTAMP, keyset
 from pytake_common.rawpg import TenantReads
 from pytake_common.security import READERS, Principal, Reader, Worker, authorize
 from pytake_common.strict import StrictParams, Unusual, read_query
@@ -54,6 +54,9 @@ from pytake_conversations.inbox import (
 )
 from pytake_conversations.tables import contact_replicas, conversations, messages
 from pytake_conversations.views import MESSAGE_COLUMNS, Message, message_dict, page_json
+
+#: a conversation's history, by (created_at, id)
+HISTORY = keyset("messages", TIMESTAMP, ROW_ID)
 
 router = APIRouter(prefix="/v1/conversations", tags=["messages"], route_class=FastPathRoute)
 MONTHLY_LIMIT = "monthly_business_messages"
@@ -126,7 +129,7 @@ async def history_page(
     if sum(x is not None and x is not False for x in (cursor, before, after, latest)) > 1:
         raise InvalidInput("use only one of cursor, before, after, latest")
     org = principal.organization_id
-    keyset = decode_cursor(cursor) if cursor else None
+    keyset = HISTORY.decode(cursor) if cursor else None
     backward = before is not None or latest
     conditions = ["organization_id = $1", "conversation_id = $2"]
     if not include_notes:
@@ -166,7 +169,7 @@ async def history_page(
         page.reverse()
     next_cursor = None
     if more and not backward:
-        next_cursor = encode_cursor(page[-1]["created_at"], page[-1]["id"])
+        next_cursor = HISTORY.encode((page[-1]["created_at"], page[-1]["id"]))
     body = {
         "items": [message_dict(r) for r in page],
         "next_cursor": next_cursor,

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from sqlalchemy import func, update
 
 from pytake_common.errors import InvalidInput
-from pytake_common.pagination import decode_cursor, encode_cursor
+from pytake_common.pagination import ROW_ID, TIMESTAMP, keyset
 from pytake_common.rawpg import TenantReads
 from pytake_common.security import READERS, Principal, Reader, Worker, authorize
 from pytake_common.strict import StrictParams, Unusual, disjoint, read_query
@@ -49,6 +49,9 @@ from pytake_conversations.views import (
     conversation_dict,
     page_json,
 )
+
+#: the inbox, newest activity first by (last_message_at, id)
+INBOX = keyset("conversations", TIMESTAMP, ROW_ID)
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"], route_class=FastPathRoute)
 ConversationStatus = Literal["open", "pending", "resolved", "closed"]
@@ -216,7 +219,7 @@ async def inbox_page(
     where = SqlWhere(org)
     filters.where(where)
     if cursor:
-        at, last_id = decode_cursor(cursor)
+        at, last_id = INBOX.decode(cursor)
         where.add("(last_message_at, id) < ({}, {})", at, last_id)
     # The conditions are constants with $n parameters. ORDER BY names the table's
     # columns: a bare "id" would be the selected id::text (no index, text order).
@@ -230,7 +233,7 @@ async def inbox_page(
     last = rows[limit - 1] if len(rows) > limit else None
     page = {
         "items": items,
-        "next_cursor": encode_cursor(last["last_message_at"], last["id"]) if last else None,
+        "next_cursor": INBOX.encode((last["last_message_at"], last["id"])) if last else None,
     }
     # Serialised here (the hot path): response_model would validate every item again.
     return Response(page_json(page), media_type="application/json")

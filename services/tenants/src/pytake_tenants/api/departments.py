@@ -8,10 +8,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from pytake_common.idempotency import IdempotencyGuard, IdempotencyKey, fingerprint, idempotent
-from pytake_common.pagination import decode_cursor, encode_cursor
+from pytake_common.pagination import ROW_ID, TIMESTAMP, keyset
 from pytake_common.security import Admin, Reader
 from pytake_tenants import departments
 from pytake_tenants.api.deps import DB
+
+#: departments, by (created_at, id)
+DEPARTMENTS = keyset("departments", TIMESTAMP, ROW_ID)
 
 router = APIRouter(prefix="/v1/departments", tags=["departments"])
 
@@ -28,11 +31,11 @@ async def list_departments(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> DepartmentPage:
-    after = decode_cursor(cursor) if cursor else None
+    after = DEPARTMENTS.decode(cursor) if cursor else None
     org = principal.organization_id
     async with db.transaction(organization_id=org) as session:
         items, more = await departments.list_page(session, org, limit, after)
-    next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if more else None
+    next_cursor = DEPARTMENTS.encode((items[-1].created_at, items[-1].id)) if more else None
     return DepartmentPage(items=items, next_cursor=next_cursor)
 
 

@@ -12,10 +12,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pytake_common.pagination import decode_cursor, decode_int_cursor, encode_cursor
+from pytake_common.pagination import NUMBER, ROW_ID, TIMESTAMP, keyset
 from pytake_tenants import audit, organizations, usage
 from pytake_tenants.api.deps import DB, SuperAdmin
 from pytake_tenants.tables import organizations as organizations_table
+
+#: every organization, oldest first by (created_at, id)
+ORGANIZATIONS = keyset("organizations", TIMESTAMP, ROW_ID)
+#: the audit log, newest first by its serial id
+AUDIT = keyset("audit", NUMBER)
 
 router = APIRouter(prefix="/v1/organizations", tags=["platform operator"])
 audit_router = APIRouter(prefix="/v1/audit-log", tags=["platform operator"])
@@ -74,7 +79,7 @@ async def list_organizations(
     if status is not None:
         stmt = stmt.where(table.c.status == status)
     if cursor:
-        at, last = decode_cursor(cursor)
+        at, last = ORGANIZATIONS.decode(cursor)
         stmt = stmt.where(tuple_(table.c.created_at, table.c.id) > tuple_(at, last))
     stmt = stmt.order_by(table.c.created_at, table.c.id).limit(limit + 1)
     async with db.transaction(bypass_rls=True) as session:
@@ -82,7 +87,8 @@ async def list_organizations(
     items = [organizations.to_view(r) for r in rows[:limit]]
     more = len(rows) > limit
     return OrganizationPage(
-        items=items, next_cursor=encode_cursor(items[-1].created_at, items[-1].id) if more else None
+        items=items,
+        next_cursor=ORGANIZATIONS.encode((items[-1].created_at, items[-1].id)) if more else None,
     )
 
 
@@ -192,7 +198,7 @@ async def list_audit_log(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> AuditPage:
-    before_id = decode_int_cursor(cursor) if cursor else None
+    before_id = AUDIT.decode(cursor)[0] if cursor else None
     async with db.transaction(bypass_rls=True) as session:
         items, more = await audit.list_entries(
             session,
@@ -202,5 +208,5 @@ async def list_audit_log(
             limit=limit,
         )
     last = items[-1] if items else None
-    next_cursor = encode_cursor(last.created_at, last.id) if more and last else None
+    next_cursor = AUDIT.encode((last.id,)) if more and last else None
     return AuditPage(items=items, next_cursor=next_cursor)

@@ -9,9 +9,6 @@ rejects (190) also marks the number disconnected.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import logging
 import uuid
 from dataclasses import dataclass
@@ -22,7 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.crypto import SecretBox, SecretDecryptionError
 from pytake_common.db import Database
-from pytake_common.errors import DomainError, InvalidInput, NotFound
+from pytake_common.errors import DomainError, NotFound
+from pytake_common.pagination import TEXT, keyset
 from pytake_whatsapp_gateway.config import Settings
 from pytake_whatsapp_gateway.events import TemplateSynced
 from pytake_whatsapp_gateway.numbers import ACTIVE, CONNECTED, mark_disconnected
@@ -113,19 +111,8 @@ def _changed(after: Row[Any], before: Row[Any] | None) -> bool:
     )
 
 
-def encode_cursor(name: str, language: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps([name, language]).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[str, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        name, language = json.loads(raw)
-        if not isinstance(name, str) or not isinstance(language, str):
-            raise ValueError(cursor)
-        return name, language
-    except (binascii.Error, ValueError, TypeError) as exc:
-        raise InvalidInput("cursor is not valid") from exc
+#: a WABA's templates, by (name, language)
+TEMPLATES = keyset("templates", TEXT, TEXT)
 
 
 async def list_templates(
@@ -144,7 +131,7 @@ async def list_templates(
         query = query.where(templates.c.status == status.upper())
     if cursor:
         query = query.where(
-            tuple_(templates.c.name, templates.c.language) > tuple_(*decode_cursor(cursor))
+            tuple_(templates.c.name, templates.c.language) > tuple_(*TEMPLATES.decode(cursor))
         )
     rows = list(
         (
@@ -156,7 +143,7 @@ async def list_templates(
     if len(rows) <= limit:
         return rows, None
     rows = rows[:limit]
-    return rows, encode_cursor(rows[-1].name, rows[-1].language)
+    return rows, TEMPLATES.encode((rows[-1].name, rows[-1].language))
 
 
 class TemplateService:
