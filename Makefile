@@ -44,6 +44,9 @@ schemas: install ## regenerate event JSON Schemas and docs/events.md from the mo
 test: lint ## lint, then unit, integration, end-to-end and deploy checks
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
+test-unit: install ## the unit tests alone (tests/unit folders: pure rules, no PostgreSQL or Kafka), in seconds
+	$(VENV)/bin/pytest -q -p no:cacheprovider -m unit
+
 bench: install ## run every benchmark in bench/ (loopback only; files starting with _ are helpers)
 	@command -v wrk >/dev/null || echo "note: no wrk (apt-get install -y wrk): bench/gateway_proxy.py falls back to aiohttp, which shares the cores it measures"
 	@for b in bench/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
@@ -51,4 +54,4 @@ bench: install ## run every benchmark in bench/ (loopback only; files starting w
 clean: ## remove local state (databases, keys) and the virtual environment
 	rm -rf .pytake $(VENV)
 
-.PHONY: help install run demo lint format schemas test bench clean
+.PHONY: help install run demo lint format schemas test test-unit bench clean

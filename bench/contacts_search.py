@@ -50,6 +50,7 @@ from _measure import LeanClient, cpu, pct, postgres_cpu, postmaster, stop
 import pytake_contacts
 from pytake_common.ids import contact_id_for
 from pytake_common.migrations import upgrade
+from pytake_common.pgtenant import asyncpg_dsn
 from pytake_common.settings import to_asyncpg_url
 from pytake_contacts.api.contacts import LIST_SELECT
 from pytake_contacts.search import ContactFilter, page_sql
@@ -407,7 +408,7 @@ def main() -> None:
         server_url = pg.start()
     db_name = f"bench_contacts_{uuid.uuid4().hex[:8]}"
     url = to_asyncpg_url(server_url, database=db_name)
-    dsn = url.replace("postgresql+asyncpg://", "postgresql://")
+    dsn = asyncpg_dsn(url)
     service: subprocess.Popen[bytes] | None = None
     gateway: subprocess.Popen[bytes] | None = None
     jwks_server = None

@@ -34,7 +34,7 @@ from _measure import cpu, platform, postgres_cpu
 from webhook_intake import payload
 
 from pytake_common.db import Database
-from pytake_common.outbox import plain_dsn
+from pytake_common.pgtenant import asyncpg_dsn
 from pytake_common.settings import to_asyncpg_url
 from pytake_devstack.mainloop import MainLoop
 from pytake_devstack.stack import LocalStack
@@ -110,7 +110,7 @@ async def per_statement(server_url: str) -> None:
     tx = (time.perf_counter() - start) / n * 1000
     tx_cpu = (time.process_time() - cpu_start) / n * 1000
     await db.dispose()
-    conn = await asyncpg.connect(plain_dsn(url))
+    conn = await asyncpg.connect(asyncpg_dsn(url))
     start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(n):
         await conn.fetchval("SELECT 1")

@@ -54,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _measure import cpu, pct, platform, postgres_cpu
 from webhook_intake import payload
 
-from pytake_common.outbox import plain_dsn
+from pytake_common.pgtenant import asyncpg_dsn
 from pytake_common.settings import to_asyncpg_url
 from pytake_conversations.stream import CHANNEL as STREAM_CHANNEL
 from pytake_devstack.mainloop import MainLoop, SimNumber, Tenant
@@ -268,7 +268,7 @@ async def bench(
         base_url=gateway, timeout=20.0, limits=httpx.Limits(max_connections=args.c)
     )
     observer = KafkaObserver(stack.cfg.kafka_bootstrap)
-    dsn = plain_dsn(to_asyncpg_url(stack.cfg.database_url, database="pytake_conversations"))
+    dsn = asyncpg_dsn(to_asyncpg_url(stack.cfg.database_url, database="pytake_conversations"))
     commits = CommitListener(dsn)
     async with aiohttp.ClientSession() as session:
         ws_a, agent, reader_a = await connect(session, gateway, tenant, "agent")

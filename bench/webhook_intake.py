@@ -39,7 +39,7 @@ import asyncpg
 import httpx
 from _measure import pct, platform
 
-from pytake_common.outbox import plain_dsn
+from pytake_common.pgtenant import asyncpg_dsn
 from pytake_common.settings import to_asyncpg_url
 from pytake_devstack.infra import free_port, wait_for_port
 from pytake_devstack.mainloop import MainLoop, poll, text_webhook
@@ -151,7 +151,7 @@ async def bench(stack: LocalStack, n: int, concurrency: int, samples: int) -> No
     )
 
     # Every accepted message must reach its conversation exactly once.
-    dsn = plain_dsn(to_asyncpg_url(stack.cfg.database_url, database="pytake_conversations"))
+    dsn = asyncpg_dsn(to_asyncpg_url(stack.cfg.database_url, database="pytake_conversations"))
     conn = await asyncpg.connect(dsn)
     wamids = [w for _, w in bodies]
     accepted = n - run.errors  # a refused or unanswered webhook is Meta's to retry

@@ -7,7 +7,7 @@ import math
 import re
 from pathlib import Path
 
-from pytake_common.reads import READ_POOL_SIZE
+from pytake_common.rawpg import READ_POOL_SIZE
 from pytake_contacts.app import LIST_READS
 
 #: Names whose value is a secret, by suffix (PYTAKE_PASSWORD_HASH_CONCURRENCY is not).

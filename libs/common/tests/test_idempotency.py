@@ -1,48 +1,160 @@
+"""idempotent(): the one claim → replay → store sequence every creating POST uses."""
+
 import asyncio
+import json
 import uuid
 
 import pytest
-from sqlalchemy import text
+from pydantic import BaseModel
+from sqlalchemy import func, select, text
 
-from pytake_common.errors import InvalidInput
-from pytake_common.idempotency import IdempotencyGuard, fingerprint
-
-
-async def _create_note(db, org, user, key, body):
-    async with db.transaction(organization_id=org) as s:
-        guard = IdempotencyGuard(s, org, user, key, fingerprint("POST", "/notes", body))
-        if (stored := await guard.claim()) is not None:
-            return stored
-        note_id = uuid.uuid4()
-        await s.execute(
-            text("INSERT INTO notes (id, organization_id, body) VALUES (:i,:o,:b)"),
-            {"i": note_id, "o": org, "b": body["body"]},
-        )
-        await asyncio.sleep(0.2)  # widen the race window
-        answer = {"id": str(note_id)}
-        await guard.store(201, answer)
-        return 201, answer
+from pytake_common.errors import Conflict, InvalidInput
+from pytake_common.idempotency import Answer, IdempotencyGuard, fingerprint, idempotent
+from pytake_common.mechanics import idempotency_keys
 
 
-async def test_concurrent_retries_do_the_work_once_and_replay_the_answer(db):
-    org, user = uuid.uuid4(), uuid.uuid4()
-    results = await asyncio.gather(
-        *[_create_note(db, org, user, "k1", {"body": "x"}) for _ in range(4)]
+class Note(BaseModel):
+    id: uuid.UUID
+    body: str
+
+
+async def _add_note(session, org, body: str, *, fail=False, wrote=None, pause=0.0) -> Note:
+    note_id = uuid.uuid4()
+    await session.execute(
+        text("INSERT INTO notes (id, organization_id, body) VALUES (:i,:o,:b)"),
+        {"i": note_id, "o": org, "b": body},
     )
-    assert len({r[1]["id"] for r in results}) == 1
+    if wrote is not None:
+        wrote.set()
+    await asyncio.sleep(pause)  # keep the claim (and the write) uncommitted a while
+    if fail:
+        raise Conflict("the work failed after writing")
+    return Note(id=note_id, body=body)
+
+
+async def _post(db, org, user, key, body, *, status=201, box=None, **work) -> Answer:
     async with db.transaction(organization_id=org) as s:
-        assert (await s.execute(text("SELECT count(*) FROM notes"))).scalar_one() == 1
+        guard = IdempotencyGuard(
+            s, org, user, key, fingerprint("POST", "/notes", {"body": body}), box=box
+        )
+        return await idempotent(guard, status, lambda: _add_note(s, org, body, **work))
 
 
-async def test_same_key_different_body_is_refused(db):
+async def _counts(db, org) -> tuple[int, int]:
+    async with db.transaction(organization_id=org) as s:
+        notes = (await s.execute(text("SELECT count(*) FROM notes"))).scalar_one()
+        keys = await s.scalar(select(func.count()).where(idempotency_keys.c.organization_id == org))
+    return notes, keys
+
+
+async def test_idempotent_replays_the_first_answer_with_its_status(db):
     org, user = uuid.uuid4(), uuid.uuid4()
-    await _create_note(db, org, user, "k2", {"body": "x"})
+    first = await _post(db, org, user, "k", "x", status=202)
+    again = await _post(db, org, user, "k", "x", status=202)
+    assert first.replayed is False and again.replayed is True
+    assert (again.status, again.body) == (first.status, first.body) == (202, first.body)
+    assert first.body == {"id": first.body["id"], "body": "x"}  # the model, dumped as JSON
+    response = again.response({"Location": f"/notes/{again.body['id']}"})
+    assert response.status_code == 202
+    assert response.headers["location"] == f"/notes/{first.body['id']}"
+    assert json.loads(response.body) == first.body
+    assert await _counts(db, org) == (1, 1)
+
+
+async def test_idempotent_refuses_the_key_with_another_body(db):
+    org, user = uuid.uuid4(), uuid.uuid4()
+    await _post(db, org, user, "k", "x")
+    with pytest.raises(InvalidInput) as refused:
+        await _post(db, org, user, "k", "y")
+    assert refused.value.status == 422
+    assert await _counts(db, org) == (1, 1)
+
+
+async def test_idempotent_scopes_keys_to_the_principal(db):
+    org = uuid.uuid4()
+    a = await _post(db, org, uuid.uuid4(), "k", "x")
+    b = await _post(db, org, uuid.uuid4(), "k", "x")
+    assert a.body["id"] != b.body["id"] and not b.replayed
+
+
+async def test_a_failed_attempt_stores_nothing_and_the_retry_runs(db):
+    """Claim, work and answer commit together: a failure after the work wrote leaves
+    neither the work nor the claim, so the retry with the same key does the work."""
+    org, user = uuid.uuid4(), uuid.uuid4()
+    with pytest.raises(Conflict):
+        await _post(db, org, user, "k", "x", fail=True)
+    assert await _counts(db, org) == (0, 0)
+    retry = await _post(db, org, user, "k", "x")
+    assert retry.replayed is False
+    assert await _counts(db, org) == (1, 1)
+
+
+async def test_a_crash_between_the_work_and_the_stored_answer_leaves_nothing(db):
+    """The task dies (cancelled) after the business write, before the answer is stored."""
+    org, user = uuid.uuid4(), uuid.uuid4()
+    wrote = asyncio.Event()
+    task = asyncio.create_task(_post(db, org, user, "k", "x", wrote=wrote, pause=30))
+    await wrote.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await _counts(db, org) == (0, 0)
+    assert (await _post(db, org, user, "k", "x")).replayed is False
+
+
+async def test_concurrent_duplicates_do_the_work_once(db):
+    """A duplicate waits on the first call's claim, then replays what it committed."""
+    org, user = uuid.uuid4(), uuid.uuid4()
+    answers = await asyncio.gather(*[_post(db, org, user, "k", "x", pause=0.2) for _ in range(4)])
+    assert len({a.body["id"] for a in answers}) == 1
+    assert sorted(a.replayed for a in answers) == [False, True, True, True]
+    assert await _counts(db, org) == (1, 1)
+
+
+async def test_a_duplicate_of_a_failing_call_does_the_work_itself(db):
+    """The duplicate waits on the first call's claim; the first fails and rolls back, so
+    the duplicate owns the key and does the work (nothing was stored to replay)."""
+    org, user = uuid.uuid4(), uuid.uuid4()
+    wrote = asyncio.Event()
+    first = asyncio.create_task(_post(db, org, user, "k", "x", fail=True, wrote=wrote, pause=0.3))
+    await wrote.wait()
+    duplicate = await _post(db, org, user, "k", "x")
+    with pytest.raises(Conflict):
+        await first
+    assert duplicate.replayed is False
+    assert await _counts(db, org) == (1, 1)
+
+
+async def test_without_a_key_every_call_does_the_work(db):
+    org, user = uuid.uuid4(), uuid.uuid4()
+    a = await _post(db, org, user, None, "x")
+    b = await _post(db, org, user, None, "x")
+    assert a.body["id"] != b.body["id"] and not a.replayed and not b.replayed
+    assert await _counts(db, org) == (2, 0)
+
+
+class _Reversed:
+    """An AnswerBox that is easy to see through: it stores the body's JSON reversed."""
+
+    def seal(self, body):
+        return {"sealed": json.dumps(body)[::-1]}
+
+    def unseal(self, stored):
+        return json.loads(stored["sealed"][::-1])
+
+
+async def test_a_box_seals_the_stored_answer_and_unseals_the_replay(db):
+    org, user = uuid.uuid4(), uuid.uuid4()
+    first = await _post(db, org, user, "k", "secret", box=_Reversed())
+    async with db.transaction(organization_id=org) as s:
+        stored = await s.scalar(
+            select(idempotency_keys.c.response).where(idempotency_keys.c.organization_id == org)
+        )
+    assert "secret" not in json.dumps(stored)
+    again = await _post(db, org, user, "k", "secret", box=_Reversed())
+    assert again.replayed and again.body == first.body
+
+
+def test_a_key_longer_than_allowed_is_refused():
     with pytest.raises(InvalidInput):
-        await _create_note(db, org, user, "k2", {"body": "y"})
-
-
-async def test_no_key_means_no_dedupe(db):
-    org, user = uuid.uuid4(), uuid.uuid4()
-    a = await _create_note(db, org, user, None, {"body": "x"})
-    b = await _create_note(db, org, user, None, {"body": "x"})
-    assert a[1]["id"] != b[1]["id"]
+        IdempotencyGuard(None, uuid.uuid4(), uuid.uuid4(), "k" * 201, "fp")  # type: ignore[arg-type]

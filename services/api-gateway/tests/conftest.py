@@ -98,6 +98,8 @@ class FakeUpstream:
     tokens: TokenFactory | None = None
     port: int = field(default_factory=free_port)
     calls: list[dict[str, Any]] = field(default_factory=list)
+    #: raw paths of requests whose head arrived (before their body is read)
+    arrived: list[str] = field(default_factory=list)
     runner: web.AppRunner | None = None
 
     @property
@@ -136,6 +138,7 @@ class FakeUpstream:
     async def echo(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await self.websocket(request)
+        self.arrived.append(request.raw_path)
         body = await request.read()
         record = {
             "service": self.name,
@@ -156,6 +159,16 @@ class FakeUpstream:
                 await response.write(f"chunk-{i};".encode())
                 await asyncio.sleep(0.05)
             await response.write_eof()
+            return response
+        if mode == "flood":  # far more than socket buffers hold, unsized
+            response = web.StreamResponse(status=200, headers={"Content-Type": "text/plain"})
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            piece = b"f" * (256 * 1024)
+            with contextlib.suppress(ConnectionError):
+                for _ in range(256):
+                    await response.write(piece)
+                await response.write_eof()
             return response
         if mode == "gzip":
             return web.Response(
@@ -212,7 +225,23 @@ class RunningGateway:
     settings: Settings
 
     def client(self, **kwargs: Any) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.url, timeout=10.0, **kwargs)
+        return httpx.AsyncClient(base_url=self.url, **{"timeout": 10.0, **kwargs})
+
+
+@contextlib.asynccontextmanager
+async def serve(config: uvicorn.Config) -> AsyncIterator[str]:
+    """``config``'s app in uvicorn, in this event loop; yields its base URL."""
+    server = _Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://{config.host}:{config.port}"
+    finally:
+        server.should_exit = True
+        await task
 
 
 @contextlib.asynccontextmanager
@@ -222,28 +251,18 @@ async def run_gateway(
     """The gateway in uvicorn. By default no peer is a trusted proxy (an edge
     deployment): uvicorn then never takes the client address from X-Forwarded-For."""
     app = create_app(settings)
-    port = free_port()
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
-        port=port,
+        port=free_port(),
         log_config=None,
         access_log=False,
         lifespan="on",
         ws="auto",
         forwarded_allow_ips=forwarded_allow_ips,
     )
-    server = _Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield RunningGateway(f"http://127.0.0.1:{port}", app, settings)
-    finally:
-        server.should_exit = True
-        await task
+    async with serve(config) as url:
+        yield RunningGateway(url, app, settings)
 
 
 def gateway_settings(upstreams: dict[str, str], **overrides: Any) -> Settings:

@@ -10,7 +10,13 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pytake_api_gateway.upstream import Origin, UpstreamError, UpstreamPool, UpstreamTimeout
+from pytake_api_gateway.upstream import (
+    Origin,
+    PoolExhausted,
+    UpstreamError,
+    UpstreamPool,
+    UpstreamTimeout,
+)
 
 OK = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok"
 
@@ -66,13 +72,20 @@ async def answer_ok(head: bytes, writer: asyncio.StreamWriter) -> None:
 
 
 def pool(**overrides: float) -> UpstreamPool:
-    values = {"limit": 8, "keepalive_s": 4.0, "connect_timeout_s": 1.0, "read_timeout_s": 1.0}
+    values = {
+        "limit": 8,
+        "keepalive_s": 4.0,
+        "connect_timeout_s": 1.0,
+        "read_timeout_s": 1.0,
+        "wait_timeout_s": 5.0,
+    }
     values.update(overrides)
     return UpstreamPool(
         limit=int(values["limit"]),
         keepalive_s=values["keepalive_s"],
         connect_timeout_s=values["connect_timeout_s"],
         read_timeout_s=values["read_timeout_s"],
+        wait_timeout_s=values["wait_timeout_s"],
     )
 
 
@@ -284,4 +297,66 @@ async def test_pool_limit_queues_requests() -> None:
         results = await asyncio.gather(*(fetch(client, server.port) for _ in range(10)))
     assert results == [(200, b"ok")] * 10
     assert server.most_open <= 2
+    client.close()
+
+
+def slow_answer(delay: float) -> Answer:
+    async def answer(head: bytes, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(delay)
+        writer.write(OK)
+
+    return answer
+
+
+async def test_waiting_for_a_connection_is_bounded() -> None:
+    client = pool(limit=1, wait_timeout_s=0.2, read_timeout_s=5.0)
+    async with raw_server(slow_answer(1.5)) as server:
+        busy = asyncio.create_task(fetch(client, server.port))
+        await asyncio.sleep(0.05)
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(PoolExhausted):
+            await fetch(client, server.port)
+        waited = asyncio.get_running_loop().time() - started
+        assert 0.15 < waited < 1.0  # refused after the bound, not after the busy answer
+        assert await busy == (200, b"ok")
+        assert await fetch(client, server.port) == (200, b"ok")  # the pool is usable again
+    client.close()
+
+
+async def test_a_waiter_for_another_upstream_gets_the_freed_slot() -> None:
+    """The only connection is busy with upstream A; a request for B waits. When A's
+    answer is complete B must get to connect (it used to be woken, find no idle
+    connection of its own and go back to sleep for good)."""
+    client = pool(limit=1, wait_timeout_s=3.0)
+    async with raw_server(slow_answer(0.2)) as a, raw_server(answer_ok) as b:
+        on_a = asyncio.create_task(fetch(client, a.port))
+        await asyncio.sleep(0.05)
+        async with asyncio.timeout(1.5):
+            assert await fetch(client, b.port) == (200, b"ok")
+        assert await on_a == (200, b"ok")
+        assert client.open_connections <= 1
+    client.close()
+
+
+async def test_an_idle_connection_to_another_upstream_is_closed_to_make_room() -> None:
+    client = pool(limit=1, wait_timeout_s=3.0)
+    async with raw_server(answer_ok) as a, raw_server(answer_ok) as b:
+        assert await fetch(client, a.port) == (200, b"ok")  # now idle, holding the slot
+        async with asyncio.timeout(1.5):
+            assert await fetch(client, b.port) == (200, b"ok")
+        assert client.open_connections == 1
+    client.close()
+
+
+async def test_a_freed_connection_goes_to_a_waiter_for_its_own_upstream() -> None:
+    client = pool(limit=2, wait_timeout_s=3.0)
+    async with raw_server(slow_answer(0.1)) as a, raw_server(slow_answer(0.3)) as b:
+        results = await asyncio.gather(
+            fetch(client, b.port), *(fetch(client, a.port) for _ in range(6))
+        )
+    assert results == [(200, b"ok")] * 7
+    # A's connection went from one queued A request to the next; B's, freed while
+    # only A requests waited, was closed to let one more A connection open.
+    assert a.connections == 2
+    assert b.connections == 1
     client.close()

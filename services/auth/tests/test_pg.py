@@ -5,8 +5,9 @@ import uuid
 import asyncpg
 import pytest
 
+from pytake_common import pgtenant
 from pytake_common import rawpg as pg
-from pytake_common.reads import asyncpg_dsn
+from pytake_common.pgtenant import asyncpg_dsn
 
 SETTINGS = (
     "SELECT current_user, current_setting('pytake.organization_id', true),"
@@ -102,13 +103,13 @@ async def test_a_query_cancelled_midway_is_rolled_back(app):
 async def test_a_connection_lost_midway_is_replaced(app, database_url, monkeypatch):
     db = app.state.db
     dropped: list[asyncpg.Connection] = []
-    drop = pg._drop
+    discard = pgtenant.discard
 
-    def recording(conn: asyncpg.Connection, proxied: object) -> None:
+    def recording(conn: asyncpg.Connection, forget: object) -> None:
         dropped.append(conn)
-        drop(conn, proxied)
+        discard(conn, forget)
 
-    monkeypatch.setattr(pg, "_drop", recording)
+    monkeypatch.setattr(pgtenant, "discard", recording)
     admin = await asyncpg.connect(asyncpg_dsn(database_url))
     killed: list[int] = []
 

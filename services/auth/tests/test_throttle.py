@@ -7,7 +7,14 @@ from sqlalchemy import func, select, update
 
 from pytake_auth.app import create_app
 from pytake_auth.tables import throttle_buckets
-from pytake_auth.throttle import Rule, Throttle, Throttled, _retry_after, purge_expired
+from pytake_auth.throttle import (
+    Rule,
+    Throttle,
+    Throttled,
+    _retry_after,
+    purge_expired,
+    throttle_source,
+)
 
 TIGHT = {
     "throttle_login_per_address": (3, 60),
@@ -39,22 +46,73 @@ def assert_throttled(r: httpx.Response) -> int:
     return retry
 
 
-async def test_failed_logins_per_email_lock_the_account_from_any_address(api):
+async def test_a_strangers_failures_do_not_lock_the_owner_out(api):
     email = api.new_email()
     await api.registered(email=email)
+    attacker, owner = "203.0.113.66", "198.51.100.20"
     for _ in range(5):
-        assert (await api.login(email, "wrong password!")).status_code == 401
-    # Even the right password, from a fresh address, waits.
-    retry = assert_throttled(await api.login(email))
-    # The sliding window is approximated from two fixed windows: when the failures fill
-    # the current window, the honest wait is the rest of it plus the time the faded
-    # share needs to drop under the limit, at most window + window/limit (900 + 180).
+        assert (await api.login(email, "wrong password!", address=attacker)).status_code == 401
+    # The guesser is stopped, for longer than the sliding window's fading share needs...
+    retry = assert_throttled(await api.login(email, "wrong password!", address=attacker))
+    # (two fixed windows approximate the sliding one: at most window + window/limit)
     assert 1 <= retry <= 900 + 900 // 5
-    # An unknown address is throttled the same way (no hint it does not exist).
+    # ...even with the right password: it could be a lucky guess.
+    assert_throttled(await api.login(email, address=attacker))
+    # The owner, from an address that never failed, signs in, again and again.
+    for _ in range(3):
+        assert (await api.login(email, address=owner)).status_code == 200
+        assert_throttled(await api.login(email, "wrong password!", address=attacker))
+    # An unknown e-mail is throttled the same way (no hint it does not exist).
     ghost = api.new_email()
     for _ in range(5):
-        assert (await api.login(ghost)).status_code == 401
-    assert_throttled(await api.login(ghost))
+        assert (await api.login(ghost, address=attacker)).status_code == 401
+    assert_throttled(await api.login(ghost, address=attacker))
+
+
+async def test_guessing_one_email_from_many_sources_is_still_slowed(make_settings, api):
+    ceiling = {"throttle_login_failures_ceiling": (8, 900), "throttle_login_per_address": (50, 60)}
+    async with tight_client(make_settings, **ceiling) as (_, c):
+        email = api.new_email()
+        body = {
+            "email": email,
+            "password": api.password,
+            "full_name": "A",
+            "organization_name": "B",
+        }
+        assert (await c.post("/v1/auth/register", json=body)).status_code == 201
+
+        async def login(source: str, password: str = "wrong password!") -> httpx.Response:
+            return await c.post(
+                "/v1/auth/login",
+                json={"email": email, "password": password},
+                headers={"X-Forwarded-For": source},
+            )
+
+        sources = [f"192.0.2.{n}" for n in range(1, 6)]
+        for source in sources:  # five failures, one per source: the e-mail's limit
+            assert (await login(source)).status_code == 401
+        # A source that failed before gets no second guess while the e-mail is over it...
+        assert_throttled(await login(sources[0]))
+        # ...a fresh one gets one, then joins them.
+        assert (await login("192.0.2.6")).status_code == 401
+        assert_throttled(await login("192.0.2.6"))
+        # The owner, from a fresh address, still signs in (and resets the e-mail's
+        # count, not the ceiling's).
+        assert (await login("198.51.100.7", api.password)).status_code == 200
+        assert (await login("192.0.2.7")).status_code == 401
+        assert (await login("192.0.2.8")).status_code == 401  # the 8th failure: the ceiling
+        # Over the ceiling every source waits, the owner's too: reaching it took as many
+        # sources as its limit.
+        assert_throttled(await login("192.0.2.9"))
+        assert_throttled(await login("198.51.100.8", api.password))
+
+
+def test_an_ipv6_client_counts_as_its_64():
+    assert throttle_source("2001:db8:1:2:aaaa::1") == throttle_source("2001:db8:1:2:bbbb::2")
+    assert throttle_source("2001:db8:1:3::1") != throttle_source("2001:db8:1:2::1")
+    assert throttle_source("::ffff:203.0.113.9") == "203.0.113.9"
+    assert throttle_source("203.0.113.9") == "203.0.113.9"
+    assert throttle_source("not an address") == "not an address"
 
 
 async def test_a_successful_login_forgets_earlier_failures(api):

@@ -12,7 +12,7 @@ from pytake_common.events import CloudEvent
 from pytake_common.ids import contact_id_for
 from pytake_common.mechanics import outbox, processed_events
 from pytake_common.migrations import revisions
-from pytake_common.reads import asyncpg_dsn
+from pytake_common.pgtenant import asyncpg_dsn
 from pytake_contacts.handlers import HANDLERS, MESSAGE_RECEIVED, on_message_received
 from pytake_contacts.tables import contacts
 

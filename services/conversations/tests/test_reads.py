@@ -7,7 +7,7 @@ import uuid
 import pytest
 from sqlalchemy import delete
 
-from pytake_common.reads import TenantReads
+from pytake_common.rawpg import TenantReads
 from pytake_conversations.tables import conversations
 from pytake_conversations.views import Conversation, Message
 
@@ -66,6 +66,10 @@ async def test_reads_are_read_only_and_leave_no_transaction_behind(app, org):
         await reads.fetch(org, "SELECT 1 / 0")
     setting = await reads.fetch(org, "SELECT current_setting('pytake.organization_id') AS o")
     assert setting[0]["o"] == str(org)
+    # the API read timeout of the service's settings (5000 ms by default) is on every read
+    timeout = app.state.settings.api_read_statement_timeout_ms
+    shown = "SELECT current_setting('statement_timeout')::interval = $1 * interval '1 ms'"
+    assert timeout and (await reads.fetch(org, shown, timeout))[0][0] is True
     pool = await reads.pool()
     async with pool.acquire() as conn:  # between reads: no transaction, still read-only
         assert not conn.is_in_transaction()

@@ -172,6 +172,20 @@ async def test_the_stream_refuses_missing_or_bad_tokens(server, tokens):
     assert exc.value.response.status_code == 422
 
 
+async def test_the_stream_closes_when_its_token_expires(server, tokens):
+    token = tokens.mint(organization_id=uuid.uuid4(), ttl=2)
+    async with websockets.connect(
+        f"{server}/v1/stream", additional_headers={"Authorization": f"Bearer {token}"}
+    ) as ws:
+        await ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(await ws.recv())["type"] == "pong"  # open while the token is valid
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            async with asyncio.timeout(4):
+                await ws.recv()
+    assert closed.value.rcvd.code == 1008
+    assert closed.value.rcvd.reason == "token_expired"
+
+
 def test_notification_payloads_are_checked_before_use():
     org = uuid.uuid4()
     frame = {"id": 7, "type": "message.created", "data": {"message": {"text": "a:b"}}}

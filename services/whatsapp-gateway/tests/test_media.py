@@ -2,6 +2,7 @@
 
 import base64
 import hashlib
+import logging
 import uuid
 from typing import Any
 
@@ -147,3 +148,20 @@ async def test_a_meta_outage_is_retried_later(api, gtokens, sim, gateway, fetche
     assert await fetcher.fetch_batch() == 1
     row = await media_row(gateway, message_id)
     assert (row.state, row.attempts, row.error) == ("stored", 2, None)
+
+
+async def test_signed_media_urls_never_reach_the_logs(api, gtokens, sim, gateway, fetcher, caplog):
+    """Meta's download URL carries its signature in the query string (``hash=``): the
+    HTTP client's request log keeps the path only, at every level."""
+    number = await connect(api, gtokens, sim, gateway, uuid.uuid4(), "705")
+    await receive_image(api, sim, gateway, number, "wamid.logged")
+    caplog.set_level(logging.DEBUG)
+    assert await fetcher.fetch_batch() == 1
+    lines = [
+        f"{r.name} {r.getMessage()} {r.__dict__}" for r in caplog.records if r.name != "asyncio"
+    ]
+    downloads = [line for line in lines if "/whatsapp_business/attachments/" in line]
+    assert downloads, "the download request is logged (by path)"
+    assert all("[redacted]" in line for line in downloads)
+    for line in lines:
+        assert "hash=" not in line and "mid=" not in line and "ext=" not in line, line

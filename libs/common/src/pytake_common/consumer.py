@@ -38,11 +38,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common import rawpg
 from pytake_common.context import organization_id_var
-from pytake_common.db import ORG_SETTING, Database, bind_organization
+from pytake_common.db import Database, bind_organization
 from pytake_common.events import CloudEvent
 from pytake_common.kafka import make_consumer, make_producer
 from pytake_common.mechanics import processed_events
 from pytake_common.metrics import CONSUMER_LAG, EVENTS_CONSUMED, EVENTS_DEAD_LETTERED
+from pytake_common.pgtenant import rebind_sql
 from pytake_common.settings import ServiceSettings
 from pytake_common.tracing import context_from_kafka, tracer
 
@@ -82,14 +83,6 @@ class _Failed(Exception):
         super().__init__(index, error)
         self.index = index
         self.error = error
-
-
-def _org_literal(tenant: str) -> str | None:
-    """``tenant`` as a safe SQL literal when it is a UUID (the only form we inline)."""
-    try:
-        return f"'{uuid.UUID(tenant)}'"
-    except ValueError:
-        return None
 
 
 class EventConsumer:
@@ -238,9 +231,9 @@ class EventConsumer:
                         sql.append(f"RELEASE SAVEPOINT {_SAVEPOINT}")
                         in_savepoint = False
                     if event.tenantid != bound:
-                        literal = _org_literal(event.tenantid) if savepoints else None
-                        if literal is not None:
-                            sql.append(f"SELECT set_config('{ORG_SETTING}', {literal}, true)")
+                        rebind = rebind_sql(event.tenantid) if savepoints else None
+                        if rebind is not None:
+                            sql.append(rebind)
                             session.info["organization_id"] = event.tenantid
                         else:
                             if sql:

@@ -1,9 +1,11 @@
 """Async SQLAlchemy 2 + asyncpg: one engine per service, a session per request/message.
 
 Row-level security is the second line of tenancy: every transaction of a session
-opened for an organization runs ``set_config('pytake.organization_id', ..., true)``
-first, and the application connects under a non-owner role (``db_app_role``) so
-the policies written by :func:`rls_statements` apply even to superuser logins.
+opened for an organization is bound to it first (:data:`pytake_common.pgtenant.BIND_TENANT`),
+and the application connects under a non-owner role (``db_app_role``) so the
+policies written by :func:`~pytake_common.pgtenant.rls_statements` apply even to
+superuser logins. A statement that runs past its ``statement_timeout`` (API reads,
+:func:`pytake_common.pgtenant.api_read_timeout`) raises :class:`StatementTimeout` (503).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import MetaData, event, text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, ExceptionContext
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -24,6 +26,17 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction
 from sqlalchemy.util import await_
 
+from pytake_common.errors import StatementTimeout
+from pytake_common.pgtenant import (
+    BIND_ORGANIZATION,
+    BIND_TENANT,
+    BIND_TENANT_READ,
+    QUERY_CANCELED,
+    read_timeout_var,
+    tenant_params,
+)
+from pytake_common.pgtenant import rls_statements as rls_statements  # migrations import it here
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -32,39 +45,22 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-ORG_SETTING = "pytake.organization_id"
-BYPASS_SETTING = "pytake.bypass_rls"
-
 
 def new_metadata() -> MetaData:
     return MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _statement_timeout(context: ExceptionContext) -> BaseException | None:
+    """Turn a statement cut off by the server into :class:`StatementTimeout`."""
+    if getattr(context.original_exception, "sqlstate", None) == QUERY_CANCELED:
+        return StatementTimeout()
+    return None
 
 
 class Base(DeclarativeBase):
     """Declarative base for services that prefer one; each service may pass its own metadata."""
 
     metadata = new_metadata()
-
-
-def rls_statements(table: str, column: str = "organization_id") -> list[str]:
-    """SQL enabling tenant isolation on ``table`` (used by migrations)."""
-    predicate = (
-        f"current_setting('{BYPASS_SETTING}', true) = 'on' OR {column} = "
-        f"NULLIF(current_setting('{ORG_SETTING}', true), '')::uuid"
-    )
-    return [
-        f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
-        f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY",
-        f"CREATE POLICY {table}_tenant_isolation ON {table} "
-        f"USING ({predicate}) WITH CHECK ({predicate})",
-    ]
-
-
-# Built once: text() parses its SQL for bind parameters on every construction.
-_BIND_TENANT = text(
-    f"SELECT set_config('{ORG_SETTING}', :org, true), set_config('{BYPASS_SETTING}', :bypass, true)"
-)
-_BIND_ORGANIZATION = text(f"SELECT set_config('{ORG_SETTING}', :org, true)")
 
 
 def _bind_tenant(session: Session, tx: SessionTransaction, connection: Connection) -> None:
@@ -74,11 +70,14 @@ def _bind_tenant(session: Session, tx: SessionTransaction, connection: Connectio
     (code that changes tenant inside a transaction calls :func:`bind_organization`)."""
     if tx.nested:
         return
-    org = session.info.get("organization_id")
-    bypass = session.info.get("bypass_rls", False)
-    connection.execute(
-        _BIND_TENANT, {"org": str(org) if org else "", "bypass": "on" if bypass else "off"}
+    params = tenant_params(
+        session.info.get("organization_id"), session.info.get("bypass_rls", False)
     )
+    timeout = read_timeout_var.get()
+    if timeout:
+        connection.execute(BIND_TENANT_READ, {**params, "timeout": str(timeout)})
+    else:
+        connection.execute(BIND_TENANT, params)
 
 
 _SAVEPOINT_STATEMENTS = ("SAVEPOINT ", "RELEASE SAVEPOINT ", "ROLLBACK TO SAVEPOINT ")
@@ -134,6 +133,7 @@ class Database:
                 dbapi_conn.commit()
 
         event.listen(self.engine.sync_engine, "do_execute", _savepoint_unprepared)
+        event.listen(self.engine.sync_engine, "handle_error", _statement_timeout)
         # A Session class of this Database's own: a listener on SQLAlchemy's global
         # Session would fire once per Database object in the process on every begin.
         session_class = type("TenantBoundSession", (Session,), {})
@@ -186,5 +186,5 @@ async def bind_organization(session: AsyncSession, organization_id: uuid.UUID | 
     session.info["organization_id"] = organization_id
     if session.in_transaction():
         await session.execute(
-            _BIND_ORGANIZATION, {"org": str(organization_id) if organization_id else ""}
+            BIND_ORGANIZATION, {"org": str(organization_id) if organization_id else ""}
         )

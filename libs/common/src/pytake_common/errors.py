@@ -82,6 +82,16 @@ class ServiceUnavailable(DomainError):
     status, code, title = 503, "unavailable", "Service unavailable"
 
 
+class StatementTimeout(ServiceUnavailable):
+    """A statement ran past its ``statement_timeout`` (or the server cancelled it):
+    the database is busier than the request can wait for, so try again shortly."""
+
+    code, title = "statement_timeout", "The database did not answer in time"
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail, retry_after=1)
+
+
 def problem(
     status: int, code: str, title: str, detail: str | None = None, **extra: Any
 ) -> JSONResponse:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -51,6 +52,42 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+#: Loggers of HTTP clients that write the URL of every request (httpx: INFO "HTTP Request").
+HTTP_CLIENT_LOGGERS = ("httpx",)
+_QUERY = re.compile(r"(https?://[^\s?#\"']*)\?[^\s#\"']*")
+
+
+class UrlQueryFilter(logging.Filter):
+    """Cut the query string off every URL a record carries.
+
+    Signed URLs (Meta's media downloads, presigned S3 links) carry their credential
+    in the query string; the path is enough to tell which call was made.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = _QUERY.sub(r"\1?[redacted]", record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_without_query(arg) for arg in record.args)
+        return True
+
+
+def _without_query(arg: object) -> object:
+    if isinstance(arg, int | float | bool) or arg is None:
+        return arg
+    text = str(arg)
+    redacted = _QUERY.sub(r"\1?[redacted]", text)
+    return arg if redacted == text else redacted
+
+
+def hide_url_queries() -> None:
+    """Install :class:`UrlQueryFilter` on the HTTP clients' loggers (once)."""
+    for name in HTTP_CLIENT_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, UrlQueryFilter) for f in logger.filters):
+            logger.addFilter(UrlQueryFilter())
+
+
 def configure_logging(service: str, level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter(service))
@@ -60,3 +97,4 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     # aiokafka is chatty at INFO about group rebalances; keep it at WARNING.
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    hide_url_queries()

@@ -17,25 +17,25 @@ from sqlalchemy import MetaData, pool
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import async_engine_from_config
 
-from pytake_common.outbox import plain_dsn
+from pytake_common.pgtenant import asyncpg_dsn
 
 
-def patched(sql: str, changes: tuple[tuple[str, str], ...]) -> str:
-    """``sql`` (an earlier revision's function) with each ``(old, new)`` of ``changes``
-    applied; every ``old`` must occur exactly once, so a revision never patches text it
-    did not mean to."""
-    for old, new in changes:
-        if sql.count(old) != 1:
-            raise ValueError(f"expected exactly one occurrence of {old!r}")
-        sql = sql.replace(old, new)
-    return sql
+def frozen_sql(migration_file: str, name: str) -> str:
+    """A database function's source as revision ``name``'s migration froze it.
+
+    A service keeps each function it defines in PostgreSQL as a readable file under
+    ``<package>/sql/<function>.sql``; the revision that creates or changes it freezes a
+    copy as ``<package>/migrations/sql/<revision>_<function>.sql`` and executes that copy
+    (its downgrade, the previous revision's). Editing the source therefore changes no
+    migration, and a test fails until a new revision freezes the edit.
+    """
+    return (Path(migration_file).parent.parent / "sql" / f"{name}.sql").read_text()
 
 
 async def ensure_database(url: str) -> None:
     """Create the database named in ``url`` if it does not exist (needs CREATEDB)."""
     target = make_url(url)
-    admin_dsn = plain_dsn(target.set(database="postgres").render_as_string(hide_password=False))
-    conn = await asyncpg.connect(admin_dsn)
+    conn = await asyncpg.connect(asyncpg_dsn(url, database="postgres"))
     try:
         exists = await conn.fetchval(
             "SELECT 1 FROM pg_database WHERE datname = $1", target.database

@@ -22,7 +22,6 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import bindparam, delete, func, insert, select
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import CTE
 
@@ -32,6 +31,7 @@ from pytake_common.events import CloudEvent
 from pytake_common.kafka import make_producer
 from pytake_common.mechanics import outbox
 from pytake_common.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISH_ERRORS, OUTBOX_PUBLISHED
+from pytake_common.pgtenant import asyncpg_dsn
 from pytake_common.settings import ServiceSettings
 from pytake_common.tracing import inject_headers, kafka_headers
 
@@ -72,12 +72,6 @@ async def add_event(session: AsyncSession, event: CloudEvent) -> None:
     await session.execute(select(func.pg_notify(CHANNEL, "")).add_cte(staged))
 
 
-def plain_dsn(sqlalchemy_url: str) -> str:
-    return (
-        make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    )
-
-
 class OutboxRelay:
     def __init__(
         self,
@@ -111,7 +105,7 @@ class OutboxRelay:
                 backoff = min(backoff * 2, 30.0)
 
     async def _run_once(self, stop: asyncio.Event) -> None:
-        conn: asyncpg.Connection = await asyncpg.connect(plain_dsn(self.db.url))
+        conn: asyncpg.Connection = await asyncpg.connect(asyncpg_dsn(self.db.url))
         try:
             while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", self.lock_key):
                 self.active = False

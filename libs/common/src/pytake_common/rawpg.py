@@ -1,40 +1,86 @@
-"""Raw asyncpg on a service's own connection pool, for the hot paths.
+"""Raw asyncpg for the hot paths, tenant-bound like a ``Database`` transaction.
 
 A :meth:`~pytake_common.db.Database.transaction` costs about 1.2 ms of CPU in
 session, greenlet and ORM result layers, and each SQLAlchemy Core statement
 built per call another 0.2-0.5 ms; the same statements written as SQL text on
-the asyncpg connection cost tens of microseconds. Two ways in, same isolation:
+the asyncpg connection cost tens of microseconds. The binding statements, and
+giving up a connection whose state is not known, come from
+:mod:`pytake_common.pgtenant`. Two halves:
+
+**On the Database's pool** (reads and writes; connections run under the
+application role set at connect, so row-level security applies, and are closed
+with the rest at shutdown):
 
 * :func:`driver` / :func:`connection_driver`: the asyncpg connection under a
   SQLAlchemy session or connection, for hot statements inside a transaction
   SQLAlchemy begins, binds to its tenant and commits (whatsapp-gateway's send
   path, the event consumer's batch bindings);
-* :func:`transaction`: a transaction of its own on a pooled connection (auth's
-  login and throttle), where
+* :func:`transaction`: a transaction of its own (auth's login and throttle),
+  bound in the round trip of ``BEGIN``; one that did not commit is rolled back
+  before the connection goes back to the pool, and a connection that cannot be
+  (e.g. cancelled mid-query) is closed and replaced.
 
+**On a read pool of its own** (:class:`TenantReads`, for the few API read
+endpoints that dominate traffic):
 
-- the connection comes from the ``Database``'s pool, so it runs under the
-  application role set at connect (row-level security applies) and is closed
-  with the rest at shutdown;
-- the transaction is bound like a ``Database`` transaction, in the round trip of
-  ``BEGIN``: ``pytake.organization_id`` and ``pytake.bypass_rls`` transaction-locally;
-- a transaction that did not commit is rolled back before the connection goes
-  back to the pool, and a connection that cannot be rolled back (e.g. cancelled
-  mid-query) is closed and replaced.
+- every connection runs ``SET ROLE <app role>`` when it is opened (the role
+  ``RESET ALL`` leaves alone), so the row-level-security policies apply, is
+  read-only by default (``default_transaction_read_only``) and has the API read
+  ``statement_timeout`` (a statement past it raises
+  :class:`~pytake_common.errors.StatementTimeout`, answered 503);
+- :meth:`TenantReads.connection` (and :meth:`TenantReads.fetch`) binds the
+  connection to the organization for the session
+  (:data:`~pytake_common.pgtenant.STAY_BOUND_SQL`) before handing it out. The
+  connection remembers the organization it is bound to, so a read for the same
+  organization as the connection's last one is a single round trip (the query)
+  instead of three (``BEGIN`` + settings, the query, ``COMMIT``). The binding is
+  forgotten *before* it is changed and recorded only once the server confirmed
+  it, so a bind that failed or was cancelled half-way is redone on the next
+  read, never trusted;
+- :meth:`TenantReads.transaction` runs a ``READ ONLY`` transaction that first
+  sets the organization (and any extra settings) transaction-locally, in the
+  same round trip as ``BEGIN``, for reads that need settings or one snapshot;
+- a connection whose transaction did not end cleanly is rolled back, or
+  closed when it cannot be, before it goes back to the pool.
+
+Statements run outside an explicit transaction in PostgreSQL's default READ
+COMMITTED, where every statement takes its own snapshot anyway: several reads
+on one :meth:`~TenantReads.connection` see what they would have seen in one
+READ COMMITTED transaction. Use :class:`TenantReads` for reads only; anything
+that writes uses the ``Database``. The session-level binding needs a direct
+connection or a session-mode pooler: behind a transaction-mode pooler
+(PgBouncer) consecutive statements may reach different server connections,
+bound to other organizations (docs/operations.md).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import cast
+from typing import TYPE_CHECKING, Any, cast
 
 import asyncpg
+from asyncpg import Record
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.pool import PoolProxiedConnection
 
-from pytake_common.db import BYPASS_SETTING, ORG_SETTING, Database
+from pytake_common.errors import StatementTimeout
+from pytake_common.pgtenant import (
+    STAY_BOUND_SQL,
+    abandon,
+    asyncpg_dsn,
+    begin_sql,
+    organization_text,
+    quote_ident,
+)
+
+if TYPE_CHECKING:
+    from pytake_common.db import Database
+    from pytake_common.settings import ServiceSettings
+
+# --- on the Database's pool ----------------------------------------------------------
 
 
 async def driver(session: AsyncSession) -> asyncpg.Connection:
@@ -50,17 +96,6 @@ async def connection_driver(connection: AsyncConnection) -> asyncpg.Connection:
 
 class RolledBack(Exception):
     """A transaction's block ended normally but the transaction could not commit."""
-
-
-def begin_sql(organization_id: uuid.UUID | None, *, bypass_rls: bool, durable: bool = True) -> str:
-    """``BEGIN`` and the tenant binding as one simple query (no parameters, one round trip)."""
-    org = str(uuid.UUID(str(organization_id))) if organization_id else ""  # validated: in text
-    bypass = "on" if bypass_rls else "off"
-    sql = (
-        f"BEGIN; SELECT set_config('{ORG_SETTING}', '{org}', true), "
-        f"set_config('{BYPASS_SETTING}', '{bypass}', true)"
-    )
-    return sql if durable else sql + ", set_config('synchronous_commit', 'off', true)"
 
 
 @asynccontextmanager
@@ -81,7 +116,11 @@ async def transaction(
     WAL writer within a fraction of a second, or by the next durable commit: a later
     transaction that depends on it never outlives it.
     """
-    begin = begin_sql(organization_id, bypass_rls=bypass_rls, durable=durable)
+    begin = begin_sql(
+        organization_id,
+        bypass_rls=bypass_rls,
+        settings=None if durable else {"synchronous_commit": "off"},
+    )
     async with db.engine.connect() as pooled:
         proxied = await pooled.get_raw_connection()
         conn: asyncpg.Connection = proxied.driver_connection
@@ -96,32 +135,161 @@ async def transaction(
             committed = True
         finally:
             if not committed:
-                await _abandon(conn, proxied)
+                # soft: closing it through the pool would need SQLAlchemy's greenlet
+                await abandon(conn, lambda: proxied.invalidate(soft=True))
 
 
-async def _abandon(conn: asyncpg.Connection, proxied: PoolProxiedConnection) -> None:
-    """End a transaction that did not commit; the error that got here propagates."""
-    if conn.is_closed() or not conn.is_in_transaction():
-        # Lost midway, or not known to be in a transaction: an error or a cancellation
-        # that cut the BEGIN (and its bypass setting) short can leave the server in a
-        # transaction the driver has not seen. Either way the pool must not hand it out.
-        _drop(conn, proxied)
-        return
-    try:
-        await conn.execute("ROLLBACK")
-    except Exception:
-        _drop(conn, proxied)  # e.g. the server is gone
-        return
-    except BaseException:
-        _drop(conn, proxied)  # cancelled while rolling back
-        raise
-    if conn.is_closed():
-        _drop(conn, proxied)
+# --- on a read pool of its own -------------------------------------------------------
 
 
-def _drop(conn: asyncpg.Connection, proxied: PoolProxiedConnection) -> None:
-    """Close the connection now and have the pool open a new one instead of handing
-    this one out again (a soft invalidation: closing it through the pool would need
-    SQLAlchemy's greenlet)."""
-    conn.terminate()
-    proxied.invalidate(soft=True)
+class ReadConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is untyped
+    """A pool connection that remembers which organization its session is bound to."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pytake_organization: str | None = None
+
+    def bound_organization(self) -> str | None:
+        return self._pytake_organization
+
+    def set_bound_organization(self, organization: str | None) -> None:
+        self._pytake_organization = organization
+
+
+#: Reads in flight per process, by default. A service process is one event loop; its
+#: reads queue for these connections (see pytake_contacts.app.LIST_READS for a service
+#: whose reads are heavier in PostgreSQL than in Python).
+READ_POOL_SIZE = 8
+
+
+class TenantReads:
+    """Tenant-bound read-only reads on a small asyncpg pool (opened lazily).
+
+    ``statement_timeout_ms``: every statement's ``statement_timeout`` (None or 0: the
+    server's); services pass ``settings.api_read_statement_timeout_ms``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        app_role: str | None = None,
+        min_size: int = 1,
+        max_size: int = READ_POOL_SIZE,
+        statement_timeout_ms: int | None = None,
+    ) -> None:
+        self._dsn = asyncpg_dsn(url)
+        self._app_role = app_role
+        self._min_size = min_size
+        self._max_size = max_size
+        self._server_settings = {"default_transaction_read_only": "on"}
+        if statement_timeout_ms:
+            self._server_settings["statement_timeout"] = str(statement_timeout_ms)
+        self._pool: asyncpg.Pool | None = None
+        # First come, first served: asyncpg's pool hands a released connection to
+        # whichever task asks next, and a woken waiter that finds it taken queues
+        # again at the back (asyncio.Queue), so under load some reads waited many
+        # turns. asyncio.Semaphore lets no newcomer past its waiters.
+        self._turns = asyncio.Semaphore(max_size)
+
+    @classmethod
+    def of(cls, settings: ServiceSettings, *, max_size: int = READ_POOL_SIZE) -> TenantReads:
+        """A service's API reads: its database, application role and read timeout."""
+        return cls(
+            settings.service_database_url(),
+            app_role=settings.db_app_role,
+            max_size=max_size,
+            statement_timeout_ms=settings.api_read_statement_timeout_ms,
+        )
+
+    async def _init(self, conn: asyncpg.Connection) -> None:
+        if self._app_role:
+            await conn.execute(f"SET ROLE {quote_ident(self._app_role)}")
+        for typename in ("json", "jsonb"):
+            await conn.set_type_codec(
+                typename, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+            )
+
+    @staticmethod
+    async def _reset(conn: asyncpg.Connection) -> None:
+        # Transactions are always ended by transaction(); the default reset query
+        # (RESET ALL, UNLISTEN, ...) would only add a round trip per read, and would
+        # undo the organization binding that connection() keeps track of.
+        if conn.is_in_transaction():
+            await conn.execute("ROLLBACK")
+
+    async def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=self._min_size,
+                max_size=self._max_size,
+                init=self._init,
+                reset=self._reset,
+                connection_class=ReadConnection,
+                server_settings=self._server_settings,
+            )
+            if self._pool is None:
+                self._pool = pool
+            else:  # another task opened one meanwhile
+                await pool.close()
+        return self._pool
+
+    @asynccontextmanager
+    async def connection(
+        self, organization_id: uuid.UUID | str
+    ) -> AsyncIterator[asyncpg.Connection]:
+        """A pool connection bound to ``organization_id``: each statement on it is
+        its own read-only transaction (see the module's docstring)."""
+        org = organization_text(organization_id)
+        pool = await self.pool()
+        async with self._turns, pool.acquire() as conn:
+            try:
+                if conn.bound_organization() != org:
+                    conn.set_bound_organization(None)  # unknown until the server confirms
+                    await conn.fetchval(STAY_BOUND_SQL, org)
+                    conn.set_bound_organization(org)
+                yield conn
+            except BaseException as exc:
+                # A statement cut off half-way (cancelled, timed out) leaves the session
+                # in a state not worth reasoning about: bind again next time.
+                conn.set_bound_organization(None)
+                await abandon(conn, began=False)
+                if isinstance(exc, asyncpg.QueryCanceledError):
+                    raise StatementTimeout() from exc
+                raise
+
+    @asynccontextmanager
+    async def transaction(
+        self, organization_id: uuid.UUID | str, settings: Mapping[str, str] | None = None
+    ) -> AsyncIterator[asyncpg.Connection]:
+        """A connection inside a read-only transaction bound to ``organization_id``.
+
+        ``settings`` are more transaction-local settings (e.g. a pg_trgm threshold).
+        """
+        begin = begin_sql(organization_id, read_only=True, settings=settings)
+        pool = await self.pool()
+        async with self._turns, pool.acquire() as conn:
+            done = False
+            try:
+                await conn.execute(begin)
+                yield conn
+                await conn.execute("COMMIT")
+                done = True
+            except asyncpg.QueryCanceledError as exc:
+                raise StatementTimeout() from exc
+            finally:
+                if not done:
+                    await abandon(conn)
+
+    async def fetch(self, organization_id: uuid.UUID | str, sql: str, *args: Any) -> list[Record]:
+        """Rows of one query for ``organization_id`` (one round trip when the pool
+        connection is already bound to it)."""
+        async with self.connection(organization_id) as conn:
+            rows: list[Record] = await conn.fetch(sql, *args)
+            return rows
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()

@@ -1,22 +1,36 @@
 """JWT verification against auth's JWKS, the request principal, and role checks.
 
 Tokens are EdDSA (Ed25519) signed by auth only; ``alg`` is pinned. Keys are
-cached by ``kid`` and the JWKS is refetched when an unknown ``kid`` appears
-(rotation), at most once per ``min_refresh_s`` so garbage kids cannot make us
-hammer auth.
+cached by ``kid``; the JWKS is fetched again when it is older than ``cache_ttl_s``
+or an unknown ``kid`` appears (rotation). Auth being slow or down must not take
+every service with it, so the fetch is careful:
+
+- one HTTP client per verifier, reused (closed by :meth:`JWKSVerifier.aclose`);
+- single flight: concurrent requests share the one fetch in progress;
+- keys already held keep verifying: a stale JWKS is refreshed while the request
+  waits at most ``stale_wait_s`` after the fetch began (then it uses what it holds),
+  and only a request whose ``kid`` is unknown waits for the fetch's outcome;
+- after a failed fetch, none starts again before a backoff (doubling from
+  ``backoff_initial_s`` to ``backoff_max_s``, with jitter so replicas do not retry in
+  step); an unknown ``kid`` triggers at most one fetch per ``min_refresh_s`` while
+  auth answers, and none during a backoff, so garbage kids cannot make us hammer it.
 
 A verified token's claims (and its :class:`Principal`) are kept in a bounded
 cache until the token's ``exp``, so a client's next requests skip the base64,
 JSON and Ed25519 work (about a tenth of a hot read's CPU). An entry is used
 only while the token has not expired, its ``kid`` is still among the signing
-keys and the JWKS is fresh (``cache_ttl_s``); otherwise the token is verified
-in full again. Revocation and suspension are not part of the cache: they are
-checked on every request (:func:`enforce_policies`).
+keys and the JWKS is fresh (``cache_ttl_s``) or cannot be refreshed now (backoff);
+otherwise the token is verified in full again. Revocation and suspension are not
+part of the cache: they are checked on every request (:func:`enforce_policies`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import math
+import random
 import time
 import uuid
 from dataclasses import dataclass
@@ -30,6 +44,8 @@ from jwt import PyJWK
 
 from pytake_common.context import organization_id_var
 from pytake_common.errors import Forbidden, OrganizationSuspended, SessionRevoked, Unauthorized
+
+log = logging.getLogger("pytake.security")
 
 ALGORITHMS = ["EdDSA"]
 #: longer tokens are verified every time, never cached (bounds the cache's memory)
@@ -76,46 +92,120 @@ class JWKSVerifier:
         min_refresh_s: float = 1.0,
         client: httpx.AsyncClient | None = None,
         cache_size: int = 10_000,
+        fetch_timeout_s: float = 5.0,
+        stale_wait_s: float = 0.5,
+        backoff_initial_s: float = 1.0,
+        backoff_max_s: float = 60.0,
     ) -> None:
         self.jwks_url = jwks_url
         self.issuer = issuer
         self.audience = audience
         self.cache_ttl_s = cache_ttl_s
         self.min_refresh_s = min_refresh_s
+        self.fetch_timeout_s = fetch_timeout_s
+        self.stale_wait_s = stale_wait_s
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
         self._client = client
+        self._owns_client = client is None
         self._keys: dict[str, PyJWK] = {}
-        self._fetched_at = 0.0
-        self._lock = asyncio.Lock()
+        self._fetched_at = -math.inf  # last successful fetch (monotonic)
+        self._attempted_at = -math.inf  # last fetch started
+        self._retry_at = -math.inf  # no fetch starts before this (backoff)
+        self._failures = 0  # consecutive failed fetches
+        self._fetch: asyncio.Task[None] | None = None
+        #: fetches started (a gauge for tests and debugging)
+        self.fetches = 0
         self.cache_size = cache_size
         #: token -> (claims, principal, exp, kid), oldest first
         self._verified: dict[str, tuple[dict[str, Any], Principal, float, str]] = {}
 
-    async def _refresh(self, *, force: bool) -> None:
-        async with self._lock:
-            age = time.monotonic() - self._fetched_at
-            if (force and age < self.min_refresh_s) or (not force and age < self.cache_ttl_s):
-                return
-            client = self._client or httpx.AsyncClient(timeout=5.0)
-            try:
-                resp = await client.get(self.jwks_url)
-                resp.raise_for_status()
-                keys = resp.json().get("keys", [])
-            except (httpx.HTTPError, ValueError) as exc:
-                if not self._keys:
-                    raise Unauthorized("signing keys unavailable") from exc
-                return  # keep serving with cached keys while auth is unreachable
-            finally:
-                if self._client is None:
-                    await client.aclose()
-            self._keys = {k["kid"]: PyJWK(k) for k in keys if "kid" in k}
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=self.fetch_timeout_s, limits=httpx.Limits(max_connections=2)
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        """Stop a fetch in flight and close the HTTP client this verifier created."""
+        if self._fetch is not None:
+            self._fetch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._fetch
+        if self._owns_client and self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def _backing_off(self, now: float) -> bool:
+        return now < self._retry_at
+
+    def _fetch_task(self, *, unknown_kid: bool) -> asyncio.Task[None] | None:
+        """The fetch in flight, or a new one if one may start now, else None."""
+        if self._fetch is not None:
+            return self._fetch
+        now = time.monotonic()
+        if self._backing_off(now):
+            return None
+        if unknown_kid:
+            if now - self._attempted_at < self.min_refresh_s:
+                return None
+        elif now - self._fetched_at < self.cache_ttl_s:
+            return None
+        self._attempted_at = now
+        self.fetches += 1
+        self._fetch = asyncio.create_task(self._fetch_keys())
+        return self._fetch
+
+    async def _fetch_keys(self) -> None:
+        try:
+            resp = await self._http().get(self.jwks_url)
+            resp.raise_for_status()
+            body = resp.json()
+            keys = {k["kid"]: PyJWK(k) for k in body.get("keys", []) if "kid" in k}
+        except (httpx.HTTPError, ValueError, TypeError, AttributeError, jwt.PyJWTError) as exc:
+            self._failures += 1
+            delay = min(self.backoff_max_s, self.backoff_initial_s * 2 ** (self._failures - 1))
+            delay *= random.uniform(0.5, 1.0)
+            self._retry_at = time.monotonic() + delay
+            log.warning(
+                "JWKS fetch failed; serving with the keys held",
+                extra={
+                    "error": repr(exc)[:300],
+                    "keys_held": len(self._keys),
+                    "retry_in_s": round(delay, 2),
+                },
+            )
+        else:
+            self._keys = keys
             self._fetched_at = time.monotonic()
+            self._failures = 0
+            self._retry_at = -math.inf
+        finally:
+            self._fetch = None
 
     async def key_for(self, kid: str) -> PyJWK:
-        await self._refresh(force=False)
-        if kid not in self._keys:
-            await self._refresh(force=True)
+        key = self._keys.get(kid)
+        if key is not None:
+            if time.monotonic() - self._fetched_at < self.cache_ttl_s:
+                return key
+            # Stale: refresh, but a slow auth delays a request only briefly.
+            task = self._fetch_task(unknown_kid=False)
+            if task is not None:
+                wait = self._attempted_at + self.stale_wait_s - time.monotonic()
+                if wait > 0:
+                    await asyncio.wait({task}, timeout=wait)
+            key = self._keys.get(kid)
+            if key is None:  # the refresh dropped it: no longer published
+                raise Unauthorized("unknown signing key")
+            return key
+        task = self._fetch_task(unknown_kid=True)
+        if task is not None:
+            await asyncio.shield(task)  # ends within the client's timeout
         key = self._keys.get(kid)
         if key is None:
+            if not self._keys:
+                raise Unauthorized("signing keys unavailable")
             raise Unauthorized("unknown signing key")
         return key
 
@@ -125,10 +215,11 @@ class JWKSVerifier:
         if entry is None:
             return None
         claims, principal, exp, kid = entry
+        now = time.monotonic()
         if (
             time.time() < exp
             and kid in self._keys
-            and time.monotonic() - self._fetched_at < self.cache_ttl_s
+            and (now - self._fetched_at < self.cache_ttl_s or self._backing_off(now))
         ):
             return claims, principal
         del self._verified[token]

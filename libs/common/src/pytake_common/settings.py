@@ -16,7 +16,8 @@ from typing import Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy.engine import make_url
+
+from pytake_common.pgtenant import to_asyncpg_url as to_asyncpg_url  # devstack, bench
 
 PLACEHOLDER_SECRETS = frozenset(
     {"", "changeme", "change-me", "changethis", "secret", "password", "dev", "test", "xxx"}
@@ -88,6 +89,11 @@ class ServiceSettings(BaseSettings):
     jwt_audience: str = "pytake"
     jwks_cache_ttl_s: float = 300.0
     db_app_role: str | None = "pytake_app"
+    #: statement_timeout of API reads (GET and HEAD requests' transactions and the
+    #: pooled read connections), in ms; 0 leaves the server's. Past it the read answers
+    #: 503 ``statement_timeout``. Consumers, workers, migrations, writes and streamed
+    #: exports are not bounded by it (docs/contributing-services.md, "Database").
+    api_read_statement_timeout_ms: int = Field(default=5000, ge=0)
     otel_exporter: Literal["none", "console", "otlp"] = "none"
 
     @model_validator(mode="after")
@@ -124,10 +130,3 @@ class ServiceSettings(BaseSettings):
             raise ValueError(f"set PYTAKE_DATABASE_URL or {env_name}")
         db_name = "pytake_" + self.service_name.replace("-", "_")
         return to_asyncpg_url(self.database_url, database=db_name)
-
-
-def to_asyncpg_url(url: str, database: str | None = None) -> str:
-    parsed = make_url(url).set(drivername="postgresql+asyncpg")
-    if database is not None:
-        parsed = parsed.set(database=database)
-    return parsed.render_as_string(hide_password=False)

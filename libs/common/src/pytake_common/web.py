@@ -29,6 +29,7 @@ from pytake_common.errors import install_problem_handlers, problem
 from pytake_common.kafka import broker_reachable
 from pytake_common.logging import configure_logging
 from pytake_common.metrics import BROKER_UP, HTTP_LATENCY, HTTP_REQUESTS
+from pytake_common.pgtenant import read_timeout_var
 from pytake_common.retention import Retention, RetentionWorker
 from pytake_common.revocation import RevocationList
 from pytake_common.security import JWKSVerifier
@@ -51,11 +52,20 @@ class ObservabilityMiddleware:
 
     Per request it reads only the headers it needs (``x-request-id`` and the fields
     of the installed trace propagators) and reuses each route's metric children.
+    GET and HEAD requests are API reads: their transactions are bound with
+    ``read_timeout_ms`` as ``statement_timeout`` (:func:`pytake_common.pgtenant.api_read_timeout`).
     """
 
-    def __init__(self, app: ASGIApp, service: str, record_spans: bool = True) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        service: str,
+        record_spans: bool = True,
+        read_timeout_ms: int | None = None,
+    ) -> None:
         self.app = app
         self.service = service
+        self.read_timeout_ms = read_timeout_ms or None
         #: Without a span exporter (``PYTAKE_OTEL_EXPORTER=none``) a recorded span goes
         #: nowhere: only its context is made (:func:`pytake_common.tracing.unrecorded_span`).
         self.record_spans = record_spans
@@ -99,6 +109,8 @@ class ObservabilityMiddleware:
             request_id = uuid.uuid4().hex  # never log or echo arbitrary client text
         rid_token = request_id_var.set(request_id)
         org_token = organization_id_var.set(None)
+        read = scope["method"] in ("GET", "HEAD")
+        timeout_token = read_timeout_var.set(self.read_timeout_ms if read else None)
         rid_header = (b"x-request-id", request_id.encode())
         status = 500
         start = time.perf_counter()
@@ -132,6 +144,7 @@ class ObservabilityMiddleware:
                 self.observe(scope["method"], path, status, time.perf_counter() - start)
             request_id_var.reset(rid_token)
             organization_id_var.reset(org_token)
+            read_timeout_var.reset(timeout_token)
 
 
 #: a route's fast path: the response, or None to let FastAPI handle the request
@@ -280,6 +293,9 @@ def create_service_app(
                     log.exception("worker failed at shutdown")
             for hook in on_shutdown:
                 await hook()
+            verifier = getattr(app.state, "verifier", None)
+            if isinstance(verifier, JWKSVerifier):
+                await verifier.aclose()  # its one HTTP client
             if db is not None:
                 await db.dispose()
 
@@ -306,6 +322,7 @@ def create_service_app(
         ObservabilityMiddleware,
         service=settings.service_name,
         record_spans=settings.otel_exporter != "none",
+        read_timeout_ms=settings.api_read_statement_timeout_ms,
     )
     app.include_router(health_router(settings, db, check_broker))
     for router in routers:

@@ -3,7 +3,9 @@
 Routing table in :mod:`pytake_api_gateway.routing`, the ASGI entry in
 :mod:`pytake_api_gateway.edge`, forwarding in :mod:`pytake_api_gateway.proxy`,
 tokens and revocation in :mod:`pytake_api_gateway.tokens`, rate limits in
-:mod:`pytake_api_gateway.ratelimit`, merged OpenAPI in :mod:`pytake_api_gateway.openapi`.
+:mod:`pytake_api_gateway.ratelimit`, merged OpenAPI in :mod:`pytake_api_gateway.openapi`,
+what only the platform may ask (``/metrics``, ``/readyz``) in
+:mod:`pytake_api_gateway.internal`.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from starlette.types import ASGIApp
 from pytake_api_gateway.api import gateway_router
 from pytake_api_gateway.config import Settings
 from pytake_api_gateway.edge import EdgeDispatcher, EdgeObservability
+from pytake_api_gateway.headers import RequestIdMiddleware
+from pytake_api_gateway.internal import InternalOnly, internal_listener
 from pytake_api_gateway.openapi import OpenAPIAggregator
-from pytake_api_gateway.proxy import Proxy, RequestIdMiddleware, UpstreamClient
+from pytake_api_gateway.proxy import Proxy, UpstreamClient
 from pytake_api_gateway.ratelimit import EdgeRateLimits
 from pytake_api_gateway.routing import RoutingTable
 from pytake_api_gateway.tokens import TokenGate
@@ -64,8 +68,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # proxied paths in one lean layer (edge.py), the gateway's own endpoints
     # through FastAPI (added last = outermost: the request id is settled
     # before pytake_common's ObservabilityMiddleware logs it).
+    proxy = Proxy(settings, table, client, gate, limits)
     proxied: ASGIApp = EdgeObservability(
-        Proxy(settings, table, client, gate, limits),
+        proxy,
         service=settings.service_name,
         record_spans=settings.otel_exporter != "none",
     )
@@ -79,7 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     build_stack = app.build_middleware_stack
 
     def build_edge_stack() -> ASGIApp:
-        return EdgeDispatcher(table, proxied, build_stack())
+        return InternalOnly(EdgeDispatcher(table, proxied, build_stack()), settings.internal_port)
 
     app.build_middleware_stack = build_edge_stack  # type: ignore[method-assign]
 
@@ -89,7 +94,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(application: Any) -> AsyncIterator[Any]:
         await client.open()
         try:
-            async with inner(application) as state:
+            async with (
+                inner(application) as state,
+                internal_listener(app, settings.host, settings.internal_port),
+            ):
                 if settings.gc_freeze:
                     gc.collect()
                     gc.freeze()
@@ -99,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.router.lifespan_context = lifespan
     app.state.upstreams = client
+    app.state.proxy = proxy
     app.state.routing = table
     app.state.token_gate = gate
     app.state.rate_limits = limits

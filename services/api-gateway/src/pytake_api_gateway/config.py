@@ -22,6 +22,15 @@ class Settings(ServiceSettings):
         default=8000, validation_alias=AliasChoices("PYTAKE_GATEWAY_PORT", "PYTAKE_PORT")
     )
 
+    #: The internal listener (``/metrics``, ``/readyz``, ``/healthz`` only; see
+    #: internal.py): never behind the Ingress. 0 = none (then those two answer
+    #: only to loopback callers that came through no proxy).
+    internal_port: int = Field(
+        default=0,
+        ge=0,
+        validation_alias=AliasChoices("PYTAKE_GATEWAY_INTERNAL_PORT", "PYTAKE_INTERNAL_PORT"),
+    )
+
     # Upstream base URLs (scheme://host:port, no trailing slash needed).
     auth_url: str = "http://127.0.0.1:8001"
     tenants_url: str = "http://127.0.0.1:8002"
@@ -39,9 +48,21 @@ class Settings(ServiceSettings):
     #: upstreams' own keep-alive (uvicorn: 5 s), or a request may be written to
     #: a connection the upstream is closing (aiohttp retries only idempotent ones).
     upstream_keepalive_s: float = 4.0
+    #: Longest wait for a free pooled connection when all ``upstream_pool_size``
+    #: are busy; past it the client gets 503 ``upstream_busy`` with Retry-After.
+    upstream_pool_wait_s: float = 5.0
+    #: Longest a client may take to accept each piece of a streamed answer
+    #: (media, exports); past it the exchange is cut and the upstream
+    #: connection freed, so a slow reader cannot hold one indefinitely.
+    client_write_timeout_s: float = 30.0
+    #: Open WebSocket streams per organization on each replica; 0 = no cap.
+    ws_max_streams_per_organization: int = Field(default=200, ge=0)
 
     api_body_limit_bytes: int = 1 * MIB
     webhook_body_limit_bytes: int = 3 * MIB
+    #: ``POST /v1/contacts/import`` only: contacts accepts CSV files up to its
+    #: ``PYTAKE_IMPORT_MAX_BYTES`` (64 MiB); keep the two equal.
+    import_body_limit_bytes: int = 64 * MIB
 
     #: Browser origins allowed by CORS: a JSON list or comma-separated; empty = no CORS.
     cors_allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)

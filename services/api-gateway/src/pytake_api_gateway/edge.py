@@ -18,7 +18,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pytake_api_gateway.proxy import REQUEST_ID, TRACE_HEADERS
+from pytake_api_gateway.headers import REQUEST_ID, TRACE_HEADERS
 from pytake_api_gateway.routing import RouteEntry, RoutingTable
 from pytake_common.context import request_id_var
 from pytake_common.metrics import HTTP_LATENCY, HTTP_REQUESTS
@@ -64,7 +64,7 @@ class EdgeObservability:
     """pytake_common's ObservabilityMiddleware and the gateway's request-id rule,
     in one pass over the headers, for proxied HTTP requests.
 
-    The same request id rule (:class:`pytake_api_gateway.proxy.RequestIdMiddleware`:
+    The same request id rule (:class:`pytake_api_gateway.headers.RequestIdMiddleware`:
     a well-formed client id is kept, the first of several, else a new one), the
     same server span (continuing the client's W3C trace context), the same
     ``pytake_http_*`` metrics labelled by route prefix. The proxy forwards the

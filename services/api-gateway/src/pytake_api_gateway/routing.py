@@ -19,6 +19,7 @@ CONVERSATIONS = "conversations"
 WHATSAPP = "whatsapp-gateway"
 
 WEBHOOK_PATH = "/webhooks/whatsapp"
+IMPORT_PATH = "/v1/contacts/import"
 
 #: (prefix, upstream) — the contract in ARCHITECTURE.md.
 ROUTES: tuple[tuple[str, str], ...] = (
@@ -72,8 +73,14 @@ def _depth(prefix: str) -> int:
 
 
 class RoutingTable:
-    def __init__(self, entries: Iterable[RouteEntry]) -> None:
+    def __init__(
+        self,
+        entries: Iterable[RouteEntry],
+        body_limits: dict[tuple[str, str], int] | None = None,
+    ) -> None:
         self.entries = tuple(entries)
+        #: (method, exact path) -> body limit, where a route differs from its prefix.
+        self.body_limits = dict(body_limits or {})
         self._by_prefix = {e.path: e for e in self.entries}
         if len(self._by_prefix) != len(self.entries):
             raise ValueError("duplicate prefix in the routing table")
@@ -86,7 +93,7 @@ class RoutingTable:
     @classmethod
     def from_settings(cls, settings: Settings) -> RoutingTable:
         upstreams = {name: Upstream(name, url) for name, url in settings.upstream_urls().items()}
-        return cls(
+        entries = (
             RouteEntry(
                 prefix,
                 upstreams[name],
@@ -96,6 +103,7 @@ class RoutingTable:
             )
             for prefix, name in ROUTES
         )
+        return cls(entries, {("POST", IMPORT_PATH): settings.import_body_limit_bytes})
 
     @property
     def upstreams(self) -> tuple[Upstream, ...]:

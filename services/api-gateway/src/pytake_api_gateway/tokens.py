@@ -1,9 +1,10 @@
 """Who is calling: bearer-token verification (cached) and revocation (never cached).
 
 A token's signature and claims are checked once and the result is remembered
-until its ``exp``. What can change while a token is still valid is asked on
-every request, against in-memory replicas of auth's and tenants' events
-(pytake_common, set on ``app.state`` when the process runs them):
+until its ``exp``, while its signing key is still in auth's JWKS. What can
+change while a token is still valid is asked on every request, against
+in-memory replicas of auth's and tenants' events (pytake_common, set on
+``app.state`` when the process runs them):
 
 * ``app.state.revocations.is_revoked(claims)``: a logged-out session, or a
   user deactivated, deleted or made to sign in again -> 401 ``session_revoked``;
@@ -67,9 +68,20 @@ class TokenGate:
         self._state = state
 
     def cached(self, token: str) -> Identity | None:
-        """Already verified and not expired (the no-await fast path)."""
+        """Already verified and not expired (the no-await fast path).
+
+        The verifier must still hold the token too: it forgets a token whose
+        ``kid`` left the JWKS, and every token once its key set is older than
+        ``PYTAKE_JWKS_CACHE_TTL_S`` (then the next request re-verifies it and the
+        key set is fetched again). So a key auth withdrew stops admitting
+        requests within that TTL, cached or not.
+        """
         identity = self._cache.get(token)
-        if identity is not None and time.time() < identity.expires_at:
+        if (
+            identity is not None
+            and time.time() < identity.expires_at
+            and self._verifier().cached(token) is not None
+        ):
             return identity
         return None
 
@@ -111,14 +123,3 @@ class TokenGate:
             if organizations is not None and organizations.is_suspended(identity.organization_id):
                 return SUSPENDED
         return None
-
-    async def admit(self, token: str | None) -> Identity | Refusal:
-        """:meth:`verify`, then :meth:`revoked`."""
-        identity = self.cached(token) if token else None
-        if identity is None:
-            verified = await self.verify(token)
-            if isinstance(verified, Refusal):
-                return verified
-            identity = verified
-        refusal = self.revoked(identity)
-        return identity if refusal is None else refusal

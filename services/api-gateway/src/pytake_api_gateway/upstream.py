@@ -20,8 +20,15 @@ aggregation). It does only what the proxy needs:
   body come within ``read_timeout_s`` of the previous one (:class:`UpstreamTimeout`);
   connecting has ``connect_timeout_s`` (past it, :class:`UpstreamError`: the
   upstream is unreachable, as when it refuses);
-* at most ``limit`` connections are open to all upstreams together (more
-  requests wait for one);
+* at most ``limit`` connections are open to all upstreams together; more
+  requests wait for one, in arrival order, at most ``wait_timeout_s``
+  (:class:`PoolExhausted`, 503). A connection given back goes straight to a
+  waiter for the same upstream; when only waiters for other upstreams are
+  left it is closed so that one of them can connect, and an idle connection to
+  another upstream is closed rather than making a request wait;
+* a request body is written whole, or streamed as the client sends it (the
+  routes with a large limit, see :mod:`pytake_api_gateway.proxy`), following the
+  upstream's flow control; a streamed request is never retried;
 * bodies are not decompressed or altered; reading pauses past
   ``_HIGH_WATER`` buffered bytes until the consumer catches up; an answer's
   head may take at most ``_MAX_HEAD`` bytes.
@@ -33,6 +40,7 @@ import asyncio
 import collections
 import contextlib
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -51,6 +59,14 @@ class UpstreamError(Exception):
 
 class UpstreamTimeout(TimeoutError):
     """The upstream did not answer, or keep its body flowing, in time (-> 504)."""
+
+
+class PoolExhausted(Exception):
+    """Every pooled connection stayed busy for ``wait_timeout_s`` (-> 503)."""
+
+
+#: The pieces of a streamed request body, ``b""`` at its end.
+BodyStream = Callable[[], Awaitable[bytes]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +185,7 @@ class UpstreamResponse:
             and self.keep_alive
             and not self.chunks
             and not connection.closed
+            and connection.body_written
             # an early answer while the request body is still being written
             and not connection.transport.get_write_buffer_size()  # type: ignore[union-attr]
         ):
@@ -193,6 +210,10 @@ class _Connection(asyncio.Protocol):
         self.head_request = False
         self.closed = False
         self.idle_since = 0.0
+        #: False while a streamed request body is being written (then never reused).
+        self.body_written = True
+        self.write_paused = False
+        self._drain: asyncio.Future[None] | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------
 
@@ -220,6 +241,28 @@ class _Connection(asyncio.Protocol):
             response._wake()
             self.close()
 
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        drain = self._drain
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    async def drained(self, timeout: float) -> None:
+        """Until the transport's write buffer is below its low-water mark again."""
+        if not self.write_paused:
+            return
+        drain = self._drain = self.loop.create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                await drain
+        finally:
+            self._drain = None
+        if self.closed:
+            raise UpstreamError("the upstream closed the connection")
+
     def eof_received(self) -> bool:
         return False  # close the transport
 
@@ -227,6 +270,7 @@ class _Connection(asyncio.Protocol):
         if not self.closed:
             self.closed = True
             self.pool._forget(self)
+        self.resume_writing()
         response = self.response
         if response is not None and not response.complete and response.error is None:
             if response.head_done and not any(
@@ -298,6 +342,12 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
+@dataclass(slots=True)
+class _Waiter:
+    key: tuple[str, int, bool]
+    future: asyncio.Future[_Connection | None]
+
+
 class UpstreamPool:
     """Keep-alive connections to every upstream, shared by all forwarded requests."""
 
@@ -308,14 +358,19 @@ class UpstreamPool:
         keepalive_s: float,
         connect_timeout_s: float,
         read_timeout_s: float,
+        wait_timeout_s: float = 5.0,
     ) -> None:
         self.limit = max(1, limit)
         self.keepalive_s = keepalive_s
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
+        self.wait_timeout_s = wait_timeout_s
         self._idle: dict[tuple[str, int, bool], collections.deque[_Connection]] = {}
         self._open = 0
-        self._slots: collections.deque[asyncio.Future[None]] = collections.deque()
+        #: Requests waiting for a connection, oldest first: their upstream and
+        #: the future that gets a connection handed over, or ``None`` when a
+        #: slot is free and it may connect.
+        self._waiters: collections.deque[_Waiter] = collections.deque()
         self._ssl: ssl.SSLContext | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -336,25 +391,42 @@ class UpstreamPool:
         target: bytes,
         headers: list[tuple[bytes, bytes]],
         body: bytes = b"",
+        *,
+        stream: BodyStream | None = None,
+        length: int | None = None,
     ) -> UpstreamResponse:
-        """Send one request; returns once the status line and headers are in."""
+        """Send one request; returns once the status line and headers are in.
+
+        The body is ``body``, or, with ``stream``, pulled from it piece by piece
+        (``b""`` ends it) while it is written: ``length`` bytes as announced, or
+        chunked when ``length`` is None. A streamed request is never retried, and
+        its connection is reused only when the whole body was written.
+        """
         parts = [method.encode("ascii"), b" ", origin.base_path, target, b" HTTP/1.1\r\nhost: "]
         parts.append(origin.host_header)
         extend = parts.extend
         for name, value in headers:
             extend((b"\r\n", name, b": ", value))
-        if body or method in _SENDS_LENGTH:
+        framed = True
+        if stream is not None:
+            if length is None:
+                parts.append(b"\r\ntransfer-encoding: chunked")
+            else:
+                extend((b"\r\ncontent-length: ", b"%d" % length))
+        elif body or method in _SENDS_LENGTH:
             extend((b"\r\ncontent-length: ", b"%d" % len(body)))
+        else:
+            framed = False
         parts.append(b"\r\n\r\n")
         head = b"".join(parts)
         # Exactly one line feed per header line, and no carriage return elsewhere:
         # nothing can smuggle a header or a second request in.
-        lines = len(headers) + (3 if body or method in _SENDS_LENGTH else 2)
+        lines = len(headers) + (3 if framed else 2)
         if head.count(b"\n") != lines + 1 or head.count(b"\r") != lines + 1:
             raise ValueError("line break in a request header or target")
         # Small bodies go in the same write (one segment), large ones after the head.
         data = [head, body] if len(body) > 64 * 1024 else [head + body]
-        attempts = 2 if method in IDEMPOTENT else 1
+        attempts = 2 if method in IDEMPOTENT and stream is None else 1
         while True:
             attempts -= 1
             connection, reused = await self._acquire(origin)
@@ -366,6 +438,8 @@ class UpstreamPool:
             for chunk in data:
                 transport.write(chunk)
             try:
+                if stream is not None:
+                    await self._send_body(connection, response, stream, chunked=length is None)
                 while not response.head_done:
                     if response.error is not None:
                         raise response.error
@@ -380,9 +454,40 @@ class UpstreamPool:
                 raise
             return response
 
+    async def _send_body(
+        self,
+        connection: _Connection,
+        response: UpstreamResponse,
+        stream: BodyStream,
+        *,
+        chunked: bool,
+    ) -> None:
+        """Write the pieces of ``stream`` as the upstream takes them (its flow control)."""
+        connection.body_written = False
+        transport = connection.transport
+        assert transport is not None
+        while not response.head_done:  # an early answer ends the upload
+            if response.error is not None:
+                raise response.error
+            chunk = await stream()
+            if not chunk:
+                if chunked:
+                    transport.write(b"0\r\n\r\n")
+                connection.body_written = True
+                return
+            if chunked:
+                transport.write(b"%x\r\n" % len(chunk))
+                transport.write(chunk)
+                transport.write(b"\r\n")
+            else:
+                transport.write(chunk)
+            if connection.write_paused:
+                await connection.drained(self.read_timeout_s)
+
     async def _acquire(self, origin: Origin) -> tuple[_Connection, bool]:
+        key = origin.key
         while True:
-            idle = self._idle.get(origin.key)
+            idle = self._idle.get(key)
             if idle:
                 now = self.loop.time()
                 while idle:
@@ -390,15 +495,47 @@ class UpstreamPool:
                     if not connection.closed and now - connection.idle_since < self.keepalive_s:
                         return connection, True
                     connection.close()
+            if self._open >= self.limit and not self._waiters:
+                self._close_idle_elsewhere(key)
             if self._open < self.limit:
                 return await self._connect(origin), False
-            slot = self.loop.create_future()
-            self._slots.append(slot)
-            try:
-                await slot
-            finally:
-                with contextlib.suppress(ValueError):
-                    self._slots.remove(slot)
+            handed = await self._wait_for_slot(key)
+            if handed is not None and not handed.closed:
+                return handed, True
+
+    async def _wait_for_slot(self, key: tuple[str, int, bool]) -> _Connection | None:
+        """Wait in line: a connection to ``key`` handed over, or ``None`` (a slot is free)."""
+        waiter = _Waiter(key, self.loop.create_future())
+        self._waiters.append(waiter)
+        future = waiter.future
+        try:
+            async with asyncio.timeout(self.wait_timeout_s):
+                return await future
+        except BaseException as exc:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+            if future.done() and not future.cancelled():
+                # Woken, then cancelled or timed out before it could use the
+                # wake-up: pass it on instead of losing it.
+                handed = future.result()
+                if handed is not None:
+                    self._park(handed)
+                else:
+                    self._wake_one()
+            else:
+                future.cancel()
+            if isinstance(exc, TimeoutError):
+                raise PoolExhausted(
+                    f"no upstream connection free within {self.wait_timeout_s} s"
+                ) from None
+            raise
+
+    def _close_idle_elsewhere(self, key: tuple[str, int, bool]) -> None:
+        """Free a slot held by an idle connection to another upstream (the oldest)."""
+        for other, idle in self._idle.items():
+            if other != key and idle:
+                idle.popleft().close()
+                return
 
     async def _connect(self, origin: Origin) -> _Connection:
         tls: ssl.SSLContext | None = None
@@ -427,12 +564,24 @@ class UpstreamPool:
         return connection
 
     def _park(self, connection: _Connection) -> None:
+        """A connection is free again: to a waiter for its upstream, else idle."""
+        key = connection.origin.key
+        waiters = self._waiters
+        if waiters:
+            for waiter in waiters:
+                if waiter.key == key and not waiter.future.done():
+                    waiters.remove(waiter)
+                    waiter.future.set_result(connection)
+                    return
+            if any(not w.future.done() for w in waiters):
+                # Only other upstreams are waited for: make room for one of them.
+                connection.close()
+                return
         connection.idle_since = self.loop.time()
-        idle = self._idle.get(connection.origin.key)
+        idle = self._idle.get(key)
         if idle is None:
-            idle = self._idle[connection.origin.key] = collections.deque()
+            idle = self._idle[key] = collections.deque()
         idle.append(connection)
-        self._next_waiter()
 
     def _forget(self, connection: _Connection) -> None:
         """A connection closed (by either side): it frees a slot."""
@@ -441,13 +590,15 @@ class UpstreamPool:
         if idle:
             with contextlib.suppress(ValueError):
                 idle.remove(connection)
-        self._next_waiter()
+        self._wake_one()
 
-    def _next_waiter(self) -> None:
-        while self._slots:
-            slot = self._slots.popleft()
-            if not slot.done():
-                slot.set_result(None)
+    def _wake_one(self) -> None:
+        """Tell the oldest waiter a slot is free (it connects to its own upstream)."""
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.future.done():
+                waiter.future.set_result(None)
                 return
 
     def close(self) -> None:

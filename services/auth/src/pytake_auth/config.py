@@ -61,8 +61,16 @@ class Settings(ServiceSettings):
         default_factory=lambda: [ip_network("127.0.0.1/32"), ip_network("::1/128")]
     )
     #: Throttle (sliding windows in PostgreSQL, shared by every replica): ``(limit, window_s)``.
-    #: Failed logins per e-mail; every login attempt per client address.
+    #: Failed logins (and failed current-password checks) per (e-mail, client source):
+    #: the guesser is stopped, nobody else.
+    throttle_login_failures_per_source: Rule = (5, 900)
+    #: Failed logins per e-mail, applied only to sources that failed against it: guessing
+    #: from many sources gets about one try per source, the owner's fresh source passes.
     throttle_login_failures_per_email: Rule = (5, 900)
+    #: Failed logins per e-mail from any source, the owner's included: bounds guessing
+    #: from a botnet (reaching it takes about this many sources).
+    throttle_login_failures_ceiling: Rule = (100, 900)
+    #: Every login attempt per client address (an IPv6 client's /64).
     throttle_login_per_address: Rule = (20, 60)
     #: Registrations per client address and per e-mail.
     throttle_register_per_address: Rule = (5, 3600)

@@ -19,6 +19,7 @@ import hashlib
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from ipaddress import IPv6Address, ip_address, ip_network
 
 import asyncpg
 from sqlalchemy import delete, func
@@ -50,8 +51,38 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True)
+class Level:
+    """A subject's standing under a rule, read without counting."""
+
+    #: hits in the last window (the sliding estimate; 0 when none count any more)
+    hits: float
+    #: ``Retry-After`` if one more hit were refused now, else None
+    retry_after: int | None
+
+
+NO_HITS = Level(0.0, None)
+
+
+def throttle_source(address: str) -> str:
+    """What the throttle counts a client address as: an IPv6 client's /64 (one host
+    usually holds a whole /64, so counting single addresses would let it rotate
+    through 2**64 of them); any other address as it is."""
+    try:
+        ip = ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+@dataclass(frozen=True, slots=True)
 class Rules:
+    login_failures_per_source: Rule
     login_failures_per_email: Rule
+    login_failures_ceiling: Rule
     login_per_address: Rule
     register_per_address: Rule
     register_per_email: Rule
@@ -64,8 +95,14 @@ class Rules:
             return Rule(name, pair[0], pair[1])
 
         return cls(
+            login_failures_per_source=rule(
+                "login-failures:email+source", settings.throttle_login_failures_per_source
+            ),
             login_failures_per_email=rule(
                 "login-failures:email", settings.throttle_login_failures_per_email
+            ),
+            login_failures_ceiling=rule(
+                "login-failures:email-ceiling", settings.throttle_login_failures_ceiling
             ),
             login_per_address=rule("login:address", settings.throttle_login_per_address),
             register_per_address=rule("register:address", settings.throttle_register_per_address),
@@ -114,11 +151,16 @@ RETURNING b.window_start, b.hits, b.previous_hits, now()
 _READ_BUCKET = """
 SELECT window_start, hits, previous_hits, now() FROM throttle_buckets WHERE bucket = $1
 """
+#: Several checks in one round trip.
+_READ_BUCKETS = """
+SELECT bucket, window_start, hits, previous_hits, now() FROM throttle_buckets
+WHERE bucket = ANY($1::varchar[])
+"""
 _COUNT_HIT = """
 UPDATE throttle_buckets SET window_start = $2, hits = $3, previous_hits = $4, expires_at = $5
 WHERE bucket = $1
 """
-_FORGET = "DELETE FROM throttle_buckets WHERE bucket = $1"
+_FORGET = "DELETE FROM throttle_buckets WHERE bucket = ANY($1::varchar[])"
 
 
 class Throttle:
@@ -160,15 +202,40 @@ class Throttle:
                 return retry
         return None
 
+    async def levels(self, conn: asyncpg.Connection, *subjects: tuple[Rule, str]) -> list[Level]:
+        """Each ``(rule, subject)``'s :class:`Level`, in one statement; counts nothing."""
+        if not self.enabled:
+            return [NO_HITS for _ in subjects]
+        buckets = [rule.bucket(subject) for rule, subject in subjects]
+        rows = {row[0]: row for row in await conn.fetch(_READ_BUCKETS, buckets)}
+        found: list[Level] = []
+        for (rule, _), bucket in zip(subjects, buckets, strict=True):
+            row = rows.get(bucket)
+            if row is None:
+                found.append(NO_HITS)
+                continue
+            _, previous, current, elapsed = _standing(rule, row[1], row[2], row[3], row[4])
+            hits = _estimate(rule, previous, current, elapsed)
+            refused = _estimate(rule, previous, current + 1, elapsed) > rule.limit
+            retry = _retry_after(rule, previous, current, elapsed) if refused else None
+            found.append(Level(hits, retry))
+        return found
+
     async def clear(self, rule: Rule, subject: str, conn: asyncpg.Connection | None = None) -> None:
         """Forget ``subject``'s hits (inside ``conn``'s transaction when given)."""
+        await self.forget(conn, (rule, subject))
+
+    async def forget(self, conn: asyncpg.Connection | None, *subjects: tuple[Rule, str]) -> None:
+        """Forget each ``(rule, subject)``'s hits in one statement (inside ``conn``'s
+        transaction when given)."""
         if not self.enabled:
             return
+        buckets = [rule.bucket(subject) for rule, subject in subjects]
         if conn is not None:
-            await conn.execute(_FORGET, rule.bucket(subject))
+            await conn.execute(_FORGET, buckets)
             return
         async with pg.transaction(self.db, durable=False) as own:
-            await own.execute(_FORGET, rule.bucket(subject))
+            await own.execute(_FORGET, buckets)
 
     async def _take(
         self, conn: asyncpg.Connection, rule: Rule, bucket: str, *, count: bool
@@ -181,25 +248,30 @@ class Throttle:
             row = await conn.fetchrow(_READ_BUCKET, bucket)
             if row is None:
                 return None  # no hits: one fits
-        stored_start: datetime = row[0]
-        now: datetime = row[3]
-        epoch = now.timestamp()
-        start_s = epoch - epoch % rule.window_s
-        window_start = now - timedelta(seconds=epoch - start_s)
-        elapsed = epoch - start_s
-        gap = (window_start - stored_start).total_seconds()
-        if gap <= 0:
-            previous, current = row[2], row[1]
-        elif gap <= rule.window_s:
-            previous, current = row[1], 0
-        else:
-            previous, current = 0, 0
+        window_start, previous, current, elapsed = _standing(rule, row[0], row[1], row[2], row[3])
         if _estimate(rule, previous, current + 1, elapsed) > rule.limit:
             return _retry_after(rule, previous, current, elapsed)
         if count:
             expires_at = window_start + timedelta(seconds=2 * rule.window_s)
             await conn.execute(_COUNT_HIT, bucket, window_start, current + 1, previous, expires_at)
         return None
+
+
+def _standing(
+    rule: Rule, stored_start: datetime, hits: int, previous_hits: int, now: datetime
+) -> tuple[datetime, int, int, float]:
+    """A stored bucket seen at ``now``: the current window's start, the previous and
+    current windows' hits, and the seconds elapsed in the current window."""
+    epoch = now.timestamp()
+    start_s = epoch - epoch % rule.window_s
+    window_start = now - timedelta(seconds=epoch - start_s)
+    elapsed = epoch - start_s
+    gap = (window_start - stored_start).total_seconds()
+    if gap <= 0:
+        return window_start, previous_hits, hits, elapsed
+    if gap <= rule.window_s:
+        return window_start, hits, 0, elapsed
+    return window_start, 0, 0, elapsed
 
 
 async def purge_expired(db: Database) -> int:

@@ -5,7 +5,7 @@ from fastapi import FastAPI
 from pytake_common.consumer import EventConsumer
 from pytake_common.db import Database
 from pytake_common.outbox import OutboxRelay
-from pytake_common.reads import TenantReads
+from pytake_common.rawpg import TenantReads
 from pytake_common.web import create_service_app
 from pytake_contacts.api.routes import routers
 from pytake_contacts.config import Settings
@@ -23,9 +23,7 @@ LIST_READS = 4
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     db = Database(settings.service_database_url(), app_role=settings.db_app_role)
-    reads = TenantReads(
-        settings.service_database_url(), app_role=settings.db_app_role, max_size=LIST_READS
-    )
+    reads = TenantReads.of(settings, max_size=LIST_READS)
     app = create_service_app(
         settings,
         title="PyTake contacts",

@@ -32,6 +32,7 @@ from pytake_common.security import Principal
 from pytake_common.tracing import inject_headers
 from pytake_contacts.api.deps import contact_limit
 from pytake_contacts.api.schemas import ImportFailure, ImportResult
+from pytake_contacts.csv_cells import restore
 from pytake_contacts.domain import (
     AGENT,
     MAX_COMPANY,
@@ -156,6 +157,7 @@ class Importer:
             return None  # blank line
         if len(cells) != self.columns.width:
             raise InvalidInput(f"expected {self.columns.width} columns, found {len(cells)}")
+        cells = [restore(c) for c in cells]  # our own export's quote prefixes
         phone = normalize_phone(cells[self.columns.phone])
         values: dict[str, Any] = {}
         for name, index in self.columns.fields.items():

@@ -5,7 +5,7 @@ from fastapi import FastAPI
 from pytake_common.consumer import EventConsumer
 from pytake_common.db import Database
 from pytake_common.outbox import OutboxRelay
-from pytake_common.reads import TenantReads
+from pytake_common.rawpg import TenantReads
 from pytake_common.web import create_service_app
 from pytake_conversations.api import canned, messages, metrics, routes, stream
 from pytake_conversations.config import Settings
@@ -18,7 +18,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     db = Database(settings.service_database_url(), app_role=settings.db_app_role)
     hub = StreamHub(db)
-    reads = TenantReads(settings.service_database_url(), app_role=settings.db_app_role)
+    reads = TenantReads.of(settings)
     app = create_service_app(
         settings,
         title="PyTake conversations",

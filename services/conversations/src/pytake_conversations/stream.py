@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import CTE
 
 from pytake_common.db import Database
-from pytake_common.outbox import plain_dsn
+from pytake_common.pgtenant import asyncpg_dsn
 from pytake_common.statements import bound_rows, row_params
 from pytake_conversations.tables import stream_events
 
@@ -231,7 +231,7 @@ class StreamHub:
         while not self._stopping:
             reader = None
             try:
-                self._conn = await asyncpg.connect(plain_dsn(self.db.url))
+                self._conn = await asyncpg.connect(asyncpg_dsn(self.db.url))
                 await self._conn.add_listener(CHANNEL, self._on_notify)
                 self._ready.set()
                 backoff = 0.2

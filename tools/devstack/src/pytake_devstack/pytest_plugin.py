@@ -116,3 +116,17 @@ def service_app_fixtures(create_app: Callable[[Any], FastAPI], host: str) -> tup
             yield c
 
     return app_fixture, tokens_fixture, client_fixture
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "unit: a pure rule, tested without PostgreSQL, Kafka or HTTP (any tests/unit/ folder)",
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under a ``tests/unit/`` folder is a unit test: ``pytest -m unit`` runs them."""
+    for item in items:
+        if item.path.parent.name == "unit":
+            item.add_marker(pytest.mark.unit)

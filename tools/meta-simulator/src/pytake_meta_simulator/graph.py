@@ -12,8 +12,11 @@ bearer token (401/190), body (400/100), injected failures.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import re
+import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -121,7 +124,12 @@ async def send_message(
 
 
 def media_url(request: Request, media: Media) -> str:
-    return str(request.base_url).rstrip("/") + f"{ATTACHMENTS_PATH}?mid={media.id}"
+    """Like Meta's lookaside URLs: the query string carries an expiry and a signature
+    (``ext``, ``hash``), so a client that logs it leaks a credential."""
+    expires = int(time.time()) + 300
+    mac = hmac.new(media.sha256.encode(), f"{media.id}:{expires}".encode(), hashlib.sha256)
+    query = f"mid={media.id}&ext={expires}&hash={mac.hexdigest()[:32]}"
+    return str(request.base_url).rstrip("/") + f"{ATTACHMENTS_PATH}?{query}"
 
 
 @router.get(ATTACHMENTS_PATH, response_model=None)

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -50,7 +50,7 @@ from pytake_common.crypto import SecretBox, SecretDecryptionError
 from pytake_common.db import Database
 from pytake_common.errors import NotFound, ServiceUnavailable
 from pytake_common.events import CloudEvent
-from pytake_common.idempotency import IdempotencyGuard
+from pytake_common.idempotency import IdempotencyGuard, IdempotencyKey, idempotent
 from pytake_common.ids import PYTAKE_NAMESPACE
 from pytake_common.outbox import add_event
 from pytake_common.security import CurrentPrincipal, Principal
@@ -220,7 +220,7 @@ async def register(
     throttle: ThrottleDep,
     rules: RulesDep,
     client: ClientAddress,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Sign up: a new organization with the caller as its ``org_admin``; returns tokens.
 
@@ -256,28 +256,32 @@ async def register(
     # unique index on email answers ON CONFLICT whatever RLS hides).
     async with db.transaction(organization_id=user.organization_id) as session:
         guard = IdempotencyGuard(
-            session, ANONYMOUS, registrations.principal(email), idempotency_key, fingerprint
-        )
-        replay = await guard.claim()
-        if replay is not None:
-            status, stored = replay
-            return _tokens(status, registrations.unseal(stored))
-        created = await store.insert_user(
             session,
-            user_id=user.id,
-            organization_id=user.organization_id,
-            email=email,
-            password_hash=password_hash,
-            full_name=user.full_name,
-            role=user.role,
+            ANONYMOUS,
+            registrations.principal(email),
+            idempotency_key,
+            fingerprint,
+            box=registrations,  # the answer holds live tokens: stored encrypted
         )
-        if not created:
-            raise EmailTaken("an account with this email already exists")
-        session_id, refresh_token = await store.open_session(session, settings, user)
-        await _emit_registered(session, user, body.organization_name)
-        answer = _token_body(settings, key, user, session_id, refresh_token)
-        await guard.store(201, registrations.seal(answer))
-    return _tokens(201, answer)
+
+        async def open_account() -> dict[str, Any]:
+            created = await store.insert_user(
+                session,
+                user_id=user.id,
+                organization_id=user.organization_id,
+                email=email,
+                password_hash=password_hash,
+                full_name=user.full_name,
+                role=user.role,
+            )
+            if not created:
+                raise EmailTaken("an account with this email already exists")
+            session_id, refresh_token = await store.open_session(session, settings, user)
+            await _emit_registered(session, user, body.organization_name)
+            return _token_body(settings, key, user, session_id, refresh_token)
+
+        answer = await idempotent(guard, 201, open_account)
+    return answer.response(NO_STORE)
 
 
 async def _emit_registered(session: AsyncSession, user: store.User, organization_name: str) -> None:
@@ -305,8 +309,11 @@ async def _emit_registered(session: AsyncSession, user: store.User, organization
 async def login(body: LoginRequest, request: Request) -> Response:
     """Exchange an email and password for an access token and a refresh token.
 
-    Throttled per client address (every attempt) and per e-mail (failures only,
-    known or not: the answer never tells whether an address is registered).
+    Throttled per client address (every attempt) and, for failures only (known
+    e-mail or not: the answer never tells whether an address is registered), per
+    (e-mail, client address), per e-mail for client addresses that failed against it,
+    and by a higher ceiling per e-mail: a stranger's failures do not stop the owner's
+    right password from another address.
     """
     # The hot path takes no dependencies (FastAPI spends tens of microseconds solving
     # each): the login service and the client address come straight from the request.
@@ -436,9 +443,8 @@ async def change_password(
     settings: Config,
     keys: Keys,
     passwords: PasswordService,
-    throttle: ThrottleDep,
-    rules: RulesDep,
     logins: LoginService,
+    client: ClientAddress,
 ) -> Response:
     """Change the signed-in user's password.
 
@@ -451,9 +457,9 @@ async def change_password(
     async with db.transaction(organization_id=org) as session:
         current = await _live_user(session, principal, session_id)
     # Guessing the current password with a stolen access token counts as failed logins.
-    await throttle.check(rules.login_failures_per_email, current.email)
+    await logins.check_guess(current.email, client)
     if not await passwords.verify(current.password_hash, normalize_password(body.current_password)):
-        await logins.count_failure(current.email)
+        await logins.count_failure(current.email, client)
         raise InvalidCurrentPassword()
     new_password = normalize_password(body.new_password)
     check_password_policy(new_password, current.email)

@@ -10,8 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_auth import directory, store
@@ -33,7 +32,7 @@ from pytake_auth.events import (
     UserUpdated,
 )
 from pytake_common.errors import NotFound
-from pytake_common.idempotency import IdempotencyGuard
+from pytake_common.idempotency import IdempotencyGuard, IdempotencyKey, idempotent
 from pytake_common.security import Admin, Principal
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
@@ -136,7 +135,7 @@ async def create_user(
     db: DB,
     passwords: PasswordService,
     registrations: RegistrationGuard,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Add a user to the caller's organization with an initial password."""
     check_role_management(principal.role, None, body.role)
@@ -153,37 +152,36 @@ async def create_user(
     user_id = uuid.uuid4()
     async with db.transaction(organization_id=org) as session:
         guard = IdempotencyGuard(session, org, principal.user_id, idempotency_key, fingerprint)
-        replay = await guard.claim()
-        if replay is not None:
-            status, stored = replay
-            return JSONResponse(stored, status_code=status)
-        await directory.lock_organization(session, org)
-        await _check_seat(request, session, org)
-        created = await store.insert_user(
-            session,
-            user_id=user_id,
-            organization_id=org,
-            email=email,
-            password_hash=password_hash,
-            full_name=body.full_name,
-            role=body.role,
-        )
-        if not created:
-            raise EmailTaken("an account with this email already exists")
-        member = await directory.get_member(session, org, user_id)
-        assert member is not None
-        payload = UserCreated(
-            user_id=user_id,
-            organization_id=org,
-            email=email,
-            full_name=member.full_name,
-            role=member.role,
-            is_active=member.is_active,
-        )
-        await directory.emit(session, payload, user_id, org)
-        answer: dict[str, Any] = _detail(member).model_dump(mode="json")
-        await guard.store(201, answer)
-    return JSONResponse(answer, status_code=201)
+
+        async def add() -> UserDetail:
+            await directory.lock_organization(session, org)
+            await _check_seat(request, session, org)
+            created = await store.insert_user(
+                session,
+                user_id=user_id,
+                organization_id=org,
+                email=email,
+                password_hash=password_hash,
+                full_name=body.full_name,
+                role=body.role,
+            )
+            if not created:
+                raise EmailTaken("an account with this email already exists")
+            member = await directory.get_member(session, org, user_id)
+            assert member is not None
+            payload = UserCreated(
+                user_id=user_id,
+                organization_id=org,
+                email=email,
+                full_name=member.full_name,
+                role=member.role,
+                is_active=member.is_active,
+            )
+            await directory.emit(session, payload, user_id, org)
+            return _detail(member)
+
+        answer = await idempotent(guard, 201, add)
+    return answer.response()
 
 
 @router.get("/{user_id}", response_model=UserDetail, responses=NOT_FOUND)

@@ -3,15 +3,15 @@
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.errors import InvalidInput
-from pytake_common.idempotency import IdempotencyGuard, fingerprint
+from pytake_common.idempotency import IdempotencyGuard, IdempotencyKey, fingerprint, idempotent
 from pytake_common.ids import contact_id_for
-from pytake_common.reads import TenantReads
+from pytake_common.rawpg import TenantReads
 from pytake_common.security import READERS, Principal, Reader, Worker, authorize
 from pytake_common.strict import StrictParams, Unusual, disjoint, read_query
 from pytake_common.web import FastPathRoute, fast_path
@@ -141,21 +141,19 @@ async def create_contact(
     principal: Worker,
     db: DB,
     request: Request,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Add a contact by phone (``wa_id`` = its E.164 digits, so WhatsApp messages land on it)."""
     org = principal.organization_id
     fp = fingerprint("POST", "/v1/contacts", body.model_dump(mode="json"))
     async with db.transaction(organization_id=org) as session:
         guard = IdempotencyGuard(session, org, principal.user_id, idempotency_key, fp)
-        replay = await guard.claim()
-        if replay is not None:
-            status_code, answer = replay
-            return JSONResponse(answer, status_code=status_code)
-        contact_id = await create(session, request, principal, body)
-        answer = (await contact_out(session, org, contact_id)).model_dump(mode="json")
-        await guard.store(201, answer)
-    return JSONResponse(answer, status_code=201)
+
+        async def add() -> Contact:
+            return await contact_out(session, org, await create(session, request, principal, body))
+
+        answer = await idempotent(guard, 201, add)
+    return answer.response()
 
 
 async def create(

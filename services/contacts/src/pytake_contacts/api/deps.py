@@ -9,7 +9,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.db import Database
-from pytake_common.reads import TenantReads
+from pytake_common.rawpg import TenantReads
 from pytake_common.web import request_db
 from pytake_contacts.search import ContactFilter
 from pytake_contacts.tables import contacts

@@ -1,16 +1,16 @@
 """Tags (per organization, names unique whatever the case) and custom attribute definitions."""
 
 import uuid
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.errors import InvalidInput, NotFound
-from pytake_common.idempotency import IdempotencyGuard, fingerprint
+from pytake_common.idempotency import IdempotencyGuard, IdempotencyKey, fingerprint, idempotent
 from pytake_common.security import Admin, Reader
 from pytake_contacts.api.deps import DB
 from pytake_contacts.api.schemas import (
@@ -80,7 +80,7 @@ async def create_tag(
     body: TagCreate,
     principal: Admin,
     db: DB,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     org = principal.organization_id
     name, color = " ".join(body.name.split()), clean_color(body.color)
@@ -90,21 +90,21 @@ async def create_tag(
     try:
         async with db.transaction(organization_id=org) as session:
             guard = IdempotencyGuard(session, org, principal.user_id, idempotency_key, fp)
-            replay = await guard.claim()
-            if replay is not None:
-                return JSONResponse(replay[1], status_code=replay[0])
-            await _name_free(session, org, name)
-            tag_id = uuid.uuid4()
-            await session.execute(
-                insert(tags).values(id=tag_id, organization_id=org, name=name, color=color)
-            )
-            payload = TagCreated(tag_id=tag_id, organization_id=org, name=name, color=color)
-            await emit(session, payload, tag_id, org)
-            answer = (await _tag_out(session, org, tag_id)).model_dump(mode="json")
-            await guard.store(201, answer)
+
+            async def add() -> Tag:
+                await _name_free(session, org, name)
+                tag_id = uuid.uuid4()
+                await session.execute(
+                    insert(tags).values(id=tag_id, organization_id=org, name=name, color=color)
+                )
+                payload = TagCreated(tag_id=tag_id, organization_id=org, name=name, color=color)
+                await emit(session, payload, tag_id, org)
+                return await _tag_out(session, org, tag_id)
+
+            answer = await idempotent(guard, 201, add)
     except IntegrityError as exc:  # a concurrent create took the name first
         raise TagNameTaken(f"a tag named {name!r} already exists") from exc
-    return JSONResponse(answer, status_code=201)
+    return answer.response()
 
 
 @router.patch("/v1/tags/{tag_id}", response_model=Tag)

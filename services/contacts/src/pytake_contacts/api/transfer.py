@@ -4,7 +4,6 @@ import asyncio
 import csv
 import io
 import tempfile
-import uuid
 from collections.abc import AsyncIterator
 from itertools import islice
 from typing import IO, Any
@@ -14,7 +13,9 @@ from fastapi.responses import StreamingResponse
 from starlette.datastructures import UploadFile
 
 from pytake_common.errors import DomainError, InvalidInput
+from pytake_common.pgtenant import allow_long_reads
 from pytake_common.security import Worker
+from pytake_contacts import csv_cells
 from pytake_contacts.api.deps import DB, Filter
 from pytake_contacts.api.schemas import ImportResult
 from pytake_contacts.importer import BATCH, Importer, parse_header
@@ -126,14 +127,21 @@ EXPORT_FIELDS = (
 
 @router.get("/export")
 async def export_contacts(principal: Worker, db: DB, filters: Filter) -> StreamingResponse:
-    """The filtered list as CSV (same filters as the list), streamed page by page."""
+    """The filtered list as CSV (same filters as the list), streamed page by page.
+
+    Every field is quoted, and a cell that a spreadsheet could read as a formula
+    (``=``, ``+``, ``-``, ``@``, tab or carriage return first, also after blanks or
+    quotes) starts with a single quote: phones read ``'+5511987654321``. Importing the
+    file drops those quotes again.
+    """
+    allow_long_reads()  # a large book's pages may each take longer than an API read
     org = principal.organization_id
     async with db.transaction(organization_id=org) as session:
         keys = sorted(await attribute_schema(session, org))
 
     def line(values: list[Any]) -> str:
         buffer = io.StringIO()
-        csv.writer(buffer).writerow(values)
+        csv.writer(buffer, quoting=csv_cells.QUOTING).writerow(csv_cells.row(values))
         return buffer.getvalue()
 
     async def body() -> AsyncIterator[str]:
@@ -145,13 +153,14 @@ async def export_contacts(principal: Worker, db: DB, filters: Filter) -> Streami
                 rows = (await session.execute(stmt)).mappings().all()
                 tags = await tags_of(session, org, [r["id"] for r in rows])
             out = io.StringIO()
-            writer = csv.writer(out)
+            writer = csv.writer(out, quoting=csv_cells.QUOTING)
             for r in rows:
                 values = [r[f] for f in EXPORT_FIELDS if f != "blocked"]
                 values.insert(EXPORT_FIELDS.index("blocked"), r["blocked_at"] is not None)
                 names = ";".join(t["name"] for t in tags[r["id"]])
-                attrs = [r["attributes"].get(k, "") for k in keys]
-                writer.writerow(["" if v is None else _cell(v) for v in values] + [names] + attrs)
+                attrs = [r["attributes"].get(k) for k in keys]
+                # Every cell, whatever its column, is neutralised (csv_cells).
+                writer.writerow(csv_cells.row([*values, names, *attrs]))
             yield out.getvalue()
             if len(rows) < EXPORT_PAGE:
                 return
@@ -162,13 +171,3 @@ async def export_contacts(principal: Worker, db: DB, filters: Filter) -> Streami
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="contacts.csv"'},
     )
-
-
-def _cell(value: Any) -> Any:
-    if isinstance(value, str) and value[:1] in ("=", "@", "\t", "\r"):
-        return "'" + value  # never let a spreadsheet run a formula from customer data
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    return value

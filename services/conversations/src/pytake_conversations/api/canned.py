@@ -9,14 +9,14 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from pytake_common.errors import NotFound
-from pytake_common.idempotency import IdempotencyGuard, fingerprint
+from pytake_common.idempotency import IdempotencyGuard, IdempotencyKey, fingerprint, idempotent
 from pytake_common.pagination import decode_cursor, encode_cursor
 from pytake_common.security import Admin, Reader
 from pytake_conversations.api.deps import DB, Limit
@@ -117,7 +117,7 @@ async def create_canned(
     body: CannedInput,
     principal: Admin,
     db: DB,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     _check_body(body.body)
     org = principal.organization_id
@@ -125,30 +125,30 @@ async def create_canned(
     try:
         async with db.transaction(organization_id=org) as session:
             guard = IdempotencyGuard(session, org, principal.user_id, idempotency_key, fp)
-            replay = await guard.claim()
-            if replay is not None:
-                return JSONResponse(replay[1], status_code=replay[0])
-            row = (
-                (
-                    await session.execute(
-                        canned_responses.insert()
-                        .values(
-                            id=uuid.uuid4(),
-                            organization_id=org,
-                            created_by=principal.user_id,
-                            **body.model_dump(),
+
+            async def insert() -> CannedResponse:
+                row = (
+                    (
+                        await session.execute(
+                            canned_responses.insert()
+                            .values(
+                                id=uuid.uuid4(),
+                                organization_id=org,
+                                created_by=principal.user_id,
+                                **body.model_dump(),
+                            )
+                            .returning(*canned_responses.c)
                         )
-                        .returning(*canned_responses.c)
                     )
+                    .mappings()
+                    .one()
                 )
-                .mappings()
-                .one()
-            )
-            answer = CannedResponse.model_validate(dict(row)).model_dump(mode="json")
-            await guard.store(201, answer)
+                return CannedResponse.model_validate(dict(row))
+
+            answer = await idempotent(guard, 201, insert)
     except IntegrityError as exc:
         raise ShortcodeTaken(f"shortcode {body.shortcode!r} is already used") from exc
-    return JSONResponse(answer, status_code=201)
+    return answer.response()
 
 
 @router.get("/{canned_id}", response_model=CannedResponse)

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.db import Database
 from pytake_common.errors import NotFound
-from pytake_common.reads import TenantReads
+from pytake_common.rawpg import TenantReads
 from pytake_common.web import request_db
 from pytake_conversations.domain import DEFAULT_WINDOW_HOURS
 from pytake_conversations.tables import conversations

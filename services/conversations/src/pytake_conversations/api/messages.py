@@ -4,7 +4,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import func, select
@@ -17,9 +17,9 @@ from pytake_common.errors import (
     OrganizationSuspended,
     UnprocessableState,
 )
-from pytake_common.idempotency import IdempotencyGuard, fingerprint
+from pytake_common.idempotency import IdempotencyGuard, IdempotencyKey, fingerprint, idempotent
 from pytake_common.pagination import decode_cursor, encode_cursor
-from pytake_common.reads import TenantReads
+from pytake_common.rawpg import TenantReads
 from pytake_common.security import READERS, Principal, Reader, Worker, authorize
 from pytake_common.strict import StrictParams, Unusual, read_query
 from pytake_common.web import FastPathRoute, fast_path
@@ -199,7 +199,7 @@ async def send_message(
     db: DB,
     hours: WindowHours,
     directory: Organizations,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Queue a message (text, media, template, interactive, reaction, location): stored as
     ``pending`` and sent by whatsapp-gateway.
@@ -216,14 +216,12 @@ async def send_message(
     )
     async with db.transaction(organization_id=org) as session:
         guard = IdempotencyGuard(session, org, principal.user_id, idempotency_key, fp)
-        replay = await guard.claim()
-        if replay is not None:
-            status_code, answer = replay
-            return JSONResponse(answer, status_code=status_code)
-        message = await _request_send(session, principal, conversation_id, body, hours, directory)
-        answer = message.model_dump(mode="json")
-        await guard.store(202, answer)
-    return JSONResponse(answer, status_code=202)
+        answer = await idempotent(
+            guard,
+            202,
+            lambda: _request_send(session, principal, conversation_id, body, hours, directory),
+        )
+    return answer.response()
 
 
 async def _check_sendable(
@@ -408,7 +406,7 @@ async def add_note(
     body: NoteInput,
     principal: Worker,
     db: DB,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """A private note for the team: stored in the history, never sent to the customer."""
     org = principal.organization_id
@@ -417,34 +415,34 @@ async def add_note(
     )
     async with db.transaction(organization_id=org) as session:
         guard = IdempotencyGuard(session, org, principal.user_id, idempotency_key, fp)
-        replay = await guard.claim()
-        if replay is not None:
-            return JSONResponse(replay[1], status_code=replay[0])
-        await load_conversation(session, org, conversation_id, lock=True)
-        row = (
-            (
-                await session.execute(
-                    messages.insert()
-                    .values(
-                        id=uuid.uuid4(),
-                        organization_id=org,
-                        conversation_id=conversation_id,
-                        direction=NOTE,
-                        type="text",
-                        text=body.body,
-                        content={"type": "note", "note": {"body": body.body}},
-                        status=INTERNAL,
-                        status_at=func.now(),
-                        sent_by=principal.user_id,
+
+        async def write() -> Message:
+            await load_conversation(session, org, conversation_id, lock=True)
+            row = (
+                (
+                    await session.execute(
+                        messages.insert()
+                        .values(
+                            id=uuid.uuid4(),
+                            organization_id=org,
+                            conversation_id=conversation_id,
+                            direction=NOTE,
+                            type="text",
+                            text=body.body,
+                            content={"type": "note", "note": {"body": body.body}},
+                            status=INTERNAL,
+                            status_at=func.now(),
+                            sent_by=principal.user_id,
+                        )
+                        .returning(*messages.c)
                     )
-                    .returning(*messages.c)
                 )
+                .mappings()
+                .one()
             )
-            .mappings()
-            .one()
-        )
-        await update_conversation(session, org, conversation_id)
-        await push_message(session, org, row, "message.created")
-        answer = Message.of(row).model_dump(mode="json")
-        await guard.store(201, answer)
-    return JSONResponse(answer, status_code=201)
+            await update_conversation(session, org, conversation_id)
+            await push_message(session, org, row, "message.created")
+            return Message.of(row)
+
+        answer = await idempotent(guard, 201, write)
+    return answer.response()

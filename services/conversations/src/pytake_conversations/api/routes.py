@@ -13,7 +13,7 @@ from sqlalchemy import func, update
 
 from pytake_common.errors import InvalidInput
 from pytake_common.pagination import decode_cursor, encode_cursor
-from pytake_common.reads import TenantReads
+from pytake_common.rawpg import TenantReads
 from pytake_common.security import READERS, Principal, Reader, Worker, authorize
 from pytake_common.strict import StrictParams, Unusual, disjoint, read_query
 from pytake_common.web import FastPathRoute, fast_path

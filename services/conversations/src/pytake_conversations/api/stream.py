@@ -5,13 +5,16 @@ Authenticated with the same access token as the API (``Authorization: Bearer`` o
 Each frame is ``{"id", "type", "data"}``; ``id`` grows per organization, and a client
 reconnecting with ``?last_event_id=N`` first gets every event after N still kept (24 h).
 The stream is read-only: a ``{"type": "ping"}`` from the client is answered with a
-``pong``; anything else is ignored.
+``pong``; anything else is ignored. The stream lives no longer than its token: at the
+token's ``exp`` it is closed with 1008 (policy violation), reason ``token_expired``;
+the client reconnects with a fresh token and ``last_event_id``.
 """
 
 import asyncio
 import contextlib
 import json
 import logging
+import time
 import uuid
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -125,7 +128,15 @@ async def _pump(websocket: WebSocket, sub: Subscription, sent: int, principal: P
                 if json.loads(text).get("type") == "ping":
                     await websocket.send_text(dumps({"id": None, "type": "pong", "data": {}}))
 
-    tasks = [asyncio.create_task(outgoing()), asyncio.create_task(incoming())]
+    async def expiry() -> None:
+        await asyncio.sleep(max(0.0, float(websocket.state.claims["exp"]) - time.time()))
+        await websocket.close(code=POLICY_VIOLATION, reason="token_expired")
+
+    tasks = [
+        asyncio.create_task(outgoing()),
+        asyncio.create_task(incoming()),
+        asyncio.create_task(expiry()),
+    ]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in done:

@@ -3,11 +3,11 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from pytake_common.idempotency import IdempotencyGuard, fingerprint
+from pytake_common.idempotency import IdempotencyGuard, IdempotencyKey, fingerprint, idempotent
 from pytake_common.pagination import decode_cursor, encode_cursor
 from pytake_common.security import Admin, Reader
 from pytake_tenants import departments
@@ -50,20 +50,14 @@ async def create_department(
     request: Request,
     principal: Admin,
     db: DB,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     org = principal.organization_id
     fp = fingerprint("POST", request.url.path, body.model_dump(mode="json"))
     async with db.transaction(organization_id=org) as session:
         guard = IdempotencyGuard(session, org, principal.user_id, idempotency_key, fp)
-        replay = await guard.claim()
-        if replay is not None:
-            status, stored = replay
-            return JSONResponse(stored, status_code=status)
-        dept = await departments.create(session, org, body)
-        answer = dept.model_dump(mode="json")
-        await guard.store(201, answer)
-    return JSONResponse(answer, status_code=201, headers={"Location": f"{router.prefix}/{dept.id}"})
+        answer = await idempotent(guard, 201, lambda: departments.create(session, org, body))
+    return answer.response({"Location": f"{router.prefix}/{answer.body['id']}"})
 
 
 @router.get("/{department_id}", response_model=departments.Department)

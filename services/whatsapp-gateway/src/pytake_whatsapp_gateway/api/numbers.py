@@ -5,11 +5,11 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, SecretStr
 
-from pytake_common.idempotency import IdempotencyGuard, fingerprint
+from pytake_common.idempotency import IdempotencyGuard, IdempotencyKey, fingerprint, idempotent
 from pytake_common.security import Admin, Reader
 from pytake_whatsapp_gateway.api.deps import DB, Box
 from pytake_whatsapp_gateway.numbers import (
@@ -111,35 +111,33 @@ async def register(
     principal: Admin,
     db: DB,
     box: Box,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     org = principal.organization_id
     async with db.transaction(organization_id=org) as session:
         guard = IdempotencyGuard(
             session, org, principal.user_id, idempotency_key, _fingerprint(request, body)
         )
-        replay = await guard.claim()
-        if replay is not None:
-            status, stored = replay
-            return JSONResponse(stored, status_code=status)
-        organizations = getattr(request.app.state, "organizations", None)
-        if organizations is not None:  # the plan's limit, from tenants' events
-            await organizations.check_limit(org, "numbers", used=await count_active(session, org))
-        registration = Registration(
-            phone_number_id=body.phone_number_id,
-            waba_id=body.waba_id,
-            display_phone_number=body.display_phone_number.strip(),
-            access_token=body.access_token.get_secret_value(),
-            app_secret=body.app_secret.get_secret_value() if body.app_secret else None,
-            verify_token=body.verify_token.get_secret_value(),
-            throughput_per_second=body.throughput_per_second,
-        )
-        row = await register_number(session, box, org, registration)
-        answer = Number.model_validate(row._mapping).model_dump(mode="json")
-        await guard.store(201, answer)
-    return JSONResponse(
-        answer, status_code=201, headers={"Location": f"{router.prefix}/{answer['id']}"}
-    )
+
+        async def connect() -> Number:
+            organizations = getattr(request.app.state, "organizations", None)
+            if organizations is not None:  # the plan's limit, from tenants' events
+                used = await count_active(session, org)
+                await organizations.check_limit(org, "numbers", used=used)
+            registration = Registration(
+                phone_number_id=body.phone_number_id,
+                waba_id=body.waba_id,
+                display_phone_number=body.display_phone_number.strip(),
+                access_token=body.access_token.get_secret_value(),
+                app_secret=body.app_secret.get_secret_value() if body.app_secret else None,
+                verify_token=body.verify_token.get_secret_value(),
+                throughput_per_second=body.throughput_per_second,
+            )
+            row = await register_number(session, box, org, registration)
+            return Number.model_validate(row._mapping)
+
+        answer = await idempotent(guard, 201, connect)
+    return answer.response({"Location": f"{router.prefix}/{answer.body['id']}"})
 
 
 @router.get("", response_model=NumberPage)

@@ -4,11 +4,11 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from pytake_common.idempotency import IdempotencyGuard, fingerprint
+from pytake_common.idempotency import IdempotencyGuard, IdempotencyKey, fingerprint, idempotent
 from pytake_common.security import Admin, Reader
 from pytake_whatsapp_gateway.api.deps import DB
 from pytake_whatsapp_gateway.numbers import get_number
@@ -92,7 +92,7 @@ async def create(
     principal: Admin,
     db: DB,
     service: Templates,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Submit a template for Meta's review; it starts PENDING."""
     org = principal.organization_id
@@ -100,18 +100,15 @@ async def create(
     print_ = fingerprint("POST", request.url.path, body.model_dump(mode="json"))
     async with db.transaction(organization_id=org) as session:
         guard = IdempotencyGuard(session, org, principal.user_id, idempotency_key, print_)
-        replay = await guard.claim()
-        if replay is not None:
-            status, stored = replay
-            return JSONResponse(stored, status_code=status)
-        row = await service.create(
-            session,
-            access,
-            NewTemplate(body.name, body.language, body.category, body.components),
-        )
-        answer = Template.model_validate(row._mapping).model_dump(mode="json")
-        await guard.store(201, answer)
-    return JSONResponse(answer, status_code=201)
+
+        async def submit() -> Template:
+            template = NewTemplate(body.name, body.language, body.category, body.components)
+            return Template.model_validate(
+                (await service.create(session, access, template))._mapping
+            )
+
+        answer = await idempotent(guard, 201, submit)
+    return answer.response()
 
 
 @router.post("/sync", response_model=SyncResult)

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.aio import sleep_or_stop
 from pytake_common.db import Database
-from pytake_common.outbox import plain_dsn
+from pytake_common.pgtenant import asyncpg_dsn
 from pytake_common.rawpg import driver
 from pytake_whatsapp_gateway.config import Settings
 from pytake_whatsapp_gateway.sending.sender import Outbound, Sender
@@ -166,7 +166,7 @@ class Dispatcher:
                 backoff = min(backoff * 2, 30.0)
 
     async def _listen_once(self, stop: asyncio.Event) -> None:
-        conn: asyncpg.Connection = await asyncpg.connect(plain_dsn(self.db.url))
+        conn: asyncpg.Connection = await asyncpg.connect(asyncpg_dsn(self.db.url))
         lost = asyncio.Event()
         try:
             conn.add_termination_listener(lambda _: lost.set())

@@ -50,6 +50,7 @@ from pytake_common.db import Database
 from pytake_common.events import CloudEvent
 from pytake_common.outbox import CHANNEL as OUTBOX_CHANNEL
 from pytake_common.outbox import outbox_row
+from pytake_common.pgtenant import discard
 from pytake_common.rawpg import connection_driver, driver
 from pytake_whatsapp_gateway.config import Settings
 from pytake_whatsapp_gateway.events import MessageFailed, MessageSent
@@ -245,7 +246,7 @@ class Sender:
                     # flight): a session lock must not go back to the pool. Closing the
                     # connection releases it: at once and synchronously (a second
                     # cancellation cannot interrupt it), then the pool forgets it.
-                    conn.terminate()
+                    discard(conn)
                     await lock.invalidate()
 
     async def _lock(self, conn: asyncpg.Connection, key: int) -> None:

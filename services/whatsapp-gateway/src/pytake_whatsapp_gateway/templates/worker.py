@@ -16,7 +16,7 @@ import zlib
 import asyncpg
 
 from pytake_common.aio import sleep_or_stop
-from pytake_common.outbox import plain_dsn
+from pytake_common.pgtenant import asyncpg_dsn
 from pytake_whatsapp_gateway.templates.service import TemplateService, sync_all
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class TemplateSyncWorker:
                 backoff = min(backoff * 2, 60.0)
 
     async def _lead(self, stop: asyncio.Event) -> None:
-        conn: asyncpg.Connection = await asyncpg.connect(plain_dsn(self.service.db.url))
+        conn: asyncpg.Connection = await asyncpg.connect(asyncpg_dsn(self.service.db.url))
         try:
             while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY):
                 await sleep_or_stop(stop, self.standby_poll_s)  # another replica syncs

@@ -18,19 +18,20 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, String, Table, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Select, Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import TypeEngine
 
 from pytake_common.crypto import SecretBox
-from pytake_common.db import BYPASS_SETTING, ORG_SETTING, Database
+from pytake_common.db import Database
 from pytake_common.errors import DomainError
 from pytake_common.events import CloudEvent
 from pytake_common.ids import PYTAKE_NAMESPACE, contact_id_for, message_id_for_wamid
 from pytake_common.mechanics import outbox
 from pytake_common.outbox import CHANNEL as OUTBOX_CHANNEL
 from pytake_common.outbox import add_event, outbox_row
+from pytake_common.pgtenant import bind_select
 from pytake_common.statements import bound_rows, row_params
 from pytake_whatsapp_gateway.events import MessageReceived, MessageSent, MessageStatusUpdated
 from pytake_whatsapp_gateway.media import download_path
@@ -201,16 +202,9 @@ def _of(
     ]
 
 
-def _set_tenant() -> Select[Any]:
-    return select(
-        func.set_config(ORG_SETTING, bindparam("org", type_=String()), True),
-        func.set_config(BYPASS_SETTING, "off", True),
-    )
-
-
 # Built once (statement construction costs more client CPU than a loopback round trip).
-_BIND_TENANT = _set_tenant()
-_BIND_TENANT_WITH_DELIVERY = _set_tenant().add_cte(
+_BIND_TENANT = bind_select()
+_BIND_TENANT_WITH_DELIVERY = bind_select().add_cte(
     webhook_deliveries.insert()
     .values(
         id=bindparam("delivery_id"),

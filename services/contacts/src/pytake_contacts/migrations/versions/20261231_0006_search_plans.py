@@ -27,105 +27,18 @@ from pathlib import Path
 
 from alembic import op
 
-from pytake_common.migrations import patched
+from pytake_common.migrations import frozen_sql
 
 revision = "0006"
 down_revision = "0005"
 
-#: migration 0005's module globals (its search function is the base of this one and of
-#: the downgrade)
+#: migration 0005's module globals (its GIN options)
 PREVIOUS = runpy.run_path(str(Path(__file__).with_name("20261230_0005_search_vocabulary.py")))
 
-#: (0005's text, this revision's text) of pytake_contact_search_sql's changed parts
-CHANGES = (
-    (
-        "    lim int := coalesce(max_rows, 50);\n",
-        "    lim int := coalesce(max_rows, 50);\n"
-        "    -- collect every match through a GIN index, then sort (never walk the order)\n"
-        "    by_grams boolean := false;\n",
-    ),
-    (
-        "        IF length(digits) >= 6 THEN  -- the first and last six digits: few candidates\n",
-        "        IF length(digits) >= 6 THEN  -- the first and last six digits: few candidates\n"
-        "            by_grams := true;\n",
-    ),
-    (
-        "        cond := cond || format(\n"
-        "            ' AND s.contact_id IN (SELECT t.contact_id FROM contact_tags t'\n"
-        "            ' WHERE t.tag_id = %L AND t.organization_id = %L)', tag_id, org);\n",
-        "        cond := cond || format(' AND s.tag_ids @> %L::uuid[]', ARRAY[tag_id]);\n",
-    ),
-    (
-        "    page := format(\n"
-        "        'SELECT s.contact_id, (%s)::int AS rank FROM contact_search s'\n",
-        "    IF by_grams THEN\n"
-        "        -- The matches of a fragment many phones share can all sit late in the\n"
-        "        -- (created_at, id) order: OFFSET 0 keeps the planner from walking it.\n"
-        "        RETURN format(\n"
-        "            'SELECT f.contact_id, f.rank FROM (SELECT s.contact_id, (%s)::int AS rank,'\n"
-        "            ' s.created_at FROM contact_search s'\n"
-        "            ' WHERE s.organization_id = %L AND NOT s.deleted%s%s OFFSET 0) f'\n"
-        "            ' ORDER BY 2, f.created_at, f.contact_id LIMIT %s',\n"
-        "            rank, org, cond, keyset, lim);\n"
-        "    END IF;\n"
-        "    page := format(\n"
-        "        'SELECT s.contact_id, (%s)::int AS rank FROM contact_search s'\n",
-    ),
-    (
-        "    RETURN format(\n"
-        "        'WITH probe AS MATERIALIZED (SELECT s.contact_id, 0 AS rank FROM ('\n"
-        "        ' SELECT * FROM contact_search s WHERE s.organization_id = %L AND NOT s.deleted%s'\n"
-        "        ' ORDER BY s.created_at, s.contact_id LIMIT %s) s WHERE true%s'\n"
-        "        ' ORDER BY s.created_at, s.contact_id LIMIT %s)'\n"
-        "        ' SELECT * FROM probe WHERE (SELECT count(*) FROM probe) >= %s'\n"
-        "        ' UNION ALL SELECT * FROM (%s) f WHERE (SELECT count(*) FROM probe) < %s',\n"
-        "        org, keyset, probe_rows, cond, lim, lim, page, lim);\n",
-        "    -- When the probe holds some matches but not a page (3 in 20 of one or more:\n"
-        "    -- the words go together in 0.8 % of the contacts or more), a ten times longer\n"
-        "    -- walk finds the page sooner than reading every match ('padaria avila' + opted\n"
-        "    -- in: 32 in 1,000; the full query read 20,000 matches in 10,600 pages, 31 ms).\n"
-        "    RETURN format(\n"
-        "        'WITH probe AS MATERIALIZED (SELECT s.contact_id, 0 AS rank FROM ('\n"
-        "        ' SELECT * FROM contact_search s WHERE s.organization_id = %1$L AND NOT s.deleted%2$s'\n"
-        "        ' ORDER BY s.created_at, s.contact_id LIMIT %3$s) s WHERE true%4$s'\n"
-        "        ' ORDER BY s.created_at, s.contact_id LIMIT %5$s),'\n"
-        "        ' wide AS MATERIALIZED (SELECT s.contact_id, 0 AS rank FROM ('\n"
-        "        ' SELECT * FROM contact_search s WHERE s.organization_id = %1$L AND NOT s.deleted%2$s'\n"
-        "        ' ORDER BY s.created_at, s.contact_id LIMIT %6$s) s WHERE true%4$s'\n"
-        "        ' ORDER BY s.created_at, s.contact_id LIMIT %5$s)'\n"
-        "        ' SELECT * FROM probe WHERE (SELECT count(*) FROM probe) >= %5$s'\n"
-        "        ' UNION ALL SELECT * FROM wide WHERE (SELECT count(*) FROM probe) < %5$s'\n"
-        "        ' AND (SELECT count(*) FROM probe) * 20 >= %5$s * 3'\n"
-        "        ' AND (SELECT count(*) FROM wide) >= %5$s'\n"
-        "        ' UNION ALL SELECT * FROM (%7$s) f WHERE (SELECT count(*) FROM probe) < %5$s'\n"
-        "        ' AND ((SELECT count(*) FROM probe) * 20 < %5$s * 3'\n"
-        "        ' OR (SELECT count(*) FROM wide) < %5$s)',\n"
-        "        org, keyset, probe_rows, cond, lim, probe_rows * 10, page);\n",
-    ),
-)
+#: the frozen sources (pytake_contacts/sql/ holds the current ones)
+SEARCH_SQL_FN = frozen_sql(__file__, "0006_pytake_contact_search_sql")
 
-
-SEARCH_SQL_FN = patched(PREVIOUS["SEARCH_SQL_FN"], CHANGES)
-
-TAGS_FN = r"""
-CREATE OR REPLACE FUNCTION pytake_contact_tags_sync() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = public, pg_temp
-SET enable_seqscan = off
-AS $fn$
-BEGIN
-    IF TG_OP IN ('DELETE', 'UPDATE') THEN
-        UPDATE contact_search SET tag_ids = array_remove(tag_ids, OLD.tag_id)
-        WHERE contact_id = OLD.contact_id AND tag_ids @> ARRAY[OLD.tag_id];
-    END IF;
-    IF TG_OP IN ('INSERT', 'UPDATE') THEN
-        UPDATE contact_search SET tag_ids = array_append(tag_ids, NEW.tag_id)
-        WHERE contact_id = NEW.contact_id AND NOT tag_ids @> ARRAY[NEW.tag_id];
-    END IF;
-    RETURN NULL;
-END
-$fn$
-"""
+TAGS_FN = frozen_sql(__file__, "0006_pytake_contact_tags_sync")
 
 
 def upgrade() -> None:
@@ -151,7 +64,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute(PREVIOUS["SEARCH_SQL_FN"])
+    op.execute(frozen_sql(__file__, "0005_pytake_contact_search_sql"))
     op.execute("DROP TRIGGER contact_tags_search_sync ON contact_tags")
     op.execute("DROP FUNCTION pytake_contact_tags_sync()")
     op.execute("ALTER TABLE contact_search DROP COLUMN tag_ids")

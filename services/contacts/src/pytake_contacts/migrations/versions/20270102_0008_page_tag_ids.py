@@ -16,55 +16,17 @@ from pathlib import Path
 
 from alembic import op
 
-from pytake_common.migrations import patched
+from pytake_common.migrations import frozen_sql
 
 revision = "0008"
 down_revision = "0007"
 
-_HERE = Path(__file__).parent
-#: migration 0005's and 0006's module globals (the functions this one changes)
-V5 = runpy.run_path(str(_HERE / "20261230_0005_search_vocabulary.py"))
-V6 = runpy.run_path(str(_HERE / "20261231_0006_search_plans.py"))
+#: migration 0005's module globals (the page function's signature)
+V5 = runpy.run_path(str(Path(__file__).with_name("20261230_0005_search_vocabulary.py")))
 
-#: (0006's text, this revision's text) of pytake_contact_search_sql's changed parts:
-#: every query shape selects ``tag_ids`` third
-CHANGES = (
-    (
-        "nothing constant text := 'SELECT NULL::uuid, NULL::int WHERE false';",
-        "nothing constant text := 'SELECT NULL::uuid, NULL::int, NULL::uuid[] WHERE false';",
-    ),
-    (
-        "'SELECT f.contact_id, f.rank FROM (SELECT s.contact_id, (%s)::int AS rank,'\n"
-        "            ' s.created_at FROM contact_search s'",
-        "'SELECT f.contact_id, f.rank, f.tag_ids FROM (SELECT s.contact_id,'\n"
-        "            ' (%s)::int AS rank, s.tag_ids, s.created_at FROM contact_search s'",
-    ),
-    (
-        "'SELECT s.contact_id, (%s)::int AS rank FROM contact_search s'\n        ' WHERE",
-        "'SELECT s.contact_id, (%s)::int AS rank, s.tag_ids FROM contact_search s'\n"
-        "        ' WHERE",
-    ),
-    (
-        "'WITH probe AS MATERIALIZED (SELECT s.contact_id, 0 AS rank FROM ('",
-        "'WITH probe AS MATERIALIZED (SELECT s.contact_id, 0 AS rank, s.tag_ids FROM ('",
-    ),
-    (
-        "' wide AS MATERIALIZED (SELECT s.contact_id, 0 AS rank FROM ('",
-        "' wide AS MATERIALIZED (SELECT s.contact_id, 0 AS rank, s.tag_ids FROM ('",
-    ),
-)
-
-
-SEARCH_SQL_FN = patched(V6["SEARCH_SQL_FN"], CHANGES)
-PAGE_FN = patched(
-    V5["PAGE_FN"],
-    (
-        (
-            "RETURNS TABLE (contact_id uuid, rank int)\n",
-            "RETURNS TABLE (contact_id uuid, rank int, tag_ids uuid[])\n",
-        ),
-    ),
-)
+#: the frozen sources (pytake_contacts/sql/ holds the current ones)
+SEARCH_SQL_FN = frozen_sql(__file__, "0008_pytake_contact_search_sql")
+PAGE_FN = frozen_sql(__file__, "0008_pytake_contact_page")
 
 # A function's result columns cannot change in place: it is dropped and created again,
 # executable by PUBLIC as it always was (it takes the organization from the session's
@@ -82,6 +44,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute(_DROP_PAGE)
-    op.execute(V6["SEARCH_SQL_FN"])
-    op.execute(V5["PAGE_FN"])
+    op.execute(frozen_sql(__file__, "0006_pytake_contact_search_sql"))
+    op.execute(frozen_sql(__file__, "0005_pytake_contact_page"))
     op.execute(_GRANT_PAGE)

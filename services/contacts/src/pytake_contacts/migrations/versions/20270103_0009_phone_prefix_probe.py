@@ -17,65 +17,15 @@ Each way answers the same first matches in order. A sparse fragment pays the sho
 Revision ID: 0009
 """
 
-import runpy
-from pathlib import Path
-
 from alembic import op
 
-from pytake_common.migrations import patched
+from pytake_common.migrations import frozen_sql
 
 revision = "0009"
 down_revision = "0008"
 
-#: migration 0008's module globals (the search function this one changes)
-V8 = runpy.run_path(str(Path(__file__).with_name("20270102_0008_page_tag_ids.py")))
-
-CHANGES = (
-    (
-        "    by_grams boolean := false;\n",
-        "    by_grams boolean := false;\n    grams text;\n",
-    ),
-    (
-        "        RETURN format(\n"
-        "            'SELECT f.contact_id, f.rank, f.tag_ids FROM (SELECT s.contact_id,'\n"
-        "            ' (%s)::int AS rank, s.tag_ids, s.created_at FROM contact_search s'\n"
-        "            ' WHERE s.organization_id = %L AND NOT s.deleted%s%s OFFSET 0) f'\n"
-        "            ' ORDER BY 2, f.created_at, f.contact_id LIMIT %s',\n"
-        "            rank, org, cond, keyset, lim);\n"
-        "    END IF;\n",
-        "        grams := format(\n"
-        "            'SELECT f.contact_id, f.rank, f.tag_ids FROM (SELECT s.contact_id,'\n"
-        "            ' (%s)::int AS rank, s.tag_ids, s.created_at FROM contact_search s'\n"
-        "            ' WHERE s.organization_id = %L AND NOT s.deleted%s%s OFFSET 0) f'\n"
-        "            ' ORDER BY 2, f.created_at, f.contact_id LIMIT %s',\n"
-        "            rank, org, cond, keyset, lim);\n"
-        "        IF length(digits) >= 10 OR rank <> '0' THEN\n"
-        "            RETURN grams;\n"
-        "        END IF;\n"
-        "        -- A short fragment may be in most phones (type-ahead): the next contacts\n"
-        "        -- in order first, then a longer walk where they hold some matches.\n"
-        "        RETURN format(\n"
-        "            'WITH probe AS MATERIALIZED (SELECT s.contact_id, 0 AS rank, s.tag_ids'\n"
-        "            ' FROM (SELECT * FROM contact_search s WHERE s.organization_id = %1$L'\n"
-        "            ' AND NOT s.deleted%2$s ORDER BY s.created_at, s.contact_id LIMIT %3$s) s'\n"
-        "            ' WHERE true%4$s ORDER BY s.created_at, s.contact_id LIMIT %5$s),'\n"
-        "            ' wide AS MATERIALIZED (SELECT s.contact_id, 0 AS rank, s.tag_ids'\n"
-        "            ' FROM (SELECT * FROM contact_search s WHERE s.organization_id = %1$L'\n"
-        "            ' AND NOT s.deleted%2$s ORDER BY s.created_at, s.contact_id LIMIT %6$s) s'\n"
-        "            ' WHERE true%4$s ORDER BY s.created_at, s.contact_id LIMIT %5$s)'\n"
-        "            ' SELECT * FROM probe WHERE (SELECT count(*) FROM probe) >= %5$s'\n"
-        "            ' UNION ALL SELECT * FROM wide WHERE (SELECT count(*) FROM probe) < %5$s'\n"
-        "            ' AND (SELECT count(*) FROM probe) >= 3'\n"
-        "            ' AND (SELECT count(*) FROM wide) >= %5$s'\n"
-        "            ' UNION ALL SELECT * FROM (%7$s) f WHERE (SELECT count(*) FROM probe) < %5$s'\n"
-        "            ' AND ((SELECT count(*) FROM probe) < 3'\n"
-        "            ' OR (SELECT count(*) FROM wide) < %5$s)',\n"
-        "            org, keyset, 100, cond, lim, 2000, grams);\n"
-        "    END IF;\n",
-    ),
-)
-
-SEARCH_SQL_FN = patched(V8["SEARCH_SQL_FN"], CHANGES)
+#: the frozen source (pytake_contacts/sql/ holds the current one)
+SEARCH_SQL_FN = frozen_sql(__file__, "0009_pytake_contact_search_sql")
 
 
 def upgrade() -> None:
@@ -83,4 +33,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute(V8["SEARCH_SQL_FN"])
+    op.execute(frozen_sql(__file__, "0008_pytake_contact_search_sql"))

@@ -1,0 +1,116 @@
+"""Admission: may this request reach an upstream at all?
+
+Public routes spend the client address' (or the webhook) bucket; every other
+route needs a bearer token (verified, cached until ``exp`` while its key is
+still published), a session not revoked and an organization not suspended
+(:class:`pytake_api_gateway.tokens.TokenGate`), then spends the
+organization's bucket (:class:`pytake_api_gateway.ratelimit.EdgeRateLimits`).
+A refusal is raised as :class:`Refused` (the rare path); admission returns the
+rate-limit decision whose headers go on the answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs
+
+from pytake_api_gateway.ratelimit import Decision, EdgeRateLimits
+from pytake_api_gateway.routing import PUBLIC_ROUTES, WEBHOOK_PATH
+from pytake_api_gateway.tokens import Identity, Refusal, TokenGate
+
+
+class Refused(Exception):
+    """Why a request is not forwarded: a problem's status, code, title and detail."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        title: str,
+        detail: str,
+        *,
+        decision: Decision | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.title = title
+        self.detail = detail
+        #: A rate-limit refusal: its ``RateLimit-*`` headers go on the answer.
+        self.decision = decision
+        self.extra = extra
+
+    @classmethod
+    def of(cls, refusal: Refusal) -> Refused:
+        return cls(refusal.status, refusal.code, refusal.title, refusal.detail)
+
+    @classmethod
+    def rate_limited(cls, decision: Decision) -> Refused:
+        return cls(
+            429,
+            "rate_limited",
+            "Too many requests",
+            f"rate limit exceeded; retry in {decision.retry_after_s} s",
+            decision=decision,
+            retry_after=decision.retry_after_s,
+        )
+
+
+def bearer(value: bytes | None) -> str | None:
+    if value is None:
+        return None
+    scheme, _, token = value.partition(b" ")
+    if scheme.lower() != b"bearer":
+        return None
+    return token.strip().decode("latin-1") or None
+
+
+class Admission:
+    def __init__(self, gate: TokenGate, limits: EdgeRateLimits) -> None:
+        self.gate = gate
+        self.limits = limits
+
+    async def http(
+        self, method: str, path: str, authorization: bytes | None, address: str | None
+    ) -> Decision | None:
+        """The rate-limit decision to report on the answer; raises :class:`Refused`."""
+        decision: Decision | None
+        if (method, path) in PUBLIC_ROUTES:
+            limits = self.limits
+            decision = limits.webhook(address) if path == WEBHOOK_PATH else limits.client(address)
+        else:
+            identity = await self._identity(bearer(authorization))
+            decision = self.limits.organization(identity.organization_id, identity.organization_key)
+        if decision is not None and not decision.allowed:
+            raise Refused.rate_limited(decision)
+        return decision
+
+    async def websocket(self, authorization: bytes | None, query: bytes) -> Identity:
+        """The caller of a WebSocket handshake; raises :class:`Refused`.
+
+        Browsers cannot set headers on a WebSocket: ``?access_token=`` is accepted
+        too (and forwarded untouched with the query string).
+        """
+        token = bearer(authorization)
+        if token is None and query:
+            tokens = parse_qs(query.decode("latin-1")).get("access_token")
+            token = tokens[0] if tokens else None
+        identity = await self._identity(token)
+        decision = self.limits.organization(identity.organization_id, identity.organization_key)
+        if decision is not None and not decision.allowed:
+            raise Refused.rate_limited(decision)
+        return identity
+
+    async def _identity(self, token: str | None) -> Identity:
+        gate = self.gate
+        identity = gate.cached(token) if token is not None else None
+        if identity is None:
+            verified = await gate.verify(token)
+            if isinstance(verified, Refusal):
+                raise Refused.of(verified)
+            identity = verified
+        refusal = gate.revoked(identity)
+        if refusal is not None:
+            raise Refused.of(refusal)
+        return identity
