@@ -23,6 +23,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from pytake_auth.api.deps import client_address
 from pytake_auth.config import Settings as AuthSettings
+from pytake_common.cli import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENT = "203.0.113.9"
@@ -81,9 +82,7 @@ def _auth_fields(env: dict[str, str]) -> dict[str, Any]:
 def test_uvicorn_still_reads_forwarded_allow_ips_from_the_environment():
     """The manifests rely on uvicorn reading this variable when ``run_cli`` passes none."""
     assert "FORWARDED_ALLOW_IPS" in inspect.getsource(uvicorn.config.Config.__init__)
-    assert "forwarded_allow_ips" not in inspect.getsource(
-        __import__("pytake_common.cli", fromlist=["run_cli"]).run_cli
-    )
+    assert "forwarded_allow_ips" not in inspect.getsource(run_cli)
 
 
 @pytest.mark.parametrize(("ingress_pod", "gateway_pod"), POD_NETWORKS)

@@ -284,15 +284,9 @@ def mebibytes(size):
     return float(size[:-1]) * units[size[-1].lower()]
 
 
-#: Paths only Prometheus, the kubelet and operators may call (docs/operations.md).
-INTERNAL_PATHS = (
-    "/metrics",
-    "/readyz",
-    "/docs",
-    "/docs/oauth2-redirect",
-    "/redoc",
-    "/openapi.json",
-)
+#: Paths only Prometheus and operators may call (docs/operations.md): the gateway
+#: serves them on its internal port; the Ingress refuses them as a second line.
+INTERNAL_PATHS = ("/metrics", "/readyz", "/metrics/x")
 
 
 def test_ingress_exposes_only_the_gateway(overlay, manifests):
@@ -309,12 +303,14 @@ def test_ingress_exposes_only_the_gateway(overlay, manifests):
 
 def test_ingress_body_limits_agree_with_the_services(overlay, manifests):
     """The contact import takes 64 MiB end to end; every other path keeps 3 MiB."""
+    from pytake_api_gateway.config import Settings as GatewaySettings
     from pytake_contacts.config import Settings as ContactsSettings
 
     (host,) = {r["host"] for i in manifests.of_kind("Ingress") for r in i["spec"]["rules"]}
     annotation = "nginx.ingress.kubernetes.io/proxy-body-size"
     imports, _ = ingress_location(manifests, host, "/v1/contacts/import")
     limit = ContactsSettings.model_fields["import_max_bytes"].default
+    assert GatewaySettings.model_fields["import_body_limit_bytes"].default == limit
     assert mebibytes(imports["metadata"]["annotations"][annotation]) * 2**20 >= limit
     assert (
         imports["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-request-buffering"]
@@ -332,7 +328,8 @@ def test_internal_paths_are_refused_at_the_ingress(overlay, manifests):
         annotations = ingress["metadata"].get("annotations", {})
         denied = annotations.get("nginx.ingress.kubernetes.io/denylist-source-range", "")
         assert {"0.0.0.0/0", "::/0"} <= {d.strip() for d in denied.split(",")}, path
-    for path in ("/v1/contacts", "/webhooks/whatsapp", "/healthz", "/v1/stream"):
+    # The gateway's /docs and /openapi.json describe only the routed API: public.
+    for path in ("/v1/contacts", "/webhooks/whatsapp", "/healthz", "/v1/stream", "/docs"):
         ingress, _ = ingress_location(manifests, host, path)
         assert "nginx.ingress.kubernetes.io/denylist-source-range" not in ingress["metadata"].get(
             "annotations", {}
@@ -689,3 +686,45 @@ def test_auth_has_a_core_per_concurrent_hash(render_kustomization):
     container = prod.named("Deployment", "auth")["spec"]["template"]["spec"]["containers"][0]
     limit = cpu_cores(container["resources"]["limits"]["cpu"])
     assert int(env["PYTAKE_PASSWORD_HASH_CONCURRENCY"]) <= limit
+
+
+def test_gateway_metrics_are_scraped_on_its_internal_port(overlay, manifests):
+    """The gateway answers /metrics and /readyz only on PYTAKE_GATEWAY_INTERNAL_PORT:
+    Prometheus scrapes that port, which the Ingress and its controller never reach."""
+    env = manifests.environment("Deployment", "api-gateway")
+    deployment = manifests.named("Deployment", "api-gateway")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert int(env["PYTAKE_GATEWAY_INTERNAL_PORT"]) == ports["internal"] != ports["http"]
+    service = manifests.named("Service", "api-gateway")
+    assert {p["name"]: p["targetPort"] for p in service["spec"]["ports"]}["internal"] == "internal"
+    (monitor,) = [
+        m
+        for m in manifests.of_kind("ServiceMonitor")
+        if manifests.selects(m["spec"]["selector"], service["metadata"]["labels"])
+    ]
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["internal"]
+    for ingress in manifests.of_kind("Ingress"):
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                assert path["backend"]["service"]["port"] == {"name": "http"}, path
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+
+    def admitted_from(namespace):
+        return {
+            port["port"]
+            for p in manifests.of_kind("NetworkPolicy")
+            if manifests.selects(p["spec"]["podSelector"], labels)
+            for rule in p["spec"].get("ingress", [])
+            if any(
+                f.get("namespaceSelector", {})
+                .get("matchLabels", {})
+                .get("kubernetes.io/metadata.name")
+                == namespace
+                for f in rule.get("from", [])
+            )
+            for port in rule.get("ports", [])
+        }
+
+    assert "internal" in admitted_from("monitoring")
+    assert admitted_from("ingress-nginx") == {"http"}

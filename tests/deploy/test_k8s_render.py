@@ -44,7 +44,11 @@ def test_service_shape(overlay, app, manifests):
     deployment = manifests.named("Deployment", app.name)
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["image"].split(":")[0].endswith(f"pytake/{app.name}")
-    assert container["ports"] == [{"name": "http", "containerPort": app.port, "protocol": "TCP"}]
+    assert container["ports"][0] == {"name": "http", "containerPort": app.port, "protocol": "TCP"}
+    # Only api-gateway has a second, internal listener (/metrics, /readyz).
+    assert [p["name"] for p in container["ports"]] == (
+        ["http", "internal"] if app.name == "api-gateway" else ["http"]
+    )
     env = {e["name"]: e for e in container.get("env", [])}
     assert env["PYTAKE_PORT"]["value"] == str(app.port)
 
