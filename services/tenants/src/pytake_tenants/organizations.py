@@ -67,7 +67,7 @@ class OperatorOrganizationPatch(OrganizationPatch):
 
 
 class OrganizationNotFound(NotFound):
-    code = "organization_not_found"
+    """No such organization (for the caller's own, see :mod:`pytake_tenants.pending`)."""
 
 
 def to_view(row: Any) -> Organization:
