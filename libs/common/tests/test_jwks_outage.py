@@ -57,6 +57,12 @@ class FakeAuth:
                 self.requests += 1
                 if self.mode == "hang":
                     await asyncio.Event().wait()
+                if self.mode == "drip":  # a byte at a time, each well within a read timeout
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+                    while True:
+                        writer.write(b" ")
+                        await writer.drain()
+                        await asyncio.sleep(0.2)
                 status, body = (
                     (b"200 OK", self.jwks) if self.mode == "serve" else (b"503 Unavailable", b"{}")
                 )
@@ -197,6 +203,20 @@ async def test_one_http_client_for_every_fetch(monkeypatch):
         assert len(created) == 1
         await v.aclose()
         assert created[0].is_closed
+
+
+async def test_a_fetch_is_bounded_as_a_whole_not_per_read():
+    f = TokenFactory()
+    async with FakeAuth(f.jwks()) as auth:
+        auth.mode = "drip"
+        v = tuned(auth.url, f)
+        try:
+            started = time.monotonic()
+            with pytest.raises(Unauthorized, match="signing keys unavailable"):
+                await v.verify(f.mint(organization_id=uuid.uuid4()))
+            assert time.monotonic() - started < v.fetch_timeout_s + 0.5
+        finally:
+            await v.aclose()
 
 
 async def test_no_keys_and_auth_down_is_refused_quickly():

@@ -19,6 +19,9 @@ async def settings(pg_url, kafka_bootstrap):
         env="test",
         run_workers=False,
         consumer_max_attempts=1,
+        # Reads of a missing organization wait this long (pending.py); short for the
+        # suite, the tests about the wait set their own.
+        organization_wait_s=0.2,
     )
 
 

@@ -57,7 +57,8 @@ async def test_other_organization_is_not_found_and_viewer_cannot_patch(
     mine = uuid.uuid4()
     other, _ = await new_org(app, settings, "Other")
     r = await client.get("/v1/organizations/me", headers=tokens.headers(organization_id=mine))
-    assert r.status_code == 404
+    # A token of an organization tenants does not have (yet): never another's data.
+    assert r.status_code == 503 and r.json()["code"] == "organization_pending"
     assert r.headers["content-type"].startswith("application/problem+json")
     r = await client.patch(
         "/v1/organizations/me",

@@ -89,4 +89,4 @@ async def test_stats_period_is_validated(app, settings, client, tokens):
     r = await client.get(
         "/v1/organizations/me/stats", headers=tokens.headers(organization_id=uuid.uuid4())
     )
-    assert r.status_code == 404
+    assert r.status_code == 503 and r.json()["code"] == "organization_pending"

@@ -159,11 +159,21 @@ class JWKSVerifier:
 
     async def _fetch_keys(self) -> None:
         try:
-            resp = await self._http().get(self.jwks_url)
+            # The client's timeout bounds each phase; this bounds the whole fetch (a
+            # server dripping bytes must not hold the single flight for longer).
+            async with asyncio.timeout(self.fetch_timeout_s):
+                resp = await self._http().get(self.jwks_url)
             resp.raise_for_status()
             body = resp.json()
             keys = {k["kid"]: PyJWK(k) for k in body.get("keys", []) if "kid" in k}
-        except (httpx.HTTPError, ValueError, TypeError, AttributeError, jwt.PyJWTError) as exc:
+        except (
+            TimeoutError,
+            httpx.HTTPError,
+            ValueError,
+            TypeError,
+            AttributeError,
+            jwt.PyJWTError,
+        ) as exc:
             self._failures += 1
             delay = min(self.backoff_max_s, self.backoff_initial_s * 2 ** (self._failures - 1))
             delay *= random.uniform(0.5, 1.0)

@@ -66,6 +66,10 @@ class OperatorOrganizationPatch(OrganizationPatch):
     slug: str | None = Field(default=None, pattern=SLUG_PATTERN)
 
 
+class OrganizationNotFound(NotFound):
+    """No such organization (for the caller's own, see :mod:`pytake_tenants.pending`)."""
+
+
 def to_view(row: Any) -> Organization:
     data = dict(row)
     data["limits"] = limits_of(data["plan"])
@@ -83,7 +87,7 @@ async def load(session: AsyncSession, org_id: uuid.UUID, *, lock: bool = False) 
         stmt = stmt.with_for_update()
     row = (await session.execute(stmt)).mappings().first()
     if row is None:
-        raise NotFound("organization not found (it may still be being created)")
+        raise OrganizationNotFound(f"organization {org_id} not found")
     return to_view(row)
 
 

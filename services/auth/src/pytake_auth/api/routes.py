@@ -225,7 +225,9 @@ async def register(
     """Sign up: a new organization with the caller as its ``org_admin``; returns tokens.
 
     The organization itself is created by the tenants service from the
-    ``pytake.auth.user.registered.v1`` event, so it may take a moment to appear.
+    ``pytake.auth.user.registered.v1`` event a moment later; tenants'
+    ``/v1/organizations/me`` routes wait for it (a few seconds at most), so a client
+    may read it right away. Its id is ``user.organization_id`` here.
     """
     email = normalize_email(body.email)
     await throttle.gate(
