@@ -13,6 +13,7 @@ import pytest
 import uvicorn
 
 import pytake_contacts
+from pytake_api_gateway.routing import RoutingTable
 from pytake_contacts.app import create_app as create_contacts_app
 from pytake_contacts.config import Settings as ContactsSettings
 from pytake_devstack.infra import free_port
@@ -136,3 +137,12 @@ async def test_a_stalled_import_upload_is_cut(upstreams, auth_headers, marker):
         assert response.status_code == 408
         assert response.json()["code"] == "request_timeout"
         assert gw.app.state.upstreams.pool.open_connections == 0  # not kept for reuse
+
+
+def test_the_import_limit_follows_contacts_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTAKE_IMPORT_MAX_BYTES", str(8 * MIB))
+    table = RoutingTable.from_settings(gateway_settings({}))
+    assert table.body_limits == {("POST", "/v1/contacts/import"): 8 * MIB}
+    monkeypatch.setenv("PYTAKE_IMPORT_BODY_LIMIT_BYTES", str(9 * MIB))  # the gateway's own wins
+    table = RoutingTable.from_settings(gateway_settings({}))
+    assert table.body_limits == {("POST", "/v1/contacts/import"): 9 * MIB}

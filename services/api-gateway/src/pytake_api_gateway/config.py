@@ -61,8 +61,12 @@ class Settings(ServiceSettings):
     api_body_limit_bytes: int = 1 * MIB
     webhook_body_limit_bytes: int = 3 * MIB
     #: ``POST /v1/contacts/import`` only: contacts accepts CSV files up to its
-    #: ``PYTAKE_IMPORT_MAX_BYTES`` (64 MiB); keep the two equal.
-    import_body_limit_bytes: int = 64 * MIB
+    #: ``PYTAKE_IMPORT_MAX_BYTES`` (64 MiB), read here too when this is not set
+    #: (one shared variable keeps the two equal).
+    import_body_limit_bytes: int = Field(
+        default=64 * MIB,
+        validation_alias=AliasChoices("PYTAKE_IMPORT_BODY_LIMIT_BYTES", "PYTAKE_IMPORT_MAX_BYTES"),
+    )
 
     #: Browser origins allowed by CORS: a JSON list or comma-separated; empty = no CORS.
     cors_allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -20,6 +20,7 @@ aggregation.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from urllib.parse import quote
 
 import aiohttp
@@ -29,6 +30,7 @@ from pytake_api_gateway.admission import Admission, Refused
 from pytake_api_gateway.config import Settings
 from pytake_api_gateway.headers import (
     DuplicateAuthorization,
+    RequestHead,
     RequestIdMiddleware,
     add_platform_headers,
     split_request,
@@ -123,6 +125,15 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
     if len(chunks) == 1:
         return chunks[0]
     return b"".join(chunks)
+
+
+@dataclass(frozen=True, slots=True)
+class _Upload:
+    """A request body forwarded as it arrives."""
+
+    stream: BodyStream
+    length: int | None
+    limit: int
 
 
 class _TooLarge(Exception):
@@ -231,34 +242,9 @@ class Proxy:
             await response(scope, receive, send)
             return
 
-        body: bytes | None = b""
-        stream: BodyStream | None = None
-        declared: int | None = None
-        if head.content_length is not None or head.chunked:
-            limit = self.body_limits.get((method, path), entry.body_limit)
-            if head.content_length is not None:
-                try:
-                    declared = int(head.content_length)
-                except ValueError:
-                    declared = -1
-                if declared < 0:
-                    await problem(400, "bad_request", "Bad request", "invalid Content-Length")(
-                        scope, receive, send
-                    )
-                    return
-                if declared > limit:
-                    await _too_large(limit, scope, receive, send)
-                    return
-            if limit > entry.body_limit:  # a large-body route: streamed, never held whole
-                stream = _body_stream(receive, limit, self.client_read_timeout_s)
-            else:
-                try:
-                    body = await _read_body(receive, limit)
-                except _Disconnected:
-                    return
-                if body is None:
-                    await _too_large(limit, scope, receive, send)
-                    return
+        body = await self._body(entry, method, path, head, scope, receive, send)
+        if body is None:
+            return  # answered already (400, 413), or the client went away
 
         forward = head.forward
         add_platform_headers(forward, scope, address, head.host)
@@ -267,9 +253,9 @@ class Proxy:
         if query:
             target += b"?" + query
         origin = self.origins[entry.upstream.name]
-        if stream is None:
+        if isinstance(body, bytes):
             await self.relay(
-                entry, origin, method, target, forward, body or b"", decision, scope, receive, send
+                entry, origin, method, target, forward, body, decision, scope, receive, send
             )
             return
         try:
@@ -284,13 +270,13 @@ class Proxy:
                 scope,
                 receive,
                 send,
-                stream=stream,
-                length=declared,
+                stream=body.stream,
+                length=body.length,
             )
         except _Disconnected:
             return
         except _TooLarge:
-            await _too_large(limit, scope, receive, send)
+            await _too_large(body.limit, scope, receive, send)
         except _ClientStalled:
             await problem(
                 408,
@@ -298,6 +284,48 @@ class Proxy:
                 "Request timeout",
                 f"the request body stopped arriving for {self.client_read_timeout_s} s",
             )(scope, receive, send)
+
+    async def _body(
+        self,
+        entry: RouteEntry,
+        method: str,
+        path: str,
+        head: RequestHead,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> bytes | _Upload | None:
+        """The request body within the route's limit: read whole, or, on a
+        large-body route, an :class:`_Upload` streamed while it is forwarded.
+        ``None`` once a refusal was sent or the client went away."""
+        if head.content_length is None and not head.chunked:
+            return b""
+        limit = self.body_limits.get((method, path), entry.body_limit)
+        declared: int | None = None
+        if head.content_length is not None:
+            try:
+                declared = int(head.content_length)
+            except ValueError:
+                declared = -1
+            if declared < 0:
+                await problem(400, "bad_request", "Bad request", "invalid Content-Length")(
+                    scope, receive, send
+                )
+                return None
+            if declared > limit:
+                await _too_large(limit, scope, receive, send)
+                return None
+        if limit > entry.body_limit:  # a large-body route: streamed, never held whole
+            return _Upload(
+                _body_stream(receive, limit, self.client_read_timeout_s), declared, limit
+            )
+        try:
+            body = await _read_body(receive, limit)
+        except _Disconnected:
+            return None
+        if body is None:
+            await _too_large(limit, scope, receive, send)
+        return body
 
 
 async def _too_large(limit: int, scope: Scope, receive: Receive, send: Send) -> None:
