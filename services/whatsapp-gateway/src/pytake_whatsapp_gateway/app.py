@@ -147,12 +147,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.router.lifespan_context = lifespan
     app.state.secret_box = box
     app.state.media_storage = storage
-    app.state.template_service = TemplateService(
-        settings,
-        db,
-        box,
-        GraphClient(api_graph, settings.graph_api_base, settings.graph_api_version),
-    )
+    app.state.graph = GraphClient(api_graph, settings.graph_api_base, settings.graph_api_version)
+    app.state.template_service = TemplateService(settings, db, box, app.state.graph)
     app.state.webhook_intake = WebhookIntake(
         db,
         box,
