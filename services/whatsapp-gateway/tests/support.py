@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from pytake_common.mechanics import outbox
+from pytake_meta_simulator.testing import provision
 from pytake_whatsapp_gateway.tables import (
     inbound_messages,
     numbers,
@@ -33,11 +34,17 @@ class FakeGraph:
     """Plays Meta's ``POST /{version}/{phone_number_id}/messages`` on a free local port.
 
     ``script`` holds the next answers as (status, body); when empty it accepts.
+    The ownership checks of a registration (``GET /{version}/{id}``, ``GET
+    /{version}/{waba_id}/phone_numbers``) pass for any token: every number it was
+    asked about is in every WABA (``read_status`` set: every read answers that status
+    instead). The proof itself is tested against the simulator (test_ownership.py).
     """
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.script: list[tuple[int, dict[str, Any]]] = []
+        self.read_status: int | None = None
+        self._asked: dict[str, None] = {}
         self.delay_s = 0.0
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
@@ -67,9 +74,25 @@ class FakeGraph:
             }
         )
 
+    async def _number(self, request: Request) -> JSONResponse:
+        if self.read_status is not None:
+            return JSONResponse(meta_error(1, "unavailable"), status_code=self.read_status)
+        pnid = request.path_params["pnid"]
+        self._asked[pnid] = None
+        return JSONResponse({"id": pnid, "display_phone_number": "+1 555 0100"})
+
+    async def _waba_numbers(self, request: Request) -> JSONResponse:
+        if self.read_status is not None:
+            return JSONResponse(meta_error(1, "unavailable"), status_code=self.read_status)
+        return JSONResponse({"data": [{"id": pnid} for pnid in self._asked]})
+
     async def start(self) -> None:
         app = Starlette(
-            routes=[Route("/{version}/{pnid}/messages", self._messages, methods=["POST"])]
+            routes=[
+                Route("/{version}/{pnid}/messages", self._messages, methods=["POST"]),
+                Route("/{version}/{pnid}", self._number, methods=["GET"]),
+                Route("/{version}/{waba}/phone_numbers", self._waba_numbers, methods=["GET"]),
+            ]
         )
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.bind(("127.0.0.1", 0))
@@ -186,10 +209,11 @@ async def register(
     app_secret: str | None = None,
     verify_token: str = "verify-me",
     access_token: str = "EAAG-token",
+    waba_id: str | None = None,
 ) -> dict[str, Any]:
     body = {
         "phone_number_id": phone_number_id,
-        "waba_id": f"WABA{phone_number_id}",
+        "waba_id": waba_id or f"WABA{phone_number_id}",
         "display_phone_number": "+55 11 4000-0000",
         "access_token": access_token,
         "verify_token": verify_token,
@@ -204,20 +228,11 @@ async def register(
 
 
 async def connect(api, gtokens, sim, gateway, org: uuid.UUID, pnid: str) -> dict[str, Any]:
-    """A number registered in the gateway and in the real simulator (same WABA and token)."""
-    number = await register(
+    """A number of the real simulator (its owner's token), then registered in the gateway
+    (which asks the simulator whether that token controls it)."""
+    await provision(
+        sim, pnid, f"WABA{pnid}", SIM_TOKEN, app_secret=SIM_APP_SECRET, webhook_url=gateway[1]
+    )
+    return await register(
         api, gtokens, org, pnid, app_secret=SIM_APP_SECRET, access_token=SIM_TOKEN
     )
-    r = await sim.post(
-        "/_sim/numbers",
-        json={
-            "phone_number_id": pnid,
-            "waba_id": number["waba_id"],
-            "display_phone_number": "15550000000",
-            "access_token": SIM_TOKEN,
-            "app_secret": SIM_APP_SECRET,
-            "webhook_url": gateway[1],
-        },
-    )
-    assert r.status_code == 200, r.text
-    return number

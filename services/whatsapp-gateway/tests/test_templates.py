@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from pytake_meta_simulator.testing import eventually
+from pytake_meta_simulator.testing import eventually, provision
 from pytake_whatsapp_gateway.tables import numbers, templates
 from pytake_whatsapp_gateway.templates.service import sync_all
 from pytake_whatsapp_gateway.templates.worker import TemplateSyncWorker
@@ -167,11 +167,10 @@ async def test_sync_all_syncs_each_waba_and_survives_a_failing_one(api, gtokens,
     good_org, bad_org = uuid.uuid4(), uuid.uuid4()
     good = await connect(api, gtokens, sim, gateway, good_org, "555")
     # A second number of the same WABA and organization: the WABA is synced once.
-    await register(api, gtokens, good_org, "556", app_secret=APP_SECRET, access_token=TOKEN)
-    async with app.state.db.transaction(bypass_rls=True) as s:
-        await s.execute(
-            numbers.update().where(numbers.c.phone_number_id == "556").values(waba_id="WABA555")
-        )
+    await provision(sim, "556", "WABA555", TOKEN, app_secret=APP_SECRET)
+    await register(
+        api, gtokens, good_org, "556", app_secret=APP_SECRET, access_token=TOKEN, waba_id="WABA555"
+    )
     bad = await connect(api, gtokens, sim, gateway, bad_org, "666")
     auth = {"Authorization": f"Bearer {TOKEN}"}
     for waba in (good["waba_id"], bad["waba_id"]):

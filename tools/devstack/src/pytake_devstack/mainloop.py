@@ -155,20 +155,8 @@ class MainLoop:
             "display_phone_number": "+1 555 0100",
             **creds,
         }
-        r = await self.call(
-            "POST",
-            "/v1/whatsapp/numbers",
-            json=body,
-            headers={**tenant.headers, "Idempotency-Key": uuid.uuid4().hex},
-        )
-        r.raise_for_status()
-        number = SimNumber(
-            r.json()["id"],
-            phone_number_id,
-            creds["app_secret"],
-            creds["access_token"],
-            creds["verify_token"],
-        )
+        # The number exists at "Meta" first, owned by its token: registering proves that
+        # the token controls it (the gateway asks the Graph API).
         sim = await self.sim.post(
             "/_sim/numbers",
             json={
@@ -183,6 +171,20 @@ class MainLoop:
             },
         )
         sim.raise_for_status()
+        r = await self.call(
+            "POST",
+            "/v1/whatsapp/numbers",
+            json=body,
+            headers={**tenant.headers, "Idempotency-Key": uuid.uuid4().hex},
+        )
+        r.raise_for_status()
+        number = SimNumber(
+            r.json()["id"],
+            phone_number_id,
+            creds["app_secret"],
+            creds["access_token"],
+            creds["verify_token"],
+        )
         self.log(f"connected WhatsApp number {phone_number_id} (simulated by Meta simulator)")
         return number
 

@@ -3,7 +3,12 @@
 - ``POST /{version}/{phone_number_id}/messages``: send a message, or mark one as read.
 - ``GET /{version}/{id}``: a media object (``url``, ``mime_type``, ``sha256``, ...)
   or a phone number's profile.
+- ``GET /{version}/{waba_id}/phone_numbers``: the WhatsApp Business account's numbers.
 - ``GET /whatsapp_business/attachments/?mid=``: the media bytes behind ``url``.
+
+A number is owned by its access token (``/_sim/numbers``): the token reads the number
+and its WABA; another business's token is refused as on Meta (400, code 100: the
+object "cannot be loaded due to missing permissions"); an unknown token is 401/190.
 
 Order of checks, as on Meta: version, object exists (400/100 otherwise),
 bearer token (401/190), body (400/100), injected failures.
@@ -169,8 +174,51 @@ async def get_object(
     number = await ctx.store.get_number(object_id)
     if number is None:
         raise GraphError.unknown_object(object_id, "get")
-    _check_token(request, number.access_token)
+    await _check_owner(ctx, request, [number], object_id)
     return JSONResponse(_number_profile(number))
+
+
+@router.get("/{version}/{waba_id}/phone_numbers")
+async def list_phone_numbers(
+    version: str, waba_id: str, request: Request, ctx: SimulatorContext = Depends(get_ctx)
+) -> dict[str, Any]:
+    members = await authorized_waba(ctx, request, version, waba_id, "get")
+    return {
+        "data": [_number_profile(n) for n in members],
+        "paging": {"cursors": {"before": "QVFIUm", "after": "QVFIUm"}},
+    }
+
+
+async def authorized_waba(
+    ctx: SimulatorContext, request: Request, version: str, waba_id: str, method: str
+) -> list[Number]:
+    """The WABA's numbers, when the bearer token is the access token of one of them."""
+    _check_version(version, request)
+    members = await ctx.store.numbers_of_waba(waba_id)
+    if not members:
+        raise GraphError.unknown_object(waba_id, method)
+    await _check_owner(ctx, request, members, waba_id)
+    return members
+
+
+async def _check_owner(
+    ctx: SimulatorContext, request: Request, owned_by: list[Number], object_id: str
+) -> None:
+    """The token must own one of ``owned_by``: another business's token cannot see the
+    object (400/100), a token Meta never issued is refused as invalid (401/190)."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise GraphError.bad_token("Invalid OAuth access token - Cannot parse access token")
+    if any(token == n.access_token for n in owned_by):
+        return
+    if any(token == n.access_token for n in await ctx.store.numbers()):
+        raise GraphError.unknown_object(object_id, "get")
+    raise GraphError.bad_token(
+        "Error validating access token: Session has expired or the token is invalid.",
+        subcode=463,
+    )
 
 
 def _number_profile(number: Number) -> dict[str, Any]:

@@ -30,8 +30,8 @@ from pydantic import BaseModel, Field
 
 from pytake_meta_simulator.deps import SimulatorContext, get_ctx
 from pytake_meta_simulator.errors import GraphError
-from pytake_meta_simulator.graph import _check_version, _json_object
-from pytake_meta_simulator.state import Number, Template, WebhookDelivery
+from pytake_meta_simulator.graph import _json_object, authorized_waba
+from pytake_meta_simulator.state import Template, WebhookDelivery
 
 router = APIRouter(tags=["graph"])
 control_router = APIRouter(prefix="/_sim", tags=["control"])
@@ -41,25 +41,6 @@ _NAME = re.compile(r"^[a-z0-9_]{1,512}$")
 _LANGUAGE = re.compile(r"^[a-z]{2,3}(_[A-Za-z]{2,4})?$")
 DEFAULT_LIMIT = 25
 MAX_LIMIT = 1000
-
-
-async def _authorized_waba(
-    ctx: SimulatorContext, request: Request, version: str, waba_id: str, method: str
-) -> list[Number]:
-    _check_version(version, request)
-    members = await ctx.store.numbers_of_waba(waba_id)
-    if not members:
-        raise GraphError.unknown_object(waba_id, method)
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise GraphError.bad_token("Invalid OAuth access token - Cannot parse access token")
-    if all(token.strip() != n.access_token for n in members):
-        raise GraphError.bad_token(
-            "Error validating access token: Session has expired or the token is invalid.",
-            subcode=463,
-        )
-    return members
 
 
 def _shown(template: Template) -> dict[str, Any]:
@@ -99,7 +80,7 @@ async def list_templates(
     after: str | None = None,
     ctx: SimulatorContext = Depends(get_ctx),
 ) -> dict[str, Any]:
-    await _authorized_waba(ctx, request, version, waba_id, "get")
+    await authorized_waba(ctx, request, version, waba_id, "get")
     if not 1 <= limit <= MAX_LIMIT:
         raise GraphError.invalid_parameter(f"Invalid parameter: limit must be 1..{MAX_LIMIT}.")
     book = await ctx.store.templates(waba_id)
@@ -121,7 +102,7 @@ async def list_templates(
 async def create_template(
     version: str, waba_id: str, request: Request, ctx: SimulatorContext = Depends(get_ctx)
 ) -> dict[str, Any]:
-    await _authorized_waba(ctx, request, version, waba_id, "post")
+    await authorized_waba(ctx, request, version, waba_id, "post")
     body = await _json_object(request)
     name, language, category = body.get("name"), body.get("language"), body.get("category")
     components = body.get("components", [])
@@ -172,7 +153,7 @@ async def delete_template(
     name: str | None = None,
     ctx: SimulatorContext = Depends(get_ctx),
 ) -> dict[str, Any]:
-    await _authorized_waba(ctx, request, version, waba_id, "delete")
+    await authorized_waba(ctx, request, version, waba_id, "delete")
     if not name:
         raise GraphError.invalid_parameter("Invalid parameter: name is required.")
     if await ctx.store.delete_templates(waba_id, name) == 0:

@@ -126,3 +126,23 @@ async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("condition not met in time")
+
+
+async def provision(
+    sim: Any, phone_number_id: str, waba_id: str, access_token: str, **extra: Any
+) -> None:
+    """Create (or replace) a number at the simulator, owned by ``access_token``.
+
+    ``sim`` is an HTTP client on the simulator (``httpx.AsyncClient``); ``extra`` sets
+    the other fields of ``POST /_sim/numbers`` (``app_secret``, ``webhook_url``, ...).
+    """
+    body = {
+        "phone_number_id": phone_number_id,
+        "waba_id": waba_id,
+        "display_phone_number": f"+1 555 {phone_number_id}",
+        "access_token": access_token,
+        "app_secret": f"app-secret-of-{access_token}",
+        **extra,
+    }
+    r = await sim.post("/_sim/numbers", json=body)
+    assert r.status_code == 200, r.text

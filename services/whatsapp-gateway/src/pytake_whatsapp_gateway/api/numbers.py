@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, SecretStr
 
 from pytake_common.idempotency import IdempotencyGuard, IdempotencyKey, fingerprint, idempotent
 from pytake_common.security import Admin, Reader
-from pytake_whatsapp_gateway.api.deps import DB, Box
+from pytake_whatsapp_gateway.api.deps import DB, Box, Graph
 from pytake_whatsapp_gateway.numbers import (
     DEFAULT_THROUGHPUT,
     NumberChanges,
@@ -23,6 +23,7 @@ from pytake_whatsapp_gateway.numbers import (
     remove_number,
     update_number,
 )
+from pytake_whatsapp_gateway.ownership import prove_control
 
 router = APIRouter(prefix="/v1/whatsapp/numbers", tags=["whatsapp numbers"])
 
@@ -103,7 +104,11 @@ def _fingerprint(request: Request, body: NumberRegistration) -> str:
     "",
     status_code=201,
     response_model=Number,
-    responses={409: {"description": "The number is already connected"}},
+    responses={
+        409: {"description": "The number is already connected"},
+        422: {"description": "The access token does not control the number (`check` says which)"},
+        503: {"description": "Meta could not be asked; nothing was stored"},
+    },
 )
 async def register(
     body: NumberRegistration,
@@ -111,9 +116,15 @@ async def register(
     principal: Admin,
     db: DB,
     box: Box,
+    graph: Graph,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
+    """Connect a number once Meta shows that ``access_token`` controls it (see
+    :mod:`pytake_whatsapp_gateway.ownership`); asked before any transaction opens."""
     org = principal.organization_id
+    await prove_control(
+        graph, body.access_token.get_secret_value(), body.phone_number_id, body.waba_id
+    )
     async with db.transaction(organization_id=org) as session:
         guard = IdempotencyGuard(
             session, org, principal.user_id, idempotency_key, _fingerprint(request, body)
