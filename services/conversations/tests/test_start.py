@@ -1,5 +1,6 @@
 """POST /v1/conversations: writing to a contact first, from the replicas conversations keeps."""
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -359,3 +360,12 @@ async def test_removed_and_disconnected_numbers(app, client, tokens, org, setup)
     await deliver(app, number_event(org, setup.number_id))
     r = await start(client, tokens, org, setup.body())
     assert r.status_code == 404
+
+
+async def test_two_starts_at_once_share_one_conversation(app, client, tokens, org, setup):
+    answers = await asyncio.gather(*(start(client, tokens, org, setup.body()) for _ in range(2)))
+    assert [a.status_code for a in answers] == [201, 201]
+    assert sorted(a.json()["reused"] for a in answers) == [False, True]
+    assert len({a.json()["conversation"]["id"] for a in answers}) == 1
+    assert len(await conversation_rows(app, org)) == 1
+    assert len(await emitted(app, org, "message.send_requested.v1")) == 2
