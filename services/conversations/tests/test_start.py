@@ -369,3 +369,16 @@ async def test_two_starts_at_once_share_one_conversation(app, client, tokens, or
     assert len({a.json()["conversation"]["id"] for a in answers}) == 1
     assert len(await conversation_rows(app, org)) == 1
     assert len(await emitted(app, org, "message.send_requested.v1")) == 2
+
+
+async def test_a_contact_created_again_after_erasure_can_be_written_to(
+    app, client, tokens, org, setup
+):
+    at = datetime.now(UTC) - timedelta(minutes=1)
+    erased = {"contact_id": str(setup.contact_id), "erased_at": at.isoformat()}
+    await deliver(app, platform_event("pytake.contacts.contact.erased.v1", org, erased))
+    # the customer wrote again (or was imported): contacts creates the contact anew
+    await deliver(app, contact_event(org, setup.wa_id, attributes={"order": "C-3"}))
+    r = await start(client, tokens, org, setup.body())
+    assert r.status_code == 201, r.text
+    assert r.json()["message"]["text"] == "Hi Maria, your order C-3 ships today."
