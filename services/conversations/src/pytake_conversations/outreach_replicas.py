@@ -22,12 +22,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.consumer import Handler, PermanentError
 from pytake_common.events import CloudEvent
+from pytake_conversations.replicas import CONTACT_CREATED, CONTACT_ERASED, CONTACT_UPDATED
 from pytake_conversations.tables import contact_replicas, number_replicas, template_replicas
 
-CONTACT_CREATED = "pytake.contacts.contact.created.v1"
-CONTACT_UPDATED = "pytake.contacts.contact.updated.v1"
 CONTACT_CONSENT_CHANGED = "pytake.contacts.contact.consent_changed.v1"
-CONTACT_ERASED = "pytake.contacts.contact.erased.v1"
 NUMBER_REGISTERED = "pytake.whatsapp.number.registered.v1"
 NUMBER_UPDATED = "pytake.whatsapp.number.updated.v1"
 NUMBER_DISCONNECTED = "pytake.whatsapp.number.disconnected.v1"
