@@ -70,6 +70,14 @@ Index(
     unique=True,
     postgresql_where=text("status IN ('open', 'pending', 'resolved')"),
 )
+# A contact's conversations on a number, of any status (the closed one a new one links to).
+Index(
+    "ix_conversations_contact_number",
+    conversations.c.organization_id,
+    conversations.c.contact_id,
+    conversations.c.number_id,
+    conversations.c.created_at,
+)
 Index(
     "ix_conversations_activity",
     conversations.c.organization_id,
