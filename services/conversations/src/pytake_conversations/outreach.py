@@ -117,6 +117,29 @@ def variables(template: Template, component: str) -> list[str]:
     return []
 
 
+def url_buttons(template: Template) -> list[int]:
+    """Indexes of the URL buttons whose address ends in a variable (one parameter each)."""
+    found = []
+    for c in template.components:
+        if str(c.get("type", "")).upper() == "BUTTONS":
+            for i, button in enumerate(c.get("buttons") or []):
+                url = button.get("url") if isinstance(button, Mapping) else None
+                kind = str(button.get("type", "")).upper() if isinstance(button, Mapping) else ""
+                if kind == "URL" and isinstance(url, str) and TEMPLATE_VARIABLE.search(url):
+                    found.append(i)
+    return found
+
+
+def _count(template: Template, kind: str, expected: int, given: int) -> None:
+    if given != expected:
+        raise TemplateParameterCount(
+            f"template {template.name} takes {expected} {kind} parameter(s), {given} given",
+            component=kind,
+            expected=expected,
+            given=given,
+        )
+
+
 def _as_text(value: Any) -> str | None:
     if value is None:
         return None
@@ -169,22 +192,19 @@ def fill(parameter: Parameter, contact: Contact, label: str) -> str:
 
 
 def components(
-    template: Template, body: Sequence[Parameter], header: Sequence[Parameter], contact: Contact
+    template: Template,
+    body: Sequence[Parameter],
+    header: Sequence[Parameter],
+    contact: Contact,
+    buttons: Sequence[Parameter] = (),
 ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """WhatsApp's ``components`` for the template filled for ``contact``, and the values
-    by variable (``"body.1"``, ``"header.1"``) for showing the message."""
+    by variable (``"body.1"``, ``"header.1"``, ``"button.0"``) for showing the message."""
     out: list[dict[str, Any]] = []
     values: dict[str, str] = {}
     for kind, given in (("header", header), ("body", body)):
         names = variables(template, kind.upper())
-        if len(given) != len(names):
-            raise TemplateParameterCount(
-                f"template {template.name} takes {len(names)} {kind} parameter(s), "
-                f"{len(given)} given",
-                component=kind,
-                expected=len(names),
-                given=len(given),
-            )
+        _count(template, kind, len(names), len(given))
         if not names:
             continue
         named = not all(n.isdigit() for n in names)
@@ -197,6 +217,19 @@ def components(
                 item["parameter_name"] = name
             parameters.append(item)
         out.append({"type": kind, "parameters": parameters})
+    indexes = url_buttons(template)
+    _count(template, "button", len(indexes), len(buttons))
+    for index, parameter in zip(indexes, buttons, strict=True):
+        text = fill(parameter, contact, f"button.{index}")
+        values[f"button.{index}"] = text
+        out.append(
+            {
+                "type": "button",
+                "sub_type": "url",
+                "index": str(index),
+                "parameters": [{"type": "text", "text": text}],
+            }
+        )
     return out, values
 
 

@@ -8,6 +8,7 @@ from pytake_conversations.outreach import (
     Parameter,
     Template,
     TemplateNotApproved,
+    TemplateParameterCount,
     TemplateParameterMissing,
     UnknownPlaceholder,
     check_template,
@@ -104,3 +105,28 @@ def test_only_approved_templates_and_marketing_only_with_consent() -> None:
     consenting = Contact(name="M", phone=None, attributes={}, marketing_opt_in=True)
     check_template(template("x", category="marketing"), consenting)
     check_template(template("x", category="UTILITY"), MARIA)
+
+
+def test_url_buttons_with_a_variable_take_a_parameter_each() -> None:
+    t = template("Your order {{1}}")
+    buttons = {
+        "type": "BUTTONS",
+        "buttons": [
+            {"type": "QUICK_REPLY", "text": "Thanks"},
+            {"type": "URL", "text": "Track", "url": "https://shop.example/track/{{1}}"},
+            {"type": "URL", "text": "Shop", "url": "https://shop.example/"},
+        ],
+    }
+    t = Template(t.name, t.language, t.category, t.status, [*t.components, buttons])
+    order = [Parameter("{{contact.attributes.city}}")]
+    with pytest.raises(TemplateParameterCount) as refused:
+        components(t, order, [], MARIA)
+    assert (refused.value.extra["component"], refused.value.extra["expected"]) == ("button", 1)
+    out, values = components(t, order, [], MARIA, [Parameter("{{contact.phone}}")])
+    assert out[-1] == {
+        "type": "button",
+        "sub_type": "url",
+        "index": "1",
+        "parameters": [{"type": "text", "text": "+5511987654321"}],
+    }
+    assert values["button.1"] == "+5511987654321"

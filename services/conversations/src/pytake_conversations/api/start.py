@@ -46,7 +46,8 @@ class StartTemplate(Strict):
     """A template of the number's WhatsApp Business Account, filled for the contact.
 
     ``parameters`` fill the body's variables in order (``{{1}}``, ``{{2}}``... or the
-    named ones as they first appear), ``header_parameters`` a text header's.
+    named ones as they first appear), ``header_parameters`` a text header's and
+    ``button_parameters`` the URL buttons' with a variable, in button order.
     """
 
     name: str = Field(max_length=512, pattern=TEMPLATE_NAME.pattern)
@@ -54,6 +55,7 @@ class StartTemplate(Strict):
     language: str = Field(pattern=LANGUAGE.pattern)
     parameters: list[Parameter] = Field(default_factory=list, max_length=60)
     header_parameters: list[Parameter] = Field(default_factory=list, max_length=1)
+    button_parameters: list[Parameter] = Field(default_factory=list, max_length=10)
 
 
 class StartConversation(Strict):
@@ -148,6 +150,7 @@ async def _start(
             _parameters(body.template.parameters),
             _parameters(body.template.header_parameters),
             contact,
+            _parameters(body.template.button_parameters),
         )
         preview = outreach.rendered_body(template, values)
         send = SendMessage(
