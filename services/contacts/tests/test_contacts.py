@@ -89,6 +89,7 @@ async def test_first_message_creates_the_contact_once(app, client, tokens):
         "user_id": None,
         "name": "Maria",
         "phone": "+5511987654321",
+        "attributes": {},
     }
     r = await client.get(
         f"/v1/contacts/{row['id']}", headers=tokens.headers(organization_id=org, role="viewer")
@@ -125,6 +126,7 @@ async def test_profile_name_follows_profile_until_an_agent_names_the_contact(app
         "name": "Maria S.",
         "phone": "+5511987654321",
         "changed": ["name"],
+        "attributes": None,  # not carried: the attributes did not change
     }
 
     viewer = tokens.headers(organization_id=org, role="viewer")

@@ -58,6 +58,8 @@ async def test_first_inbound_opens_a_conversation_and_the_next_reuses_it(app):
         "contact_id": str(customer.contact_id),
         "number_id": str(customer.number_id),
         "opened_at": opened["data"]["opened_at"],
+        "previous_conversation_id": None,
+        "started_by": None,
     }
     assert datetime.fromisoformat(opened["data"]["opened_at"]) == conv["created_at"]
     assert appended["subject"] == str(msg["id"])

@@ -6,6 +6,7 @@ Topics ``pytake.contacts.contact`` (subject = contact id) and ``pytake.contacts.
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from pytake_common.events import EventData
 
@@ -25,6 +26,8 @@ class ContactCreated(EventData):
     user_id: str | None
     name: str | None
     phone: str | None
+    #: the contact's custom attributes (absent in events published before they were added)
+    attributes: dict[str, Any] | None = None
 
 
 class ContactUpdated(EventData):
@@ -38,6 +41,8 @@ class ContactUpdated(EventData):
     name: str | None
     phone: str | None
     changed: list[str]
+    #: the contact's custom attributes after the change (absent in older events)
+    attributes: dict[str, Any] | None = None
 
 
 class ContactBlocked(EventData):

@@ -90,6 +90,7 @@ async def on_message_received(session: AsyncSession, event: CloudEvent) -> None:
             user_id=data.user_id,
             name=name,
             phone=phone,
+            attributes={},
         )
         await add_event(
             session, CloudEvent.of(payload, service=SERVICE, subject=data.contact_id, tenant_id=org)

@@ -322,6 +322,7 @@ class Importer:
                         user_id=None if row is None else row["user_id"],
                         name=values["name"],
                         phone=p.phone,
+                        attributes=values["attributes"],
                     ),
                 )
             )
@@ -355,6 +356,7 @@ class Importer:
                             name=final["name"],
                             phone=final["phone"],
                             changed=changed,
+                            attributes=final["attributes"],
                         ),
                     )
                 )

@@ -30,6 +30,8 @@ class Opened(BaseModel):
     organization_id: uuid.UUID
     contact_id: uuid.UUID
     opened_at: Utc
+    previous_conversation_id: uuid.UUID | None = None
+    started_by: uuid.UUID | None = None
 
 
 class StatusChanged(BaseModel):
@@ -67,7 +69,15 @@ async def on_opened(session: AsyncSession, event: CloudEvent) -> None:
         "conversation.opened",
         d.opened_at,
         f"opened:{d.conversation_id}:{d.opened_at.isoformat()}",
-        {"conversation_id": str(d.conversation_id)},
+        {
+            "conversation_id": str(d.conversation_id),
+            # a new conversation after a closed one links back to it
+            "previous_conversation_id": (
+                str(d.previous_conversation_id) if d.previous_conversation_id else None
+            ),
+            # null: the customer's message opened it
+            "started_by": str(d.started_by) if d.started_by else None,
+        },
     )
 
 

@@ -17,7 +17,8 @@ MESSAGE_TOPIC = "pytake.conversations.message"
 
 
 class ConversationOpened(EventData):
-    """A conversation was opened by a customer's message, or a resolved one reopened."""
+    """A conversation was opened by a customer's message or an agent's start, or a resolved
+    one reopened."""
 
     event_type = "pytake.conversations.conversation.opened.v1"
     topic = CONVERSATION_TOPIC
@@ -27,6 +28,10 @@ class ConversationOpened(EventData):
     contact_id: uuid.UUID
     number_id: uuid.UUID
     opened_at: datetime
+    #: the contact's closed conversation on this number that this new one follows
+    previous_conversation_id: uuid.UUID | None = None
+    #: the user who started it (``POST /v1/conversations``); null: the customer's message
+    started_by: uuid.UUID | None = None
 
 
 class MessageAppended(EventData):

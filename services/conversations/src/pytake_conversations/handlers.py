@@ -24,7 +24,6 @@ from pytake_common.consumer import Handler, PermanentError
 from pytake_common.events import CloudEvent
 from pytake_common.outbox import STAGED_EVENT, outbox_row
 from pytake_conversations.domain import (
-    ACTIVE,
     FAILED,
     INBOUND,
     OPEN,
@@ -43,7 +42,9 @@ from pytake_conversations.inbox import (
     emit,
     push_message,
 )
+from pytake_conversations.outreach_replicas import outreach_handlers
 from pytake_conversations.replicas import REPLICA_HANDLERS
+from pytake_conversations.starting import lock_active, previous_closed
 from pytake_conversations.stream import publish_many
 from pytake_conversations.tables import contact_replicas, conversations, messages
 from pytake_conversations.views import Message
@@ -195,6 +196,7 @@ async def _append_inbound(
             contact_id=data.contact_id,
             number_id=data.number_id,
             opened_at=conversation["created_at"] if created else row["updated_at"],
+            previous_conversation_id=conversation["previous_conversation_id"],
         )
         await emit(session, opened, conversation["id"], org)
     appended = MessageAppended(
@@ -335,22 +337,7 @@ def _insert_message_statement(update_conversation: bool, wa_id: bool, user_id: b
 
 async def _lock_active(session: AsyncSession, org: uuid.UUID, data: MessageReceived) -> Row | None:
     """The contact's active conversation on this number, locked; None if there is none."""
-    return (
-        (
-            await session.execute(
-                select(conversations)
-                .where(
-                    conversations.c.organization_id == org,
-                    conversations.c.contact_id == data.contact_id,
-                    conversations.c.number_id == data.number_id,
-                    conversations.c.status.in_(ACTIVE),
-                )
-                .with_for_update()
-            )
-        )
-        .mappings()
-        .first()
-    )
+    return await lock_active(session, org, data.contact_id, data.number_id)
 
 
 async def _open_conversation(
@@ -377,6 +364,9 @@ async def _open_conversation(
                         wa_id=data.wa_id,
                         user_id=data.user_id,
                         status=OPEN,
+                        previous_conversation_id=previous_closed(
+                            org, data.contact_id, data.number_id
+                        ),
                     )
                     .on_conflict_do_nothing()
                     .returning(*conversations.c)
@@ -530,4 +520,5 @@ HANDLERS: dict[str, Handler] = {
     MESSAGE_FAILED: on_message_failed,
     MESSAGE_STATUS_UPDATED: on_status_updated,
     **REPLICA_HANDLERS,
+    **outreach_handlers(REPLICA_HANDLERS),
 }

@@ -218,6 +218,7 @@ async def create(
         user_id=body.user_id,
         name=values.get("name"),
         phone=phone,
+        attributes=values["attributes"],
     )
     await emit(session, payload, contact_id, org)
     now = await session.scalar(select(func.now()))
@@ -272,6 +273,7 @@ async def patch_contact(
                 name=contact.name,
                 phone=contact.phone,
                 changed=changed,
+                attributes=contact.attributes,
             )
             await emit(session, payload, contact_id, org)
         return contact
