@@ -21,8 +21,7 @@ from pytake_auth import store
 from pytake_auth.events import UserSessionsRevoked
 from pytake_auth.tables import refresh_tokens, sessions, users
 from pytake_common.errors import InvalidInput
-from pytake_common.events import CloudEvent, EventData
-from pytake_common.outbox import add_event
+from pytake_common.outbox import emit
 
 ADMIN_ROLES = ("org_admin", "super_admin")
 #: Advisory lock ``(namespace, organization)``: both are signed 32-bit integers.
@@ -53,14 +52,6 @@ _MEMBER = (
     users.c.created_at,
     users.c.updated_at,
 )
-
-
-async def emit(
-    session: AsyncSession, payload: EventData, user_id: uuid.UUID, org: uuid.UUID
-) -> None:
-    await add_event(
-        session, CloudEvent.of(payload, service=store.SERVICE, subject=user_id, tenant_id=org)
-    )
 
 
 async def lock_organization(session: AsyncSession, organization_id: uuid.UUID) -> None:

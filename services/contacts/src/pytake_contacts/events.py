@@ -13,7 +13,13 @@ TOPIC = "pytake.contacts.contact"
 TAG_TOPIC = "pytake.contacts.tag"
 
 
-class ContactCreated(EventData):
+class ContactsEvent(EventData):
+    """An event contacts publishes."""
+
+    service = "contacts"
+
+
+class ContactCreated(ContactsEvent):
     """A WhatsApp user wrote to the organization for the first time."""
 
     event_type = "pytake.contacts.contact.created.v1"
@@ -27,7 +33,7 @@ class ContactCreated(EventData):
     phone: str | None
 
 
-class ContactUpdated(EventData):
+class ContactUpdated(ContactsEvent):
     """A contact's name (from the WhatsApp profile or set by an agent) or phone changed."""
 
     event_type = "pytake.contacts.contact.updated.v1"
@@ -40,7 +46,7 @@ class ContactUpdated(EventData):
     changed: list[str]
 
 
-class ContactBlocked(EventData):
+class ContactBlocked(ContactsEvent):
     """An agent blocked the contact (their messages are still recorded; nothing is sent)."""
 
     event_type = "pytake.contacts.contact.blocked.v1"
@@ -53,7 +59,7 @@ class ContactBlocked(EventData):
     blocked_by: uuid.UUID
 
 
-class ContactUnblocked(EventData):
+class ContactUnblocked(ContactsEvent):
     event_type = "pytake.contacts.contact.unblocked.v1"
     topic = TOPIC
 
@@ -63,7 +69,7 @@ class ContactUnblocked(EventData):
     unblocked_by: uuid.UUID
 
 
-class ContactConsentChanged(EventData):
+class ContactConsentChanged(ContactsEvent):
     """The contact's marketing consent was recorded (``source``: where it was given)."""
 
     event_type = "pytake.contacts.contact.consent_changed.v1"
@@ -76,7 +82,7 @@ class ContactConsentChanged(EventData):
     changed_at: datetime
 
 
-class ContactAssigned(EventData):
+class ContactAssigned(ContactsEvent):
     """The contact's owner changed (``assignee_id`` null: unassigned)."""
 
     event_type = "pytake.contacts.contact.assigned.v1"
@@ -87,7 +93,7 @@ class ContactAssigned(EventData):
     assignee_id: uuid.UUID | None
 
 
-class ContactTagged(EventData):
+class ContactTagged(ContactsEvent):
     event_type = "pytake.contacts.contact.tagged.v1"
     topic = TOPIC
 
@@ -96,7 +102,7 @@ class ContactTagged(EventData):
     tag_id: uuid.UUID
 
 
-class ContactUntagged(EventData):
+class ContactUntagged(ContactsEvent):
     event_type = "pytake.contacts.contact.untagged.v1"
     topic = TOPIC
 
@@ -105,7 +111,7 @@ class ContactUntagged(EventData):
     tag_id: uuid.UUID
 
 
-class ContactErased(EventData):
+class ContactErased(ContactsEvent):
     """Privacy erasure: every service erases or anonymises its copies of this contact's data."""
 
     event_type = "pytake.contacts.contact.erased.v1"
@@ -116,7 +122,7 @@ class ContactErased(EventData):
     erased_at: datetime
 
 
-class TagCreated(EventData):
+class TagCreated(ContactsEvent):
     event_type = "pytake.contacts.tag.created.v1"
     topic = TAG_TOPIC
 
@@ -126,7 +132,7 @@ class TagCreated(EventData):
     color: str
 
 
-class TagUpdated(EventData):
+class TagUpdated(ContactsEvent):
     event_type = "pytake.contacts.tag.updated.v1"
     topic = TAG_TOPIC
 
@@ -136,7 +142,7 @@ class TagUpdated(EventData):
     color: str
 
 
-class TagDeleted(EventData):
+class TagDeleted(ContactsEvent):
     """The tag is gone, and with it from every contact that carried it."""
 
     event_type = "pytake.contacts.tag.deleted.v1"

@@ -17,7 +17,22 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.consumer import Handler
-from pytake_common.events import CloudEvent
+from pytake_common.event_types import (
+    AUTH_USER_ACTIVATED_V1,
+    AUTH_USER_CREATED_V1,
+    AUTH_USER_DEACTIVATED_V1,
+    AUTH_USER_DELETED_V1,
+    AUTH_USER_REGISTERED_V1,
+    AUTH_USER_UPDATED_V1,
+    CONTACTS_CONTACT_CREATED_V1,
+    CONTACTS_CONTACT_ERASED_V1,
+    CONVERSATIONS_CONVERSATION_OPENED_V1,
+    CONVERSATIONS_MESSAGE_APPENDED_V1,
+    WHATSAPP_MESSAGE_SENT_V1,
+    WHATSAPP_NUMBER_REGISTERED_V1,
+    WHATSAPP_NUMBER_REMOVED_V1,
+)
+from pytake_common.events import CloudEvent, TenantEventData
 from pytake_tenants import stats, users
 from pytake_tenants.domain import slugify
 from pytake_tenants.events import OrganizationCreated
@@ -34,23 +49,9 @@ from pytake_tenants.usage import (
     remove_fact,
 )
 
-USER_REGISTERED = "pytake.auth.user.registered.v1"
-USER_CREATED = "pytake.auth.user.created.v1"
-USER_UPDATED = "pytake.auth.user.updated.v1"
-USER_ACTIVATED = "pytake.auth.user.activated.v1"
-USER_DEACTIVATED = "pytake.auth.user.deactivated.v1"
-USER_DELETED = "pytake.auth.user.deleted.v1"
-NUMBER_REGISTERED = "pytake.whatsapp.number.registered.v1"
-NUMBER_REMOVED = "pytake.whatsapp.number.removed.v1"
-MESSAGE_SENT = "pytake.whatsapp.message.sent.v1"
-CONTACT_CREATED = "pytake.contacts.contact.created.v1"
-CONTACT_ERASED = "pytake.contacts.contact.erased.v1"
-CONVERSATION_OPENED = "pytake.conversations.conversation.opened.v1"
-MESSAGE_APPENDED = "pytake.conversations.message.appended.v1"
-
 
 # What tenants reads of each event (tolerant readers: other fields are ignored).
-class UserRegistered(BaseModel):
+class UserRegistered(TenantEventData):
     user_id: uuid.UUID
     organization_id: uuid.UUID
     organization_name: str
@@ -58,7 +59,7 @@ class UserRegistered(BaseModel):
     role: str = "org_admin"
 
 
-class UserState(BaseModel):
+class UserState(TenantEventData):
     user_id: uuid.UUID
     organization_id: uuid.UUID
     full_name: str | None = None
@@ -66,34 +67,34 @@ class UserState(BaseModel):
     is_active: bool | None = None
 
 
-class UserRef(BaseModel):
+class UserRef(TenantEventData):
     user_id: uuid.UUID
     organization_id: uuid.UUID
 
 
-class NumberRef(BaseModel):
+class NumberRef(TenantEventData):
     number_id: uuid.UUID
     organization_id: uuid.UUID
 
 
-class ContactRef(BaseModel):
+class ContactRef(TenantEventData):
     contact_id: uuid.UUID
     organization_id: uuid.UUID
 
 
-class MessageSent(BaseModel):
+class MessageSent(TenantEventData):
     message_id: uuid.UUID
     organization_id: uuid.UUID
     sent_at: datetime
 
 
-class ConversationOpened(BaseModel):
+class ConversationOpened(TenantEventData):
     conversation_id: uuid.UUID
     organization_id: uuid.UUID
     opened_at: datetime
 
 
-class MessageAppended(BaseModel):
+class MessageAppended(TenantEventData):
     message_id: uuid.UUID
     organization_id: uuid.UUID
     direction: str
@@ -226,19 +227,19 @@ async def on_message_appended(session: AsyncSession, event: CloudEvent) -> None:
 
 def build_handlers(policy: SignupPolicy | None = None) -> dict[str, Handler]:
     return {
-        USER_REGISTERED: on_user_registered(policy or SignupPolicy()),
-        USER_CREATED: on_user_created_or_updated,
-        USER_UPDATED: on_user_created_or_updated,
-        USER_ACTIVATED: on_user_activated,
-        USER_DEACTIVATED: on_user_deactivated,
-        USER_DELETED: on_user_deleted,
-        NUMBER_REGISTERED: on_number_registered,
-        NUMBER_REMOVED: on_number_removed,
-        MESSAGE_SENT: on_message_sent,
-        CONTACT_CREATED: on_contact_created,
-        CONTACT_ERASED: on_contact_erased,
-        CONVERSATION_OPENED: on_conversation_opened,
-        MESSAGE_APPENDED: on_message_appended,
+        AUTH_USER_REGISTERED_V1: on_user_registered(policy or SignupPolicy()),
+        AUTH_USER_CREATED_V1: on_user_created_or_updated,
+        AUTH_USER_UPDATED_V1: on_user_created_or_updated,
+        AUTH_USER_ACTIVATED_V1: on_user_activated,
+        AUTH_USER_DEACTIVATED_V1: on_user_deactivated,
+        AUTH_USER_DELETED_V1: on_user_deleted,
+        WHATSAPP_NUMBER_REGISTERED_V1: on_number_registered,
+        WHATSAPP_NUMBER_REMOVED_V1: on_number_removed,
+        WHATSAPP_MESSAGE_SENT_V1: on_message_sent,
+        CONTACTS_CONTACT_CREATED_V1: on_contact_created,
+        CONTACTS_CONTACT_ERASED_V1: on_contact_erased,
+        CONVERSATIONS_CONVERSATION_OPENED_V1: on_conversation_opened,
+        CONVERSATIONS_MESSAGE_APPENDED_V1: on_message_appended,
     }
 
 

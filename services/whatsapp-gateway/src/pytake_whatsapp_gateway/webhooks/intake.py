@@ -57,7 +57,6 @@ from pytake_whatsapp_gateway.webhooks.signature import KnownNumber, is_authentic
 from pytake_whatsapp_gateway.webhooks.waba import record_waba_change
 
 log = logging.getLogger(__name__)
-SERVICE = "whatsapp-gateway"
 _Item = TypeVar("_Item", InboundMessage, StatusUpdate)
 
 
@@ -396,7 +395,6 @@ def _received_event(
     )
     return CloudEvent.of(
         payload,
-        service=SERVICE,
         subject=contact_id,
         tenant_id=org,
         event_id=uuid.uuid5(PYTAKE_NAMESPACE, f"event:received:{message_id}"),
@@ -468,7 +466,6 @@ async def _record_status(
         session,
         CloudEvent.of(
             payload,
-            service=SERVICE,
             subject=subject,
             tenant_id=org,
             event_id=uuid.uuid5(PYTAKE_NAMESPACE, dedupe),
@@ -552,7 +549,6 @@ async def _confirm(
         session,
         CloudEvent.of(
             sent,
-            service=SERVICE,
             subject=message_id,
             tenant_id=number.organization_id,
             event_id=uuid.uuid5(PYTAKE_NAMESPACE, f"event:sent:{message_id}"),
