@@ -12,15 +12,15 @@ from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pytake_common.auth_users import user_handlers
 from pytake_common.consumer import Handler, PermanentError
 from pytake_common.event_types import WHATSAPP_MESSAGE_RECEIVED_V1
 from pytake_common.events import CloudEvent, TenantEventData
 from pytake_common.outbox import emit
 from pytake_contacts.domain import PROFILE, clean_name, phone_from_wa_id
 from pytake_contacts.events import ContactCreated, ContactUpdated
-from pytake_contacts.tables import contacts
+from pytake_contacts.tables import contacts, users
 from pytake_contacts.timeline import TIMELINE_HANDLERS
-from pytake_contacts.users import USER_HANDLERS
 
 
 class MessageReceived(TenantEventData):
@@ -202,6 +202,6 @@ async def _taken(session: AsyncSession, org: uuid.UUID, column: str, value: str)
 
 HANDLERS: dict[str, Handler] = {
     WHATSAPP_MESSAGE_RECEIVED_V1: on_message_received,
-    **USER_HANDLERS,
+    **user_handlers(users),
     **TIMELINE_HANDLERS,
 }

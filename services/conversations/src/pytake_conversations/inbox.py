@@ -152,7 +152,7 @@ async def check_assignee(session: AsyncSession, org: uuid.UUID, user_id: uuid.UU
             user_replicas.c.organization_id == org,
             user_replicas.c.id == user_id,
             user_replicas.c.is_active.is_(True),
-            user_replicas.c.deleted.is_(False),
+            user_replicas.c.deleted_at.is_(None),
             user_replicas.c.role.in_(WORKING_ROLES),
         )
     )
@@ -219,7 +219,7 @@ async def pick_agent(session: AsyncSession, org: uuid.UUID, dept: Row) -> uuid.U
                     user_replicas.c.organization_id == org,
                     user_replicas.c.id.in_(members),
                     user_replicas.c.is_active.is_(True),
-                    user_replicas.c.deleted.is_(False),
+                    user_replicas.c.deleted_at.is_(None),
                     user_replicas.c.role.in_(WORKING_ROLES),
                 )
             )

@@ -1,6 +1,7 @@
 """Local replicas of other services' facts conversations needs, built from their events.
 
-- users (auth): who may be assigned a conversation, and agents' names for canned responses;
+- users (auth): who may be assigned a conversation, and agents' names for canned responses
+  (the table and its handlers are every service's: pytake_common.auth_users);
 - departments (tenants): routing of new conversations (members, strategy, cap);
 - contacts (contacts): names for canned responses, the block list, and erasure.
 
@@ -17,14 +18,9 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pytake_common.auth_users import user_handlers
 from pytake_common.consumer import Handler
 from pytake_common.event_types import (
-    AUTH_USER_ACTIVATED_V1,
-    AUTH_USER_CREATED_V1,
-    AUTH_USER_DEACTIVATED_V1,
-    AUTH_USER_DELETED_V1,
-    AUTH_USER_REGISTERED_V1,
-    AUTH_USER_UPDATED_V1,
     CONTACTS_CONTACT_BLOCKED_V1,
     CONTACTS_CONTACT_CREATED_V1,
     CONTACTS_CONTACT_ERASED_V1,
@@ -42,14 +38,6 @@ from pytake_conversations.tables import (
     messages,
     user_replicas,
 )
-
-
-class UserFacts(TenantEventData):
-    user_id: uuid.UUID
-    organization_id: uuid.UUID
-    full_name: str | None = None
-    role: str | None = None
-    is_active: bool | None = None
 
 
 class Routing(TenantEventData):
@@ -77,57 +65,6 @@ class ContactFacts(TenantEventData):
     phone: str | None = None
     blocked_at: datetime | None = None
     unblocked_at: datetime | None = None
-
-
-# --- users -----------------------------------------------------------------------------
-
-
-async def on_user_upserted(session: AsyncSession, event: CloudEvent) -> None:
-    data = event.parse_data(UserFacts)
-    org = data.organization_id
-    values: dict[str, Any] = {"organization_id": org, "version_at": event.time}
-    if data.full_name is not None:
-        values["full_name"] = data.full_name
-    if data.role is not None:
-        values["role"] = data.role
-    if data.is_active is not None:
-        values["is_active"] = data.is_active
-    insert = pg_insert(user_replicas).values(
-        {"id": data.user_id, "role": data.role or "agent", "deleted": False, **values}
-    )
-    await session.execute(
-        insert.on_conflict_do_update(
-            index_elements=[user_replicas.c.id],
-            set_={k: insert.excluded[k] for k in values},
-            where=user_replicas.c.version_at <= insert.excluded.version_at,
-        )
-    )
-
-
-async def _user_flag(session: AsyncSession, event: CloudEvent, **flags: bool) -> None:
-    data = event.parse_data(UserFacts)
-    org = data.organization_id
-    await session.execute(
-        update(user_replicas)
-        .where(
-            user_replicas.c.id == data.user_id,
-            user_replicas.c.organization_id == org,
-            user_replicas.c.version_at <= event.time,
-        )
-        .values(version_at=event.time, **flags)
-    )
-
-
-async def on_user_activated(session: AsyncSession, event: CloudEvent) -> None:
-    await _user_flag(session, event, is_active=True)
-
-
-async def on_user_deactivated(session: AsyncSession, event: CloudEvent) -> None:
-    await _user_flag(session, event, is_active=False)
-
-
-async def on_user_deleted(session: AsyncSession, event: CloudEvent) -> None:
-    await _user_flag(session, event, is_active=False, deleted=True)
 
 
 # --- departments -----------------------------------------------------------------------
@@ -256,12 +193,7 @@ async def on_contact_erased(session: AsyncSession, event: CloudEvent) -> None:
 
 
 REPLICA_HANDLERS: dict[str, Handler] = {
-    AUTH_USER_REGISTERED_V1: on_user_upserted,
-    AUTH_USER_CREATED_V1: on_user_upserted,
-    AUTH_USER_UPDATED_V1: on_user_upserted,
-    AUTH_USER_ACTIVATED_V1: on_user_activated,
-    AUTH_USER_DEACTIVATED_V1: on_user_deactivated,
-    AUTH_USER_DELETED_V1: on_user_deleted,
+    **user_handlers(user_replicas),
     TENANTS_DEPARTMENT_CREATED_V1: on_department_upserted,
     TENANTS_DEPARTMENT_UPDATED_V1: on_department_upserted,
     TENANTS_DEPARTMENT_DELETED_V1: on_department_deleted,

@@ -16,14 +16,10 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pytake_common.auth_users import apply_user_event, user_handlers
 from pytake_common.consumer import Handler
 from pytake_common.event_types import (
-    AUTH_USER_ACTIVATED_V1,
-    AUTH_USER_CREATED_V1,
-    AUTH_USER_DEACTIVATED_V1,
-    AUTH_USER_DELETED_V1,
     AUTH_USER_REGISTERED_V1,
-    AUTH_USER_UPDATED_V1,
     CONTACTS_CONTACT_CREATED_V1,
     CONTACTS_CONTACT_ERASED_V1,
     CONVERSATIONS_CONVERSATION_OPENED_V1,
@@ -33,13 +29,14 @@ from pytake_common.event_types import (
     WHATSAPP_NUMBER_REMOVED_V1,
 )
 from pytake_common.events import CloudEvent, TenantEventData
-from pytake_tenants import stats, users
+from pytake_tenants import stats
+from pytake_tenants.departments import drop_member_everywhere
 from pytake_tenants.domain import slugify
 from pytake_tenants.events import OrganizationCreated
 from pytake_tenants.org_settings import default_settings
 from pytake_tenants.organizations import publish
 from pytake_tenants.plans import DEFAULT_PLAN, get_plan, limits_of
-from pytake_tenants.tables import organizations
+from pytake_tenants.tables import organizations, users
 from pytake_tenants.usage import (
     BUSINESS_MESSAGE,
     CONTACT,
@@ -57,19 +54,6 @@ class UserRegistered(TenantEventData):
     organization_name: str
     full_name: str | None = None
     role: str = "org_admin"
-
-
-class UserState(TenantEventData):
-    user_id: uuid.UUID
-    organization_id: uuid.UUID
-    full_name: str | None = None
-    role: str | None = None
-    is_active: bool | None = None
-
-
-class UserRef(TenantEventData):
-    user_id: uuid.UUID
-    organization_id: uuid.UUID
 
 
 class NumberRef(TenantEventData):
@@ -114,9 +98,7 @@ def on_user_registered(policy: SignupPolicy) -> Handler:
     async def handle(session: AsyncSession, event: CloudEvent) -> None:
         data = event.parse_data(UserRegistered)
         org_id = data.organization_id
-        await users.upsert(
-            session, org_id, data.user_id, full_name=data.full_name, role=data.role, is_active=True
-        )
+        await apply_user_event(session, users, event)
         trial_ends_at = (
             datetime.now(UTC) + timedelta(days=policy.trial_days) if policy.trial_plan else None
         )
@@ -163,27 +145,6 @@ def on_user_registered(policy: SignupPolicy) -> Handler:
     return handle
 
 
-async def on_user_created_or_updated(session: AsyncSession, event: CloudEvent) -> None:
-    data = event.parse_data(UserState)
-    fields = data.model_dump(include={"full_name", "role", "is_active"}, exclude_none=True)
-    await users.upsert(session, data.organization_id, data.user_id, **fields)
-
-
-async def on_user_activated(session: AsyncSession, event: CloudEvent) -> None:
-    data = event.parse_data(UserRef)
-    await users.set_active(session, data.organization_id, data.user_id, True)
-
-
-async def on_user_deactivated(session: AsyncSession, event: CloudEvent) -> None:
-    data = event.parse_data(UserRef)
-    await users.set_active(session, data.organization_id, data.user_id, False)
-
-
-async def on_user_deleted(session: AsyncSession, event: CloudEvent) -> None:
-    data = event.parse_data(UserRef)
-    await users.delete(session, data.organization_id, data.user_id)
-
-
 async def on_number_registered(session: AsyncSession, event: CloudEvent) -> None:
     data = event.parse_data(NumberRef)
     await count_fact(session, data.organization_id, NUMBER, data.number_id)
@@ -227,12 +188,9 @@ async def on_message_appended(session: AsyncSession, event: CloudEvent) -> None:
 
 def build_handlers(policy: SignupPolicy | None = None) -> dict[str, Handler]:
     return {
+        # auth's users kept in the shared shape; a deleted user leaves every department
+        **user_handlers(users, on_deleted=drop_member_everywhere),
         AUTH_USER_REGISTERED_V1: on_user_registered(policy or SignupPolicy()),
-        AUTH_USER_CREATED_V1: on_user_created_or_updated,
-        AUTH_USER_UPDATED_V1: on_user_created_or_updated,
-        AUTH_USER_ACTIVATED_V1: on_user_activated,
-        AUTH_USER_DEACTIVATED_V1: on_user_deactivated,
-        AUTH_USER_DELETED_V1: on_user_deleted,
         WHATSAPP_NUMBER_REGISTERED_V1: on_number_registered,
         WHATSAPP_NUMBER_REMOVED_V1: on_number_removed,
         WHATSAPP_MESSAGE_SENT_V1: on_message_sent,
