@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.auth_users import apply_user_event, user_handlers
-from pytake_common.consumer import Handler
+from pytake_common.consumer import Handler, SetHandler
 from pytake_common.event_types import (
     AUTH_USER_REGISTERED_V1,
     CONTACTS_CONTACT_CREATED_V1,
@@ -41,7 +41,7 @@ from pytake_tenants.usage import (
     BUSINESS_MESSAGE,
     CONTACT,
     NUMBER,
-    count_fact,
+    count_facts,
     month_of,
     remove_fact,
 )
@@ -147,7 +147,7 @@ def on_user_registered(policy: SignupPolicy) -> Handler:
 
 async def on_number_registered(session: AsyncSession, event: CloudEvent) -> None:
     data = event.parse_data(NumberRef)
-    await count_fact(session, data.organization_id, NUMBER, data.number_id)
+    await count_facts(session, data.organization_id, NUMBER, [(data.number_id, "")])
 
 
 async def on_number_removed(session: AsyncSession, event: CloudEvent) -> None:
@@ -155,9 +155,12 @@ async def on_number_removed(session: AsyncSession, event: CloudEvent) -> None:
     await remove_fact(session, data.organization_id, NUMBER, data.number_id)
 
 
-async def on_contact_created(session: AsyncSession, event: CloudEvent) -> None:
-    data = event.parse_data(ContactRef)
-    await count_fact(session, data.organization_id, CONTACT, data.contact_id)
+# Counting commutes, so the per-message events are set-based: a consumer batch's
+# records of one organization count in one statement, their inbox marks in another.
+
+
+async def count_contacts(session: AsyncSession, rows: list[ContactRef]) -> None:
+    await count_facts(session, rows[0].organization_id, CONTACT, [(r.contact_id, "") for r in rows])
 
 
 async def on_contact_erased(session: AsyncSession, event: CloudEvent) -> None:
@@ -165,25 +168,20 @@ async def on_contact_erased(session: AsyncSession, event: CloudEvent) -> None:
     await remove_fact(session, data.organization_id, CONTACT, data.contact_id)
 
 
-async def on_message_sent(session: AsyncSession, event: CloudEvent) -> None:
+async def count_messages_sent(session: AsyncSession, rows: list[MessageSent]) -> None:
     """Every accepted send counts toward the monthly business messages (see README)."""
-    data = event.parse_data(MessageSent)
-    org, month = data.organization_id, month_of(data.sent_at)
-    await count_fact(session, org, BUSINESS_MESSAGE, data.message_id, period=month)
+    facts = [(r.message_id, month_of(r.sent_at)) for r in rows]
+    await count_facts(session, rows[0].organization_id, BUSINESS_MESSAGE, facts)
 
 
-async def on_conversation_opened(session: AsyncSession, event: CloudEvent) -> None:
-    data = event.parse_data(ConversationOpened)
-    await stats.conversation_opened(
-        session, data.organization_id, data.conversation_id, data.opened_at
-    )
+async def count_openings(session: AsyncSession, rows: list[ConversationOpened]) -> None:
+    facts = [stats.opened_fact(r.conversation_id, r.opened_at) for r in rows]
+    await stats.count_daily(session, rows[0].organization_id, stats.CONVERSATION_OPENED, facts)
 
 
-async def on_message_appended(session: AsyncSession, event: CloudEvent) -> None:
-    data = event.parse_data(MessageAppended)
-    await stats.message_appended(
-        session, data.organization_id, data.message_id, data.direction, data.created_at
-    )
+async def count_messages(session: AsyncSession, rows: list[MessageAppended]) -> None:
+    facts = [stats.appended_fact(r.message_id, r.direction, r.created_at) for r in rows]
+    await stats.count_daily(session, rows[0].organization_id, stats.MESSAGE_APPENDED, facts)
 
 
 def build_handlers(policy: SignupPolicy | None = None) -> dict[str, Handler]:
@@ -193,11 +191,11 @@ def build_handlers(policy: SignupPolicy | None = None) -> dict[str, Handler]:
         AUTH_USER_REGISTERED_V1: on_user_registered(policy or SignupPolicy()),
         WHATSAPP_NUMBER_REGISTERED_V1: on_number_registered,
         WHATSAPP_NUMBER_REMOVED_V1: on_number_removed,
-        WHATSAPP_MESSAGE_SENT_V1: on_message_sent,
-        CONTACTS_CONTACT_CREATED_V1: on_contact_created,
+        WHATSAPP_MESSAGE_SENT_V1: SetHandler(MessageSent, count_messages_sent),
+        CONTACTS_CONTACT_CREATED_V1: SetHandler(ContactRef, count_contacts),
         CONTACTS_CONTACT_ERASED_V1: on_contact_erased,
-        CONVERSATIONS_CONVERSATION_OPENED_V1: on_conversation_opened,
-        CONVERSATIONS_MESSAGE_APPENDED_V1: on_message_appended,
+        CONVERSATIONS_CONVERSATION_OPENED_V1: SetHandler(ConversationOpened, count_openings),
+        CONVERSATIONS_MESSAGE_APPENDED_V1: SetHandler(MessageAppended, count_messages),
     }
 
 
