@@ -20,18 +20,21 @@ from sqlalchemy import case, func
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pytake_common import event_types
 from pytake_common.consumer import Handler, PermanentError
 from pytake_common.events import CloudEvent
-from pytake_conversations.replicas import CONTACT_CREATED, CONTACT_ERASED, CONTACT_UPDATED
 from pytake_conversations.tables import contact_replicas, number_replicas, template_replicas
 
-CONTACT_CONSENT_CHANGED = "pytake.contacts.contact.consent_changed.v1"
-NUMBER_REGISTERED = "pytake.whatsapp.number.registered.v1"
-NUMBER_UPDATED = "pytake.whatsapp.number.updated.v1"
-NUMBER_DISCONNECTED = "pytake.whatsapp.number.disconnected.v1"
-NUMBER_REMOVED = "pytake.whatsapp.number.removed.v1"
-TEMPLATE_SYNCED = "pytake.whatsapp.template.synced.v1"
-TEMPLATE_STATUS_CHANGED = "pytake.whatsapp.template.status_changed.v1"
+CONTACT_CREATED = event_types.CONTACTS_CONTACT_CREATED_V1
+CONTACT_UPDATED = event_types.CONTACTS_CONTACT_UPDATED_V1
+CONTACT_ERASED = event_types.CONTACTS_CONTACT_ERASED_V1
+CONTACT_CONSENT_CHANGED = event_types.CONTACTS_CONTACT_CONSENT_CHANGED_V1
+NUMBER_REGISTERED = event_types.WHATSAPP_NUMBER_REGISTERED_V1
+NUMBER_UPDATED = event_types.WHATSAPP_NUMBER_UPDATED_V1
+NUMBER_DISCONNECTED = event_types.WHATSAPP_NUMBER_DISCONNECTED_V1
+NUMBER_REMOVED = event_types.WHATSAPP_NUMBER_REMOVED_V1
+TEMPLATE_SYNCED = event_types.WHATSAPP_TEMPLATE_SYNCED_V1
+TEMPLATE_STATUS_CHANGED = event_types.WHATSAPP_TEMPLATE_STATUS_CHANGED_V1
 
 CONNECTED, DISCONNECTED, REMOVED = "connected", "disconnected", "removed"
 

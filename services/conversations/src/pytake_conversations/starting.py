@@ -13,10 +13,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pytake_common.outbox import emit
 from pytake_conversations import outreach
 from pytake_conversations.domain import ACTIVE, CLOSED, OPEN, ContactBlocked
 from pytake_conversations.events import ConversationOpened
-from pytake_conversations.inbox import Row, auto_assign, emit, push_conversation
+from pytake_conversations.inbox import Row, auto_assign, push_conversation
 from pytake_conversations.outreach_replicas import DISCONNECTED, REMOVED
 from pytake_conversations.tables import (
     contact_replicas,

@@ -16,6 +16,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
+from pytake_common.auth_users import users_table
 from pytake_common.db import new_metadata
 
 metadata = new_metadata()
@@ -255,19 +256,7 @@ Index(
 )
 
 #: Users of each organization (from auth's events): who may be assigned, and their names.
-user_replicas = Table(
-    "user_replicas",
-    metadata,
-    Column("id", UUID(as_uuid=True), primary_key=True),
-    Column("organization_id", UUID(as_uuid=True), nullable=False),
-    Column("full_name", String(256), nullable=True),
-    Column("role", String(32), nullable=False),
-    Column("is_active", Boolean, nullable=False, server_default="true"),
-    Column("deleted", Boolean, nullable=False, server_default="false"),
-    #: time of the newest event applied; older events arriving late change nothing
-    Column("version_at", DateTime(timezone=True), nullable=False),
-)
-Index("ix_user_replicas_org", user_replicas.c.organization_id)
+user_replicas = users_table(metadata, "user_replicas")
 
 #: Departments (from tenants' events) with the routing state of round-robin assignment.
 departments = Table(

@@ -18,6 +18,7 @@ from pytake_common.errors import (
     UnprocessableState,
 )
 from pytake_common.idempotency import IdempotencyGuard, IdempotencyKey, fingerprint, idempotent
+from pytake_common.outbox import emit
 from pytake_common.pagination import ROW_ID, TIMESTAMP, keyset
 from pytake_common.rawpg import TenantReads
 from pytake_common.security import READERS, Principal, Reader, Worker, authorize
@@ -47,7 +48,6 @@ from pytake_conversations.domain import (
 )
 from pytake_conversations.events import MessageAppended, MessageSendRequested, TextBody
 from pytake_conversations.inbox import (
-    emit,
     push_conversation,
     push_message,
     update_conversation,
