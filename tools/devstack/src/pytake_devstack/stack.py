@@ -125,10 +125,18 @@ def migrate_all(cfg: StackConfig) -> None:
         subprocess.run([sys.executable, "-m", module(service), "migrate"], env=env, check=True)
 
 
-def wait_ready(url: str, timeout: float = 60.0, path: str = "/readyz") -> None:
+def wait_ready(
+    url: str,
+    timeout: float = 60.0,
+    path: str = "/readyz",
+    process: subprocess.Popen[bytes] | None = None,
+) -> None:
+    """Wait until ``url + path`` answers 200; fail at once if ``process`` exits meanwhile."""
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{url}: the process exited with {process.returncode}")
         try:
             r = httpx.get(url + path, timeout=2.0)
             if r.status_code == 200:
@@ -164,7 +172,7 @@ class LocalStack:
             self.spawn(proc.name)
         for proc in processes(self.cfg):
             path = "/healthz" if proc.name == "meta-simulator" else "/readyz"
-            wait_ready(proc.url, ready_timeout, path=path)
+            wait_ready(proc.url, ready_timeout, path=path, process=self.procs[proc.name])
 
     def spawn(self, name: str) -> subprocess.Popen[bytes]:
         """Start process ``name`` (again, after :meth:`kill`), its output appended to its log."""
