@@ -625,6 +625,9 @@ def main() -> None:
     parser.add_argument("--logs", type=Path, help="copy the services' logs here at the end")
     parser.add_argument("--log-level", default="WARNING", help="the services' PYTAKE_LOG_LEVEL")
     args = parser.parse_args()
+    # `timeout` or a CI runner stops us with SIGTERM: unwind, so that the platform's
+    # processes, PostgreSQL and the broker are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with platform("faults", {"PYTAKE_LOG_LEVEL": args.log_level}, ready_timeout=300) as running:
         if running.infra.pg is None or running.infra.broker is None:
             sys.exit(
