@@ -619,7 +619,14 @@ def main() -> None:
     parser.add_argument("--pause", type=float, default=30.0, help="seconds the broker is paused")
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--gap", type=float, default=2.0, help="seconds between faults")
-    parser.add_argument("--settle", type=float, default=60.0, help="max wait for each check")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=150.0,
+        help="max wait for each check; above whatsapp-gateway's PYTAKE_SEND_CONFIRM_WINDOW_S "
+        "(120 s): a send whose Graph call went unanswered waits that long for a status "
+        "webhook before it is sent again",
+    )
     parser.add_argument("--recovery-timeout", type=float, default=180.0)
     parser.add_argument("--deadline", type=float, default=720.0, help="give up after (s)")
     parser.add_argument("--logs", type=Path, help="copy the services' logs here at the end")
