@@ -31,6 +31,9 @@ class Settings(ServiceSettings):
 
     #: Lifetime of an access token (JWT), seconds.
     access_token_ttl_s: int = Field(default=900, ge=30, le=DAY)
+    #: Lifetime of an API client's access token (client credentials; no refresh token:
+    #: the client asks again). Never beyond the client's own ``expires_at``.
+    client_token_ttl_s: int = Field(default=900, ge=30, le=DAY)
     #: Idle lifetime of a refresh token: each rotation issues a new one for this long.
     refresh_token_ttl_s: int = Field(default=14 * DAY, ge=60)
     #: Absolute lifetime of a session, whatever the rotations.
@@ -78,6 +81,10 @@ class Settings(ServiceSettings):
     #: Refreshes per client address and per user.
     throttle_refresh_per_address: Rule = (30, 60)
     throttle_refresh_per_user: Rule = (30, 60)
+    #: Client-credentials token requests (``POST /v1/auth/token``) per client address
+    #: (every attempt) and per client (attempts that name an existing client).
+    throttle_token_per_address: Rule = (60, 60)
+    throttle_token_per_client: Rule = (30, 60)
     #: Switch the throttle off entirely (load tests on loopback only; refused in prod).
     throttle_enabled: bool = True
 
