@@ -39,7 +39,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import httpx
 import jwt
@@ -55,6 +55,9 @@ log = logging.getLogger("pytake.security")
 ALGORITHMS = ["EdDSA"]
 #: longer tokens are verified every time, never cached (bounds the cache's memory)
 MAX_CACHED_TOKEN = 4096
+
+
+PrincipalKind = Literal["user", "api_client"]
 
 
 class Role(StrEnum):
@@ -80,6 +83,11 @@ class Principal:
     @property
     def is_client(self) -> bool:
         return self.client_id is not None
+
+    @property
+    def kind(self) -> PrincipalKind:
+        """Who ``user_id`` is: a person, or an API client (to attribute what they do)."""
+        return "api_client" if self.client_id is not None else "user"
 
     @classmethod
     def from_claims(cls, claims: dict[str, Any]) -> Principal:

@@ -9,26 +9,24 @@ no organization to be recorded under and is only logged.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_auth.tables import audit_log
 from pytake_common.context import request_id_var
-from pytake_common.security import Principal
-
-ActorType = Literal["user", "api_client"]
+from pytake_common.security import Principal, PrincipalKind
 
 
-def actor_of(principal: Principal) -> tuple[ActorType, uuid.UUID]:
-    return ("api_client" if principal.is_client else "user"), principal.user_id
+def actor_of(principal: Principal) -> tuple[PrincipalKind, uuid.UUID]:
+    return principal.kind, principal.user_id
 
 
 async def record(
     session: AsyncSession,
     *,
     organization_id: uuid.UUID,
-    actor: tuple[ActorType, uuid.UUID],
+    actor: tuple[PrincipalKind, uuid.UUID],
     action: str,
     target_id: uuid.UUID,
     source_address: str | None,

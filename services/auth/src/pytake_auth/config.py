@@ -29,11 +29,9 @@ class Settings(ServiceSettings):
     service_name: str = "auth"
     port: int = 8001
 
-    #: Lifetime of an access token (JWT), seconds.
+    #: Lifetime of an access token (JWT), seconds: a user's, and an API client's (which
+    #: gets no refresh token and asks again; never beyond the client's ``expires_at``).
     access_token_ttl_s: int = Field(default=900, ge=30, le=DAY)
-    #: Lifetime of an API client's access token (client credentials; no refresh token:
-    #: the client asks again). Never beyond the client's own ``expires_at``.
-    client_token_ttl_s: int = Field(default=900, ge=30, le=DAY)
     #: Idle lifetime of a refresh token: each rotation issues a new one for this long.
     refresh_token_ttl_s: int = Field(default=14 * DAY, ge=60)
     #: Absolute lifetime of a session, whatever the rotations.

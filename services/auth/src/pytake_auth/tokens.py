@@ -56,7 +56,7 @@ def mint_client_token(
     client, ``sid`` its secret generation) and its lifetime in seconds; it never
     outlives ``not_after``, the client's own expiry."""
     issued = int(time.time()) if now is None else now
-    expires = issued + settings.client_token_ttl_s
+    expires = issued + settings.access_token_ttl_s
     if not_after is not None:
         expires = min(expires, not_after)
     claims: dict[str, object] = {

@@ -38,6 +38,7 @@ from pytake_auth.throttle import Rule, Throttle
 from pytake_auth.tokens import mint_client_token
 from pytake_common.db import Database
 from pytake_common.scopes import ROLE_CEILINGS, format_scope
+from pytake_common.security import PrincipalKind
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +218,7 @@ async def _issue(
             scope = _granted_scope(client, asked)
         except OAuthRefusal as exc:
             refusal, reason = exc, "invalid_scope"
-    actor: tuple[audit.ActorType, uuid.UUID] = ("api_client", client.id)
+    actor: tuple[PrincipalKind, uuid.UUID] = ("api_client", client.id)
     org = client.organization_id
     if refusal is not None:
         async with db.transaction(organization_id=org) as session:

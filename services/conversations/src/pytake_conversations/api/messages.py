@@ -357,6 +357,7 @@ async def _request_send(
                     status="pending",
                     status_at=func.now(),
                     sent_by=principal.user_id,
+                    sender_type=principal.kind,
                 )
                 .returning(*messages.c)
             )
@@ -433,6 +434,7 @@ async def add_note(
                             status=INTERNAL,
                             status_at=func.now(),
                             sent_by=principal.user_id,
+                            sender_type=principal.kind,
                         )
                         .returning(*messages.c)
                     )
