@@ -73,18 +73,21 @@ class Admission:
 
     async def http(
         self, method: str, path: str, authorization: bytes | None, address: str | None
-    ) -> Decision | None:
-        """The rate-limit decision to report on the answer; raises :class:`Refused`."""
+    ) -> tuple[Decision | None, str | None]:
+        """The rate-limit decision to report on the answer, and the caller's
+        organization (``None`` on public routes); raises :class:`Refused`."""
         decision: Decision | None
+        organization: str | None = None
         if (method, path) in PUBLIC_ROUTES:
             limits = self.limits
             decision = limits.webhook(address) if path == WEBHOOK_PATH else limits.client(address)
         else:
             identity = await self._identity(bearer(authorization))
-            decision = self.limits.organization(identity.organization_id, identity.organization_key)
+            organization = identity.organization_key
+            decision = self.limits.organization(identity.organization_id, organization)
         if decision is not None and not decision.allowed:
             raise Refused.rate_limited(decision)
-        return decision
+        return decision, organization
 
     async def websocket(self, authorization: bytes | None, query: bytes) -> Identity:
         """The caller of a WebSocket handshake; raises :class:`Refused`.
