@@ -93,12 +93,24 @@ class Admission:
         """The caller of a WebSocket handshake; raises :class:`Refused`.
 
         Browsers cannot set headers on a WebSocket: ``?access_token=`` is accepted
-        too (and forwarded untouched with the query string).
+        too (and forwarded untouched with the query string). More than one
+        ``access_token`` is refused (400 ``duplicate_access_token``): this parser
+        would read the first, conversations' (Starlette) the last.
         """
         token = bearer(authorization)
-        if token is None and query:
-            tokens = parse_qs(query.decode("latin-1")).get("access_token")
-            token = tokens[0] if tokens else None
+        if query:
+            tokens = parse_qs(query.decode("latin-1"), keep_blank_values=True).get(
+                "access_token", []
+            )
+            if len(tokens) > 1:
+                raise Refused(
+                    400,
+                    "duplicate_access_token",
+                    "Bad request",
+                    "more than one access_token in the query",
+                )
+            if token is None and tokens:
+                token = tokens[0] or None
         identity = await self._identity(token)
         decision = self.limits.organization(identity.organization_id, identity.organization_key)
         if decision is not None and not decision.allowed:
