@@ -1,5 +1,6 @@
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import httpx
@@ -48,6 +49,23 @@ def assert_throttled(r: httpx.Response) -> int:
     return retry
 
 
+async def account(c: httpx.AsyncClient, api) -> Callable[..., Awaitable[httpx.Response]]:
+    """Register a fresh e-mail; return ``login(source, password=wrong)`` for it."""
+    email = api.new_email()
+    body = {"email": email, "password": api.password, "full_name": "A"}
+    body["organization_name"] = "B"
+    assert (await c.post("/v1/auth/register", json=body)).status_code == 201
+
+    async def login(source: str, password: str = "wrong password!") -> httpx.Response:
+        return await c.post(
+            "/v1/auth/login",
+            json={"email": email, "password": password},
+            headers={"X-Forwarded-For": source},
+        )
+
+    return login
+
+
 async def test_a_strangers_failures_do_not_lock_the_owner_out(api):
     email = api.new_email()
     await api.registered(email=email)
@@ -74,21 +92,7 @@ async def test_a_strangers_failures_do_not_lock_the_owner_out(api):
 async def test_guessing_one_email_from_many_sources_is_still_slowed(make_settings, api):
     ceiling = {"throttle_login_failures_ceiling": (8, 900), "throttle_login_per_address": (50, 60)}
     async with tight_client(make_settings, **ceiling) as (_, c):
-        email = api.new_email()
-        body = {
-            "email": email,
-            "password": api.password,
-            "full_name": "A",
-            "organization_name": "B",
-        }
-        assert (await c.post("/v1/auth/register", json=body)).status_code == 201
-
-        async def login(source: str, password: str = "wrong password!") -> httpx.Response:
-            return await c.post(
-                "/v1/auth/login",
-                json={"email": email, "password": password},
-                headers={"X-Forwarded-For": source},
-            )
+        login = await account(c, api)
 
         # (each source in its own /24: one network counts as one source)
         sources = [f"192.0.{n}.1" for n in range(1, 6)]
@@ -123,17 +127,7 @@ async def test_a_48_sweep_cannot_fill_the_ceiling_and_the_owners_known_source_pa
     that signed in before still signs in, while a brand-new source is refused."""
     limits = {"throttle_login_per_address": (1000, 60)}
     async with tight_client(make_settings, **limits) as (_, c):
-        email = api.new_email()
-        body = {"email": email, "password": api.password, "full_name": "A"}
-        body["organization_name"] = "B"
-        assert (await c.post("/v1/auth/register", json=body)).status_code == 201
-
-        async def login(source: str, password: str = "wrong password!") -> httpx.Response:
-            return await c.post(
-                "/v1/auth/login",
-                json={"email": email, "password": password},
-                headers={"X-Forwarded-For": source},
-            )
+        login = await account(c, api)
 
         owner = "2001:db8:cafe:1::20"
         assert (await login(owner, api.password)).status_code == 200  # known from now on
@@ -157,10 +151,7 @@ async def test_concurrent_guesses_from_one_source_are_counted_before_verifying(m
     runs, so at most the pair's limit (5) ever get verified."""
     limits = {"throttle_login_per_address": (1000, 60)}
     async with tight_client(make_settings, **limits) as (app, c):
-        email = api.new_email()
-        body = {"email": email, "password": api.password, "full_name": "A"}
-        body["organization_name"] = "B"
-        assert (await c.post("/v1/auth/register", json=body)).status_code == 201
+        login = await account(c, api)
         logins = app.state.logins
         verify = logins.passwords.verify
         verified = 0
@@ -173,16 +164,7 @@ async def test_concurrent_guesses_from_one_source_are_counted_before_verifying(m
 
         logins.passwords.verify = counting_verify
         try:
-            answers = await asyncio.gather(
-                *(
-                    c.post(
-                        "/v1/auth/login",
-                        json={"email": email, "password": "wrong password!"},
-                        headers={"X-Forwarded-For": "203.0.113.50"},
-                    )
-                    for _ in range(20)
-                )
-            )
+            answers = await asyncio.gather(*(login("203.0.113.50") for _ in range(20)))
         finally:
             logins.passwords.verify = verify
         statuses = [r.status_code for r in answers]
@@ -190,13 +172,7 @@ async def test_concurrent_guesses_from_one_source_are_counted_before_verifying(m
         assert statuses.count(429) == 15
         assert verified == 5
         # and the right password from there, now: refused too (the guesses counted)
-        assert_throttled(
-            await c.post(
-                "/v1/auth/login",
-                json={"email": email, "password": api.password},
-                headers={"X-Forwarded-For": "203.0.113.50"},
-            )
-        )
+        assert_throttled(await login("203.0.113.50", api.password))
 
 
 async def test_a_right_guess_refunds_its_reservation(make_settings, api):
@@ -204,31 +180,13 @@ async def test_a_right_guess_refunds_its_reservation(make_settings, api):
     signing in many times never counts towards the ceiling."""
     limits = {"throttle_login_failures_ceiling": (3, 900)}
     async with tight_client(make_settings, **limits) as (_, c):
-        email = api.new_email()
-        body = {"email": email, "password": api.password, "full_name": "A"}
-        body["organization_name"] = "B"
-        assert (await c.post("/v1/auth/register", json=body)).status_code == 201
+        login = await account(c, api)
         for n in range(6):
-            answer = await c.post(
-                "/v1/auth/login",
-                json={"email": email, "password": api.password},
-                headers={"X-Forwarded-For": f"198.18.{n}.9"},
-            )
+            answer = await login(f"198.18.{n}.9", api.password)
             assert answer.status_code == 200, answer.text
         for n in range(3):
-            answer = await c.post(
-                "/v1/auth/login",
-                json={"email": email, "password": "wrong password!"},
-                headers={"X-Forwarded-For": f"192.0.{n}.9"},
-            )
-            assert answer.status_code == 401
-        assert_throttled(
-            await c.post(
-                "/v1/auth/login",
-                json={"email": email, "password": api.password},
-                headers={"X-Forwarded-For": "203.0.113.9"},
-            )
-        )
+            assert (await login(f"192.0.{n}.9")).status_code == 401
+        assert_throttled(await login("203.0.113.9", api.password))
 
 
 def test_the_per_email_limits_see_networks():
