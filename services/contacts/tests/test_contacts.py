@@ -2,11 +2,13 @@ import asyncio
 import contextlib
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import func, select
 
+import pytake_contacts
 from pytake_common.consumer import EventConsumer
 from pytake_common.event_types import WHATSAPP_MESSAGE_RECEIVED_V1
 from pytake_common.events import CloudEvent
@@ -17,8 +19,9 @@ from pytake_common.pgtenant import asyncpg_dsn
 from pytake_contacts.handlers import HANDLERS, on_message_received
 from pytake_contacts.tables import contacts
 
-from .conftest import MIGRATIONS
 from .helpers import pages
+
+MIGRATIONS = Path(pytake_contacts.__file__).parent / "migrations"
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 

@@ -5,7 +5,7 @@ from datetime import timedelta
 
 import pytest
 
-from .support import Customer, deliver, department, emitted, opened, platform_event, user_created
+from .helpers import Customer, deliver, department, emitted, opened, platform_event, user_created
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from .support import opened
+from .helpers import opened
 
 
 @pytest.fixture

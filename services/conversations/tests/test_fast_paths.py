@@ -11,7 +11,7 @@ from fastapi.params import Depends
 from pytake_common.security import Reader
 from pytake_conversations.api import deps, messages, routes
 
-from .support import Customer, deliver, opened, set_conversation
+from .helpers import Customer, deliver, opened, set_conversation
 
 
 @pytest.fixture

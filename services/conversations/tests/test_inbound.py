@@ -15,7 +15,7 @@ from pytake_common.events import CloudEvent
 from pytake_common.mechanics import processed_events
 from pytake_conversations.handlers import HANDLERS
 
-from .support import Customer, conversation_rows, deliver, emitted, message_rows, set_conversation
+from .helpers import Customer, conversation_rows, deliver, emitted, message_rows, set_conversation
 
 T = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 

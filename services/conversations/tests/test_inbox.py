@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from .support import (
+from .helpers import (
     Customer,
     deliver,
     emitted,

@@ -8,7 +8,7 @@ import pytest
 from pytake_conversations.domain import TRANSITIONS
 from pytake_conversations.inbox import wake_snoozed
 
-from .support import Customer, conversation_rows, deliver, emitted, opened, set_conversation
+from .helpers import Customer, conversation_rows, deliver, emitted, opened, set_conversation
 
 
 @pytest.fixture

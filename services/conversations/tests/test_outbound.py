@@ -8,7 +8,7 @@ import pytest
 from pytake_common.errors import PlanLimitExceeded
 from pytake_common.event_types import CONTACTS_CONTACT_BLOCKED_V1, CONTACTS_CONTACT_UNBLOCKED_V1
 
-from .support import (
+from .helpers import (
     deliver,
     emitted,
     message_rows,

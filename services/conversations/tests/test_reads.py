@@ -11,7 +11,7 @@ from pytake_common.rawpg import TenantReads
 from pytake_conversations.tables import conversations
 from pytake_conversations.views import Conversation, Message
 
-from .support import Customer, deliver, message_rows, opened, set_conversation
+from .helpers import Customer, deliver, message_rows, opened, set_conversation
 
 CURRENT_ORG = "SELECT current_setting('pytake.organization_id')"
 CURRENT_ORG_ROW = "SELECT current_setting('pytake.organization_id') AS o"

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from .support import Customer, conversation_rows, deliver, emitted, message_rows, set_conversation
+from .helpers import Customer, conversation_rows, deliver, emitted, message_rows, set_conversation
 
 
 @pytest.fixture

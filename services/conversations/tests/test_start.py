@@ -8,7 +8,7 @@ import pytest
 
 from pytake_common.ids import contact_id_for
 
-from .support import (
+from .helpers import (
     Customer,
     conversation_rows,
     deliver,

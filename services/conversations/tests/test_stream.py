@@ -12,7 +12,7 @@ import websockets
 
 from pytake_conversations.stream import parse_payload
 
-from .support import Customer, deliver, opened
+from .helpers import Customer, deliver, opened
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 import uuid
 
-from .support import again, deliver, emitted, new_org, user_event
+from .helpers import again, deliver, emitted, new_org, user_event
 
 
 async def agent(app, settings, org) -> uuid.UUID:

@@ -6,7 +6,7 @@ from sqlalchemy import update
 from pytake_tenants.tables import organizations
 from pytake_tenants.trials import expire_trials
 
-from .support import emitted, new_org
+from .helpers import emitted, new_org
 
 
 def operator(tokens):

@@ -4,7 +4,7 @@ from sqlalchemy import func, select
 
 from pytake_tenants.tables import organizations
 
-from .support import again, deliver, emitted, new_org, registered
+from .helpers import again, deliver, emitted, new_org, registered
 
 
 async def test_registration_creates_the_organization_once(app, settings, client, tokens):

@@ -4,7 +4,7 @@ import asyncio
 import time
 import uuid
 
-from .support import deliver, registered
+from .helpers import deliver, registered
 
 
 def waiting(app, settings, wait_s: float) -> None:

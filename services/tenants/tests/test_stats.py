@@ -1,7 +1,7 @@
 import uuid
 from datetime import UTC, datetime
 
-from .support import again, deliver, event, new_org
+from .helpers import again, deliver, event, new_org
 
 
 def opened(org, conversation, at):

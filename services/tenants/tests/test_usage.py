@@ -5,7 +5,7 @@ from sqlalchemy import select
 
 from pytake_tenants.tables import usage_counters
 
-from .support import again, deliver, deliver_batch, event, new_org, now, user_event
+from .helpers import again, deliver, deliver_batch, event, new_org, now, user_event
 from .test_stats import appended, opened
 
 

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from pytake_devstack.tokens import TokenFactory
 from pytake_tenants.app import create_app
 
-from .support import registered
+from .helpers import registered
 
 
 def _running(settings, **extra) -> tuple[FastAPI, TokenFactory]:

@@ -12,7 +12,7 @@ from pytake_meta_simulator.testing import serve
 from pytake_whatsapp_gateway.app import create_app
 from pytake_whatsapp_gateway.config import Settings
 
-from .support import PLATFORM_SECRET, FakeGraph
+from .helpers import PLATFORM_SECRET, FakeGraph
 
 MIGRATIONS = Path(pytake_whatsapp_gateway.__file__).parent / "migrations"
 

@@ -13,7 +13,7 @@ from pytake_whatsapp_gateway.app import graph_http_client
 from pytake_whatsapp_gateway.sending.dispatcher import Dispatcher
 from pytake_whatsapp_gateway.sending.sender import Sender
 
-from .support import register
+from .helpers import register
 from .test_sending import deliver, send_requested
 
 SLOW_POLL_S = 30.0

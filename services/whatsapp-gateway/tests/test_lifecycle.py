@@ -9,7 +9,7 @@ from pytake_common.errors import PlanLimitExceeded
 from pytake_whatsapp_gateway.__main__ import rotate
 from pytake_whatsapp_gateway.tables import numbers, templates
 
-from .support import change, envelope, events, raw, register, signed, text_message
+from .helpers import change, envelope, events, raw, register, signed, text_message
 
 SECRET = "secret-of-the-app"
 UPDATED = "pytake.whatsapp.number.updated.v1"

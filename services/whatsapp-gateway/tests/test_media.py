@@ -13,7 +13,7 @@ from sqlalchemy import select
 from pytake_whatsapp_gateway.media.fetcher import MediaFetcher
 from pytake_whatsapp_gateway.tables import media_files
 
-from .support import SIM_APP_SECRET, change, connect, envelope, events, raw, signed
+from .helpers import SIM_APP_SECRET, change, connect, envelope, events, raw, signed
 
 RECEIVED = "pytake.whatsapp.message.received.v1"
 DATA = b"\xff\xd8\xff\xe0 a receipt photo " * 1000

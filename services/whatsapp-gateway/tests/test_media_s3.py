@@ -18,7 +18,7 @@ from pytake_whatsapp_gateway.media.fetcher import MediaFetcher
 from pytake_whatsapp_gateway.media.storage import MediaRejected, S3MediaStorage
 from pytake_whatsapp_gateway.tables import media_files
 
-from .support import connect
+from .helpers import connect
 from .test_media import DATA, media_row, receive_image
 
 BUCKET = "pytake-media"

@@ -5,7 +5,7 @@ from sqlalchemy import select
 from pytake_whatsapp_gateway.numbers import verify_token_hash
 from pytake_whatsapp_gateway.tables import numbers
 
-from .support import counts, events, register
+from .helpers import counts, events, register
 
 SECRETS = ("EAAG-very-secret-token", "app-secret-abcdef", "verify-token-xyz")
 

@@ -7,7 +7,7 @@ import httpx
 
 from pytake_meta_simulator.testing import provision
 
-from .support import counts, events
+from .helpers import counts, events
 
 
 async def claim(api, gtokens, org: uuid.UUID, pnid: str, waba: str, token: str) -> httpx.Response:

@@ -5,7 +5,7 @@ from typing import Any
 
 from pytake_whatsapp_gateway.webhooks.parsing import InboundMessage, parse_delivery
 
-from .support import change, envelope
+from .helpers import change, envelope
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 SENDER = "5511999990000"

@@ -15,7 +15,7 @@ from pytake_whatsapp_gateway.sending.sender import Sender
 from pytake_whatsapp_gateway.tables import templates
 from pytake_whatsapp_gateway.templates.store import template_id
 
-from .support import events, register
+from .helpers import events, register
 from .test_pacing import CLOCK_S, tightest_span
 from .test_sending import FAILED, SENT, consume, deliver, send_requested
 

@@ -15,7 +15,7 @@ from pytake_whatsapp_gateway.sending.dispatcher import Dispatcher
 from pytake_whatsapp_gateway.sending.sender import Outbound, Sender
 from pytake_whatsapp_gateway.tables import send_log
 
-from .support import change, envelope, events, meta_error, raw, register, signed
+from .helpers import change, envelope, events, meta_error, raw, register, signed
 
 SENT = "pytake.whatsapp.message.sent.v1"
 FAILED = "pytake.whatsapp.message.failed.v1"

@@ -29,7 +29,7 @@ from pytake_whatsapp_gateway.sending.errors import DETAILS
 from pytake_whatsapp_gateway.sending.sender import Sender
 from pytake_whatsapp_gateway.tables import send_log
 
-from .support import connect, events
+from .helpers import connect, events
 from .test_sending import FAILED, SENT, consume, send_requested
 
 STATUS = "pytake.whatsapp.message.status_updated.v1"

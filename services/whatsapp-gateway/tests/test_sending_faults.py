@@ -22,7 +22,7 @@ from pytake_whatsapp_gateway.sending.dispatcher import Dispatcher
 from pytake_whatsapp_gateway.sending.sender import Sender
 from pytake_whatsapp_gateway.tables import send_log, send_queue
 
-from .support import SIM_APP_SECRET, SIM_TOKEN, connect, events
+from .helpers import SIM_APP_SECRET, SIM_TOKEN, connect, events
 from .test_sending import FAILED, SENT, consume, send_requested
 
 STATUS = "pytake.whatsapp.message.status_updated.v1"

@@ -11,9 +11,9 @@ from pytake_whatsapp_gateway.tables import numbers, templates
 from pytake_whatsapp_gateway.templates.service import sync_all
 from pytake_whatsapp_gateway.templates.worker import TemplateSyncWorker
 
-from .support import SIM_APP_SECRET as APP_SECRET
-from .support import SIM_TOKEN as TOKEN
-from .support import connect, events, register
+from .helpers import SIM_APP_SECRET as APP_SECRET
+from .helpers import SIM_TOKEN as TOKEN
+from .helpers import connect, events, register
 
 SYNCED = "pytake.whatsapp.template.synced.v1"
 CHANGED = "pytake.whatsapp.template.status_changed.v1"

@@ -15,8 +15,8 @@ from pytake_whatsapp_gateway.webhooks.parsing import DeliveryLimits, parse_deliv
 from pytake_whatsapp_gateway.webhooks.screening import names_in
 from pytake_whatsapp_gateway.webhooks.throttle import FailureBudget
 
-from .support import change as one_change
-from .support import counts, envelope, raw, register, signed, text_message
+from .helpers import change as one_change
+from .helpers import counts, envelope, raw, register, signed, text_message
 
 SECRET_A, SECRET_B = "secret-of-tenant-a", "secret-of-tenant-b"
 NOW = datetime(2026, 12, 5, tzinfo=UTC)

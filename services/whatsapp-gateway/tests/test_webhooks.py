@@ -7,7 +7,7 @@ from sqlalchemy import insert, select
 from pytake_common.ids import PYTAKE_NAMESPACE, contact_id_for, message_id_for_wamid
 from pytake_whatsapp_gateway.tables import inbound_messages, send_log, webhook_deliveries
 
-from .support import (
+from .helpers import (
     PLATFORM_SECRET,
     change,
     counts,

@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pytake_devstack.tokens import TokenFactory
 from pytake_whatsapp_gateway.app import create_app
 
-from .support import register
+from .helpers import register
 from .test_sending import send_requested
 
 

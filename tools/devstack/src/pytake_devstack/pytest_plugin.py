@@ -15,6 +15,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx
@@ -116,6 +117,43 @@ def service_app_fixtures(create_app: Callable[[Any], FastAPI], host: str) -> tup
             yield c
 
     return app_fixture, tokens_fixture, client_fixture
+
+
+def service_suite(
+    package: ModuleType,
+    create_app: Callable[[Any], FastAPI],
+    settings_class: Callable[..., Any],
+    host: str,
+    *,
+    shared_database: bool = False,
+    **overrides: Any,
+) -> tuple[Any, Any, Any, Any, Any]:
+    """Every fixture a service's suite needs, in one call from its conftest.
+
+    ``database_url`` is a database migrated with the package's own chain: a fresh one per
+    test, or one for the whole session with ``shared_database`` (when every test works in an
+    organization of its own); ``settings`` is ``settings_class`` on it and on the broker with
+    :data:`SERVICE_TEST_SETTINGS` and ``overrides``; then ``app``, ``tokens`` and ``client``
+    as :func:`service_app_fixtures` makes them. In the conftest::
+
+        database_url, settings, app, tokens, client = service_suite(
+            pytake_contacts, create_app, Settings, "contacts"
+        )
+    """
+    migrations = Path(str(package.__file__)).parent / "migrations"
+
+    @pytest.fixture(name="database_url", scope="session" if shared_database else "function")
+    async def database_url_fixture(pg_url: str) -> str:
+        return await migrated_database(pg_url, host, migrations)
+
+    @pytest.fixture(name="settings")
+    async def settings_fixture(database_url: str, kafka_bootstrap: str) -> Any:
+        values = {**SERVICE_TEST_SETTINGS, **overrides}
+        return settings_class(
+            own_database_url=database_url, kafka_bootstrap=kafka_bootstrap, **values
+        )
+
+    return (database_url_fixture, settings_fixture, *service_app_fixtures(create_app, host))
 
 
 def pytest_configure(config: pytest.Config) -> None:
