@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import any_, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,7 +29,7 @@ async def enqueue(
             select(endpoints.c.id).where(
                 endpoints.c.organization_id == org,
                 endpoints.c.status == "enabled",
-                endpoints.c.event_types.any(event.type),
+                any_(endpoints.c.event_types) == event.type,
             )
         )
     ).all()
