@@ -15,7 +15,7 @@ from typing import Any
 
 from pytake_common.events import REGISTRY, EventData, envelope_schema
 
-PUBLISHERS = ("auth", "tenants", "contacts", "conversations", "whatsapp_gateway")
+PUBLISHERS = ("auth", "tenants", "contacts", "conversations", "whatsapp_gateway", "integrations")
 
 
 def load_events() -> dict[str, type[EventData]]:
