@@ -181,6 +181,7 @@ def json_schema(model: type[PublicData]) -> dict[str, Any]:
     schema["description"] = model.description
     schema["properties"]["type"] = {"const": model.public_type, "type": "string"}
     schema["properties"]["version"] = {"const": API_VERSION, "type": "integer"}
+    schema["required"] = ["id", "type", "version", "created_at", "organization_id", "data"]
     data = model.model_json_schema()
     schema["$defs"] = {**schema.get("$defs", {}), **data.pop("$defs", {})}
     schema["properties"]["data"] = data
