@@ -409,3 +409,48 @@ def test_retry_after_and_backoff_rules(settings):
         "retry",
     ]
     assert timedelta(seconds=s.retry_window_s) == timedelta(hours=24)
+
+
+async def test_a_crash_mid_attempt_delivers_again_once_the_lease_ends(
+    app, settings, client, tokens, receiver, worker
+):
+    """At least once: a worker that claimed a delivery and died leaves it to another."""
+    org = uuid.uuid4()
+    hook = await receiver()
+    await make_endpoint(client, tokens, org, hook.url)
+    await deliver(app, settings, inbound(org, uuid.uuid4()))
+    crashed = worker()
+    assert await crashed.dispatch() == 1  # the claim commits...
+    for task in crashed.tasks:  # ...and the attempt dies before it sends anything
+        task.cancel()
+    await asyncio.sleep(0.05)
+    [row] = await rows(app)
+    assert row["lease_until"] is not None
+    await worker().drain()
+    assert hook.got == []  # leased: nobody else sends it meanwhile
+    async with app.state.db.transaction(bypass_rls=True) as s:  # the lease ends
+        await s.execute(update(deliveries).values(lease_until=func.now()))
+    await worker().drain()
+    assert len(hook.got) == 1
+    assert (await rows(app))[0]["status"] == "succeeded"
+
+
+async def test_the_delivery_log_is_kept_30_days(app, settings, client, tokens):
+    from datetime import timedelta as td
+
+    from pytake_common.retention import RetentionWorker
+    from pytake_integrations.app import log_retention
+
+    org = uuid.uuid4()
+    await make_endpoint(client, tokens, org, "https://hooks.example.com/")
+    await deliver(app, settings, inbound(org, uuid.uuid4()), inbound(org, uuid.uuid4()))
+    old, recent = await rows(app)
+    async with app.state.db.transaction(bypass_rls=True) as s:
+        await s.execute(
+            update(deliveries)
+            .where(deliveries.c.id == old["id"])
+            .values(created_at=func.now() - td(days=31))
+        )
+    pruner = RetentionWorker(app.state.db, settings, [log_retention(settings)])
+    await pruner.prune()
+    assert [r["id"] for r in await rows(app)] == [recent["id"]]

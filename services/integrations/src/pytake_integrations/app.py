@@ -16,6 +16,11 @@ from pytake_integrations.handlers import HANDLERS
 from pytake_integrations.tables import deliveries as delivery_log
 
 
+def log_retention(settings: Settings) -> Retention:
+    """The delivery log (the ``deliveries`` rows) is kept ``delivery_log_retention_s``."""
+    return Retention(delivery_log, delivery_log.c.created_at, settings.delivery_log_retention_s)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     db = Database(settings.service_database_url(), app_role=settings.db_app_role)
@@ -32,9 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             worker.run,
         ],
         on_shutdown=[worker.close],
-        retention=[
-            Retention(delivery_log, delivery_log.c.created_at, settings.delivery_log_retention_s)
-        ],
+        retention=[log_retention(settings)],
     )
     app.state.secret_box = box
     app.state.sealed_answers = SealedAnswers(settings.secret)

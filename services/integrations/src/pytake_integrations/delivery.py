@@ -51,16 +51,16 @@ MAX_RESPONSE_BODY = 1024
 _CLAIM = text(
     """
 WITH heads AS (
-    SELECT DISTINCT ON (endpoint_id, ordering_key) id
-    FROM deliveries WHERE status = 'pending'
-    ORDER BY endpoint_id, ordering_key, seq
+    SELECT DISTINCT ON (d.endpoint_id, d.ordering_key) d.id
+    FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id AND e.status = 'enabled'
+    WHERE d.status = 'pending'
+    ORDER BY d.endpoint_id, d.ordering_key, d.seq
 ), due AS (
     SELECT d.id,
            row_number() OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.seq) AS n
     FROM deliveries d
     JOIN heads h ON h.id = d.id
-    JOIN endpoints e ON e.id = d.endpoint_id
-    WHERE e.status = 'enabled' AND d.next_attempt_at <= now()
+    WHERE d.next_attempt_at <= now()
       AND (d.lease_until IS NULL OR d.lease_until < now())
       AND NOT (d.endpoint_id = ANY(:busy))
     ORDER BY d.next_attempt_at, d.seq
