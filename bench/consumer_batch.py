@@ -12,7 +12,12 @@ PostgreSQL's CPU (this server only) per record, and the records per second.
 A backlog is the case batching is for: a consumer keeping up with a trickle
 gets batches of one or two records and behaves like ``--batch 1``.
 
-Usage: python bench/consumer_batch.py [--n 2000] [--batch 100]
+``--services tenants`` measures tenants' usage counting instead: what the same
+inbound messages become for it (a ``message.appended`` each, and a
+``contact.created`` and ``conversation.opened`` for each customer's first message;
+``--n`` counts them all), handled by tenants' set-based handlers.
+
+Usage: python bench/consumer_batch.py [--n 2000] [--batch 100] [--services contacts,conversations]
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from sqlalchemy import func, select
 
 import pytake_contacts
 import pytake_conversations
+import pytake_tenants
+from pytake_common import event_types
 from pytake_common.consumer import EventConsumer, Handler
 from pytake_common.db import Database
 from pytake_common.events import CloudEvent
@@ -44,11 +51,13 @@ from pytake_common.migrations import upgrade
 from pytake_common.settings import ServiceSettings, to_asyncpg_url
 from pytake_contacts.handlers import HANDLERS as CONTACTS
 from pytake_conversations.handlers import HANDLERS as CONVERSATIONS
+from pytake_tenants.handlers import HANDLERS as TENANTS
 
 PHONE_NUMBER_ID = "100200300"
 SERVICES: dict[str, tuple[Path, dict[str, Handler]]] = {
     "contacts": (Path(pytake_contacts.__file__).parent / "migrations", CONTACTS),
     "conversations": (Path(pytake_conversations.__file__).parent / "migrations", CONVERSATIONS),
+    "tenants": (Path(pytake_tenants.__file__).parent / "migrations", TENANTS),
 }
 
 
@@ -80,13 +89,64 @@ def events(n: int, orgs: int, contacts: int) -> list[CloudEvent]:
         out.append(
             CloudEvent(
                 source="pytake/whatsapp-gateway",
-                type="pytake.whatsapp.message.received.v1",
+                type=event_types.WHATSAPP_MESSAGE_RECEIVED_V1,
                 subject=str(contact_id),
                 tenantid=str(org),
                 data=data,
             )
         )
     return out
+
+
+def usage_events(n: int, orgs: int, contacts: int) -> list[CloudEvent]:
+    """What tenants gets of inbound messages: ``n`` records in all."""
+    tenants = [uuid.uuid4() for _ in range(orgs)]
+    conversation_of: dict[uuid.UUID, uuid.UUID] = {}
+    out: list[CloudEvent] = []
+
+    def add(etype: str, org: uuid.UUID, subject: uuid.UUID, **data: object) -> None:
+        out.append(
+            CloudEvent(
+                source="pytake/bench",
+                type=etype,
+                subject=str(subject),
+                tenantid=str(org),
+                data={"organization_id": str(org), **data},
+            )
+        )
+
+    i = 0
+    while len(out) < n:
+        org, wa_id = tenants[i % orgs], f"55119{(i // orgs) % contacts:08d}"
+        contact_id = contact_id_for(org, wa_id)
+        now = datetime.now(UTC).isoformat()
+        if contact_id not in conversation_of:
+            conversation_of[contact_id] = uuid.uuid4()
+            add(
+                event_types.CONTACTS_CONTACT_CREATED_V1, org, contact_id, contact_id=str(contact_id)
+            )
+            add(
+                event_types.CONVERSATIONS_CONVERSATION_OPENED_V1,
+                org,
+                conversation_of[contact_id],
+                conversation_id=str(conversation_of[contact_id]),
+                contact_id=str(contact_id),
+                opened_at=now,
+            )
+        message_id = uuid.uuid4()
+        add(
+            event_types.CONVERSATIONS_MESSAGE_APPENDED_V1,
+            org,
+            message_id,
+            message_id=str(message_id),
+            conversation_id=str(conversation_of[contact_id]),
+            contact_id=str(contact_id),
+            direction="inbound",
+            type="text",
+            created_at=now,
+        )
+        i += 1
+    return out[:n]
 
 
 async def publish(bootstrap: str, batch: list[CloudEvent]) -> None:
@@ -158,19 +218,25 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=ServiceSettings().consumer_batch_size)
     parser.add_argument("--orgs", type=int, default=20)
     parser.add_argument("--contacts", type=int, default=25, help="customers per organization")
+    parser.add_argument("--services", default="contacts,conversations")
     args = parser.parse_args()
+    services = args.services.split(",")
     with infrastructure("consumer") as infra:
         postmaster = infra.postmaster
         if postmaster is None:
             sys.exit("consumer_batch measures the embedded PostgreSQL: unset PYTAKE_DATABASE_URL")
         pg_url, bootstrap = infra.pg_url, infra.bootstrap
-        backlog = events(args.n, args.orgs, args.contacts)
-        asyncio.run(publish(bootstrap, backlog))
+        if "tenants" in services:
+            asyncio.run(publish(bootstrap, usage_events(args.n, args.orgs, args.contacts)))
+            print(f"{args.n} usage records backlogged for tenants (see --help)")
+        if set(services) - {"tenants"}:
+            asyncio.run(publish(bootstrap, events(args.n, args.orgs, args.contacts)))
+            print(f"{args.n} message.received records backlogged")
         print(
-            f"{args.n} message.received records backlogged ({args.orgs} organizations, "
-            f"{args.contacts} customers each); CPU per record, consumer process and PostgreSQL:"
+            f"({args.orgs} organizations, {args.contacts} customers each); "
+            "CPU per record, consumer process and PostgreSQL:"
         )
-        for service in SERVICES:
+        for service in services:
             for batch in (1, args.batch):
                 own, pgc, rate = asyncio.run(
                     consume(pg_url, bootstrap, postmaster, service, batch, args.n)

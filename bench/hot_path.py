@@ -46,11 +46,12 @@ import pytake_conversations
 import pytake_whatsapp_gateway
 from pytake_common.crypto import SecretBox
 from pytake_common.db import Database
+from pytake_common.event_types import WHATSAPP_MESSAGE_RECEIVED_V1
 from pytake_common.events import CloudEvent
 from pytake_common.ids import contact_id_for, message_id_for_wamid
 from pytake_common.migrations import upgrade
 from pytake_common.settings import to_asyncpg_url
-from pytake_conversations.handlers import HANDLERS, MESSAGE_RECEIVED
+from pytake_conversations.handlers import HANDLERS
 from pytake_whatsapp_gateway.tables import numbers
 from pytake_whatsapp_gateway.webhooks.intake import WebhookIntake
 
@@ -169,7 +170,7 @@ def received(org: uuid.UUID, number_id: uuid.UUID, wa_id: str, i: int) -> CloudE
     contact_id = contact_id_for(org, wa_id)
     return CloudEvent(
         source="pytake/whatsapp-gateway",
-        type=MESSAGE_RECEIVED,
+        type=WHATSAPP_MESSAGE_RECEIVED_V1,
         subject=str(contact_id),
         tenantid=str(org),
         data={
@@ -196,7 +197,7 @@ async def handler(pg_url: str, postmaster: psutil.Process, n: int) -> None:
     await asyncio.to_thread(upgrade, migrations, url, "pytake_app")
     db = Database(url, app_role="pytake_app")
     org, number_id = uuid.uuid4(), uuid.uuid4()
-    handle = HANDLERS[MESSAGE_RECEIVED]
+    handle = HANDLERS[WHATSAPP_MESSAGE_RECEIVED_V1]
 
     def op(i: int) -> Callable[[], Awaitable[Any]]:
         e = received(org, number_id, f"5511{i % CUSTOMERS:09d}", i)

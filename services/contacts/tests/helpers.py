@@ -3,10 +3,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
+from pytake_common.event_types import WHATSAPP_MESSAGE_RECEIVED_V1
 from pytake_common.events import CloudEvent
 from pytake_common.ids import contact_id_for
 from pytake_common.mechanics import outbox
-from pytake_contacts.handlers import HANDLERS, MESSAGE_RECEIVED
+from pytake_contacts.handlers import HANDLERS
 from pytake_contacts.tables import contacts
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -15,7 +16,7 @@ T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 def received(org, wa_id="5511987654321", name="Maria", at=T0, user_id=None) -> CloudEvent:
     return CloudEvent(
         source="pytake/whatsapp-gateway",
-        type=MESSAGE_RECEIVED,
+        type=WHATSAPP_MESSAGE_RECEIVED_V1,
         subject=str(uuid.uuid4()),
         tenantid=str(org),
         data={

@@ -30,6 +30,7 @@ async def test_create_by_phone_lands_inbound_messages_on_the_same_contact(app, c
         "user_id": None,
         "name": "Maria Silva",
         "phone": "+5511987654321",
+        "attributes": {},
     }
     # The customer writes: same contact, the agent's name is kept, the interaction counted.
     await deliver(app, received(org, name="Mari"))

@@ -8,12 +8,13 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import func, select
 
 from pytake_common.consumer import EventConsumer
+from pytake_common.event_types import WHATSAPP_MESSAGE_RECEIVED_V1
 from pytake_common.events import CloudEvent
 from pytake_common.ids import contact_id_for
 from pytake_common.mechanics import outbox, processed_events
 from pytake_common.migrations import revisions
 from pytake_common.pgtenant import asyncpg_dsn
-from pytake_contacts.handlers import HANDLERS, MESSAGE_RECEIVED, on_message_received
+from pytake_contacts.handlers import HANDLERS, on_message_received
 from pytake_contacts.tables import contacts
 
 from .conftest import MIGRATIONS
@@ -26,7 +27,7 @@ def received(org, wa_id="5511987654321", name="Maria", at=T0, user_id=None) -> C
     contact_id = contact_id_for(org, wa_id, user_id)
     return CloudEvent(
         source="pytake/whatsapp-gateway",
-        type=MESSAGE_RECEIVED,
+        type=WHATSAPP_MESSAGE_RECEIVED_V1,
         subject=str(uuid.uuid4()),
         tenantid=str(org),
         data={
@@ -89,6 +90,7 @@ async def test_first_message_creates_the_contact_once(app, client, tokens):
         "user_id": None,
         "name": "Maria",
         "phone": "+5511987654321",
+        "attributes": {},
     }
     r = await client.get(
         f"/v1/contacts/{row['id']}", headers=tokens.headers(organization_id=org, role="viewer")
@@ -125,6 +127,7 @@ async def test_profile_name_follows_profile_until_an_agent_names_the_contact(app
         "name": "Maria S.",
         "phone": "+5511987654321",
         "changed": ["name"],
+        "attributes": None,  # not carried: the attributes did not change
     }
 
     viewer = tokens.headers(organization_id=org, role="viewer")

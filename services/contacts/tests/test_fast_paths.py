@@ -11,7 +11,7 @@ import pytest
 from fastapi.params import Depends
 from sqlalchemy import text
 
-from pytake_common.revocation import SESSION_REVOKED
+from pytake_common.event_types import AUTH_SESSION_REVOKED_V1
 from pytake_common.security import Reader
 from pytake_contacts.api import contacts, deps
 
@@ -182,7 +182,7 @@ async def answer(client, path, params, headers):
 def revoked(tokens, app, org) -> dict[str, str]:
     token = tokens.mint(organization_id=org, role="agent")
     sid = jwt.decode(token, options={"verify_signature": False})["sid"]
-    app.state.revocations.apply(event(org, SESSION_REVOKED, {"session_id": sid}))
+    app.state.revocations.apply(event(org, AUTH_SESSION_REVOKED_V1, {"session_id": sid}))
     return {"Authorization": f"Bearer {token}"}
 
 

@@ -5,16 +5,16 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
+from pytake_common.event_types import (
+    WHATSAPP_MESSAGE_FAILED_V1,
+    WHATSAPP_MESSAGE_RECEIVED_V1,
+    WHATSAPP_MESSAGE_SENT_V1,
+    WHATSAPP_MESSAGE_STATUS_UPDATED_V1,
+)
 from pytake_common.events import CloudEvent
 from pytake_common.ids import contact_id_for, message_id_for_wamid
 from pytake_common.mechanics import outbox
-from pytake_conversations.handlers import (
-    HANDLERS,
-    MESSAGE_FAILED,
-    MESSAGE_RECEIVED,
-    MESSAGE_SENT,
-    MESSAGE_STATUS_UPDATED,
-)
+from pytake_conversations.handlers import HANDLERS
 from pytake_conversations.tables import conversations, messages
 
 PHONE_NUMBER_ID = "106540352242922"
@@ -53,7 +53,7 @@ class Customer:
         message_id = message_id_for_wamid(PHONE_NUMBER_ID, wamid)
         at = at or datetime.now(UTC).replace(microsecond=0)
         return gateway_event(
-            MESSAGE_RECEIVED,
+            WHATSAPP_MESSAGE_RECEIVED_V1,
             self.org,
             {
                 "message_id": str(message_id),
@@ -85,7 +85,7 @@ class Customer:
 
 def sent(org, message_id, wamid, at) -> CloudEvent:
     return gateway_event(
-        MESSAGE_SENT,
+        WHATSAPP_MESSAGE_SENT_V1,
         org,
         {
             "message_id": str(message_id),
@@ -101,7 +101,7 @@ def sent(org, message_id, wamid, at) -> CloudEvent:
 
 def failed(org, message_id, at, code=131026, detail="Message undeliverable") -> CloudEvent:
     return gateway_event(
-        MESSAGE_FAILED,
+        WHATSAPP_MESSAGE_FAILED_V1,
         org,
         {
             "message_id": str(message_id),
@@ -120,7 +120,7 @@ def failed(org, message_id, at, code=131026, detail="Message undeliverable") -> 
 
 def status(org, status_name, at, *, wamid, message_id=None, errors=()) -> CloudEvent:
     return gateway_event(
-        MESSAGE_STATUS_UPDATED,
+        WHATSAPP_MESSAGE_STATUS_UPDATED_V1,
         org,
         {
             "message_id": str(message_id) if message_id else None,

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from pytake_common.errors import PlanLimitExceeded
-from pytake_conversations.replicas import CONTACT_BLOCKED, CONTACT_UNBLOCKED
+from pytake_common.event_types import CONTACTS_CONTACT_BLOCKED_V1, CONTACTS_CONTACT_UNBLOCKED_V1
 
 from .support import (
     deliver,
@@ -163,7 +163,7 @@ async def test_blocked_contact_refuses_sends_until_unblocked(app, client, tokens
     contact = str(conv["contact_id"])
     at = datetime.now(UTC)
     blocked = platform_event(
-        CONTACT_BLOCKED,
+        CONTACTS_CONTACT_BLOCKED_V1,
         org,
         {"contact_id": contact, "reason": "spam", "blocked_at": at.isoformat(), "blocked_by": None},
     )
@@ -173,7 +173,7 @@ async def test_blocked_contact_refuses_sends_until_unblocked(app, client, tokens
     r = await post(client, tokens, org, conv["id"], text)
     assert (r.status_code, r.json()["code"]) == (422, "contact_blocked")
     unblocked = platform_event(
-        CONTACT_UNBLOCKED,
+        CONTACTS_CONTACT_UNBLOCKED_V1,
         org,
         {
             "contact_id": contact,

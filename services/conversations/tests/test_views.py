@@ -40,6 +40,8 @@ def conversation(**overrides: object) -> dict[str, object]:
         "closed_at": None,
         "created_at": at - timedelta(days=1, microseconds=1),
         "updated_at": at,
+        "previous_conversation_id": row_uuid(),
+        "started_by": None,
     }
     return item | overrides
 

@@ -61,16 +61,32 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def records(events: tuple[CloudEvent, ...]) -> list[ConsumerRecord]:
+    """``events`` as the records of one partition, in order."""
+    return [
+        ConsumerRecord(
+            ev.topic, 0, offset, 0, 0, ev.subject.encode(), value, None, 0, len(value), []
+        )
+        for offset, ev in enumerate(events)
+        for value in (ev.to_bytes(),)
+    ]
+
+
 async def deliver(app, settings, *events: CloudEvent, handlers=None) -> None:
     """Through the real idempotent consumer: inbox mark and handler in one transaction."""
     consumer = EventConsumer(settings, app.state.db, "tenants", handlers or build_handlers())
     try:
-        for offset, ev in enumerate(events):
-            value = ev.to_bytes()
-            record = ConsumerRecord(
-                ev.topic, 0, offset, 0, 0, ev.subject.encode(), value, None, 0, len(value), []
-            )
+        for record in records(events):
             await consumer.process(record)
+    finally:
+        await consumer.close()
+
+
+async def deliver_batch(app, settings, *events: CloudEvent) -> None:
+    """As one consumer batch: set-based handlers take each organization's records at once."""
+    consumer = EventConsumer(settings, app.state.db, "tenants", build_handlers())
+    try:
+        await consumer.process_batch(records(events))
     finally:
         await consumer.close()
 

@@ -5,7 +5,8 @@ from sqlalchemy import select
 
 from pytake_tenants.tables import usage_counters
 
-from .support import again, deliver, event, new_org, now, user_event
+from .support import again, deliver, deliver_batch, event, new_org, now, user_event
+from .test_stats import appended, opened
 
 
 def number_event(kind: str, org: uuid.UUID, number: uuid.UUID):
@@ -132,3 +133,56 @@ async def test_business_messages_are_counted_per_month(app, settings, client, to
             )
         ).all()
     assert dict(rows) == {datetime.now(UTC).strftime("%Y-%m"): 2, "2020-01": 1}
+
+
+async def test_a_batch_counts_each_organization_s_facts_once(app, settings, client, tokens):
+    """Counting is set-based: a batch's records of one type and organization count in
+    one statement; duplicates (the same record, the same fact under another event id)
+    count once, in the batch and against what was counted before."""
+    org, other = (await new_org(app, settings))[0], (await new_org(app, settings, "Other"))[0]
+    known = contact_event("created", org, uuid.uuid4())
+    await deliver(app, settings, known)
+    a, b = contact_event("created", org, uuid.uuid4()), contact_event("created", org, uuid.uuid4())
+    message = sent(org)
+    day = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    first, conversation = appended(org, uuid.uuid4(), "inbound", day), uuid.uuid4()
+    batch = [
+        known,
+        again(known),
+        a,
+        a,
+        again(a),
+        b,
+        contact_event("created", other, uuid.uuid4()),
+        message,
+        again(message),
+        sent(org),
+        sent(org, at=datetime(2020, 1, 31, 23, 59, tzinfo=UTC)),
+        sent(other),
+        opened(org, conversation, day),
+        again(opened(org, conversation, day)),
+        first,
+        again(first),
+        appended(org, uuid.uuid4(), "outbound", day),
+        contact_event("erased", org, b.data["contact_id"]),  # per record, after the set
+    ]
+    await deliver_batch(app, settings, *batch)
+    usage = await usage_of(client, tokens, org)
+    assert usage["contacts"]["used"] == 2  # known and a (b created, then erased)
+    assert usage["monthly_business_messages"]["used"] == 2
+    assert (await usage_of(client, tokens, other))["contacts"]["used"] == 1
+    assert (await usage_of(client, tokens, other))["monthly_business_messages"]["used"] == 1
+    r = await client.get(
+        "/v1/organizations/me/stats",
+        params={"from": "2026-03-01", "to": "2026-03-01"},
+        headers=tokens.headers(organization_id=org, role="viewer"),
+    )
+    body = r.json()
+    assert (body["conversations_opened"], body["messages_inbound"], body["messages_outbound"]) == (
+        1,
+        1,
+        1,
+    )
+    await deliver_batch(app, settings, *batch)  # redelivered whole: nothing counts again
+    assert (await usage_of(client, tokens, org))["contacts"]["used"] == 2
+    assert (await usage_of(client, tokens, org))["monthly_business_messages"]["used"] == 2

@@ -37,13 +37,15 @@ class FakeGraph:
     The ownership checks of a registration (``GET /{version}/{id}``, ``GET
     /{version}/{waba_id}/phone_numbers``) pass for any token: every number it was
     asked about is in every WABA (``read_status`` set: every read answers that status
-    instead). The proof itself is tested against the simulator (test_ownership.py).
+    instead; ``read_delay_s``: the number's profile comes that late). The proof
+    itself is tested against the simulator (test_ownership.py).
     """
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.script: list[tuple[int, dict[str, Any]]] = []
         self.read_status: int | None = None
+        self.read_delay_s = 0.0
         self._asked: dict[str, None] = {}
         self.delay_s = 0.0
         self._server: uvicorn.Server | None = None
@@ -75,6 +77,7 @@ class FakeGraph:
         )
 
     async def _number(self, request: Request) -> JSONResponse:
+        await asyncio.sleep(self.read_delay_s)
         if self.read_status is not None:
             return JSONResponse(meta_error(1, "unavailable"), status_code=self.read_status)
         pnid = request.path_params["pnid"]

@@ -92,6 +92,10 @@ async def test_meta_unreachable_is_503_and_nothing_is_stored(app, client, tokens
     graph.read_status = 500  # Meta's 5xx
     r = await client.post("/v1/whatsapp/numbers", json=body, headers=headers)
     assert r.status_code == 503 and r.json()["code"] == "meta_unavailable"
+    graph.read_status, graph.read_delay_s = None, 2.0  # no answer within the timeout
+    app.state.graph.client.timeout = httpx.Timeout(0.5)
+    r = await client.post("/v1/whatsapp/numbers", json=body, headers=headers)
+    assert r.status_code == 503 and r.json()["code"] == "meta_unavailable"
     await graph.stop()  # nothing listens: connection refused
     r = await client.post("/v1/whatsapp/numbers", json=body, headers=headers)
     assert r.status_code == 503 and r.json()["code"] == "meta_unavailable"

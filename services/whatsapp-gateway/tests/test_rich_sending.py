@@ -6,9 +6,9 @@ import uuid
 import pytest
 from sqlalchemy import insert
 
+from pytake_common.event_types import CONVERSATIONS_MESSAGE_READ_REQUESTED_V1
 from pytake_common.events import CloudEvent
 from pytake_whatsapp_gateway.app import graph_http_client
-from pytake_whatsapp_gateway.handlers import READ_REQUESTED
 from pytake_whatsapp_gateway.sending.dispatcher import recipient_key
 from pytake_whatsapp_gateway.sending.pacing import LEAVE_SHARE
 from pytake_whatsapp_gateway.sending.sender import Sender
@@ -114,7 +114,7 @@ async def test_a_read_request_marks_the_message_read_once(app, settings, sender,
     def read_requested() -> CloudEvent:
         return CloudEvent(
             source="pytake/conversations",
-            type=READ_REQUESTED,
+            type=CONVERSATIONS_MESSAGE_READ_REQUESTED_V1,
             subject=str(uuid.uuid4()),
             tenantid=number["organization_id"],
             data={

@@ -7,9 +7,10 @@ from prometheus_client import REGISTRY
 from sqlalchemy import insert, select, text
 
 from pytake_common.consumer import EventConsumer
+from pytake_common.event_types import CONVERSATIONS_MESSAGE_SEND_REQUESTED_V1
 from pytake_common.events import CloudEvent
 from pytake_whatsapp_gateway.app import CONSUMER_GROUP, graph_http_client
-from pytake_whatsapp_gateway.handlers import SEND_REQUESTED, make_handlers
+from pytake_whatsapp_gateway.handlers import make_handlers
 from pytake_whatsapp_gateway.sending.dispatcher import Dispatcher
 from pytake_whatsapp_gateway.sending.sender import Outbound, Sender
 from pytake_whatsapp_gateway.tables import send_log
@@ -49,7 +50,7 @@ def send_requested(
     org = number["organization_id"]
     return CloudEvent(
         source="pytake/conversations",
-        type=SEND_REQUESTED,
+        type=CONVERSATIONS_MESSAGE_SEND_REQUESTED_V1,
         subject=str(message_id),
         tenantid=org,
         data={
@@ -215,7 +216,7 @@ async def test_concurrent_duplicates_wait_for_the_first_outcome(
 ):
     graph.delay_s = 0.3
     event = send_requested(number)
-    handler = make_handlers(sender)[SEND_REQUESTED]
+    handler = make_handlers(sender)[CONVERSATIONS_MESSAGE_SEND_REQUESTED_V1]
 
     async def deliver() -> None:
         async with app.state.db.transaction(organization_id=event.tenantid) as s:

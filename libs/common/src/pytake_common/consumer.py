@@ -17,6 +17,12 @@ and it is retried alone (one transaction per attempt) with backoff; after
 headers. Then the rest of the batch goes on, in order. If the batch transaction
 itself fails (connection lost, commit refused), its records are handled one by
 one the same way.
+
+A :class:`SetHandler` takes all records of its type and organization in a batch at
+once, before the batch's other records: one transaction per organization with the
+marks in one statement and each type's changes in a few. A record whose data does
+not parse is handled alone; if that transaction fails, each of its records is
+handled alone as above.
 """
 
 from __future__ import annotations
@@ -26,11 +32,11 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import String, bindparam, delete, text
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -50,6 +56,7 @@ from pytake_common.tracing import context_from_kafka, tracer
 log = logging.getLogger(__name__)
 
 Handler = Callable[[AsyncSession, CloudEvent], Awaitable[None]]
+_Row = TypeVar("_Row", bound=BaseModel)
 
 #: The savepoint each record of a batch runs in (one name: they never nest).
 _SAVEPOINT = "pytake_record"
@@ -67,6 +74,28 @@ _MARK_BATCH = text(
 
 class PermanentError(Exception):
     """A record that can never succeed: dead-letter it without retrying."""
+
+
+class SetHandler(Generic[_Row]):
+    """A handler that may take every record of its type and organization in a batch at once.
+
+    ``apply(session, rows)`` gets the parsed data (``model``) of the batch's fresh records
+    of one organization, the session bound to it, and applies them in a few statements
+    (multi-row upserts, ``unnest``); the records' inbox marks are written in one
+    statement before it. Records of a set-based type are not ordered relative to the
+    batch's other records, so ``apply`` must give the same result however records are
+    grouped (counting, idempotent upserts). One record alone goes through the same
+    ``apply`` as a set of one: the per-record path (retries, dead-lettering) stays.
+    """
+
+    def __init__(
+        self, model: type[_Row], apply: Callable[[AsyncSession, list[_Row]], Awaitable[None]]
+    ) -> None:
+        self.model = model
+        self.apply = apply
+
+    async def __call__(self, session: AsyncSession, event: CloudEvent) -> None:
+        await self.apply(session, [event.parse_data(self.model)])
 
 
 @dataclass(slots=True)
@@ -179,6 +208,9 @@ class EventConsumer:
     async def process_batch(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
         """Handle ``records`` in order, as few transactions as their failures allow."""
         items = [item for record in records if (item := await self._decode(record)) is not None]
+        sets, items = self._take_sets(items)
+        if sets:
+            await self._process_sets(sets)
         while items:
             try:
                 failed, items = await self._handle_batch(items)
@@ -286,6 +318,74 @@ class EventConsumer:
                 await item.handler(session, item.event)
         finally:
             organization_id_var.reset(token)
+
+    # --- set-based handlers ----------------------------------------------------------
+
+    def _take_sets(self, items: list[_Item]) -> tuple[list[_Item], list[_Item]]:
+        """``items`` split into those a :class:`SetHandler` takes and the others."""
+        sets = [item for item in items if isinstance(item.handler, SetHandler)]
+        if not sets:
+            return [], items
+        return sets, [item for item in items if not isinstance(item.handler, SetHandler)]
+
+    async def _process_sets(self, items: list[_Item]) -> None:
+        """Each organization's ``items`` in one transaction: their inbox marks in one
+        statement, then each type's records in one call of its handler.
+
+        A record whose data does not parse is handled alone (and dead-lettered at once);
+        if the organization's transaction fails, each of its records is handled alone,
+        with the usual retries and dead-lettering.
+        """
+        by_tenant: dict[str, list[tuple[_Item, Any]]] = {}
+        for item in items:
+            handler = item.handler
+            assert isinstance(handler, SetHandler)
+            try:
+                row = item.event.parse_data(handler.model)
+            except ValidationError:
+                await self._process_item(item)
+                continue
+            by_tenant.setdefault(item.event.tenantid, []).append((item, row))
+        for tenant, rows in by_tenant.items():
+            try:
+                outcomes = await self._apply_sets(tenant, rows)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "set-based handling failed, handling its records one by one",
+                    extra={"group": self.group, "records": len(rows), "error": repr(exc)},
+                )
+                for item, _ in rows:
+                    await self._process_item(item)
+                continue
+            for event, outcome in outcomes:
+                self._counted(event, outcome)
+
+    async def _apply_sets(
+        self, tenant: str, rows: list[tuple[_Item, Any]]
+    ) -> list[tuple[CloudEvent, str]]:
+        outcomes: list[tuple[CloudEvent, str]] = []
+        sets: dict[str, tuple[SetHandler[Any], list[Any]]] = {}
+        async with self.db.transaction(organization_id=tenant) as session:
+            fresh = await self._mark(session, [item for item, _ in rows])
+            for item, row in rows:
+                if item.event.id not in fresh:
+                    outcomes.append((item.event, "duplicate"))
+                    continue
+                fresh.discard(item.event.id)  # a second copy in this batch is a duplicate
+                handler = item.handler
+                assert isinstance(handler, SetHandler)
+                sets.setdefault(item.event.type, (handler, []))[1].append(row)
+                outcomes.append((item.event, "handled"))
+            token = organization_id_var.set(tenant)
+            try:
+                for etype, (handler, fresh_rows) in sets.items():
+                    with tracer().start_as_current_span(f"consume {etype} x{len(fresh_rows)}"):
+                        await handler.apply(session, fresh_rows)
+            finally:
+                organization_id_var.reset(token)
+        return outcomes
 
     # --- one record at a time --------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """Transactional outbox: events written with the domain change, relayed to Kafka.
 
-:func:`add_event` inserts into ``outbox`` using the caller's session (same
-transaction as the change) and NOTIFYs in the same statement, which PostgreSQL
-delivers at commit.
+:func:`emit` stages an event payload from the service that declares it (its
+``source``) for the organization it names; :func:`add_event` inserts a built
+envelope into ``outbox`` using the caller's session (same transaction as the
+change) and NOTIFYs in the same statement, which PostgreSQL delivers at commit.
 :class:`OutboxRelay` keeps one active relay per service (a session-level
 advisory lock), wakes on LISTEN with polling as fallback, claims rows in order
 with ``FOR UPDATE SKIP LOCKED``, keys each record by its aggregate id, and
@@ -15,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -27,7 +29,7 @@ from sqlalchemy.sql.expression import CTE
 
 from pytake_common.aio import sleep_or_stop
 from pytake_common.db import Database
-from pytake_common.events import CloudEvent
+from pytake_common.events import CloudEvent, EventData
 from pytake_common.kafka import make_producer
 from pytake_common.mechanics import outbox
 from pytake_common.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISH_ERRORS, OUTBOX_PUBLISHED
@@ -70,6 +72,20 @@ async def add_event(session: AsyncSession, event: CloudEvent) -> None:
     # One round trip: the insert (a data-modifying CTE always runs) and the wake-up,
     # which PostgreSQL delivers at commit (and drops if a savepoint around it rolls back).
     await session.execute(select(func.pg_notify(CHANNEL, "")).add_cte(staged))
+
+
+async def emit(
+    session: AsyncSession,
+    payload: EventData,
+    subject: uuid.UUID | str,
+    tenant_id: uuid.UUID | str | None = None,
+) -> CloudEvent:
+    """Stage ``payload`` about ``subject`` (its aggregate id, the Kafka key) in the caller's
+    transaction. The source is the payload's own service; the tenant is the organization
+    the payload names (``tenant_id`` is needed only for data naming none)."""
+    event = CloudEvent.of(payload, subject=subject, tenant_id=tenant_id)
+    await add_event(session, event)
+    return event
 
 
 class OutboxRelay:

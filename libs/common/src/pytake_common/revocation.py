@@ -13,29 +13,32 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from pytake_common.event_types import (
+    AUTH_SESSION_REVOKED_V1,
+    AUTH_SESSION_TOPIC,
+    AUTH_USER_DEACTIVATED_V1,
+    AUTH_USER_DELETED_V1,
+    AUTH_USER_SESSIONS_REVOKED_V1,
+    AUTH_USER_TOPIC,
+)
 from pytake_common.events import CloudEvent
 from pytake_common.replica import BroadcastReplica
 from pytake_common.settings import ServiceSettings
 
-SESSION_REVOKED = "pytake.auth.session.revoked.v1"
-USER_SESSIONS_REVOKED = "pytake.auth.user.sessions_revoked.v1"
-USER_DEACTIVATED = "pytake.auth.user.deactivated.v1"
-USER_DELETED = "pytake.auth.user.deleted.v1"
-
 
 class RevocationList(BroadcastReplica):
     def __init__(self, settings: ServiceSettings, max_token_age_s: float = 24 * 3600) -> None:
-        super().__init__(settings, ["pytake.auth.session", "pytake.auth.user"], "revocations")
+        super().__init__(settings, [AUTH_SESSION_TOPIC, AUTH_USER_TOPIC], "revocations")
         self.max_token_age_s = max_token_age_s
         self.sessions: dict[str, float] = {}  # session id -> when it was revoked (epoch s)
         self.users: dict[str, float] = {}  # user id -> tokens issued before this are dead
 
     def handlers(self) -> dict[str, Any]:
         return {
-            SESSION_REVOKED: self._session,
-            USER_SESSIONS_REVOKED: self._user,
-            USER_DEACTIVATED: self._user,
-            USER_DELETED: self._user,
+            AUTH_SESSION_REVOKED_V1: self._session,
+            AUTH_USER_SESSIONS_REVOKED_V1: self._user,
+            AUTH_USER_DEACTIVATED_V1: self._user,
+            AUTH_USER_DELETED_V1: self._user,
         }
 
     def _session(self, event: CloudEvent) -> None:

@@ -14,11 +14,18 @@ from datetime import datetime
 from typing import Any
 
 from pytake_common.errors import PlanLimitExceeded
+from pytake_common.event_types import (
+    TENANTS_ORGANIZATION_CREATED_V1,
+    TENANTS_ORGANIZATION_PLAN_CHANGED_V1,
+    TENANTS_ORGANIZATION_REACTIVATED_V1,
+    TENANTS_ORGANIZATION_SUSPENDED_V1,
+    TENANTS_ORGANIZATION_TOPIC,
+    TENANTS_ORGANIZATION_UPDATED_V1,
+)
 from pytake_common.events import CloudEvent
 from pytake_common.replica import BroadcastReplica
 from pytake_common.settings import ServiceSettings
 
-PREFIX = "pytake.tenants.organization."
 LIMIT_NAMES = frozenset(
     {
         "agents",
@@ -42,16 +49,16 @@ class OrganizationState:
 
 class OrganizationDirectory(BroadcastReplica):
     def __init__(self, settings: ServiceSettings) -> None:
-        super().__init__(settings, ["pytake.tenants.organization"], "organizations")
+        super().__init__(settings, [TENANTS_ORGANIZATION_TOPIC], "organizations")
         self.orgs: dict[uuid.UUID, OrganizationState] = {}
 
     def handlers(self) -> dict[str, Any]:
         return {
-            PREFIX + "created.v1": self._upsert,
-            PREFIX + "updated.v1": self._upsert,
-            PREFIX + "plan_changed.v1": self._upsert,
-            PREFIX + "suspended.v1": lambda e: self._status(e, "suspended"),
-            PREFIX + "reactivated.v1": lambda e: self._status(e, "active"),
+            TENANTS_ORGANIZATION_CREATED_V1: self._upsert,
+            TENANTS_ORGANIZATION_UPDATED_V1: self._upsert,
+            TENANTS_ORGANIZATION_PLAN_CHANGED_V1: self._upsert,
+            TENANTS_ORGANIZATION_SUSPENDED_V1: lambda e: self._status(e, "suspended"),
+            TENANTS_ORGANIZATION_REACTIVATED_V1: lambda e: self._status(e, "active"),
         }
 
     def _current(self, event: CloudEvent) -> OrganizationState:

@@ -22,7 +22,7 @@ from typing import TextIO
 
 from sqlalchemy import func, select
 
-from pytake_auth import directory, store
+from pytake_auth import store
 from pytake_auth.config import Settings
 from pytake_auth.domain import check_password_policy, normalize_email, normalize_password
 from pytake_auth.events import UserCreated, UserRegistered
@@ -30,6 +30,7 @@ from pytake_auth.passwords import Passwords
 from pytake_auth.tables import users
 from pytake_common.db import Database
 from pytake_common.errors import DomainError
+from pytake_common.outbox import emit
 
 COMMAND = "create-super-admin"
 PASSWORD_ENV = "PYTAKE_BOOTSTRAP_PASSWORD"
@@ -107,7 +108,7 @@ async def create_super_admin(
                     role="super_admin",
                     is_active=True,
                 )
-            await directory.emit(session, event, user_id, organization_id)
+            await emit(session, event, user_id, organization_id)
         return Outcome(user_id, organization_id, True, platform is None)
     finally:
         await db.dispose()

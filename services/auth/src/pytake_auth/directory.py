@@ -18,8 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pytake_auth import store
 from pytake_auth.events import UserSessionsRevoked
 from pytake_auth.tables import refresh_tokens, sessions, users
-from pytake_common.events import CloudEvent, EventData
-from pytake_common.outbox import add_event
+from pytake_common.outbox import emit
 from pytake_common.pagination import ROW_ID, TIMESTAMP, keyset
 
 ADMIN_ROLES = ("org_admin", "super_admin")
@@ -51,14 +50,6 @@ _MEMBER = (
     users.c.created_at,
     users.c.updated_at,
 )
-
-
-async def emit(
-    session: AsyncSession, payload: EventData, user_id: uuid.UUID, org: uuid.UUID
-) -> None:
-    await add_event(
-        session, CloudEvent.of(payload, service=store.SERVICE, subject=user_id, tenant_id=org)
-    )
 
 
 async def lock_organization(session: AsyncSession, organization_id: uuid.UUID) -> None:

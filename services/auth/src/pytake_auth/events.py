@@ -11,7 +11,13 @@ USER_TOPIC = "pytake.auth.user"
 SESSION_TOPIC = "pytake.auth.session"
 
 
-class UserRegistered(EventData):
+class AuthEvent(EventData):
+    """An event auth publishes."""
+
+    service = "auth"
+
+
+class UserRegistered(AuthEvent):
     """A person signed up: a new organization exists with them as its ``org_admin``.
 
     tenants creates the organization from this event (subject = user id,
@@ -29,7 +35,7 @@ class UserRegistered(EventData):
     organization_name: str
 
 
-class SessionRevoked(EventData):
+class SessionRevoked(AuthEvent):
     """A session ended before its time; its refresh tokens are dead.
 
     ``reason``: ``logout``, ``refresh_token_reuse`` (a used refresh token was
@@ -50,7 +56,7 @@ class SessionRevoked(EventData):
     )
 
 
-class UserCreated(EventData):
+class UserCreated(AuthEvent):
     """An administrator added a user to an existing organization."""
 
     event_type = "pytake.auth.user.created.v1"
@@ -64,7 +70,7 @@ class UserCreated(EventData):
     is_active: bool
 
 
-class UserUpdated(EventData):
+class UserUpdated(AuthEvent):
     """A user's profile or role changed; ``changed`` names the fields that did."""
 
     event_type = "pytake.auth.user.updated.v1"
@@ -78,7 +84,7 @@ class UserUpdated(EventData):
     changed: list[str]
 
 
-class UserActivated(EventData):
+class UserActivated(AuthEvent):
     event_type = "pytake.auth.user.activated.v1"
     topic = USER_TOPIC
 
@@ -86,7 +92,7 @@ class UserActivated(EventData):
     organization_id: uuid.UUID
 
 
-class UserDeactivated(EventData):
+class UserDeactivated(AuthEvent):
     """The user can no longer sign in (``user.sessions_revoked`` follows for their tokens)."""
 
     event_type = "pytake.auth.user.deactivated.v1"
@@ -96,7 +102,7 @@ class UserDeactivated(EventData):
     organization_id: uuid.UUID
 
 
-class UserDeleted(EventData):
+class UserDeleted(AuthEvent):
     """The user was removed (soft: the id stays known, the e-mail is anonymised)."""
 
     event_type = "pytake.auth.user.deleted.v1"
@@ -106,7 +112,7 @@ class UserDeleted(EventData):
     organization_id: uuid.UUID
 
 
-class UserSessionsRevoked(EventData):
+class UserSessionsRevoked(AuthEvent):
     """Every session of the user ended: access tokens issued before ``revoked_before``
     (their ``iat``) must be refused from now on."""
 

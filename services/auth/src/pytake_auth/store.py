@@ -20,10 +20,8 @@ from pytake_auth.config import Settings
 from pytake_auth.events import SessionRevoked
 from pytake_auth.tables import refresh_tokens, sessions, users
 from pytake_auth.tokens import new_refresh_token
-from pytake_common.events import CloudEvent
-from pytake_common.outbox import add_event
+from pytake_common.outbox import emit
 
-SERVICE = "auth"
 RevocationReason = Literal["logout", "refresh_token_reuse", "password_changed"]
 
 
@@ -277,10 +275,7 @@ async def revoke_session(
     payload = SessionRevoked(
         session_id=session_id, user_id=user_id, organization_id=organization_id, reason=reason
     )
-    await add_event(
-        session,
-        CloudEvent.of(payload, service=SERVICE, subject=session_id, tenant_id=organization_id),
-    )
+    await emit(session, payload, session_id)
     return True
 
 

@@ -6,6 +6,7 @@ Topics ``pytake.contacts.contact`` (subject = contact id) and ``pytake.contacts.
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from pytake_common.events import EventData
 
@@ -13,7 +14,13 @@ TOPIC = "pytake.contacts.contact"
 TAG_TOPIC = "pytake.contacts.tag"
 
 
-class ContactCreated(EventData):
+class ContactsEvent(EventData):
+    """An event contacts publishes."""
+
+    service = "contacts"
+
+
+class ContactCreated(ContactsEvent):
     """A WhatsApp user wrote to the organization for the first time."""
 
     event_type = "pytake.contacts.contact.created.v1"
@@ -25,9 +32,11 @@ class ContactCreated(EventData):
     user_id: str | None
     name: str | None
     phone: str | None
+    #: the contact's custom attributes (absent in events published before they were added)
+    attributes: dict[str, Any] | None = None
 
 
-class ContactUpdated(EventData):
+class ContactUpdated(ContactsEvent):
     """A contact's name (from the WhatsApp profile or set by an agent) or phone changed."""
 
     event_type = "pytake.contacts.contact.updated.v1"
@@ -38,9 +47,11 @@ class ContactUpdated(EventData):
     name: str | None
     phone: str | None
     changed: list[str]
+    #: the contact's custom attributes after the change (absent in older events)
+    attributes: dict[str, Any] | None = None
 
 
-class ContactBlocked(EventData):
+class ContactBlocked(ContactsEvent):
     """An agent blocked the contact (their messages are still recorded; nothing is sent)."""
 
     event_type = "pytake.contacts.contact.blocked.v1"
@@ -53,7 +64,7 @@ class ContactBlocked(EventData):
     blocked_by: uuid.UUID
 
 
-class ContactUnblocked(EventData):
+class ContactUnblocked(ContactsEvent):
     event_type = "pytake.contacts.contact.unblocked.v1"
     topic = TOPIC
 
@@ -63,7 +74,7 @@ class ContactUnblocked(EventData):
     unblocked_by: uuid.UUID
 
 
-class ContactConsentChanged(EventData):
+class ContactConsentChanged(ContactsEvent):
     """The contact's marketing consent was recorded (``source``: where it was given)."""
 
     event_type = "pytake.contacts.contact.consent_changed.v1"
@@ -76,7 +87,7 @@ class ContactConsentChanged(EventData):
     changed_at: datetime
 
 
-class ContactAssigned(EventData):
+class ContactAssigned(ContactsEvent):
     """The contact's owner changed (``assignee_id`` null: unassigned)."""
 
     event_type = "pytake.contacts.contact.assigned.v1"
@@ -87,7 +98,7 @@ class ContactAssigned(EventData):
     assignee_id: uuid.UUID | None
 
 
-class ContactTagged(EventData):
+class ContactTagged(ContactsEvent):
     event_type = "pytake.contacts.contact.tagged.v1"
     topic = TOPIC
 
@@ -96,7 +107,7 @@ class ContactTagged(EventData):
     tag_id: uuid.UUID
 
 
-class ContactUntagged(EventData):
+class ContactUntagged(ContactsEvent):
     event_type = "pytake.contacts.contact.untagged.v1"
     topic = TOPIC
 
@@ -105,7 +116,7 @@ class ContactUntagged(EventData):
     tag_id: uuid.UUID
 
 
-class ContactErased(EventData):
+class ContactErased(ContactsEvent):
     """Privacy erasure: every service erases or anonymises its copies of this contact's data."""
 
     event_type = "pytake.contacts.contact.erased.v1"
@@ -116,7 +127,7 @@ class ContactErased(EventData):
     erased_at: datetime
 
 
-class TagCreated(EventData):
+class TagCreated(ContactsEvent):
     event_type = "pytake.contacts.tag.created.v1"
     topic = TAG_TOPIC
 
@@ -126,7 +137,7 @@ class TagCreated(EventData):
     color: str
 
 
-class TagUpdated(EventData):
+class TagUpdated(ContactsEvent):
     event_type = "pytake.contacts.tag.updated.v1"
     topic = TAG_TOPIC
 
@@ -136,7 +147,7 @@ class TagUpdated(EventData):
     color: str
 
 
-class TagDeleted(EventData):
+class TagDeleted(ContactsEvent):
     """The tag is gone, and with it from every contact that carried it."""
 
     event_type = "pytake.contacts.tag.deleted.v1"

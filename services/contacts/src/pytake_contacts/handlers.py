@@ -5,32 +5,25 @@ customer wrote, so the contact exists.
 """
 
 import uuid
-from datetime import UTC, datetime
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Any
 
-from pydantic import AfterValidator, BaseModel
 from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pytake_common.auth_users import user_handlers
 from pytake_common.consumer import Handler, PermanentError
-from pytake_common.events import CloudEvent
-from pytake_common.outbox import add_event
+from pytake_common.event_types import WHATSAPP_MESSAGE_RECEIVED_V1
+from pytake_common.events import CloudEvent, TenantEventData
+from pytake_common.outbox import emit
 from pytake_contacts.domain import PROFILE, clean_name, phone_from_wa_id
 from pytake_contacts.events import ContactCreated, ContactUpdated
-from pytake_contacts.tables import contacts
+from pytake_contacts.tables import contacts, users
 from pytake_contacts.timeline import TIMELINE_HANDLERS
-from pytake_contacts.users import USER_HANDLERS
-
-MESSAGE_RECEIVED = "pytake.whatsapp.message.received.v1"
-SERVICE = "contacts"
 
 
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
-class MessageReceived(BaseModel):
+class MessageReceived(TenantEventData):
     """What contacts reads of the gateway's event (tolerant reader: extra fields ignored)."""
 
     contact_id: uuid.UUID
@@ -38,23 +31,11 @@ class MessageReceived(BaseModel):
     wa_id: str | None = None
     user_id: str | None = None
     profile_name: str | None = None
-    timestamp: Annotated[datetime, AfterValidator(_utc)]
-
-
-def _same_tenant(event: CloudEvent, organization_id: uuid.UUID) -> None:
-    try:
-        tenant = uuid.UUID(event.tenantid)
-    except ValueError as exc:
-        raise PermanentError(f"event tenant {event.tenantid!r} is not an id") from exc
-    if tenant != organization_id:
-        raise PermanentError(
-            f"event tenant {event.tenantid} differs from data organization {organization_id}"
-        )
+    timestamp: datetime
 
 
 async def on_message_received(session: AsyncSession, event: CloudEvent) -> None:
     data = event.parse_data(MessageReceived)
-    _same_tenant(event, data.organization_id)
     if not data.wa_id and not data.user_id:
         raise PermanentError("message.received without wa_id or user_id")
     org = data.organization_id
@@ -90,10 +71,9 @@ async def on_message_received(session: AsyncSession, event: CloudEvent) -> None:
             user_id=data.user_id,
             name=name,
             phone=phone,
+            attributes={},
         )
-        await add_event(
-            session, CloudEvent.of(payload, service=SERVICE, subject=data.contact_id, tenant_id=org)
-        )
+        await emit(session, payload, data.contact_id)
         return
     # Created meanwhile by a concurrent delivery (another identifier or the same id).
     if not await _update_existing(session, data, name):
@@ -176,9 +156,7 @@ async def _update_existing(session: AsyncSession, data: MessageReceived, name: s
             phone=updated["phone"],
             changed=changed,
         )
-        await add_event(
-            session, CloudEvent.of(payload, service=SERVICE, subject=row["id"], tenant_id=org)
-        )
+        await emit(session, payload, row["id"])
     return True
 
 
@@ -212,9 +190,7 @@ async def _recreate_erased(
         name=name,
         phone=phone,
     )
-    await add_event(
-        session, CloudEvent.of(payload, service=SERVICE, subject=contact_id, tenant_id=org)
-    )
+    await emit(session, payload, contact_id)
 
 
 async def _taken(session: AsyncSession, org: uuid.UUID, column: str, value: str) -> bool:
@@ -226,7 +202,7 @@ async def _taken(session: AsyncSession, org: uuid.UUID, column: str, value: str)
 
 
 HANDLERS: dict[str, Handler] = {
-    MESSAGE_RECEIVED: on_message_received,
-    **USER_HANDLERS,
+    WHATSAPP_MESSAGE_RECEIVED_V1: on_message_received,
+    **user_handlers(users),
     **TIMELINE_HANDLERS,
 }

@@ -51,7 +51,6 @@ from pytake_contacts.domain import (
     wa_id_for_phone,
 )
 from pytake_contacts.events import ContactCreated, ContactUpdated
-from pytake_contacts.store import SERVICE
 from pytake_contacts.tables import contacts
 
 BATCH = 1000
@@ -322,6 +321,7 @@ class Importer:
                         user_id=None if row is None else row["user_id"],
                         name=values["name"],
                         phone=p.phone,
+                        attributes=values["attributes"],
                     ),
                 )
             )
@@ -355,6 +355,7 @@ class Importer:
                             name=final["name"],
                             phone=final["phone"],
                             changed=changed,
+                            attributes=final["attributes"],
                         ),
                     )
                 )
@@ -378,7 +379,7 @@ async def _stage(
     headers = inject_headers()
     rows = []
     for subject, payload in events:
-        event = CloudEvent.of(payload, service=SERVICE, subject=subject, tenant_id=org)
+        event = CloudEvent.of(payload, subject=subject, tenant_id=org)
         rows.append(
             {
                 "event_id": event.id,

@@ -10,8 +10,6 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.errors import NotFound
-from pytake_common.events import CloudEvent, EventData
-from pytake_common.outbox import add_event
 from pytake_contacts.domain import AttributeDefinition
 from pytake_contacts.tables import (
     attribute_definitions,
@@ -21,16 +19,7 @@ from pytake_contacts.tables import (
     tags,
 )
 
-SERVICE = "contacts"
 Row = RowMapping
-
-
-async def emit(
-    session: AsyncSession, payload: EventData, subject: uuid.UUID, org: uuid.UUID
-) -> None:
-    await add_event(
-        session, CloudEvent.of(payload, service=SERVICE, subject=subject, tenant_id=org)
-    )
 
 
 async def record_interaction(

@@ -17,6 +17,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
+from pytake_common.auth_users import users_table
 from pytake_common.db import new_metadata
 
 metadata = new_metadata()
@@ -136,18 +137,8 @@ attribute_definitions = Table(
     PrimaryKeyConstraint("organization_id", "key"),
 )
 
-#: A replica of auth's users (from its events), to validate assignees without a call.
-users = Table(
-    "users",
-    metadata,
-    Column("id", UUID(as_uuid=True), primary_key=True),
-    Column("organization_id", UUID(as_uuid=True), nullable=False),
-    Column("full_name", String(256)),
-    Column("role", String(32)),
-    Column("is_active", Boolean(), nullable=False, server_default=text("true")),
-    _ts("deleted_at"),
-    _ts("updated_at", False),
-)
+#: auth's users (from its events), to validate assignees without a call.
+users = users_table(metadata)
 
 #: A contact's timeline; ``fact_key`` makes each fact land once whatever event carried it.
 contact_interactions = Table(

@@ -1,65 +1,52 @@
 """The contact timeline built from conversations' events (each fact recorded once)."""
 
 import uuid
-from datetime import UTC, datetime
-from typing import Annotated
+from datetime import datetime
 
-from pydantic import AfterValidator, BaseModel
 from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pytake_common.consumer import PermanentError
-from pytake_common.events import CloudEvent
+from pytake_common.event_types import (
+    CONVERSATIONS_CONVERSATION_OPENED_V1,
+    CONVERSATIONS_CONVERSATION_STATUS_CHANGED_V1,
+    CONVERSATIONS_MESSAGE_APPENDED_V1,
+)
+from pytake_common.events import CloudEvent, TenantEventData
 from pytake_contacts.store import record_interaction
 from pytake_contacts.tables import contacts
 
-OPENED = "pytake.conversations.conversation.opened.v1"
-STATUS_CHANGED = "pytake.conversations.conversation.status_changed.v1"
-APPENDED = "pytake.conversations.message.appended.v1"
 
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
-Utc = Annotated[datetime, AfterValidator(_utc)]
-
-
-class Opened(BaseModel):
+class Opened(TenantEventData):
     conversation_id: uuid.UUID
     organization_id: uuid.UUID
     contact_id: uuid.UUID
-    opened_at: Utc
+    opened_at: datetime
+    previous_conversation_id: uuid.UUID | None = None
+    started_by: uuid.UUID | None = None
 
 
-class StatusChanged(BaseModel):
+class StatusChanged(TenantEventData):
     conversation_id: uuid.UUID
     organization_id: uuid.UUID
     contact_id: uuid.UUID
     old_status: str | None = None
     new_status: str
     changed_by: uuid.UUID | None = None
-    at: Utc
+    at: datetime
 
 
-class Appended(BaseModel):
+class Appended(TenantEventData):
     message_id: uuid.UUID
     organization_id: uuid.UUID
     conversation_id: uuid.UUID
     contact_id: uuid.UUID
     direction: str
     type: str
-    created_at: Utc
-
-
-def _tenant(event: CloudEvent, org: uuid.UUID) -> None:
-    if event.tenantid != str(org):
-        raise PermanentError("event tenant differs from its organization")
+    created_at: datetime
 
 
 async def on_opened(session: AsyncSession, event: CloudEvent) -> None:
     d = event.parse_data(Opened)
-    _tenant(event, d.organization_id)
     await record_interaction(
         session,
         d.organization_id,
@@ -67,13 +54,20 @@ async def on_opened(session: AsyncSession, event: CloudEvent) -> None:
         "conversation.opened",
         d.opened_at,
         f"opened:{d.conversation_id}:{d.opened_at.isoformat()}",
-        {"conversation_id": str(d.conversation_id)},
+        {
+            "conversation_id": str(d.conversation_id),
+            # a new conversation after a closed one links back to it
+            "previous_conversation_id": (
+                str(d.previous_conversation_id) if d.previous_conversation_id else None
+            ),
+            # null: the customer's message opened it
+            "started_by": str(d.started_by) if d.started_by else None,
+        },
     )
 
 
 async def on_status_changed(session: AsyncSession, event: CloudEvent) -> None:
     d = event.parse_data(StatusChanged)
-    _tenant(event, d.organization_id)
     await record_interaction(
         session,
         d.organization_id,
@@ -92,7 +86,6 @@ async def on_status_changed(session: AsyncSession, event: CloudEvent) -> None:
 
 async def on_appended(session: AsyncSession, event: CloudEvent) -> None:
     d = event.parse_data(Appended)
-    _tenant(event, d.organization_id)
     kind = "message.inbound" if d.direction == "inbound" else "message.outbound"
     await record_interaction(
         session,
@@ -120,4 +113,8 @@ async def on_appended(session: AsyncSession, event: CloudEvent) -> None:
     )
 
 
-TIMELINE_HANDLERS = {OPENED: on_opened, STATUS_CHANGED: on_status_changed, APPENDED: on_appended}
+TIMELINE_HANDLERS = {
+    CONVERSATIONS_CONVERSATION_OPENED_V1: on_opened,
+    CONVERSATIONS_CONVERSATION_STATUS_CHANGED_V1: on_status_changed,
+    CONVERSATIONS_MESSAGE_APPENDED_V1: on_appended,
+}

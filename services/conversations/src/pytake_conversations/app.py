@@ -7,7 +7,7 @@ from pytake_common.db import Database
 from pytake_common.outbox import OutboxRelay
 from pytake_common.rawpg import TenantReads
 from pytake_common.web import create_service_app
-from pytake_conversations.api import canned, messages, metrics, routes, stream
+from pytake_conversations.api import canned, messages, metrics, routes, start, stream
 from pytake_conversations.config import Settings
 from pytake_conversations.handlers import HANDLERS
 from pytake_conversations.maintenance import Maintenance
@@ -23,7 +23,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings,
         title="PyTake conversations",
         # metrics before routes: "/metrics" must not be taken for a conversation id
-        routers=[metrics.router, routes.router, messages.router, canned.router, stream.router],
+        routers=[
+            metrics.router,
+            routes.router,
+            start.router,
+            messages.router,
+            canned.router,
+            stream.router,
+        ],
         db=db,
         workers=lambda: [
             OutboxRelay(settings, db).run,

@@ -16,8 +16,15 @@ CONVERSATION_TOPIC = "pytake.conversations.conversation"
 MESSAGE_TOPIC = "pytake.conversations.message"
 
 
-class ConversationOpened(EventData):
-    """A conversation was opened by a customer's message, or a resolved one reopened."""
+class ConversationsEvent(EventData):
+    """An event conversations publishes."""
+
+    service = "conversations"
+
+
+class ConversationOpened(ConversationsEvent):
+    """A conversation was opened by a customer's message or an agent's start, or a resolved
+    one reopened."""
 
     event_type = "pytake.conversations.conversation.opened.v1"
     topic = CONVERSATION_TOPIC
@@ -27,9 +34,13 @@ class ConversationOpened(EventData):
     contact_id: uuid.UUID
     number_id: uuid.UUID
     opened_at: datetime
+    #: the contact's closed conversation on this number that this new one follows
+    previous_conversation_id: uuid.UUID | None = None
+    #: the user who started it (``POST /v1/conversations``); null: the customer's message
+    started_by: uuid.UUID | None = None
 
 
-class MessageAppended(EventData):
+class MessageAppended(ConversationsEvent):
     """A message (inbound from the customer or outbound from an agent) joined a conversation."""
 
     event_type = "pytake.conversations.message.appended.v1"
@@ -44,7 +55,7 @@ class MessageAppended(EventData):
     created_at: datetime
 
 
-class MessageStatusChanged(EventData):
+class MessageStatusChanged(ConversationsEvent):
     """An outbound message's delivery status moved forward (sent, delivered, read, failed...)."""
 
     event_type = "pytake.conversations.message.status_changed.v1"
@@ -66,7 +77,7 @@ class TextBody(BaseModel):
     preview_url: bool
 
 
-class MessageSendRequested(EventData):
+class MessageSendRequested(ConversationsEvent):
     """An agent's message is stored as pending and must be sent through WhatsApp."""
 
     event_type = "pytake.conversations.message.send_requested.v1"
@@ -90,7 +101,7 @@ class MessageSendRequested(EventData):
     payload: dict[str, Any] | None = None
 
 
-class ConversationStatusChanged(EventData):
+class ConversationStatusChanged(ConversationsEvent):
     """A conversation moved in its lifecycle (by an agent, the customer's message or a timer)."""
 
     event_type = "pytake.conversations.conversation.status_changed.v1"
@@ -106,7 +117,7 @@ class ConversationStatusChanged(EventData):
     at: datetime
 
 
-class ConversationAssigned(EventData):
+class ConversationAssigned(ConversationsEvent):
     """A conversation got an assignee and/or department (or lost them)."""
 
     event_type = "pytake.conversations.conversation.assigned.v1"
@@ -122,7 +133,7 @@ class ConversationAssigned(EventData):
     at: datetime
 
 
-class MessageReadRequested(EventData):
+class MessageReadRequested(ConversationsEvent):
     """An agent read a customer's message: whatsapp-gateway marks it read on WhatsApp."""
 
     event_type = "pytake.conversations.message.read_requested.v1"

@@ -11,20 +11,25 @@ import functools
 import logging
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Any
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import Field
 from sqlalchemy import DateTime, Select, and_, bindparam, exists, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import CTE
 
-from pytake_common.consumer import Handler, PermanentError
-from pytake_common.events import CloudEvent
-from pytake_common.outbox import STAGED_EVENT, outbox_row
+from pytake_common.consumer import Handler
+from pytake_common.event_types import (
+    WHATSAPP_MESSAGE_FAILED_V1,
+    WHATSAPP_MESSAGE_RECEIVED_V1,
+    WHATSAPP_MESSAGE_SENT_V1,
+    WHATSAPP_MESSAGE_STATUS_UPDATED_V1,
+)
+from pytake_common.events import CloudEvent, TenantEventData
+from pytake_common.outbox import STAGED_EVENT, emit, outbox_row
 from pytake_conversations.domain import (
-    ACTIVE,
     FAILED,
     INBOUND,
     OPEN,
@@ -40,39 +45,27 @@ from pytake_conversations.inbox import (
     auto_assign,
     change_status,
     conversation_data,
-    emit,
     push_message,
 )
+from pytake_conversations.outreach_replicas import outreach_handlers
 from pytake_conversations.replicas import REPLICA_HANDLERS
+from pytake_conversations.starting import lock_active, previous_closed
 from pytake_conversations.stream import publish_many
 from pytake_conversations.tables import contact_replicas, conversations, messages
 from pytake_conversations.views import Message
 
 log = logging.getLogger(__name__)
 
-SERVICE = "conversations"
-MESSAGE_RECEIVED = "pytake.whatsapp.message.received.v1"
-MESSAGE_SENT = "pytake.whatsapp.message.sent.v1"
-MESSAGE_FAILED = "pytake.whatsapp.message.failed.v1"
-MESSAGE_STATUS_UPDATED = "pytake.whatsapp.message.status_updated.v1"
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
-UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
-
 
 # --- what conversations reads of the gateway's events (tolerant readers) ---------------
 
 
-class ReplyContext(BaseModel):
+class ReplyContext(TenantEventData):
     from_: str | None = Field(default=None, alias="from")
     id: str | None = None
 
 
-class MessageReceived(BaseModel):
+class MessageReceived(TenantEventData):
     message_id: uuid.UUID
     wamid: str | None = None
     organization_id: uuid.UUID
@@ -85,51 +78,40 @@ class MessageReceived(BaseModel):
     text: str | None = None
     content: dict[str, Any] = Field(default_factory=dict)
     context: ReplyContext | None = None
-    timestamp: UtcDatetime
+    timestamp: datetime
     profile_name: str | None = None
 
 
-class MessageSent(BaseModel):
+class MessageSent(TenantEventData):
     message_id: uuid.UUID
     organization_id: uuid.UUID
     wamid: str | None = None
-    sent_at: UtcDatetime
+    sent_at: datetime
 
 
-class MessageFailed(BaseModel):
+class MessageFailed(TenantEventData):
     message_id: uuid.UUID
     organization_id: uuid.UUID
     error_code: int | None = None
     error_title: str | None = None
     error_detail: str | None = None
-    failed_at: UtcDatetime
+    failed_at: datetime
 
 
-class StatusError(BaseModel):
+class StatusError(TenantEventData):
     code: int | None = None
     title: str | None = None
     message: str | None = None
     details: Any = None
 
 
-class StatusUpdated(BaseModel):
+class StatusUpdated(TenantEventData):
     message_id: uuid.UUID | None = None
     wamid: str | None = None
     organization_id: uuid.UUID
     status: str
-    timestamp: UtcDatetime
+    timestamp: datetime
     errors: list[StatusError] = Field(default_factory=list)
-
-
-def _tenant(event: CloudEvent, organization_id: uuid.UUID) -> uuid.UUID:
-    """The event's tenant, which must be the organization its data speaks of."""
-    try:
-        tenant = uuid.UUID(event.tenantid)
-    except ValueError as exc:
-        raise PermanentError(f"event tenant {event.tenantid!r} is not an id") from exc
-    if tenant != organization_id:
-        raise PermanentError(f"event tenant {tenant} differs from data org {organization_id}")
-    return tenant
 
 
 def _ts(value: datetime) -> Any:
@@ -145,7 +127,7 @@ class _AlreadyStored(Exception):
 
 async def on_message_received(session: AsyncSession, event: CloudEvent) -> None:
     data = event.parse_data(MessageReceived)
-    org = _tenant(event, data.organization_id)
+    org = data.organization_id
     conversation = await _lock_active(session, org, data)
     if conversation is not None:
         # The common case needs no savepoint: nothing is written before the message
@@ -195,6 +177,7 @@ async def _append_inbound(
             contact_id=data.contact_id,
             number_id=data.number_id,
             opened_at=conversation["created_at"] if created else row["updated_at"],
+            previous_conversation_id=conversation["previous_conversation_id"],
         )
         await emit(session, opened, conversation["id"], org)
     appended = MessageAppended(
@@ -207,7 +190,7 @@ async def _append_inbound(
         created_at=stored["created_at"],
     )
     frames.append(("message.created", {"message": Message.of(stored).model_dump(mode="json")}))
-    event = CloudEvent.of(appended, service=SERVICE, subject=data.message_id, tenant_id=org)
+    event = CloudEvent.of(appended, subject=data.message_id, tenant_id=org)
     also: list[tuple[CTE, Mapping[str, Any]]] = [(STAGED_EVENT, outbox_row(event))]
     if data.profile_name:
         also.append(
@@ -335,22 +318,7 @@ def _insert_message_statement(update_conversation: bool, wa_id: bool, user_id: b
 
 async def _lock_active(session: AsyncSession, org: uuid.UUID, data: MessageReceived) -> Row | None:
     """The contact's active conversation on this number, locked; None if there is none."""
-    return (
-        (
-            await session.execute(
-                select(conversations)
-                .where(
-                    conversations.c.organization_id == org,
-                    conversations.c.contact_id == data.contact_id,
-                    conversations.c.number_id == data.number_id,
-                    conversations.c.status.in_(ACTIVE),
-                )
-                .with_for_update()
-            )
-        )
-        .mappings()
-        .first()
-    )
+    return await lock_active(session, org, data.contact_id, data.number_id)
 
 
 async def _open_conversation(
@@ -377,6 +345,9 @@ async def _open_conversation(
                         wa_id=data.wa_id,
                         user_id=data.user_id,
                         status=OPEN,
+                        previous_conversation_id=previous_closed(
+                            org, data.contact_id, data.number_id
+                        ),
                     )
                     .on_conflict_do_nothing()
                     .returning(*conversations.c)
@@ -480,7 +451,7 @@ async def _lock_message(session: AsyncSession, org: uuid.UUID, match: Any) -> Ro
 
 async def on_message_sent(session: AsyncSession, event: CloudEvent) -> None:
     data = event.parse_data(MessageSent)
-    org = _tenant(event, data.organization_id)
+    org = data.organization_id
     await apply_status(
         session, org, message_id=data.message_id, wamid=data.wamid, status="sent", at=data.sent_at
     )
@@ -488,7 +459,7 @@ async def on_message_sent(session: AsyncSession, event: CloudEvent) -> None:
 
 async def on_message_failed(session: AsyncSession, event: CloudEvent) -> None:
     data = event.parse_data(MessageFailed)
-    org = _tenant(event, data.organization_id)
+    org = data.organization_id
     await apply_status(
         session,
         org,
@@ -503,7 +474,7 @@ async def on_message_failed(session: AsyncSession, event: CloudEvent) -> None:
 
 async def on_status_updated(session: AsyncSession, event: CloudEvent) -> None:
     data = event.parse_data(StatusUpdated)
-    org = _tenant(event, data.organization_id)
+    org = data.organization_id
     code: int | None = None
     detail: str | None = None
     if data.errors:
@@ -525,9 +496,10 @@ async def on_status_updated(session: AsyncSession, event: CloudEvent) -> None:
 
 
 HANDLERS: dict[str, Handler] = {
-    MESSAGE_RECEIVED: on_message_received,
-    MESSAGE_SENT: on_message_sent,
-    MESSAGE_FAILED: on_message_failed,
-    MESSAGE_STATUS_UPDATED: on_status_updated,
+    WHATSAPP_MESSAGE_RECEIVED_V1: on_message_received,
+    WHATSAPP_MESSAGE_SENT_V1: on_message_sent,
+    WHATSAPP_MESSAGE_FAILED_V1: on_message_failed,
+    WHATSAPP_MESSAGE_STATUS_UPDATED_V1: on_status_updated,
     **REPLICA_HANDLERS,
+    **outreach_handlers(REPLICA_HANDLERS),
 }

@@ -14,8 +14,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.db import Database
-from pytake_common.events import CloudEvent, EventData
-from pytake_common.outbox import add_event
+from pytake_common.outbox import emit
 from pytake_conversations.domain import (
     CLOSED,
     OPEN,
@@ -30,19 +29,10 @@ from pytake_conversations.stream import publish
 from pytake_conversations.tables import conversations, departments, user_replicas
 from pytake_conversations.views import Conversation, Message
 
-SERVICE = "conversations"
 #: A conversation (or department, message) row: as read, or as a merged statement returned it.
 Row = Mapping[Any, Any]
 #: Roles that work conversations (viewers only read).
 WORKING_ROLES = ("super_admin", "org_admin", "agent")
-
-
-async def emit(
-    session: AsyncSession, payload: EventData, subject: uuid.UUID, org: uuid.UUID
-) -> None:
-    await add_event(
-        session, CloudEvent.of(payload, service=SERVICE, subject=subject, tenant_id=org)
-    )
 
 
 def conversation_data(row: Row) -> dict[str, Any]:
@@ -162,7 +152,7 @@ async def check_assignee(session: AsyncSession, org: uuid.UUID, user_id: uuid.UU
             user_replicas.c.organization_id == org,
             user_replicas.c.id == user_id,
             user_replicas.c.is_active.is_(True),
-            user_replicas.c.deleted.is_(False),
+            user_replicas.c.deleted_at.is_(None),
             user_replicas.c.role.in_(WORKING_ROLES),
         )
     )
@@ -229,7 +219,7 @@ async def pick_agent(session: AsyncSession, org: uuid.UUID, dept: Row) -> uuid.U
                     user_replicas.c.organization_id == org,
                     user_replicas.c.id.in_(members),
                     user_replicas.c.is_active.is_(True),
-                    user_replicas.c.deleted.is_(False),
+                    user_replicas.c.deleted_at.is_(None),
                     user_replicas.c.role.in_(WORKING_ROLES),
                 )
             )

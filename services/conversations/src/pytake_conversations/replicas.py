@@ -1,6 +1,7 @@
 """Local replicas of other services' facts conversations needs, built from their events.
 
-- users (auth): who may be assigned a conversation, and agents' names for canned responses;
+- users (auth): who may be assigned a conversation, and agents' names for canned responses
+  (the table and its handlers are every service's: pytake_common.auth_users);
 - departments (tenants): routing of new conversations (members, strategy, cap);
 - contacts (contacts): names for canned responses, the block list, and erasure.
 
@@ -12,13 +13,24 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pytake_common.consumer import Handler, PermanentError
-from pytake_common.events import CloudEvent
+from pytake_common.auth_users import user_handlers
+from pytake_common.consumer import Handler
+from pytake_common.event_types import (
+    CONTACTS_CONTACT_BLOCKED_V1,
+    CONTACTS_CONTACT_CREATED_V1,
+    CONTACTS_CONTACT_ERASED_V1,
+    CONTACTS_CONTACT_UNBLOCKED_V1,
+    CONTACTS_CONTACT_UPDATED_V1,
+    TENANTS_DEPARTMENT_CREATED_V1,
+    TENANTS_DEPARTMENT_DELETED_V1,
+    TENANTS_DEPARTMENT_UPDATED_V1,
+)
+from pytake_common.events import CloudEvent, TenantEventData
 from pytake_conversations.tables import (
     contact_replicas,
     conversations,
@@ -27,38 +39,15 @@ from pytake_conversations.tables import (
     user_replicas,
 )
 
-USER_REGISTERED = "pytake.auth.user.registered.v1"
-USER_CREATED = "pytake.auth.user.created.v1"
-USER_UPDATED = "pytake.auth.user.updated.v1"
-USER_ACTIVATED = "pytake.auth.user.activated.v1"
-USER_DEACTIVATED = "pytake.auth.user.deactivated.v1"
-USER_DELETED = "pytake.auth.user.deleted.v1"
-DEPARTMENT_CREATED = "pytake.tenants.department.created.v1"
-DEPARTMENT_UPDATED = "pytake.tenants.department.updated.v1"
-DEPARTMENT_DELETED = "pytake.tenants.department.deleted.v1"
-CONTACT_CREATED = "pytake.contacts.contact.created.v1"
-CONTACT_UPDATED = "pytake.contacts.contact.updated.v1"
-CONTACT_BLOCKED = "pytake.contacts.contact.blocked.v1"
-CONTACT_UNBLOCKED = "pytake.contacts.contact.unblocked.v1"
-CONTACT_ERASED = "pytake.contacts.contact.erased.v1"
 
-
-class UserFacts(BaseModel):
-    user_id: uuid.UUID
-    organization_id: uuid.UUID
-    full_name: str | None = None
-    role: str | None = None
-    is_active: bool | None = None
-
-
-class Routing(BaseModel):
+class Routing(TenantEventData):
     strategy: str = "manual"
     max_open_per_agent: int | None = None
     is_default: bool | None = None
     number_ids: list[uuid.UUID] | None = None
 
 
-class DepartmentFacts(BaseModel):
+class DepartmentFacts(TenantEventData):
     department_id: uuid.UUID
     organization_id: uuid.UUID
     name: str = ""
@@ -69,7 +58,7 @@ class DepartmentFacts(BaseModel):
     number_ids: list[uuid.UUID] = Field(default_factory=list)
 
 
-class ContactFacts(BaseModel):
+class ContactFacts(TenantEventData):
     contact_id: uuid.UUID
     organization_id: uuid.UUID
     name: str | None = None
@@ -78,69 +67,12 @@ class ContactFacts(BaseModel):
     unblocked_at: datetime | None = None
 
 
-def _tenant(event: CloudEvent, org: uuid.UUID) -> uuid.UUID:
-    if event.tenantid != str(org):
-        raise PermanentError(f"event tenant {event.tenantid} differs from data org {org}")
-    return org
-
-
-# --- users -----------------------------------------------------------------------------
-
-
-async def on_user_upserted(session: AsyncSession, event: CloudEvent) -> None:
-    data = event.parse_data(UserFacts)
-    org = _tenant(event, data.organization_id)
-    values: dict[str, Any] = {"organization_id": org, "version_at": event.time}
-    if data.full_name is not None:
-        values["full_name"] = data.full_name
-    if data.role is not None:
-        values["role"] = data.role
-    if data.is_active is not None:
-        values["is_active"] = data.is_active
-    insert = pg_insert(user_replicas).values(
-        {"id": data.user_id, "role": data.role or "agent", "deleted": False, **values}
-    )
-    await session.execute(
-        insert.on_conflict_do_update(
-            index_elements=[user_replicas.c.id],
-            set_={k: insert.excluded[k] for k in values},
-            where=user_replicas.c.version_at <= insert.excluded.version_at,
-        )
-    )
-
-
-async def _user_flag(session: AsyncSession, event: CloudEvent, **flags: bool) -> None:
-    data = event.parse_data(UserFacts)
-    org = _tenant(event, data.organization_id)
-    await session.execute(
-        update(user_replicas)
-        .where(
-            user_replicas.c.id == data.user_id,
-            user_replicas.c.organization_id == org,
-            user_replicas.c.version_at <= event.time,
-        )
-        .values(version_at=event.time, **flags)
-    )
-
-
-async def on_user_activated(session: AsyncSession, event: CloudEvent) -> None:
-    await _user_flag(session, event, is_active=True)
-
-
-async def on_user_deactivated(session: AsyncSession, event: CloudEvent) -> None:
-    await _user_flag(session, event, is_active=False)
-
-
-async def on_user_deleted(session: AsyncSession, event: CloudEvent) -> None:
-    await _user_flag(session, event, is_active=False, deleted=True)
-
-
 # --- departments -----------------------------------------------------------------------
 
 
 async def on_department_upserted(session: AsyncSession, event: CloudEvent) -> None:
     data = event.parse_data(DepartmentFacts)
-    org = _tenant(event, data.organization_id)
+    org = data.organization_id
     routing = data.routing
     values: dict[str, Any] = {
         "organization_id": org,
@@ -165,7 +97,7 @@ async def on_department_upserted(session: AsyncSession, event: CloudEvent) -> No
 
 async def on_department_deleted(session: AsyncSession, event: CloudEvent) -> None:
     data = event.parse_data(DepartmentFacts)
-    org = _tenant(event, data.organization_id)
+    org = data.organization_id
     # A tombstone, so a late "updated" cannot bring the department back.
     insert = pg_insert(departments).values(
         id=data.department_id,
@@ -188,7 +120,7 @@ async def on_department_deleted(session: AsyncSession, event: CloudEvent) -> Non
 
 async def on_contact_upserted(session: AsyncSession, event: CloudEvent) -> None:
     data = event.parse_data(ContactFacts)
-    org = _tenant(event, data.organization_id)
+    org = data.organization_id
     insert = pg_insert(contact_replicas).values(
         id=data.contact_id,
         organization_id=org,
@@ -211,7 +143,7 @@ async def on_contact_upserted(session: AsyncSession, event: CloudEvent) -> None:
 
 async def _set_blocked(session: AsyncSession, event: CloudEvent, blocked: bool) -> None:
     data = event.parse_data(ContactFacts)
-    org = _tenant(event, data.organization_id)
+    org = data.organization_id
     at = (data.blocked_at if blocked else data.unblocked_at) or event.time
     insert = pg_insert(contact_replicas).values(
         id=data.contact_id, organization_id=org, blocked=blocked, blocked_changed_at=at
@@ -237,7 +169,7 @@ async def on_contact_unblocked(session: AsyncSession, event: CloudEvent) -> None
 async def on_contact_erased(session: AsyncSession, event: CloudEvent) -> None:
     """Privacy erasure: forget the contact's name, number and message contents here."""
     data = event.parse_data(ContactFacts)
-    org = _tenant(event, data.organization_id)
+    org = data.organization_id
     await session.execute(
         update(contact_replicas)
         .where(contact_replicas.c.id == data.contact_id, contact_replicas.c.organization_id == org)
@@ -261,18 +193,13 @@ async def on_contact_erased(session: AsyncSession, event: CloudEvent) -> None:
 
 
 REPLICA_HANDLERS: dict[str, Handler] = {
-    USER_REGISTERED: on_user_upserted,
-    USER_CREATED: on_user_upserted,
-    USER_UPDATED: on_user_upserted,
-    USER_ACTIVATED: on_user_activated,
-    USER_DEACTIVATED: on_user_deactivated,
-    USER_DELETED: on_user_deleted,
-    DEPARTMENT_CREATED: on_department_upserted,
-    DEPARTMENT_UPDATED: on_department_upserted,
-    DEPARTMENT_DELETED: on_department_deleted,
-    CONTACT_CREATED: on_contact_upserted,
-    CONTACT_UPDATED: on_contact_upserted,
-    CONTACT_BLOCKED: on_contact_blocked,
-    CONTACT_UNBLOCKED: on_contact_unblocked,
-    CONTACT_ERASED: on_contact_erased,
+    **user_handlers(user_replicas),
+    TENANTS_DEPARTMENT_CREATED_V1: on_department_upserted,
+    TENANTS_DEPARTMENT_UPDATED_V1: on_department_upserted,
+    TENANTS_DEPARTMENT_DELETED_V1: on_department_deleted,
+    CONTACTS_CONTACT_CREATED_V1: on_contact_upserted,
+    CONTACTS_CONTACT_UPDATED_V1: on_contact_upserted,
+    CONTACTS_CONTACT_BLOCKED_V1: on_contact_blocked,
+    CONTACTS_CONTACT_UNBLOCKED_V1: on_contact_unblocked,
+    CONTACTS_CONTACT_ERASED_V1: on_contact_erased,
 }

@@ -16,6 +16,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
+from pytake_common.auth_users import users_table
 from pytake_common.db import new_metadata
 
 metadata = new_metadata()
@@ -45,6 +46,17 @@ conversations = Table(
     Column("first_response_at", DateTime(timezone=True), nullable=True),
     Column("resolved_at", DateTime(timezone=True), nullable=True),
     Column("closed_at", DateTime(timezone=True), nullable=True),
+    #: the contact's closed conversation on this number this one follows (a closed
+    #: conversation stays closed: the next message or start opens a new one linked to it)
+    Column(
+        "previous_conversation_id",
+        UUID(as_uuid=True),
+        ForeignKey("conversations.id", ondelete="SET NULL"),
+        nullable=True,
+    ),
+    #: the user who started the conversation (``POST /v1/conversations``); null when the
+    #: customer's message opened it
+    Column("started_by", UUID(as_uuid=True), nullable=True),
     CheckConstraint("status IN ('open', 'pending', 'resolved', 'closed')", name="status"),
     CheckConstraint("priority IN ('low', 'normal', 'high', 'urgent')", name="priority"),
 )
@@ -58,6 +70,14 @@ Index(
     conversations.c.number_id,
     unique=True,
     postgresql_where=text("status IN ('open', 'pending', 'resolved')"),
+)
+# A contact's conversations on a number, of any status (the closed one a new one links to).
+Index(
+    "ix_conversations_contact_number",
+    conversations.c.organization_id,
+    conversations.c.contact_id,
+    conversations.c.number_id,
+    conversations.c.created_at,
 )
 Index(
     "ix_conversations_activity",
@@ -185,22 +205,58 @@ contact_replicas = Table(
     Column("blocked", Boolean, nullable=False, server_default="false"),
     Column("blocked_changed_at", DateTime(timezone=True), nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # What starting a conversation needs (outreach_replicas.py):
+    Column("wa_id", String(64), nullable=True),
+    Column("user_id", String(128), nullable=True),
+    #: custom attributes as of ``attributes_at``; null until an event carried them
+    Column("attributes", JSONB, nullable=True),
+    Column("attributes_at", DateTime(timezone=True), nullable=True),
+    Column("marketing_opt_in", Boolean, nullable=False, server_default="false"),
+    Column("consent_changed_at", DateTime(timezone=True), nullable=True),
+    Column("erased_at", DateTime(timezone=True), nullable=True),
 )
 
-#: Users of each organization (from auth's events): who may be assigned, and their names.
-user_replicas = Table(
-    "user_replicas",
+#: The organization's WhatsApp numbers (from whatsapp-gateway's events).
+number_replicas = Table(
+    "number_replicas",
     metadata,
     Column("id", UUID(as_uuid=True), primary_key=True),
     Column("organization_id", UUID(as_uuid=True), nullable=False),
-    Column("full_name", String(256), nullable=True),
-    Column("role", String(32), nullable=False),
-    Column("is_active", Boolean, nullable=False, server_default="true"),
-    Column("deleted", Boolean, nullable=False, server_default="false"),
-    #: time of the newest event applied; older events arriving late change nothing
+    Column("phone_number_id", String(64), nullable=True),
+    Column("waba_id", String(64), nullable=True),
+    Column("display_phone_number", String(32), nullable=True),
+    #: connected | disconnected (Meta refused its token) | removed
+    Column("status", String(20), nullable=False, server_default="connected"),
     Column("version_at", DateTime(timezone=True), nullable=False),
 )
-Index("ix_user_replicas_org", user_replicas.c.organization_id)
+Index("ix_number_replicas_org", number_replicas.c.organization_id)
+
+#: Message templates of the organization's WhatsApp Business Accounts (from
+#: whatsapp-gateway's events): review status, category and components.
+template_replicas = Table(
+    "template_replicas",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("organization_id", UUID(as_uuid=True), nullable=False),
+    Column("number_id", UUID(as_uuid=True), nullable=True),
+    Column("waba_id", String(64), nullable=False),
+    Column("name", String(512), nullable=False),
+    Column("language", String(16), nullable=False),
+    Column("category", String(32), nullable=True),
+    Column("status", String(40), nullable=False),
+    Column("components", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("version_at", DateTime(timezone=True), nullable=False),
+)
+Index(
+    "ix_template_replicas_lookup",
+    template_replicas.c.organization_id,
+    template_replicas.c.waba_id,
+    template_replicas.c.name,
+    template_replicas.c.language,
+)
+
+#: Users of each organization (from auth's events): who may be assigned, and their names.
+user_replicas = users_table(metadata, "user_replicas")
 
 #: Departments (from tenants' events) with the routing state of round-robin assignment.
 departments = Table(

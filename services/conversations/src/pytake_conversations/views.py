@@ -37,6 +37,10 @@ class Conversation(BaseModel):
     closed_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    #: the contact's closed conversation on this number that this one follows
+    previous_conversation_id: uuid.UUID | None = None
+    #: who started it (``POST /v1/conversations``); null when the customer's message did
+    started_by: uuid.UUID | None = None
 
     @classmethod
     def of(

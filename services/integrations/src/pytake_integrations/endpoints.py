@@ -14,8 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.crypto import SecretBox
 from pytake_common.errors import InvalidInput, NotFound
-from pytake_common.events import CloudEvent
-from pytake_common.outbox import add_event
+from pytake_common.outbox import emit
 from pytake_integrations import public, ssrf
 from pytake_integrations.events import (
     EndpointCreated,
@@ -27,7 +26,6 @@ from pytake_integrations.events import (
 from pytake_integrations.signing import new_secret
 from pytake_integrations.tables import endpoints
 
-SERVICE = "integrations"
 ENABLED, DISABLED = "enabled", "disabled"
 MAX_URL = 2048
 
@@ -130,12 +128,6 @@ def _state(row: Any) -> dict[str, Any]:
     }
 
 
-async def _emit(session: AsyncSession, data: Any, endpoint_id: uuid.UUID, org: uuid.UUID) -> None:
-    await add_event(
-        session, CloudEvent.of(data, service=SERVICE, subject=endpoint_id, tenant_id=org)
-    )
-
-
 async def create(
     session: AsyncSession,
     box: SecretBox,
@@ -164,7 +156,7 @@ async def create(
         .mappings()
         .one()
     )
-    await _emit(session, EndpointCreated(**_state(row), created_by=user), row["id"], org)
+    await emit(session, EndpointCreated(**_state(row), created_by=user), row["id"])
     return EndpointWithSecret(**_view(row).model_dump(), secret=secret)
 
 
@@ -239,7 +231,7 @@ async def patch(
         .mappings()
         .one()
     )
-    await _emit(session, EndpointUpdated(**_state(row), updated_by=user), endpoint_id, org)
+    await emit(session, EndpointUpdated(**_state(row), updated_by=user), endpoint_id)
     return _view(row)
 
 
@@ -274,7 +266,7 @@ async def rotate_secret(
     rotated = EndpointSecretRotated(
         endpoint_id=endpoint_id, organization_id=org, previous_expires_at=expires, rotated_by=user
     )
-    await _emit(session, rotated, endpoint_id, org)
+    await emit(session, rotated, endpoint_id)
     return EndpointWithSecret(**_view(row).model_dump(), secret=secret)
 
 
@@ -286,7 +278,7 @@ async def remove(
         delete(endpoints).where(endpoints.c.id == endpoint_id, endpoints.c.organization_id == org)
     )
     deleted = EndpointDeleted(endpoint_id=endpoint_id, organization_id=org, deleted_by=user)
-    await _emit(session, deleted, endpoint_id, org)
+    await emit(session, deleted, endpoint_id)
 
 
 async def disable(
@@ -309,7 +301,7 @@ async def disable(
     disabled = EndpointDisabled(
         endpoint_id=endpoint_id, organization_id=org, reason=reason[:500], disabled_at=now
     )
-    await _emit(session, disabled, endpoint_id, org)
+    await emit(session, disabled, endpoint_id)
     return True
 
 

@@ -11,7 +11,13 @@ from pytake_common.events import EventData
 TOPIC = "pytake.integrations.endpoint"
 
 
-class EndpointState(EventData):
+class IntegrationsEvent(EventData):
+    """An event integrations publishes."""
+
+    service = "integrations"
+
+
+class EndpointState(IntegrationsEvent):
     """An endpoint's current, secret-free state."""
 
     endpoint_id: uuid.UUID
@@ -37,7 +43,7 @@ class EndpointUpdated(EndpointState):
     updated_by: uuid.UUID | None
 
 
-class EndpointSecretRotated(EventData):
+class EndpointSecretRotated(IntegrationsEvent):
     """A new signing secret; the previous one still signs until ``previous_expires_at``."""
 
     event_type = "pytake.integrations.endpoint.secret_rotated.v1"
@@ -49,7 +55,7 @@ class EndpointSecretRotated(EventData):
     rotated_by: uuid.UUID | None
 
 
-class EndpointDisabled(EventData):
+class EndpointDisabled(IntegrationsEvent):
     """Deliveries stopped by the platform: the receiver answered 410 Gone, or failed for a day."""
 
     event_type = "pytake.integrations.endpoint.disabled.v1"
@@ -61,7 +67,7 @@ class EndpointDisabled(EventData):
     disabled_at: datetime
 
 
-class EndpointDeleted(EventData):
+class EndpointDeleted(IntegrationsEvent):
     event_type = "pytake.integrations.endpoint.deleted.v1"
     topic = TOPIC
 

@@ -1,6 +1,6 @@
 """Consumers: internal events become public webhook events, queued per subscribed endpoint.
 
-Each handler reads what it needs of one internal event (tolerant readers), builds the
+Each handler reads what it needs of one internal event (a tolerant reader), builds the
 public payload (:mod:`pytake_integrations.public`) and queues one delivery per enabled
 endpoint of the organization subscribed to its type, in the inbox's transaction. The
 public event id is derived from the fact (the message and its status, the conversation
@@ -18,27 +18,21 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pytake_common import event_types as et
 from pytake_common.consumer import Handler
-from pytake_common.events import CloudEvent
+from pytake_common.events import CloudEvent, TenantEventData
 from pytake_integrations import public
 from pytake_integrations.queue import enqueue
-
-MESSAGE_APPENDED = "pytake.conversations.message.appended.v1"
-MESSAGE_STATUS_CHANGED = "pytake.conversations.message.status_changed.v1"
-CONVERSATION_OPENED = "pytake.conversations.conversation.opened.v1"
-CONVERSATION_ASSIGNED = "pytake.conversations.conversation.assigned.v1"
-CONVERSATION_STATUS_CHANGED = "pytake.conversations.conversation.status_changed.v1"
-CONTACT_CREATED = "pytake.contacts.contact.created.v1"
-CONTACT_UPDATED = "pytake.contacts.contact.updated.v1"
 
 #: Derives public event ids from facts (uuid5): stable across republishes.
 PUBLIC_EVENTS = uuid.UUID("6f1b2c4e-8a7d-5e3f-9c10-2b4d6e8f0a12")
 
 
-class Appended(BaseModel):
+# What integrations reads of each internal event (other fields are ignored).
+class Appended(TenantEventData):
+    organization_id: uuid.UUID
     message_id: uuid.UUID
     conversation_id: uuid.UUID
     contact_id: uuid.UUID
@@ -47,13 +41,51 @@ class Appended(BaseModel):
     created_at: datetime
 
 
-class StatusChanged(BaseModel):
+class StatusChanged(TenantEventData):
+    organization_id: uuid.UUID
     message_id: uuid.UUID
     conversation_id: uuid.UUID
     status: str
     error_code: int | None = None
     error_detail: str | None = None
     at: datetime
+
+
+class Opened(TenantEventData):
+    organization_id: uuid.UUID
+    conversation_id: uuid.UUID
+    contact_id: uuid.UUID
+    number_id: uuid.UUID
+    opened_at: datetime
+
+
+class Assigned(TenantEventData):
+    organization_id: uuid.UUID
+    conversation_id: uuid.UUID
+    contact_id: uuid.UUID
+    assignee_id: uuid.UUID | None = None
+    department_id: uuid.UUID | None = None
+    assigned_by: uuid.UUID | None = None
+    at: datetime
+
+
+class ConversationMoved(TenantEventData):
+    organization_id: uuid.UUID
+    conversation_id: uuid.UUID
+    contact_id: uuid.UUID
+    old_status: str
+    new_status: str
+    changed_by: uuid.UUID | None = None
+    at: datetime
+
+
+class ContactState(TenantEventData):
+    organization_id: uuid.UUID
+    contact_id: uuid.UUID
+    wa_id: str | None = None
+    name: str | None = None
+    phone: str | None = None
+    changed: list[str] = []
 
 
 STATUS_TYPES: dict[str, type[public.MessageStatus]] = {
@@ -67,7 +99,7 @@ Built = tuple[public.PublicData, str, str, datetime]  # data, fact key, ordering
 Builder = Callable[[CloudEvent], Built | None]
 
 
-def _message_appended(event: CloudEvent) -> Built | None:
+def message_appended(event: CloudEvent) -> Built | None:
     d = event.parse_data(Appended)
     if d.direction != "inbound":
         return None  # an agent's message: its statuses are the public events
@@ -81,7 +113,7 @@ def _message_appended(event: CloudEvent) -> Built | None:
     return data, str(d.message_id), str(d.conversation_id), d.created_at
 
 
-def _message_status(event: CloudEvent) -> Built | None:
+def message_status(event: CloudEvent) -> Built | None:
     d = event.parse_data(StatusChanged)
     model = STATUS_TYPES.get(d.status)
     if model is None:
@@ -98,24 +130,39 @@ def _message_status(event: CloudEvent) -> Built | None:
     return data, f"{d.message_id}:{d.status}", str(d.conversation_id), d.at
 
 
-def _conversation(model: type[public.PublicData], time_field: str) -> Builder:
-    def build(event: CloudEvent) -> Built:
-        data = model.model_validate(event.data)
-        at: datetime = getattr(data, time_field)
-        conversation = str(event.data["conversation_id"])
-        return data, f"{conversation}:{at.isoformat()}", conversation, at
-
-    return build
+def conversation_opened(event: CloudEvent) -> Built:
+    d = event.parse_data(Opened)
+    data = public.ConversationOpened(**d.model_dump(exclude={"organization_id"}))
+    fact = f"{d.conversation_id}:{d.opened_at.isoformat()}"
+    return data, fact, str(d.conversation_id), d.opened_at
 
 
-def _contact(model: type[public.PublicData], by_fact: bool) -> Builder:
-    def build(event: CloudEvent) -> Built:
-        data = model.model_validate(event.data)
-        contact = str(event.data["contact_id"])
-        # a contact is created once; its updates have no time of their own: the event's id
-        return data, contact if by_fact else str(event.id), contact, event.time
+def conversation_assigned(event: CloudEvent) -> Built:
+    d = event.parse_data(Assigned)
+    data = public.ConversationAssigned(**d.model_dump(exclude={"organization_id"}))
+    return data, f"{d.conversation_id}:{d.at.isoformat()}", str(d.conversation_id), d.at
 
-    return build
+
+def conversation_moved(event: CloudEvent) -> Built:
+    d = event.parse_data(ConversationMoved)
+    data = public.ConversationStatusChanged(**d.model_dump(exclude={"organization_id"}))
+    fact = f"{d.conversation_id}:{d.new_status}:{d.at.isoformat()}"
+    return data, fact, str(d.conversation_id), d.at
+
+
+def contact_created(event: CloudEvent) -> Built:
+    d = event.parse_data(ContactState)
+    data = public.ContactCreated(contact_id=d.contact_id, wa_id=d.wa_id, name=d.name, phone=d.phone)
+    return data, str(d.contact_id), str(d.contact_id), event.time  # created once
+
+
+def contact_updated(event: CloudEvent) -> Built:
+    d = event.parse_data(ContactState)
+    data = public.ContactUpdated(
+        contact_id=d.contact_id, name=d.name, phone=d.phone, changed=d.changed
+    )
+    # an update has no time of its own in the event: the event's id names the fact
+    return data, str(event.id), str(d.contact_id), event.time
 
 
 def handler(build: Builder) -> Handler:
@@ -134,20 +181,12 @@ def handler(build: Builder) -> Handler:
     return handle
 
 
-def _lenient(model: type[public.PublicData]) -> type[public.PublicData]:
-    """``model`` reading an internal event's data: the fields it does not name are ignored."""
-    config = {**model.model_config, "extra": "ignore"}
-    return type(model.__name__, (model,), {"model_config": config})
-
-
 HANDLERS: dict[str, Handler] = {
-    MESSAGE_APPENDED: handler(_message_appended),
-    MESSAGE_STATUS_CHANGED: handler(_message_status),
-    CONVERSATION_OPENED: handler(_conversation(_lenient(public.ConversationOpened), "opened_at")),
-    CONVERSATION_ASSIGNED: handler(_conversation(_lenient(public.ConversationAssigned), "at")),
-    CONVERSATION_STATUS_CHANGED: handler(
-        _conversation(_lenient(public.ConversationStatusChanged), "at")
-    ),
-    CONTACT_CREATED: handler(_contact(_lenient(public.ContactCreated), by_fact=True)),
-    CONTACT_UPDATED: handler(_contact(_lenient(public.ContactUpdated), by_fact=False)),
+    et.CONVERSATIONS_MESSAGE_APPENDED_V1: handler(message_appended),
+    et.CONVERSATIONS_MESSAGE_STATUS_CHANGED_V1: handler(message_status),
+    et.CONVERSATIONS_CONVERSATION_OPENED_V1: handler(conversation_opened),
+    et.CONVERSATIONS_CONVERSATION_ASSIGNED_V1: handler(conversation_assigned),
+    et.CONVERSATIONS_CONVERSATION_STATUS_CHANGED_V1: handler(conversation_moved),
+    et.CONTACTS_CONTACT_CREATED_V1: handler(contact_created),
+    et.CONTACTS_CONTACT_UPDATED_V1: handler(contact_updated),
 }

@@ -12,8 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.errors import Conflict, InvalidInput, NotFound, PlanLimitExceeded
-from pytake_common.events import CloudEvent
-from pytake_common.outbox import add_event
+from pytake_common.outbox import emit
 from pytake_tenants import plans
 from pytake_tenants.events import DepartmentCreated, DepartmentDeleted, DepartmentUpdated, Routing
 from pytake_tenants.organizations import load as load_organization
@@ -182,9 +181,7 @@ def _payload(dept: Department) -> dict[str, Any]:
 
 
 async def _publish(session: AsyncSession, dept_id: uuid.UUID, org: uuid.UUID, payload: Any) -> None:
-    await add_event(
-        session, CloudEvent.of(payload, service="tenants", subject=dept_id, tenant_id=org)
-    )
+    await emit(session, payload, dept_id)
 
 
 async def create(session: AsyncSession, org: uuid.UUID, body: DepartmentCreate) -> Department:

@@ -23,7 +23,13 @@ LIMITS_DESCRIPTION = (
 )
 
 
-class OrganizationCreated(EventData):
+class TenantsEvent(EventData):
+    """An event tenants publishes."""
+
+    service = "tenants"
+
+
+class OrganizationCreated(TenantsEvent):
     """An organization exists (created from auth's registration event)."""
 
     event_type = "pytake.tenants.organization.created.v1"
@@ -39,7 +45,7 @@ class OrganizationCreated(EventData):
     trial_ends_at: datetime | None = None
 
 
-class OrganizationUpdated(EventData):
+class OrganizationUpdated(TenantsEvent):
     """Name, slug or settings changed (settings: timezone, business hours, messages...)."""
 
     event_type = "pytake.tenants.organization.updated.v1"
@@ -53,7 +59,7 @@ class OrganizationUpdated(EventData):
     settings: dict[str, Any] | None = None
 
 
-class OrganizationPlanChanged(EventData):
+class OrganizationPlanChanged(TenantsEvent):
     """The plan (hence the limits) changed; ``changed_by`` is null for a trial that ended."""
 
     event_type = "pytake.tenants.organization.plan_changed.v1"
@@ -66,7 +72,7 @@ class OrganizationPlanChanged(EventData):
     changed_by: uuid.UUID | None
 
 
-class OrganizationSuspended(EventData):
+class OrganizationSuspended(TenantsEvent):
     """The platform operator suspended the organization: its users are refused."""
 
     event_type = "pytake.tenants.organization.suspended.v1"
@@ -77,7 +83,7 @@ class OrganizationSuspended(EventData):
     changed_by: uuid.UUID
 
 
-class OrganizationReactivated(EventData):
+class OrganizationReactivated(TenantsEvent):
     event_type = "pytake.tenants.organization.reactivated.v1"
     topic = TOPIC
 
@@ -94,7 +100,7 @@ class Routing(BaseModel):
     max_open_per_agent: int | None
 
 
-class DepartmentCreated(EventData):
+class DepartmentCreated(TenantsEvent):
     event_type = "pytake.tenants.department.created.v1"
     topic = DEPARTMENT_TOPIC
 
@@ -105,7 +111,7 @@ class DepartmentCreated(EventData):
     routing: Routing
 
 
-class DepartmentUpdated(EventData):
+class DepartmentUpdated(TenantsEvent):
     """The department's whole current state (name, members, routing) after any change."""
 
     event_type = "pytake.tenants.department.updated.v1"
@@ -118,7 +124,7 @@ class DepartmentUpdated(EventData):
     routing: Routing
 
 
-class DepartmentDeleted(EventData):
+class DepartmentDeleted(TenantsEvent):
     event_type = "pytake.tenants.department.deleted.v1"
     topic = DEPARTMENT_TOPIC
 

@@ -16,41 +16,39 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pytake_common.consumer import Handler
-from pytake_common.events import CloudEvent
-from pytake_tenants import stats, users
+from pytake_common.auth_users import apply_user_event, user_handlers
+from pytake_common.consumer import Handler, SetHandler
+from pytake_common.event_types import (
+    AUTH_USER_REGISTERED_V1,
+    CONTACTS_CONTACT_CREATED_V1,
+    CONTACTS_CONTACT_ERASED_V1,
+    CONVERSATIONS_CONVERSATION_OPENED_V1,
+    CONVERSATIONS_MESSAGE_APPENDED_V1,
+    WHATSAPP_MESSAGE_SENT_V1,
+    WHATSAPP_NUMBER_REGISTERED_V1,
+    WHATSAPP_NUMBER_REMOVED_V1,
+)
+from pytake_common.events import CloudEvent, TenantEventData
+from pytake_tenants import stats
+from pytake_tenants.departments import drop_member_everywhere
 from pytake_tenants.domain import slugify
 from pytake_tenants.events import OrganizationCreated
 from pytake_tenants.org_settings import default_settings
 from pytake_tenants.organizations import publish
 from pytake_tenants.plans import DEFAULT_PLAN, get_plan, limits_of
-from pytake_tenants.tables import organizations
+from pytake_tenants.tables import organizations, users
 from pytake_tenants.usage import (
     BUSINESS_MESSAGE,
     CONTACT,
     NUMBER,
-    count_fact,
+    count_facts,
     month_of,
     remove_fact,
 )
 
-USER_REGISTERED = "pytake.auth.user.registered.v1"
-USER_CREATED = "pytake.auth.user.created.v1"
-USER_UPDATED = "pytake.auth.user.updated.v1"
-USER_ACTIVATED = "pytake.auth.user.activated.v1"
-USER_DEACTIVATED = "pytake.auth.user.deactivated.v1"
-USER_DELETED = "pytake.auth.user.deleted.v1"
-NUMBER_REGISTERED = "pytake.whatsapp.number.registered.v1"
-NUMBER_REMOVED = "pytake.whatsapp.number.removed.v1"
-MESSAGE_SENT = "pytake.whatsapp.message.sent.v1"
-CONTACT_CREATED = "pytake.contacts.contact.created.v1"
-CONTACT_ERASED = "pytake.contacts.contact.erased.v1"
-CONVERSATION_OPENED = "pytake.conversations.conversation.opened.v1"
-MESSAGE_APPENDED = "pytake.conversations.message.appended.v1"
-
 
 # What tenants reads of each event (tolerant readers: other fields are ignored).
-class UserRegistered(BaseModel):
+class UserRegistered(TenantEventData):
     user_id: uuid.UUID
     organization_id: uuid.UUID
     organization_name: str
@@ -58,42 +56,29 @@ class UserRegistered(BaseModel):
     role: str = "org_admin"
 
 
-class UserState(BaseModel):
-    user_id: uuid.UUID
-    organization_id: uuid.UUID
-    full_name: str | None = None
-    role: str | None = None
-    is_active: bool | None = None
-
-
-class UserRef(BaseModel):
-    user_id: uuid.UUID
-    organization_id: uuid.UUID
-
-
-class NumberRef(BaseModel):
+class NumberRef(TenantEventData):
     number_id: uuid.UUID
     organization_id: uuid.UUID
 
 
-class ContactRef(BaseModel):
+class ContactRef(TenantEventData):
     contact_id: uuid.UUID
     organization_id: uuid.UUID
 
 
-class MessageSent(BaseModel):
+class MessageSent(TenantEventData):
     message_id: uuid.UUID
     organization_id: uuid.UUID
     sent_at: datetime
 
 
-class ConversationOpened(BaseModel):
+class ConversationOpened(TenantEventData):
     conversation_id: uuid.UUID
     organization_id: uuid.UUID
     opened_at: datetime
 
 
-class MessageAppended(BaseModel):
+class MessageAppended(TenantEventData):
     message_id: uuid.UUID
     organization_id: uuid.UUID
     direction: str
@@ -113,9 +98,7 @@ def on_user_registered(policy: SignupPolicy) -> Handler:
     async def handle(session: AsyncSession, event: CloudEvent) -> None:
         data = event.parse_data(UserRegistered)
         org_id = data.organization_id
-        await users.upsert(
-            session, org_id, data.user_id, full_name=data.full_name, role=data.role, is_active=True
-        )
+        await apply_user_event(session, users, event)
         trial_ends_at = (
             datetime.now(UTC) + timedelta(days=policy.trial_days) if policy.trial_plan else None
         )
@@ -162,30 +145,9 @@ def on_user_registered(policy: SignupPolicy) -> Handler:
     return handle
 
 
-async def on_user_created_or_updated(session: AsyncSession, event: CloudEvent) -> None:
-    data = event.parse_data(UserState)
-    fields = data.model_dump(include={"full_name", "role", "is_active"}, exclude_none=True)
-    await users.upsert(session, data.organization_id, data.user_id, **fields)
-
-
-async def on_user_activated(session: AsyncSession, event: CloudEvent) -> None:
-    data = event.parse_data(UserRef)
-    await users.set_active(session, data.organization_id, data.user_id, True)
-
-
-async def on_user_deactivated(session: AsyncSession, event: CloudEvent) -> None:
-    data = event.parse_data(UserRef)
-    await users.set_active(session, data.organization_id, data.user_id, False)
-
-
-async def on_user_deleted(session: AsyncSession, event: CloudEvent) -> None:
-    data = event.parse_data(UserRef)
-    await users.delete(session, data.organization_id, data.user_id)
-
-
 async def on_number_registered(session: AsyncSession, event: CloudEvent) -> None:
     data = event.parse_data(NumberRef)
-    await count_fact(session, data.organization_id, NUMBER, data.number_id)
+    await count_facts(session, data.organization_id, NUMBER, [(data.number_id, "")])
 
 
 async def on_number_removed(session: AsyncSession, event: CloudEvent) -> None:
@@ -193,9 +155,12 @@ async def on_number_removed(session: AsyncSession, event: CloudEvent) -> None:
     await remove_fact(session, data.organization_id, NUMBER, data.number_id)
 
 
-async def on_contact_created(session: AsyncSession, event: CloudEvent) -> None:
-    data = event.parse_data(ContactRef)
-    await count_fact(session, data.organization_id, CONTACT, data.contact_id)
+# Counting commutes, so the per-message events are set-based: a consumer batch's
+# records of one organization count in one statement, their inbox marks in another.
+
+
+async def count_contacts(session: AsyncSession, rows: list[ContactRef]) -> None:
+    await count_facts(session, rows[0].organization_id, CONTACT, [(r.contact_id, "") for r in rows])
 
 
 async def on_contact_erased(session: AsyncSession, event: CloudEvent) -> None:
@@ -203,42 +168,34 @@ async def on_contact_erased(session: AsyncSession, event: CloudEvent) -> None:
     await remove_fact(session, data.organization_id, CONTACT, data.contact_id)
 
 
-async def on_message_sent(session: AsyncSession, event: CloudEvent) -> None:
+async def count_messages_sent(session: AsyncSession, rows: list[MessageSent]) -> None:
     """Every accepted send counts toward the monthly business messages (see README)."""
-    data = event.parse_data(MessageSent)
-    org, month = data.organization_id, month_of(data.sent_at)
-    await count_fact(session, org, BUSINESS_MESSAGE, data.message_id, period=month)
+    facts = [(r.message_id, month_of(r.sent_at)) for r in rows]
+    await count_facts(session, rows[0].organization_id, BUSINESS_MESSAGE, facts)
 
 
-async def on_conversation_opened(session: AsyncSession, event: CloudEvent) -> None:
-    data = event.parse_data(ConversationOpened)
-    await stats.conversation_opened(
-        session, data.organization_id, data.conversation_id, data.opened_at
-    )
+async def count_openings(session: AsyncSession, rows: list[ConversationOpened]) -> None:
+    facts = [stats.opened_fact(r.conversation_id, r.opened_at) for r in rows]
+    await stats.count_daily(session, rows[0].organization_id, stats.CONVERSATION_OPENED, facts)
 
 
-async def on_message_appended(session: AsyncSession, event: CloudEvent) -> None:
-    data = event.parse_data(MessageAppended)
-    await stats.message_appended(
-        session, data.organization_id, data.message_id, data.direction, data.created_at
-    )
+async def count_messages(session: AsyncSession, rows: list[MessageAppended]) -> None:
+    facts = [stats.appended_fact(r.message_id, r.direction, r.created_at) for r in rows]
+    await stats.count_daily(session, rows[0].organization_id, stats.MESSAGE_APPENDED, facts)
 
 
 def build_handlers(policy: SignupPolicy | None = None) -> dict[str, Handler]:
     return {
-        USER_REGISTERED: on_user_registered(policy or SignupPolicy()),
-        USER_CREATED: on_user_created_or_updated,
-        USER_UPDATED: on_user_created_or_updated,
-        USER_ACTIVATED: on_user_activated,
-        USER_DEACTIVATED: on_user_deactivated,
-        USER_DELETED: on_user_deleted,
-        NUMBER_REGISTERED: on_number_registered,
-        NUMBER_REMOVED: on_number_removed,
-        MESSAGE_SENT: on_message_sent,
-        CONTACT_CREATED: on_contact_created,
-        CONTACT_ERASED: on_contact_erased,
-        CONVERSATION_OPENED: on_conversation_opened,
-        MESSAGE_APPENDED: on_message_appended,
+        # auth's users kept in the shared shape; a deleted user leaves every department
+        **user_handlers(users, on_deleted=drop_member_everywhere),
+        AUTH_USER_REGISTERED_V1: on_user_registered(policy or SignupPolicy()),
+        WHATSAPP_NUMBER_REGISTERED_V1: on_number_registered,
+        WHATSAPP_NUMBER_REMOVED_V1: on_number_removed,
+        WHATSAPP_MESSAGE_SENT_V1: SetHandler(MessageSent, count_messages_sent),
+        CONTACTS_CONTACT_CREATED_V1: SetHandler(ContactRef, count_contacts),
+        CONTACTS_CONTACT_ERASED_V1: on_contact_erased,
+        CONVERSATIONS_CONVERSATION_OPENED_V1: SetHandler(ConversationOpened, count_openings),
+        CONVERSATIONS_MESSAGE_APPENDED_V1: SetHandler(MessageAppended, count_messages),
     }
 
 

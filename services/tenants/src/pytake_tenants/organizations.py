@@ -16,8 +16,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.errors import Conflict, InvalidInput, NotFound
-from pytake_common.events import CloudEvent, EventData
-from pytake_common.outbox import add_event
+from pytake_common.events import EventData
+from pytake_common.outbox import emit
 from pytake_tenants.events import (
     OrganizationPlanChanged,
     OrganizationReactivated,
@@ -92,9 +92,7 @@ async def load(session: AsyncSession, org_id: uuid.UUID, *, lock: bool = False) 
 
 
 async def publish(session: AsyncSession, org_id: uuid.UUID, payload: EventData) -> None:
-    await add_event(
-        session, CloudEvent.of(payload, service="tenants", subject=org_id, tenant_id=org_id)
-    )
+    await emit(session, payload, org_id)
 
 
 def _updated(org: Organization) -> OrganizationUpdated:

@@ -7,16 +7,16 @@ of ``usage_facts`` first, so a fact replayed under another event id counts once.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 
 from pydantic import BaseModel, Field
-from sqlalchemy import Date, Integer, exists, literal, select
-from sqlalchemy.dialects.postgresql import UUID
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import Date, Integer, bindparam, select, text
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_tenants import plans
-from pytake_tenants.tables import daily_stats, usage_facts
+from pytake_tenants.tables import daily_stats
 from pytake_tenants.usage import current_usage
 
 CONVERSATION_OPENED, MESSAGE_APPENDED = "conversation_opened", "message_appended"
@@ -30,49 +30,72 @@ def opening_id(conversation_id: uuid.UUID, opened_at: datetime) -> uuid.UUID:
     )
 
 
-async def _count_once(
-    session: AsyncSession, org: uuid.UUID, kind: str, fact: uuid.UUID, day: date, column: str
-) -> None:
-    """Record the fact and, only if it is new, add one to ``column`` of ``day``.
+#: One day's counts a fact adds (``conversations_opened``, ``messages_inbound``,
+#: ``messages_outbound``).
+Counts = tuple[int, int, int]
+OPENED: Counts = (1, 0, 0)
+INBOUND: Counts = (0, 1, 0)
+OUTBOUND: Counts = (0, 0, 1)
 
-    One statement (one round trip per event): the fact's insert is a data-modifying
-    CTE whose RETURNING row exists only when the fact was new.
-    """
-    new_fact = (
-        pg_insert(usage_facts)
-        .values(organization_id=org, kind=kind, subject_id=fact, period="")
-        .on_conflict_do_nothing()
-        .returning(usage_facts.c.subject_id)
-        .cte("new_fact")
-    )
-    col = daily_stats.c[column]
+#: Facts of one kind recorded once each, and the new ones added to their days' counts:
+#: one statement whatever the number of facts, and one statement text.
+_COUNT_DAILY = text(
+    "WITH facts AS (SELECT * FROM unnest(:facts, :days, :opened, :inbound, :outbound)"
+    " AS f(fact, day, opened, inbound, outbound)),"
+    " new_facts AS ("
+    " INSERT INTO usage_facts (organization_id, kind, subject_id, period)"
+    " SELECT :org, :kind, fact, '' FROM facts"
+    " ON CONFLICT DO NOTHING RETURNING subject_id)"
+    " INSERT INTO daily_stats AS d"
+    " (organization_id, day, conversations_opened, messages_inbound, messages_outbound)"
+    " SELECT :org, f.day, sum(f.opened), sum(f.inbound), sum(f.outbound)"
+    " FROM facts f JOIN new_facts n ON n.subject_id = f.fact GROUP BY f.day"
+    " ON CONFLICT (organization_id, day) DO UPDATE SET"
+    " conversations_opened = d.conversations_opened + excluded.conversations_opened,"
+    " messages_inbound = d.messages_inbound + excluded.messages_inbound,"
+    " messages_outbound = d.messages_outbound + excluded.messages_outbound"
+).bindparams(
+    bindparam("org", type_=UUID(as_uuid=True)),
+    bindparam("facts", type_=ARRAY(UUID(as_uuid=True))),
+    bindparam("days", type_=ARRAY(Date())),
+    *(bindparam(name, type_=ARRAY(Integer())) for name in ("opened", "inbound", "outbound")),
+)
+
+
+async def count_daily(
+    session: AsyncSession,
+    org: uuid.UUID,
+    kind: str,
+    facts: Sequence[tuple[uuid.UUID, date, Counts]],
+) -> None:
+    """Record facts ``(id, day, counts)`` of ``kind``; each new one adds its counts once."""
+    unique = {fact: (day, counts) for fact, day, counts in reversed(facts)}  # first one wins
+    if not unique:
+        return
+    days = [day for day, _ in unique.values()]
+    opened, inbound, outbound = ([counts[i] for _, counts in unique.values()] for i in range(3))
     await session.execute(
-        pg_insert(daily_stats)
-        .from_select(
-            ["organization_id", "day", column],
-            select(
-                literal(org, UUID(as_uuid=True)), literal(day, Date()), literal(1, Integer())
-            ).where(exists(select(new_fact.c.subject_id))),
-        )
-        .on_conflict_do_update(index_elements=["organization_id", "day"], set_={column: col + 1})
-        .add_cte(new_fact)
+        _COUNT_DAILY,
+        {
+            "org": org,
+            "kind": kind,
+            "facts": list(unique),
+            "days": days,
+            "opened": opened,
+            "inbound": inbound,
+            "outbound": outbound,
+        },
     )
 
 
-async def conversation_opened(
-    session: AsyncSession, org: uuid.UUID, conversation_id: uuid.UUID, opened_at: datetime
-) -> None:
-    fact = opening_id(conversation_id, opened_at)
-    day = opened_at.astimezone(UTC).date()
-    await _count_once(session, org, CONVERSATION_OPENED, fact, day, "conversations_opened")
+def opened_fact(conversation_id: uuid.UUID, opened_at: datetime) -> tuple[uuid.UUID, date, Counts]:
+    return opening_id(conversation_id, opened_at), opened_at.astimezone(UTC).date(), OPENED
 
 
-async def message_appended(
-    session: AsyncSession, org: uuid.UUID, message_id: uuid.UUID, direction: str, at: datetime
-) -> None:
-    column = "messages_inbound" if direction == "inbound" else "messages_outbound"
-    day = at.astimezone(UTC).date()
-    await _count_once(session, org, MESSAGE_APPENDED, message_id, day, column)
+def appended_fact(
+    message_id: uuid.UUID, direction: str, at: datetime
+) -> tuple[uuid.UUID, date, Counts]:
+    return message_id, at.astimezone(UTC).date(), INBOUND if direction == "inbound" else OUTBOUND
 
 
 class Day(BaseModel):

@@ -1,6 +1,5 @@
 from sqlalchemy import (
     BigInteger,
-    Boolean,
     CheckConstraint,
     Column,
     Date,
@@ -18,6 +17,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
+from pytake_common.auth_users import users_table
 from pytake_common.db import new_metadata
 
 metadata = new_metadata()
@@ -47,18 +47,8 @@ organizations = Table(
     *_timestamps(),
 )
 
-#: Replica of auth's users (event-carried state): department membership and agent usage.
-users = Table(
-    "users",
-    metadata,
-    Column("id", UUID(as_uuid=True), primary_key=True),
-    Column("organization_id", UUID(as_uuid=True), nullable=False, index=True),
-    Column("full_name", String(200), nullable=True),
-    Column("role", String(20), nullable=True),
-    Column("is_active", Boolean, nullable=False),
-    Column("deleted_at", DateTime(timezone=True), nullable=True),
-    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-)
+#: auth's users (from its events): department membership and agent usage.
+users = users_table(metadata)
 
 departments = Table(
     "departments",

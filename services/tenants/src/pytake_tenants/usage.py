@@ -11,11 +11,13 @@ Agents are counted from the users replica (active and not deleted).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import func, select, update
+from sqlalchemy import String, bindparam, func, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -52,27 +54,42 @@ async def _bump(
     )
 
 
-async def record_fact(
-    session: AsyncSession, org: uuid.UUID, kind: str, subject_id: uuid.UUID, *, period: str = ""
-) -> bool:
-    """Record a fact once; True when it is new."""
-    inserted = await session.execute(
-        pg_insert(usage_facts)
-        .values(organization_id=org, kind=kind, subject_id=subject_id, period=period)
-        .on_conflict_do_nothing()
-        .returning(usage_facts.c.period)
+#: Facts of one kind recorded once each, and the new ones added to their periods'
+#: counters: one statement whatever the number of facts (a batch of a consumer's
+#: records of one organization, or one), and one statement text for the driver's cache.
+_COUNT_FACTS = text(
+    "WITH new_facts AS ("
+    " INSERT INTO usage_facts (organization_id, kind, subject_id, period)"
+    " SELECT :org, :kind, f.subject_id, f.period"
+    " FROM unnest(:subjects, :periods) AS f(subject_id, period)"
+    " ON CONFLICT DO NOTHING RETURNING period)"
+    " INSERT INTO usage_counters AS c (organization_id, metric, period, value)"
+    " SELECT :org, :metric, period, count(*) FROM new_facts GROUP BY period"
+    " ON CONFLICT (organization_id, metric, period)"
+    " DO UPDATE SET value = greatest(c.value + excluded.value, 0), updated_at = now()"
+).bindparams(
+    bindparam("org", type_=UUID(as_uuid=True)),
+    bindparam("subjects", type_=ARRAY(UUID(as_uuid=True))),
+    bindparam("periods", type_=ARRAY(String())),
+)
+
+
+async def count_facts(
+    session: AsyncSession, org: uuid.UUID, kind: str, facts: Sequence[tuple[uuid.UUID, str]]
+) -> None:
+    """Record facts ``(subject, period)`` of ``kind``; each new one counts once."""
+    if not facts:
+        return
+    await session.execute(
+        _COUNT_FACTS,
+        {
+            "org": org,
+            "kind": kind,
+            "metric": METRIC_OF[kind],
+            "subjects": [subject for subject, _ in facts],
+            "periods": [period for _, period in facts],
+        },
     )
-    return inserted.first() is not None
-
-
-async def count_fact(
-    session: AsyncSession, org: uuid.UUID, kind: str, subject_id: uuid.UUID, *, period: str = ""
-) -> bool:
-    """Record a fact; True when it was new (and counted)."""
-    if not await record_fact(session, org, kind, subject_id, period=period):
-        return False
-    await _bump(session, org, METRIC_OF[kind], period, +1)
-    return True
 
 
 async def remove_fact(

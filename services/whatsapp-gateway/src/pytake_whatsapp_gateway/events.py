@@ -24,7 +24,13 @@ MessageContext = TypedDict(
 )
 
 
-class NumberRegistered(EventData):
+class WhatsAppEvent(EventData):
+    """An event whatsapp-gateway publishes."""
+
+    service = "whatsapp-gateway"
+
+
+class NumberRegistered(WhatsAppEvent):
     event_type = "pytake.whatsapp.number.registered.v1"
     topic = NUMBER_TOPIC
 
@@ -35,7 +41,7 @@ class NumberRegistered(EventData):
     display_phone_number: str
 
 
-class NumberUpdated(EventData):
+class NumberUpdated(WhatsAppEvent):
     """A number's settings, status, quality or messaging tier changed (``changed`` names them)."""
 
     event_type = "pytake.whatsapp.number.updated.v1"
@@ -50,7 +56,7 @@ class NumberUpdated(EventData):
     changed: list[str]
 
 
-class NumberRemoved(EventData):
+class NumberRemoved(WhatsAppEvent):
     event_type = "pytake.whatsapp.number.removed.v1"
     topic = NUMBER_TOPIC
 
@@ -59,7 +65,7 @@ class NumberRemoved(EventData):
     phone_number_id: str
 
 
-class NumberDisconnected(EventData):
+class NumberDisconnected(WhatsAppEvent):
     """Meta refused the number's credentials (code 190): it needs a new access token."""
 
     event_type = "pytake.whatsapp.number.disconnected.v1"
@@ -98,7 +104,7 @@ class ReceivedReaction(BaseModel):
     emoji: str
 
 
-class MessageReceived(EventData):
+class MessageReceived(WhatsAppEvent):
     """A customer's message, whatever its type (``content`` is Meta's raw object)."""
 
     event_type = "pytake.whatsapp.message.received.v1"
@@ -134,7 +140,7 @@ class StatusError(BaseModel):
     details: str | None
 
 
-class MessageStatusUpdated(EventData):
+class MessageStatusUpdated(WhatsAppEvent):
     """Meta's status of a message we sent: sent | delivered | read | played | failed.
 
     Statuses arrive out of order and repeated; consumers must never move a
@@ -155,7 +161,7 @@ class MessageStatusUpdated(EventData):
     errors: list[StatusError]
 
 
-class MessageSent(EventData):
+class MessageSent(WhatsAppEvent):
     """Meta accepted the message (delivery arrives later as a status)."""
 
     event_type = "pytake.whatsapp.message.sent.v1"
@@ -169,7 +175,7 @@ class MessageSent(EventData):
     sent_at: datetime
 
 
-class MessageFailed(EventData):
+class MessageFailed(WhatsAppEvent):
     """The message was not sent; ``retryable`` says whether a new attempt may succeed."""
 
     event_type = "pytake.whatsapp.message.failed.v1"
@@ -186,7 +192,7 @@ class MessageFailed(EventData):
     failed_at: datetime
 
 
-class TemplateStatusChanged(EventData):
+class TemplateStatusChanged(WhatsAppEvent):
     """A template's review status or category changed (Meta's webhook or a sync)."""
 
     event_type = "pytake.whatsapp.template.status_changed.v1"
@@ -203,7 +209,7 @@ class TemplateStatusChanged(EventData):
     components: list[dict[str, Any]]
 
 
-class TemplateSynced(EventData):
+class TemplateSynced(WhatsAppEvent):
     """A template as read from Meta by a sync or created through the API."""
 
     event_type = "pytake.whatsapp.template.synced.v1"

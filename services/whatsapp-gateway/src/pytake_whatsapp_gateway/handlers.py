@@ -5,25 +5,25 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pytake_common.consumer import Handler, PermanentError
-from pytake_common.events import CloudEvent
+from pytake_common.consumer import Handler
+from pytake_common.event_types import (
+    CONVERSATIONS_MESSAGE_READ_REQUESTED_V1,
+    CONVERSATIONS_MESSAGE_SEND_REQUESTED_V1,
+)
+from pytake_common.events import CloudEvent, TenantEventData
 from pytake_whatsapp_gateway.sending.dispatcher import enqueue
 from pytake_whatsapp_gateway.sending.reads import ReadRequest, mark_read
 from pytake_whatsapp_gateway.sending.sender import Outbound, Sender
 
-SEND_REQUESTED = "pytake.conversations.message.send_requested.v1"
-READ_REQUESTED = "pytake.conversations.message.read_requested.v1"
 
-
-class TextBody(BaseModel):
+class TextBody(TenantEventData):
     body: str
     preview_url: bool = False
 
 
-class SendRequested(BaseModel):
+class SendRequested(TenantEventData):
     """What the gateway reads of conversations' event (tolerant: extra fields ignored)."""
 
     message_id: uuid.UUID
@@ -39,7 +39,7 @@ class SendRequested(BaseModel):
     context_wamid: str | None = None
 
 
-class ReadRequested(BaseModel):
+class ReadRequested(TenantEventData):
     organization_id: uuid.UUID
     conversation_id: uuid.UUID | None = None
     number_id: uuid.UUID
@@ -48,15 +48,9 @@ class ReadRequested(BaseModel):
     message_id: uuid.UUID | None = None
 
 
-def _same_tenant(event: CloudEvent, organization_id: uuid.UUID) -> None:
-    if event.tenantid != str(organization_id):
-        raise PermanentError("tenantid and data.organization_id disagree")
-
-
 def make_handlers(sender: Sender) -> dict[str, Handler]:
     async def on_send_requested(session: AsyncSession, event: CloudEvent) -> None:
         data = event.parse_data(SendRequested)
-        _same_tenant(event, data.organization_id)
         # Only recorded here (same transaction as the inbox mark); the dispatcher
         # sends it, so a paced number never holds up the partition.
         await enqueue(
@@ -77,7 +71,6 @@ def make_handlers(sender: Sender) -> dict[str, Handler]:
 
     async def on_read_requested(session: AsyncSession, event: CloudEvent) -> None:
         data = event.parse_data(ReadRequested)
-        _same_tenant(event, data.organization_id)
         await mark_read(
             session,
             sender,
@@ -86,4 +79,7 @@ def make_handlers(sender: Sender) -> dict[str, Handler]:
             ),
         )
 
-    return {SEND_REQUESTED: on_send_requested, READ_REQUESTED: on_read_requested}
+    return {
+        CONVERSATIONS_MESSAGE_SEND_REQUESTED_V1: on_send_requested,
+        CONVERSATIONS_MESSAGE_READ_REQUESTED_V1: on_read_requested,
+    }

@@ -2,7 +2,8 @@
 
 from prometheus_client import Counter
 
-#: outcome: accepted | duplicate | bad_signature | unknown_number | invalid
+#: outcome: accepted | duplicate | bad_signature | unknown_number | invalid | too_large |
+#: throttled (429 before the body was read)
 WEBHOOK_DELIVERIES = Counter(
     "pytake_webhook_deliveries_total", "WhatsApp webhook deliveries received", ["outcome"]
 )

@@ -18,8 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.crypto import SecretBox
 from pytake_common.errors import Conflict, NotFound
-from pytake_common.events import CloudEvent
-from pytake_common.outbox import add_event
+from pytake_common.outbox import emit
 from pytake_common.pagination import ROW_ID, TIMESTAMP, keyset
 from pytake_whatsapp_gateway.events import (
     NumberDisconnected,
@@ -29,7 +28,6 @@ from pytake_whatsapp_gateway.events import (
 )
 from pytake_whatsapp_gateway.tables import numbers
 
-SERVICE = "whatsapp-gateway"
 CONNECTED = "connected"
 DISCONNECTED = "disconnected"
 REMOVED = "removed"
@@ -130,10 +128,7 @@ async def register_number(
         waba_id=reg.waba_id,
         display_phone_number=reg.display_phone_number,
     )
-    await add_event(
-        session,
-        CloudEvent.of(payload, service=SERVICE, subject=number_id, tenant_id=organization_id),
-    )
+    await emit(session, payload, number_id)
     return await get_number(session, organization_id, number_id)
 
 
@@ -234,10 +229,7 @@ async def emit_updated(session: AsyncSession, row: Row[Any], changed: list[str])
         messaging_limit_tier=row.messaging_limit_tier,
         changed=changed,
     )
-    await add_event(
-        session,
-        CloudEvent.of(payload, service=SERVICE, subject=row.id, tenant_id=row.organization_id),
-    )
+    await emit(session, payload, row.id)
 
 
 async def remove_number(
@@ -253,10 +245,7 @@ async def remove_number(
     payload = NumberRemoved(
         number_id=number_id, organization_id=organization_id, phone_number_id=row.phone_number_id
     )
-    await add_event(
-        session,
-        CloudEvent.of(payload, service=SERVICE, subject=number_id, tenant_id=organization_id),
-    )
+    await emit(session, payload, number_id)
 
 
 async def mark_disconnected(
@@ -280,10 +269,7 @@ async def mark_disconnected(
     payload = NumberDisconnected(
         number_id=number_id, organization_id=organization_id, reason=reason
     )
-    await add_event(
-        session,
-        CloudEvent.of(payload, service=SERVICE, subject=number_id, tenant_id=organization_id),
-    )
+    await emit(session, payload, number_id)
 
 
 async def rotate_secrets(session: AsyncSession, box: SecretBox) -> int:

@@ -49,10 +49,9 @@ from pytake_auth.tokens import hash_refresh_token, mint_access_token
 from pytake_common.crypto import SecretBox, SecretDecryptionError
 from pytake_common.db import Database
 from pytake_common.errors import NotFound, ServiceUnavailable
-from pytake_common.events import CloudEvent
 from pytake_common.idempotency import IdempotencyGuard, IdempotencyKey, idempotent
 from pytake_common.ids import PYTAKE_NAMESPACE
-from pytake_common.outbox import add_event
+from pytake_common.outbox import emit
 from pytake_common.security import CurrentPrincipal, Principal
 from pytake_common.web import request_db
 
@@ -295,12 +294,7 @@ async def _emit_registered(session: AsyncSession, user: store.User, organization
         role=user.role,
         organization_name=organization_name,
     )
-    await add_event(
-        session,
-        CloudEvent.of(
-            payload, service=store.SERVICE, subject=user.id, tenant_id=user.organization_id
-        ),
-    )
+    await emit(session, payload, user.id)
 
 
 @router.post(
@@ -424,7 +418,7 @@ async def update_me(body: UpdateMeRequest, principal: CurrentPrincipal, db: DB) 
                 is_active=member.is_active,
                 changed=["full_name"],
             )
-            await directory.emit(session, payload, user.id, org)
+            await emit(session, payload, user.id, org)
             user = await _live_user(session, principal, session_id)
     return _user(user)
 

@@ -33,6 +33,7 @@ from pytake_auth.events import (
 )
 from pytake_common.errors import NotFound
 from pytake_common.idempotency import IdempotencyGuard, IdempotencyKey, idempotent
+from pytake_common.outbox import emit
 from pytake_common.security import Admin, Principal
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
@@ -177,7 +178,7 @@ async def create_user(
                 role=member.role,
                 is_active=member.is_active,
             )
-            await directory.emit(session, payload, user_id, org)
+            await emit(session, payload, user_id, org)
             return _detail(member)
 
         answer = await idempotent(guard, 201, add)
@@ -222,7 +223,7 @@ async def update_user(
         if not values:
             return _detail(member)
         member = await directory.update_member(session, org, user_id, **values)
-        await directory.emit(session, _updated(member, sorted(values)), user_id, org)
+        await emit(session, _updated(member, sorted(values)), user_id, org)
         if "role" in values:
             await directory.revoke_all_sessions(session, org, user_id, reason="role_changed")
     return _detail(member)
@@ -239,9 +240,7 @@ async def delete_user(user_id: uuid.UUID, principal: Admin, db: DB) -> Response:
         check_role_management(principal.role, member.role, None)
         await _keep_an_admin(session, member)
         await directory.mark_deleted(session, org, user_id)
-        await directory.emit(
-            session, UserDeleted(user_id=user_id, organization_id=org), user_id, org
-        )
+        await emit(session, UserDeleted(user_id=user_id, organization_id=org), user_id, org)
         await directory.revoke_all_sessions(session, org, user_id, reason="deleted")
     return Response(status_code=204)
 
@@ -264,9 +263,7 @@ async def activate_user(
             return _detail(member)
         await _check_seat(request, session, org)
         member = await directory.update_member(session, org, user_id, is_active=True)
-        await directory.emit(
-            session, UserActivated(user_id=user_id, organization_id=org), user_id, org
-        )
+        await emit(session, UserActivated(user_id=user_id, organization_id=org), user_id, org)
     return _detail(member)
 
 
@@ -286,8 +283,6 @@ async def deactivate_user(user_id: uuid.UUID, principal: Admin, db: DB) -> UserD
             return _detail(member)
         await _keep_an_admin(session, member)
         member = await directory.update_member(session, org, user_id, is_active=False)
-        await directory.emit(
-            session, UserDeactivated(user_id=user_id, organization_id=org), user_id, org
-        )
+        await emit(session, UserDeactivated(user_id=user_id, organization_id=org), user_id, org)
         await directory.revoke_all_sessions(session, org, user_id, reason="deactivated")
     return _detail(member)

@@ -9,6 +9,7 @@ from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pytake_common.outbox import emit
 from pytake_common.pagination import ROW_ID, TIMESTAMP, keyset
 from pytake_common.security import WORKERS, Admin, Principal, Reader, Worker
 from pytake_contacts.api.contacts import contact_out
@@ -31,7 +32,7 @@ from pytake_contacts.events import (
     ContactUnblocked,
     ContactUntagged,
 )
-from pytake_contacts.store import emit, load_contact, load_tag, record_interaction
+from pytake_contacts.store import load_contact, load_tag, record_interaction
 from pytake_contacts.tables import contact_interactions, contact_tags, contacts, users
 
 #: a contact's timeline, newest first by (occurred_at, id)

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pytake_common.errors import InvalidInput
 from pytake_common.idempotency import IdempotencyGuard, IdempotencyKey, fingerprint, idempotent
 from pytake_common.ids import contact_id_for
+from pytake_common.outbox import emit
 from pytake_common.rawpg import TenantReads
 from pytake_common.security import READERS, Principal, Reader, Worker, authorize
 from pytake_common.strict import StrictParams, Unusual, disjoint, read_query
@@ -43,7 +44,7 @@ from pytake_contacts.domain import (
 )
 from pytake_contacts.events import ContactCreated, ContactUpdated
 from pytake_contacts.search import ContactFilter, next_cursor, page_sql
-from pytake_contacts.store import attribute_schema, emit, load_contact, record_interaction, tags_of
+from pytake_contacts.store import attribute_schema, load_contact, record_interaction, tags_of
 from pytake_contacts.tables import contacts
 
 router = APIRouter(prefix="/v1/contacts", tags=["contacts"], route_class=FastPathRoute)
@@ -218,6 +219,7 @@ async def create(
         user_id=body.user_id,
         name=values.get("name"),
         phone=phone,
+        attributes=values["attributes"],
     )
     await emit(session, payload, contact_id, org)
     now = await session.scalar(select(func.now()))
@@ -272,6 +274,7 @@ async def patch_contact(
                 name=contact.name,
                 phone=contact.phone,
                 changed=changed,
+                attributes=contact.attributes,
             )
             await emit(session, payload, contact_id, org)
         return contact

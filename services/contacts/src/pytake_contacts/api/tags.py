@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.errors import InvalidInput, NotFound
 from pytake_common.idempotency import IdempotencyGuard, IdempotencyKey, fingerprint, idempotent
+from pytake_common.outbox import emit
 from pytake_common.security import Admin, Reader
 from pytake_contacts.api.deps import DB
 from pytake_contacts.api.schemas import (
@@ -24,7 +25,7 @@ from pytake_contacts.api.schemas import (
 )
 from pytake_contacts.domain import AttributeKeyTaken, TagNameTaken, clean_color
 from pytake_contacts.events import TagCreated, TagDeleted, TagUpdated
-from pytake_contacts.store import emit, load_tag
+from pytake_contacts.store import load_tag
 from pytake_contacts.tables import attribute_definitions, contact_tags, contacts, tags
 
 router = APIRouter(tags=["tags"])

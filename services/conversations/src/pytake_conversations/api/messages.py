@@ -18,6 +18,7 @@ from pytake_common.errors import (
     UnprocessableState,
 )
 from pytake_common.idempotency import IdempotencyGuard, IdempotencyKey, fingerprint, idempotent
+from pytake_common.outbox import emit
 from pytake_common.pagination import ROW_ID, TIMESTAMP, keyset
 from pytake_common.rawpg import TenantReads
 from pytake_common.security import READERS, Principal, Reader, Worker, authorize
@@ -47,7 +48,6 @@ from pytake_conversations.domain import (
 )
 from pytake_conversations.events import MessageAppended, MessageSendRequested, TextBody
 from pytake_conversations.inbox import (
-    emit,
     push_conversation,
     push_message,
     update_conversation,
@@ -222,7 +222,7 @@ async def send_message(
         answer = await idempotent(
             guard,
             202,
-            lambda: _request_send(session, principal, conversation_id, body, hours, directory),
+            lambda: request_send(session, principal, conversation_id, body, hours, directory),
         )
     return answer.response()
 
@@ -300,14 +300,18 @@ async def _quoted_wamid(
     return str(quoted.wamid)
 
 
-async def _request_send(
+async def request_send(
     session: AsyncSession,
     principal: Principal,
     conversation_id: uuid.UUID,
     body: SendMessage,
     hours: float,
     directory: Any,
+    *,
+    preview: str | None = None,
 ) -> Message:
+    """Store ``body`` as a pending message of the conversation and ask whatsapp-gateway to
+    send it (``preview``: what the inbox shows instead of the type's default)."""
     org = principal.organization_id
     conv = await load_conversation(session, org, conversation_id, lock=True)
     await _check_sendable(session, conv, body, hours)
@@ -339,7 +343,7 @@ async def _request_send(
                 session, org, conversation_id, payload["message_id"], "reaction.message_id"
             )
         content = {"type": body.type, body.type: payload}
-        shown = body.preview()
+        shown = preview or body.preview()
     if context_wamid:
         content["context"] = {"message_id": context_wamid}
 

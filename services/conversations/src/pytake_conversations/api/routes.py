@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from sqlalchemy import func, update
 
 from pytake_common.errors import InvalidInput
+from pytake_common.outbox import emit
 from pytake_common.pagination import ROW_ID, TIMESTAMP, keyset
 from pytake_common.rawpg import TenantReads
 from pytake_common.security import READERS, Principal, Reader, Worker, authorize
@@ -37,7 +38,6 @@ from pytake_conversations.inbox import (
     change_status,
     check_assignee,
     check_department,
-    emit,
     push_conversation,
     set_assignment,
     update_conversation,

@@ -69,7 +69,6 @@ from pytake_whatsapp_gateway.tables import send_log, templates
 from pytake_whatsapp_gateway.templates.store import APPROVED
 
 log = logging.getLogger(__name__)
-SERVICE = "whatsapp-gateway"
 CLAIMED, SENT, FAILED, UNCONFIRMED = "claimed", "sent", "failed", "unconfirmed"
 RECORD_ATTEMPTS = 4
 
@@ -524,9 +523,7 @@ class Sender:
                     session, out.organization_id, out.number_id, error.title or error.detail
                 )
         staged = outbox_row(
-            CloudEvent.of(
-                event, service=SERVICE, subject=out.message_id, tenant_id=out.organization_id
-            )
+            CloudEvent.of(event, subject=out.message_id, tenant_id=out.organization_id)
         )
         recorded = await (await driver(session)).fetchval(
             _RECORD,

@@ -27,7 +27,7 @@ from pytake_whatsapp_gateway.numbers import ACTIVE, CONNECTED, mark_disconnected
 from pytake_whatsapp_gateway.sending.errors import TOKEN_EXPIRED
 from pytake_whatsapp_gateway.sending.graph import GraphAnswer, GraphClient
 from pytake_whatsapp_gateway.tables import numbers, templates
-from pytake_whatsapp_gateway.templates.store import TemplateFacts, emit, upsert_template
+from pytake_whatsapp_gateway.templates.store import TemplateFacts, emit_template, upsert_template
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ class TemplateService:
                 components=new.components,
             ),
         )
-        await emit(session, TemplateSynced, after, access.number_id)
+        await emit_template(session, TemplateSynced, after, access.number_id)
         return after
 
     async def delete(self, access: NumberAccess, name: str) -> None:
@@ -278,7 +278,7 @@ class TemplateService:
                 after, before = await upsert_template(session, access.organization_id, facts)
                 if _changed(after, before):
                     changed += 1
-                    await emit(session, TemplateSynced, after, access.number_id)
+                    await emit_template(session, TemplateSynced, after, access.number_id)
             gone = and_(
                 templates.c.organization_id == access.organization_id,
                 templates.c.waba_id == access.waba_id,

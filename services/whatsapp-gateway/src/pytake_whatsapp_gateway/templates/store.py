@@ -10,13 +10,11 @@ from sqlalchemy import Row, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pytake_common.events import CloudEvent
 from pytake_common.ids import PYTAKE_NAMESPACE
-from pytake_common.outbox import add_event
+from pytake_common.outbox import emit
 from pytake_whatsapp_gateway.events import TemplateStatusChanged, TemplateSynced
 from pytake_whatsapp_gateway.tables import templates
 
-SERVICE = "whatsapp-gateway"
 APPROVED = "APPROVED"
 
 
@@ -91,10 +89,10 @@ async def record_template_change(
 ) -> None:
     """A status/category webhook: update the copy, emit ``template.status_changed``."""
     after, _ = await upsert_template(session, organization_id, facts)
-    await emit(session, TemplateStatusChanged, after, number_id)
+    await emit_template(session, TemplateStatusChanged, after, number_id)
 
 
-async def emit(
+async def emit_template(
     session: AsyncSession,
     kind: type[TemplateStatusChanged] | type[TemplateSynced],
     row: Row[Any],
@@ -111,7 +109,4 @@ async def emit(
         status=row.status,
         components=list(row.components),
     )
-    await add_event(
-        session,
-        CloudEvent.of(payload, service=SERVICE, subject=row.id, tenant_id=row.organization_id),
-    )
+    await emit(session, payload, row.id)

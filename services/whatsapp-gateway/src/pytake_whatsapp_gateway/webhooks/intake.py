@@ -87,7 +87,6 @@ from pytake_whatsapp_gateway.webhooks.throttle import FailureBudget
 from pytake_whatsapp_gateway.webhooks.waba import record_waba_change
 
 log = logging.getLogger(__name__)
-SERVICE = "whatsapp-gateway"
 _Item = TypeVar("_Item", InboundMessage, StatusUpdate)
 
 
@@ -487,7 +486,6 @@ def _received_event(
     )
     return CloudEvent.of(
         payload,
-        service=SERVICE,
         subject=contact_id,
         tenant_id=org,
         event_id=uuid.uuid5(PYTAKE_NAMESPACE, f"event:received:{message_id}"),
@@ -559,7 +557,6 @@ async def _record_status(
         session,
         CloudEvent.of(
             payload,
-            service=SERVICE,
             subject=subject,
             tenant_id=org,
             event_id=uuid.uuid5(PYTAKE_NAMESPACE, dedupe),
@@ -643,7 +640,6 @@ async def _confirm(
         session,
         CloudEvent.of(
             sent,
-            service=SERVICE,
             subject=message_id,
             tenant_id=number.organization_id,
             event_id=uuid.uuid5(PYTAKE_NAMESPACE, f"event:sent:{message_id}"),
