@@ -178,3 +178,33 @@ async def test_rotate_secret_keeps_the_previous_one_for_the_overlap(app, client,
     assert rotated["previous_secret_expires_at"] is not None
     r = await client.post(path, json={"overlap_s": 0}, headers=headers)
     assert r.json()["previous_secret_expires_at"] is None
+
+
+async def test_the_plan_limits_the_number_of_endpoints(app, client, tokens):
+    """The limit comes from tenants' organization events (the directory replica)."""
+    from pytake_common.event_types import TENANTS_ORGANIZATION_PLAN_CHANGED_V1
+    from pytake_common.events import CloudEvent
+
+    org = uuid.uuid4()
+    app.state.organizations.apply(
+        CloudEvent(
+            source="pytake/tenants",
+            type=TENANTS_ORGANIZATION_PLAN_CHANGED_V1,
+            subject=str(org),
+            tenantid=str(org),
+            data={
+                "organization_id": str(org),
+                "plan": "starter",
+                "limits": {"webhook_endpoints": 2},
+            },
+        )
+    )
+    headers = tokens.headers(organization_id=org)
+    assert (await _create(client, headers)).status_code == 201
+    assert (await _create(client, headers)).status_code == 201
+    r = await _create(client, headers)
+    assert r.status_code == 402
+    assert r.json()["code"] == "plan_limit_exceeded"
+    assert r.json()["limit"] == "webhook_endpoints"
+    # another organization (no limit known: unlimited until tenants says otherwise)
+    assert (await _create(client, tokens.headers(organization_id=uuid.uuid4()))).status_code == 201

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import delete, func, select, tuple_, update
+from sqlalchemy import delete, func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.crypto import SecretBox
@@ -112,6 +112,15 @@ class EndpointWithSecret(Endpoint):
     """Answered once, on create and on rotate: the secret is never shown again."""
 
     secret: str
+
+
+async def count(session: AsyncSession, org: uuid.UUID) -> int:
+    """The organization's endpoints, locked against a concurrent create (the plan limit)."""
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"webhook-endpoints:{org}"}
+    )
+    stmt = select(func.count()).select_from(endpoints).where(endpoints.c.organization_id == org)
+    return int(await session.scalar(stmt) or 0)
 
 
 def _view(row: Any) -> Endpoint:

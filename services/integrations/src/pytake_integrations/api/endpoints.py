@@ -13,6 +13,8 @@ from pytake_common.security import Admin, Reader
 from pytake_integrations import endpoints
 from pytake_integrations.api.deps import DB, Answers, Box, Policy
 
+#: The plan limit on endpoints (tenants' plans; read from its organization events).
+PLAN_LIMIT = "webhook_endpoints"
 #: webhook endpoints, by (created_at, id)
 ENDPOINTS = keyset("webhook-endpoints", TIMESTAMP, ROW_ID)
 
@@ -43,6 +45,7 @@ async def list_endpoints(
     "",
     status_code=201,
     response_model=endpoints.EndpointWithSecret,
+    responses={402: {"description": "The plan's endpoint limit is reached (plan_limit_exceeded)"}},
 )
 async def create_endpoint(
     body: endpoints.EndpointCreate,
@@ -59,9 +62,13 @@ async def create_endpoint(
     fp = fingerprint("POST", request.url.path, body.model_dump(mode="json"))
     async with db.transaction(organization_id=org) as session:
         guard = IdempotencyGuard(session, org, user, idempotency_key, fp, box=answers)
-        answer = await idempotent(
-            guard, 201, lambda: endpoints.create(session, box, org, user, body, policy)
-        )
+
+        async def produce() -> endpoints.EndpointWithSecret:
+            used = await endpoints.count(session, org)
+            await request.app.state.organizations.check_limit(org, PLAN_LIMIT, used=used)
+            return await endpoints.create(session, box, org, user, body, policy)
+
+        answer = await idempotent(guard, 201, produce)
     return answer.response({"Location": f"{router.prefix}/{answer.body['id']}"})
 
 
