@@ -34,6 +34,7 @@ import httpx
 from _measure import infrastructure, pct
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
+from sqlalchemy import select
 
 import pytake_integrations
 from pytake_common import event_types
@@ -42,6 +43,7 @@ from pytake_devstack.pytest_plugin import migrated_database
 from pytake_devstack.tokens import TokenFactory
 from pytake_integrations.app import create_app
 from pytake_integrations.config import Settings
+from pytake_integrations.tables import deliveries
 
 MIGRATIONS = Path(pytake_integrations.__file__).parent / "migrations"
 
@@ -151,6 +153,13 @@ async def run(args: argparse.Namespace, pg_url: str, bootstrap: str) -> None:
                 break
             await asyncio.sleep(0.2)
         await receivers.stop()
+        async with app.state.db.transaction(bypass_rls=True) as session:
+            queued = (
+                await session.execute(select(deliveries.c.body, deliveries.c.created_at))
+            ).all()
+    # where the time goes: published -> queued (consumer), queued -> receiver (delivery)
+    queued_at = {json.loads(body)["data"]["message_id"]: at.timestamp() for body, at in queued}
+    to_queue = [(queued_at[m] - sent[m]) * 1000 for m in queued_at if m in sent]
     latencies = [
         (arrival - sent[m]) * 1000 for m, times in receivers.arrived.items() for arrival in times
     ]
@@ -160,7 +169,8 @@ async def run(args: argparse.Namespace, pg_url: str, bootstrap: str) -> None:
         f"{' + 1 hanging' if args.hang else ''}: {len(latencies)}/{expected} deliveries; "
         f"published -> receiver ms p50 {pct(latencies, 50):.1f} "
         f"p95 {pct(latencies, 95):.1f} p99 {pct(latencies, 99):.1f} "
-        f"max {max(latencies):.1f}"
+        f"max {max(latencies):.1f}; of which published -> queued p50 {pct(to_queue, 50):.1f} "
+        f"p95 {pct(to_queue, 95):.1f}"
     )
 
 

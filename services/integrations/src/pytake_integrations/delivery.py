@@ -72,7 +72,7 @@ WHERE d.id = due.id AND due.n <= :per_endpoint AND e.id = d.endpoint_id
   AND (d.lease_until IS NULL OR d.lease_until < now())
 RETURNING d.id, d.organization_id, d.endpoint_id, d.event_id, d.event_type, d.body,
           d.attempts, d.created_at, e.url, e.secret_enc, e.previous_secret_enc,
-          e.previous_secret_expires_at
+          e.previous_secret_expires_at, e.consecutive_failures
 """
 ).bindparams(bindparam("busy", type_=ARRAY(UUID(as_uuid=True))))
 
@@ -342,11 +342,12 @@ class DeliveryWorker:
             )
             ep = endpoints.c
             if outcome.kind == SUCCEEDED:
-                await session.execute(
-                    update(endpoints)
-                    .where(ep.id == row["endpoint_id"], ep.consecutive_failures > 0)
-                    .values(failing_since=None, consecutive_failures=0)
-                )
+                if row["consecutive_failures"]:  # as claimed: a healthy endpoint costs nothing
+                    await session.execute(
+                        update(endpoints)
+                        .where(ep.id == row["endpoint_id"])
+                        .values(failing_since=None, consecutive_failures=0)
+                    )
                 return
             failing = (
                 await session.execute(
