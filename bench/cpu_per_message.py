@@ -34,8 +34,7 @@ from _measure import cpu, platform, postgres_cpu
 from webhook_intake import payload
 
 from pytake_common.db import Database
-from pytake_common.pgtenant import asyncpg_dsn
-from pytake_common.settings import to_asyncpg_url
+from pytake_common.pgtenant import asyncpg_dsn, to_asyncpg_url
 from pytake_devstack.mainloop import MainLoop
 from pytake_devstack.stack import LocalStack
 

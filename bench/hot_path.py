@@ -50,7 +50,7 @@ from pytake_common.event_types import WHATSAPP_MESSAGE_RECEIVED_V1
 from pytake_common.events import CloudEvent
 from pytake_common.ids import contact_id_for, message_id_for_wamid
 from pytake_common.migrations import upgrade
-from pytake_common.settings import to_asyncpg_url
+from pytake_common.pgtenant import to_asyncpg_url
 from pytake_conversations.handlers import HANDLERS
 from pytake_whatsapp_gateway.tables import numbers
 from pytake_whatsapp_gateway.webhooks.intake import WebhookIntake

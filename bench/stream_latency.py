@@ -54,8 +54,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _measure import cpu, pct, platform, postgres_cpu
 from webhook_intake import payload
 
-from pytake_common.pgtenant import asyncpg_dsn
-from pytake_common.settings import to_asyncpg_url
+from pytake_common.pgtenant import asyncpg_dsn, to_asyncpg_url
 from pytake_conversations.stream import CHANNEL as STREAM_CHANNEL
 from pytake_devstack.mainloop import MainLoop, SimNumber, Tenant
 from pytake_devstack.stack import LocalStack

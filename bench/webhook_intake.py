@@ -39,8 +39,7 @@ import asyncpg
 import httpx
 from _measure import pct, platform
 
-from pytake_common.pgtenant import asyncpg_dsn
-from pytake_common.settings import to_asyncpg_url
+from pytake_common.pgtenant import asyncpg_dsn, to_asyncpg_url
 from pytake_devstack.infra import free_port, wait_for_port
 from pytake_devstack.mainloop import MainLoop, poll, text_webhook
 from pytake_devstack.stack import LocalStack

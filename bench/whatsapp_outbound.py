@@ -44,7 +44,7 @@ from pytake_common.crypto import SecretBox
 from pytake_common.db import Database
 from pytake_common.events import CloudEvent
 from pytake_common.migrations import upgrade
-from pytake_common.settings import to_asyncpg_url
+from pytake_common.pgtenant import to_asyncpg_url
 from pytake_devstack.infra import EmbeddedPostgres, TansuBroker, free_port
 from pytake_whatsapp_gateway.numbers import Registration, register_number
 

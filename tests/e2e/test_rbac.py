@@ -25,7 +25,12 @@ WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 
 #: Routes a walk must not call with a live token (they end the caller's session).
 SKIP = {("POST", "/v1/auth/logout"), ("POST", "/v1/auth/me/password")}
-PUBLIC = {("POST", "/v1/auth/register"), ("POST", "/v1/auth/login"), ("POST", "/v1/auth/refresh")}
+PUBLIC = {
+    ("POST", "/v1/auth/register"),
+    ("POST", "/v1/auth/login"),
+    ("POST", "/v1/auth/refresh"),
+    ("POST", "/v1/auth/token"),
+}
 
 
 def allowed(method: str, path: str) -> frozenset[str]:
@@ -38,7 +43,7 @@ def allowed(method: str, path: str) -> frozenset[str]:
         if path.startswith("/v1/organizations/me"):
             return ADMINS if method in WRITES else ALL
         return OPERATOR  # the platform operator's routes
-    if path.startswith("/v1/users"):
+    if path.startswith(("/v1/users", "/v1/api-clients")):
         return ADMINS
     admin_writes = (
         "/v1/whatsapp",

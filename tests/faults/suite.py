@@ -59,8 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 from _measure import Platform, platform
 
-from pytake_common.outbox import plain_dsn
-from pytake_common.settings import to_asyncpg_url
+from pytake_common.pgtenant import asyncpg_dsn, to_asyncpg_url
 from pytake_devstack.mainloop import MainLoop, SimNumber, Tenant, text_webhook
 
 SERVICES = ("api-gateway", "auth", "tenants", "contacts", "conversations", "whatsapp-gateway")
@@ -174,7 +173,7 @@ class Suite:
         self.deliveries: set[asyncio.Future[Any]] = set()
         self.redelivered: set[int] = set()
         self.meta_retries = 0
-        self.dsn = plain_dsn(
+        self.dsn = asyncpg_dsn(
             to_asyncpg_url(self.stack.cfg.database_url, database="pytake_conversations")
         )
 

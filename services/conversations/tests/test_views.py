@@ -76,6 +76,7 @@ def test_a_message_page_with_any_content_is_written_as_the_model_would() -> None
         "wamid": "wamid.X",
         "context_wamid": None,
         "sent_by": None,
+        "sender_type": None,
         "created_at": datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
         "meta_timestamp": None,
         "read_at": None,

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import asyncpg
 
-from pytake_common.outbox import plain_dsn
+from pytake_common.pgtenant import asyncpg_dsn
 from pytake_devstack.infra import EmbeddedPostgres, free_port
 
 
@@ -12,14 +12,14 @@ async def test_a_restarted_embedded_postgres_keeps_its_address_and_its_data(tmp_
     pg = EmbeddedPostgres(tmp_path / "pg")
     url = pg.start()
     try:
-        conn = await asyncpg.connect(plain_dsn(url))
+        conn = await asyncpg.connect(asyncpg_dsn(url))
         await conn.execute("CREATE TABLE kept (v int); INSERT INTO kept VALUES (42)")
         before = await conn.fetchval("SELECT pg_postmaster_start_time()")
         await conn.close()
 
         assert pg.restart() == url
 
-        conn = await asyncpg.connect(plain_dsn(url))
+        conn = await asyncpg.connect(asyncpg_dsn(url))
         assert await conn.fetchval("SELECT v FROM kept") == 42
         assert await conn.fetchval("SELECT pg_postmaster_start_time()") > before
         await conn.close()

@@ -22,6 +22,10 @@ only while the token has not expired, its ``kid`` is still among the signing
 keys and the JWKS is fresh (``cache_ttl_s``) or cannot be refreshed now (backoff);
 otherwise the token is verified in full again. Revocation and suspension are not
 part of the cache: they are checked on every request (:func:`enforce_policies`).
+
+API clients (``POST /v1/auth/token``, client credentials) hold the same tokens, with a
+``client_id`` claim and optionally a ``scope`` claim; :func:`current_principal` refuses a
+request its scopes do not open (:mod:`pytake_common.scopes`), before any role check.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import httpx
 import jwt
@@ -44,12 +48,16 @@ from jwt import PyJWK
 
 from pytake_common.context import organization_id_var
 from pytake_common.errors import Forbidden, OrganizationSuspended, SessionRevoked, Unauthorized
+from pytake_common.scopes import check_scope, parse_scope
 
 log = logging.getLogger("pytake.security")
 
 ALGORITHMS = ["EdDSA"]
 #: longer tokens are verified every time, never cached (bounds the cache's memory)
 MAX_CACHED_TOKEN = 4096
+
+
+PrincipalKind = Literal["user", "api_client"]
 
 
 class Role(StrEnum):
@@ -66,19 +74,39 @@ class Principal:
     role: Role
     session_id: str | None
     token_id: str | None
+    #: the ``scope`` claim (API-client tokens may narrow their role); None: not narrowed
+    scopes: frozenset[str] | None = None
+    #: set when an API client, not a person, holds the token (then ``user_id`` is
+    #: this id too: the token's subject, RFC 9068 §2.2)
+    client_id: uuid.UUID | None = None
+
+    @property
+    def is_client(self) -> bool:
+        return self.client_id is not None
+
+    @property
+    def kind(self) -> PrincipalKind:
+        """Who ``user_id`` is: a person, or an API client (to attribute what they do)."""
+        return "api_client" if self.client_id is not None else "user"
 
     @classmethod
     def from_claims(cls, claims: dict[str, Any]) -> Principal:
         try:
-            return cls(
+            client = claims.get("client_id")
+            principal = cls(
                 user_id=uuid.UUID(claims["sub"]),
                 organization_id=uuid.UUID(claims["org"]),
                 role=Role(claims["role"]),
                 session_id=claims.get("sid"),
                 token_id=claims.get("jti"),
+                scopes=parse_scope(claims.get("scope")),
+                client_id=uuid.UUID(client) if client is not None else None,
             )
-        except (KeyError, ValueError) as exc:
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise Unauthorized("token is missing required claims") from exc
+        if principal.client_id is not None and principal.client_id != principal.user_id:
+            raise Unauthorized("a client token's subject must be the client")
+        return principal
 
 
 class JWKSVerifier:
@@ -291,6 +319,8 @@ async def current_principal(request: Request) -> Principal:
     verifier: JWKSVerifier = request.app.state.verifier
     claims, principal = await verifier.verified(bearer_token(request))
     enforce_policies(request.app.state, claims, principal)
+    if principal.scopes is not None:  # an API client narrowed below its role
+        check_scope(principal.scopes, request.method, request.url.path)
     organization_id_var.set(str(principal.organization_id))
     request.state.principal = principal
     return principal

@@ -3,8 +3,10 @@
 Public routes spend the client address' (or the webhook) bucket; every other
 route needs a bearer token (verified, cached until ``exp`` while its key is
 still published), a session not revoked and an organization not suspended
-(:class:`pytake_api_gateway.tokens.TokenGate`), then spends the
-organization's bucket (:class:`pytake_api_gateway.ratelimit.EdgeRateLimits`).
+(:class:`pytake_api_gateway.tokens.TokenGate`), scopes that open the route when
+the token is an API client's narrowed one (:mod:`pytake_common.scopes`, the
+same rule every service applies), then spends the organization's bucket
+(:class:`pytake_api_gateway.ratelimit.EdgeRateLimits`).
 A refusal is raised as :class:`Refused` (the rare path); admission returns the
 rate-limit decision whose headers go on the answer.
 """
@@ -17,6 +19,7 @@ from urllib.parse import parse_qs
 from pytake_api_gateway.ratelimit import Decision, EdgeRateLimits
 from pytake_api_gateway.routing import PUBLIC_ROUTES, WEBHOOK_PATH
 from pytake_api_gateway.tokens import Identity, Refusal, TokenGate
+from pytake_common.scopes import allows, refusal
 
 
 class Refused(Exception):
@@ -44,6 +47,11 @@ class Refused(Exception):
     @classmethod
     def of(cls, refusal: Refusal) -> Refused:
         return cls(refusal.status, refusal.code, refusal.title, refusal.detail)
+
+    @classmethod
+    def scope(cls, method: str, path: str) -> Refused:
+        needed, detail = refusal(method, path)
+        return cls(403, "insufficient_scope", "Insufficient scope", detail, required_scope=needed)
 
     @classmethod
     def rate_limited(cls, decision: Decision) -> Refused:
@@ -81,12 +89,16 @@ class Admission:
             decision = limits.webhook(address) if path == WEBHOOK_PATH else limits.client(address)
         else:
             identity = await self._identity(bearer(authorization))
+            if identity.scopes is not None and not allows(identity.scopes, method, path):
+                raise Refused.scope(method, path)
             decision = self.limits.organization(identity.organization_id, identity.organization_key)
         if decision is not None and not decision.allowed:
             raise Refused.rate_limited(decision)
         return decision
 
-    async def websocket(self, authorization: bytes | None, query: bytes) -> Identity:
+    async def websocket(
+        self, authorization: bytes | None, query: bytes, path: str = "/v1/stream"
+    ) -> Identity:
         """The caller of a WebSocket handshake; raises :class:`Refused`.
 
         Browsers cannot set headers on a WebSocket: ``?access_token=`` is accepted
@@ -97,6 +109,8 @@ class Admission:
             tokens = parse_qs(query.decode("latin-1")).get("access_token")
             token = tokens[0] if tokens else None
         identity = await self._identity(token)
+        if identity.scopes is not None and not allows(identity.scopes, "GET", path):
+            raise Refused.scope("GET", path)
         decision = self.limits.organization(identity.organization_id, identity.organization_key)
         if decision is not None and not decision.allowed:
             raise Refused.rate_limited(decision)

@@ -26,6 +26,7 @@ IMPORT_PATH = "/v1/contacts/import"
 ROUTES: tuple[tuple[str, str], ...] = (
     ("/v1/auth", AUTH),
     ("/v1/users", AUTH),
+    ("/v1/api-clients", AUTH),
     ("/.well-known/jwks.json", AUTH),
     ("/v1/organizations", TENANTS),
     ("/v1/plans", TENANTS),
@@ -48,6 +49,7 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("POST", "/v1/auth/register"),
         ("POST", "/v1/auth/login"),
         ("POST", "/v1/auth/refresh"),
+        ("POST", "/v1/auth/token"),
         ("GET", "/.well-known/jwks.json"),
         ("GET", WEBHOOK_PATH),
         ("POST", WEBHOOK_PATH),

@@ -11,6 +11,9 @@ in-memory replicas of auth's and tenants' events (pytake_common, set on
 * ``app.state.organizations.is_suspended(org)``: a suspended organization
   -> 403 ``organization_suspended`` (super admins, the operators, pass).
 
+An API client's token may carry narrower scopes (``Identity.scopes``); admission
+refuses a route they do not open (403 ``insufficient_scope``), as the services do.
+
 Without those replicas nothing is revoked at the gateway (the services behind
 still check).
 """
@@ -39,6 +42,8 @@ class Identity:
     #: ``str(organization_id)``, made once: the rate-limit bucket key.
     organization_key: str
     is_operator: bool
+    #: an API client's narrower scopes (:mod:`pytake_common.scopes`); None: its role's
+    scopes: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +109,7 @@ class TokenGate:
             organization_id=principal.organization_id,
             organization_key=str(principal.organization_id),
             is_operator=principal.role is Role.SUPER_ADMIN,
+            scopes=principal.scopes,
         )
         if self._cache_size > 0 and len(token) <= _MAX_CACHED_TOKEN:
             cache = self._cache

@@ -75,7 +75,7 @@ class WebSocketProxy:
             forward.append((name.decode("latin-1"), _text(value)))
         query: bytes = scope.get("query_string", b"")
         try:
-            identity = await self.admission.websocket(authorization, query)
+            identity = await self.admission.websocket(authorization, query, path)
         except Refused as refused:
             await deny(scope, send, refused.status, refused.code, refused.detail, **refused.extra)
             return

@@ -6,7 +6,10 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
+from pytake_auth.api.clients import router as clients_router
 from pytake_auth.api.routes import Registrations, jwks_router, router
+from pytake_auth.api.token import TokenRules
+from pytake_auth.api.token import router as token_router
 from pytake_auth.api.users import router as users_router
 from pytake_auth.config import Settings
 from pytake_auth.janitor import SessionJanitor
@@ -28,7 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = create_service_app(
         settings,
         title="PyTake auth",
-        routers=[router, users_router, jwks_router],
+        routers=[router, token_router, users_router, clients_router, jwks_router],
         db=db,
         # auth consumes no events yet: the relay and housekeeping only.
         workers=lambda: [OutboxRelay(settings, db).run, SessionJanitor(settings, db).run],
@@ -41,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registrations = Registrations(settings.secret)
     app.state.throttle = throttle
     app.state.throttle_rules = rules
+    app.state.token_rules = TokenRules.from_settings(settings)
     app.state.logins = Logins(settings, db, keys, passwords, throttle, rules)
     # auth verifies its own tokens from its key table, not over HTTP to itself.
     app.state.verifier = LocalVerifier(settings, keys)

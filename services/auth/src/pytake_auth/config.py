@@ -29,7 +29,8 @@ class Settings(ServiceSettings):
     service_name: str = "auth"
     port: int = 8001
 
-    #: Lifetime of an access token (JWT), seconds.
+    #: Lifetime of an access token (JWT), seconds: a user's, and an API client's (which
+    #: gets no refresh token and asks again; never beyond the client's ``expires_at``).
     access_token_ttl_s: int = Field(default=900, ge=30, le=DAY)
     #: Idle lifetime of a refresh token: each rotation issues a new one for this long.
     refresh_token_ttl_s: int = Field(default=14 * DAY, ge=60)
@@ -78,6 +79,10 @@ class Settings(ServiceSettings):
     #: Refreshes per client address and per user.
     throttle_refresh_per_address: Rule = (30, 60)
     throttle_refresh_per_user: Rule = (30, 60)
+    #: Client-credentials token requests (``POST /v1/auth/token``) per client address
+    #: (every attempt) and per client (attempts that name an existing client).
+    throttle_token_per_address: Rule = (60, 60)
+    throttle_token_per_client: Rule = (30, 60)
     #: Switch the throttle off entirely (load tests on loopback only; refused in prod).
     throttle_enabled: bool = True
 

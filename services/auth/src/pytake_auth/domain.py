@@ -2,7 +2,9 @@
 
 import unicodedata
 
+from pytake_auth.tables import CLIENT_ROLES
 from pytake_common.errors import Conflict, Forbidden, InvalidInput, Unauthorized
+from pytake_common.scopes import beyond_role, unknown_scopes
 
 MIN_PASSWORD = 10
 MAX_PASSWORD = 128
@@ -106,3 +108,20 @@ def check_role_management(actor_role: str, target_role: str | None, new_role: st
         return
     if new_role == "super_admin" or target_role == "super_admin":
         raise RoleNotAllowed("only a super_admin may grant or manage the super_admin role")
+
+
+class InvalidScope(InvalidInput):
+    code, title = "invalid_scope", "Scope not allowed"
+
+
+def check_client_grant(role: str, scopes: list[str] | None) -> None:
+    """An API client is never a super_admin (an operator is a person), and its scopes are
+    known ones its role can use (a scope narrows a role, never widens it)."""
+    if role not in CLIENT_ROLES:
+        raise RoleNotAllowed(f"an API client may not have the role {role}")
+    if scopes is None:
+        return
+    if unknown := unknown_scopes(scopes):
+        raise InvalidScope(f"unknown scopes: {', '.join(unknown)}")
+    if beyond := beyond_role(role, scopes):
+        raise InvalidScope(f"the role {role} cannot use: {', '.join(beyond)}")

@@ -43,16 +43,21 @@ class SessionRevoked(AuthEvent):
     (the user changed their password: every other session of theirs ends). Access tokens already
     issued stay valid until they expire; consumers that must cut them off
     sooner can deny-list ``session_id`` (the ``sid`` claim) until then.
+
+    An API client's secret generation is a session too (the ``sid`` of the tokens it
+    obtained): ``api_client_secret_rotated`` and ``api_client_deleted`` end it, and then
+    ``user_id`` is the client's id (the ``sub`` of its tokens).
     """
 
     event_type = "pytake.auth.session.revoked.v1"
     topic = SESSION_TOPIC
 
     session_id: uuid.UUID
-    user_id: uuid.UUID
+    user_id: uuid.UUID = Field(description="the token's subject: a user, or an API client")
     organization_id: uuid.UUID
     reason: str = Field(
-        description="logout | refresh_token_reuse | password_changed (more may be added)"
+        description="logout | refresh_token_reuse | password_changed | "
+        "api_client_secret_rotated | api_client_deleted (more may be added)"
     )
 
 

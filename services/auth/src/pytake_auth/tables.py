@@ -1,12 +1,15 @@
-"""Auth's tables. ``users``, ``sessions`` and ``refresh_tokens`` are tenant-owned (RLS);
-``signing_keys`` is platform-wide."""
+"""Auth's tables. ``users``, ``sessions``, ``refresh_tokens``, ``api_clients`` and
+``audit_log`` are tenant-owned (RLS); ``signing_keys`` and ``throttle_buckets`` are
+platform-wide."""
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
     DateTime,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     String,
@@ -15,7 +18,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 from pytake_common.db import new_metadata
 
@@ -114,4 +117,57 @@ throttle_buckets = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
 )
 
-TENANT_TABLES = ("users", "sessions", "refresh_tokens")
+#: The roles an API client may hold (never ``super_admin``: an operator is a person).
+CLIENT_ROLES = ("org_admin", "agent", "viewer")
+
+#: Machine credentials of an organization (see ``clients.py``).
+api_clients = Table(
+    "api_clients",
+    metadata,
+    # Also the public ``client_id`` and the ``sub`` of its tokens.
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("organization_id", UUID(as_uuid=True), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("role", String(20), nullable=False),
+    # Narrower scopes than the role's (pytake_common.scopes); NULL: the role's.
+    Column("scopes", ARRAY(Text), nullable=True),
+    # sha256 (hex) of the secret; the secret itself is never stored.
+    Column("secret_hash", String(64), nullable=False),
+    # The secret's generation, the ``sid`` of the tokens it obtains: revoked (as a
+    # session) when the secret is rotated or the client deleted.
+    Column("secret_id", UUID(as_uuid=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("created_by", UUID(as_uuid=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("secret_rotated_at", DateTime(timezone=True), nullable=True),
+    # The last token issued (written at most once a minute).
+    Column("last_used_at", DateTime(timezone=True), nullable=True),
+    # Soft deletion: messages and audit rows keep referring to the id.
+    Column("deleted_at", DateTime(timezone=True), nullable=True),
+    CheckConstraint(
+        "role IN (" + ", ".join(f"'{r}'" for r in CLIENT_ROLES) + ")", name="role_allowed"
+    ),
+    Index("ix_api_clients_listing", "organization_id", "created_at", "id"),
+)
+
+#: Who did what in auth (API clients today): appended, never updated.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("organization_id", UUID(as_uuid=True), nullable=False),
+    # ``user`` or ``api_client`` (a token request is its client's own act)
+    Column("actor_type", String(16), nullable=False),
+    Column("actor_id", UUID(as_uuid=True), nullable=False),
+    # e.g. ``api_client.created``, ``api_client.token_refused``
+    Column("action", String(60), nullable=False),
+    Column("target_type", String(40), nullable=False),
+    Column("target_id", UUID(as_uuid=True), nullable=False),
+    Column("detail", JSONB, nullable=True),
+    Column("source_address", String(64), nullable=True),
+    Column("request_id", String(64), nullable=True),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_audit_log_target", "organization_id", "target_id", "id"),
+)
+
+TENANT_TABLES = ("users", "sessions", "refresh_tokens", "api_clients", "audit_log")

@@ -37,6 +37,47 @@ def mint_access_token(
         "nbf": issued,
         "exp": issued + settings.access_token_ttl_s,
     }
+    return _sign(key, claims)
+
+
+def mint_client_token(
+    key: SigningKey,
+    settings: Settings,
+    *,
+    client_id: uuid.UUID,
+    organization_id: uuid.UUID,
+    role: str,
+    secret_id: uuid.UUID,
+    scope: str | None,
+    not_after: int | None,
+    now: int | None = None,
+) -> tuple[str, int]:
+    """An API client's access token (RFC 9068 profile: ``sub`` and ``client_id`` are the
+    client, ``sid`` its secret generation) and its lifetime in seconds; it never
+    outlives ``not_after``, the client's own expiry."""
+    issued = int(time.time()) if now is None else now
+    expires = issued + settings.access_token_ttl_s
+    if not_after is not None:
+        expires = min(expires, not_after)
+    claims: dict[str, object] = {
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "sub": str(client_id),
+        "client_id": str(client_id),
+        "org": str(organization_id),
+        "role": role,
+        "sid": str(secret_id),
+        "jti": str(uuid.uuid4()),
+        "iat": issued,
+        "nbf": issued,
+        "exp": expires,
+    }
+    if scope is not None:
+        claims["scope"] = scope
+    return _sign(key, claims), expires - issued
+
+
+def _sign(key: SigningKey, claims: dict[str, object]) -> str:
     return jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid})
 
 

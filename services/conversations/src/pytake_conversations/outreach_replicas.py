@@ -8,21 +8,22 @@
 - templates (whatsapp-gateway): review status, category, language and components.
 
 Idempotent and order-tolerant like ``replicas.py``: each fact carries the time of the
-newest event that set it, and an older event arriving late does not overwrite it.
+newest event that set it, and an older event arriving late does not overwrite it. The
+readers are :class:`~pytake_common.events.TenantEventData`: data of another organization
+than the event's tenant fails validation (dead-lettered at once), times are in UTC.
 """
 
 import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
 from sqlalchemy import case, func
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common import event_types
-from pytake_common.consumer import Handler, PermanentError
-from pytake_common.events import CloudEvent
+from pytake_common.consumer import Handler
+from pytake_common.events import CloudEvent, TenantEventData
 from pytake_conversations.tables import contact_replicas, number_replicas, template_replicas
 
 CONTACT_CREATED = event_types.CONTACTS_CONTACT_CREATED_V1
@@ -39,12 +40,6 @@ TEMPLATE_STATUS_CHANGED = event_types.WHATSAPP_TEMPLATE_STATUS_CHANGED_V1
 CONNECTED, DISCONNECTED, REMOVED = "connected", "disconnected", "removed"
 
 
-def _tenant(event: CloudEvent, org: uuid.UUID) -> uuid.UUID:
-    if event.tenantid != str(org):
-        raise PermanentError(f"event tenant {event.tenantid} differs from data org {org}")
-    return org
-
-
 def _newer(version: Any, at: datetime) -> Any:
     """SQL: an event at ``at`` is not older than what set ``version`` (NULL: never set)."""
     return version.is_(None) | (version <= at)
@@ -53,7 +48,7 @@ def _newer(version: Any, at: datetime) -> Any:
 # --- contacts ---------------------------------------------------------------------------
 
 
-class ContactProfile(BaseModel):
+class ContactProfile(TenantEventData):
     contact_id: uuid.UUID
     organization_id: uuid.UUID
     wa_id: str | None = None
@@ -62,14 +57,14 @@ class ContactProfile(BaseModel):
     attributes: dict[str, Any] | None = None
 
 
-class ConsentChanged(BaseModel):
+class ConsentChanged(TenantEventData):
     contact_id: uuid.UUID
     organization_id: uuid.UUID
     marketing_opt_in: bool
     changed_at: datetime | None = None
 
 
-class Erased(BaseModel):
+class Erased(TenantEventData):
     contact_id: uuid.UUID
     organization_id: uuid.UUID
     erased_at: datetime | None = None
@@ -82,7 +77,7 @@ async def on_contact_profile(session: AsyncSession, event: CloudEvent) -> None:
     longer erased.
     """
     data = event.parse_data(ContactProfile)
-    org = _tenant(event, data.organization_id)
+    org = data.organization_id
     row = contact_replicas.c
     insert = pg_insert(contact_replicas).values(
         id=data.contact_id,
@@ -111,7 +106,7 @@ async def on_contact_profile(session: AsyncSession, event: CloudEvent) -> None:
 
 async def on_consent_changed(session: AsyncSession, event: CloudEvent) -> None:
     data = event.parse_data(ConsentChanged)
-    org = _tenant(event, data.organization_id)
+    org = data.organization_id
     at = data.changed_at or event.time
     insert = pg_insert(contact_replicas).values(
         id=data.contact_id,
@@ -132,7 +127,7 @@ async def on_consent_changed(session: AsyncSession, event: CloudEvent) -> None:
 async def on_contact_erased(session: AsyncSession, event: CloudEvent) -> None:
     """Forget what starting a conversation would use; nothing can be sent to it any more."""
     data = event.parse_data(Erased)
-    org = _tenant(event, data.organization_id)
+    org = data.organization_id
     at = data.erased_at or event.time
     insert = pg_insert(contact_replicas).values(
         id=data.contact_id, organization_id=org, erased_at=at, updated_at=event.time
@@ -166,7 +161,7 @@ def chained(*handlers: Handler) -> Handler:
 # --- numbers ----------------------------------------------------------------------------
 
 
-class NumberFacts(BaseModel):
+class NumberFacts(TenantEventData):
     number_id: uuid.UUID
     organization_id: uuid.UUID
     phone_number_id: str | None = None
@@ -177,7 +172,7 @@ class NumberFacts(BaseModel):
 
 async def _number(session: AsyncSession, event: CloudEvent, status: str | None) -> None:
     data = event.parse_data(NumberFacts)
-    org = _tenant(event, data.organization_id)
+    org = data.organization_id
     row = number_replicas.c
     status = status or data.status or CONNECTED
     insert = pg_insert(number_replicas).values(
@@ -235,7 +230,7 @@ async def on_number_removed(session: AsyncSession, event: CloudEvent) -> None:
 # --- templates --------------------------------------------------------------------------
 
 
-class TemplateFacts(BaseModel):
+class TemplateFacts(TenantEventData):
     template_id: uuid.UUID
     organization_id: uuid.UUID
     number_id: uuid.UUID | None = None
@@ -250,7 +245,7 @@ class TemplateFacts(BaseModel):
 async def on_template(session: AsyncSession, event: CloudEvent) -> None:
     """``template.synced`` / ``template.status_changed``: the template as Meta has it."""
     data = event.parse_data(TemplateFacts)
-    org = _tenant(event, data.organization_id)
+    org = data.organization_id
     values = {
         "organization_id": org,
         "number_id": data.number_id,

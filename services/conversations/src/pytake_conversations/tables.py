@@ -109,11 +109,15 @@ messages = Table(
     Column("error_code", Integer, nullable=True),
     Column("error_detail", Text, nullable=True),
     Column("sent_by", UUID(as_uuid=True), nullable=True),
+    #: who ``sent_by`` is: ``user`` (a person) or ``api_client`` (an integration's token);
+    #: NULL for inbound messages
+    Column("sender_type", String(16), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("meta_timestamp", DateTime(timezone=True), nullable=True),
     #: inbound only: when an agent marked it read (and asked WhatsApp to show the blue ticks)
     Column("read_at", DateTime(timezone=True), nullable=True),
     CheckConstraint("direction IN ('inbound', 'outbound', 'note')", name="direction"),
+    CheckConstraint("sender_type IN ('user', 'api_client')", name="sender_type"),
     CheckConstraint(
         "status IN ('received', 'pending', 'sent', 'delivered', 'read', 'played', 'failed', "
         "'internal')",

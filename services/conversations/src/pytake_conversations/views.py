@@ -9,6 +9,7 @@ import orjson
 from pydantic import BaseModel
 from pydantic_core import to_json
 
+from pytake_common.security import PrincipalKind
 from pytake_conversations.domain import DEFAULT_WINDOW_HOURS, window_closes_at
 
 
@@ -68,6 +69,8 @@ class Message(BaseModel):
     wamid: str | None
     context_wamid: str | None
     sent_by: uuid.UUID | None
+    #: what ``sent_by`` is: a person (``user``) or an integration (``api_client``)
+    sender_type: PrincipalKind | None = None
     created_at: datetime
     meta_timestamp: datetime | None
     #: inbound only: when an agent marked it read

@@ -65,7 +65,7 @@ def unique_topic_suffix() -> str:
 async def migrated_database(pg_url: str, service: str, migrations_dir: Path) -> str:
     """Create a fresh database for ``service`` and apply its migrations; return its async URL."""
     from pytake_common.migrations import upgrade
-    from pytake_common.settings import to_asyncpg_url
+    from pytake_common.pgtenant import to_asyncpg_url
 
     url = to_asyncpg_url(pg_url, database=unique_name(f"t_{service.replace('-', '_')}"))
     await asyncio.to_thread(upgrade, migrations_dir, url, "pytake_app")

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 # The policy (10..128 characters, ...) is checked after normalization and answers a
@@ -92,3 +92,56 @@ class UserDetail(BaseModel):
 class UserPage(BaseModel):
     items: list[UserDetail]
     next_cursor: str | None
+
+
+class CreateApiClientRequest(_Body):
+    name: Name
+    role: Annotated[AssignableRole, Field(description="org_admin, agent or viewer")]
+    scopes: Annotated[
+        list[Annotated[str, Field(max_length=64)]] | None,
+        Field(
+            max_length=32,
+            description="narrower than the role's (docs/permissions.md); omitted: the role's",
+        ),
+    ] = None
+    expires_at: Annotated[
+        AwareDatetime | None, Field(description="the client stops working then; omitted: never")
+    ] = None
+
+
+class ApiClient(BaseModel):
+    id: uuid.UUID
+    client_id: uuid.UUID = Field(description="the same id: the client_id of the token request")
+    name: str
+    role: str
+    scopes: list[str] | None
+    expires_at: datetime | None
+    created_by: uuid.UUID
+    created_at: datetime
+    secret_rotated_at: datetime | None
+    last_used_at: datetime | None = Field(description="the last token issued (to the minute)")
+
+
+class ApiClientWithSecret(ApiClient):
+    client_secret: str = Field(description="shown this once; only its hash is kept")
+
+
+class ApiClientPage(BaseModel):
+    items: list[ApiClient]
+    next_cursor: str | None
+
+
+class ClientTokenResponse(BaseModel):
+    """RFC 6749 §5.1 (no refresh token: a client asks again, §4.4.3)."""
+
+    access_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_in: int
+    scope: str | None = None
+
+
+class OAuthError(BaseModel):
+    """RFC 6749 §5.2."""
+
+    error: Literal["invalid_request", "invalid_client", "unsupported_grant_type", "invalid_scope"]
+    error_description: str | None = None

@@ -364,6 +364,7 @@ async def request_send(
                     status="pending",
                     status_at=func.now(),
                     sent_by=principal.user_id,
+                    sender_type=principal.kind,
                 )
                 .returning(*messages.c)
             )
@@ -440,6 +441,7 @@ async def add_note(
                             status=INTERNAL,
                             status_at=func.now(),
                             sent_by=principal.user_id,
+                            sender_type=principal.kind,
                         )
                         .returning(*messages.c)
                     )

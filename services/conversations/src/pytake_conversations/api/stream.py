@@ -26,6 +26,7 @@ from pytake_common.errors import (
     Unauthorized,
     problem,
 )
+from pytake_common.scopes import check_scope
 from pytake_common.security import Principal, enforce_policies
 from pytake_conversations.stream import REPLAY_LIMIT, StreamHub, Subscription, dumps, replay
 
@@ -57,6 +58,7 @@ async def _authenticate(websocket: WebSocket) -> Principal:
     claims = await websocket.app.state.verifier.verify(token)
     principal = Principal.from_claims(claims)
     enforce_policies(websocket.app.state, claims, principal)
+    check_scope(principal.scopes, "GET", "/v1/stream")  # an API client's narrower scopes
     websocket.state.claims = claims
     return principal
 

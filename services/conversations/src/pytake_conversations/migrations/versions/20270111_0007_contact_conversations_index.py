@@ -12,13 +12,13 @@ closed conversations of one organization on one number, embedded PostgreSQL 18):
 
 Built ``CONCURRENTLY`` like 0004 (writers are not blocked on a big table).
 
-Revision ID: 0006
+Revision ID: 0007
 """
 
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 
 INDEX = "ix_conversations_contact_number"
 

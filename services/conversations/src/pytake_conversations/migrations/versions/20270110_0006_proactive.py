@@ -7,7 +7,7 @@
 - ``number_replicas`` and ``template_replicas``: the organization's WhatsApp numbers and
   their message templates (from whatsapp-gateway's events).
 
-Revision ID: 0005
+Revision ID: 0006
 """
 
 import sqlalchemy as sa
@@ -16,8 +16,8 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 from pytake_common.db import rls_statements
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 
 TS = sa.DateTime(timezone=True)
 NEW_TABLES = ("number_replicas", "template_replicas")
