@@ -3,9 +3,12 @@ resources, secrets only by reference, autoscaling and disruption budgets,
 default-deny networking, and monitoring for every service."""
 
 import ipaddress
+import json
 import math
 import re
 from pathlib import Path
+
+import pytest
 
 from pytake_common.rawpg import READ_POOL_SIZE
 from pytake_contacts.app import LIST_READS
@@ -728,3 +731,65 @@ def test_gateway_metrics_are_scraped_on_its_internal_port(overlay, manifests):
 
     assert "internal" in admitted_from("monitoring")
     assert admitted_from("ingress-nginx") == {"http"}
+
+
+def test_the_graph_api_egress_excludes_every_pod_network(overlay, manifests):
+    """whatsapp-gateway's "HTTPS anywhere" must not reach a pod: every network the
+    configuration believes is the pod network (PYTAKE_TRUSTED_PROXIES) is excepted,
+    CGNAT space (100.64.0.0/10, Cilium and others) included."""
+    if not manifests.of_kind("NetworkPolicy"):
+        pytest.skip(f"{overlay} has no NetworkPolicies")
+    env = manifests.environment("Deployment", "auth")
+    labels = manifests.named("Deployment", "whatsapp-gateway")["spec"]["template"]["metadata"][
+        "labels"
+    ]
+    for network in json.loads(env["PYTAKE_TRUSTED_PROXIES"]):
+        net = ipaddress.ip_network(network)
+        for address in (net.network_address + 1, net.broadcast_address - 1):
+            assert not egress_to_address(manifests, labels, str(address), 443), (
+                f"{overlay}: whatsapp-gateway may send HTTPS to {address} (in {network})"
+            )
+    assert egress_to_address(manifests, labels, "157.240.0.35", 443)  # graph.facebook.com
+
+
+def test_auth_believes_forwarded_for_only_from_callers_the_docs_name(overlay, manifests):
+    """auth believes X-Forwarded-For from the private ranges; in Kubernetes that is
+    safe only as far as the callers admitted to its port are the ones docs/operations.md
+    ("Who auth believes") names: api-gateway, PyTake server pods (the JWKS shares the
+    port) and Prometheus' namespace (/metrics). No ipBlock, no other namespace, no Job."""
+    if not manifests.of_kind("NetworkPolicy"):
+        pytest.skip(f"{overlay} has no NetworkPolicies")
+    auth = manifests.named("Deployment", "auth")["spec"]["template"]["metadata"]["labels"]
+    callers = []
+    for policy in manifests.of_kind("NetworkPolicy"):
+        spec = policy["spec"]
+        if "Ingress" not in spec.get("policyTypes", []) or not manifests.selects(
+            spec["podSelector"], auth
+        ):
+            continue
+        for rule in spec.get("ingress", []):
+            assert "from" in rule, f"{overlay}: {policy['metadata']['name']} admits anyone"
+            callers += rule["from"]
+    server = {"app.kubernetes.io/component": "server"}
+    for caller in callers:
+        assert "ipBlock" not in caller, caller
+        if "namespaceSelector" in caller:
+            names = caller["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+            assert names == "monitoring", caller
+            continue
+        labels = caller["podSelector"]["matchLabels"]
+        assert labels.items() >= server.items(), f"{overlay}: non-server pods reach auth: {caller}"
+    doc = (K8S.parents[1] / "docs" / "operations.md").read_text()
+    assert "#### Who auth believes" in doc
+
+
+def test_the_clusters_comment_states_the_read_pools_the_budget_uses():
+    """The connection budget comment in clusters.yaml names the same raw read pools
+    (and per-pod totals) as EXTRA_CONNECTIONS, the numbers the budget is checked with."""
+    text = (K8S / "components" / "postgres" / "clusters.yaml").read_text()
+    comment = " ".join(line.lstrip("# ") for line in text.splitlines() if line.startswith("#"))
+    assert f"LIST_READS = {LIST_READS} in pytake_contacts.app): {22 + LIST_READS};" in comment
+    assert f"(READ_POOL_SIZE, {READ_POOL_SIZE}) and its stream LISTEN: {23 + READ_POOL_SIZE}" in (
+        comment
+    )
+    assert f"7 x {22 + LIST_READS} + 1" in comment

@@ -84,6 +84,36 @@ async def test_two_authorization_headers_on_a_websocket_are_refused(
     assert upstreams["conversations"].calls_with(marker) == []
 
 
+@pytest.mark.parametrize("with_header", [False, True])
+async def test_two_access_tokens_on_a_websocket_are_refused(
+    gateway, upstreams, tokens, marker, with_header
+):
+    """The gateway read the first ``access_token``, conversations the last: a valid
+    token first and anything else after reached conversations with the latter."""
+    token = tokens.mint(organization_id=uuid.uuid4())
+    other = tokens.mint(organization_id=uuid.uuid4())
+    ws_url = gateway.url.replace("http", "ws")
+    ws_url += f"/v1/stream?m={marker}&access_token={token}&access_token={other}"
+    headers = {"Authorization": f"Bearer {token}"} if with_header else {}
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(ws_url, headers=headers)
+    assert refused.value.status == 400
+    assert upstreams["conversations"].calls_with(marker) == []
+    async with aiohttp.ClientSession() as session:
+        answer = await session.get(
+            ws_url.replace("ws", "http", 1),
+            headers={
+                "Connection": "Upgrade",
+                "Upgrade": "websocket",
+                "Sec-WebSocket-Version": "13",
+                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            },
+        )
+        assert answer.status == 400
+        assert (await answer.json())["code"] == "duplicate_access_token"
+
+
 # -- the upstream pool ----------------------------------------------------------
 
 

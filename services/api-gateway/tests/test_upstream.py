@@ -348,15 +348,99 @@ async def test_an_idle_connection_to_another_upstream_is_closed_to_make_room() -
     client.close()
 
 
-async def test_a_freed_connection_goes_to_a_waiter_for_its_own_upstream() -> None:
+async def test_a_freed_connection_goes_to_the_oldest_waiter_if_it_wants_that_upstream() -> None:
     client = pool(limit=2, wait_timeout_s=3.0)
     async with raw_server(slow_answer(0.1)) as a, raw_server(slow_answer(0.3)) as b:
         results = await asyncio.gather(
             fetch(client, b.port), *(fetch(client, a.port) for _ in range(6))
         )
     assert results == [(200, b"ok")] * 7
-    # A's connection went from one queued A request to the next; B's, freed while
-    # only A requests waited, was closed to let one more A connection open.
+    # A's connection went from one queued A request to the next (each the oldest
+    # waiter); B's, freed while only A requests waited, was closed to let one more
+    # A connection open.
     assert a.connections == 2
     assert b.connections == 1
+    client.close()
+
+
+async def test_waiters_for_other_upstreams_are_served_in_arrival_order() -> None:
+    """One slow upstream A with a steady stream of requests holds the only slot.
+    A request for B that arrived before later A requests is served before them:
+    the freed A connection used to go to the next A waiter again and again, until
+    B's wait ran out (503 for every upstream but the busy one)."""
+    client = pool(limit=1, wait_timeout_s=1.0, read_timeout_s=5.0)
+    loop = asyncio.get_running_loop()
+    done: list[tuple[str, float]] = []
+
+    async def timed(name: str, port: int) -> tuple[int, bytes]:
+        started = loop.time()
+        result = await fetch(client, port)
+        done.append((name, started))
+        return result
+
+    async with raw_server(slow_answer(0.1)) as a, raw_server(answer_ok) as b:
+        stream: list[asyncio.Task[tuple[int, bytes]]] = []
+
+        async def keep_a_busy() -> None:
+            for _ in range(50):
+                stream.append(asyncio.create_task(timed("a", a.port)))
+                await asyncio.sleep(0.03)
+
+        feeder = asyncio.create_task(keep_a_busy())
+        await asyncio.sleep(0.1)
+        b_started = loop.time()
+        assert await timed("b", b.port) == (200, b"ok")  # not PoolExhausted
+        await feeder
+        await asyncio.gather(*stream, return_exceptions=True)
+    b_done = [n for n, _ in done].index("b")
+    later_a = [i for i, (n, started) in enumerate(done) if n == "a" and started > b_started]
+    assert later_a and all(i > b_done for i in later_a)
+    client.close()
+
+
+async def test_a_newcomer_does_not_take_the_slot_freed_for_a_waiter() -> None:
+    """The only connection (to A) is freed while W waits for B; a newcomer for C
+    runs before W resumes. W keeps its turn, and its wait is bounded by one
+    deadline: it used to lose the slot to the newcomer and then wait a fresh
+    ``wait_timeout_s`` all over again."""
+    client = pool(limit=1, wait_timeout_s=0.5, read_timeout_s=5.0)
+    loop = asyncio.get_running_loop()
+    finished: list[str] = []
+    async with (
+        raw_server(answer_ok) as a,
+        raw_server(slow_answer(0.05)) as b,
+        raw_server(slow_answer(0.4)) as c,
+    ):
+        origin_a = Origin.parse(f"http://127.0.0.1:{a.port}")
+        held = await client.request(origin_a, "GET", b"/", [])
+        await held.read()  # complete, but not given back yet: the slot stays taken
+        go = asyncio.Event()
+
+        async def waiter() -> tuple[int, bytes] | str:
+            try:
+                return await fetch(client, b.port)
+            except PoolExhausted:
+                return "exhausted"
+            finally:
+                finished.append("w")
+
+        async def newcomer() -> tuple[int, bytes]:
+            await go.wait()
+            try:
+                return await fetch(client, c.port)
+            finally:
+                finished.append("n")
+
+        started = loop.time()
+        w = asyncio.create_task(waiter())
+        n = asyncio.create_task(newcomer())
+        await asyncio.sleep(0.3)  # W waits (its deadline is at 0.5 s)
+        go.set()  # the newcomer is scheduled before W's wake-up
+        held.release()
+        w_result = await w
+        w_time = loop.time() - started
+        assert await n == (200, b"ok")
+    assert w_result == (200, b"ok")
+    assert finished == ["w", "n"]
+    assert w_time < 0.5 + 0.15  # never more than one wait_timeout_s
     client.close()

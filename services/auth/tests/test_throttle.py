@@ -1,4 +1,6 @@
+import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import httpx
@@ -12,6 +14,7 @@ from pytake_auth.throttle import (
     Throttle,
     Throttled,
     _retry_after,
+    ceiling_group,
     purge_expired,
     throttle_source,
 )
@@ -46,6 +49,23 @@ def assert_throttled(r: httpx.Response) -> int:
     return retry
 
 
+async def account(c: httpx.AsyncClient, api) -> Callable[..., Awaitable[httpx.Response]]:
+    """Register a fresh e-mail; return ``login(source, password=wrong)`` for it."""
+    email = api.new_email()
+    body = {"email": email, "password": api.password, "full_name": "A"}
+    body["organization_name"] = "B"
+    assert (await c.post("/v1/auth/register", json=body)).status_code == 201
+
+    async def login(source: str, password: str = "wrong password!") -> httpx.Response:
+        return await c.post(
+            "/v1/auth/login",
+            json={"email": email, "password": password},
+            headers={"X-Forwarded-For": source},
+        )
+
+    return login
+
+
 async def test_a_strangers_failures_do_not_lock_the_owner_out(api):
     email = api.new_email()
     await api.registered(email=email)
@@ -72,39 +92,108 @@ async def test_a_strangers_failures_do_not_lock_the_owner_out(api):
 async def test_guessing_one_email_from_many_sources_is_still_slowed(make_settings, api):
     ceiling = {"throttle_login_failures_ceiling": (8, 900), "throttle_login_per_address": (50, 60)}
     async with tight_client(make_settings, **ceiling) as (_, c):
-        email = api.new_email()
-        body = {
-            "email": email,
-            "password": api.password,
-            "full_name": "A",
-            "organization_name": "B",
-        }
-        assert (await c.post("/v1/auth/register", json=body)).status_code == 201
+        login = await account(c, api)
 
-        async def login(source: str, password: str = "wrong password!") -> httpx.Response:
-            return await c.post(
-                "/v1/auth/login",
-                json={"email": email, "password": password},
-                headers={"X-Forwarded-For": source},
-            )
-
-        sources = [f"192.0.2.{n}" for n in range(1, 6)]
+        # (each source in its own /24: one network counts as one source)
+        sources = [f"192.0.{n}.1" for n in range(1, 6)]
         for source in sources:  # five failures, one per source: the e-mail's limit
             assert (await login(source)).status_code == 401
         # A source that failed before gets no second guess while the e-mail is over it...
         assert_throttled(await login(sources[0]))
+        # ...nor does another address of a network that failed...
+        assert_throttled(await login("192.0.1.2"))
         # ...a fresh one gets one, then joins them.
-        assert (await login("192.0.2.6")).status_code == 401
-        assert_throttled(await login("192.0.2.6"))
+        assert (await login("192.0.6.1")).status_code == 401
+        assert_throttled(await login("192.0.6.1"))
         # The owner, from a fresh address, still signs in (and resets the e-mail's
         # count, not the ceiling's).
         assert (await login("198.51.100.7", api.password)).status_code == 200
-        assert (await login("192.0.2.7")).status_code == 401
-        assert (await login("192.0.2.8")).status_code == 401  # the 8th failure: the ceiling
-        # Over the ceiling every source waits, the owner's too: reaching it took as many
-        # sources as its limit.
-        assert_throttled(await login("192.0.2.9"))
-        assert_throttled(await login("198.51.100.8", api.password))
+        assert (await login("192.0.7.1")).status_code == 401
+        assert (await login("192.0.8.1")).status_code == 401  # the 8th failure: the ceiling
+        # Over the ceiling every new source waits, a brand-new one of the owner's too:
+        # reaching it took as many networks as its limit...
+        assert_throttled(await login("192.0.9.1"))
+        assert_throttled(await login("198.18.0.8", api.password))
+        # ...but the owner's address that signed in before is exempt.
+        assert (await login("198.51.100.7", api.password)).status_code == 200
+
+
+async def test_a_48_sweep_cannot_fill_the_ceiling_and_the_owners_known_source_passes_it(
+    make_settings, api
+):
+    """A host rotating through the /64s of its /48 used to count as 65,536 fresh
+    sources: one guess each until the ceiling, then the owner locked out. Now its
+    /48 is one network; 100+ networks do fill the ceiling, but the owner's source
+    that signed in before still signs in, while a brand-new source is refused."""
+    limits = {"throttle_login_per_address": (1000, 60)}
+    async with tight_client(make_settings, **limits) as (_, c):
+        login = await account(c, api)
+
+        owner = "2001:db8:cafe:1::20"
+        assert (await login(owner, api.password)).status_code == 200  # known from now on
+
+        sweep = [await login(f"2001:db8:bad:{n:x}::1") for n in range(40)]
+        failed = [r.status_code for r in sweep].count(401)
+        assert failed == 5  # the e-mail's limit; the other /64s of the /48 are refused
+        assert all(r.status_code == 429 for r in sweep if r.status_code != 401)
+
+        statuses = [(await login(f"198.18.{n}.1")).status_code for n in range(110)]
+        assert statuses[:95] == [401] * 95  # 5 + 95 = the ceiling (100)
+        assert set(statuses[95:]) == {429}
+
+        assert_throttled(await login("192.0.2.200", api.password))  # brand-new: refused
+        assert (await login("2001:db8:cafe:1:abcd::1", api.password)).status_code == 200
+
+
+async def test_concurrent_guesses_from_one_source_are_counted_before_verifying(make_settings, api):
+    """The throttle was checked before hashing and counted after: 20 guesses sent
+    at once all passed the check. Now each is counted (rows locked) before argon2
+    runs, so at most the pair's limit (5) ever get verified."""
+    limits = {"throttle_login_per_address": (1000, 60)}
+    async with tight_client(make_settings, **limits) as (app, c):
+        login = await account(c, api)
+        logins = app.state.logins
+        verify = logins.passwords.verify
+        verified = 0
+
+        async def counting_verify(*args, **kwargs):
+            nonlocal verified
+            verified += 1
+            await asyncio.sleep(0.3)  # as long as production argon2 takes, or longer
+            return await verify(*args, **kwargs)
+
+        logins.passwords.verify = counting_verify
+        try:
+            answers = await asyncio.gather(*(login("203.0.113.50") for _ in range(20)))
+        finally:
+            logins.passwords.verify = verify
+        statuses = [r.status_code for r in answers]
+        assert statuses.count(401) == 5, statuses
+        assert statuses.count(429) == 15
+        assert verified == 5
+        # and the right password from there, now: refused too (the guesses counted)
+        assert_throttled(await login("203.0.113.50", api.password))
+
+
+async def test_a_right_guess_refunds_its_reservation(make_settings, api):
+    """The failure counted before verifying is taken back when the password is right:
+    signing in many times never counts towards the ceiling."""
+    limits = {"throttle_login_failures_ceiling": (3, 900)}
+    async with tight_client(make_settings, **limits) as (_, c):
+        login = await account(c, api)
+        for n in range(6):
+            answer = await login(f"198.18.{n}.9", api.password)
+            assert answer.status_code == 200, answer.text
+        for n in range(3):
+            assert (await login(f"192.0.{n}.9")).status_code == 401
+        assert_throttled(await login("203.0.113.9", api.password))
+
+
+def test_the_per_email_limits_see_networks():
+    assert ceiling_group("2001:db8:1:2::/64") == "2001:db8:1::/48"
+    assert ceiling_group(throttle_source("2001:db8:1:ffff::9")) == "2001:db8:1::/48"
+    assert ceiling_group("203.0.113.9") == "203.0.113.0/24"
+    assert ceiling_group("unknown") == "unknown"
 
 
 def test_an_ipv6_client_counts_as_its_64():

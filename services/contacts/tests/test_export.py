@@ -2,6 +2,7 @@
 
 import csv
 import io
+import uuid
 
 import pytest
 
@@ -94,3 +95,55 @@ async def test_every_column_of_the_export_is_neutralised(app, client, org, agent
     )
     assert r.status_code == 200, r.text
     assert r.json()["failed"] == [] and r.json()["unchanged"] == 1, r.json()
+
+
+async def test_an_exported_file_imports_as_is_into_another_organization(client, tokens, agent):
+    """The export's own columns (id, wa_id, marketing_opt_in, blocked, assignee_id,
+    timestamps, tags) used to make the import refuse the file as a whole."""
+    people = [
+        {"phone": "+5511987650101", "name": "=Ana", "email": "ana@example.com"},
+        {"phone": "+5511987650102", "name": "Bruno", "company": "-Acme", "notes": "a, b"},
+        {"phone": "+14155550103", "name": "Carla", "job_title": "CTO", "language": "en"},
+    ]
+    for person in people:
+        await create_contact(client, agent, **person)
+    exported = await client.get("/v1/contacts/export", headers=agent)
+    assert exported.status_code == 200, exported.text
+    header = next(csv.reader(io.StringIO(exported.text)))
+    assert {"id", "wa_id", "marketing_opt_in", "blocked", "tags"} <= set(header)
+
+    other = tokens.headers(organization_id=uuid.uuid4(), role="agent")
+    r = await client.post(
+        "/v1/contacts/import",
+        content=exported.content,
+        headers=other | {"Content-Type": "text/csv"},
+    )
+    assert r.status_code == 200, r.text
+    assert (r.json()["created"], r.json()["failed"]) == (3, [])
+
+    fields = ("phone", "name", "email", "company", "job_title", "notes", "language", "wa_id")
+
+    def book(items):
+        return sorted(tuple(c[f] for f in fields) for c in items)
+
+    mine = (await client.get("/v1/contacts", headers=agent)).json()["items"]
+    theirs = (await client.get("/v1/contacts", headers=other)).json()["items"]
+    assert book(theirs) == book(mine)
+    assert {c["id"] for c in theirs}.isdisjoint({c["id"] for c in mine})
+    # the same file again changes nothing
+    again = await client.post(
+        "/v1/contacts/import",
+        content=exported.content,
+        headers=other | {"Content-Type": "text/csv"},
+    )
+    assert again.json()["unchanged"] == 3, again.json()
+
+
+async def test_an_unknown_column_is_still_refused(client, agent):
+    r = await client.post(
+        "/v1/contacts/import",
+        content="phone,nickname\n+5511987650109,x\n",
+        headers=agent | {"Content-Type": "text/csv"},
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["column"] == "nickname"

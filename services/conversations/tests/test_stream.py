@@ -172,6 +172,19 @@ async def test_the_stream_refuses_missing_or_bad_tokens(server, tokens):
     assert exc.value.response.status_code == 422
 
 
+async def test_the_stream_refuses_two_access_tokens(server, tokens):
+    """Starlette reads the last ``access_token``, the gateway (before it refused
+    them) the first: two are refused here too, whichever is valid."""
+    good = tokens.mint(organization_id=uuid.uuid4())
+    for pair in ((good, "nope"), ("nope", good), (good, good)):
+        url = f"{server}/v1/stream?access_token={pair[0]}&access_token={pair[1]}"
+        with pytest.raises(websockets.InvalidStatus) as exc:
+            async with websockets.connect(url):
+                pass
+        assert exc.value.response.status_code == 400
+        assert json.loads(exc.value.response.body)["code"] == "duplicate_access_token"
+
+
 async def test_the_stream_closes_when_its_token_expires(server, tokens):
     token = tokens.mint(organization_id=uuid.uuid4(), ttl=2)
     async with websockets.connect(

@@ -81,9 +81,11 @@ class Admission:
 
     async def http(
         self, method: str, path: str, authorization: bytes | None, address: str | None
-    ) -> Decision | None:
-        """The rate-limit decision to report on the answer; raises :class:`Refused`."""
+    ) -> tuple[Decision | None, str | None]:
+        """The rate-limit decision to report on the answer, and the caller's
+        organization (``None`` on public routes); raises :class:`Refused`."""
         decision: Decision | None
+        organization: str | None = None
         if (method, path) in PUBLIC_ROUTES:
             limits = self.limits
             decision = limits.webhook(address) if path == WEBHOOK_PATH else limits.client(address)
@@ -91,10 +93,11 @@ class Admission:
             identity = await self._identity(bearer(authorization))
             if identity.scopes is not None and not allows(identity.scopes, method, path):
                 raise Refused.scope(method, path)
-            decision = self.limits.organization(identity.organization_id, identity.organization_key)
+            organization = identity.organization_key
+            decision = self.limits.organization(identity.organization_id, organization)
         if decision is not None and not decision.allowed:
             raise Refused.rate_limited(decision)
-        return decision
+        return decision, organization
 
     async def websocket(
         self, authorization: bytes | None, query: bytes, path: str = "/v1/stream"
@@ -102,12 +105,24 @@ class Admission:
         """The caller of a WebSocket handshake; raises :class:`Refused`.
 
         Browsers cannot set headers on a WebSocket: ``?access_token=`` is accepted
-        too (and forwarded untouched with the query string).
+        too (and forwarded untouched with the query string). More than one
+        ``access_token`` is refused (400 ``duplicate_access_token``): this parser
+        would read the first, conversations' (Starlette) the last.
         """
         token = bearer(authorization)
-        if token is None and query:
-            tokens = parse_qs(query.decode("latin-1")).get("access_token")
-            token = tokens[0] if tokens else None
+        if query:
+            tokens = parse_qs(query.decode("latin-1"), keep_blank_values=True).get(
+                "access_token", []
+            )
+            if len(tokens) > 1:
+                raise Refused(
+                    400,
+                    "duplicate_access_token",
+                    "Bad request",
+                    "more than one access_token in the query",
+                )
+            if token is None and tokens:
+                token = tokens[0] or None
         identity = await self._identity(token)
         if identity.scopes is not None and not allows(identity.scopes, "GET", path):
             raise Refused.scope("GET", path)

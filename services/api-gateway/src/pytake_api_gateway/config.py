@@ -56,6 +56,19 @@ class Settings(ServiceSettings):
     #: (media, exports); past it the exchange is cut and the upstream
     #: connection freed, so a slow reader cannot hold one indefinitely.
     client_write_timeout_s: float = 30.0
+    #: Streamed bodies in flight on each replica (large uploads such as contact
+    #: imports, streamed answers such as media and exports): they hold an
+    #: upstream connection for as long as the client takes, so they have their
+    #: own caps, in all and per organization (503 ``streams_busy`` / 429
+    #: ``too_many_streams`` past them), below ``upstream_pool_size``.
+    streamed_bodies_max: int = Field(default=64, ge=1)
+    streamed_bodies_per_organization: int = Field(default=4, ge=1)
+    #: A streamed body must move at least this many bytes a second on average
+    #: (counting only the time spent waiting on the client) once
+    #: ``streamed_body_grace_s`` of waiting is used up; slower, the exchange is
+    #: cut (an upload gets 408). 0 = no such rule.
+    streamed_body_min_bytes_per_s: int = Field(default=64 * 1024, ge=0)
+    streamed_body_grace_s: float = Field(default=10.0, ge=0)
     #: Open WebSocket streams per organization on each replica; 0 = no cap.
     ws_max_streams_per_organization: int = Field(default=200, ge=0)
 

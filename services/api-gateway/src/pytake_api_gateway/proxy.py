@@ -36,7 +36,7 @@ from pytake_api_gateway.headers import (
     split_request,
 )
 from pytake_api_gateway.ratelimit import EdgeRateLimits
-from pytake_api_gateway.relay import Relay
+from pytake_api_gateway.relay import Pace, Relay, StreamedBodies, StreamsBusy, streams_busy
 from pytake_api_gateway.routing import RouteEntry, RoutingTable, has_dot_segment
 from pytake_api_gateway.tokens import TokenGate
 from pytake_api_gateway.upstream import BodyStream, Origin, UpstreamPool
@@ -141,30 +141,43 @@ class _TooLarge(Exception):
 
 
 class _ClientStalled(Exception):
-    pass
+    """The client stopped sending the body, or sends it slower than the pace."""
 
 
-def _body_stream(receive: Receive, limit: int, timeout_s: float) -> BodyStream:
+def _body_stream(receive: Receive, limit: int, timeout_s: float, pace: Pace) -> BodyStream:
     """The request body piece by piece, for :meth:`UpstreamPool.request`: raises
     :class:`_TooLarge` past ``limit``, :class:`_ClientStalled` when the client
-    sends nothing for ``timeout_s``, :class:`_Disconnected` when it goes away."""
+    sends nothing for ``timeout_s`` or falls below ``pace`` (only the time spent
+    waiting on the client counts, not the upstream's flow control),
+    :class:`_Disconnected` when it goes away."""
     size = 0
     more = True
+    loop = asyncio.get_running_loop()
 
     async def pull() -> bytes:
         nonlocal size, more
         while more:
+            allowance = pace.allowance()
+            started = loop.time()
             try:
-                async with asyncio.timeout(timeout_s):
+                async with asyncio.timeout(min(timeout_s, allowance)):
                     message = await receive()
             except TimeoutError:
-                raise _ClientStalled from None
+                if allowance < timeout_s:
+                    raise _ClientStalled(
+                        f"the request body arrived slower than {pace.min_bytes_per_s} bytes/s"
+                    ) from None
+                raise _ClientStalled(
+                    f"the request body stopped arriving for {timeout_s} s"
+                ) from None
+            pace.waited += loop.time() - started
             if message["type"] == "http.disconnect":
                 raise _Disconnected
             more = message.get("more_body", False)
             chunk: bytes = message.get("body", b"")
             if chunk:
                 size += len(chunk)
+                pace.moved += len(chunk)
                 if size > limit:
                     raise _TooLarge
                 return chunk
@@ -192,7 +205,16 @@ class Proxy:
         self.table = table
         self.client = client
         self.admission = Admission(gate, limits)
-        self.relay = Relay(client.pool, settings.client_write_timeout_s)
+        self.streams = StreamedBodies(
+            settings.streamed_bodies_max, settings.streamed_bodies_per_organization
+        )
+        self.relay = Relay(
+            client.pool,
+            settings.client_write_timeout_s,
+            self.streams,
+            settings.streamed_body_min_bytes_per_s,
+            settings.streamed_body_grace_s,
+        )
         self.websocket = WebSocketProxy(
             self.admission,
             lambda: client.session,
@@ -232,7 +254,9 @@ class Proxy:
         client = scope.get("client")
         address: str | None = client[0] if client else None
         try:
-            decision = await self.admission.http(method, path, head.authorization, address)
+            decision, organization = await self.admission.http(
+                method, path, head.authorization, address
+            )
         except Refused as refused:
             response = problem(
                 refused.status, refused.code, refused.title, refused.detail, **refused.extra
@@ -255,8 +279,25 @@ class Proxy:
         origin = self.origins[entry.upstream.name]
         if isinstance(body, bytes):
             await self.relay(
-                entry, origin, method, target, forward, body, decision, scope, receive, send
+                entry,
+                origin,
+                method,
+                target,
+                forward,
+                body,
+                decision,
+                scope,
+                receive,
+                send,
+                organization=organization,
             )
+            return
+        # An upload holds an upstream connection as long as the client takes:
+        # counted before that connection is taken.
+        try:
+            self.streams.take(organization)
+        except StreamsBusy as busy:
+            await streams_busy(busy, scope, receive, send)
             return
         try:
             await self.relay(
@@ -272,18 +313,19 @@ class Proxy:
                 send,
                 stream=body.stream,
                 length=body.length,
+                organization=organization,
+                holds_stream=True,
             )
         except _Disconnected:
             return
         except _TooLarge:
             await _too_large(body.limit, scope, receive, send)
-        except _ClientStalled:
-            await problem(
-                408,
-                "request_timeout",
-                "Request timeout",
-                f"the request body stopped arriving for {self.client_read_timeout_s} s",
-            )(scope, receive, send)
+        except _ClientStalled as stalled:
+            await problem(408, "request_timeout", "Request timeout", str(stalled))(
+                scope, receive, send
+            )
+        finally:
+            self.streams.give_back(organization)
 
     async def _body(
         self,
@@ -316,9 +358,8 @@ class Proxy:
                 await _too_large(limit, scope, receive, send)
                 return None
         if limit > entry.body_limit:  # a large-body route: streamed, never held whole
-            return _Upload(
-                _body_stream(receive, limit, self.client_read_timeout_s), declared, limit
-            )
+            stream = _body_stream(receive, limit, self.client_read_timeout_s, self.relay.pace())
+            return _Upload(stream, declared, limit)
         try:
             body = await _read_body(receive, limit)
         except _Disconnected:

@@ -21,11 +21,13 @@ aggregation). It does only what the proxy needs:
   connecting has ``connect_timeout_s`` (past it, :class:`UpstreamError`: the
   upstream is unreachable, as when it refuses);
 * at most ``limit`` connections are open to all upstreams together; more
-  requests wait for one, in arrival order, at most ``wait_timeout_s``
-  (:class:`PoolExhausted`, 503). A connection given back goes straight to a
-  waiter for the same upstream; when only waiters for other upstreams are
-  left it is closed so that one of them can connect, and an idle connection to
-  another upstream is closed rather than making a request wait;
+  requests wait for one, strictly in arrival order, at most ``wait_timeout_s``
+  in all (:class:`PoolExhausted`, 503). A connection given back goes to the
+  oldest waiter when it wants the same upstream; when the oldest waiter wants
+  another upstream the connection is closed and its slot reserved for that
+  waiter, which connects. While anyone waits, a newcomer queues behind them
+  (it never takes a slot freed for a waiter). With nobody waiting, an idle
+  connection to another upstream is closed rather than making a request wait;
 * a request body is written whole, or streamed as the client sends it (the
   routes with a large limit, see :mod:`pytake_api_gateway.proxy`), following the
   upstream's flow control; a streamed request is never retried;
@@ -486,30 +488,51 @@ class UpstreamPool:
 
     async def _acquire(self, origin: Origin) -> tuple[_Connection, bool]:
         key = origin.key
-        while True:
-            idle = self._idle.get(key)
-            if idle:
-                now = self.loop.time()
-                while idle:
-                    connection = idle.pop()
-                    if not connection.closed and now - connection.idle_since < self.keepalive_s:
-                        return connection, True
-                    connection.close()
-            if self._open >= self.limit and not self._waiters:
+        idle = self._idle.get(key)
+        if idle:
+            now = self.loop.time()
+            while idle:
+                connection = idle.pop()
+                if not connection.closed and now - connection.idle_since < self.keepalive_s:
+                    return connection, True
+                connection.close()
+        if not self._someone_waits():
+            if self._open >= self.limit:
                 self._close_idle_elsewhere(key)
             if self._open < self.limit:
                 return await self._connect(origin), False
-            handed = await self._wait_for_slot(key)
-            if handed is not None and not handed.closed:
+        # One deadline for the whole wait, however often the request is woken.
+        deadline = self.loop.time() + self.wait_timeout_s
+        front = False
+        while True:
+            handed = await self._wait_for_slot(key, deadline, front=front)
+            if handed is None:
+                return await self._connect(origin, reserved=True), False
+            if not handed.closed:
                 return handed, True
+            # Closed by the upstream between the hand-over and now: its slot went
+            # to the next waiter; wait again, first in line.
+            front = True
 
-    async def _wait_for_slot(self, key: tuple[str, int, bool]) -> _Connection | None:
-        """Wait in line: a connection to ``key`` handed over, or ``None`` (a slot is free)."""
+    def _someone_waits(self) -> bool:
+        waiters = self._waiters
+        while waiters and waiters[0].future.done():
+            waiters.popleft()
+        return bool(waiters)
+
+    async def _wait_for_slot(
+        self, key: tuple[str, int, bool], deadline: float, *, front: bool = False
+    ) -> _Connection | None:
+        """Wait in line: a connection to ``key`` handed over, or ``None``: a slot
+        was freed and reserved for this request (it is counted open already)."""
         waiter = _Waiter(key, self.loop.create_future())
-        self._waiters.append(waiter)
+        if front:
+            self._waiters.appendleft(waiter)
+        else:
+            self._waiters.append(waiter)
         future = waiter.future
         try:
-            async with asyncio.timeout(self.wait_timeout_s):
+            async with asyncio.timeout_at(deadline):
                 return await future
         except BaseException as exc:
             with contextlib.suppress(ValueError):
@@ -521,6 +544,7 @@ class UpstreamPool:
                 if handed is not None:
                     self._park(handed)
                 else:
+                    self._open -= 1  # give the reserved slot back
                     self._wake_one()
             else:
                 future.cancel()
@@ -537,14 +561,16 @@ class UpstreamPool:
                 idle.popleft().close()
                 return
 
-    async def _connect(self, origin: Origin) -> _Connection:
+    async def _connect(self, origin: Origin, *, reserved: bool = False) -> _Connection:
+        """Open a connection; ``reserved``: its slot was already counted for it."""
         tls: ssl.SSLContext | None = None
         if origin.tls:
             if self._ssl is None:
                 self._ssl = ssl.create_default_context()
             tls = self._ssl
         connection = _Connection(self, origin)
-        self._open += 1
+        if not reserved:
+            self._open += 1
         try:
             async with asyncio.timeout(self.connect_timeout_s):
                 await self.loop.create_connection(
@@ -564,19 +590,18 @@ class UpstreamPool:
         return connection
 
     def _park(self, connection: _Connection) -> None:
-        """A connection is free again: to a waiter for its upstream, else idle."""
+        """A connection is free again: to the oldest waiter if it wants this
+        upstream; closed (its slot reserved for that waiter) if it wants another;
+        idle when nobody waits."""
+        if self._someone_waits():
+            waiter = self._waiters[0]
+            if waiter.key == connection.origin.key:
+                self._waiters.popleft()
+                waiter.future.set_result(connection)
+            else:
+                connection.close()  # -> _forget -> _wake_one: the slot is the waiter's
+            return
         key = connection.origin.key
-        waiters = self._waiters
-        if waiters:
-            for waiter in waiters:
-                if waiter.key == key and not waiter.future.done():
-                    waiters.remove(waiter)
-                    waiter.future.set_result(connection)
-                    return
-            if any(not w.future.done() for w in waiters):
-                # Only other upstreams are waited for: make room for one of them.
-                connection.close()
-                return
         connection.idle_since = self.loop.time()
         idle = self._idle.get(key)
         if idle is None:
@@ -593,13 +618,11 @@ class UpstreamPool:
         self._wake_one()
 
     def _wake_one(self) -> None:
-        """Tell the oldest waiter a slot is free (it connects to its own upstream)."""
-        waiters = self._waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.future.done():
-                waiter.future.set_result(None)
-                return
+        """A slot is free: reserve it for the oldest waiter (it connects to its own
+        upstream), so that no newcomer can take it before that waiter runs."""
+        if self._someone_waits():
+            self._open += 1
+            self._waiters.popleft().future.set_result(None)
 
     def close(self) -> None:
         for idle in list(self._idle.values()):

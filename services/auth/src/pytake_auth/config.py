@@ -65,12 +65,17 @@ class Settings(ServiceSettings):
     #: Failed logins (and failed current-password checks) per (e-mail, client source):
     #: the guesser is stopped, nobody else.
     throttle_login_failures_per_source: Rule = (5, 900)
-    #: Failed logins per e-mail, applied only to sources that failed against it: guessing
-    #: from many sources gets about one try per source, the owner's fresh source passes.
+    #: Failed logins per e-mail, applied only to sources whose network (/24 IPv4, /48
+    #: IPv6) failed against it: guessing from many networks gets about one try per
+    #: network, the owner's fresh source elsewhere passes.
     throttle_login_failures_per_email: Rule = (5, 900)
-    #: Failed logins per e-mail from any source, the owner's included: bounds guessing
-    #: from a botnet (reaching it takes about this many sources).
+    #: Failed logins per e-mail from any source: bounds guessing from a botnet
+    #: (reaching it takes about this many networks). Applies to every source but
+    #: those that signed in to the e-mail before (see below).
     throttle_login_failures_ceiling: Rule = (100, 900)
+    #: How long a source (IPv4 address, IPv6 /64) that signed in to an e-mail stays
+    #: exempt from that e-mail's per-e-mail limit and ceiling (renewed at each sign-in).
+    throttle_login_known_source_ttl_s: int = Field(default=90 * 86400, ge=1)
     #: Every login attempt per client address (an IPv6 client's /64).
     throttle_login_per_address: Rule = (20, 60)
     #: Registrations per client address and per e-mail.

@@ -5,22 +5,30 @@ the work around it is kept lean: two short transactions on raw asyncpg
 (:mod:`pytake_common.rawpg`) with prebuilt SQL text, no connection held while hashing.
 
 1. Before verifying: the throttle (every attempt per client address, counted;
-   failed guesses, checked: see :meth:`Logins.refusal`) and the user's lookup, in
-   one transaction. The tenant is unknown until the e-mail is found: the one
+   the guess, counted as a failure unless refused: see :meth:`Logins.reserve`) and
+   the user's lookup, in one transaction. The tenant is unknown until the e-mail is found: the one
    cross-tenant read.
 2. After: bound to the user's organization, one statement records the login (and
    a rehash), opens the session and stores its first refresh token (its sha256,
    never the token), only if the user is still active with the password that was
-   verified; the failures of this e-mail from this source, and the e-mail's own,
-   are forgotten in the same transaction.
+   verified; the failure reserved for it is refunded, the failures of this e-mail
+   from this source, and the e-mail's own, are forgotten, and the source is marked
+   as known, in the same transaction.
 
 Failed guesses are throttled so that a stranger cannot lock the owner out by
 knowing their address: per (e-mail, source) pair, so the guesser is stopped; per
-e-mail for sources that already failed against it, so guessing from many sources
-gets about one try per source; and a ceiling per e-mail for everyone, so a botnet
-gets a bounded number of guesses. A source that never failed against the e-mail
-(the owner at their usual address) passes the first two and is stopped only by
-the ceiling, which takes about as many sources as its limit.
+e-mail for sources whose network (/24 for IPv4, /48 for IPv6) already failed
+against it, so guessing from many networks gets about one try per network (a host
+rotating through the /64s of its /48 gets no more); and a ceiling per e-mail, so
+a botnet gets a bounded number of guesses, which takes about as many networks as
+its limit to reach. A source that signed in to the e-mail before (a marker kept
+for ``throttle_login_known_source_ttl_s``) is exempt from both: the owner at a
+usual address is never locked out; at a brand-new address, only while the
+ceiling is full.
+
+A guess is counted as a failure *before* its password is verified, with the
+counters' rows locked (:meth:`Logins.reserve`), and refunded when it is right: N
+concurrent guesses cannot all pass a check that none of them has counted yet.
 
 Unknown e-mails verify against a dummy hash and are answered like a wrong password
 or a deactivated account, and their failures count the same.
@@ -36,6 +44,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 
@@ -44,7 +53,7 @@ from pytake_auth.domain import InvalidCredentials, normalize_email, normalize_pa
 from pytake_auth.keys import KeyRing, SigningKey
 from pytake_auth.passwords import Passwords
 from pytake_auth.store import User
-from pytake_auth.throttle import Rule, Rules, Throttle, Throttled
+from pytake_auth.throttle import Rules, Throttle, Throttled, ceiling_group
 from pytake_auth.tokens import new_refresh_token
 from pytake_common import rawpg as pg
 from pytake_common.db import Database
@@ -78,6 +87,17 @@ SELECT {_USER_COLUMNS} FROM login
 
 
 @dataclass(frozen=True, slots=True)
+class Reservation:
+    """The failure counted for a guess before it was verified: ``(bucket,
+    window_start)`` of each hit, refunded if the guess is right."""
+
+    counted: tuple[tuple[str, datetime], ...]
+
+
+NOTHING_RESERVED = Reservation(())
+
+
+@dataclass(frozen=True, slots=True)
 class SignedIn:
     user: User
     session_id: uuid.UUID
@@ -106,75 +126,98 @@ class Logins:
         """Sign ``email`` in from ``client``; raise :class:`Throttled` or
         :class:`InvalidCredentials`."""
         email = normalize_email(email)
-        found = await self._admit(email, client)
+        found, reserved = await self._admit(email, client)
         password = normalize_password(password)
         matches = await self.passwords.verify(found.password_hash if found else None, password)
         if found is None or not matches or not found.is_active:
-            await self.count_failure(email, client)
-            raise InvalidCredentials()
+            raise InvalidCredentials()  # the failure was counted before verifying
         new_hash = (
             await self.passwords.hash(password)
             if self.passwords.needs_rehash(found.password_hash)
             else None
         )
         key = await self.keys.signing_key()
-        opened = await self._open_session(found, new_hash, email, client)
+        opened = await self._open_session(found, new_hash, email, client, reserved)
         # Deactivated or re-passworded while we were hashing: refuse like any mismatch.
         if opened is None:
             raise InvalidCredentials()
         user, session_id, refresh_token = opened
         return SignedIn(user, session_id, refresh_token, key)
 
-    def _failure_subjects(self, email: str, source: str) -> tuple[tuple[Rule, str], ...]:
-        rules = self.rules
-        return (
-            (rules.login_failures_per_source, f"{email} {source}"),
-            (rules.login_failures_per_email, email),
-            (rules.login_failures_ceiling, email),
-        )
+    async def reserve(
+        self, conn: asyncpg.Connection, email: str, source: str
+    ) -> tuple[int | None, Reservation]:
+        """Count a failed guess of ``email``'s password from ``source`` *before* it is
+        verified, or refuse it: ``(Retry-After, nothing counted)`` when ``source`` may
+        not guess now, else ``(None, what was counted)`` (refunded when the guess is
+        right). Every bucket is locked first, so concurrent guesses queue: N at once
+        cannot all pass a check made before any of them counts.
 
-    async def refusal(self, conn: asyncpg.Connection, email: str, source: str) -> int | None:
-        """``Retry-After`` when ``source`` may not guess ``email``'s password now, else None.
-
-        The per-e-mail limit applies only to a source that failed against the e-mail
-        itself: a stranger's failures elsewhere never stop the owner's right password.
+        The per-e-mail limit applies only to a source whose network (its /24 or /48,
+        :func:`ceiling_group`) failed against the e-mail itself: a stranger's failures
+        elsewhere never stop the owner's right password, and a host cannot rotate
+        through the 65,536 /64s of its /48 to fill the ceiling alone. Neither the
+        per-e-mail limit nor the ceiling applies to a source that signed in to the
+        e-mail before.
         """
-        pair, per_email, ceiling = await self.throttle.levels(
-            conn, *self._failure_subjects(email, source)
+        throttle, rules = self.throttle, self.rules
+        if not throttle.enabled:
+            return None, NOTHING_RESERVED
+        # Always this order (pair, e-mail, group, ceiling): no two logins lock in a cycle.
+        pair = await throttle.lock(conn, rules.login_failures_per_source, f"{email} {source}")
+        per_email = await throttle.lock(conn, rules.login_failures_per_email, email)
+        group = await throttle.lock(
+            conn, rules.login_failures_per_group, f"{email} {ceiling_group(source)}"
         )
-        applicable = (pair, ceiling, per_email) if pair.hits > 0 else (pair, ceiling)
-        waits = [level.retry_after for level in applicable if level.retry_after is not None]
-        return max(waits, default=None)
+        ceiling = await throttle.lock(conn, rules.login_failures_ceiling, email)
+        known = await throttle.marked(conn, rules.login_known_source, f"{email} {source}")
+        applicable = [pair]
+        if not known:
+            if pair.hits > 0 or group.hits > 0:
+                applicable.append(per_email)
+            applicable.append(ceiling)
+        waits = [retry for level in applicable if (retry := level.retry_after()) is not None]
+        if waits:
+            return max(waits), NOTHING_RESERVED
+        counted = (pair, per_email, group, ceiling)
+        for level in counted:
+            await throttle.count(conn, level)
+        return None, Reservation(tuple((level.bucket, level.window_start) for level in counted))
 
-    async def check_guess(self, email: str, source: str) -> None:
-        """Raise :class:`Throttled` when ``source`` may not guess ``email``'s password now."""
+    async def reserve_guess(self, email: str, source: str) -> Reservation:
+        """:meth:`reserve` in its own transaction; raise :class:`Throttled` when refused.
+        Give the result to :meth:`refund` if the guess turns out right."""
         async with pg.transaction(self.db, durable=False) as conn:
-            retry = await self.refusal(conn, email, source)
+            retry, reserved = await self.reserve(conn, email, source)
         if retry is not None:
             raise Throttled(retry)
+        return reserved
 
-    async def count_failure(self, email: str, source: str) -> None:
-        """Count a failed password check against ``email`` (normalized) from ``source``."""
-        # Each rule counts on its own: the check before verifying already refused
-        # callers over a limit that applies to them (a full per-e-mail window does not
-        # stop a fresh source's failure from counting for its pair and the ceiling).
-        async with pg.transaction(self.db, durable=False) as conn:
-            for rule, subject in self._failure_subjects(email, source):
-                await self.throttle.take(conn, (rule, subject, True))
+    async def refund(self, reserved: Reservation) -> None:
+        """The guess was right: take back the failure counted for it."""
+        if reserved.counted:
+            async with pg.transaction(self.db, durable=False) as conn:
+                await self.throttle.refund(conn, reserved.counted)
 
-    async def _admit(self, email: str, client: str) -> User | None:
+    async def _admit(self, email: str, client: str) -> tuple[User | None, Reservation]:
         async with pg.transaction(self.db, bypass_rls=True, durable=False) as conn:
             retry = await self.throttle.take(conn, (self.rules.login_per_address, client, True))
+            reserved = NOTHING_RESERVED
             if retry is None:
-                retry = await self.refusal(conn, email, client)
+                retry, reserved = await self.reserve(conn, email, client)
             # Commit the address' count before refusing.
             row = None if retry is not None else await conn.fetchrow(_FIND_USER, email)
         if retry is not None:
             raise Throttled(retry)
-        return User(*row) if row is not None else None
+        return (User(*row) if row is not None else None), reserved
 
     async def _open_session(
-        self, found: User, new_password_hash: str | None, email: str, client: str
+        self,
+        found: User,
+        new_password_hash: str | None,
+        email: str,
+        client: str,
+        reserved: Reservation,
     ) -> tuple[User, uuid.UUID, str] | None:
         session_id = uuid.uuid4()
         token, token_hash = new_refresh_token()
@@ -193,8 +236,16 @@ class Logins:
             )
             if row is None:
                 return None
-            # A successful sign-in forgets this source's and the e-mail's earlier failures
-            # (not the ceiling's: the owner signing in must not refund a botnet's guesses).
-            pair, per_email, _ = self._failure_subjects(email, client)
-            await self.throttle.forget(conn, pair, per_email)
+            # A successful sign-in takes back the failure reserved for it, forgets this
+            # source's and the e-mail's earlier failures (not the ceiling's: the owner
+            # signing in must not refund a botnet's guesses), and marks the source as
+            # known (exempt from the ceiling from now on).
+            rules = self.rules
+            await self.throttle.refund(conn, reserved.counted)
+            await self.throttle.forget(
+                conn,
+                (rules.login_failures_per_source, f"{email} {client}"),
+                (rules.login_failures_per_email, email),
+            )
+            await self.throttle.mark(conn, rules.login_known_source, f"{email} {client}")
         return User(*row), session_id, token

@@ -19,7 +19,7 @@ import hashlib
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from ipaddress import IPv6Address, ip_address, ip_network
+from ipaddress import IPv6Address, IPv6Network, ip_address, ip_network
 
 import asyncpg
 from sqlalchemy import delete, func
@@ -50,19 +50,6 @@ class Rule:
         return hashlib.sha256(f"{self.name}:{subject}".encode()).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class Level:
-    """A subject's standing under a rule, read without counting."""
-
-    #: hits in the last window (the sliding estimate; 0 when none count any more)
-    hits: float
-    #: ``Retry-After`` if one more hit were refused now, else None
-    retry_after: int | None
-
-
-NO_HITS = Level(0.0, None)
-
-
 def throttle_source(address: str) -> str:
     """What the throttle counts a client address as: an IPv6 client's /64 (one host
     usually holds a whole /64, so counting single addresses would let it rotate
@@ -78,11 +65,28 @@ def throttle_source(address: str) -> str:
     return str(ip)
 
 
+def ceiling_group(source: str) -> str:
+    """The network a throttle source belongs to for the per-e-mail limits only: its
+    /48 (IPv6) or /24 (IPv4). One host commonly holds a whole IPv6 /48 (65,536 /64s)
+    and often many addresses of one IPv4 /24: as one network, they cannot each count
+    as a fresh source and so fill the e-mail's ceiling alone."""
+    try:
+        network = ip_network(source, strict=False)
+    except ValueError:
+        return source
+    prefix = 48 if isinstance(network, IPv6Network) else 24
+    return str(network.supernet(new_prefix=prefix)) if network.prefixlen > prefix else str(network)
+
+
 @dataclass(frozen=True, slots=True)
 class Rules:
     login_failures_per_source: Rule
     login_failures_per_email: Rule
     login_failures_ceiling: Rule
+    #: (e-mail, network of the source): has this network failed against the e-mail?
+    login_failures_per_group: Rule
+    #: (e-mail, source) that signed in before: a long-lived marker, exempt from the ceiling.
+    login_known_source: Rule
     login_per_address: Rule
     register_per_address: Rule
     register_per_email: Rule
@@ -103,6 +107,12 @@ class Rules:
             ),
             login_failures_ceiling=rule(
                 "login-failures:email-ceiling", settings.throttle_login_failures_ceiling
+            ),
+            login_failures_per_group=rule(
+                "login-failures:email+group", settings.throttle_login_failures_ceiling
+            ),
+            login_known_source=Rule(
+                "login-known:email+source", 1, settings.throttle_login_known_source_ttl_s
             ),
             login_per_address=rule("login:address", settings.throttle_login_per_address),
             register_per_address=rule("register:address", settings.throttle_register_per_address),
@@ -151,16 +161,50 @@ RETURNING b.window_start, b.hits, b.previous_hits, now()
 _READ_BUCKET = """
 SELECT window_start, hits, previous_hits, now() FROM throttle_buckets WHERE bucket = $1
 """
-#: Several checks in one round trip.
-_READ_BUCKETS = """
-SELECT bucket, window_start, hits, previous_hits, now() FROM throttle_buckets
-WHERE bucket = ANY($1::varchar[])
-"""
 _COUNT_HIT = """
 UPDATE throttle_buckets SET window_start = $2, hits = $3, previous_hits = $4, expires_at = $5
 WHERE bucket = $1
 """
 _FORGET = "DELETE FROM throttle_buckets WHERE bucket = ANY($1::varchar[])"
+#: Take back one hit counted in the window that started at $2 (a reservation refunded).
+_REFUND = """
+UPDATE throttle_buckets
+SET hits = CASE WHEN window_start = $2 THEN greatest(hits - 1, 0) ELSE hits END,
+    previous_hits = CASE WHEN window_start = $2 THEN previous_hits
+                         ELSE greatest(previous_hits - 1, 0) END
+WHERE bucket = ANY($1::varchar[])
+"""
+#: A long-lived marker (no counting): set, or its lifetime renewed.
+_MARK = """
+INSERT INTO throttle_buckets (bucket, window_start, hits, previous_hits, expires_at)
+VALUES ($1, now(), 1, 0, now() + make_interval(secs => $2::integer))
+ON CONFLICT (bucket) DO UPDATE SET expires_at = EXCLUDED.expires_at
+"""
+_MARKED = "SELECT 1 FROM throttle_buckets WHERE bucket = $1 AND expires_at > now()"
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """A subject's bucket under a rule, locked (FOR UPDATE, by the upsert) until the
+    transaction ends: the basis of a check-and-count with no race in between."""
+
+    rule: Rule
+    bucket: str
+    window_start: datetime
+    previous: int
+    current: int
+    elapsed: float
+
+    @property
+    def hits(self) -> float:
+        return _estimate(self.rule, self.previous, self.current, self.elapsed)
+
+    def retry_after(self) -> int | None:
+        """``Retry-After`` if one more hit would exceed the limit, else None."""
+        rule = self.rule
+        if _estimate(rule, self.previous, self.current + 1, self.elapsed) > rule.limit:
+            return _retry_after(rule, self.previous, self.current, self.elapsed)
+        return None
 
 
 class Throttle:
@@ -202,25 +246,6 @@ class Throttle:
                 return retry
         return None
 
-    async def levels(self, conn: asyncpg.Connection, *subjects: tuple[Rule, str]) -> list[Level]:
-        """Each ``(rule, subject)``'s :class:`Level`, in one statement; counts nothing."""
-        if not self.enabled:
-            return [NO_HITS for _ in subjects]
-        buckets = [rule.bucket(subject) for rule, subject in subjects]
-        rows = {row[0]: row for row in await conn.fetch(_READ_BUCKETS, buckets)}
-        found: list[Level] = []
-        for (rule, _), bucket in zip(subjects, buckets, strict=True):
-            row = rows.get(bucket)
-            if row is None:
-                found.append(NO_HITS)
-                continue
-            _, previous, current, elapsed = _standing(rule, row[1], row[2], row[3], row[4])
-            hits = _estimate(rule, previous, current, elapsed)
-            refused = _estimate(rule, previous, current + 1, elapsed) > rule.limit
-            retry = _retry_after(rule, previous, current, elapsed) if refused else None
-            found.append(Level(hits, retry))
-        return found
-
     async def clear(self, rule: Rule, subject: str, conn: asyncpg.Connection | None = None) -> None:
         """Forget ``subject``'s hits (inside ``conn``'s transaction when given)."""
         await self.forget(conn, (rule, subject))
@@ -236,6 +261,43 @@ class Throttle:
             return
         async with pg.transaction(self.db, durable=False) as own:
             await own.execute(_FORGET, buckets)
+
+    async def lock(self, conn: asyncpg.Connection, rule: Rule, subject: str) -> Standing:
+        """Lock ``subject``'s bucket (created empty when missing) and read it."""
+        bucket = rule.bucket(subject)
+        row = await conn.fetchrow(_LOCK_BUCKET, bucket, rule.window_s)
+        window_start, previous, current, elapsed = _standing(rule, row[0], row[1], row[2], row[3])
+        return Standing(rule, bucket, window_start, previous, current, elapsed)
+
+    async def count(self, conn: asyncpg.Connection, standing: Standing) -> None:
+        """Count one hit on a bucket locked by :meth:`lock` (limits are the caller's)."""
+        expires_at = standing.window_start + timedelta(seconds=2 * standing.rule.window_s)
+        await conn.execute(
+            _COUNT_HIT,
+            standing.bucket,
+            standing.window_start,
+            standing.current + 1,
+            standing.previous,
+            expires_at,
+        )
+
+    async def refund(
+        self, conn: asyncpg.Connection, counted: tuple[tuple[str, datetime], ...]
+    ) -> None:
+        """Take back hits counted by :meth:`count`: ``(bucket, window_start)`` each."""
+        by_window: dict[datetime, list[str]] = {}
+        for bucket, window_start in counted:
+            by_window.setdefault(window_start, []).append(bucket)
+        for window_start, buckets in by_window.items():
+            await conn.execute(_REFUND, buckets, window_start)
+
+    async def mark(self, conn: asyncpg.Connection, rule: Rule, subject: str) -> None:
+        """Set ``subject``'s marker for ``rule.window_s`` seconds from now."""
+        if self.enabled:
+            await conn.execute(_MARK, rule.bucket(subject), rule.window_s)
+
+    async def marked(self, conn: asyncpg.Connection, rule: Rule, subject: str) -> bool:
+        return await conn.fetchval(_MARKED, rule.bucket(subject)) is not None
 
     async def _take(
         self, conn: asyncpg.Connection, rule: Rule, bucket: str, *, count: bool

@@ -12,7 +12,8 @@ new cell in a spreadsheet that splits on the other separator.
 Phones are neutralised like any other cell (``'+5511987654321``): one rule for every
 column leaves nothing to forget, and the quote also keeps spreadsheets from reading
 the number as arithmetic and dropping its ``+``. Imports undo the prefix
-(:func:`restore`), so an exported file imports back unchanged.
+(:func:`restore`) and ignore the columns only an export has
+(:data:`pytake_contacts.importer.EXPORT_ONLY`), so an exported file imports as is.
 """
 
 from __future__ import annotations

@@ -58,6 +58,30 @@ FIELDS = ("name", "email", "company", "job_title", "notes", "language")
 PROFILE_COLUMNS = ("name", "phone", *FIELDS[1:])
 MAX_LENGTH = {"name": MAX_NAME, "company": MAX_COMPANY, "job_title": MAX_JOB_TITLE}
 ATTRIBUTE_PREFIX = "attributes."
+#: The columns of an export (``GET /v1/contacts/export``), in order; then ``tags`` and
+#: ``attributes.<key>``.
+EXPORT_FIELDS = (
+    "id",
+    "name",
+    "phone",
+    "email",
+    "company",
+    "job_title",
+    "language",
+    "notes",
+    "wa_id",
+    "marketing_opt_in",
+    "blocked",
+    "assignee_id",
+    "created_at",
+    "last_interaction_at",
+)
+#: Columns an export has and an import ignores, so an exported file imports as is
+#: (into the same organization or another): ids, timestamps and the assignee belong
+#: to the exporting organization; ``wa_id`` follows from the phone; marketing consent
+#: and blocking are not carried over by a file (consent is given to one business, and
+#: both have their own routes); tags have theirs too.
+EXPORT_ONLY = frozenset(EXPORT_FIELDS) - {"phone", *FIELDS} | {"tags"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +93,8 @@ class Columns:
 
 
 def parse_header(header: list[str], schema: dict[str, AttributeDefinition]) -> Columns:
-    """Where each known column is; an unknown column refuses the whole file up front."""
+    """Where each known column is; an unknown column refuses the whole file up front
+    (an export's own columns, :data:`EXPORT_ONLY`, are ignored)."""
     names = [h.strip().lower() for h in header]
     if "phone" not in names:
         raise InvalidInput("the first row must be a header with a 'phone' column")
@@ -78,7 +103,7 @@ def parse_header(header: list[str], schema: dict[str, AttributeDefinition]) -> C
     fields: dict[str, int] = {}
     attributes: dict[str, int] = {}
     for i, name in enumerate(names):
-        if name == "phone":
+        if name == "phone" or name in EXPORT_ONLY:
             continue
         if name in FIELDS:
             fields[name] = i

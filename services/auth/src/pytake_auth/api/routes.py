@@ -453,10 +453,10 @@ async def change_password(
     async with db.transaction(organization_id=org) as session:
         current = await _live_user(session, principal, session_id)
     # Guessing the current password with a stolen access token counts as failed logins.
-    await logins.check_guess(current.email, client)
+    reserved = await logins.reserve_guess(current.email, client)
     if not await passwords.verify(current.password_hash, normalize_password(body.current_password)):
-        await logins.count_failure(current.email, client)
-        raise InvalidCurrentPassword()
+        raise InvalidCurrentPassword()  # counted before verifying
+    await logins.refund(reserved)
     new_password = normalize_password(body.new_password)
     check_password_policy(new_password, current.email)
     new_hash = await passwords.hash(new_password)

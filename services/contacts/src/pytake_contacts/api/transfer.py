@@ -18,7 +18,7 @@ from pytake_common.security import Worker
 from pytake_contacts import csv_cells
 from pytake_contacts.api.deps import DB, Filter
 from pytake_contacts.api.schemas import ImportResult
-from pytake_contacts.importer import BATCH, Importer, parse_header
+from pytake_contacts.importer import BATCH, EXPORT_FIELDS, Importer, parse_header
 from pytake_contacts.search import next_cursor, page_query
 from pytake_contacts.store import attribute_schema, tags_of
 
@@ -71,10 +71,13 @@ async def import_contacts(request: Request, principal: Worker, db: DB) -> Import
     """Create or update contacts from CSV (header row; ``phone`` required, matched on it).
 
     Columns: ``phone``, ``name``, ``email``, ``company``, ``job_title``, ``notes``,
-    ``language`` and ``attributes.<key>`` for custom attributes; an empty cell leaves the
-    field as it is. Each row is applied fully or not at all; failures are reported by row
-    number (1 = the first row after the header). Importing the same file twice changes
-    nothing the second time.
+    ``language`` and ``attributes.<key>`` for custom attributes (defined in this
+    organization); an empty cell leaves the field as it is. A file exported by
+    ``GET /v1/contacts/export`` imports as is: its other columns (``id``, ``wa_id``,
+    ``marketing_opt_in``, ``blocked``, ``assignee_id``, ``created_at``,
+    ``last_interaction_at``, ``tags``) are ignored. Each row is applied fully or not
+    at all; failures are reported by row number (1 = the first row after the header).
+    Importing the same file twice changes nothing the second time.
     """
     limit: int = request.app.state.settings.import_max_bytes
     raw = await _upload(request, limit)
@@ -107,32 +110,16 @@ async def import_contacts(request: Request, principal: Worker, db: DB) -> Import
     return importer.result()
 
 
-EXPORT_FIELDS = (
-    "id",
-    "name",
-    "phone",
-    "email",
-    "company",
-    "job_title",
-    "language",
-    "notes",
-    "wa_id",
-    "marketing_opt_in",
-    "blocked",
-    "assignee_id",
-    "created_at",
-    "last_interaction_at",
-)
-
-
 @router.get("/export")
 async def export_contacts(principal: Worker, db: DB, filters: Filter) -> StreamingResponse:
     """The filtered list as CSV (same filters as the list), streamed page by page.
 
     Every field is quoted, and a cell that a spreadsheet could read as a formula
     (``=``, ``+``, ``-``, ``@``, tab or carriage return first, also after blanks or
-    quotes) starts with a single quote: phones read ``'+5511987654321``. Importing the
-    file drops those quotes again.
+    quotes) starts with a single quote: phones read ``'+5511987654321``. The file
+    imports back as is (into this organization or another with the same attributes):
+    the import drops those quotes again and ignores the export-only columns (ids,
+    ``wa_id``, ``marketing_opt_in``, ``blocked``, ``assignee_id``, timestamps, ``tags``).
     """
     allow_long_reads()  # a large book's pages may each take longer than an API read
     org = principal.organization_id

@@ -35,11 +35,20 @@ router = APIRouter(tags=["stream"])
 POLICY_VIOLATION, TRY_AGAIN_LATER = 1008, 1013
 
 
+class DuplicateAccessToken(DomainError):
+    status, code, title = 400, "duplicate_access_token", "Bad request"
+
+
 def _token(websocket: WebSocket) -> str | None:
+    # Two access_tokens could be read differently by the gateway and here
+    # (first or last): refused, like two Authorization headers.
+    tokens = websocket.query_params.getlist("access_token")
+    if len(tokens) > 1:
+        raise DuplicateAccessToken("more than one access_token in the query")
     scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
-    return websocket.query_params.get("access_token") or None
+    return tokens[0] if tokens and tokens[0] else None
 
 
 async def _deny(websocket: WebSocket, error: DomainError) -> None:

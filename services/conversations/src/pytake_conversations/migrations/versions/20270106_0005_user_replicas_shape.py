@@ -8,14 +8,14 @@ shared name. The old columns stay, with defaults so that new code's rows satisfy
 until no pod runs code that reads them; a later revision drops ``deleted`` and
 ``version_at`` (*contract*).
 
-Revision ID: 0007
+Revision ID: 0005
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0005"
+down_revision = "0004"
 
 TS = sa.DateTime(timezone=True)
 
