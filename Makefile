@@ -38,8 +38,9 @@ format: install ## apply ruff formatting and fixes
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-schemas: install ## regenerate event JSON Schemas and docs/events.md from the models
+schemas: install ## regenerate event and webhook JSON Schemas and docs/events.md from the models
 	$(PY) -m pytake_devstack schemas
+	$(PY) -m pytake_integrations.contract schemas/webhooks
 
 test: lint ## lint, then unit, integration, end-to-end and deploy checks
 	$(VENV)/bin/pytest -q -p no:cacheprovider

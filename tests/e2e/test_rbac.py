@@ -51,6 +51,7 @@ def allowed(method: str, path: str) -> frozenset[str]:
         "/v1/tags",
         "/v1/contact-attributes",
         "/v1/canned-responses",
+        "/v1/webhook-endpoints",
     )
     if method in WRITES and path.startswith(admin_writes):
         return ADMINS

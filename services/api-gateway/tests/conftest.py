@@ -32,13 +32,14 @@ from pytake_api_gateway.config import Settings
 from pytake_devstack.infra import free_port
 from pytake_devstack.tokens import TokenFactory
 
-SERVICES = ("auth", "tenants", "contacts", "conversations", "whatsapp-gateway")
+SERVICES = ("auth", "tenants", "contacts", "conversations", "whatsapp-gateway", "integrations")
 URL_FIELDS = {
     "auth": "auth_url",
     "tenants": "tenants_url",
     "contacts": "contacts_url",
     "conversations": "conversations_url",
     "whatsapp-gateway": "whatsapp_url",
+    "integrations": "integrations_url",
 }
 UPSTREAM_TIMEOUT_S = 0.5
 
@@ -56,6 +57,7 @@ def openapi_of(service: str) -> dict[str, Any]:
         "contacts": ["/v1/contacts", "/v1/contacts/{contact_id}", "/v1/tags"],
         "conversations": ["/v1/conversations"],
         "whatsapp-gateway": ["/v1/whatsapp/numbers", "/webhooks/whatsapp"],
+        "integrations": ["/v1/webhook-endpoints"],
     }[service]
     ok = {
         "description": "ok",

@@ -39,6 +39,8 @@ ROUTED = [
     ("/v1/stream", "conversations"),
     ("/v1/whatsapp/numbers", "whatsapp-gateway"),
     ("/webhooks/whatsapp/extra", "whatsapp-gateway"),
+    ("/v1/webhook-endpoints", "integrations"),
+    ("/v1/webhook-endpoints/1/deliveries", "integrations"),
 ]
 
 

@@ -168,6 +168,7 @@ async def test_plans_are_listed(client, tokens):
         "departments",
         "monthly_business_messages",
         "api_requests_per_minute",
+        "webhook_endpoints",
     }
 
 

@@ -34,6 +34,7 @@ LIMIT_NAMES = frozenset(
         "departments",
         "monthly_business_messages",
         "api_requests_per_minute",
+        "webhook_endpoints",
     }
 )
 

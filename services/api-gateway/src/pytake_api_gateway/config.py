@@ -37,6 +37,7 @@ class Settings(ServiceSettings):
     contacts_url: str = "http://127.0.0.1:8003"
     conversations_url: str = "http://127.0.0.1:8004"
     whatsapp_url: str = "http://127.0.0.1:8005"
+    integrations_url: str = "http://127.0.0.1:8008"
 
     #: Longest wait for an upstream's response headers, and longest silence
     #: between two reads of its body; past it the client gets 504.
@@ -134,7 +135,14 @@ class Settings(ServiceSettings):
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
 
-    @field_validator("auth_url", "tenants_url", "contacts_url", "conversations_url", "whatsapp_url")
+    @field_validator(
+        "auth_url",
+        "tenants_url",
+        "contacts_url",
+        "conversations_url",
+        "whatsapp_url",
+        "integrations_url",
+    )
     @classmethod
     def _base_url(cls, value: str) -> str:
         value = value.strip().rstrip("/")
@@ -156,4 +164,5 @@ class Settings(ServiceSettings):
             "contacts": self.contacts_url,
             "conversations": self.conversations_url,
             "whatsapp-gateway": self.whatsapp_url,
+            "integrations": self.integrations_url,
         }

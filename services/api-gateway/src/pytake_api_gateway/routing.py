@@ -17,6 +17,7 @@ TENANTS = "tenants"
 CONTACTS = "contacts"
 CONVERSATIONS = "conversations"
 WHATSAPP = "whatsapp-gateway"
+INTEGRATIONS = "integrations"
 
 WEBHOOK_PATH = "/webhooks/whatsapp"
 IMPORT_PATH = "/v1/contacts/import"
@@ -39,6 +40,7 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("/v1/canned-responses", CONVERSATIONS),
     ("/v1/whatsapp", WHATSAPP),
     (WEBHOOK_PATH, WHATSAPP),
+    ("/v1/webhook-endpoints", INTEGRATIONS),
 )
 
 #: (method, exact path) reachable without a bearer token; everything else needs one.

@@ -18,6 +18,7 @@ CONTACTS: Final = "contacts"
 DEPARTMENTS: Final = "departments"
 MONTHLY_BUSINESS_MESSAGES: Final = "monthly_business_messages"
 API_REQUESTS_PER_MINUTE: Final = "api_requests_per_minute"
+WEBHOOK_ENDPOINTS: Final = "webhook_endpoints"
 
 LIMIT_NAMES: Final = (
     AGENTS,
@@ -26,6 +27,7 @@ LIMIT_NAMES: Final = (
     DEPARTMENTS,
     MONTHLY_BUSINESS_MESSAGES,
     API_REQUESTS_PER_MINUTE,
+    WEBHOOK_ENDPOINTS,
 )
 #: Limits counted per calendar month (UTC); the others are current totals.
 MONTHLY_LIMITS: Final = frozenset({MONTHLY_BUSINESS_MESSAGES})
@@ -51,15 +53,16 @@ def _plan(name: str, title: str, *values: int | None) -> Plan:
     return Plan(name, title, MappingProxyType(dict(zip(LIMIT_NAMES, values, strict=True))))
 
 
-#: agents, numbers, contacts, departments, monthly business messages, API requests/minute
+#: agents, numbers, contacts, departments, monthly business messages, API requests/minute,
+#: webhook endpoints
 PLANS: Final[MappingProxyType[str, Plan]] = MappingProxyType(
     {
         p.name: p
         for p in (
-            _plan(FREE, "Free", 2, 1, 500, 1, 250, 60),
-            _plan("starter", "Starter", 5, 1, 5_000, 3, 1_000, 300),
-            _plan("professional", "Professional", 20, 3, 50_000, 10, 10_000, 1_200),
-            _plan("enterprise", "Enterprise", None, None, None, None, None, 6_000),
+            _plan(FREE, "Free", 2, 1, 500, 1, 250, 60, 1),
+            _plan("starter", "Starter", 5, 1, 5_000, 3, 1_000, 300, 3),
+            _plan("professional", "Professional", 20, 3, 50_000, 10, 10_000, 1_200, 10),
+            _plan("enterprise", "Enterprise", None, None, None, None, None, 6_000, None),
         )
     }
 )

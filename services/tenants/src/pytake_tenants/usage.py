@@ -156,6 +156,7 @@ async def current_usage(
         plans.DEPARTMENTS: await department_count(session, org),
         plans.MONTHLY_BUSINESS_MESSAGES: totals.get(plans.MONTHLY_BUSINESS_MESSAGES, 0),
         plans.API_REQUESTS_PER_MINUTE: None,
+        plans.WEBHOOK_ENDPOINTS: None,  # counted and enforced by integrations
     }
 
 

@@ -18,7 +18,14 @@ import httpx
 
 from pytake_devstack.infra import free_port
 
-DB_SERVICES = ("auth", "tenants", "contacts", "conversations", "whatsapp-gateway")
+DB_SERVICES = (
+    "auth",
+    "tenants",
+    "contacts",
+    "conversations",
+    "whatsapp-gateway",
+    "integrations",
+)
 DEFAULT_PORTS = {
     "api-gateway": 8000,
     "auth": 8001,
@@ -26,6 +33,7 @@ DEFAULT_PORTS = {
     "contacts": 8003,
     "conversations": 8004,
     "whatsapp-gateway": 8005,
+    "integrations": 8008,
     "meta-simulator": 8010,
 }
 DEV_THROTTLES = {
@@ -39,6 +47,7 @@ UPSTREAM_ENV = {
     "contacts": "PYTAKE_CONTACTS_URL",
     "conversations": "PYTAKE_CONVERSATIONS_URL",
     "whatsapp-gateway": "PYTAKE_WHATSAPP_URL",
+    "integrations": "PYTAKE_INTEGRATIONS_URL",
 }
 
 
@@ -86,6 +95,9 @@ class StackConfig:
         # (5 sign-ups an hour) would stop a developer running `make demo` a few times.
         for var, value in DEV_THROTTLES.items():
             env[var] = os.environ.get(var, value)
+        if env["PYTAKE_ENV"] != "prod":
+            # integrations may deliver webhooks to a receiver on the laptop (http, loopback).
+            env["PYTAKE_WEBHOOKS_ALLOW_LOOPBACK"] = "true"
         env.update(self.extra_env)
         return env
 

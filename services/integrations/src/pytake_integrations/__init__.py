@@ -1,0 +1,1 @@
+"""PyTake integrations: outgoing signed webhooks."""
