@@ -102,3 +102,40 @@ async def test_meta_unreachable_is_503_and_nothing_is_stored(app, client, tokens
     assert (await counts(app))["numbers"] == 0
     assert await events(app) == []
     await graph.start()  # the fixture stops it again
+
+
+REGISTRATION = {
+    "phone_number_id": "7002",
+    "waba_id": "WABA7",
+    "display_phone_number": "+1 555 7002",
+    "access_token": "token",
+    "verify_token": "verify-me",
+}
+
+
+async def test_a_retry_of_a_finished_registration_replays_it_without_asking_meta(
+    app, client, tokens, graph
+):
+    headers = tokens.headers(organization_id=uuid.uuid4()) | {"Idempotency-Key": "reg-1"}
+    first = await client.post("/v1/whatsapp/numbers", json=REGISTRATION, headers=headers)
+    assert first.status_code == 201, first.text
+    await graph.stop()  # Meta unreachable now
+    try:
+        again = await client.post("/v1/whatsapp/numbers", json=REGISTRATION, headers=headers)
+        assert again.status_code == 201, again.text
+        assert again.json() == first.json()
+        assert again.headers["location"] == first.headers["location"]
+        # A new claim still proves ownership: Meta unreachable is 503.
+        other = headers | {"Idempotency-Key": "reg-2"}
+        r = await client.post(
+            "/v1/whatsapp/numbers", json=REGISTRATION | {"phone_number_id": "7003"}, headers=other
+        )
+        assert r.status_code == 503 and r.json()["code"] == "meta_unavailable"
+        # The same key with another body is still refused.
+        r = await client.post(
+            "/v1/whatsapp/numbers", json=REGISTRATION | {"waba_id": "WABA8"}, headers=headers
+        )
+        assert r.status_code == 422, r.text
+    finally:
+        await graph.start()  # the fixture stops it again
+    assert (await counts(app))["numbers"] == 1

@@ -9,7 +9,13 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, SecretStr
 
-from pytake_common.idempotency import IdempotencyGuard, IdempotencyKey, fingerprint, idempotent
+from pytake_common.idempotency import (
+    Answer,
+    IdempotencyGuard,
+    IdempotencyKey,
+    fingerprint,
+    idempotent,
+)
 from pytake_common.security import Admin, Reader
 from pytake_whatsapp_gateway.api.deps import DB, Box, Graph
 from pytake_whatsapp_gateway.numbers import (
@@ -120,15 +126,26 @@ async def register(
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Connect a number once Meta shows that ``access_token`` controls it (see
-    :mod:`pytake_whatsapp_gateway.ownership`); asked before any transaction opens."""
+    :mod:`pytake_whatsapp_gateway.ownership`); asked before the write transaction opens.
+
+    A retry of a finished registration (same ``Idempotency-Key``) replays the stored
+    answer without asking Meta again, so Meta being down or the token revoked since
+    cannot turn the stored 201 into a 503 or 422.
+    """
     org = principal.organization_id
+    fp = _fingerprint(request, body)
+    async with db.transaction(organization_id=org) as session:
+        stored = await IdempotencyGuard(
+            session, org, principal.user_id, idempotency_key, fp
+        ).stored()
+    if stored is not None:
+        replay = Answer(*stored, replayed=True)
+        return replay.response({"Location": f"{router.prefix}/{replay.body['id']}"})
     await prove_control(
         graph, body.access_token.get_secret_value(), body.phone_number_id, body.waba_id
     )
     async with db.transaction(organization_id=org) as session:
-        guard = IdempotencyGuard(
-            session, org, principal.user_id, idempotency_key, _fingerprint(request, body)
-        )
+        guard = IdempotencyGuard(session, org, principal.user_id, idempotency_key, fp)
 
         async def connect() -> Number:
             organizations = getattr(request.app.state, "organizations", None)
