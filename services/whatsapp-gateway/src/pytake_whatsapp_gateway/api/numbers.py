@@ -189,10 +189,27 @@ async def get_one(number_id: uuid.UUID, principal: Reader, db: DB) -> Number:
     return Number.model_validate(row._mapping)
 
 
-@router.patch("/{number_id}", response_model=Number)
+@router.patch(
+    "/{number_id}",
+    response_model=Number,
+    responses={
+        422: {"description": "The new access token does not control the number"},
+        503: {"description": "Meta could not be asked about the new token; nothing changed"},
+    },
+)
 async def patch_one(
-    number_id: uuid.UUID, body: NumberPatch, principal: Admin, db: DB, box: Box
+    number_id: uuid.UUID, body: NumberPatch, principal: Admin, db: DB, box: Box, graph: Graph
 ) -> Number:
+    """Change a number; a new ``access_token`` is stored only once Meta shows it controls
+    the number (the registration's two checks, asked before the write transaction)."""
+    org = principal.organization_id
+    if body.access_token is not None:
+        async with db.transaction(organization_id=org) as session:
+            current = await get_number(session, org, number_id)  # 404 for another tenant's
+        await prove_control(
+            graph, body.access_token.get_secret_value(), current.phone_number_id, current.waba_id
+        )
+
     def secret(value: SecretStr | None) -> str | None:
         return value.get_secret_value() if value is not None else None
 
@@ -205,7 +222,6 @@ async def patch_one(
         verify_token=secret(body.verify_token),
         throughput_per_second=body.throughput_per_second,
     )
-    org = principal.organization_id
     async with db.transaction(organization_id=org) as session:
         row = await update_number(session, box, org, number_id, changes)
     return Number.model_validate(row._mapping)
