@@ -287,3 +287,40 @@ def test_the_budget_refills_and_stays_bounded_in_memory():
     for i in range(1000):
         budget.spend(f"10.0.{i // 256}.{i % 256}")
     assert len(budget._buckets) == 100
+
+
+def test_an_ipv6_client_cannot_rotate_through_its_64():
+    budget = FailureBudget(3, 0.1)
+    for i in range(3):
+        budget.spend(f"2001:db8:5:6::{i + 1:x}")
+    assert budget.retry_after("2001:db8:5:6:dead:beef:0:1") >= 1  # the same /64
+    assert budget.retry_after("2001:db8:5:7::1") == 0  # the next /64 is another client
+    assert budget.retry_after("::ffff:192.0.2.1") == 0
+    budget.spend("192.0.2.1")
+    budget.spend("192.0.2.1")
+    budget.spend("::ffff:192.0.2.1")  # the same IPv4 client
+    assert budget.retry_after("192.0.2.1") >= 1
+
+
+def test_a_flood_of_new_addresses_never_frees_a_throttled_one():
+    now = [0.0]
+    budget = FailureBudget(2, 0.1, max_addresses=50, clock=lambda: now[0])
+    budget.spend("192.0.2.66")
+    budget.spend("192.0.2.66")
+    assert budget.retry_after("192.0.2.66") == 10
+    for i in range(5000):  # each refused once: one token left, forgettable
+        budget.spend(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}")
+        now[0] += 0.001
+    assert len(budget._buckets) <= 50
+    assert budget.retry_after("192.0.2.66") >= 1  # still throttled
+    # A table full of throttled addresses: a new one is refused but not counted, and
+    # no throttled bucket is forgotten for it.
+    full = FailureBudget(1, 0.1, max_addresses=10, clock=lambda: now[0])
+    for i in range(10):
+        full.spend(f"198.51.100.{i}")
+    full.spend("203.0.113.9")
+    assert len(full._buckets) == 10
+    assert all(full.retry_after(f"198.51.100.{i}") >= 1 for i in range(10))
+    now[0] += 10.0  # refilled: now the oldest can make room
+    full.spend("203.0.113.9")
+    assert "203.0.113.9" in full._buckets and "198.51.100.0" not in full._buckets
