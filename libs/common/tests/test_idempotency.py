@@ -155,6 +155,30 @@ async def test_a_box_seals_the_stored_answer_and_unseals_the_replay(db):
     assert again.replayed and again.body == first.body
 
 
+async def test_stored_peeks_at_a_finished_answer_without_claiming_the_key(db):
+    org, user = uuid.uuid4(), uuid.uuid4()
+    fp = fingerprint("POST", "/notes", {"body": "x"})
+
+    async def peek(key, fp=fp, box=None):
+        async with db.transaction(organization_id=org) as s:
+            return await IdempotencyGuard(s, org, user, key, fp, box=box).stored()
+
+    assert await peek("k") is None and await peek(None) is None
+    assert await _counts(db, org) == (0, 0)  # a peek claims nothing
+    first = await _post(db, org, user, "k", "x", box=_Reversed())
+    assert await peek("k", box=_Reversed()) == (201, first.body)
+    with pytest.raises(InvalidInput):
+        await peek("k", fingerprint("POST", "/notes", {"body": "y"}))
+    # A claim still in progress (uncommitted, or committed without its answer): nothing.
+    async with db.transaction(organization_id=org) as s:
+        await s.execute(
+            idempotency_keys.insert().values(
+                organization_id=org, principal_id=user, key="busy", fingerprint=fp
+            )
+        )
+    assert await peek("busy") is None
+
+
 def test_a_key_longer_than_allowed_is_refused():
     with pytest.raises(InvalidInput):
         IdempotencyGuard(None, uuid.uuid4(), uuid.uuid4(), "k" * 201, "fp")  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ from pytake_integrations.delivery import DeliveryWorker
 from pytake_integrations.signing import verify
 from pytake_integrations.tables import deliveries
 
-from .support import Receiver, again, deliver, inbound, make_endpoint, rows
+from .helpers import Receiver, again, deliver, inbound, make_endpoint, rows
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 from pytake_integrations import contract, public
 from pytake_integrations.handlers import HANDLERS
 
-from .support import deliver, internal, make_endpoint, rows
+from .helpers import deliver, internal, make_endpoint, rows
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -8,7 +8,7 @@ import pytest
 from pytake_integrations.delivery import DeliveryWorker
 from pytake_integrations.ssrf import DestinationRefused, VettingResolver, refusal
 
-from .support import Receiver, deliver, inbound, make_endpoint, rows
+from .helpers import Receiver, deliver, inbound, make_endpoint, rows
 
 
 def fake_dns(table: dict[str, list[str]]):

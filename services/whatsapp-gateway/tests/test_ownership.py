@@ -4,8 +4,10 @@ import uuid
 from typing import Any
 
 import httpx
+from sqlalchemy import select
 
 from pytake_meta_simulator.testing import provision
+from pytake_whatsapp_gateway.tables import numbers
 
 from .helpers import counts, events
 
@@ -102,3 +104,85 @@ async def test_meta_unreachable_is_503_and_nothing_is_stored(app, client, tokens
     assert (await counts(app))["numbers"] == 0
     assert await events(app) == []
     await graph.start()  # the fixture stops it again
+
+
+REGISTRATION = {
+    "phone_number_id": "7002",
+    "waba_id": "WABA7",
+    "display_phone_number": "+1 555 7002",
+    "access_token": "token",
+    "verify_token": "verify-me",
+}
+
+
+async def test_a_retry_of_a_finished_registration_replays_it_without_asking_meta(
+    app, client, tokens, graph
+):
+    headers = tokens.headers(organization_id=uuid.uuid4()) | {"Idempotency-Key": "reg-1"}
+    first = await client.post("/v1/whatsapp/numbers", json=REGISTRATION, headers=headers)
+    assert first.status_code == 201, first.text
+    await graph.stop()  # Meta unreachable now
+    try:
+        again = await client.post("/v1/whatsapp/numbers", json=REGISTRATION, headers=headers)
+        assert again.status_code == 201, again.text
+        assert again.json() == first.json()
+        assert again.headers["location"] == first.headers["location"]
+        # A new claim still proves ownership: Meta unreachable is 503.
+        other = headers | {"Idempotency-Key": "reg-2"}
+        r = await client.post(
+            "/v1/whatsapp/numbers", json=REGISTRATION | {"phone_number_id": "7003"}, headers=other
+        )
+        assert r.status_code == 503 and r.json()["code"] == "meta_unavailable"
+        # The same key with another body is still refused.
+        r = await client.post(
+            "/v1/whatsapp/numbers", json=REGISTRATION | {"waba_id": "WABA8"}, headers=headers
+        )
+        assert r.status_code == 422, r.text
+    finally:
+        await graph.start()  # the fixture stops it again
+    assert (await counts(app))["numbers"] == 1
+
+
+async def test_a_new_access_token_is_stored_only_once_it_proves_control(api, gtokens, sim, gateway):
+    await provision(sim, "5001", "WABA-V", "victim-token")
+    await provision(sim, "6001", "WABA-X", "attacker-token")
+    org = uuid.uuid4()
+    r = await claim(api, gtokens, org, "5001", "WABA-V", "victim-token")
+    assert r.status_code == 201, r.text
+    url = f"/v1/whatsapp/numbers/{r.json()['id']}"
+    headers = gtokens.headers(organization_id=org)
+    for token, check in (("attacker-token", "phone_number"), ("never-issued", "phone_number")):
+        refused(await api.patch(url, json={"access_token": token}, headers=headers), check)
+    r = await api.patch(url, json={"access_token": "victim-token"}, headers=headers)
+    assert r.status_code == 200, r.text
+    # Another organization's number: 404 before Meta is asked.
+    r = await api.patch(
+        url,
+        json={"access_token": "victim-token"},
+        headers=gtokens.headers(organization_id=uuid.uuid4()),
+    )
+    assert r.status_code == 404, r.text
+
+
+async def test_a_new_access_token_is_not_stored_while_meta_is_unreachable(
+    app, client, tokens, graph
+):
+    headers = tokens.headers(organization_id=uuid.uuid4())
+    r = await client.post("/v1/whatsapp/numbers", json=REGISTRATION, headers=headers)
+    assert r.status_code == 201, r.text
+    url = f"/v1/whatsapp/numbers/{r.json()['id']}"
+    async with app.state.db.transaction(bypass_rls=True) as session:
+        before = await session.scalar(select(numbers.c.access_token_enc))
+    graph.read_status = 500
+    r = await client.patch(url, json={"access_token": "new-token"}, headers=headers)
+    assert r.status_code == 503 and r.json()["code"] == "meta_unavailable"
+    async with app.state.db.transaction(bypass_rls=True) as session:
+        assert await session.scalar(select(numbers.c.access_token_enc)) == before
+    # Other fields need no proof.
+    r = await client.patch(url, json={"display_phone_number": "+1 555 0000"}, headers=headers)
+    assert r.status_code == 200, r.text
+    graph.read_status = None
+    r = await client.patch(url, json={"access_token": "new-token"}, headers=headers)
+    assert r.status_code == 200, r.text
+    async with app.state.db.transaction(bypass_rls=True) as session:
+        assert await session.scalar(select(numbers.c.access_token_enc)) != before

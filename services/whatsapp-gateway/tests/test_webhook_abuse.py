@@ -10,13 +10,19 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
+from pytake_common.errors import TooManyRequests
 from pytake_meta_simulator.testing import serve
-from pytake_whatsapp_gateway.webhooks.parsing import DeliveryLimits, parse_delivery
+from pytake_whatsapp_gateway.webhooks.intake import WebhookIntake
+from pytake_whatsapp_gateway.webhooks.parsing import (
+    DeliveryLimits,
+    DeliveryTooLarge,
+    parse_delivery,
+)
 from pytake_whatsapp_gateway.webhooks.screening import names_in
 from pytake_whatsapp_gateway.webhooks.throttle import FailureBudget
 
+from .helpers import PLATFORM_SECRET, counts, envelope, raw, register, signed, text_message
 from .helpers import change as one_change
-from .helpers import counts, envelope, raw, register, signed, text_message
 
 SECRET_A, SECRET_B = "secret-of-tenant-a", "secret-of-tenant-b"
 NOW = datetime(2026, 12, 5, tzinfo=UTC)
@@ -149,14 +155,16 @@ def test_the_parse_is_linear_in_the_changes_it_reads():
 # --- bounds --------------------------------------------------------------------------------------
 
 
-def many(entries: int = 1, changes: int = 1, messages: int = 1, pnid: str = "100") -> bytes:
+def many(
+    entries: int = 1, changes: int = 1, messages: int = 1, pnid: str = "100", tag: str = ""
+) -> bytes:
     return raw(
         envelope(
             *[
                 [
                     one_change(
                         pnid,
-                        messages=[text_message(f"wamid.{e}.{c}.{m}") for m in range(messages)],
+                        messages=[text_message(f"wamid.{tag}{e}.{c}.{m}") for m in range(messages)],
                     )
                     for c in range(changes)
                 ]
@@ -166,32 +174,146 @@ def many(entries: int = 1, changes: int = 1, messages: int = 1, pnid: str = "100
     )
 
 
-async def test_signed_deliveries_past_the_bounds_are_refused_with_413(app, client, tokens):
+async def test_signed_deliveries_past_the_bounds_are_processed_and_never_spend_budget(
+    app, client, tokens
+):
+    """Meta's batch past the bounds is verified (one HMAC over the raw bytes) and then
+    recorded whole, however often it comes: a 413 would be retried for 7 days and then
+    dropped. From one address, more signed ones than the refusal burst: none spends it."""
     await register(client, tokens, uuid.uuid4(), "100", app_secret=SECRET_A)
     limits = app.state.settings.delivery_limits()
-    for body, what in (
-        (many(entries=limits.entries + 1), "entries"),
-        (many(changes=limits.changes + 1), "changes"),
-        (many(changes=2, messages=limits.elements // 2 + 1), "messages and statuses"),
+    meta = source("173.252.127.9")
+    expected = 0
+    for body, stored in (
+        (many(entries=limits.entries + 1, tag="e"), limits.entries + 1),
+        (many(changes=limits.changes + 1, tag="c"), limits.changes + 1),
+        # past the elements bound, and recorded in several parts
+        (many(changes=2, messages=limits.elements // 2 + 1), 2 * (limits.elements // 2 + 1)),
     ):
-        r = await client.post("/webhooks/whatsapp", content=body, headers=signed(body, SECRET_A))
-        assert r.status_code == 413, (what, r.text)
-        assert r.json()["code"] == "delivery_too_large"
-        assert what in r.json()["detail"]
-    assert (await counts(app))["inbound_messages"] == 0
-    # At the bounds: accepted, every message kept.
-    body = many(entries=4, changes=25, messages=2)
-    r = await client.post("/webhooks/whatsapp", content=body, headers=signed(body, SECRET_A))
-    assert r.status_code == 200, r.text
-    assert (await counts(app))["inbound_messages"] == 4 * 25 * 2
+        for _attempt in range(2):  # Meta's retry is a duplicate, still 200
+            r = await client.post(
+                "/webhooks/whatsapp", content=body, headers=signed(body, SECRET_A) | meta
+            )
+            assert r.status_code == 200, r.text
+        expected += stored
+        assert (await counts(app))["inbound_messages"] == expected
+    assert (await counts(app))["webhook_deliveries"] == 6
+    # Unsigned (or badly signed) past the bounds: 413, and it spends the address's budget.
+    body = many(entries=limits.entries + 1)
+    for _ in range(BURST):
+        r = await client.post(
+            "/webhooks/whatsapp", content=body, headers=signed(body, "guess") | source("192.0.2.9")
+        )
+        assert r.status_code == 413 and r.json()["code"] == "delivery_too_large"
+        assert "entries" in r.json()["detail"]
+    r = await client.post(
+        "/webhooks/whatsapp", content=body, headers=signed(body, "guess") | source("192.0.2.9")
+    )
+    assert r.status_code == 429
+    # Meta's address spent nothing on its six signed deliveries past the bounds.
+    r = await client.post("/webhooks/whatsapp", content=body, headers=signed(body, "g") | meta)
+    assert r.status_code == 413
+    assert (await counts(app))["inbound_messages"] == expected
 
 
-async def test_too_many_distinct_numbers_are_refused_before_any_lookup(app, client):
+async def test_too_many_distinct_numbers_unsigned_are_refused_after_a_bounded_screen(app, client):
     limit = app.state.settings.webhook_max_numbers
     body = raw(envelope([one_change(str(900 + i)) for i in range(limit + 1)]))
     r = await client.post("/webhooks/whatsapp", content=body, headers=signed(body, SECRET_A))
     assert r.status_code == 413
     assert "distinct phone_number_ids" in r.json()["detail"]
+    assert len(names_in(body, DeliveryLimits()).phone_number_ids) == limit
+
+
+# --- numbers nobody connected --------------------------------------------------------------------
+
+
+async def test_unknown_numbers_must_be_signed_by_the_platform_app(app, client):
+    """With a platform app secret, a body naming only unconnected numbers is acknowledged
+    only when that app signed it; otherwise it is a refusal that spends the budget."""
+    body = raw(envelope([one_change("999", messages=[text_message("wamid.u")])]))
+    stranger = source("192.0.2.77")
+    for _ in range(BURST):
+        r = await client.post(
+            "/webhooks/whatsapp", content=body, headers=signed(body, "guess") | stranger
+        )
+        assert r.status_code == 401, r.text
+    r = await client.post("/webhooks/whatsapp", content=body, headers=signed(body, "g") | stranger)
+    assert r.status_code == 429
+    meta = source("173.252.127.2")
+    for _ in range(BURST * 3):
+        r = await client.post(
+            "/webhooks/whatsapp", content=body, headers=signed(body, PLATFORM_SECRET) | meta
+        )
+        assert r.status_code == 200, r.text
+    assert (await counts(app))["webhook_deliveries"] == 0
+
+
+async def test_meta_signed_deliveries_for_other_numbers_of_a_known_account_spend_nothing(
+    app, client, tokens
+):
+    """Meta sends a subscribed app every number of the account: one not connected to
+    PyTake (or removed from it) is vouched for by the app secret of the account's
+    connected numbers, and acknowledged however often it comes."""
+    org = uuid.uuid4()
+    await register(client, tokens, org, "100", app_secret=SECRET_A, waba_id="WABA-A")
+    gone = await register(client, tokens, org, "101", app_secret=SECRET_B, waba_id="WABA-B")
+    headers = tokens.headers(organization_id=org)
+    r = await client.delete(f"/v1/whatsapp/numbers/{gone['id']}", headers=headers)
+    assert r.status_code == 204
+    meta = source("173.252.127.3")
+    sibling = raw(envelope([one_change("555", messages=[text_message("w.s")])], waba_id="WABA-A"))
+    removed = raw(envelope([one_change("101", messages=[text_message("w.r")])], waba_id="WABA-B"))
+    for _ in range(BURST * 2):
+        for body, secret in ((sibling, SECRET_A), (removed, SECRET_B)):
+            r = await client.post(
+                "/webhooks/whatsapp", content=body, headers=signed(body, secret) | meta
+            )
+            assert r.status_code == 200, r.text
+    # Forged for those numbers: refused, and the budget is spent.
+    for _ in range(BURST):
+        r = await client.post(
+            "/webhooks/whatsapp", content=sibling, headers=signed(sibling, "guess") | meta
+        )
+        assert r.status_code == 401
+    r = await client.post(
+        "/webhooks/whatsapp", content=sibling, headers=signed(sibling, "g") | meta
+    )
+    assert r.status_code == 429
+    assert (await counts(app))["inbound_messages"] == 0
+
+
+async def test_without_a_platform_secret_unknown_numbers_spend_a_budget_of_their_own(
+    app, client, tokens
+):
+    await register(client, tokens, uuid.uuid4(), "100", app_secret=SECRET_A)
+    intake = WebhookIntake(
+        app.state.db,
+        app.state.secret_box,
+        None,
+        refusals=FailureBudget(BURST, 0.01),
+        unknown=FailureBudget(2, 0.01),
+    )
+    body = raw(envelope([one_change("999", messages=[text_message("wamid.u")])]))
+    header = signed(body, "guess")["X-Hub-Signature-256"]
+    for _ in range(2):
+        assert await intake.receive(body, header, "2001:db8:9:9::1") == "unknown_number"
+    with pytest.raises(TooManyRequests):  # the same /64
+        await intake.receive(body, header, "2001:db8:9:9::2")
+    intake.check_budget("2001:db8:9:9::3")  # the refusal budget is untouched
+    assert await intake.receive(body, header, "192.0.2.1") == "unknown_number"
+    # Past the bounds, nothing can vouch for it: refused.
+    flood_body = flood()
+    with pytest.raises(DeliveryTooLarge):
+        await intake.receive(flood_body, header, "192.0.2.2")
+    # Signed traffic to a connected number never meets either budget.
+    known = raw(envelope([one_change("100", messages=[text_message("wamid.k")])]))
+    assert (
+        await intake.receive(
+            known, signed(known, SECRET_A)["X-Hub-Signature-256"], "2001:db8:9:9::1"
+        )
+        == "accepted"
+    )
 
 
 # --- the screen before the signature -------------------------------------------------------------
@@ -220,6 +342,29 @@ def test_the_screen_reads_the_numbers_and_only_then_the_account_ids():
         }
     )
     assert names_in(template, limits).waba_ids == {"W7"}
+    # Only entry ids are account candidates (never the ids of statuses, messages or
+    # media), and at most as many as entries are allowed.
+    statuses = [
+        {"id": f"wamid.{i}", "status": "sent", "timestamp": "1", "recipient_id": "5"}
+        for i in range(2000)
+    ]
+    crowded = raw(
+        {
+            "object": "whatsapp_business_account",
+            "entry": [
+                {"id": "W8", "changes": [{"field": "account_update", "value": {}}]},
+                {
+                    "id": "W9",
+                    "time": 2,
+                    "changes": [one_change("100") | {"value": {"statuses": statuses}}],
+                },
+                *({"id": f"W{10 + i}", "changes": []} for i in range(200)),
+            ],
+        }
+    )
+    assert names_in(crowded, limits).waba_ids == {"W8", "W9"} | {
+        f"W{10 + i}" for i in range(limits.entries - 2)
+    }
     # A customer's text cannot forge a key: its quotes are escaped.
     forged = raw(
         envelope([one_change("100", messages=[text_message("w", body='"phone_number_id":"666"')])])
@@ -287,3 +432,40 @@ def test_the_budget_refills_and_stays_bounded_in_memory():
     for i in range(1000):
         budget.spend(f"10.0.{i // 256}.{i % 256}")
     assert len(budget._buckets) == 100
+
+
+def test_an_ipv6_client_cannot_rotate_through_its_64():
+    budget = FailureBudget(3, 0.1)
+    for i in range(3):
+        budget.spend(f"2001:db8:5:6::{i + 1:x}")
+    assert budget.retry_after("2001:db8:5:6:dead:beef:0:1") >= 1  # the same /64
+    assert budget.retry_after("2001:db8:5:7::1") == 0  # the next /64 is another client
+    assert budget.retry_after("::ffff:192.0.2.1") == 0
+    budget.spend("192.0.2.1")
+    budget.spend("192.0.2.1")
+    budget.spend("::ffff:192.0.2.1")  # the same IPv4 client
+    assert budget.retry_after("192.0.2.1") >= 1
+
+
+def test_a_flood_of_new_addresses_never_frees_a_throttled_one():
+    now = [0.0]
+    budget = FailureBudget(2, 0.1, max_addresses=50, clock=lambda: now[0])
+    budget.spend("192.0.2.66")
+    budget.spend("192.0.2.66")
+    assert budget.retry_after("192.0.2.66") == 10
+    for i in range(5000):  # each refused once: one token left, forgettable
+        budget.spend(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}")
+        now[0] += 0.001
+    assert len(budget._buckets) <= 50
+    assert budget.retry_after("192.0.2.66") >= 1  # still throttled
+    # A table full of throttled addresses: a new one is refused but not counted, and
+    # no throttled bucket is forgotten for it.
+    full = FailureBudget(1, 0.1, max_addresses=10, clock=lambda: now[0])
+    for i in range(10):
+        full.spend(f"198.51.100.{i}")
+    full.spend("203.0.113.9")
+    assert len(full._buckets) == 10
+    assert all(full.retry_after(f"198.51.100.{i}") >= 1 for i in range(10))
+    now[0] += 10.0  # refilled: now the oldest can make room
+    full.spend("203.0.113.9")
+    assert "203.0.113.9" in full._buckets and "198.51.100.0" not in full._buckets

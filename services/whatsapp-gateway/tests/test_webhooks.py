@@ -436,8 +436,11 @@ async def test_unknown_numbers_are_acknowledged_and_not_stored(app, client):
     before = await counts(app)
     unknown = deliveries("unknown_number")
     body = raw(envelope([change("999", messages=[text_message("wamid.u")])]))
-    r = await post(client, body, signed(body, "whatever"))
+    r = await post(client, body, signed(body, PLATFORM_SECRET))  # Meta, for the platform app
     assert r.status_code == 200
+    assert deliveries("unknown_number") == unknown + 1
+    r = await post(client, body, signed(body, "whatever"))  # nobody PyTake knows signed it
+    assert r.status_code == 401 and r.json()["code"] == "invalid_signature"
     assert deliveries("unknown_number") == unknown + 1
     assert await counts(app) == before
 

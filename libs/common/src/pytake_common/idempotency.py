@@ -78,6 +78,32 @@ class IdempotencyGuard:
         self.key = key
         self.box = box
 
+    async def stored(self) -> tuple[int, Any] | None:
+        """The finished answer stored for this key, read without claiming it; None when
+        there is none yet (no key, never used, or still in progress).
+
+        For a route that must do something costly or outside the transaction before
+        its work (ask a remote API): a retry of a finished call replays its answer
+        first, and only a new claim pays. A key reused with another request is refused
+        (422), as :meth:`claim` does.
+        """
+        if self.key is None:
+            return None
+        row = (
+            await self.session.execute(
+                select(
+                    idempotency_keys.c.fingerprint,
+                    idempotency_keys.c.status_code,
+                    idempotency_keys.c.response,
+                ).where(self.where)
+            )
+        ).first()
+        if row is None or row.status_code is None:
+            return None
+        if row.fingerprint != self.values["fingerprint"]:
+            raise InvalidInput("Idempotency-Key was already used with a different request")
+        return row.status_code, self.box.unseal(row.response) if self.box else row.response
+
     async def claim(self) -> tuple[int, Any] | None:
         """Return the stored (status, body) for a replay, or None when this call owns the key."""
         if self.key is None:

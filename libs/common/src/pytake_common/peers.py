@@ -9,7 +9,7 @@ direct peer in ``PYTAKE_TRUSTED_PROXIES``; anybody else could write it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
+from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
 from starlette.requests import Request
 
@@ -35,3 +35,19 @@ def client_address(request: Request, trusted_proxies: Networks) -> str:
         if first:
             return first[:64]
     return peer or "unknown"
+
+
+def source_group(address: str) -> str:
+    """What a per-client limit should count ``address`` as: an IPv6 client's /64 (one
+    host usually holds a whole /64, so counting single addresses would let it rotate
+    through 2**64 of them), an IPv4-mapped IPv6 address as its IPv4 address, anything
+    else as it is."""
+    try:
+        ip = ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ip_network(f"{ip}/64", strict=False))
+    return str(ip)

@@ -155,5 +155,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         platform.get_secret_value() if platform else None,
         settings.delivery_limits(),
         FailureBudget(settings.webhook_refusal_burst, settings.webhook_refusal_per_s),
+        FailureBudget(settings.webhook_unknown_burst, settings.webhook_unknown_per_s),
     )
     return app

@@ -44,8 +44,9 @@ class Settings(ServiceSettings):
     #: Meta's webhook bodies can reach 3 MB.
     webhook_max_body_bytes: int = 3 * 1024 * 1024
     #: What one delivery may carry (Meta sends one entry, one change, a message or a few
-    #: statuses): refused with 413 past these, before the signature check when the raw
-    #: bytes already show it (see webhooks/screening.py).
+    #: statuses): a body past these is refused with 413 unless its signature verifies
+    #: (a signed one is Meta's and is processed whatever it carries; see
+    #: webhooks/screening.py). They also bound the candidates the screen collects.
     webhook_max_entries: int = Field(default=100, ge=1)
     webhook_max_changes: int = Field(default=1000, ge=1)
     webhook_max_elements: int = Field(default=5000, ge=1)
@@ -55,6 +56,11 @@ class Settings(ServiceSettings):
     #: never count). See webhooks/throttle.py.
     webhook_refusal_burst: int = Field(default=20, ge=1)
     webhook_refusal_per_s: float = Field(default=1.0, gt=0)
+    #: Webhook requests naming no connected number, per client address, when no platform
+    #: app secret is configured to check their signature: a burst, then this many per
+    #: second (429 beyond). With a platform app secret they must verify against it instead.
+    webhook_unknown_burst: int = Field(default=10, ge=1)
+    webhook_unknown_per_s: float = Field(default=0.5, gt=0)
     #: Direct peers whose ``X-Forwarded-For`` is believed (its first entry is the client):
     #: the API gateway's pods.
     trusted_proxies: list[IPv4Network | IPv6Network] = Field(default_factory=lambda: LOOPBACK)

@@ -9,7 +9,13 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, SecretStr
 
-from pytake_common.idempotency import IdempotencyGuard, IdempotencyKey, fingerprint, idempotent
+from pytake_common.idempotency import (
+    Answer,
+    IdempotencyGuard,
+    IdempotencyKey,
+    fingerprint,
+    idempotent,
+)
 from pytake_common.security import Admin, Reader
 from pytake_whatsapp_gateway.api.deps import DB, Box, Graph
 from pytake_whatsapp_gateway.numbers import (
@@ -120,15 +126,26 @@ async def register(
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Connect a number once Meta shows that ``access_token`` controls it (see
-    :mod:`pytake_whatsapp_gateway.ownership`); asked before any transaction opens."""
+    :mod:`pytake_whatsapp_gateway.ownership`); asked before the write transaction opens.
+
+    A retry of a finished registration (same ``Idempotency-Key``) replays the stored
+    answer without asking Meta again, so Meta being down or the token revoked since
+    cannot turn the stored 201 into a 503 or 422.
+    """
     org = principal.organization_id
+    fp = _fingerprint(request, body)
+    async with db.transaction(organization_id=org) as session:
+        stored = await IdempotencyGuard(
+            session, org, principal.user_id, idempotency_key, fp
+        ).stored()
+    if stored is not None:
+        replay = Answer(*stored, replayed=True)
+        return replay.response({"Location": f"{router.prefix}/{replay.body['id']}"})
     await prove_control(
         graph, body.access_token.get_secret_value(), body.phone_number_id, body.waba_id
     )
     async with db.transaction(organization_id=org) as session:
-        guard = IdempotencyGuard(
-            session, org, principal.user_id, idempotency_key, _fingerprint(request, body)
-        )
+        guard = IdempotencyGuard(session, org, principal.user_id, idempotency_key, fp)
 
         async def connect() -> Number:
             organizations = getattr(request.app.state, "organizations", None)
@@ -172,10 +189,27 @@ async def get_one(number_id: uuid.UUID, principal: Reader, db: DB) -> Number:
     return Number.model_validate(row._mapping)
 
 
-@router.patch("/{number_id}", response_model=Number)
+@router.patch(
+    "/{number_id}",
+    response_model=Number,
+    responses={
+        422: {"description": "The new access token does not control the number"},
+        503: {"description": "Meta could not be asked about the new token; nothing changed"},
+    },
+)
 async def patch_one(
-    number_id: uuid.UUID, body: NumberPatch, principal: Admin, db: DB, box: Box
+    number_id: uuid.UUID, body: NumberPatch, principal: Admin, db: DB, box: Box, graph: Graph
 ) -> Number:
+    """Change a number; a new ``access_token`` is stored only once Meta shows it controls
+    the number (the registration's two checks, asked before the write transaction)."""
+    org = principal.organization_id
+    if body.access_token is not None:
+        async with db.transaction(organization_id=org) as session:
+            current = await get_number(session, org, number_id)  # 404 for another tenant's
+        await prove_control(
+            graph, body.access_token.get_secret_value(), current.phone_number_id, current.waba_id
+        )
+
     def secret(value: SecretStr | None) -> str | None:
         return value.get_secret_value() if value is not None else None
 
@@ -188,7 +222,6 @@ async def patch_one(
         verify_token=secret(body.verify_token),
         throughput_per_second=body.throughput_per_second,
     )
-    org = principal.organization_id
     async with db.transaction(organization_id=org) as session:
         row = await update_number(session, box, org, number_id, changes)
     return Number.model_validate(row._mapping)

@@ -2,9 +2,15 @@
 
 The signature is checked before the body is parsed: the numbers the raw bytes
 name (:mod:`.screening`, bounded) give the candidate app secrets; only a body one
-of them signed is parsed (bounded by :class:`DeliveryLimits`), and then every
-number it names must be served by that very secret. Requests refused before
-their signature verified spend their address's :class:`FailureBudget`.
+of them signed is parsed, and then every number it names must be served by that
+very secret. :class:`DeliveryLimits` bound what a stranger can make us do: a body
+past them is refused (413) unless it is signed; a signed one is Meta's and is
+processed whatever it carries (recorded in parts of :data:`RECORD_PART` elements),
+since Meta retries a refusal for days and then drops it. A body naming no connected
+number must be signed by an app PyTake knows (the platform's, or that of a number it
+names or shares an account with) when there is one; otherwise it spends a small
+per-address budget of its own. Requests refused before their
+signature verified spend their address's :class:`FailureBudget`.
 
 Lookup of the numbers (across tenants: the tenant is not known yet), the raw
 delivery, the deduplicated messages and statuses and their events all commit
@@ -20,7 +26,7 @@ import functools
 import hashlib
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -38,6 +44,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import TypeEngine
@@ -67,6 +74,7 @@ from pytake_whatsapp_gateway.tables import (
 )
 from pytake_whatsapp_gateway.webhooks.parsing import (
     DEFAULT_LIMITS,
+    UNBOUNDED,
     DeliveryLimits,
     DeliveryTooLarge,
     InboundMessage,
@@ -76,7 +84,7 @@ from pytake_whatsapp_gateway.webhooks.parsing import (
     parse_body,
     parse_delivery,
 )
-from pytake_whatsapp_gateway.webhooks.screening import names_in
+from pytake_whatsapp_gateway.webhooks.screening import Named, names_in
 from pytake_whatsapp_gateway.webhooks.signature import (
     AppSecrets,
     KnownNumber,
@@ -94,6 +102,11 @@ class BadSignature(DomainError):
     status, code, title = 401, "invalid_signature", "Invalid webhook signature"
 
 
+#: One delivery is signed by one Meta app; the numbers a body names (plus ids that only
+#: look like WABA ids) rarely span more than one or two apps.
+MAX_CANDIDATE_SECRETS = 4
+
+
 class WebhookIntake:
     def __init__(
         self,
@@ -102,12 +115,16 @@ class WebhookIntake:
         platform_secret: str | None,
         limits: DeliveryLimits = DEFAULT_LIMITS,
         refusals: FailureBudget | None = None,
+        unknown: FailureBudget | None = None,
     ) -> None:
         self.db = db
         self.secrets = AppSecrets(box, platform_secret)
         self.limits = limits
         #: Refusals before the signature verified, per client address (None: unlimited).
         self.refusals = refusals
+        #: Bodies naming no connected number, per client address, when no platform app
+        #: secret can check them (None: unlimited).
+        self.unknown = unknown
 
     def check_budget(self, source: str) -> None:
         """429 for a source that spent its refusals (before its body is read)."""
@@ -153,15 +170,17 @@ class WebhookIntake:
         async with self.db.transaction(bypass_rls=True) as session:
             candidates = await _numbers_named(session, named.phone_number_ids, named.waba_ids)
             if not candidates:
+                await self._check_unknown(session, body, digest, named, source)
                 log.info(
                     "webhook for numbers not connected to PyTake acknowledged",
                     extra={"phone_number_ids": sorted(named.phone_number_ids)[:10]},
                 )
                 return "unknown_number"
-            secret = self._verified_secret(body, digest, candidates, source)
-            # Signed by an app PyTake knows: now the body is worth parsing.
+            secret = self._verified_secret(body, digest, candidates, source, named.over)
+            # Signed by an app PyTake knows: now the body is worth parsing, whatever its
+            # size (Meta's; the body cap bounds the work).
             payload = parse_body(body)
-            delivery = parse_delivery(payload, received_at, self.limits)
+            delivery = parse_delivery(payload, received_at, UNBOUNDED)
             if named.phone_number_ids.issuperset(
                 delivery.phone_number_ids
             ) and named.waba_ids.issuperset(delivery.waba_ids):
@@ -185,7 +204,11 @@ class WebhookIntake:
                 "signature": signature[:100],
                 "body": payload,
             }
-            created = await _record(session, delivery, known, of_wabas, delivery_id, raw)
+            created = 0
+            for i, part in enumerate(_parts(delivery, RECORD_PART)):
+                created += await _record(
+                    session, part, known, of_wabas, delivery_id, raw if i == 0 else None
+                )
         if delivery.skipped:
             log.warning(
                 "webhook elements without an id or sender skipped",
@@ -197,25 +220,96 @@ class WebhookIntake:
         return "duplicate" if nothing_new else "accepted"
 
     def _verified_secret(
-        self, body: bytes, digest: bytes, candidates: list[KnownNumber], source: str | None
+        self,
+        body: bytes,
+        digest: bytes,
+        candidates: list[KnownNumber],
+        source: str | None,
+        over: DeliveryTooLarge | None = None,
     ) -> str:
         """The candidates' app secret that signed ``body`` (one HMAC per distinct secret,
-        at most :data:`MAX_CANDIDATE_SECRETS`), else :class:`BadSignature`."""
+        at most :data:`MAX_CANDIDATE_SECRETS`), else refused: ``over`` (413) for a body
+        past the bounds, :class:`BadSignature` otherwise."""
         secrets = {s for s in map(self.secrets.of, candidates) if s is not None}
         if len(secrets) <= MAX_CANDIDATE_SECRETS:
             for secret in secrets:
                 if verifies(body, digest, secret):
                     return secret
         self.refused(source)
-        raise BadSignature("X-Hub-Signature-256 does not match the numbers' app secret")
+        raise over or BadSignature("X-Hub-Signature-256 does not match the numbers' app secret")
+
+    async def _check_unknown(
+        self, session: AsyncSession, body: bytes, digest: bytes, named: Named, source: str | None
+    ) -> None:
+        """Let a body naming no connected number be acknowledged unparsed, or refuse it.
+
+        Meta signs with the app's secret. The apps that can vouch for such a body are
+        the platform's and those of the numbers PyTake knows (removed ones included) that
+        the body names or that share an account (entry id) with it: Meta sends a
+        subscribed app every number of the account, connected to PyTake or not. When one
+        of them signed it, it is acknowledged; when none did, it is a refusal (spending
+        the address's budget). When nothing can check it (no platform app secret, no such
+        number), it spends a small budget of its own per address (429 past it): the scan
+        and lookups it costs are bounded, and it never makes signed traffic to connected
+        numbers wait. A body past the bounds is only acknowledged when signed.
+        """
+        secrets = {s for s in map(self.secrets.of, await _vouchers(session, named)) if s}
+        if self.secrets.platform_secret is not None:
+            secrets.add(self.secrets.platform_secret)
+        if any(verifies(body, digest, s) for s in list(secrets)[: MAX_CANDIDATE_SECRETS + 1]):
+            return
+        if secrets or named.over is not None:
+            self.refused(source)
+            raise named.over or BadSignature(
+                "X-Hub-Signature-256 does not match the app secret of any number PyTake knows"
+            )
+        if self.unknown is None or source is None:
+            return
+        wait = self.unknown.retry_after(source)
+        if wait:
+            WEBHOOK_DELIVERIES.labels("throttled").inc()
+            raise TooManyRequests(
+                "too many webhook requests for unknown numbers from this address",
+                retry_after=wait,
+            )
+        self.unknown.spend(source)
 
 
-#: One delivery is signed by one Meta app; the numbers a body names (plus ids that only
-#: look like WABA ids) rarely span more than one or two apps.
-MAX_CANDIDATE_SECRETS = 4
+async def _vouchers(session: AsyncSession, named: Named) -> list[KnownNumber]:
+    """Numbers, removed ones included, that the body names or that share an account with
+    it: one per distinct app secret, at most :data:`MAX_CANDIDATE_SECRETS`."""
+    if not named.phone_number_ids and not named.entry_ids:
+        return []
+    rows = await session.execute(
+        _VOUCHERS,
+        {"phone_number_ids": list(named.phone_number_ids), "waba_ids": list(named.entry_ids)},
+    )
+    return [KnownNumber(**row._mapping) for row in rows]
 
 
-_NUMBERS_NAMED = select(
+#: Elements (messages, statuses, WABA changes of each kind) recorded per part of a
+#: signed delivery: keeps every statement's parameters far below PostgreSQL's 32,767.
+RECORD_PART = 500
+
+
+def _parts(delivery: ParsedDelivery, size: int) -> Iterator[ParsedDelivery]:
+    """``delivery`` in parts of at most ``size`` messages, ``size`` statuses and ``size``
+    WABA changes (itself when it fits), in order."""
+    longest = max(len(delivery.messages), len(delivery.statuses), len(delivery.waba_changes))
+    if longest <= size:
+        yield delivery
+        return
+    for start in range(0, longest, size):
+        yield ParsedDelivery(
+            numbers=delivery.numbers,
+            messages=delivery.messages[start : start + size],
+            statuses=delivery.statuses[start : start + size],
+            waba_changes=delivery.waba_changes[start : start + size],
+        )
+
+
+#: Numbers with one of the phone_number_ids or in one of the WABAs, removed ones included.
+_NAMED_EVER = select(
     numbers.c.id,
     numbers.c.organization_id,
     numbers.c.phone_number_id,
@@ -227,8 +321,10 @@ _NUMBERS_NAMED = select(
         numbers.c.phone_number_id == any_(bindparam("phone_number_ids", type_=ARRAY(String))),
         numbers.c.waba_id == any_(bindparam("waba_ids", type_=ARRAY(String))),
     ),
-    ACTIVE,
 )
+_NUMBERS_NAMED = _NAMED_EVER.where(ACTIVE)
+#: One of those numbers per distinct app secret (they vouch for an unknown number's body).
+_VOUCHERS = _NAMED_EVER.ext(distinct_on(numbers.c.app_secret_enc)).limit(MAX_CANDIDATE_SECRETS)
 
 
 async def _numbers_named(
@@ -259,10 +355,10 @@ async def _record(
     known: dict[str, KnownNumber],
     of_wabas: list[KnownNumber],
     delivery_id: uuid.UUID,
-    raw: dict[str, Any],
+    raw: dict[str, Any] | None,
 ) -> int:
-    """Insert the raw delivery and the new messages/statuses/WABA changes, tenant by
-    tenant; count the new ones."""
+    """Insert the raw delivery (unless None: recorded with an earlier part) and the new
+    messages/statuses/WABA changes, tenant by tenant; count the new ones."""
     created = 0
     tenants = [n.organization_id for n in [*known.values(), *of_wabas]]
     for i, organization_id in enumerate(dict.fromkeys(tenants)):

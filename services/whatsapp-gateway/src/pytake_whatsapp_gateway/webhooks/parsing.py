@@ -56,6 +56,9 @@ class DeliveryLimits:
 
 
 DEFAULT_LIMITS = DeliveryLimits()
+#: For a delivery whose signature verified: Meta's, processed whatever it carries (the
+#: 3 MiB body cap bounds the work).
+UNBOUNDED = DeliveryLimits(entries=2**62, changes=2**62, elements=2**62, numbers=2**62)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,16 @@ its budget is answered 429 before its body is read, until the bucket refills.
 Meta retries any non-200 for days, so even a misconfigured app secret loses
 nothing here.
 
+An IPv6 client counts as its /64 (:func:`pytake_common.peers.source_group`): one host
+usually holds a whole /64, and rotating through it must not buy a fresh budget.
+
+Memory is bounded (``max_addresses`` buckets) without letting a flood of new
+addresses buy a throttled one back its budget: to make room, the address refused
+longest ago whose bucket holds a token again is forgotten (forgetting it costs at
+most the part of a burst it has not refilled yet); a throttled address is never
+forgotten before it refilled. When the oldest buckets are all throttled, a new
+address is refused without being counted.
+
 Per process (each replica keeps its own): a replica's budget bounds the work
 that replica does for strangers. The address is the client's only when the
 forwarded-address chain is configured (``PYTAKE_TRUSTED_PROXIES``); otherwise
@@ -16,13 +26,19 @@ every request shares its proxy's bucket.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable
 
+from pytake_common.peers import source_group
+
+#: Buckets looked at (oldest refusal first) for one to forget when the table is full.
+EVICTION_SCAN = 64
+
 
 class FailureBudget:
-    """A token bucket per address: ``burst`` refusals, refilled at ``per_second``."""
+    """A token bucket per address group: ``burst`` refusals, refilled at ``per_second``."""
 
     def __init__(
         self,
@@ -36,27 +52,39 @@ class FailureBudget:
         self.per_second = per_second
         self.max_addresses = max_addresses
         self.clock = clock
-        #: address -> (tokens left, when counted); oldest spender first.
+        #: group -> (tokens left, when counted); least recently refused first.
         self._buckets: dict[str, tuple[float, float]] = {}
 
-    def _tokens(self, address: str, now: float) -> float:
-        tokens, at = self._buckets.get(address, (float(self.burst), now))
+    def _tokens(self, group: str, now: float) -> float:
+        tokens, at = self._buckets.get(group, (float(self.burst), now))
         return min(float(self.burst), tokens + (now - at) * self.per_second)
 
     def retry_after(self, address: str) -> int:
         """0 while ``address`` has budget left, else the seconds until it has."""
-        if address not in self._buckets:
+        group = source_group(address)
+        if group not in self._buckets:
             return 0
-        tokens = self._tokens(address, self.clock())
+        tokens = self._tokens(group, self.clock())
         if tokens >= 1:
             return 0
         return max(1, math.ceil((1 - tokens) / self.per_second))
 
     def spend(self, address: str) -> None:
+        group = source_group(address)
         now = self.clock()
-        tokens = self._tokens(address, now)
-        self._buckets.pop(address, None)
-        self._buckets[address] = (max(0.0, tokens - 1), now)
-        while len(self._buckets) > self.max_addresses:
-            # Forget the address that spent longest ago (bounded memory under spoofing).
-            self._buckets.pop(next(iter(self._buckets)))
+        if group not in self._buckets and not self._make_room(now):
+            return  # full of throttled addresses: refused, not counted
+        tokens = self._tokens(group, now)
+        self._buckets.pop(group, None)
+        self._buckets[group] = (max(0.0, tokens - 1), now)
+
+    def _make_room(self, now: float) -> bool:
+        """Room for one more bucket, forgetting the least recently refused one that is
+        not throttled if needed; False when none of the oldest can be forgotten."""
+        if len(self._buckets) < self.max_addresses:
+            return True
+        for group in itertools.islice(self._buckets, EVICTION_SCAN):
+            if self._tokens(group, now) >= 1:
+                del self._buckets[group]
+                return True
+        return False
