@@ -265,3 +265,50 @@ async def test_batch_with_a_poisoned_record_commits_the_others(db, kafka_bootstr
     txids = [first[e.data["note_id"]][0] for e in events if e is not poisoned]
     assert txids[0] == txids[1] and txids[2] == txids[3]
     assert consumer.outcomes.count("handled") == 4
+
+
+async def test_a_database_outage_outlasting_the_attempts_never_dead_letters(db, kafka_bootstrap):
+    """PostgreSQL going away (a restart) is not the record's fault: the record waits for
+    the database however many attempts that takes, then is handled once, never sent to
+    the DLQ (the fault suite lost an accepted message to this before)."""
+    import asyncpg
+
+    settings = settings_for(kafka_bootstrap, "plumbing")
+    etype, org = _type(), uuid.uuid4()
+    outages = settings.consumer_max_attempts + 3
+    calls = 0
+
+    async def flaky(session, event):
+        nonlocal calls
+        calls += 1
+        if calls <= outages:
+            raise asyncpg.exceptions.ConnectionDoesNotExistError(
+                "connection was closed in the middle of operation"
+            )
+        await hit(session, event)
+
+    await write_note_with_event(db, etype, org)
+    relay = OutboxRelay(settings, db)
+    consumer = EventConsumer(settings, db, f"g-{uuid.uuid4().hex[:6]}", {etype: flaky})
+    async with running(relay, consumer):
+        await eventually(lambda: count_hits(db, org), timeout=90, interval=0.5)
+    assert calls == outages + 1
+    assert await count_hits(db, org) == 1
+
+
+def test_what_counts_as_the_database_being_unavailable():
+    import asyncpg
+    from sqlalchemy.exc import DBAPIError
+
+    from pytake_common.consumer import database_unavailable
+
+    assert database_unavailable(ConnectionRefusedError())
+    assert database_unavailable(asyncpg.exceptions.CannotConnectNowError("starting up"))
+    assert database_unavailable(asyncpg.exceptions.AdminShutdownError("terminating"))
+    wrapped = DBAPIError("SELECT 1", {}, OSError("reset"), connection_invalidated=True)
+    assert database_unavailable(wrapped)
+    outer = RuntimeError("while handling")
+    outer.__cause__ = asyncpg.exceptions.ConnectionDoesNotExistError("closed")
+    assert database_unavailable(outer)
+    assert not database_unavailable(RuntimeError("handler bug"))
+    assert not database_unavailable(asyncpg.exceptions.UniqueViolationError("duplicate key"))

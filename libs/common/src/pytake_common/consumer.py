@@ -34,12 +34,14 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import String, bindparam, delete, text
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common import rawpg
@@ -70,6 +72,34 @@ _MARK_BATCH = text(
     bindparam("ids", type_=ARRAY(UUID(as_uuid=True))),
     bindparam("types", type_=ARRAY(String())),
 )
+
+
+#: The longest wait between two tries of a record while PostgreSQL is unavailable.
+OUTAGE_MAX_WAIT_S = 5.0
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it) says PostgreSQL could not be reached or went
+    away (a connection refused, reset or closed mid-statement, a server starting up or
+    shutting down), rather than that the record or its handler is wrong."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(
+            current,
+            OSError
+            | asyncpg.exceptions.PostgresConnectionError
+            | asyncpg.exceptions.ConnectionDoesNotExistError
+            | asyncpg.exceptions.CannotConnectNowError
+            | asyncpg.exceptions.AdminShutdownError
+            | asyncpg.exceptions.CrashShutdownError,
+        ):
+            return True
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 class PermanentError(Exception):
@@ -399,6 +429,7 @@ class EventConsumer:
         """Handle ``item`` alone; ``first_error`` is how its first attempt (in a batch) failed."""
         attempts = self.settings.consumer_max_attempts
         attempt = 1
+        outage = 0
         error = first_error
         while True:
             if error is None:
@@ -411,6 +442,23 @@ class EventConsumer:
             if isinstance(error, (PermanentError, ValidationError)):
                 await self.dead_letter(item.record, f"permanent: {error!r}"[:1000])
                 return
+            if database_unavailable(error):
+                # PostgreSQL restarting or unreachable is not the record's fault: wait for
+                # it, however long, and never spend an attempt (a restart outlasting the
+                # attempts' backoff dead-lettered accepted messages). The offset stays
+                # uncommitted meanwhile, so consumer lag shows the stall.
+                outage += 1
+                log.warning(
+                    "database unavailable, the record waits for it",
+                    extra={
+                        "group": self.group,
+                        "event_id": str(item.event.id),
+                        "error": repr(error),
+                    },
+                )
+                await asyncio.sleep(min(OUTAGE_MAX_WAIT_S, 0.2 * 2 ** min(outage, 5)))
+                error = None
+                continue
             log.warning(
                 "handler failed",
                 extra={
