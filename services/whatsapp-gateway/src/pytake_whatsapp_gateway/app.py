@@ -34,6 +34,7 @@ from pytake_whatsapp_gateway.tables import webhook_deliveries
 from pytake_whatsapp_gateway.templates.service import TemplateService
 from pytake_whatsapp_gateway.templates.worker import TemplateSyncWorker
 from pytake_whatsapp_gateway.webhooks.intake import WebhookIntake
+from pytake_whatsapp_gateway.webhooks.throttle import FailureBudget
 
 CONSUMER_GROUP = "whatsapp-gateway"
 
@@ -153,6 +154,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         GraphClient(api_graph, settings.graph_api_base, settings.graph_api_version),
     )
     app.state.webhook_intake = WebhookIntake(
-        db, box, platform.get_secret_value() if platform else None
+        db,
+        box,
+        platform.get_secret_value() if platform else None,
+        settings.delivery_limits(),
+        FailureBudget(settings.webhook_refusal_burst, settings.webhook_refusal_per_s),
     )
     return app

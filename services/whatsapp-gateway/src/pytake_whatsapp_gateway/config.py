@@ -1,9 +1,12 @@
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 
+from pytake_common.peers import LOOPBACK
 from pytake_common.settings import ServiceSettings
+from pytake_whatsapp_gateway.webhooks.parsing import DeliveryLimits
 
 
 class Settings(ServiceSettings):
@@ -40,6 +43,21 @@ class Settings(ServiceSettings):
 
     #: Meta's webhook bodies can reach 3 MB.
     webhook_max_body_bytes: int = 3 * 1024 * 1024
+    #: What one delivery may carry (Meta sends one entry, one change, a message or a few
+    #: statuses): refused with 413 past these, before the signature check when the raw
+    #: bytes already show it (see webhooks/screening.py).
+    webhook_max_entries: int = Field(default=100, ge=1)
+    webhook_max_changes: int = Field(default=1000, ge=1)
+    webhook_max_elements: int = Field(default=5000, ge=1)
+    webhook_max_numbers: int = Field(default=100, ge=1)
+    #: Webhook requests refused before their signature verified, per client address:
+    #: a burst, then this many per second (429 with Retry-After beyond; signed requests
+    #: never count). See webhooks/throttle.py.
+    webhook_refusal_burst: int = Field(default=20, ge=1)
+    webhook_refusal_per_s: float = Field(default=1.0, gt=0)
+    #: Direct peers whose ``X-Forwarded-For`` is believed (its first entry is the client):
+    #: the API gateway's pods.
+    trusted_proxies: list[IPv4Network | IPv6Network] = Field(default_factory=lambda: LOOPBACK)
 
     #: Sends in flight at once per replica (each holds up to two database connections).
     send_concurrency: int = Field(default=16, ge=1, le=256)
@@ -92,6 +110,14 @@ class Settings(ServiceSettings):
     media_max_bytes: int = 100 * 1024 * 1024
     media_max_attempts: int = 5
     media_poll_interval_s: float = 1.0
+
+    def delivery_limits(self) -> DeliveryLimits:
+        return DeliveryLimits(
+            entries=self.webhook_max_entries,
+            changes=self.webhook_max_changes,
+            elements=self.webhook_max_elements,
+            numbers=self.webhook_max_numbers,
+        )
 
     def media_root(self) -> Path:
         return self.media_dir or self.state_dir / "media"

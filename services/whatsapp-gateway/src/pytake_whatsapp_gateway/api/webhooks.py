@@ -8,6 +8,7 @@ from fastapi.responses import PlainTextResponse
 from sqlalchemy import select
 
 from pytake_common.errors import DomainError, Forbidden
+from pytake_common.peers import client_address
 from pytake_whatsapp_gateway.api.deps import DB, Intake
 from pytake_whatsapp_gateway.numbers import verify_token_hash
 from pytake_whatsapp_gateway.tables import numbers
@@ -50,7 +51,8 @@ async def handshake(
     responses={
         401: {"description": "Missing or wrong X-Hub-Signature-256"},
         400: {"description": "Not a WhatsApp webhook payload"},
-        413: {"description": "Body larger than 3 MB"},
+        413: {"description": "Body larger than 3 MB, or more entries/changes/elements"},
+        429: {"description": "This address sent too many requests that were refused"},
     },
 )
 async def receive(
@@ -59,8 +61,15 @@ async def receive(
     x_hub_signature_256: Annotated[str | None, Header()] = None,
 ) -> dict[str, str]:
     """Verify the signature over the raw bytes, record the delivery durably, answer 200."""
-    body = await _read_body(request, request.app.state.settings.webhook_max_body_bytes)
-    await intake.receive(body, x_hub_signature_256)
+    settings = request.app.state.settings
+    source = client_address(request, settings.trusted_proxies)
+    intake.check_budget(source)
+    try:
+        body = await _read_body(request, settings.webhook_max_body_bytes)
+    except PayloadTooLarge:
+        intake.refused(source)
+        raise
+    await intake.receive(body, x_hub_signature_256, source)
     return {"status": "ok"}
 
 

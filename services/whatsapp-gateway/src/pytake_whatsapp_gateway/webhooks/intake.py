@@ -1,9 +1,15 @@
 """Durable intake of a webhook delivery, in ONE transaction, then 200.
 
-Lookup of the numbers (across tenants: the tenant is not known yet), signature
-check, the raw delivery, the deduplicated messages and statuses and their
-events all commit together or not at all, so Meta's retry of a failed attempt
-redoes everything and a replay of a committed one adds no message and no event.
+The signature is checked before the body is parsed: the numbers the raw bytes
+name (:mod:`.screening`, bounded) give the candidate app secrets; only a body one
+of them signed is parsed (bounded by :class:`DeliveryLimits`), and then every
+number it names must be served by that very secret. Requests refused before
+their signature verified spend their address's :class:`FailureBudget`.
+
+Lookup of the numbers (across tenants: the tenant is not known yet), the raw
+delivery, the deduplicated messages and statuses and their events all commit
+together or not at all, so Meta's retry of a failed attempt redoes everything
+and a replay of a committed one adds no message and no event.
 Rows of each organization are written with the session bound to that
 organization (RLS WITH CHECK applies: bypass is switched off first).
 """
@@ -18,14 +24,27 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, Table, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import (
+    ARRAY,
+    Select,
+    String,
+    Table,
+    and_,
+    any_,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import TypeEngine
 
 from pytake_common.crypto import SecretBox
 from pytake_common.db import Database
-from pytake_common.errors import DomainError
+from pytake_common.errors import DomainError, TooManyRequests
 from pytake_common.events import CloudEvent
 from pytake_common.ids import PYTAKE_NAMESPACE, contact_id_for, message_id_for_wamid
 from pytake_common.mechanics import outbox
@@ -47,6 +66,9 @@ from pytake_whatsapp_gateway.tables import (
     webhook_deliveries,
 )
 from pytake_whatsapp_gateway.webhooks.parsing import (
+    DEFAULT_LIMITS,
+    DeliveryLimits,
+    DeliveryTooLarge,
     InboundMessage,
     InvalidPayload,
     ParsedDelivery,
@@ -54,7 +76,14 @@ from pytake_whatsapp_gateway.webhooks.parsing import (
     parse_body,
     parse_delivery,
 )
-from pytake_whatsapp_gateway.webhooks.signature import KnownNumber, is_authentic, parse_signature
+from pytake_whatsapp_gateway.webhooks.screening import names_in
+from pytake_whatsapp_gateway.webhooks.signature import (
+    AppSecrets,
+    KnownNumber,
+    parse_signature,
+    verifies,
+)
+from pytake_whatsapp_gateway.webhooks.throttle import FailureBudget
 from pytake_whatsapp_gateway.webhooks.waba import record_waba_change
 
 log = logging.getLogger(__name__)
@@ -67,17 +96,43 @@ class BadSignature(DomainError):
 
 
 class WebhookIntake:
-    def __init__(self, db: Database, box: SecretBox, platform_secret: str | None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        box: SecretBox,
+        platform_secret: str | None,
+        limits: DeliveryLimits = DEFAULT_LIMITS,
+        refusals: FailureBudget | None = None,
+    ) -> None:
         self.db = db
-        self.box = box
-        self.platform_secret = platform_secret
+        self.secrets = AppSecrets(box, platform_secret)
+        self.limits = limits
+        #: Refusals before the signature verified, per client address (None: unlimited).
+        self.refusals = refusals
 
-    async def receive(self, body: bytes, signature: str | None) -> str:
+    def check_budget(self, source: str) -> None:
+        """429 for a source that spent its refusals (before its body is read)."""
+        wait = self.refusals.retry_after(source) if self.refusals is not None else 0
+        if wait:
+            WEBHOOK_DELIVERIES.labels("throttled").inc()
+            raise TooManyRequests(
+                "too many webhook requests refused from this address", retry_after=wait
+            )
+
+    def refused(self, source: str | None) -> None:
+        """Count a request refused before its signature verified against ``source``."""
+        if self.refusals is not None and source is not None:
+            self.refusals.spend(source)
+
+    async def receive(self, body: bytes, signature: str | None, source: str | None = None) -> str:
         """Verify and record ``body``; return the outcome (also counted as a metric)."""
         try:
-            outcome = await self._receive(body, signature)
+            outcome = await self._receive(body, signature, source)
         except InvalidPayload:
             WEBHOOK_DELIVERIES.labels("invalid").inc()
+            raise
+        except DeliveryTooLarge:
+            WEBHOOK_DELIVERIES.labels("too_large").inc()
             raise
         except BadSignature:
             WEBHOOK_DELIVERIES.labels("bad_signature").inc()
@@ -85,26 +140,42 @@ class WebhookIntake:
         WEBHOOK_DELIVERIES.labels(outcome).inc()
         return outcome
 
-    async def _receive(self, body: bytes, signature: str | None) -> str:
+    async def _receive(self, body: bytes, signature: str | None, source: str | None) -> str:
         received_at = datetime.now(UTC)
-        payload = parse_body(body)
-        digest = parse_signature(signature)
-        if digest is None:
-            raise BadSignature("X-Hub-Signature-256 is missing or malformed")
+        try:
+            digest = parse_signature(signature)
+            if digest is None:
+                raise BadSignature("X-Hub-Signature-256 is missing or malformed")
+            named = names_in(body, self.limits)
+        except DomainError:
+            self.refused(source)
+            raise
         assert signature is not None
-        delivery = parse_delivery(payload, received_at)
         async with self.db.transaction(bypass_rls=True) as session:
-            known, of_wabas = await _known_numbers(
-                session, delivery.phone_number_ids, delivery.waba_ids
-            )
-            if not known and not of_wabas:
+            candidates = await _numbers_named(session, named.phone_number_ids, named.waba_ids)
+            if not candidates:
                 log.info(
                     "webhook for numbers not connected to PyTake acknowledged",
-                    extra={"phone_number_ids": delivery.phone_number_ids[:10]},
+                    extra={"phone_number_ids": sorted(named.phone_number_ids)[:10]},
                 )
                 return "unknown_number"
-            named = {n.id: n for n in [*known.values(), *of_wabas]}
-            if not is_authentic(body, digest, list(named.values()), self.box, self.platform_secret):
+            secret = self._verified_secret(body, digest, candidates, source)
+            # Signed by an app PyTake knows: now the body is worth parsing.
+            payload = parse_body(body)
+            delivery = parse_delivery(payload, received_at, self.limits)
+            if named.phone_number_ids.issuperset(
+                delivery.phone_number_ids
+            ) and named.waba_ids.issuperset(delivery.waba_ids):
+                found = candidates
+            else:  # keys spelt so that the byte scan missed them: look them up
+                found = await _numbers_named(
+                    session, frozenset(delivery.phone_number_ids), frozenset(delivery.waba_ids)
+                )
+            known, of_wabas = _split(found, delivery.phone_number_ids, delivery.waba_ids)
+            if not known and not of_wabas:
+                return "unknown_number"
+            named_numbers = list({n.id: n for n in [*known.values(), *of_wabas]}.values())
+            if self.secrets.serving(named_numbers) != secret:
                 raise BadSignature("X-Hub-Signature-256 does not match the numbers' app secret")
             delivery_id = uuid.uuid4()
             # Not a tenant table (no RLS): written by the first tenant binding's statement.
@@ -126,8 +197,26 @@ class WebhookIntake:
         )
         return "duplicate" if nothing_new else "accepted"
 
+    def _verified_secret(
+        self, body: bytes, digest: bytes, candidates: list[KnownNumber], source: str | None
+    ) -> str:
+        """The candidates' app secret that signed ``body`` (one HMAC per distinct secret,
+        at most :data:`MAX_CANDIDATE_SECRETS`), else :class:`BadSignature`."""
+        secrets = {s for s in map(self.secrets.of, candidates) if s is not None}
+        if len(secrets) <= MAX_CANDIDATE_SECRETS:
+            for secret in secrets:
+                if verifies(body, digest, secret):
+                    return secret
+        self.refused(source)
+        raise BadSignature("X-Hub-Signature-256 does not match the numbers' app secret")
 
-_KNOWN_NUMBERS = select(
+
+#: One delivery is signed by one Meta app; the numbers a body names (plus ids that only
+#: look like WABA ids) rarely span more than one or two apps.
+MAX_CANDIDATE_SECRETS = 4
+
+
+_NUMBERS_NAMED = select(
     numbers.c.id,
     numbers.c.organization_id,
     numbers.c.phone_number_id,
@@ -136,25 +225,33 @@ _KNOWN_NUMBERS = select(
     numbers.c.app_secret_enc,
 ).where(
     or_(
-        numbers.c.phone_number_id.in_(bindparam("phone_number_ids", expanding=True)),
-        numbers.c.waba_id.in_(bindparam("waba_ids", expanding=True)),
+        numbers.c.phone_number_id == any_(bindparam("phone_number_ids", type_=ARRAY(String))),
+        numbers.c.waba_id == any_(bindparam("waba_ids", type_=ARRAY(String))),
     ),
     ACTIVE,
 )
 
 
-async def _known_numbers(
-    session: AsyncSession, phone_number_ids: list[str], waba_ids: list[str]
+async def _numbers_named(
+    session: AsyncSession, phone_number_ids: frozenset[str], waba_ids: frozenset[str]
+) -> list[KnownNumber]:
+    """Active numbers with one of ``phone_number_ids`` or in one of ``waba_ids`` (any tenant)."""
+    if not phone_number_ids and not waba_ids:
+        return []
+    rows = await session.execute(
+        _NUMBERS_NAMED,
+        {"phone_number_ids": list(phone_number_ids), "waba_ids": list(waba_ids)},
+    )
+    return [KnownNumber(**row._mapping) for row in rows]
+
+
+def _split(
+    found: list[KnownNumber], phone_number_ids: list[str], waba_ids: list[str]
 ) -> tuple[dict[str, KnownNumber], list[KnownNumber]]:
     """Numbers named by phone_number_id (messages, statuses) and those of the named WABAs."""
-    if not phone_number_ids and not waba_ids:
-        return {}, []
-    rows = await session.execute(
-        _KNOWN_NUMBERS, {"phone_number_ids": phone_number_ids, "waba_ids": waba_ids}
-    )
-    found = [KnownNumber(**row._mapping) for row in rows]
-    by_phone = {n.phone_number_id: n for n in found if n.phone_number_id in phone_number_ids}
-    return by_phone, [n for n in found if n.waba_id in waba_ids]
+    phones, wabas = set(phone_number_ids), set(waba_ids)
+    by_phone = {n.phone_number_id: n for n in found if n.phone_number_id in phones}
+    return by_phone, [n for n in found if n.waba_id in wabas]
 
 
 async def _record(

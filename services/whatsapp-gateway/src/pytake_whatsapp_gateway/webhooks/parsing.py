@@ -37,6 +37,27 @@ class InvalidPayload(DomainError):
     status, code, title = 400, "invalid_payload", "Invalid webhook payload"
 
 
+class DeliveryTooLarge(DomainError):
+    status, code, title = 413, "delivery_too_large", "Webhook delivery too large"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryLimits:
+    """What one delivery may carry. Meta sends one entry with one change and a message or
+    a few statuses; these bounds are far above that and keep the work per request small."""
+
+    entries: int = 100
+    #: Changes of all entries together.
+    changes: int = 1000
+    #: Messages and statuses of all changes together.
+    elements: int = 5000
+    #: Distinct phone_number_ids.
+    numbers: int = 100
+
+
+DEFAULT_LIMITS = DeliveryLimits()
+
+
 @dataclass(frozen=True, slots=True)
 class InboundMessage:
     phone_number_id: str
@@ -79,12 +100,17 @@ class StatusUpdate:
 
 @dataclass(slots=True)
 class ParsedDelivery:
-    #: Every phone_number_id the delivery names, in order of appearance, without repeats.
-    phone_number_ids: list[str] = field(default_factory=list)
+    #: Every phone_number_id the delivery names, in order of appearance, without repeats
+    #: (a dict: a membership test per change stays O(1) however many changes come).
+    numbers: dict[str, None] = field(default_factory=dict)
     messages: list[InboundMessage] = field(default_factory=list)
     statuses: list[StatusUpdate] = field(default_factory=list)
     waba_changes: list[WabaChange] = field(default_factory=list)
     skipped: int = 0
+
+    @property
+    def phone_number_ids(self) -> list[str]:
+        return list(self.numbers)
 
     @property
     def waba_ids(self) -> list[str]:
@@ -105,11 +131,25 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     return envelope
 
 
-def parse_delivery(payload: dict[str, Any], received_at: datetime) -> ParsedDelivery:
+def parse_delivery(
+    payload: dict[str, Any], received_at: datetime, limits: DeliveryLimits = DEFAULT_LIMITS
+) -> ParsedDelivery:
+    """Read every entry, change, message and status; :class:`DeliveryTooLarge` past
+    ``limits`` (checked before the elements are read, so a huge delivery costs little)."""
     parsed = ParsedDelivery()
-    for entry in _dicts(payload.get("entry")):
+    entries = _dicts(payload.get("entry"))
+    refuse_over(len(entries), limits.entries, "entries")
+    changes = [(e, _dicts(e.get("changes"))) for e in entries]
+    refuse_over(sum(len(c) for _, c in changes), limits.changes, "changes")
+    elements = sum(
+        _length(c.get("value"), "messages") + _length(c.get("value"), "statuses")
+        for _, cs in changes
+        for c in cs
+    )
+    refuse_over(elements, limits.elements, "messages and statuses")
+    for entry, entry_changes in changes:
         waba_id = _str(entry.get("id"))
-        for change in _dicts(entry.get("changes")):
+        for change in entry_changes:
             value = change.get("value")
             if not isinstance(value, dict):
                 continue
@@ -129,8 +169,8 @@ def parse_delivery(payload: dict[str, Any], received_at: datetime) -> ParsedDeli
             )
             if phone_number_id is None:
                 continue  # WABA-level fields (templates, quality, account) name no number
-            if phone_number_id not in parsed.phone_number_ids:
-                parsed.phone_number_ids.append(phone_number_id)
+            parsed.numbers[phone_number_id] = None
+            refuse_over(len(parsed.numbers), limits.numbers, "distinct phone_number_ids")
             if change.get("field", "messages") != "messages":
                 continue
             assert isinstance(metadata, dict)
@@ -138,6 +178,19 @@ def parse_delivery(payload: dict[str, Any], received_at: datetime) -> ParsedDeli
             _read_messages(parsed, value, phone_number_id, display, received_at)
             _read_statuses(parsed, value, phone_number_id, received_at)
     return parsed
+
+
+def refuse_over(count: int, limit: int, what: str) -> None:
+    """:class:`DeliveryTooLarge` when ``count`` exceeds ``limit``."""
+    if count > limit:
+        raise DeliveryTooLarge(
+            f"a delivery carries at most {limit} {what}; this one has more", limit=limit
+        )
+
+
+def _length(value: Any, key: str) -> int:
+    items = value.get(key) if isinstance(value, dict) else None
+    return len(items) if isinstance(items, list) else 0
 
 
 def _read_messages(

@@ -48,35 +48,51 @@ def parse_signature(header: str | None) -> bytes | None:
     return digest if len(digest) == hashlib.sha256().digest_size else None
 
 
-def is_authentic(
-    body: bytes,
-    digest: bytes,
-    known: list[KnownNumber],
-    box: SecretBox,
-    platform_secret: str | None,
-) -> bool:
-    """True when one secret signed ``body`` and serves every number in ``known``."""
-    secrets: set[str] = set()
-    for number in known:
-        if number.app_secret_enc is None:
-            if platform_secret is None:
+class AppSecrets:
+    """The app secret serving each number: its own (decrypted, memoised by ciphertext,
+    so a busy number costs one decryption per process) or the platform's."""
+
+    def __init__(self, box: SecretBox, platform_secret: str | None, size: int = 4096) -> None:
+        self.box = box
+        self.platform_secret = platform_secret
+        self.size = size
+        self._plain: dict[str, str] = {}
+
+    def of(self, number: KnownNumber) -> str | None:
+        """The secret, or None when it cannot be had (logged)."""
+        enc = number.app_secret_enc
+        if enc is None:
+            if self.platform_secret is None:
                 log.error(
                     "number has no app secret and no platform app secret is set",
                     extra={"number_id": str(number.id)},
                 )
-                return False
-            secrets.add(platform_secret)
-            continue
-        try:
-            secrets.add(box.decrypt(number.app_secret_enc))
-        except SecretDecryptionError:
-            log.error(
-                "app secret of a number cannot be decrypted (secret key rotated away?)",
-                extra={"number_id": str(number.id)},
-            )
-            return False
-    if len(secrets) != 1:
-        return False  # numbers of different Meta apps never share one signed delivery
-    (secret,) = secrets
+            return self.platform_secret
+        plain = self._plain.get(enc)
+        if plain is None:
+            try:
+                plain = self.box.decrypt(enc)
+            except SecretDecryptionError:
+                log.error(
+                    "app secret of a number cannot be decrypted (secret key rotated away?)",
+                    extra={"number_id": str(number.id)},
+                )
+                return None
+            if len(self._plain) >= self.size:
+                self._plain.pop(next(iter(self._plain)))
+            self._plain[enc] = plain
+        return plain
+
+    def serving(self, numbers: list[KnownNumber]) -> str | None:
+        """The one secret serving every number in ``numbers``; None when they have
+        different apps (their deliveries are never signed together) or one is unusable."""
+        secrets = {self.of(n) for n in numbers}
+        if len(secrets) != 1:
+            return None
+        (secret,) = secrets
+        return secret
+
+
+def verifies(body: bytes, digest: bytes, secret: str) -> bool:
     expected = hmac.new(secret.encode(), body, hashlib.sha256).digest()
     return hmac.compare_digest(expected, digest)
