@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _measure import LeanClient, calibrate, cpu, pct, platform, postgres_cpu
 from webhook_intake import bare_endpoint, payload
 
-from pytake_api_gateway.upstream import UpstreamError
+from pytake_api_gateway.upstream import PoolExhausted, UpstreamError
 from pytake_common.pgtenant import asyncpg_dsn
 from pytake_devstack.mainloop import MainLoop, SimNumber
 
@@ -124,6 +124,9 @@ async def open_loop(
             )
         except TimeoutError:  # UpstreamTimeout included
             burst.failures["unanswered in 10 s"] += 1
+            return
+        except PoolExhausted:  # every generator connection waited on for 5 s: a stall
+            burst.failures["no free generator connection in 5 s"] += 1
             return
         except (OSError, UpstreamError) as exc:
             burst.failures[type(exc).__name__] += 1

@@ -1,6 +1,8 @@
+import asyncio
 import uuid
 from datetime import UTC, datetime
 
+import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import insert, select
 
@@ -24,11 +26,21 @@ RECEIVED = "pytake.whatsapp.message.received.v1"
 STATUS = "pytake.whatsapp.message.status_updated.v1"
 
 
+@pytest.fixture(autouse=True, params=["looked_up", "remembered"])
+def numbers_from(request):
+    """Every test twice: numbers looked up per delivery, and remembered by the intake's
+    directory (the first delivery of a number looks it up, the next ones do not)."""
+    if request.param == "remembered":
+        request.getfixturevalue("directory")
+    return request.param
+
+
 def deliveries(outcome: str) -> float:
     return REGISTRY.get_sample_value("pytake_webhook_deliveries_total", {"outcome": outcome}) or 0.0
 
 
 async def post(client, body: bytes, headers: dict[str, str]):
+    await asyncio.sleep(0.05)  # the notifications of numbers just registered land first
     return await client.post("/webhooks/whatsapp", content=body, headers=headers)
 
 

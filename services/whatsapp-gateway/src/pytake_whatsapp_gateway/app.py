@@ -33,6 +33,7 @@ from pytake_whatsapp_gateway.sending.sender import Sender
 from pytake_whatsapp_gateway.tables import webhook_deliveries
 from pytake_whatsapp_gateway.templates.service import TemplateService
 from pytake_whatsapp_gateway.templates.worker import TemplateSyncWorker
+from pytake_whatsapp_gateway.webhooks.directory import NumberDirectory
 from pytake_whatsapp_gateway.webhooks.intake import WebhookIntake
 from pytake_whatsapp_gateway.webhooks.throttle import FailureBudget
 
@@ -114,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     platform = settings.platform_app_secret
     api_graph = graph_http_client(settings)  # the API routes' calls (templates)
     storage = media_storage(settings)
+    directory = NumberDirectory(db.url)
     app = create_service_app(
         settings,
         title="PyTake WhatsApp gateway",
@@ -121,6 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db=db,
         workers=lambda: [
             OutboxRelay(settings, db).run,
+            directory.run,
             send_worker(settings, db, box),
             template_sync_worker(settings, db, box),
             media_worker(settings, db, box, storage),
@@ -159,5 +162,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         platform.get_secret_value() if platform else None,
         settings.delivery_limits(),
         FailureBudget(settings.webhook_refusal_burst, settings.webhook_refusal_per_s),
+        directory,
     )
     return app
