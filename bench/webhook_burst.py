@@ -28,7 +28,7 @@ Exit status 1 when the burst misses a target (ack p99, non-2xx, lost, duplicated
 drain). Loopback only; bounded by rate x seconds.
 
 Usage: python bench/webhook_burst.py [--rate 400] [--seconds 30] [--customers 2000]
-       [--search] [--target-ms 100]
+       [--search] [--target-ms 100] [--ready-timeout 60]
 """
 
 from __future__ import annotations
@@ -313,8 +313,11 @@ def main() -> None:
     parser.add_argument("--search-to", type=float, default=1000.0)
     parser.add_argument("--search-step", type=float, default=50.0)
     parser.add_argument("--step-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--ready-timeout", type=float, default=60.0, help="seconds each process may take to start"
+    )
     args = parser.parse_args()
-    with platform("burst") as running:
+    with platform("burst", ready_timeout=args.ready_timeout) as running:
         code = uvloop.run(bench(args, running))
     sys.exit(code)
 
