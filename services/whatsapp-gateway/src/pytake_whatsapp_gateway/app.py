@@ -13,6 +13,7 @@ from pytake_common.consumer import EventConsumer
 from pytake_common.crypto import SecretBox
 from pytake_common.db import Database
 from pytake_common.outbox import OutboxRelay
+from pytake_common.rawpg import TenantWrites
 from pytake_common.retention import Retention
 from pytake_common.web import Worker, create_service_app
 from pytake_whatsapp_gateway.api.media import router as media_router
@@ -116,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api_graph = graph_http_client(settings)  # the API routes' calls (templates)
     storage = media_storage(settings)
     directory = NumberDirectory(db.url)
+    intake_writes = TenantWrites(settings.service_database_url(), app_role=settings.db_app_role)
     app = create_service_app(
         settings,
         title="PyTake WhatsApp gateway",
@@ -128,7 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             template_sync_worker(settings, db, box),
             media_worker(settings, db, box, storage),
         ],
-        on_shutdown=[api_graph.aclose, storage.aclose],
+        on_shutdown=[api_graph.aclose, storage.aclose, intake_writes.close],
         retention=[
             Retention(
                 webhook_deliveries,
@@ -163,5 +165,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.delivery_limits(),
         FailureBudget(settings.webhook_refusal_burst, settings.webhook_refusal_per_s),
         directory,
+        intake_writes,
     )
     return app

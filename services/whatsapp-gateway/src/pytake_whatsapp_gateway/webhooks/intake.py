@@ -47,7 +47,7 @@ from pytake_common.ids import PYTAKE_NAMESPACE, contact_id_for, message_id_for_w
 from pytake_common.outbox import CHANNEL as OUTBOX_CHANNEL
 from pytake_common.outbox import add_event
 from pytake_common.pgtenant import bind_select
-from pytake_common.rawpg import driver
+from pytake_common.rawpg import TenantWrites, driver
 from pytake_common.tracing import inject_headers
 from pytake_whatsapp_gateway.events import MessageReceived, MessageSent, MessageStatusUpdated
 from pytake_whatsapp_gateway.media import download_path
@@ -100,6 +100,7 @@ class WebhookIntake:
         limits: DeliveryLimits = DEFAULT_LIMITS,
         refusals: FailureBudget | None = None,
         directory: NumberDirectory | None = None,
+        writes: TenantWrites | None = None,
     ) -> None:
         self.db = db
         self.secrets = AppSecrets(box, platform_secret)
@@ -108,6 +109,8 @@ class WebhookIntake:
         self.refusals = refusals
         #: The numbers remembered between deliveries (serving while its worker listens).
         self.directory = directory or NumberDirectory(db.url)
+        #: The raw pool of the remembered numbers' deliveries (None: the Database's pool).
+        self.writes = writes
 
     def check_budget(self, source: str) -> None:
         """429 for a source that spent its refusals (before its body is read)."""
@@ -213,8 +216,9 @@ class WebhookIntake:
         """The common delivery (messages of one tenant's numbers, all remembered, signed
         by their remembered secret): recorded in one transaction of three round trips
         (``BEGIN`` and the tenant binding, :data:`MESSAGES_SQL`, ``COMMIT``) with no
-        lookup. None: anything else, for the general path (which looks the numbers up
-        in the database, so a secret rotated a moment ago is judged by its new value)."""
+        lookup, on the intake's own raw pool. None: anything else, for the general path
+        (which looks the numbers up in the database, so a secret rotated a moment ago is
+        judged by its new value)."""
         secrets = {s for s in map(self.secrets.of, remembered) if s is not None}
         secret = next((s for s in secrets if verifies(body, digest, s)), None)
         if secret is None:
@@ -233,7 +237,12 @@ class WebhookIntake:
             return None
         delivery_id = uuid.uuid4()
         rows = _message_rows(delivery.messages, known, delivery_id)
-        async with rawpg.transaction(self.db, tenants.pop()) as conn:
+        organization_id = tenants.pop()
+        async with (
+            self.writes.transaction(organization_id)
+            if self.writes is not None
+            else rawpg.transaction(self.db, organization_id)
+        ) as conn:
             created = await conn.fetchval(
                 MESSAGES_SQL,
                 delivery_id,
