@@ -165,7 +165,12 @@ class LocalStack:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.logs = state_dir / "logs"
 
-    def start(self, ready_timeout: float = 60.0) -> None:
+    def start(self, ready_timeout: float | None = None) -> None:
+        """Migrate, start every process and wait until each answers ready, at most
+        ``ready_timeout`` seconds each (None: ``PYTAKE_STACK_READY_TIMEOUT_S``, else 60;
+        a busy box imports and migrates slowly)."""
+        if ready_timeout is None:
+            ready_timeout = float(os.environ.get("PYTAKE_STACK_READY_TIMEOUT_S") or 60.0)
         self.logs.mkdir(parents=True, exist_ok=True)
         migrate_all(self.cfg)
         for proc in processes(self.cfg):
