@@ -156,3 +156,27 @@ def test_a_lookup_that_raced_a_change_is_not_remembered():
     assert directory.get(["100", "200"]) is None  # unknown ids are never remembered
     directory.live = False
     assert directory.get(["100"]) is None
+
+
+async def test_remembered_numbers_of_many_apps_cost_no_hmac(
+    app, client, tokens, directory, monkeypatch
+):
+    """A body naming more apps' numbers than one delivery can carry is refused without
+    an HMAC over it, remembered or not (the cap of the lookup path holds on this one)."""
+    org = uuid.uuid4()
+    ids = [str(100 + i) for i in range(intake_module.MAX_CANDIDATE_SECRETS + 1)]
+    for i, pnid in enumerate(ids):
+        await heard(directory, register(client, tokens, org, pnid, app_secret=f"{SECRET}-{i}"))
+        assert (await post(client, delivery(f"wamid.{pnid}", pnid), f"{SECRET}-{i}")).is_success
+    assert len(directory.get(ids) or []) == len(ids)
+    hmacs: list[str] = []
+    real = intake_module.verifies
+
+    def counted(body, digest, secret):
+        hmacs.append(secret)
+        return real(body, digest, secret)
+
+    monkeypatch.setattr(intake_module, "verifies", counted)
+    body = raw(envelope([change(pnid, messages=[text_message(f"w.{pnid}")]) for pnid in ids]))
+    assert (await post(client, body, f"{SECRET}-0")).status_code == 401
+    assert hmacs == []

@@ -219,8 +219,7 @@ class WebhookIntake:
         lookup, on the intake's own raw pool. None: anything else, for the general path
         (which looks the numbers up in the database, so a secret rotated a moment ago is
         judged by its new value)."""
-        secrets = {s for s in map(self.secrets.of, remembered) if s is not None}
-        secret = next((s for s in secrets if verifies(body, digest, s)), None)
+        secret = self._signing_secret(body, digest, remembered)
         if secret is None:
             return None
         payload = parse_body(body)
@@ -258,15 +257,24 @@ class WebhookIntake:
     def _verified_secret(
         self, body: bytes, digest: bytes, candidates: list[KnownNumber], source: str | None
     ) -> str:
+        """The candidates' app secret that signed ``body``, else :class:`BadSignature`."""
+        secret = self._signing_secret(body, digest, candidates)
+        if secret is None:
+            self.refused(source)
+            raise BadSignature("X-Hub-Signature-256 does not match the numbers' app secret")
+        return secret
+
+    def _signing_secret(
+        self, body: bytes, digest: bytes, candidates: list[KnownNumber]
+    ) -> str | None:
         """The candidates' app secret that signed ``body`` (one HMAC per distinct secret,
-        at most :data:`MAX_CANDIDATE_SECRETS`), else :class:`BadSignature`."""
+        none when there are more than :data:`MAX_CANDIDATE_SECRETS`), else None."""
         secrets = {s for s in map(self.secrets.of, candidates) if s is not None}
         if len(secrets) <= MAX_CANDIDATE_SECRETS:
             for secret in secrets:
                 if verifies(body, digest, secret):
                     return secret
-        self.refused(source)
-        raise BadSignature("X-Hub-Signature-256 does not match the numbers' app secret")
+        return None
 
 
 def _log_skipped(delivery: ParsedDelivery, delivery_id: uuid.UUID) -> None:
