@@ -39,6 +39,15 @@ from pytake_whatsapp_gateway.webhooks.intake import WebhookIntake
 from pytake_whatsapp_gateway.webhooks.throttle import FailureBudget
 
 CONSUMER_GROUP = "whatsapp-gateway"
+#: Connections of the webhook intake's raw pool (a delivery holds one for its three round
+#: trips); the Database's pool is smaller by as many pairs as it took before (pool+overflow).
+INTAKE_WRITES = 3
+
+
+def database_pool_size(settings: Settings) -> int:
+    """Each send in flight holds up to two connections (its advisory lock, its
+    transactions); the rest serve the API, the consumers and the other webhooks."""
+    return max(10, settings.send_concurrency + 6)
 
 
 def graph_http_client(settings: Settings) -> httpx.AsyncClient:
@@ -106,18 +115,19 @@ def media_storage(settings: Settings) -> MediaStorage:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    # Each send in flight holds up to two connections (its advisory lock, its transactions).
     db = Database(
         settings.service_database_url(),
         app_role=settings.db_app_role,
-        pool_size=max(10, settings.send_concurrency + 8),
+        pool_size=database_pool_size(settings),
     )
     box = SecretBox(settings.secret)
     platform = settings.platform_app_secret
     api_graph = graph_http_client(settings)  # the API routes' calls (templates)
     storage = media_storage(settings)
     directory = NumberDirectory(db.url)
-    intake_writes = TenantWrites(settings.service_database_url(), app_role=settings.db_app_role)
+    intake_writes = TenantWrites(
+        settings.service_database_url(), app_role=settings.db_app_role, max_size=INTAKE_WRITES
+    )
     app = create_service_app(
         settings,
         title="PyTake WhatsApp gateway",
