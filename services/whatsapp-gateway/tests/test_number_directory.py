@@ -58,6 +58,19 @@ async def remembered(client, tokens, directory, org: uuid.UUID):
     return number
 
 
+def count_hmacs(monkeypatch) -> list[str]:
+    """The secrets the intake computes an HMAC with, from now on."""
+    hmacs: list[str] = []
+    real = intake_module.verifies
+
+    def counted(body, digest, secret):
+        hmacs.append(secret)
+        return real(body, digest, secret)
+
+    monkeypatch.setattr(intake_module, "verifies", counted)
+    return hmacs
+
+
 def delivery(wamid: str, phone_number_id: str = "100") -> bytes:
     return raw(envelope([change(phone_number_id, messages=[text_message(wamid)])]))
 
@@ -169,14 +182,20 @@ async def test_remembered_numbers_of_many_apps_cost_no_hmac(
         await heard(directory, register(client, tokens, org, pnid, app_secret=f"{SECRET}-{i}"))
         assert (await post(client, delivery(f"wamid.{pnid}", pnid), f"{SECRET}-{i}")).is_success
     assert len(directory.get(ids) or []) == len(ids)
-    hmacs: list[str] = []
-    real = intake_module.verifies
-
-    def counted(body, digest, secret):
-        hmacs.append(secret)
-        return real(body, digest, secret)
-
-    monkeypatch.setattr(intake_module, "verifies", counted)
+    hmacs = count_hmacs(monkeypatch)
     body = raw(envelope([change(pnid, messages=[text_message(f"w.{pnid}")]) for pnid in ids]))
     assert (await post(client, body, f"{SECRET}-0")).status_code == 401
     assert hmacs == []
+
+
+async def test_statuses_of_remembered_numbers_are_verified_once(
+    app, client, tokens, directory, monkeypatch
+):
+    """Statuses take the general path straight away (one HMAC, one parse)."""
+    await remembered(client, tokens, directory, uuid.uuid4())
+    hmacs = count_hmacs(monkeypatch)
+    status = {"id": "wamid.out", "status": "delivered", "timestamp": "1764000000"}
+    body = raw(envelope([change("100", statuses=[{**status, "recipient_id": "5511"}])]))
+    assert (await post(client, body, SECRET)).status_code == 200
+    assert hmacs == [SECRET]
+    assert (await counts(app))["status_updates"] == 1
