@@ -9,7 +9,7 @@ net of the idle rate over the same wall time. PostgreSQL is this run's server
 only (postmaster, its live backends and the reaped ones), not every process
 named postgres on the machine. Then times one ``Database.transaction()`` with
 one statement against a raw asyncpg query (wall and client CPU).
-Usage: python bench/cpu_per_message.py [--n 300] [--idle 10]
+Usage: python bench/cpu_per_message.py [--n 300] [--idle 10] [--ready-timeout 60]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _measure import cpu, platform, postgres_cpu
+from _measure import calibrate, cpu, platform, postgres_cpu
 from webhook_intake import payload
 
 from pytake_common.db import Database
@@ -54,6 +54,7 @@ async def per_message(
     tenant = await loop.register("CPU Org")
     number = await loop.connect_number(tenant)
     await asyncio.sleep(3)
+    print(f"box calibration: {calibrate():.1f} ms (a fixed CPU workload; lower is a faster box)")
     idle_start, t0 = cpu_all(procs, postmaster), time.monotonic()
     await asyncio.sleep(idle_s)
     idle_end, t1 = cpu_all(procs, postmaster), time.monotonic()
@@ -126,8 +127,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle measurement")
+    parser.add_argument(
+        "--ready-timeout", type=float, default=60.0, help="seconds each process may take to start"
+    )
     args = parser.parse_args()
-    with platform("cpu") as running:
+    with platform("cpu", ready_timeout=args.ready_timeout) as running:
         procs = running.processes()
         master = procs.pop("postgres", None)
         if master is None or "tansu" not in procs:

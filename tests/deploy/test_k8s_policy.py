@@ -12,6 +12,7 @@ import pytest
 
 from pytake_common.rawpg import READ_POOL_SIZE
 from pytake_contacts.app import LIST_READS
+from pytake_whatsapp_gateway.app import INTAKE_WRITES as WGW_INTAKE_WRITES
 
 #: Names whose value is a secret, by suffix (PYTAKE_PASSWORD_HASH_CONCURRENCY is not).
 SENSITIVE = re.compile(r"(SECRET|PASSWORD|TOKEN|KEY|CREDENTIALS?|DATABASE_URL|URI|DSN)$", re.I)
@@ -357,9 +358,10 @@ def test_every_topic_and_dlq_exists(overlay, manifests, topics):
 def pool_size(app):
     """The SQLAlchemy pool size the service's create_app gives its Database."""
     if app.name == "whatsapp-gateway":
+        from pytake_whatsapp_gateway.app import database_pool_size
         from pytake_whatsapp_gateway.config import Settings
 
-        return max(10, Settings.model_fields["send_concurrency"].default + 8)
+        return database_pool_size(Settings.model_construct())
     return 10
 
 
@@ -367,7 +369,9 @@ def pool_size(app):
 EXTRA_CONNECTIONS = {
     "contacts": LIST_READS,  # its TenantReads
     "conversations": READ_POOL_SIZE + 1,  # TenantReads + the stream's LISTEN
-    "whatsapp-gateway": 1 + 1,  # the send dispatcher's LISTEN + the template sync leader
+    # the send dispatcher's LISTEN, the template sync leader, the webhook intake's raw pool
+    # and its directory of numbers' LISTEN
+    "whatsapp-gateway": 1 + 1 + WGW_INTAKE_WRITES + 1,
 }
 
 

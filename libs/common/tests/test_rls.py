@@ -1,3 +1,4 @@
+import contextlib
 import uuid
 
 import pytest
@@ -90,3 +91,41 @@ async def test_a_transaction_is_bound_once_whatever_else_the_process_holds(db):
     finally:
         event.remove(db.engine.sync_engine, "before_cursor_execute", count)
         await other.dispose()
+
+
+async def test_tenant_writes_bind_commit_and_roll_back_like_a_database_transaction(db):
+    from pytake_common.rawpg import RolledBack, TenantWrites
+
+    writes = TenantWrites(db.url, app_role="pytake_app", max_size=1)  # one connection
+    org_a, org_b = uuid.uuid4(), uuid.uuid4()
+    insert = "INSERT INTO notes (id, organization_id, body) VALUES ($1, $2, $3)"
+
+    async def write(row_org: uuid.UUID, body: str, then=None) -> None:
+        async with writes.transaction(org_a) as conn:
+            assert await conn.fetchval("SELECT current_user") == "pytake_app"
+            await conn.execute(insert, uuid.uuid4(), row_org, body)
+            if then is not None:
+                await then(conn)
+
+    async def fails(conn) -> None:
+        raise RuntimeError("the block fails")
+
+    async def aborts(conn) -> None:
+        with contextlib.suppress(Exception):
+            await conn.execute("SELECT 1 / 0")  # caught: the transaction is aborted
+
+    try:
+        await write(org_a, "kept")
+        with pytest.raises(Exception, match="row-level security"):
+            await write(org_b, "another tenant's")
+        with pytest.raises(RuntimeError):
+            await write(org_a, "rolled back", fails)
+        with pytest.raises(RolledBack):
+            await write(org_a, "aborted", aborts)
+        async with writes.transaction(org_b) as conn:  # the pool's connection, rebound
+            assert await conn.fetchval("SELECT count(*) FROM notes") == 0
+    finally:
+        await writes.close()
+    async with db.transaction(organization_id=org_a) as s:
+        bodies = (await s.execute(text("SELECT body FROM notes"))).scalars().all()
+    assert bodies == ["kept"]

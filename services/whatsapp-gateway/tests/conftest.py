@@ -1,3 +1,4 @@
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -12,7 +13,7 @@ from pytake_meta_simulator.testing import serve
 from pytake_whatsapp_gateway.app import create_app
 from pytake_whatsapp_gateway.config import Settings
 
-from .helpers import PLATFORM_SECRET, FakeGraph
+from .helpers import PLATFORM_SECRET, FakeGraph, eventually
 
 MIGRATIONS = Path(pytake_whatsapp_gateway.__file__).parent / "migrations"
 
@@ -43,6 +44,19 @@ async def settings(pg_url, graph):
 
 
 app, tokens, client = service_app_fixtures(create_app, "whatsapp-gateway")
+
+
+@pytest.fixture
+async def directory(app):
+    """The intake's directory of numbers, listening (tests run without the service's
+    workers, so it does not serve unless a test asks for it)."""
+    directory = app.state.webhook_intake.directory
+    stop = asyncio.Event()
+    task = asyncio.create_task(directory.run(stop))
+    await eventually(lambda: directory.live)
+    yield directory
+    stop.set()
+    await asyncio.wait_for(task, 10)
 
 
 # The real Meta simulator over HTTP, and a gateway pointed at it ---------------

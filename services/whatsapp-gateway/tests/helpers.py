@@ -182,6 +182,14 @@ def signed(body: bytes, secret: str) -> dict[str, str]:
     return {"X-Hub-Signature-256": sign(secret, body), "Content-Type": "application/json"}
 
 
+async def eventually(check, timeout: float = 10.0) -> None:
+    """Wait until ``check()`` is true (at most ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
 async def counts(app) -> dict[str, int]:
     async with app.state.db.transaction(bypass_rls=True) as s:
         return {

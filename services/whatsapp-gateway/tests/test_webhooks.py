@@ -1,6 +1,8 @@
+import asyncio
 import uuid
 from datetime import UTC, datetime
 
+import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import insert, select
 
@@ -24,11 +26,21 @@ RECEIVED = "pytake.whatsapp.message.received.v1"
 STATUS = "pytake.whatsapp.message.status_updated.v1"
 
 
+@pytest.fixture(autouse=True, params=["looked_up", "remembered"])
+def numbers_from(request):
+    """Every test twice: numbers looked up per delivery, and remembered by the intake's
+    directory (the first delivery of a number looks it up, the next ones do not)."""
+    if request.param == "remembered":
+        request.getfixturevalue("directory")
+    return request.param
+
+
 def deliveries(outcome: str) -> float:
     return REGISTRY.get_sample_value("pytake_webhook_deliveries_total", {"outcome": outcome}) or 0.0
 
 
 async def post(client, body: bytes, headers: dict[str, str]):
+    await asyncio.sleep(0.05)  # the notifications of numbers just registered land first
     return await client.post("/webhooks/whatsapp", content=body, headers=headers)
 
 
@@ -466,3 +478,33 @@ async def test_nul_characters_do_not_break_the_intake(app, client, tokens):
     assert (await post(client, body, signed(body, SECRET_A))).status_code == 200
     [event] = await events(app, RECEIVED)
     assert event["data"]["text"] == "a\ufffdb"
+
+
+async def test_the_fast_path_answers_as_fastapi_does(app, client, tokens):
+    await register(client, tokens, uuid.uuid4(), "100", app_secret=SECRET_A)
+
+    async def answers(tag: str) -> list[tuple[int, str, dict]]:
+        body = raw(envelope([change("100", messages=[text_message(f"wamid.{tag}")])]))
+        cases = [
+            (body, signed(body, SECRET_A)),
+            (body, signed(body, SECRET_A)),  # Meta's retry
+            (body, signed(body, SECRET_B)),
+            (body, {"Content-Type": "application/json"}),
+            (b"[1, 2]", signed(b"[1, 2]", SECRET_A)),
+            (b"x" * 4_000_000, signed(b"x", SECRET_A)),
+        ]
+        out = []
+        for content, headers in cases:
+            r = await post(client, content, headers)
+            answer = r.json()
+            answer.pop("instance", None)
+            out.append((r.status_code, r.headers["content-type"], answer))
+        return out
+
+    app.state.fast_paths = False
+    slow = await answers("slow")
+    app.state.fast_paths = True
+    fast = await answers("fast")
+    assert fast == slow
+    assert [status for status, _, _ in fast] == [200, 200, 401, 401, 400, 413]
+    assert (await counts(app))["inbound_messages"] == 2

@@ -23,7 +23,7 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from sqlalchemy import bindparam, delete, func, insert, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import CTE
 
@@ -34,6 +34,7 @@ from pytake_common.kafka import make_producer
 from pytake_common.mechanics import outbox
 from pytake_common.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISH_ERRORS, OUTBOX_PUBLISHED
 from pytake_common.pgtenant import asyncpg_dsn
+from pytake_common.rawpg import transaction as raw_transaction
 from pytake_common.settings import ServiceSettings
 from pytake_common.tracing import inject_headers, kafka_headers
 
@@ -156,44 +157,41 @@ class OutboxRelay:
         self._wake.set()
 
     async def publish_batch(self, producer: AIOKafkaProducer) -> int:
-        async with self.db.transaction() as session:
-            # Claimed and deleted in one statement; the delete commits only once the
-            # whole batch is acknowledged by the broker (any failure rolls it back,
-            # and the rows are published again).
-            claimed = (
-                select(outbox.c.id)
-                .order_by(outbox.c.id)
-                .limit(self.settings.outbox_batch_size)
-                .with_for_update(skip_locked=True)
-                .scalar_subquery()
-            )
-            taken = await session.execute(
-                delete(outbox)
-                .where(outbox.c.id.in_(claimed))
-                .returning(
-                    outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.event, outbox.c.headers
-                )
-            )
-            rows = sorted(taken.all(), key=lambda row: row.id)  # RETURNING has no order
+        # Claimed and deleted in one statement; the delete commits only once the whole
+        # batch is acknowledged by the broker (any failure rolls it back, and the rows
+        # are published again). Raw asyncpg: a batch is often one event, and a SQLAlchemy
+        # transaction costs more CPU than publishing it.
+        async with raw_transaction(self.db) as conn:
+            taken = await conn.fetch(CLAIM_SQL, self.settings.outbox_batch_size)
+            rows = sorted(taken, key=lambda row: row["id"])  # RETURNING has no order
             if rows:
                 futures = [
                     await producer.send(
-                        row.topic,
-                        value=CloudEvent.model_validate(row.event).to_bytes(),
-                        key=row.key.encode(),
-                        headers=kafka_headers(row.headers or {}),
+                        row["topic"],
+                        value=CloudEvent.model_validate(row["event"]).to_bytes(),
+                        key=row["key"].encode(),
+                        headers=kafka_headers(row["headers"] or {}),
                     )
                     for row in rows
                 ]
                 await asyncio.gather(*futures)
                 for row in rows:
-                    OUTBOX_PUBLISHED.labels(self.service, row.topic).inc()
+                    OUTBOX_PUBLISHED.labels(self.service, row["topic"]).inc()
             now = time.monotonic()
             if now - self._backlog_measured_at >= BACKLOG_INTERVAL_S or not rows:
                 self._backlog_measured_at = now
-                count = select(func.count()).select_from(outbox)
-                OUTBOX_BACKLOG.labels(self.service).set((await session.execute(count)).scalar_one())
+                backlog = await conn.fetchval("SELECT count(*) FROM outbox")
+                OUTBOX_BACKLOG.labels(self.service).set(backlog)
         return len(rows)
+
+
+#: Claims (in id order, skipping rows another relay holds) and deletes up to ``$1`` rows.
+CLAIM_SQL = """
+DELETE FROM outbox WHERE id IN (
+    SELECT id FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+)
+RETURNING id, topic, key, event, headers
+"""
 
 
 async def _first(*events: asyncio.Event) -> None:

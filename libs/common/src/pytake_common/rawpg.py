@@ -58,7 +58,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, cast
 
@@ -123,20 +123,30 @@ async def transaction(
     )
     async with db.engine.connect() as pooled:
         proxied = await pooled.get_raw_connection()
-        conn: asyncpg.Connection = proxied.driver_connection
-        committed = False
-        try:
-            await conn.execute(begin)
+        # soft: closing it through the pool would need SQLAlchemy's greenlet
+        async with _committed(
+            proxied.driver_connection, begin, lambda: proxied.invalidate(soft=True)
+        ) as conn:
             yield conn
-            # A statement that failed inside the block (its error caught there) left the
-            # transaction aborted: COMMIT then rolls back, and says so only in its tag.
-            if await conn.execute("COMMIT") != "COMMIT":
-                raise RolledBack("the transaction had failed: it was rolled back")
-            committed = True
-        finally:
-            if not committed:
-                # soft: closing it through the pool would need SQLAlchemy's greenlet
-                await abandon(conn, lambda: proxied.invalidate(soft=True))
+
+
+@asynccontextmanager
+async def _committed(
+    conn: asyncpg.Connection, begin: str, forget: Callable[[], object] | None
+) -> AsyncIterator[asyncpg.Connection]:
+    """Run ``begin`` on ``conn``, yield it, COMMIT; abandon it when that did not happen."""
+    committed = False
+    try:
+        await conn.execute(begin)
+        yield conn
+        # A statement that failed inside the block (its error caught there) left the
+        # transaction aborted: COMMIT then rolls back, and says so only in its tag.
+        if await conn.execute("COMMIT") != "COMMIT":
+            raise RolledBack("the transaction had failed: it was rolled back")
+        committed = True
+    finally:
+        if not committed:
+            await abandon(conn, forget)
 
 
 # --- on a read pool of its own -------------------------------------------------------
@@ -162,45 +172,33 @@ class ReadConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is un
 READ_POOL_SIZE = 8
 
 
-class TenantReads:
-    """Tenant-bound read-only reads on a small asyncpg pool (opened lazily).
+class _TenantPool:
+    """A small asyncpg pool of tenant-bound connections (opened lazily): the
+    application role set at connect, no reset query on release (transactions are
+    always ended by their context managers), first come first served."""
 
-    ``statement_timeout_ms``: every statement's ``statement_timeout`` (None or 0: the
-    server's); services pass ``settings.api_read_statement_timeout_ms``.
-    """
+    connection_class: type[asyncpg.Connection] = asyncpg.Connection
 
     def __init__(
         self,
         url: str,
         *,
-        app_role: str | None = None,
-        min_size: int = 1,
-        max_size: int = READ_POOL_SIZE,
-        statement_timeout_ms: int | None = None,
+        app_role: str | None,
+        min_size: int,
+        max_size: int,
+        server_settings: dict[str, str],
     ) -> None:
         self._dsn = asyncpg_dsn(url)
         self._app_role = app_role
         self._min_size = min_size
         self._max_size = max_size
-        self._server_settings = {"default_transaction_read_only": "on"}
-        if statement_timeout_ms:
-            self._server_settings["statement_timeout"] = str(statement_timeout_ms)
+        self._server_settings = server_settings
         self._pool: asyncpg.Pool | None = None
         # First come, first served: asyncpg's pool hands a released connection to
         # whichever task asks next, and a woken waiter that finds it taken queues
-        # again at the back (asyncio.Queue), so under load some reads waited many
+        # again at the back (asyncio.Queue), so under load some callers waited many
         # turns. asyncio.Semaphore lets no newcomer past its waiters.
         self._turns = asyncio.Semaphore(max_size)
-
-    @classmethod
-    def of(cls, settings: ServiceSettings, *, max_size: int = READ_POOL_SIZE) -> TenantReads:
-        """A service's API reads: its database, application role and read timeout."""
-        return cls(
-            settings.service_database_url(),
-            app_role=settings.db_app_role,
-            max_size=max_size,
-            statement_timeout_ms=settings.api_read_statement_timeout_ms,
-        )
 
     async def _init(self, conn: asyncpg.Connection) -> None:
         if self._app_role:
@@ -212,9 +210,8 @@ class TenantReads:
 
     @staticmethod
     async def _reset(conn: asyncpg.Connection) -> None:
-        # Transactions are always ended by transaction(); the default reset query
-        # (RESET ALL, UNLISTEN, ...) would only add a round trip per read, and would
-        # undo the organization binding that connection() keeps track of.
+        # The default reset query (RESET ALL, UNLISTEN, ...) would only add a round trip
+        # per use, and would undo the organization binding TenantReads keeps track of.
         if conn.is_in_transaction():
             await conn.execute("ROLLBACK")
 
@@ -226,7 +223,7 @@ class TenantReads:
                 max_size=self._max_size,
                 init=self._init,
                 reset=self._reset,
-                connection_class=ReadConnection,
+                connection_class=self.connection_class,
                 server_settings=self._server_settings,
             )
             if self._pool is None:
@@ -234,6 +231,70 @@ class TenantReads:
             else:  # another task opened one meanwhile
                 await pool.close()
         return self._pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+
+class TenantWrites(_TenantPool):
+    """Tenant-bound write transactions on a small asyncpg pool of their own, for a
+    hot write path (whatsapp-gateway's webhook intake): :func:`transaction` without
+    SQLAlchemy's pool checkout, which costs more CPU than the transaction's round trips."""
+
+    def __init__(self, url: str, *, app_role: str | None = None, max_size: int = 8) -> None:
+        super().__init__(url, app_role=app_role, min_size=1, max_size=max_size, server_settings={})
+
+    @asynccontextmanager
+    async def transaction(self, organization_id: uuid.UUID) -> AsyncIterator[asyncpg.Connection]:
+        """A connection inside a durable transaction bound to ``organization_id`` (RLS
+        applies), as :func:`transaction`: committed when the block ends, rolled back
+        when it raises, and a connection left in an unknown state is closed."""
+        begin = begin_sql(organization_id)
+        pool = await self.pool()
+        async with self._turns, pool.acquire() as conn, _committed(conn, begin, None):
+            yield conn
+
+
+class TenantReads(_TenantPool):
+    """Tenant-bound read-only reads on a small asyncpg pool (opened lazily).
+
+    ``statement_timeout_ms``: every statement's ``statement_timeout`` (None or 0: the
+    server's); services pass ``settings.api_read_statement_timeout_ms``.
+    """
+
+    connection_class = ReadConnection
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        app_role: str | None = None,
+        min_size: int = 1,
+        max_size: int = READ_POOL_SIZE,
+        statement_timeout_ms: int | None = None,
+    ) -> None:
+        settings = {"default_transaction_read_only": "on"}
+        if statement_timeout_ms:
+            settings["statement_timeout"] = str(statement_timeout_ms)
+        super().__init__(
+            url,
+            app_role=app_role,
+            min_size=min_size,
+            max_size=max_size,
+            server_settings=settings,
+        )
+
+    @classmethod
+    def of(cls, settings: ServiceSettings, *, max_size: int = READ_POOL_SIZE) -> TenantReads:
+        """A service's API reads: its database, application role and read timeout."""
+        return cls(
+            settings.service_database_url(),
+            app_role=settings.db_app_role,
+            max_size=max_size,
+            statement_timeout_ms=settings.api_read_statement_timeout_ms,
+        )
 
     @asynccontextmanager
     async def connection(
@@ -288,8 +349,3 @@ class TenantReads:
         async with self.connection(organization_id) as conn:
             rows: list[Record] = await conn.fetch(sql, *args)
             return rows
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await pool.close()

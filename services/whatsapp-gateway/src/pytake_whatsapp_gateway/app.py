@@ -13,6 +13,7 @@ from pytake_common.consumer import EventConsumer
 from pytake_common.crypto import SecretBox
 from pytake_common.db import Database
 from pytake_common.outbox import OutboxRelay
+from pytake_common.rawpg import TenantWrites
 from pytake_common.retention import Retention
 from pytake_common.web import Worker, create_service_app
 from pytake_whatsapp_gateway.api.media import router as media_router
@@ -33,10 +34,20 @@ from pytake_whatsapp_gateway.sending.sender import Sender
 from pytake_whatsapp_gateway.tables import webhook_deliveries
 from pytake_whatsapp_gateway.templates.service import TemplateService
 from pytake_whatsapp_gateway.templates.worker import TemplateSyncWorker
+from pytake_whatsapp_gateway.webhooks.directory import NumberDirectory
 from pytake_whatsapp_gateway.webhooks.intake import WebhookIntake
 from pytake_whatsapp_gateway.webhooks.throttle import FailureBudget
 
 CONSUMER_GROUP = "whatsapp-gateway"
+#: Connections of the webhook intake's raw pool (a delivery holds one for its three round
+#: trips); the Database's pool is smaller by as many pairs as it took before (pool+overflow).
+INTAKE_WRITES = 3
+
+
+def database_pool_size(settings: Settings) -> int:
+    """Each send in flight holds up to two connections (its advisory lock, its
+    transactions); the rest serve the API, the consumers and the other webhooks."""
+    return max(10, settings.send_concurrency + 6)
 
 
 def graph_http_client(settings: Settings) -> httpx.AsyncClient:
@@ -104,16 +115,19 @@ def media_storage(settings: Settings) -> MediaStorage:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    # Each send in flight holds up to two connections (its advisory lock, its transactions).
     db = Database(
         settings.service_database_url(),
         app_role=settings.db_app_role,
-        pool_size=max(10, settings.send_concurrency + 8),
+        pool_size=database_pool_size(settings),
     )
     box = SecretBox(settings.secret)
     platform = settings.platform_app_secret
     api_graph = graph_http_client(settings)  # the API routes' calls (templates)
     storage = media_storage(settings)
+    directory = NumberDirectory(db.url)
+    intake_writes = TenantWrites(
+        settings.service_database_url(), app_role=settings.db_app_role, max_size=INTAKE_WRITES
+    )
     app = create_service_app(
         settings,
         title="PyTake WhatsApp gateway",
@@ -121,11 +135,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db=db,
         workers=lambda: [
             OutboxRelay(settings, db).run,
+            directory.run,
             send_worker(settings, db, box),
             template_sync_worker(settings, db, box),
             media_worker(settings, db, box, storage),
         ],
-        on_shutdown=[api_graph.aclose, storage.aclose],
+        on_shutdown=[api_graph.aclose, storage.aclose, intake_writes.close],
         retention=[
             Retention(
                 webhook_deliveries,
@@ -156,5 +171,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.delivery_limits(),
         FailureBudget(settings.webhook_refusal_burst, settings.webhook_refusal_per_s),
         FailureBudget(settings.webhook_unknown_burst, settings.webhook_unknown_per_s),
+        directory,
+        intake_writes,
     )
     return app

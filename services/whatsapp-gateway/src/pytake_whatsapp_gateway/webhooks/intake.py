@@ -22,8 +22,8 @@ organization (RLS WITH CHECK applies: bypass is switched off first).
 
 from __future__ import annotations
 
-import functools
 import hashlib
+import json
 import logging
 import uuid
 from collections.abc import Iterable, Iterator
@@ -32,14 +32,11 @@ from typing import Any, TypeVar
 
 from sqlalchemy import (
     ARRAY,
-    Select,
     String,
-    Table,
     and_,
     any_,
     bindparam,
     func,
-    insert,
     or_,
     select,
     update,
@@ -47,31 +44,30 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.types import TypeEngine
 
+from pytake_common import rawpg
 from pytake_common.crypto import SecretBox
 from pytake_common.db import Database
 from pytake_common.errors import DomainError, TooManyRequests
 from pytake_common.events import CloudEvent
 from pytake_common.ids import PYTAKE_NAMESPACE, contact_id_for, message_id_for_wamid
-from pytake_common.mechanics import outbox
 from pytake_common.outbox import CHANNEL as OUTBOX_CHANNEL
-from pytake_common.outbox import add_event, outbox_row
+from pytake_common.outbox import add_event
 from pytake_common.pgtenant import bind_select
-from pytake_common.statements import bound_rows, row_params
+from pytake_common.rawpg import TenantWrites, driver
+from pytake_common.tracing import inject_headers
 from pytake_whatsapp_gateway.events import MessageReceived, MessageSent, MessageStatusUpdated
 from pytake_whatsapp_gateway.media import download_path
 from pytake_whatsapp_gateway.metrics import WEBHOOK_DELIVERIES
 from pytake_whatsapp_gateway.numbers import ACTIVE
 from pytake_whatsapp_gateway.sending.sender import CLAIMED, SENT, UNCONFIRMED
 from pytake_whatsapp_gateway.tables import (
-    inbound_messages,
-    media_files,
     numbers,
     send_log,
     status_updates,
     webhook_deliveries,
 )
+from pytake_whatsapp_gateway.webhooks.directory import NumberDirectory
 from pytake_whatsapp_gateway.webhooks.parsing import (
     DEFAULT_LIMITS,
     UNBOUNDED,
@@ -116,6 +112,8 @@ class WebhookIntake:
         limits: DeliveryLimits = DEFAULT_LIMITS,
         refusals: FailureBudget | None = None,
         unknown: FailureBudget | None = None,
+        directory: NumberDirectory | None = None,
+        writes: TenantWrites | None = None,
     ) -> None:
         self.db = db
         self.secrets = AppSecrets(box, platform_secret)
@@ -125,6 +123,10 @@ class WebhookIntake:
         #: Bodies naming no connected number, per client address, when no platform app
         #: secret can check them (None: unlimited).
         self.unknown = unknown
+        #: The numbers remembered between deliveries (serving while its worker listens).
+        self.directory = directory or NumberDirectory(db.url)
+        #: The raw pool of the remembered numbers' deliveries (None: the Database's pool).
+        self.writes = writes
 
     def check_budget(self, source: str) -> None:
         """429 for a source that spent its refusals (before its body is read)."""
@@ -167,8 +169,20 @@ class WebhookIntake:
             self.refused(source)
             raise
         assert signature is not None
+        # Statuses and WABA changes take the general path: not worth an HMAC and a parse
+        # on this one first (a quoted key in a customer's text is escaped: no false hit).
+        common = not named.waba_ids and b'"statuses"' not in body
+        remembered = self.directory.get(named.phone_number_ids) if common else None
+        if remembered:
+            outcome = await self._receive_remembered(
+                body, digest, signature, named, remembered, received_at
+            )
+            if outcome is not None:
+                return outcome
         async with self.db.transaction(bypass_rls=True) as session:
+            generation = self.directory.generation
             candidates = await _numbers_named(session, named.phone_number_ids, named.waba_ids)
+            self.directory.put(generation, named.phone_number_ids, candidates)
             if not candidates:
                 await self._check_unknown(session, body, digest, named, source)
                 log.info(
@@ -209,15 +223,65 @@ class WebhookIntake:
                 created += await _record(
                     session, part, known, of_wabas, delivery_id, raw if i == 0 else None
                 )
-        if delivery.skipped:
-            log.warning(
-                "webhook elements without an id or sender skipped",
-                extra={"delivery_id": str(delivery_id), "skipped": delivery.skipped},
-            )
+        _log_skipped(delivery, delivery_id)
         nothing_new = created == 0 and (
             delivery.messages or delivery.statuses or delivery.waba_changes
         )
         return "duplicate" if nothing_new else "accepted"
+
+    async def _receive_remembered(
+        self,
+        body: bytes,
+        digest: bytes,
+        signature: str,
+        named: Named,
+        remembered: list[KnownNumber],
+        received_at: datetime,
+    ) -> str | None:
+        """The common delivery (messages of one tenant's numbers, all remembered, signed
+        by their remembered secret): recorded in one transaction of three round trips
+        (``BEGIN`` and the tenant binding, :data:`MESSAGES_SQL`, ``COMMIT``) with no
+        lookup, on the intake's own raw pool. None: anything else, for the general path
+        (which looks the numbers up in the database, so a secret rotated a moment ago is
+        judged by its new value)."""
+        if named.over is not None:  # past the bounds: the general path records it in parts
+            return None
+        secret = self._signing_secret(body, digest, remembered)
+        if secret is None:
+            return None
+        payload = parse_body(body)
+        # Signed by a remembered secret: never refused for its size (the general path
+        # records a large one in parts, so it goes there).
+        delivery = parse_delivery(payload, received_at, UNBOUNDED)
+        if delivery.statuses or delivery.waba_changes or len(delivery.messages) > RECORD_PART:
+            return None
+        known = {n.phone_number_id: n for n in remembered if n.phone_number_id in delivery.numbers}
+        tenants = {n.organization_id for n in known.values()}
+        if (
+            len(known) != len(delivery.numbers)
+            or len(tenants) != 1
+            or self.secrets.serving(list(known.values())) != secret
+        ):
+            return None
+        delivery_id = uuid.uuid4()
+        rows = _message_rows(delivery.messages, known, delivery_id)
+        organization_id = tenants.pop()
+        async with (
+            self.writes.transaction(organization_id)
+            if self.writes is not None
+            else rawpg.transaction(self.db, organization_id)
+        ) as conn:
+            created = await conn.fetchval(
+                MESSAGES_SQL,
+                delivery_id,
+                received_at,
+                hashlib.sha256(body).hexdigest(),
+                signature[:100],
+                json.dumps(payload),
+                *rows,
+            )
+        _log_skipped(delivery, delivery_id)
+        return "duplicate" if created == 0 and delivery.messages else "accepted"
 
     def _verified_secret(
         self,
@@ -227,16 +291,25 @@ class WebhookIntake:
         source: str | None,
         over: DeliveryTooLarge | None = None,
     ) -> str:
+        """The candidates' app secret that signed ``body``, else refused: ``over`` (413) for
+        a body past the bounds, :class:`BadSignature` otherwise."""
+        secret = self._signing_secret(body, digest, candidates)
+        if secret is None:
+            self.refused(source)
+            raise over or BadSignature("X-Hub-Signature-256 does not match the numbers' app secret")
+        return secret
+
+    def _signing_secret(
+        self, body: bytes, digest: bytes, candidates: list[KnownNumber]
+    ) -> str | None:
         """The candidates' app secret that signed ``body`` (one HMAC per distinct secret,
-        at most :data:`MAX_CANDIDATE_SECRETS`), else refused: ``over`` (413) for a body
-        past the bounds, :class:`BadSignature` otherwise."""
+        none when there are more than :data:`MAX_CANDIDATE_SECRETS`), else None."""
         secrets = {s for s in map(self.secrets.of, candidates) if s is not None}
         if len(secrets) <= MAX_CANDIDATE_SECRETS:
             for secret in secrets:
                 if verifies(body, digest, secret):
                     return secret
-        self.refused(source)
-        raise over or BadSignature("X-Hub-Signature-256 does not match the numbers' app secret")
+        return None
 
     async def _check_unknown(
         self, session: AsyncSession, body: bytes, digest: bytes, named: Named, source: str | None
@@ -273,6 +346,14 @@ class WebhookIntake:
                 retry_after=wait,
             )
         self.unknown.spend(source)
+
+
+def _log_skipped(delivery: ParsedDelivery, delivery_id: uuid.UUID) -> None:
+    if delivery.skipped:
+        log.warning(
+            "webhook elements without an id or sender skipped",
+            extra={"delivery_id": str(delivery_id), "skipped": delivery.skipped},
+        )
 
 
 async def _vouchers(session: AsyncSession, named: Named) -> list[KnownNumber]:
@@ -425,132 +506,118 @@ async def _bind_tenant(
         await session.execute(_BIND_TENANT_WITH_DELIVERY, {**org, **raw})
 
 
+def _message_rows(
+    batch: list[InboundMessage], known: dict[str, KnownNumber], delivery_id: uuid.UUID
+) -> list[Any]:
+    """The arguments of :data:`MESSAGES_SQL` after the delivery's five: one array per
+    column of the messages, their events (JSON text) and their media rows, then the
+    outbox relay's channel."""
+    seen: set[uuid.UUID] = set()
+    m: list[list[Any]] = [[] for _ in range(9)]
+    e: list[list[Any]] = [[] for _ in range(6)]
+    f: list[list[Any]] = [[] for _ in range(6)]
+    headers = json.dumps(inject_headers())
+    for message in batch:
+        number = known[message.phone_number_id]
+        message_id = message_id_for_wamid(message.phone_number_id, message.wamid)
+        if message_id in seen:
+            continue  # the same message twice in one delivery
+        seen.add(message_id)
+        org = number.organization_id
+        contact_id = contact_id_for(org, message.wa_id, message.user_id)
+        for column, value in zip(
+            m,
+            (
+                message_id,
+                org,
+                number.id,
+                message.phone_number_id,
+                message.wamid,
+                contact_id,
+                message.type[:60],
+                delivery_id,
+                message.timestamp,
+            ),
+            strict=True,
+        ):
+            column.append(value)
+        if message.media is not None:
+            # Recorded for a fetch from Meta after intake (media worker), never inside
+            # the webhook request; the event names the route that serves it once fetched.
+            for column, value in zip(
+                f,
+                (
+                    message_id,
+                    org,
+                    number.id,
+                    message.media.media_id[:200],
+                    (message.media.mime_type or "")[:200] or None,
+                    (message.media.sha256 or "")[:100] or None,
+                ),
+                strict=True,
+            ):
+                column.append(value)
+        event = _received_event(message, number, message_id, contact_id)
+        for column, value in zip(
+            e,
+            (message_id, event.id, event.topic, event.subject, event.to_bytes().decode(), headers),
+            strict=True,
+        ):
+            column.append(value)
+    return [*m, *e, *f, OUTBOX_CHANNEL]
+
+
+#: Inserts the delivery (when ``$1`` is not null), the messages (ON CONFLICT DO NOTHING:
+#: same id or same wamid on the number), then the media rows and the events of the new
+#: messages only (so Meta's redelivery adds nothing), and wakes the outbox relay; returns
+#: how many messages were new. ONE statement, prepared once per connection; every row
+#: comes as arrays (``unnest``), whatever the count.
+MESSAGES_SQL = """
+WITH raw_delivery AS (
+    INSERT INTO webhook_deliveries (id, received_at, body_sha256, signature, body)
+    SELECT $1::uuid, $2::timestamptz, $3::text, $4::text, $5::text::jsonb
+    WHERE $1::uuid IS NOT NULL
+), new_messages AS (
+    INSERT INTO inbound_messages
+        (id, organization_id, number_id, phone_number_id, wamid, contact_id, type,
+         delivery_id, sent_at)
+    SELECT * FROM unnest($6::uuid[], $7::uuid[], $8::uuid[], $9::text[], $10::text[],
+                         $11::uuid[], $12::text[], $13::uuid[], $14::timestamptz[])
+    ON CONFLICT DO NOTHING
+    RETURNING id
+), staged_events AS (
+    INSERT INTO outbox (event_id, topic, key, event, headers)
+    SELECT e.event_id, e.topic, e.key, e.event::jsonb, e.headers::jsonb
+    FROM unnest($15::uuid[], $16::uuid[], $17::text[], $18::text[], $19::text[], $20::text[])
+        WITH ORDINALITY AS e(message_id, event_id, topic, key, event, headers, ord)
+    WHERE e.message_id IN (SELECT id FROM new_messages)
+    ORDER BY e.ord
+), new_media AS (
+    INSERT INTO media_files (message_id, organization_id, number_id, media_id, mime_type, sha256)
+    SELECT f.* FROM unnest($21::uuid[], $22::uuid[], $23::uuid[], $24::text[], $25::text[],
+                           $26::text[])
+        AS f(message_id, organization_id, number_id, media_id, mime_type, sha256)
+    WHERE f.message_id IN (SELECT id FROM new_messages)
+    ON CONFLICT DO NOTHING
+)
+SELECT (SELECT count(*) FROM new_messages), pg_notify($27::text, '')
+"""
+_NO_DELIVERY = [None] * 5
+
+
 async def _record_messages(
     session: AsyncSession,
     batch: list[InboundMessage],
     known: dict[str, KnownNumber],
     delivery_id: uuid.UUID,
 ) -> int:
-    """Insert one tenant's messages, their media rows and their events: ONE statement.
-
-    The insert (ON CONFLICT DO NOTHING: same id or same wamid on the number) returns
-    the new messages only; the media rows and events are written for those, so Meta's
-    redelivery adds nothing. The wake-up of the outbox relay rides along.
-    """
-    rows: dict[uuid.UUID, dict[str, Any]] = {}
-    media_rows: list[dict[str, Any]] = []
-    events: list[dict[str, Any]] = []
-    for message in batch:
-        number = known[message.phone_number_id]
-        message_id = message_id_for_wamid(message.phone_number_id, message.wamid)
-        if message_id in rows:
-            continue  # the same message twice in one delivery
-        contact_id = contact_id_for(number.organization_id, message.wa_id, message.user_id)
-        rows[message_id] = {
-            "id": message_id,
-            "organization_id": number.organization_id,
-            "number_id": number.id,
-            "phone_number_id": message.phone_number_id,
-            "wamid": message.wamid,
-            "contact_id": contact_id,
-            "type": message.type[:60],
-            "delivery_id": delivery_id,
-            "sent_at": message.timestamp,
-        }
-        if message.media is not None:
-            # Recorded for a fetch from Meta after intake (media worker), never inside
-            # the webhook request; the event names the route that serves it once fetched.
-            media_rows.append(
-                {
-                    "message_id": message_id,
-                    "organization_id": number.organization_id,
-                    "number_id": number.id,
-                    "media_id": message.media.media_id[:200],
-                    "mime_type": (message.media.mime_type or "")[:200] or None,
-                    "sha256": (message.media.sha256 or "")[:100] or None,
-                }
-            )
-        event = _received_event(message, number, message_id, contact_id)
-        events.append({"message_id": message_id, **outbox_row(event)})
-    if not rows:
+    """Insert one tenant's messages, their media rows and their events (the session is
+    bound to the tenant): :data:`MESSAGES_SQL` on the session's connection."""
+    if not batch:
         return 0
-    statement = _messages_statement(len(rows), len(media_rows))
-    params = {
-        **row_params(_MESSAGE_TYPES, list(rows.values()), "m"),
-        **row_params(_EVENT_TYPES, events, "e"),
-        **row_params(_MEDIA_TYPES, media_rows, "f"),
-    }
-    return int(await session.scalar(statement, params) or 0)
-
-
-@functools.cache
-def _messages_statement(messages: int, media: int) -> Select[Any]:
-    """Insert ``messages`` messages (ON CONFLICT DO NOTHING), then ``media`` media rows and
-    the events of the inserted ones, and wake the relay; built once per shape."""
-    msg = bound_rows(_MESSAGE_TYPES, messages, "m")
-    new = (
-        pg_insert(inbound_messages)
-        .from_select(
-            list(_MESSAGE_TYPES), select(*(msg.c[c] for c in _MESSAGE_TYPES)).order_by(msg.c.ord)
-        )
-        .on_conflict_do_nothing()
-        .returning(inbound_messages.c.id)
-        .cte("new_messages")
-    )
-    ev = bound_rows(_EVENT_TYPES, messages, "e")
-    staged = (
-        insert(outbox)
-        .from_select(
-            _OUTBOX_COLUMNS,
-            select(*(ev.c[c] for c in _OUTBOX_COLUMNS))
-            .where(ev.c.message_id.in_(select(new.c.id)))
-            .order_by(ev.c.ord),
-        )
-        .cte("staged_events")
-    )
-    statement = select(
-        select(func.count()).select_from(new).scalar_subquery(),
-        func.pg_notify(OUTBOX_CHANNEL, ""),
-    ).add_cte(staged)
-    if media:
-        md = bound_rows(_MEDIA_TYPES, media, "f")
-        statement = statement.add_cte(
-            pg_insert(media_files)
-            .from_select(
-                list(_MEDIA_TYPES),
-                select(*(md.c[c] for c in _MEDIA_TYPES)).where(
-                    md.c.message_id.in_(select(new.c.id))
-                ),
-            )
-            .on_conflict_do_nothing()
-            .cte("new_media")
-        )
-    return statement
-
-
-def _types(table: Table, names: Iterable[str]) -> dict[str, TypeEngine[Any]]:
-    return {name: table.c[name].type for name in names}
-
-
-_MESSAGE_TYPES = _types(
-    inbound_messages,
-    (
-        "id",
-        "organization_id",
-        "number_id",
-        "phone_number_id",
-        "wamid",
-        "contact_id",
-        "type",
-        "delivery_id",
-        "sent_at",
-    ),
-)
-_OUTBOX_COLUMNS = ["event_id", "topic", "key", "event", "headers"]
-_EVENT_TYPES = {"message_id": inbound_messages.c.id.type, **_types(outbox, _OUTBOX_COLUMNS)}
-_MEDIA_TYPES = _types(
-    media_files, ("message_id", "organization_id", "number_id", "media_id", "mime_type", "sha256")
-)
+    conn = await driver(session)
+    rows = _message_rows(batch, known, delivery_id)
+    return int(await conn.fetchval(MESSAGES_SQL, *_NO_DELIVERY, *rows) or 0)
 
 
 def _received_event(
