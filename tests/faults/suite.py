@@ -529,7 +529,16 @@ class Suite:
         unanswered = [s.key for s in self.sends.values() if not s.message_id and not s.refused]
         if unanswered:
             final.violations.append(f"{len(unanswered)} agent sends never answered")
-        missed = [w for w, i in self.inbound.items() if i.acked_at and w not in self.stream.seen]
+        # A frame may still be on its way (the check above waited for rows, not frames):
+        # wait for the stream as long as for the rows, then count what never came.
+        deadline = asyncio.get_running_loop().time() + self.args.settle
+        while True:
+            missed = [
+                w for w, i in self.inbound.items() if i.acked_at and w not in self.stream.seen
+            ]
+            if not missed or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.5)
         if missed:
             final.violations.append(
                 f"{len(missed)} accepted messages never arrived on the stream: {missed[:5]}"
