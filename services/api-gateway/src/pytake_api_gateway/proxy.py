@@ -103,7 +103,7 @@ class UpstreamClient:
 
 
 class _Disconnected(Exception):
-    pass
+    """The client went away before its request body was read."""
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
@@ -137,7 +137,7 @@ class _Upload:
 
 
 class _TooLarge(Exception):
-    pass
+    """The request body grew past its route's limit."""
 
 
 class _ClientStalled(Exception):
