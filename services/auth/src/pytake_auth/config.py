@@ -1,7 +1,7 @@
 """Settings of the auth service (environment variables ``PYTAKE_*``)."""
 
 import os
-from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Annotated, Self
 
 from pydantic import Field, model_validator
@@ -111,13 +111,6 @@ class Settings(ServiceSettings):
         if not self.throttle_enabled:
             raise ValueError("the throttle cannot be disabled in prod")
         return self
-
-    def is_trusted_proxy(self, address: str) -> bool:
-        try:
-            ip = ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in network for network in self.trusted_proxies)
 
     @property
     def key_publish_lead_s(self) -> float:

@@ -19,7 +19,7 @@ import hashlib
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from ipaddress import IPv6Address, IPv6Network, ip_address, ip_network
+from ipaddress import IPv6Network, ip_network
 
 import asyncpg
 from sqlalchemy import delete, func
@@ -29,6 +29,7 @@ from pytake_auth.tables import throttle_buckets
 from pytake_common import rawpg as pg
 from pytake_common.db import Database
 from pytake_common.errors import TooManyRequests
+from pytake_common.peers import source_group
 
 
 class Throttled(TooManyRequests):
@@ -50,19 +51,8 @@ class Rule:
         return hashlib.sha256(f"{self.name}:{subject}".encode()).hexdigest()
 
 
-def throttle_source(address: str) -> str:
-    """What the throttle counts a client address as: an IPv6 client's /64 (one host
-    usually holds a whole /64, so counting single addresses would let it rotate
-    through 2**64 of them); any other address as it is."""
-    try:
-        ip = ip_address(address)
-    except ValueError:
-        return address
-    if isinstance(ip, IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ip_network(f"{ip}/64", strict=False))
-    return str(ip)
+#: What the throttle counts a client address as (an IPv6 client's /64).
+throttle_source = source_group
 
 
 def ceiling_group(source: str) -> str:

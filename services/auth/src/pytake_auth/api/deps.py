@@ -7,21 +7,17 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from pytake_auth.config import Settings
-from pytake_auth.throttle import Rules, Throttle, throttle_source
+from pytake_auth.throttle import Rules, Throttle
+from pytake_common.peers import client_address as peer_address
+from pytake_common.peers import source_group
 
 
 async def client_address(request: Request) -> str:
-    """The client's address as the throttle counts it (:func:`throttle_source`): the
-    first ``X-Forwarded-For`` entry when the direct peer is a trusted proxy, else the
-    peer itself."""
+    """The client's address as the throttle counts it (:func:`pytake_common.peers.source_group`
+    of the address :func:`pytake_common.peers.client_address` believes)."""
     settings: Settings = request.app.state.settings
-    peer = request.client.host if request.client else ""
-    if peer and settings.is_trusted_proxy(peer):
-        forwarded = request.headers.get("x-forwarded-for", "")
-        first = forwarded.split(",")[0].strip()
-        if first:
-            return throttle_source(first[:64])
-    return throttle_source(peer) if peer else "unknown"
+    address = peer_address(request, settings.trusted_proxies)
+    return address if address == "unknown" else source_group(address)
 
 
 async def _throttle(request: Request) -> Throttle:
