@@ -51,7 +51,7 @@ async def test_register_returns_tokens_that_verify_through_the_real_jwks(app, cl
     assert set(claims) == CLAIMS
     assert claims["sub"] == user["id"] and claims["org"] == user["organization_id"]
     assert claims["role"] == "org_admin"
-    assert claims["exp"] - claims["iat"] == 900 and claims["nbf"] == claims["iat"]
+    assert claims["exp"] - claims["nbf"] == 900 and claims["nbf"] == int(claims["iat"])
     uuid.UUID(claims["sid"]), uuid.UUID(claims["jti"])
     header = jwt.get_unverified_header(body["access_token"])
     assert header["alg"] == "EdDSA" and header["kid"] == key["kid"]

@@ -166,3 +166,43 @@ async def test_janitor_purges_long_ended_sessions_only(app, api, make_settings):
     async with app.state.db.transaction(bypass_rls=True) as s:
         owners = (await s.execute(select(refresh_tokens.c.user_id))).scalars().all()
     assert [str(o) for o in owners] == [alive["user"]["id"]]
+
+
+async def test_a_token_issued_just_after_a_cutoff_in_the_same_second_is_not_revoked(app):
+    """``iat`` carries milliseconds: a whole second would refuse, for up to a second, the
+    token a user gets right after changing the password (cut off in that same second)."""
+    from pytake_auth.tokens import mint_access_token
+    from pytake_common.events import CloudEvent
+    from pytake_common.revocation import RevocationList
+
+    key = await app.state.keys.signing_key()
+    user, org = uuid.uuid4(), uuid.uuid4()
+    cutoff = 1_900_000_000.5
+
+    def claims_at(now: float) -> dict[str, object]:
+        token = mint_access_token(
+            key,
+            app.state.settings,
+            user_id=user,
+            organization_id=org,
+            role="agent",
+            session_id=uuid.uuid4(),
+            now=now,
+        )
+        return jwt.decode(token, options={"verify_signature": False})
+
+    revocations = RevocationList(app.state.settings)
+    revocations.apply(
+        CloudEvent(
+            type="pytake.auth.user.sessions_revoked.v1",
+            source="pytake/auth",
+            subject=str(user),
+            tenantid=str(org),
+            data={
+                "user_id": str(user),
+                "revoked_before": datetime.fromtimestamp(cutoff, UTC).isoformat(),
+            },
+        )
+    )
+    assert revocations.is_revoked(claims_at(cutoff - 0.2))
+    assert not revocations.is_revoked(claims_at(cutoff + 0.2))

@@ -21,11 +21,12 @@ def mint_access_token(
     organization_id: uuid.UUID,
     role: str,
     session_id: uuid.UUID,
-    now: int | None = None,
+    now: float | None = None,
 ) -> str:
     """A signed access token; its claims are exactly the ones the platform verifies."""
-    issued = int(time.time()) if now is None else now
-    claims = {
+    issued_at = time.time() if now is None else now
+    issued = int(issued_at)
+    claims: dict[str, object] = {
         "iss": settings.jwt_issuer,
         "aud": settings.jwt_audience,
         "sub": str(user_id),
@@ -33,7 +34,7 @@ def mint_access_token(
         "role": role,
         "sid": str(session_id),
         "jti": str(uuid.uuid4()),
-        "iat": issued,
+        "iat": _numeric_date(issued_at),
         "nbf": issued,
         "exp": issued + settings.access_token_ttl_s,
     }
@@ -50,12 +51,13 @@ def mint_client_token(
     secret_id: uuid.UUID,
     scope: str | None,
     not_after: int | None,
-    now: int | None = None,
+    now: float | None = None,
 ) -> tuple[str, int]:
     """An API client's access token (RFC 9068 profile: ``sub`` and ``client_id`` are the
     client, ``sid`` its secret generation) and its lifetime in seconds; it never
     outlives ``not_after``, the client's own expiry."""
-    issued = int(time.time()) if now is None else now
+    issued_at = time.time() if now is None else now
+    issued = int(issued_at)
     expires = issued + settings.access_token_ttl_s
     if not_after is not None:
         expires = min(expires, not_after)
@@ -68,13 +70,20 @@ def mint_client_token(
         "role": role,
         "sid": str(secret_id),
         "jti": str(uuid.uuid4()),
-        "iat": issued,
+        "iat": _numeric_date(issued_at),
         "nbf": issued,
         "exp": expires,
     }
     if scope is not None:
         claims["scope"] = scope
     return _sign(key, claims), expires - issued
+
+
+def _numeric_date(at: float) -> float | int:
+    """``iat`` to the millisecond (RFC 7519 NumericDates may be non-integer): revocation
+    compares it with the instant a user's tokens were cut off, and a whole second would
+    refuse a token issued just after a password change in the same second."""
+    return round(at, 3) if at != int(at) else int(at)
 
 
 def _sign(key: SigningKey, claims: dict[str, object]) -> str:
