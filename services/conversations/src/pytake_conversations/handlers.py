@@ -49,6 +49,7 @@ from pytake_conversations.inbox import (
 )
 from pytake_conversations.outreach_replicas import outreach_handlers
 from pytake_conversations.replicas import REPLICA_HANDLERS
+from pytake_conversations.sla import SLA_HANDLERS
 from pytake_conversations.starting import lock_active, previous_closed
 from pytake_conversations.stream import publish_many
 from pytake_conversations.tables import contact_replicas, conversations, messages
@@ -502,4 +503,5 @@ HANDLERS: dict[str, Handler] = {
     WHATSAPP_MESSAGE_STATUS_UPDATED_V1: on_status_updated,
     **REPLICA_HANDLERS,
     **outreach_handlers(REPLICA_HANDLERS),
+    **SLA_HANDLERS,
 }
