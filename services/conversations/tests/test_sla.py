@@ -13,6 +13,7 @@ from .helpers import (
     Customer,
     conversation_rows,
     deliver,
+    emitted,
     opened,
     platform_event,
     set_conversation,
@@ -292,3 +293,23 @@ async def test_metrics_attainment_per_agent_and_department(app, client, tokens, 
     assert departments[None]["first_response"] == {"met": 0, "breached": 0, "rate": None}
     rows_now = await conversation_rows(app, org)
     assert len(rows_now) == 4
+
+
+async def test_a_priority_change_is_told_once_for_automations_due_times(app, client, tokens, org):
+    agent_id = uuid.uuid4()
+    agent = tokens.headers(organization_id=org, role="agent", user_id=agent_id)
+    conv = await opened(app, org)
+    url = f"/v1/conversations/{conv['id']}"
+    for _ in range(2):  # the second asks for what already is: nothing to tell
+        r = await client.post(f"{url}/priority", json={"priority": "urgent"}, headers=agent)
+        assert r.status_code == 200, r.text
+    r = await client.post(
+        f"{url}/status", json={"status": "pending", "priority": "low"}, headers=agent
+    )
+    assert r.status_code == 200, r.text
+    told = [e["data"] for e in await emitted(app, org, "conversation.priority_changed.v1")]
+    assert [(d["old_priority"], d["new_priority"]) for d in told] == [
+        ("normal", "urgent"),
+        ("urgent", "low"),
+    ]
+    assert {d["changed_by"] for d in told} == {str(agent_id)}

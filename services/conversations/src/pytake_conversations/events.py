@@ -117,6 +117,22 @@ class ConversationStatusChanged(ConversationsEvent):
     at: datetime
 
 
+class ConversationPriorityChanged(ConversationsEvent):
+    """A conversation's priority changed (automation's SLA due times depend on it)."""
+
+    event_type = "pytake.conversations.conversation.priority_changed.v1"
+    topic = CONVERSATION_TOPIC
+
+    conversation_id: uuid.UUID
+    organization_id: uuid.UUID
+    contact_id: uuid.UUID
+    old_priority: str
+    new_priority: str
+    #: the agent who changed it; null for automation
+    changed_by: uuid.UUID | None
+    at: datetime
+
+
 class ConversationAssigned(ConversationsEvent):
     """A conversation got an assignee and/or department (or lost them)."""
 

@@ -42,6 +42,7 @@ from pytake_conversations.inbox import (
     check_department,
     push_conversation,
     set_assignment,
+    tell_priority,
     update_conversation,
 )
 from pytake_conversations.sla import BREACHED_SQL, SlaFilter, at_risk_sql
@@ -379,6 +380,7 @@ async def set_status(
                 snooze_until=body.snooze_until,
                 extra=extra,
             )
+            await tell_priority(session, org, conv, row, by=principal.user_id)
     return Conversation.of(row, hours)
 
 
@@ -394,7 +396,9 @@ async def set_priority(
     async with db.transaction(organization_id=org) as session:
         row = await load_conversation(session, org, conversation_id, lock=True)
         if row["priority"] != body.priority:
+            before = row
             row = await update_conversation(session, org, conversation_id, priority=body.priority)
+            await tell_priority(session, org, before, row, by=principal.user_id)
             await push_conversation(session, org, row, "conversation.updated")
     return Conversation.of(row, hours)
 
