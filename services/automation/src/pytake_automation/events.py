@@ -290,7 +290,7 @@ class SlaBreached(AutomationEvent):
 
 
 class CsatRecorded(AutomationEvent):
-    """A customer rated a resolution (1–5), once per survey."""
+    """A customer rated a resolution (1 to 5), once per survey."""
 
     event_type = "pytake.automation.csat.recorded.v1"
     topic = CSAT_TOPIC

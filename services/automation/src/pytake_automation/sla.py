@@ -288,7 +288,7 @@ async def fire(session: AsyncSession, timer: Any, now: datetime) -> SlaBreached 
         organization_id=state.organization_id,
         conversation_id=state.conversation_id,
         policy_id=state.policy_id,
-        kind=kind,  # type: ignore[arg-type]
+        kind=kind,
         due_at=due,
         breached_at=now,
         started_at=state.started_at,

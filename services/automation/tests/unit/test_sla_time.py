@@ -3,6 +3,7 @@
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+
 from pytake_automation.sla_time import (
     NeverOpen,
     Schedule,

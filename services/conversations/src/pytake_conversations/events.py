@@ -158,6 +158,9 @@ class ConversationPriorityChanged(ConversationsEvent):
     #: the agent who changed it; null for automation
     changed_by: uuid.UUID | None
     at: datetime
+    #: ``automation`` when automation asked for it (``actor_id``: the rule or flow)
+    actor_type: str | None = None
+    actor_id: uuid.UUID | None = None
 
 
 class ConversationAssigned(ConversationsEvent):

@@ -125,7 +125,13 @@ async def change_status(
 
 
 async def tell_priority(
-    session: AsyncSession, org: uuid.UUID, before: Row, row: Row, *, by: uuid.UUID | None
+    session: AsyncSession,
+    org: uuid.UUID,
+    before: Row,
+    row: Row,
+    *,
+    by: uuid.UUID | None,
+    automation: uuid.UUID | None = None,
 ) -> None:
     """Say on Kafka that ``before``'s priority became ``row``'s (nothing if it did not)."""
     if before["priority"] == row["priority"]:
@@ -138,6 +144,7 @@ async def tell_priority(
         new_priority=row["priority"],
         changed_by=by,
         at=row["updated_at"],
+        **_actor(automation),
     )
     await emit(session, changed, row["id"], org)
 

@@ -25,6 +25,7 @@ from typing import Any, Literal
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pytake_common import event_types
 from pytake_common.consumer import Handler
 from pytake_common.events import CloudEvent, TenantEventData
 from pytake_conversations.domain import OUTBOUND
@@ -33,10 +34,8 @@ from pytake_conversations.tables import conversations, messages
 
 log = logging.getLogger(__name__)
 
-# Automation's event types, spelled once here until its events are in
-# pytake_common.event_types (then these become those constants).
-SLA_APPLIED = "pytake.automation.sla.applied.v1"
-SLA_BREACHED = "pytake.automation.sla.breached.v1"
+SLA_APPLIED = event_types.AUTOMATION_SLA_APPLIED_V1
+SLA_BREACHED = event_types.AUTOMATION_SLA_BREACHED_V1
 
 #: who answers the customer for SLA purposes (not bots, campaigns or notes)
 AGENT_SENDERS = ("user", "api_client")

@@ -5,14 +5,14 @@ columns without defaults: adding them rewrites nothing. The two partial indexes 
 ``sla=breached`` inbox filter, the metrics' attainment by cycle start) are built
 ``CONCURRENTLY`` like 0004 and 0007, so writers are not blocked on a big table.
 
-Revision ID: 0009_slacsat
+Revision ID: 0010_slacsat
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009_slacsat"
-down_revision = "0008"
+revision = "0010_slacsat"
+down_revision = "0009_auto"
 
 TS = sa.DateTime(timezone=True)
 COLUMNS = (
