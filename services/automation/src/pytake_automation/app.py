@@ -2,8 +2,10 @@
 
 from fastapi import FastAPI
 
+from pytake_automation.api import csat, sla
 from pytake_automation.config import Settings
 from pytake_automation.handlers import HANDLERS
+from pytake_automation.sla_timers import SlaTimers
 from pytake_common.consumer import EventConsumer
 from pytake_common.db import Database
 from pytake_common.outbox import OutboxRelay
@@ -16,10 +18,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return create_service_app(
         settings,
         title="PyTake automation",
-        routers=[],
+        routers=[sla.router, csat.router],
         db=db,
         workers=lambda: [
             OutboxRelay(settings, db).run,
             EventConsumer(settings, db, "automation", HANDLERS).run,
+            SlaTimers(settings, db).run,
         ],
     )

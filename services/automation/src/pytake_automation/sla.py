@@ -103,7 +103,7 @@ async def _lock_state(session: AsyncSession, org: uuid.UUID, conversation_id: uu
 
 
 async def apply(
-    session: AsyncSession, conv: Any, started_at: datetime | None = None
+    session: AsyncSession, conv: Any, started_at: datetime | None = None, no_policy: bool = False
 ) -> SlaApplied | None:
     """Decide the SLA of ``conv`` (a conversations replica row): a new cycle from
     ``started_at``, or (None) the current cycle again with the conversation's priority now.
@@ -115,7 +115,11 @@ async def apply(
         return None  # a priority change of a conversation without a cycle
     start = started_at if new_cycle else state.started_at
     assert start is not None
-    policy = await sla_policies.choose(session, org, conv.department_id, conv.number_id)
+    policy = (
+        None
+        if no_policy
+        else await sla_policies.choose(session, org, conv.department_id, conv.number_id)
+    )
     first_due, resolution_due = await due_times(session, org, policy, conv.priority, start)
     policy_id = policy.id if policy else None
     decided = (policy_id, first_due, resolution_due, conv.priority)
@@ -145,7 +149,9 @@ async def apply(
             first_response_breached_at=None,
             resolution_breached_at=None,
         )
-    stmt = pg_insert(sla_states).values(conversation_id=conv_id, organization_id=org, **values)
+    stmt = pg_insert(sla_states).values(
+        conversation_id=conv_id, organization_id=org, **{"started_at": start, **values}
+    )
     row = (
         await session.execute(
             stmt.on_conflict_do_update(
@@ -206,11 +212,12 @@ async def _disarm(session: AsyncSession, conversation_id: uuid.UUID, *kinds: str
 
 
 async def on_opened(
-    session: AsyncSession, org: uuid.UUID, conv_id: uuid.UUID, at: datetime
+    session: AsyncSession, org: uuid.UUID, conv_id: uuid.UUID, at: datetime, business: bool
 ) -> None:
+    """A cycle starts (``business``: the business started the conversation: no SLA)."""
     conv = await _conversation(session, org, conv_id)
     if conv is not None:
-        await apply(session, conv, started_at=at)
+        await apply(session, conv, started_at=at, no_policy=business)
 
 
 async def on_priority(

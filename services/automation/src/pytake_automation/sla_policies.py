@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import delete, func, or_, select, tuple_, update
+from sqlalchemy import any_, delete, func, literal, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -225,9 +225,9 @@ async def choose(
     """The policy of a conversation in ``department_id`` on ``number_id`` (see the module)."""
     p = sla_policies.c
     department_ok = or_(
-        func.cardinality(p.department_ids) == 0, p.department_ids.any(department_id)
+        func.cardinality(p.department_ids) == 0, literal(department_id) == any_(p.department_ids)
     )
-    number_ok = or_(func.cardinality(p.number_ids) == 0, p.number_ids.any(number_id))
+    number_ok = or_(func.cardinality(p.number_ids) == 0, literal(number_id) == any_(p.number_ids))
     stmt = (
         select(sla_policies)
         .where(p.organization_id == org, p.enabled, p.is_default | (department_ok & number_ok))

@@ -294,6 +294,7 @@ csat_surveys = Table(
     CheckConstraint("status IN ('sent', 'answered')", name="status"),
     Index("ix_csat_surveys_contact_sent", "organization_id", "contact_id", "sent_at"),
     Index("ix_csat_surveys_org_answered", "organization_id", "answered_at", "id"),
+    Index("ix_csat_surveys_org_sent", "organization_id", "sent_at"),
 )
 
 TENANT_TABLES = (

@@ -105,6 +105,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_csat_surveys_org_answered", "csat_surveys", ["organization_id", "answered_at", "id"]
     )
+    op.create_index("ix_csat_surveys_org_sent", "csat_surveys", ["organization_id", "sent_at"])
     for table in TENANT_TABLES:
         for stmt in rls_statements(table):
             op.execute(stmt)
