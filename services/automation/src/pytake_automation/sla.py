@@ -18,7 +18,6 @@ event twice, or a timer firing twice, changes nothing the second time.
 
 from __future__ import annotations
 
-import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,12 +27,15 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_automation import sla_policies
+from pytake_automation.business_hours import (
+    NeverOpen,
+    Schedule,
+    add_business_minutes,
+    schedule_of,
+)
 from pytake_automation.events import SlaApplied, SlaBreached
-from pytake_automation.sla_time import NeverOpen, Schedule, add_business_minutes
 from pytake_automation.tables import conversations, organizations, sla_states, timers
 from pytake_common.outbox import emit
-
-log = logging.getLogger(__name__)
 
 FIRST_RESPONSE, RESOLUTION = "first_response", "resolution"
 KINDS = (FIRST_RESPONSE, RESOLUTION)
@@ -46,24 +48,12 @@ def _cycle_key(started_at: datetime) -> str:
     return started_at.astimezone(UTC).isoformat()
 
 
-async def schedule_of(session: AsyncSession, org: uuid.UUID) -> Schedule:
+async def _schedule(session: AsyncSession, org: uuid.UUID) -> Schedule:
     """The organization's opening hours from its settings replica (none: always open)."""
     settings = await session.scalar(
         select(organizations.c.settings).where(organizations.c.organization_id == org)
     )
-    settings = settings or {}
-    holidays = []
-    for day in settings.get("holidays") or ():
-        value = day.get("date") if isinstance(day, dict) else day
-        if isinstance(value, str):
-            holidays.append(value)
-    try:
-        return Schedule.of(
-            settings.get("timezone") or "UTC", settings.get("business_hours") or {}, holidays
-        )
-    except (ValueError, KeyError, TypeError):
-        log.warning("unreadable business hours: counting every minute", extra={"org": str(org)})
-        return Schedule.of("UTC", {})
+    return schedule_of(settings or {})
 
 
 async def due_times(
@@ -76,7 +66,7 @@ async def due_times(
     if policy is None:
         return None, None
     minutes = sla_policies.target_minutes(policy, priority)
-    schedule = await schedule_of(session, org) if policy.business_hours else None
+    schedule = await _schedule(session, org) if policy.business_hours else None
     dues: list[datetime | None] = []
     for target in minutes:
         if target is None:

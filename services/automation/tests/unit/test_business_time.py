@@ -1,19 +1,21 @@
-"""Business-time arithmetic of SLA targets (pure)."""
+"""Business-time arithmetic of SLA targets (pure): business_hours' add and between."""
 
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from pytake_automation.sla_time import (
+from pytake_automation.business_hours import (
     NeverOpen,
-    Schedule,
     add_business_minutes,
     business_minutes_between,
+    schedule_of,
 )
 
 NINE_TO_SIX = [{"start": "09:00", "end": "18:00"}]
 WEEKDAYS_9_18 = {d: NINE_TO_SIX for d in ("monday", "tuesday", "wednesday", "thursday", "friday")}
-SAO_PAULO = Schedule.of("America/Sao_Paulo", WEEKDAYS_9_18)  # UTC-3, no DST since 2019
+SAO_PAULO = schedule_of(
+    {"timezone": "America/Sao_Paulo", "business_hours": WEEKDAYS_9_18}
+)  # UTC-3, no DST since 2019
 
 
 def utc(*args: int) -> datetime:
@@ -46,7 +48,13 @@ def test_a_weekend_is_skipped_and_a_closed_start_waits_for_the_opening():
 
 
 def test_holidays_are_closed_all_day():
-    schedule = Schedule.of("America/Sao_Paulo", WEEKDAYS_9_18, holidays=["2026-12-25"])
+    schedule = schedule_of(
+        {
+            "timezone": "America/Sao_Paulo",
+            "business_hours": WEEKDAYS_9_18,
+            "holidays": [{"date": "2026-12-25", "name": "Christmas"}],
+        }
+    )
     # Thursday 24th 17:00 local + 2 h: 1 h that day, Friday 25th closed, Monday 28th 10:00
     due = add_business_minutes(schedule, utc(2026, 12, 24, 20, 0), 120)
     assert due == utc(2026, 12, 28, 13, 0)
@@ -54,9 +62,12 @@ def test_holidays_are_closed_all_day():
 
 
 def test_several_intervals_a_day_and_a_lunch_break():
-    split = Schedule.of(
-        "UTC",
-        {"monday": [{"start": "13:00", "end": "17:00"}, {"start": "08:00", "end": "12:00"}]},
+    split = schedule_of(
+        {
+            "business_hours": {
+                "monday": [{"start": "13:00", "end": "17:00"}, {"start": "08:00", "end": "12:00"}]
+            }
+        }
     )
     monday = utc(2026, 12, 7, 11, 0)
     assert add_business_minutes(split, monday, 90) == utc(2026, 12, 7, 13, 30)
@@ -67,7 +78,7 @@ def test_several_intervals_a_day_and_a_lunch_break():
 
 def test_daylight_saving_follows_the_wall_clock():
     # New York switches to EDT on Sunday 2027-03-14: 09:00 local is 14:00 UTC before, 13:00 after
-    ny = Schedule.of("America/New_York", WEEKDAYS_9_18)
+    ny = schedule_of({"timezone": "America/New_York", "business_hours": WEEKDAYS_9_18})
     friday_close = utc(2027, 3, 12, 23, 0)  # Friday 18:00 EST
     assert add_business_minutes(ny, friday_close - timedelta(minutes=30), 60) == utc(
         2027, 3, 15, 13, 30
@@ -75,14 +86,13 @@ def test_daylight_saving_follows_the_wall_clock():
 
 
 def test_no_hours_set_counts_every_minute_and_an_always_closed_week_cannot_count():
-    always = Schedule.of("UTC", {})
+    always = schedule_of({})
     start = utc(2026, 12, 5, 3, 0)
     assert add_business_minutes(always, start, 600) == start + timedelta(minutes=600)
     assert business_minutes_between(always, start, start + timedelta(hours=2)) == 120
-    everything_holiday = Schedule.of(
-        "UTC",
-        {"monday": NINE_TO_SIX},
-        holidays=[date(2026, 12, 7) + timedelta(days=7 * i) for i in range(60)],
+    mondays = [(date(2026, 12, 7) + timedelta(days=7 * i)).isoformat() for i in range(60)]
+    everything_holiday = schedule_of(
+        {"business_hours": {"monday": NINE_TO_SIX}, "holidays": mondays}
     )
     with pytest.raises(NeverOpen):
         add_business_minutes(everything_holiday, start, 1)
@@ -98,7 +108,9 @@ def test_between_is_zero_for_an_empty_or_reversed_range_and_inverts_add():
 
 
 def test_an_interval_ending_at_midnight():
-    late = Schedule.of("UTC", {"friday": [{"start": "20:00", "end": "23:59:59.999999"}]})
+    late = schedule_of(
+        {"business_hours": {"friday": [{"start": "20:00", "end": "23:59:59.999999"}]}}
+    )
     assert add_business_minutes(late, utc(2026, 12, 4, 23, 30), 30) == utc(2026, 12, 5, 0, 0)
-    night = Schedule.of("UTC", {"saturday": [{"start": "00:00", "end": "06:00"}]})
+    night = schedule_of({"business_hours": {"saturday": [{"start": "00:00", "end": "06:00"}]}})
     assert add_business_minutes(night, utc(2026, 12, 4, 23, 0), 60) == utc(2026, 12, 5, 1, 0)
