@@ -7,8 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from pytake_automation.sla_timers import fire_due
-from pytake_automation.tables import timers
+from pytake_automation.tables import sla_states, timers
 
 from .conversation_events import Conversation, emitted, organization_settings
 from .helpers import deliver
@@ -146,42 +145,63 @@ async def test_priority_change_reapplies_the_same_cycle(app, settings, client, t
     assert len(await emitted(app, conv.org, "sla.applied.v1")) == 2
 
 
+async def breaches(app, org) -> list[tuple[str, str]]:
+    return sorted((b["conversation_id"], b["kind"]) for b in await emitted(app, org, "breached.v1"))
+
+
 async def test_breach_fires_once_and_met_targets_never_breach(app, settings, client, tokens):
-    late, answered, bot_only = Conversation(), None, None
-    answered = Conversation(org=late.org)
-    bot_only = Conversation(org=late.org)
+    late = Conversation()
+    answered, bot_only, resolved = (Conversation(org=late.org) for _ in range(3))
     await create_policy(client, tokens, late.org)
-    opened_at = datetime.now(UTC) - timedelta(minutes=30)
-    for c in (late, answered, bot_only):
+    opened_at = datetime.now(UTC) - timedelta(hours=5)  # every target (15 and 240 min) is due
+    for c in (late, answered, bot_only, resolved):
         await deliver(app, settings, c.opened(opened_at))
     await deliver(app, settings, answered.replies("user", at=opened_at + timedelta(minutes=3)))
     await deliver(
         app, settings, bot_only.replies("automation", at=opened_at + timedelta(minutes=1))
     )
+    await deliver(
+        app, settings, resolved.status("open", "resolved", at=opened_at + timedelta(hours=1))
+    )
     async with app.state.db.transaction(organization_id=late.org) as s:
-        armed = (await s.execute(select(timers.c.conversation_id, timers.c.kind))).all()
+        armed = set((await s.execute(select(timers.c.conversation_id, timers.c.kind))).all())
     assert (answered.id, "sla_first_response") not in armed
-    assert (late.id, "sla_first_response") in armed
+    assert (answered.id, "sla_resolution") in armed
+    assert not {c for c, _ in armed} & {resolved.id}
 
-    assert await fire_due(app.state.db) == 2  # late and bot_only: first response overdue
-    assert await fire_due(app.state.db) == 0  # fired once
-    breaches = await emitted(app, late.org, "sla.breached.v1")
-    assert sorted(b["conversation_id"] for b in breaches) == sorted(
-        [str(late.id), str(bot_only.id)]
+    assert await app.state.timers.fire_due() == 5
+    assert await app.state.timers.fire_due() == 0  # each fired once
+    expected = sorted(
+        [
+            (str(late.id), "first_response"),
+            (str(late.id), "resolution"),
+            (str(answered.id), "resolution"),
+            (str(bot_only.id), "first_response"),
+            (str(bot_only.id), "resolution"),
+        ]
     )
-    assert {b["kind"] for b in breaches} == {"first_response"}
-    assert at(breaches[0]["due_at"]) == opened_at + timedelta(minutes=15)
-
-    # Resolving meets the resolution target: its timer is gone, nothing fires at its time.
-    await deliver(app, settings, late.status("open", "resolved"))
-    later = datetime.now(UTC) + timedelta(hours=5)
-    assert await fire_due(app.state.db, now=later) == 2  # answered and bot_only: resolution
-    resolution = [
-        b for b in await emitted(app, late.org, "sla.breached.v1") if b["kind"] == "resolution"
+    assert await breaches(app, late.org) == expected
+    [one] = [
+        b
+        for b in await emitted(app, late.org, "breached.v1")
+        if b["conversation_id"] == str(late.id) and b["kind"] == "first_response"
     ]
-    assert sorted(b["conversation_id"] for b in resolution) == sorted(
-        [str(answered.id), str(bot_only.id)]
-    )
+    assert at(one["due_at"]) == opened_at + timedelta(minutes=15)
+    assert at(one["started_at"]) == opened_at
+    # A timer armed again for a breached target (a redelivered arming) reports nothing.
+    async with app.state.db.transaction(organization_id=late.org) as s:
+        await s.execute(
+            timers.insert().values(
+                organization_id=late.org,
+                conversation_id=late.id,
+                kind="sla_first_response",
+                source_key="sla",
+                due_at=opened_at,
+                armed_by=opened_at.isoformat(),
+            )
+        )
+    assert await app.state.timers.fire_due() == 1
+    assert await breaches(app, late.org) == expected
 
 
 async def test_reopening_starts_a_new_cycle_and_a_stale_timer_does_nothing(
@@ -190,13 +210,28 @@ async def test_reopening_starts_a_new_cycle_and_a_stale_timer_does_nothing(
     conv = Conversation()
     await create_policy(client, tokens, conv.org)
     first = datetime.now(UTC) - timedelta(hours=2)
-    await deliver(app, settings, conv.opened(first), conv.status("open", "resolved"))
-    reopened = datetime.now(UTC).replace(microsecond=0)
+    await deliver(app, settings, conv.opened(first), conv.status("open", "resolved", at=first))
+    reopened = (datetime.now(UTC) - timedelta(minutes=20)).replace(microsecond=0)
     await deliver(app, settings, conv.opened(reopened))
     applied = await emitted(app, conv.org, "sla.applied.v1")
     assert [at(a["started_at"]) for a in applied] == [first, reopened]
-    assert await fire_due(app.state.db) == 0  # the new cycle's targets are not due yet
-    assert await fire_due(app.state.db, now=reopened + timedelta(minutes=16)) == 1
+    async with app.state.db.transaction(organization_id=conv.org) as s:
+        state = (await s.execute(select(sla_states))).one()
+        # a timer of the first cycle, somehow still there, is stale
+        await s.execute(
+            timers.insert().values(
+                organization_id=conv.org,
+                conversation_id=conv.id,
+                kind="sla_resolution",
+                source_key="old",
+                due_at=first,
+                armed_by=first.isoformat(),
+            )
+        )
+    assert (state.started_at, state.resolved_at) == (reopened, None)
+    await app.state.timers.fire_due()
+    [breach] = await emitted(app, conv.org, "sla.breached.v1")
+    assert (breach["kind"], at(breach["started_at"])) == ("first_response", reopened)
 
 
 @pytest.mark.parametrize("deleted", [True, False])

@@ -2,10 +2,14 @@
 
 from fastapi import FastAPI
 
-from pytake_automation.api import csat, sla
+from pytake_automation.api import csat, rules, sla
+from pytake_automation.api import settings as settings_api
 from pytake_automation.config import Settings
-from pytake_automation.handlers import HANDLERS
-from pytake_automation.sla_timers import SlaTimers
+from pytake_automation.engine import Engine
+from pytake_automation.handlers import handlers
+from pytake_automation.rule_cache import RuleCache, RuleEvents
+from pytake_automation.timers import TimerWorker
+from pytake_automation.triggers import Triggers
 from pytake_common.consumer import EventConsumer
 from pytake_common.db import Database
 from pytake_common.outbox import OutboxRelay
@@ -15,14 +19,26 @@ from pytake_common.web import create_service_app
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     db = Database(settings.service_database_url(), app_role=settings.db_app_role)
-    return create_service_app(
+    cache = RuleCache(settings.rule_cache_size)
+    engine = Engine(settings, cache)
+    triggers = Triggers(engine)
+    table = handlers(triggers)
+    timer_worker = TimerWorker(
+        db, triggers.on_timer, settings.timer_batch, settings.timer_poll_interval_s
+    )
+    app = create_service_app(
         settings,
         title="PyTake automation",
-        routers=[sla.router, csat.router],
+        routers=[rules.router, settings_api.router, sla.router, csat.router],
         db=db,
         workers=lambda: [
             OutboxRelay(settings, db).run,
-            EventConsumer(settings, db, "automation", HANDLERS).run,
-            SlaTimers(settings, db).run,
+            EventConsumer(settings, db, "automation", table).run,
+            RuleEvents(settings, cache).run,
+            timer_worker.run,
         ],
     )
+    app.state.engine = engine
+    app.state.handlers = table
+    app.state.timers = timer_worker
+    return app

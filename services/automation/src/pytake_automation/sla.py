@@ -262,7 +262,8 @@ async def on_finished(
 
 
 async def fire(session: AsyncSession, timer: Any, now: datetime) -> SlaBreached | None:
-    """A due SLA timer (already claimed): breach its target once, if still unmet."""
+    """A due SLA timer, claimed by the timer worker (``triggers.on_timer``), which deletes
+    it after: breach its target once, if still unmet."""
     kind = TIMER_KINDS.get(timer.kind)
     if kind is None:
         return None
@@ -273,7 +274,8 @@ async def fire(session: AsyncSession, timer: Any, now: datetime) -> SlaBreached 
     met = state.resolved_at or (state.first_responded_at if kind == FIRST_RESPONSE else None)
     if due is None or met is not None or getattr(state, f"{kind}_breached_at") is not None:
         return None
-    if due > now:  # re-armed later (a priority change) after this timer was claimed
+    if due > now:  # not yet by this clock: a new timer row (the claimed one is deleted)
+        await _disarm(session, state.conversation_id, timer.kind)
         await _arm(session, state)
         return None
     await session.execute(
