@@ -145,6 +145,21 @@ async def test_priority_change_reapplies_the_same_cycle(app, settings, client, t
     assert len(await emitted(app, conv.org, "sla.applied.v1")) == 2
 
 
+async def stale_timer(app, conv: Conversation, kind: str, source_key: str, cycle: datetime):
+    """A due timer armed for the cycle started at ``cycle`` (as if armed again, or left over)."""
+    async with app.state.db.transaction(organization_id=conv.org) as s:
+        await s.execute(
+            timers.insert().values(
+                organization_id=conv.org,
+                conversation_id=conv.id,
+                kind=kind,
+                source_key=source_key,
+                due_at=cycle,
+                armed_by=cycle.isoformat(),
+            )
+        )
+
+
 async def breaches(app, org) -> list[tuple[str, str]]:
     return sorted((b["conversation_id"], b["kind"]) for b in await emitted(app, org, "breached.v1"))
 
@@ -189,17 +204,7 @@ async def test_breach_fires_once_and_met_targets_never_breach(app, settings, cli
     assert at(one["due_at"]) == opened_at + timedelta(minutes=15)
     assert at(one["started_at"]) == opened_at
     # A timer armed again for a breached target (a redelivered arming) reports nothing.
-    async with app.state.db.transaction(organization_id=late.org) as s:
-        await s.execute(
-            timers.insert().values(
-                organization_id=late.org,
-                conversation_id=late.id,
-                kind="sla_first_response",
-                source_key="sla",
-                due_at=opened_at,
-                armed_by=opened_at.isoformat(),
-            )
-        )
+    await stale_timer(app, late, "sla_first_response", "sla", opened_at)
     assert await app.state.timers.fire_due() == 1
     assert await breaches(app, late.org) == expected
 
@@ -217,17 +222,8 @@ async def test_reopening_starts_a_new_cycle_and_a_stale_timer_does_nothing(
     assert [at(a["started_at"]) for a in applied] == [first, reopened]
     async with app.state.db.transaction(organization_id=conv.org) as s:
         state = (await s.execute(select(sla_states))).one()
-        # a timer of the first cycle, somehow still there, is stale
-        await s.execute(
-            timers.insert().values(
-                organization_id=conv.org,
-                conversation_id=conv.id,
-                kind="sla_resolution",
-                source_key="old",
-                due_at=first,
-                armed_by=first.isoformat(),
-            )
-        )
+    # a timer of the first cycle, somehow still there, is stale
+    await stale_timer(app, conv, "sla_resolution", "old", first)
     assert (state.started_at, state.resolved_at) == (reopened, None)
     await app.state.timers.fire_due()
     [breach] = await emitted(app, conv.org, "sla.breached.v1")

@@ -223,22 +223,31 @@ async def on_priority(
         await apply(session, conv)
 
 
-async def on_agent_reply(
-    session: AsyncSession, org: uuid.UUID, conv_id: uuid.UUID, at: datetime
-) -> None:
-    """The first agent reply of the cycle meets its first-response target."""
+async def _meet(
+    session: AsyncSession, org: uuid.UUID, conv_id: uuid.UUID, column: str, at: datetime
+) -> bool:
+    """Stamp the cycle's ``column`` (first_responded_at / resolved_at) with ``at`` unless it
+    is set or ``at`` is before the cycle; whether it was stamped now."""
+    met = sla_states.c[column]
     result = await session.execute(
         update(sla_states)
         .where(
             sla_states.c.conversation_id == conv_id,
             sla_states.c.organization_id == org,
-            sla_states.c.first_responded_at.is_(None),
+            met.is_(None),
             sla_states.c.started_at <= at,
         )
-        .values(first_responded_at=at)
+        .values({column: at})
         .returning(sla_states.c.conversation_id)
     )
-    if result.first() is not None:
+    return result.first() is not None
+
+
+async def on_agent_reply(
+    session: AsyncSession, org: uuid.UUID, conv_id: uuid.UUID, at: datetime
+) -> None:
+    """The first agent reply of the cycle meets its first-response target."""
+    if await _meet(session, org, conv_id, "first_responded_at", at):
         await _disarm(session, conv_id, "sla_first_response")
 
 
@@ -246,18 +255,7 @@ async def on_finished(
     session: AsyncSession, org: uuid.UUID, conv_id: uuid.UUID, at: datetime
 ) -> None:
     """Resolved or closed: the cycle's targets are met (nothing runs any more)."""
-    result = await session.execute(
-        update(sla_states)
-        .where(
-            sla_states.c.conversation_id == conv_id,
-            sla_states.c.organization_id == org,
-            sla_states.c.resolved_at.is_(None),
-            sla_states.c.started_at <= at,
-        )
-        .values(resolved_at=at)
-        .returning(sla_states.c.conversation_id)
-    )
-    if result.first() is not None:
+    if await _meet(session, org, conv_id, "resolved_at", at):
         await _disarm(session, conv_id, *TIMER_KINDS)
 
 
