@@ -18,6 +18,7 @@ from .helpers import (
     platform_event,
     set_conversation,
 )
+from .test_automation_actions import apply, requested
 
 
 @pytest.fixture
@@ -313,3 +314,44 @@ async def test_a_priority_change_is_told_once_for_automations_due_times(app, cli
         ("urgent", "low"),
     ]
     assert {d["changed_by"] for d in told} == {str(agent_id)}
+
+
+async def test_a_bot_message_is_neither_a_first_response_nor_the_slas_reply(
+    app, client, tokens, org
+):
+    agent_id = uuid.uuid4()
+    agent = tokens.headers(organization_id=org, role="agent", user_id=agent_id)
+    conv = await opened(app, org)
+    started = conv["created_at"]
+    due = started + timedelta(minutes=30)
+    await deliver(
+        app, applied(org, conv["id"], started=started, first_response=due, resolution=None)
+    )
+    await apply(
+        app, requested(org, conv, {"type": "send_text", "text": "Hi! An agent will be with you."})
+    )
+    assert (await get(client, tokens, org, conv["id"]))["sla_responded_at"] is None
+    assert str(conv["id"]) in await ids(client, tokens, org, sla="at_risk")
+    r = await client.post(
+        f"/v1/conversations/{conv['id']}/messages",
+        json={"type": "text", "text": {"body": "Hello, Ana here"}},
+        headers=agent,
+    )
+    assert r.status_code == 202, r.text
+    assert (await get(client, tokens, org, conv["id"]))["sla_responded_at"] == r.json()[
+        "created_at"
+    ]
+    assert await ids(client, tokens, org, sla="at_risk") == set()
+    window = {
+        "from": (datetime.now(UTC) - timedelta(hours=1)).isoformat(),
+        "to": (datetime.now(UTC) + timedelta(minutes=1)).isoformat(),
+    }
+    m = (
+        await client.get(
+            "/v1/conversations/metrics",
+            params=window,
+            headers=tokens.headers(organization_id=org, role="viewer"),
+        )
+    ).json()
+    assert [a["agent_id"] for a in m["agents"] if a["first_response"]["count"]] == [str(agent_id)]
+    assert m["organization"]["response"]["count"] == 1

@@ -1,6 +1,7 @@
 """``GET /v1/conversations/metrics``: first response, response and resolution times.
 
-- first response: a conversation opened in the period → its first outbound message;
+- first response: a conversation opened in the period → its first outbound message of an
+  agent or API client (automation's and campaigns' messages are not responses);
   credited to the agent who sent it;
 - response: each customer turn (inbound messages with no reply in between) answered in
   the period → the reply; credited to the agent who replied;
@@ -40,6 +41,7 @@ WITH firsts AS (
   FROM conversations c JOIN messages m ON m.conversation_id = c.id
   WHERE c.organization_id = :org AND m.organization_id = :org
     AND c.created_at >= :from AND c.created_at < :to AND m.direction = 'outbound'
+    AND m.sender_type IN ('user', 'api_client')
   ORDER BY m.conversation_id, m.created_at, m.id)
 SELECT agent, {TOTAL}, {STATS}
 FROM firsts GROUP BY ROLLUP (agent)"""  # noqa: S608 (constants only)
@@ -49,7 +51,9 @@ WITH seq AS (
   SELECT m.conversation_id, m.id, m.direction, m.created_at, m.sent_by,
          lag(m.direction) OVER w AS prev
   FROM messages m
-  WHERE m.organization_id = :org AND m.direction IN ('inbound', 'outbound')
+  WHERE m.organization_id = :org
+    AND (m.direction = 'inbound'
+         OR (m.direction = 'outbound' AND m.sender_type IN ('user', 'api_client')))
     AND m.conversation_id IN (
       SELECT id FROM conversations
       WHERE organization_id = :org AND last_message_at >= :from AND created_at < :to)
