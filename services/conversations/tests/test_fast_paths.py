@@ -2,7 +2,7 @@
 plain and unusual spellings, bad tokens and other organizations; and they are taken."""
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import get_args, get_type_hints
 
 import pytest
@@ -31,6 +31,9 @@ async def inbox(app, org):
     third = await opened(app, org, Customer(org), "six")
     await set_conversation(app, org, second["id"], assignee_id=agent, priority="high")
     await set_conversation(app, org, third["id"], status="pending", unread_count=0)
+    soon = datetime.now(UTC) + timedelta(minutes=5)
+    await set_conversation(app, org, first["id"], first_response_due_at=soon)
+    await set_conversation(app, org, second["id"], resolution_breached_at=soon)
     return {"agent": agent, "ids": [first["id"], second["id"], third["id"]]}
 
 
@@ -53,6 +56,9 @@ def cases(inbox, org) -> list[tuple[str, dict | list]]:
         ("/v1/conversations/counts", {}),
         ("/v1/conversations/counts", {"assignee_id": agent, "status": "closed"}),
         ("/v1/conversations/counts", {"has_unread": "false"}),
+        ("/v1/conversations", {"sla": "at_risk"}),
+        ("/v1/conversations", {"sla": "breached", "status": "open"}),
+        ("/v1/conversations/counts", {"sla": "at_risk"}),
         (history, {}),
         (history, {"latest": "true", "limit": "2"}),
         (history, {"latest": "false", "include_notes": "false"}),
@@ -77,6 +83,7 @@ def cases(inbox, org) -> list[tuple[str, dict | list]]:
         ("/v1/conversations", {"updated_since": "2020-01-01T00:00:00"}),
         ("/v1/conversations/counts", {"status": "ignored-here", "priority": "low"}),
         ("/v1/conversations/counts", {"priority": "meh"}),
+        ("/v1/conversations", {"sla": "late"}),
         (history, {"latest": "yes"}),
         (history, {"latest": "true", "before": str(uuid.uuid4())}),
         (history, {"limit": "-1"}),
@@ -226,6 +233,7 @@ def test_the_readings_come_from_the_signatures():
         "has_unread",
         "priority",
         "updated_since",
+        "sla",
     }
     assert set(routes.FILTER_PARAMS.readers) == filters
     assert routes.FILTER_PARAMS.lists == {"status", "priority"}
@@ -246,7 +254,13 @@ def test_the_readings_come_from_the_signatures():
         reader,
         deps._reads,
         deps._window_hours,
+        deps._at_risk_window,
         routes._filters,
     ]
-    assert dependencies(routes.conversation_counts) == [reader, deps._reads, routes._filters]
+    assert dependencies(routes.conversation_counts) == [
+        reader,
+        deps._reads,
+        deps._at_risk_window,
+        routes._filters,
+    ]
     assert dependencies(messages.list_messages) == [reader, deps._reads]

@@ -42,6 +42,12 @@ def conversation(**overrides: object) -> dict[str, object]:
         "updated_at": at,
         "previous_conversation_id": row_uuid(),
         "started_by": None,
+        "sla_policy_id": row_uuid(),
+        "first_response_due_at": at + timedelta(minutes=15),
+        "resolution_due_at": None,
+        "sla_responded_at": None,
+        "first_response_breached_at": at.replace(microsecond=0),
+        "resolution_breached_at": None,
     }
     return item | overrides
 

@@ -2,7 +2,7 @@
 
 from fastapi import FastAPI
 
-from pytake_automation.api import rules
+from pytake_automation.api import csat, rules, sla
 from pytake_automation.api import settings as settings_api
 from pytake_automation.config import Settings
 from pytake_automation.engine import Engine
@@ -29,7 +29,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = create_service_app(
         settings,
         title="PyTake automation",
-        routers=[rules.router, settings_api.router],
+        routers=[rules.router, settings_api.router, sla.router, csat.router],
         db=db,
         workers=lambda: [
             OutboxRelay(settings, db).run,

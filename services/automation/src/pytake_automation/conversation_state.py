@@ -77,6 +77,14 @@ class Assigned(TenantEventData):
     actor_id: uuid.UUID | None = None
 
 
+class PriorityChanged(TenantEventData):
+    conversation_id: uuid.UUID
+    organization_id: uuid.UUID
+    contact_id: uuid.UUID
+    new_priority: str
+    at: datetime
+
+
 async def _upsert(
     session: AsyncSession,
     org: uuid.UUID,

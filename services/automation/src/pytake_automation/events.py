@@ -203,3 +203,118 @@ class RuleDeleted(AutomationEvent):
     organization_id: uuid.UUID
     version: int
     deleted_by: uuid.UUID | None
+
+
+# --- SLA (subject: the policy for policy events, the conversation for applied/breached) ------
+
+
+class SlaTargetBody(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    first_response_minutes: int | None = None
+    resolution_minutes: int | None = None
+
+
+class SlaPolicyState(AutomationEvent):
+    policy_id: uuid.UUID
+    organization_id: uuid.UUID
+    name: str
+    enabled: bool
+    is_default: bool
+    position: int
+    department_ids: list[uuid.UUID]
+    number_ids: list[uuid.UUID]
+    business_hours: bool
+    #: per priority (low, normal, high, urgent)
+    targets: dict[str, SlaTargetBody]
+
+
+class SlaPolicyCreated(SlaPolicyState):
+    event_type = "pytake.automation.sla.created.v1"
+    topic = SLA_TOPIC
+
+    created_by: uuid.UUID | None
+
+
+class SlaPolicyUpdated(SlaPolicyState):
+    event_type = "pytake.automation.sla.updated.v1"
+    topic = SLA_TOPIC
+
+    updated_by: uuid.UUID | None
+
+
+class SlaPolicyDeleted(AutomationEvent):
+    event_type = "pytake.automation.sla.deleted.v1"
+    topic = SLA_TOPIC
+
+    policy_id: uuid.UUID
+    organization_id: uuid.UUID
+    deleted_by: uuid.UUID | None
+
+
+class SlaApplied(AutomationEvent):
+    """The SLA of a conversation's current cycle (opened or reopened at ``started_at``;
+    a priority change re-applies the same cycle). Null policy and due times: none applies."""
+
+    event_type = "pytake.automation.sla.applied.v1"
+    topic = SLA_TOPIC
+
+    organization_id: uuid.UUID
+    conversation_id: uuid.UUID
+    policy_id: uuid.UUID | None
+    first_response_due_at: datetime | None
+    resolution_due_at: datetime | None
+    priority: str
+    business_hours: bool
+    started_at: datetime
+    #: when automation decided (orders two decisions on one conversation)
+    applied_at: datetime
+
+
+class SlaBreached(AutomationEvent):
+    """A target of a conversation's SLA cycle came due unmet (once per target and cycle)."""
+
+    event_type = "pytake.automation.sla.breached.v1"
+    topic = SLA_TOPIC
+
+    organization_id: uuid.UUID
+    conversation_id: uuid.UUID
+    policy_id: uuid.UUID | None
+    kind: Literal["first_response", "resolution"]
+    due_at: datetime
+    breached_at: datetime
+    started_at: datetime
+
+
+# --- CSAT (subject: the survey) --------------------------------------------------------------
+
+
+class CsatRecorded(AutomationEvent):
+    """A customer rated a resolution (1 to 5), once per survey."""
+
+    event_type = "pytake.automation.csat.recorded.v1"
+    topic = CSAT_TOPIC
+
+    organization_id: uuid.UUID
+    survey_id: uuid.UUID
+    conversation_id: uuid.UUID
+    contact_id: uuid.UUID
+    agent_id: uuid.UUID | None
+    department_id: uuid.UUID | None
+    rating: int
+    resolved_at: datetime
+    recorded_at: datetime
+
+
+class CsatCommented(AutomationEvent):
+    """The customer's text after their rating, kept as the survey's comment (once)."""
+
+    event_type = "pytake.automation.csat.commented.v1"
+    topic = CSAT_TOPIC
+
+    organization_id: uuid.UUID
+    survey_id: uuid.UUID
+    conversation_id: uuid.UUID
+    rating: int
+    comment: str
+    commented_at: datetime

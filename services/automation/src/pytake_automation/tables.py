@@ -198,6 +198,105 @@ settings = Table(
     _at("updated_at", False, True),
 )
 
+# --- SLA policies and CSAT (sla.py, csat.py) -------------------------------------------------
+
+#: first-response / resolution targets per priority; the first enabled policy (by position)
+#: whose conditions match a conversation applies, else the organization's default policy
+sla_policies = Table(
+    "sla_policies",
+    metadata,
+    _uuid("id", primary_key=True),
+    _uuid("organization_id"),
+    Column("name", String(200), nullable=False),
+    Column("enabled", Boolean, nullable=False, server_default="true"),
+    #: the policy of conversations no other policy matches (at most one per organization)
+    Column("is_default", Boolean, nullable=False, server_default="false"),
+    Column("position", Integer, nullable=False, server_default="0"),
+    #: conditions: the conversation's department / number is one of these (empty: any)
+    Column("department_ids", ARRAY(UUID(as_uuid=True)), nullable=False, server_default="{}"),
+    Column("number_ids", ARRAY(UUID(as_uuid=True)), nullable=False, server_default="{}"),
+    #: count only the organization's business hours (else every minute)
+    Column("business_hours", Boolean, nullable=False, server_default="false"),
+    #: ``{priority: {first_response_minutes, resolution_minutes}}``
+    Column("targets", JSONB, nullable=False),
+    _uuid("created_by", nullable=True),
+    _at("created_at", False, True),
+    _at("updated_at", False, True),
+    Index("ix_sla_policies_org_position", "organization_id", "position", "created_at"),
+    Index(
+        "uq_sla_policies_default",
+        "organization_id",
+        unique=True,
+        postgresql_where=text("is_default"),
+    ),
+)
+
+#: each conversation's current SLA cycle (from its opening or reopening) and its outcome
+sla_states = Table(
+    "sla_states",
+    metadata,
+    _uuid("conversation_id", primary_key=True),
+    _uuid("organization_id"),
+    _uuid("policy_id", nullable=True),
+    Column("priority", String(8), nullable=False),
+    _at("started_at", False),
+    _at("first_response_due_at"),
+    _at("resolution_due_at"),
+    _at("first_responded_at"),
+    _at("resolved_at"),
+    _at("first_response_breached_at"),
+    _at("resolution_breached_at"),
+    _at("applied_at", False, True),
+)
+
+#: ``/v1/automation/csat``: the survey's settings per organization
+csat_settings = Table(
+    "csat_settings",
+    metadata,
+    _uuid("organization_id", primary_key=True),
+    Column("enabled", Boolean, nullable=False, server_default="false"),
+    Column("question", String(1024), nullable=False),
+    #: outside the customer-service window: this approved template, or no survey
+    Column("template_name", String(512), nullable=True),
+    Column("template_language", String(16), nullable=True),
+    #: sent after a rating, inviting a comment (optional)
+    Column("comment_prompt", String(1024), nullable=True),
+    #: a contact surveyed less than this long ago gets no new survey
+    Column("min_interval_hours", Integer, nullable=False, server_default="24"),
+    _uuid("updated_by", nullable=True),
+    _at("updated_at", False, True),
+)
+
+#: one survey per resolution (a conversation's ``resolved`` at that time), its answer
+csat_surveys = Table(
+    "csat_surveys",
+    metadata,
+    _uuid("id", primary_key=True),
+    _uuid("organization_id"),
+    _uuid("conversation_id"),
+    _uuid("contact_id"),
+    #: the resolution surveyed (the status change's time): the once-per-resolution key
+    _at("resolved_at", False),
+    #: who handled the conversation when it was resolved
+    _uuid("agent_id", nullable=True),
+    _uuid("department_id", nullable=True),
+    #: ``interactive`` (a list inside the window) or ``template``
+    Column("channel", String(16), nullable=False),
+    #: ``sent``, ``answered``
+    Column("status", String(16), nullable=False, server_default="sent"),
+    Column("rating", Integer, nullable=True),
+    Column("comment", String(4096), nullable=True),
+    _at("sent_at", False, True),
+    _at("answered_at"),
+    _at("commented_at"),
+    UniqueConstraint("conversation_id", "resolved_at", name="uq_csat_surveys_resolution"),
+    CheckConstraint("rating BETWEEN 1 AND 5", name="rating"),
+    CheckConstraint("status IN ('sent', 'answered')", name="status"),
+    Index("ix_csat_surveys_contact_sent", "organization_id", "contact_id", "sent_at"),
+    Index("ix_csat_surveys_org_answered", "organization_id", "answered_at", "id"),
+    Index("ix_csat_surveys_org_sent", "organization_id", "sent_at"),
+)
+
 TENANT_TABLES = (
     "organizations",
     "departments",
@@ -210,4 +309,8 @@ TENANT_TABLES = (
     "timers",
     "auto_messages",
     "settings",
+    "sla_policies",
+    "sla_states",
+    "csat_settings",
+    "csat_surveys",
 )

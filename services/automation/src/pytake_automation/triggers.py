@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pytake_automation import automatic, timers
+from pytake_automation import automatic, csat, sla, timers
 from pytake_automation import conversation_state as state
 from pytake_automation.engine import Engine
 from pytake_automation.tables import organizations
@@ -62,8 +62,19 @@ class Triggers:
                     str(d.message_id),
                     keep_earlier=True,
                 )
+            await csat.on_inbound(
+                session,
+                org,
+                conv,
+                d.contact_id,
+                at=d.created_at,
+                text=d.reply.title if d.reply else d.text,
+                reply_id=d.reply.id if d.reply else None,
+                number_id=row.number_id,
+            )
         elif d.sender_type in state.AGENT_SENDERS:
             await timers.cancel(session, org, conv, timers.NO_AGENT_REPLY)
+            await sla.on_agent_reply(session, org, conv, d.created_at)
         if d.sender_type != "automation":
             if org_settings is None:
                 org_settings = await self._org_settings(session, org)
@@ -101,6 +112,9 @@ class Triggers:
             d.opened_at,
         )
         await self.engine.run_rules(session, situation)
+        # a conversation the business started (an agent's start) owes no response time
+        business = d.started_by is not None
+        await sla.on_opened(session, d.organization_id, d.conversation_id, d.opened_at, business)
         if row.assignee_id is None:
             await self._arm_unassigned(
                 session, row, f"opened:{d.opened_at.isoformat()}", d.opened_at
@@ -129,6 +143,9 @@ class Triggers:
         row = await state.on_status(session, d)
         if d.new_status in CLOSED_STATUSES:
             await timers.cancel(session, d.organization_id, d.conversation_id)
+            await sla.on_finished(session, d.organization_id, d.conversation_id, d.at)
+        if d.new_status == "resolved":
+            await csat.on_resolved(session, d.organization_id, d.conversation_id, d.at)
         situation = await self.engine.situation(
             session,
             row,
@@ -162,6 +179,9 @@ class Triggers:
 
     async def on_timer(self, session: AsyncSession, timer: Row[Any]) -> None:
         """A due timer (the worker's transaction, bound to no organization)."""
+        if timer.kind in sla.TIMER_KINDS:
+            await sla.fire(session, timer, datetime.now(UTC))
+            return
         row = await state.load(session, timer.organization_id, timer.conversation_id)
         if row is None or row.status in CLOSED_STATUSES:
             return
@@ -178,3 +198,8 @@ class Triggers:
             session, row, timer.kind, key, now, timer_rule_id=rule_id
         )
         await self.engine.run_rules(session, situation)
+
+    async def on_priority(
+        self, session: AsyncSession, event: CloudEvent, d: state.PriorityChanged
+    ) -> None:
+        await sla.on_priority(session, d.organization_id, d.conversation_id, d.new_priority)

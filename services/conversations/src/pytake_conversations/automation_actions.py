@@ -57,6 +57,7 @@ from pytake_conversations.inbox import (
     push_conversation,
     push_message,
     set_assignment,
+    tell_priority,
     update_conversation,
 )
 from pytake_conversations.starting import load_target, load_template
@@ -325,6 +326,7 @@ async def set_priority(a: Applying, action: dict[str, Any]) -> str:
     if a.conv["priority"] == action["priority"]:
         return "unchanged"
     row = await update_conversation(a.session, a.org, a.conv["id"], priority=action["priority"])
+    await tell_priority(a.session, a.org, a.conv, row, by=None, automation=a.actor)
     await push_conversation(a.session, a.org, row, "conversation.updated")
     return "applied"
 

@@ -14,3 +14,6 @@ class Settings(ServiceSettings):
     snooze_check_interval_s: float = 5.0
     #: how often realtime events older than the replay window are pruned
     stream_prune_interval_s: float = 600.0
+    #: ``GET /v1/conversations?sla=at_risk``: an SLA target not met that comes due within
+    #: this many minutes (or is overdue without a breach reported yet)
+    sla_at_risk_minutes: float = 30.0

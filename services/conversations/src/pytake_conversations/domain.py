@@ -76,6 +76,16 @@ def interactive_reply(kind: str, content: Mapping[str, Any]) -> dict[str, str] |
     return None
 
 
+#: The reply ids of automation's CSAT survey options (``csat:<survey id>:<rating>``): a
+#: rating answers the survey of a resolved conversation and does not reopen it.
+CSAT_REPLY_PREFIX = "csat:"
+
+
+def answers_survey(status: str, reply: Mapping[str, str] | None) -> bool:
+    """Whether an inbound reply is a CSAT rating on a resolved conversation."""
+    return status == RESOLVED and reply is not None and reply["id"].startswith(CSAT_REPLY_PREFIX)
+
+
 def window_closes_at(last_inbound_at: datetime | None, hours: float) -> datetime | None:
     if last_inbound_at is None:
         return None

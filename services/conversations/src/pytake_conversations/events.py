@@ -144,6 +144,25 @@ class ConversationStatusChanged(ConversationsEvent):
     actor_id: uuid.UUID | None = None
 
 
+class ConversationPriorityChanged(ConversationsEvent):
+    """A conversation's priority changed (automation's SLA due times depend on it)."""
+
+    event_type = "pytake.conversations.conversation.priority_changed.v1"
+    topic = CONVERSATION_TOPIC
+
+    conversation_id: uuid.UUID
+    organization_id: uuid.UUID
+    contact_id: uuid.UUID
+    old_priority: str
+    new_priority: str
+    #: the agent who changed it; null for automation
+    changed_by: uuid.UUID | None
+    at: datetime
+    #: ``automation`` when automation asked for it (``actor_id``: the rule or flow)
+    actor_type: str | None = None
+    actor_id: uuid.UUID | None = None
+
+
 class ConversationAssigned(ConversationsEvent):
     """A conversation got an assignee and/or department (or lost them)."""
 

@@ -37,6 +37,7 @@ from pytake_conversations.domain import (
     RECEIVED,
     RESOLVED,
     WAKES_ON_INBOUND,
+    answers_survey,
     interactive_reply,
     status_moves,
 )
@@ -50,6 +51,7 @@ from pytake_conversations.inbox import (
 )
 from pytake_conversations.outreach_replicas import outreach_handlers
 from pytake_conversations.replicas import REPLICA_HANDLERS
+from pytake_conversations.sla import SLA_HANDLERS
 from pytake_conversations.starting import lock_active, previous_closed
 from pytake_conversations.stream import publish_many
 from pytake_conversations.tables import contact_replicas, conversations, messages
@@ -151,8 +153,11 @@ async def on_message_received(session: AsyncSession, event: CloudEvent) -> None:
 async def _append_inbound(
     session: AsyncSession, org: uuid.UUID, data: MessageReceived, conversation: Row, created: bool
 ) -> None:
-    reopened = conversation["status"] == RESOLVED
-    wakes = conversation["status"] in WAKES_ON_INBOUND
+    reply = interactive_reply(data.type, data.content)
+    # A CSAT rating leaves a resolved conversation resolved (nothing for an agent to do).
+    survey_answer = answers_survey(conversation["status"], reply)
+    reopened = conversation["status"] == RESOLVED and not survey_answer
+    wakes = conversation["status"] in WAKES_ON_INBOUND and not survey_answer
     # The common case (an open conversation) updates it in the insert's statement.
     stored, updated = await _insert_message(session, org, conversation["id"], data, not wakes)
     frames: list[tuple[str, dict[str, Any]]] = []
@@ -187,7 +192,7 @@ async def _append_inbound(
         conversation_id=conversation["id"],
         contact_id=data.contact_id,
         text=data.text,
-        reply=interactive_reply(data.type, data.content),
+        reply=reply,
         direction=INBOUND,
         type=data.type,
         created_at=stored["created_at"],
@@ -505,4 +510,5 @@ HANDLERS: dict[str, Handler] = {
     WHATSAPP_MESSAGE_STATUS_UPDATED_V1: on_status_updated,
     **REPLICA_HANDLERS,
     **outreach_handlers(REPLICA_HANDLERS),
+    **SLA_HANDLERS,
 }

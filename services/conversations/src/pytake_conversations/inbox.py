@@ -24,7 +24,11 @@ from pytake_conversations.domain import (
     InvalidAssignee,
     InvalidDepartment,
 )
-from pytake_conversations.events import ConversationAssigned, ConversationStatusChanged
+from pytake_conversations.events import (
+    ConversationAssigned,
+    ConversationPriorityChanged,
+    ConversationStatusChanged,
+)
 from pytake_conversations.stream import publish
 from pytake_conversations.tables import conversations, departments, user_replicas
 from pytake_conversations.views import Conversation, Message
@@ -118,6 +122,31 @@ async def change_status(
         changed_by=str(by) if by else None,
     )
     return row
+
+
+async def tell_priority(
+    session: AsyncSession,
+    org: uuid.UUID,
+    before: Row,
+    row: Row,
+    *,
+    by: uuid.UUID | None,
+    automation: uuid.UUID | None = None,
+) -> None:
+    """Say on Kafka that ``before``'s priority became ``row``'s (nothing if it did not)."""
+    if before["priority"] == row["priority"]:
+        return
+    changed = ConversationPriorityChanged(
+        conversation_id=row["id"],
+        organization_id=org,
+        contact_id=row["contact_id"],
+        old_priority=before["priority"],
+        new_priority=row["priority"],
+        changed_by=by,
+        at=row["updated_at"],
+        **_actor(automation),
+    )
+    await emit(session, changed, row["id"], org)
 
 
 async def set_assignment(

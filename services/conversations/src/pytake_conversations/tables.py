@@ -57,6 +57,18 @@ conversations = Table(
     #: the user who started the conversation (``POST /v1/conversations``); null when the
     #: customer's message opened it
     Column("started_by", UUID(as_uuid=True), nullable=True),
+    # SLA of the current cycle, as automation applied it (sla.py)
+    Column("sla_policy_id", UUID(as_uuid=True), nullable=True),
+    #: when the SLA cycle started (the conversation opened or reopened)
+    Column("sla_started_at", DateTime(timezone=True), nullable=True),
+    #: when automation decided the stored SLA (orders late events)
+    Column("sla_applied_at", DateTime(timezone=True), nullable=True),
+    Column("first_response_due_at", DateTime(timezone=True), nullable=True),
+    Column("resolution_due_at", DateTime(timezone=True), nullable=True),
+    #: the first agent (or API) reply of the SLA cycle
+    Column("sla_responded_at", DateTime(timezone=True), nullable=True),
+    Column("first_response_breached_at", DateTime(timezone=True), nullable=True),
+    Column("resolution_breached_at", DateTime(timezone=True), nullable=True),
     CheckConstraint("status IN ('open', 'pending', 'resolved', 'closed')", name="status"),
     CheckConstraint("priority IN ('low', 'normal', 'high', 'urgent')", name="priority"),
 )
@@ -168,6 +180,23 @@ Index(
     conversations.c.department_id,
     conversations.c.last_message_at,
     conversations.c.id,
+)
+#: ``?sla=breached``: the few conversations with a breach, by activity
+Index(
+    "ix_conversations_sla_breached",
+    conversations.c.organization_id,
+    conversations.c.last_message_at,
+    conversations.c.id,
+    postgresql_where=text(
+        "first_response_breached_at IS NOT NULL OR resolution_breached_at IS NOT NULL"
+    ),
+)
+#: the metrics' SLA attainment: conversations whose SLA cycle started in the period
+Index(
+    "ix_conversations_sla_started",
+    conversations.c.organization_id,
+    conversations.c.sla_started_at,
+    postgresql_where=text("sla_started_at IS NOT NULL"),
 )
 Index(
     "ix_conversations_snoozed",

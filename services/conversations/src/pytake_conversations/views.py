@@ -41,6 +41,14 @@ class Conversation(BaseModel):
     previous_conversation_id: uuid.UUID | None = None
     #: who started it (``POST /v1/conversations``); null when the customer's message did
     started_by: uuid.UUID | None = None
+    #: the SLA policy automation applied to the current cycle (opened or reopened)
+    sla_policy_id: uuid.UUID | None = None
+    first_response_due_at: datetime | None = None
+    resolution_due_at: datetime | None = None
+    #: the first agent reply of the SLA cycle (``first_response_at`` is the first ever)
+    sla_responded_at: datetime | None = None
+    first_response_breached_at: datetime | None = None
+    resolution_breached_at: datetime | None = None
 
     @classmethod
     def of(

@@ -1,6 +1,7 @@
 """Dependencies and lookups shared by the conversations routers."""
 
 import uuid
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
@@ -41,6 +42,18 @@ async def _window_hours(request: Request) -> float:
 
 
 WindowHours = Annotated[float, Depends(_window_hours)]
+
+
+def at_risk_window_of(request: Request) -> timedelta:
+    """How soon an unmet SLA target counts as at risk (the service's setting)."""
+    return timedelta(minutes=float(getattr(request.app.state.settings, "sla_at_risk_minutes", 30)))
+
+
+async def _at_risk_window(request: Request) -> timedelta:
+    return at_risk_window_of(request)
+
+
+AtRiskWindow = Annotated[timedelta, Depends(_at_risk_window)]
 
 
 async def organizations(request: Request) -> Any:

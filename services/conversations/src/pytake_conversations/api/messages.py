@@ -378,6 +378,8 @@ async def request_send(
         conversation_id,
         last_message_at=func.greatest(conversations.c.last_message_at, row["created_at"]),
         first_response_at=func.coalesce(conv["first_response_at"], row["created_at"]),
+        # the SLA cycle's first reply (a new cycle recomputes it: sla.py)
+        sla_responded_at=func.coalesce(conv["sla_responded_at"], row["created_at"]),
     )
     await push_conversation(session, org, updated, "conversation.updated")
     requested = MessageSendRequested(

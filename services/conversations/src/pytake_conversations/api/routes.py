@@ -4,7 +4,7 @@ assignment and marking the customer's messages read."""
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, Self
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -20,9 +20,11 @@ from pytake_common.strict import StrictParams, Unusual, disjoint, read_query
 from pytake_common.web import FastPathRoute, fast_path
 from pytake_conversations.api.deps import (
     DB,
+    AtRiskWindow,
     Limit,
     Reads,
     WindowHours,
+    at_risk_window_of,
     load_conversation,
     reads_of,
     window_hours_of,
@@ -40,8 +42,10 @@ from pytake_conversations.inbox import (
     check_department,
     push_conversation,
     set_assignment,
+    tell_priority,
     update_conversation,
 )
+from pytake_conversations.sla import BREACHED_SQL, SlaFilter, at_risk_sql
 from pytake_conversations.tables import messages
 from pytake_conversations.views import (
     CONVERSATION_COLUMNS,
@@ -124,9 +128,11 @@ class Filters:
     has_unread: bool | None = None
     priority: list[Priority] | None = None
     updated_since: datetime | None = None
+    sla: SlaFilter | None = None
 
-    def where(self, where: "SqlWhere", *, with_status: bool = True) -> None:
-        """Add the filters' conditions on ``conversations`` to ``where``."""
+    def where(self, where: "SqlWhere", at_risk: timedelta, *, with_status: bool = True) -> None:
+        """Add the filters' conditions on ``conversations`` to ``where`` (``at_risk``: how
+        soon an unmet SLA target is at risk)."""
         if with_status and self.status:
             where.add_in("status", self.status)
         if self.assignee_id is not None:
@@ -149,6 +155,10 @@ class Filters:
             where.add_in("priority", self.priority)
         if self.updated_since is not None:
             where.add("updated_at >= {}", self.updated_since)
+        if self.sla == "breached":
+            where.add(BREACHED_SQL)
+        elif self.sla == "at_risk":
+            where.add(at_risk_sql("{0}"), datetime.now(UTC) + at_risk)
 
 
 class SqlWhere:
@@ -188,6 +198,7 @@ async def _filters(
     has_unread: bool | None = None,
     priority: Annotated[list[Priority] | None, Query()] = None,
     updated_since: datetime | None = None,
+    sla: SlaFilter | None = None,
 ) -> Filters:
     if updated_since is not None and updated_since.tzinfo is None:
         raise InvalidInput("updated_since needs a time zone (RFC 3339)")
@@ -201,6 +212,7 @@ async def _filters(
         has_unread=has_unread,
         priority=priority,
         updated_since=updated_since,
+        sla=sla,
     )
 
 
@@ -210,6 +222,7 @@ InboxFilters = Annotated[Filters, Depends(_filters)]
 async def inbox_page(
     reads: TenantReads,
     hours: float,
+    at_risk: timedelta,
     principal: Principal,
     filters: Filters,
     limit: int,
@@ -217,7 +230,7 @@ async def inbox_page(
 ) -> Response:
     org = principal.organization_id
     where = SqlWhere(org)
-    filters.where(where)
+    filters.where(where, at_risk)
     if cursor:
         at, last_id = INBOX.decode(cursor)
         where.add("(last_message_at, id) < ({}, {})", at, last_id)
@@ -248,7 +261,12 @@ async def _list_conversations_fast(request: Request) -> Response | None:
     principal = await authorize(request, READERS)
     filters = await _filters(**filter_args)
     return await inbox_page(
-        reads_of(request), window_hours_of(request), principal, filters, **page_args
+        reads_of(request),
+        window_hours_of(request),
+        at_risk_window_of(request),
+        principal,
+        filters,
+        **page_args,
     )
 
 
@@ -258,12 +276,17 @@ async def list_conversations(
     principal: Reader,
     reads: Reads,
     hours: WindowHours,
+    at_risk: AtRiskWindow,
     filters: InboxFilters,
     limit: Limit = 50,
     cursor: str | None = None,
 ) -> Response:
-    """The inbox, newest activity first (last message time, then id, both descending)."""
-    return await inbox_page(reads, hours, principal, filters, limit, cursor)
+    """The inbox, newest activity first (last message time, then id, both descending).
+
+    ``sla=breached``: an SLA target of the current cycle was breached; ``sla=at_risk``:
+    an active conversation with a target neither met nor breached that comes due within
+    ``PYTAKE_SLA_AT_RISK_MINUTES`` (or is overdue, its breach not yet reported)."""
+    return await inbox_page(reads, hours, at_risk, principal, filters, limit, cursor)
 
 
 #: the list's fast path's reading of the query: the filters, then the page (limit, cursor)
@@ -277,11 +300,11 @@ COUNTS_SQL = (
 
 
 async def status_counts(
-    reads: TenantReads, principal: Principal, filters: Filters
+    reads: TenantReads, at_risk: timedelta, principal: Principal, filters: Filters
 ) -> dict[str, int]:
     org = principal.organization_id
     where = SqlWhere(org)
-    filters.where(where, with_status=False)
+    filters.where(where, at_risk, with_status=False)
     if len(where.parts) > 1:  # conditions are constants with $n parameters
         sql = f"SELECT status, count(*) FROM conversations WHERE {where.sql} GROUP BY status"  # noqa: S608
     else:  # no filter: the counters kept by triggers (migration 0003)
@@ -301,17 +324,17 @@ async def _conversation_counts_fast(request: Request) -> Response | None:
         return None
     principal = await authorize(request, READERS)
     filters = await _filters(**filter_args)
-    counts = await status_counts(reads_of(request), principal, filters)
+    counts = await status_counts(reads_of(request), at_risk_window_of(request), principal, filters)
     return Response(page_json(counts), media_type="application/json")
 
 
 @router.get("/counts")
 @fast_path(_conversation_counts_fast)
 async def conversation_counts(
-    principal: Reader, reads: Reads, filters: InboxFilters
+    principal: Reader, reads: Reads, at_risk: AtRiskWindow, filters: InboxFilters
 ) -> dict[str, int]:
     """How many conversations per status (with the same filters as the list, but status)."""
-    return await status_counts(reads, principal, filters)
+    return await status_counts(reads, at_risk, principal, filters)
 
 
 #: the counts' fast path's reading of the query: the filters (the endpoint takes no other)
@@ -357,6 +380,7 @@ async def set_status(
                 snooze_until=body.snooze_until,
                 extra=extra,
             )
+            await tell_priority(session, org, conv, row, by=principal.user_id)
     return Conversation.of(row, hours)
 
 
@@ -372,7 +396,9 @@ async def set_priority(
     async with db.transaction(organization_id=org) as session:
         row = await load_conversation(session, org, conversation_id, lock=True)
         if row["priority"] != body.priority:
+            before = row
             row = await update_conversation(session, org, conversation_id, priority=body.priority)
+            await tell_priority(session, org, before, row, by=principal.user_id)
             await push_conversation(session, org, row, "conversation.updated")
     return Conversation.of(row, hours)
 
