@@ -68,6 +68,7 @@ APPS = (
     App("services/contacts", "contacts", 8003),
     App("services/conversations", "conversations", 8004),
     App("services/whatsapp-gateway", "whatsapp-gateway", 8005),
+    App("services/automation", "automation", 8007),
     App("services/integrations", "integrations", 8008),
     App("tools/meta-simulator", "meta-simulator", 8010, has_db=False, dev_only=True),
 )
@@ -85,6 +86,11 @@ TOPICS = (
     "pytake.whatsapp.template",
     "pytake.whatsapp.number",
     "pytake.integrations.endpoint",
+    "pytake.automation.rule",
+    "pytake.automation.flow",
+    "pytake.automation.session",
+    "pytake.automation.sla",
+    "pytake.automation.csat",
 )
 
 #: The metric names the services export (pytake_common.metrics and the services).

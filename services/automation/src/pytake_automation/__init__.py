@@ -1,0 +1,1 @@
+"""PyTake automation: rules, automatic messages, chatbot flows, SLA and CSAT."""

@@ -1,0 +1,17 @@
+from pydantic import Field
+
+from pytake_common.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    service_name: str = "automation"
+    port: int = 8007
+    #: How often the timer worker looks for due timers (no-reply, unassigned, idle).
+    timer_poll_interval_s: float = Field(default=1.0, gt=0, le=60)
+    #: Due timers claimed per poll (``FOR UPDATE SKIP LOCKED``: replicas share the work).
+    timer_batch: int = Field(default=100, ge=1, le=1000)
+    #: Default cap of automatic actions per conversation per minute (loop protection);
+    #: an organization may lower or raise it in ``/v1/automation/settings``.
+    actions_per_conversation_per_minute: int = Field(default=20, ge=1, le=1000)
+    #: Compiled rule sets kept in memory (organizations); least recently used go first.
+    rule_cache_size: int = Field(default=2048, ge=1)

@@ -1,0 +1,142 @@
+"""The conversations replica: what rules and timers know of each conversation.
+
+Built from conversations' events (opened, appended, status_changed, assigned), which come
+on two topics and so may arrive in either order: each apply creates the row when missing
+and moves only the fields its event owns.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pytake_automation.tables import conversations
+from pytake_common.events import TenantEventData
+
+#: senders whose messages count as an agent's reply (automation and campaigns do not)
+AGENT_SENDERS = frozenset({"user", "api_client"})
+
+
+class Reply(BaseModel):
+    kind: str
+    id: str
+    title: str
+
+
+class Appended(TenantEventData):
+    message_id: uuid.UUID
+    organization_id: uuid.UUID
+    conversation_id: uuid.UUID
+    contact_id: uuid.UUID
+    direction: str
+    type: str
+    created_at: datetime
+    sender_type: str | None = None
+    sender_id: uuid.UUID | None = None
+    text: str | None = None
+    reply: Reply | None = None
+
+
+class Opened(TenantEventData):
+    conversation_id: uuid.UUID
+    organization_id: uuid.UUID
+    contact_id: uuid.UUID
+    number_id: uuid.UUID
+    opened_at: datetime
+    started_by: uuid.UUID | None = None
+
+
+class StatusMoved(TenantEventData):
+    conversation_id: uuid.UUID
+    organization_id: uuid.UUID
+    contact_id: uuid.UUID
+    old_status: str
+    new_status: str
+    changed_by: uuid.UUID | None = None
+    at: datetime
+    actor_type: str | None = None
+    actor_id: uuid.UUID | None = None
+
+
+class Assigned(TenantEventData):
+    conversation_id: uuid.UUID
+    organization_id: uuid.UUID
+    contact_id: uuid.UUID
+    assignee_id: uuid.UUID | None = None
+    department_id: uuid.UUID | None = None
+    assigned_by: uuid.UUID | None = None
+    at: datetime
+    actor_type: str | None = None
+    actor_id: uuid.UUID | None = None
+
+
+async def _upsert(
+    session: AsyncSession,
+    org: uuid.UUID,
+    conversation_id: uuid.UUID,
+    contact_id: uuid.UUID,
+    values: dict[str, Any],
+) -> Row[Any]:
+    """Create the row if missing, then apply ``values``; the row after."""
+    await session.execute(
+        pg_insert(conversations)
+        .values(id=conversation_id, organization_id=org, contact_id=contact_id)
+        .on_conflict_do_nothing(index_elements=[conversations.c.id])
+    )
+    result = await session.execute(
+        update(conversations)
+        .where(conversations.c.id == conversation_id, conversations.c.organization_id == org)
+        .values(**values, updated_at=func.now())
+        .returning(*conversations.c)
+    )
+    return result.one()
+
+
+async def on_opened(session: AsyncSession, d: Opened) -> Row[Any]:
+    values: dict[str, Any] = {"number_id": d.number_id, "opened_at": d.opened_at, "status": "open"}
+    if d.started_by is not None:
+        values["started_by_business"] = True
+    return await _upsert(session, d.organization_id, d.conversation_id, d.contact_id, values)
+
+
+async def on_appended(session: AsyncSession, d: Appended) -> Row[Any]:
+    c = conversations.c
+    values: dict[str, Any] = {"last_message_at": func.greatest(c.last_message_at, d.created_at)}
+    if d.direction == "inbound":
+        values["inbound_count"] = c.inbound_count + 1
+        values["last_inbound_at"] = func.greatest(c.last_inbound_at, d.created_at)
+    else:
+        # an outbound message before any inbound one: the business started it
+        values["started_by_business"] = c.started_by_business | (c.inbound_count == 0)
+        if d.sender_type in AGENT_SENDERS:
+            values["last_agent_reply_at"] = func.greatest(c.last_agent_reply_at, d.created_at)
+    return await _upsert(session, d.organization_id, d.conversation_id, d.contact_id, values)
+
+
+async def on_status(session: AsyncSession, d: StatusMoved) -> Row[Any]:
+    return await _upsert(
+        session, d.organization_id, d.conversation_id, d.contact_id, {"status": d.new_status}
+    )
+
+
+async def on_assigned(session: AsyncSession, d: Assigned) -> Row[Any]:
+    values = {"assignee_id": d.assignee_id, "department_id": d.department_id}
+    return await _upsert(session, d.organization_id, d.conversation_id, d.contact_id, values)
+
+
+async def load(
+    session: AsyncSession, org: uuid.UUID, conversation_id: uuid.UUID
+) -> Row[Any] | None:
+    result = await session.execute(
+        select(conversations).where(
+            conversations.c.id == conversation_id, conversations.c.organization_id == org
+        )
+    )
+    return result.one_or_none()
