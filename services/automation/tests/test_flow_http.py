@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+
 from pytake_automation.flows.http import MAX_BODY, FlowHttpClient
 from pytake_automation.flows.session import HttpRequest
 

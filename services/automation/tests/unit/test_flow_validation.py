@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+
 from pytake_automation.flows.definition import FlowDefinition
 from pytake_automation.flows.validation import FlowInvalid, check_publishable
 

@@ -17,8 +17,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-from pytake_automation.flows.session import HttpRequest, HttpResult
 
+from pytake_automation.flows.session import HttpRequest, HttpResult
 from pytake_common import ssrf
 
 MAX_BODY = 256 * 1024

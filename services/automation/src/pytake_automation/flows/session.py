@@ -9,6 +9,7 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
 from pytake_automation.flows.values import Scalar
 
 Status = Literal["running", "waiting_reply", "waiting_http", "ended"]
@@ -43,6 +44,9 @@ class SessionState(BaseModel):
     #: actions emitted so far: the next action id derives from it (same step, same ids)
     emitted: int = 0
     end_reason: str | None = None
+    #: ids of the latest customer messages fed (the runtime's guard against the same
+    #: message arriving again under another event id)
+    seen_messages: list[str] = Field(default_factory=list)
 
 
 class Reply(BaseModel):

@@ -23,7 +23,6 @@ from pytake_automation.flows.definition import (
     choices_of,
     edges,
 )
-
 from pytake_common.errors import InvalidInput
 
 #: Meta's limits for interactive messages (docs: WhatsApp Cloud API, interactive)
