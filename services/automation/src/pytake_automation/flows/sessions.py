@@ -41,7 +41,7 @@ TIMER_KIND = "flow_wait"
 MAX_CALLS_PER_EVENT = 5
 #: customer message ids a session remembers (duplicates arrive close together)
 SEEN_MESSAGES = 20
-#: namespace of session ids derived from (organization, flow, trigger)
+#: namespace of session ids derived from (organization, conversation, flow, trigger)
 SESSION_IDS = uuid.UUID("5f0c3d7e-2a9b-5c41-8e6d-1b7a4c9e0f21")
 
 _http: FlowHttpClient | None = None
@@ -84,7 +84,7 @@ async def start(
     if found is None:
         raise FlowNotPublished(f"flow {flow_id} has no published version")
     version, definition = found
-    session_id = uuid.uuid5(SESSION_IDS, f"{org}:{flow_id}:{trigger_key}")
+    session_id = uuid.uuid5(SESSION_IDS, f"{org}:{target.conversation_id}:{flow_id}:{trigger_key}")
     state = new_session(definition, session_id=session_id, flow_id=flow_id, version=version)
     inserted = await session.execute(
         pg_insert(flow_sessions)

@@ -68,11 +68,18 @@ flow_sessions = Table(
     #: the interpreter's SessionState
     Column("state", JSONB, nullable=False),
     #: the fact that started it (a rule run's trigger): a redelivered trigger starts nothing
+    #: (unique with the conversation and the flow)
     Column("trigger_key", String(200), nullable=False),
     Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("ended_at", DateTime(timezone=True), nullable=True),
-    UniqueConstraint("organization_id", "flow_id", "trigger_key", name="uq_flow_sessions_trigger"),
+    UniqueConstraint(
+        "organization_id",
+        "conversation_id",
+        "flow_id",
+        "trigger_key",
+        name="uq_flow_sessions_trigger",
+    ),
     #: a conversation has at most one active flow
     Index(
         "uq_flow_sessions_active",

@@ -73,7 +73,11 @@ def upgrade() -> None:
         sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_flow_sessions")),
         sa.UniqueConstraint(
-            "organization_id", "flow_id", "trigger_key", name="uq_flow_sessions_trigger"
+            "organization_id",
+            "conversation_id",
+            "flow_id",
+            "trigger_key",
+            name="uq_flow_sessions_trigger",
         ),
     )
     op.create_index(
