@@ -66,10 +66,13 @@ async def test_reply_is_stored_pending_and_requests_a_send(app, client, tokens, 
         "context_wamid": conversation["inbound"].data["wamid"],
         "requested_by": str(agent),
         "payload": None,
+        "priority": "interactive",
     }
     appended = (await emitted(app, org, "message.appended.v1"))[-1]
     assert appended["data"]["message_id"] == body["id"]
     assert appended["data"]["direction"] == "outbound"
+    assert (appended["data"]["sender_type"], appended["data"]["sender_id"]) == ("user", str(agent))
+    assert appended["data"]["text"] == "On its way!"
 
     r = await client.get(f"/v1/conversations/{conversation['id']}/messages", headers=headers)
     assert [m["direction"] for m in r.json()["items"]] == ["inbound", "outbound"]

@@ -99,6 +99,7 @@ async def test_settings_and_profile_are_saved_and_announced(app, settings, clien
                 "welcome_message": "Olá! Como podemos ajudar?",
                 "away_message": "Estamos fora do horário.",
                 "auto_close_after_hours": 48,
+                "holidays": [{"date": "2026-12-25", "name": "Natal"}, {"date": "2026-01-01"}],
             },
             "profile": {"legal_name": "Acme LTDA", "country": "BR", "industry": "retail"},
         },
@@ -112,6 +113,10 @@ async def test_settings_and_profile_are_saved_and_announced(app, settings, clien
         "13:00:00",
     ]
     assert body["settings"]["auto_close_after_hours"] == 48
+    assert body["settings"]["holidays"] == [
+        {"date": "2026-01-01", "name": None},
+        {"date": "2026-12-25", "name": "Natal"},
+    ]
     assert body["profile"]["country"] == "BR"
     # a later patch of one key keeps the others
     r = await client.patch(
@@ -138,6 +143,8 @@ async def test_invalid_settings_are_refused_and_change_nothing(app, settings, cl
         {"settings": {"timezone": "Mars/Olympus_Mons"}},
         {"settings": {"business_hours": {"monday": [{"start": "18:00", "end": "09:00"}]}}},
         {"settings": {"auto_close_after_hours": -5}},
+        {"settings": {"holidays": [{"date": "2026-12-25"}, {"date": "2026-12-25"}]}},
+        {"settings": {"holidays": [{"date": "not a date"}]}},
         {"settings": {"timezone": None}},
         {"settings": {"language": "english please"}},
         {"settings": {"business_hours": {"funday": []}}},

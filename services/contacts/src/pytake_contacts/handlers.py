@@ -17,6 +17,7 @@ from pytake_common.consumer import Handler, PermanentError
 from pytake_common.event_types import WHATSAPP_MESSAGE_RECEIVED_V1
 from pytake_common.events import CloudEvent, TenantEventData
 from pytake_common.outbox import emit
+from pytake_contacts.automation_actions import AUTOMATION_HANDLERS
 from pytake_contacts.domain import PROFILE, clean_name, phone_from_wa_id
 from pytake_contacts.events import ContactCreated, ContactUpdated
 from pytake_contacts.tables import contacts, users
@@ -205,4 +206,5 @@ HANDLERS: dict[str, Handler] = {
     WHATSAPP_MESSAGE_RECEIVED_V1: on_message_received,
     **user_handlers(users),
     **TIMELINE_HANDLERS,
+    **AUTOMATION_HANDLERS,
 }

@@ -152,3 +152,17 @@ contact_interactions = Table(
     Column("fact_key", String(200), nullable=False),
     Column("data", JSONB, nullable=False, server_default="{}"),
 )
+
+#: automation's actions this service applied (``actions_requested``): each at most once
+automation_actions = Table(
+    "automation_actions",
+    metadata,
+    Column("action_id", UUID(as_uuid=True), primary_key=True),
+    Column("organization_id", UUID(as_uuid=True), nullable=False),
+    Column("contact_id", UUID(as_uuid=True), nullable=False),
+    Column("type", String(40), nullable=False),
+    #: ``applied``, ``unchanged``, or the problem code that stopped it (``unknown_tag``...)
+    Column("outcome", String(64), nullable=False),
+    Column("detail", String(500), nullable=True),
+    _ts("applied_at", False),
+)

@@ -3,6 +3,7 @@
 import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 from pytake_common.errors import Conflict, DomainError, InvalidInput
 
@@ -53,6 +54,26 @@ def status_moves(current: str, new: str) -> bool:
     if new not in RANK or current not in RANK:
         return False
     return RANK[new] > RANK[current]
+
+
+def interactive_reply(kind: str, content: Mapping[str, Any]) -> dict[str, str] | None:
+    """The option the customer chose (``{kind, id, title}``) from Meta's raw message: an
+    interactive ``button_reply``/``list_reply``, or a template quick-reply ``button``."""
+    inner = content.get(kind)
+    if not isinstance(inner, Mapping):
+        return None
+    if kind == "button":
+        payload, text = inner.get("payload"), inner.get("text")
+        if isinstance(payload, str) and isinstance(text, str):
+            return {"kind": "button", "id": payload, "title": text}
+        return None
+    if kind != "interactive":
+        return None
+    for key, reply_kind in (("button_reply", "button"), ("list_reply", "list")):
+        chosen = inner.get(key)
+        if isinstance(chosen, Mapping) and isinstance(chosen.get("id"), str):
+            return {"kind": reply_kind, "id": chosen["id"], "title": str(chosen.get("title") or "")}
+    return None
 
 
 def window_closes_at(last_inbound_at: datetime | None, hours: float) -> datetime | None:

@@ -6,7 +6,7 @@ Topics: ``pytake.conversations.conversation`` (subject = conversation id) and
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -40,6 +40,17 @@ class ConversationOpened(ConversationsEvent):
     started_by: uuid.UUID | None = None
 
 
+class InteractiveReply(BaseModel):
+    """The customer's choice: an interactive button/list reply, or a template's quick-reply
+    button (``button``: Meta's payload as ``id``, its text as ``title``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["button", "list"]
+    id: str
+    title: str
+
+
 class MessageAppended(ConversationsEvent):
     """A message (inbound from the customer or outbound from an agent) joined a conversation."""
 
@@ -50,6 +61,15 @@ class MessageAppended(ConversationsEvent):
     organization_id: uuid.UUID
     conversation_id: uuid.UUID
     contact_id: uuid.UUID
+    #: who wrote an outbound message: ``user``, ``api_client``, ``automation``, ``campaign``
+    #: (null for the customer's messages)
+    sender_type: str | None = None
+    #: the user, API client, automation rule/flow, or campaign
+    sender_id: uuid.UUID | None = None
+    #: the text of a text message (a media caption, a template's rendered body); for an
+    #: interactive or quick-reply answer, the chosen option's title
+    text: str | None = None
+    reply: InteractiveReply | None = None
     direction: str
     type: str
     created_at: datetime
@@ -99,6 +119,9 @@ class MessageSendRequested(ConversationsEvent):
     #: for every type but text: exactly the inner object WhatsApp expects under the
     #: message's type key, e.g. for template ``{name, language: {code}, components}``
     payload: dict[str, Any] | None = None
+    #: whatsapp-gateway's send queue serves a number's ``interactive`` requests (agents,
+    #: API clients) before ``automation`` ones, and those before ``campaign`` ones
+    priority: Literal["interactive", "automation", "campaign"] = "interactive"
 
 
 class ConversationStatusChanged(ConversationsEvent):
@@ -115,6 +138,10 @@ class ConversationStatusChanged(ConversationsEvent):
     #: the agent who changed it; null when the customer's message or the snooze timer did
     changed_by: uuid.UUID | None
     at: datetime
+    #: ``automation`` when automation asked for it (``actor_id``: the rule or flow), so a
+    #: rule never re-triggers itself; null for people and timers
+    actor_type: str | None = None
+    actor_id: uuid.UUID | None = None
 
 
 class ConversationAssigned(ConversationsEvent):
@@ -131,6 +158,10 @@ class ConversationAssigned(ConversationsEvent):
     #: null for automatic (round-robin) assignment
     assigned_by: uuid.UUID | None
     at: datetime
+    #: ``automation`` when automation asked for it (``actor_id``: the rule or flow), so a
+    #: rule never re-triggers itself; null for people and timers
+    actor_type: str | None = None
+    actor_id: uuid.UUID | None = None
 
 
 class MessageReadRequested(ConversationsEvent):

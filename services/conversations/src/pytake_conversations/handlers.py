@@ -37,6 +37,7 @@ from pytake_conversations.domain import (
     RECEIVED,
     RESOLVED,
     WAKES_ON_INBOUND,
+    interactive_reply,
     status_moves,
 )
 from pytake_conversations.events import ConversationOpened, MessageAppended, MessageStatusChanged
@@ -185,6 +186,8 @@ async def _append_inbound(
         organization_id=org,
         conversation_id=conversation["id"],
         contact_id=data.contact_id,
+        text=data.text,
+        reply=interactive_reply(data.type, data.content),
         direction=INBOUND,
         type=data.type,
         created_at=stored["created_at"],

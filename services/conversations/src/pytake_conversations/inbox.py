@@ -66,6 +66,10 @@ async def update_conversation(
     )
 
 
+def _actor(automation: uuid.UUID | None) -> dict[str, Any]:
+    return {"actor_type": "automation", "actor_id": automation} if automation else {}
+
+
 async def change_status(
     session: AsyncSession,
     org: uuid.UUID,
@@ -75,8 +79,10 @@ async def change_status(
     by: uuid.UUID | None,
     snooze_until: datetime | None = None,
     extra: dict[str, Any] | None = None,
+    automation: uuid.UUID | None = None,
 ) -> RowMapping:
-    """Move a (locked) conversation to ``new``; the caller checked the transition."""
+    """Move a (locked) conversation to ``new``; the caller checked the transition.
+    ``automation``: the rule or flow that asked (said in the event: loop protection)."""
     values: dict[str, Any] = dict(extra or {})
     values["snoozed_until"] = snooze_until if new == PENDING else None
     if new != conv["status"]:
@@ -99,6 +105,7 @@ async def change_status(
         new_status=new,
         changed_by=by,
         at=row["updated_at"],
+        **_actor(automation),
     )
     await emit(session, changed, row["id"], org)
     await push_conversation(
@@ -121,6 +128,7 @@ async def set_assignment(
     assignee_id: uuid.UUID | None,
     department_id: uuid.UUID | None,
     by: uuid.UUID | None,
+    automation: uuid.UUID | None = None,
 ) -> Row:
     """Store who handles the conversation and say so (Kafka + stream) if it changed."""
     if (conv["assignee_id"], conv["department_id"]) == (assignee_id, department_id):
@@ -136,6 +144,7 @@ async def set_assignment(
         department_id=department_id,
         assigned_by=by,
         at=row["updated_at"],
+        **_actor(automation),
     )
     await emit(session, assigned, row["id"], org)
     await push_conversation(
@@ -257,6 +266,18 @@ async def auto_assign(session: AsyncSession, org: uuid.UUID, conv: Row) -> Row:
     dept = await route_department(session, org, conv["number_id"])
     if dept is None:
         return conv
+    return await assign_to_department(session, org, conv, dept)
+
+
+async def assign_to_department(
+    session: AsyncSession,
+    org: uuid.UUID,
+    conv: Row,
+    dept: Row,
+    automation: uuid.UUID | None = None,
+) -> Row:
+    """Give the conversation to the (locked) department, and to one of its agents by
+    round-robin within the caps when the department routes that way."""
     agent = None
     if dept["strategy"] == "round_robin":
         agent = await pick_agent(session, org, dept)
@@ -267,7 +288,13 @@ async def auto_assign(session: AsyncSession, org: uuid.UUID, conv: Row) -> Row:
                 .values(last_assignee_id=agent)
             )
     return await set_assignment(
-        session, org, conv, assignee_id=agent, department_id=dept["id"], by=None
+        session,
+        org,
+        conv,
+        assignee_id=agent,
+        department_id=dept["id"],
+        by=None,
+        automation=automation,
     )
 
 

@@ -117,7 +117,9 @@ messages = Table(
     #: inbound only: when an agent marked it read (and asked WhatsApp to show the blue ticks)
     Column("read_at", DateTime(timezone=True), nullable=True),
     CheckConstraint("direction IN ('inbound', 'outbound', 'note')", name="direction"),
-    CheckConstraint("sender_type IN ('user', 'api_client')", name="sender_type"),
+    CheckConstraint(
+        "sender_type IN ('user', 'api_client', 'automation', 'campaign')", name="sender_type"
+    ),
     CheckConstraint(
         "status IN ('received', 'pending', 'sent', 'delivered', 'read', 'played', 'failed', "
         "'internal')",
@@ -297,4 +299,18 @@ Index(
     canned_responses.c.organization_id,
     func.lower(canned_responses.c.shortcode),
     unique=True,
+)
+
+#: automation's actions this service applied (``actions_requested``): each at most once
+automation_actions = Table(
+    "automation_actions",
+    metadata,
+    Column("action_id", UUID(as_uuid=True), primary_key=True),
+    Column("organization_id", UUID(as_uuid=True), nullable=False),
+    Column("conversation_id", UUID(as_uuid=True), nullable=False),
+    Column("type", String(40), nullable=False),
+    #: ``applied``, ``unchanged``, or the problem code that stopped it (``window_closed``...)
+    Column("outcome", String(64), nullable=False),
+    Column("detail", String(500), nullable=True),
+    Column("applied_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )

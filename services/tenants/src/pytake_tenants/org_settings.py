@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from datetime import time
+from datetime import date, time
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -29,6 +29,7 @@ WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", 
 LANGUAGE_RE = re.compile(r"^[a-z]{2,3}([_-]([A-Z]{2}|[0-9]{3}))?$")
 MAX_MESSAGE = 1024
 MAX_AUTO_CLOSE_HOURS = 24 * 90
+MAX_HOLIDAYS = 366
 _ZONES = frozenset(available_timezones())
 
 
@@ -92,10 +93,31 @@ class BusinessHours(_Strict):
         return self
 
 
+class Holiday(_Strict):
+    """A local day the organization is closed all day, whatever its weekly hours say."""
+
+    date: date
+    name: str | None = Field(default=None, max_length=100)
+
+
+Holidays = Annotated[list[Holiday], Field(max_length=MAX_HOLIDAYS)]
+
+
+def _distinct_days(value: list[Holiday] | None) -> list[Holiday] | None:
+    if value is None:
+        return None
+    days = [h.date for h in value]
+    if len(set(days)) != len(days):
+        raise ValueError("a holiday date is listed twice")
+    return sorted(value, key=lambda h: h.date)
+
+
 class OrganizationSettings(_Strict):
     timezone: str = "UTC"
     language: str = "en"
     business_hours: BusinessHours = BusinessHours()
+    #: closed days (local dates), e.g. public holidays; automation's away message applies
+    holidays: Holidays = []
     welcome_message: str | None = Field(default=None, max_length=MAX_MESSAGE)
     away_message: str | None = Field(default=None, max_length=MAX_MESSAGE)
     #: Idle open conversations are resolved after this many hours; null = never.
@@ -103,6 +125,7 @@ class OrganizationSettings(_Strict):
 
     _timezone = field_validator("timezone")(check_timezone)
     _language = field_validator("language")(check_language)
+    _holidays = field_validator("holidays")(_distinct_days)
 
     @field_validator("welcome_message", "away_message")
     @classmethod
@@ -116,12 +139,14 @@ class OrganizationSettingsPatch(_Strict):
     timezone: str | None = None
     language: str | None = None
     business_hours: BusinessHours | None = None
+    holidays: Holidays | None = None
     welcome_message: str | None = Field(default=None, max_length=MAX_MESSAGE)
     away_message: str | None = Field(default=None, max_length=MAX_MESSAGE)
     auto_close_after_hours: int | None = Field(default=None, ge=1, le=MAX_AUTO_CLOSE_HOURS)
 
     _timezone = field_validator("timezone")(check_timezone)
     _language = field_validator("language")(check_language)
+    _holidays = field_validator("holidays")(_distinct_days)
 
 
 Industry = Literal[

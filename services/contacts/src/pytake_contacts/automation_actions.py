@@ -1,0 +1,186 @@
+"""Applying automation's ``actions_requested``: the contact's part, in list order.
+
+Contacts owns ``add_tag``, ``remove_tag`` (by ``tag_id`` or ``tag_name``, case-insensitive)
+and ``set_attribute`` (validated against the organization's attribute definitions, ``null``
+removes). Each action is claimed once by its ``action_id`` (``automation_actions``) in the
+inbox's transaction and applied in a savepoint; one that cannot apply (an unknown tag or
+attribute, an erased contact) is recorded with its problem code and the next still run.
+The events are the ones an agent's change publishes (``contact.tagged``, ``contact.updated``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pytake_common.consumer import Handler
+from pytake_common.errors import DomainError, NotFound
+from pytake_common.event_types import AUTOMATION_SESSION_ACTIONS_REQUESTED_V1
+from pytake_common.events import CloudEvent, TenantEventData
+from pytake_common.outbox import emit
+from pytake_contacts.domain import merge_attributes
+from pytake_contacts.events import ContactTagged, ContactUntagged, ContactUpdated
+from pytake_contacts.store import attribute_schema, load_contact, load_tag
+from pytake_contacts.tables import automation_actions, contact_tags, contacts, tags
+
+
+class ActionsRequested(TenantEventData):
+    organization_id: uuid.UUID
+    contact_id: uuid.UUID
+    actions: list[dict[str, Any]]
+
+
+class UnknownTag(NotFound):
+    code, title = "unknown_tag", "No such tag in this organization"
+
+
+Apply = Callable[[AsyncSession, RowMapping, dict[str, Any]], Awaitable[str]]
+
+
+async def _tag_id(session: AsyncSession, org: uuid.UUID, action: dict[str, Any]) -> uuid.UUID:
+    if action.get("tag_id"):
+        tag = await load_tag(session, org, uuid.UUID(str(action["tag_id"])))
+        return uuid.UUID(str(tag["id"]))
+    found = await session.scalar(
+        select(tags.c.id).where(
+            tags.c.organization_id == org,
+            func.lower(tags.c.name) == str(action.get("tag_name", "")).lower(),
+        )
+    )
+    if found is None:
+        raise UnknownTag(f"no tag named {action.get('tag_name')!r}")
+    return uuid.UUID(str(found))
+
+
+async def add_tag(session: AsyncSession, contact: RowMapping, action: dict[str, Any]) -> str:
+    org, contact_id = contact["organization_id"], contact["id"]
+    tag_id = await _tag_id(session, org, action)
+    added = await session.scalar(
+        pg_insert(contact_tags)
+        .values(organization_id=org, contact_id=contact_id, tag_id=tag_id)
+        .on_conflict_do_nothing()
+        .returning(contact_tags.c.tag_id)
+    )
+    if added is None:
+        return "unchanged"
+    await emit(
+        session,
+        ContactTagged(contact_id=contact_id, organization_id=org, tag_id=tag_id),
+        contact_id,
+        org,
+    )
+    return "applied"
+
+
+async def remove_tag(session: AsyncSession, contact: RowMapping, action: dict[str, Any]) -> str:
+    org, contact_id = contact["organization_id"], contact["id"]
+    tag_id = await _tag_id(session, org, action)
+    removed = await session.scalar(
+        delete(contact_tags)
+        .where(
+            contact_tags.c.organization_id == org,
+            contact_tags.c.contact_id == contact_id,
+            contact_tags.c.tag_id == tag_id,
+        )
+        .returning(contact_tags.c.tag_id)
+    )
+    if removed is None:
+        return "unchanged"
+    await emit(
+        session,
+        ContactUntagged(contact_id=contact_id, organization_id=org, tag_id=tag_id),
+        contact_id,
+        org,
+    )
+    return "applied"
+
+
+async def set_attribute(session: AsyncSession, contact: RowMapping, action: dict[str, Any]) -> str:
+    org, contact_id = contact["organization_id"], contact["id"]
+    schema = await attribute_schema(session, org)
+    current = contact["attributes"] or {}
+    merged = merge_attributes(schema, current, {str(action["key"]): action.get("value")})
+    if merged == current:
+        return "unchanged"
+    await session.execute(
+        update(contacts)
+        .where(contacts.c.id == contact_id, contacts.c.organization_id == org)
+        .values(attributes=merged, updated_at=func.now())
+    )
+    payload = ContactUpdated(
+        contact_id=contact_id,
+        organization_id=org,
+        name=contact["name"],
+        phone=contact["phone"],
+        changed=["attributes"],
+        attributes=merged,
+    )
+    await emit(session, payload, contact_id, org)
+    return "applied"
+
+
+APPLY: dict[str, Apply] = {
+    "add_tag": add_tag,
+    "remove_tag": remove_tag,
+    "set_attribute": set_attribute,
+}
+
+
+async def on_actions_requested(session: AsyncSession, event: CloudEvent) -> None:
+    data = event.parse_data(ActionsRequested)
+    org = data.organization_id
+    for action in data.actions:
+        apply = APPLY.get(str(action.get("type")))
+        if apply is None:
+            continue  # conversations' (or a newer type)
+        action_id = uuid.UUID(str(action["action_id"]))
+        claimed = await session.scalar(
+            pg_insert(automation_actions)
+            .values(
+                action_id=action_id,
+                organization_id=org,
+                contact_id=data.contact_id,
+                type=action["type"],
+                outcome="claimed",
+            )
+            .on_conflict_do_nothing()
+            .returning(automation_actions.c.action_id)
+        )
+        if claimed is None:
+            continue  # applied before
+        outcome, detail = await _apply_one(session, org, data.contact_id, apply, action)
+        await session.execute(
+            update(automation_actions)
+            .where(automation_actions.c.action_id == action_id)
+            .values(outcome=outcome, detail=detail)
+        )
+
+
+async def _apply_one(
+    session: AsyncSession,
+    org: uuid.UUID,
+    contact_id: uuid.UUID,
+    apply: Apply,
+    action: dict[str, Any],
+) -> tuple[str, str | None]:
+    try:
+        async with session.begin_nested():
+            contact = await load_contact(session, org, contact_id, lock=True)
+            if contact["erased_at"] is not None:
+                return "contact_erased", None
+            return await apply(session, contact, action), None
+    except DomainError as exc:
+        return exc.code, exc.detail[:500]
+    except (KeyError, ValueError, TypeError) as exc:
+        return "invalid_action", repr(exc)[:500]
+
+
+AUTOMATION_HANDLERS: dict[str, Handler] = {
+    AUTOMATION_SESSION_ACTIONS_REQUESTED_V1: on_actions_requested,
+}
