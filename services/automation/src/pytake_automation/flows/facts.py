@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime, time
+from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pytake_automation.business_hours import schedule_of
 from pytake_automation.flows.session import Facts
 from pytake_automation.tables import contacts, organizations, tags
-
-WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 
 async def facts_of(
@@ -54,47 +52,13 @@ async def facts_of(
                 select(organizations.c.settings).where(organizations.c.organization_id == org)
             )
         ).scalar_one_or_none()
-        business_open = open_at(settings or {}, at or datetime.now().astimezone())
+        business_open = schedule_of(settings or {}).is_open(at or datetime.now(UTC))
     return Facts(
         contact_name=name,
         attributes=attributes,
         tags=frozenset(labels),
         business_hours_open=business_open,
     )
-
-
-def open_at(settings: dict[str, Any], at: datetime) -> bool:
-    """Open by the organization's weekly hours in its time zone, closed on its holidays.
-
-    No business hours configured at all counts as always open (nothing to honour)."""
-    hours = settings.get("business_hours")
-    if not isinstance(hours, dict) or not any(hours.get(day) for day in WEEKDAYS):
-        return True
-    try:
-        zone = ZoneInfo(str(settings.get("timezone") or "UTC"))
-    except (ZoneInfoNotFoundError, ValueError):
-        zone = ZoneInfo("UTC")
-    local = at.astimezone(zone)
-    if local.date().isoformat() in {_day(h) for h in settings.get("holidays") or []}:
-        return False
-    now = local.time().replace(tzinfo=None)
-    for span in hours.get(WEEKDAYS[local.weekday()]) or []:
-        try:
-            start, end = time.fromisoformat(span["start"]), time.fromisoformat(span["end"])
-        except (KeyError, TypeError, ValueError):
-            continue
-        if start <= now < end:
-            return True
-    return False
-
-
-def _day(holiday: Any) -> str:
-    """Holidays as ``YYYY-MM-DD`` or ``{date: YYYY-MM-DD, ...}``."""
-    value = holiday.get("date") if isinstance(holiday, dict) else holiday
-    try:
-        return date.fromisoformat(str(value)).isoformat()
-    except ValueError:
-        return ""
 
 
 def _text(value: Any) -> str:
