@@ -220,6 +220,22 @@ def test_ask_stores_into_a_contact_attribute() -> None:
     assert result.actions[0]["type"] == "set_attribute"
     assert result.actions[0]["key"] == "email" and result.actions[0]["value"] == "ana@example.com"
     assert result.state.attributes == {"email": "ana@example.com"}
+    # a number goes to contacts as a number (a number attribute refuses text)
+    run = Run(
+        flow(
+            ask(
+                "n",
+                "Age?",
+                "end",
+                validate={"kind": "number"},
+                store={"target": "attribute", "key": "age"},
+            ),
+            END,
+        )
+    )
+    run.start()
+    result = run.say("42")
+    assert result.actions[0]["value"] == 42 and result.state.attributes == {"age": "42"}
 
 
 def test_each_validation_kind() -> None:

@@ -232,7 +232,7 @@ class _Run:
         self.state.last_answer = value
         store = node.store
         if store is not None and store.target == "attribute":
-            self.set_attribute(store.key, values.as_text(value))
+            self.set_attribute(store.key, value)
         elif store is not None:
             self.state.variables[store.key] = value
         label = node.label or (store.key if store else node.id)
@@ -342,9 +342,11 @@ class _Run:
         target = {"tag_id": tag} if _is_uuid(tag) else {"tag_name": tag}
         self.emit("remove_tag" if remove else "add_tag", **target)
 
-    def set_attribute(self, key: str, value: str) -> None:
-        self.state.attributes[key] = value[: values.VALUE_MAX]
-        self.emit("set_attribute", key=key, value=value[: values.VALUE_MAX])
+    def set_attribute(self, key: str, value: values.Scalar) -> None:
+        """The answer's own type goes to contacts (a number attribute takes a number)."""
+        kept = value[: values.VALUE_MAX] if isinstance(value, str) else value
+        self.state.attributes[key] = values.as_text(kept)
+        self.emit("set_attribute", key=key, value=kept)
 
     def send(self, message: Message) -> None:
         if isinstance(message, TextMessage):
