@@ -8,7 +8,6 @@ from typing import Any
 
 from aiokafka.structs import ConsumerRecord
 
-from pytake_automation.handlers import HANDLERS
 from pytake_common.consumer import EventConsumer
 from pytake_common.events import CloudEvent
 
@@ -41,7 +40,7 @@ def internal(etype: str, org: uuid.UUID, subject: uuid.UUID, **data: Any) -> Clo
 
 async def deliver(app: Any, settings: Any, *events: CloudEvent) -> None:
     """Through the real idempotent consumer: inbox mark and handler in one transaction."""
-    consumer = EventConsumer(settings, app.state.db, "automation", HANDLERS)
+    consumer = EventConsumer(settings, app.state.db, "automation", app.state.handlers)
     try:
         for offset, ev in enumerate(events):
             value = ev.to_bytes()

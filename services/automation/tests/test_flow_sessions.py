@@ -17,7 +17,6 @@ from pytake_automation.context import ContactView, ConversationView, TriggerCont
 from pytake_automation.flows import sessions
 from pytake_automation.flows.http import FlowHttpClient
 from pytake_automation.flows.tables import flow_sessions
-from pytake_automation.flows.timers import fire_due
 from pytake_automation.tables import timers
 from pytake_common.mechanics import outbox
 
@@ -274,13 +273,13 @@ async def test_no_reply_within_the_timeout_takes_the_timeout_branch(app, setting
         [timer] = (await s.execute(select(timers))).all()
     assert (timer.kind, timer.armed_by) == ("flow_wait", "1")
     assert timedelta(seconds=50) < timer.due_at - now() <= timedelta(seconds=60)
-    assert await fire_due(app.state.db) == 0  # not due yet
+    assert await app.state.timers.fire_due() == 0  # not due yet
     await _due_now(app, talk.id)
-    assert await fire_due(app.state.db) == 1
+    assert await app.state.timers.fire_due() == 1
     actions = await talk.new_actions()
     assert kinds(actions) == ["send_text", "set_status"] and actions[0]["text"] == "Talk later!"
     assert (await talk.session()).end_reason == "completed"
-    assert await fire_due(app.state.db) == 0
+    assert await app.state.timers.fire_due() == 0
 
 
 async def test_a_stale_timer_does_nothing(app, settings, client, tokens):
@@ -293,7 +292,7 @@ async def test_a_stale_timer_does_nothing(app, settings, client, tokens):
         [timer] = (await s.execute(select(timers))).all()
         assert timer.armed_by == "2"
         await s.execute(update(timers).values(armed_by="1", due_at=now() - timedelta(seconds=1)))
-    assert await fire_due(app.state.db) == 1
+    assert await app.state.timers.fire_due() == 1
     assert await talk.new_actions() == []
     assert (await talk.session()).state["node_id"] == "name"
 
@@ -380,3 +379,55 @@ async def test_an_unpublished_or_foreign_flow_does_not_start(app, settings, clie
     foreign = await published(client, tokens, uuid.uuid4(), four_steps())
     with pytest.raises(flows.FlowNotPublished):
         await talk.start(foreign)
+
+
+async def test_a_keyword_rule_starts_the_flow_and_the_flow_then_takes_the_messages(
+    app, settings, client, tokens
+):
+    talk = Conversation(app, settings)
+    h = tokens.headers(organization_id=talk.org)
+    flow_id = await published(client, tokens, talk.org, four_steps())
+    rule = {
+        "name": "help starts triage",
+        "trigger": {"type": "message_received"},
+        "conditions": [{"type": "text_contains", "words": ["help"]}],
+        "actions": [{"type": "start_flow", "flow_id": flow_id}],
+    }
+    r = await client.post("/v1/automation/rules", json=rule, headers=h)
+    assert r.status_code == 201, r.text
+    opened = internal(
+        "pytake.conversations.conversation.opened.v1",
+        talk.org,
+        talk.id,
+        conversation_id=talk.id,
+        contact_id=talk.contact,
+        number_id=talk.number,
+        opened_at=now(),
+    )
+    await deliver(app, settings, opened)
+    first = await talk.says("I need help")
+    assert kinds(first) == ["send_interactive"]  # the trigger is not the first answer
+    # "help" again is an answer to the flow now (not an option: asked again), not a trigger
+    again = await talk.says("help")
+    assert [a["type"] for a in again] == ["send_text", "send_interactive"]
+    async with app.state.db.transaction(bypass_rls=True) as s:
+        assert len((await s.execute(select(flow_sessions.c.id))).all()) == 1
+
+
+async def test_resolving_the_conversation_ends_the_flow(app, settings, client, tokens):
+    talk = Conversation(app, settings)
+    flow_id = await published(client, tokens, talk.org, four_steps())
+    await talk.start(flow_id)
+    event = internal(
+        "pytake.conversations.conversation.status_changed.v1",
+        talk.org,
+        talk.id,
+        conversation_id=talk.id,
+        contact_id=talk.contact,
+        old_status="open",
+        new_status="resolved",
+        at=now(),
+    )
+    await deliver(app, settings, event)
+    row = await talk.session()
+    assert (row.status, row.end_reason) == ("ended", "conversation_resolved")

@@ -3,11 +3,16 @@
 from fastapi import FastAPI
 
 from pytake_automation.api import flows as flows_api
+from pytake_automation.api import rules
+from pytake_automation.api import settings as settings_api
 from pytake_automation.config import Settings
+from pytake_automation.engine import Engine
 from pytake_automation.flows import sessions as flow_sessions
 from pytake_automation.flows.http import FlowHttpClient
-from pytake_automation.flows.timers import FlowTimers
-from pytake_automation.handlers import HANDLERS
+from pytake_automation.handlers import handlers
+from pytake_automation.rule_cache import RuleCache, RuleEvents
+from pytake_automation.timers import TimerWorker
+from pytake_automation.triggers import Triggers
 from pytake_common.consumer import EventConsumer
 from pytake_common.db import Database
 from pytake_common.outbox import OutboxRelay
@@ -19,15 +24,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     db = Database(settings.service_database_url(), app_role=settings.db_app_role)
     flow_http = FlowHttpClient(allow_loopback=settings.flow_http_allow_loopback)
     flow_sessions.configure_http(flow_http)
-    return create_service_app(
+    cache = RuleCache(settings.rule_cache_size)
+    engine = Engine(settings, cache)
+    triggers = Triggers(engine)
+    table = handlers(triggers)
+    timer_worker = TimerWorker(
+        db, triggers.on_timer, settings.timer_batch, settings.timer_poll_interval_s
+    )
+    app = create_service_app(
         settings,
         title="PyTake automation",
-        routers=[flows_api.router, flows_api.hosts_router],
+        routers=[rules.router, settings_api.router, flows_api.router, flows_api.hosts_router],
         db=db,
         workers=lambda: [
             OutboxRelay(settings, db).run,
-            EventConsumer(settings, db, "automation", HANDLERS).run,
-            FlowTimers(db, settings.timer_poll_interval_s, settings.timer_batch).run,
+            EventConsumer(settings, db, "automation", table).run,
+            RuleEvents(settings, cache).run,
+            timer_worker.run,
         ],
         on_shutdown=[flow_http.close],
     )
+    app.state.engine = engine
+    app.state.handlers = table
+    app.state.timers = timer_worker
+    return app

@@ -1,37 +1,203 @@
-"""From a conversation event to automation: the replica moves, then what it triggers."""
+"""From a conversation event to automation: the replica moves, then what it triggers.
+
+Per event, in the inbox's transaction: the conversations replica is updated, the trigger's
+situation is read (contact, settings: one round trip), automatic messages and the
+organization's compiled rules (in memory) run, and timers are armed or cancelled.
+"""
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pytake_automation import automatic, flows, timers
 from pytake_automation import conversation_state as state
-from pytake_automation import flows
+from pytake_automation.engine import Engine
+from pytake_automation.tables import organizations
 from pytake_common.events import CloudEvent
 
+CLOSED_STATUSES = frozenset({"resolved", "closed"})
 
-async def on_appended(session: AsyncSession, event: CloudEvent, d: state.Appended) -> None:
-    await state.on_appended(session, d)
-    org, conversation_id = d.organization_id, d.conversation_id
-    if d.direction == "inbound":
-        reply = d.reply.model_dump() if d.reply is not None else None
-        await flows.on_customer_message(
-            session, org, conversation_id, text=d.text, reply=reply, message_id=d.message_id
+
+class Triggers:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def on_appended(
+        self, session: AsyncSession, event: CloudEvent, d: state.Appended
+    ) -> None:
+        row = await state.on_appended(session, d)
+        org, conv = d.organization_id, d.conversation_id
+        if d.direction == "inbound":
+            situation = await self.engine.situation(
+                session,
+                row,
+                "message_received",
+                f"message:{d.message_id}",
+                d.created_at,
+                text=d.text or (d.reply.title if d.reply else None),
+                reply=d.reply.model_dump() if d.reply else None,
+                first_message=row.inbound_count == 1,
+            )
+            # an active flow answers first (a message that starts a flow through a rule
+            # is not also the flow's first answer); what a flow took, rules do not see
+            taken = await flows.on_customer_message(
+                session,
+                org,
+                conv,
+                text=d.text,
+                reply=d.reply.model_dump() if d.reply else None,
+                message_id=d.message_id,
+                business_open=situation.ctx.business_open,
+            )
+            if not taken:
+                await automatic.on_customer_message(session, self.engine, situation)
+                await self.engine.run_rules(session, situation)
+            rule_set = await self.engine.cache.rules(session, org)
+            for rule in rule_set.timer_rules(timers.NO_AGENT_REPLY):
+                assert rule.minutes is not None
+                await timers.arm(
+                    session,
+                    org,
+                    conv,
+                    timers.NO_AGENT_REPLY,
+                    f"rule:{rule.id}",
+                    d.created_at + timedelta(minutes=rule.minutes),
+                    str(d.message_id),
+                    keep_earlier=True,
+                )
+        elif d.sender_type in state.AGENT_SENDERS:
+            await timers.cancel(session, org, conv, timers.NO_AGENT_REPLY)
+            await flows.on_agent_activity(session, org, conv, "agent_replied")
+        if d.sender_type != "automation":
+            await self._arm_idle(session, row, d)
+
+    async def _arm_idle(self, session: AsyncSession, row: Row[Any], d: state.Appended) -> None:
+        hours = await self._auto_close_hours(session, d.organization_id)
+        if hours is None or row.status in CLOSED_STATUSES:
+            return
+        await timers.arm(
+            session,
+            d.organization_id,
+            d.conversation_id,
+            timers.IDLE,
+            "auto_resolve",
+            d.created_at + timedelta(hours=hours),
+            str(d.message_id),
+            keep_earlier=False,
         )
-    elif d.sender_type in state.AGENT_SENDERS:
-        await flows.on_agent_activity(session, org, conversation_id, "agent_replied")
 
-
-async def on_opened(session: AsyncSession, event: CloudEvent, d: state.Opened) -> None:
-    await state.on_opened(session, d)
-
-
-async def on_status(session: AsyncSession, event: CloudEvent, d: state.StatusMoved) -> None:
-    await state.on_status(session, d)
-
-
-async def on_assigned(session: AsyncSession, event: CloudEvent, d: state.Assigned) -> None:
-    await state.on_assigned(session, d)
-    if d.assignee_id is not None:
-        await flows.on_agent_activity(
-            session, d.organization_id, d.conversation_id, "assigned_to_agent"
+    async def _auto_close_hours(self, session: AsyncSession, org: uuid.UUID) -> float | None:
+        document = await session.scalar(
+            select(organizations.c.settings).where(organizations.c.organization_id == org)
         )
+        hours = (document or {}).get("auto_close_after_hours")
+        return float(hours) if hours else None
+
+    async def on_opened(self, session: AsyncSession, event: CloudEvent, d: state.Opened) -> None:
+        row = await state.on_opened(session, d)
+        situation = await self.engine.situation(
+            session,
+            row,
+            "conversation_opened",
+            f"opened:{d.conversation_id}:{d.opened_at.isoformat()}",
+            d.opened_at,
+        )
+        await self.engine.run_rules(session, situation)
+        if row.assignee_id is None:
+            await self._arm_unassigned(
+                session, row, f"opened:{d.opened_at.isoformat()}", d.opened_at
+            )
+
+    async def _arm_unassigned(
+        self, session: AsyncSession, row: Row[Any], armed_by: str, at: Any
+    ) -> None:
+        rule_set = await self.engine.cache.rules(session, row.organization_id)
+        for rule in rule_set.timer_rules(timers.UNASSIGNED):
+            assert rule.minutes is not None
+            await timers.arm(
+                session,
+                row.organization_id,
+                row.id,
+                timers.UNASSIGNED,
+                f"rule:{rule.id}",
+                at + timedelta(minutes=rule.minutes),
+                armed_by,
+                keep_earlier=True,
+            )
+
+    async def on_status(
+        self, session: AsyncSession, event: CloudEvent, d: state.StatusMoved
+    ) -> None:
+        row = await state.on_status(session, d)
+        if d.new_status in CLOSED_STATUSES:
+            await timers.cancel(session, d.organization_id, d.conversation_id)
+            await flows.on_agent_activity(
+                session, d.organization_id, d.conversation_id, f"conversation_{d.new_status}"
+            )
+        situation = await self.engine.situation(
+            session,
+            row,
+            "status_changed",
+            f"status:{d.conversation_id}:{d.new_status}:{d.at.isoformat()}",
+            d.at,
+            new_status=d.new_status,
+            actor_type=d.actor_type,
+            actor_id=d.actor_id,
+        )
+        await self.engine.run_rules(session, situation)
+
+    async def on_assigned(
+        self, session: AsyncSession, event: CloudEvent, d: state.Assigned
+    ) -> None:
+        row = await state.on_assigned(session, d)
+        if d.assignee_id is not None:
+            await timers.cancel(session, d.organization_id, d.conversation_id, timers.UNASSIGNED)
+            await flows.on_agent_activity(
+                session, d.organization_id, d.conversation_id, "assigned_to_agent"
+            )
+        elif row.status not in CLOSED_STATUSES:
+            await self._arm_unassigned(session, row, f"unassigned:{d.at.isoformat()}", d.at)
+        situation = await self.engine.situation(
+            session,
+            row,
+            "assigned",
+            f"assigned:{d.conversation_id}:{d.at.isoformat()}",
+            d.at,
+            actor_type=d.actor_type,
+            actor_id=d.actor_id,
+        )
+        await self.engine.run_rules(session, situation)
+
+    async def on_timer(self, session: AsyncSession, timer: Row[Any]) -> None:
+        """A due timer (the worker's transaction, bound to no organization)."""
+        if timer.kind == flows.TIMER_KIND:
+            await flows.on_timer(
+                session,
+                timer.organization_id,
+                timer.conversation_id,
+                timer.source_key,
+                timer.armed_by,
+            )
+            return
+        row = await state.load(session, timer.organization_id, timer.conversation_id)
+        if row is None or row.status in CLOSED_STATUSES:
+            return
+        now = datetime.now(UTC)
+        key = f"{timer.kind}:{timer.armed_by}"
+        if timer.kind == timers.IDLE:
+            situation = await self.engine.situation(session, row, "idle", key, now)
+            await automatic.auto_resolve(session, self.engine, situation, row.last_inbound_at)
+            return
+        if timer.kind == timers.UNASSIGNED and row.assignee_id is not None:
+            return
+        rule_id = uuid.UUID(timer.source_key.removeprefix("rule:"))
+        situation = await self.engine.situation(
+            session, row, timer.kind, key, now, timer_rule_id=rule_id
+        )
+        await self.engine.run_rules(session, situation)

@@ -4,7 +4,8 @@ a pure interpreter (``interpreter``), and their running on conversations (``sess
 Entry points for the rest of the service, each in the caller's transaction:
 :func:`start_flow` (rules' "start a flow" action), :func:`on_customer_message` (the
 active session answers it), :func:`on_agent_activity` (an agent's reply
-or an assignment to an agent ends the session) and :func:`on_timer`.
+or an assignment to an agent ends the session) and :func:`on_timer` (the timer
+worker's ``flow_wait`` rows).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pytake_automation.flows import sessions
 from pytake_automation.flows.facts import facts_of
 from pytake_automation.flows.session import Facts, Inbound, Reply
-from pytake_automation.flows.sessions import FlowNotPublished
+from pytake_automation.flows.sessions import TIMER_KIND, FlowNotPublished
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from pytake_automation.context import TriggerContext
 
 __all__ = [
+    "TIMER_KIND",
     "FlowNotPublished",
     "on_agent_activity",
     "on_customer_message",
