@@ -6,6 +6,7 @@ Functions take the caller's session and never commit (route handlers do).
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from datetime import datetime
 from typing import Any
 
@@ -248,10 +249,24 @@ async def versions(session: AsyncSession, org: uuid.UUID, flow_id: uuid.UUID) ->
     ]
 
 
+#: published definitions, parsed once: versions never change, so an entry never goes stale
+_PARSED: OrderedDict[tuple[uuid.UUID, uuid.UUID, int], FlowDefinition] = OrderedDict()
+PARSED_MAX = 1024
+
+
 async def published(
     session: AsyncSession, org: uuid.UUID, flow_id: uuid.UUID, version: int | None = None
 ) -> tuple[int, FlowDefinition] | None:
-    """The given version, or the newest published one; None if there is none."""
+    """The given version, or the newest published one; None if there is none.
+
+    A version's definition is parsed once per process (an active session's every message
+    needs it); the row is still looked up when the version is not given or not cached, so
+    a deleted flow or another organization's is never served from memory alone."""
+    if version is not None and (cached := _PARSED.get((org, flow_id, version))) is not None:
+        exists = await session.scalar(
+            select(flows.c.id).where(flows.c.id == flow_id, flows.c.organization_id == org)
+        )
+        return (version, cached) if exists is not None else None
     stmt = select(flow_versions.c.version, flow_versions.c.definition).where(
         flow_versions.c.flow_id == flow_id, flow_versions.c.organization_id == org
     )
@@ -262,4 +277,10 @@ async def published(
     row = (await session.execute(stmt)).one_or_none()
     if row is None:
         return None
-    return row.version, FlowDefinition.model_validate(row.definition)
+    key = (org, flow_id, row.version)
+    definition = _PARSED.get(key) or FlowDefinition.model_validate(row.definition)
+    _PARSED[key] = definition
+    _PARSED.move_to_end(key)
+    while len(_PARSED) > PARSED_MAX:
+        _PARSED.popitem(last=False)
+    return row.version, definition
