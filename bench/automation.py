@@ -1,0 +1,240 @@
+"""Automation's cost and speed: CPU per inbound message with 50 rules vs none, and the
+automatic reply's latency to the simulator's Graph API.
+
+Part 1 (in process, real PostgreSQL): an automation app without workers; N inbound
+``message.appended`` events go through the real idempotent consumer (inbox mark, replica,
+situation read, automatic messages, rules, timers, outbox), first with no rules, then with 50
+active rules (keyword, tag, attribute, hours, status conditions; one in five acts). Prints
+this process's CPU per message and PostgreSQL's (its server only), each net of nothing
+(the loop is busy throughout). Flows: a 5-flow variant is left for when flows exist
+(``--flows`` is refused until then).
+
+Part 2 (``--latency K``, the whole platform as processes): an organization closed today (a
+holiday) with an away message; K customers write once each; for each, the time from the
+simulator posting the webhook to the away message's Graph API call (polled every 20 ms).
+
+Usage: python bench/automation.py [--n 500] [--latency 20]
+The box is shared and noisy: compare runs by the calibration line printed first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiokafka.structs import ConsumerRecord
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _measure import calibrate, infrastructure, pct, platform, postgres_cpu
+
+from pytake_automation.app import create_app
+from pytake_automation.config import Settings
+from pytake_automation.rule_model import RuleBody
+from pytake_automation.rules import create as create_rule
+from pytake_common.consumer import EventConsumer
+from pytake_common.events import CloudEvent
+from pytake_common.migrations import upgrade
+from pytake_common.pgtenant import to_asyncpg_url
+from pytake_devstack.mainloop import MainLoop, poll
+
+MIGRATIONS = Path(__file__).parents[1] / "services/automation/src/pytake_automation/migrations"
+
+
+def appended(org: uuid.UUID, conv: uuid.UUID, contact: uuid.UUID, text: str) -> CloudEvent:
+    message = uuid.uuid4()
+    return CloudEvent(
+        source="pytake/conversations",
+        type="pytake.conversations.message.appended.v1",
+        subject=str(message),
+        tenantid=str(org),
+        data={
+            "organization_id": str(org),
+            "message_id": str(message),
+            "conversation_id": str(conv),
+            "contact_id": str(contact),
+            "direction": "inbound",
+            "type": "text",
+            "text": text,
+            "created_at": datetime.now(UTC).isoformat(),
+        },
+    )
+
+
+def fifty_rules() -> list[RuleBody]:
+    """Fifty rules of the kinds organizations write (keywords, tags, attributes, hours, status)."""
+    out = []
+    for i in range(50):
+        kind = i % 5
+        conditions: list[dict[str, Any]] = [
+            [{"type": "text_contains", "words": [f"produto {i}", f"pedido numero {i}"]}],
+            [{"type": "contact_tag", "tag_id": str(uuid.uuid4())}],
+            [{"type": "contact_attribute", "key": "plan", "value": f"plan{i}"}],
+            [{"type": "business_hours", "state": "closed"}, {"type": "first_message"}],
+            [{"type": "conversation_status", "any_of": ["pending"]}],
+        ][kind]
+        out.append(
+            RuleBody(
+                name=f"rule {i}",
+                position=i,
+                trigger={"type": "message_received"},
+                conditions=conditions,
+                actions=[{"type": "add_note", "text": f"rule {i}"}],
+            )
+        )
+    return out
+
+
+async def cpu_per_message(pg_url: str, postmaster: Any, n: int) -> None:
+    url = to_asyncpg_url(pg_url, database=f"bench_automation_{uuid.uuid4().hex[:8]}")
+    await asyncio.to_thread(upgrade, MIGRATIONS, url, "pytake_app")
+    settings = Settings(
+        own_database_url=url,
+        kafka_bootstrap="127.0.0.1:9",
+        run_workers=False,
+        env="test",
+        actions_per_conversation_per_minute=1000,
+    )
+    app = create_app(settings)
+    consumer = EventConsumer(settings, app.state.db, "automation", app.state.handlers)
+    # one message in three matches one rule (rule 5's phrase); the others match none
+    texts = ["oi, quero a segunda via do boleto", "meu pedido número 5 atrasou", "bom dia"]
+    try:
+        for label, rules in (("no rules", []), ("50 rules", fifty_rules())):
+            org = uuid.uuid4()
+            async with app.state.db.transaction(organization_id=org) as session:
+                for body in rules:
+                    await create_rule(session, org, None, body)
+            convs = [(uuid.uuid4(), uuid.uuid4()) for _ in range(50)]
+            events = [appended(org, *convs[i % 50], texts[i % 3]) for i in range(n)]
+            await _process(consumer, events[:20])  # warm: caches, statements
+            pg0, cpu0, t0 = postgres_cpu(postmaster), time.process_time(), time.perf_counter()
+            await _process(consumer, events[20:])
+            pg1, cpu1, t1 = postgres_cpu(postmaster), time.process_time(), time.perf_counter()
+            m = n - 20
+            print(
+                f"{label:>9}: automation {1000 * (cpu1 - cpu0) / m:.2f} ms CPU/message, "
+                f"postgres {1000 * (pg1 - pg0) / m:.2f} ms, wall {1000 * (t1 - t0) / m:.2f} ms"
+            )
+    finally:
+        await consumer.close()
+        await app.state.db.dispose()
+
+
+def matching_only(n: int) -> None:
+    """The in-memory part alone: the compiled 50-rule set against sample contexts."""
+    from pytake_automation.context import ContactView, ConversationView, TriggerContext
+    from pytake_automation.matching import RuleSet, select_rules
+
+    org = uuid.uuid4()
+    rows = [{**b.model_dump(mode="json"), "id": uuid.uuid4()} for b in fifty_rules()]
+    rules = RuleSet.of(1, rows).by_trigger["message_received"]
+    texts = ["oi, quero a segunda via do boleto", "meu pedido número 5 atrasou", "bom dia"]
+    conv = ConversationView(
+        uuid.uuid4(), org, uuid.uuid4(), None, "open", "normal", None, None, 2, False
+    )
+    contexts = [
+        TriggerContext(
+            "message_received",
+            str(i),
+            datetime.now(UTC),
+            conv,
+            ContactView(conv.contact_id, attributes={"plan": "gold"}),
+            True,
+            texts[i % 3],
+        )
+        for i in range(n)
+    ]
+    started = time.process_time()
+    matched = sum(len(select_rules(rules, c)) for c in contexts)
+    spent = time.process_time() - started
+    print(
+        f"matching alone, 50 rules: {1e6 * spent / n:.1f} µs CPU/message "
+        f"({matched} matches over {n})"
+    )
+
+
+async def _process(consumer: EventConsumer, events: list[CloudEvent]) -> None:
+    for offset, ev in enumerate(events):
+        value = ev.to_bytes()
+        record = ConsumerRecord(
+            ev.topic, 0, offset, 0, 0, ev.subject.encode(), value, None, 0, len(value), []
+        )
+        await consumer.process(record)
+
+
+async def reply_latency(gateway: str, simulator: str, k: int) -> None:
+    loop = MainLoop(gateway, simulator)
+    try:
+        tenant = await loop.register("Latency Org")
+        number = await loop.connect_number(tenant)
+        away = "Closed today, back tomorrow."
+        settings = {
+            "holidays": [{"date": datetime.now(UTC).date().isoformat()}],
+            "business_hours": {"monday": [{"start": "09:00", "end": "18:00"}]},
+            "away_message": away,
+        }
+        await loop.call(
+            "PATCH", "/v1/organizations/me", json={"settings": settings}, headers=tenant.headers
+        )
+
+        async def closed() -> bool | None:
+            r = await loop.call(
+                "POST", "/v1/automation/rules/dry-run", json={}, headers=tenant.headers
+            )
+            return True if r.status_code == 200 and not r.json()["business_open"] else None
+
+        await poll(closed, "automation to learn the holiday")
+        latencies = []
+        for i in range(k):
+            wa_id = f"1555{i:07d}"
+            started = time.perf_counter()
+            await loop.customer_says(number, wa_id, "hello?")
+
+            async def sent(wa_id: str = wa_id) -> bool | None:
+                calls = await loop.graph_calls(number.phone_number_id)
+                hit = any(
+                    c["body"].get("to") == wa_id and c["body"].get("text", {}).get("body") == away
+                    for c in calls
+                )
+                return True if hit else None
+
+            await poll(sent, "the away message", timeout=60, interval=0.02)
+            latencies.append(1000 * (time.perf_counter() - started))
+        print(
+            f"away message latency over {k}: p50 {pct(latencies, 50):.0f} ms, "
+            f"p95 {pct(latencies, 95):.0f} ms, max {max(latencies):.0f} ms"
+        )
+    finally:
+        await loop.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=500)
+    parser.add_argument("--latency", type=int, default=20)
+    parser.add_argument("--flows", action="store_true")
+    args = parser.parse_args()
+    if args.flows:
+        sys.exit("--flows: chatbot flows are not implemented yet (pytake_automation.flows)")
+    print(f"box calibration: {calibrate():.1f} ms (a fixed CPU workload; lower is a faster box)")
+    matching_only(20_000)
+    with infrastructure("automation-cpu", broker=False) as infra:
+        asyncio.run(cpu_per_message(infra.pg_url, infra.postmaster, args.n))
+    if args.latency:
+        with platform("automation-latency") as plat:
+            asyncio.run(
+                reply_latency(
+                    plat.stack.url("api-gateway"), plat.stack.url("meta-simulator"), args.latency
+                )
+            )
+
+
+if __name__ == "__main__":
+    main()
