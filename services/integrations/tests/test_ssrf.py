@@ -5,8 +5,8 @@ import uuid
 
 import pytest
 
+from pytake_common.ssrf import DestinationRefused, VettingResolver, refusal
 from pytake_integrations.delivery import DeliveryWorker
-from pytake_integrations.ssrf import DestinationRefused, VettingResolver, refusal
 
 from .helpers import Receiver, deliver, inbound, make_endpoint, rows
 

@@ -3,9 +3,12 @@
 from fastapi import FastAPI
 
 from pytake_automation.api import csat, rules, sla
+from pytake_automation.api import flows as flows_api
 from pytake_automation.api import settings as settings_api
 from pytake_automation.config import Settings
 from pytake_automation.engine import Engine
+from pytake_automation.flows import sessions as flow_sessions
+from pytake_automation.flows.http import FlowHttpClient
 from pytake_automation.handlers import handlers
 from pytake_automation.rule_cache import RuleCache, RuleEvents
 from pytake_automation.timers import TimerWorker
@@ -19,6 +22,8 @@ from pytake_common.web import create_service_app
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     db = Database(settings.service_database_url(), app_role=settings.db_app_role)
+    flow_http = FlowHttpClient(allow_loopback=settings.flow_http_allow_loopback)
+    flow_sessions.configure_http(flow_http)
     cache = RuleCache(settings.rule_cache_size)
     engine = Engine(settings, cache)
     triggers = Triggers(engine)
@@ -29,7 +34,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = create_service_app(
         settings,
         title="PyTake automation",
-        routers=[rules.router, settings_api.router, sla.router, csat.router],
+        routers=[
+            rules.router,
+            settings_api.router,
+            sla.router,
+            csat.router,
+            flows_api.router,
+            flows_api.hosts_router,
+        ],
         db=db,
         workers=lambda: [
             OutboxRelay(settings, db).run,
@@ -37,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             RuleEvents(settings, cache).run,
             timer_worker.run,
         ],
+        on_shutdown=[flow_http.close],
     )
     app.state.engine = engine
     app.state.handlers = table

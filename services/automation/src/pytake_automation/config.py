@@ -15,3 +15,6 @@ class Settings(ServiceSettings):
     actions_per_conversation_per_minute: int = Field(default=20, ge=1, le=1000)
     #: Compiled rule sets kept in memory (organizations); least recently used go first.
     rule_cache_size: int = Field(default=2048, ge=1)
+    #: Dev and tests only: flows' HTTP nodes may call http:// and loopback addresses
+    #: (an allow-listed host must still be listed; private and metadata addresses never).
+    flow_http_allow_loopback: bool = False

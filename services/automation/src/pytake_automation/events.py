@@ -58,6 +58,15 @@ class SendInteractive(_Action):
     interactive: dict[str, Any]
 
 
+class SendMedia(_Action):
+    """Image, video, audio or document (flows' media send; an addition to CONTRACT C)."""
+
+    type: Literal["send_media"] = "send_media"
+    media_type: Literal["image", "video", "audio", "document"]
+    #: ``{link | id, caption?, filename?}``, the Graph API's media object
+    media: dict[str, str]
+
+
 class Assign(_Action):
     """To an agent, or to a department (conversations' round-robin within its caps)."""
 
@@ -118,6 +127,7 @@ Action = Annotated[
     SendText
     | SendTemplate
     | SendInteractive
+    | SendMedia
     | Assign
     | SetPriority
     | SetStatus
@@ -133,6 +143,7 @@ CONVERSATION_ACTIONS = frozenset(
         "send_text",
         "send_template",
         "send_interactive",
+        "send_media",
         "assign",
         "set_priority",
         "set_status",
@@ -318,3 +329,51 @@ class CsatCommented(AutomationEvent):
     rating: int
     comment: str
     commented_at: datetime
+
+
+# --- flows --------------------------------------------------------------------------------
+
+
+class FlowState(AutomationEvent):
+    flow_id: uuid.UUID
+    organization_id: uuid.UUID
+    name: str
+    #: the newest published version; null until the first publish
+    published_version: int | None = None
+
+
+class FlowCreated(FlowState):
+    event_type = "pytake.automation.flow.created.v1"
+    topic = FLOW_TOPIC
+
+    created_by: uuid.UUID | None
+
+
+class FlowUpdated(FlowState):
+    """The draft (or name, description) changed; running sessions are unaffected."""
+
+    event_type = "pytake.automation.flow.updated.v1"
+    topic = FLOW_TOPIC
+
+    updated_by: uuid.UUID | None
+
+
+class FlowPublished(FlowState):
+    """A new immutable version: sessions started from now on run it."""
+
+    event_type = "pytake.automation.flow.published.v1"
+    topic = FLOW_TOPIC
+
+    version: int
+    published_by: uuid.UUID | None
+
+
+class FlowDeleted(AutomationEvent):
+    event_type = "pytake.automation.flow.deleted.v1"
+    topic = FLOW_TOPIC
+
+    flow_id: uuid.UUID
+    organization_id: uuid.UUID
+    deleted_by: uuid.UUID | None
+    #: active sessions of the flow, ended by the deletion
+    sessions_ended: int = 0

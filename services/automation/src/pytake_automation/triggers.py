@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pytake_automation import automatic, csat, sla, timers
+from pytake_automation import automatic, csat, flows, sla, timers
 from pytake_automation import conversation_state as state
 from pytake_automation.engine import Engine
 from pytake_automation.tables import organizations
@@ -47,8 +47,20 @@ class Triggers:
                 first_message=row.inbound_count == 1,
             )
             org_settings = situation.org_settings
-            await automatic.on_customer_message(session, self.engine, situation)
-            await self.engine.run_rules(session, situation)
+            # an active flow answers first (a message that starts a flow through a rule
+            # is not also the flow's first answer); what a flow took, rules do not see
+            taken = await flows.on_customer_message(
+                session,
+                org,
+                conv,
+                text=d.text,
+                reply=d.reply.model_dump() if d.reply else None,
+                message_id=d.message_id,
+                business_open=situation.ctx.business_open,
+            )
+            if not taken:
+                await automatic.on_customer_message(session, self.engine, situation)
+                await self.engine.run_rules(session, situation)
             rule_set = await self.engine.cache.rules(session, org)
             for rule in rule_set.timer_rules(timers.NO_AGENT_REPLY):
                 assert rule.minutes is not None
@@ -75,6 +87,7 @@ class Triggers:
         elif d.sender_type in state.AGENT_SENDERS:
             await timers.cancel(session, org, conv, timers.NO_AGENT_REPLY)
             await sla.on_agent_reply(session, org, conv, d.created_at)
+            await flows.on_agent_activity(session, org, conv, "agent_replied")
         if d.sender_type != "automation":
             if org_settings is None:
                 org_settings = await self._org_settings(session, org)
@@ -144,6 +157,9 @@ class Triggers:
         if d.new_status in CLOSED_STATUSES:
             await timers.cancel(session, d.organization_id, d.conversation_id)
             await sla.on_finished(session, d.organization_id, d.conversation_id, d.at)
+            await flows.on_agent_activity(
+                session, d.organization_id, d.conversation_id, f"conversation_{d.new_status}"
+            )
         if d.new_status == "resolved":
             await csat.on_resolved(session, d.organization_id, d.conversation_id, d.at)
         situation = await self.engine.situation(
@@ -164,6 +180,9 @@ class Triggers:
         row = await state.on_assigned(session, d)
         if d.assignee_id is not None:
             await timers.cancel(session, d.organization_id, d.conversation_id, timers.UNASSIGNED)
+            await flows.on_agent_activity(
+                session, d.organization_id, d.conversation_id, "assigned_to_agent"
+            )
         elif row.status not in CLOSED_STATUSES:
             await self._arm_unassigned(session, row, f"unassigned:{d.at.isoformat()}", d.at)
         situation = await self.engine.situation(
@@ -181,6 +200,15 @@ class Triggers:
         """A due timer (the worker's transaction, bound to no organization)."""
         if timer.kind in sla.TIMER_KINDS:
             await sla.fire(session, timer, datetime.now(UTC))
+            return
+        if timer.kind == flows.TIMER_KIND:
+            await flows.on_timer(
+                session,
+                timer.organization_id,
+                timer.conversation_id,
+                timer.source_key,
+                timer.armed_by,
+            )
             return
         row = await state.load(session, timer.organization_id, timer.conversation_id)
         if row is None or row.status in CLOSED_STATUSES:

@@ -11,7 +11,7 @@ Sends are ``sender_type`` ``automation`` (``sent_by`` = the rule or flow), prior
 ``automation``; the message id is the action id. WhatsApp's customer-service window
 applies: outside it only a template is sent, and a text or interactive message is stored
 ``failed`` with ``window_closed`` and never sent. Nothing is sent to a blocked or erased
-contact.
+contact. Flows also send media (``send_media``), through the same path.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from pytake_common.outbox import emit
 from pytake_conversations import outreach
 from pytake_conversations.api.outbound import (
     InteractiveInput,
+    MediaInput,
     SendMessage,
     TemplateInput,
     TextInput,
@@ -248,6 +249,19 @@ async def send_interactive(a: Applying, action: dict[str, Any]) -> str:
     return await _send(a, SendMessage(type="interactive", interactive=interactive))
 
 
+async def send_media(a: Applying, action: dict[str, Any]) -> str:
+    """A flow's image, video, audio or document: ``media`` is the Graph API's object."""
+    given = action["media"]
+    media = MediaInput(
+        link=given.get("link"),
+        media_id=given.get("id"),
+        caption=given.get("caption"),
+        filename=given.get("filename"),
+    )
+    kind = action["media_type"]
+    return await _send(a, SendMessage.model_validate({"type": kind, kind: media}))
+
+
 def _parameters(given: list[Any]) -> list[outreach.Parameter]:
     return [
         outreach.Parameter(p)
@@ -365,6 +379,7 @@ APPLY: dict[str, Apply] = {
     "send_text": send_text,
     "send_template": send_template,
     "send_interactive": send_interactive,
+    "send_media": send_media,
     "assign": assign,
     "set_priority": set_priority,
     "set_status": set_status,

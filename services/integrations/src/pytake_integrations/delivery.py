@@ -33,11 +33,12 @@ import asyncpg
 from sqlalchemy import bindparam, func, text, update
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 
+from pytake_common import ssrf
 from pytake_common.crypto import SecretBox
 from pytake_common.db import Database
 from pytake_common.pgtenant import asyncpg_dsn
 from pytake_integrations import endpoints as endpoint_rules
-from pytake_integrations import signing, ssrf
+from pytake_integrations import signing
 from pytake_integrations.config import Settings
 from pytake_integrations.queue import CHANNEL
 from pytake_integrations.tables import deliveries, endpoints
@@ -300,7 +301,7 @@ class DeliveryWorker:
             latency = int((time.perf_counter() - started) * 1000)
             return Outcome("retry", latency_ms=latency, error="timed out")
         except aiohttp.ClientError as exc:
-            refused = _refusal_in(exc)
+            refused = ssrf.refusal_in(exc)
             if refused is not None:
                 return Outcome(FAILED, error=f"destination refused: {refused}")
             return Outcome("retry", error=f"connection failed: {type(exc).__name__}")
@@ -376,14 +377,3 @@ class DeliveryWorker:
                 )
             if reason:
                 await endpoint_rules.disable(session, org, row["endpoint_id"], reason)
-
-
-def _refusal_in(exc: BaseException) -> str | None:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ssrf.DestinationRefused):
-            return str(seen)
-        seen = seen.__cause__ or getattr(seen, "os_error", None)
-        if seen is exc:
-            break
-    return None

@@ -12,10 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import delete, func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pytake_common import ssrf
 from pytake_common.crypto import SecretBox
 from pytake_common.errors import InvalidInput, NotFound
 from pytake_common.outbox import emit
-from pytake_integrations import public, ssrf
+from pytake_integrations import public
 from pytake_integrations.events import (
     EndpointCreated,
     EndpointDeleted,

@@ -27,7 +27,7 @@ from pytake_meta_simulator.state import (
     SentMessage,
     WebhookDelivery,
 )
-from pytake_meta_simulator.webhooks import inbound_text_payload, now_ts
+from pytake_meta_simulator.webhooks import inbound_payload, interactive_reply, now_ts
 
 router = APIRouter(prefix="/_sim", tags=["control"])
 
@@ -54,15 +54,38 @@ class NumberOut(BaseModel):
     webhook_url: str
 
 
+class InteractiveReplyIn(BaseModel):
+    """The customer presses a reply button (``button_reply``) or picks a list row
+    (``list_reply``) of a business message."""
+
+    type: Literal["button_reply", "list_reply"]
+    id: str = Field(min_length=1, max_length=256)
+    title: str = Field(min_length=1, max_length=256)
+    #: a list row's description (``list_reply`` only)
+    description: str | None = None
+
+
 class InboundIn(BaseModel):
+    """A customer's message: a ``text``, or an ``interactive`` reply."""
+
     phone_number_id: str
     from_wa_id: str = Field(min_length=1)
     profile_name: str
-    text: str
+    text: str | None = None
+    interactive: InteractiveReplyIn | None = None
+    #: the business message an interactive reply answers; defaults to the last
+    #: interactive message sent to this customer from this number
+    context_id: str | None = None
     wamid: str | None = None
     #: Unix seconds; defaults to now.
     timestamp: int | None = None
     user_id: str | None = None
+
+    @model_validator(mode="after")
+    def _one_content(self) -> InboundIn:
+        if (self.text is None) == (self.interactive is None):
+            raise ValueError("give exactly one of text or interactive")
+        return self
 
 
 class InboundOut(BaseModel):
@@ -183,19 +206,40 @@ async def list_numbers(ctx: SimulatorContext = Depends(get_ctx)) -> list[NumberO
 async def inbound(body: InboundIn, ctx: SimulatorContext = Depends(get_ctx)) -> InboundOut:
     number = await _number(ctx, body.phone_number_id)
     wamid = body.wamid or new_wamid(body.from_wa_id)
-    payload = inbound_text_payload(
+    context_id = body.context_id
+    if body.interactive is not None:
+        reply = body.interactive
+        content = interactive_reply(reply.type, reply.id, reply.title, reply.description)
+        if context_id is None:
+            context_id = await _last_interactive(ctx, number, body.from_wa_id)
+    else:
+        content = {"type": "text", "text": {"body": body.text}}
+    payload = inbound_payload(
         number,
         from_wa_id=body.from_wa_id,
         profile_name=body.profile_name,
-        text=body.text,
+        content=content,
         wamid=wamid,
         timestamp=str(body.timestamp) if body.timestamp is not None else now_ts(),
         user_id=body.user_id,
+        context_id=context_id,
     )
     delivery = await ctx.sender.post(number, kind="message", payload=payload)
     return InboundOut(
         wamid=wamid, status_code=delivery.status_code, payload=payload, error=delivery.error
     )
+
+
+async def _last_interactive(ctx: SimulatorContext, number: Number, wa_id: str) -> str | None:
+    sent = await ctx.store.sent()
+    for message in reversed(sent):
+        if (
+            message.phone_number_id == number.phone_number_id
+            and wa_id in (message.wa_id, message.to)
+            and message.type == "interactive"
+        ):
+            return message.wamid
+    return None
 
 
 @router.post("/deliveries/raw")

@@ -84,26 +84,38 @@ def envelope(number: Number, value: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def inbound_text_payload(
+def interactive_reply(
+    kind: str, reply_id: str, title: str, description: str | None = None
+) -> dict[str, Any]:
+    """The message content of a pressed reply button (``button_reply``) or a picked list
+    row (``list_reply``, which also echoes the row's description)."""
+    reply: dict[str, Any] = {"id": reply_id, "title": title}
+    if kind == "list_reply" and description is not None:
+        reply["description"] = description
+    return {"type": "interactive", "interactive": {"type": kind, kind: reply}}
+
+
+def inbound_payload(
     number: Number,
     *,
     from_wa_id: str,
     profile_name: str,
-    text: str,
+    content: dict[str, Any],
     wamid: str,
     timestamp: str,
     user_id: str | None = None,
+    context_id: str | None = None,
 ) -> dict[str, Any]:
+    """A customer's message; ``content`` holds ``type`` and its object. ``context_id`` is
+    the business message replied to (Meta sets it on every interactive reply)."""
     contact: dict[str, Any] = {"profile": {"name": profile_name}, "wa_id": from_wa_id}
     if user_id is not None:
         contact["user_id"] = user_id
-    message = {
-        "from": from_wa_id,
-        "id": wamid,
-        "timestamp": timestamp,
-        "type": "text",
-        "text": {"body": text},
-    }
+    message: dict[str, Any] = {"from": from_wa_id, "id": wamid, "timestamp": timestamp}
+    if context_id is not None:
+        business = "".join(c for c in number.display_phone_number if c.isdigit())
+        message["context"] = {"from": business, "id": context_id}
+    message |= content
     return envelope(number, {"contacts": [contact], "messages": [message]})
 
 

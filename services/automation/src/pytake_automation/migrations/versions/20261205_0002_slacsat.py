@@ -10,7 +10,7 @@ from sqlalchemy.dialects import postgresql
 from pytake_common.db import rls_statements
 
 revision = "0002_slacsat"
-down_revision = "0001_auto_core"
+down_revision = "0002_flows"
 
 TENANT_TABLES = ("sla_policies", "sla_states", "csat_settings", "csat_surveys")
 TS = sa.DateTime(timezone=True)

@@ -1,12 +1,12 @@
-"""Where a delivery may go: public addresses only, and exactly the address checked.
+"""Where an outgoing request may go: public addresses only, and exactly the address checked.
 
-A webhook URL is the customer's input, so the sender must not become a way into the
-platform's network. At send time the host is resolved and every address that is not
-global unicast (loopback, private, link-local, shared, reserved, multicast, cloud
-metadata such as 169.254.169.254 or fd00:ec2::254) is refused. The connection then
-goes to an address that passed: :class:`VettingResolver` is the aiohttp resolver, so
-the check and the connect use the same answer and a DNS rebinding between the two
-cannot exist. TLS SNI and ``Host`` stay the URL's host name.
+A URL a customer configures (a webhook endpoint, a chatbot flow's HTTP call) must not
+become a way into the platform's network. At send time the host is resolved and every
+address that is not global unicast (loopback, private, link-local, shared, reserved,
+multicast, cloud metadata such as 169.254.169.254 or fd00:ec2::254) is refused. The
+connection then goes to an address that passed: :class:`VettingResolver` is the aiohttp
+resolver, so the check and the connect use the same answer and a DNS rebinding between
+the two cannot exist. TLS SNI and ``Host`` stay the URL's host name.
 """
 
 from __future__ import annotations
@@ -32,7 +32,19 @@ METADATA = frozenset(
 
 
 class DestinationRefused(OSError):
-    """The destination resolves to an address deliveries may not reach."""
+    """The destination resolves to an address requests may not reach."""
+
+
+def refusal_in(exc: BaseException) -> str | None:
+    """The refusal behind a client error (aiohttp wraps the resolver's), or None."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, DestinationRefused):
+            return str(seen)
+        seen = seen.__cause__ or getattr(seen, "os_error", None)
+        if seen is exc:
+            break
+    return None
 
 
 def refusal(address: IPAddress, *, allow_loopback: bool) -> str | None:
@@ -62,7 +74,7 @@ def literal(host: str) -> IPAddress | None:
 
 
 def check_literal(host: str, *, allow_loopback: bool) -> None:
-    """Refuse a URL whose host is an IP address deliveries may not reach (422)."""
+    """Refuse a URL whose host is an IP address requests may not reach (422)."""
     address = literal(host)
     if address is not None and (why := refusal(address, allow_loopback=allow_loopback)):
         raise InvalidInput(f"the URL's host is {why}")

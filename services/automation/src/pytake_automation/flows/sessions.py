@@ -1,0 +1,298 @@
+"""Running flows on conversations: start, feed replies, time out, stop.
+
+Everything happens in the caller's transaction (the consumer's inbox transaction, a
+rule's run, the timer worker's claim): the session row, its timer and the
+``actions_requested`` event commit together, so a redelivered event or a fired timer
+that is replayed finds the session already moved and requests nothing twice. A
+conversation has at most one active session (a partial unique index); a session runs
+the version it started on.
+
+HTTP nodes are called inline, bounded by the node's timeout (at most
+:data:`MAX_CALLS_PER_EVENT` per event): a transaction that fails after a call will make
+the call again when the event is redelivered, so flows should call idempotent endpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pytake_automation.actions import Target, request_actions
+from pytake_automation.flows import catalog
+from pytake_automation.flows.definition import FlowDefinition
+from pytake_automation.flows.facts import facts_of
+from pytake_automation.flows.http import FlowHttpClient
+from pytake_automation.flows.interpreter import new_session, step
+from pytake_automation.flows.session import Event, Facts, SessionState, Start, Stop, Timeout
+from pytake_automation.flows.tables import flow_sessions
+from pytake_automation.tables import timers
+from pytake_common.errors import UnprocessableState
+
+log = logging.getLogger(__name__)
+
+#: the kind of the flows' rows in the service's timer table
+TIMER_KIND = "flow_wait"
+MAX_CALLS_PER_EVENT = 5
+#: customer message ids a session remembers (duplicates arrive close together)
+SEEN_MESSAGES = 20
+#: namespace of session ids derived from (organization, conversation, flow, trigger)
+SESSION_IDS = uuid.UUID("5f0c3d7e-2a9b-5c41-8e6d-1b7a4c9e0f21")
+
+_http: FlowHttpClient | None = None
+
+
+def configure_http(client: FlowHttpClient) -> None:
+    """The app's client (its loopback setting); closed by the app on shutdown."""
+    global _http
+    _http = client
+
+
+def http_client() -> FlowHttpClient:
+    global _http
+    if _http is None:
+        _http = FlowHttpClient()
+    return _http
+
+
+class FlowNotPublished(UnprocessableState):
+    code, title = "flow_not_published", "The flow has no published version"
+
+
+def source_key(session_id: uuid.UUID) -> str:
+    return f"flow:{session_id}"
+
+
+async def start(
+    session: AsyncSession,
+    target: Target,
+    flow_id: uuid.UUID,
+    trigger_key: str,
+    facts: Facts,
+) -> uuid.UUID | None:
+    """Start the newest published version of ``flow_id`` on the target's conversation.
+
+    None when nothing started: the same trigger already started it, or another session is
+    active on the conversation (it is not interrupted)."""
+    org = target.organization_id
+    found = await catalog.published(session, org, flow_id)
+    if found is None:
+        raise FlowNotPublished(f"flow {flow_id} has no published version")
+    version, definition = found
+    session_id = uuid.uuid5(SESSION_IDS, f"{org}:{target.conversation_id}:{flow_id}:{trigger_key}")
+    state = new_session(definition, session_id=session_id, flow_id=flow_id, version=version)
+    inserted = await session.execute(
+        pg_insert(flow_sessions)
+        .values(
+            id=session_id,
+            organization_id=org,
+            conversation_id=target.conversation_id,
+            contact_id=target.contact_id,
+            number_id=target.number_id,
+            flow_id=flow_id,
+            version=version,
+            status="active",
+            state=state.model_dump(mode="json"),
+            trigger_key=trigger_key[:200],
+        )
+        .on_conflict_do_nothing()
+        .returning(flow_sessions.c.id)
+    )
+    if inserted.scalar_one_or_none() is None:
+        return None
+    await _advance(session, target, definition, state, Start(), facts)
+    return session_id
+
+
+async def active(
+    session: AsyncSession, org: uuid.UUID, conversation_id: uuid.UUID
+) -> tuple[Target, SessionState] | None:
+    """The conversation's active session, locked for this transaction."""
+    row = (
+        await session.execute(
+            select(flow_sessions)
+            .where(
+                flow_sessions.c.organization_id == org,
+                flow_sessions.c.conversation_id == conversation_id,
+                flow_sessions.c.status == "active",
+            )
+            .with_for_update()
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    target = Target(org, row.conversation_id, row.contact_id, row.number_id)
+    return target, SessionState.model_validate(row.state)
+
+
+async def feed(
+    session: AsyncSession,
+    org: uuid.UUID,
+    conversation_id: uuid.UUID,
+    event: Event,
+    facts: Facts | None = None,
+    *,
+    business_open: bool | None = None,
+    message_id: uuid.UUID | None = None,
+) -> bool:
+    """Give ``event`` to the conversation's active session; False when there is none.
+    Without ``facts`` they are read from the replicas. A ``message_id`` already fed is
+    not fed again (the same message under another event id)."""
+    current = await active(session, org, conversation_id)
+    if current is None:
+        return False
+    target, state = current
+    if message_id is not None:
+        if str(message_id) in state.seen_messages:
+            return True
+        seen = [*state.seen_messages, str(message_id)][-SEEN_MESSAGES:]
+        state = state.model_copy(update={"seen_messages": seen})
+    found = await catalog.published(session, org, state.flow_id, state.version)
+    if found is None:  # the flow was deleted under the session
+        await _save(session, target, state.model_copy(update={"status": "ended"}), "flow_deleted")
+        return True
+    if facts is None:
+        facts = await facts_of(session, org, target.contact_id, business_open=business_open)
+    await _advance(session, target, found[1], state, event, facts)
+    return True
+
+
+async def stop(
+    session: AsyncSession, org: uuid.UUID, conversation_id: uuid.UUID, reason: str
+) -> bool:
+    """End the active session (an agent replied, the conversation went to an agent)."""
+    return await feed(session, org, conversation_id, Stop(reason=reason), Facts())
+
+
+async def on_timer(
+    session: AsyncSession, org: uuid.UUID, conversation_id: uuid.UUID, key: str, armed_by: str
+) -> None:
+    """A flow timer fell due: the session's wait ``armed_by`` timed out (if still current)."""
+    current = await active(session, org, conversation_id)
+    if current is None or source_key(current[1].session_id) != key or not armed_by.isdigit():
+        return
+    await feed(session, org, conversation_id, Timeout(wait=int(armed_by)))
+
+
+async def end_all_of_flow(
+    session: AsyncSession, org: uuid.UUID, flow_id: uuid.UUID, reason: str
+) -> int:
+    ended = await session.execute(
+        update(flow_sessions)
+        .where(
+            flow_sessions.c.organization_id == org,
+            flow_sessions.c.flow_id == flow_id,
+            flow_sessions.c.status == "active",
+        )
+        .values(status="ended", end_reason=reason, ended_at=func.now(), updated_at=func.now())
+        .returning(flow_sessions.c.id)
+    )
+    keys = [source_key(i) for i in ended.scalars()]
+    if keys:
+        await session.execute(
+            delete(timers).where(
+                timers.c.organization_id == org,
+                timers.c.kind == TIMER_KIND,
+                timers.c.source_key.in_(keys),
+            )
+        )
+    return len(keys)
+
+
+async def _advance(
+    session: AsyncSession,
+    target: Target,
+    definition: FlowDefinition,
+    state: SessionState,
+    event: Event,
+    facts: Facts,
+) -> None:
+    before = state.emitted
+    result = step(definition, state, event, facts)
+    actions: list[dict[str, Any]] = list(result.actions)
+    timer = result.timers[-1] if result.timers else None
+    calls = 0
+    while (request := result.http) is not None:
+        calls += 1
+        if calls > MAX_CALLS_PER_EVENT:
+            result = step(definition, result.state, Stop(reason="too_many_calls"), facts)
+            break
+        hosts = await catalog.allowed_hosts(session, target.organization_id)
+        answer = await http_client().call(request, hosts)
+        if answer.error:
+            log.info(
+                "flow http call failed", extra={"node": request.node_id, "error": answer.error}
+            )
+        result = step(definition, result.state, answer, facts)
+        actions += result.actions
+        timer = result.timers[-1] if result.timers else timer
+    state = result.state
+    if actions:
+        await request_actions(
+            session,
+            target,
+            kind="flow",
+            source_id=state.flow_id,
+            source_key=source_key(state.session_id),
+            trigger_key=f"step:{before}",
+            specs=[{k: v for k, v in a.items() if k != "action_id"} for a in actions],
+        )
+    if state.status == "ended":
+        await _save(session, target, state, state.end_reason)
+        return
+    if timer is not None and timer.wait == state.wait:
+        await _arm(session, target, state.session_id, timer.wait, timer.after_seconds)
+    await _save(session, target, state, None)
+
+
+async def _arm(
+    session: AsyncSession, target: Target, session_id: uuid.UUID, wait: int, after_s: int
+) -> None:
+    due = datetime.now(UTC) + timedelta(seconds=after_s)
+    stmt = pg_insert(timers).values(
+        organization_id=target.organization_id,
+        conversation_id=target.conversation_id,
+        kind=TIMER_KIND,
+        source_key=source_key(session_id),
+        due_at=due,
+        armed_by=str(wait),
+    )
+    await session.execute(
+        stmt.on_conflict_do_update(
+            constraint="uq_timers_slot",
+            set_={"due_at": stmt.excluded.due_at, "armed_by": stmt.excluded.armed_by},
+        )
+    )
+
+
+async def _save(
+    session: AsyncSession, target: Target, state: SessionState, end_reason: str | None
+) -> None:
+    values: dict[str, Any] = {"state": state.model_dump(mode="json"), "updated_at": func.now()}
+    if state.status == "ended":
+        values |= {
+            "status": "ended",
+            "end_reason": (end_reason or "ended")[:40],
+            "ended_at": func.now(),
+        }
+        await session.execute(
+            delete(timers).where(
+                timers.c.organization_id == target.organization_id,
+                timers.c.conversation_id == target.conversation_id,
+                timers.c.kind == TIMER_KIND,
+                timers.c.source_key == source_key(state.session_id),
+            )
+        )
+    await session.execute(
+        update(flow_sessions)
+        .where(
+            flow_sessions.c.id == state.session_id,
+            flow_sessions.c.organization_id == target.organization_id,
+        )
+        .values(**values)
+    )
