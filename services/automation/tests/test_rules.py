@@ -297,7 +297,7 @@ async def test_rule_events_invalidate_other_processes(app, settings, client, tok
     assert org not in cache._sets
 
 
-async def test_start_flow_until_flows_exist_is_a_recorded_failure(
+async def test_start_flow_of_an_unpublished_flow_is_a_recorded_failure(
     app, settings, client, tokens, org
 ):
     rule = await make_rule(
@@ -315,7 +315,7 @@ async def test_start_flow_until_flows_exist_is_a_recorded_failure(
         f"/v1/automation/rules/{rule['id']}/runs", headers=tokens.headers(organization_id=org)
     )
     [run] = r.json()["items"]
-    assert run["outcome"] == "failed" and run["detail"].startswith("flows_unavailable")
+    assert run["outcome"] == "failed" and run["detail"].startswith("flow_not_published")
 
 
 async def test_business_hours_closed_rule(app, settings, client, tokens, org):
