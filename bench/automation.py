@@ -68,12 +68,12 @@ def appended(org: uuid.UUID, conv: uuid.UUID, contact: uuid.UUID, text: str) -> 
 
 
 def fifty_rules() -> list[RuleBody]:
-    """Fifty rules of the kinds organizations write; about one in five matches a sample."""
+    """Fifty rules of the kinds organizations write (keywords, tags, attributes, hours, status)."""
     out = []
     for i in range(50):
         kind = i % 5
         conditions: list[dict[str, Any]] = [
-            [{"type": "text_contains", "words": [f"produto{i}", f"pedido numero {i}", "boleto"]}],
+            [{"type": "text_contains", "words": [f"produto {i}", f"pedido numero {i}"]}],
             [{"type": "contact_tag", "tag_id": str(uuid.uuid4())}],
             [{"type": "contact_attribute", "key": "plan", "value": f"plan{i}"}],
             [{"type": "business_hours", "state": "closed"}, {"type": "first_message"}],
@@ -103,7 +103,8 @@ async def cpu_per_message(pg_url: str, postmaster: Any, n: int) -> None:
     )
     app = create_app(settings)
     consumer = EventConsumer(settings, app.state.db, "automation", app.state.handlers)
-    texts = ["oi, quero a segunda via do boleto", "meu pedido numero 7 atrasou", "bom dia"]
+    # one message in three matches one rule (rule 5's phrase); the others match none
+    texts = ["oi, quero a segunda via do boleto", "meu pedido número 5 atrasou", "bom dia"]
     try:
         for label, rules in (("no rules", []), ("50 rules", fifty_rules())):
             org = uuid.uuid4()
@@ -124,6 +125,39 @@ async def cpu_per_message(pg_url: str, postmaster: Any, n: int) -> None:
     finally:
         await consumer.close()
         await app.state.db.dispose()
+
+
+def matching_only(n: int) -> None:
+    """The in-memory part alone: the compiled 50-rule set against sample contexts."""
+    from pytake_automation.context import ContactView, ConversationView, TriggerContext
+    from pytake_automation.matching import RuleSet, select_rules
+
+    org = uuid.uuid4()
+    rows = [{**b.model_dump(mode="json"), "id": uuid.uuid4()} for b in fifty_rules()]
+    rules = RuleSet.of(1, rows).by_trigger["message_received"]
+    texts = ["oi, quero a segunda via do boleto", "meu pedido número 5 atrasou", "bom dia"]
+    conv = ConversationView(
+        uuid.uuid4(), org, uuid.uuid4(), None, "open", "normal", None, None, 2, False
+    )
+    contexts = [
+        TriggerContext(
+            "message_received",
+            str(i),
+            datetime.now(UTC),
+            conv,
+            ContactView(conv.contact_id, attributes={"plan": "gold"}),
+            True,
+            texts[i % 3],
+        )
+        for i in range(n)
+    ]
+    started = time.process_time()
+    matched = sum(len(select_rules(rules, c)) for c in contexts)
+    spent = time.process_time() - started
+    print(
+        f"matching alone, 50 rules: {1e6 * spent / n:.1f} µs CPU/message "
+        f"({matched} matches over {n})"
+    )
 
 
 async def _process(consumer: EventConsumer, events: list[CloudEvent]) -> None:
@@ -190,6 +224,7 @@ def main() -> None:
     if args.flows:
         sys.exit("--flows: chatbot flows are not implemented yet (pytake_automation.flows)")
     print(f"box calibration: {calibrate():.1f} ms (a fixed CPU workload; lower is a faster box)")
+    matching_only(20_000)
     with infrastructure("automation-cpu", broker=False) as infra:
         asyncio.run(cpu_per_message(infra.pg_url, infra.postmaster, args.n))
     if args.latency:

@@ -52,7 +52,10 @@ def allowed(method: str, path: str) -> frozenset[str]:
         "/v1/contact-attributes",
         "/v1/canned-responses",
         "/v1/webhook-endpoints",
+        "/v1/automation",
     )
+    if (method, path) == ("POST", "/v1/automation/rules/dry-run"):
+        return ALL  # a dry run reads: nothing is written or sent
     if method in WRITES and path.startswith(admin_writes):
         return ADMINS
     if method in WRITES and re.fullmatch(r"/v1/contacts/\{[^}]+\}/erase", path):

@@ -35,6 +35,7 @@ RESOURCES: dict[str, str] = {
     "users": "users",
     "whatsapp": "whatsapp",
     "webhook-endpoints": "webhooks",
+    "automation": "automation",
 }
 
 #: Sending WhatsApp messages: ``POST /v1/conversations`` (a proactive start) and
@@ -49,7 +50,9 @@ SCOPES: frozenset[str] = frozenset(
 
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
-_VIEWER = frozenset({"contacts:read", "conversations:read", "organization:read", "whatsapp:read"})
+_VIEWER = frozenset(
+    {"contacts:read", "conversations:read", "organization:read", "whatsapp:read", "automation:read"}
+)
 _AGENT = _VIEWER | {"contacts:write", "conversations:write", MESSAGES_SEND}
 
 #: The scopes a role can use at all: a client's scopes must stay within its role's.

@@ -112,27 +112,39 @@ class Engine:
     # --- rules ----------------------------------------------------------------------------
 
     async def run_rules(self, session: AsyncSession, situation: Situation) -> list[CompiledRule]:
+        """Fire the matching rules: one budget read, one insert of all their runs, then one
+        ``actions_requested`` per rule that acted (a few statements however many match)."""
         ctx = situation.ctx
         rule_set = await self.cache.rules(session, ctx.conversation.organization_id)
         candidates = rule_set.by_trigger.get(ctx.trigger, ())
         if not candidates:
             return []
         chosen = select_rules(candidates, ctx)
+        if not chosen:
+            return []
+        budget = await self.budget(session, situation)
+        planned: list[tuple[CompiledRule, str]] = []
         for rule in chosen:
-            await self.fire(session, situation, rule)
+            cost = len(rule.actions)
+            planned.append((rule, "acted" if cost <= budget else "rate_limited"))
+            budget -= cost if cost <= budget else 0
+        claimed = await self.record_runs(
+            session,
+            ctx,
+            [
+                (f"rule:{rule.id}", rule.id, outcome, rule.actions if outcome == "acted" else ())
+                for rule, outcome in planned
+            ],
+        )
+        for rule, outcome in planned:
+            if outcome == "acted" and f"rule:{rule.id}" in claimed:
+                await self._act_for(session, ctx, rule)
         return chosen
 
-    async def fire(self, session: AsyncSession, situation: Situation, rule: CompiledRule) -> None:
-        ctx = situation.ctx
+    async def _act_for(
+        self, session: AsyncSession, ctx: TriggerContext, rule: CompiledRule
+    ) -> None:
         source_key = f"rule:{rule.id}"
-        specs = [a for a in rule.actions if a["type"] != "start_flow"]
-        flow_ids = [uuid.UUID(str(a["flow_id"])) for a in rule.actions if a["type"] == "start_flow"]
-        run = await self.claim_run(session, ctx, source_key, rule.id)
-        if run is None:
-            return  # this trigger was handled before
-        if not await self.within_cap(session, situation, len(rule.actions)):
-            await self.finish_run(session, run, "rate_limited", [], "actions per minute cap")
-            return
         await request_actions(
             session,
             ctx.target,
@@ -140,62 +152,56 @@ class Engine:
             source_id=rule.id,
             source_key=source_key,
             trigger_key=ctx.trigger_key,
-            specs=specs,
+            specs=[a for a in rule.actions if a["type"] != "start_flow"],
         )
-        outcome, detail = "acted", None
-        for flow_id in flow_ids:
+        for action in rule.actions:
+            if action["type"] != "start_flow":
+                continue
             try:
                 async with session.begin_nested():
-                    await flows.start_flow(session, ctx, flow_id)
+                    await flows.start_flow(session, ctx, uuid.UUID(str(action["flow_id"])))
             except DomainError as exc:
-                outcome, detail = "failed", f"{exc.code}: {exc.detail}"[:500]
-        await self.finish_run(session, run, outcome, list(rule.actions), detail)
+                await session.execute(
+                    update(runs)
+                    .where(runs.c.id == run_id(source_key, ctx.trigger_key))
+                    .values(outcome="failed", detail=f"{exc.code}: {exc.detail}"[:500])
+                )
 
     # --- runs -----------------------------------------------------------------------------
 
-    async def claim_run(
+    async def record_runs(
         self,
         session: AsyncSession,
         ctx: TriggerContext,
-        source_key: str,
-        rule_id: uuid.UUID | None = None,
-    ) -> uuid.UUID | None:
-        """The new run's id, or None when (source, trigger) already ran."""
-        claimed: uuid.UUID | None = await session.scalar(
-            pg_insert(runs)
-            .values(
-                id=run_id(source_key, ctx.trigger_key),
-                organization_id=ctx.conversation.organization_id,
-                source_key=source_key,
-                rule_id=rule_id,
-                conversation_id=ctx.conversation.id,
-                trigger_key=ctx.trigger_key,
-                trigger=ctx.trigger,
-                outcome="running",
-            )
-            .on_conflict_do_nothing()
-            .returning(runs.c.id)
+        planned: Sequence[tuple[str, uuid.UUID | None, str, Sequence[Mapping[str, Any]]]],
+    ) -> set[str]:
+        """Insert the runs (source key, rule, outcome, actions) of one trigger; the source keys
+        that were new (the others ran before: a redelivery)."""
+        org, conv = ctx.conversation.organization_id, ctx.conversation.id
+        rows = [
+            {
+                "id": run_id(source_key, ctx.trigger_key),
+                "organization_id": org,
+                "source_key": source_key,
+                "rule_id": rule_id,
+                "conversation_id": conv,
+                "trigger_key": ctx.trigger_key,
+                "trigger": ctx.trigger,
+                "outcome": outcome,
+                "actions": list(actions),
+                "action_count": len(actions),
+                "detail": "actions per minute cap" if outcome == "rate_limited" else None,
+            }
+            for source_key, rule_id, outcome, actions in planned
+        ]
+        result = await session.execute(
+            pg_insert(runs).values(rows).on_conflict_do_nothing().returning(runs.c.source_key)
         )
-        return claimed
+        return set(result.scalars())
 
-    async def finish_run(
-        self,
-        session: AsyncSession,
-        run: uuid.UUID,
-        outcome: str,
-        actions: Sequence[Mapping[str, Any]],
-        detail: str | None = None,
-    ) -> None:
-        await session.execute(
-            update(runs)
-            .where(runs.c.id == run)
-            .values(
-                outcome=outcome, actions=list(actions), action_count=len(actions), detail=detail
-            )
-        )
-
-    async def within_cap(self, session: AsyncSession, situation: Situation, adding: int) -> bool:
-        """Loop protection: automatic actions on the conversation in the last minute."""
+    async def budget(self, session: AsyncSession, situation: Situation) -> int:
+        """Loop protection: how many more automatic actions the conversation may get this
+        minute (the organization's cap, else the service's)."""
         cap = (
             situation.settings.actions_per_conversation_per_minute
             or self.settings.actions_per_conversation_per_minute
@@ -208,7 +214,7 @@ class Engine:
                 runs.c.created_at > func.now() - timedelta(minutes=1),
             )
         )
-        return int(recent or 0) + adding <= cap
+        return cap - int(recent or 0)
 
     async def act(
         self,
@@ -221,13 +227,14 @@ class Engine:
         source_id: uuid.UUID | None = None,
     ) -> bool:
         """Run a non-rule source once per trigger (automatic messages, auto-resolve):
-        claim its run, respect the cap, ask. False when it did not act."""
+        record its run within the cap, ask. False when it did not act."""
         ctx = situation.ctx
-        run = await self.claim_run(session, ctx, source_key)
-        if run is None:
-            return False
-        if not await self.within_cap(session, situation, len(specs)):
-            await self.finish_run(session, run, "rate_limited", [], "actions per minute cap")
+        acted = len(specs) <= await self.budget(session, situation)
+        outcome = "acted" if acted else "rate_limited"
+        claimed = await self.record_runs(
+            session, ctx, [(source_key, None, outcome, specs if acted else ())]
+        )
+        if not acted or source_key not in claimed:
             return False
         await request_actions(
             session,
@@ -238,5 +245,4 @@ class Engine:
             trigger_key=ctx.trigger_key,
             specs=specs,
         )
-        await self.finish_run(session, run, "acted", specs)
         return True

@@ -8,6 +8,7 @@ organization's compiled rules (in memory) run, and timers are armed or cancelled
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,6 +34,7 @@ class Triggers:
     ) -> None:
         row = await state.on_appended(session, d)
         org, conv = d.organization_id, d.conversation_id
+        org_settings = None
         if d.direction == "inbound":
             situation = await self.engine.situation(
                 session,
@@ -44,6 +46,7 @@ class Triggers:
                 reply=d.reply.model_dump() if d.reply else None,
                 first_message=row.inbound_count == 1,
             )
+            org_settings = situation.org_settings
             await automatic.on_customer_message(session, self.engine, situation)
             await self.engine.run_rules(session, situation)
             rule_set = await self.engine.cache.rules(session, org)
@@ -73,11 +76,14 @@ class Triggers:
             await timers.cancel(session, org, conv, timers.NO_AGENT_REPLY)
             await sla.on_agent_reply(session, org, conv, d.created_at)
         if d.sender_type != "automation":
-            await self._arm_idle(session, row, d)
+            if org_settings is None:
+                org_settings = await self._org_settings(session, org)
+            await self._arm_idle(session, row, d, org_settings.get("auto_close_after_hours"))
 
-    async def _arm_idle(self, session: AsyncSession, row: Row[Any], d: state.Appended) -> None:
-        hours = await self._auto_close_hours(session, d.organization_id)
-        if hours is None or row.status in CLOSED_STATUSES:
+    async def _arm_idle(
+        self, session: AsyncSession, row: Row[Any], d: state.Appended, hours: Any
+    ) -> None:
+        if not hours or row.status in CLOSED_STATUSES:
             return
         await timers.arm(
             session,
@@ -85,17 +91,16 @@ class Triggers:
             d.conversation_id,
             timers.IDLE,
             "auto_resolve",
-            d.created_at + timedelta(hours=hours),
+            d.created_at + timedelta(hours=float(hours)),
             str(d.message_id),
             keep_earlier=False,
         )
 
-    async def _auto_close_hours(self, session: AsyncSession, org: uuid.UUID) -> float | None:
+    async def _org_settings(self, session: AsyncSession, org: uuid.UUID) -> Mapping[str, Any]:
         document = await session.scalar(
             select(organizations.c.settings).where(organizations.c.organization_id == org)
         )
-        hours = (document or {}).get("auto_close_after_hours")
-        return float(hours) if hours else None
+        return document or {}
 
     async def on_opened(self, session: AsyncSession, event: CloudEvent, d: state.Opened) -> None:
         row = await state.on_opened(session, d)
