@@ -156,7 +156,8 @@ SLA_HANDLERS: dict[str, Handler] = {SLA_APPLIED: on_sla_applied, SLA_BREACHED: o
 def at_risk_sql(deadline: str) -> str:
     """The inbox condition of ``sla=at_risk``: an active conversation with a target not met
     nor breached that comes due by ``deadline`` (a ``$n`` parameter: now + the window).
-    Overdue targets whose breach automation has not reported yet stay at risk."""
+    Overdue targets whose breach automation has not reported yet stay at risk. Each arm
+    repeats the predicate of its partial index (migration 0010_slacsat)."""
     return (
         "status IN ('open', 'pending') AND ("
         "(sla_responded_at IS NULL AND first_response_breached_at IS NULL"

@@ -191,6 +191,23 @@ Index(
         "first_response_breached_at IS NOT NULL OR resolution_breached_at IS NOT NULL"
     ),
 )
+#: ``?sla=at_risk``: the running (unmet, unbreached) targets by due time, one index per
+#: target (a BitmapOr of both; the page is then sorted by activity)
+Index(
+    "ix_conversations_sla_first_response_due",
+    conversations.c.organization_id,
+    conversations.c.first_response_due_at,
+    postgresql_where=text(
+        "status IN ('open', 'pending') AND sla_responded_at IS NULL"
+        " AND first_response_breached_at IS NULL"
+    ),
+)
+Index(
+    "ix_conversations_sla_resolution_due",
+    conversations.c.organization_id,
+    conversations.c.resolution_due_at,
+    postgresql_where=text("status IN ('open', 'pending') AND resolution_breached_at IS NULL"),
+)
 #: the metrics' SLA attainment: conversations whose SLA cycle started in the period
 Index(
     "ix_conversations_sla_started",
