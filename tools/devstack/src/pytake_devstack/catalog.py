@@ -17,7 +17,15 @@ from typing import Any
 
 from pytake_common.events import REGISTRY, EventData, envelope_schema
 
-PUBLISHERS = ("auth", "tenants", "contacts", "conversations", "whatsapp_gateway", "integrations")
+PUBLISHERS = (
+    "auth",
+    "tenants",
+    "contacts",
+    "conversations",
+    "whatsapp_gateway",
+    "integrations",
+    "campaigns",
+)
 #: Where the generated constants live, relative to the repository root.
 EVENT_TYPES_MODULE = Path("libs/common/src/pytake_common/event_types.py")
 

@@ -25,6 +25,7 @@ DB_SERVICES = (
     "conversations",
     "whatsapp-gateway",
     "integrations",
+    "campaigns",
 )
 DEFAULT_PORTS = {
     "api-gateway": 8000,
@@ -33,6 +34,7 @@ DEFAULT_PORTS = {
     "contacts": 8003,
     "conversations": 8004,
     "whatsapp-gateway": 8005,
+    "campaigns": 8006,
     "integrations": 8008,
     "meta-simulator": 8010,
 }
@@ -48,6 +50,7 @@ UPSTREAM_ENV = {
     "conversations": "PYTAKE_CONVERSATIONS_URL",
     "whatsapp-gateway": "PYTAKE_WHATSAPP_URL",
     "integrations": "PYTAKE_INTEGRATIONS_URL",
+    "campaigns": "PYTAKE_CAMPAIGNS_URL",
 }
 
 
