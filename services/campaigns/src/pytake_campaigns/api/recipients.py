@@ -68,22 +68,16 @@ async def campaign_stats(
     mine = (r.campaign_id == campaign_id, r.organization_id == org)
     async with db.transaction(organization_id=org) as session:
         campaign = await campaigns.load(session, org, campaign_id)
-        by_status: dict[str, int] = dict(
-            (await session.execute(select(r.status, func.count()).where(*mine).group_by(r.status)))
-            .tuples()
-            .all()
+        counted = await session.execute(
+            select(r.status, func.count()).where(*mine).group_by(r.status)
         )
-        failures: dict[str, int] = dict(
-            (
-                await session.execute(
-                    select(func.coalesce(r.error_code, "unknown"), func.count())
-                    .where(*mine, r.status == rules.FAILED)
-                    .group_by(r.error_code)
-                )
-            )
-            .tuples()
-            .all()
+        by_status: dict[str, int] = {status: n for status, n in counted}
+        failed = await session.execute(
+            select(func.coalesce(r.error_code, "unknown"), func.count())
+            .where(*mine, r.status == rules.FAILED)
+            .group_by(r.error_code)
         )
+        failures: dict[str, int] = {code: n for code, n in failed}
         replied = await session.scalar(select(func.count()).where(*mine, r.replied_at.is_not(None)))
         costs = (
             await session.execute(
@@ -91,7 +85,7 @@ async def campaign_stats(
                 .where(*mine, r.pricing_category.is_not(None))
                 .group_by(r.pricing_category)
             )
-        ).tuples()
+        ).all()
         cost_by_category = {cat: float(total or Decimal(0)) for cat, total in costs}
     return Stats(
         campaign_id=campaign_id,
