@@ -2,9 +2,13 @@
 the messaging limit, completion, and a crash mid-campaign."""
 
 import asyncio
+import os
+import signal
+import sys
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import insert, text, update
 
@@ -220,34 +224,56 @@ async def test_completes_when_every_recipient_is_done(app, settings, client, tok
     assert completed["subject"] == c["id"]
 
 
-async def test_a_crash_mid_campaign_messages_nobody_twice_and_skips_nobody(
-    app, settings, client, tokens
-):
-    """The dispatcher task is killed at random points (mid-transaction included) and a new
-    one takes over, again and again: every recipient is dispatched exactly once."""
-    w, c = await _campaign(app, settings, client, tokens, contacts=60, throughput=200)
-    fast = settings.model_copy(update={"dispatch_tick_s": 0.005, "in_flight_window_s": 0.05})
-    for round_ in range(40):
-        stop = asyncio.Event()
-        task = asyncio.create_task(Dispatcher(fast, app.state.db).run(stop))
-        await asyncio.sleep(0.01 + (round_ % 7) * 0.007)
-        task.cancel()  # no clean stop: cancelled wherever it is
-        await asyncio.gather(task, return_exceptions=True)
-        # conversations takes what was dispatched (frees the in-flight window)
+async def _take_dispatched(app, campaign_id, stop: asyncio.Event) -> None:
+    """conversations, quickly: every dispatched recipient becomes sent (frees the window)."""
+    while not stop.is_set():
         async with app.state.db.transaction(bypass_rls=True) as s:
             await s.execute(
                 update(recipients)
-                .where(
-                    recipients.c.campaign_id == uuid.UUID(c["id"]),
-                    recipients.c.status == "dispatched",
-                )
+                .where(recipients.c.campaign_id == campaign_id, recipients.c.status == "dispatched")
                 .values(status="sent")
             )
-        rows = await recipient_rows(app, c["id"])
-        if not _status(rows, "queued"):
-            break
+        await asyncio.sleep(0.02)
+
+
+async def test_killing_the_dispatcher_process_messages_nobody_twice_and_skips_nobody(
+    app, settings, client, tokens, database_url
+):
+    """The dispatcher runs as a process of its own and is SIGKILLed at varying points
+    mid-campaign, then started again, until the campaign is done: every recipient is
+    dispatched exactly once (one outbox event each)."""
+    w, c = await _campaign(app, settings, client, tokens, contacts=150, throughput=100)
+    env = {
+        **os.environ,
+        "PYTAKE_ENV": "test",
+        "PYTAKE_OWN_DATABASE_URL": database_url,
+        "PYTAKE_DISPATCH_TICK_S": "0.01",
+        "PYTAKE_IN_FLIGHT_WINDOW_S": "0.2",
+        "PYTAKE_STATE_DIR": str(settings.state_dir),
+    }
+    script = Path(__file__).with_name("dispatch_process.py")
+    stop = asyncio.Event()
+    taker = asyncio.create_task(_take_dispatched(app, uuid.UUID(c["id"]), stop))
+    kills = 0
+    try:
+        for round_ in range(30):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, str(script), env=env, stdout=asyncio.subprocess.PIPE
+            )
+            assert proc.stdout is not None
+            await asyncio.wait_for(proc.stdout.readline(), 30)
+            await asyncio.sleep(0.15 + (round_ % 5) * 0.1)
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+            kills += 1
+            if not _status(await recipient_rows(app, c["id"]), "queued"):
+                break
+    finally:
+        stop.set()
+        await taker
+    rows = await recipient_rows(app, c["id"])
     assert not _status(rows, "queued"), "the campaign did not finish"
-    assert round_ >= 3, "the dispatcher was never taken over mid-campaign"
+    assert kills >= 2, "the dispatcher was never killed mid-campaign"
     events = await dispatched_events(app, c["id"])
     per_recipient = Counter(e["data"]["recipient_id"] for e in events)
     assert set(per_recipient) == {str(r["id"]) for r in rows}  # nobody skipped
