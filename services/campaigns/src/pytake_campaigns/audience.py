@@ -60,7 +60,11 @@ class Audience(Strict):
 
 def _has_tag(tag_id: Any) -> ColumnElement[bool]:
     t = contact_tags.c
-    return exists().where(t.contact_id == contact_replicas.c.id, t.tag_id == tag_id)
+    return (
+        exists()
+        .where(t.contact_id == contact_replicas.c.id, t.tag_id == tag_id)
+        .correlate(contact_replicas)
+    )
 
 
 def _filters(f: AudienceFilters) -> list[ColumnElement[bool]]:
@@ -93,10 +97,12 @@ def criteria(audience: Audience) -> ColumnElement[bool]:
     if audience.tags_any:
         t = contact_tags.c
         matches.append(
-            exists().where(
+            exists()
+            .where(
                 t.contact_id == contact_replicas.c.id,
                 t.tag_id == func.any(_ids(audience.tags_any)),
             )
+            .correlate(contact_replicas)
         )
     matches.extend(_has_tag(tag) for tag in audience.tags_all)
     if audience.filters is not None:
