@@ -142,7 +142,7 @@ async def test_replies_count_only_after_the_campaigns_message(app, settings, cli
 
 
 async def test_another_organizations_event_does_not_touch_recipients(app, settings, client, tokens):
-    w, c, rows = await _dispatched(app, settings, client, tokens, contacts=1)
+    _w, c, rows = await _dispatched(app, settings, client, tokens, contacts=1)
     stranger = uuid.uuid4()
     # the recipient's id in an event of another tenant: its organization filter misses it
     await deliver(app, settings, send_requested(stranger, rows[0]["id"]))
