@@ -69,6 +69,7 @@ APPS = (
     App("services/conversations", "conversations", 8004),
     App("services/whatsapp-gateway", "whatsapp-gateway", 8005),
     App("services/integrations", "integrations", 8008),
+    App("services/campaigns", "campaigns", 8006),
     App("tools/meta-simulator", "meta-simulator", 8010, has_db=False, dev_only=True),
 )
 
@@ -85,6 +86,8 @@ TOPICS = (
     "pytake.whatsapp.template",
     "pytake.whatsapp.number",
     "pytake.integrations.endpoint",
+    "pytake.campaigns.campaign",
+    "pytake.campaigns.recipient",
 )
 
 #: The metric names the services export (pytake_common.metrics and the services).

@@ -16,6 +16,7 @@ def test_base_renders_on_its_own(render_kustomization):
         "conversations",
         "whatsapp-gateway",
         "integrations",
+        "campaigns",
     }
 
 
@@ -101,7 +102,7 @@ def test_prod_overlay(render_kustomization):
     (pool,) = prod.of_kind("KafkaNodePool")
     assert pool["spec"]["replicas"] >= 3
     clusters = prod.of_kind("Cluster")
-    assert len(clusters) == 6
+    assert len(clusters) == 7
     for cluster in clusters:
         assert cluster["spec"]["instances"] >= 3, cluster["metadata"]["name"]
         assert cluster["spec"]["postgresql"]["synchronous"]["number"] >= 1

@@ -247,8 +247,8 @@ async def test_killing_the_dispatcher_process_messages_nobody_twice_and_skips_no
         **os.environ,
         "PYTAKE_ENV": "test",
         "PYTAKE_OWN_DATABASE_URL": database_url,
-        "PYTAKE_DISPATCH_TICK_S": "0.01",
-        "PYTAKE_IN_FLIGHT_WINDOW_S": "0.2",
+        "PYTAKE_CAMPAIGN_DISPATCH_TICK_S": "0.01",
+        "PYTAKE_CAMPAIGN_IN_FLIGHT_WINDOW_S": "0.2",
         "PYTAKE_STATE_DIR": str(settings.state_dir),
     }
     script = Path(__file__).with_name("dispatch_process.py")

@@ -38,6 +38,7 @@ class Settings(ServiceSettings):
     conversations_url: str = "http://127.0.0.1:8004"
     whatsapp_url: str = "http://127.0.0.1:8005"
     integrations_url: str = "http://127.0.0.1:8008"
+    campaigns_url: str = "http://127.0.0.1:8006"
 
     #: Longest wait for an upstream's response headers, and longest silence
     #: between two reads of its body; past it the client gets 504.
@@ -142,6 +143,7 @@ class Settings(ServiceSettings):
         "conversations_url",
         "whatsapp_url",
         "integrations_url",
+        "campaigns_url",
     )
     @classmethod
     def _base_url(cls, value: str) -> str:
@@ -165,4 +167,5 @@ class Settings(ServiceSettings):
             "conversations": self.conversations_url,
             "whatsapp-gateway": self.whatsapp_url,
             "integrations": self.integrations_url,
+            "campaigns": self.campaigns_url,
         }

@@ -18,6 +18,7 @@ CONTACTS = "contacts"
 CONVERSATIONS = "conversations"
 WHATSAPP = "whatsapp-gateway"
 INTEGRATIONS = "integrations"
+CAMPAIGNS = "campaigns"
 
 WEBHOOK_PATH = "/webhooks/whatsapp"
 IMPORT_PATH = "/v1/contacts/import"
@@ -41,6 +42,7 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("/v1/whatsapp", WHATSAPP),
     (WEBHOOK_PATH, WHATSAPP),
     ("/v1/webhook-endpoints", INTEGRATIONS),
+    ("/v1/campaigns", CAMPAIGNS),
 )
 
 #: (method, exact path) reachable without a bearer token; everything else needs one.

@@ -1,6 +1,6 @@
 """The dispatcher: releases a running campaign's recipients, paced, exactly once.
 
-Every ``dispatch_tick_s`` each process looks for due campaigns (running, or scheduled
+Every ``campaign_dispatch_tick_s`` each process looks for due campaigns (running, or scheduled
 and due) and takes each in a transaction of its own, locking the campaign row with
 ``FOR UPDATE SKIP LOCKED``: many replicas share the work and never release the same
 campaign at once. For one campaign, one tick:
@@ -8,7 +8,7 @@ campaign at once. For one campaign, one tick:
 1. refills its token bucket (:func:`rules.pace`): ``min(rate cap, number throughput)``
    per second, at most one second saved;
 2. counts what is in flight (dispatched or accepted, not yet sent/failed/refused): at
-   most ``rate * in_flight_window_s`` may be, so a pause stops new sends within that;
+   most ``rate * campaign_in_flight_window_s`` may be, so a pause stops new sends within that;
 3. counts the number's business-initiated recipients of the last 24 h against its tier
    (``initiations``): with no room left and recipients still queued, the campaign pauses
    with reason ``messaging_limit``;
@@ -64,7 +64,7 @@ class Dispatcher:
             try:
                 await self.tick()
                 backoff = 0.5
-                await sleep_or_stop(stop, self.settings.dispatch_tick_s)
+                await sleep_or_stop(stop, self.settings.campaign_dispatch_tick_s)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -135,7 +135,7 @@ class Dispatcher:
             .first()
         )
         throughput = (number and number["throughput_per_second"]) or (
-            self.settings.default_throughput_per_second
+            self.settings.campaign_default_throughput_per_second
         )
         rate = rules.send_rate(row["rate_per_second"], throughput)
         in_flight, queued = await self._counts(session, campaign_id, rate, now)
@@ -153,7 +153,7 @@ class Dispatcher:
             row["send_credit"],
             elapsed,
             in_flight,
-            self.settings.in_flight_window_s,
+            self.settings.campaign_in_flight_window_s,
             queued,
             allowance,
         )
@@ -171,7 +171,7 @@ class Dispatcher:
     ) -> tuple[int, int]:
         """Sends in flight (not stale), and queued recipients up to what one tick could use."""
         r = recipients.c
-        stale = now - timedelta(seconds=self.settings.in_flight_stale_after_s)
+        stale = now - timedelta(seconds=self.settings.campaign_in_flight_stale_after_s)
         flying = select(r.id).where(
             r.campaign_id == campaign_id, r.status.in_(rules.IN_FLIGHT), r.dispatched_at > stale
         )

@@ -115,7 +115,7 @@ async def start(
     user: uuid.UUID | None,
     campaign_id: uuid.UUID,
     body: StartCampaign,
-    max_recipients: int,
+    campaign_max_recipients: int,
 ) -> Campaign:
     now = datetime.now(UTC)
     current = await load(session, org, campaign_id, lock=True)
@@ -138,9 +138,10 @@ async def start(
     exclusions = {reason: n for reason, n in counts.items() if n}
     if made == 0:
         raise EmptyAudience("no contact of the audience can be sent to", exclusions=exclusions)
-    if made > max_recipients:
+    if made > campaign_max_recipients:
         raise TooManyRecipients(
-            f"the audience has {made} recipients; at most {max_recipients}", recipients=made
+            f"the audience has {made} recipients; at most {campaign_max_recipients}",
+            recipients=made,
         )
     await _check_monthly(session, directory, org, made, now)
     row = await update_campaign(

@@ -44,6 +44,22 @@ async def _upsert_contact(
     )
 
 
+async def _set_fact(
+    session: AsyncSession,
+    org: uuid.UUID,
+    contact_id: uuid.UUID,
+    version: str,
+    at: datetime,
+    **values: Any,
+) -> None:
+    """Set ``values`` unless a newer event already set them (its time in ``version``)."""
+    c = contact_replicas.c
+    takes = _newer(c[version], at)
+    set_ = {name: case((takes, value), else_=c[name]) for name, value in values.items()}
+    set_[version] = case((takes, at), else_=c[version])
+    await _upsert_contact(session, org, contact_id, set_, **values, **{version: at})
+
+
 # --- contacts ---------------------------------------------------------------------------
 
 
@@ -107,19 +123,7 @@ async def on_blocking(session: AsyncSession, event: CloudEvent) -> None:
     d = event.parse_data(Blocking)
     blocked = event.type == et.CONTACTS_CONTACT_BLOCKED_V1
     at = (d.blocked_at if blocked else d.unblocked_at) or event.time
-    c = contact_replicas.c
-    takes = _newer(c.blocked_at, at)
-    await _upsert_contact(
-        session,
-        d.organization_id,
-        d.contact_id,
-        {
-            "blocked": case((takes, blocked), else_=c.blocked),
-            "blocked_at": case((takes, at), else_=c.blocked_at),
-        },
-        blocked=blocked,
-        blocked_at=at,
-    )
+    await _set_fact(session, d.organization_id, d.contact_id, "blocked_at", at, blocked=blocked)
 
 
 class Consent(TenantEventData):
@@ -132,18 +136,13 @@ class Consent(TenantEventData):
 async def on_consent(session: AsyncSession, event: CloudEvent) -> None:
     d = event.parse_data(Consent)
     at = d.changed_at or event.time
-    c = contact_replicas.c
-    takes = _newer(c.consent_at, at)
-    await _upsert_contact(
+    await _set_fact(
         session,
         d.organization_id,
         d.contact_id,
-        {
-            "marketing_opt_in": case((takes, d.marketing_opt_in), else_=c.marketing_opt_in),
-            "consent_at": case((takes, at), else_=c.consent_at),
-        },
+        "consent_at",
+        at,
         marketing_opt_in=d.marketing_opt_in,
-        consent_at=at,
     )
 
 
@@ -155,18 +154,13 @@ class Assignment(TenantEventData):
 
 async def on_assigned(session: AsyncSession, event: CloudEvent) -> None:
     d = event.parse_data(Assignment)
-    c, at = contact_replicas.c, event.time
-    takes = _newer(c.assigned_at, at)
-    await _upsert_contact(
+    await _set_fact(
         session,
         d.organization_id,
         d.contact_id,
-        {
-            "assignee_id": case((takes, d.assignee_id), else_=c.assignee_id),
-            "assigned_at": case((takes, at), else_=c.assigned_at),
-        },
+        "assigned_at",
+        event.time,
         assignee_id=d.assignee_id,
-        assigned_at=at,
     )
 
 

@@ -143,7 +143,7 @@ async def start_campaign(
             guard,
             200,
             lambda: freeze.start(
-                session, directory, org, user, campaign_id, body, settings.max_recipients
+                session, directory, org, user, campaign_id, body, settings.campaign_max_recipients
             ),
         )
     return answer.response()

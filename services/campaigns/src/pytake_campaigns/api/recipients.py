@@ -98,5 +98,5 @@ async def campaign_stats(
         replied=int(replied or 0),
         cost_by_category=cost_by_category,
         cost_total=round(sum(cost_by_category.values()), 6),
-        currency=settings.cost_currency,
+        currency=settings.campaign_cost_currency,
     )
