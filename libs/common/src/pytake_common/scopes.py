@@ -35,6 +35,7 @@ RESOURCES: dict[str, str] = {
     "users": "users",
     "whatsapp": "whatsapp",
     "webhook-endpoints": "webhooks",
+    "campaigns": "campaigns",
 }
 
 #: Sending WhatsApp messages: ``POST /v1/conversations`` (a proactive start) and
@@ -49,8 +50,16 @@ SCOPES: frozenset[str] = frozenset(
 
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
-_VIEWER = frozenset({"contacts:read", "conversations:read", "organization:read", "whatsapp:read"})
-_AGENT = _VIEWER | {"contacts:write", "conversations:write", MESSAGES_SEND}
+_VIEWER = frozenset(
+    {
+        "contacts:read",
+        "conversations:read",
+        "organization:read",
+        "whatsapp:read",
+        "campaigns:read",
+    }
+)
+_AGENT = _VIEWER | {"contacts:write", "conversations:write", "campaigns:write", MESSAGES_SEND}
 
 #: The scopes a role can use at all: a client's scopes must stay within its role's.
 ROLE_CEILINGS: dict[str, frozenset[str]] = {
