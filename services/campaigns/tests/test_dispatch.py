@@ -87,6 +87,19 @@ async def test_the_rate_cap_is_below_the_numbers_throughput(app, settings, clien
     assert await app.state.dispatcher.tick() == 2
 
 
+async def test_campaigns_on_one_number_share_its_window(app, settings, client, tokens):
+    w, first = await _campaign(app, settings, client, tokens, contacts=8, throughput=5)
+    second = await create_campaign(client, tokens, w, name="second")
+    await start_campaign(client, tokens, w, second["id"])
+    for c in (first, second):
+        await rewind_credit(app, c["id"])
+    assert await app.state.dispatcher.tick() == 5  # the number's second of sends, in all
+    await _sent(app, settings, w.org, _status(await recipient_rows(app, first["id"]), "dispatched"))
+    for c in (first, second):
+        await rewind_credit(app, c["id"])
+    assert await app.state.dispatcher.tick() == 5
+
+
 async def test_pause_stops_new_sends_resume_goes_on_cancel_is_final(app, settings, client, tokens):
     w, c = await _campaign(app, settings, client, tokens)
     headers = tokens.headers(organization_id=w.org)

@@ -8,7 +8,8 @@ campaign at once. For one campaign, one tick:
 1. refills its token bucket (:func:`rules.pace`): ``min(rate cap, number throughput)``
    per second, at most one second saved;
 2. counts what is in flight (dispatched or accepted, not yet sent/failed/refused): at
-   most ``rate * campaign_in_flight_window_s`` may be, so a pause stops new sends within that;
+   most ``rate * campaign_in_flight_window_s`` may be, so a pause stops new sends within
+   that, and at most ``throughput * window`` on the number across its campaigns;
 3. counts the number's business-initiated recipients of the last 24 h against its tier
    (``initiations``): with no room left and recipients still queued, the campaign pauses
    with reason ``messaging_limit``;
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -147,6 +149,9 @@ class Dispatcher:
         if allowance is not None and allowance <= 0:
             await pause_for_limit(session, row)
             return 0
+        # the number's own window, shared by its campaigns (never more than ~1 s of its
+        # throughput in flight, whatever else runs on it)
+        room = await self._number_room(session, row["number_id"], throughput, now)
         elapsed = (now - (row["credit_at"] or now)).total_seconds()
         pace = rules.pace(
             rate,
@@ -155,7 +160,7 @@ class Dispatcher:
             in_flight,
             self.settings.campaign_in_flight_window_s,
             queued,
-            allowance,
+            room if allowance is None else min(room, allowance),
         )
         if pace.release:
             await self._release(session, row, pace.release, now)
@@ -183,6 +188,20 @@ class Dispatcher:
             select(func.count()).select_from(waiting.limit(rate + 1).subquery())
         )
         return int(in_flight or 0), int(queued or 0)
+
+    async def _number_room(
+        self, session: AsyncSession, number_id: uuid.UUID, throughput: int, now: datetime
+    ) -> int:
+        r = recipients.c
+        window = math.ceil(throughput * self.settings.campaign_in_flight_window_s)
+        stale = now - timedelta(seconds=self.settings.campaign_in_flight_stale_after_s)
+        flying = select(r.id).where(
+            r.number_id == number_id, r.status.in_(rules.IN_FLIGHT), r.dispatched_at > stale
+        )
+        used = await session.scalar(
+            select(func.count()).select_from(flying.limit(window + 1).subquery())
+        )
+        return window - int(used or 0)
 
     async def _pending(self, session: AsyncSession, campaign_id: uuid.UUID) -> bool:
         r = recipients.c

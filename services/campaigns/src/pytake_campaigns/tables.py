@@ -121,6 +121,13 @@ recipients = Table(
         postgresql_where=text("conversation_id IS NOT NULL"),
     ),
     Index("ix_campaign_recipients_org_created", "organization_id", "created_at"),
+    # what a number has in flight, across its campaigns (the dispatcher's window)
+    Index(
+        "ix_campaign_recipients_number_in_flight",
+        "number_id",
+        "dispatched_at",
+        postgresql_where=text("status IN ('dispatched', 'accepted')"),
+    ),
 )
 
 #: Business-initiated recipients per number (rolling 24 h messaging limit): campaigns' own

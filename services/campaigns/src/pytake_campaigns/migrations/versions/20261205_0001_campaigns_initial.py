@@ -248,6 +248,13 @@ def upgrade() -> None:
         postgresql_where=sa.text("message_id IS NOT NULL"),
     )
     op.create_index(
+        "ix_campaign_recipients_number_in_flight",
+        "campaign_recipients",
+        ["number_id", "dispatched_at"],
+        unique=False,
+        postgresql_where=sa.text("status IN ('dispatched', 'accepted')"),
+    )
+    op.create_index(
         "ix_campaign_recipients_org_created",
         "campaign_recipients",
         ["organization_id", "created_at"],
