@@ -144,6 +144,10 @@ async def test_monthly_recipients_limit_answers_402_and_freezes_nothing(
     )
     first = await create_campaign(client, tokens, w)
     await start_campaign(client, tokens, w, first["id"])
+    # a finished campaign deleted does not give its recipients back
+    headers = tokens.headers(organization_id=w.org)
+    assert (await client.post(f"/v1/campaigns/{first['id']}/cancel", headers=headers)).is_success
+    assert (await client.delete(f"/v1/campaigns/{first['id']}", headers=headers)).is_success
     second = await create_campaign(client, tokens, w, name="again")
     r = await client.post(
         f"/v1/campaigns/{second['id']}/start", headers=tokens.headers(organization_id=w.org)

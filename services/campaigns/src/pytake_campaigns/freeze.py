@@ -10,8 +10,9 @@ statement, who was left out and why:
 - ``no_marketing_consent``: a MARKETING template, and no marketing consent;
 - ``not_found``: an explicit contact id that is no contact of this organization.
 
-The monthly plan limit on campaign recipients is checked after the insert, in the same
-transaction: past it, everything rolls back and the start answers 402.
+The monthly plan limit on campaign recipients is a per-month counter raised after the
+insert, in the same transaction: past the limit, everything rolls back (the counter too)
+and the start answers 402.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import String, func, literal, select, text, union_all
+from sqlalchemy import String, func, literal, select, union_all
 from sqlalchemy import case as sql_case
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -41,7 +42,7 @@ from pytake_campaigns.campaigns import (
 )
 from pytake_campaigns.events import CampaignStarted
 from pytake_campaigns.schemas import Campaign, CampaignTemplate, StartCampaign
-from pytake_campaigns.tables import campaigns, recipients
+from pytake_campaigns.tables import monthly_recipients, recipients
 from pytake_common.errors import DomainError, PlanLimitExceeded
 from pytake_common.outbox import emit
 from pytake_common.tenancy import OrganizationDirectory
@@ -143,7 +144,7 @@ async def start(
             f"the audience has {made} recipients; at most {campaign_max_recipients}",
             recipients=made,
         )
-    await _check_monthly(session, directory, org, made, now)
+    await _count_monthly(session, directory, org, made, now)
     row = await update_campaign(
         session,
         org,
@@ -168,28 +169,26 @@ async def start(
     return view(row)
 
 
-async def _check_monthly(
+async def _count_monthly(
     session: AsyncSession,
     directory: OrganizationDirectory | None,
     org: uuid.UUID,
     made: int,
     now: datetime,
 ) -> None:
-    """Recipients frozen this calendar month (UTC), these included, within the plan."""
-    allowed = directory.limit(org, MONTHLY_RECIPIENTS_LIMIT) if directory is not None else None
-    if allowed is None:
-        return
-    # concurrent starts of one organization count in turn
-    await session.execute(
-        text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"campaign-recipients:{org}"}
+    """Add ``made`` to the recipients frozen this UTC calendar month and hold the plan.
+
+    A counter, not a count of recipient rows: deleting a finished campaign does not give
+    its recipients back. The upsert's row lock makes concurrent starts count in turn."""
+    counter = pg_insert(monthly_recipients).values(
+        organization_id=org, month=month_start(now).date(), recipients=made
     )
-    r, c = recipients.c, campaigns.c
     total = await session.scalar(
-        select(func.count())
-        .select_from(recipients.join(campaigns, campaigns.c.id == r.campaign_id))
-        .where(r.organization_id == org, c.started_at >= month_start(now))
+        counter.on_conflict_do_update(
+            index_elements=["organization_id", "month"],
+            set_={"recipients": monthly_recipients.c.recipients + made},
+        ).returning(monthly_recipients.c.recipients)
     )
-    # this campaign's own rows are not counted yet: its started_at is set after the check
-    used = int(total or 0)
-    if used + made > allowed:
-        raise PlanLimitExceeded(MONTHLY_RECIPIENTS_LIMIT, allowed, used)
+    allowed = directory.limit(org, MONTHLY_RECIPIENTS_LIMIT) if directory is not None else None
+    if allowed is not None and int(total or 0) > allowed:
+        raise PlanLimitExceeded(MONTHLY_RECIPIENTS_LIMIT, allowed, int(total or 0) - made)

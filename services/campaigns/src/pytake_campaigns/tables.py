@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -128,6 +129,17 @@ recipients = Table(
         "dispatched_at",
         postgresql_where=text("status IN ('dispatched', 'accepted')"),
     ),
+)
+
+#: Recipients frozen per organization and UTC calendar month (the plan's
+#: ``monthly_campaign_recipients``; kept when a finished campaign is deleted).
+monthly_recipients = Table(
+    "monthly_campaign_recipients",
+    metadata,
+    _uuid("organization_id", nullable=False),
+    Column("month", Date, nullable=False),
+    Column("recipients", BigInteger, nullable=False),
+    PrimaryKeyConstraint("organization_id", "month"),
 )
 
 #: Business-initiated recipients per number (rolling 24 h messaging limit): campaigns' own

@@ -19,6 +19,7 @@ TENANT_TABLES = (
     "campaigns",
     "campaign_recipients",
     "initiations",
+    "monthly_campaign_recipients",
     "contact_replicas",
     "contact_tag_replicas",
     "tag_replicas",
@@ -259,6 +260,15 @@ def upgrade() -> None:
         "campaign_recipients",
         ["organization_id", "created_at"],
         unique=False,
+    )
+    op.create_table(
+        "monthly_campaign_recipients",
+        sa.Column("organization_id", sa.UUID(), nullable=False),
+        sa.Column("month", sa.Date(), nullable=False),
+        sa.Column("recipients", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint(
+            "organization_id", "month", name=op.f("pk_monthly_campaign_recipients")
+        ),
     )
     for table in TENANT_TABLES:
         for stmt in rls_statements(table):
