@@ -219,6 +219,26 @@ async def test_the_messaging_limit_pauses_the_campaign(app, settings, client, to
     assert await dispatcher.tick() == 4
 
 
+async def test_a_disconnected_number_pauses_the_campaign(app, settings, client, tokens):
+    w, c = await _campaign(app, settings, client, tokens, contacts=4)
+    disconnected = internal(
+        et.WHATSAPP_NUMBER_DISCONNECTED_V1,
+        w.org,
+        w.number,
+        number_id=w.number,
+        reason="token expired (190)",
+    )
+    await deliver(app, settings, disconnected)
+    await rewind_credit(app, c["id"])
+    assert await app.state.dispatcher.tick() == 0
+    got = await client.get(
+        f"/v1/campaigns/{c['id']}", headers=tokens.headers(organization_id=w.org)
+    )
+    assert got.json()["status"] == "paused"
+    assert got.json()["pause_reason"] == "number_unavailable"
+    assert {r["status"] for r in await recipient_rows(app, c["id"])} == {"queued"}
+
+
 async def test_completes_when_every_recipient_is_done(app, settings, client, tokens):
     w, c = await _campaign(app, settings, client, tokens, contacts=3)
     dispatcher: Dispatcher = app.state.dispatcher

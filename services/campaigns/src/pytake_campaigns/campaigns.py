@@ -310,18 +310,13 @@ async def pause(
     return view(row)
 
 
-async def pause_for_limit(session: AsyncSession, row: Any) -> None:
-    """The dispatcher stops a campaign that would pass the number's messaging limit."""
+async def pause_for(session: AsyncSession, row: Any, reason: str) -> None:
+    """The dispatcher stops a campaign: the number's messaging limit, or the number gone."""
     org, campaign_id = row["organization_id"], row["id"]
     paused = await update_campaign(
-        session,
-        org,
-        campaign_id,
-        status=rules.PAUSED,
-        pause_reason=rules.MESSAGING_LIMIT,
-        paused_at=func.now(),
+        session, org, campaign_id, status=rules.PAUSED, pause_reason=reason, paused_at=func.now()
     )
-    event = CampaignPaused(**state(paused), reason=rules.MESSAGING_LIMIT, paused_by=None)
+    event = CampaignPaused(**state(paused), reason=reason, paused_by=None)
     await emit(session, event, campaign_id)
 
 

@@ -34,7 +34,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_campaigns import rules
-from pytake_campaigns.campaigns import pause_for_limit, state, update_campaign
+from pytake_campaigns.campaigns import DISCONNECTED, REMOVED, pause_for, state, update_campaign
 from pytake_campaigns.config import Settings
 from pytake_campaigns.events import (
     CampaignCompleted,
@@ -145,9 +145,13 @@ class Dispatcher:
             if in_flight == 0 and not await self._pending(session, campaign_id):
                 await self._complete(session, row, now)
             return 0
+        if number is None or number["status"] in (DISCONNECTED, REMOVED):
+            # every send would be refused: keep the audience for when the number is back
+            await pause_for(session, row, rules.NUMBER_UNAVAILABLE)
+            return 0
         allowance = await self._allowance(session, org, row["number_id"], number, now)
         if allowance is not None and allowance <= 0:
-            await pause_for_limit(session, row)
+            await pause_for(session, row, rules.MESSAGING_LIMIT)
             return 0
         # the number's own window, shared by its campaigns (never more than ~1 s of its
         # throughput in flight, whatever else runs on it)

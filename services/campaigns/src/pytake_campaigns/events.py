@@ -77,7 +77,8 @@ class CampaignStarted(CampaignState):
 
 
 class CampaignPaused(CampaignState):
-    """No new sends; ``reason``: ``user`` or ``messaging_limit`` (the number's tier)."""
+    """No new sends; ``reason``: ``user``, ``messaging_limit`` (the number's tier) or
+    ``number_unavailable`` (the number was disconnected or removed)."""
 
     event_type = "pytake.campaigns.campaign.paused.v1"
     topic = CAMPAIGN_TOPIC

@@ -21,7 +21,7 @@ COMPLETED, CANCELLED = "completed", "cancelled"
 FINISHED = frozenset({COMPLETED, CANCELLED})
 #: campaigns counted against the plan's ``campaigns`` limit
 ACTIVE = frozenset({DRAFT, SCHEDULED, RUNNING, PAUSED})
-USER, MESSAGING_LIMIT = "user", "messaging_limit"
+USER, MESSAGING_LIMIT, NUMBER_UNAVAILABLE = "user", "messaging_limit", "number_unavailable"
 
 
 class CampaignNotEditable(UnprocessableState):

@@ -77,7 +77,7 @@ class Campaign(BaseModel):
     rate_per_second: int | None
     #: draft | scheduled | running | paused | completed | cancelled
     status: str
-    #: why a paused campaign is paused: ``user`` or ``messaging_limit``
+    #: why a paused campaign is paused: ``user``, ``messaging_limit`` or ``number_unavailable``
     pause_reason: str | None
     scheduled_at: datetime | None
     started_at: datetime | None
