@@ -7,7 +7,6 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka.structs import ConsumerRecord
 from sqlalchemy import select, text
 
 from pytake_campaigns.handlers import GROUP, handlers
@@ -16,46 +15,18 @@ from pytake_common import event_types as et
 from pytake_common.consumer import EventConsumer
 from pytake_common.events import CloudEvent
 from pytake_common.mechanics import outbox
+from pytake_devstack.feeding import as_json, event_of, feed, redelivered
 
 BODY = "Hello {{1}}, our sale starts {{2}}"
 
 
-def internal(etype: str, org: uuid.UUID, subject: uuid.UUID | str, **data: Any) -> CloudEvent:
-    return CloudEvent(
-        source=f"pytake/{etype.split('.')[1]}",
-        type=etype,
-        subject=str(subject),
-        tenantid=str(org),
-        data={"organization_id": str(org), **{k: _json(v) for k, v in data.items()}},
-    )
-
-
-def _json(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _json(v) for k, v in value.items()}
-    return value
-
-
-def again(original: CloudEvent) -> CloudEvent:
-    return original.model_copy(update={"id": uuid.uuid4()})
+internal = event_of
+again = redelivered
 
 
 async def deliver(app, settings, *events: CloudEvent) -> None:
     """Through the real idempotent consumer: inbox mark and handler in one transaction."""
-    consumer = EventConsumer(settings, app.state.db, GROUP, handlers(settings))
-    try:
-        for offset, ev in enumerate(events):
-            value = ev.to_bytes()
-            record = ConsumerRecord(
-                ev.topic, 0, offset, 0, 0, ev.subject.encode(), value, None, 0, len(value), []
-            )
-            await consumer.process(record)
-    finally:
-        await consumer.close()
+    await feed(EventConsumer(settings, app.state.db, GROUP, handlers(settings)), *events)
 
 
 # --- the world --------------------------------------------------------------------------
@@ -185,7 +156,7 @@ async def create_campaign(client, tokens, world: World, **overrides: Any) -> dic
 async def start_campaign(client, tokens, world: World, campaign_id: str, **body: Any):
     r = await client.post(
         f"/v1/campaigns/{campaign_id}/start",
-        json={k: _json(v) for k, v in body.items()},
+        json={k: as_json(v) for k, v in body.items()},
         headers=tokens.headers(organization_id=world.org),
     )
     assert r.status_code == 200, r.text
