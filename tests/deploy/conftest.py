@@ -70,6 +70,7 @@ APPS = (
     App("services/whatsapp-gateway", "whatsapp-gateway", 8005),
     App("services/automation", "automation", 8007),
     App("services/integrations", "integrations", 8008),
+    App("services/campaigns", "campaigns", 8006),
     App("tools/meta-simulator", "meta-simulator", 8010, has_db=False, dev_only=True),
 )
 
@@ -91,6 +92,8 @@ TOPICS = (
     "pytake.automation.session",
     "pytake.automation.sla",
     "pytake.automation.csat",
+    "pytake.campaigns.campaign",
+    "pytake.campaigns.recipient",
 )
 
 #: The metric names the services export (pytake_common.metrics and the services).

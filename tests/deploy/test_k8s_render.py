@@ -16,6 +16,7 @@ def test_base_renders_on_its_own(render_kustomization):
         "conversations",
         "whatsapp-gateway",
         "integrations",
+        "campaigns",
         "automation",
     }
 
@@ -102,7 +103,7 @@ def test_prod_overlay(render_kustomization):
     (pool,) = prod.of_kind("KafkaNodePool")
     assert pool["spec"]["replicas"] >= 3
     clusters = prod.of_kind("Cluster")
-    assert len(clusters) == 7  # one per service with a database
+    assert len(clusters) == 8  # one per service with a database
     for cluster in clusters:
         assert cluster["spec"]["instances"] >= 3, cluster["metadata"]["name"]
         assert cluster["spec"]["postgresql"]["synchronous"]["number"] >= 1

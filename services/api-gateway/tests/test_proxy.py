@@ -41,6 +41,8 @@ ROUTED = [
     ("/webhooks/whatsapp/extra", "whatsapp-gateway"),
     ("/v1/webhook-endpoints", "integrations"),
     ("/v1/webhook-endpoints/1/deliveries", "integrations"),
+    ("/v1/campaigns", "campaigns"),
+    ("/v1/campaigns/1/stats", "campaigns"),
 ]
 
 

@@ -82,6 +82,8 @@ async def test_plan_change_emits_the_new_limits_and_is_audited(app, settings, cl
         "monthly_business_messages": 10_000,
         "api_requests_per_minute": 1_200,
         "webhook_endpoints": 10,
+        "campaigns": 20,
+        "monthly_campaign_recipients": 50_000,
     }
     assert datetime.fromisoformat(changed["data"]["trial_ends_at"]) == trial_end
     assert changed["data"]["changed_by"] is not None

@@ -176,6 +176,8 @@ async def test_plans_are_listed(client, tokens):
         "monthly_business_messages",
         "api_requests_per_minute",
         "webhook_endpoints",
+        "campaigns",
+        "monthly_campaign_recipients",
     }
 
 

@@ -35,6 +35,7 @@ RESOURCES: dict[str, str] = {
     "users": "users",
     "whatsapp": "whatsapp",
     "webhook-endpoints": "webhooks",
+    "campaigns": "campaigns",
     "automation": "automation",
 }
 
@@ -51,9 +52,16 @@ SCOPES: frozenset[str] = frozenset(
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 _VIEWER = frozenset(
-    {"contacts:read", "conversations:read", "organization:read", "whatsapp:read", "automation:read"}
+    {
+        "contacts:read",
+        "conversations:read",
+        "organization:read",
+        "whatsapp:read",
+        "campaigns:read",
+        "automation:read",
+    }
 )
-_AGENT = _VIEWER | {"contacts:write", "conversations:write", MESSAGES_SEND}
+_AGENT = _VIEWER | {"contacts:write", "conversations:write", "campaigns:write", MESSAGES_SEND}
 
 #: The scopes a role can use at all: a client's scopes must stay within its role's.
 ROLE_CEILINGS: dict[str, frozenset[str]] = {

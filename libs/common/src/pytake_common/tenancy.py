@@ -35,6 +35,8 @@ LIMIT_NAMES = frozenset(
         "monthly_business_messages",
         "api_requests_per_minute",
         "webhook_endpoints",
+        "campaigns",
+        "monthly_campaign_recipients",
     }
 )
 

@@ -39,6 +39,7 @@ class Settings(ServiceSettings):
     whatsapp_url: str = "http://127.0.0.1:8005"
     integrations_url: str = "http://127.0.0.1:8008"
     automation_url: str = "http://127.0.0.1:8007"
+    campaigns_url: str = "http://127.0.0.1:8006"
 
     #: Longest wait for an upstream's response headers, and longest silence
     #: between two reads of its body; past it the client gets 504.
@@ -144,6 +145,7 @@ class Settings(ServiceSettings):
         "whatsapp_url",
         "integrations_url",
         "automation_url",
+        "campaigns_url",
     )
     @classmethod
     def _base_url(cls, value: str) -> str:
@@ -168,4 +170,5 @@ class Settings(ServiceSettings):
             "whatsapp-gateway": self.whatsapp_url,
             "integrations": self.integrations_url,
             "automation": self.automation_url,
+            "campaigns": self.campaigns_url,
         }

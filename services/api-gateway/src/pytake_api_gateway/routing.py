@@ -19,6 +19,7 @@ CONVERSATIONS = "conversations"
 WHATSAPP = "whatsapp-gateway"
 INTEGRATIONS = "integrations"
 AUTOMATION = "automation"
+CAMPAIGNS = "campaigns"
 
 WEBHOOK_PATH = "/webhooks/whatsapp"
 IMPORT_PATH = "/v1/contacts/import"
@@ -43,6 +44,7 @@ ROUTES: tuple[tuple[str, str], ...] = (
     (WEBHOOK_PATH, WHATSAPP),
     ("/v1/webhook-endpoints", INTEGRATIONS),
     ("/v1/automation", AUTOMATION),
+    ("/v1/campaigns", CAMPAIGNS),
 )
 
 #: (method, exact path) reachable without a bearer token; everything else needs one.

@@ -19,7 +19,8 @@ DEPARTMENT_TOPIC = "pytake.tenants.department"
 LimitsField = dict[str, int | None]
 LIMITS_DESCRIPTION = (
     "limit name -> allowed amount (null = unlimited): agents, numbers, contacts, departments, "
-    "monthly_business_messages, api_requests_per_minute, webhook_endpoints"
+    "monthly_business_messages, api_requests_per_minute, webhook_endpoints, campaigns, "
+    "monthly_campaign_recipients"
 )
 
 

@@ -19,6 +19,8 @@ DEPARTMENTS: Final = "departments"
 MONTHLY_BUSINESS_MESSAGES: Final = "monthly_business_messages"
 API_REQUESTS_PER_MINUTE: Final = "api_requests_per_minute"
 WEBHOOK_ENDPOINTS: Final = "webhook_endpoints"
+CAMPAIGNS: Final = "campaigns"
+MONTHLY_CAMPAIGN_RECIPIENTS: Final = "monthly_campaign_recipients"
 
 LIMIT_NAMES: Final = (
     AGENTS,
@@ -28,9 +30,11 @@ LIMIT_NAMES: Final = (
     MONTHLY_BUSINESS_MESSAGES,
     API_REQUESTS_PER_MINUTE,
     WEBHOOK_ENDPOINTS,
+    CAMPAIGNS,
+    MONTHLY_CAMPAIGN_RECIPIENTS,
 )
 #: Limits counted per calendar month (UTC); the others are current totals.
-MONTHLY_LIMITS: Final = frozenset({MONTHLY_BUSINESS_MESSAGES})
+MONTHLY_LIMITS: Final = frozenset({MONTHLY_BUSINESS_MESSAGES, MONTHLY_CAMPAIGN_RECIPIENTS})
 
 FREE: Final = "free"
 DEFAULT_PLAN: Final = FREE
@@ -54,15 +58,17 @@ def _plan(name: str, title: str, *values: int | None) -> Plan:
 
 
 #: agents, numbers, contacts, departments, monthly business messages, API requests/minute,
-#: webhook endpoints
+#: webhook endpoints, campaigns not finished, campaign recipients per month
 PLANS: Final[MappingProxyType[str, Plan]] = MappingProxyType(
     {
         p.name: p
         for p in (
-            _plan(FREE, "Free", 2, 1, 500, 1, 250, 60, 1),
-            _plan("starter", "Starter", 5, 1, 5_000, 3, 1_000, 300, 3),
-            _plan("professional", "Professional", 20, 3, 50_000, 10, 10_000, 1_200, 10),
-            _plan("enterprise", "Enterprise", None, None, None, None, None, 6_000, None),
+            _plan(FREE, "Free", 2, 1, 500, 1, 250, 60, 1, 1, 250),
+            _plan("starter", "Starter", 5, 1, 5_000, 3, 1_000, 300, 3, 5, 5_000),
+            _plan("professional", "Professional", 20, 3, 50_000, 10, 10_000, 1_200, 10, 20, 50_000),
+            _plan(
+                "enterprise", "Enterprise", None, None, None, None, None, 6_000, None, None, None
+            ),
         )
     }
 )

@@ -157,6 +157,8 @@ async def current_usage(
         plans.MONTHLY_BUSINESS_MESSAGES: totals.get(plans.MONTHLY_BUSINESS_MESSAGES, 0),
         plans.API_REQUESTS_PER_MINUTE: None,
         plans.WEBHOOK_ENDPOINTS: None,  # counted and enforced by integrations
+        plans.CAMPAIGNS: None,  # counted and enforced by campaigns
+        plans.MONTHLY_CAMPAIGN_RECIPIENTS: None,  # counted and enforced by campaigns
     }
 
 

@@ -25,6 +25,7 @@ PUBLISHERS = (
     "whatsapp_gateway",
     "integrations",
     "automation",
+    "campaigns",
 )
 #: Where the generated constants live, relative to the repository root.
 EVENT_TYPES_MODULE = Path("libs/common/src/pytake_common/event_types.py")

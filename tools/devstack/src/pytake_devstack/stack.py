@@ -26,6 +26,7 @@ DB_SERVICES = (
     "whatsapp-gateway",
     "integrations",
     "automation",
+    "campaigns",
 )
 DEFAULT_PORTS = {
     "api-gateway": 8000,
@@ -35,6 +36,7 @@ DEFAULT_PORTS = {
     "conversations": 8004,
     "whatsapp-gateway": 8005,
     "automation": 8007,
+    "campaigns": 8006,
     "integrations": 8008,
     "meta-simulator": 8010,
 }
@@ -51,6 +53,7 @@ UPSTREAM_ENV = {
     "whatsapp-gateway": "PYTAKE_WHATSAPP_URL",
     "integrations": "PYTAKE_INTEGRATIONS_URL",
     "automation": "PYTAKE_AUTOMATION_URL",
+    "campaigns": "PYTAKE_CAMPAIGNS_URL",
 }
 
 

@@ -1,0 +1,1 @@
+"""PyTake campaigns: template campaigns to frozen audiences."""
