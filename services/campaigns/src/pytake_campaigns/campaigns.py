@@ -349,7 +349,7 @@ async def cancel(
     r = recipients.c
     dropped = await session.execute(
         update(recipients)
-        .where(r.campaign_id == campaign_id, r.status == rules.QUEUED)
+        .where(r.organization_id == org, r.campaign_id == campaign_id, r.status == rules.QUEUED)
         .values(status=rules.RECIPIENT_CANCELLED, updated_at=func.now())
         .returning(r.id)
     )

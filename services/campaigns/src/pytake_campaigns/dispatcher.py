@@ -140,9 +140,9 @@ class Dispatcher:
             self.settings.campaign_default_throughput_per_second
         )
         rate = rules.send_rate(row["rate_per_second"], throughput)
-        in_flight, queued = await self._counts(session, campaign_id, rate, now)
+        in_flight, queued = await self._counts(session, org, campaign_id, rate, now)
         if queued == 0:
-            if in_flight == 0 and not await self._pending(session, campaign_id):
+            if in_flight == 0 and not await self._pending(session, org, campaign_id):
                 await self._complete(session, row, now)
             return 0
         if number is None or number["status"] in (DISCONNECTED, REMOVED):
@@ -155,7 +155,7 @@ class Dispatcher:
             return 0
         # the number's own window, shared by its campaigns (never more than ~1 s of its
         # throughput in flight, whatever else runs on it)
-        room = await self._number_room(session, row["number_id"], throughput, now)
+        room = await self._number_room(session, org, row["number_id"], throughput, now)
         elapsed = (now - (row["credit_at"] or now)).total_seconds()
         pace = rules.pace(
             rate,
@@ -176,15 +176,19 @@ class Dispatcher:
         return pace.release
 
     async def _counts(
-        self, session: AsyncSession, campaign_id: uuid.UUID, rate: int, now: datetime
+        self,
+        session: AsyncSession,
+        org: uuid.UUID,
+        campaign_id: uuid.UUID,
+        rate: int,
+        now: datetime,
     ) -> tuple[int, int]:
         """Sends in flight (not stale), and queued recipients up to what one tick could use."""
         r = recipients.c
         stale = now - timedelta(seconds=self.settings.campaign_in_flight_stale_after_s)
-        flying = select(r.id).where(
-            r.campaign_id == campaign_id, r.status.in_(rules.IN_FLIGHT), r.dispatched_at > stale
-        )
-        waiting = select(r.id).where(r.campaign_id == campaign_id, r.status == rules.QUEUED)
+        mine = (r.organization_id == org, r.campaign_id == campaign_id)
+        flying = select(r.id).where(*mine, r.status.in_(rules.IN_FLIGHT), r.dispatched_at > stale)
+        waiting = select(r.id).where(*mine, r.status == rules.QUEUED)
         in_flight = await session.scalar(
             select(func.count()).select_from(flying.limit(rate * 20 + 1).subquery())
         )
@@ -194,24 +198,38 @@ class Dispatcher:
         return int(in_flight or 0), int(queued or 0)
 
     async def _number_room(
-        self, session: AsyncSession, number_id: uuid.UUID, throughput: int, now: datetime
+        self,
+        session: AsyncSession,
+        org: uuid.UUID,
+        number_id: uuid.UUID,
+        throughput: int,
+        now: datetime,
     ) -> int:
         r = recipients.c
         window = math.ceil(throughput * self.settings.campaign_in_flight_window_s)
         stale = now - timedelta(seconds=self.settings.campaign_in_flight_stale_after_s)
         flying = select(r.id).where(
-            r.number_id == number_id, r.status.in_(rules.IN_FLIGHT), r.dispatched_at > stale
+            r.organization_id == org,
+            r.number_id == number_id,
+            r.status.in_(rules.IN_FLIGHT),
+            r.dispatched_at > stale,
         )
         used = await session.scalar(
             select(func.count()).select_from(flying.limit(window + 1).subquery())
         )
         return window - int(used or 0)
 
-    async def _pending(self, session: AsyncSession, campaign_id: uuid.UUID) -> bool:
+    async def _pending(self, session: AsyncSession, org: uuid.UUID, campaign_id: uuid.UUID) -> bool:
         r = recipients.c
         return bool(
             await session.scalar(
-                select(exists().where(r.campaign_id == campaign_id, r.status.in_(rules.PENDING)))
+                select(
+                    exists().where(
+                        r.organization_id == org,
+                        r.campaign_id == campaign_id,
+                        r.status.in_(rules.PENDING),
+                    )
+                )
             )
         )
 
@@ -240,7 +258,7 @@ class Dispatcher:
         org, campaign_id = row["organization_id"], row["id"]
         picked = (
             select(r.id)
-            .where(r.campaign_id == campaign_id, r.status == rules.QUEUED)
+            .where(r.organization_id == org, r.campaign_id == campaign_id, r.status == rules.QUEUED)
             .order_by(r.seq)
             .limit(n)
             .with_for_update(skip_locked=True)
