@@ -8,6 +8,7 @@ from pytake_common.outbox import OutboxRelay
 from pytake_common.rawpg import TenantReads
 from pytake_common.web import create_service_app
 from pytake_conversations.api import canned, messages, metrics, routes, start, stream
+from pytake_conversations.campaign_sends import campaign_handlers
 from pytake_conversations.config import Settings
 from pytake_conversations.handlers import HANDLERS
 from pytake_conversations.maintenance import Maintenance
@@ -34,7 +35,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db=db,
         workers=lambda: [
             OutboxRelay(settings, db).run,
-            EventConsumer(settings, db, "conversations", HANDLERS).run,
+            EventConsumer(
+                settings,
+                db,
+                "conversations",
+                {
+                    **HANDLERS,
+                    **campaign_handlers(settings.service_window_hours, app.state.organizations),
+                },
+            ).run,
             Maintenance(settings, db).run,
         ],
         on_shutdown=[hub.stop, reads.close],

@@ -9,8 +9,8 @@ import orjson
 from pydantic import BaseModel
 from pydantic_core import to_json
 
-from pytake_common.security import PrincipalKind
 from pytake_conversations.domain import DEFAULT_WINDOW_HOURS, window_closes_at
+from pytake_conversations.senders import SenderType
 
 
 class Conversation(BaseModel):
@@ -69,8 +69,9 @@ class Message(BaseModel):
     wamid: str | None
     context_wamid: str | None
     sent_by: uuid.UUID | None
-    #: what ``sent_by`` is: a person (``user``) or an integration (``api_client``)
-    sender_type: PrincipalKind | None = None
+    #: what ``sent_by`` is: a person (``user``), an integration (``api_client``), a rule or
+    #: flow (``automation``) or a campaign (``campaign``)
+    sender_type: SenderType | None = None
     created_at: datetime
     meta_timestamp: datetime | None
     #: inbound only: when an agent marked it read
