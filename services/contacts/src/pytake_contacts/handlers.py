@@ -19,6 +19,7 @@ from pytake_common.events import CloudEvent, TenantEventData
 from pytake_common.outbox import emit
 from pytake_contacts.domain import PROFILE, clean_name, phone_from_wa_id
 from pytake_contacts.events import ContactCreated, ContactUpdated
+from pytake_contacts.opt_outs import OPT_OUT_HANDLERS
 from pytake_contacts.tables import contacts, users
 from pytake_contacts.timeline import TIMELINE_HANDLERS
 
@@ -205,4 +206,5 @@ HANDLERS: dict[str, Handler] = {
     WHATSAPP_MESSAGE_RECEIVED_V1: on_message_received,
     **user_handlers(users),
     **TIMELINE_HANDLERS,
+    **OPT_OUT_HANDLERS,
 }
