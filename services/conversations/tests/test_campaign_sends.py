@@ -21,6 +21,7 @@ from .helpers import (
     sent,
     status,
 )
+from .test_outbound import Directory
 from .test_start import Setup, template_event
 
 HANDLE = campaign_handlers()[CAMPAIGNS_RECIPIENT_DISPATCHED_V1]
@@ -219,3 +220,17 @@ async def test_statuses_carry_the_pricing_through(app, org, setup):
         ("sent", None),
         ("delivered", {"category": "utility", "billable": True, "pricing_model": "PMP"}),
     ]
+
+
+async def test_a_suspended_organization_or_a_used_up_plan_refuses_recipients(app, org, setup):
+    suspended = campaign_handlers(directory=Directory(suspended={org}))
+    event = dispatched(setup, uuid.uuid4(), uuid.uuid4())
+    async with app.state.db.transaction(organization_id=org) as s:
+        await suspended[CAMPAIGNS_RECIPIENT_DISPATCHED_V1](s, event)
+    used_up = campaign_handlers(directory=Directory(limits={"monthly_business_messages": 0}))
+    event = dispatched(setup, uuid.uuid4(), uuid.uuid4())
+    async with app.state.db.transaction(organization_id=org) as s:
+        await used_up[CAMPAIGNS_RECIPIENT_DISPATCHED_V1](s, event)
+    codes = [e["data"]["code"] for e in await emitted(app, org, "message.refused.v1")]
+    assert codes == ["organization_suspended", "plan_limit_exceeded"]
+    assert await message_rows(app, org) == []
