@@ -118,7 +118,7 @@ def failed(org, message_id, at, code=131026, detail="Message undeliverable") -> 
     )
 
 
-def status(org, status_name, at, *, wamid, message_id=None, errors=()) -> CloudEvent:
+def status(org, status_name, at, *, wamid, message_id=None, errors=(), pricing=None) -> CloudEvent:
     return gateway_event(
         WHATSAPP_MESSAGE_STATUS_UPDATED_V1,
         org,
@@ -131,6 +131,7 @@ def status(org, status_name, at, *, wamid, message_id=None, errors=()) -> CloudE
             "timestamp": at.isoformat(),
             "recipient_id": "5511987654321",
             "errors": list(errors),
+            **({"pricing": pricing} if pricing is not None else {}),
         },
         subject=wamid,
     )

@@ -75,6 +75,8 @@ async def test_first_inbound_opens_a_conversation_and_the_next_reuses_it(app):
         "direction": "inbound",
         "type": "text",
         "created_at": appended["data"]["created_at"],
+        "campaign_id": None,
+        "recipient_id": None,
     }
     assert datetime.fromisoformat(appended["data"]["created_at"]) == msg["created_at"]
 

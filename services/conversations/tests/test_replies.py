@@ -67,6 +67,8 @@ async def test_reply_is_stored_pending_and_requests_a_send(app, client, tokens, 
         "requested_by": str(agent),
         "payload": None,
         "priority": "interactive",
+        "campaign_id": None,
+        "recipient_id": None,
     }
     appended = (await emitted(app, org, "message.appended.v1"))[-1]
     assert appended["data"]["message_id"] == body["id"]

@@ -90,6 +90,7 @@ async def test_status_never_moves_backwards(app, org, outbound):
         "error_code": None,
         "error_detail": None,
         "at": events[1]["data"]["at"],
+        "pricing": None,
     }
     assert datetime.fromisoformat(events[1]["data"]["at"]) == T + timedelta(seconds=9)
 

@@ -46,6 +46,8 @@ class FakeGraph:
         self.script: list[tuple[int, dict[str, Any]]] = []
         self.read_status: int | None = None
         self.read_delay_s = 0.0
+        #: the numbers' messaging limit, answered to ``?fields=messaging_limit_tier``
+        self.tier: str | None = "TIER_2K"
         self._asked: dict[str, None] = {}
         self.delay_s = 0.0
         self._server: uvicorn.Server | None = None
@@ -82,6 +84,8 @@ class FakeGraph:
             return JSONResponse(meta_error(1, "unavailable"), status_code=self.read_status)
         pnid = request.path_params["pnid"]
         self._asked[pnid] = None
+        if "messaging_limit_tier" in request.query_params.get("fields", ""):
+            return JSONResponse({"id": pnid, "messaging_limit_tier": self.tier})
         return JSONResponse({"id": pnid, "display_phone_number": "+1 555 0100"})
 
     async def _waba_numbers(self, request: Request) -> JSONResponse:

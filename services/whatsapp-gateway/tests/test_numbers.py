@@ -57,6 +57,8 @@ async def test_register_number_keeps_secrets_encrypted_and_out_of_answers(app, c
         "phone_number_id": "106540352242922",
         "waba_id": "102290129340398",
         "display_phone_number": "+1 555 010 0000",
+        "messaging_limit_tier": "TIER_2K",  # read from the Graph API
+        "throughput_per_second": 80,
     }
     for secret in SECRETS:
         assert secret not in str(event)

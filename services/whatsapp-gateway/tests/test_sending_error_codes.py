@@ -42,7 +42,24 @@ MAX_ATTEMPTS = 4
 TRANSIENT = [130429, 131056, 131057, 131000, 131016, 131052, 131053, 4, 80007]
 #: Terminal: window closed, undeliverable, unsupported type, template errors,
 #: policy block. 190 (token) is terminal too and also disconnects the number.
-TERMINAL = [131047, 131026, 131051, 132000, 132001, 132005, 132007, 132012, 132015, 132016, 368]
+#: 131048 (spam rate or messaging limit), 131049 (per-user marketing limit) and 131050
+#: (the user stopped marketing messages) are terminal: a campaign records them.
+TERMINAL = [
+    131047,
+    131026,
+    131051,
+    132000,
+    132001,
+    132005,
+    132007,
+    132012,
+    132015,
+    132016,
+    368,
+    131048,
+    131049,
+    131050,
+]
 
 
 class RecordingSleep:

@@ -335,6 +335,9 @@ def status(wamid: str, state: str, ts: int = 1_764_000_100, **extra) -> dict:
     }
 
 
+PRICING = {"billable": True, "pricing_model": "PMP", "category": "marketing", "type": "regular"}
+
+
 async def test_statuses_are_deduplicated_by_wamid_and_status(app, client, tokens):
     org = uuid.uuid4()
     number = await register(client, tokens, org, "100", app_secret=SECRET_A)
@@ -379,7 +382,7 @@ async def test_statuses_are_deduplicated_by_wamid_and_status(app, client, tokens
                     "100",
                     statuses=[
                         status("wamid.out1", "sent"),
-                        status("wamid.out1", "delivered", 1_764_000_101),
+                        status("wamid.out1", "delivered", 1_764_000_101, pricing=PRICING),
                     ],
                 )
             ]
@@ -423,6 +426,13 @@ async def test_statuses_are_deduplicated_by_wamid_and_status(app, client, tokens
         "timestamp": datetime.fromtimestamp(1_764_000_100, UTC).isoformat().replace("+00:00", "Z"),
         "recipient_id": "5511999990000",
         "errors": [],
+        "pricing": None,
+    }
+    # Meta's pricing object, its documented fields (``type`` is not carried)
+    assert updates[1]["data"]["pricing"] == {
+        "category": "marketing",
+        "billable": True,
+        "pricing_model": "PMP",
     }
     other = updates[3]
     assert other["data"]["message_id"] is None

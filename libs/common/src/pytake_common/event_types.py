@@ -82,6 +82,7 @@ CONVERSATIONS_CONVERSATION_STATUS_CHANGED_V1: Final = (
 )
 CONVERSATIONS_MESSAGE_APPENDED_V1: Final = "pytake.conversations.message.appended.v1"
 CONVERSATIONS_MESSAGE_READ_REQUESTED_V1: Final = "pytake.conversations.message.read_requested.v1"
+CONVERSATIONS_MESSAGE_REFUSED_V1: Final = "pytake.conversations.message.refused.v1"
 CONVERSATIONS_MESSAGE_SEND_REQUESTED_V1: Final = "pytake.conversations.message.send_requested.v1"
 CONVERSATIONS_MESSAGE_STATUS_CHANGED_V1: Final = "pytake.conversations.message.status_changed.v1"
 INTEGRATIONS_ENDPOINT_CREATED_V1: Final = "pytake.integrations.endpoint.created.v1"

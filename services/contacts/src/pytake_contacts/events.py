@@ -85,6 +85,9 @@ class ContactConsentChanged(ContactsEvent):
     marketing_opt_in: bool
     source: str
     changed_at: datetime
+    #: why, when PyTake changed it on its own (``meta_131050``: the customer stopped the
+    #: business's marketing messages on WhatsApp); null when a person recorded it
+    reason: str | None = None
 
 
 class ContactAssigned(ContactsEvent):

@@ -20,6 +20,7 @@ from pytake_common.outbox import emit
 from pytake_contacts.automation_actions import AUTOMATION_HANDLERS
 from pytake_contacts.domain import PROFILE, clean_name, phone_from_wa_id
 from pytake_contacts.events import ContactCreated, ContactUpdated
+from pytake_contacts.opt_outs import OPT_OUT_HANDLERS
 from pytake_contacts.tables import contacts, users
 from pytake_contacts.timeline import TIMELINE_HANDLERS
 
@@ -207,4 +208,5 @@ HANDLERS: dict[str, Handler] = {
     **user_handlers(users),
     **TIMELINE_HANDLERS,
     **AUTOMATION_HANDLERS,
+    **OPT_OUT_HANDLERS,
 }

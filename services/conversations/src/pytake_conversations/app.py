@@ -9,6 +9,7 @@ from pytake_common.rawpg import TenantReads
 from pytake_common.web import create_service_app
 from pytake_conversations.api import canned, messages, metrics, routes, start, stream
 from pytake_conversations.automation_actions import automation_handlers
+from pytake_conversations.campaign_sends import campaign_handlers
 from pytake_conversations.config import Settings
 from pytake_conversations.handlers import HANDLERS
 from pytake_conversations.maintenance import Maintenance
@@ -39,7 +40,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings,
                 db,
                 "conversations",
-                {**HANDLERS, **automation_handlers(settings.service_window_hours)},
+                {
+                    **HANDLERS,
+                    **automation_handlers(settings.service_window_hours),
+                    **campaign_handlers(settings.service_window_hours, app.state.organizations),
+                },
             ).run,
             Maintenance(settings, db).run,
         ],

@@ -7,7 +7,6 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.errors import NotFound
-from pytake_common.security import Principal
 from pytake_conversations.domain import render
 from pytake_conversations.tables import canned_responses, contact_replicas, user_replicas
 
@@ -17,7 +16,7 @@ async def render_canned(
     org: uuid.UUID,
     canned_id: uuid.UUID,
     conv: RowMapping,
-    principal: Principal,
+    agent_id: uuid.UUID,
 ) -> str:
     body = await session.scalar(
         select(canned_responses.c.body).where(
@@ -36,7 +35,7 @@ async def render_canned(
     ).first()
     agent_name = await session.scalar(
         select(user_replicas.c.full_name).where(
-            user_replicas.c.id == principal.user_id, user_replicas.c.organization_id == org
+            user_replicas.c.id == agent_id, user_replicas.c.organization_id == org
         )
     )
     phone = (contact.phone if contact else None) or ("+" + conv["wa_id"] if conv["wa_id"] else None)

@@ -73,6 +73,21 @@ class MessageAppended(ConversationsEvent):
     direction: str
     type: str
     created_at: datetime
+    #: a campaign's message: the campaign and its recipient (null for every other message)
+    campaign_id: uuid.UUID | None = None
+    recipient_id: uuid.UUID | None = None
+
+
+class Pricing(BaseModel):
+    """Meta's ``pricing`` of a status webhook, as whatsapp-gateway passed it on."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: ``marketing``, ``utility``, ``authentication``, ``service``... (Meta's spelling)
+    category: str | None = None
+    billable: bool | None = None
+    #: ``CBP`` (per conversation) or ``PMP`` (per message)
+    pricing_model: str | None = None
 
 
 class MessageStatusChanged(ConversationsEvent):
@@ -88,6 +103,8 @@ class MessageStatusChanged(ConversationsEvent):
     error_code: int | None
     error_detail: str | None
     at: datetime
+    #: what Meta charges for the message, when the status that moved it said so
+    pricing: Pricing | None = None
 
 
 class TextBody(BaseModel):
@@ -122,6 +139,29 @@ class MessageSendRequested(ConversationsEvent):
     #: whatsapp-gateway's send queue serves a number's ``interactive`` requests (agents,
     #: API clients) before ``automation`` ones, and those before ``campaign`` ones
     priority: Literal["interactive", "automation", "campaign"] = "interactive"
+    #: a campaign's message: the campaign and its recipient
+    campaign_id: uuid.UUID | None = None
+    recipient_id: uuid.UUID | None = None
+
+
+class MessageRefused(ConversationsEvent):
+    """A campaign's recipient could not be sent its message (nothing was stored or sent).
+
+    Subject: the recipient id. ``code`` is the stable problem code ``POST /v1/conversations``
+    would answer (``contact_blocked``, ``contact_erased``, ``consent_required``,
+    ``template_not_approved``, ``template_parameter_missing``, ``number_unavailable``...).
+    """
+
+    event_type = "pytake.conversations.message.refused.v1"
+    topic = MESSAGE_TOPIC
+
+    organization_id: uuid.UUID
+    campaign_id: uuid.UUID
+    recipient_id: uuid.UUID
+    contact_id: uuid.UUID
+    number_id: uuid.UUID
+    code: str
+    detail: str
 
 
 class ConversationStatusChanged(ConversationsEvent):

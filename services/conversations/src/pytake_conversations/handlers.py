@@ -41,7 +41,12 @@ from pytake_conversations.domain import (
     interactive_reply,
     status_moves,
 )
-from pytake_conversations.events import ConversationOpened, MessageAppended, MessageStatusChanged
+from pytake_conversations.events import (
+    ConversationOpened,
+    MessageAppended,
+    MessageStatusChanged,
+    Pricing,
+)
 from pytake_conversations.inbox import (
     Row,
     auto_assign,
@@ -108,6 +113,12 @@ class StatusError(TenantEventData):
     details: Any = None
 
 
+class StatusPricing(TenantEventData):
+    category: str | None = None
+    billable: bool | None = None
+    pricing_model: str | None = None
+
+
 class StatusUpdated(TenantEventData):
     message_id: uuid.UUID | None = None
     wamid: str | None = None
@@ -115,6 +126,7 @@ class StatusUpdated(TenantEventData):
     status: str
     timestamp: datetime
     errors: list[StatusError] = Field(default_factory=list)
+    pricing: StatusPricing | None = None
 
 
 def _ts(value: datetime) -> Any:
@@ -385,6 +397,7 @@ async def apply_status(
     at: datetime,
     error_code: int | None = None,
     error_detail: str | None = None,
+    pricing: Pricing | None = None,
 ) -> bool:
     """Move an outbound message to ``status`` if that is forward; True when it moved.
 
@@ -440,6 +453,7 @@ async def apply_status(
             error_code=error_code if status == FAILED else None,
             error_detail=error_detail if status == FAILED else None,
             at=at,
+            pricing=pricing,
         )
         await emit(session, changed, row["id"], org)
     return moved
@@ -500,6 +514,7 @@ async def on_status_updated(session: AsyncSession, event: CloudEvent) -> None:
         at=data.timestamp,
         error_code=code,
         error_detail=detail,
+        pricing=Pricing(**data.pricing.model_dump()) if data.pricing is not None else None,
     )
 
 

@@ -5,9 +5,9 @@ replicas and applies them.
 """
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pytake_common.errors import DomainError, InvalidInput, NotFound
 
@@ -86,6 +86,16 @@ class Parameter:
 
     value: str
     default: str | None = None
+
+
+class GivenParameter(Protocol):
+    value: str
+    default: str | None
+
+
+def parameters(given: Iterable[str | GivenParameter]) -> list[Parameter]:
+    """Parameters as a request gives them: plain text, or ``{value, default}``."""
+    return [Parameter(p) if isinstance(p, str) else Parameter(p.value, p.default) for p in given]
 
 
 def check_template(template: Template, contact: Contact) -> None:

@@ -5,6 +5,7 @@ tables and replicas (``outreach_replicas.py``): no call to another service.
 """
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,16 +16,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.outbox import emit
 from pytake_conversations import outreach
+from pytake_conversations.api.messages import request_send
+from pytake_conversations.api.outbound import SendMessage, TemplateInput, TextInput
 from pytake_conversations.domain import ACTIVE, CLOSED, OPEN, ContactBlocked
 from pytake_conversations.events import ConversationOpened
 from pytake_conversations.inbox import Row, auto_assign, push_conversation
 from pytake_conversations.outreach_replicas import DISCONNECTED, REMOVED
+from pytake_conversations.senders import Sender
 from pytake_conversations.tables import (
     contact_replicas,
     conversations,
     number_replicas,
     template_replicas,
 )
+from pytake_conversations.views import Message
 
 
 def previous_closed(org: Any, contact_id: Any, number_id: Any) -> ScalarSelect[Any]:
@@ -245,3 +250,67 @@ async def open_or_reuse(
         await emit(session, opened, created["id"], org)
         return await auto_assign(session, org, created), False
     raise RuntimeError(f"could not open a conversation for contact {contact_id}")
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateRequest:
+    """A template of the number's WhatsApp Business Account and how to fill it."""
+
+    name: str
+    language: str
+    parameters: Sequence[outreach.Parameter] = ()
+    header_parameters: Sequence[outreach.Parameter] = ()
+    button_parameters: Sequence[outreach.Parameter] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    conversation_id: uuid.UUID
+    message: Message
+    #: the contact's active conversation on the number was reused
+    reused: bool
+
+
+async def start(
+    session: AsyncSession,
+    sender: Sender,
+    contact_id: uuid.UUID,
+    number_id: uuid.UUID,
+    *,
+    template: TemplateRequest | None,
+    text: TextInput | None,
+    hours: float,
+    directory: Any,
+) -> Started:
+    """Write to a contact first: the rules of ``POST /v1/conversations``, for every sender
+    (an agent through the API, a campaign's recipient through its event).
+
+    A refusal is a ``DomainError``, raised possibly after a conversation was opened: the
+    caller rolls its transaction (or savepoint) back.
+    """
+    org = sender.organization_id
+    target = await load_target(session, org, contact_id, number_id)
+    preview = None
+    if template is not None:
+        found = await load_template(session, org, target.number, template.name, template.language)
+        contact = target.profile()
+        outreach.check_template(found, contact)
+        components, values = outreach.components(
+            found,
+            template.parameters,
+            template.header_parameters,
+            contact,
+            template.button_parameters,
+        )
+        preview = outreach.rendered_body(found, values)
+        send = SendMessage(
+            type="template",
+            template=TemplateInput(name=found.name, language=found.language, components=components),
+        )
+    else:
+        send = SendMessage(type="text", text=text)
+    conv, reused = await open_or_reuse(session, org, target, sender.id)
+    message = await request_send(
+        session, sender, conv["id"], send, hours, directory, preview=preview
+    )
+    return Started(conv["id"], message, reused)

@@ -121,9 +121,11 @@ messages = Table(
     Column("error_code", Integer, nullable=True),
     Column("error_detail", Text, nullable=True),
     Column("sent_by", UUID(as_uuid=True), nullable=True),
-    #: who ``sent_by`` is: ``user`` (a person) or ``api_client`` (an integration's token);
-    #: NULL for inbound messages
+    #: who ``sent_by`` is: ``user`` (a person), ``api_client`` (an integration's token),
+    #: ``automation`` (a rule or flow) or ``campaign``; NULL for inbound messages
     Column("sender_type", String(16), nullable=True),
+    #: a campaign's message: its recipient (campaigns' id), at most one message each
+    Column("recipient_id", UUID(as_uuid=True), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("meta_timestamp", DateTime(timezone=True), nullable=True),
     #: inbound only: when an agent marked it read (and asked WhatsApp to show the blue ticks)
@@ -145,6 +147,13 @@ Index(
     messages.c.wamid,
     unique=True,
     postgresql_where=text("wamid IS NOT NULL"),
+)
+Index(
+    "uq_messages_organization_id_recipient_id",
+    messages.c.organization_id,
+    messages.c.recipient_id,
+    unique=True,
+    postgresql_where=text("recipient_id IS NOT NULL"),
 )
 Index(
     "ix_messages_history",
@@ -266,6 +275,20 @@ contact_replicas = Table(
     Column("marketing_opt_in", Boolean, nullable=False, server_default="false"),
     Column("consent_changed_at", DateTime(timezone=True), nullable=True),
     Column("erased_at", DateTime(timezone=True), nullable=True),
+)
+
+#: Campaigns' recipients handled (``recipient.dispatched``): claimed first, so the same
+#: recipient under another event id is recognised; then its message or its refusal.
+campaign_recipients = Table(
+    "campaign_recipients",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("organization_id", UUID(as_uuid=True), nullable=False),
+    Column("campaign_id", UUID(as_uuid=True), nullable=False),
+    Column("message_id", UUID(as_uuid=True), nullable=True),
+    #: the problem code the recipient was refused with (null: its message was stored)
+    Column("refused_code", String(64), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
 #: The organization's WhatsApp numbers (from whatsapp-gateway's events).

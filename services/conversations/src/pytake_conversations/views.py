@@ -3,13 +3,14 @@
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 import orjson
 from pydantic import BaseModel
 from pydantic_core import to_json
 
 from pytake_conversations.domain import DEFAULT_WINDOW_HOURS, window_closes_at
+from pytake_conversations.senders import SenderType
 
 
 class Conversation(BaseModel):
@@ -76,9 +77,9 @@ class Message(BaseModel):
     wamid: str | None
     context_wamid: str | None
     sent_by: uuid.UUID | None
-    #: what ``sent_by`` is: a person (``user``), an integration (``api_client``), an
-    #: automation rule or flow (``automation``), a campaign (``campaign``)
-    sender_type: Literal["user", "api_client", "automation", "campaign"] | None = None
+    #: what ``sent_by`` is: a person (``user``), an integration (``api_client``), a rule or
+    #: flow (``automation``) or a campaign (``campaign``)
+    sender_type: SenderType | None = None
     created_at: datetime
     meta_timestamp: datetime | None
     #: inbound only: when an agent marked it read

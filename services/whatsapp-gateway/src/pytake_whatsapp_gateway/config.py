@@ -82,6 +82,11 @@ class Settings(ServiceSettings):
     #: claim commits and its caller wakes in time (a burst into an idle schedule used to
     #: miss its first slots); only delays the first send after an idle spell.
     send_slot_lead_s: float = Field(default=0.05, ge=0, le=1.0)
+    #: Automation and campaign sends of a number in flight at most: this many seconds of
+    #: its throughput (at least one). An agent's reply waits behind no more than these
+    #: (each holds a slot of the number's schedule), while enough stay in flight to keep
+    #: the number at its limit (a send takes tens of milliseconds besides its slot).
+    send_background_ahead_s: float = Field(default=0.15, gt=0, le=5.0)
     #: Meta's pair rate: one message per this many seconds to the same customer
     #: (0 turns pacing per recipient off) ...
     pair_interval_s: float = Field(default=6.0, ge=0)

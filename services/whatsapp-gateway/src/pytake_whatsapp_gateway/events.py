@@ -39,6 +39,10 @@ class NumberRegistered(WhatsAppEvent):
     phone_number_id: str
     waba_id: str
     display_phone_number: str
+    #: Meta's messaging limit (``TIER_250`` ... ``TIER_UNLIMITED``) read when registering
+    messaging_limit_tier: str | None = None
+    #: the sends per second whatsapp-gateway paces the number at
+    throughput_per_second: int = 80
 
 
 class NumberUpdated(WhatsAppEvent):
@@ -54,6 +58,7 @@ class NumberUpdated(WhatsAppEvent):
     quality_rating: str | None
     messaging_limit_tier: str | None
     changed: list[str]
+    throughput_per_second: int = 80
 
 
 class NumberRemoved(WhatsAppEvent):
@@ -140,6 +145,18 @@ class StatusError(BaseModel):
     details: str | None
 
 
+class StatusPricing(BaseModel):
+    """Meta's ``pricing`` object of a status webhook (what the message costs)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: ``marketing``, ``utility``, ``authentication``, ``service``, ... (Meta's spelling)
+    category: str | None = None
+    billable: bool | None = None
+    #: ``CBP`` (per conversation, before July 2025) or ``PMP`` (per message)
+    pricing_model: str | None = None
+
+
 class MessageStatusUpdated(WhatsAppEvent):
     """Meta's status of a message we sent: sent | delivered | read | played | failed.
 
@@ -159,6 +176,8 @@ class MessageStatusUpdated(WhatsAppEvent):
     timestamp: datetime
     recipient_id: str | None
     errors: list[StatusError]
+    #: null when Meta's status carried none (failed statuses never do)
+    pricing: StatusPricing | None = None
 
 
 class MessageSent(WhatsAppEvent):

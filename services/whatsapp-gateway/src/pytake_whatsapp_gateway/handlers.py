@@ -37,6 +37,7 @@ class SendRequested(TenantEventData):
     #: Meta's inner object for every type but text.
     payload: dict[str, Any] | None = None
     context_wamid: str | None = None
+    priority: str = "interactive"
 
 
 class ReadRequested(TenantEventData):
@@ -66,6 +67,7 @@ def make_handlers(sender: Sender) -> dict[str, Handler]:
                 preview_url=data.text.preview_url if data.text else False,
                 context_wamid=data.context_wamid,
                 payload=data.payload,
+                priority=data.priority,
             ),
         )
 

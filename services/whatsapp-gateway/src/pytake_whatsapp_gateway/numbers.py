@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, func, select, tuple_, update
+from sqlalchemy import ColumnElement, Row, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -69,6 +69,8 @@ class Registration:
     app_secret: str | None
     verify_token: str
     throughput_per_second: int = DEFAULT_THROUGHPUT
+    #: Meta's messaging limit when it said (``tiers.read_tier``)
+    messaging_limit_tier: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +113,7 @@ async def register_number(
                 app_secret_enc=box.encrypt(reg.app_secret) if reg.app_secret else None,
                 verify_token_hash=verify_token_hash(reg.verify_token),
                 throughput_per_second=reg.throughput_per_second,
+                messaging_limit_tier=reg.messaging_limit_tier,
             )
             # phone_number_id is unique platform-wide: a number connects to one tenant.
             .on_conflict_do_nothing(index_elements=[numbers.c.phone_number_id], index_where=ACTIVE)
@@ -127,6 +130,8 @@ async def register_number(
         phone_number_id=reg.phone_number_id,
         waba_id=reg.waba_id,
         display_phone_number=reg.display_phone_number,
+        messaging_limit_tier=reg.messaging_limit_tier,
+        throughput_per_second=reg.throughput_per_second,
     )
     await emit(session, payload, number_id)
     return await get_number(session, organization_id, number_id)
@@ -228,8 +233,44 @@ async def emit_updated(session: AsyncSession, row: Row[Any], changed: list[str])
         quality_rating=row.quality_rating,
         messaging_limit_tier=row.messaging_limit_tier,
         changed=changed,
+        throughput_per_second=row.throughput_per_second,
     )
     await emit(session, payload, row.id)
+
+
+async def _change_if(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    number_id: uuid.UUID,
+    condition: ColumnElement[bool],
+    **values: Any,
+) -> bool:
+    """Update the number while ``condition`` holds; whether it did (it changed)."""
+    changed = (
+        await session.execute(
+            update(numbers)
+            .where(numbers.c.organization_id == organization_id, numbers.c.id == number_id)
+            .where(condition)
+            .values(**values, updated_at=func.now())
+            .returning(numbers.c.id)
+        )
+    ).first()
+    return changed is not None
+
+
+async def refresh_tier(
+    session: AsyncSession, organization_id: uuid.UUID, number_id: uuid.UUID, tier: str
+) -> bool:
+    """Store the tier Meta answered (a sync); ``number.updated`` when it changed."""
+    differs = numbers.c.messaging_limit_tier.is_distinct_from(tier)
+    if not await _change_if(
+        session, organization_id, number_id, differs, messaging_limit_tier=tier
+    ):
+        return False
+    await emit_updated(
+        session, await get_number(session, organization_id, number_id), ["messaging_limit_tier"]
+    )
+    return True
 
 
 async def remove_number(
@@ -252,19 +293,8 @@ async def mark_disconnected(
     session: AsyncSession, organization_id: uuid.UUID, number_id: uuid.UUID, reason: str
 ) -> None:
     """Meta refused the access token: stop sending until a new one is set (once per change)."""
-    changed = (
-        await session.execute(
-            update(numbers)
-            .where(
-                numbers.c.organization_id == organization_id,
-                numbers.c.id == number_id,
-                numbers.c.status == CONNECTED,
-            )
-            .values(status=DISCONNECTED, updated_at=func.now())
-            .returning(numbers.c.id)
-        )
-    ).first()
-    if changed is None:
+    connected = numbers.c.status == CONNECTED
+    if not await _change_if(session, organization_id, number_id, connected, status=DISCONNECTED):
         return
     payload = NumberDisconnected(
         number_id=number_id, organization_id=organization_id, reason=reason

@@ -11,11 +11,13 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    SmallInteger,
     String,
     Table,
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
@@ -166,6 +168,9 @@ send_queue = Table(
     #: sha256 of the recipient: per-recipient order and pacing without the phone number.
     Column("recipient_key", String(64), nullable=False),
     Column("request", JSONB, nullable=False),
+    #: 0 interactive (agents, API clients), 1 automation, 2 campaign: a number's lower
+    #: numbers go first (sending/dispatcher.py)
+    Column("priority", SmallInteger, nullable=False, server_default="0"),
     Column("not_before", DateTime(timezone=True), nullable=False, server_default=func.now()),
     #: A dispatcher's lease: another one may take the row only after it expired.
     Column("taken_until", DateTime(timezone=True), nullable=True),
@@ -176,6 +181,18 @@ Index(
     send_queue.c.number_id,
     send_queue.c.recipient_key,
     send_queue.c.seq,
+)
+Index(
+    "ix_send_queue_background",
+    send_queue.c.number_id,
+    send_queue.c.priority,
+    send_queue.c.seq,
+    postgresql_where=text("priority > 0"),
+)
+Index(
+    "ix_send_queue_background_taken",
+    send_queue.c.number_id,
+    postgresql_where=text("priority > 0 AND taken_until IS NOT NULL"),
 )
 
 #: Per-number pacing (GCRA): the theoretical arrival time of the next send.

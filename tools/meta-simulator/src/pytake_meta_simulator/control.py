@@ -42,6 +42,11 @@ class NumberIn(BaseModel):
     app_secret: str = Field(min_length=1)
     webhook_url: str | None = None
     verified_name: str = "PyTake Simulated Business"
+    #: Meta's messaging limit (unique users reached outside a service window per 24 h);
+    #: posting the number again with another tier changes it
+    messaging_limit_tier: Literal[
+        "TIER_50", "TIER_250", "TIER_1K", "TIER_2K", "TIER_10K", "TIER_100K", "TIER_UNLIMITED"
+    ] = "TIER_UNLIMITED"
 
 
 class NumberOut(BaseModel):
@@ -52,6 +57,7 @@ class NumberOut(BaseModel):
     display_phone_number: str
     verified_name: str
     webhook_url: str
+    messaging_limit_tier: str
 
 
 class InteractiveReplyIn(BaseModel):
@@ -188,6 +194,7 @@ def _public(ctx: SimulatorContext, number: Number) -> NumberOut:
         display_phone_number=number.display_phone_number,
         verified_name=number.verified_name,
         webhook_url=ctx.sender.url_for(number),
+        messaging_limit_tier=number.messaging_limit_tier,
     )
 
 
@@ -224,6 +231,7 @@ async def inbound(body: InboundIn, ctx: SimulatorContext = Depends(get_ctx)) -> 
         user_id=body.user_id,
         context_id=context_id,
     )
+    await ctx.store.record_inbound(body.phone_number_id, body.from_wa_id)
     delivery = await ctx.sender.post(number, kind="message", payload=payload)
     return InboundOut(
         wamid=wamid, status_code=delivery.status_code, payload=payload, error=delivery.error

@@ -67,6 +67,19 @@ CATALOGUE: dict[int, ErrorInfo] = {
         "Message failed to send because more than 24 hours have passed since the "
         "customer last replied to this number.",
     ),
+    131048: ErrorInfo(
+        "Spam rate limit hit",
+        "Message failed to send because there are restrictions on how many messages can be "
+        "sent from this phone number.",
+    ),
+    131049: ErrorInfo(
+        "Meta chose not to deliver",
+        "This message was not delivered to maintain healthy ecosystem engagement.",
+    ),
+    131050: ErrorInfo(
+        "User's marketing messages opted out",
+        "The recipient has chosen to stop receiving marketing messages from this business.",
+    ),
     131051: ErrorInfo("Unsupported message type", "Message type is not currently supported."),
     131052: ErrorInfo("Media download error", "Unable to download the media sent by the user."),
     131053: ErrorInfo("Media upload error", "Unable to upload the media used in the message."),

@@ -30,11 +30,13 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pytake_meta_simulator.deps import SimulatorContext, get_ctx
 from pytake_meta_simulator.errors import GraphError
 from pytake_meta_simulator.ids import new_wamid
-from pytake_meta_simulator.state import Media, Number
+from pytake_meta_simulator.state import FailureRule, Media, Number
 from pytake_meta_simulator.validation import validate_mark_read, validate_send
 
 router = APIRouter(tags=["graph"])
 
+#: what a send past the number's messaging limit fails with (see errors.CATALOGUE)
+MESSAGING_LIMIT = 131048
 _VERSION = re.compile(r"^v\d+\.\d+$")
 ATTACHMENTS_PATH = "/whatsapp_business/attachments/"
 
@@ -105,6 +107,12 @@ async def send_message(
             details=failure.details,
         )
     fails_later = failure if failure is not None and failure.mode == "status" else None
+    if not await ctx.store.admit_business_initiated(number, send.wa_id):
+        # Past the tier: accepted, then failed by a status webhook. Meta documents no
+        # dedicated code for the messaging limit; providers report 131048 for it.
+        fails_later = FailureRule(
+            id=0, phone_number_id=phone_number_id, code=MESSAGING_LIMIT, mode="status", remaining=0
+        )
     wamid = new_wamid(send.wa_id)
     record = await ctx.store.record_sent(
         phone_number_id=phone_number_id,
@@ -230,4 +238,5 @@ def _number_profile(number: Number) -> dict[str, Any]:
         "code_verification_status": "VERIFIED",
         "platform_type": "CLOUD_API",
         "throughput": {"level": "STANDARD"},
+        "messaging_limit_tier": number.messaging_limit_tier,
     }

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -33,6 +33,23 @@ class Number(BaseModel):
     access_token: str
     app_secret: str
     webhook_url: str | None = None
+    #: Meta's messaging limit: unique users reached outside a customer-service window per
+    #: moving 24 h (``TIER_250`` ... ``TIER_UNLIMITED``; see ``TIER_LIMITS``)
+    messaging_limit_tier: str = "TIER_UNLIMITED"
+
+
+#: unique business-initiated users per moving 24 hours; None: unlimited
+TIER_LIMITS: dict[str, int | None] = {
+    "TIER_50": 50,
+    "TIER_250": 250,
+    "TIER_1K": 1_000,
+    "TIER_2K": 2_000,
+    "TIER_10K": 10_000,
+    "TIER_100K": 100_000,
+    "TIER_UNLIMITED": None,
+}
+#: the customer-service window, and how long a reached user counts against the limit
+DAY = timedelta(hours=24)
 
 
 class SentMessage(BaseModel):
@@ -135,6 +152,10 @@ class Store:
         self._media: dict[str, Media] = {}
         #: Per WABA, in creation order.
         self._templates: dict[str, list[Template]] = {}
+        #: (phone_number_id, wa_id) -> the user's last message (opens the service window)
+        self._inbound: dict[tuple[str, str], datetime] = {}
+        #: phone_number_id -> users reached outside a service window -> when
+        self._reached: dict[str, dict[str, datetime]] = {}
 
     def _next(self) -> int:
         return next(self._seq)
@@ -250,6 +271,35 @@ class Store:
         async with self._lock:
             self._webhooks.clear()
 
+    # messaging limit -----------------------------------------------------
+    async def record_inbound(self, phone_number_id: str, wa_id: str) -> None:
+        async with self._lock:
+            self._inbound[(phone_number_id, wa_id)] = utcnow()
+
+    async def admit_business_initiated(self, number: Number, wa_id: str) -> bool:
+        """Whether the number's tier lets a message reach ``wa_id`` now.
+
+        A user inside the service window (wrote in the last 24 h) does not count; any
+        other user counts once per moving 24 hours; past the tier's count, new users
+        are refused.
+        """
+        limit = TIER_LIMITS.get(number.messaging_limit_tier.upper())
+        now = utcnow()
+        async with self._lock:
+            wrote = self._inbound.get((number.phone_number_id, wa_id))
+            if wrote is not None and now - wrote < DAY:
+                return True
+            reached = self._reached.setdefault(number.phone_number_id, {})
+            for user, at in list(reached.items()):
+                if now - at >= DAY:
+                    del reached[user]
+            if wa_id in reached:
+                return True
+            if limit is not None and len(reached) >= limit:
+                return False
+            reached[wa_id] = now
+            return True
+
     # failure injection ---------------------------------------------------
     async def add_failure(
         self,
@@ -325,6 +375,13 @@ class Store:
             book.append(template)
             return template.model_copy()
 
+    async def template_category(self, waba_id: str, name: str, language: str) -> str | None:
+        async with self._lock:
+            for t in self._templates.get(waba_id, []):
+                if t.name == name and t.language == language:
+                    return t.category
+            return None
+
     async def templates(self, waba_id: str) -> list[Template]:
         async with self._lock:
             return [t.model_copy() for t in self._templates.get(waba_id, [])]
@@ -360,3 +417,5 @@ class Store:
             self._failures.clear()
             self._media.clear()
             self._templates.clear()
+            self._inbound.clear()
+            self._reached.clear()

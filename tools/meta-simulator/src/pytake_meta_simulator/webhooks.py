@@ -125,6 +125,7 @@ def status_object(
     *,
     conversation_id: str,
     errors: list[dict[str, Any]] | None = None,
+    category: str = "utility",
 ) -> dict[str, Any]:
     obj: dict[str, Any] = {
         "id": sent.wamid,
@@ -135,7 +136,7 @@ def status_object(
     if errors is not None:
         obj["errors"] = errors
     else:
-        category = "utility" if sent.type == "template" else "service"
+        category = category if sent.type == "template" else "service"
         conversation: dict[str, Any] = {"id": conversation_id, "origin": {"type": category}}
         if status == "sent":
             conversation["expiration_timestamp"] = str(int(time.time()) + 24 * 3600)
@@ -232,21 +233,35 @@ class WebhookSender:
         and only once the previous one was answered, so they arrive in order.
         """
         conversation_id = new_conversation_id()
+        category = await self.pricing_category(number, sent)
         if failure is None or failure.code is None:
             steps: list[dict[str, Any]] = [
-                status_object(sent, s, conversation_id=conversation_id)
+                status_object(sent, s, conversation_id=conversation_id, category=category)
                 for s in ("sent", "delivered", "read")
             ]
         else:
             errors = [status_error(failure.code, message=failure.message, details=failure.details)]
             steps = [
-                status_object(sent, "sent", conversation_id=conversation_id),
+                status_object(sent, "sent", conversation_id=conversation_id, category=category),
                 status_object(sent, "failed", conversation_id=conversation_id, errors=errors),
             ]
         for step in steps:
             await asyncio.sleep(self.settings.status_delay_s)
             step["timestamp"] = now_ts()
             await self.post(number, kind="status", payload=envelope(number, {"statuses": [step]}))
+
+    async def pricing_category(self, number: Number, sent: SentMessage) -> str:
+        """The template's category as Meta prices it (lower case); ``utility`` when the
+        template was never created here."""
+        template = sent.body.get("template")
+        if not isinstance(template, dict):
+            return "service"
+        language = template.get("language")
+        code = language.get("code") if isinstance(language, dict) else None
+        found = await self.store.template_category(
+            number.waba_id, str(template.get("name")), str(code)
+        )
+        return (found or "UTILITY").lower()
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` in the background; it is cancelled at shutdown if still pending."""

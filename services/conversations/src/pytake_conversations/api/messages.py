@@ -52,6 +52,7 @@ from pytake_conversations.inbox import (
     push_message,
     update_conversation,
 )
+from pytake_conversations.senders import Sender
 from pytake_conversations.tables import contact_replicas, conversations, messages
 from pytake_conversations.views import MESSAGE_COLUMNS, Message, message_dict, page_json
 
@@ -222,7 +223,9 @@ async def send_message(
         answer = await idempotent(
             guard,
             202,
-            lambda: request_send(session, principal, conversation_id, body, hours, directory),
+            lambda: request_send(
+                session, Sender.of(principal), conversation_id, body, hours, directory
+            ),
         )
     return answer.response()
 
@@ -302,7 +305,7 @@ async def _quoted_wamid(
 
 async def request_send(
     session: AsyncSession,
-    principal: Principal,
+    sender: Sender,
     conversation_id: uuid.UUID,
     body: SendMessage,
     hours: float,
@@ -312,7 +315,7 @@ async def request_send(
 ) -> Message:
     """Store ``body`` as a pending message of the conversation and ask whatsapp-gateway to
     send it (``preview``: what the inbox shows instead of the type's default)."""
-    org = principal.organization_id
+    org = sender.organization_id
     conv = await load_conversation(session, org, conversation_id, lock=True)
     await _check_sendable(session, conv, body, hours)
     await _check_monthly_limit(session, org, directory)
@@ -332,7 +335,7 @@ async def request_send(
             text = TextBody(body=body.text.body, preview_url=body.text.preview_url)
         else:
             assert body.canned_response_id is not None
-            rendered = await render_canned(session, org, body.canned_response_id, conv, principal)
+            rendered = await render_canned(session, org, body.canned_response_id, conv, sender.id)
             text = TextBody(body=rendered, preview_url=False)
         content: dict[str, Any] = {"type": "text", "text": text.model_dump()}
         shown: str | None = text.body
@@ -363,8 +366,9 @@ async def request_send(
                     context_wamid=context_wamid,
                     status="pending",
                     status_at=func.now(),
-                    sent_by=principal.user_id,
-                    sender_type=principal.kind,
+                    sent_by=sender.id,
+                    sender_type=sender.type,
+                    recipient_id=sender.recipient_id,
                 )
                 .returning(*messages.c)
             )
@@ -392,8 +396,11 @@ async def request_send(
         type=body.type,
         text=text,
         context_wamid=context_wamid,
-        requested_by=principal.user_id,
+        requested_by=sender.id,
         payload=payload,
+        priority=sender.priority,
+        campaign_id=sender.campaign_id,
+        recipient_id=sender.recipient_id,
     )
     await emit(session, requested, message_id, org)
     appended = MessageAppended(
@@ -401,12 +408,14 @@ async def request_send(
         organization_id=org,
         conversation_id=conversation_id,
         contact_id=conv["contact_id"],
-        sender_type=principal.kind,
-        sender_id=principal.user_id,
+        sender_type=sender.type,
+        sender_id=sender.id,
         text=shown,
         direction=OUTBOUND,
         type=body.type,
         created_at=row["created_at"],
+        campaign_id=sender.campaign_id,
+        recipient_id=sender.recipient_id,
     )
     await emit(session, appended, message_id, org)
     await push_message(session, org, row, "message.created")

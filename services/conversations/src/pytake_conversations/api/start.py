@@ -14,16 +14,9 @@ from pytake_common.idempotency import IdempotencyGuard, IdempotencyKey, fingerpr
 from pytake_common.security import Principal, Worker
 from pytake_conversations import outreach
 from pytake_conversations.api.deps import DB, Organizations, WindowHours, load_conversation
-from pytake_conversations.api.messages import request_send
-from pytake_conversations.api.outbound import (
-    LANGUAGE,
-    TEMPLATE_NAME,
-    SendMessage,
-    Strict,
-    TemplateInput,
-    TextInput,
-)
-from pytake_conversations.starting import load_target, load_template, open_or_reuse
+from pytake_conversations.api.outbound import LANGUAGE, TEMPLATE_NAME, Strict, TextInput
+from pytake_conversations.senders import Sender
+from pytake_conversations.starting import TemplateRequest, start
 from pytake_conversations.views import Conversation, Message
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
@@ -80,13 +73,6 @@ class Started(BaseModel):
     reused: bool
 
 
-def _parameters(given: list[Parameter]) -> list[outreach.Parameter]:
-    return [
-        outreach.Parameter(p) if isinstance(p, str) else outreach.Parameter(p.value, p.default)
-        for p in given
-    ]
-
-
 @router.post(
     "",
     status_code=201,
@@ -136,34 +122,26 @@ async def _start(
     hours: float,
     directory: object,
 ) -> Started:
-    org = principal.organization_id
-    target = await load_target(session, org, body.contact_id, body.number_id)
-    preview = None
+    template = None
     if body.template is not None:
-        template = await load_template(
-            session, org, target.number, body.template.name, body.template.language
+        template = TemplateRequest(
+            name=body.template.name,
+            language=body.template.language,
+            parameters=outreach.parameters(body.template.parameters),
+            header_parameters=outreach.parameters(body.template.header_parameters),
+            button_parameters=outreach.parameters(body.template.button_parameters),
         )
-        contact = target.profile()
-        outreach.check_template(template, contact)
-        components, values = outreach.components(
-            template,
-            _parameters(body.template.parameters),
-            _parameters(body.template.header_parameters),
-            contact,
-            _parameters(body.template.button_parameters),
-        )
-        preview = outreach.rendered_body(template, values)
-        send = SendMessage(
-            type="template",
-            template=TemplateInput(
-                name=template.name, language=template.language, components=components
-            ),
-        )
-    else:
-        send = SendMessage(type="text", text=body.text)
-    conv, reused = await open_or_reuse(session, org, target, principal.user_id)
-    message = await request_send(
-        session, principal, conv["id"], send, hours, directory, preview=preview
+    started = await start(
+        session,
+        Sender.of(principal),
+        body.contact_id,
+        body.number_id,
+        template=template,
+        text=body.text,
+        hours=hours,
+        directory=directory,
     )
-    row = await load_conversation(session, org, conv["id"])
-    return Started(conversation=Conversation.of(row, hours), message=message, reused=reused)
+    row = await load_conversation(session, principal.organization_id, started.conversation_id)
+    return Started(
+        conversation=Conversation.of(row, hours), message=started.message, reused=started.reused
+    )

@@ -30,6 +30,7 @@ from pytake_whatsapp_gateway.numbers import (
     update_number,
 )
 from pytake_whatsapp_gateway.ownership import prove_control
+from pytake_whatsapp_gateway.tiers import read_tier
 
 router = APIRouter(prefix="/v1/whatsapp/numbers", tags=["whatsapp numbers"])
 
@@ -144,6 +145,7 @@ async def register(
     await prove_control(
         graph, body.access_token.get_secret_value(), body.phone_number_id, body.waba_id
     )
+    tier = await read_tier(graph, body.access_token.get_secret_value(), body.phone_number_id)
     async with db.transaction(organization_id=org) as session:
         guard = IdempotencyGuard(session, org, principal.user_id, idempotency_key, fp)
 
@@ -160,6 +162,7 @@ async def register(
                 app_secret=body.app_secret.get_secret_value() if body.app_secret else None,
                 verify_token=body.verify_token.get_secret_value(),
                 throughput_per_second=body.throughput_per_second,
+                messaging_limit_tier=tier,
             )
             row = await register_number(session, box, org, registration)
             return Number.model_validate(row._mapping)

@@ -5,7 +5,15 @@ so a number paced at its throughput never holds up other tenants' messages on
 the same partition. Dispatchers (one per replica, ``send_concurrency`` sends in
 flight each) take requests with a lease (``FOR UPDATE SKIP LOCKED``), only the
 oldest request of each (number, recipient) at a time, so a customer receives
-messages in the order they were asked for. The exactly-once rules live in
+messages in the order they were asked for.
+
+Per number, requests have a priority: ``interactive`` (agents, API clients) are taken
+first and without limit; ``automation`` then ``campaign`` only while fewer than
+``send_background_ahead_s`` of the number's throughput of them are in flight (each
+holds a slot of its schedule), so an agent's reply queued behind ten thousand campaign
+sends waits for at most those few slots. An interactive request never waits for a
+background one to the same customer (same-priority ones keep their order). The
+exactly-once rules live in
 :class:`~pytake_whatsapp_gateway.sending.sender.Sender`; a request is deleted
 once its outcome is recorded.
 
@@ -41,23 +49,70 @@ from pytake_whatsapp_gateway.tables import send_queue
 
 log = logging.getLogger(__name__)
 
+#: A number's interactive requests (agents, API clients), oldest first, only the oldest
+#: interactive one of each (number, recipient) at a time: they never wait for background
+#: requests, even to the same customer.
 _TAKE = text(
     """
     UPDATE send_queue SET taken_until = clock_timestamp() + make_interval(secs => :lease)
     WHERE seq IN (
       SELECT q.seq FROM send_queue q
-      WHERE q.not_before <= clock_timestamp()
+      WHERE q.priority = 0
+        AND q.not_before <= clock_timestamp()
         AND (q.taken_until IS NULL OR q.taken_until < clock_timestamp())
         AND NOT EXISTS (
           SELECT 1 FROM send_queue p
           WHERE p.number_id = q.number_id AND p.recipient_key = q.recipient_key
-            AND p.seq < q.seq)
+            AND p.seq < q.seq AND p.priority = 0)
       ORDER BY q.seq
       LIMIT :n
       FOR UPDATE SKIP LOCKED)
     RETURNING seq, number_id, recipient_key, request
     """
 )
+
+#: Background requests (automation, then campaign), per number at most ``room`` in
+#: flight: ``ceil(throughput * :ahead)`` minus those taken already. In flight, each holds
+#: a slot of the number's schedule; so an interactive request taken meanwhile waits
+#: behind at most ``:ahead`` seconds of them, however many thousands are queued.
+#: Per number a LATERAL look on ``ix_send_queue_background`` stops after ``room`` rows.
+_TAKE_BACKGROUND = text(
+    """
+    WITH candidates AS (
+      SELECT c.seq, c.priority
+      FROM numbers n
+      CROSS JOIN LATERAL (
+        SELECT greatest(ceil(n.throughput_per_second * CAST(:ahead AS float8))::int, 1) - (
+          SELECT count(*) FROM send_queue b
+          WHERE b.number_id = n.id AND b.priority > 0
+            AND b.taken_until IS NOT NULL AND b.taken_until >= clock_timestamp()
+        ) AS room
+      ) r
+      CROSS JOIN LATERAL (
+        SELECT q.seq, q.priority FROM send_queue q
+        WHERE q.number_id = n.id AND q.priority > 0
+          AND q.not_before <= clock_timestamp()
+          AND (q.taken_until IS NULL OR q.taken_until < clock_timestamp())
+          AND NOT EXISTS (
+            SELECT 1 FROM send_queue p
+            WHERE p.number_id = q.number_id AND p.recipient_key = q.recipient_key
+              AND p.seq < q.seq AND p.priority <= q.priority)
+        ORDER BY q.priority, q.seq
+        LIMIT greatest(r.room, 0)
+      ) c
+      WHERE r.room > 0
+    )
+    UPDATE send_queue SET taken_until = clock_timestamp() + make_interval(secs => :lease)
+    WHERE seq IN (
+      SELECT s.seq FROM send_queue s
+      WHERE s.seq IN (SELECT seq FROM candidates ORDER BY priority, seq LIMIT :n)
+      FOR UPDATE SKIP LOCKED)
+    RETURNING seq, number_id, recipient_key, request
+    """
+)
+
+#: ``MessageSendRequested.priority`` -> ``send_queue.priority`` (unknown: interactive)
+PRIORITIES = {"interactive": 0, "automation": 1, "campaign": 2}
 
 
 #: NOTIFY channel of new send requests (payload unused).
@@ -81,8 +136,9 @@ _NEXT_DUE = text(
 #: Records a request (a redelivered one is known already: no row) and wakes the
 #: dispatchers at commit. Raw asyncpg (pytake_common.rawpg): the consumer runs it per record.
 _ENQUEUE = """
-    INSERT INTO send_queue (message_id, organization_id, number_id, recipient_key, request)
-    VALUES ($1, $2, $3, $4, $5)
+    INSERT INTO send_queue (message_id, organization_id, number_id, recipient_key, request,
+                            priority)
+    VALUES ($1, $2, $3, $4, $5, $6)
     ON CONFLICT (message_id) DO NOTHING
     RETURNING seq, pg_notify('pytake_send_queue', '')
 """
@@ -102,6 +158,7 @@ async def enqueue(session: AsyncSession, out: Outbound) -> bool:
         out.number_id,
         recipient_key(out.number_id, out.to),
         json.dumps(out.to_json()),  # jsonb travels as text on the raw connection
+        PRIORITIES.get(out.priority, 0),
     )
     return seq is not None
 
@@ -196,10 +253,18 @@ class Dispatcher:
         free = self.settings.send_concurrency - len(self._tasks)
         if free <= 0:
             return 0, 0
+        lease = self.settings.send_lease_s
         async with self.db.transaction(bypass_rls=True) as session:
-            rows = (
-                await session.execute(_TAKE, {"n": free, "lease": self.settings.send_lease_s})
-            ).all()
+            rows = list((await session.execute(_TAKE, {"n": free, "lease": lease})).all())
+            # One slot stays free for an interactive request arriving meanwhile.
+            spare = free - len(rows) - (1 if self.settings.send_concurrency > 1 else 0)
+            if spare > 0:
+                ahead = self.settings.send_background_ahead_s
+                rows += (
+                    await session.execute(
+                        _TAKE_BACKGROUND, {"n": spare, "lease": lease, "ahead": ahead}
+                    )
+                ).all()
         for row in rows:
             task = asyncio.create_task(self._handle(row.seq, row.recipient_key, row.request))
             self._tasks.add(task)

@@ -15,6 +15,9 @@ import httpx
 
 TRANSIENT_CODES = frozenset({4, 80007, 130429, 131000, 131016, 131052, 131053, 131056, 131057})
 TOKEN_EXPIRED = 190
+#: Meta's per-user marketing limit and the customer's marketing opt-out: never retried
+#: (the customer would get a marketing message they were protected from).
+MARKETING_REFUSALS = frozenset({131049, 131050})
 
 DETAILS: dict[int, str] = {
     4: "The Meta app's API call-rate limit was reached; try again shortly",
@@ -29,6 +32,15 @@ DETAILS: dict[int, str] = {
     131047: (
         "More than 24 hours have passed since the customer last replied; send a template instead"
     ),
+    131048: (
+        "WhatsApp limits how many messages this number may send (messages reported as spam, "
+        "or the messaging limit of unique customers per 24 hours reached)"
+    ),
+    131049: (
+        "WhatsApp did not deliver this marketing message to keep the customer's engagement "
+        "healthy (per-user marketing limit); do not resend it right away"
+    ),
+    131050: "The customer has chosen to stop receiving marketing messages from this business",
     131051: "WhatsApp does not support this message type",
     131052: "WhatsApp could not download the media of the message",
     131053: "WhatsApp could not upload the media of the message",
@@ -80,6 +92,8 @@ def from_response(status: int, body: Any) -> SendError:
     if code is not None and 132000 <= code < 133000:
         detail = DETAILS.get(code, f"The template cannot be used (Meta error {code})")
         return SendError(code, title, _with(detail, details), transient=False)
+    if code in MARKETING_REFUSALS:  # terminal whatever the HTTP status or is_transient say
+        return SendError(code, title, _with(DETAILS[code], details), transient=False)
     if code in TRANSIENT_CODES or status == 429 or status >= 500:
         detail = DETAILS.get(code or 0, f"WhatsApp answered HTTP {status}; try again later")
         return SendError(code, title, _with(detail, details), transient=True)

@@ -104,6 +104,8 @@ class Outbound:
     context_wamid: str | None
     #: Meta's inner object for every type but text (``{"name", "language", ...}`` ...).
     payload: dict[str, Any] | None = None
+    #: ``interactive`` | ``automation`` | ``campaign`` (the send queue's order per number)
+    priority: str = "interactive"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -117,6 +119,7 @@ class Outbound:
             "preview_url": self.preview_url,
             "context_wamid": self.context_wamid,
             "payload": self.payload,
+            "priority": self.priority,
         }
 
     @classmethod
@@ -133,6 +136,7 @@ class Outbound:
             preview_url=bool(raw.get("preview_url")),
             context_wamid=raw.get("context_wamid"),
             payload=raw.get("payload"),
+            priority=raw.get("priority") or "interactive",
         )
 
 

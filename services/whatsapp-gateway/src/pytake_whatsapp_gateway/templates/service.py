@@ -23,11 +23,12 @@ from pytake_common.errors import DomainError, NotFound
 from pytake_common.pagination import TEXT, keyset
 from pytake_whatsapp_gateway.config import Settings
 from pytake_whatsapp_gateway.events import TemplateSynced
-from pytake_whatsapp_gateway.numbers import ACTIVE, CONNECTED, mark_disconnected
+from pytake_whatsapp_gateway.numbers import ACTIVE, CONNECTED, mark_disconnected, refresh_tier
 from pytake_whatsapp_gateway.sending.errors import TOKEN_EXPIRED
 from pytake_whatsapp_gateway.sending.graph import GraphAnswer, GraphClient
 from pytake_whatsapp_gateway.tables import numbers, templates
 from pytake_whatsapp_gateway.templates.store import TemplateFacts, emit_template, upsert_template
+from pytake_whatsapp_gateway.tiers import read_tier
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class NumberAccess:
     number_id: uuid.UUID
     waba_id: str
     access_token: str
+    phone_number_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +161,9 @@ class TemplateService:
         async with self.db.transaction(organization_id=organization_id) as session:
             row = (
                 await session.execute(
-                    select(numbers.c.waba_id, numbers.c.access_token_enc).where(
+                    select(
+                        numbers.c.waba_id, numbers.c.access_token_enc, numbers.c.phone_number_id
+                    ).where(
                         numbers.c.organization_id == organization_id,
                         numbers.c.id == number_id,
                         ACTIVE,
@@ -174,7 +178,7 @@ class TemplateService:
             raise NumberCredentialsUnreadable(
                 "The number's stored credentials cannot be read; reconnect it"
             ) from None
-        return NumberAccess(organization_id, number_id, row.waba_id, token)
+        return NumberAccess(organization_id, number_id, row.waba_id, token, row.phone_number_id)
 
     async def _failed(self, access: NumberAccess, answer: GraphAnswer) -> DomainError:
         assert answer.error is not None
@@ -261,14 +265,19 @@ class TemplateService:
         raise MetaUpstreamError("WhatsApp's template paging did not end")
 
     async def sync(self, access: NumberAccess) -> int:
-        """Upsert the local copies from Meta; drop those Meta no longer has.
+        """Upsert the local copies from Meta; drop those Meta no longer has; refresh the
+        number's messaging limit tier.
 
-        Emits ``template.synced`` per template new or changed; returns how many.
+        Emits ``template.synced`` per template new or changed (returns how many), and
+        ``number.updated`` when the tier changed.
         """
         items = await self.fetch_all(access)
+        tier = await read_tier(self.graph, access.access_token, access.phone_number_id)
         changed = 0
         seen: list[tuple[str, str]] = []
         async with self.db.transaction(organization_id=access.organization_id) as session:
+            if tier is not None:
+                await refresh_tier(session, access.organization_id, access.number_id, tier)
             for item in items:
                 facts = facts_from_meta(access.waba_id, item)
                 if facts is None:

@@ -713,6 +713,7 @@ async def _record_status(
         timestamp=status.timestamp,
         recipient_id=status.recipient_id,
         errors=status.errors,
+        pricing=status.pricing,
     )
     subject = message_id or uuid.uuid5(PYTAKE_NAMESPACE, f"wamid:{status.wamid}")
     dedupe = f"event:status:{status.phone_number_id}:{status.wamid}:{status.status}"

@@ -19,6 +19,7 @@ from pytake_whatsapp_gateway.events import (
     ReceivedMedia,
     ReceivedReaction,
     StatusError,
+    StatusPricing,
 )
 
 MEDIA_TYPES = frozenset({"image", "audio", "video", "document", "sticker"})
@@ -99,6 +100,7 @@ class StatusUpdate:
     recipient_id: str | None
     errors: list[StatusError]
     callback_data: str | None
+    pricing: StatusPricing | None = None
 
 
 @dataclass(slots=True)
@@ -256,6 +258,7 @@ def _read_statuses(
                 or _str(status.get("recipient_user_id")),
                 errors=[_status_error(e) for e in _dicts(status.get("errors"))],
                 callback_data=_str(status.get("biz_opaque_callback_data")),
+                pricing=_pricing(status.get("pricing")),
             )
         )
 
@@ -337,6 +340,19 @@ def _context(raw: Any) -> MessageContext | None:
         "id": _str(raw.get("id")),
         "forwarded": bool(raw.get("forwarded") or raw.get("frequently_forwarded")),
     }
+
+
+def _pricing(raw: Any) -> StatusPricing | None:
+    """Meta's ``pricing`` object; fields of another type than Meta documents are dropped."""
+    if not isinstance(raw, dict):
+        return None
+    billable = raw.get("billable")
+    category, model = _str(raw.get("category")), _str(raw.get("pricing_model"))
+    return StatusPricing(
+        category=category[:40] if category else None,
+        billable=billable if isinstance(billable, bool) else None,
+        pricing_model=model[:20] if model else None,
+    )
 
 
 def _status_error(raw: dict[str, Any]) -> StatusError:
