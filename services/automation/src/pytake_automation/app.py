@@ -8,11 +8,13 @@ from pytake_automation.config import Settings
 from pytake_automation.engine import Engine
 from pytake_automation.handlers import handlers
 from pytake_automation.rule_cache import RuleCache, RuleEvents
+from pytake_automation.tables import runs
 from pytake_automation.timers import TimerWorker
 from pytake_automation.triggers import Triggers
 from pytake_common.consumer import EventConsumer
 from pytake_common.db import Database
 from pytake_common.outbox import OutboxRelay
+from pytake_common.retention import Retention
 from pytake_common.web import create_service_app
 
 
@@ -37,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             RuleEvents(settings, cache).run,
             timer_worker.run,
         ],
+        retention=[Retention(runs, runs.c.created_at, settings.run_retention_s)],
     )
     app.state.engine = engine
     app.state.handlers = table

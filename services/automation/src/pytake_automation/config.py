@@ -15,3 +15,5 @@ class Settings(ServiceSettings):
     actions_per_conversation_per_minute: int = Field(default=20, ge=1, le=1000)
     #: Compiled rule sets kept in memory (organizations); least recently used go first.
     rule_cache_size: int = Field(default=2048, ge=1)
+    #: Rule runs (what automation did, and the redelivery guard) are kept this long.
+    run_retention_s: float = Field(default=30 * 86_400.0, gt=0)
