@@ -60,45 +60,34 @@ async def _tag_id(session: AsyncSession, org: uuid.UUID, action: dict[str, Any])
 
 
 async def add_tag(session: AsyncSession, contact: RowMapping, action: dict[str, Any]) -> str:
-    org, contact_id = contact["organization_id"], contact["id"]
-    tag_id = await _tag_id(session, org, action)
-    added = await session.scalar(
-        pg_insert(contact_tags)
-        .values(organization_id=org, contact_id=contact_id, tag_id=tag_id)
-        .on_conflict_do_nothing()
-        .returning(contact_tags.c.tag_id)
-    )
-    if added is None:
-        return "unchanged"
-    await emit(
-        session,
-        ContactTagged(contact_id=contact_id, organization_id=org, tag_id=tag_id),
-        contact_id,
-        org,
-    )
-    return "applied"
+    return await _retag(session, contact, action, add=True)
 
 
 async def remove_tag(session: AsyncSession, contact: RowMapping, action: dict[str, Any]) -> str:
+    return await _retag(session, contact, action, add=False)
+
+
+async def _retag(
+    session: AsyncSession, contact: RowMapping, action: dict[str, Any], *, add: bool
+) -> str:
+    """Tag or untag, and publish what an agent's change publishes, if anything changed."""
     org, contact_id = contact["organization_id"], contact["id"]
     tag_id = await _tag_id(session, org, action)
-    removed = await session.scalar(
-        delete(contact_tags)
-        .where(
-            contact_tags.c.organization_id == org,
-            contact_tags.c.contact_id == contact_id,
-            contact_tags.c.tag_id == tag_id,
+    ct = contact_tags.c
+    statement = (
+        pg_insert(contact_tags)
+        .values(organization_id=org, contact_id=contact_id, tag_id=tag_id)
+        .on_conflict_do_nothing()
+        if add
+        else delete(contact_tags).where(
+            ct.organization_id == org, ct.contact_id == contact_id, ct.tag_id == tag_id
         )
-        .returning(contact_tags.c.tag_id)
     )
-    if removed is None:
+    if await session.scalar(statement.returning(ct.tag_id)) is None:
         return "unchanged"
-    await emit(
-        session,
-        ContactUntagged(contact_id=contact_id, organization_id=org, tag_id=tag_id),
-        contact_id,
-        org,
-    )
+    event = ContactTagged if add else ContactUntagged
+    payload = event(contact_id=contact_id, organization_id=org, tag_id=tag_id)
+    await emit(session, payload, contact_id, org)
     return "applied"
 
 
