@@ -40,6 +40,7 @@ SERVICES = (
     "whatsapp-gateway",
     "integrations",
     "campaigns",
+    "automation",
 )
 URL_FIELDS = {
     "auth": "auth_url",
@@ -49,6 +50,7 @@ URL_FIELDS = {
     "whatsapp-gateway": "whatsapp_url",
     "integrations": "integrations_url",
     "campaigns": "campaigns_url",
+    "automation": "automation_url",
 }
 UPSTREAM_TIMEOUT_S = 0.5
 
@@ -68,6 +70,7 @@ def openapi_of(service: str) -> dict[str, Any]:
         "whatsapp-gateway": ["/v1/whatsapp/numbers", "/webhooks/whatsapp"],
         "integrations": ["/v1/webhook-endpoints"],
         "campaigns": ["/v1/campaigns"],
+        "automation": ["/v1/automation/rules"],
     }[service]
     ok = {
         "description": "ok",

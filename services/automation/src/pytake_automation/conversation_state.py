@@ -139,6 +139,12 @@ async def on_assigned(session: AsyncSession, d: Assigned) -> Row[Any]:
     return await _upsert(session, d.organization_id, d.conversation_id, d.contact_id, values)
 
 
+async def on_priority(session: AsyncSession, d: PriorityChanged) -> Row[Any]:
+    return await _upsert(
+        session, d.organization_id, d.conversation_id, d.contact_id, {"priority": d.new_priority}
+    )
+
+
 async def load(
     session: AsyncSession, org: uuid.UUID, conversation_id: uuid.UUID
 ) -> Row[Any] | None:

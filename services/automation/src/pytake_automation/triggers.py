@@ -230,4 +230,7 @@ class Triggers:
     async def on_priority(
         self, session: AsyncSession, event: CloudEvent, d: state.PriorityChanged
     ) -> None:
+        """The replica (rules read the priority as a condition; no trigger of its own) and
+        the SLA, whose due times depend on it."""
+        await state.on_priority(session, d)
         await sla.on_priority(session, d.organization_id, d.conversation_id, d.new_priority)

@@ -149,6 +149,24 @@ async def tell_priority(
     await emit(session, changed, row["id"], org)
 
 
+async def change_priority(
+    session: AsyncSession,
+    org: uuid.UUID,
+    conv: Row,
+    priority: str,
+    *,
+    by: uuid.UUID | None,
+    automation: uuid.UUID | None = None,
+) -> Row:
+    """Set a (locked) conversation's priority and say so (Kafka + stream) if it changed."""
+    if conv["priority"] == priority:
+        return conv
+    row = await update_conversation(session, org, conv["id"], priority=priority)
+    await tell_priority(session, org, conv, row, by=by, automation=automation)
+    await push_conversation(session, org, row, "conversation.updated")
+    return row
+
+
 async def set_assignment(
     session: AsyncSession,
     org: uuid.UUID,
