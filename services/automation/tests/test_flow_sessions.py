@@ -282,6 +282,44 @@ async def test_no_reply_within_the_timeout_takes_the_timeout_branch(app, setting
     assert await app.state.timers.fire_due() == 0
 
 
+async def test_a_timeout_that_leads_to_another_wait_arms_it(app, settings, client, tokens):
+    talk = Conversation(app, settings)
+    nudge = {
+        "id": "nudge",
+        "type": "ask",
+        "prompt": {"kind": "text", "text": "Hello? Still there?"},
+        "timeout_seconds": 120,
+        "next": "bye",
+    }
+    definition = {
+        "start": "q",
+        "nodes": [
+            {
+                "id": "q",
+                "type": "ask",
+                "prompt": {"kind": "text", "text": "Order number?"},
+                "timeout_seconds": 60,
+                "on_timeout": "nudge",
+                "next": "bye",
+            },
+            nudge,
+            {"id": "bye", "type": "end"},
+        ],
+    }
+    flow_id = await published(client, tokens, talk.org, definition)
+    await talk.start(flow_id)
+    await talk.new_actions()
+    await _due_now(app, talk.id)
+    assert await app.state.timers.fire_due() == 1
+    assert [a["text"] for a in await talk.new_actions()] == ["Hello? Still there?"]
+    async with app.state.db.transaction(bypass_rls=True) as s:
+        [timer] = (await s.execute(select(timers))).all()
+    assert timer.armed_by == "2" and timer.due_at - now() > timedelta(seconds=100)
+    await _due_now(app, talk.id)
+    assert await app.state.timers.fire_due() == 1
+    assert (await talk.session()).end_reason == "timeout"
+
+
 async def test_a_stale_timer_does_nothing(app, settings, client, tokens):
     talk = Conversation(app, settings)
     flow_id = await published(client, tokens, talk.org, four_steps())

@@ -172,7 +172,18 @@ async def stop(
 async def on_timer(
     session: AsyncSession, org: uuid.UUID, conversation_id: uuid.UUID, key: str, armed_by: str
 ) -> None:
-    """A flow timer fell due: the session's wait ``armed_by`` timed out (if still current)."""
+    """A flow timer fell due: the session's wait ``armed_by`` timed out (if still current).
+
+    The slot is emptied first: the next wait re-arms it as a new row, which the worker's
+    deletion of the row it fired (by id) must not take with it."""
+    await session.execute(
+        delete(timers).where(
+            timers.c.organization_id == org,
+            timers.c.conversation_id == conversation_id,
+            timers.c.kind == TIMER_KIND,
+            timers.c.source_key == key,
+        )
+    )
     current = await active(session, org, conversation_id)
     if current is None or source_key(current[1].session_id) != key or not armed_by.isdigit():
         return
