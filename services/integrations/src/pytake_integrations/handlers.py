@@ -17,7 +17,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common import event_types as et
@@ -39,6 +41,9 @@ class Appended(TenantEventData):
     direction: str
     type: str
     created_at: datetime
+    # Optional in conversations' event (CONTRACT.md A): absent from older producers.
+    text: str | None = None
+    reply: dict[str, Any] | None = None
 
 
 class StatusChanged(TenantEventData):
@@ -99,6 +104,17 @@ Built = tuple[public.PublicData, str, str, datetime]  # data, fact key, ordering
 Builder = Callable[[CloudEvent], Built | None]
 
 
+def public_reply(raw: dict[str, Any] | None) -> public.Reply | None:
+    """The public reply of an internal one; None when absent or of a shape v1 does not
+    know (a new kind is left out rather than failing the whole event)."""
+    if not raw:
+        return None
+    try:
+        return public.Reply.model_validate({k: raw.get(k) for k in ("kind", "id", "title")})
+    except ValidationError:
+        return None
+
+
 def message_appended(event: CloudEvent) -> Built | None:
     d = event.parse_data(Appended)
     if d.direction != "inbound":
@@ -109,6 +125,8 @@ def message_appended(event: CloudEvent) -> Built | None:
         contact_id=d.contact_id,
         type=d.type,
         received_at=d.created_at,
+        text=d.text,
+        reply=public_reply(d.reply),
     )
     return data, str(d.message_id), str(d.conversation_id), d.created_at
 
