@@ -388,7 +388,7 @@ async def test_a_hanging_receiver_does_not_delay_another_endpoint(
 def test_retry_after_and_backoff_rules(settings):
     import random
 
-    from pytake_integrations.delivery import backoff_s, classify, retry_after
+    from pytake_integrations.outcomes import backoff_s, classify, retry_after
 
     now = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
     assert retry_after("30", now) == 30

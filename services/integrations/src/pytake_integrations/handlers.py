@@ -183,28 +183,40 @@ def contact_updated(event: CloudEvent) -> Built:
     return data, str(event.id), str(d.contact_id), event.time
 
 
+def public_event(event: CloudEvent, build: Builder) -> tuple[public.PublicEvent, str] | None:
+    """The public event ``event`` makes (and its ordering key), or None."""
+    built = build(event)
+    if built is None:
+        return None
+    data, fact, ordering_key, at = built
+    event_id = uuid.uuid5(PUBLIC_EVENTS, f"{data.public_type}:{fact}")
+    body = public.event_of(
+        data,
+        event_id=event_id,
+        organization_id=uuid.UUID(event.tenantid),
+        created_at=at.astimezone(UTC),
+    )
+    return body, ordering_key
+
+
 def handler(build: Builder) -> Handler:
+    """One record at a time (the kit's path for a record that failed in its batch)."""
+
     async def handle(session: AsyncSession, event: CloudEvent) -> None:
-        built = build(event)
-        if built is None:
-            return
-        data, fact, ordering_key, at = built
-        event_id = uuid.uuid5(PUBLIC_EVENTS, f"{data.public_type}:{fact}")
-        org = uuid.UUID(event.tenantid)
-        body = public.event_of(
-            data, event_id=event_id, organization_id=org, created_at=at.astimezone(UTC)
-        )
-        await enqueue(session, org, body, ordering_key)
+        made = public_event(event, build)
+        if made is not None:
+            await enqueue(session, uuid.UUID(event.tenantid), *made)
 
     return handle
 
 
-HANDLERS: dict[str, Handler] = {
-    et.CONVERSATIONS_MESSAGE_APPENDED_V1: handler(message_appended),
-    et.CONVERSATIONS_MESSAGE_STATUS_CHANGED_V1: handler(message_status),
-    et.CONVERSATIONS_CONVERSATION_OPENED_V1: handler(conversation_opened),
-    et.CONVERSATIONS_CONVERSATION_ASSIGNED_V1: handler(conversation_assigned),
-    et.CONVERSATIONS_CONVERSATION_STATUS_CHANGED_V1: handler(conversation_moved),
-    et.CONTACTS_CONTACT_CREATED_V1: handler(contact_created),
-    et.CONTACTS_CONTACT_UPDATED_V1: handler(contact_updated),
+BUILDERS: dict[str, Builder] = {
+    et.CONVERSATIONS_MESSAGE_APPENDED_V1: message_appended,
+    et.CONVERSATIONS_MESSAGE_STATUS_CHANGED_V1: message_status,
+    et.CONVERSATIONS_CONVERSATION_OPENED_V1: conversation_opened,
+    et.CONVERSATIONS_CONVERSATION_ASSIGNED_V1: conversation_assigned,
+    et.CONVERSATIONS_CONVERSATION_STATUS_CHANGED_V1: conversation_moved,
+    et.CONTACTS_CONTACT_CREATED_V1: contact_created,
+    et.CONTACTS_CONTACT_UPDATED_V1: contact_updated,
 }
+HANDLERS: dict[str, Handler] = {etype: handler(build) for etype, build in BUILDERS.items()}

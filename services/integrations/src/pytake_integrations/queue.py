@@ -7,50 +7,75 @@ Rows are written in the transaction that learns of the event, and a ``NOTIFY`` o
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import any_, select, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+import asyncpg
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pytake_common import rawpg
 from pytake_integrations.public import PublicEvent
-from pytake_integrations.tables import deliveries, endpoints
+from pytake_integrations.tables import deliveries
 
 CHANNEL = "pytake_integrations_deliveries"
 _NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', '')")
+
+
+#: $1: the organization; $2..$5: the public events in order (id, type, ordering key,
+#: body); $6: the channel to notify. One row per (event, enabled endpoint of the
+#: organization subscribed to its type), inserted in the events' order so ``seq``
+#: follows it; a delivery behind one waiting for a retry is not due before it (see
+#: :mod:`pytake_integrations.outcomes`).
+_FAN_OUT = """
+WITH ev AS (
+    SELECT * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[])
+         WITH ORDINALITY AS ev(event_id, event_type, ordering_key, body, n)
+), queued AS (
+    INSERT INTO deliveries (id, organization_id, endpoint_id, event_id, event_type,
+                            ordering_key, body, next_attempt_at)
+    SELECT gen_random_uuid(), $1, e.id, ev.event_id, ev.event_type, ev.ordering_key, ev.body,
+           greatest(now(), (SELECT p.next_attempt_at FROM deliveries p
+                            WHERE p.endpoint_id = e.id AND p.ordering_key = ev.ordering_key
+                              AND p.status = 'pending'
+                            ORDER BY p.seq DESC LIMIT 1))
+    FROM ev
+    JOIN endpoints e ON e.organization_id = $1 AND e.status = 'enabled'
+                    AND ev.event_type = ANY(e.event_types)
+    ORDER BY ev.n, e.id
+    ON CONFLICT (endpoint_id, event_id) WHERE replay_of IS NULL DO NOTHING
+    RETURNING 1
+)
+SELECT count(*) AS queued, CASE WHEN count(*) > 0 THEN pg_notify($6, '') END
+FROM queued
+"""
+
+
+async def fan_out(
+    conn: asyncpg.Connection, org: uuid.UUID, events: Sequence[tuple[PublicEvent, str]]
+) -> int:
+    """Queue each ``(event, ordering key)`` for every enabled endpoint of ``org``
+    subscribed to its type, in one statement; the deliveries queued. ``conn``: inside
+    a transaction bound to ``org``. A ``NOTIFY`` wakes the workers when it commits."""
+    if not events:
+        return 0
+    queued: int = await conn.fetchval(
+        _FAN_OUT,
+        org,
+        [e.id for e, _ in events],
+        [e.type for e, _ in events],
+        [key[:80] for _, key in events],
+        [e.model_dump_json() for e, _ in events],
+        CHANNEL,
+    )
+    return queued
 
 
 async def enqueue(
     session: AsyncSession, org: uuid.UUID, event: PublicEvent, ordering_key: str
 ) -> int:
     """Queue ``event`` for every enabled endpoint of ``org`` subscribed to its type."""
-    targets = (
-        await session.scalars(
-            select(endpoints.c.id).where(
-                endpoints.c.organization_id == org,
-                endpoints.c.status == "enabled",
-                any_(endpoints.c.event_types) == event.type,
-            )
-        )
-    ).all()
-    if not targets:
-        return 0
-    body = event.model_dump_json()
-    rows = [
-        _row(org, endpoint_id, event, ordering_key, body, replay_of=None) for endpoint_id in targets
-    ]
-    queued = await session.execute(
-        pg_insert(deliveries)
-        .values(rows)
-        .on_conflict_do_nothing(
-            index_elements=["endpoint_id", "event_id"], index_where=text("replay_of IS NULL")
-        )
-        .returning(deliveries.c.id)
-    )
-    count = len(queued.all())
-    if count:
-        await session.execute(_NOTIFY)
-    return count
+    return await fan_out(await rawpg.driver(session), org, [(event, ordering_key)])
 
 
 async def enqueue_one(
