@@ -83,3 +83,57 @@ async def test_a_batch_keeps_each_conversations_order_across_types_and_queues_on
     ]
     assert [r["event_type"] for r in await rows(app, theirs["id"])] == ["message.received"]
     assert all(r["organization_id"] == org for r in queued)
+
+
+async def test_later_deliveries_of_a_conversation_wait_parked_and_never_get_stuck(
+    app, settings, client, tokens
+):
+    """Behind a pending delivery of its conversation a delivery is parked (the claim
+    never reads it); the one before it being done another way than through the worker
+    (here: by hand) still lets it go, in order (the worker's unpark sweep)."""
+    from sqlalchemy import text, update
+
+    from pytake_integrations.delivery import DeliveryWorker
+    from pytake_integrations.tables import deliveries
+
+    from .helpers import Receiver
+
+    hook = await Receiver().start()
+    try:
+        org, conversation = uuid.uuid4(), uuid.uuid4()
+        endpoint = await make_endpoint(client, tokens, org, hook.url)
+        events = [inbound(org, conversation) for _ in range(3)]
+        consumer = FanOutConsumer(settings, app.state.db)
+        try:
+            await consumer.process_batch(_records(events))
+        finally:
+            await consumer.close()
+        first = (await rows(app, endpoint["id"]))[0]
+        async with app.state.db.transaction(bypass_rls=True) as s:
+            parked = (
+                (
+                    await s.execute(
+                        text(
+                            "SELECT next_attempt_at = 'infinity' FROM deliveries "
+                            "WHERE endpoint_id = :e ORDER BY seq"
+                        ),
+                        {"e": endpoint["id"]},
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        assert parked == [False, True, True]
+        async with app.state.db.transaction(bypass_rls=True) as s:
+            await s.execute(
+                update(deliveries).where(deliveries.c.id == first["id"]).values(status="failed")
+            )
+        worker = DeliveryWorker(settings, app.state.db, app.state.secret_box)
+        try:
+            await worker.drain()
+        finally:
+            await worker.close()
+        got = [json.loads(r.body)["data"]["message_id"] for r in hook.got]
+        assert got == [e.data["message_id"] for e in events[1:]]
+    finally:
+        await hook.stop()

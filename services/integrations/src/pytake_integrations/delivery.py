@@ -5,8 +5,10 @@
   in order; a delivery being retried holds back the later ones of its conversation only.
 - **Isolation:** at most ``endpoint_concurrency`` attempts per endpoint are in flight, each
   bounded by ``delivery_timeout_s``, on a connection pool of the endpoint's own: a hanging
-  receiver holds its own slots and connections, never another endpoint's; an endpoint
-  with no free slot is left out of the claim altogether.
+  receiver holds its own slots and connections, never another endpoint's. Up to
+  ``endpoint_window`` deliveries per endpoint are claimed at once and wait here for one
+  of its slots (so a freed slot never waits for the database); an endpoint whose window
+  is full is left out of the claim altogether.
 - **Batches:** one statement claims the due deliveries of every endpoint with free
   slots (``FOR UPDATE SKIP LOCKED``, so workers in other pods skip rather than wait),
   and finished attempts are written down together (:func:`outcomes.record`): while one
@@ -44,8 +46,8 @@ from pytake_common.pgtenant import asyncpg_dsn
 from pytake_integrations import endpoints as endpoint_rules
 from pytake_integrations import outcomes, signing, ssrf
 from pytake_integrations.config import Settings
-from pytake_integrations.outcomes import FAILED, SUCCEEDED, Finished, Outcome
-from pytake_integrations.queue import CHANNEL
+from pytake_integrations.outcomes import CLAIMED, FAILED, SUCCEEDED, Finished, Outcome
+from pytake_integrations.queue import CHANNEL, UNPARK
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +55,16 @@ USER_AGENT = "PyTake-Webhooks/1"
 MAX_RESPONSE_BODY = 1024
 #: A receiver's pool unused this long is closed (its keep-alive connections with it).
 IDLE_POOL_S = 300.0
+#: How often parked deliveries that became first of their conversation are made due
+#: (the usual way is the chained claim: this is the safety net; see queue.py).
+UNPARK_EVERY_S = 5.0
 
 # $1/$2: endpoints with attempts in flight here and how many; $3: the per-endpoint cap;
 # $4: how many to claim at most; $5: the lease in seconds. Per endpoint with a free slot,
-# its oldest due heads (no earlier pending delivery of the same ordering key), at most
+# its oldest due heads (the first pending delivery of their ordering key: one probe of
+# ix_deliveries_pending each), at most
 # its free slots; rows another worker is claiming right now are skipped, not waited for.
-_CLAIM = """
+_CLAIM = f"""
 WITH room AS (
     SELECT e.id, $3::int - coalesce(u.used, 0) AS free
     FROM endpoints e
@@ -72,10 +78,10 @@ WITH room AS (
         FROM deliveries d
         WHERE d.endpoint_id = r.id AND d.status = 'pending' AND d.next_attempt_at <= now()
           AND (d.lease_until IS NULL OR d.lease_until < now())
-          AND NOT EXISTS (
-              SELECT 1 FROM deliveries p
+          AND d.seq = (
+              SELECT min(p.seq) FROM deliveries p
               WHERE p.endpoint_id = d.endpoint_id AND p.ordering_key = d.ordering_key
-                AND p.status = 'pending' AND p.seq < d.seq
+                AND p.status = 'pending'
           )
         ORDER BY d.next_attempt_at, d.seq
         LIMIT r.free
@@ -86,10 +92,8 @@ WITH room AS (
 UPDATE deliveries d SET lease_until = now() + make_interval(secs => $5)
 FROM due, endpoints e
 WHERE d.id = due.id AND e.id = d.endpoint_id
-RETURNING d.id, d.organization_id, d.endpoint_id, d.event_id, d.event_type, d.body,
-          d.ordering_key, d.seq, d.attempts, d.created_at, e.url, e.secret_enc,
-          e.previous_secret_enc, e.previous_secret_expires_at
-"""
+RETURNING {CLAIMED}
+"""  # noqa: S608 (CLAIMED is a constant: no input in the text)
 
 
 @dataclass(slots=True)
@@ -117,13 +121,22 @@ class DeliveryWorker:
             lookup, allow_loopback=settings.webhooks_allow_loopback
         )
         self.rng = rng or random.Random()
-        self.inflight: dict[uuid.UUID, int] = {}
+        #: Deliveries claimed here and not finished, per endpoint (at most its window).
+        self.claimed: dict[uuid.UUID, int] = {}
         self.tasks: set[asyncio.Task[None]] = set()
+        self._slots: dict[uuid.UUID, asyncio.Semaphore] = {}
+        self._attempts = asyncio.Semaphore(settings.delivery_concurrency)
+        cap = settings.endpoint_concurrency
+        self.window = max(settings.endpoint_window, cap)
+        # A claimed delivery may wait for its endpoint's slots through this many attempts
+        # of the ones before it: the lease covers them, with a margin.
+        self.lease_s = settings.delivery_timeout_s * -(-self.window // cap) + 30
         self.finished: list[Finished] = []
         self._wake = asyncio.Event()
         self._record = asyncio.Event()
         self._pools: dict[uuid.UUID, _Pool] = {}
         self._secrets: dict[str, str] = {}
+        self._unpark_at = 0.0
 
     # --- running --------------------------------------------------------------------
 
@@ -205,7 +218,7 @@ class DeliveryWorker:
         """Close the pools of endpoints nothing was sent to for ``IDLE_POOL_S``."""
         cutoff = time.monotonic() - IDLE_POOL_S
         for endpoint_id, pool in list(self._pools.items()):
-            if pool.used_at < cutoff and not self.inflight.get(endpoint_id):
+            if pool.used_at < cutoff and not self.claimed.get(endpoint_id):
                 del self._pools[endpoint_id]
                 self._retire(pool)
 
@@ -213,23 +226,46 @@ class DeliveryWorker:
 
     async def dispatch(self) -> int:
         """Claim what is due and start its attempts; the number started."""
-        s = self.settings
-        room = s.delivery_concurrency - sum(self.inflight.values())
+        room = self.settings.delivery_concurrency * 4 - sum(self.claimed.values())
         if room <= 0:
             return 0
         self._sweep()
-        busy = list(self.inflight)
-        used = [self.inflight[e] for e in busy]
-        lease = s.delivery_timeout_s + 30
+        if time.monotonic() >= self._unpark_at:
+            self._unpark_at = time.monotonic() + UNPARK_EVERY_S
+            async with rawpg.transaction(self.db, bypass_rls=True, durable=False) as conn:
+                await conn.execute(UNPARK)
+        busy = list(self.claimed)
+        used = [self.claimed[e] for e in busy]
         async with rawpg.transaction(self.db, bypass_rls=True, durable=False) as conn:
-            rows = await conn.fetch(_CLAIM, busy, used, s.endpoint_concurrency, room, lease)
+            rows = await conn.fetch(_CLAIM, busy, used, self.window, room, self.lease_s)
+        self._start([dict(row) for row in rows])
+        return len(rows)
+
+    def _start(self, rows: list[dict[str, Any]]) -> None:
+        """Attempt ``rows``, just leased here (each counts in its endpoint's window until
+        its outcome is written, or it ends without one)."""
+        at = time.monotonic()
         for row in rows:
-            claimed = dict(row)
-            self.inflight[claimed["endpoint_id"]] = self.inflight.get(claimed["endpoint_id"], 0) + 1
-            task = asyncio.create_task(self._deliver(claimed))
+            endpoint_id = row["endpoint_id"]
+            self.claimed[endpoint_id] = self.claimed.get(endpoint_id, 0) + 1
+            task = asyncio.create_task(self._deliver(row, at))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
-        return len(rows)
+
+    def _release(self, endpoint_id: uuid.UUID) -> None:
+        left = self.claimed.get(endpoint_id, 1) - 1
+        if left > 0:
+            self.claimed[endpoint_id] = left
+        else:
+            self.claimed.pop(endpoint_id, None)
+            self._slots.pop(endpoint_id, None)
+        self._wake.set()  # room in its window: another conversation's delivery may go
+
+    def _slot(self, endpoint_id: uuid.UUID) -> asyncio.Semaphore:
+        slot = self._slots.get(endpoint_id)
+        if slot is None:
+            slot = self._slots[endpoint_id] = asyncio.Semaphore(self.settings.endpoint_concurrency)
+        return slot
 
     async def drain(self, timeout_s: float = 30.0) -> None:
         """Deliver everything due now, and wait for it (tests and benchmarks)."""
@@ -246,9 +282,14 @@ class DeliveryWorker:
 
     # --- one attempt ----------------------------------------------------------------
 
-    async def _deliver(self, row: dict[str, Any]) -> None:
+    async def _deliver(self, row: dict[str, Any], claimed_at: float) -> None:
+        endpoint_id = row["endpoint_id"]
+        outcome = None
         try:
-            outcome = await self.attempt(row)
+            async with self._slot(endpoint_id), self._attempts:
+                if time.monotonic() - claimed_at > self.lease_s - self.settings.delivery_timeout_s:
+                    return  # its lease could end mid-attempt: left to the next claim
+                outcome = await self.attempt(row)
             self.finished.append(Finished(row, outcome, datetime.now(UTC)))
             self._record.set()
         except asyncio.CancelledError:
@@ -256,12 +297,8 @@ class DeliveryWorker:
         except Exception:
             log.exception("delivery attempt failed", extra={"delivery_id": str(row["id"])})
         finally:
-            left = self.inflight.get(row["endpoint_id"], 1) - 1
-            if left > 0:
-                self.inflight[row["endpoint_id"]] = left
-            else:
-                self.inflight.pop(row["endpoint_id"], None)
-            self._wake.set()  # a free slot: another conversation's delivery may go
+            if outcome is None:  # nothing to write: its lease ends by itself
+                self._release(endpoint_id)
 
     async def flush(self) -> int:
         """Write down the attempts finished so far, in one transaction; how many."""
@@ -269,16 +306,19 @@ class DeliveryWorker:
         if not batch:
             return 0
         try:
-            async with self.db.transaction(bypass_rls=True) as session:
-                conn = await rawpg.driver(session)
-                # Losing this write in a database crash only sends these again.
-                await conn.execute("SET LOCAL synchronous_commit TO off")
-                if await outcomes.record(session, self.settings, batch, self.rng):
-                    await conn.execute("SET LOCAL synchronous_commit TO on")
+            # Not durable: losing this write in a database crash only sends these again.
+            async with rawpg.transaction(self.db, bypass_rls=True, durable=False) as conn:
+                done = await outcomes.record(conn, self.settings, batch, self.rng, self.lease_s)
         except BaseException:
             self.finished[:0] = batch
             raise
-        self._wake.set()  # the next delivery of each of their conversations is due
+        for finished in batch:
+            self._release(finished.row["endpoint_id"])
+        self._start(done.chained)
+        if done.disable:
+            async with self.db.transaction(bypass_rls=True) as session:
+                for org, endpoint_id, reason in done.disable:
+                    await endpoint_rules.disable(session, org, endpoint_id, reason)
         return len(batch)
 
     def _decrypt(self, token: str) -> str:

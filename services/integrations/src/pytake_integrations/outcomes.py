@@ -1,9 +1,10 @@
 """What an attempt came to, and how a batch of them is written down.
 
 The rules (:func:`classify`, :func:`retry_after`, :func:`backoff_s`) decide one
-attempt's fate; :func:`record` writes the outcomes of many attempts in one
-transaction: the delivery rows (the log) in one statement, the endpoints' failure
-streaks in another, and only when something failed or 410'd the auto-disable checks.
+attempt's fate; :func:`record` writes the outcomes of many attempts in one statement
+(the log, and the next delivery of each conversation claimed at once), plus
+one for the endpoints' failure streaks only when something failed or an endpoint was
+failing, and says which endpoints to disable (a 410, a day of failures).
 """
 
 from __future__ import annotations
@@ -15,10 +16,8 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+import asyncpg
 
-from pytake_common import rawpg
-from pytake_integrations import endpoints as endpoint_rules
 from pytake_integrations.config import Settings
 
 SUCCEEDED, FAILED, PENDING = "succeeded", "failed", "pending"
@@ -78,33 +77,55 @@ def classify(status: int) -> str:
     return FAILED
 
 
-# The delivery rows of a batch, one statement whatever its size.
-_LOG = """
-UPDATE deliveries d
-SET status = u.status, attempts = u.attempts, lease_until = NULL, last_attempt_at = u.at,
-    response_status = u.response_status, response_body = u.response_body,
-    latency_ms = u.latency_ms, last_error = u.last_error,
-    next_attempt_at = coalesce(u.next_at, d.next_attempt_at),
-    completed_at = CASE WHEN u.status = 'pending' THEN d.completed_at ELSE u.at END
-FROM unnest($1::uuid[], $2::text[], $3::int[], $4::timestamptz[], $5::int[], $6::text[],
-            $7::int[], $8::text[], $9::timestamptz[])
-     AS u(id, status, attempts, at, response_status, response_body, latency_ms,
-          last_error, next_at)
-WHERE d.id = u.id
-"""
+#: What a claim returns of a delivery and its endpoint (the worker's claim uses it too).
+CLAIMED = """d.id, d.organization_id, d.endpoint_id, d.event_id, d.event_type, d.body,
+          d.ordering_key, d.seq, d.attempts, d.created_at, e.url, e.secret_enc,
+          e.previous_secret_enc, e.previous_secret_expires_at, e.consecutive_failures"""
 
-# A delivery waiting for a retry holds back the later ones of its conversation: they are
-# not due before it (so the claim's scan of due rows does not walk a blocked backlog).
-_HOLD_BACK = """
-UPDATE deliveries d SET next_attempt_at = u.next_at
-FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::timestamptz[])
-     AS u(endpoint_id, ordering_key, seq, next_at)
-WHERE d.endpoint_id = u.endpoint_id AND d.ordering_key = u.ordering_key
-  AND d.status = 'pending' AND d.seq > u.seq AND d.next_attempt_at < u.next_at
-"""
+# A batch of finished attempts, in one statement whatever its size: the rows (the log),
+# and the next delivery of each conversation whose delivery is done, claimed at once and
+# un-parked (see :mod:`pytake_integrations.queue`): it does not wait for the worker's
+# next claim. Nobody else can claim it meanwhile: until this commits, the finished one is
+# still the pending head of its conversation. A retried delivery keeps the later ones of
+# its conversation parked. $1..$12: the finished attempts; $13: the lease in seconds.
+_FINISH = f"""
+WITH u AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::timestamptz[], $5::int[],
+                         $6::text[], $7::int[], $8::text[], $9::timestamptz[], $10::uuid[],
+                         $11::text[], $12::bigint[])
+         AS u(id, status, attempts, at, response_status, response_body, latency_ms,
+              last_error, next_at, endpoint_id, ordering_key, seq)
+), logged AS (
+    UPDATE deliveries d
+    SET status = u.status, attempts = u.attempts, lease_until = NULL, last_attempt_at = u.at,
+        response_status = u.response_status, response_body = u.response_body,
+        latency_ms = u.latency_ms, last_error = u.last_error,
+        next_attempt_at = coalesce(u.next_at, d.next_attempt_at),
+        completed_at = CASE WHEN u.status = 'pending' THEN d.completed_at ELSE u.at END
+    FROM u WHERE d.id = u.id
+    RETURNING d.id
+), next AS (
+    SELECT n.id
+    FROM u CROSS JOIN LATERAL (
+        SELECT p.id FROM deliveries p
+        WHERE p.endpoint_id = u.endpoint_id AND p.ordering_key = u.ordering_key
+          AND p.status = 'pending' AND p.seq > u.seq
+        ORDER BY p.seq LIMIT 1
+        FOR UPDATE
+    ) n
+    WHERE u.status <> 'pending'
+)
+UPDATE deliveries d
+SET lease_until = now() + make_interval(secs => $13),
+    next_attempt_at = least(d.next_attempt_at, now())
+FROM next, endpoints e
+WHERE d.id = next.id AND e.id = d.endpoint_id AND e.status = 'enabled'
+  AND (d.lease_until IS NULL OR d.lease_until < now())
+RETURNING {CLAIMED}
+"""  # noqa: S608 (CLAIMED is a constant: no input in the text)
 
 # Failure streaks: ``reset`` when the batch holds a success (the streak is then the
-# failures after the last one); a healthy endpoint with a success is not written.
+# failures after the last one); a healthy endpoint is not written.
 _STREAKS = """
 UPDATE endpoints e
 SET consecutive_failures = CASE WHEN u.reset THEN u.failures
@@ -126,16 +147,29 @@ class _Streak:
     first_failure: datetime | None = None
     gone: bool = False
     last_error: str | None = None
+    was_failing: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What writing a batch came to: the deliveries claimed next (chained), and the
+    endpoints to disable ``(organization, endpoint, reason)``."""
+
+    chained: list[dict[str, Any]]
+    disable: list[tuple[uuid.UUID, uuid.UUID, str]]
 
 
 async def record(
-    session: AsyncSession, settings: Settings, finished: list[Finished], rng: random.Random
-) -> int:
-    """Write ``finished`` (in the order the attempts ended) in ``session``'s transaction
-    (bound with ``bypass_rls``); the number of endpoints disabled."""
+    conn: asyncpg.Connection,
+    settings: Settings,
+    finished: list[Finished],
+    rng: random.Random,
+    lease_s: float,
+) -> Recorded:
+    """Write ``finished`` (in the order the attempts ended) on ``conn``, in a transaction
+    bound with ``bypass_rls``; the deliveries chained and the endpoints to disable."""
     s = settings
-    log: list[list[Any]] = [[] for _ in range(9)]
-    held: list[list[Any]] = [[] for _ in range(4)]
+    columns: list[list[Any]] = [[] for _ in range(12)]
     streaks: dict[uuid.UUID, _Streak] = {}
     for done in finished:
         row, outcome, now = done.row, done.outcome, done.at
@@ -150,13 +184,6 @@ async def record(
             next_at = now + timedelta(seconds=delay)
             expired = next_at > row["created_at"] + timedelta(seconds=s.retry_window_s)
             status = FAILED if expired else PENDING
-            if status == PENDING:
-                for column, value in zip(
-                    held,
-                    (row["endpoint_id"], row["ordering_key"], row["seq"], next_at),
-                    strict=True,
-                ):
-                    column.append(value)
         elif outcome.kind == "gone":
             status = FAILED
         values = (
@@ -169,10 +196,14 @@ async def record(
             outcome.latency_ms,
             (outcome.error or "")[:500] or None,
             next_at if status == PENDING else None,
+            row["endpoint_id"],
+            row["ordering_key"],
+            row["seq"],
         )
-        for column, value in zip(log, values, strict=True):
+        for column, value in zip(columns, values, strict=True):
             column.append(value)
         streak = streaks.setdefault(row["endpoint_id"], _Streak())
+        streak.was_failing = streak.was_failing or bool(row["consecutive_failures"])
         if outcome.kind == SUCCEEDED:
             streak.reset, streak.failures, streak.first_failure = True, 0, None
         else:
@@ -180,11 +211,11 @@ async def record(
             streak.first_failure = streak.first_failure or now
             streak.gone = streak.gone or outcome.kind == "gone"
             streak.last_error = outcome.error
-    conn = await rawpg.driver(session)
-    await conn.execute(_LOG, *log)
-    if held[0]:
-        await conn.execute(_HOLD_BACK, *held)
-    ids = list(streaks)
+    chained = [dict(r) for r in await conn.fetch(_FINISH, *columns, lease_s)]
+    # As claimed: an endpoint that was healthy and only succeeded costs nothing more.
+    ids = [e for e, st in streaks.items() if st.failures or st.was_failing]
+    if not ids:
+        return Recorded(chained, [])
     failing = await conn.fetch(
         _STREAKS,
         ids,
@@ -192,11 +223,10 @@ async def record(
         [streaks[i].failures for i in ids],
         [streaks[i].first_failure for i in ids],
     )
-    disabled = 0
     now = max(done.at for done in finished)
+    disable: list[tuple[uuid.UUID, uuid.UUID, str]] = []
     for endpoint in failing:
         streak = streaks[endpoint["id"]]
-        reason = None
         if streak.gone:
             reason = "the receiver answered 410 Gone"
         elif (
@@ -210,8 +240,7 @@ async def record(
                 f"({endpoint['consecutive_failures']} attempts in a row); "
                 f"last: {streak.last_error}"
             )
-        if reason and await endpoint_rules.disable(
-            session, endpoint["organization_id"], endpoint["id"], reason
-        ):
-            disabled += 1
-    return disabled
+        else:
+            continue
+        disable.append((endpoint["organization_id"], endpoint["id"], reason))
+    return Recorded(chained, disable)

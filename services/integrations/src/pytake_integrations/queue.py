@@ -2,6 +2,14 @@
 
 Rows are written in the transaction that learns of the event, and a ``NOTIFY`` on
 :data:`CHANNEL` (sent at commit) wakes the delivery worker at once.
+
+**Parked deliveries.** A delivery queued behind an earlier pending one of its endpoint
+and ordering key (the conversation) is *parked*: ``next_attempt_at`` is ``infinity``, so
+the worker's claim, which walks only due rows, never reads it while it waits. When the
+one before it is done, the worker claims it in the same statement that writes that
+outcome (:mod:`pytake_integrations.outcomes`); :data:`UNPARK` (run every few seconds)
+makes due any parked delivery that became the first of its conversation another way
+(an endpoint disabled meanwhile, a duplicate that was not queued, a crash).
 """
 
 from __future__ import annotations
@@ -20,13 +28,31 @@ from pytake_integrations.tables import deliveries
 
 CHANNEL = "pytake_integrations_deliveries"
 _NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', '')")
+#: Parked behind a pending delivery of the same endpoint and ordering key, or due now.
+_PARKED_OR_NOW = text(
+    "SELECT CASE WHEN EXISTS (SELECT 1 FROM deliveries WHERE endpoint_id = :endpoint "
+    "AND ordering_key = :key AND status = 'pending') THEN 'infinity'::timestamptz "
+    "ELSE now() END"
+)
+
+#: Makes due every parked delivery that is the first pending one of its conversation
+#: and not leased (the worker runs it every few seconds; see the module's docstring).
+UNPARK = """
+UPDATE deliveries d SET next_attempt_at = now()
+WHERE d.status = 'pending' AND d.next_attempt_at = 'infinity'
+  AND (d.lease_until IS NULL OR d.lease_until < now())
+  AND d.seq = (
+      SELECT min(p.seq) FROM deliveries p
+      WHERE p.endpoint_id = d.endpoint_id AND p.ordering_key = d.ordering_key
+        AND p.status = 'pending'
+  )
+"""
 
 
 #: $1: the organization; $2..$5: the public events in order (id, type, ordering key,
 #: body); $6: the channel to notify. One row per (event, enabled endpoint of the
 #: organization subscribed to its type), inserted in the events' order so ``seq``
-#: follows it; a delivery behind one waiting for a retry is not due before it (see
-#: :mod:`pytake_integrations.outcomes`).
+#: follows it; one behind an earlier pending delivery of its conversation is parked.
 _FAN_OUT = """
 WITH ev AS (
     SELECT * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[])
@@ -35,10 +61,11 @@ WITH ev AS (
     INSERT INTO deliveries (id, organization_id, endpoint_id, event_id, event_type,
                             ordering_key, body, next_attempt_at)
     SELECT gen_random_uuid(), $1, e.id, ev.event_id, ev.event_type, ev.ordering_key, ev.body,
-           greatest(now(), (SELECT p.next_attempt_at FROM deliveries p
-                            WHERE p.endpoint_id = e.id AND p.ordering_key = ev.ordering_key
-                              AND p.status = 'pending'
-                            ORDER BY p.seq DESC LIMIT 1))
+           CASE WHEN row_number() OVER (PARTITION BY e.id, ev.ordering_key ORDER BY ev.n) > 1
+                  OR EXISTS (SELECT 1 FROM deliveries p
+                             WHERE p.endpoint_id = e.id AND p.ordering_key = ev.ordering_key
+                               AND p.status = 'pending')
+                THEN 'infinity'::timestamptz ELSE now() END
     FROM ev
     JOIN endpoints e ON e.organization_id = $1 AND e.status = 'enabled'
                     AND ev.event_type = ANY(e.event_types)
@@ -91,7 +118,10 @@ async def enqueue_one(
 ) -> uuid.UUID:
     """Queue one delivery to one endpoint (a test event, or a replay of ``replay_of``)."""
     row = _row(org, endpoint_id, None, ordering_key, body, replay_of=replay_of)
-    row.update(event_id=event_id, event_type=event_type)
+    due = await session.scalar(
+        _PARKED_OR_NOW, {"endpoint": endpoint_id, "key": row["ordering_key"]}
+    )
+    row.update(event_id=event_id, event_type=event_type, next_attempt_at=due)
     await session.execute(deliveries.insert().values(row))
     await session.execute(_NOTIFY)
     delivery_id: uuid.UUID = row["id"]
