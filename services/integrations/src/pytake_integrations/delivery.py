@@ -57,7 +57,7 @@ MAX_RESPONSE_BODY = 1024
 IDLE_POOL_S = 300.0
 #: How often parked deliveries that became first of their conversation are made due
 #: (the usual way is the chained claim: this is the safety net; see queue.py).
-UNPARK_EVERY_S = 5.0
+UNPARK_EVERY_S = 10.0
 
 # $1/$2: endpoints with attempts in flight here and how many; $3: the per-endpoint cap;
 # $4: how many to claim at most; $5: the lease in seconds. Per endpoint with a free slot,
@@ -128,9 +128,10 @@ class DeliveryWorker:
         self._attempts = asyncio.Semaphore(settings.delivery_concurrency)
         cap = settings.endpoint_concurrency
         self.window = max(settings.endpoint_window, cap)
-        # A claimed delivery may wait for its endpoint's slots through this many attempts
-        # of the ones before it: the lease covers them, with a margin.
-        self.lease_s = settings.delivery_timeout_s * -(-self.window // cap) + 30
+        # A claimed delivery waits here for a slot of its endpoint; one still waiting when
+        # its lease could end during the attempt is dropped (claimed again later), so the
+        # lease need not cover the wait and a crashed worker's rows return soon.
+        self.lease_s = settings.delivery_timeout_s + 60
         self.finished: list[Finished] = []
         self._wake = asyncio.Event()
         self._record = asyncio.Event()
@@ -226,7 +227,7 @@ class DeliveryWorker:
 
     async def dispatch(self) -> int:
         """Claim what is due and start its attempts; the number started."""
-        room = self.settings.delivery_concurrency * 4 - sum(self.claimed.values())
+        room = self.settings.delivery_concurrency * 16 - sum(self.claimed.values())
         if room <= 0:
             return 0
         self._sweep()

@@ -118,8 +118,9 @@ WITH u AS (
 UPDATE deliveries d
 SET lease_until = now() + make_interval(secs => $13),
     next_attempt_at = least(d.next_attempt_at, now())
-FROM next, endpoints e
-WHERE d.id = next.id AND e.id = d.endpoint_id AND e.status = 'enabled'
+FROM endpoints e
+-- an array, not a join: the planner cannot size a CTE and scanned every delivery
+WHERE d.id = ANY(ARRAY(SELECT id FROM next)) AND e.id = d.endpoint_id AND e.status = 'enabled'
   AND (d.lease_until IS NULL OR d.lease_until < now())
 RETURNING {CLAIMED}
 """  # noqa: S608 (CLAIMED is a constant: no input in the text)
