@@ -365,10 +365,10 @@ async def test_a_hanging_receiver_does_not_delay_another_endpoint(
     slow_events = [inbound(org, uuid.uuid4()) for _ in range(6)]
     await deliver(app, settings, *slow_events)
     await make_endpoint(client, tokens, org, fast.url)
-    w = worker(endpoint_concurrency=2, delivery_timeout_s=20)
+    w = worker(endpoint_concurrency=2, endpoint_window=4, delivery_timeout_s=20)
     loop = asyncio.get_running_loop()
-    await w.dispatch()  # the slow endpoint takes its 2 slots and hangs there
-    assert len(w.tasks) == 2
+    # the slow endpoint's window is claimed; 2 take its 2 slots and hang there
+    assert await w.dispatch() == 4
     started = loop.time()
     await deliver(app, settings, inbound(org, uuid.uuid4()))
     await w.dispatch()
@@ -382,13 +382,13 @@ async def test_a_hanging_receiver_does_not_delay_another_endpoint(
     for task in list(w.tasks):
         task.cancel()
     await asyncio.gather(*w.tasks, return_exceptions=True)
-    w.inflight.clear()
+    w.claimed.clear()
 
 
 def test_retry_after_and_backoff_rules(settings):
     import random
 
-    from pytake_integrations.delivery import backoff_s, classify, retry_after
+    from pytake_integrations.outcomes import backoff_s, classify, retry_after
 
     now = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
     assert retry_after("30", now) == 30

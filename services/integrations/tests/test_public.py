@@ -142,3 +142,44 @@ async def test_status_changes_map_to_their_public_types(app, settings, client, t
     body = json.loads(row["body"])
     assert body["type"] == f"message.{status}"
     assert body["data"]["error_code"] is None
+
+
+async def test_message_received_carries_the_text_and_the_reply_when_the_event_has_them(
+    app, settings, client, tokens
+):
+    """Tolerant reader: conversations' event gained optional ``text`` and ``reply``
+    (CONTRACT.md A); an event without them still queues a valid payload (nulls)."""
+    org = uuid.uuid4()
+    endpoint = await make_endpoint(client, tokens, org, "https://hooks.example.com/")
+    base = SAMPLES["pytake.conversations.message.appended.v1"]
+    variants = [
+        {},  # an older producer
+        {"text": "Olá, meu pedido?"},
+        {
+            "type": "interactive",
+            "text": "Falar com atendente",
+            "reply": {"kind": "button", "id": "agent", "title": "Falar com atendente"},
+        },
+        {"type": "interactive", "text": "x", "reply": {"kind": "carousel", "id": "1"}},
+    ]
+    events = [
+        internal(
+            "pytake.conversations.message.appended.v1",
+            org,
+            message,
+            **{**base, "message_id": message, **extra},
+        )
+        for extra, message in ((v, uuid.uuid4()) for v in variants)
+    ]
+    await deliver(app, settings, *events)
+    schema = json.loads((REPO / "schemas/webhooks/message.received.v1.json").read_text())
+    bodies = [json.loads(r["body"]) for r in await rows(app, endpoint["id"])]
+    for body in bodies:
+        jsonschema.validate(body, schema)
+    got = [(b["data"]["text"], b["data"]["reply"]) for b in bodies]
+    assert got == [
+        (None, None),
+        ("Olá, meu pedido?", None),
+        ("Falar com atendente", {"kind": "button", "id": "agent", "title": "Falar com atendente"}),
+        ("x", None),  # a reply shape v1 does not know is left out, the message is not
+    ]

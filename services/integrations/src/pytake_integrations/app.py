@@ -2,7 +2,6 @@
 
 from fastapi import FastAPI
 
-from pytake_common.consumer import EventConsumer
 from pytake_common.crypto import SecretBox
 from pytake_common.db import Database
 from pytake_common.outbox import OutboxRelay
@@ -12,7 +11,7 @@ from pytake_integrations.api import deliveries, endpoints
 from pytake_integrations.config import Settings
 from pytake_integrations.delivery import DeliveryWorker
 from pytake_integrations.endpoints import SealedAnswers, UrlPolicy
-from pytake_integrations.handlers import HANDLERS
+from pytake_integrations.fanout import FanOutConsumer
 from pytake_integrations.tables import deliveries as delivery_log
 
 
@@ -33,7 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db=db,
         workers=lambda: [
             OutboxRelay(settings, db).run,
-            EventConsumer(settings, db, "integrations", HANDLERS).run,
+            FanOutConsumer(settings, db).run,
             worker.run,
         ],
         on_shutdown=[worker.close],

@@ -16,6 +16,11 @@ class Settings(ServiceSettings):
     delivery_timeout_s: float = Field(default=10.0, gt=0, le=60)
     #: Attempts of one endpoint in flight at once (a hanging receiver holds at most these).
     endpoint_concurrency: int = Field(default=4, ge=1, le=64)
+    #: Deliveries of one endpoint claimed at once per process, in flight or waiting here for
+    #: one of its ``endpoint_concurrency`` slots (so a freed slot never waits for the
+    #: database). Each conversation has at most one: this is also how many of an
+    #: endpoint's conversations move at once. At least ``endpoint_concurrency``.
+    endpoint_window: int = Field(default=64, ge=1, le=1024)
     #: Attempts in flight across every endpoint, per process.
     delivery_concurrency: int = Field(default=64, ge=1, le=1024)
     #: Retries: exponential from ``retry_base_s`` (x2 per attempt, up to ``retry_max_delay_s``,

@@ -3,12 +3,21 @@
 - **Order:** only the oldest pending delivery of each (endpoint, ordering key) — the
   conversation or contact — is ever claimed, so a receiver sees a conversation's events
   in order; a delivery being retried holds back the later ones of its conversation only.
-- **Isolation:** at most ``endpoint_concurrency`` attempts per endpoint are in flight and
-  each is bounded by ``delivery_timeout_s``, so a hanging receiver holds its own slots,
-  never another endpoint's.
+- **Isolation:** at most ``endpoint_concurrency`` attempts per endpoint are in flight, each
+  bounded by ``delivery_timeout_s``, on a connection pool of the endpoint's own: a hanging
+  receiver holds its own slots and connections, never another endpoint's. Up to
+  ``endpoint_window`` deliveries per endpoint are claimed at once and wait here for one
+  of its slots (so a freed slot never waits for the database); an endpoint whose window
+  is full is left out of the claim altogether.
+- **Batches:** one statement claims the due deliveries of every endpoint with free
+  slots (``FOR UPDATE SKIP LOCKED``, so workers in other pods skip rather than wait),
+  and finished attempts are written down together (:func:`outcomes.record`): while one
+  batch is being written the next one gathers, so the database work per delivery
+  shrinks as the rate grows. Connections to a receiver are kept alive between
+  deliveries.
 - **At least once:** a claim is a lease (``lease_until``) in the database, so a crash
-  mid-attempt leaves the row to be claimed again when the lease ends; receivers dedupe on
-  ``PyTake-Delivery-Id``.
+  mid-attempt (or before its outcome was written) leaves the row to be claimed again
+  when the lease ends; receivers dedupe on ``PyTake-Delivery-Id``.
 - **Retries:** timeouts, connection errors, 408, 429 and 5xx are retried with exponential
   backoff and jitter (or after ``Retry-After``) until ``retry_window_s`` after the event;
   ``410 Gone`` disables the endpoint; a day of failures without a success disables it.
@@ -23,104 +32,77 @@ import random
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
-from sqlalchemy import bindparam, func, text, update
-from sqlalchemy.dialects.postgresql import ARRAY, UUID
 
-from pytake_common import ssrf
+from pytake_common import rawpg, ssrf
 from pytake_common.crypto import SecretBox
 from pytake_common.db import Database
 from pytake_common.pgtenant import asyncpg_dsn
 from pytake_integrations import endpoints as endpoint_rules
-from pytake_integrations import signing
+from pytake_integrations import outcomes, signing
 from pytake_integrations.config import Settings
-from pytake_integrations.queue import CHANNEL
-from pytake_integrations.tables import deliveries, endpoints
+from pytake_integrations.outcomes import CLAIMED, FAILED, SUCCEEDED, Finished, Outcome
+from pytake_integrations.queue import CHANNEL, UNPARK
 
 log = logging.getLogger(__name__)
 
-SUCCEEDED, FAILED, PENDING = "succeeded", "failed", "pending"
 USER_AGENT = "PyTake-Webhooks/1"
 MAX_RESPONSE_BODY = 1024
+#: A receiver's pool unused this long is closed (its keep-alive connections with it).
+IDLE_POOL_S = 300.0
+#: How often parked deliveries that became first of their conversation are made due
+#: (the usual way is the chained claim: this is the safety net; see queue.py).
+UNPARK_EVERY_S = 10.0
 
-_CLAIM = text(
-    """
-WITH heads AS (
-    SELECT DISTINCT ON (d.endpoint_id, d.ordering_key) d.id
-    FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id AND e.status = 'enabled'
-    WHERE d.status = 'pending'
-    ORDER BY d.endpoint_id, d.ordering_key, d.seq
+# $1/$2: endpoints with attempts in flight here and how many; $3: the per-endpoint cap;
+# $4: how many to claim at most; $5: the lease in seconds. Per endpoint with a free slot,
+# its oldest due heads (the first pending delivery of their ordering key: one probe of
+# ix_deliveries_pending each), at most
+# its free slots; rows another worker is claiming right now are skipped, not waited for.
+_CLAIM = f"""
+WITH room AS (
+    SELECT e.id, $3::int - coalesce(u.used, 0) AS free
+    FROM endpoints e
+    LEFT JOIN unnest($1::uuid[], $2::int[]) AS u(id, used) ON u.id = e.id
+    WHERE e.status = 'enabled' AND $3::int - coalesce(u.used, 0) > 0
 ), due AS (
-    SELECT d.id,
-           row_number() OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.seq) AS n
-    FROM deliveries d
-    JOIN heads h ON h.id = d.id
-    WHERE d.next_attempt_at <= now()
-      AND (d.lease_until IS NULL OR d.lease_until < now())
-      AND NOT (d.endpoint_id = ANY(:busy))
-    ORDER BY d.next_attempt_at, d.seq
-    LIMIT :limit
+    SELECT c.id
+    FROM room r
+    CROSS JOIN LATERAL (
+        SELECT d.id
+        FROM deliveries d
+        WHERE d.endpoint_id = r.id AND d.status = 'pending' AND d.next_attempt_at <= now()
+          AND (d.lease_until IS NULL OR d.lease_until < now())
+          AND d.seq = (
+              SELECT min(p.seq) FROM deliveries p
+              WHERE p.endpoint_id = d.endpoint_id AND p.ordering_key = d.ordering_key
+                AND p.status = 'pending'
+          )
+        ORDER BY d.next_attempt_at, d.seq
+        LIMIT r.free
+        FOR UPDATE OF d SKIP LOCKED
+    ) c
+    LIMIT $4
 )
-UPDATE deliveries d SET lease_until = now() + make_interval(secs => :lease)
+UPDATE deliveries d SET lease_until = now() + make_interval(secs => $5)
 FROM due, endpoints e
-WHERE d.id = due.id AND due.n <= :per_endpoint AND e.id = d.endpoint_id
-  AND (d.lease_until IS NULL OR d.lease_until < now())
-RETURNING d.id, d.organization_id, d.endpoint_id, d.event_id, d.event_type, d.body,
-          d.attempts, d.created_at, e.url, e.secret_enc, e.previous_secret_enc,
-          e.previous_secret_expires_at, e.consecutive_failures
-"""
-).bindparams(bindparam("busy", type_=ARRAY(UUID(as_uuid=True))))
+WHERE d.id = due.id AND e.id = d.endpoint_id
+RETURNING {CLAIMED}
+"""  # noqa: S608 (CLAIMED is a constant: no input in the text)
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What one attempt came to."""
+@dataclass(slots=True)
+class _Pool:
+    """One endpoint's keep-alive connections (at most its concurrency cap)."""
 
-    kind: str  # succeeded | retry | failed | gone
-    response_status: int | None = None
-    response_body: str | None = None
-    latency_ms: int | None = None
-    error: str | None = None
-    retry_after_s: float | None = None
-
-
-def retry_after(value: str | None, now: datetime) -> float | None:
-    """``Retry-After`` in seconds (delta-seconds or an HTTP date); None when absent/invalid."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max((when - now).total_seconds(), 0.0)
-
-
-def backoff_s(settings: Settings, attempts: int, rng: random.Random) -> float:
-    """Exponential from ``retry_base_s``, capped, with "equal jitter" (half fixed, half random)."""
-    delay = min(settings.retry_max_delay_s, settings.retry_base_s * 2 ** max(attempts - 1, 0))
-    jittered: float = delay / 2 + rng.uniform(0, delay / 2)
-    return jittered
-
-
-def classify(status: int) -> str:
-    if 200 <= status < 300:
-        return SUCCEEDED
-    if status == 410:
-        return "gone"
-    if status in (408, 429) or status >= 500:
-        return "retry"
-    return FAILED
+    url: str
+    session: aiohttp.ClientSession
+    used_at: float
 
 
 class DeliveryWorker:
@@ -139,10 +121,23 @@ class DeliveryWorker:
             lookup, allow_loopback=settings.webhooks_allow_loopback
         )
         self.rng = rng or random.Random()
-        self.inflight: dict[uuid.UUID, int] = {}
+        #: Deliveries claimed here and not finished, per endpoint (at most its window).
+        self.claimed: dict[uuid.UUID, int] = {}
         self.tasks: set[asyncio.Task[None]] = set()
+        self._slots: dict[uuid.UUID, asyncio.Semaphore] = {}
+        self._attempts = asyncio.Semaphore(settings.delivery_concurrency)
+        cap = settings.endpoint_concurrency
+        self.window = max(settings.endpoint_window, cap)
+        # A claimed delivery waits here for a slot of its endpoint; one still waiting when
+        # its lease could end during the attempt is dropped (claimed again later), so the
+        # lease need not cover the wait and a crashed worker's rows return soon.
+        self.lease_s = settings.delivery_timeout_s + 60
+        self.finished: list[Finished] = []
         self._wake = asyncio.Event()
-        self._http: aiohttp.ClientSession | None = None
+        self._record = asyncio.Event()
+        self._pools: dict[uuid.UUID, _Pool] = {}
+        self._secrets: dict[str, str] = {}
+        self._unpark_at = 0.0
 
     # --- running --------------------------------------------------------------------
 
@@ -151,25 +146,18 @@ class DeliveryWorker:
         with contextlib.suppress(Exception):
             conn = await asyncpg.connect(asyncpg_dsn(self.db.url))
             await conn.add_listener(CHANNEL, lambda *_: self._wake.set())
+        recorder = asyncio.create_task(self._recording(stop))
         try:
             while not stop.is_set():
                 self._wake.clear()
                 try:
-                    await self.dispatch()
+                    while await self.dispatch():
+                        pass  # claimed some: there may be more due
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     log.warning("delivery dispatch failed", extra={"error": repr(exc)})
-                waiters = [asyncio.ensure_future(e.wait()) for e in (self._wake, stop)]
-                try:
-                    await asyncio.wait(
-                        waiters,
-                        timeout=self.settings.delivery_poll_interval_s,
-                        return_when=asyncio.FIRST_COMPLETED,
-                    )
-                finally:
-                    for w in waiters:
-                        w.cancel()
+                await _first(self._wake, stop, timeout=self.settings.delivery_poll_interval_s)
         finally:
             if conn is not None:
                 with contextlib.suppress(Exception):
@@ -177,89 +165,172 @@ class DeliveryWorker:
             for task in list(self.tasks):
                 task.cancel()
             await asyncio.gather(*self.tasks, return_exceptions=True)
+            recorder.cancel()
+            await asyncio.gather(recorder, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await self.flush()  # what finished before the stop
+
+    async def _recording(self, stop: asyncio.Event) -> None:
+        """Write finished attempts down as they come; a batch gathers while one is written."""
+        while not stop.is_set():
+            await self._record.wait()
+            self._record.clear()
+            try:
+                await self.flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Kept for the next try; their leases keep them from being sent again
+                # meanwhile (and if this process dies, they are sent again: at least once).
+                log.warning("recording deliveries failed", extra={"error": repr(exc)})
+                await asyncio.sleep(0.5)
+                self._record.set()
 
     async def close(self) -> None:
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
+        pools, self._pools = self._pools, {}
+        for pool in pools.values():
+            await pool.session.close()
 
-    def http(self) -> aiohttp.ClientSession:
-        if self._http is None:
-            connector = aiohttp.TCPConnector(
-                resolver=self.resolver,
-                use_dns_cache=False,
-                limit=self.settings.delivery_concurrency,
-                limit_per_host=self.settings.endpoint_concurrency,
-            )
-            self._http = aiohttp.ClientSession(
-                connector=connector, trust_env=False, headers={"User-Agent": USER_AGENT}
-            )
-        return self._http
+    def http(self, endpoint_id: uuid.UUID, url: str) -> aiohttp.ClientSession:
+        """The endpoint's own keep-alive pool (a new one when its URL changed)."""
+        now = time.monotonic()
+        pool = self._pools.get(endpoint_id)
+        if pool is not None and pool.url == url:
+            pool.used_at = now
+            return pool.session
+        if pool is not None:
+            self._retire(pool)
+        cap = self.settings.endpoint_concurrency
+        connector = aiohttp.TCPConnector(
+            resolver=self.resolver, use_dns_cache=False, limit=cap, limit_per_host=cap
+        )
+        session = aiohttp.ClientSession(
+            connector=connector, trust_env=False, headers={"User-Agent": USER_AGENT}
+        )
+        self._pools[endpoint_id] = _Pool(url, session, now)
+        return session
+
+    def _retire(self, pool: _Pool) -> None:
+        task = asyncio.create_task(pool.session.close())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _sweep(self) -> None:
+        """Close the pools of endpoints nothing was sent to for ``IDLE_POOL_S``."""
+        cutoff = time.monotonic() - IDLE_POOL_S
+        for endpoint_id, pool in list(self._pools.items()):
+            if pool.used_at < cutoff and not self.claimed.get(endpoint_id):
+                del self._pools[endpoint_id]
+                self._retire(pool)
+
+    # --- claiming -------------------------------------------------------------------
 
     async def dispatch(self) -> int:
         """Claim what is due and start its attempts; the number started."""
-        cap = self.settings.endpoint_concurrency
-        room = self.settings.delivery_concurrency - len(self.tasks)
+        room = self.settings.delivery_concurrency * 16 - sum(self.claimed.values())
         if room <= 0:
             return 0
-        busy = [e for e, n in self.inflight.items() if n >= cap]
-        lease = self.settings.delivery_timeout_s + 30
-        async with self.db.transaction(bypass_rls=True) as session:
-            rows = (
-                (
-                    await session.execute(
-                        _CLAIM,
-                        {"busy": busy, "limit": room, "lease": lease, "per_endpoint": cap},
-                    )
-                )
-                .mappings()
-                .all()
-            )
-            extra: list[uuid.UUID] = []
-            started: list[dict[str, Any]] = []
-            for row in rows:
-                if self.inflight.get(row["endpoint_id"], 0) >= cap:
-                    extra.append(row["id"])
-                    continue
-                self.inflight[row["endpoint_id"]] = self.inflight.get(row["endpoint_id"], 0) + 1
-                started.append(dict(row))
-            if extra:
-                await session.execute(
-                    update(deliveries).where(deliveries.c.id.in_(extra)).values(lease_until=None)
-                )
-        for claimed in started:
-            task = asyncio.create_task(self._deliver(claimed))
+        self._sweep()
+        if time.monotonic() >= self._unpark_at:
+            self._unpark_at = time.monotonic() + UNPARK_EVERY_S
+            async with rawpg.transaction(self.db, bypass_rls=True, durable=False) as conn:
+                await conn.execute(UNPARK)
+        busy = list(self.claimed)
+        used = [self.claimed[e] for e in busy]
+        async with rawpg.transaction(self.db, bypass_rls=True, durable=False) as conn:
+            rows = await conn.fetch(_CLAIM, busy, used, self.window, room, self.lease_s)
+        self._start([dict(row) for row in rows])
+        return len(rows)
+
+    def _start(self, rows: list[dict[str, Any]]) -> None:
+        """Attempt ``rows``, just leased here (each counts in its endpoint's window until
+        its outcome is written, or it ends without one)."""
+        at = time.monotonic()
+        for row in rows:
+            endpoint_id = row["endpoint_id"]
+            self.claimed[endpoint_id] = self.claimed.get(endpoint_id, 0) + 1
+            task = asyncio.create_task(self._deliver(row, at))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
-        return len(started)
+
+    def _release(self, endpoint_id: uuid.UUID) -> None:
+        left = self.claimed.get(endpoint_id, 1) - 1
+        if left > 0:
+            self.claimed[endpoint_id] = left
+        else:
+            self.claimed.pop(endpoint_id, None)
+            self._slots.pop(endpoint_id, None)
+        self._wake.set()  # room in its window: another conversation's delivery may go
+
+    def _slot(self, endpoint_id: uuid.UUID) -> asyncio.Semaphore:
+        slot = self._slots.get(endpoint_id)
+        if slot is None:
+            slot = self._slots[endpoint_id] = asyncio.Semaphore(self.settings.endpoint_concurrency)
+        return slot
 
     async def drain(self, timeout_s: float = 30.0) -> None:
         """Deliver everything due now, and wait for it (tests and benchmarks)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             started = await self.dispatch()
-            if self.tasks:
-                await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
-            elif not started:
+            attempts = [t for t in self.tasks if not t.done()]
+            if attempts:
+                await asyncio.wait(attempts, return_when=asyncio.FIRST_COMPLETED)
+            if self.finished:
+                await self.flush()
+            elif not started and not attempts:
                 return
 
     # --- one attempt ----------------------------------------------------------------
 
-    async def _deliver(self, row: dict[str, Any]) -> None:
+    async def _deliver(self, row: dict[str, Any], claimed_at: float) -> None:
+        endpoint_id = row["endpoint_id"]
+        outcome = None
         try:
-            outcome = await self.attempt(row)
-            await self.record(row, outcome)
+            async with self._slot(endpoint_id), self._attempts:
+                if time.monotonic() - claimed_at > self.lease_s - self.settings.delivery_timeout_s:
+                    return  # its lease could end mid-attempt: left to the next claim
+                outcome = await self.attempt(row)
+            self.finished.append(Finished(row, outcome, datetime.now(UTC)))
+            self._record.set()
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("delivery bookkeeping failed", extra={"delivery_id": str(row["id"])})
+            log.exception("delivery attempt failed", extra={"delivery_id": str(row["id"])})
         finally:
-            left = self.inflight.get(row["endpoint_id"], 1) - 1
-            if left > 0:
-                self.inflight[row["endpoint_id"]] = left
-            else:
-                self.inflight.pop(row["endpoint_id"], None)
-            self._wake.set()
+            if outcome is None:  # nothing to write: its lease ends by itself
+                self._release(endpoint_id)
+
+    async def flush(self) -> int:
+        """Write down the attempts finished so far, in one transaction; how many."""
+        batch, self.finished = self.finished, []
+        if not batch:
+            return 0
+        try:
+            # Not durable: losing this write in a database crash only sends these again.
+            async with rawpg.transaction(self.db, bypass_rls=True, durable=False) as conn:
+                done = await outcomes.record(conn, self.settings, batch, self.rng, self.lease_s)
+        except BaseException:
+            self.finished[:0] = batch
+            raise
+        for finished in batch:
+            self._release(finished.row["endpoint_id"])
+        self._start(done.chained)
+        if done.disable:
+            async with self.db.transaction(bypass_rls=True) as session:
+                for org, endpoint_id, reason in done.disable:
+                    await endpoint_rules.disable(session, org, endpoint_id, reason)
+        return len(batch)
+
+    def _decrypt(self, token: str) -> str:
+        """``SecretBox.decrypt`` remembered per token: an endpoint's secret is decrypted
+        once, not on every delivery (a rotation makes a new token: nothing goes stale)."""
+        plain = self._secrets.get(token)
+        if plain is None:
+            if len(self._secrets) > 10_000:
+                self._secrets.clear()
+            plain = self._secrets[token] = self.box.decrypt(token)
+        return plain
 
     async def attempt(self, row: dict[str, Any]) -> Outcome:
         url = row["url"]
@@ -271,7 +342,7 @@ class DeliveryWorker:
                 return Outcome(FAILED, error=f"destination refused: {host} is {why}")
         now = datetime.now(UTC)
         body = row["body"].encode()
-        secrets = endpoint_rules.signing_secrets(self.box, row, now)
+        secrets = endpoint_rules.signing_secrets(self._decrypt, row, now)
         headers = {
             "Content-Type": "application/json",
             signing.HEADER: signing.sign(body, secrets, int(now.timestamp())),
@@ -283,19 +354,19 @@ class DeliveryWorker:
         started = time.perf_counter()
         timeout = aiohttp.ClientTimeout(total=self.settings.delivery_timeout_s)
         try:
-            async with self.http().post(
+            async with self.http(row["endpoint_id"], url).post(
                 url, data=body, headers=headers, allow_redirects=False, timeout=timeout
             ) as response:
                 raw = await response.content.read(MAX_RESPONSE_BODY)
                 latency = int((time.perf_counter() - started) * 1000)
-                kind = classify(response.status)
+                kind = outcomes.classify(response.status)
                 return Outcome(
                     kind,
                     response_status=response.status,
                     response_body=raw.decode("utf-8", "replace"),
                     latency_ms=latency,
                     error=None if kind == SUCCEEDED else f"HTTP {response.status}",
-                    retry_after_s=retry_after(response.headers.get("Retry-After"), now),
+                    retry_after_s=outcomes.retry_after(response.headers.get("Retry-After"), now),
                 )
         except TimeoutError:
             latency = int((time.perf_counter() - started) * 1000)
@@ -306,74 +377,23 @@ class DeliveryWorker:
                 return Outcome(FAILED, error=f"destination refused: {refused}")
             return Outcome("retry", error=f"connection failed: {type(exc).__name__}")
 
-    async def record(self, row: dict[str, Any], outcome: Outcome) -> None:
-        s = self.settings
-        now = datetime.now(UTC)
-        attempts = row["attempts"] + 1
-        status, next_at = outcome.kind, None
-        if outcome.kind == "retry":
-            delay = (
-                min(outcome.retry_after_s, s.retry_max_delay_s)
-                if outcome.retry_after_s is not None
-                else backoff_s(s, attempts, self.rng)
-            )
-            next_at = now + timedelta(seconds=delay)
-            expired = next_at > row["created_at"] + timedelta(seconds=s.retry_window_s)
-            status = FAILED if expired else PENDING
-        elif outcome.kind == "gone":
-            status = FAILED
-        values: dict[str, Any] = {
-            "status": status,
-            "attempts": attempts,
-            "lease_until": None,
-            "last_attempt_at": now,
-            "response_status": outcome.response_status,
-            "response_body": (outcome.response_body or None),
-            "latency_ms": outcome.latency_ms,
-            "last_error": (outcome.error or "")[:500] or None,
-        }
-        if status == PENDING:
-            values["next_attempt_at"] = next_at
-        else:
-            values["completed_at"] = now
-        org = row["organization_id"]
-        async with self.db.transaction(organization_id=org) as session:
-            await session.execute(
-                update(deliveries).where(deliveries.c.id == row["id"]).values(**values)
-            )
-            ep = endpoints.c
-            if outcome.kind == SUCCEEDED:
-                if row["consecutive_failures"]:  # as claimed: a healthy endpoint costs nothing
-                    await session.execute(
-                        update(endpoints)
-                        .where(ep.id == row["endpoint_id"])
-                        .values(failing_since=None, consecutive_failures=0)
-                    )
-                return
-            failing = (
-                await session.execute(
-                    update(endpoints)
-                    .where(ep.id == row["endpoint_id"])
-                    .values(
-                        failing_since=func.coalesce(ep.failing_since, now),
-                        consecutive_failures=ep.consecutive_failures + 1,
-                    )
-                    .returning(ep.failing_since, ep.consecutive_failures)
-                )
-            ).first()
-            if failing is None:
-                return  # the endpoint was deleted meanwhile
-            reason = None
-            if outcome.kind == "gone":
-                reason = "the receiver answered 410 Gone"
-            elif (
-                failing.consecutive_failures >= s.auto_disable_min_failures
-                and (now - failing.failing_since).total_seconds() >= s.auto_disable_after_s
-            ):
-                hours = (now - failing.failing_since).total_seconds() / 3600
-                reason = (
-                    f"every delivery failed for {hours:.0f} h "
-                    f"({failing.consecutive_failures} attempts in a row); last: {outcome.error}"
-                )
-            if reason:
-                await endpoint_rules.disable(session, org, row["endpoint_id"], reason)
+
+async def _first(*events: asyncio.Event, timeout: float) -> None:
+    """Until one of ``events`` is set, or ``timeout``."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+
+
+def _refusal_in(exc: BaseException) -> str | None:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssrf.DestinationRefused):
+            return str(seen)
+        seen = seen.__cause__ or getattr(seen, "os_error", None)
+        if seen is exc:
+            break
+    return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -315,12 +316,13 @@ async def disable(
     return True
 
 
-def signing_secrets(box: SecretBox, row: Any, now: datetime) -> list[str]:
-    """The secrets that sign now: the current one, then the previous one in its overlap."""
-    found = [box.decrypt(row["secret_enc"])]
+def signing_secrets(decrypt: Callable[[str], str], row: Any, now: datetime) -> list[str]:
+    """The secrets that sign now: the current one, then the previous one in its overlap
+    (``decrypt``: a :class:`SecretBox`'s, or one that remembers what it decrypted)."""
+    found = [decrypt(row["secret_enc"])]
     expires = row["previous_secret_expires_at"]
     if row["previous_secret_enc"] and expires is not None and expires > now:
-        found.append(box.decrypt(row["previous_secret_enc"]))
+        found.append(decrypt(row["previous_secret_enc"]))
     return found
 
 

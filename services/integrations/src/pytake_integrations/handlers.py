@@ -17,7 +17,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common import event_types as et
@@ -39,6 +41,9 @@ class Appended(TenantEventData):
     direction: str
     type: str
     created_at: datetime
+    # Optional in conversations' event (CONTRACT.md A): absent from older producers.
+    text: str | None = None
+    reply: dict[str, Any] | None = None
 
 
 class StatusChanged(TenantEventData):
@@ -99,6 +104,17 @@ Built = tuple[public.PublicData, str, str, datetime]  # data, fact key, ordering
 Builder = Callable[[CloudEvent], Built | None]
 
 
+def public_reply(raw: dict[str, Any] | None) -> public.Reply | None:
+    """The public reply of an internal one; None when absent or of a shape v1 does not
+    know (a new kind is left out rather than failing the whole event)."""
+    if not raw:
+        return None
+    try:
+        return public.Reply.model_validate({k: raw.get(k) for k in ("kind", "id", "title")})
+    except ValidationError:
+        return None
+
+
 def message_appended(event: CloudEvent) -> Built | None:
     d = event.parse_data(Appended)
     if d.direction != "inbound":
@@ -109,6 +125,8 @@ def message_appended(event: CloudEvent) -> Built | None:
         contact_id=d.contact_id,
         type=d.type,
         received_at=d.created_at,
+        text=d.text,
+        reply=public_reply(d.reply),
     )
     return data, str(d.message_id), str(d.conversation_id), d.created_at
 
@@ -165,28 +183,40 @@ def contact_updated(event: CloudEvent) -> Built:
     return data, str(event.id), str(d.contact_id), event.time
 
 
+def public_event(event: CloudEvent, build: Builder) -> tuple[public.PublicEvent, str] | None:
+    """The public event ``event`` makes (and its ordering key), or None."""
+    built = build(event)
+    if built is None:
+        return None
+    data, fact, ordering_key, at = built
+    event_id = uuid.uuid5(PUBLIC_EVENTS, f"{data.public_type}:{fact}")
+    body = public.event_of(
+        data,
+        event_id=event_id,
+        organization_id=uuid.UUID(event.tenantid),
+        created_at=at.astimezone(UTC),
+    )
+    return body, ordering_key
+
+
 def handler(build: Builder) -> Handler:
+    """One record at a time (the kit's path for a record that failed in its batch)."""
+
     async def handle(session: AsyncSession, event: CloudEvent) -> None:
-        built = build(event)
-        if built is None:
-            return
-        data, fact, ordering_key, at = built
-        event_id = uuid.uuid5(PUBLIC_EVENTS, f"{data.public_type}:{fact}")
-        org = uuid.UUID(event.tenantid)
-        body = public.event_of(
-            data, event_id=event_id, organization_id=org, created_at=at.astimezone(UTC)
-        )
-        await enqueue(session, org, body, ordering_key)
+        made = public_event(event, build)
+        if made is not None:
+            await enqueue(session, uuid.UUID(event.tenantid), *made)
 
     return handle
 
 
-HANDLERS: dict[str, Handler] = {
-    et.CONVERSATIONS_MESSAGE_APPENDED_V1: handler(message_appended),
-    et.CONVERSATIONS_MESSAGE_STATUS_CHANGED_V1: handler(message_status),
-    et.CONVERSATIONS_CONVERSATION_OPENED_V1: handler(conversation_opened),
-    et.CONVERSATIONS_CONVERSATION_ASSIGNED_V1: handler(conversation_assigned),
-    et.CONVERSATIONS_CONVERSATION_STATUS_CHANGED_V1: handler(conversation_moved),
-    et.CONTACTS_CONTACT_CREATED_V1: handler(contact_created),
-    et.CONTACTS_CONTACT_UPDATED_V1: handler(contact_updated),
+BUILDERS: dict[str, Builder] = {
+    et.CONVERSATIONS_MESSAGE_APPENDED_V1: message_appended,
+    et.CONVERSATIONS_MESSAGE_STATUS_CHANGED_V1: message_status,
+    et.CONVERSATIONS_CONVERSATION_OPENED_V1: conversation_opened,
+    et.CONVERSATIONS_CONVERSATION_ASSIGNED_V1: conversation_assigned,
+    et.CONVERSATIONS_CONVERSATION_STATUS_CHANGED_V1: conversation_moved,
+    et.CONTACTS_CONTACT_CREATED_V1: contact_created,
+    et.CONTACTS_CONTACT_UPDATED_V1: contact_updated,
 }
+HANDLERS: dict[str, Handler] = {etype: handler(build) for etype, build in BUILDERS.items()}

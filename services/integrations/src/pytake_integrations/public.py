@@ -26,6 +26,17 @@ class PublicData(BaseModel):
     description: ClassVar[str] = ""
 
 
+class Reply(BaseModel):
+    """The button or list row a customer chose (an interactive reply, or a template's
+    quick-reply button)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["button", "list"]
+    id: str = Field(description="The button's or row's id (a template button's payload)")
+    title: str = Field(description="What the customer saw and tapped")
+
+
 class MessageReceived(PublicData):
     public_type = "message.received"
     description = "A customer's WhatsApp message joined a conversation."
@@ -35,6 +46,14 @@ class MessageReceived(PublicData):
     contact_id: uuid.UUID
     type: str = Field(description="WhatsApp message type: text, image, audio, ...")
     received_at: datetime
+    # Added within v1 (optional: absent or null in older deliveries).
+    text: str | None = Field(
+        default=None,
+        description="The text of a text message; for an interactive reply, the title chosen",
+    )
+    reply: Reply | None = Field(
+        default=None, description="The button or list row chosen, for an interactive reply"
+    )
 
 
 class MessageStatus(PublicData):

@@ -2,55 +2,107 @@
 
 Rows are written in the transaction that learns of the event, and a ``NOTIFY`` on
 :data:`CHANNEL` (sent at commit) wakes the delivery worker at once.
+
+**Parked deliveries.** A delivery queued behind an earlier pending one of its endpoint
+and ordering key (the conversation) is *parked*: ``next_attempt_at`` is ``infinity``, so
+the worker's claim, which walks only due rows, never reads it while it waits. When the
+one before it is done, the worker claims it in the same statement that writes that
+outcome (:mod:`pytake_integrations.outcomes`); :data:`UNPARK` (run every few seconds)
+makes due any parked delivery that became the first of its conversation another way
+(an endpoint disabled meanwhile, a duplicate that was not queued, a crash).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import any_, select, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+import asyncpg
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pytake_common import rawpg
 from pytake_integrations.public import PublicEvent
-from pytake_integrations.tables import deliveries, endpoints
+from pytake_integrations.tables import deliveries
 
 CHANNEL = "pytake_integrations_deliveries"
 _NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', '')")
+#: Parked behind a pending delivery of the same endpoint and ordering key, or due now.
+_PARKED_OR_NOW = text(
+    "SELECT CASE WHEN EXISTS (SELECT 1 FROM deliveries WHERE endpoint_id = :endpoint "
+    "AND ordering_key = :key AND status = 'pending') THEN 'infinity'::timestamptz "
+    "ELSE now() END"
+)
+
+#: Makes due every parked delivery that is the first pending one of its conversation
+#: and not leased (the worker runs it every few seconds; see the module's docstring).
+UNPARK = """
+UPDATE deliveries d SET next_attempt_at = now()
+WHERE d.status = 'pending' AND d.next_attempt_at = 'infinity'
+  AND (d.lease_until IS NULL OR d.lease_until < now())
+  AND d.seq = (
+      SELECT min(p.seq) FROM deliveries p
+      WHERE p.endpoint_id = d.endpoint_id AND p.ordering_key = d.ordering_key
+        AND p.status = 'pending'
+  )
+"""
+
+
+#: $1: the organization; $2..$5: the public events in order (id, type, ordering key,
+#: body); $6: the channel to notify. One row per (event, enabled endpoint of the
+#: organization subscribed to its type), inserted in the events' order so ``seq``
+#: follows it; one behind an earlier pending delivery of its conversation is parked.
+_FAN_OUT = """
+WITH ev AS (
+    SELECT * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[])
+         WITH ORDINALITY AS ev(event_id, event_type, ordering_key, body, n)
+), queued AS (
+    INSERT INTO deliveries (id, organization_id, endpoint_id, event_id, event_type,
+                            ordering_key, body, next_attempt_at)
+    SELECT gen_random_uuid(), $1, e.id, ev.event_id, ev.event_type, ev.ordering_key, ev.body,
+           CASE WHEN row_number() OVER (PARTITION BY e.id, ev.ordering_key ORDER BY ev.n) > 1
+                  OR EXISTS (SELECT 1 FROM deliveries p
+                             WHERE p.endpoint_id = e.id AND p.ordering_key = ev.ordering_key
+                               AND p.status = 'pending')
+                THEN 'infinity'::timestamptz ELSE now() END
+    FROM ev
+    JOIN endpoints e ON e.organization_id = $1 AND e.status = 'enabled'
+                    AND ev.event_type = ANY(e.event_types)
+    ORDER BY ev.n, e.id
+    ON CONFLICT (endpoint_id, event_id) WHERE replay_of IS NULL DO NOTHING
+    RETURNING 1
+)
+SELECT count(*) AS queued, CASE WHEN count(*) > 0 THEN pg_notify($6, '') END
+FROM queued
+"""
+
+
+async def fan_out(
+    conn: asyncpg.Connection, org: uuid.UUID, events: Sequence[tuple[PublicEvent, str]]
+) -> int:
+    """Queue each ``(event, ordering key)`` for every enabled endpoint of ``org``
+    subscribed to its type, in one statement; the deliveries queued. ``conn``: inside
+    a transaction bound to ``org``. A ``NOTIFY`` wakes the workers when it commits."""
+    if not events:
+        return 0
+    queued: int = await conn.fetchval(
+        _FAN_OUT,
+        org,
+        [e.id for e, _ in events],
+        [e.type for e, _ in events],
+        [key[:80] for _, key in events],
+        [e.model_dump_json() for e, _ in events],
+        CHANNEL,
+    )
+    return queued
 
 
 async def enqueue(
     session: AsyncSession, org: uuid.UUID, event: PublicEvent, ordering_key: str
 ) -> int:
     """Queue ``event`` for every enabled endpoint of ``org`` subscribed to its type."""
-    targets = (
-        await session.scalars(
-            select(endpoints.c.id).where(
-                endpoints.c.organization_id == org,
-                endpoints.c.status == "enabled",
-                any_(endpoints.c.event_types) == event.type,
-            )
-        )
-    ).all()
-    if not targets:
-        return 0
-    body = event.model_dump_json()
-    rows = [
-        _row(org, endpoint_id, event, ordering_key, body, replay_of=None) for endpoint_id in targets
-    ]
-    queued = await session.execute(
-        pg_insert(deliveries)
-        .values(rows)
-        .on_conflict_do_nothing(
-            index_elements=["endpoint_id", "event_id"], index_where=text("replay_of IS NULL")
-        )
-        .returning(deliveries.c.id)
-    )
-    count = len(queued.all())
-    if count:
-        await session.execute(_NOTIFY)
-    return count
+    return await fan_out(await rawpg.driver(session), org, [(event, ordering_key)])
 
 
 async def enqueue_one(
@@ -66,7 +118,10 @@ async def enqueue_one(
 ) -> uuid.UUID:
     """Queue one delivery to one endpoint (a test event, or a replay of ``replay_of``)."""
     row = _row(org, endpoint_id, None, ordering_key, body, replay_of=replay_of)
-    row.update(event_id=event_id, event_type=event_type)
+    due = await session.scalar(
+        _PARKED_OR_NOW, {"endpoint": endpoint_id, "key": row["ordering_key"]}
+    )
+    row.update(event_id=event_id, event_type=event_type, next_attempt_at=due)
     await session.execute(deliveries.insert().values(row))
     await session.execute(_NOTIFY)
     delivery_id: uuid.UUID = row["id"]

@@ -86,6 +86,14 @@ deliveries = Table(
         "seq",
         postgresql_where=text("status = 'pending'"),
     ),
+    # the claim: an endpoint's due pending deliveries, oldest first
+    Index(
+        "ix_deliveries_due",
+        "endpoint_id",
+        "next_attempt_at",
+        "seq",
+        postgresql_where=text("status = 'pending'"),
+    ),
     Index("ix_deliveries_endpoint_created", "endpoint_id", "created_at", "id"),
     Index("ix_deliveries_created_at", "created_at"),
 )
