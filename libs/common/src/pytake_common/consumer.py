@@ -120,6 +120,10 @@ class SetHandler(Generic[_Row]):
     batch's other records, so ``apply`` must give the same result however records are
     grouped (counting, idempotent upserts). One record alone goes through the same
     ``apply`` as a set of one: the per-record path (retries, dead-lettering) stays.
+
+    One instance registered for several event types gets their records together, in
+    the batch's order (``parse``, default ``event.parse_data(model)``, reads each one,
+    e.g. by its type's own model): for facts whose order across types matters.
     """
 
     def __init__(
@@ -128,15 +132,22 @@ class SetHandler(Generic[_Row]):
         apply: Callable[[AsyncSession, list[_Row]], Awaitable[None]],
         *,
         order: int = 0,
+        parse: Callable[[CloudEvent], _Row] | None = None,
     ) -> None:
         self.model = model
         self.apply = apply
-        #: Within an organization's set, types apply in ascending ``order`` (then as
-        #: they first came): a type whose effect builds on another's comes after it.
+        #: Within an organization's set, handlers apply in ascending ``order`` (then as
+        #: their records first came): one whose effect builds on another's comes after it.
         self.order = order
+        self._parse = parse
+
+    def parse(self, event: CloudEvent) -> _Row:
+        if self._parse is not None:
+            return self._parse(event)
+        return event.parse_data(self.model)
 
     async def __call__(self, session: AsyncSession, event: CloudEvent) -> None:
-        await self.apply(session, [event.parse_data(self.model)])
+        await self.apply(session, [self.parse(event)])
 
 
 @dataclass(slots=True)
@@ -432,7 +443,7 @@ class EventConsumer:
             handler = item.handler
             assert isinstance(handler, SetHandler)
             try:
-                row = item.event.parse_data(handler.model)
+                row = handler.parse(item.event)
             except ValidationError:
                 await self._process_item(item)
                 continue
@@ -457,7 +468,7 @@ class EventConsumer:
         self, tenant: str, rows: list[tuple[_Item, Any]]
     ) -> list[tuple[CloudEvent, str]]:
         outcomes: list[tuple[CloudEvent, str]] = []
-        sets: dict[str, tuple[SetHandler[Any], list[Any]]] = {}
+        sets: dict[int, tuple[SetHandler[Any], list[Any]]] = {}
         async with self.db.transaction(organization_id=tenant) as session:
             fresh = await self._mark(session, [item for item, _ in rows])
             for item, row in rows:
@@ -467,14 +478,15 @@ class EventConsumer:
                 fresh.discard(item.event.id)  # a second copy in this batch is a duplicate
                 handler = item.handler
                 assert isinstance(handler, SetHandler)
-                sets.setdefault(item.event.type, (handler, []))[1].append(row)
+                sets.setdefault(id(handler), (handler, []))[1].append((item.event.type, row))
                 outcomes.append((item.event, "handled"))
             token = organization_id_var.set(tenant)
             try:
-                ordered = sorted(sets.items(), key=lambda entry: entry[1][0].order)
-                for etype, (handler, fresh_rows) in ordered:
-                    with tracer().start_as_current_span(f"consume {etype} x{len(fresh_rows)}"):
-                        await handler.apply(session, fresh_rows)
+                ordered = sorted(sets.values(), key=lambda entry: entry[0].order)
+                for handler, typed in ordered:
+                    name = "+".join(sorted({etype for etype, _ in typed}))
+                    with tracer().start_as_current_span(f"consume {name} x{len(typed)}"):
+                        await handler.apply(session, [row for _, row in typed])
             finally:
                 organization_id_var.reset(token)
         return outcomes

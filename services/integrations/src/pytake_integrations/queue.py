@@ -53,6 +53,46 @@ async def enqueue(
     return count
 
 
+async def enqueue_many(
+    session: AsyncSession, org: uuid.UUID, events: list[tuple[PublicEvent, str]]
+) -> int:
+    """:func:`enqueue` for several ``(event, ordering key)`` pairs of ``org`` (a consumer
+    batch's): one statement finds the endpoints subscribed to any of their types, one
+    queues the deliveries; an organization without endpoints costs the first only."""
+    if not events:
+        return 0
+    types = sorted({event.type for event, _ in events})
+    targets = (
+        await session.execute(
+            select(endpoints.c.id, endpoints.c.event_types).where(
+                endpoints.c.organization_id == org,
+                endpoints.c.status == "enabled",
+                endpoints.c.event_types.overlap(types),
+            )
+        )
+    ).all()
+    if not targets:
+        return 0
+    rows = [
+        _row(org, target.id, event, key, event.model_dump_json(), replay_of=None)
+        for event, key in events
+        for target in targets
+        if event.type in target.event_types
+    ]
+    queued = await session.execute(
+        pg_insert(deliveries)
+        .values(rows)
+        .on_conflict_do_nothing(
+            index_elements=["endpoint_id", "event_id"], index_where=text("replay_of IS NULL")
+        )
+        .returning(deliveries.c.id)
+    )
+    count = len(queued.all())
+    if count:
+        await session.execute(_NOTIFY)
+    return count
+
+
 async def enqueue_one(
     session: AsyncSession,
     org: uuid.UUID,
