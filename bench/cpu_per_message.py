@@ -116,8 +116,10 @@ def start_profilers(
     out.mkdir(parents=True, exist_ok=True)
     return [
         subprocess.Popen(
-            [spy, "record", "--pid", str(p.pid), "--rate", "250", "--nonblocking"]
-            + ["--format", "raw", "--output", str(out / f"{name}.txt")],
+            [
+                *(spy, "record", "--pid", str(p.pid), "--rate", "250", "--nonblocking"),
+                *("--format", "raw", "--output", str(out / f"{name}.txt")),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
