@@ -73,21 +73,25 @@ async def apply_received(session: AsyncSession, data: MessageReceived) -> None:
         )
     ).first()
     if created is not None:
-        payload = ContactCreated(
-            contact_id=data.contact_id,
-            organization_id=org,
-            wa_id=data.wa_id,
-            user_id=data.user_id,
-            name=name,
-            phone=phone,
-            attributes={},
-        )
-        await emit(session, payload, data.contact_id)
+        await emit(session, first_seen(data, name, phone), data.contact_id)
         return
     # Created meanwhile by a concurrent delivery (another identifier or the same id).
     if not await _update_existing(session, data, name):
         # the conflicting row vanished (deleted meanwhile): let the consumer retry
         raise RuntimeError(f"contact {data.contact_id} conflicted but cannot be found")
+
+
+def first_seen(data: MessageReceived, name: str | None, phone: str | None) -> ContactCreated:
+    """The event of a contact created by the customer's first message."""
+    return ContactCreated(
+        contact_id=data.contact_id,
+        organization_id=data.organization_id,
+        wa_id=data.wa_id,
+        user_id=data.user_id,
+        name=name,
+        phone=phone,
+        attributes={},
+    )
 
 
 async def _update_existing(session: AsyncSession, data: MessageReceived, name: str | None) -> bool:

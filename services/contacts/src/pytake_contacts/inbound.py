@@ -33,7 +33,7 @@ from pytake_common.events import EventData
 from pytake_common.outbox import emit_many
 from pytake_contacts import handlers as per_message
 from pytake_contacts.domain import PROFILE, clean_name, phone_from_wa_id
-from pytake_contacts.events import ContactCreated, ContactUpdated
+from pytake_contacts.events import ContactUpdated
 from pytake_contacts.timeline import Appended
 
 #: Every contact a batch names, by any of its identifiers, locked in id order.
@@ -132,20 +132,7 @@ async def on_messages_received(
                 del contacts[contact.id]
                 alone.extend(contact.messages)
                 continue
-            events.append(
-                (
-                    ContactCreated(
-                        contact_id=contact.id,
-                        organization_id=org,
-                        wa_id=first.wa_id,
-                        user_id=first.user_id,
-                        name=contact.name,
-                        phone=contact.phone,
-                        attributes={},
-                    ),
-                    contact.id,
-                )
-            )
+            events.append((per_message.first_seen(first, contact.name, contact.phone), contact.id))
             contact.messages = contact.messages[1:]
     for contact in contacts.values():
         for data in contact.messages:

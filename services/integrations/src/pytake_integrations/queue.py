@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import any_, select, text
+from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,33 +24,7 @@ async def enqueue(
     session: AsyncSession, org: uuid.UUID, event: PublicEvent, ordering_key: str
 ) -> int:
     """Queue ``event`` for every enabled endpoint of ``org`` subscribed to its type."""
-    targets = (
-        await session.scalars(
-            select(endpoints.c.id).where(
-                endpoints.c.organization_id == org,
-                endpoints.c.status == "enabled",
-                any_(endpoints.c.event_types) == event.type,
-            )
-        )
-    ).all()
-    if not targets:
-        return 0
-    body = event.model_dump_json()
-    rows = [
-        _row(org, endpoint_id, event, ordering_key, body, replay_of=None) for endpoint_id in targets
-    ]
-    queued = await session.execute(
-        pg_insert(deliveries)
-        .values(rows)
-        .on_conflict_do_nothing(
-            index_elements=["endpoint_id", "event_id"], index_where=text("replay_of IS NULL")
-        )
-        .returning(deliveries.c.id)
-    )
-    count = len(queued.all())
-    if count:
-        await session.execute(_NOTIFY)
-    return count
+    return await enqueue_many(session, org, [(event, ordering_key)])
 
 
 async def enqueue_many(
