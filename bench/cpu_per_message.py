@@ -9,7 +9,9 @@ net of the idle rate over the same wall time. PostgreSQL is this run's server
 only (postmaster, its live backends and the reaped ones), not every process
 named postgres on the machine. Then times one ``Database.transaction()`` with
 one statement against a raw asyncpg query (wall and client CPU).
-Usage: python bench/cpu_per_message.py [--n 300] [--idle 10] [--ready-timeout 60]
+``--profile DIR`` also samples each service with py-spy (when it is on PATH) from the
+first webhook to the end of the drain, one collapsed-stack file per service in DIR.
+Usage: python bench/cpu_per_message.py [--n 300] [--idle 10] [--ready-timeout 60] [--profile DIR]
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ import argparse
 import asyncio
 import hashlib
 import hmac
+import shutil
+import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -49,6 +54,7 @@ async def per_message(
     postmaster: psutil.Process,
     n: int,
     idle_s: float,
+    profile: Path | None = None,
 ) -> None:
     loop = MainLoop(stack.url("api-gateway"), stack.url("meta-simulator"))
     tenant = await loop.register("CPU Org")
@@ -59,6 +65,7 @@ async def per_message(
     await asyncio.sleep(idle_s)
     idle_end, t1 = cpu_all(procs, postmaster), time.monotonic()
     idle_rate = {k: (idle_end[k] - idle_start[k]) / (t1 - t0) for k in idle_end}
+    spies = start_profilers(procs, profile)
     before, started = cpu_all(procs, postmaster), time.monotonic()
     sem = asyncio.Semaphore(8)
     async with httpx.AsyncClient(base_url=stack.url("whatsapp-gateway")) as client:
@@ -76,6 +83,7 @@ async def per_message(
         await asyncio.gather(*[one(i) for i in range(n)])
     await asyncio.sleep(25)  # let every consumer drain
     after, wall = cpu_all(procs, postmaster), time.monotonic() - started
+    stop_profilers(spies)
     print(
         f"CPU per inbound message over {n} webhooks, {wall:.1f} s with the 25 s drain "
         f"(net: minus each process's idle rate measured over {idle_s:.0f} s before):"
@@ -93,6 +101,41 @@ async def per_message(
         )
     print(f"  {'sum':18} {totals[0] / n * 1000:6.2f} ms {totals[1] / n * 1000:6.2f} ms")
     await loop.aclose()
+
+
+def start_profilers(
+    procs: dict[str, psutil.Process], out: Path | None
+) -> list[subprocess.Popen[bytes]]:
+    """py-spy sampling each Python service into ``out/<name>.txt`` (collapsed stacks)."""
+    spy = shutil.which("py-spy")
+    if out is None:
+        return []
+    if spy is None:
+        print("--profile: py-spy is not on PATH; no profiles", file=sys.stderr)
+        return []
+    out.mkdir(parents=True, exist_ok=True)
+    return [
+        subprocess.Popen(
+            [
+                *(spy, "record", "--pid", str(p.pid), "--rate", "250", "--nonblocking"),
+                *("--format", "raw", "--output", str(out / f"{name}.txt")),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name, p in procs.items()
+        if name not in ("tansu", "meta-simulator")
+    ]
+
+
+def stop_profilers(spies: list[subprocess.Popen[bytes]]) -> None:
+    for spy in spies:
+        spy.send_signal(signal.SIGINT)
+    for spy in spies:
+        try:
+            spy.wait(30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
 
 
 async def per_statement(server_url: str) -> None:
@@ -130,6 +173,9 @@ def main() -> None:
     parser.add_argument(
         "--ready-timeout", type=float, default=60.0, help="seconds each process may take to start"
     )
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="directory for py-spy profiles per service"
+    )
     args = parser.parse_args()
     with platform("cpu", ready_timeout=args.ready_timeout) as running:
         procs = running.processes()
@@ -139,7 +185,7 @@ def main() -> None:
                 "cpu_per_message measures the embedded PostgreSQL and Tansu: "
                 "unset PYTAKE_DATABASE_URL and PYTAKE_KAFKA_BOOTSTRAP"
             )
-        asyncio.run(per_message(running.stack, procs, master, args.n, args.idle))
+        asyncio.run(per_message(running.stack, procs, master, args.n, args.idle, args.profile))
         asyncio.run(per_statement(running.infra.pg_url))
 
 

@@ -129,3 +129,41 @@ async def test_tenant_writes_bind_commit_and_roll_back_like_a_database_transacti
     async with db.transaction(organization_id=org_a) as s:
         bodies = (await s.execute(text("SELECT body FROM notes"))).scalars().all()
     assert bodies == ["kept"]
+
+
+async def test_tenant_writes_one_statement_binds_once_and_keeps_rls(db):
+    """``TenantWrites.statement``: a connection bound for its session, each statement a
+    transaction of its own: bound once per organization, RLS WITH CHECK applies, a
+    failed statement leaves nothing and the connection goes on serving."""
+    from pytake_common.rawpg import TenantWrites
+
+    writes = TenantWrites(db.url, app_role="pytake_app", max_size=1)  # one connection
+    org_a, org_b = uuid.uuid4(), uuid.uuid4()
+    insert = "INSERT INTO notes (id, organization_id, body) VALUES ($1, $2, $3)"
+    try:
+        async with writes.statement(org_a) as conn:
+            assert not conn.is_in_transaction()
+            await conn.execute(insert, uuid.uuid4(), org_a, "first")
+            pid = conn.get_server_pid()
+        async with writes.statement(org_a) as conn:  # still bound: no statement to bind
+            assert conn.get_server_pid() == pid and conn.bound_organization() == str(org_a)
+            await conn.execute(insert, uuid.uuid4(), org_a, "second")
+        with pytest.raises(Exception, match="row-level security"):
+            async with writes.statement(org_a) as conn:
+                await conn.execute(insert, uuid.uuid4(), org_b, "another tenant's")
+        with pytest.raises(Exception, match="division by zero"):
+            async with writes.statement(org_a) as conn:
+                # one statement, one transaction: the row it wrote goes with its failure
+                await conn.execute(
+                    "WITH w AS (INSERT INTO notes (id, organization_id, body) "
+                    "VALUES ($1, $2, 'undone') RETURNING 1) SELECT 1 / (count(*) - 1) FROM w",
+                    uuid.uuid4(),
+                    org_a,
+                )
+        async with writes.statement(org_b) as conn:  # rebound to another organization
+            assert await conn.fetchval("SELECT count(*) FROM notes") == 0
+    finally:
+        await writes.close()
+    async with db.transaction(organization_id=org_a) as s:
+        bodies = (await s.execute(text("SELECT body FROM notes ORDER BY body"))).scalars().all()
+    assert bodies == ["first", "second"]

@@ -122,3 +122,35 @@ async def test_a_failing_set_falls_back_to_one_record_at_a_time_then_the_dlq(db,
     assert set(reasons) == {poisoned.id, malformed.id}
     assert b"division by zero" in reasons[poisoned.id]["pytake-dlq-reason"]
     assert b"permanent" in reasons[malformed.id]["pytake-dlq-reason"]
+
+
+async def test_one_handler_for_several_types_gets_their_records_in_the_batch_s_order(
+    db, kafka_bootstrap
+):
+    """Registered for two types, one SetHandler is called once per organization with both
+    types' records in the order they came (each read by ``parse``); handlers apply in
+    ascending ``order``, whatever came first."""
+    settings = settings_for(kafka_bootstrap, "sets")
+    first, second, later, org = _type(), _type(), _type(), uuid.uuid4()
+    events = [
+        await write_note_with_event(db, etype, org) for etype in (later, first, second, first)
+    ]
+    seen: list[list[tuple[str, uuid.UUID]]] = []
+    applied: list[str] = []
+
+    async def both(session, rows):
+        applied.append("both")
+        seen.append(rows)
+
+    async def after(session, rows):
+        applied.append("after")
+
+    def read(event: CloudEvent) -> tuple[str, uuid.UUID]:
+        return event.type, event.parse_data(NoteRef).note_id
+
+    shared = SetHandler(NoteRef, both, parse=read)  # type: ignore[arg-type]
+    handlers = {first: shared, second: shared, later: SetHandler(NoteRef, after, order=1)}
+    consumer = EventConsumer(settings, db, f"g-{uuid.uuid4().hex[:6]}", handlers)
+    await consumer.process_batch(records(events))
+    assert applied == ["both", "after"]
+    assert seen == [[(e.type, uuid.UUID(e.data["note_id"])) for e in events[1:]]]

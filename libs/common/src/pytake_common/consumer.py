@@ -1,17 +1,20 @@
 """Idempotent consumer (inbox): each event handled once per consumer group.
 
-Records come in batches (``getmany``, up to ``consumer_batch_size``) and a batch
-is handled in ONE database transaction: its inbox marks ``(group, event id)``
-are inserted first into ``processed_events`` in one statement (``ON CONFLICT DO
+Records come in batches (``getmany``, up to ``consumer_batch_size``; while records
+stream in, the consumer lingers ``consumer_linger_ms`` for more) and a batch is
+handled in ONE database transaction: its inbox marks ``(group, event id)`` are
+inserted first into ``processed_events`` in one statement (``ON CONFLICT DO
 NOTHING``: a record whose mark exists is a duplicate and is skipped), then each
-record's handler runs in its own savepoint, with the transaction bound to that
-record's organization (row-level security). Offsets are committed to Kafka
-only after the database commit, so a crash in between redelivers records the
-marks then skip.
+record's handler runs with the transaction bound to that record's organization
+(row-level security). Offsets are committed to Kafka only after the database
+commit, so a crash in between redelivers records the marks then skip.
 
-A record whose handler fails is isolated: its savepoint is rolled back, the
-marks of the records not handled yet are removed, the records before it commit,
-and it is retried alone (one transaction per attempt) with backoff; after
+A record whose handler fails is isolated: the batch's first try runs without
+savepoints (one round trip less per record), so its transaction rolls back whole
+and the records before the failed one are handled again, each in its own
+savepoint; the records before it commit, the marks of the records not handled yet
+are removed, and the failed record is retried alone (one transaction per attempt)
+with backoff; after
 ``consumer_max_attempts`` (or at once for a malformed record or a
 :class:`PermanentError`) it goes to ``<topic>.dlq`` with the reason in its
 headers. Then the rest of the batch goes on, in order. If the batch transaction
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -116,16 +120,34 @@ class SetHandler(Generic[_Row]):
     batch's other records, so ``apply`` must give the same result however records are
     grouped (counting, idempotent upserts). One record alone goes through the same
     ``apply`` as a set of one: the per-record path (retries, dead-lettering) stays.
+
+    One instance registered for several event types gets their records together, in
+    the batch's order (``parse``, default ``event.parse_data(model)``, reads each one,
+    e.g. by its type's own model): for facts whose order across types matters.
     """
 
     def __init__(
-        self, model: type[_Row], apply: Callable[[AsyncSession, list[_Row]], Awaitable[None]]
+        self,
+        model: type[_Row],
+        apply: Callable[[AsyncSession, list[_Row]], Awaitable[None]],
+        *,
+        order: int = 0,
+        parse: Callable[[CloudEvent], _Row] | None = None,
     ) -> None:
         self.model = model
         self.apply = apply
+        #: Within an organization's set, handlers apply in ascending ``order`` (then as
+        #: their records first came): one whose effect builds on another's comes after it.
+        self.order = order
+        self._parse = parse
+
+    def parse(self, event: CloudEvent) -> _Row:
+        if self._parse is not None:
+            return self._parse(event)
+        return event.parse_data(self.model)
 
     async def __call__(self, session: AsyncSession, event: CloudEvent) -> None:
-        await self.apply(session, [event.parse_data(self.model)])
+        await self.apply(session, [self.parse(event)])
 
 
 @dataclass(slots=True)
@@ -161,6 +183,8 @@ class EventConsumer:
         self._consumer: AIOKafkaConsumer | None = None
         self._dlq: AIOKafkaProducer | None = None
         self.ready = asyncio.Event()
+        #: when the last fetch that brought records returned (monotonic seconds)
+        self._records_at = float("-inf")
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = 0.5
@@ -184,9 +208,7 @@ class EventConsumer:
         try:
             while not stop.is_set():
                 self.ready.set()
-                batches = await consumer.getmany(
-                    timeout_ms=250, max_records=max(self.settings.consumer_batch_size, 1)
-                )
+                batches = await self._fetch(consumer)
                 if not batches:
                     continue
                 await self.process_batch([r for records in batches.values() for r in records])
@@ -201,6 +223,34 @@ class EventConsumer:
                         )
         finally:
             await self.close()
+
+    async def _fetch(
+        self, consumer: AIOKafkaConsumer
+    ) -> dict[TopicPartition, list[ConsumerRecord[Any, Any]]]:
+        """The next batch: what the broker has (waiting up to 250 ms for a first record),
+        plus, while records stream in, what arrives within the linger (see
+        ``consumer_linger_ms``); at most ``consumer_batch_size`` records."""
+        size = max(self.settings.consumer_batch_size, 1)
+        batches: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
+        batches = await consumer.getmany(timeout_ms=250, max_records=size)
+        if not batches:
+            return batches
+        now = time.monotonic()
+        streaming = now - self._records_at < self.settings.consumer_linger_after_ms / 1000
+        self._records_at = now
+        linger = self.settings.consumer_linger_ms / 1000
+        if not streaming or linger <= 0:
+            return batches
+        count = sum(len(records) for records in batches.values())
+        deadline = now + linger
+        while count < size and (left := deadline - time.monotonic()) > 0:
+            more = await consumer.getmany(
+                timeout_ms=max(int(left * 1000), 1), max_records=size - count
+            )
+            for tp, records in more.items():
+                batches.setdefault(tp, []).extend(records)
+                count += len(records)
+        return batches
 
     async def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
         """Commit offsets after the records' database transactions committed."""
@@ -241,9 +291,18 @@ class EventConsumer:
         sets, items = self._take_sets(items)
         if sets:
             await self._process_sets(sets)
+        await self._process_items(items, savepoints=False)
+
+    async def _process_items(self, items: list[_Item], *, savepoints: bool) -> None:
+        """``items`` in order: in one transaction while none fails.
+
+        The first try runs the records without savepoints (a round trip less per
+        record); when one fails, that transaction rolled back whole, so the records
+        before it are handled again, each in a savepoint this time, the failed one
+        goes on alone (its failure was its first attempt), then the rest."""
         while items:
             try:
-                failed, items = await self._handle_batch(items)
+                failed, redo, items = await self._handle_batch(items, savepoints=savepoints)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -255,19 +314,26 @@ class EventConsumer:
                 for item in items:
                     await self._process_item(item)
                 return
+            if redo:
+                await self._process_items(redo, savepoints=True)
             if failed is not None:
                 await self._process_item(failed[0], first_error=failed[1])
 
     async def _handle_batch(
-        self, items: list[_Item]
-    ) -> tuple[tuple[_Item, Exception] | None, list[_Item]]:
-        """One transaction over ``items``; returns the failed record (if any) and the rest.
+        self, items: list[_Item], *, savepoints: bool = True
+    ) -> tuple[tuple[_Item, Exception] | None, list[_Item], list[_Item]]:
+        """One transaction over ``items``; returns the failed record (if any), the
+        records before it to handle again, and the records after it.
 
-        Records after a failed one are not handled here (their marks are removed):
-        the caller retries the failed one alone, then goes on with the rest.
+        With ``savepoints`` (and more than one fresh record) each record runs in one, so
+        a failure undoes only its own record: nothing is to be handled again. Without,
+        a failure rolls back the whole transaction: the fresh records before it come
+        back to be handled again. Records after a failed one are not handled here (their
+        marks are removed or rolled back): the caller retries the failed one alone, then
+        goes on with the rest.
         """
         outcomes: list[tuple[CloudEvent, str]] = []
-        result: tuple[tuple[_Item, Exception] | None, list[_Item]] = None, []
+        result: tuple[tuple[_Item, Exception] | None, list[_Item], list[_Item]] = None, [], []
         # Bound to the first record's organization from the start (a batch of one
         # costs no more statements than a transaction per record did).
         bound: str | None = items[0].event.tenantid
@@ -275,10 +341,8 @@ class EventConsumer:
             async with self.db.transaction(organization_id=bound) as session:
                 fresh = await self._mark(session, items)
                 # A savepoint per record only when a failure must spare other records' work.
-                savepoints = len(fresh) > 1
+                savepoints = savepoints and len(fresh) > 1
                 driver: Any = None
-                if savepoints:
-                    driver = await rawpg.driver(session)
                 in_savepoint = False
                 for index, item in enumerate(items):
                     event = item.event
@@ -293,18 +357,21 @@ class EventConsumer:
                         sql.append(f"RELEASE SAVEPOINT {_SAVEPOINT}")
                         in_savepoint = False
                     if event.tenantid != bound:
-                        rebind = rebind_sql(event.tenantid) if savepoints else None
+                        rebind = rebind_sql(event.tenantid)
                         if rebind is not None:
                             sql.append(rebind)
                             session.info["organization_id"] = event.tenantid
                         else:
                             if sql:
+                                driver = driver or await rawpg.driver(session)
                                 await driver.execute("; ".join(sql))
                                 sql = []
                             await bind_organization(session, event.tenantid)
                         bound = event.tenantid
                     if savepoints:
                         sql.append(f"SAVEPOINT {_SAVEPOINT}")
+                    if sql:
+                        driver = driver or await rawpg.driver(session)
                         await driver.execute("; ".join(sql))
                     try:
                         await self._run_handler(session, item)
@@ -319,14 +386,19 @@ class EventConsumer:
                                 processed_events.c.event_id.in_(unhandled),
                             )
                         )
-                        result = (item, exc), items[index + 1 :]
+                        result = (item, exc), [], items[index + 1 :]
                         break
                     outcomes.append((event, "handled"))
                     in_savepoint = savepoints
                 # The last savepoint needs no RELEASE: the commit takes it along.
         except _Failed as exc:
-            # Rolled back whole; only duplicates came before the failed record.
-            result = (items[exc.index], exc.error), items[exc.index + 1 :]
+            # Rolled back whole: the records handled before the failed one are undone.
+            before = items[: exc.index]
+            if any(outcome == "handled" for _, outcome in outcomes):
+                outcomes, redo = [], before
+            else:
+                redo = []  # only duplicates came before it: they stay counted as such
+            result = (items[exc.index], exc.error), redo, items[exc.index + 1 :]
         for event, outcome in outcomes:
             self._counted(event, outcome)
         return result
@@ -371,7 +443,7 @@ class EventConsumer:
             handler = item.handler
             assert isinstance(handler, SetHandler)
             try:
-                row = item.event.parse_data(handler.model)
+                row = handler.parse(item.event)
             except ValidationError:
                 await self._process_item(item)
                 continue
@@ -396,7 +468,7 @@ class EventConsumer:
         self, tenant: str, rows: list[tuple[_Item, Any]]
     ) -> list[tuple[CloudEvent, str]]:
         outcomes: list[tuple[CloudEvent, str]] = []
-        sets: dict[str, tuple[SetHandler[Any], list[Any]]] = {}
+        sets: dict[int, tuple[SetHandler[Any], list[Any]]] = {}
         async with self.db.transaction(organization_id=tenant) as session:
             fresh = await self._mark(session, [item for item, _ in rows])
             for item, row in rows:
@@ -406,13 +478,15 @@ class EventConsumer:
                 fresh.discard(item.event.id)  # a second copy in this batch is a duplicate
                 handler = item.handler
                 assert isinstance(handler, SetHandler)
-                sets.setdefault(item.event.type, (handler, []))[1].append(row)
+                sets.setdefault(id(handler), (handler, []))[1].append((item.event.type, row))
                 outcomes.append((item.event, "handled"))
             token = organization_id_var.set(tenant)
             try:
-                for etype, (handler, fresh_rows) in sets.items():
-                    with tracer().start_as_current_span(f"consume {etype} x{len(fresh_rows)}"):
-                        await handler.apply(session, fresh_rows)
+                ordered = sorted(sets.values(), key=lambda entry: entry[0].order)
+                for handler, typed in ordered:
+                    name = "+".join(sorted({etype for etype, _ in typed}))
+                    with tracer().start_as_current_span(f"consume {name} x{len(typed)}"):
+                        await handler.apply(session, [row for _, row in typed])
             finally:
                 organization_id_var.reset(token)
         return outcomes

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import uuid
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -34,6 +35,7 @@ from pytake_common.kafka import make_producer
 from pytake_common.mechanics import outbox
 from pytake_common.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISH_ERRORS, OUTBOX_PUBLISHED
 from pytake_common.pgtenant import asyncpg_dsn
+from pytake_common.rawpg import driver as raw_driver
 from pytake_common.rawpg import transaction as raw_transaction
 from pytake_common.settings import ServiceSettings
 from pytake_common.tracing import inject_headers, kafka_headers
@@ -73,6 +75,49 @@ async def add_event(session: AsyncSession, event: CloudEvent) -> None:
     # One round trip: the insert (a data-modifying CTE always runs) and the wake-up,
     # which PostgreSQL delivers at commit (and drops if a savepoint around it rolls back).
     await session.execute(select(func.pg_notify(CHANNEL, "")).add_cte(staged))
+
+
+#: Several events staged in one statement (arrays of one type whatever their number, so
+#: one prepared statement), and the relay's wake-up delivered at commit.
+_STAGE_MANY = """
+WITH staged AS (
+    INSERT INTO outbox (event_id, topic, key, event, headers)
+    SELECT e.event_id, e.topic, e.key, e.event::jsonb, $5::jsonb
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[])
+        WITH ORDINALITY AS e(event_id, topic, key, event, ord)
+    ORDER BY e.ord
+    RETURNING 1
+)
+SELECT pg_notify('pytake_outbox', '') WHERE EXISTS (SELECT FROM staged)
+"""
+
+
+assert f"pg_notify('{CHANNEL}'" in _STAGE_MANY
+
+
+async def add_events(session: AsyncSession, events: Sequence[CloudEvent]) -> None:
+    """Stage ``events`` in the caller's transaction in one round trip (a set-based
+    handler's output), in order; published only if the transaction commits."""
+    if not events:
+        return
+    conn = await raw_driver(session)
+    await conn.execute(
+        _STAGE_MANY,
+        [e.id for e in events],
+        [e.topic for e in events],
+        [e.subject for e in events],
+        [e.model_dump_json() for e in events],
+        json.dumps(inject_headers()),
+    )
+
+
+async def emit_many(
+    session: AsyncSession, payloads: Sequence[tuple[EventData, uuid.UUID | str]]
+) -> list[CloudEvent]:
+    """:func:`emit` for several ``(payload, subject)`` pairs: one statement, in order."""
+    events = [CloudEvent.of(payload, subject=subject) for payload, subject in payloads]
+    await add_events(session, events)
+    return events
 
 
 async def emit(

@@ -152,7 +152,7 @@ async def _committed(
 # --- on a read pool of its own -------------------------------------------------------
 
 
-class ReadConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is untyped
+class BoundConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is untyped
     """A pool connection that remembers which organization its session is bound to."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -177,7 +177,7 @@ class _TenantPool:
     application role set at connect, no reset query on release (transactions are
     always ended by their context managers), first come first served."""
 
-    connection_class: type[asyncpg.Connection] = asyncpg.Connection
+    connection_class: type[asyncpg.Connection] = BoundConnection
 
     def __init__(
         self,
@@ -237,6 +237,26 @@ class _TenantPool:
             pool, self._pool = self._pool, None
             await pool.close()
 
+    @asynccontextmanager
+    async def _bound(self, organization_id: uuid.UUID | str) -> AsyncIterator[asyncpg.Connection]:
+        """A pool connection whose session is bound to ``organization_id`` (bound again
+        only when its last binding was another organization's, or is not known)."""
+        org = organization_text(organization_id)
+        pool = await self.pool()
+        async with self._turns, pool.acquire() as conn:
+            try:
+                if conn.bound_organization() != org:
+                    conn.set_bound_organization(None)  # unknown until the server confirms
+                    await conn.fetchval(STAY_BOUND_SQL, org)
+                    conn.set_bound_organization(org)
+                yield conn
+            except BaseException:
+                # A statement cut off half-way (cancelled, timed out) leaves the session
+                # in a state not worth reasoning about: bind again next time.
+                conn.set_bound_organization(None)
+                await abandon(conn, began=False)
+                raise
+
 
 class TenantWrites(_TenantPool):
     """Tenant-bound write transactions on a small asyncpg pool of their own, for a
@@ -256,6 +276,16 @@ class TenantWrites(_TenantPool):
         async with self._turns, pool.acquire() as conn, _committed(conn, begin, None):
             yield conn
 
+    @asynccontextmanager
+    async def statement(self, organization_id: uuid.UUID) -> AsyncIterator[asyncpg.Connection]:
+        """A connection bound to ``organization_id`` for its session (RLS applies) with no
+        transaction open: for a write that is ONE statement, which PostgreSQL runs as a
+        transaction of its own (atomic, and durable at its commit like any other): one
+        round trip instead of three (``BEGIN``, the statement, ``COMMIT``) when the
+        connection was last bound to the same organization, two otherwise."""
+        async with self._bound(organization_id) as conn:
+            yield conn
+
 
 class TenantReads(_TenantPool):
     """Tenant-bound read-only reads on a small asyncpg pool (opened lazily).
@@ -263,8 +293,6 @@ class TenantReads(_TenantPool):
     ``statement_timeout_ms``: every statement's ``statement_timeout`` (None or 0: the
     server's); services pass ``settings.api_read_statement_timeout_ms``.
     """
-
-    connection_class = ReadConnection
 
     def __init__(
         self,
@@ -302,23 +330,11 @@ class TenantReads(_TenantPool):
     ) -> AsyncIterator[asyncpg.Connection]:
         """A pool connection bound to ``organization_id``: each statement on it is
         its own read-only transaction (see the module's docstring)."""
-        org = organization_text(organization_id)
-        pool = await self.pool()
-        async with self._turns, pool.acquire() as conn:
-            try:
-                if conn.bound_organization() != org:
-                    conn.set_bound_organization(None)  # unknown until the server confirms
-                    await conn.fetchval(STAY_BOUND_SQL, org)
-                    conn.set_bound_organization(org)
+        try:
+            async with self._bound(organization_id) as conn:
                 yield conn
-            except BaseException as exc:
-                # A statement cut off half-way (cancelled, timed out) leaves the session
-                # in a state not worth reasoning about: bind again next time.
-                conn.set_bound_organization(None)
-                await abandon(conn, began=False)
-                if isinstance(exc, asyncpg.QueryCanceledError):
-                    raise StatementTimeout() from exc
-                raise
+        except asyncpg.QueryCanceledError as exc:
+            raise StatementTimeout() from exc
 
     @asynccontextmanager
     async def transaction(

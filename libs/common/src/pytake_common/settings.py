@@ -67,8 +67,15 @@ class ServiceSettings(BaseSettings):
     kafka_consumer_fetch_max_wait_ms: int = 500
     consumer_max_attempts: int = 5
     consumer_retry_backoff_s: float = 0.2
-    #: Records handled in one database transaction (a savepoint each).
+    #: Records handled in one database transaction at most.
     consumer_batch_size: int = 100
+    #: While records stream in (a fetch brought records less than
+    #: ``consumer_linger_after_ms`` after the previous one that did), the consumer waits up
+    #: to this long for more before handling what it has: a batch's transaction, inbox
+    #: marks and offset commit are paid once for several records instead of once each.
+    #: A record arriving after a quiet spell is handled at once. 0 turns it off.
+    consumer_linger_ms: int = Field(default=20, ge=0)
+    consumer_linger_after_ms: int = Field(default=100, ge=0)
     outbox_poll_interval_s: float = 1.0
     #: Retention worker (pytake_common.retention): pass interval and how long the consumer
     #: inbox (longer than the topics' 7-day retention) and Idempotency-Key answers are kept.

@@ -13,16 +13,20 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.auth_users import user_handlers
-from pytake_common.consumer import Handler, PermanentError
-from pytake_common.event_types import WHATSAPP_MESSAGE_RECEIVED_V1
+from pytake_common.consumer import Handler, PermanentError, SetHandler
+from pytake_common.event_types import (
+    CONVERSATIONS_MESSAGE_APPENDED_V1,
+    WHATSAPP_MESSAGE_RECEIVED_V1,
+)
 from pytake_common.events import CloudEvent, TenantEventData
 from pytake_common.outbox import emit
+from pytake_contacts import inbound
 from pytake_contacts.automation_actions import AUTOMATION_HANDLERS
 from pytake_contacts.domain import PROFILE, clean_name, phone_from_wa_id
 from pytake_contacts.events import ContactCreated, ContactUpdated
 from pytake_contacts.opt_outs import OPT_OUT_HANDLERS
 from pytake_contacts.tables import contacts, users
-from pytake_contacts.timeline import TIMELINE_HANDLERS
+from pytake_contacts.timeline import TIMELINE_HANDLERS, Appended
 
 
 class MessageReceived(TenantEventData):
@@ -37,7 +41,12 @@ class MessageReceived(TenantEventData):
 
 
 async def on_message_received(session: AsyncSession, event: CloudEvent) -> None:
-    data = event.parse_data(MessageReceived)
+    await apply_received(session, event.parse_data(MessageReceived))
+
+
+async def apply_received(session: AsyncSession, data: MessageReceived) -> None:
+    """One inbound message: the contact it names exists afterwards, its profile name and
+    last interaction moved on (:mod:`pytake_contacts.inbound` applies a batch at once)."""
     if not data.wa_id and not data.user_id:
         raise PermanentError("message.received without wa_id or user_id")
     org = data.organization_id
@@ -66,21 +75,25 @@ async def on_message_received(session: AsyncSession, event: CloudEvent) -> None:
         )
     ).first()
     if created is not None:
-        payload = ContactCreated(
-            contact_id=data.contact_id,
-            organization_id=org,
-            wa_id=data.wa_id,
-            user_id=data.user_id,
-            name=name,
-            phone=phone,
-            attributes={},
-        )
-        await emit(session, payload, data.contact_id)
+        await emit(session, first_seen(data, name, phone), data.contact_id)
         return
     # Created meanwhile by a concurrent delivery (another identifier or the same id).
     if not await _update_existing(session, data, name):
         # the conflicting row vanished (deleted meanwhile): let the consumer retry
         raise RuntimeError(f"contact {data.contact_id} conflicted but cannot be found")
+
+
+def first_seen(data: MessageReceived, name: str | None, phone: str | None) -> ContactCreated:
+    """The event of a contact created by the customer's first message."""
+    return ContactCreated(
+        contact_id=data.contact_id,
+        organization_id=data.organization_id,
+        wa_id=data.wa_id,
+        user_id=data.user_id,
+        name=name,
+        phone=phone,
+        attributes={},
+    )
 
 
 async def _update_existing(session: AsyncSession, data: MessageReceived, name: str | None) -> bool:
@@ -204,9 +217,12 @@ async def _taken(session: AsyncSession, org: uuid.UUID, column: str, value: str)
 
 
 HANDLERS: dict[str, Handler] = {
-    WHATSAPP_MESSAGE_RECEIVED_V1: on_message_received,
     **user_handlers(users),
     **TIMELINE_HANDLERS,
     **AUTOMATION_HANDLERS,
     **OPT_OUT_HANDLERS,
+    # Set-based: a consumer batch's records of one organization in a few statements.
+    WHATSAPP_MESSAGE_RECEIVED_V1: SetHandler(MessageReceived, inbound.on_messages_received),
+    # after the batch's new contacts exist: their replies move them on
+    CONVERSATIONS_MESSAGE_APPENDED_V1: SetHandler(Appended, inbound.on_appended_many, order=1),
 }

@@ -239,9 +239,10 @@ class WebhookIntake:
         received_at: datetime,
     ) -> str | None:
         """The common delivery (messages of one tenant's numbers, all remembered, signed
-        by their remembered secret): recorded in one transaction of three round trips
-        (``BEGIN`` and the tenant binding, :data:`MESSAGES_SQL`, ``COMMIT``) with no
-        lookup, on the intake's own raw pool. None: anything else, for the general path
+        by their remembered secret): recorded by one statement (:data:`MESSAGES_SQL`, a
+        transaction of its own) with no lookup, on the intake's own raw pool, whose
+        connections stay bound to their last organization: one round trip, two when
+        the connection must be bound first. None: anything else, for the general path
         (which looks the numbers up in the database, so a secret rotated a moment ago is
         judged by its new value)."""
         if named.over is not None:  # past the bounds: the general path records it in parts
@@ -266,8 +267,10 @@ class WebhookIntake:
         delivery_id = uuid.uuid4()
         rows = _message_rows(delivery.messages, known, delivery_id)
         organization_id = tenants.pop()
+        # MESSAGES_SQL is one statement, hence a transaction of its own: on the intake's
+        # pool, whose connections stay bound to their last organization, one round trip.
         async with (
-            self.writes.transaction(organization_id)
+            self.writes.statement(organization_id)
             if self.writes is not None
             else rawpg.transaction(self.db, organization_id)
         ) as conn:
