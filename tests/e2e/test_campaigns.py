@@ -3,19 +3,11 @@ approved in the simulator, a campaign to the tag; each recipient's template reac
 Graph API once, and a customer's reply lands in the conversation that holds the campaign's
 message and marks the recipient ``replied``."""
 
-import importlib.util
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
-
 from pytake_devstack.mainloop import poll
-
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("pytake_conversations.campaign_sends") is None,
-    reason="conversations does not consume campaigns' recipient.dispatched yet (issue #16)",
-)
 
 
 async def test_a_campaign_to_a_tag_reaches_each_contact_once_and_sees_replies(loop):

@@ -6,11 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from pytake_common.event_types import CAMPAIGNS_RECIPIENT_DISPATCHED_V1
 from pytake_common.events import CloudEvent
-from pytake_conversations.campaign_sends import (
-    CAMPAIGNS_RECIPIENT_DISPATCHED_V1,
-    campaign_handlers,
-)
+from pytake_conversations.campaign_sends import campaign_handlers
 
 from .helpers import (
     conversation_rows,

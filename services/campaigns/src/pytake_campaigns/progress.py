@@ -29,12 +29,6 @@ from pytake_common import event_types as et
 from pytake_common.consumer import Handler
 from pytake_common.events import CloudEvent, TenantEventData
 
-#: conversations' ``message.refused.v1`` (CONTRACT.md A, published by conversations from
-#: issue #16 on): the generated constant once conversations declares it, its name until then
-MESSAGE_REFUSED: str = getattr(
-    et, "CONVERSATIONS_MESSAGE_REFUSED_V1", f"{et.CONVERSATIONS_MESSAGE_TOPIC}.refused.v1"
-)
-
 #: the timestamp column each status sets
 STAMPS = {
     rules.ACCEPTED: "accepted_at",
@@ -214,6 +208,6 @@ def progress_handlers(rates: dict[str, float]) -> dict[str, Handler]:
         et.CONVERSATIONS_MESSAGE_SEND_REQUESTED_V1: on_send_requested,
         et.CONVERSATIONS_MESSAGE_APPENDED_V1: on_appended,
         et.CONVERSATIONS_MESSAGE_STATUS_CHANGED_V1: status_handler(rates),
-        MESSAGE_REFUSED: on_refused,
+        et.CONVERSATIONS_MESSAGE_REFUSED_V1: on_refused,
         et.CONVERSATIONS_CONVERSATION_OPENED_V1: on_opened,
     }

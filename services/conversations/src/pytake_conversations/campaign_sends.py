@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.consumer import Handler
 from pytake_common.errors import DomainError, OrganizationSuspended
+from pytake_common.event_types import CAMPAIGNS_RECIPIENT_DISPATCHED_V1
 from pytake_common.events import CloudEvent, TenantEventData
 from pytake_common.outbox import emit
 from pytake_conversations import outreach
@@ -31,10 +32,6 @@ from pytake_conversations.events import MessageRefused
 from pytake_conversations.senders import Sender
 from pytake_conversations.starting import TemplateRequest, start
 from pytake_conversations.tables import campaign_recipients
-
-#: campaigns' event type. Written here once until campaigns' events module is merged:
-#: then ``pytake_common.event_types.CAMPAIGNS_RECIPIENT_DISPATCHED_V1`` replaces it.
-CAMPAIGNS_RECIPIENT_DISPATCHED_V1 = "pytake.campaigns.recipient.dispatched.v1"
 
 #: Refusals whose own code says less than the recipient needs.
 REFUSAL_CODES: dict[type[DomainError], str] = {
