@@ -32,7 +32,15 @@ from pytake_api_gateway.config import Settings
 from pytake_devstack.infra import free_port
 from pytake_devstack.tokens import TokenFactory
 
-SERVICES = ("auth", "tenants", "contacts", "conversations", "whatsapp-gateway", "integrations")
+SERVICES = (
+    "auth",
+    "tenants",
+    "contacts",
+    "conversations",
+    "whatsapp-gateway",
+    "integrations",
+    "automation",
+)
 URL_FIELDS = {
     "auth": "auth_url",
     "tenants": "tenants_url",
@@ -40,6 +48,7 @@ URL_FIELDS = {
     "conversations": "conversations_url",
     "whatsapp-gateway": "whatsapp_url",
     "integrations": "integrations_url",
+    "automation": "automation_url",
 }
 UPSTREAM_TIMEOUT_S = 0.5
 
@@ -58,6 +67,7 @@ def openapi_of(service: str) -> dict[str, Any]:
         "conversations": ["/v1/conversations"],
         "whatsapp-gateway": ["/v1/whatsapp/numbers", "/webhooks/whatsapp"],
         "integrations": ["/v1/webhook-endpoints"],
+        "automation": ["/v1/automation/rules"],
     }[service]
     ok = {
         "description": "ok",

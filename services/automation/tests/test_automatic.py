@@ -187,3 +187,32 @@ async def test_resolving_cancels_the_conversations_timers(app, settings, client,
     assert len(await timer_rows(app, org)) == 2
     await deliver(app, settings, chat.moved("open", "resolved"))
     assert await timer_rows(app, org) == []
+
+
+async def test_two_timer_workers_fire_each_due_timer_once(app, settings, client, tokens, org):
+    import asyncio
+
+    from pytake_automation.timers import TimerWorker
+
+    await make_rule(
+        client,
+        tokens,
+        org,
+        trigger={"type": "no_agent_reply", "minutes": 1},
+        actions=[{"type": "add_note", "text": "late"}],
+    )
+    chats = [Chat(org) for _ in range(12)]
+    await deliver(app, settings, *(c.says("oi") for c in chats))
+    await due_now(app, "no_agent_reply")
+    triggers = app.state.timers.fire
+    a, b = (TimerWorker(app.state.db, triggers, 5, 0.1) for _ in range(2))
+    fired = 0
+    while True:
+        counts = await asyncio.gather(a.fire_due(), b.fire_due())
+        fired += sum(counts)
+        if not any(counts):
+            break
+    assert fired == 12
+    assert sorted(b["conversation_id"] for b in await requested(app, org)) == sorted(
+        str(c.id) for c in chats
+    )

@@ -322,3 +322,31 @@ async def test_business_hours_closed_rule(app, settings, client, tokens, org):
     await make_rule(client, tokens, org, conditions=[{"type": "business_hours", "state": "closed"}])
     await deliver(app, settings, org_settings(org, business_hours=NEVER), Chat(org).says("x"))
     assert len(await requested(app, org)) == 1
+
+
+async def test_priority_condition_follows_conversations_events(app, settings, client, tokens, org):
+    from .helpers import internal, now
+
+    await make_rule(
+        client, tokens, org, conditions=[{"type": "conversation_priority", "any_of": ["urgent"]}]
+    )
+    chat = Chat(org)
+    await deliver(app, settings, chat.says("before"))
+    assert await requested(app, org) == []
+    await deliver(
+        app,
+        settings,
+        internal(
+            "pytake.conversations.conversation.priority_changed.v1",
+            org,
+            chat.id,
+            conversation_id=chat.id,
+            contact_id=chat.contact_id,
+            old_priority="normal",
+            new_priority="urgent",
+            changed_by=uuid.uuid4(),
+            at=now(),
+        ),
+    )
+    await deliver(app, settings, chat.says("after"))
+    assert len(await requested(app, org)) == 1

@@ -224,3 +224,35 @@ async def test_a_failing_action_does_not_stop_the_next_and_another_orgs_conversa
     other = uuid.uuid4()
     await apply(app, requested(other, conv, {"type": "set_priority", "priority": "low"}))
     assert await outcomes(app, other) == {"set_priority": "not_found"}
+
+
+async def test_send_template_outside_the_window_is_sent_filled_from_the_contact(app):
+    from .test_start import Setup
+
+    org = uuid.uuid4()
+    setup = await Setup(app, org).ready(attributes={"order": "B-9"})
+    conv = await opened(app, org, setup.customer())
+    await set_conversation(
+        app, org, conv["id"], last_inbound_at=datetime.now(UTC) - timedelta(days=3)
+    )
+    await apply(
+        app,
+        requested(
+            org,
+            conv,
+            {
+                "type": "send_template",
+                "name": "order_update",
+                "language": "en_US",
+                "parameters": ["{{contact.name}}", {"value": "{{contact.attributes.order}}"}],
+            },
+            {"type": "send_template", "name": "nope", "language": "en_US"},
+        ),
+    )
+    [send] = await emitted(app, org, "message.send_requested.v1")
+    assert (send["data"]["type"], send["data"]["priority"]) == ("template", "automation")
+    params = send["data"]["payload"]["components"][0]["parameters"]
+    assert [p["text"] for p in params] == ["Maria", "B-9"]
+    async with app.state.db.transaction(organization_id=org) as s:
+        rows = (await s.execute(select(automation_actions.c.outcome))).scalars().all()
+    assert sorted(rows) == ["applied", "template_not_found"]

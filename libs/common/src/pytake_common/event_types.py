@@ -54,6 +54,9 @@ CONTACTS_TAG_DELETED_V1: Final = "pytake.contacts.tag.deleted.v1"
 CONTACTS_TAG_UPDATED_V1: Final = "pytake.contacts.tag.updated.v1"
 CONVERSATIONS_CONVERSATION_ASSIGNED_V1: Final = "pytake.conversations.conversation.assigned.v1"
 CONVERSATIONS_CONVERSATION_OPENED_V1: Final = "pytake.conversations.conversation.opened.v1"
+CONVERSATIONS_CONVERSATION_PRIORITY_CHANGED_V1: Final = (
+    "pytake.conversations.conversation.priority_changed.v1"
+)
 CONVERSATIONS_CONVERSATION_STATUS_CHANGED_V1: Final = (
     "pytake.conversations.conversation.status_changed.v1"
 )

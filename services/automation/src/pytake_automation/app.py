@@ -11,11 +11,13 @@ from pytake_automation.flows import sessions as flow_sessions
 from pytake_automation.flows.http import FlowHttpClient
 from pytake_automation.handlers import handlers
 from pytake_automation.rule_cache import RuleCache, RuleEvents
+from pytake_automation.tables import runs
 from pytake_automation.timers import TimerWorker
 from pytake_automation.triggers import Triggers
 from pytake_common.consumer import EventConsumer
 from pytake_common.db import Database
 from pytake_common.outbox import OutboxRelay
+from pytake_common.retention import Retention
 from pytake_common.web import create_service_app
 
 
@@ -43,6 +45,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             timer_worker.run,
         ],
         on_shutdown=[flow_http.close],
+        retention=[
+            Retention(runs, runs.c.created_at, settings.run_retention_s),
+            flow_sessions.retention(settings.run_retention_s),
+        ],
     )
     app.state.engine = engine
     app.state.handlers = table

@@ -18,3 +18,5 @@ class Settings(ServiceSettings):
     #: Dev and tests only: flows' HTTP nodes may call http:// and loopback addresses
     #: (an allow-listed host must still be listed; private and metadata addresses never).
     flow_http_allow_loopback: bool = False
+    #: Rule runs (what automation did, and the redelivery guard) are kept this long.
+    run_retention_s: float = Field(default=30 * 86_400.0, gt=0)

@@ -77,6 +77,13 @@ class Assigned(TenantEventData):
     actor_id: uuid.UUID | None = None
 
 
+class PriorityMoved(TenantEventData):
+    conversation_id: uuid.UUID
+    organization_id: uuid.UUID
+    contact_id: uuid.UUID
+    new_priority: str
+
+
 async def _upsert(
     session: AsyncSession,
     org: uuid.UUID,
@@ -129,6 +136,12 @@ async def on_status(session: AsyncSession, d: StatusMoved) -> Row[Any]:
 async def on_assigned(session: AsyncSession, d: Assigned) -> Row[Any]:
     values = {"assignee_id": d.assignee_id, "department_id": d.department_id}
     return await _upsert(session, d.organization_id, d.conversation_id, d.contact_id, values)
+
+
+async def on_priority(session: AsyncSession, d: PriorityMoved) -> Row[Any]:
+    return await _upsert(
+        session, d.organization_id, d.conversation_id, d.contact_id, {"priority": d.new_priority}
+    )
 
 
 async def load(

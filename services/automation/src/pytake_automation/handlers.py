@@ -41,4 +41,7 @@ def handlers(triggers: Triggers) -> dict[str, Handler]:
             state.StatusMoved, triggers.on_status
         ),
         et.CONVERSATIONS_CONVERSATION_ASSIGNED_V1: _handler(state.Assigned, triggers.on_assigned),
+        et.CONVERSATIONS_CONVERSATION_PRIORITY_CHANGED_V1: _handler(
+            state.PriorityMoved, triggers.on_priority
+        ),
     }

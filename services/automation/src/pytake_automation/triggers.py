@@ -179,6 +179,12 @@ class Triggers:
         )
         await self.engine.run_rules(session, situation)
 
+    async def on_priority(
+        self, session: AsyncSession, event: CloudEvent, d: state.PriorityMoved
+    ) -> None:
+        """Only the replica: rules read the priority as a condition (no trigger of its own)."""
+        await state.on_priority(session, d)
+
     async def on_timer(self, session: AsyncSession, timer: Row[Any]) -> None:
         """A due timer (the worker's transaction, bound to no organization)."""
         if timer.kind == flows.TIMER_KIND:

@@ -19,8 +19,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pytake_common.applied_actions import apply_once
 from pytake_common.consumer import Handler
-from pytake_common.errors import DomainError, NotFound
+from pytake_common.errors import NotFound
 from pytake_common.event_types import AUTOMATION_SESSION_ACTIONS_REQUESTED_V1
 from pytake_common.events import CloudEvent, TenantEventData
 from pytake_common.outbox import emit
@@ -59,45 +60,34 @@ async def _tag_id(session: AsyncSession, org: uuid.UUID, action: dict[str, Any])
 
 
 async def add_tag(session: AsyncSession, contact: RowMapping, action: dict[str, Any]) -> str:
-    org, contact_id = contact["organization_id"], contact["id"]
-    tag_id = await _tag_id(session, org, action)
-    added = await session.scalar(
-        pg_insert(contact_tags)
-        .values(organization_id=org, contact_id=contact_id, tag_id=tag_id)
-        .on_conflict_do_nothing()
-        .returning(contact_tags.c.tag_id)
-    )
-    if added is None:
-        return "unchanged"
-    await emit(
-        session,
-        ContactTagged(contact_id=contact_id, organization_id=org, tag_id=tag_id),
-        contact_id,
-        org,
-    )
-    return "applied"
+    return await _retag(session, contact, action, add=True)
 
 
 async def remove_tag(session: AsyncSession, contact: RowMapping, action: dict[str, Any]) -> str:
+    return await _retag(session, contact, action, add=False)
+
+
+async def _retag(
+    session: AsyncSession, contact: RowMapping, action: dict[str, Any], *, add: bool
+) -> str:
+    """Tag or untag, and publish what an agent's change publishes, if anything changed."""
     org, contact_id = contact["organization_id"], contact["id"]
     tag_id = await _tag_id(session, org, action)
-    removed = await session.scalar(
-        delete(contact_tags)
-        .where(
-            contact_tags.c.organization_id == org,
-            contact_tags.c.contact_id == contact_id,
-            contact_tags.c.tag_id == tag_id,
+    ct = contact_tags.c
+    statement = (
+        pg_insert(contact_tags)
+        .values(organization_id=org, contact_id=contact_id, tag_id=tag_id)
+        .on_conflict_do_nothing()
+        if add
+        else delete(contact_tags).where(
+            ct.organization_id == org, ct.contact_id == contact_id, ct.tag_id == tag_id
         )
-        .returning(contact_tags.c.tag_id)
     )
-    if removed is None:
+    if await session.scalar(statement.returning(ct.tag_id)) is None:
         return "unchanged"
-    await emit(
-        session,
-        ContactUntagged(contact_id=contact_id, organization_id=org, tag_id=tag_id),
-        contact_id,
-        org,
-    )
+    event = ContactTagged if add else ContactUntagged
+    payload = event(contact_id=contact_id, organization_id=org, tag_id=tag_id)
+    await emit(session, payload, contact_id, org)
     return "applied"
 
 
@@ -139,46 +129,16 @@ async def on_actions_requested(session: AsyncSession, event: CloudEvent) -> None
         apply = APPLY.get(str(action.get("type")))
         if apply is None:
             continue  # conversations' (or a newer type)
-        action_id = uuid.UUID(str(action["action_id"]))
-        claimed = await session.scalar(
-            pg_insert(automation_actions)
-            .values(
-                action_id=action_id,
-                organization_id=org,
-                contact_id=data.contact_id,
-                type=action["type"],
-                outcome="claimed",
-            )
-            .on_conflict_do_nothing()
-            .returning(automation_actions.c.action_id)
-        )
-        if claimed is None:
-            continue  # applied before
-        outcome, detail = await _apply_one(session, org, data.contact_id, apply, action)
-        await session.execute(
-            update(automation_actions)
-            .where(automation_actions.c.action_id == action_id)
-            .values(outcome=outcome, detail=detail)
-        )
+        values = {"organization_id": org, "contact_id": data.contact_id, "type": action["type"]}
 
-
-async def _apply_one(
-    session: AsyncSession,
-    org: uuid.UUID,
-    contact_id: uuid.UUID,
-    apply: Apply,
-    action: dict[str, Any],
-) -> tuple[str, str | None]:
-    try:
-        async with session.begin_nested():
-            contact = await load_contact(session, org, contact_id, lock=True)
+        async def applying(apply: Apply = apply, action: dict[str, Any] = action) -> str:
+            contact = await load_contact(session, org, data.contact_id, lock=True)
             if contact["erased_at"] is not None:
-                return "contact_erased", None
-            return await apply(session, contact, action), None
-    except DomainError as exc:
-        return exc.code, exc.detail[:500]
-    except (KeyError, ValueError, TypeError) as exc:
-        return "invalid_action", repr(exc)[:500]
+                return "contact_erased"
+            return await apply(session, contact, action)
+
+        action_id = uuid.UUID(str(action["action_id"]))
+        await apply_once(session, automation_actions, action_id, values, applying)
 
 
 AUTOMATION_HANDLERS: dict[str, Handler] = {

@@ -22,11 +22,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import func, select
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pytake_common.applied_actions import apply_once
 from pytake_common.consumer import Handler
 from pytake_common.errors import DomainError
 from pytake_common.event_types import AUTOMATION_SESSION_ACTIONS_REQUESTED_V1
@@ -53,6 +53,7 @@ from pytake_conversations.domain import (
 from pytake_conversations.events import MessageAppended, MessageSendRequested, TextBody
 from pytake_conversations.inbox import (
     assign_to_department,
+    change_priority,
     change_status,
     check_assignee,
     push_conversation,
@@ -338,8 +339,7 @@ async def assign(a: Applying, action: dict[str, Any]) -> str:
 async def set_priority(a: Applying, action: dict[str, Any]) -> str:
     if a.conv["priority"] == action["priority"]:
         return "unchanged"
-    row = await update_conversation(a.session, a.org, a.conv["id"], priority=action["priority"])
-    await push_conversation(a.session, a.org, row, "conversation.updated")
+    await change_priority(a.session, a.org, a.conv, action["priority"], by=None, automation=a.actor)
     return "applied"
 
 
@@ -403,46 +403,24 @@ def automation_handlers(window_hours: float) -> dict[str, Handler]:
             if apply is None:
                 continue  # contacts' (or a newer type)
             action_id = uuid.UUID(str(action["action_id"]))
-            claimed = await session.scalar(
-                pg_insert(automation_actions)
-                .values(
-                    action_id=action_id,
-                    organization_id=org,
-                    conversation_id=data.conversation_id,
-                    type=action["type"],
-                    outcome="claimed",
+            values = {
+                "organization_id": org,
+                "conversation_id": data.conversation_id,
+                "type": action["type"],
+            }
+
+            async def applying(
+                apply: Apply = apply,
+                action: dict[str, Any] = action,
+                action_id: uuid.UUID = action_id,
+            ) -> str:
+                conv = await _lock(session, org, data.conversation_id)
+                if conv is None:
+                    return "not_found"
+                return await apply(
+                    Applying(session, conv, data.source, action_id, window_hours), action
                 )
-                .on_conflict_do_nothing()
-                .returning(automation_actions.c.action_id)
-            )
-            if claimed is None:
-                continue  # applied before
-            outcome = await _apply_one(session, data, apply, action, action_id, window_hours)
-            await session.execute(
-                update(automation_actions)
-                .where(automation_actions.c.action_id == action_id)
-                .values(outcome=outcome[0], detail=outcome[1])
-            )
+
+            await apply_once(session, automation_actions, action_id, values, applying)
 
     return {AUTOMATION_SESSION_ACTIONS_REQUESTED_V1: on_actions_requested}
-
-
-async def _apply_one(
-    session: AsyncSession,
-    data: ActionsRequested,
-    apply: Apply,
-    action: dict[str, Any],
-    action_id: uuid.UUID,
-    window_hours: float,
-) -> tuple[str, str | None]:
-    conv = await _lock(session, data.organization_id, data.conversation_id)
-    if conv is None:
-        return "not_found", "no such conversation"
-    try:
-        async with session.begin_nested():
-            applying = Applying(session, conv, data.source, action_id, window_hours)
-            return await apply(applying, action), None
-    except DomainError as exc:
-        return exc.code, exc.detail[:500]
-    except (KeyError, ValueError, TypeError) as exc:
-        return "invalid_action", repr(exc)[:500]

@@ -164,6 +164,23 @@ class ConversationAssigned(ConversationsEvent):
     actor_id: uuid.UUID | None = None
 
 
+class ConversationPriorityChanged(ConversationsEvent):
+    """An agent (or automation: ``actor_type``/``actor_id``) changed the priority."""
+
+    event_type = "pytake.conversations.conversation.priority_changed.v1"
+    topic = CONVERSATION_TOPIC
+
+    conversation_id: uuid.UUID
+    organization_id: uuid.UUID
+    contact_id: uuid.UUID
+    old_priority: str
+    new_priority: str
+    changed_by: uuid.UUID | None
+    at: datetime
+    actor_type: str | None = None
+    actor_id: uuid.UUID | None = None
+
+
 class MessageReadRequested(ConversationsEvent):
     """An agent read a customer's message: whatsapp-gateway marks it read on WhatsApp."""
 

@@ -24,7 +24,11 @@ from pytake_conversations.domain import (
     InvalidAssignee,
     InvalidDepartment,
 )
-from pytake_conversations.events import ConversationAssigned, ConversationStatusChanged
+from pytake_conversations.events import (
+    ConversationAssigned,
+    ConversationPriorityChanged,
+    ConversationStatusChanged,
+)
 from pytake_conversations.stream import publish
 from pytake_conversations.tables import conversations, departments, user_replicas
 from pytake_conversations.views import Conversation, Message
@@ -117,6 +121,34 @@ async def change_status(
         new_status=new,
         changed_by=str(by) if by else None,
     )
+    return row
+
+
+async def change_priority(
+    session: AsyncSession,
+    org: uuid.UUID,
+    conv: Row,
+    priority: str,
+    *,
+    by: uuid.UUID | None,
+    automation: uuid.UUID | None = None,
+) -> Row:
+    """Set a (locked) conversation's priority and say so (Kafka + stream) if it changed."""
+    if conv["priority"] == priority:
+        return conv
+    row = await update_conversation(session, org, conv["id"], priority=priority)
+    changed = ConversationPriorityChanged(
+        conversation_id=row["id"],
+        organization_id=org,
+        contact_id=row["contact_id"],
+        old_priority=conv["priority"],
+        new_priority=priority,
+        changed_by=by,
+        at=row["updated_at"],
+        **_actor(automation),
+    )
+    await emit(session, changed, row["id"], org)
+    await push_conversation(session, org, row, "conversation.updated")
     return row
 
 

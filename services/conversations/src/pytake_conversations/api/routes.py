@@ -35,6 +35,7 @@ from pytake_conversations.domain import (
 )
 from pytake_conversations.events import MessageReadRequested
 from pytake_conversations.inbox import (
+    change_priority,
     change_status,
     check_assignee,
     check_department,
@@ -370,10 +371,8 @@ async def set_priority(
 ) -> Conversation:
     org = principal.organization_id
     async with db.transaction(organization_id=org) as session:
-        row = await load_conversation(session, org, conversation_id, lock=True)
-        if row["priority"] != body.priority:
-            row = await update_conversation(session, org, conversation_id, priority=body.priority)
-            await push_conversation(session, org, row, "conversation.updated")
+        conv = await load_conversation(session, org, conversation_id, lock=True)
+        row = await change_priority(session, org, conv, body.priority, by=principal.user_id)
     return Conversation.of(row, hours)
 
 
