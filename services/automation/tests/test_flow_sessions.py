@@ -142,7 +142,7 @@ async def test_four_steps_with_buttons_end_in_a_handoff(app, settings, client, t
     ]
     last = await talk.says("ana@example.com")
     assert kinds(last) == ["set_attribute", "send_text", "add_note", "assign"]
-    assert last[2]["text"] == "Chatbot hand-off\nTopic: Support\nName: Ana\nE-mail: ana@example.com"
+    assert last[2]["text"] == "Chatbot summary\nTopic: Support\nName: Ana\nE-mail: ana@example.com"
     assert last[3]["department_id"] == four_steps()["nodes"][3]["department_id"]
     row = await talk.session()
     assert (row.status, row.end_reason, row.version) == ("ended", "handoff", 1)
