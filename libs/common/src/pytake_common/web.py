@@ -279,6 +279,10 @@ def create_service_app(
             if db is not None:  # every service database carries the mechanics tables
                 replicas.append(RetentionWorker(db, settings, retention).run)
             tasks = [asyncio.create_task(w(stop)) for w in [*replicas, *workers()]]
+        # The OpenAPI document is built once now, not on its first request: a large one
+        # (automation's flow definitions) takes seconds on a busy box, longer than the
+        # gateway waits when it merges every service's document for /docs.
+        app.openapi()
         log.info("service started", extra={"workers": len(tasks)})
         try:
             yield
