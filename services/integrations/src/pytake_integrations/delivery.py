@@ -254,13 +254,17 @@ class DeliveryWorker:
             task.add_done_callback(self.tasks.discard)
 
     def _release(self, endpoint_id: uuid.UUID) -> None:
-        left = self.claimed.get(endpoint_id, 1) - 1
-        if left > 0:
-            self.claimed[endpoint_id] = left
+        held = self.claimed.get(endpoint_id, 1)
+        if held > 1:
+            self.claimed[endpoint_id] = held - 1
         else:
             self.claimed.pop(endpoint_id, None)
             self._slots.pop(endpoint_id, None)
-        self._wake.set()  # room in its window: another conversation's delivery may go
+        if held >= self.window:
+            # Its window was full, so the claims left it out: due deliveries of its other
+            # conversations may be waiting. (New deliveries wake the worker by NOTIFY; the
+            # next one of a finished conversation is chained; retries come due by the poll.)
+            self._wake.set()
 
     def _slot(self, endpoint_id: uuid.UUID) -> asyncio.Semaphore:
         slot = self._slots.get(endpoint_id)
