@@ -27,6 +27,12 @@ from pytake_integrations.public import PublicEvent
 from pytake_integrations.tables import deliveries
 
 CHANNEL = "pytake_integrations_deliveries"
+#: Run first in the transactions of the hot statements (fan-out, claim, outcomes): plan
+#: each execution with its parameters and the table as it is now. asyncpg prepares the
+#: statements, and after five executions PostgreSQL may keep a generic plan made while
+#: the queue was nearly empty (a scan of every delivery, later: the benchmark's PostgreSQL
+#: CPU per delivery tripled in the runs where that happened).
+CUSTOM_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan"
 _NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', '')")
 #: Parked behind a pending delivery of the same endpoint and ordering key, or due now.
 _PARKED_OR_NOW = text(
@@ -86,6 +92,7 @@ async def fan_out(
     a transaction bound to ``org``. A ``NOTIFY`` wakes the workers when it commits."""
     if not events:
         return 0
+    await conn.execute(CUSTOM_PLANS)
     queued: int = await conn.fetchval(
         _FAN_OUT,
         org,
