@@ -40,6 +40,7 @@ import aiohttp
 import asyncpg
 
 from pytake_common import rawpg
+from pytake_common.aio import first_set
 from pytake_common.crypto import SecretBox
 from pytake_common.db import Database
 from pytake_common.pgtenant import asyncpg_dsn
@@ -157,7 +158,7 @@ class DeliveryWorker:
                     raise
                 except Exception as exc:
                     log.warning("delivery dispatch failed", extra={"error": repr(exc)})
-                await _first(self._wake, stop, timeout=self.settings.delivery_poll_interval_s)
+                await first_set(self._wake, stop, timeout=self.settings.delivery_poll_interval_s)
         finally:
             if conn is not None:
                 with contextlib.suppress(Exception):
@@ -383,16 +384,6 @@ class DeliveryWorker:
             if refused is not None:
                 return Outcome(FAILED, error=f"destination refused: {refused}")
             return Outcome("retry", error=f"connection failed: {type(exc).__name__}")
-
-
-async def _first(*events: asyncio.Event, timeout: float) -> None:
-    """Until one of ``events`` is set, or ``timeout``."""
-    waiters = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
 
 
 def _refusal_in(exc: BaseException) -> str | None:
