@@ -265,8 +265,8 @@ async def through_pytake(
     conn = await asyncpg.connect(asyncpg_dsn(svc.db.url))  # the owner: no RLS
     try:
         queued = await conn.fetch(
-            "SELECT body::json->'data'->>'message_id' AS m, created_at FROM deliveries "
-            "WHERE organization_id = $1",
+            "SELECT body::json->'data'->>'message_id' AS m, created_at, latency_ms "
+            "FROM deliveries WHERE organization_id = $1",
             org,
         )
     finally:
@@ -291,6 +291,8 @@ async def through_pytake(
     print(f"  commit -> queued     {figures(to_queue)}  (relay + consumer)")
     print(f"  due -> receiver      {figures(from_due)}  (with the generator's own lag)")
     print(f"  generator commit lag {figures(lag)}")
+    attempts = [float(q["latency_ms"]) for q in queued if q["latency_ms"] is not None]
+    print(f"  POST -> answer       {figures(attempts)}  (the delivery log's latency)")
     if deliveries:
         per = ", ".join(f"{n} {t / deliveries * 1000:.2f}" for n, t in spent.items())
         print(f"  CPU ms per delivery: {per}")
@@ -318,6 +320,11 @@ def started(args: argparse.Namespace, infra: Infrastructure) -> Iterator[Started
         "PYTAKE_WEBHOOKS_ALLOW_LOOPBACK": "true",
         "PYTAKE_KAFKA_CONSUMER_FETCH_MAX_WAIT_MS": "100",
         "PYTAKE_DELIVERY_TIMEOUT_S": str(args.timeout),
+        **(
+            {"PYTAKE_ENDPOINT_CONCURRENCY": str(args.endpoint_concurrency)}
+            if args.endpoint_concurrency
+            else {}
+        ),
         "PYTAKE_PORT": str(port),
         "PYTHONUNBUFFERED": "1",
     }
@@ -390,6 +397,9 @@ def main() -> None:
     parser.add_argument("--endpoints", type=int, default=5)
     parser.add_argument("--conversations", type=int, default=50)
     parser.add_argument("--timeout", type=float, default=10.0)
+    parser.add_argument(
+        "--endpoint-concurrency", type=int, default=0, help="the service's cap (0: its default)"
+    )
     parser.add_argument("--warmup", type=float, default=5, help="seconds, not counted")
     parser.add_argument("--skip-hang", action="store_true")
     args = parser.parse_args()

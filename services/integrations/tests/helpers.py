@@ -111,15 +111,24 @@ def again(original: CloudEvent) -> CloudEvent:
     return original.model_copy(update={"id": uuid.uuid4()})
 
 
+def consumer_records(events: list[CloudEvent]) -> list[ConsumerRecord]:
+    """``events`` as the records a consumer gets from Kafka (one partition, in order)."""
+    out = []
+    for offset, ev in enumerate(events):
+        value = ev.to_bytes()
+        out.append(
+            ConsumerRecord(
+                ev.topic, 0, offset, 0, 0, ev.subject.encode(), value, None, 0, len(value), []
+            )
+        )
+    return out
+
+
 async def deliver(app, settings, *events: CloudEvent) -> None:
     """Through the real idempotent consumer: inbox mark and handler in one transaction."""
     consumer = EventConsumer(settings, app.state.db, "integrations", HANDLERS)
     try:
-        for offset, ev in enumerate(events):
-            value = ev.to_bytes()
-            record = ConsumerRecord(
-                ev.topic, 0, offset, 0, 0, ev.subject.encode(), value, None, 0, len(value), []
-            )
+        for record in consumer_records(list(events)):
             await consumer.process(record)
     finally:
         await consumer.close()

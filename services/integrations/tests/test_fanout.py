@@ -5,26 +5,12 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from aiokafka.structs import ConsumerRecord
-
 from pytake_common.events import CloudEvent
 from pytake_integrations.fanout import FanOutConsumer
 
-from .helpers import again, inbound, internal, make_endpoint, rows
+from .helpers import again, consumer_records, inbound, internal, make_endpoint, rows
 
 TYPES = ("message.received", "conversation.opened", "conversation.status_changed")
-
-
-def _records(events: list[CloudEvent]) -> list[ConsumerRecord]:
-    out = []
-    for offset, ev in enumerate(events):
-        value = ev.to_bytes()
-        out.append(
-            ConsumerRecord(
-                ev.topic, 0, offset, 0, 0, ev.subject.encode(), value, None, 0, len(value), []
-            )
-        )
-    return out
 
 
 async def test_a_batch_keeps_each_conversations_order_across_types_and_queues_once(
@@ -70,8 +56,8 @@ async def test_a_batch_keeps_each_conversations_order_across_types_and_queues_on
     ]
     consumer = FanOutConsumer(settings, app.state.db)
     try:
-        await consumer.process_batch(_records(batch))
-        await consumer.process_batch(_records(batch))  # redelivered after a crash
+        await consumer.process_batch(consumer_records(batch))
+        await consumer.process_batch(consumer_records(batch))  # redelivered after a crash
     finally:
         await consumer.close()
     queued = await rows(app, mine["id"])
@@ -105,7 +91,7 @@ async def test_later_deliveries_of_a_conversation_wait_parked_and_never_get_stuc
         events = [inbound(org, conversation) for _ in range(3)]
         consumer = FanOutConsumer(settings, app.state.db)
         try:
-            await consumer.process_batch(_records(events))
+            await consumer.process_batch(consumer_records(events))
         finally:
             await consumer.close()
         first = (await rows(app, endpoint["id"]))[0]

@@ -40,6 +40,7 @@ import aiohttp
 import asyncpg
 
 from pytake_common import rawpg, ssrf
+from pytake_common.aio import first_set
 from pytake_common.crypto import SecretBox
 from pytake_common.db import Database
 from pytake_common.pgtenant import asyncpg_dsn
@@ -47,7 +48,7 @@ from pytake_integrations import endpoints as endpoint_rules
 from pytake_integrations import outcomes, signing
 from pytake_integrations.config import Settings
 from pytake_integrations.outcomes import CLAIMED, FAILED, SUCCEEDED, Finished, Outcome
-from pytake_integrations.queue import CHANNEL, UNPARK
+from pytake_integrations.queue import CHANNEL, CUSTOM_PLANS, UNPARK
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ class DeliveryWorker:
                     raise
                 except Exception as exc:
                     log.warning("delivery dispatch failed", extra={"error": repr(exc)})
-                await _first(self._wake, stop, timeout=self.settings.delivery_poll_interval_s)
+                await first_set(self._wake, stop, timeout=self.settings.delivery_poll_interval_s)
         finally:
             if conn is not None:
                 with contextlib.suppress(Exception):
@@ -234,10 +235,12 @@ class DeliveryWorker:
         if time.monotonic() >= self._unpark_at:
             self._unpark_at = time.monotonic() + UNPARK_EVERY_S
             async with rawpg.transaction(self.db, bypass_rls=True, durable=False) as conn:
+                await conn.execute(CUSTOM_PLANS)
                 await conn.execute(UNPARK)
         busy = list(self.claimed)
         used = [self.claimed[e] for e in busy]
         async with rawpg.transaction(self.db, bypass_rls=True, durable=False) as conn:
+            await conn.execute(CUSTOM_PLANS)
             rows = await conn.fetch(_CLAIM, busy, used, self.window, room, self.lease_s)
         self._start([dict(row) for row in rows])
         return len(rows)
@@ -254,13 +257,17 @@ class DeliveryWorker:
             task.add_done_callback(self.tasks.discard)
 
     def _release(self, endpoint_id: uuid.UUID) -> None:
-        left = self.claimed.get(endpoint_id, 1) - 1
-        if left > 0:
-            self.claimed[endpoint_id] = left
+        held = self.claimed.get(endpoint_id, 1)
+        if held > 1:
+            self.claimed[endpoint_id] = held - 1
         else:
             self.claimed.pop(endpoint_id, None)
             self._slots.pop(endpoint_id, None)
-        self._wake.set()  # room in its window: another conversation's delivery may go
+        if held >= self.window:
+            # Its window was full, so the claims left it out: due deliveries of its other
+            # conversations may be waiting. (New deliveries wake the worker by NOTIFY; the
+            # next one of a finished conversation is chained; retries come due by the poll.)
+            self._wake.set()
 
     def _slot(self, endpoint_id: uuid.UUID) -> asyncio.Semaphore:
         slot = self._slots.get(endpoint_id)
@@ -309,6 +316,7 @@ class DeliveryWorker:
         try:
             # Not durable: losing this write in a database crash only sends these again.
             async with rawpg.transaction(self.db, bypass_rls=True, durable=False) as conn:
+                await conn.execute(CUSTOM_PLANS)
                 done = await outcomes.record(conn, self.settings, batch, self.rng, self.lease_s)
         except BaseException:
             self.finished[:0] = batch
@@ -376,16 +384,6 @@ class DeliveryWorker:
             if refused is not None:
                 return Outcome(FAILED, error=f"destination refused: {refused}")
             return Outcome("retry", error=f"connection failed: {type(exc).__name__}")
-
-
-async def _first(*events: asyncio.Event, timeout: float) -> None:
-    """Until one of ``events`` is set, or ``timeout``."""
-    waiters = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
 
 
 def _refusal_in(exc: BaseException) -> str | None:

@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 
 from pytake_integrations.config import Settings
+from pytake_integrations.queue import LOCK_LANES
 
 SUCCEEDED, FAILED, PENDING = "succeeded", "failed", "pending"
 
@@ -212,6 +213,8 @@ async def record(
             streak.first_failure = streak.first_failure or now
             streak.gone = streak.gone or outcome.kind == "gone"
             streak.last_error = outcome.error
+    # Before the statement that looks for the next deliveries (its own snapshot): see queue.py.
+    await conn.fetchval(LOCK_LANES, columns[9], columns[10])
     chained = [dict(r) for r in await conn.fetch(_FINISH, *columns, lease_s)]
     # As claimed: an endpoint that was healthy and only succeeded costs nothing more.
     ids = [e for e, st in streaks.items() if st.failures or st.was_failing]

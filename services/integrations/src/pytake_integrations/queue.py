@@ -7,7 +7,12 @@ Rows are written in the transaction that learns of the event, and a ``NOTIFY`` o
 and ordering key (the conversation) is *parked*: ``next_attempt_at`` is ``infinity``, so
 the worker's claim, which walks only due rows, never reads it while it waits. When the
 one before it is done, the worker claims it in the same statement that writes that
-outcome (:mod:`pytake_integrations.outcomes`); :data:`UNPARK` (run every few seconds)
+outcome (:mod:`pytake_integrations.outcomes`). The two meet on a transaction-level
+advisory lock per (endpoint, ordering key): queuing takes it shared before it decides to
+park, writing an outcome takes it exclusively before it looks for the next delivery, so
+that look always sees a delivery parked behind the finished one (without the lock, one
+queued in a transaction still open then stayed parked until the sweep, ten seconds:
+most of the benchmark's latency). :data:`UNPARK` (run every few seconds)
 makes due any parked delivery that became the first of its conversation another way
 (an endpoint disabled meanwhile, a duplicate that was not queued, a crash).
 """
@@ -27,6 +32,12 @@ from pytake_integrations.public import PublicEvent
 from pytake_integrations.tables import deliveries
 
 CHANNEL = "pytake_integrations_deliveries"
+#: Run first in the transactions of the hot statements (fan-out, claim, outcomes): plan
+#: each execution with its parameters and the table as it is now. asyncpg prepares the
+#: statements, and after five executions PostgreSQL may keep a generic plan made while
+#: the queue was nearly empty (a scan of every delivery, later: the benchmark's PostgreSQL
+#: CPU per delivery tripled in the runs where that happened).
+CUSTOM_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan"
 _NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', '')")
 #: Parked behind a pending delivery of the same endpoint and ordering key, or due now.
 _PARKED_OR_NOW = text(
@@ -78,6 +89,28 @@ FROM queued
 """
 
 
+#: Shared locks on the (endpoint, ordering key) of every delivery the events will queue
+#: ($1: organization; $2, $3: event types and ordering keys), in key order.
+_LOCK_SHARED = """
+SELECT count(pg_advisory_xact_lock_shared(s.k)) FROM (
+    SELECT DISTINCT hashtextextended(e.id::text || '/' || ev.ordering_key, 0) AS k
+    FROM unnest($2::text[], $3::text[]) AS ev(event_type, ordering_key)
+    JOIN endpoints e ON e.organization_id = $1 AND e.status = 'enabled'
+                    AND ev.event_type = ANY(e.event_types)
+    ORDER BY 1
+) s
+"""
+
+#: Exclusive locks on ($1, $2) pairs of endpoint and ordering key, in key order.
+LOCK_LANES = """
+SELECT count(pg_advisory_xact_lock(s.k)) FROM (
+    SELECT DISTINCT hashtextextended(u.endpoint_id::text || '/' || u.ordering_key, 0) AS k
+    FROM unnest($1::uuid[], $2::text[]) AS u(endpoint_id, ordering_key)
+    ORDER BY 1
+) s
+"""
+
+
 async def fan_out(
     conn: asyncpg.Connection, org: uuid.UUID, events: Sequence[tuple[PublicEvent, str]]
 ) -> int:
@@ -86,12 +119,16 @@ async def fan_out(
     a transaction bound to ``org``. A ``NOTIFY`` wakes the workers when it commits."""
     if not events:
         return 0
+    await conn.execute(CUSTOM_PLANS)
+    types = [e.type for e, _ in events]
+    keys = [key[:80] for _, key in events]
+    await conn.fetchval(_LOCK_SHARED, org, types, keys)
     queued: int = await conn.fetchval(
         _FAN_OUT,
         org,
         [e.id for e, _ in events],
-        [e.type for e, _ in events],
-        [key[:80] for _, key in events],
+        types,
+        keys,
         [e.model_dump_json() for e, _ in events],
         CHANNEL,
     )
@@ -118,6 +155,10 @@ async def enqueue_one(
 ) -> uuid.UUID:
     """Queue one delivery to one endpoint (a test event, or a replay of ``replay_of``)."""
     row = _row(org, endpoint_id, None, ordering_key, body, replay_of=replay_of)
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock_shared(hashtextextended(:lane, 0))"),
+        {"lane": f"{endpoint_id}/{row['ordering_key']}"},
+    )
     due = await session.scalar(
         _PARKED_OR_NOW, {"endpoint": endpoint_id, "key": row["ordering_key"]}
     )
