@@ -100,6 +100,7 @@ async def cpu_per_message(pg_url: str, postmaster: Any, n: int) -> None:
         run_workers=False,
         env="test",
         actions_per_conversation_per_minute=1000,
+        log_level="WARNING",
     )
     app = create_app(settings)
     consumer = EventConsumer(settings, app.state.db, "automation", app.state.handlers)
