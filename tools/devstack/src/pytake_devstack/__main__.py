@@ -86,13 +86,14 @@ def run() -> int:
 
 
 def _banner(cfg: StackConfig) -> None:
+    gateway = cfg.url("api-gateway")
     print("\nPyTake is starting:")
-    print(f"  API gateway     {cfg.url('api-gateway')}   (docs: {cfg.url('api-gateway')}/docs)")
-    print(f"  Meta webhooks   {cfg.url('api-gateway')}/webhooks/whatsapp")
-    for name in DB_SERVICES:
-        print(f"  {name:<15} {cfg.url(name)}   (/healthz /readyz /metrics)")
-    print(f"  Meta simulator  {cfg.url('meta-simulator')}   (Graph API stand-in)")
-    print(f"  state           {cfg.state_dir}")
+    print(f"  {'API gateway':<16} {gateway}   (docs: {gateway}/docs)")
+    print(f"  {'Meta webhooks':<16} {gateway}/webhooks/whatsapp")
+    for name in sorted(DB_SERVICES, key=lambda service: cfg.ports[service]):
+        print(f"  {name:<16} {cfg.url(name)}   (/healthz /readyz /metrics)")
+    print(f"  {'Meta simulator':<16} {cfg.url('meta-simulator')}   (Graph API stand-in)")
+    print(f"  {'state':<16} {cfg.state_dir}")
     print("Try it: `make demo` in another terminal. Ctrl-C stops everything.\n")
 
 

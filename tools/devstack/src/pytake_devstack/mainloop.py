@@ -1,8 +1,8 @@
 """The platform's main loop, driven from outside through the gateway and the simulator.
 
-``make demo`` prints it; the end-to-end test asserts on it. Everything goes
-through public HTTP: the gateway for PyTake, the simulator's control API for
-"the customer" and for what Meta received.
+``make demo`` prints it (then ``showcase``'s campaign and flow); the end-to-end test
+asserts on it. Everything goes through public HTTP: the gateway for PyTake, the
+simulator's control API for "the customer" and for what Meta received.
 """
 
 from __future__ import annotations

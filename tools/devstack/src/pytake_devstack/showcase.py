@@ -212,7 +212,9 @@ def triage_flow(department_id: str) -> dict[str, Any]:
                 "type": "ask",
                 "prompt": {
                     "kind": "buttons",
-                    "body": "Hi {{contact.name}}! What can we help you with?",
+                    # no {{contact.name}}: on a new customer's first message automation's
+                    # contact replica (fed by contacts' events) may not have the name yet
+                    "body": "Hi! What can we help you with?",
                     "buttons": [
                         {"id": "order", "title": "My order"},
                         {"id": "other", "title": "Something else"},
