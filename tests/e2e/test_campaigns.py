@@ -89,7 +89,8 @@ async def test_a_campaign_to_a_tag_reaches_each_contact_once_and_sees_replies(lo
 
     stats = await poll(done, "the campaign to complete", 60)
     assert stats["recipients_total"] == 2 and stats["exclusions"] == {"no_marketing_consent": 1}
-    assert stats["by_status"]["sent"] + stats["by_status"]["delivered"] == 2
+    # the simulator goes on to delivered and read: at completion a recipient may be any of them
+    assert sum(stats["by_status"][s] for s in ("sent", "delivered", "read")) == 2
     calls = [
         c for c in await loop.graph_calls(number.phone_number_id) if c["body"]["type"] == "template"
     ]
