@@ -7,56 +7,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from pytake_devstack.flow_sample import HANDOFF_MESSAGE, NOTE, triage_flow
 from pytake_devstack.mainloop import MainLoop, SimNumber, Tenant, poll
 
 CUSTOMER = "15550427001"
-
-
-def four_steps(department_id: str) -> dict[str, Any]:
-    return {
-        "start": "topic",
-        "nodes": [
-            {
-                "id": "topic",
-                "type": "ask",
-                "prompt": {
-                    "kind": "buttons",
-                    "body": "Hi! What is it about?",
-                    "buttons": [
-                        {"id": "sales", "title": "Sales"},
-                        {"id": "support", "title": "Support"},
-                    ],
-                },
-                "validate": {"kind": "option"},
-                "label": "Topic",
-                "next": "name",
-            },
-            {
-                "id": "name",
-                "type": "ask",
-                "prompt": {"kind": "text", "text": "Your name?"},
-                "store": {"target": "variable", "key": "name"},
-                "label": "Name",
-                "next": "email",
-            },
-            {
-                "id": "email",
-                "type": "ask",
-                "prompt": {"kind": "text", "text": "Thanks {{name}}. Your e-mail?"},
-                "validate": {"kind": "email"},
-                "store": {"target": "attribute", "key": "email"},
-                "label": "E-mail",
-                "next": "human",
-            },
-            {
-                "id": "human",
-                "type": "handoff",
-                "department_id": department_id,
-                "message": "An agent will be with you shortly.",
-                "note": "Chatbot summary",
-            },
-        ],
-    }
 
 
 async def _sent_to_customer(loop: MainLoop, number: SimNumber, count: int) -> list[dict[str, Any]]:
@@ -87,7 +41,7 @@ async def test_four_step_flow_with_buttons_ends_in_a_handoff(loop: MainLoop) -> 
         "POST",
         "/v1/automation/flows",
         name="Triage",
-        definition=four_steps(department["id"]),
+        definition=triage_flow(department["id"]),
     )
     version = await _ok(loop, tenant, "POST", f"/v1/automation/flows/{flow['id']}/publish")
     assert version["version"] == 1
@@ -130,7 +84,7 @@ async def test_four_step_flow_with_buttons_ends_in_a_handoff(loop: MainLoop) -> 
 
     await loop.customer_says(number, CUSTOMER, "grace@example.com")
     calls = await _sent_to_customer(loop, number, 4)
-    assert calls[3]["body"]["text"]["body"] == "An agent will be with you shortly."
+    assert calls[3]["body"]["text"]["body"] == HANDOFF_MESSAGE
 
     async def handed_off() -> dict[str, Any] | None:
         r = await loop.call("GET", "/v1/conversations", headers=tenant.headers)
@@ -141,7 +95,7 @@ async def test_four_step_flow_with_buttons_ends_in_a_handoff(loop: MainLoop) -> 
     messages = await loop.messages(tenant, conversation["id"])
     notes = [m for m in messages if m["direction"] == "note"]
     assert [n["text"] for n in notes] == [
-        "Chatbot summary\nTopic: Support\nName: Grace\nE-mail: grace@example.com"
+        f"{NOTE}\nTopic: Support\nName: Grace\nE-mail: grace@example.com"
     ]
     bot = [m for m in messages if m["direction"] == "outbound"]
     assert len(bot) == 4 and {m.get("sender_type") for m in bot} == {"automation"}

@@ -19,6 +19,7 @@ from pytake_automation.flows.http import FlowHttpClient
 from pytake_automation.flows.tables import flow_sessions
 from pytake_automation.tables import timers
 from pytake_common.mechanics import outbox
+from pytake_common.retention import RetentionWorker
 
 from .helpers import deliver, internal, now
 from .test_flows_api import URL, four_steps
@@ -141,7 +142,7 @@ async def test_four_steps_with_buttons_end_in_a_handoff(app, settings, client, t
     ]
     last = await talk.says("ana@example.com")
     assert kinds(last) == ["set_attribute", "send_text", "add_note", "assign"]
-    assert last[2]["text"] == "Chatbot hand-off\nTopic: Support\nName: Ana\nE-mail: ana@example.com"
+    assert last[2]["text"] == "Chatbot summary\nTopic: Support\nName: Ana\nE-mail: ana@example.com"
     assert last[3]["department_id"] == four_steps()["nodes"][3]["department_id"]
     row = await talk.session()
     assert (row.status, row.end_reason, row.version) == ("ended", "handoff", 1)
@@ -469,3 +470,26 @@ async def test_resolving_the_conversation_ends_the_flow(app, settings, client, t
     await deliver(app, settings, event)
     row = await talk.session()
     assert (row.status, row.end_reason) == ("ended", "conversation_resolved")
+
+
+async def test_ended_sessions_are_pruned_after_the_retention_active_ones_never(
+    app, settings, client, tokens
+):
+    org = uuid.uuid4()
+    flow_id = await published(client, tokens, org, four_steps())
+    ended, running = Conversation(app, settings, org), Conversation(app, settings, org)
+    await ended.start(flow_id)
+    await running.start(flow_id)
+    await deliver(app, settings, ended.appended("outbound", sender_type="user"))
+    async with app.state.db.transaction(bypass_rls=True) as s:
+        await s.execute(
+            update(flow_sessions)
+            .where(flow_sessions.c.status == "ended")
+            .values(ended_at=now() - timedelta(days=31))
+        )
+        await s.execute(update(flow_sessions).values(started_at=now() - timedelta(days=60)))
+    worker = RetentionWorker(app.state.db, settings, [sessions.retention(30 * 86400)])
+    assert (await worker.prune())["flow_sessions"] == 1
+    async with app.state.db.transaction(bypass_rls=True) as s:
+        left = (await s.execute(select(flow_sessions.c.conversation_id))).scalars().all()
+    assert left == [running.id]

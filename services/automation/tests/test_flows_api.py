@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import select
 
 from pytake_common.mechanics import outbox
+from pytake_devstack.flow_sample import triage_flow
 
 DEPT = "7b0f4a53-1f7e-4c55-9a40-8b7cf4d6b001"
 URL = "/v1/automation/flows"
@@ -15,51 +16,7 @@ URL = "/v1/automation/flows"
 
 def four_steps(prompt: str = "How can we help?") -> dict[str, Any]:
     """Buttons, a name, an e-mail, then a hand-off to a department."""
-    return {
-        "start": "topic",
-        "stop_words": ["stop"],
-        "nodes": [
-            {
-                "id": "topic",
-                "type": "ask",
-                "prompt": {
-                    "kind": "buttons",
-                    "body": prompt,
-                    "buttons": [
-                        {"id": "sales", "title": "Sales"},
-                        {"id": "support", "title": "Support"},
-                    ],
-                },
-                "validate": {"kind": "option"},
-                "label": "Topic",
-                "next": "name",
-            },
-            {
-                "id": "name",
-                "type": "ask",
-                "prompt": {"kind": "text", "text": "Your name?"},
-                "store": {"target": "variable", "key": "name"},
-                "label": "Name",
-                "next": "email",
-            },
-            {
-                "id": "email",
-                "type": "ask",
-                "prompt": {"kind": "text", "text": "Thanks {{name}}. Your e-mail?"},
-                "validate": {"kind": "email"},
-                "store": {"target": "attribute", "key": "email"},
-                "label": "E-mail",
-                "reprompt": "That is not an e-mail address.",
-                "next": "human",
-            },
-            {
-                "id": "human",
-                "type": "handoff",
-                "department_id": DEPT,
-                "message": "An agent will be with you shortly.",
-            },
-        ],
-    }
+    return triage_flow(DEPT, prompt)
 
 
 async def _create(client: Any, tokens: Any, org: uuid.UUID, **body: Any) -> dict[str, Any]:

@@ -52,7 +52,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             timer_worker.run,
         ],
         on_shutdown=[flow_http.close],
-        retention=[Retention(runs, runs.c.created_at, settings.run_retention_s)],
+        retention=[
+            Retention(runs, runs.c.created_at, settings.run_retention_s),
+            flow_sessions.retention(settings.run_retention_s),
+        ],
     )
     app.state.engine = engine
     app.state.handlers = table

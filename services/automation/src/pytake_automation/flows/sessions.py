@@ -33,6 +33,7 @@ from pytake_automation.flows.session import Event, Facts, SessionState, Start, S
 from pytake_automation.flows.tables import flow_sessions
 from pytake_automation.tables import timers
 from pytake_common.errors import UnprocessableState
+from pytake_common.retention import Retention
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,11 @@ def http_client() -> FlowHttpClient:
 
 class FlowNotPublished(UnprocessableState):
     code, title = "flow_not_published", "The flow has no published version"
+
+
+def retention(max_age_s: float) -> Retention:
+    """Ended sessions go ``max_age_s`` after their end (active ones have no ``ended_at``)."""
+    return Retention(flow_sessions, flow_sessions.c.ended_at, max_age_s)
 
 
 def source_key(session_id: uuid.UUID) -> str:
