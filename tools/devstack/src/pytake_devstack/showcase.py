@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pytake_devstack.flow_sample import triage_flow
 from pytake_devstack.mainloop import MainLoop, SimNumber, Tenant, poll
 
 #: recipients at or past ``sent`` / ``delivered`` (campaigns' order, failures aside)
@@ -202,60 +203,24 @@ def nonzero(stats: dict[str, Any]) -> dict[str, int]:
     return {k: v for k, v in stats["by_status"].items() if v}
 
 
-def triage_flow(department_id: str) -> dict[str, Any]:
-    """Ask with reply buttons → branch on the answer → ask the e-mail → hand-off."""
-    return {
-        "start": "topic",
-        "nodes": [
-            {
-                "id": "topic",
-                "type": "ask",
-                "prompt": {
-                    "kind": "buttons",
-                    # no {{contact.name}}: on a new customer's first message automation's
-                    # contact replica (fed by contacts' events) may not have the name yet
-                    "body": "Hi! What can we help you with?",
-                    "buttons": [
-                        {"id": "order", "title": "My order"},
-                        {"id": "other", "title": "Something else"},
-                    ],
-                },
-                "validate": {"kind": "option"},
-                "label": "Topic",
-                "next": "route",
-            },
-            {
-                "id": "route",
-                "type": "branch",
-                "cases": [
-                    {"when": {"kind": "answer", "op": "equals", "value": "order"}, "next": "email"}
-                ],
-                "default": "faq",
-            },
-            {
-                "id": "faq",
-                "type": "end",
-                "message": "Our FAQ is at https://example.com/help. Write 'help' any time!",
-            },
-            {
-                "id": "email",
-                "type": "ask",
-                "prompt": {"kind": "text", "text": "Which e-mail did you order with?"},
-                "validate": {"kind": "email"},
-                "reprompt": "That does not look like an e-mail address.",
-                "store": {"target": "attribute", "key": "email"},
-                "label": "E-mail",
-                "next": "human",
-            },
-            {
-                "id": "human",
-                "type": "handoff",
-                "department_id": department_id,
-                "message": "Thanks! Someone from Orders will be with you shortly.",
-                "note": "Chatbot triage",
-            },
-        ],
-    }
+def triage_with_branch(department_id: str) -> dict[str, Any]:
+    """``flow_sample``'s four steps (buttons, name, e-mail, hand-off) with a branch on the
+    button pressed: "Sales" ends with a pointer to the price list, "Support" goes on."""
+    definition = triage_flow(department_id)
+    for node in definition["nodes"]:
+        if node["id"] == "topic":
+            node["next"] = "route"
+    sales = {"kind": "answer", "op": "equals", "value": "sales"}
+    definition["nodes"] += [
+        {
+            "id": "route",
+            "type": "branch",
+            "cases": [{"when": sales, "next": "prices"}],
+            "default": "name",
+        },
+        {"id": "prices", "type": "end", "message": "Our price list: https://example.com/prices"},
+    ]
+    return definition
 
 
 def _bot_text(call: dict[str, Any]) -> str:
@@ -271,8 +236,8 @@ def _bot_text(call: dict[str, Any]) -> str:
 
 async def flow(loop: MainLoop, tenant: Tenant, number: SimNumber) -> FlowResult:
     log = loop.log
-    log("\n== Chatbot flow: buttons → branch → e-mail → hand-off to a department")
-    department = await _ok(loop, tenant, "POST", "/v1/departments", {"name": "Orders"})
+    log("\n== Chatbot flow: buttons → branch → name → e-mail → hand-off")
+    department = await _ok(loop, tenant, "POST", "/v1/departments", {"name": "Support"})
     # contacts keeps only defined attributes: the flow stores the e-mail in one
     await _ok(
         loop,
@@ -286,7 +251,7 @@ async def flow(loop: MainLoop, tenant: Tenant, number: SimNumber) -> FlowResult:
         tenant,
         "POST",
         "/v1/automation/flows",
-        {"name": "Order triage", "definition": triage_flow(department["id"])},
+        {"name": "Triage", "definition": triage_with_branch(department["id"])},
         key=True,
     )
     dry = await _ok(
@@ -294,17 +259,17 @@ async def flow(loop: MainLoop, tenant: Tenant, number: SimNumber) -> FlowResult:
         tenant,
         "POST",
         f"/v1/automation/flows/{created['id']}/test",
-        {"inputs": [{"reply": {"kind": "button", "id": "other", "title": "Something else"}}]},
+        {"inputs": [{"reply": {"kind": "button", "id": "sales", "title": "Sales"}}]},
     )
     said = [a.get("text") for t in dry["turns"] for a in t["actions"] if a["type"] == "send_text"]
     log(
-        f"test run of the draft, pressing 'Something else': {dry['status']}"
+        f"test run of the draft, pressing [Sales]: {dry['status']}"
         f" ({dry['end_reason']}) after saying {said[-1]!r}; nothing was sent"
     )
     version = await _ok(
         loop, tenant, "POST", f"/v1/automation/flows/{created['id']}/publish", key=True
     )
-    log(f"flow 'Order triage' {created['id']} published (version {version['version']})")
+    log(f"flow 'Triage' {created['id']} published (version {version['version']})")
     await _ok(
         loop,
         tenant,
@@ -340,14 +305,16 @@ async def flow(loop: MainLoop, tenant: Tenant, number: SimNumber) -> FlowResult:
         seen = count
         return [_bot_text(c) for c in calls[:count]]
 
-    await loop.customer_says(number, FLOW_CUSTOMER, "Hi, I need help with my order")
+    await loop.customer_says(number, FLOW_CUSTOMER, "Hello, I need help")
     await bot_says(1)
-    await loop.customer_presses(number, FLOW_CUSTOMER, "order", "My order")
+    await loop.customer_presses(number, FLOW_CUSTOMER, "support", "Support")
     await bot_says(2)
+    await loop.customer_says(number, FLOW_CUSTOMER, "Grace")
+    await bot_says(3)
     await loop.customer_says(number, FLOW_CUSTOMER, "grace at example")
-    await bot_says(4)  # the reprompt, then the question again
+    await bot_says(5)  # the reprompt, then the question again
     await loop.customer_says(number, FLOW_CUSTOMER, "grace@example.com")
-    bot = await bot_says(5)
+    bot = await bot_says(6)
 
     async def handed_off() -> dict[str, Any] | None:
         r = await loop.call("GET", "/v1/conversations", headers=tenant.headers)
