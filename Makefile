@@ -26,7 +26,7 @@ install: $(VENV)/.synced ## create the virtual environment from uv.lock
 run: install ## start the whole platform (embedded PostgreSQL + Tansu unless configured)
 	$(PY) -m pytake_devstack run
 
-demo: install ## drive the main loop against a running `make run`
+demo: install ## the main loop, a campaign and a chatbot flow against a running `make run`
 	$(PY) -m pytake_devstack demo
 
 lint: install ## ruff format check + ruff + mypy

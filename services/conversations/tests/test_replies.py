@@ -52,7 +52,7 @@ async def test_reply_is_stored_pending_and_requests_a_send(app, client, tokens, 
     ]
 
     [requested] = await emitted(app, org, "message.send_requested.v1")
-    assert requested["subject"] == body["id"]
+    assert requested["subject"] == str(conversation["id"])  # ordered per conversation
     assert requested["source"] == "pytake/conversations"
     assert requested["data"] == {
         "message_id": body["id"],

@@ -192,7 +192,8 @@ async def _send(a: Applying, body: SendMessage, preview: str | None = None) -> s
         payload=payload,
         priority="automation",
     )
-    await emit(a.session, requested, row["id"], a.org)
+    # keyed by the conversation: a flow's reprompt and prompt reach the customer in order
+    await emit(a.session, requested, conv["id"], a.org)
     appended = MessageAppended(
         message_id=row["id"],
         organization_id=a.org,

@@ -115,7 +115,10 @@ class TextBody(BaseModel):
 
 
 class MessageSendRequested(ConversationsEvent):
-    """An agent's message is stored as pending and must be sent through WhatsApp."""
+    """An agent's message is stored as pending and must be sent through WhatsApp.
+
+    Subject and key: the conversation (not the message), so the requests of one
+    conversation are consumed, queued and sent in the order they were made."""
 
     event_type = "pytake.conversations.message.send_requested.v1"
     topic = MESSAGE_TOPIC

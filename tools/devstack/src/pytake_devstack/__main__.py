@@ -9,7 +9,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pytake_devstack.stack import DEFAULT_PORTS, StackConfig, migrate_all, processes, wait_ready
+from pytake_devstack import showcase
+from pytake_devstack.mainloop import LoopResult
+from pytake_devstack.showcase import CampaignResult, FlowResult
+from pytake_devstack.stack import (
+    DB_SERVICES,
+    DEFAULT_PORTS,
+    StackConfig,
+    migrate_all,
+    processes,
+    wait_ready,
+)
 
 STATE = Path(os.environ.get("PYTAKE_STATE_DIR", ".pytake")).resolve()
 
@@ -76,14 +86,42 @@ def run() -> int:
 
 
 def _banner(cfg: StackConfig) -> None:
+    gateway = cfg.url("api-gateway")
     print("\nPyTake is starting:")
-    print(f"  API gateway     {cfg.url('api-gateway')}   (docs: {cfg.url('api-gateway')}/docs)")
-    print(f"  Meta webhooks   {cfg.url('api-gateway')}/webhooks/whatsapp")
-    for name in ("auth", "tenants", "contacts", "conversations", "whatsapp-gateway"):
-        print(f"  {name:<15} {cfg.url(name)}   (/healthz /readyz /metrics)")
-    print(f"  Meta simulator  {cfg.url('meta-simulator')}   (Graph API stand-in)")
-    print(f"  state           {cfg.state_dir}")
+    print(f"  {'API gateway':<16} {gateway}   (docs: {gateway}/docs)")
+    print(f"  {'Meta webhooks':<16} {gateway}/webhooks/whatsapp")
+    for name in sorted(DB_SERVICES, key=lambda service: cfg.ports[service]):
+        print(f"  {name:<16} {cfg.url(name)}   (/healthz /readyz /metrics)")
+    print(f"  {'Meta simulator':<16} {cfg.url('meta-simulator')}   (Graph API stand-in)")
+    print(f"  {'state':<16} {cfg.state_dir}")
     print("Try it: `make demo` in another terminal. Ctrl-C stops everything.\n")
+
+
+def _print_loop(result: LoopResult) -> None:
+    print(f"\nConversation {result.conversation['id']} with {result.customer_wa_id}:")
+    for m in result.messages:
+        arrow = "customer →" if m["direction"] == "inbound" else "agent    ←"
+        print(f"  {arrow} {m.get('text')!r:50} [{m['status']}]")
+    print(f"Meta received {len(result.graph_calls)} Graph API send(s) for the number.")
+
+
+def _print_campaign(sale: CampaignResult) -> None:
+    stats = sale.stats
+    print(f"\nCampaign {sale.campaign['name']!r}: {stats['status']},")
+    print(f"  recipients {stats['recipients_total']}, excluded {stats['exclusions']},")
+    print(f"  by status {showcase.nonzero(stats)}, replied {stats['replied']}")
+    print(f"Conversation {sale.conversation_id} (the campaign's message and the reply):")
+    for m in sale.messages:
+        arrow = "customer →" if m["direction"] == "inbound" else "campaign ←"
+        print(f"  {arrow} {showcase.shown(m):50} [{m['status']}]")
+
+
+def _print_flow(triage: FlowResult) -> None:
+    conv = triage.conversation
+    print(f"\nFlow {triage.flow['name']!r} handed conversation {conv['id']} to")
+    print(f"  department {triage.department['name']!r} ({conv['department_id']}), note:")
+    for line in triage.note.splitlines():
+        print(f"    | {line}")
 
 
 def demo() -> int:
@@ -104,13 +142,16 @@ def demo() -> int:
         )
         try:
             result = await loop.run()
+            _print_loop(result)
+            sale = await showcase.campaign(loop, result.tenant, result.number)
+            _print_campaign(sale)
+            triage = await showcase.flow(loop, result.tenant, result.number)
+            _print_flow(triage)
+        except (showcase.DemoError, TimeoutError) as exc:
+            print(f"\nthe demo stopped: {exc}", file=sys.stderr)
+            return 1
         finally:
             await loop.aclose()
-        print(f"\nConversation {result.conversation['id']} with {result.customer_wa_id}:")
-        for m in result.messages:
-            arrow = "customer →" if m["direction"] == "inbound" else "agent    ←"
-            print(f"  {arrow} {m.get('text')!r:50} [{m['status']}]")
-        print(f"Meta received {len(result.graph_calls)} Graph API send(s) for the number.")
         return 0
 
     return asyncio.run(go())

@@ -1,8 +1,8 @@
 """The platform's main loop, driven from outside through the gateway and the simulator.
 
-``make demo`` prints it; the end-to-end test asserts on it. Everything goes
-through public HTTP: the gateway for PyTake, the simulator's control API for
-"the customer" and for what Meta received.
+``make demo`` prints it (then ``showcase``'s campaign and flow); the end-to-end test
+asserts on it. Everything goes through public HTTP: the gateway for PyTake, the
+simulator's control API for "the customer" and for what Meta received.
 """
 
 from __future__ import annotations
@@ -188,24 +188,40 @@ class MainLoop:
         self.log(f"connected WhatsApp number {phone_number_id} (simulated by Meta simulator)")
         return number
 
-    async def customer_says(
-        self, number: SimNumber, wa_id: str, text: str, name: str = "Grace Customer"
+    async def _inbound(
+        self, number: SimNumber, wa_id: str, name: str, content: dict[str, Any]
     ) -> str:
+        """The simulator posts one signed customer message to PyTake; its wamid."""
         r = await self.sim.post(
             "/_sim/inbound",
             json={
                 "phone_number_id": number.phone_number_id,
                 "from_wa_id": wa_id,
                 "profile_name": name,
-                "text": text,
+                **content,
             },
         )
         r.raise_for_status()
         body = r.json()
         if body.get("status_code") != 200:
             raise RuntimeError(f"webhook was answered {body.get('status_code')}")
-        self.log(f"customer {wa_id} sent {text!r} (wamid {body['wamid']})")
         return str(body["wamid"])
+
+    async def customer_says(
+        self, number: SimNumber, wa_id: str, text: str, name: str = "Grace Customer"
+    ) -> str:
+        wamid = await self._inbound(number, wa_id, name, {"text": text})
+        self.log(f"customer {wa_id} sent {text!r} (wamid {wamid})")
+        return wamid
+
+    async def customer_presses(
+        self, number: SimNumber, wa_id: str, button_id: str, title: str, name: str = "Customer"
+    ) -> str:
+        """The customer taps a reply button of the last interactive message sent to them."""
+        reply = {"type": "button_reply", "id": button_id, "title": title}
+        wamid = await self._inbound(number, wa_id, name, {"interactive": reply})
+        self.log(f"customer {wa_id} pressed [{title}] (wamid {wamid})")
+        return wamid
 
     async def conversation_with_message(self, tenant: Tenant, wamid: str) -> dict[str, Any]:
         async def find() -> dict[str, Any] | None:

@@ -402,7 +402,7 @@ async def request_send(
         campaign_id=sender.campaign_id,
         recipient_id=sender.recipient_id,
     )
-    await emit(session, requested, message_id, org)
+    await emit(session, requested, conversation_id, org)  # one partition per conversation
     appended = MessageAppended(
         message_id=message_id,
         organization_id=org,
