@@ -31,12 +31,24 @@ async def _prepare(app, org, number):
     return people
 
 
+def _pressed(said: CloudEvent) -> CloudEvent:
+    """The customer's message as a reply-button press (its ``reply`` travels on)."""
+    data = dict(said.data)
+    data["type"] = "interactive"
+    data["content"] = {
+        **data["content"],
+        "type": "interactive",
+        "interactive": {"type": "button_reply", "button_reply": {"id": "yes", "title": "b1"}},
+    }
+    return said.model_copy(update={"data": data})
+
+
 def _batch(people) -> list[CloudEvent]:
     a1 = people["a"].says("a1", at=T0 + timedelta(minutes=1), wamid=f"wamid.{uuid.uuid4().hex}")
     again = a1.model_copy(update={"id": uuid.uuid4()})  # the same message, another event id
     return [
         a1,
-        people["b"].says("b1", at=T0 + timedelta(minutes=3)),
+        _pressed(people["b"].says("b1", at=T0 + timedelta(minutes=3))),  # a button reply
         people["a"].says("a2", at=T0 + timedelta(minutes=2)),  # older than a1: last_inbound stays
         people["c"].says("c1", at=T0 + timedelta(minutes=1)),  # wakes its conversation up
         people["d"].says("d1", at=T0 + timedelta(minutes=1)),  # opens one
@@ -82,7 +94,14 @@ async def _outcome(app, org, people):
         )
 
     events = [
-        (e["type"], contact[uuid.UUID(e["data"]["contact_id"])], e["data"].get("direction"))
+        (
+            e["type"],
+            contact[uuid.UUID(e["data"]["contact_id"])],
+            e["data"].get("direction"),
+            e["data"].get("text"),
+            e["data"].get("reply"),
+            e["data"].get("sender_type"),
+        )
         for e in await emitted(app, org)
         if "contact_id" in e["data"]
     ]
@@ -104,5 +123,8 @@ async def test_a_batch_ends_as_the_same_messages_one_by_one(app):
     assert got[1] == expected[1]  # messages
     assert got[2] == expected[2]  # stream frames, in order
     assert got[3] == expected[3]  # outbox events, in order
+    assert ("b", "b1") in {
+        (e[1], e[3]) for e in got[3] if e[4] == {"kind": "button", "id": "yes", "title": "b1"}
+    }
     unread = {row[0]: row[2] for row in got[0]}
     assert unread["a"] == 3 and unread["b"] == 2  # a1 once, a2; the copy added nothing

@@ -4,6 +4,7 @@ from fastapi import FastAPI
 
 from pytake_common.consumer import EventConsumer
 from pytake_common.db import Database
+from pytake_common.event_types import WHATSAPP_MESSAGE_RECEIVED_V1
 from pytake_common.outbox import OutboxRelay
 from pytake_common.rawpg import TenantReads
 from pytake_common.web import create_service_app
@@ -12,6 +13,7 @@ from pytake_conversations.automation_actions import automation_handlers
 from pytake_conversations.campaign_sends import campaign_handlers
 from pytake_conversations.config import Settings
 from pytake_conversations.handlers import HANDLERS
+from pytake_conversations.inbound_batch import RECEIVED_SET
 from pytake_conversations.maintenance import Maintenance
 from pytake_conversations.stream import StreamHub
 
@@ -42,6 +44,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "conversations",
                 {
                     **HANDLERS,
+                    # set-based: messages to open conversations, a batch at a time
+                    WHATSAPP_MESSAGE_RECEIVED_V1: RECEIVED_SET,
                     **automation_handlers(settings.service_window_hours),
                     **campaign_handlers(settings.service_window_hours, app.state.organizations),
                 },

@@ -1,7 +1,7 @@
 """Inbound messages a consumer batch at a time (set-based ``message.received``).
 
-NOT wired yet (handlers.py is being changed by other work this round): to use it,
-``HANDLERS[WHATSAPP_MESSAGE_RECEIVED_V1] = RECEIVED_SET``. Handled one by one, each
+Wired in ``app.py`` for ``whatsapp.message.received`` (it imports ``handlers``, whose
+per-message handler it falls back on, so it cannot be registered there). Handled one by one, each
 inbound message costs conversations three statements (lock the conversation, insert
 the message and update the conversation, frames + outbox event + profile name) in
 SQLAlchemy. Here a batch's messages of one organization whose conversation is open
@@ -29,7 +29,7 @@ from pytake_common.consumer import SetHandler
 from pytake_common.events import CloudEvent
 from pytake_common.outbox import add_events
 from pytake_conversations import handlers as per_message
-from pytake_conversations.domain import ACTIVE, INBOUND, WAKES_ON_INBOUND
+from pytake_conversations.domain import ACTIVE, INBOUND, WAKES_ON_INBOUND, interactive_reply
 from pytake_conversations.events import MessageAppended
 from pytake_conversations.inbox import conversation_data
 from pytake_conversations.stream import publish_many
@@ -177,6 +177,8 @@ async def _append(
             organization_id=org,
             conversation_id=conversation_id,
             contact_id=d.contact_id,
+            text=d.text,
+            reply=interactive_reply(d.type, d.content),
             direction=INBOUND,
             type=d.type,
             created_at=message["created_at"],
