@@ -46,12 +46,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _measure import Platform, calibrate, cpu, pct, platform, postgres_cpu
 
+from pytake_common.pgtenant import asyncpg_dsn, to_asyncpg_url
 from pytake_devstack.mainloop import MainLoop, Tenant, poll
 from pytake_devstack.stack import wait_ready
 
@@ -186,6 +188,24 @@ class Agents:
         return [1000 * (at[b] - t0) for b, t0 in mine.items() if b in at], len(missing)
 
 
+async def backlog(pg_url: str) -> str:
+    """Where sends wait: whatsapp-gateway's send queue by priority (0 interactive, 2
+    campaign) and the events not yet relayed from conversations' and campaigns' outboxes."""
+    out = []
+    for db, sql in (
+        ("pytake_whatsapp_gateway", "SELECT priority, count(*) FROM send_queue GROUP BY 1"),
+        ("pytake_conversations", "SELECT 'outbox', count(*) FROM outbox"),
+        ("pytake_campaigns", "SELECT 'outbox', count(*) FROM outbox"),
+    ):
+        conn = await asyncpg.connect(asyncpg_dsn(to_asyncpg_url(pg_url, database=db)))
+        try:
+            rows = await conn.fetch(sql)
+        finally:
+            await conn.close()
+        out.append(f"{db.removeprefix('pytake_')} " + str({r[0]: r[1] for r in rows}))
+    return "; ".join(out)
+
+
 def stamp(sent: dict[str, Any]) -> float:
     return datetime.fromisoformat(str(sent["time"])).timestamp()
 
@@ -298,6 +318,7 @@ async def campaign_run(plat: Platform, args: argparse.Namespace) -> None:
             if time.time() - last[0] > 10:
                 last[0] = time.time()
                 print(f"  +{last[0] - t_start:.0f} s: {stats.get('by_status')} load {load()}")
+                print(f"    waiting: {await backlog(plat.infra.pg_url)}")
             return stats if stats.get("status") == "completed" else None
 
         timeout = args.timeout or args.n / LIMIT * 4 + 120
