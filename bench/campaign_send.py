@@ -1,0 +1,440 @@
+"""Benchmark (issue #16's send targets): a campaign draining at the number's limit, with
+the whole platform running, agent replies on the same number, and a SIGKILL of campaigns.
+
+Starts every service as a process (embedded PostgreSQL and Tansu unless
+``PYTAKE_DATABASE_URL`` / ``PYTAKE_KAFKA_BOOTSTRAP`` name real ones) and, through the
+public API only: registers an organization (moved to the enterprise plan by a super admin
+made with ``python -m pytake_auth create-super-admin``), connects a simulated number
+(throughput 80/s), approves a UTILITY template in the simulator, imports ``--n`` contacts
+(CSV), and has ``--agents`` customers write in (open conversations on the same number).
+
+1. Baseline: an agent replies once a second (``--baseline`` replies) with nothing else
+   sending; the time from ``POST /v1/conversations/{id}/messages`` to the simulator
+   recording the Graph API call (its own clock, same box).
+2. A campaign to the imported contacts (its audience: their phone prefix) starts; the agents
+   keep replying once a second, round-robin, until it completes. ``--kill-after S`` SIGKILLs
+   the campaigns service S seconds after the start and starts it again (0: no kill).
+3. From the simulator's record of every accepted Graph API send (``GET /_sim/sent``, each
+   with its acceptance time): the campaign's rate (first to last send, and before the kill
+   / after the restart), the most sends on the number in any sliding second and in any
+   calendar second (campaign and agents together: the limit is the number's), the agent
+   replies' latency (p50/p95/max), and template sends per imported contact (duplicates:
+   more than one; skipped: none), beside the campaign's own stats.
+
+Targets: 76-80 per second, never more than 80 in any sliding second, agent replies under
+1 s at p95, 0 duplicates and 0 skipped across the kill. Prints the box's calibration
+(bench/_measure.calibrate), the load average before and after, and each process's CPU
+over the drain (where the time goes). The box is shared: run it more than once.
+
+Usage: python bench/campaign_send.py [--n 3000] [--agents 4] [--kill-after 15]
+       [--baseline 10] [--ready-timeout 180]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import os
+import secrets
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _measure import Platform, calibrate, cpu, pct, platform, postgres_cpu
+
+from pytake_common.pgtenant import asyncpg_dsn, to_asyncpg_url
+from pytake_devstack.mainloop import MainLoop, Tenant, poll
+from pytake_devstack.stack import wait_ready
+
+LIMIT = 80  # the number's throughput (whatsapp-gateway's default, Meta's standard)
+PREFIX = "1415777"  # the imported contacts' phones: +1415777NNNN
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+async def super_admin(plat: Platform, loop: MainLoop) -> dict[str, str]:
+    email, password = f"root{secrets.token_hex(3)}@example.com", secrets.token_urlsafe(18)
+    env = {
+        **os.environ,
+        **plat.stack.cfg.common_env(),
+        "PYTAKE_BOOTSTRAP_PASSWORD": password,
+    }
+    argv = [sys.executable, "-m", "pytake_auth", "create-super-admin", "--email", email]
+    await asyncio.to_thread(
+        subprocess.run, [*argv, "--full-name", "Bench Operator"], env=env, check=True
+    )
+    r = await loop.call("POST", "/v1/auth/login", json={"email": email, "password": password})
+    r.raise_for_status()
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+async def prepare(plat: Platform, loop: MainLoop, n: int) -> tuple[Tenant, Any, str]:
+    """An enterprise organization, its number, an approved UTILITY template, n contacts."""
+    tenant = await loop.register("Campaign Bench")
+    root = await super_admin(plat, loop)
+    r = await loop.call(
+        "PUT",
+        f"/v1/organizations/{tenant.organization_id}/plan",
+        json={"plan": "enterprise"},
+        headers=root,
+    )
+    r.raise_for_status()
+    number = await loop.connect_number(tenant)
+    r = await loop.call("GET", f"/v1/whatsapp/numbers/{number.id}", headers=tenant.headers)
+    r.raise_for_status()
+    waba_id = r.json()["waba_id"]
+    template = {
+        "name": "order_update",
+        "language": "en_US",
+        "category": "UTILITY",
+        "components": [{"type": "BODY", "text": "Hi {{1}}, your order has shipped."}],
+    }
+    r = await loop.call(
+        "POST",
+        f"/v1/whatsapp/numbers/{number.id}/templates",
+        json=template,
+        headers=tenant.headers,
+    )
+    r.raise_for_status()
+    r = await loop.sim.post(
+        f"/_sim/templates/{waba_id}/order_update/status", json={"status": "APPROVED"}
+    )
+    r.raise_for_status()
+    csv = "phone,name\n" + "".join(f"+{PREFIX}{i:04d},Customer {i}\n" for i in range(n))
+
+    async def imported() -> dict[str, Any] | None:
+        # the enterprise plan reaches contacts through an event: the free plan's 500
+        # contacts refuse the rows until then (an import is idempotent by phone)
+        resp = await loop.call(
+            "POST",
+            "/v1/contacts/import",
+            content=csv.encode(),
+            headers={**tenant.headers, "Content-Type": "text/csv"},
+            timeout=300,
+        )
+        resp.raise_for_status()
+        result = dict(resp.json())
+        return result if not result["failed"] else None
+
+    started = time.perf_counter()
+    result = await poll(imported, "the contacts import", timeout=120, interval=1.0)
+    print(
+        f"imported {n} contacts in {time.perf_counter() - started:.1f} s"
+        f" (created {result['created']}, updated {result['updated']})"
+    )
+    return tenant, number, waba_id
+
+
+async def agent_conversations(loop: MainLoop, tenant: Tenant, number: Any, k: int) -> list[str]:
+    convs = []
+    for i in range(k):
+        wamid = await loop.customer_says(number, f"1555888{i:04d}", f"hello, I am customer {i}")
+        convs.append(str((await loop.conversation_with_message(tenant, wamid))["id"]))
+    return convs
+
+
+class Agents:
+    """Agent replies at a steady rate, round-robin over conversations; each reply's
+    POST time (wall clock) by its text, matched later at the simulator."""
+
+    def __init__(self, loop: MainLoop, tenant: Tenant, convs: list[str]) -> None:
+        self.loop, self.tenant, self.convs = loop, tenant, convs
+        self.posted: dict[str, float] = {}
+        self.refused: list[str] = []
+
+    async def reply(self, label: str, i: int) -> None:
+        body = f"agent reply {label} {i} {uuid.uuid4().hex[:8]}"
+        t0 = time.time()
+        r = await self.loop.reply(self.tenant, self.convs[i % len(self.convs)], body)
+        if r.status_code not in (201, 202):
+            self.refused.append(f"{r.status_code} {r.text[:200]}")
+            return
+        self.posted[body] = t0
+
+    async def steady(self, label: str, stop: asyncio.Event, every: float = 1.0) -> None:
+        i = 0
+        pending: set[asyncio.Task[None]] = set()
+        next_at = time.monotonic()
+        while not stop.is_set():
+            task = asyncio.create_task(self.reply(label, i))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            i += 1
+            next_at += every
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        await asyncio.gather(*pending)
+
+    def latencies(self, sent: list[dict[str, Any]], label: str) -> tuple[list[float], int]:
+        at = {
+            s["body"]["text"]["body"]: stamp(s)
+            for s in sent
+            if s["type"] == "text" and f" {label} " in s["body"]["text"]["body"]
+        }
+        mine = {body: t0 for body, t0 in self.posted.items() if f" {label} " in body}
+        missing = [b for b in mine if b not in at]
+        return [1000 * (at[b] - t0) for b, t0 in mine.items() if b in at], len(missing)
+
+
+async def backlog(pg_url: str) -> str:
+    """Where sends wait: whatsapp-gateway's send queue by priority (0 interactive, 2
+    campaign) and the events not yet relayed from conversations' and campaigns' outboxes."""
+    out = []
+    for db, sql in (
+        ("pytake_whatsapp_gateway", "SELECT priority, count(*) FROM send_queue GROUP BY 1"),
+        ("pytake_conversations", "SELECT 'outbox', count(*) FROM outbox"),
+        ("pytake_campaigns", "SELECT 'outbox', count(*) FROM outbox"),
+    ):
+        conn = await asyncpg.connect(asyncpg_dsn(to_asyncpg_url(pg_url, database=db)))
+        try:
+            rows = await conn.fetch(sql)
+        finally:
+            await conn.close()
+        out.append(f"{db.removeprefix('pytake_')} " + str({r[0]: r[1] for r in rows}))
+    return "; ".join(out)
+
+
+def stamp(sent: dict[str, Any]) -> float:
+    return datetime.fromisoformat(str(sent["time"])).timestamp()
+
+
+def window_max(times: list[float]) -> tuple[int, int]:
+    """The most sends in any sliding one-second window and in any calendar second."""
+    if not times:
+        return 0, 0
+    sliding = max(bisect.bisect_left(times, t + 1.0) - i for i, t in enumerate(times))
+    return sliding, max(Counter(int(t) for t in times).values())
+
+
+def rate(times: list[float]) -> str:
+    if len(times) < 2:
+        return "n/a"
+    span = times[-1] - times[0]
+    return f"{(len(times) - 1) / span:.1f}/s over {span:.1f} s ({len(times)} sends)"
+
+
+async def campaign_run(plat: Platform, args: argparse.Namespace) -> None:
+    loop = MainLoop(plat.stack.url("api-gateway"), plat.stack.url("meta-simulator"))
+    loop.gw.timeout = httpx.Timeout(60.0)
+    try:
+        tenant, number, _ = await prepare(plat, loop, args.n)
+        convs = await agent_conversations(loop, tenant, number, args.agents)
+        agents = Agents(loop, tenant, convs)
+        body = {
+            "name": "bench",
+            "number_id": number.id,
+            "template": {
+                "name": "order_update",
+                "language": "en_US",
+                "parameters": [{"value": "{{contact.name}}", "default": "there"}],
+            },
+            "audience": {"filters": {"q": PREFIX}},
+        }
+
+        async def replica_ready() -> bool | None:
+            # campaigns' contact replica fills in from contacts' events: a probe campaign,
+            # scheduled an hour ahead (frozen at once, nothing sent) and cancelled.
+            probe = await loop.call(
+                "POST", "/v1/campaigns", json={**body, "name": "probe"}, headers=tenant.headers
+            )
+            if probe.status_code != 201:
+                return None
+            pid = probe.json()["id"]
+            later = datetime.fromtimestamp(time.time() + 3600).astimezone().isoformat()
+            resp = await loop.call(
+                "POST",
+                f"/v1/campaigns/{pid}/start",
+                json={"scheduled_at": later},
+                headers=tenant.headers,
+            )
+            await loop.call("POST", f"/v1/campaigns/{pid}/cancel", headers=tenant.headers)
+            ready = resp.status_code == 200 and resp.json()["recipients_total"] == args.n
+            return ready or None
+
+        await poll(replica_ready, "campaigns' replica of the contacts", timeout=300, interval=2)
+
+        stop = asyncio.Event()
+        if args.baseline:
+            print(f"baseline: {args.baseline} agent replies at 1/s, nothing else sending")
+            task = asyncio.create_task(agents.steady("baseline", stop))
+            await asyncio.sleep(args.baseline - 0.5)
+            stop.set()
+            await task
+            await asyncio.sleep(3)
+
+        procs = plat.processes()
+
+        def cpus() -> dict[str, float]:
+            return {k: postgres_cpu(p) if k == "postgres" else cpu(p) for k, p in procs.items()}
+
+        idle0, t_idle = cpus(), time.monotonic()
+        await asyncio.sleep(args.idle)
+        idle1 = cpus()
+        idle_rate = {k: (idle1[k] - idle0[k]) / (time.monotonic() - t_idle) for k in idle0}
+        cpu0, t_cpu = cpus(), time.monotonic()
+        load_before = load()
+        r = await loop.call("POST", "/v1/campaigns", json=body, headers=tenant.headers)
+        r.raise_for_status()
+        campaign = r.json()["id"]
+        t_start = time.time()
+        r = await loop.call("POST", f"/v1/campaigns/{campaign}/start", headers=tenant.headers)
+        r.raise_for_status()
+        total = r.json()["recipients_total"]
+        print(f"campaign started: {total} recipients frozen in {time.time() - t_start:.2f} s")
+        stop = asyncio.Event()
+        replies = asyncio.create_task(agents.steady("drain", stop))
+        kill_at = restart_ready = None
+        if args.kill_after:
+            await asyncio.sleep(args.kill_after)
+            kill_at = time.time()
+            plat.stack.kill("campaigns")
+            proc = plat.stack.spawn("campaigns")
+            await asyncio.to_thread(
+                wait_ready, plat.stack.url("campaigns"), args.ready_timeout, process=proc
+            )
+            restart_ready = time.time()
+            print(
+                f"campaigns SIGKILLed at +{kill_at - t_start:.1f} s, ready again"
+                f" {restart_ready - kill_at:.1f} s later"
+            )
+
+        last = [0.0]
+
+        async def completed() -> dict[str, Any] | None:
+            resp = await loop.call("GET", f"/v1/campaigns/{campaign}/stats", headers=tenant.headers)
+            stats = dict(resp.json()) if resp.status_code == 200 else {}
+            if time.time() - last[0] > 10:
+                last[0] = time.time()
+                print(f"  +{last[0] - t_start:.0f} s: {stats.get('by_status')} load {load()}")
+                print(f"    waiting: {await backlog(plat.infra.pg_url)}")
+            return stats if stats.get("status") == "completed" else None
+
+        timeout = args.timeout or args.n / LIMIT * 4 + 120
+        done = True
+        try:
+            stats = await poll(completed, "the campaign to complete", timeout, interval=1.0)
+        except TimeoutError:
+            done = False
+            print(f"NOT COMPLETED after {timeout:.0f} s: what reached the API so far follows")
+            resp = await loop.call("GET", f"/v1/campaigns/{campaign}/stats", headers=tenant.headers)
+            stats = resp.json()
+        finally:
+            stop.set()
+            await replies
+        drained = time.time()
+        await asyncio.sleep(3)  # the last agent replies
+        load_after = load()
+        cpu1, wall = cpus(), time.monotonic() - t_cpu
+        spent = {k: cpu1[k] - cpu0[k] for k in cpu0}
+        net = {k: spent[k] - idle_rate[k] * wall for k in cpu0}
+        sent = (
+            await loop.sim.get("/_sim/sent", params={"phone_number_id": number.phone_number_id})
+        ).json()
+    finally:
+        await loop.aclose()
+
+    template_sends = [s for s in sent if s["type"] == "template"]
+    all_times = sorted(stamp(s) for s in sent if stamp(s) >= t_start)
+    campaign_times = sorted(stamp(s) for s in template_sends)
+    per_contact = Counter(s["to"] for s in template_sends)
+    audience = {f"{PREFIX}{i:04d}" for i in range(args.n)}
+    duplicates = sum(c - 1 for c in per_contact.values() if c > 1)
+    skipped = len(audience - set(per_contact))
+    strangers = len(set(per_contact) - audience)
+    sliding, calendar = window_max(all_times)
+    campaign_sliding, _ = window_max(campaign_times)
+    base, base_missing = agents.latencies(sent, "baseline")
+    drain, drain_missing = agents.latencies(sent, "drain")
+    print(
+        f"campaign completed {drained - t_start:.1f} s after the start; stats {stats['by_status']}"
+    )
+    print(f"campaign sends at the Graph API: {rate(campaign_times)} (target 76-80)")
+    if kill_at is not None and restart_ready is not None:
+        before = [t for t in campaign_times if t < kill_at]
+        after = [t for t in campaign_times if t > restart_ready + 2.0]
+        print(f"  before the kill: {rate(before)}; from 2 s after the restart: {rate(after)}")
+    if campaign_times:
+        first = campaign_times[0]
+        per_second = Counter(int(t - first) for t in campaign_times)
+        span = int(campaign_times[-1] - first) + 1
+        print("  campaign sends per second from the first:", [per_second[i] for i in range(span)])
+    print(
+        f"most sends on the number in any sliding second: {sliding} (campaign alone"
+        f" {campaign_sliding}), in any calendar second: {calendar} (limit {LIMIT})"
+    )
+    for label, values, missing in (
+        ("baseline", base, base_missing),
+        ("drain", drain, drain_missing),
+    ):
+        if values:
+            print(
+                f"agent reply -> Graph API, {label}: n={len(values)} p50 {pct(values, 50):.0f} ms,"
+                f" p95 {pct(values, 95):.0f} ms, max {max(values):.0f} ms"
+                f" (never reached the API: {missing})"
+            )
+    if agents.refused:
+        print(f"agent replies refused: {len(agents.refused)}, e.g. {agents.refused[0]}")
+    print(
+        f"per contact: duplicates {duplicates}, {'skipped' if done else 'not sent yet'}"
+        f" {skipped}, sends to others {strangers}"
+        f" ({len(template_sends)} template sends for {args.n} contacts)"
+    )
+    sends = max(len(all_times), 1)
+    print(
+        f"CPU seconds over the drain ({wall:.0f} s wall): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in sorted(spent.items(), key=lambda kv: -kv[1]))
+    )
+    print(
+        "CPU ms per send net of the idle rate (measured first): "
+        + ", ".join(
+            f"{k} {1000 * v / sends:.1f}" for k, v in sorted(net.items(), key=lambda kv: -kv[1])
+        )
+        + f"; all {1000 * sum(net.values()) / sends:.0f} ms"
+        + f" (idle: {sum(idle_rate.values()):.2f} CPU s/s)"
+    )
+    print(
+        f"load average (1/5/15 min) before/after: {load_before} / {load_after}"
+        f" on {os.cpu_count()} CPUs"
+    )
+    verdict = (
+        done
+        and duplicates == 0
+        and skipped == 0
+        and sliding <= LIMIT
+        and bool(drain)
+        and pct(drain, 95) < 1000
+    )
+    print("verdict:", "OK" if verdict else "TARGET MISSED")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=3000)
+    parser.add_argument("--agents", type=int, default=4)
+    parser.add_argument("--baseline", type=int, default=10)
+    parser.add_argument("--idle", type=float, default=10.0, help="idle CPU measured first (s)")
+    parser.add_argument("--kill-after", type=float, default=15.0)
+    parser.add_argument("--timeout", type=float, default=0.0, help="0: 4x the ideal drain + 120 s")
+    parser.add_argument("--ready-timeout", type=float, default=180.0)
+    args = parser.parse_args()
+    if args.n > 10_000:
+        sys.exit("--n: at most 10,000 (the phone numbers are +1415777NNNN)")
+    print(f"calibration: {calibrate():.1f} ms (lower is faster; shared 2-core box, noisy)")
+    with platform("campaign-send", ready_timeout=args.ready_timeout) as plat:
+        asyncio.run(campaign_run(plat, args))
+
+
+if __name__ == "__main__":
+    main()
