@@ -52,10 +52,15 @@ def _quiet(_: str) -> None:
     return None
 
 
+#: How long the main loop's steps may take to show (a 2-core CI box running nine services
+#: and the suite's other load can take tens of seconds; a healthy step shows in well under one).
+POLL_TIMEOUT_S = 60.0
+
+
 async def poll(
     fetch: Callable[[], Awaitable[T | None]],
     what: str,
-    timeout: float = 30.0,
+    timeout: float = POLL_TIMEOUT_S,
     interval: float = 0.2,
 ) -> T:
     deadline = asyncio.get_running_loop().time() + timeout
@@ -262,7 +267,7 @@ class MainLoop:
         conversation_id: str,
         message_id: str,
         status: str,
-        timeout: float = 30.0,
+        timeout: float = POLL_TIMEOUT_S,
     ) -> dict[str, Any]:
         async def find() -> dict[str, Any] | None:
             for m in await self.messages(tenant, conversation_id):
