@@ -92,19 +92,26 @@ async def _upsert(
     contact_id: uuid.UUID,
     values: dict[str, Any],
 ) -> Row[Any]:
-    """Create the row if missing, then apply ``values``; the row after."""
-    await session.execute(
-        pg_insert(conversations)
-        .values(id=conversation_id, organization_id=org, contact_id=contact_id)
-        .on_conflict_do_nothing(index_elements=[conversations.c.id])
-    )
-    result = await session.execute(
+    """Create the row if missing, then apply ``values``; the row after.
+
+    The update comes first: the row exists for every event but a conversation's first,
+    so that is one statement; only when it found nothing is the row created (``ON
+    CONFLICT DO NOTHING``: someone else may just have) and the update made again."""
+    move = (
         update(conversations)
         .where(conversations.c.id == conversation_id, conversations.c.organization_id == org)
         .values(**values, updated_at=func.now())
         .returning(*conversations.c)
     )
-    return result.one()
+    row = (await session.execute(move)).one_or_none()
+    if row is not None:
+        return row
+    await session.execute(
+        pg_insert(conversations)
+        .values(id=conversation_id, organization_id=org, contact_id=contact_id)
+        .on_conflict_do_nothing(index_elements=[conversations.c.id])
+    )
+    return (await session.execute(move)).one()
 
 
 async def on_opened(session: AsyncSession, d: Opened) -> Row[Any]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, exists, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,9 +27,11 @@ from pytake_automation.automation_settings import AutomationSettings
 from pytake_automation.business_hours import schedule_of
 from pytake_automation.config import Settings
 from pytake_automation.context import ContactView, ConversationView, TriggerContext
+from pytake_automation.csat import ANSWERED, COMMENT_WINDOW, SENT
+from pytake_automation.flows.tables import flow_sessions
 from pytake_automation.matching import CompiledRule, select_rules
 from pytake_automation.rule_cache import RuleCache
-from pytake_automation.tables import contacts, organizations, runs
+from pytake_automation.tables import contacts, csat_surveys, organizations, runs
 from pytake_automation.tables import settings as settings_table
 from pytake_common.errors import DomainError
 
@@ -43,6 +45,11 @@ class Situation:
     ctx: TriggerContext
     org_settings: Mapping[str, Any]
     settings: AutomationSettings
+    #: ``message_received`` only (else True: not looked at): whether the conversation has an
+    #: active flow session, and whether the contact has a survey a message could rate or
+    #: comment on; when False, the flows' and CSAT's own reads (with their locks) are skipped
+    flow_active: bool = True
+    csat_pending: bool = True
 
 
 class Engine:
@@ -59,8 +66,10 @@ class Engine:
         at: datetime,
         **extra: Any,
     ) -> Situation:
-        """Read the contact and both settings documents (one round trip) around a trigger."""
+        """Read the contact and both settings documents (one round trip) around a trigger;
+        for ``message_received``, also whether a flow session or a survey may want it."""
         org = conversation.organization_id
+        inbound = trigger == "message_received"
         org_doc = (
             select(organizations.c.settings)
             .where(organizations.c.organization_id == org)
@@ -81,6 +90,14 @@ class Engine:
                     contacts.c.erased,
                     contacts.c.tag_ids,
                     contacts.c.attributes,
+                    (_flow_active(org, conversation.id) if inbound else literal(True)).label(
+                        "flow_active"
+                    ),
+                    (
+                        _csat_pending(org, conversation.contact_id, at)
+                        if inbound
+                        else literal(True)
+                    ).label("csat_pending"),
                 ).outerjoin_from(
                     select(func.now()).subquery(),
                     contacts,
@@ -107,7 +124,13 @@ class Engine:
             business_open=schedule_of(dict(org_settings)).is_open(at),
             **extra,
         )
-        return Situation(ctx, org_settings, automation_settings.of(found.auto_settings))
+        return Situation(
+            ctx,
+            org_settings,
+            automation_settings.of(found.auto_settings),
+            flow_active=bool(found.flow_active),
+            csat_pending=bool(found.csat_pending),
+        )
 
     # --- rules ----------------------------------------------------------------------------
 
@@ -246,3 +269,34 @@ class Engine:
             specs=specs,
         )
         return True
+
+
+def _flow_active(org: uuid.UUID, conversation_id: uuid.UUID) -> Any:
+    """Whether the conversation has an active flow session (its partial unique index)."""
+    f = flow_sessions.c
+    return exists(
+        select(f.id).where(
+            f.organization_id == org, f.conversation_id == conversation_id, f.status == "active"
+        )
+    )
+
+
+def _csat_pending(org: uuid.UUID, contact_id: uuid.UUID, at: datetime) -> Any:
+    """Whether ``csat.on_inbound`` could find a survey for the contact: one still waiting
+    for its rating (any age: a list reply names it), or one rated within the comment
+    window that has no comment yet. A superset of what it looks for, never less."""
+    s = csat_surveys.c
+    return exists(
+        select(s.id).where(
+            s.organization_id == org,
+            s.contact_id == contact_id,
+            or_(
+                s.status == SENT,
+                and_(
+                    s.status == ANSWERED,
+                    s.comment.is_(None),
+                    s.answered_at > at - COMMENT_WINDOW,
+                ),
+            ),
+        )
+    )
