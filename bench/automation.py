@@ -16,7 +16,11 @@ Part 2 (``--latency K``, the whole platform as processes): an organization close
 holiday) with an away message; K customers write once each; for each, the time from the
 simulator posting the webhook to the away message's Graph API call (polled every 20 ms).
 
-Usage: python bench/automation.py [--n 500] [--latency 20] [--flows 5]
+``--batch K``: part 1 hands the consumer K records at a time (``process_batch``: one
+transaction, the inbox marks in one statement), as it gets them while messages stream in;
+the default, 1, is a transaction per record (an idle platform).
+
+Usage: python bench/automation.py [--n 500] [--latency 20] [--flows 5] [--batch 20]
 The box is shared and noisy: compare runs by the calibration line printed first.
 """
 
@@ -114,7 +118,7 @@ async def publish_flows(session: Any, org: uuid.UUID, count: int) -> list[uuid.U
     return ids
 
 
-async def cpu_per_message(pg_url: str, postmaster: Any, n: int, flows: int) -> None:
+async def cpu_per_message(pg_url: str, postmaster: Any, n: int, flows: int, batch: int = 1) -> None:
     url = to_asyncpg_url(pg_url, database=f"bench_automation_{uuid.uuid4().hex[:8]}")
     await asyncio.to_thread(upgrade, MIGRATIONS, url, "pytake_app")
     settings = Settings(
@@ -154,7 +158,7 @@ async def cpu_per_message(pg_url: str, postmaster: Any, n: int, flows: int) -> N
             events = [appended(org, *convs[i % 50], texts[i % 3]) for i in range(n)]
             await _process(consumer, events[:20])  # warm: caches, statements
             pg0, cpu0, t0 = postgres_cpu(postmaster), time.process_time(), time.perf_counter()
-            await _process(consumer, events[20:])
+            await _process(consumer, events[20:], batch)
             pg1, cpu1, t1 = postgres_cpu(postmaster), time.process_time(), time.perf_counter()
             m = n - 20
             print(
@@ -211,13 +215,23 @@ def matching_only(n: int) -> None:
     )
 
 
-async def _process(consumer: EventConsumer, events: list[CloudEvent]) -> None:
+async def _process(consumer: EventConsumer, events: list[CloudEvent], batch: int = 1) -> None:
+    """The events as the consumer gets them: one record per transaction (``batch`` 1, an
+    idle platform's case), or ``batch`` records at a time (``process_batch``: one
+    transaction, the inbox marks in one statement, as when records stream in)."""
+    records = []
     for offset, ev in enumerate(events):
         value = ev.to_bytes()
-        record = ConsumerRecord(
-            ev.topic, 0, offset, 0, 0, ev.subject.encode(), value, None, 0, len(value), []
+        records.append(
+            ConsumerRecord(
+                ev.topic, 0, offset, 0, 0, ev.subject.encode(), value, None, 0, len(value), []
+            )
         )
-        await consumer.process(record)
+    for start in range(0, len(records), batch):
+        if batch == 1:
+            await consumer.process(records[start])
+        else:
+            await consumer.process_batch(records[start : start + batch])
 
 
 async def reply_latency(gateway: str, simulator: str, k: int) -> None:
@@ -270,12 +284,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--latency", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=1, help="records per consumer batch")
     parser.add_argument("--flows", type=int, default=0, help="published flows per organization")
     args = parser.parse_args()
     print(f"box calibration: {calibrate():.1f} ms (a fixed CPU workload; lower is a faster box)")
     matching_only(20_000)
     with infrastructure("automation-cpu", broker=False) as infra:
-        asyncio.run(cpu_per_message(infra.pg_url, infra.postmaster, args.n, args.flows))
+        asyncio.run(cpu_per_message(infra.pg_url, infra.postmaster, args.n, args.flows, args.batch))
     if args.latency:
         with platform("automation-latency") as plat:
             asyncio.run(
