@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, func, literal, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,15 +27,39 @@ from pytake_automation.automation_settings import AutomationSettings
 from pytake_automation.business_hours import schedule_of
 from pytake_automation.config import Settings
 from pytake_automation.context import ContactView, ConversationView, TriggerContext
-from pytake_automation.csat import ANSWERED, COMMENT_WINDOW, SENT
-from pytake_automation.flows.tables import flow_sessions
+from pytake_automation.csat import COMMENT_WINDOW
 from pytake_automation.matching import CompiledRule, select_rules
 from pytake_automation.rule_cache import RuleCache
-from pytake_automation.tables import contacts, csat_surveys, organizations, runs
-from pytake_automation.tables import settings as settings_table
+from pytake_automation.tables import runs
+from pytake_common import rawpg
 from pytake_common.errors import DomainError
 
 log = logging.getLogger(__name__)
+
+#: The situation around a trigger, one statement (SQL text on the driver: a Core statement
+#: this size costs several times the CPU to build and run): both settings documents, the
+#: contact, and for a customer's message (``$4``) whether the conversation has an active
+#: flow session and whether the contact has a survey ``csat.on_inbound`` could find (one
+#: still waiting for its rating, of any age: a list reply names it; or one rated within
+#: the comment window, ``$5`` on, without a comment; ``csat.SENT``, ``csat.ANSWERED``): a
+#: superset of what it looks for. For other triggers both are true (not looked at).
+_SITUATION = """
+SELECT (SELECT settings FROM organizations WHERE organization_id = $1) AS org_settings,
+       (SELECT settings FROM settings WHERE organization_id = $1) AS auto_settings,
+       c.name, c.blocked, c.erased, c.tag_ids, c.attributes,
+       (NOT $4 OR EXISTS (
+           SELECT 1 FROM flow_sessions f
+           WHERE f.organization_id = $1 AND f.conversation_id = $2 AND f.status = 'active'
+       )) AS flow_active,
+       (NOT $4 OR EXISTS (
+           SELECT 1 FROM csat_surveys s
+           WHERE s.organization_id = $1 AND s.contact_id = $3
+             AND (s.status = 'sent'
+                  OR (s.status = 'answered' AND s.comment IS NULL AND s.answered_at > $5))
+       )) AS csat_pending
+FROM (SELECT 1) AS one
+LEFT JOIN contacts c ON c.id = $3 AND c.organization_id = $1
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,51 +93,24 @@ class Engine:
         """Read the contact and both settings documents (one round trip) around a trigger;
         for ``message_received``, also whether a flow session or a survey may want it."""
         org = conversation.organization_id
-        inbound = trigger == "message_received"
-        org_doc = (
-            select(organizations.c.settings)
-            .where(organizations.c.organization_id == org)
-            .scalar_subquery()
+        conn = await rawpg.driver(session)
+        found = await conn.fetchrow(
+            _SITUATION,
+            org,
+            conversation.id,
+            conversation.contact_id,
+            trigger == "message_received",
+            at - COMMENT_WINDOW,
         )
-        auto_doc = (
-            select(settings_table.c.settings)
-            .where(settings_table.c.organization_id == org)
-            .scalar_subquery()
-        )
-        found = (
-            await session.execute(
-                select(
-                    org_doc.label("org_settings"),
-                    auto_doc.label("auto_settings"),
-                    contacts.c.name,
-                    contacts.c.blocked,
-                    contacts.c.erased,
-                    contacts.c.tag_ids,
-                    contacts.c.attributes,
-                    (_flow_active(org, conversation.id) if inbound else literal(True)).label(
-                        "flow_active"
-                    ),
-                    (
-                        _csat_pending(org, conversation.contact_id, at)
-                        if inbound
-                        else literal(True)
-                    ).label("csat_pending"),
-                ).outerjoin_from(
-                    select(func.now()).subquery(),
-                    contacts,
-                    (contacts.c.id == conversation.contact_id)
-                    & (contacts.c.organization_id == org),
-                )
-            )
-        ).one()
-        org_settings: Mapping[str, Any] = found.org_settings or {}
+        assert found is not None
+        org_settings: Mapping[str, Any] = found["org_settings"] or {}
         contact = ContactView(
             id=conversation.contact_id,
-            name=found.name,
-            blocked=bool(found.blocked),
-            erased=bool(found.erased),
-            tag_ids=frozenset(found.tag_ids or ()),
-            attributes=dict(found.attributes or {}),
+            name=found["name"],
+            blocked=bool(found["blocked"]),
+            erased=bool(found["erased"]),
+            tag_ids=frozenset(uuid.UUID(bytes=t.bytes) for t in found["tag_ids"] or ()),
+            attributes=dict(found["attributes"] or {}),
         )
         ctx = TriggerContext(
             trigger=trigger,
@@ -127,9 +124,9 @@ class Engine:
         return Situation(
             ctx,
             org_settings,
-            automation_settings.of(found.auto_settings),
-            flow_active=bool(found.flow_active),
-            csat_pending=bool(found.csat_pending),
+            automation_settings.of(found["auto_settings"]),
+            flow_active=bool(found["flow_active"]),
+            csat_pending=bool(found["csat_pending"]),
         )
 
     # --- rules ----------------------------------------------------------------------------
@@ -269,34 +266,3 @@ class Engine:
             specs=specs,
         )
         return True
-
-
-def _flow_active(org: uuid.UUID, conversation_id: uuid.UUID) -> Any:
-    """Whether the conversation has an active flow session (its partial unique index)."""
-    f = flow_sessions.c
-    return exists(
-        select(f.id).where(
-            f.organization_id == org, f.conversation_id == conversation_id, f.status == "active"
-        )
-    )
-
-
-def _csat_pending(org: uuid.UUID, contact_id: uuid.UUID, at: datetime) -> Any:
-    """Whether ``csat.on_inbound`` could find a survey for the contact: one still waiting
-    for its rating (any age: a list reply names it), or one rated within the comment
-    window that has no comment yet. A superset of what it looks for, never less."""
-    s = csat_surveys.c
-    return exists(
-        select(s.id).where(
-            s.organization_id == org,
-            s.contact_id == contact_id,
-            or_(
-                s.status == SENT,
-                and_(
-                    s.status == ANSWERED,
-                    s.comment.is_(None),
-                    s.answered_at > at - COMMENT_WINDOW,
-                ),
-            ),
-        )
-    )
