@@ -57,6 +57,7 @@ class Triggers:
                 reply=d.reply.model_dump() if d.reply else None,
                 message_id=d.message_id,
                 business_open=situation.ctx.business_open,
+                contact=situation.ctx.contact,
             )
             if not taken:
                 await automatic.on_customer_message(session, self.engine, situation)
