@@ -6,14 +6,21 @@ Part 1 (in process, real PostgreSQL): an automation app without workers; N inbou
 situation read, automatic messages, rules, timers, outbox), first with no rules, then with 50
 active rules (keyword, tag, attribute, hours, status conditions; one in five acts). Prints
 this process's CPU per message and PostgreSQL's (its server only), each net of nothing
-(the loop is busy throughout). Flows: a 5-flow variant is left for when flows exist
-(``--flows`` is refused until then).
+(the loop is busy throughout). ``--flows 5``: the organization also has 5 published flows
+(``pytake_devstack.flow_sample``'s triage flow, its first question allowing 10 attempts) and
+one conversation in five has an active session of one of them, so one message in five is
+an answer that flow takes (a reprompt: session read and lock, step, ``actions_requested``,
+session saved) instead of going to automatic messages and rules.
 
 Part 2 (``--latency K``, the whole platform as processes): an organization closed today (a
 holiday) with an away message; K customers write once each; for each, the time from the
 simulator posting the webhook to the away message's Graph API call (polled every 20 ms).
 
-Usage: python bench/automation.py [--n 500] [--latency 20]
+``--batch K``: part 1 hands the consumer K records at a time (``process_batch``: one
+transaction, the inbox marks in one statement), as it gets them while messages stream in;
+the default, 1, is a transaction per record (an idle platform).
+
+Usage: python bench/automation.py [--n 500] [--latency 20] [--flows 5] [--batch 20]
 The box is shared and noisy: compare runs by the calibration line printed first.
 """
 
@@ -29,19 +36,26 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka.structs import ConsumerRecord
+from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _measure import calibrate, infrastructure, pct, platform, postgres_cpu
 
+from pytake_automation.actions import Target
 from pytake_automation.app import create_app
 from pytake_automation.config import Settings
+from pytake_automation.flows import catalog
+from pytake_automation.flows import sessions as flow_sessions
+from pytake_automation.flows.session import Facts
+from pytake_automation.flows.tables import flow_sessions as flow_sessions_table
 from pytake_automation.rule_model import RuleBody
 from pytake_automation.rules import create as create_rule
 from pytake_common.consumer import EventConsumer
 from pytake_common.events import CloudEvent
 from pytake_common.migrations import upgrade
 from pytake_common.pgtenant import to_asyncpg_url
+from pytake_devstack.flow_sample import triage_flow
 from pytake_devstack.mainloop import MainLoop, poll
 
 MIGRATIONS = Path(__file__).parents[1] / "services/automation/src/pytake_automation/migrations"
@@ -91,7 +105,20 @@ def fifty_rules() -> list[RuleBody]:
     return out
 
 
-async def cpu_per_message(pg_url: str, postmaster: Any, n: int) -> None:
+async def publish_flows(session: Any, org: uuid.UUID, count: int) -> list[uuid.UUID]:
+    """``count`` published flows (the sample triage flow, 10 attempts at its first question)."""
+    ids = []
+    for i in range(count):
+        definition = triage_flow(str(uuid.uuid4()), prompt=f"Flow {i}: what is it about?")
+        definition["nodes"][0]["max_attempts"] = 10
+        body = catalog.FlowCreate.model_validate({"name": f"flow {i}", "definition": definition})
+        flow = await catalog.create(session, org, None, body)
+        await catalog.publish(session, org, None, flow.id)
+        ids.append(flow.id)
+    return ids
+
+
+async def cpu_per_message(pg_url: str, postmaster: Any, n: int, flows: int, batch: int = 1) -> None:
     url = to_asyncpg_url(pg_url, database=f"bench_automation_{uuid.uuid4().hex[:8]}")
     await asyncio.to_thread(upgrade, MIGRATIONS, url, "pytake_app")
     settings = Settings(
@@ -107,22 +134,49 @@ async def cpu_per_message(pg_url: str, postmaster: Any, n: int) -> None:
     # one message in three matches one rule (rule 5's phrase); the others match none
     texts = ["oi, quero a segunda via do boleto", "meu pedido número 5 atrasou", "bom dia"]
     try:
-        for label, rules in (("no rules", []), ("50 rules", fifty_rules())):
+        variants: list[tuple[str, list[RuleBody], int]] = [
+            ("no rules", [], 0),
+            ("50 rules", fifty_rules(), 0),
+        ]
+        if flows:
+            variants += [
+                (f"{flows} flows", [], flows),
+                (f"50 rules + {flows} flows", fifty_rules(), flows),
+            ]
+        for label, rules, flow_count in variants:
             org = uuid.uuid4()
+            convs = [(uuid.uuid4(), uuid.uuid4()) for _ in range(50)]
             async with app.state.db.transaction(organization_id=org) as session:
                 for body in rules:
                     await create_rule(session, org, None, body)
-            convs = [(uuid.uuid4(), uuid.uuid4()) for _ in range(50)]
+                flow_ids = await publish_flows(session, org, flow_count)
+                # one conversation in five is in a flow (its sessions spread over the flows)
+                for i, flow_id in enumerate(flow_ids * (10 // max(flow_count, 1))):
+                    conv, contact = convs[5 * i]
+                    target = Target(org, conv, contact, None)
+                    await flow_sessions.start(session, target, flow_id, "bench", Facts())
             events = [appended(org, *convs[i % 50], texts[i % 3]) for i in range(n)]
             await _process(consumer, events[:20])  # warm: caches, statements
             pg0, cpu0, t0 = postgres_cpu(postmaster), time.process_time(), time.perf_counter()
-            await _process(consumer, events[20:])
+            await _process(consumer, events[20:], batch)
             pg1, cpu1, t1 = postgres_cpu(postmaster), time.process_time(), time.perf_counter()
             m = n - 20
             print(
-                f"{label:>9}: automation {1000 * (cpu1 - cpu0) / m:.2f} ms CPU/message, "
+                f"{label:>22}: automation {1000 * (cpu1 - cpu0) / m:.2f} ms CPU/message, "
                 f"postgres {1000 * (pg1 - pg0) / m:.2f} ms, wall {1000 * (t1 - t0) / m:.2f} ms"
             )
+            if flow_count:
+                async with app.state.db.transaction(organization_id=org) as session:
+                    active = await session.scalar(
+                        select(func.count()).where(
+                            flow_sessions_table.c.organization_id == org,
+                            flow_sessions_table.c.status == "active",
+                        )
+                    )
+                print(
+                    f"{'':>24}flow sessions: 10 started, {active} still active "
+                    "(the others ended at their 10th answer)"
+                )
     finally:
         await consumer.close()
         await app.state.db.dispose()
@@ -161,13 +215,23 @@ def matching_only(n: int) -> None:
     )
 
 
-async def _process(consumer: EventConsumer, events: list[CloudEvent]) -> None:
+async def _process(consumer: EventConsumer, events: list[CloudEvent], batch: int = 1) -> None:
+    """The events as the consumer gets them: one record per transaction (``batch`` 1, an
+    idle platform's case), or ``batch`` records at a time (``process_batch``: one
+    transaction, the inbox marks in one statement, as when records stream in)."""
+    records = []
     for offset, ev in enumerate(events):
         value = ev.to_bytes()
-        record = ConsumerRecord(
-            ev.topic, 0, offset, 0, 0, ev.subject.encode(), value, None, 0, len(value), []
+        records.append(
+            ConsumerRecord(
+                ev.topic, 0, offset, 0, 0, ev.subject.encode(), value, None, 0, len(value), []
+            )
         )
-        await consumer.process(record)
+    for start in range(0, len(records), batch):
+        if batch == 1:
+            await consumer.process(records[start])
+        else:
+            await consumer.process_batch(records[start : start + batch])
 
 
 async def reply_latency(gateway: str, simulator: str, k: int) -> None:
@@ -220,14 +284,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--latency", type=int, default=20)
-    parser.add_argument("--flows", action="store_true")
+    parser.add_argument("--batch", type=int, default=1, help="records per consumer batch")
+    parser.add_argument("--flows", type=int, default=0, help="published flows per organization")
     args = parser.parse_args()
-    if args.flows:
-        sys.exit("--flows: chatbot flows are not implemented yet (pytake_automation.flows)")
     print(f"box calibration: {calibrate():.1f} ms (a fixed CPU workload; lower is a faster box)")
     matching_only(20_000)
     with infrastructure("automation-cpu", broker=False) as infra:
-        asyncio.run(cpu_per_message(infra.pg_url, infra.postmaster, args.n))
+        asyncio.run(cpu_per_message(infra.pg_url, infra.postmaster, args.n, args.flows, args.batch))
     if args.latency:
         with platform("automation-latency") as plat:
             asyncio.run(

@@ -27,13 +27,39 @@ from pytake_automation.automation_settings import AutomationSettings
 from pytake_automation.business_hours import schedule_of
 from pytake_automation.config import Settings
 from pytake_automation.context import ContactView, ConversationView, TriggerContext
+from pytake_automation.csat import COMMENT_WINDOW
 from pytake_automation.matching import CompiledRule, select_rules
 from pytake_automation.rule_cache import RuleCache
-from pytake_automation.tables import contacts, organizations, runs
-from pytake_automation.tables import settings as settings_table
+from pytake_automation.tables import runs
+from pytake_common import rawpg
 from pytake_common.errors import DomainError
 
 log = logging.getLogger(__name__)
+
+#: The situation around a trigger, one statement (SQL text on the driver: a Core statement
+#: this size costs several times the CPU to build and run): both settings documents, the
+#: contact, and for a customer's message (``$4``) whether the conversation has an active
+#: flow session and whether the contact has a survey ``csat.on_inbound`` could find (one
+#: still waiting for its rating, of any age: a list reply names it; or one rated within
+#: the comment window, ``$5`` on, without a comment; ``csat.SENT``, ``csat.ANSWERED``): a
+#: superset of what it looks for. For other triggers both are true (not looked at).
+_SITUATION = """
+SELECT (SELECT settings FROM organizations WHERE organization_id = $1) AS org_settings,
+       (SELECT settings FROM settings WHERE organization_id = $1) AS auto_settings,
+       c.name, c.blocked, c.erased, c.tag_ids, c.attributes,
+       (NOT $4 OR EXISTS (
+           SELECT 1 FROM flow_sessions f
+           WHERE f.organization_id = $1 AND f.conversation_id = $2 AND f.status = 'active'
+       )) AS flow_active,
+       (NOT $4 OR EXISTS (
+           SELECT 1 FROM csat_surveys s
+           WHERE s.organization_id = $1 AND s.contact_id = $3
+             AND (s.status = 'sent'
+                  OR (s.status = 'answered' AND s.comment IS NULL AND s.answered_at > $5))
+       )) AS csat_pending
+FROM (SELECT 1) AS one
+LEFT JOIN contacts c ON c.id = $3 AND c.organization_id = $1
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +69,11 @@ class Situation:
     ctx: TriggerContext
     org_settings: Mapping[str, Any]
     settings: AutomationSettings
+    #: ``message_received`` only (else True: not looked at): whether the conversation has an
+    #: active flow session, and whether the contact has a survey a message could rate or
+    #: comment on; when False, the flows' and CSAT's own reads (with their locks) are skipped
+    flow_active: bool = True
+    csat_pending: bool = True
 
 
 class Engine:
@@ -59,44 +90,27 @@ class Engine:
         at: datetime,
         **extra: Any,
     ) -> Situation:
-        """Read the contact and both settings documents (one round trip) around a trigger."""
+        """Read the contact and both settings documents (one round trip) around a trigger;
+        for ``message_received``, also whether a flow session or a survey may want it."""
         org = conversation.organization_id
-        org_doc = (
-            select(organizations.c.settings)
-            .where(organizations.c.organization_id == org)
-            .scalar_subquery()
+        conn = await rawpg.driver(session)
+        found = await conn.fetchrow(
+            _SITUATION,
+            org,
+            conversation.id,
+            conversation.contact_id,
+            trigger == "message_received",
+            at - COMMENT_WINDOW,
         )
-        auto_doc = (
-            select(settings_table.c.settings)
-            .where(settings_table.c.organization_id == org)
-            .scalar_subquery()
-        )
-        found = (
-            await session.execute(
-                select(
-                    org_doc.label("org_settings"),
-                    auto_doc.label("auto_settings"),
-                    contacts.c.name,
-                    contacts.c.blocked,
-                    contacts.c.erased,
-                    contacts.c.tag_ids,
-                    contacts.c.attributes,
-                ).outerjoin_from(
-                    select(func.now()).subquery(),
-                    contacts,
-                    (contacts.c.id == conversation.contact_id)
-                    & (contacts.c.organization_id == org),
-                )
-            )
-        ).one()
-        org_settings: Mapping[str, Any] = found.org_settings or {}
+        assert found is not None
+        org_settings: Mapping[str, Any] = found["org_settings"] or {}
         contact = ContactView(
             id=conversation.contact_id,
-            name=found.name,
-            blocked=bool(found.blocked),
-            erased=bool(found.erased),
-            tag_ids=frozenset(found.tag_ids or ()),
-            attributes=dict(found.attributes or {}),
+            name=found["name"],
+            blocked=bool(found["blocked"]),
+            erased=bool(found["erased"]),
+            tag_ids=frozenset(uuid.UUID(bytes=t.bytes) for t in found["tag_ids"] or ()),
+            attributes=dict(found["attributes"] or {}),
         )
         ctx = TriggerContext(
             trigger=trigger,
@@ -107,7 +121,13 @@ class Engine:
             business_open=schedule_of(dict(org_settings)).is_open(at),
             **extra,
         )
-        return Situation(ctx, org_settings, automation_settings.of(found.auto_settings))
+        return Situation(
+            ctx,
+            org_settings,
+            automation_settings.of(found["auto_settings"]),
+            flow_active=bool(found["flow_active"]),
+            csat_pending=bool(found["csat_pending"]),
+        )
 
     # --- rules ----------------------------------------------------------------------------
 

@@ -49,7 +49,7 @@ class Triggers:
             org_settings = situation.org_settings
             # an active flow answers first (a message that starts a flow through a rule
             # is not also the flow's first answer); what a flow took, rules do not see
-            taken = await flows.on_customer_message(
+            taken = situation.flow_active and await flows.on_customer_message(
                 session,
                 org,
                 conv,
@@ -57,6 +57,7 @@ class Triggers:
                 reply=d.reply.model_dump() if d.reply else None,
                 message_id=d.message_id,
                 business_open=situation.ctx.business_open,
+                contact=situation.ctx.contact,
             )
             if not taken:
                 await automatic.on_customer_message(session, self.engine, situation)
@@ -74,16 +75,17 @@ class Triggers:
                     str(d.message_id),
                     keep_earlier=True,
                 )
-            await csat.on_inbound(
-                session,
-                org,
-                conv,
-                d.contact_id,
-                at=d.created_at,
-                text=d.reply.title if d.reply else d.text,
-                reply_id=d.reply.id if d.reply else None,
-                number_id=row.number_id,
-            )
+            if situation.csat_pending:
+                await csat.on_inbound(
+                    session,
+                    org,
+                    conv,
+                    d.contact_id,
+                    at=d.created_at,
+                    text=d.reply.title if d.reply else d.text,
+                    reply_id=d.reply.id if d.reply else None,
+                    number_id=row.number_id,
+                )
         elif d.sender_type in state.AGENT_SENDERS:
             await timers.cancel(session, org, conv, timers.NO_AGENT_REPLY)
             await sla.on_agent_reply(session, org, conv, d.created_at)

@@ -14,14 +14,14 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from pytake_automation.flows import sessions
-from pytake_automation.flows.facts import facts_of
+from pytake_automation.flows.facts import facts_of, facts_with
 from pytake_automation.flows.session import Facts, Inbound, Reply
 from pytake_automation.flows.sessions import TIMER_KIND, FlowNotPublished
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from pytake_automation.context import TriggerContext
+    from pytake_automation.context import ContactView, TriggerContext
 
 __all__ = [
     "TIMER_KIND",
@@ -67,15 +67,33 @@ async def on_customer_message(
     reply: dict[str, Any] | None,
     message_id: uuid.UUID | None = None,
     business_open: bool | None = None,
+    contact: ContactView | None = None,
 ) -> bool:
     """A customer's message: True when an active flow took it (as an answer, or as its
     stop word). Call it before rules that could start a flow, so a message that starts
-    a flow is not also taken as the flow's first answer."""
+    a flow is not also taken as the flow's first answer. ``contact``: the contact as the
+    caller read it in this transaction (else it is read again)."""
     if await sessions.active(session, org, conversation_id) is None:
         return False
     event = Inbound(text=text, reply=Reply.model_validate(reply) if reply else None)
+    facts = None
+    if contact is not None:
+        facts = await facts_with(
+            session,
+            org,
+            contact.name,
+            contact.attributes,
+            contact.tag_ids,
+            business_open=business_open,
+        )
     return await sessions.feed(
-        session, org, conversation_id, event, business_open=business_open, message_id=message_id
+        session,
+        org,
+        conversation_id,
+        event,
+        facts,
+        business_open=business_open,
+        message_id=message_id,
     )
 
 

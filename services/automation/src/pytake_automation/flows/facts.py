@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,21 +32,34 @@ async def facts_of(
             )
         )
     ).one_or_none()
-    labels: set[str] = set()
-    attributes: dict[str, str] = {}
-    name = None
-    if row is not None:
-        name = row.name
-        attributes = {str(k): _text(v) for k, v in (row.attributes or {}).items()}
-        ids = list(row.tag_ids or [])
-        labels |= {str(i) for i in ids}
-        if ids:
-            names = await session.execute(
-                select(tags.c.name).where(
-                    tags.c.organization_id == org, tags.c.id.in_(ids), tags.c.deleted.is_(False)
-                )
+    if row is None:
+        return await facts_with(session, org, None, {}, (), business_open=business_open, at=at)
+    return await facts_with(
+        session, org, row.name, row.attributes, row.tag_ids, business_open=business_open, at=at
+    )
+
+
+async def facts_with(
+    session: AsyncSession,
+    org: uuid.UUID,
+    name: str | None,
+    attributes: Mapping[str, Any] | None,
+    tag_ids: Iterable[uuid.UUID] | None,
+    *,
+    business_open: bool | None = None,
+    at: datetime | None = None,
+) -> Facts:
+    """The facts of a contact the caller has read already (its name, attributes, tag ids):
+    only the tags' names are read (when it has tags), and business hours when not given."""
+    ids = list(tag_ids or [])
+    labels = {str(i) for i in ids}
+    if ids:
+        names = await session.execute(
+            select(tags.c.name).where(
+                tags.c.organization_id == org, tags.c.id.in_(ids), tags.c.deleted.is_(False)
             )
-            labels |= set(names.scalars())
+        )
+        labels |= set(names.scalars())
     if business_open is None:
         settings = (
             await session.execute(
@@ -55,7 +69,7 @@ async def facts_of(
         business_open = schedule_of(settings or {}).is_open(at or datetime.now(UTC))
     return Facts(
         contact_name=name,
-        attributes=attributes,
+        attributes={str(k): _text(v) for k, v in (attributes or {}).items()},
         tags=frozenset(labels),
         business_hours_open=business_open,
     )
