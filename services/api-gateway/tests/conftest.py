@@ -256,7 +256,13 @@ async def serve(config: uvicorn.Config) -> AsyncIterator[str]:
         yield f"http://{config.host}:{config.port}"
     finally:
         server.should_exit = True
-        await task
+        try:  # bounded: a connection left open must not hold the suite until its timeout
+            await asyncio.wait_for(asyncio.shield(task), 15)
+        except TimeoutError:
+            server.force_exit = True
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 @contextlib.asynccontextmanager
