@@ -78,7 +78,7 @@ def _check_conditions(is_default: bool, department_ids: list[Any], number_ids: l
 
 
 class PolicyCreate(_Fields):
-    pass
+    """A new SLA policy: every field a stored policy has (PATCH takes any of them)."""
 
 
 class PolicyPatch(BaseModel):
