@@ -51,8 +51,7 @@ import pytake_contacts
 from pytake_common.ids import contact_id_for
 from pytake_common.migrations import upgrade
 from pytake_common.pgtenant import asyncpg_dsn, to_asyncpg_url
-from pytake_contacts.api.contacts import LIST_SELECT
-from pytake_contacts.search import ContactFilter, page_sql
+from pytake_contacts.search import LIST_SELECT, ContactFilter, page_sql
 from pytake_devstack.infra import EmbeddedPostgres, free_port, wait_for_port
 from pytake_devstack.tokens import TokenFactory
 

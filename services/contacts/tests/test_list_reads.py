@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy import text
 
-from pytake_contacts.api.schemas import Contact
+from pytake_contacts.schemas import Contact
 from pytake_contacts.search import ContactFilter, page_query
 
 from .helpers import T0, create_contact, pages

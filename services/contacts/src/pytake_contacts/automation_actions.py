@@ -14,8 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import func, select
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,10 +24,11 @@ from pytake_common.errors import NotFound
 from pytake_common.event_types import AUTOMATION_SESSION_ACTIONS_REQUESTED_V1
 from pytake_common.events import CloudEvent, TenantEventData
 from pytake_common.outbox import emit
+from pytake_contacts.actions import retag
 from pytake_contacts.domain import merge_attributes
-from pytake_contacts.events import ContactTagged, ContactUntagged, ContactUpdated
-from pytake_contacts.store import attribute_schema, load_contact, load_tag
-from pytake_contacts.tables import automation_actions, contact_tags, contacts, tags
+from pytake_contacts.events import ContactUpdated
+from pytake_contacts.store import attribute_schema, load_contact, load_tag, set_values
+from pytake_contacts.tables import automation_actions, tags
 
 
 class ActionsRequested(TenantEventData):
@@ -73,22 +73,8 @@ async def _retag(
     """Tag or untag, and publish what an agent's change publishes, if anything changed."""
     org, contact_id = contact["organization_id"], contact["id"]
     tag_id = await _tag_id(session, org, action)
-    ct = contact_tags.c
-    statement = (
-        pg_insert(contact_tags)
-        .values(organization_id=org, contact_id=contact_id, tag_id=tag_id)
-        .on_conflict_do_nothing()
-        if add
-        else delete(contact_tags).where(
-            ct.organization_id == org, ct.contact_id == contact_id, ct.tag_id == tag_id
-        )
-    )
-    if await session.scalar(statement.returning(ct.tag_id)) is None:
-        return "unchanged"
-    event = ContactTagged if add else ContactUntagged
-    payload = event(contact_id=contact_id, organization_id=org, tag_id=tag_id)
-    await emit(session, payload, contact_id, org)
-    return "applied"
+    changed = await retag(session, org, contact_id, tag_id, add=add)
+    return "applied" if changed else "unchanged"
 
 
 async def set_attribute(session: AsyncSession, contact: RowMapping, action: dict[str, Any]) -> str:
@@ -98,11 +84,7 @@ async def set_attribute(session: AsyncSession, contact: RowMapping, action: dict
     merged = merge_attributes(schema, current, {str(action["key"]): action.get("value")})
     if merged == current:
         return "unchanged"
-    await session.execute(
-        update(contacts)
-        .where(contacts.c.id == contact_id, contacts.c.organization_id == org)
-        .values(attributes=merged, updated_at=func.now())
-    )
+    await set_values(session, org, contact_id, attributes=merged)
     payload = ContactUpdated(
         contact_id=contact_id,
         organization_id=org,

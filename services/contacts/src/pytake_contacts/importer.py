@@ -17,7 +17,6 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import Request
 from sqlalchemy import bindparam, func, insert, or_, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -30,8 +29,7 @@ from pytake_common.mechanics import outbox
 from pytake_common.outbox import CHANNEL
 from pytake_common.security import Principal
 from pytake_common.tracing import inject_headers
-from pytake_contacts.api.deps import contact_limit
-from pytake_contacts.api.schemas import ImportFailure, ImportResult
+from pytake_contacts.book import RESTORED, contact_limit
 from pytake_contacts.csv_cells import restore
 from pytake_contacts.domain import (
     AGENT,
@@ -51,6 +49,8 @@ from pytake_contacts.domain import (
     wa_id_for_phone,
 )
 from pytake_contacts.events import ContactCreated, ContactUpdated
+from pytake_contacts.schemas import ImportFailure, ImportResult
+from pytake_contacts.store import set_values
 from pytake_contacts.tables import contacts
 
 BATCH = 1000
@@ -151,13 +151,13 @@ class Importer:
     def __init__(
         self,
         db: Database,
-        request: Request,
+        directory: Any,
         principal: Principal,
         columns: Columns,
         schema: dict[str, AttributeDefinition],
     ) -> None:
         self.db = db
-        self.request = request
+        self.directory = directory  # the organization directory (plan limits), or None
         self.org = principal.organization_id
         self.columns = columns
         self.schema = schema
@@ -288,7 +288,7 @@ class Importer:
                     adding.append((p, row))
                 else:
                     changing.append((p, row))
-            free = await contact_limit(self.request, session, org)
+            free = await contact_limit(session, self.directory, org)
             if free is not None and len(adding) > max(free, 0):
                 for p, _ in adding[max(free, 0) :]:
                     outcome.failed.append(
@@ -325,17 +325,7 @@ class Importer:
                 fresh.append(values | {"id": contact_id, "organization_id": org})
             else:  # soft-deleted or erased before: it comes back with this row's data
                 contact_id = row["id"]
-                await session.execute(
-                    update(contacts)
-                    .where(contacts.c.id == contact_id, contacts.c.organization_id == org)
-                    .values(
-                        **values,
-                        deleted_at=None,
-                        erased_at=None,
-                        created_at=func.now(),
-                        updated_at=func.now(),
-                    )
-                )
+                await set_values(session, org, contact_id, **(values | RESTORED))
             events.append(
                 (
                     contact_id,

@@ -13,7 +13,7 @@ import uuid
 from datetime import datetime
 
 from pydantic import Field
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.consumer import Handler
@@ -22,9 +22,7 @@ from pytake_common.event_types import (
     WHATSAPP_MESSAGE_STATUS_UPDATED_V1,
 )
 from pytake_common.events import CloudEvent, TenantEventData
-from pytake_common.outbox import emit
-from pytake_contacts.events import ContactConsentChanged
-from pytake_contacts.store import record_interaction
+from pytake_contacts.actions import change_consent
 from pytake_contacts.tables import contacts
 
 #: Meta's code: the user opted out of the business's marketing messages
@@ -102,33 +100,16 @@ async def clear_marketing_consent(
         return False
     if row["consent_changed_at"] is not None and row["consent_changed_at"] > at:
         return False  # consent given again after Meta's refusal: the newer fact stands
-    await session.execute(
-        update(contacts)
-        .where(c.id == row["id"], c.organization_id == org)
-        .values(
-            marketing_opt_in=False,
-            consent_source=SOURCE,
-            consent_changed_at=at,
-            updated_at=func.now(),
-        )
-    )
-    changed = ContactConsentChanged(
-        contact_id=row["id"],
-        organization_id=org,
-        marketing_opt_in=False,
-        source=SOURCE,
-        changed_at=at,
-        reason=REASON,
-    )
-    await emit(session, changed, row["id"], org)
-    await record_interaction(
+    await change_consent(
         session,
         org,
         row["id"],
-        "contact.consent_changed",
+        False,
+        SOURCE,
         at,
-        f"{REASON}:{message}",
-        {"marketing_opt_in": False, "source": SOURCE, "reason": REASON, "message": message},
+        fact_key=f"{REASON}:{message}",
+        fact={"marketing_opt_in": False, "source": SOURCE, "reason": REASON, "message": message},
+        reason=REASON,
     )
     return True
 

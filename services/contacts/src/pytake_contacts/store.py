@@ -5,7 +5,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import RowMapping, func, select
+from sqlalchemy import RowMapping, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -66,6 +66,34 @@ async def load_contact(
     if row is None:
         raise NotFound("contact not found")
     return row
+
+
+async def set_values(
+    session: AsyncSession, org: uuid.UUID, contact_id: uuid.UUID, **values: Any
+) -> None:
+    """Store ``values`` on the contact (and move its ``updated_at`` on)."""
+    await session.execute(
+        update(contacts)
+        .where(contacts.c.id == contact_id, contacts.c.organization_id == org)
+        .values(**values, updated_at=func.now())
+    )
+
+
+async def now(session: AsyncSession) -> datetime:
+    """The transaction's time (PostgreSQL's ``now()``)."""
+    at: datetime | None = await session.scalar(select(func.now()))
+    assert at is not None
+    return at
+
+
+async def live_count(session: AsyncSession, org: uuid.UUID) -> int:
+    """How many contacts the organization has (not deleted)."""
+    count = await session.scalar(
+        select(func.count())
+        .select_from(contacts)
+        .where(contacts.c.organization_id == org, contacts.c.deleted_at.is_(None))
+    )
+    return int(count or 0)
 
 
 async def load_tag(session: AsyncSession, org: uuid.UUID, tag_id: uuid.UUID) -> Row:

@@ -16,11 +16,11 @@ from pytake_common.errors import DomainError, InvalidInput
 from pytake_common.pgtenant import allow_long_reads
 from pytake_common.security import Worker
 from pytake_contacts import csv_cells
-from pytake_contacts.api.deps import DB, Filter
-from pytake_contacts.api.schemas import ImportResult
+from pytake_contacts.api.deps import DB, Filter, directory_of
 from pytake_contacts.importer import BATCH, EXPORT_FIELDS, Importer, parse_header
-from pytake_contacts.search import next_cursor, page_query
-from pytake_contacts.store import attribute_schema, tags_of
+from pytake_contacts.schemas import ImportResult
+from pytake_contacts.search import next_cursor, page_rows
+from pytake_contacts.store import attribute_schema
 
 router = APIRouter(prefix="/v1/contacts", tags=["contacts"])
 
@@ -92,7 +92,7 @@ async def import_contacts(request: Request, principal: Worker, db: DB) -> Import
         async with db.transaction(organization_id=org) as session:
             schema = await attribute_schema(session, org)
         columns = parse_header(header or [], schema)
-        importer = Importer(db, request, principal, columns, schema)
+        importer = Importer(db, directory_of(request), principal, columns, schema)
         row_number = 0
         while True:
             try:
@@ -135,10 +135,8 @@ async def export_contacts(principal: Worker, db: DB, filters: Filter) -> Streami
         yield line([*EXPORT_FIELDS, "tags", *(f"attributes.{k}" for k in keys)])
         cursor: str | None = None
         while True:
-            stmt = page_query(org, filters, EXPORT_PAGE, cursor)
             async with db.transaction(organization_id=org) as session:
-                rows = (await session.execute(stmt)).mappings().all()
-                tags = await tags_of(session, org, [r["id"] for r in rows])
+                rows, tags = await page_rows(session, org, filters, EXPORT_PAGE, cursor)
             out = io.StringIO()
             writer = csv.writer(out, quoting=csv_cells.QUOTING)
             for r in rows:

@@ -1,4 +1,4 @@
-"""Request and response bodies of the contacts API."""
+"""The contacts API's bodies, which the service modules take and answer with."""
 
 import uuid
 from datetime import datetime
@@ -53,46 +53,6 @@ class Contact(BaseModel):
     def of(cls, row: Row, tags: list[dict[str, Any]]) -> "Contact":
         values = {k: row[k] for k in cls.model_fields if k in row}
         return cls.model_validate(values | {"tags": tags, "blocked": row["blocked_at"] is not None})
-
-
-def _utc_iso(column: str) -> str:
-    """SQL: a timestamptz as pydantic writes a UTC datetime (``…:SS.ffffffZ``, the
-    fraction only when it is not zero)."""
-    return (
-        f"replace(to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
-        " '.000000Z', 'Z')"
-    )
-
-
-#: SQL: the contact's tags, from the tag ids that ``pytake_contact_page`` hands back with
-#: each row (migration 0008): nothing to read for a contact without tags
-_TAGS_JSON = (
-    "CASE WHEN cardinality(page.tag_ids) = 0 THEN '[]'::json ELSE coalesce(("
-    "SELECT json_agg(json_build_object('id', t.id, 'name', t.name, 'color', t.color)"
-    " ORDER BY lower(t.name)) FROM tags t"
-    " WHERE t.id = ANY (page.tag_ids) AND t.organization_id = contacts.organization_id),"
-    " '[]'::json) END"
-)
-
-
-def _json_value(field: str, annotation: Any) -> str:
-    if field == "tags":
-        return _TAGS_JSON
-    if field == "blocked":
-        return "contacts.blocked_at IS NOT NULL"
-    if annotation in (datetime, datetime | None):
-        return _utc_iso(f"contacts.{field}")
-    return f"contacts.{field}"
-
-
-#: SQL: a ``contacts`` row (with its tags) of a ``pytake_contact_page`` page as the JSON
-#: text of its :class:`Contact`, built by PostgreSQL for the list (the hot path: no row
-#: decoding, dicts or JSON encoding in Python); a test checks it against the model's JSON.
-CONTACT_JSON = (
-    "json_build_object("
-    + ", ".join(f"'{f}', {_json_value(f, i.annotation)}" for f, i in Contact.model_fields.items())
-    + ")::text"
-)
 
 
 class ContactPage(BaseModel):
