@@ -33,13 +33,6 @@ from pytake_common.event_types import AUTOMATION_SESSION_ACTIONS_REQUESTED_V1
 from pytake_common.events import CloudEvent, TenantEventData
 from pytake_common.outbox import emit
 from pytake_conversations import outreach
-from pytake_conversations.api.outbound import (
-    InteractiveInput,
-    MediaInput,
-    SendMessage,
-    TemplateInput,
-    TextInput,
-)
 from pytake_conversations.domain import (
     CLOSED,
     FAILED,
@@ -55,18 +48,25 @@ from pytake_conversations.inbox import (
     assign_to_department,
     change_priority,
     change_status,
-    check_assignee,
+    find_conversation,
+    lock_department,
     push_conversation,
     push_message,
-    set_assignment,
+    reassign,
     update_conversation,
+)
+from pytake_conversations.outbound import (
+    InteractiveInput,
+    MediaInput,
+    SendMessage,
+    TemplateInput,
+    TextInput,
 )
 from pytake_conversations.starting import load_target, load_template
 from pytake_conversations.tables import (
     automation_actions,
     contact_replicas,
     conversations,
-    departments,
     messages,
 )
 
@@ -304,8 +304,7 @@ async def assign(a: Applying, action: dict[str, Any]) -> str:
         agent = uuid.UUID(str(action["agent_id"]))
         if agent == conv["assignee_id"]:
             return "unchanged"
-        await check_assignee(a.session, a.org, agent)
-        await set_assignment(
+        await reassign(
             a.session,
             a.org,
             conv,
@@ -316,21 +315,7 @@ async def assign(a: Applying, action: dict[str, Any]) -> str:
         )
         return "applied"
     department_id = uuid.UUID(str(action["department_id"]))
-    dept = (
-        (
-            await a.session.execute(
-                select(departments)
-                .where(
-                    departments.c.id == department_id,
-                    departments.c.organization_id == a.org,
-                    departments.c.deleted.is_(False),
-                )
-                .with_for_update()
-            )
-        )
-        .mappings()
-        .first()
-    )
+    dept = await lock_department(a.session, a.org, department_id)
     if dept is None:
         raise _refuse("invalid_department", "no such department in this organization")
     await assign_to_department(a.session, a.org, conv, dept, automation=a.actor)
@@ -386,15 +371,6 @@ APPLY: dict[str, Apply] = {
 }
 
 
-async def _lock(session: AsyncSession, org: uuid.UUID, conv_id: uuid.UUID) -> RowMapping | None:
-    result = await session.execute(
-        select(conversations)
-        .where(conversations.c.id == conv_id, conversations.c.organization_id == org)
-        .with_for_update()
-    )
-    return result.mappings().first()
-
-
 def automation_handlers(window_hours: float) -> dict[str, Handler]:
     async def on_actions_requested(session: AsyncSession, event: CloudEvent) -> None:
         data = event.parse_data(ActionsRequested)
@@ -415,7 +391,7 @@ def automation_handlers(window_hours: float) -> dict[str, Handler]:
                 action: dict[str, Any] = action,
                 action_id: uuid.UUID = action_id,
             ) -> str:
-                conv = await _lock(session, org, data.conversation_id)
+                conv = await find_conversation(session, org, data.conversation_id, lock=True)
                 if conv is None:
                     return "not_found"
                 return await apply(

@@ -14,23 +14,27 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.db import Database
+from pytake_common.errors import NotFound
 from pytake_common.outbox import emit
 from pytake_conversations.domain import (
     CLOSED,
+    INBOUND,
     OPEN,
     PENDING,
     RESOLVED,
     WORKLOAD,
     InvalidAssignee,
     InvalidDepartment,
+    check_transition,
 )
 from pytake_conversations.events import (
     ConversationAssigned,
     ConversationPriorityChanged,
     ConversationStatusChanged,
+    MessageReadRequested,
 )
 from pytake_conversations.stream import publish
-from pytake_conversations.tables import conversations, departments, user_replicas
+from pytake_conversations.tables import conversations, departments, messages, user_replicas
 from pytake_conversations.views import Conversation, Message
 
 #: A conversation (or department, message) row: as read, or as a merged statement returned it.
@@ -51,6 +55,28 @@ async def push_conversation(
 
 async def push_message(session: AsyncSession, org: uuid.UUID, row: Row, type_: str) -> None:
     await publish(session, org, type_, {"message": Message.of(row).model_dump(mode="json")})
+
+
+async def find_conversation(
+    session: AsyncSession, org: uuid.UUID, conversation_id: uuid.UUID, *, lock: bool = False
+) -> RowMapping | None:
+    """The organization's conversation (locked with ``lock``), or None."""
+    stmt = select(conversations).where(
+        conversations.c.id == conversation_id, conversations.c.organization_id == org
+    )
+    if lock:
+        stmt = stmt.with_for_update()
+    return (await session.execute(stmt)).mappings().first()
+
+
+async def load_conversation(
+    session: AsyncSession, org: uuid.UUID, conversation_id: uuid.UUID, *, lock: bool = False
+) -> RowMapping:
+    """:func:`find_conversation`, or NotFound (also for another organization's id)."""
+    row = await find_conversation(session, org, conversation_id, lock=lock)
+    if row is None:
+        raise NotFound("conversation not found")
+    return row
 
 
 async def update_conversation(
@@ -121,6 +147,34 @@ async def change_status(
         new_status=new,
         changed_by=str(by) if by else None,
     )
+    return row
+
+
+async def move(
+    session: AsyncSession,
+    org: uuid.UUID,
+    conv: Row,
+    new: str,
+    *,
+    by: uuid.UUID | None,
+    snooze_until: datetime | None = None,
+    priority: str | None = None,
+) -> Row:
+    """An agent moves a (locked) conversation in its lifecycle (and may set its priority
+    with it); a request that changes nothing changes nothing, an illegal one refuses."""
+    check_transition(conv["status"], new)
+    unchanged = (
+        new == conv["status"]
+        and snooze_until == conv["snoozed_until"]
+        and (priority is None or priority == conv["priority"])
+    )
+    if unchanged:
+        return conv
+    extra = {"priority": priority} if priority else {}
+    row = await change_status(
+        session, org, conv, new, by=by, snooze_until=snooze_until, extra=extra
+    )
+    await tell_priority(session, org, conv, row, by=by)
     return row
 
 
@@ -200,6 +254,34 @@ async def set_assignment(
     return row
 
 
+async def reassign(
+    session: AsyncSession,
+    org: uuid.UUID,
+    conv: Row,
+    *,
+    assignee_id: uuid.UUID | None,
+    department_id: uuid.UUID | None,
+    by: uuid.UUID | None,
+    automation: uuid.UUID | None = None,
+) -> Row:
+    """Give the (locked) conversation to an agent and/or a department (None: nobody): a new
+    assignee must be an active agent or admin (``invalid_assignee``), a new department a
+    live one of the organization (``invalid_department``); then :func:`set_assignment`."""
+    if assignee_id is not None and assignee_id != conv["assignee_id"]:
+        await check_assignee(session, org, assignee_id)
+    if department_id is not None and department_id != conv["department_id"]:
+        await check_department(session, org, department_id)
+    return await set_assignment(
+        session,
+        org,
+        conv,
+        assignee_id=assignee_id,
+        department_id=department_id,
+        by=by,
+        automation=automation,
+    )
+
+
 async def check_assignee(session: AsyncSession, org: uuid.UUID, user_id: uuid.UUID) -> None:
     ok = await session.scalar(
         select(func.count())
@@ -231,6 +313,27 @@ async def check_department(session: AsyncSession, org: uuid.UUID, department_id:
     )
     if not ok:
         raise InvalidDepartment(department_id=str(department_id))
+
+
+async def lock_department(
+    session: AsyncSession, org: uuid.UUID, department_id: uuid.UUID
+) -> RowMapping | None:
+    """The organization's live department (locked, for round-robin), or None."""
+    return (
+        (
+            await session.execute(
+                select(departments)
+                .where(
+                    departments.c.id == department_id,
+                    departments.c.organization_id == org,
+                    departments.c.deleted.is_(False),
+                )
+                .with_for_update()
+            )
+        )
+        .mappings()
+        .first()
+    )
 
 
 async def route_department(
@@ -343,6 +446,41 @@ async def assign_to_department(
         by=None,
         automation=automation,
     )
+
+
+async def mark_read(session: AsyncSession, org: uuid.UUID, conv: Row) -> tuple[Row, int]:
+    """Mark the customer's unread messages of the (locked) conversation read, asking
+    WhatsApp once per message; the conversation as it is now and how many were marked."""
+    unread = (
+        await session.execute(
+            update(messages)
+            .where(
+                messages.c.organization_id == org,
+                messages.c.conversation_id == conv["id"],
+                messages.c.direction == INBOUND,
+                messages.c.read_at.is_(None),
+            )
+            .values(read_at=func.now())
+            .returning(messages.c.id, messages.c.wamid)
+        )
+    ).all()
+    for message_id, wamid in unread:
+        if not wamid:
+            continue
+        requested = MessageReadRequested(
+            organization_id=org,
+            conversation_id=conv["id"],
+            number_id=conv["number_id"],
+            phone_number_id=conv["phone_number_id"],
+            wamid=wamid,
+            message_id=message_id,
+        )
+        await emit(session, requested, message_id, org)
+    row = conv
+    if unread or conv["unread_count"]:
+        row = await update_conversation(session, org, conv["id"], unread_count=0)
+        await push_conversation(session, org, row, "conversation.updated")
+    return row, len(unread)
 
 
 async def wake_snoozed(db: Database, limit: int = 500) -> int:

@@ -1,20 +1,14 @@
-"""Dependencies and lookups shared by the conversations routers."""
+"""Dependencies shared by the conversations routers."""
 
-import uuid
 from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
-from sqlalchemy import select
-from sqlalchemy.engine import RowMapping
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.db import Database
-from pytake_common.errors import NotFound
 from pytake_common.rawpg import TenantReads
 from pytake_common.web import request_db
 from pytake_conversations.domain import DEFAULT_WINDOW_HOURS
-from pytake_conversations.tables import conversations
 
 DB = Annotated[Database, Depends(request_db)]
 Limit = Annotated[int, Query(ge=1, le=200)]
@@ -62,17 +56,3 @@ async def organizations(request: Request) -> Any:
 
 
 Organizations = Annotated[Any, Depends(organizations)]
-
-
-async def load_conversation(
-    session: AsyncSession, org: uuid.UUID, conversation_id: uuid.UUID, *, lock: bool = False
-) -> RowMapping:
-    stmt = select(conversations).where(
-        conversations.c.id == conversation_id, conversations.c.organization_id == org
-    )
-    if lock:
-        stmt = stmt.with_for_update()
-    row = (await session.execute(stmt)).mappings().first()
-    if row is None:
-        raise NotFound("conversation not found")
-    return row

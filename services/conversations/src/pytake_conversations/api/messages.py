@@ -30,10 +30,8 @@ from pytake_conversations.api.deps import (
     Organizations,
     Reads,
     WindowHours,
-    load_conversation,
     reads_of,
 )
-from pytake_conversations.api.outbound import NoteInput, SendMessage
 from pytake_conversations.canned import render_canned
 from pytake_conversations.domain import (
     CLOSED,
@@ -48,10 +46,12 @@ from pytake_conversations.domain import (
 )
 from pytake_conversations.events import MessageAppended, MessageSendRequested, TextBody
 from pytake_conversations.inbox import (
+    load_conversation,
     push_conversation,
     push_message,
     update_conversation,
 )
+from pytake_conversations.outbound import NoteInput, SendMessage
 from pytake_conversations.senders import Sender
 from pytake_conversations.tables import contact_replicas, conversations, messages
 from pytake_conversations.views import MESSAGE_COLUMNS, Message, message_dict, page_json

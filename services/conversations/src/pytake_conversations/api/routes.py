@@ -2,22 +2,18 @@
 assignment and marking the customer's messages read."""
 
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Self
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, model_validator
-from sqlalchemy import func, update
 
 from pytake_common.errors import InvalidInput
-from pytake_common.outbox import emit
-from pytake_common.pagination import ROW_ID, TIMESTAMP, keyset
 from pytake_common.rawpg import TenantReads
 from pytake_common.security import READERS, Principal, Reader, Worker, authorize
 from pytake_common.strict import StrictParams, Unusual, disjoint, read_query
 from pytake_common.web import FastPathRoute, fast_path
+from pytake_conversations import inbox, listing
 from pytake_conversations.api.deps import (
     DB,
     AtRiskWindow,
@@ -25,42 +21,15 @@ from pytake_conversations.api.deps import (
     Reads,
     WindowHours,
     at_risk_window_of,
-    load_conversation,
     reads_of,
     window_hours_of,
 )
-from pytake_conversations.domain import (
-    CONVERSATION_STATUSES,
-    INBOUND,
-    PENDING,
-    check_transition,
-)
-from pytake_conversations.events import MessageReadRequested
-from pytake_conversations.inbox import (
-    change_priority,
-    change_status,
-    check_assignee,
-    check_department,
-    push_conversation,
-    set_assignment,
-    tell_priority,
-    update_conversation,
-)
-from pytake_conversations.sla import BREACHED_SQL, SlaFilter, at_risk_sql
-from pytake_conversations.tables import messages
-from pytake_conversations.views import (
-    CONVERSATION_COLUMNS,
-    Conversation,
-    conversation_dict,
-    page_json,
-)
-
-#: the inbox, newest activity first by (last_message_at, id)
-INBOX = keyset("conversations", TIMESTAMP, ROW_ID)
+from pytake_conversations.domain import PENDING
+from pytake_conversations.listing import ConversationStatus, Filters, Priority
+from pytake_conversations.sla import SlaFilter
+from pytake_conversations.views import Conversation, page_json
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"], route_class=FastPathRoute)
-ConversationStatus = Literal["open", "pending", "resolved", "closed"]
-Priority = Literal["low", "normal", "high", "urgent"]
 
 
 class ConversationPage(BaseModel):
@@ -115,80 +84,6 @@ class ReadResult(BaseModel):
     marked: int
 
 
-@dataclass(frozen=True, slots=True)
-class Filters:
-    """The inbox filters, as ``_filters`` gives them (called by FastAPI, or by a fast path
-    with the values it read strictly)."""
-
-    status: list[ConversationStatus] | None = None
-    assignee_id: uuid.UUID | None = None
-    department_id: uuid.UUID | None = None
-    unassigned: bool | None = None
-    contact_id: uuid.UUID | None = None
-    number_id: uuid.UUID | None = None
-    has_unread: bool | None = None
-    priority: list[Priority] | None = None
-    updated_since: datetime | None = None
-    sla: SlaFilter | None = None
-
-    def where(self, where: "SqlWhere", at_risk: timedelta, *, with_status: bool = True) -> None:
-        """Add the filters' conditions on ``conversations`` to ``where`` (``at_risk``: how
-        soon an unmet SLA target is at risk)."""
-        if with_status and self.status:
-            where.add_in("status", self.status)
-        if self.assignee_id is not None:
-            where.add("assignee_id = {}", self.assignee_id)
-        if self.unassigned is True:
-            where.add("assignee_id IS NULL")
-        elif self.unassigned is False:
-            where.add("assignee_id IS NOT NULL")
-        if self.department_id is not None:
-            where.add("department_id = {}", self.department_id)
-        if self.contact_id is not None:
-            where.add("contact_id = {}", self.contact_id)
-        if self.number_id is not None:
-            where.add("number_id = {}", self.number_id)
-        if self.has_unread is True:
-            where.add("unread_count > 0")
-        elif self.has_unread is False:
-            where.add("unread_count = 0")
-        if self.priority:
-            where.add_in("priority", self.priority)
-        if self.updated_since is not None:
-            where.add("updated_at >= {}", self.updated_since)
-        if self.sla == "breached":
-            where.add(BREACHED_SQL)
-        elif self.sla == "at_risk":
-            where.add(at_risk_sql("{0}"), datetime.now(UTC) + at_risk)
-
-
-class SqlWhere:
-    """Conditions joined by AND with numbered parameters; ``organization_id = $1`` first."""
-
-    def __init__(self, org: uuid.UUID) -> None:
-        self.parts = ["organization_id = $1"]
-        self.args: list[Any] = [org]
-
-    def add(self, condition: str, *values: Any) -> None:
-        marks = []
-        for value in values:
-            self.args.append(value)
-            marks.append(f"${len(self.args)}")
-        self.parts.append(condition.format(*marks))
-
-    def add_in(self, column: str, values: Sequence[str]) -> None:
-        # One value as "=": the (organization, column, last_message_at) indexes then
-        # give the order too.
-        if len(values) == 1:
-            self.add(f"{column} = {{}}", values[0])
-        else:
-            self.add(f"{column} = ANY({{}}::text[])", list(values))
-
-    @property
-    def sql(self) -> str:
-        return " AND ".join(self.parts)
-
-
 async def _filters(
     status: Annotated[list[ConversationStatus] | None, Query()] = None,
     assignee_id: uuid.UUID | None = None,
@@ -229,28 +124,10 @@ async def inbox_page(
     limit: int,
     cursor: str | None,
 ) -> Response:
-    org = principal.organization_id
-    where = SqlWhere(org)
-    filters.where(where, at_risk)
-    if cursor:
-        at, last_id = INBOX.decode(cursor)
-        where.add("(last_message_at, id) < ({}, {})", at, last_id)
-    # The conditions are constants with $n parameters. ORDER BY names the table's
-    # columns: a bare "id" would be the selected id::text (no index, text order).
-    sql = (
-        f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE {where.sql}"  # noqa: S608
-        " ORDER BY conversations.last_message_at DESC, conversations.id DESC"
-        f" LIMIT ${len(where.args) + 1}"
+    page = await listing.inbox_json(
+        reads, principal.organization_id, hours, at_risk, filters, limit, cursor
     )
-    rows = await reads.fetch(org, sql, *where.args, limit + 1)
-    items = [conversation_dict(r, hours) for r in rows[:limit]]
-    last = rows[limit - 1] if len(rows) > limit else None
-    page = {
-        "items": items,
-        "next_cursor": INBOX.encode((last["last_message_at"], last["id"])) if last else None,
-    }
-    # Serialised here (the hot path): response_model would validate every item again.
-    return Response(page_json(page), media_type="application/json")
+    return Response(page, media_type="application/json")
 
 
 async def _list_conversations_fast(request: Request) -> Response | None:
@@ -295,27 +172,6 @@ FILTER_PARAMS, PAGE_PARAMS = disjoint(
     StrictParams.of(_filters), StrictParams.of(list_conversations)
 )
 
-COUNTS_SQL = (
-    "SELECT status, sum(n) FROM conversation_counts WHERE organization_id = $1 GROUP BY status"
-)
-
-
-async def status_counts(
-    reads: TenantReads, at_risk: timedelta, principal: Principal, filters: Filters
-) -> dict[str, int]:
-    org = principal.organization_id
-    where = SqlWhere(org)
-    filters.where(where, at_risk, with_status=False)
-    if len(where.parts) > 1:  # conditions are constants with $n parameters
-        sql = f"SELECT status, count(*) FROM conversations WHERE {where.sql} GROUP BY status"  # noqa: S608
-    else:  # no filter: the counters kept by triggers (migration 0003)
-        sql = COUNTS_SQL
-    rows = await reads.fetch(org, sql, *where.args)
-    found = {row[0]: int(row[1]) for row in rows}
-    counts = {status: found.get(status, 0) for status in CONVERSATION_STATUSES}
-    counts["total"] = sum(counts.values())
-    return counts
-
 
 async def _conversation_counts_fast(request: Request) -> Response | None:
     """``conversation_counts`` without FastAPI's dependency solving, for plain requests."""
@@ -325,7 +181,9 @@ async def _conversation_counts_fast(request: Request) -> Response | None:
         return None
     principal = await authorize(request, READERS)
     filters = await _filters(**filter_args)
-    counts = await status_counts(reads_of(request), at_risk_window_of(request), principal, filters)
+    counts = await listing.status_counts(
+        reads_of(request), principal.organization_id, at_risk_window_of(request), filters
+    )
     return Response(page_json(counts), media_type="application/json")
 
 
@@ -335,7 +193,7 @@ async def conversation_counts(
     principal: Reader, reads: Reads, at_risk: AtRiskWindow, filters: InboxFilters
 ) -> dict[str, int]:
     """How many conversations per status (with the same filters as the list, but status)."""
-    return await status_counts(reads, at_risk, principal, filters)
+    return await listing.status_counts(reads, principal.organization_id, at_risk, filters)
 
 
 #: the counts' fast path's reading of the query: the filters (the endpoint takes no other)
@@ -347,7 +205,7 @@ async def get_conversation(
     conversation_id: uuid.UUID, principal: Reader, db: DB, hours: WindowHours
 ) -> Conversation:
     async with db.transaction(organization_id=principal.organization_id) as session:
-        row = await load_conversation(session, principal.organization_id, conversation_id)
+        row = await inbox.load_conversation(session, principal.organization_id, conversation_id)
     return Conversation.of(row, hours)
 
 
@@ -362,26 +220,16 @@ async def set_status(
     """Move the conversation in its lifecycle (see the service README for the table)."""
     org = principal.organization_id
     async with db.transaction(organization_id=org) as session:
-        conv = await load_conversation(session, org, conversation_id, lock=True)
-        check_transition(conv["status"], body.status)
-        extra = {"priority": body.priority} if body.priority else {}
-        unchanged = (
-            body.status == conv["status"]
-            and body.snooze_until == conv["snoozed_until"]
-            and (body.priority is None or body.priority == conv["priority"])
+        conv = await inbox.load_conversation(session, org, conversation_id, lock=True)
+        row = await inbox.move(
+            session,
+            org,
+            conv,
+            body.status,
+            by=principal.user_id,
+            snooze_until=body.snooze_until,
+            priority=body.priority,
         )
-        row = conv
-        if not unchanged:
-            row = await change_status(
-                session,
-                org,
-                conv,
-                body.status,
-                by=principal.user_id,
-                snooze_until=body.snooze_until,
-                extra=extra,
-            )
-            await tell_priority(session, org, conv, row, by=principal.user_id)
     return Conversation.of(row, hours)
 
 
@@ -395,8 +243,8 @@ async def set_priority(
 ) -> Conversation:
     org = principal.organization_id
     async with db.transaction(organization_id=org) as session:
-        conv = await load_conversation(session, org, conversation_id, lock=True)
-        row = await change_priority(session, org, conv, body.priority, by=principal.user_id)
+        conv = await inbox.load_conversation(session, org, conversation_id, lock=True)
+        row = await inbox.change_priority(session, org, conv, body.priority, by=principal.user_id)
     return Conversation.of(row, hours)
 
 
@@ -411,20 +259,16 @@ async def assign(
     """Give the conversation to an agent and/or a department (null clears)."""
     org = principal.organization_id
     async with db.transaction(organization_id=org) as session:
-        conv = await load_conversation(session, org, conversation_id, lock=True)
+        conv = await inbox.load_conversation(session, org, conversation_id, lock=True)
         fields = body.model_fields_set
-        assignee = body.assignee_id if "assignee_id" in fields else conv["assignee_id"]
-        department = body.department_id if "department_id" in fields else conv["department_id"]
-        if assignee is not None and assignee != conv["assignee_id"]:
-            await check_assignee(session, org, assignee)
-        if department is not None and department != conv["department_id"]:
-            await check_department(session, org, department)
-        row = await set_assignment(
+        row = await inbox.reassign(
             session,
             org,
             conv,
-            assignee_id=assignee,
-            department_id=department,
+            assignee_id=body.assignee_id if "assignee_id" in fields else conv["assignee_id"],
+            department_id=body.department_id
+            if "department_id" in fields
+            else conv["department_id"],
             by=principal.user_id,
         )
     return Conversation.of(row, hours)
@@ -437,34 +281,6 @@ async def mark_read(
     """Mark the customer's unread messages read; WhatsApp is asked once per message."""
     org = principal.organization_id
     async with db.transaction(organization_id=org) as session:
-        conv = await load_conversation(session, org, conversation_id, lock=True)
-        unread = (
-            await session.execute(
-                update(messages)
-                .where(
-                    messages.c.organization_id == org,
-                    messages.c.conversation_id == conversation_id,
-                    messages.c.direction == INBOUND,
-                    messages.c.read_at.is_(None),
-                )
-                .values(read_at=func.now())
-                .returning(messages.c.id, messages.c.wamid)
-            )
-        ).all()
-        for message_id, wamid in unread:
-            if not wamid:
-                continue
-            requested = MessageReadRequested(
-                organization_id=org,
-                conversation_id=conversation_id,
-                number_id=conv["number_id"],
-                phone_number_id=conv["phone_number_id"],
-                wamid=wamid,
-                message_id=message_id,
-            )
-            await emit(session, requested, message_id, org)
-        row = conv
-        if unread or conv["unread_count"]:
-            row = await update_conversation(session, org, conversation_id, unread_count=0)
-            await push_conversation(session, org, row, "conversation.updated")
-    return ReadResult(conversation=Conversation.of(row, hours), marked=len(unread))
+        conv = await inbox.load_conversation(session, org, conversation_id, lock=True)
+        row, marked = await inbox.mark_read(session, org, conv)
+    return ReadResult(conversation=Conversation.of(row, hours), marked=marked)

@@ -13,8 +13,9 @@ from pytake_common.errors import OrganizationSuspended
 from pytake_common.idempotency import IdempotencyGuard, IdempotencyKey, fingerprint, idempotent
 from pytake_common.security import Principal, Worker
 from pytake_conversations import outreach
-from pytake_conversations.api.deps import DB, Organizations, WindowHours, load_conversation
-from pytake_conversations.api.outbound import LANGUAGE, TEMPLATE_NAME, Strict, TextInput
+from pytake_conversations.api.deps import DB, Organizations, WindowHours
+from pytake_conversations.inbox import load_conversation
+from pytake_conversations.outbound import LANGUAGE, TEMPLATE_NAME, Strict, TextInput
 from pytake_conversations.senders import Sender
 from pytake_conversations.starting import TemplateRequest, start
 from pytake_conversations.views import Conversation, Message
