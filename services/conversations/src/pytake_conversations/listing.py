@@ -1,5 +1,6 @@
-"""The inbox's reads: its filters as SQL conditions, a page of the list and the counts per
-status, on the raw read path (``TenantReads``) the list and its fast path share."""
+"""The inbox's reads on the raw read path (``TenantReads``) the endpoints and their fast
+paths share: the filters as SQL conditions, a page of the list, the counts per status,
+and a page of a conversation's history."""
 
 import uuid
 from collections.abc import Sequence
@@ -7,14 +8,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from pytake_common.errors import NotFound
 from pytake_common.pagination import ROW_ID, TIMESTAMP, keyset
 from pytake_common.rawpg import TenantReads
-from pytake_conversations.domain import CONVERSATION_STATUSES
+from pytake_conversations.domain import CONVERSATION_STATUSES, NOTE
 from pytake_conversations.sla import BREACHED_SQL, SlaFilter, at_risk_sql
-from pytake_conversations.views import CONVERSATION_COLUMNS, conversation_dict, page_json
+from pytake_conversations.views import (
+    CONVERSATION_COLUMNS,
+    MESSAGE_COLUMNS,
+    conversation_dict,
+    message_dict,
+    page_json,
+)
 
 #: the inbox, newest activity first by (last_message_at, id)
 INBOX = keyset("conversations", TIMESTAMP, ROW_ID)
+#: a conversation's history, by (created_at, id)
+HISTORY = keyset("messages", TIMESTAMP, ROW_ID)
 
 ConversationStatus = Literal["open", "pending", "resolved", "closed"]
 Priority = Literal["low", "normal", "high", "urgent"]
@@ -147,3 +157,74 @@ async def status_counts(
     counts = {status: found.get(status, 0) for status in CONVERSATION_STATUSES}
     counts["total"] = sum(counts.values())
     return counts
+
+
+CONVERSATION_EXISTS = "SELECT 1 FROM conversations WHERE id = $1 AND organization_id = $2"
+ANCHOR = (
+    "SELECT created_at FROM messages"
+    " WHERE id = $1 AND organization_id = $2 AND conversation_id = $3"
+)
+
+
+async def history_json(
+    reads: TenantReads,
+    org: uuid.UUID,
+    conversation_id: uuid.UUID,
+    limit: int,
+    cursor: str | None,
+    before: uuid.UUID | None,
+    after: uuid.UUID | None,
+    *,
+    latest: bool,
+    include_notes: bool,
+) -> bytes:
+    """A page of the conversation's history as the JSON of a ``MessagePage`` (at most one
+    of ``cursor``, ``before``, ``after``, ``latest``: the caller checked)."""
+    start = HISTORY.decode(cursor) if cursor else None
+    backward = before is not None or latest
+    conditions = ["organization_id = $1", "conversation_id = $2"]
+    if not include_notes:
+        conditions.append(f"direction <> '{NOTE}'")
+    async with reads.connection(org) as conn:
+
+        async def check_conversation() -> None:
+            if await conn.fetchval(CONVERSATION_EXISTS, conversation_id, org) is None:
+                raise NotFound("conversation not found")
+
+        anchor_id = before or after
+        if anchor_id is not None and start is None:
+            at = await conn.fetchval(ANCHOR, anchor_id, org, conversation_id)
+            if at is None:
+                await check_conversation()
+                raise NotFound("message not found in this conversation")
+            start = (at, anchor_id)
+        args: list[Any] = [org, conversation_id]
+        if start is not None:
+            conditions.append("(created_at, id) " + ("<" if before else ">") + " ($3, $4)")
+            args += start
+        order = "DESC" if backward else "ASC"
+        sql = (
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {' AND '.join(conditions)}"  # noqa: S608
+            # the table's columns: a bare "id" would be the selected id::text
+            f" ORDER BY messages.created_at {order}, messages.id {order}"
+            f" LIMIT ${len(args) + 1}"
+        )
+        rows = await conn.fetch(sql, *args, limit + 1)
+        if not rows and anchor_id is None:
+            # A message of this organization's conversation proves that it exists (and is
+            # visible): the look-up is only needed for an empty page.
+            await check_conversation()
+    more = len(rows) > limit
+    page = rows[:limit]
+    if backward:
+        page.reverse()
+    next_cursor = None
+    if more and not backward:
+        next_cursor = HISTORY.encode((page[-1]["created_at"], page[-1]["id"]))
+    body = {
+        "items": [message_dict(r) for r in page],
+        "next_cursor": next_cursor,
+        "has_more": more,
+    }
+    # Serialised here (the hot path): a response_model would validate every item again.
+    return page_json(body)

@@ -16,13 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.outbox import emit
 from pytake_conversations import outreach
-from pytake_conversations.api.messages import request_send
 from pytake_conversations.domain import ACTIVE, CLOSED, OPEN, ContactBlocked
 from pytake_conversations.events import ConversationOpened
 from pytake_conversations.inbox import Row, auto_assign, push_conversation
 from pytake_conversations.outbound import SendMessage, TemplateInput, TextInput
 from pytake_conversations.outreach_replicas import DISCONNECTED, REMOVED
 from pytake_conversations.senders import Sender
+from pytake_conversations.sending import request_send
 from pytake_conversations.tables import (
     contact_replicas,
     conversations,
