@@ -48,11 +48,12 @@ from pytake_conversations.inbox import (
     assign_to_department,
     change_priority,
     change_status,
+    check_assignment,
     find_conversation,
     lock_department,
     push_conversation,
     push_message,
-    reassign,
+    set_assignment,
     update_conversation,
 )
 from pytake_conversations.outbound import (
@@ -304,7 +305,8 @@ async def assign(a: Applying, action: dict[str, Any]) -> str:
         agent = uuid.UUID(str(action["agent_id"]))
         if agent == conv["assignee_id"]:
             return "unchanged"
-        await reassign(
+        await check_assignment(a.session, a.org, conv, agent, conv["department_id"])
+        await set_assignment(
             a.session,
             a.org,
             conv,

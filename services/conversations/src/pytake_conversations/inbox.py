@@ -254,32 +254,20 @@ async def set_assignment(
     return row
 
 
-async def reassign(
+async def check_assignment(
     session: AsyncSession,
     org: uuid.UUID,
     conv: Row,
-    *,
     assignee_id: uuid.UUID | None,
     department_id: uuid.UUID | None,
-    by: uuid.UUID | None,
-    automation: uuid.UUID | None = None,
-) -> Row:
-    """Give the (locked) conversation to an agent and/or a department (None: nobody): a new
-    assignee must be an active agent or admin (``invalid_assignee``), a new department a
-    live one of the organization (``invalid_department``); then :func:`set_assignment`."""
+) -> None:
+    """Before giving the conversation to an agent and/or a department (None: nobody): a
+    new assignee must be an active agent or admin (``invalid_assignee``), a new department
+    a live one of the organization (``invalid_department``)."""
     if assignee_id is not None and assignee_id != conv["assignee_id"]:
         await check_assignee(session, org, assignee_id)
     if department_id is not None and department_id != conv["department_id"]:
         await check_department(session, org, department_id)
-    return await set_assignment(
-        session,
-        org,
-        conv,
-        assignee_id=assignee_id,
-        department_id=department_id,
-        by=by,
-        automation=automation,
-    )
 
 
 async def check_assignee(session: AsyncSession, org: uuid.UUID, user_id: uuid.UUID) -> None:

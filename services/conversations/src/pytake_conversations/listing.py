@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pytake_common.errors import NotFound
+from pytake_common.errors import InvalidInput, NotFound
 from pytake_common.pagination import ROW_ID, TIMESTAMP, keyset
 from pytake_common.rawpg import TenantReads
 from pytake_conversations.domain import CONVERSATION_STATUSES, NOTE
@@ -172,14 +172,16 @@ async def history_json(
     conversation_id: uuid.UUID,
     limit: int,
     cursor: str | None,
-    before: uuid.UUID | None,
-    after: uuid.UUID | None,
-    *,
-    latest: bool,
-    include_notes: bool,
+    before: uuid.UUID | None = None,
+    after: uuid.UUID | None = None,
+    latest: bool = False,
+    include_notes: bool = True,
 ) -> bytes:
-    """A page of the conversation's history as the JSON of a ``MessagePage`` (at most one
-    of ``cursor``, ``before``, ``after``, ``latest``: the caller checked)."""
+    """A page of the conversation's history as the JSON of a ``MessagePage``: forward from
+    the start, after ``cursor`` or after the message ``after``; backward, the newest page
+    (``latest``) or the one before the message ``before`` (one of them at most)."""
+    if sum(x is not None and x is not False for x in (cursor, before, after, latest)) > 1:
+        raise InvalidInput("use only one of cursor, before, after, latest")
     start = HISTORY.decode(cursor) if cursor else None
     backward = before is not None or latest
     conditions = ["organization_id = $1", "conversation_id = $2"]

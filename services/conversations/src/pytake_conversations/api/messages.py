@@ -1,13 +1,13 @@
 """Message history, agent replies of every WhatsApp type, and private notes."""
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from pytake_common.errors import InvalidInput, OrganizationSuspended
+from pytake_common.errors import OrganizationSuspended
 from pytake_common.idempotency import IdempotencyGuard, IdempotencyKey, fingerprint, idempotent
 from pytake_common.rawpg import TenantReads
 from pytake_common.security import READERS, Principal, Reader, Worker, authorize
@@ -67,7 +67,15 @@ async def list_messages(
     remain) — what a chat window scrolling up needs.
     """
     return await history_page(
-        reads, principal, conversation_id, limit, cursor, before, after, latest, include_notes
+        reads,
+        principal,
+        conversation_id=conversation_id,
+        limit=limit,
+        cursor=cursor,
+        before=before,
+        after=after,
+        latest=latest,
+        include_notes=include_notes,
     )
 
 
@@ -75,30 +83,10 @@ async def list_messages(
 HISTORY_PARAMS = StrictParams.of(list_messages, path=("conversation_id",))
 
 
-async def history_page(
-    reads: TenantReads,
-    principal: Principal,
-    conversation_id: uuid.UUID,
-    limit: int,
-    cursor: str | None,
-    before: uuid.UUID | None,
-    after: uuid.UUID | None,
-    latest: bool,
-    include_notes: bool,
-) -> Response:
-    if sum(x is not None and x is not False for x in (cursor, before, after, latest)) > 1:
-        raise InvalidInput("use only one of cursor, before, after, latest")
-    body = await listing.history_json(
-        reads,
-        principal.organization_id,
-        conversation_id,
-        limit,
-        cursor,
-        before,
-        after,
-        latest=latest,
-        include_notes=include_notes,
-    )
+async def history_page(reads: TenantReads, principal: Principal, **query: Any) -> Response:
+    """A page of the history as JSON (both the endpoint and its fast path answer with it;
+    ``query``: :func:`pytake_conversations.listing.history_json`'s)."""
+    body = await listing.history_json(reads, principal.organization_id, **query)
     return Response(body, media_type="application/json")
 
 

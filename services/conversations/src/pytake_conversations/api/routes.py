@@ -261,14 +261,15 @@ async def assign(
     async with db.transaction(organization_id=org) as session:
         conv = await inbox.load_conversation(session, org, conversation_id, lock=True)
         fields = body.model_fields_set
-        row = await inbox.reassign(
+        assignee = body.assignee_id if "assignee_id" in fields else conv["assignee_id"]
+        department = body.department_id if "department_id" in fields else conv["department_id"]
+        await inbox.check_assignment(session, org, conv, assignee, department)
+        row = await inbox.set_assignment(
             session,
             org,
             conv,
-            assignee_id=body.assignee_id if "assignee_id" in fields else conv["assignee_id"],
-            department_id=body.department_id
-            if "department_id" in fields
-            else conv["department_id"],
+            assignee_id=assignee,
+            department_id=department,
             by=principal.user_id,
         )
     return Conversation.of(row, hours)
