@@ -4,7 +4,12 @@ failed (Meta's code), refused, replied, cost; never backwards; each event twice.
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import text
+
 from pytake_campaigns.dispatcher import Dispatcher
+from pytake_campaigns.handlers import handlers
+from pytake_common import event_types as et
+from pytake_common.consumer import SetHandler
 
 from .helpers import (
     World,
@@ -12,6 +17,7 @@ from .helpers import (
     create_campaign,
     deliver,
     inbound,
+    internal,
     recipient_rows,
     refused,
     rewind_credit,
@@ -148,3 +154,112 @@ async def test_another_organizations_event_does_not_touch_recipients(app, settin
     await deliver(app, settings, send_requested(stranger, rows[0]["id"]))
     await deliver(app, settings, refused(stranger, rows[0]["id"]))
     assert (await recipient_rows(app, c["id"]))[0]["status"] == "dispatched"
+
+
+def _progress_batch(org, rows):
+    """Every kind of progress, out of order where Meta is: r0 accepted, read before its
+    delivered (with pricing) and a late sent, then replied; r1 sent, delivered, a second
+    pricing (ignored), failed; r2 refused twice; r3's link by its appended before its
+    send request; a reply in a conversation of no recipient; a conversation a campaign
+    opened (an initiation)."""
+    t0 = datetime.now(UTC)
+    (m0, c0), (m1, c1), (m3, c3) = [(uuid.uuid4(), uuid.uuid4()) for _ in range(3)]
+    pricing = {"category": "MARKETING", "billable": True, "pricing_model": "PMP"}
+    appended3 = internal(
+        et.CONVERSATIONS_MESSAGE_APPENDED_V1,
+        org,
+        m3,
+        message_id=m3,
+        conversation_id=c3,
+        contact_id=uuid.uuid4(),
+        direction="outbound",
+        type="template",
+        created_at=t0,
+        recipient_id=rows[3]["id"],
+    )
+    opened = internal(
+        et.CONVERSATIONS_CONVERSATION_OPENED_V1,
+        org,
+        c0,
+        conversation_id=c0,
+        contact_id=rows[0]["contact_id"],
+        number_id=rows[0]["number_id"],
+        opened_at=t0,
+        started_by=uuid.uuid4(),
+    )
+    return [
+        opened,
+        send_requested(org, rows[0]["id"], m0, c0),
+        send_requested(org, rows[1]["id"], m1, c1),
+        appended3,
+        status_changed(org, m0, c0, "read", at=t0 + timedelta(seconds=3)),
+        status_changed(org, m0, c0, "delivered", at=t0 + timedelta(seconds=2), pricing=pricing),
+        status_changed(org, m1, c1, "sent", at=t0 + timedelta(seconds=1)),
+        status_changed(org, m0, c0, "sent", at=t0 + timedelta(seconds=1)),
+        refused(org, rows[2]["id"], "contact_blocked"),
+        status_changed(org, m1, c1, "delivered", at=t0 + timedelta(seconds=2), pricing=pricing),
+        status_changed(
+            org, m1, c1, "delivered", pricing={"category": "utility", "billable": False}
+        ),
+        inbound(org, c0, t0 + timedelta(seconds=9)),
+        inbound(org, uuid.uuid4(), t0 + timedelta(seconds=9)),
+        send_requested(org, rows[3]["id"], uuid.uuid4(), uuid.uuid4()),
+        status_changed(org, m1, c1, "failed", error_code=131026, error_detail="undeliverable"),
+        refused(org, rows[2]["id"], "contact_erased"),
+        again(opened),
+    ]
+
+
+_COMPARED = (
+    "status",
+    "error_code",
+    "error_detail",
+    "pricing_category",
+    "billable",
+    "cost",
+    "accepted_at",
+    "sent_at",
+    "delivered_at",
+    "read_at",
+    "replied_at",
+    "failed_at",
+)
+
+
+async def test_a_batch_ends_as_the_same_events_one_by_one(app, settings, client, tokens):
+    outcomes = []
+    for at_once in (False, True):
+        w, c, rows = await _dispatched(app, settings, client, tokens, contacts=4)
+        events = _progress_batch(w.org, rows)
+        if at_once:
+            handler = handlers(settings)[et.CONVERSATIONS_MESSAGE_STATUS_CHANGED_V1]
+            assert isinstance(handler, SetHandler)
+            async with app.state.db.transaction(organization_id=w.org) as s:
+                await handler.apply(s, [handler.parse(e) for e in events])
+        else:
+            await deliver(app, settings, *events)
+        after = await recipient_rows(app, c["id"])
+        links = {r["message_id"] for r in after} | {r["conversation_id"] for r in after}
+        async with app.state.db.transaction(bypass_rls=True) as s:
+            initiations = await s.scalar(
+                text(
+                    "SELECT count(*) FROM initiations"
+                    " WHERE fact LIKE 'conversation:%' AND organization_id = :o"
+                ),
+                {"o": w.org},
+            )
+        # each world has its own times: which stamps are set is what the order decides
+        stamps = [
+            tuple(
+                v is not None if isinstance(v, datetime) or k.endswith("_at") else v
+                for k, v in ((k, r[k]) for k in _COMPARED)
+            )
+            for r in after
+        ]
+        outcomes.append((stamps, len(links), initiations))
+    one_by_one, at_once = outcomes
+    assert at_once == one_by_one
+    assert [r[0] for r in at_once[0]] == ["replied", "failed", "failed", "accepted"]
+    assert at_once[0][0][8] is False  # r0's delivered came after its read: not stamped
+    assert at_once[0][2][1] == "contact_blocked"  # the first refusal
+    assert at_once[2] == 1

@@ -5,22 +5,29 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 
+from pytake_common.consumer import SetHandler
 from pytake_common.event_types import CAMPAIGNS_RECIPIENT_DISPATCHED_V1
 from pytake_common.events import CloudEvent
 from pytake_conversations.campaign_sends import campaign_handlers
+from pytake_conversations.tables import stream_events
 
 from .helpers import (
+    Customer,
     conversation_rows,
     deliver,
+    department,
     emitted,
     message_rows,
     platform_event,
     sent,
+    set_conversation,
     status,
+    user_created,
 )
 from .test_outbound import Directory
-from .test_start import Setup, template_event
+from .test_start import Setup, contact_event, template_event
 
 HANDLE = campaign_handlers()[CAMPAIGNS_RECIPIENT_DISPATCHED_V1]
 
@@ -232,3 +239,159 @@ async def test_a_suspended_organization_or_a_used_up_plan_refuses_recipients(app
     codes = [e["data"]["code"] for e in await emitted(app, org, "message.refused.v1")]
     assert codes == ["organization_suspended", "plan_limit_exceeded"]
     assert await message_rows(app, org) == []
+
+
+# --- a batch ends as the same recipients one by one --------------------------------------
+
+PEOPLE = "abcde"
+
+
+async def _prepare_batch(app, org):
+    """Contacts a-e on one number: b in an open conversation, c blocked, e with a closed
+    conversation; a default round-robin department of two agents."""
+    setup = await Setup(app, org).ready()
+    people = {"a": setup.customer()}
+    for name in PEOPLE[1:]:
+        wa_id = f"55119{uuid.uuid4().int % 10**8:08d}"
+        await deliver(app, contact_event(org, wa_id, name=name.upper(), attributes={}))
+        people[name] = Customer(org, wa_id=wa_id, number_id=setup.number_id)
+    await deliver(app, people["b"].says("hello"))
+    await deliver(app, people["e"].says("an old question"))
+    [closed] = [
+        c for c in await conversation_rows(app, org) if c["contact_id"] == people["e"].contact_id
+    ]
+    await set_conversation(app, org, closed["id"], status="closed", closed_at=datetime.now(UTC))
+    blocked = {"contact_id": str(people["c"].contact_id), "reason": None, "blocked_by": None}
+    blocked["blocked_at"] = datetime.now(UTC).isoformat()
+    await deliver(app, platform_event("pytake.contacts.contact.blocked.v1", org, blocked))
+    agents = [uuid.uuid4(), uuid.uuid4()]
+    for agent in agents:
+        await deliver(app, user_created(org, agent))
+    await deliver(app, department(org, uuid.uuid4(), agents, is_default=True))
+    return setup, people, agents
+
+
+def _recipients(setup, people):
+    """The batch: a twice (two campaigns), then b-e; a's first recipient again under
+    another event id; d's parameter has no value (and no default)."""
+    campaigns = [uuid.uuid4(), uuid.uuid4()]
+    names: dict[uuid.UUID, str] = {}
+    events = []
+    for label, who, campaign in [
+        ("a1", "a", 0),
+        ("a2", "a", 1),
+        ("b", "b", 0),
+        ("c", "c", 0),
+        ("d", "d", 0),
+        ("e", "e", 0),
+    ]:
+        recipient = uuid.uuid4()
+        names[recipient] = label
+        setup.contact_id = people[who].contact_id
+        parameters = {"parameters": ["{{contact.name}}", "{{contact.attributes.order}}"]}
+        if who != "d":
+            parameters["parameters"][1] = {"value": "{{contact.attributes.order}}", "default": "-"}
+        events.append(dispatched(setup, recipient, campaigns[campaign], parameters=parameters))
+    events.insert(3, events[0].model_copy(update={"id": uuid.uuid4()}))
+    return events, names, campaigns
+
+
+async def _batch_outcome(app, org, people, names, campaigns, agents):
+    contact = {p.contact_id: name for name, p in people.items()}
+    who = {**{c: f"campaign{i}" for i, c in enumerate(campaigns)}, **names}
+    who |= {a: f"agent{i}" for i, a in enumerate(agents)}
+    convs = await conversation_rows(app, org)
+    conversation = {c["id"]: contact[c["contact_id"]] for c in convs}
+    conversations = sorted(
+        (
+            contact[c["contact_id"]],
+            c["status"],
+            who.get(c["started_by"]),
+            who.get(c["assignee_id"]),
+            c["previous_conversation_id"] is not None,
+            c["first_response_at"] is not None,
+        )
+        for c in convs
+    )
+    msgs = sorted(
+        (conversation[m["conversation_id"]], m["text"], m["status"], who.get(m["recipient_id"]))
+        for m in await message_rows(app, org)
+    )
+    async with app.state.db.transaction(organization_id=org) as s:
+        frames = (
+            await s.execute(
+                select(stream_events.c.type, stream_events.c.data).order_by(stream_events.c.id)
+            )
+        ).all()
+    # in order per conversation (Kafka keys and the stream order only within one)
+    per_conversation: dict[str, list] = {}
+    for type_, data in frames:
+        if "message" in data:
+            m = data["message"]
+            key = conversation[uuid.UUID(m["conversation_id"])]
+            item = (type_, m["text"], m["status"], m["sender_type"])
+        else:
+            c = data["conversation"]
+            key = contact[uuid.UUID(c["contact_id"])]
+            assignee = who.get(uuid.UUID(c["assignee_id"])) if c["assignee_id"] else None
+            item = (type_, c["status"], assignee, c["unread_count"])
+        per_conversation.setdefault(key, []).append(item)
+    events: dict[str, list] = {}
+    for e in await emitted(app, org):
+        d = e["data"]
+        if "contact_id" in d:
+            key = contact[uuid.UUID(d["contact_id"])]
+        elif "conversation_id" in d:
+            key = conversation[uuid.UUID(d["conversation_id"])]
+        else:
+            continue
+        item = (
+            e["type"],
+            who.get(uuid.UUID(d["recipient_id"])) if d.get("recipient_id") else None,
+            d.get("code"),
+            d.get("text"),
+            d.get("priority"),
+            d.get("payload"),
+            d.get("to") is not None,
+        )
+        events.setdefault(key, []).append(item)
+    return conversations, msgs, per_conversation, events
+
+
+async def test_a_batch_ends_as_the_same_recipients_one_by_one(app):
+    directory = Directory(limits={"monthly_business_messages": 3})
+    handler = campaign_handlers(directory=directory)[CAMPAIGNS_RECIPIENT_DISPATCHED_V1]
+    assert isinstance(handler, SetHandler)
+    outcomes = []
+    for at_once in (False, True):
+        org = uuid.uuid4()
+        setup, people, agents = await _prepare_batch(app, org)
+        events, names, campaigns = _recipients(setup, people)
+        if at_once:
+            async with app.state.db.transaction(organization_id=org) as s:
+                await handler.apply(s, [handler.parse(e) for e in events])
+        else:
+            for event in events:
+                async with app.state.db.transaction(organization_id=org) as s:
+                    await handler(s, event)
+        outcomes.append(await _batch_outcome(app, org, people, names, campaigns, agents))
+    one_by_one, at_once = outcomes
+    assert at_once[0] == one_by_one[0]  # conversations
+    assert at_once[1] == one_by_one[1]  # messages
+    assert at_once[2] == one_by_one[2]  # stream frames, in order per conversation
+    assert at_once[3] == one_by_one[3]  # outbox events, in order per contact
+    # what that is: a's two recipients in one new conversation (agent0), b's reused,
+    # c blocked, d's parameter missing, e's over the plan's 3 messages a month
+    conversations, msgs, _, events = at_once
+    assert [(c[0], c[3], c[4]) for c in conversations] == [
+        ("a", "agent0", False),
+        ("b", None, False),
+        ("e", None, False),
+    ]
+    assert [(m[0], m[3]) for m in msgs if m[3]] == [("a", "a1"), ("a", "a2"), ("b", "b")]
+    refused = sorted((k, e[1], e[2]) for k, es in events.items() for e in es if e[2])
+    assert refused == [
+        ("c", "c", "contact_blocked"),
+        ("d", "d", "template_parameter_missing"),
+        ("e", "e", "plan_limit_exceeded"),
+    ]

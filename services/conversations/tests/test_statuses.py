@@ -4,6 +4,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
+
+from pytake_conversations.statuses import STATUS_SET
+from pytake_conversations.tables import stream_events
 
 from .helpers import (
     Customer,
@@ -175,3 +179,101 @@ async def test_other_organizations_status_cannot_touch_the_message(app, org, out
         app, status(intruder, "read", T + timedelta(seconds=1), wamid=wamid, message_id=outbound)
     )
     assert (await message(app, org, outbound))["status"] == "sent"
+
+
+async def _replies(app, client, tokens, org, n):
+    """``n`` pending agent replies in one conversation; their ids."""
+    await deliver(app, Customer(org).says("hi"))
+    [conv] = await conversation_rows(app, org)
+    ids = []
+    for i in range(n):
+        r = await client.post(
+            f"/v1/conversations/{conv['id']}/messages",
+            json={"type": "text", "text": {"body": f"reply {i}"}},
+            headers=tokens.headers(organization_id=org, role="agent"),
+        )
+        assert r.status_code == 202
+        ids.append(uuid.UUID(r.json()["id"]))
+    return ids
+
+
+def _facts(org, ids):
+    """Every case in one batch: m0 sent then read then a late delivered and a duplicate
+    read; m1's delivered before its sent (wamid not known yet), its sent, its delivered
+    with pricing; m2 failed by the gateway, then a late sent; m3's read by a wamid m0
+    has; a status for a message we did not send."""
+    m0, m1, m2, m3 = ids
+    w0, w1 = f"wamid.A{uuid.uuid4().hex}", f"wamid.B{uuid.uuid4().hex}"
+    pricing = {"billable": True, "pricing_model": "PMP", "category": "utility"}
+    read = status(org, "read", T + timedelta(seconds=5), wamid=w0)
+    return [
+        sent(org, m0, w0, T),
+        status(org, "delivered", T + timedelta(seconds=1), wamid=w1),
+        read,
+        sent(org, m1, w1, T + timedelta(seconds=2)),
+        status(org, "delivered", T + timedelta(seconds=3), wamid=w0),
+        failed(org, m2, T + timedelta(seconds=1)),
+        status(org, "delivered", T + timedelta(seconds=4), wamid=w1, pricing=pricing),
+        sent(org, m2, f"wamid.C{uuid.uuid4().hex}", T + timedelta(seconds=3)),
+        status(org, "read", T + timedelta(seconds=6), wamid=w0, message_id=m3),
+        status(org, "read", T, wamid=f"wamid.X{uuid.uuid4().hex}"),
+        read.model_copy(update={"id": uuid.uuid4()}),
+    ]
+
+
+async def _status_outcome(app, org, ids):
+    name = {m: f"m{i}" for i, m in enumerate(ids)}
+    msgs = sorted(
+        (name[m["id"]], m["status"], m["status_at"], m["wamid"] is not None, m["error_code"])
+        for m in await message_rows(app, org)
+        if m["id"] in name
+    )
+    async with app.state.db.transaction(organization_id=org) as s:
+        frames = (
+            await s.execute(
+                select(stream_events.c.type, stream_events.c.data)
+                .where(stream_events.c.type == "message.updated")
+                .order_by(stream_events.c.id)
+            )
+        ).all()
+    updates = [
+        (name[uuid.UUID(d["message"]["id"])], d["message"]["status"], d["message"]["status_at"])
+        for _, d in frames
+    ]
+    events = [
+        (name[uuid.UUID(e["data"]["message_id"])], e["data"]["status"], e["data"]["pricing"])
+        for e in await emitted(app, org, "message.status_changed.v1")
+    ]
+    return msgs, updates, events
+
+
+async def test_a_batch_of_statuses_ends_as_the_same_statuses_one_by_one(app, client, tokens):
+    outcomes = []
+    for at_once in (False, True):
+        org = uuid.uuid4()
+        ids = await _replies(app, client, tokens, org, 4)
+        facts = _facts(org, ids)
+        if at_once:
+            async with app.state.db.transaction(organization_id=org) as s:
+                await STATUS_SET.apply(s, [STATUS_SET.parse(e) for e in facts])
+        else:
+            for event in facts:
+                await deliver(app, event)
+        outcomes.append(await _status_outcome(app, org, ids))
+    one_by_one, at_once = outcomes
+    assert at_once == one_by_one
+    msgs, _, events = at_once
+    assert [(m[0], m[1]) for m in msgs] == [
+        ("m0", "read"),
+        ("m1", "delivered"),
+        ("m2", "failed"),
+        ("m3", "read"),
+    ]
+    assert [e[:2] for e in events] == [
+        ("m0", "sent"),
+        ("m0", "read"),
+        ("m1", "sent"),
+        ("m2", "failed"),
+        ("m1", "delivered"),
+        ("m3", "read"),
+    ]

@@ -9,8 +9,17 @@
 - ``conversation.opened`` started by a user: a business-initiated recipient of the number
   (the messaging limit counts it with campaigns' own sends).
 
-Every update is guarded by the status order (:func:`rules.forward_from`), so a repeated
-or late event changes nothing.
+Every move is guarded by the status order (:func:`rules.moves_forward`), so a repeated
+or late event changes nothing; a message or conversation id is linked once (the first
+wins), a pricing is recorded once (the first).
+
+Set-based: a campaign send brings campaigns five of these events (send_requested,
+appended, three status changes, often a conversation.opened), each one or two guarded
+UPDATEs when handled one at a time. One :class:`SetHandler` takes the five types
+together, in the batch's order: it locks every recipient they name (by id, message or
+conversation) in one statement, applies the events to those rows in memory one after
+another as the per-event statements did, writes each changed recipient once, and the
+initiations in one insert.
 """
 
 from __future__ import annotations
@@ -19,14 +28,13 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_campaigns import rules
-from pytake_campaigns.tables import initiations, recipients
 from pytake_common import event_types as et
-from pytake_common.consumer import Handler
+from pytake_common import rawpg
+from pytake_common.consumer import Handler, SetHandler
 from pytake_common.events import CloudEvent, TenantEventData
 
 #: the timestamp column each status sets
@@ -40,50 +48,11 @@ STAMPS = {
 }
 
 
-async def _move(
-    session: AsyncSession, org: uuid.UUID, where: Any, status: str, at: datetime, **values: Any
-) -> None:
-    r = recipients.c
-    await session.execute(
-        update(recipients)
-        .where(r.organization_id == org, where, r.status.in_(rules.forward_from(status)))
-        .values(status=status, updated_at=func.now(), **{STAMPS[status]: at}, **values)
-    )
-
-
 class SendRequested(TenantEventData):
     organization_id: uuid.UUID
     message_id: uuid.UUID
     conversation_id: uuid.UUID
     recipient_id: uuid.UUID | None = None
-
-
-async def on_send_requested(session: AsyncSession, event: CloudEvent) -> None:
-    d = event.parse_data(SendRequested)
-    if d.recipient_id is None:
-        return  # an agent's or an automation's message
-    await _link(session, d.organization_id, d.recipient_id, d.message_id, d.conversation_id)
-    await _move(
-        session, d.organization_id, recipients.c.id == d.recipient_id, rules.ACCEPTED, event.time
-    )
-
-
-async def _link(
-    session: AsyncSession,
-    org: uuid.UUID,
-    recipient_id: uuid.UUID,
-    message_id: uuid.UUID,
-    conversation_id: uuid.UUID,
-) -> None:
-    r = recipients.c
-    await session.execute(
-        update(recipients)
-        .where(r.organization_id == org, r.id == recipient_id)
-        .values(
-            message_id=func.coalesce(r.message_id, message_id),
-            conversation_id=func.coalesce(r.conversation_id, conversation_id),
-        )
-    )
 
 
 class Appended(TenantEventData):
@@ -93,25 +62,6 @@ class Appended(TenantEventData):
     direction: str
     created_at: datetime
     recipient_id: uuid.UUID | None = None
-
-
-async def on_appended(session: AsyncSession, event: CloudEvent) -> None:
-    d = event.parse_data(Appended)
-    org = d.organization_id
-    if d.recipient_id is not None:
-        await _link(session, org, d.recipient_id, d.message_id, d.conversation_id)
-        return
-    if d.direction != "inbound":
-        return
-    r = recipients.c
-    # a reply: the customer wrote after the campaign's message reached the conversation
-    await _move(
-        session,
-        org,
-        (r.conversation_id == d.conversation_id) & (r.dispatched_at <= d.created_at),
-        rules.REPLIED,
-        d.created_at,
-    )
 
 
 class Pricing(TenantEventData):
@@ -129,52 +79,11 @@ class StatusChanged(TenantEventData):
     pricing: Pricing | None = None
 
 
-def status_handler(rates: dict[str, float]) -> Handler:
-    async def on_status_changed(session: AsyncSession, event: CloudEvent) -> None:
-        d = event.parse_data(StatusChanged)
-        org, r = d.organization_id, recipients.c
-        mine = r.message_id == d.message_id
-        if d.pricing is not None and d.pricing.category:
-            await session.execute(
-                update(recipients)
-                .where(r.organization_id == org, mine, r.pricing_category.is_(None))
-                .values(
-                    pricing_category=d.pricing.category.lower(),
-                    billable=d.pricing.billable,
-                    cost=rules.cost_of(d.pricing.category, d.pricing.billable, rates),
-                )
-            )
-        if d.status not in (rules.SENT, rules.DELIVERED, rules.READ, rules.FAILED):
-            return  # played, or a status campaigns does not track
-        extra: dict[str, Any] = {}
-        if d.status == rules.FAILED:
-            extra = {
-                "error_code": None if d.error_code is None else str(d.error_code),
-                "error_detail": (d.error_detail or "")[:500] or None,
-            }
-        await _move(session, org, mine, d.status, d.at, **extra)
-
-    return on_status_changed
-
-
 class Refused(TenantEventData):
     organization_id: uuid.UUID
     recipient_id: uuid.UUID
     code: str
     detail: str | None = None
-
-
-async def on_refused(session: AsyncSession, event: CloudEvent) -> None:
-    d = event.parse_data(Refused)
-    await _move(
-        session,
-        d.organization_id,
-        recipients.c.id == d.recipient_id,
-        rules.FAILED,
-        event.time,
-        error_code=d.code[:60],
-        error_detail=(d.detail or "")[:500] or None,
-    )
 
 
 class Opened(TenantEventData):
@@ -186,28 +95,211 @@ class Opened(TenantEventData):
     started_by: uuid.UUID | None = None
 
 
-async def on_opened(session: AsyncSession, event: CloudEvent) -> None:
-    d = event.parse_data(Opened)
-    if d.started_by is None:
-        return  # the customer wrote first: not business-initiated
-    await session.execute(
-        pg_insert(initiations)
-        .values(
-            organization_id=d.organization_id,
-            number_id=d.number_id,
-            contact_id=d.contact_id,
-            at=d.opened_at,
-            fact=f"conversation:{d.conversation_id}",
+# --- a consumer batch's progress of an organization at once ------------------------------
+
+_LOCK = """
+SELECT id, status, message_id, conversation_id, error_code, error_detail, pricing_category,
+       billable, cost, dispatched_at, accepted_at, sent_at, delivered_at, read_at,
+       replied_at, failed_at
+FROM campaign_recipients
+WHERE organization_id = $1
+  AND (id = ANY($2::uuid[]) OR message_id = ANY($3::uuid[])
+       OR conversation_id = ANY($4::uuid[]))
+ORDER BY id
+FOR UPDATE
+"""
+
+_WRITE = """
+UPDATE campaign_recipients AS r
+SET status = u.status, message_id = u.message_id, conversation_id = u.conversation_id,
+    error_code = u.error_code, error_detail = u.error_detail,
+    pricing_category = u.pricing_category, billable = u.billable, cost = u.cost,
+    accepted_at = u.accepted_at, sent_at = u.sent_at, delivered_at = u.delivered_at,
+    read_at = u.read_at, replied_at = u.replied_at, failed_at = u.failed_at,
+    updated_at = CASE WHEN u.moved THEN now() ELSE r.updated_at END
+FROM unnest($2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::text[], $7::text[],
+            $8::text[], $9::bool[], $10::numeric[], $11::timestamptz[], $12::timestamptz[],
+            $13::timestamptz[], $14::timestamptz[], $15::timestamptz[], $16::timestamptz[],
+            $17::bool[])
+    AS u(id, status, message_id, conversation_id, error_code, error_detail, pricing_category,
+         billable, cost, accepted_at, sent_at, delivered_at, read_at, replied_at, failed_at,
+         moved)
+WHERE r.organization_id = $1 AND r.id = u.id
+"""
+
+_WRITTEN = (
+    "status",
+    "message_id",
+    "conversation_id",
+    "error_code",
+    "error_detail",
+    "pricing_category",
+    "billable",
+    "cost",
+    "accepted_at",
+    "sent_at",
+    "delivered_at",
+    "read_at",
+    "replied_at",
+    "failed_at",
+    "moved",
+)
+
+_INITIATIONS = """
+INSERT INTO initiations (organization_id, number_id, contact_id, at, fact)
+SELECT $1, i.number_id, i.contact_id, i.at, i.fact
+FROM unnest($2::uuid[], $3::uuid[], $4::timestamptz[], $5::text[])
+    AS i(number_id, contact_id, at, fact)
+ON CONFLICT (fact) DO NOTHING
+"""
+
+_MODELS: dict[str, type[TenantEventData]] = {
+    et.CONVERSATIONS_MESSAGE_SEND_REQUESTED_V1: SendRequested,
+    et.CONVERSATIONS_MESSAGE_APPENDED_V1: Appended,
+    et.CONVERSATIONS_MESSAGE_STATUS_CHANGED_V1: StatusChanged,
+    et.CONVERSATIONS_MESSAGE_REFUSED_V1: Refused,
+    et.CONVERSATIONS_CONVERSATION_OPENED_V1: Opened,
+}
+
+
+class Progress(BaseModel):
+    """One event of the set: its data, and the event's time (what some moves stamp)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    time: datetime
+    data: Any
+
+
+def _read(event: CloudEvent) -> Progress:
+    return Progress.model_construct(time=event.time, data=event.parse_data(_MODELS[event.type]))
+
+
+class _Rows:
+    """An organization's locked recipients, changed in memory as the statements would."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = {r["id"]: r for r in rows}
+        self.changed: dict[uuid.UUID, dict[str, Any]] = {}
+
+    def where(self, **match: Any) -> list[dict[str, Any]]:
+        return [r for r in self.rows.values() if all(r[k] == v for k, v in match.items())]
+
+    def link(
+        self, recipient_id: uuid.UUID, message_id: uuid.UUID, conversation_id: uuid.UUID
+    ) -> None:
+        for r in self.where(id=recipient_id):
+            r["message_id"] = r["message_id"] or message_id
+            r["conversation_id"] = r["conversation_id"] or conversation_id
+            self.changed[r["id"]] = r
+
+    def move(self, rows: list[dict[str, Any]], status: str, at: datetime, **values: Any) -> None:
+        for r in rows:
+            if rules.moves_forward(r["status"], status):
+                r.update(status=status, moved=True, **{STAMPS[status]: at}, **values)
+                self.changed[r["id"]] = r
+
+
+async def apply_progress(
+    session: AsyncSession, facts: list[Progress], rates: dict[str, float]
+) -> None:
+    by_org: dict[uuid.UUID, list[Progress]] = {}
+    for fact in facts:
+        by_org.setdefault(fact.data.organization_id, []).append(fact)
+    conn = await rawpg.driver(session)
+    for org, mine in by_org.items():
+        await _apply(conn, org, mine, rates)
+
+
+async def _apply(conn: Any, org: uuid.UUID, facts: list[Progress], rates: dict[str, float]) -> None:
+    ids: set[uuid.UUID] = set()
+    messages: set[uuid.UUID] = set()
+    conversations: set[uuid.UUID] = set()
+    started: list[Opened] = []
+    for f in facts:
+        d = f.data
+        if isinstance(d, Opened):
+            if d.started_by is not None:  # the customer wrote first: not business-initiated
+                started.append(d)
+        elif isinstance(d, StatusChanged):
+            messages.add(d.message_id)
+        elif isinstance(d, Refused) or d.recipient_id is not None:
+            ids.add(d.recipient_id)
+        elif isinstance(d, Appended) and d.direction == "inbound":
+            conversations.add(d.conversation_id)
+    if started:
+        await conn.execute(
+            _INITIATIONS,
+            org,
+            [d.number_id for d in started],
+            [d.contact_id for d in started],
+            [d.opened_at for d in started],
+            [f"conversation:{d.conversation_id}" for d in started],
         )
-        .on_conflict_do_nothing(index_elements=["fact"])
+    if not (ids or messages or conversations):
+        return
+    locked = await conn.fetch(_LOCK, org, list(ids), list(messages), list(conversations))
+    rows = _Rows([{**dict(r), "moved": False} for r in locked])
+    for f in facts:
+        _fold(rows, f, rates)
+    if not rows.changed:
+        return
+    changed = list(rows.changed.values())
+    await conn.execute(
+        _WRITE, org, [r["id"] for r in changed], *([r[c] for r in changed] for c in _WRITTEN)
     )
 
 
+def _fold(rows: _Rows, fact: Progress, rates: dict[str, float]) -> None:
+    """One event's effect on the locked rows (the per-event handlers' statements)."""
+    d = fact.data
+    if isinstance(d, SendRequested):
+        if d.recipient_id is not None:
+            rows.link(d.recipient_id, d.message_id, d.conversation_id)
+            rows.move(rows.where(id=d.recipient_id), rules.ACCEPTED, fact.time)
+    elif isinstance(d, Appended):
+        if d.recipient_id is not None:
+            rows.link(d.recipient_id, d.message_id, d.conversation_id)
+        elif d.direction == "inbound":
+            replied = [
+                r
+                for r in rows.where(conversation_id=d.conversation_id)
+                if r["dispatched_at"] is not None and r["dispatched_at"] <= d.created_at
+            ]
+            rows.move(replied, rules.REPLIED, d.created_at)
+    elif isinstance(d, StatusChanged):
+        mine = rows.where(message_id=d.message_id)
+        if d.pricing is not None and d.pricing.category:
+            for r in mine:
+                if r["pricing_category"] is None:
+                    r.update(
+                        pricing_category=d.pricing.category.lower(),
+                        billable=d.pricing.billable,
+                        cost=rules.cost_of(d.pricing.category, d.pricing.billable, rates),
+                    )
+                    rows.changed[r["id"]] = r
+        if d.status in (rules.SENT, rules.DELIVERED, rules.READ, rules.FAILED):
+            extra: dict[str, Any] = {}
+            if d.status == rules.FAILED:
+                extra = {
+                    "error_code": None if d.error_code is None else str(d.error_code),
+                    "error_detail": (d.error_detail or "")[:500] or None,
+                }
+            rows.move(mine, d.status, d.at, **extra)
+    elif isinstance(d, Refused):
+        rows.move(
+            rows.where(id=d.recipient_id),
+            rules.FAILED,
+            fact.time,
+            error_code=d.code[:60],
+            error_detail=(d.detail or "")[:500] or None,
+        )
+
+
 def progress_handlers(rates: dict[str, float]) -> dict[str, Handler]:
-    return {
-        et.CONVERSATIONS_MESSAGE_SEND_REQUESTED_V1: on_send_requested,
-        et.CONVERSATIONS_MESSAGE_APPENDED_V1: on_appended,
-        et.CONVERSATIONS_MESSAGE_STATUS_CHANGED_V1: status_handler(rates),
-        et.CONVERSATIONS_MESSAGE_REFUSED_V1: on_refused,
-        et.CONVERSATIONS_CONVERSATION_OPENED_V1: on_opened,
-    }
+    async def apply(session: AsyncSession, facts: list[Progress]) -> None:
+        await apply_progress(session, facts, rates)
+
+    # one instance for the five types: their records come together, in the batch's order
+    progress = SetHandler(Progress, apply, parse=_read)
+    return dict.fromkeys(_MODELS, progress)

@@ -2,8 +2,9 @@
 
 ``message.received`` appends the customer's message to the contact's active
 conversation (opening or reopening one); ``message.sent`` / ``message.failed`` /
-``message.status_updated`` move an outbound message's status forward only.
-Every handler is idempotent against the same fact under another event id.
+``message.status_updated`` move an outbound message's status forward only
+(``statuses.py``, set-based). Every handler is idempotent against the same fact under
+another event id.
 """
 
 import contextlib
@@ -15,49 +16,41 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import Field
-from sqlalchemy import DateTime, Select, and_, bindparam, exists, func, literal, select, update
+from sqlalchemy import DateTime, Select, bindparam, exists, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import CTE
 
 from pytake_common.consumer import Handler
 from pytake_common.event_types import (
-    WHATSAPP_MESSAGE_FAILED_V1,
     WHATSAPP_MESSAGE_RECEIVED_V1,
-    WHATSAPP_MESSAGE_SENT_V1,
-    WHATSAPP_MESSAGE_STATUS_UPDATED_V1,
 )
 from pytake_common.events import CloudEvent, TenantEventData
 from pytake_common.outbox import STAGED_EVENT, emit, outbox_row
 from pytake_conversations.domain import (
-    FAILED,
     INBOUND,
     OPEN,
-    OUTBOUND,
     RECEIVED,
     RESOLVED,
     WAKES_ON_INBOUND,
     answers_survey,
     interactive_reply,
-    status_moves,
 )
 from pytake_conversations.events import (
     ConversationOpened,
     MessageAppended,
-    MessageStatusChanged,
-    Pricing,
 )
 from pytake_conversations.inbox import (
     Row,
     auto_assign,
     change_status,
     conversation_data,
-    push_message,
 )
 from pytake_conversations.outreach_replicas import outreach_handlers
 from pytake_conversations.replicas import REPLICA_HANDLERS
 from pytake_conversations.sla import SLA_HANDLERS
 from pytake_conversations.starting import lock_active, previous_closed
+from pytake_conversations.statuses import STATUS_HANDLERS
 from pytake_conversations.stream import publish_many
 from pytake_conversations.tables import contact_replicas, conversations, messages
 from pytake_conversations.views import Message
@@ -88,45 +81,6 @@ class MessageReceived(TenantEventData):
     context: ReplyContext | None = None
     timestamp: datetime
     profile_name: str | None = None
-
-
-class MessageSent(TenantEventData):
-    message_id: uuid.UUID
-    organization_id: uuid.UUID
-    wamid: str | None = None
-    sent_at: datetime
-
-
-class MessageFailed(TenantEventData):
-    message_id: uuid.UUID
-    organization_id: uuid.UUID
-    error_code: int | None = None
-    error_title: str | None = None
-    error_detail: str | None = None
-    failed_at: datetime
-
-
-class StatusError(TenantEventData):
-    code: int | None = None
-    title: str | None = None
-    message: str | None = None
-    details: Any = None
-
-
-class StatusPricing(TenantEventData):
-    category: str | None = None
-    billable: bool | None = None
-    pricing_model: str | None = None
-
-
-class StatusUpdated(TenantEventData):
-    message_id: uuid.UUID | None = None
-    wamid: str | None = None
-    organization_id: uuid.UUID
-    status: str
-    timestamp: datetime
-    errors: list[StatusError] = Field(default_factory=list)
-    pricing: StatusPricing | None = None
 
 
 def _ts(value: datetime) -> Any:
@@ -384,145 +338,10 @@ async def _open_conversation(
     raise RuntimeError(f"could not open a conversation for contact {data.contact_id}")
 
 
-# --- outbound statuses -----------------------------------------------------------------
-
-
-async def apply_status(
-    session: AsyncSession,
-    org: uuid.UUID,
-    *,
-    message_id: uuid.UUID | None,
-    wamid: str | None,
-    status: str,
-    at: datetime,
-    error_code: int | None = None,
-    error_detail: str | None = None,
-    pricing: Pricing | None = None,
-) -> bool:
-    """Move an outbound message to ``status`` if that is forward; True when it moved.
-
-    The message is found by our id when the event carries it, else by its wamid.
-    A wamid the message lacks is stored whatever the status does (a ``sent``
-    arriving after ``delivered`` still teaches us the wamid).
-    """
-    row = None
-    if message_id is not None:
-        row = await _lock_message(session, org, messages.c.id == message_id)
-    if row is None and wamid:
-        row = await _lock_message(session, org, messages.c.wamid == wamid)
-    if row is None or row["direction"] != OUTBOUND:
-        log.info(
-            "status for a message we did not send",
-            extra={"wamid": wamid, "status": status, "message_id": str(message_id)},
-        )
-        return False
-    values: dict[str, Any] = {}
-    if wamid and row["wamid"] is None:
-        taken = await session.scalar(
-            select(
-                exists().where(and_(messages.c.organization_id == org, messages.c.wamid == wamid))
-            )
-        )
-        if not taken:
-            values["wamid"] = wamid
-    moved = status_moves(row["status"], status)
-    if moved:
-        values.update(status=status, status_at=at)
-        if status == FAILED:
-            values.update(error_code=error_code, error_detail=error_detail)
-    if values:
-        updated = (
-            (
-                await session.execute(
-                    update(messages)
-                    .where(messages.c.id == row["id"], messages.c.organization_id == org)
-                    .values(**values)
-                    .returning(*messages.c)
-                )
-            )
-            .mappings()
-            .one()
-        )
-        await push_message(session, org, updated, "message.updated")
-    if moved:
-        changed = MessageStatusChanged(
-            message_id=row["id"],
-            organization_id=org,
-            conversation_id=row["conversation_id"],
-            status=status,
-            error_code=error_code if status == FAILED else None,
-            error_detail=error_detail if status == FAILED else None,
-            at=at,
-            pricing=pricing,
-        )
-        await emit(session, changed, row["id"], org)
-    return moved
-
-
-async def _lock_message(session: AsyncSession, org: uuid.UUID, match: Any) -> Row | None:
-    return (
-        (
-            await session.execute(
-                select(messages).where(messages.c.organization_id == org, match).with_for_update()
-            )
-        )
-        .mappings()
-        .first()
-    )
-
-
-async def on_message_sent(session: AsyncSession, event: CloudEvent) -> None:
-    data = event.parse_data(MessageSent)
-    org = data.organization_id
-    await apply_status(
-        session, org, message_id=data.message_id, wamid=data.wamid, status="sent", at=data.sent_at
-    )
-
-
-async def on_message_failed(session: AsyncSession, event: CloudEvent) -> None:
-    data = event.parse_data(MessageFailed)
-    org = data.organization_id
-    await apply_status(
-        session,
-        org,
-        message_id=data.message_id,
-        wamid=None,
-        status=FAILED,
-        at=data.failed_at,
-        error_code=data.error_code,
-        error_detail=data.error_detail or data.error_title,
-    )
-
-
-async def on_status_updated(session: AsyncSession, event: CloudEvent) -> None:
-    data = event.parse_data(StatusUpdated)
-    org = data.organization_id
-    code: int | None = None
-    detail: str | None = None
-    if data.errors:
-        first = data.errors[0]
-        code = first.code
-        details = first.details if first.details not in (None, "", {}) else None
-        text = str(details) if details is not None else (first.message or first.title)
-        detail = text
-    await apply_status(
-        session,
-        org,
-        message_id=data.message_id,
-        wamid=data.wamid,
-        status=data.status,
-        at=data.timestamp,
-        error_code=code,
-        error_detail=detail,
-        pricing=Pricing(**data.pricing.model_dump()) if data.pricing is not None else None,
-    )
-
-
 HANDLERS: dict[str, Handler] = {
     WHATSAPP_MESSAGE_RECEIVED_V1: on_message_received,
-    WHATSAPP_MESSAGE_SENT_V1: on_message_sent,
-    WHATSAPP_MESSAGE_FAILED_V1: on_message_failed,
-    WHATSAPP_MESSAGE_STATUS_UPDATED_V1: on_status_updated,
+    # set-based: a batch's statuses of an organization in a few statements
+    **STATUS_HANDLERS,
     **REPLICA_HANDLERS,
     **outreach_handlers(REPLICA_HANDLERS),
     **SLA_HANDLERS,
