@@ -143,7 +143,7 @@ async def on_appended(session: AsyncSession, d: Appended) -> Any:
         conn = await rawpg.driver(session)
         found = await conn.fetchrow(_INBOUND, d.conversation_id, d.organization_id, d.created_at)
         if found is not None:
-            return SimpleNamespace(**{k: _plain(v) for k, v in found.items()})
+            return SimpleNamespace(**{k: plain(v) for k, v in found.items()})
     c = conversations.c
     values: dict[str, Any] = {"last_message_at": func.greatest(c.last_message_at, d.created_at)}
     if d.direction == "inbound":
@@ -183,7 +183,7 @@ async def on_inbound_many(
         [d.conversation_id for d in messages],
         [d.created_at for d in messages],
     )
-    rows = (SimpleNamespace(**{k: _plain(v) for k, v in r.items()}) for r in found)
+    rows = (SimpleNamespace(**{k: plain(v) for k, v in r.items()}) for r in found)
     return {row.id: row for row in rows}
 
 
@@ -215,6 +215,6 @@ async def load(
     return result.one_or_none()
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """asyncpg's UUIDs as the standard library's (what SQLAlchemy rows carry)."""
     return uuid.UUID(bytes=value.bytes) if isinstance(value, uuid.UUID) else value
