@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pytake_automation import automation_settings, flows
 from pytake_automation.actions import SourceKind, actions_requested, request_actions, run_id
 from pytake_automation.automation_settings import AutomationSettings
-from pytake_automation.business_hours import schedule_of
+from pytake_automation.business_hours import Schedule, schedule_of
 from pytake_automation.config import Settings
 from pytake_automation.context import ContactView, ConversationView, TriggerContext
 from pytake_automation.csat import COMMENT_WINDOW
@@ -126,6 +126,8 @@ class Situation:
     #: comment on; when False, the flows' and CSAT's own reads (with their locks) are skipped
     flow_active: bool = True
     csat_pending: bool = True
+    #: the organization's business hours, as read with the settings
+    schedule: Schedule | None = None
 
 
 def _situation_of(
@@ -135,9 +137,16 @@ def _situation_of(
     trigger_key: str,
     at: datetime,
     extra: Mapping[str, Any],
+    shared: Situation | None = None,
 ) -> Situation:
-    """A situation from a row of :data:`_SITUATION` (or :data:`_SITUATIONS`)."""
+    """A situation from a row of :data:`_SITUATION` (or :data:`_SITUATIONS`); ``shared``:
+    another situation of the same read, whose settings (parsed once) it shares."""
     org_settings: Mapping[str, Any] = found["org_settings"] or {}
+    if shared is not None and shared.schedule is not None:
+        schedule, settings = shared.schedule, shared.settings
+    else:
+        schedule = schedule_of(dict(org_settings))
+        settings = automation_settings.of(found["auto_settings"])
     contact = ContactView(
         id=conversation.contact_id,
         name=found["name"],
@@ -152,15 +161,16 @@ def _situation_of(
         at=at,
         conversation=ConversationView.of(conversation),
         contact=contact,
-        business_open=schedule_of(dict(org_settings)).is_open(at),
+        business_open=schedule.is_open(at),
         **extra,
     )
     return Situation(
         ctx,
         org_settings,
-        automation_settings.of(found["auto_settings"]),
+        settings,
         flow_active=bool(found["flow_active"]),
         csat_pending=bool(found["csat_pending"]),
+        schedule=schedule,
     )
 
 
@@ -207,10 +217,13 @@ class Engine:
             [conversation.contact_id for conversation, _, _, _ in messages],
             [at - COMMENT_WINDOW for _, _, at, _ in messages],
         )
-        return [
-            _situation_of(record, conversation, "message_received", key, at, extra)
-            for record, (conversation, key, at, extra) in zip(found, messages, strict=True)
-        ]
+        out: list[Situation] = []
+        for record, (conversation, key, at, extra) in zip(found, messages, strict=True):
+            shared = out[0] if out else None
+            out.append(
+                _situation_of(record, conversation, "message_received", key, at, extra, shared)
+            )
+        return out
 
     # --- rules ----------------------------------------------------------------------------
 
