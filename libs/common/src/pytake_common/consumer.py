@@ -26,6 +26,16 @@ once, before the batch's other records: one transaction per organization with th
 marks in one statement and each type's changes in a few. A record whose data does
 not parse is handled alone; if that transaction fails, each of its records is
 handled alone as above.
+
+An ``ordered`` :class:`SetHandler` keeps the batch's order instead: each run of
+consecutive records it takes (of any of its types) is one call per organization, at
+the run's place in the batch and in its transaction (the marks of the whole batch in
+one statement), so the records before and after it, of other handlers, see its effect
+as they would one by one. If the call fails, its records are handled alone as above.
+
+A record whose type no handler takes is skipped before its JSON is parsed (the type is
+read from the envelope's bytes when they are :meth:`CloudEvent.to_bytes`'s): another
+consumer's event on a shared topic costs no validation and no database work.
 """
 
 from __future__ import annotations
@@ -124,6 +134,13 @@ class SetHandler(Generic[_Row]):
     One instance registered for several event types gets their records together, in
     the batch's order (``parse``, default ``event.parse_data(model)``, reads each one,
     e.g. by its type's own model): for facts whose order across types matters.
+
+    ``ordered``: the records are NOT taken out of the batch's order. Each run of
+    consecutive records this handler takes is applied where it stands, one call per
+    organization of the run (an organization's records in their order), inside the
+    batch's transaction between the records before and after it; ``apply`` may then
+    depend on order (a replica that other handlers' records also move). ``order`` does
+    not apply.
     """
 
     def __init__(
@@ -133,12 +150,14 @@ class SetHandler(Generic[_Row]):
         *,
         order: int = 0,
         parse: Callable[[CloudEvent], _Row] | None = None,
+        ordered: bool = False,
     ) -> None:
         self.model = model
         self.apply = apply
         #: Within an organization's set, handlers apply in ascending ``order`` (then as
         #: their records first came): one whose effect builds on another's comes after it.
         self.order = order
+        self.ordered = ordered
         self._parse = parse
 
     def parse(self, event: CloudEvent) -> _Row:
@@ -157,6 +176,46 @@ class _Item:
     handler: Handler
 
 
+@dataclass(slots=True)
+class _Run:
+    """Consecutive records of one organization an ordered :class:`SetHandler` takes,
+    with their parsed data: one call of its ``apply``."""
+
+    handler: SetHandler[Any]
+    tenant: str
+    items: list[_Item]
+    rows: list[Any]
+
+
+#: What a batch transaction handles in order: a record, or an ordered handler's run.
+_Unit = _Item | _Run
+#: A unit that failed in a batch: the records to handle alone, and the error to count as
+#: the first attempt (a record's own failure; None for a run: whose fault is unknown).
+_Failure = tuple[list[_Item], Exception | None]
+
+#: The start of every envelope :meth:`CloudEvent.to_bytes` writes (its fields in
+#: declaration order: ``specversion``, ``id``, ``source``, ``type``, ...).
+_ENVELOPE = b'{"specversion":"1.0","id":"'
+_TYPE_KEY = b'","type":"'
+
+
+def envelope_type(value: bytes | None) -> str | None:
+    """The event type of a record written by :meth:`CloudEvent.to_bytes`, read from its
+    bytes without parsing them; None when they are laid out otherwise (then the record
+    is parsed whole). Inside a JSON string every ``"`` is escaped, so the first
+    ``","type":"`` after the id is the envelope's key, before ``data``."""
+    if not value or not value.startswith(_ENVELOPE):
+        return None
+    start = value.find(_TYPE_KEY, len(_ENVELOPE))
+    if start < 0:
+        return None
+    start += len(_TYPE_KEY)
+    end = value.find(b'"', start)
+    if end < 0 or value.find(b"\\", start, end) >= 0:
+        return None
+    return value[start:end].decode()
+
+
 class _Failed(Exception):
     """A batch's only fresh record failed: the whole transaction rolls back."""
 
@@ -164,6 +223,33 @@ class _Failed(Exception):
         super().__init__(index, error)
         self.index = index
         self.error = error
+
+
+def _records(units: Sequence[_Unit]) -> list[_Item]:
+    """The records of ``units``, in order."""
+    out: list[_Item] = []
+    for unit in units:
+        if isinstance(unit, _Run):
+            out.extend(unit.items)
+        else:
+            out.append(unit)
+    return out
+
+
+def _tenant(unit: _Unit) -> str:
+    return unit.tenant if isinstance(unit, _Run) else unit.event.tenantid
+
+
+def _failure(unit: _Unit, error: Exception) -> _Failure:
+    """A failed unit's records to handle alone: a record with its failure as its first
+    attempt; a run's records each from scratch (which one failed is not known)."""
+    if isinstance(unit, _Run):
+        return list(unit.items), None
+    return [unit], error
+
+
+def _unordered_set(handler: Handler) -> bool:
+    return isinstance(handler, SetHandler) and not handler.ordered
 
 
 class EventConsumer:
@@ -269,6 +355,9 @@ class EventConsumer:
 
     async def _decode(self, record: ConsumerRecord[Any, Any]) -> _Item | None:
         """The record's event and handler; None when it is not ours (or dead-lettered)."""
+        etype = envelope_type(record.value)
+        if etype is not None and etype not in self.handlers:
+            return None  # another consumer's event on a shared topic: not even parsed
         try:
             event = CloudEvent.model_validate_json(record.value)
         except ValidationError as exc:
@@ -291,9 +380,39 @@ class EventConsumer:
         sets, items = self._take_sets(items)
         if sets:
             await self._process_sets(sets)
-        await self._process_items(items, savepoints=False)
+        if items:
+            await self._process_items(await self._runs(items), savepoints=False)
 
-    async def _process_items(self, items: list[_Item], *, savepoints: bool) -> None:
+    async def _runs(self, items: list[_Item]) -> list[_Unit]:
+        """``items`` in order, each run of consecutive records of one ordered
+        :class:`SetHandler` made one unit per organization (an organization's records in
+        their order; organizations' runs are independent). A record whose data does not
+        parse is handled alone (dead-lettered at once)."""
+        units: list[_Unit] = []
+        current: SetHandler[Any] | None = None
+        runs: dict[str, _Run] = {}
+        for item in items:
+            handler = item.handler
+            if not (isinstance(handler, SetHandler) and handler.ordered):
+                current = None
+                units.append(item)
+                continue
+            try:
+                row = handler.parse(item.event)
+            except ValidationError:
+                await self._process_item(item)
+                continue
+            if handler is not current:
+                current, runs = handler, {}
+            run = runs.get(item.event.tenantid)
+            if run is None:
+                run = runs[item.event.tenantid] = _Run(handler, item.event.tenantid, [], [])
+                units.append(run)
+            run.items.append(item)
+            run.rows.append(row)
+        return units
+
+    async def _process_items(self, items: list[_Unit], *, savepoints: bool) -> None:
         """``items`` in order: in one transaction while none fails.
 
         The first try runs the records without savepoints (a round trip less per
@@ -311,97 +430,123 @@ class EventConsumer:
                     "batch transaction failed, handling its records one by one",
                     extra={"group": self.group, "records": len(items), "error": repr(exc)},
                 )
-                for item in items:
+                for item in _records(items):
                     await self._process_item(item)
                 return
             if redo:
                 await self._process_items(redo, savepoints=True)
             if failed is not None:
-                await self._process_item(failed[0], first_error=failed[1])
+                alone, first_error = failed
+                for item in alone:
+                    await self._process_item(item, first_error=first_error)
 
     async def _handle_batch(
-        self, items: list[_Item], *, savepoints: bool = True
-    ) -> tuple[tuple[_Item, Exception] | None, list[_Item], list[_Item]]:
-        """One transaction over ``items``; returns the failed record (if any), the
-        records before it to handle again, and the records after it.
+        self, items: list[_Unit], *, savepoints: bool = True
+    ) -> tuple[_Failure | None, list[_Unit], list[_Unit]]:
+        """One transaction over ``items``; returns the failure (if any: the records to
+        handle alone), the units before it to handle again, and the units after it.
 
-        With ``savepoints`` (and more than one fresh record) each record runs in one, so
-        a failure undoes only its own record: nothing is to be handled again. Without,
-        a failure rolls back the whole transaction: the fresh records before it come
-        back to be handled again. Records after a failed one are not handled here (their
-        marks are removed or rolled back): the caller retries the failed one alone, then
-        goes on with the rest.
+        A unit is a record, or an ordered set handler's run of records (one call). With
+        ``savepoints`` (and more than one unit) each unit runs in one, so a failure undoes
+        only its own unit: nothing is to be handled again. Without, a failure rolls back
+        the whole transaction: the fresh units before it come back to be handled again.
+        Units after a failed one are not handled here (their marks are removed or rolled
+        back): the caller retries the failed records alone, then goes on with the rest.
         """
         outcomes: list[tuple[CloudEvent, str]] = []
-        result: tuple[tuple[_Item, Exception] | None, list[_Item], list[_Item]] = None, [], []
+        result: tuple[_Failure | None, list[_Unit], list[_Unit]] = None, [], []
         # Bound to the first record's organization from the start (a batch of one
         # costs no more statements than a transaction per record did).
-        bound: str | None = items[0].event.tenantid
+        bound: str | None = _tenant(items[0])
         try:
             async with self.db.transaction(organization_id=bound) as session:
-                fresh = await self._mark(session, items)
-                # A savepoint per record only when a failure must spare other records' work.
-                savepoints = savepoints and len(fresh) > 1
+                fresh = await self._mark(session, _records(items))
+                # A savepoint per unit only when a failure must spare other units' work.
+                savepoints = savepoints and len(items) > 1 and len(fresh) > 1
                 driver: Any = None
                 in_savepoint = False
-                for index, item in enumerate(items):
-                    event = item.event
-                    if event.id not in fresh:
-                        outcomes.append((event, "duplicate"))
+                for index, unit in enumerate(items):
+                    # the unit's fresh records (a second copy in this batch is a duplicate)
+                    mine: list[_Item] = []
+                    seen: list[tuple[CloudEvent, str]] = []
+                    for item in _records([unit]):
+                        if item.event.id in fresh:
+                            fresh.discard(item.event.id)
+                            mine.append(item)
+                            seen.append((item.event, "handled"))
+                        else:
+                            seen.append((item.event, "duplicate"))
+                    if not mine:
+                        outcomes.extend(seen)
                         continue
-                    fresh.discard(event.id)  # a second copy in this batch is a duplicate
-                    # One round trip: close the previous record's savepoint, bind this
-                    # record's organization, open its savepoint.
+                    # One round trip: close the previous unit's savepoint, bind this
+                    # unit's organization, open its savepoint.
+                    tenant = _tenant(unit)
                     sql: list[str] = []
                     if in_savepoint:
                         sql.append(f"RELEASE SAVEPOINT {_SAVEPOINT}")
                         in_savepoint = False
-                    if event.tenantid != bound:
-                        rebind = rebind_sql(event.tenantid)
+                    if tenant != bound:
+                        rebind = rebind_sql(tenant)
                         if rebind is not None:
                             sql.append(rebind)
-                            session.info["organization_id"] = event.tenantid
+                            session.info["organization_id"] = tenant
                         else:
                             if sql:
                                 driver = driver or await rawpg.driver(session)
                                 await driver.execute("; ".join(sql))
                                 sql = []
-                            await bind_organization(session, event.tenantid)
-                        bound = event.tenantid
+                            await bind_organization(session, tenant)
+                        bound = tenant
                     if savepoints:
                         sql.append(f"SAVEPOINT {_SAVEPOINT}")
                     if sql:
                         driver = driver or await rawpg.driver(session)
                         await driver.execute("; ".join(sql))
                     try:
-                        await self._run_handler(session, item)
+                        if isinstance(unit, _Run):
+                            await self._apply_run(session, unit, mine)
+                        else:
+                            await self._run_handler(session, unit)
                     except Exception as exc:
                         if not savepoints:
                             raise _Failed(index, exc) from exc
                         await driver.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
-                        unhandled = [event.id, *fresh]
+                        unhandled = [item.event.id for item in mine] + list(fresh)
                         await session.execute(
                             delete(processed_events).where(
                                 processed_events.c.consumer_group == self.group,
                                 processed_events.c.event_id.in_(unhandled),
                             )
                         )
-                        result = (item, exc), [], items[index + 1 :]
+                        result = _failure(unit, exc), [], items[index + 1 :]
                         break
-                    outcomes.append((event, "handled"))
+                    outcomes.extend(seen)
                     in_savepoint = savepoints
                 # The last savepoint needs no RELEASE: the commit takes it along.
         except _Failed as exc:
-            # Rolled back whole: the records handled before the failed one are undone.
+            # Rolled back whole: the units handled before the failed one are undone.
             before = items[: exc.index]
             if any(outcome == "handled" for _, outcome in outcomes):
                 outcomes, redo = [], before
             else:
                 redo = []  # only duplicates came before it: they stay counted as such
-            result = (items[exc.index], exc.error), redo, items[exc.index + 1 :]
+            result = _failure(items[exc.index], exc.error), redo, items[exc.index + 1 :]
         for event, outcome in outcomes:
             self._counted(event, outcome)
         return result
+
+    async def _apply_run(self, session: AsyncSession, run: _Run, fresh: list[_Item]) -> None:
+        """An ordered handler's run: its fresh records' rows in one call."""
+        wanted = {id(item) for item in fresh}
+        rows = [row for item, row in zip(run.items, run.rows, strict=True) if id(item) in wanted]
+        types = "+".join(sorted({item.event.type for item in fresh}))
+        token = organization_id_var.set(run.tenant)
+        try:
+            with tracer().start_as_current_span(f"consume {types} x{len(rows)}"):
+                await run.handler.apply(session, rows)
+        finally:
+            organization_id_var.reset(token)
 
     async def _mark(self, session: AsyncSession, items: list[_Item]) -> set[uuid.UUID]:
         """Insert the batch's inbox marks; the ids that were not marked before."""
@@ -425,10 +570,10 @@ class EventConsumer:
 
     def _take_sets(self, items: list[_Item]) -> tuple[list[_Item], list[_Item]]:
         """``items`` split into those a :class:`SetHandler` takes and the others."""
-        sets = [item for item in items if isinstance(item.handler, SetHandler)]
+        sets = [item for item in items if _unordered_set(item.handler)]
         if not sets:
             return [], items
-        return sets, [item for item in items if not isinstance(item.handler, SetHandler)]
+        return sets, [item for item in items if not _unordered_set(item.handler)]
 
     async def _process_sets(self, items: list[_Item]) -> None:
         """Each organization's ``items`` in one transaction: their inbox marks in one

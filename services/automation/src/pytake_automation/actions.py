@@ -68,9 +68,33 @@ async def request_actions(
     """Stage ``actions_requested`` for ``target`` in the caller's transaction (outbox);
     ``None`` when there is nothing to ask. Keyed by the conversation: one order per
     conversation across every source."""
+    payload = actions_requested(
+        target,
+        kind=kind,
+        source_id=source_id,
+        source_key=source_key,
+        trigger_key=trigger_key,
+        specs=specs,
+    )
+    if payload is not None:
+        await emit(session, payload, target.conversation_id)
+    return payload
+
+
+def actions_requested(
+    target: Target,
+    *,
+    kind: SourceKind,
+    source_id: uuid.UUID | None,
+    source_key: str,
+    trigger_key: str,
+    specs: Sequence[Mapping[str, Any]],
+) -> ActionsRequested | None:
+    """The ``actions_requested`` :func:`request_actions` stages (for callers staging
+    several at once with ``emit_many``, keyed by ``target.conversation_id``)."""
     if not specs:
         return None
-    payload = ActionsRequested(
+    return ActionsRequested(
         organization_id=target.organization_id,
         conversation_id=target.conversation_id,
         contact_id=target.contact_id,
@@ -78,5 +102,3 @@ async def request_actions(
         source=Source(kind=kind, id=source_id, run_id=run_id(source_key, trigger_key)),
         actions=build_actions(source_key, trigger_key, specs),
     )
-    await emit(session, payload, target.conversation_id)
-    return payload

@@ -143,7 +143,7 @@ async def on_appended(session: AsyncSession, d: Appended) -> Any:
         conn = await rawpg.driver(session)
         found = await conn.fetchrow(_INBOUND, d.conversation_id, d.organization_id, d.created_at)
         if found is not None:
-            return SimpleNamespace(**{k: _plain(v) for k, v in found.items()})
+            return SimpleNamespace(**{k: plain(v) for k, v in found.items()})
     c = conversations.c
     values: dict[str, Any] = {"last_message_at": func.greatest(c.last_message_at, d.created_at)}
     if d.direction == "inbound":
@@ -155,6 +155,36 @@ async def on_appended(session: AsyncSession, d: Appended) -> Any:
         if d.sender_type in AGENT_SENDERS:
             values["last_agent_reply_at"] = func.greatest(c.last_agent_reply_at, d.created_at)
     return await _upsert(session, d.organization_id, d.conversation_id, d.contact_id, values)
+
+
+#: :data:`_INBOUND` for several conversations at once (one message each): one statement.
+_INBOUND_MANY = """
+UPDATE conversations c
+SET last_message_at = greatest(c.last_message_at, m.at),
+    inbound_count = c.inbound_count + 1,
+    last_inbound_at = greatest(c.last_inbound_at, m.at),
+    updated_at = now()
+FROM unnest($2::uuid[], $3::timestamptz[]) AS m(id, at)
+WHERE c.id = m.id AND c.organization_id = $1
+RETURNING c.*
+"""
+
+
+async def on_inbound_many(
+    session: AsyncSession, org: uuid.UUID, messages: list[Appended]
+) -> dict[uuid.UUID, Any]:
+    """Customers' messages on distinct known conversations of ``org``: the rows after, by
+    conversation (a conversation the replica does not know yet is missing: its message
+    goes through :func:`on_appended`, which creates the row)."""
+    conn = await rawpg.driver(session)
+    found = await conn.fetch(
+        _INBOUND_MANY,
+        org,
+        [d.conversation_id for d in messages],
+        [d.created_at for d in messages],
+    )
+    rows = (SimpleNamespace(**{k: plain(v) for k, v in r.items()}) for r in found)
+    return {row.id: row for row in rows}
 
 
 async def on_status(session: AsyncSession, d: StatusMoved) -> Row[Any]:
@@ -185,6 +215,6 @@ async def load(
     return result.one_or_none()
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """asyncpg's UUIDs as the standard library's (what SQLAlchemy rows carry)."""
     return uuid.UUID(bytes=value.bytes) if isinstance(value, uuid.UUID) else value

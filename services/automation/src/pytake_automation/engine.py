@@ -9,6 +9,7 @@ another event id, a timer claimed twice — finds its run and asks nothing.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
@@ -22,9 +23,9 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_automation import automation_settings, flows
-from pytake_automation.actions import SourceKind, request_actions, run_id
+from pytake_automation.actions import SourceKind, actions_requested, request_actions, run_id
 from pytake_automation.automation_settings import AutomationSettings
-from pytake_automation.business_hours import schedule_of
+from pytake_automation.business_hours import Schedule, schedule_of
 from pytake_automation.config import Settings
 from pytake_automation.context import ContactView, ConversationView, TriggerContext
 from pytake_automation.csat import COMMENT_WINDOW
@@ -33,6 +34,8 @@ from pytake_automation.rule_cache import RuleCache
 from pytake_automation.tables import runs
 from pytake_common import rawpg
 from pytake_common.errors import DomainError
+from pytake_common.events import EventData
+from pytake_common.outbox import emit_many
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,55 @@ LEFT JOIN contacts c ON c.id = $3 AND c.organization_id = $1
 """
 
 
+#: :data:`_SITUATION` of ``message_received`` for several conversations of one organization
+#: (``$2`` conversations, ``$3`` their contacts, ``$4`` each one's comment-window start), in
+#: their order: the settings documents are read once (uncorrelated subqueries).
+_SITUATIONS = """
+SELECT (SELECT settings FROM organizations WHERE organization_id = $1) AS org_settings,
+       (SELECT settings FROM settings WHERE organization_id = $1) AS auto_settings,
+       c.name, c.blocked, c.erased, c.tag_ids, c.attributes,
+       EXISTS (
+           SELECT 1 FROM flow_sessions f
+           WHERE f.organization_id = $1 AND f.conversation_id = m.conv AND f.status = 'active'
+       ) AS flow_active,
+       EXISTS (
+           SELECT 1 FROM csat_surveys s
+           WHERE s.organization_id = $1 AND s.contact_id = m.contact
+             AND (s.status = 'sent'
+                  OR (s.status = 'answered' AND s.comment IS NULL AND s.answered_at > m.since))
+       ) AS csat_pending
+FROM unnest($2::uuid[], $3::uuid[], $4::timestamptz[])
+    WITH ORDINALITY AS m(conv, contact, since, ord)
+LEFT JOIN contacts c ON c.id = m.contact AND c.organization_id = $1
+ORDER BY m.ord
+"""
+
+#: The runs of several triggers in one statement (``record_runs`` for a batch).
+_RUNS_MANY = """
+INSERT INTO runs (id, organization_id, source_key, rule_id, conversation_id, trigger_key,
+                  trigger, outcome, actions, action_count, detail)
+SELECT r.id, $1, r.source_key, r.rule_id, r.conversation_id, r.trigger_key, r.trigger,
+       r.outcome, r.actions::jsonb, r.action_count, r.detail
+FROM unnest($2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::text[], $7::text[],
+            $8::text[], $9::text[], $10::int[], $11::text[])
+    AS r(id, source_key, rule_id, conversation_id, trigger_key, trigger, outcome, actions,
+         action_count, detail)
+ON CONFLICT DO NOTHING
+RETURNING id
+"""
+
+#: Actions recorded in the last minute per conversation (``budget`` for a batch).
+_RECENT_ACTIONS = """
+SELECT coalesce((
+    SELECT sum(r.action_count) FROM runs r
+    WHERE r.organization_id = $1 AND r.conversation_id = m.conv
+      AND r.created_at > now() - interval '1 minute'
+), 0) AS recent
+FROM unnest($2::uuid[]) WITH ORDINALITY AS m(conv, ord)
+ORDER BY m.ord
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class Situation:
     """A trigger with the organization's settings it was evaluated under."""
@@ -74,6 +126,52 @@ class Situation:
     #: comment on; when False, the flows' and CSAT's own reads (with their locks) are skipped
     flow_active: bool = True
     csat_pending: bool = True
+    #: the organization's business hours, as read with the settings
+    schedule: Schedule | None = None
+
+
+def _situation_of(
+    found: Any,
+    conversation: Any,
+    trigger: str,
+    trigger_key: str,
+    at: datetime,
+    extra: Mapping[str, Any],
+    shared: Situation | None = None,
+) -> Situation:
+    """A situation from a row of :data:`_SITUATION` (or :data:`_SITUATIONS`); ``shared``:
+    another situation of the same read, whose settings (parsed once) it shares."""
+    org_settings: Mapping[str, Any] = found["org_settings"] or {}
+    if shared is not None and shared.schedule is not None:
+        schedule, settings = shared.schedule, shared.settings
+    else:
+        schedule = schedule_of(dict(org_settings))
+        settings = automation_settings.of(found["auto_settings"])
+    contact = ContactView(
+        id=conversation.contact_id,
+        name=found["name"],
+        blocked=bool(found["blocked"]),
+        erased=bool(found["erased"]),
+        tag_ids=frozenset(uuid.UUID(bytes=t.bytes) for t in found["tag_ids"] or ()),
+        attributes=dict(found["attributes"] or {}),
+    )
+    ctx = TriggerContext(
+        trigger=trigger,
+        trigger_key=trigger_key,
+        at=at,
+        conversation=ConversationView.of(conversation),
+        contact=contact,
+        business_open=schedule.is_open(at),
+        **extra,
+    )
+    return Situation(
+        ctx,
+        org_settings,
+        settings,
+        flow_active=bool(found["flow_active"]),
+        csat_pending=bool(found["csat_pending"]),
+        schedule=schedule,
+    )
 
 
 class Engine:
@@ -103,31 +201,29 @@ class Engine:
             at - COMMENT_WINDOW,
         )
         assert found is not None
-        org_settings: Mapping[str, Any] = found["org_settings"] or {}
-        contact = ContactView(
-            id=conversation.contact_id,
-            name=found["name"],
-            blocked=bool(found["blocked"]),
-            erased=bool(found["erased"]),
-            tag_ids=frozenset(uuid.UUID(bytes=t.bytes) for t in found["tag_ids"] or ()),
-            attributes=dict(found["attributes"] or {}),
+        return _situation_of(found, conversation, trigger, trigger_key, at, extra)
+
+    async def customer_situations(
+        self, session: AsyncSession, messages: Sequence[tuple[Any, str, datetime, dict[str, Any]]]
+    ) -> list[Situation]:
+        """:meth:`situation` of ``message_received`` for several customers' messages of one
+        organization (conversation row, trigger key, time, extra), in one statement."""
+        org = messages[0][0].organization_id
+        conn = await rawpg.driver(session)
+        found = await conn.fetch(
+            _SITUATIONS,
+            org,
+            [conversation.id for conversation, _, _, _ in messages],
+            [conversation.contact_id for conversation, _, _, _ in messages],
+            [at - COMMENT_WINDOW for _, _, at, _ in messages],
         )
-        ctx = TriggerContext(
-            trigger=trigger,
-            trigger_key=trigger_key,
-            at=at,
-            conversation=ConversationView.of(conversation),
-            contact=contact,
-            business_open=schedule_of(dict(org_settings)).is_open(at),
-            **extra,
-        )
-        return Situation(
-            ctx,
-            org_settings,
-            automation_settings.of(found["auto_settings"]),
-            flow_active=bool(found["flow_active"]),
-            csat_pending=bool(found["csat_pending"]),
-        )
+        out: list[Situation] = []
+        for record, (conversation, key, at, extra) in zip(found, messages, strict=True):
+            shared = out[0] if out else None
+            out.append(
+                _situation_of(record, conversation, "message_received", key, at, extra, shared)
+            )
+        return out
 
     # --- rules ----------------------------------------------------------------------------
 
@@ -160,6 +256,82 @@ class Engine:
             if outcome == "acted" and f"rule:{rule.id}" in claimed:
                 await self._act_for(session, ctx, rule)
         return chosen
+
+    async def run_rules_many(self, session: AsyncSession, situations: Sequence[Situation]) -> None:
+        """:meth:`run_rules` for triggers on distinct conversations of one organization:
+        one budget read, one insert of all their runs, one outbox statement. A trigger whose
+        rules start a flow goes through :meth:`run_rules` (the flow's first messages come
+        after its rule's actions)."""
+        if not situations:
+            return
+        org = situations[0].ctx.conversation.organization_id
+        rule_set = await self.cache.rules(session, org)
+        fired: list[tuple[Situation, list[CompiledRule]]] = []
+        for situation in situations:
+            candidates = rule_set.by_trigger.get(situation.ctx.trigger, ())
+            chosen = select_rules(candidates, situation.ctx) if candidates else []
+            if not chosen:
+                continue
+            if any(a["type"] == "start_flow" for rule in chosen for a in rule.actions):
+                await self.run_rules(session, situation)
+                continue
+            fired.append((situation, chosen))
+        if not fired:
+            return
+        conn = await rawpg.driver(session)
+        recent = await conn.fetch(_RECENT_ACTIONS, org, [s.ctx.conversation.id for s, _ in fired])
+        planned: list[tuple[TriggerContext, CompiledRule, str]] = []
+        for (situation, chosen), row in zip(fired, recent, strict=True):
+            budget = self.cap(situation) - int(row["recent"])
+            for rule in chosen:
+                cost = len(rule.actions)
+                planned.append((situation.ctx, rule, "acted" if cost <= budget else "rate_limited"))
+                budget -= cost if cost <= budget else 0
+        claimed = await self._record_runs_many(session, org, planned)
+        payloads: list[tuple[EventData, uuid.UUID]] = []
+        for ctx, rule, outcome in planned:
+            source_key = f"rule:{rule.id}"
+            if outcome != "acted" or run_id(source_key, ctx.trigger_key) not in claimed:
+                continue
+            payload = actions_requested(
+                ctx.target,
+                kind="rule",
+                source_id=rule.id,
+                source_key=source_key,
+                trigger_key=ctx.trigger_key,
+                specs=rule.actions,
+            )
+            if payload is not None:
+                payloads.append((payload, ctx.conversation.id))
+        await emit_many(session, payloads)
+
+    async def _record_runs_many(
+        self,
+        session: AsyncSession,
+        org: uuid.UUID,
+        planned: Sequence[tuple[TriggerContext, CompiledRule, str]],
+    ) -> set[uuid.UUID]:
+        """The rules' runs of several triggers in one statement; the ids that were new."""
+        conn = await rawpg.driver(session)
+        rows = [
+            (
+                run_id(f"rule:{rule.id}", ctx.trigger_key),
+                f"rule:{rule.id}",
+                rule.id,
+                ctx.conversation.id,
+                ctx.trigger_key,
+                ctx.trigger,
+                outcome,
+                json.dumps(list(rule.actions) if outcome == "acted" else []),
+                len(rule.actions) if outcome == "acted" else 0,
+                "actions per minute cap" if outcome == "rate_limited" else None,
+            )
+            for ctx, rule, outcome in planned
+        ]
+        inserted = await conn.fetch(
+            _RUNS_MANY, org, *(list(column) for column in zip(*rows, strict=True))
+        )
+        return {uuid.UUID(bytes=r["id"].bytes) for r in inserted}
 
     async def _act_for(
         self, session: AsyncSession, ctx: TriggerContext, rule: CompiledRule
@@ -219,13 +391,17 @@ class Engine:
         )
         return set(result.scalars())
 
-    async def budget(self, session: AsyncSession, situation: Situation) -> int:
-        """Loop protection: how many more automatic actions the conversation may get this
-        minute (the organization's cap, else the service's)."""
-        cap = (
+    def cap(self, situation: Situation) -> int:
+        """Actions per conversation per minute: the organization's cap, else the service's."""
+        return (
             situation.settings.actions_per_conversation_per_minute
             or self.settings.actions_per_conversation_per_minute
         )
+
+    async def budget(self, session: AsyncSession, situation: Situation) -> int:
+        """Loop protection: how many more automatic actions the conversation may get this
+        minute (the organization's cap, else the service's)."""
+        cap = self.cap(situation)
         ctx = situation.ctx
         recent = await session.scalar(
             select(func.coalesce(func.sum(runs.c.action_count), 0)).where(

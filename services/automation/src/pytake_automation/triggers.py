@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 from sqlalchemy import select
 from sqlalchemy.engine import Row
@@ -18,82 +18,169 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_automation import automatic, csat, flows, sla, timers
 from pytake_automation import conversation_state as state
-from pytake_automation.engine import Engine
+from pytake_automation.engine import Engine, Situation
 from pytake_automation.tables import organizations
-from pytake_common.events import CloudEvent
+from pytake_common.events import TenantEventData
 
 CLOSED_STATUSES = frozenset({"resolved", "closed"})
+
+
+def _customer_message(d: TenantEventData) -> TypeGuard[state.Appended]:
+    return isinstance(d, state.Appended) and d.direction == "inbound"
+
+
+def _message_trigger(d: state.Appended, row: Any) -> tuple[str, datetime, dict[str, Any]]:
+    """A customer's message as a ``message_received`` trigger: its key, time and extras."""
+    extra = {
+        "text": d.text or (d.reply.title if d.reply else None),
+        "reply": d.reply.model_dump() if d.reply else None,
+        "first_message": row.inbound_count == 1,
+    }
+    return f"message:{d.message_id}", d.created_at, extra
 
 
 class Triggers:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    async def on_appended(
-        self, session: AsyncSession, event: CloudEvent, d: state.Appended
-    ) -> None:
+    async def on_appended(self, session: AsyncSession, d: state.Appended) -> None:
         row = await state.on_appended(session, d)
         org, conv = d.organization_id, d.conversation_id
-        org_settings = None
         if d.direction == "inbound":
+            key, at, extra = _message_trigger(d, row)
             situation = await self.engine.situation(
-                session,
-                row,
-                "message_received",
-                f"message:{d.message_id}",
-                d.created_at,
-                text=d.text or (d.reply.title if d.reply else None),
-                reply=d.reply.model_dump() if d.reply else None,
-                first_message=row.inbound_count == 1,
+                session, row, "message_received", key, at, **extra
             )
-            org_settings = situation.org_settings
-            # an active flow answers first (a message that starts a flow through a rule
-            # is not also the flow's first answer); what a flow took, rules do not see
-            taken = situation.flow_active and await flows.on_customer_message(
-                session,
-                org,
-                conv,
-                text=d.text,
-                reply=d.reply.model_dump() if d.reply else None,
-                message_id=d.message_id,
-                business_open=situation.ctx.business_open,
-                contact=situation.ctx.contact,
-            )
-            if not taken:
+            if not await self._flow_takes(session, d, situation):
                 await automatic.on_customer_message(session, self.engine, situation)
                 await self.engine.run_rules(session, situation)
-            rule_set = await self.engine.cache.rules(session, org)
-            for rule in rule_set.timer_rules(timers.NO_AGENT_REPLY):
-                assert rule.minutes is not None
-                await timers.arm(
-                    session,
-                    org,
-                    conv,
-                    timers.NO_AGENT_REPLY,
-                    f"rule:{rule.id}",
-                    d.created_at + timedelta(minutes=rule.minutes),
-                    str(d.message_id),
-                    keep_earlier=True,
-                )
-            if situation.csat_pending:
-                await csat.on_inbound(
-                    session,
-                    org,
-                    conv,
-                    d.contact_id,
-                    at=d.created_at,
-                    text=d.reply.title if d.reply else d.text,
-                    reply_id=d.reply.id if d.reply else None,
-                    number_id=row.number_id,
-                )
-        elif d.sender_type in state.AGENT_SENDERS:
+            await self._after_message(session, d, row, situation)
+            return
+        if d.sender_type in state.AGENT_SENDERS:
             await timers.cancel(session, org, conv, timers.NO_AGENT_REPLY)
             await sla.on_agent_reply(session, org, conv, d.created_at)
             await flows.on_agent_activity(session, org, conv, "agent_replied")
         if d.sender_type != "automation":
-            if org_settings is None:
-                org_settings = await self._org_settings(session, org)
+            org_settings = await self._org_settings(session, org)
             await self._arm_idle(session, row, d, org_settings.get("auto_close_after_hours"))
+
+    async def on_customer_messages(
+        self, session: AsyncSession, messages: list[state.Appended]
+    ) -> None:
+        """Customers' messages on distinct conversations of one organization (a batch's),
+        as :meth:`on_appended` one by one would handle them, in a few statements: the
+        replica moved in one, the situations read in one, the rules' runs and requests
+        staged in one each. Each conversation's steps keep their order (flow, automatic
+        messages, rules, timers, CSAT); different conversations' steps interleave."""
+        rows = await state.on_inbound_many(session, messages[0].organization_id, messages)
+        known: list[tuple[state.Appended, Any]] = []
+        for d in messages:
+            row = rows.get(d.conversation_id)
+            if row is None:
+                await self.on_appended(session, d)  # its first event: the replica row is made
+            else:
+                known.append((d, row))
+        if not known:
+            return
+        situations = await self.engine.customer_situations(
+            session, [(row, *_message_trigger(d, row)) for d, row in known]
+        )
+        for_rules: list[Situation] = []
+        for (d, _), situation in zip(known, situations, strict=True):
+            if not await self._flow_takes(session, d, situation):
+                await automatic.on_customer_message(session, self.engine, situation)
+                for_rules.append(situation)
+        await self.engine.run_rules_many(session, for_rules)
+        for (d, row), situation in zip(known, situations, strict=True):
+            await self._after_message(session, d, row, situation)
+
+    async def _flow_takes(
+        self, session: AsyncSession, d: state.Appended, situation: Situation
+    ) -> bool:
+        """An active flow answers first (a message that starts a flow through a rule is
+        not also the flow's first answer); what a flow took, rules do not see."""
+        return situation.flow_active and await flows.on_customer_message(
+            session,
+            d.organization_id,
+            d.conversation_id,
+            text=d.text,
+            reply=d.reply.model_dump() if d.reply else None,
+            message_id=d.message_id,
+            business_open=situation.ctx.business_open,
+            contact=situation.ctx.contact,
+        )
+
+    async def _after_message(
+        self, session: AsyncSession, d: state.Appended, row: Any, situation: Situation
+    ) -> None:
+        """A customer's message, after flows and rules: its timers, CSAT, idle."""
+        org, conv = d.organization_id, d.conversation_id
+        rule_set = await self.engine.cache.rules(session, org)
+        for rule in rule_set.timer_rules(timers.NO_AGENT_REPLY):
+            assert rule.minutes is not None
+            await timers.arm(
+                session,
+                org,
+                conv,
+                timers.NO_AGENT_REPLY,
+                f"rule:{rule.id}",
+                d.created_at + timedelta(minutes=rule.minutes),
+                str(d.message_id),
+                keep_earlier=True,
+            )
+        if situation.csat_pending:
+            await csat.on_inbound(
+                session,
+                org,
+                conv,
+                d.contact_id,
+                at=d.created_at,
+                text=d.reply.title if d.reply else d.text,
+                reply_id=d.reply.id if d.reply else None,
+                number_id=row.number_id,
+            )
+        if d.sender_type != "automation":
+            hours = situation.org_settings.get("auto_close_after_hours")
+            await self._arm_idle(session, row, d, hours)
+
+    async def on_conversation_events(
+        self, session: AsyncSession, facts: list[TenantEventData]
+    ) -> None:
+        """A batch's run of conversation events of one organization, in order: each run of
+        customers' messages on distinct conversations at once
+        (:meth:`on_customer_messages`), every other event alone."""
+        i = 0
+        while i < len(facts):
+            messages: list[state.Appended] = []
+            seen: set[uuid.UUID] = set()
+            while i < len(facts):
+                d = facts[i]
+                if not _customer_message(d) or d.conversation_id in seen:
+                    break
+                messages.append(d)
+                seen.add(d.conversation_id)
+                i += 1
+            if len(messages) > 1:
+                await self.on_customer_messages(session, messages)
+            elif messages:
+                await self.on_appended(session, messages[0])
+            else:
+                await self._on_one(session, facts[i])
+                i += 1
+
+    async def _on_one(self, session: AsyncSession, d: TenantEventData) -> None:
+        if isinstance(d, state.Appended):
+            await self.on_appended(session, d)
+        elif isinstance(d, state.Opened):
+            await self.on_opened(session, d)
+        elif isinstance(d, state.StatusMoved):
+            await self.on_status(session, d)
+        elif isinstance(d, state.Assigned):
+            await self.on_assigned(session, d)
+        elif isinstance(d, state.PriorityChanged):
+            await self.on_priority(session, d)
+        else:  # pragma: no cover - the handler table registers only these
+            raise TypeError(type(d).__name__)
 
     async def _arm_idle(
         self, session: AsyncSession, row: Row[Any], d: state.Appended, hours: Any
@@ -117,7 +204,7 @@ class Triggers:
         )
         return document or {}
 
-    async def on_opened(self, session: AsyncSession, event: CloudEvent, d: state.Opened) -> None:
+    async def on_opened(self, session: AsyncSession, d: state.Opened) -> None:
         row = await state.on_opened(session, d)
         situation = await self.engine.situation(
             session,
@@ -152,9 +239,7 @@ class Triggers:
                 keep_earlier=True,
             )
 
-    async def on_status(
-        self, session: AsyncSession, event: CloudEvent, d: state.StatusMoved
-    ) -> None:
+    async def on_status(self, session: AsyncSession, d: state.StatusMoved) -> None:
         row = await state.on_status(session, d)
         if d.new_status in CLOSED_STATUSES:
             await timers.cancel(session, d.organization_id, d.conversation_id)
@@ -176,9 +261,7 @@ class Triggers:
         )
         await self.engine.run_rules(session, situation)
 
-    async def on_assigned(
-        self, session: AsyncSession, event: CloudEvent, d: state.Assigned
-    ) -> None:
+    async def on_assigned(self, session: AsyncSession, d: state.Assigned) -> None:
         row = await state.on_assigned(session, d)
         if d.assignee_id is not None:
             await timers.cancel(session, d.organization_id, d.conversation_id, timers.UNASSIGNED)
@@ -229,9 +312,7 @@ class Triggers:
         )
         await self.engine.run_rules(session, situation)
 
-    async def on_priority(
-        self, session: AsyncSession, event: CloudEvent, d: state.PriorityChanged
-    ) -> None:
+    async def on_priority(self, session: AsyncSession, d: state.PriorityChanged) -> None:
         """The replica (rules read the priority as a condition; no trigger of its own) and
         the SLA, whose due times depend on it."""
         await state.on_priority(session, d)

@@ -19,6 +19,7 @@ from pytake_automation.flows import sessions as flow_sessions
 from pytake_automation.flows.definition import FlowDefinition
 from pytake_automation.flows.tables import flow_http_hosts, flow_versions, flows
 from pytake_automation.flows.validation import check_publishable
+from pytake_common import rawpg
 from pytake_common.errors import InvalidInput, NotFound
 from pytake_common.outbox import emit
 
@@ -254,6 +255,10 @@ _PARSED: OrderedDict[tuple[uuid.UUID, uuid.UUID, int], FlowDefinition] = Ordered
 PARSED_MAX = 1024
 
 
+#: Whether the flow still exists (a cached version's check; SQL text on the driver).
+_FLOW_EXISTS = "SELECT EXISTS (SELECT 1 FROM flows WHERE id = $1 AND organization_id = $2)"
+
+
 async def published(
     session: AsyncSession, org: uuid.UUID, flow_id: uuid.UUID, version: int | None = None
 ) -> tuple[int, FlowDefinition] | None:
@@ -263,10 +268,9 @@ async def published(
     needs it); the row is still looked up when the version is not given or not cached, so
     a deleted flow or another organization's is never served from memory alone."""
     if version is not None and (cached := _PARSED.get((org, flow_id, version))) is not None:
-        exists = await session.scalar(
-            select(flows.c.id).where(flows.c.id == flow_id, flows.c.organization_id == org)
-        )
-        return (version, cached) if exists is not None else None
+        conn = await rawpg.driver(session)
+        exists = await conn.fetchval(_FLOW_EXISTS, flow_id, org)
+        return (version, cached) if exists else None
     stmt = select(flow_versions.c.version, flow_versions.c.definition).where(
         flow_versions.c.flow_id == flow_id, flow_versions.c.organization_id == org
     )

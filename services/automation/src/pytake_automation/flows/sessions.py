@@ -19,11 +19,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_automation.actions import Target, request_actions
+from pytake_automation.conversation_state import plain
 from pytake_automation.flows import catalog
 from pytake_automation.flows.definition import FlowDefinition
 from pytake_automation.flows.facts import facts_of
@@ -32,6 +33,7 @@ from pytake_automation.flows.interpreter import new_session, step
 from pytake_automation.flows.session import Event, Facts, SessionState, Start, Stop, Timeout
 from pytake_automation.flows.tables import flow_sessions
 from pytake_automation.tables import timers
+from pytake_common import rawpg
 from pytake_common.errors import UnprocessableState
 from pytake_common.retention import Retention
 
@@ -115,25 +117,30 @@ async def start(
     return session_id
 
 
+#: The conversation's active session, locked (SQL text on the driver: a flow's every
+#: answer reads it, and a Core statement costs several times the CPU).
+_ACTIVE = """
+SELECT conversation_id, contact_id, number_id, state::text AS state FROM flow_sessions
+WHERE organization_id = $1 AND conversation_id = $2 AND status = 'active'
+FOR UPDATE
+"""
+
+
 async def active(
     session: AsyncSession, org: uuid.UUID, conversation_id: uuid.UUID
 ) -> tuple[Target, SessionState] | None:
     """The conversation's active session, locked for this transaction."""
-    row = (
-        await session.execute(
-            select(flow_sessions)
-            .where(
-                flow_sessions.c.organization_id == org,
-                flow_sessions.c.conversation_id == conversation_id,
-                flow_sessions.c.status == "active",
-            )
-            .with_for_update()
-        )
-    ).one_or_none()
+    conn = await rawpg.driver(session)
+    row = await conn.fetchrow(_ACTIVE, org, conversation_id)
     if row is None:
         return None
-    target = Target(org, row.conversation_id, row.contact_id, row.number_id)
-    return target, SessionState.model_validate(row.state)
+    target = Target(
+        org,
+        plain(row["conversation_id"]),
+        plain(row["contact_id"]),
+        plain(row["number_id"]),
+    )
+    return target, SessionState.model_validate_json(row["state"])
 
 
 async def feed(
@@ -267,44 +274,60 @@ async def _advance(
     await _save(session, target, state, None)
 
 
+#: A flow timer (re)armed: one per session slot (SQL text on the driver).
+_ARM = """
+INSERT INTO timers (organization_id, conversation_id, kind, source_key, due_at, armed_by)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT ON CONSTRAINT uq_timers_slot
+DO UPDATE SET due_at = excluded.due_at, armed_by = excluded.armed_by
+"""
+
+
 async def _arm(
     session: AsyncSession, target: Target, session_id: uuid.UUID, wait: int, after_s: int
 ) -> None:
     due = datetime.now(UTC) + timedelta(seconds=after_s)
-    stmt = pg_insert(timers).values(
-        organization_id=target.organization_id,
-        conversation_id=target.conversation_id,
-        kind=TIMER_KIND,
-        source_key=source_key(session_id),
-        due_at=due,
-        armed_by=str(wait),
+    conn = await rawpg.driver(session)
+    await conn.execute(
+        _ARM,
+        target.organization_id,
+        target.conversation_id,
+        TIMER_KIND,
+        source_key(session_id),
+        due,
+        str(wait),
     )
-    await session.execute(
-        stmt.on_conflict_do_update(
-            constraint="uq_timers_slot",
-            set_={"due_at": stmt.excluded.due_at, "armed_by": stmt.excluded.armed_by},
-        )
-    )
+
+
+#: A session's state saved while it goes on (SQL text on the driver).
+_SAVE = """
+UPDATE flow_sessions SET state = $3::text::jsonb, updated_at = now()
+WHERE id = $1 AND organization_id = $2
+"""
 
 
 async def _save(
     session: AsyncSession, target: Target, state: SessionState, end_reason: str | None
 ) -> None:
-    values: dict[str, Any] = {"state": state.model_dump(mode="json"), "updated_at": func.now()}
-    if state.status == "ended":
-        values |= {
-            "status": "ended",
-            "end_reason": (end_reason or "ended")[:40],
-            "ended_at": func.now(),
-        }
-        await session.execute(
-            delete(timers).where(
-                timers.c.organization_id == target.organization_id,
-                timers.c.conversation_id == target.conversation_id,
-                timers.c.kind == TIMER_KIND,
-                timers.c.source_key == source_key(state.session_id),
-            )
+    if state.status != "ended":
+        conn = await rawpg.driver(session)
+        await conn.execute(_SAVE, state.session_id, target.organization_id, state.model_dump_json())
+        return
+    values: dict[str, Any] = {
+        "state": state.model_dump(mode="json"),
+        "updated_at": func.now(),
+        "status": "ended",
+        "end_reason": (end_reason or "ended")[:40],
+        "ended_at": func.now(),
+    }
+    await session.execute(
+        delete(timers).where(
+            timers.c.organization_id == target.organization_id,
+            timers.c.conversation_id == target.conversation_id,
+            timers.c.kind == TIMER_KIND,
+            timers.c.source_key == source_key(state.session_id),
         )
+    )
     await session.execute(
         update(flow_sessions)
         .where(
