@@ -16,12 +16,16 @@ dispatched recipients (inserted directly), the events conversations sends it per
 message: ``conversation.opened``, ``message.send_requested``, ``message.appended``, and
 ``message.status_changed`` sent, delivered (with pricing) and read.
 
+With ``--service dispatcher``: campaigns' dispatcher, one tick at a time (``--n`` ticks)
+on a running campaign whose in-flight window is full (80 dispatched, 1,000 queued: what
+each tick finds while a campaign drains slower than its rate), CPU per tick.
+
 For each phase it prints this process's CPU (consumer, handlers, SQLAlchemy/asyncpg) and
 PostgreSQL's per send. The same script runs on any checkout (it uses the service's
 own handlers), so old and new code compare on the same box, interleaved.
 
 Usage: python bench/campaign_consumers.py [--n 600] [--batch 20] [--rounds 1]
-       [--service conversations|campaigns]
+       [--service conversations|campaigns|dispatcher]
 """
 
 from __future__ import annotations
@@ -408,13 +412,59 @@ async def run_campaigns(pg_url: str, postmaster: psutil.Process, n: int, batch: 
     await db.dispose()
 
 
+async def run_dispatcher(pg_url: str, postmaster: psutil.Process, n: int, batch: int) -> None:
+    from pytake_campaigns.config import Settings
+    from pytake_campaigns.dispatcher import Dispatcher
+
+    url = to_asyncpg_url(pg_url, database=f"bench_disp_{uuid.uuid4().hex[:8]}")
+    await asyncio.to_thread(upgrade, CAMPAIGN_MIGRATIONS, url, "pytake_app")
+    settings = Settings(env="test", secret_key="x" * 40, kafka_bootstrap="-")
+    db = Database(url, app_role="pytake_app")
+    org, number_id, campaign = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    flying = [(uuid.uuid4(), uuid.uuid4()) for _ in range(80)]
+    queued = [(uuid.uuid4(), uuid.uuid4()) for _ in range(1000)]
+    async with db.transaction(organization_id=org) as s:
+        conn = await rawpg.driver(s)
+        await conn.execute(
+            "INSERT INTO number_replicas (id, organization_id, status, throughput_per_second)"
+            " VALUES ($1, $2, 'connected', 80)",
+            number_id,
+            org,
+        )
+        await conn.execute(_CAMPAIGN, campaign, org, number_id)
+        await conn.execute(
+            _RECIPIENTS, org, campaign, number_id, [r for r, _ in flying], [c for _, c in flying]
+        )
+        await conn.execute(
+            _RECIPIENTS.replace("'dispatched', now()", "'queued', NULL"),
+            org,
+            campaign,
+            number_id,
+            [r for r, _ in queued],
+            [c for _, c in queued],
+        )
+    dispatcher = Dispatcher(settings, db)
+    me = psutil.Process()
+    start, pg_start, wall = cpu(me), postgres_cpu(postmaster), time.monotonic()
+    released = 0
+    for _ in range(n):
+        released += await dispatcher.tick()
+    own, pg, took = cpu(me) - start, postgres_cpu(postmaster) - pg_start, time.monotonic() - wall
+    print(
+        f"  dispatcher, window full: {n} ticks, {released} released: "
+        f"dispatcher {own / n * 1000:6.2f} ms  postgres {pg / n * 1000:6.2f} ms  per tick"
+        f" ({took:.1f} s)"
+    )
+    await db.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=600)
     parser.add_argument("--batch", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument(
-        "--service", default="conversations", choices=("conversations", "campaigns")
+        "--service", default="conversations", choices=("conversations", "campaigns", "dispatcher")
     )
     args = parser.parse_args()
     print(f"calibration: {calibrate():.1f} ms (lower is faster; shared 2-core box, noisy)")
@@ -425,7 +475,9 @@ def main() -> None:
                 "campaign_consumers measures the embedded PostgreSQL: unset PYTAKE_DATABASE_URL"
             )
         for _ in range(args.rounds):
-            measure = run if args.service == "conversations" else run_campaigns
+            measure = {"conversations": run, "campaigns": run_campaigns}.get(
+                args.service, run_dispatcher
+            )
             asyncio.run(measure(infra.pg_url, postmaster, args.n, args.batch))
         print(f"load average: {' '.join(f'{x:.2f}' for x in psutil.getloadavg())}")
 

@@ -8,6 +8,7 @@ from sqlalchemy import text
 
 from pytake_campaigns.dispatcher import Dispatcher
 from pytake_campaigns.handlers import handlers
+from pytake_campaigns.progress import WRITTEN
 from pytake_common import event_types as et
 from pytake_common.consumer import SetHandler
 
@@ -210,20 +211,7 @@ def _progress_batch(org, rows):
     ]
 
 
-_COMPARED = (
-    "status",
-    "error_code",
-    "error_detail",
-    "pricing_category",
-    "billable",
-    "cost",
-    "accepted_at",
-    "sent_at",
-    "delivered_at",
-    "read_at",
-    "replied_at",
-    "failed_at",
-)
+_COMPARED = [c for c in WRITTEN if c not in ("message_id", "conversation_id", "moved")]
 
 
 async def test_a_batch_ends_as_the_same_events_one_by_one(app, settings, client, tokens):

@@ -127,7 +127,8 @@ FROM unnest($2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::text[], $7::text
 WHERE r.organization_id = $1 AND r.id = u.id
 """
 
-_WRITTEN = (
+#: what a batch may change in a recipient (``moved``: its status, so ``updated_at``)
+WRITTEN = (
     "status",
     "message_id",
     "conversation_id",
@@ -246,7 +247,7 @@ async def _apply(conn: Any, org: uuid.UUID, facts: list[Progress], rates: dict[s
         return
     changed = list(rows.changed.values())
     await conn.execute(
-        _WRITE, org, [r["id"] for r in changed], *([r[c] for r in changed] for c in _WRITTEN)
+        _WRITE, org, [r["id"] for r in changed], *([r[c] for r in changed] for c in WRITTEN)
     )
 
 

@@ -52,6 +52,7 @@ from pytake_conversations.events import (
     MessageSendRequested,
     TextBody,
 )
+from pytake_conversations.inbound_batch import _LOCK as LOCK_ACTIVE
 from pytake_conversations.inbox import assign_to_department, conversation_data, route_department
 from pytake_conversations.outreach_replicas import DISCONNECTED, REMOVED
 from pytake_conversations.senders import Sender
@@ -149,13 +150,6 @@ WHERE organization_id = $1 AND direction = 'outbound'
   AND created_at >= date_trunc('month', now())
 """
 
-_LOCK = """
-SELECT * FROM conversations
-WHERE organization_id = $1 AND status = ANY($4::text[])
-  AND (contact_id, number_id) IN (SELECT * FROM unnest($2::uuid[], $3::uuid[]))
-ORDER BY id
-FOR UPDATE
-"""
 
 #: New conversations (starting.open_or_reuse's insert, a row per pair): each carries the
 #: customer's last message time over from the pair's earlier ones and links to the last
@@ -403,7 +397,7 @@ class _Batch:
     ) -> dict[tuple[uuid.UUID, uuid.UUID], dict[str, Any]]:
         listed = list(pairs)
         rows = await self.conn.fetch(
-            _LOCK, self.org, [p[0] for p in listed], [p[1] for p in listed], list(ACTIVE)
+            LOCK_ACTIVE, self.org, [p[0] for p in listed], [p[1] for p in listed], list(ACTIVE)
         )
         return {(r["contact_id"], r["number_id"]): dict(r) for r in rows}
 
@@ -469,8 +463,8 @@ class _Batch:
         for row in created:
             number_id = row["number_id"]
             if number_id not in departments:
-                dept = await route_department(self.session, self.org, number_id)
-                departments[number_id] = None if dept is None else dict(dept)
+                routed = await route_department(self.session, self.org, number_id)
+                departments[number_id] = None if routed is None else dict(routed)
             dept = departments[number_id]
             if dept is None:
                 continue
