@@ -54,7 +54,6 @@ from aiokafka.structs import OffsetAndMetadata
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import String, bindparam, delete, text
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -698,16 +697,11 @@ class EventConsumer:
     async def _handle(
         self, handler: Handler, event: CloudEvent, record: ConsumerRecord[Any, Any]
     ) -> str:
+        item = _Item(record, event, handler)
         async with self.db.transaction(organization_id=event.tenantid) as session:
-            inserted = await session.execute(
-                pg_insert(processed_events)
-                .values(consumer_group=self.group, event_id=event.id, event_type=event.type)
-                .on_conflict_do_nothing()
-                .returning(processed_events.c.event_id)
-            )
-            if inserted.first() is None:
+            if not await self._mark(session, [item]):
                 return "duplicate"
-            await self._run_handler(session, _Item(record, event, handler))
+            await self._run_handler(session, item)
             return "handled"
 
     async def dead_letter(self, record: ConsumerRecord[Any, Any], reason: str) -> None:

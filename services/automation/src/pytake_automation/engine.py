@@ -174,6 +174,10 @@ def _situation_of(
     )
 
 
+def _starts_flow(rules: Sequence[CompiledRule]) -> bool:
+    return any(action["type"] == "start_flow" for rule in rules for action in rule.actions)
+
+
 class Engine:
     def __init__(self, settings: Settings, cache: RuleCache) -> None:
         self.settings = settings
@@ -230,14 +234,39 @@ class Engine:
     async def run_rules(self, session: AsyncSession, situation: Situation) -> list[CompiledRule]:
         """Fire the matching rules: one budget read, one insert of all their runs, then one
         ``actions_requested`` per rule that acted (a few statements however many match)."""
+        chosen = await self._chosen(session, situation)
+        if chosen and _starts_flow(chosen):
+            await self._run_starting_flow(session, situation, chosen)
+        elif chosen:
+            await self._fire(session, [(situation, chosen)])
+        return chosen
+
+    async def run_rules_many(self, session: AsyncSession, situations: Sequence[Situation]) -> None:
+        """:meth:`run_rules` for triggers on distinct conversations of one organization:
+        one budget read, one insert of all their runs, one outbox statement. A trigger whose
+        rules start a flow goes alone (the flow's first messages come after its rule's
+        actions)."""
+        fired: list[tuple[Situation, list[CompiledRule]]] = []
+        for situation in situations:
+            chosen = await self._chosen(session, situation)
+            if chosen and _starts_flow(chosen):
+                await self._run_starting_flow(session, situation, chosen)
+            elif chosen:
+                fired.append((situation, chosen))
+        await self._fire(session, fired)
+
+    async def _chosen(self, session: AsyncSession, situation: Situation) -> list[CompiledRule]:
+        """The rules that act on the situation's trigger, in order (in memory)."""
         ctx = situation.ctx
         rule_set = await self.cache.rules(session, ctx.conversation.organization_id)
         candidates = rule_set.by_trigger.get(ctx.trigger, ())
-        if not candidates:
-            return []
-        chosen = select_rules(candidates, ctx)
-        if not chosen:
-            return []
+        return select_rules(candidates, ctx) if candidates else []
+
+    async def _run_starting_flow(
+        self, session: AsyncSession, situation: Situation, chosen: list[CompiledRule]
+    ) -> None:
+        """Rules of which one starts a flow: each rule's actions, then its flow, in order."""
+        ctx = situation.ctx
         budget = await self.budget(session, situation)
         planned: list[tuple[CompiledRule, str]] = []
         for rule in chosen:
@@ -255,29 +284,15 @@ class Engine:
         for rule, outcome in planned:
             if outcome == "acted" and f"rule:{rule.id}" in claimed:
                 await self._act_for(session, ctx, rule)
-        return chosen
 
-    async def run_rules_many(self, session: AsyncSession, situations: Sequence[Situation]) -> None:
-        """:meth:`run_rules` for triggers on distinct conversations of one organization:
-        one budget read, one insert of all their runs, one outbox statement. A trigger whose
-        rules start a flow goes through :meth:`run_rules` (the flow's first messages come
-        after its rule's actions)."""
-        if not situations:
-            return
-        org = situations[0].ctx.conversation.organization_id
-        rule_set = await self.cache.rules(session, org)
-        fired: list[tuple[Situation, list[CompiledRule]]] = []
-        for situation in situations:
-            candidates = rule_set.by_trigger.get(situation.ctx.trigger, ())
-            chosen = select_rules(candidates, situation.ctx) if candidates else []
-            if not chosen:
-                continue
-            if any(a["type"] == "start_flow" for rule in chosen for a in rule.actions):
-                await self.run_rules(session, situation)
-                continue
-            fired.append((situation, chosen))
+    async def _fire(
+        self, session: AsyncSession, fired: Sequence[tuple[Situation, list[CompiledRule]]]
+    ) -> None:
+        """The chosen rules of triggers on distinct conversations of one organization (none
+        starting a flow): one budget read, one insert of their runs, one outbox statement."""
         if not fired:
             return
+        org = fired[0][0].ctx.conversation.organization_id
         conn = await rawpg.driver(session)
         recent = await conn.fetch(_RECENT_ACTIONS, org, [s.ctx.conversation.id for s, _ in fired])
         planned: list[tuple[TriggerContext, CompiledRule, str]] = []
