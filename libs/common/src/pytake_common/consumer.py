@@ -386,7 +386,8 @@ class EventConsumer:
         """``items`` in order, each run of consecutive records of one ordered
         :class:`SetHandler` made one unit per organization (an organization's records in
         their order; organizations' runs are independent). A record whose data does not
-        parse is handled alone (dead-lettered at once)."""
+        parse is handled alone (dead-lettered: at once when it does not validate, after its
+        attempts when ``parse`` fails otherwise), never failing the batch."""
         units: list[_Unit] = []
         current: SetHandler[Any] | None = None
         runs: dict[str, _Run] = {}
@@ -398,7 +399,7 @@ class EventConsumer:
                 continue
             try:
                 row = handler.parse(item.event)
-            except ValidationError:
+            except Exception:  # its own path: dead-lettered (at once when malformed)
                 await self._process_item(item)
                 continue
             if handler is not current:
@@ -588,7 +589,7 @@ class EventConsumer:
             assert isinstance(handler, SetHandler)
             try:
                 row = handler.parse(item.event)
-            except ValidationError:
+            except Exception:  # its own path: dead-lettered (at once when malformed)
                 await self._process_item(item)
                 continue
             by_tenant.setdefault(item.event.tenantid, []).append((item, row))
