@@ -44,18 +44,12 @@ class Triggers:
         self.engine = engine
 
     async def on_appended(self, session: AsyncSession, d: state.Appended) -> None:
+        if d.direction == "inbound":
+            moved = await self.engine.move_and_read(session, [d], _message_trigger)
+            await self._on_inbound(session, d, moved.get(d.conversation_id))
+            return
         row = await state.on_appended(session, d)
         org, conv = d.organization_id, d.conversation_id
-        if d.direction == "inbound":
-            key, at, extra = _message_trigger(d, row)
-            situation = await self.engine.situation(
-                session, row, "message_received", key, at, **extra
-            )
-            if not await self._flow_takes(session, d, situation):
-                await automatic.on_customer_message(session, self.engine, situation)
-                await self.engine.run_rules(session, situation)
-            await self._after_message(session, d, row, situation)
-            return
         if d.sender_type in state.AGENT_SENDERS:
             await timers.cancel(session, org, conv, timers.NO_AGENT_REPLY)
             await sla.on_agent_reply(session, org, conv, d.created_at)
@@ -64,34 +58,47 @@ class Triggers:
             org_settings = await self._org_settings(session, org)
             await self._arm_idle(session, row, d, org_settings.get("auto_close_after_hours"))
 
+    async def _on_inbound(
+        self, session: AsyncSession, d: state.Appended, moved: tuple[Any, Situation] | None
+    ) -> None:
+        """A customer's message alone: ``moved``, the replica row and situation when the
+        conversation was known (else this is its first event: the row is made here)."""
+        if moved is None:
+            row = await state.on_appended(session, d)
+            key, at, extra = _message_trigger(d, row)
+            situation = await self.engine.situation(
+                session, row, "message_received", key, at, **extra
+            )
+        else:
+            row, situation = moved
+        if not await self._flow_takes(session, d, situation):
+            await automatic.on_customer_message(session, self.engine, situation)
+            await self.engine.run_rules(session, situation)
+        await self._after_message(session, d, row, situation)
+
     async def on_customer_messages(
         self, session: AsyncSession, messages: list[state.Appended]
     ) -> None:
         """Customers' messages on distinct conversations of one organization (a batch's),
         as :meth:`on_appended` one by one would handle them, in a few statements: the
-        replica moved in one, the situations read in one, the rules' runs and requests
-        staged in one each. Each conversation's steps keep their order (flow, automatic
-        messages, rules, timers, CSAT); different conversations' steps interleave."""
-        rows = await state.on_inbound_many(session, messages[0].organization_id, messages)
-        known: list[tuple[state.Appended, Any]] = []
+        replica moved and the situations read in one, the rules' runs and requests staged
+        in one each. Each conversation's steps keep their order (flow, automatic messages,
+        rules, timers, CSAT); different conversations' steps interleave."""
+        moved = await self.engine.move_and_read(session, messages, _message_trigger)
+        known: list[tuple[state.Appended, Any, Situation]] = []
         for d in messages:
-            row = rows.get(d.conversation_id)
-            if row is None:
-                await self.on_appended(session, d)  # its first event: the replica row is made
+            found = moved.get(d.conversation_id)
+            if found is None:
+                await self._on_inbound(session, d, None)  # its first event: the row is made
             else:
-                known.append((d, row))
-        if not known:
-            return
-        situations = await self.engine.customer_situations(
-            session, [(row, *_message_trigger(d, row)) for d, row in known]
-        )
+                known.append((d, *found))
         for_rules: list[Situation] = []
-        for (d, _), situation in zip(known, situations, strict=True):
+        for d, _, situation in known:
             if not await self._flow_takes(session, d, situation):
                 await automatic.on_customer_message(session, self.engine, situation)
                 for_rules.append(situation)
         await self.engine.run_rules_many(session, for_rules)
-        for (d, row), situation in zip(known, situations, strict=True):
+        for d, row, situation in known:
             await self._after_message(session, d, row, situation)
 
     async def _flow_takes(
