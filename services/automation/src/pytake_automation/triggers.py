@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeGuard
+from typing import Any, Literal, TypeGuard
 
 from sqlalchemy import select
 from sqlalchemy.engine import Row
@@ -18,7 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_automation import automatic, csat, flows, sla, timers
 from pytake_automation import conversation_state as state
+from pytake_automation.actions import Target
 from pytake_automation.engine import Engine, Situation
+from pytake_automation.flows.session import SessionState
 from pytake_automation.tables import organizations
 from pytake_common.events import TenantEventData
 
@@ -92,9 +94,17 @@ class Triggers:
                 await self._on_inbound(session, d, None)  # its first event: the row is made
             else:
                 known.append((d, *found))
+        # the active flow sessions of those that have one: read and locked at once
+        in_flows = [d.conversation_id for d, _, situation in known if situation.flow_active]
+        sessions = (
+            await flows.sessions.active_many(session, messages[0].organization_id, in_flows)
+            if in_flows
+            else {}
+        )
         for_rules: list[Situation] = []
         for d, _, situation in known:
-            if not await self._flow_takes(session, d, situation):
+            current = sessions.get(d.conversation_id)
+            if not await self._flow_takes(session, d, situation, current):
                 await automatic.on_customer_message(session, self.engine, situation)
                 for_rules.append(situation)
         await self.engine.run_rules_many(session, for_rules)
@@ -102,10 +112,15 @@ class Triggers:
             await self._after_message(session, d, row, situation)
 
     async def _flow_takes(
-        self, session: AsyncSession, d: state.Appended, situation: Situation
+        self,
+        session: AsyncSession,
+        d: state.Appended,
+        situation: Situation,
+        current: tuple[Target, SessionState] | Literal["unread"] | None = "unread",
     ) -> bool:
         """An active flow answers first (a message that starts a flow through a rule is
-        not also the flow's first answer); what a flow took, rules do not see."""
+        not also the flow's first answer); what a flow took, rules do not see. ``current``:
+        the active session if the caller read and locked it."""
         return situation.flow_active and await flows.on_customer_message(
             session,
             d.organization_id,
@@ -115,6 +130,7 @@ class Triggers:
             message_id=d.message_id,
             business_open=situation.ctx.business_open,
             contact=situation.ctx.contact,
+            current=current,
         )
 
     async def _after_message(
