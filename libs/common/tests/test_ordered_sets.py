@@ -24,7 +24,7 @@ class Reading:
         self.poisoned = poisoned or set()
 
     async def __call__(self, session, rows: list[NoteRef]) -> None:
-        org = (await session.execute(text("SELECT current_setting('pytake.organization_id')")))
+        org = await session.execute(text("SELECT current_setting('pytake.organization_id')"))
         found = await session.execute(
             text("SELECT id, hits FROM notes WHERE id = ANY(:ids)").bindparams(
                 HIT_ALL.compile().binds["ids"]
@@ -85,9 +85,7 @@ async def test_runs_keep_their_place_among_the_batch_s_other_records(db, kafka_b
         await consumer.close()
 
 
-async def test_a_failing_run_falls_back_to_one_record_at_a_time_then_the_dlq(
-    db, kafka_bootstrap
-):
+async def test_a_failing_run_falls_back_to_one_record_at_a_time_then_the_dlq(db, kafka_bootstrap):
     settings = settings_for(kafka_bootstrap, "sets")
     ordered, plain, org = _type(), _type(), uuid.uuid4()
     y, x, poison, w, z = [await write_note_with_event(db, ordered, org) for _ in range(5)]

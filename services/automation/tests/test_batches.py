@@ -5,30 +5,18 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from aiokafka.structs import ConsumerRecord
 from sqlalchemy import select
 
 from pytake_automation.flows.tables import flow_sessions
 from pytake_automation.tables import conversations, runs
 from pytake_common.consumer import EventConsumer
 from pytake_common.events import CloudEvent
+from pytake_devstack.feeding import records
 
 from .conversation_events import Conversation, organization_settings
 from .helpers import ALWAYS, deliver, make_rule, requested
 from .test_flow_sessions import published
 from .test_flows_api import four_steps
-
-
-def _records(events: list[CloudEvent]) -> list[ConsumerRecord[Any, Any]]:
-    out = []
-    for offset, ev in enumerate(events):
-        value = ev.to_bytes()
-        out.append(
-            ConsumerRecord(
-                ev.topic, 0, offset, 0, 0, ev.subject.encode(), value, None, 0, len(value), []
-            )
-        )
-    return out
 
 
 async def _organization(client: Any, tokens: Any) -> tuple[uuid.UUID, dict[str, str]]:
@@ -166,9 +154,9 @@ async def test_a_batch_gives_what_one_by_one_gives_and_redelivery_adds_nothing(
         if batched:
             consumer = EventConsumer(settings, app.state.db, "automation", app.state.handlers)
             try:
-                await consumer.process_batch(_records(batch))
+                await consumer.process_batch(records(batch))
                 first = await _outcome(app, org, chats, names)
-                await consumer.process_batch(_records(batch))  # redelivered
+                await consumer.process_batch(records(batch))  # redelivered
                 assert await _outcome(app, org, chats, names) == first
             finally:
                 await consumer.close()

@@ -54,7 +54,6 @@ from aiokafka.structs import OffsetAndMetadata
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import String, bindparam, delete, text
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -387,7 +386,8 @@ class EventConsumer:
         """``items`` in order, each run of consecutive records of one ordered
         :class:`SetHandler` made one unit per organization (an organization's records in
         their order; organizations' runs are independent). A record whose data does not
-        parse is handled alone (dead-lettered at once)."""
+        parse is handled alone (dead-lettered: at once when it does not validate, after its
+        attempts when ``parse`` fails otherwise), never failing the batch."""
         units: list[_Unit] = []
         current: SetHandler[Any] | None = None
         runs: dict[str, _Run] = {}
@@ -399,7 +399,7 @@ class EventConsumer:
                 continue
             try:
                 row = handler.parse(item.event)
-            except ValidationError:
+            except Exception:  # its own path: dead-lettered (at once when malformed)
                 await self._process_item(item)
                 continue
             if handler is not current:
@@ -589,7 +589,7 @@ class EventConsumer:
             assert isinstance(handler, SetHandler)
             try:
                 row = handler.parse(item.event)
-            except ValidationError:
+            except Exception:  # its own path: dead-lettered (at once when malformed)
                 await self._process_item(item)
                 continue
             by_tenant.setdefault(item.event.tenantid, []).append((item, row))
@@ -698,16 +698,11 @@ class EventConsumer:
     async def _handle(
         self, handler: Handler, event: CloudEvent, record: ConsumerRecord[Any, Any]
     ) -> str:
+        item = _Item(record, event, handler)
         async with self.db.transaction(organization_id=event.tenantid) as session:
-            inserted = await session.execute(
-                pg_insert(processed_events)
-                .values(consumer_group=self.group, event_id=event.id, event_type=event.type)
-                .on_conflict_do_nothing()
-                .returning(processed_events.c.event_id)
-            )
-            if inserted.first() is None:
+            if not await self._mark(session, [item]):
                 return "duplicate"
-            await self._run_handler(session, _Item(record, event, handler))
+            await self._run_handler(session, item)
             return "handled"
 
     async def dead_letter(self, record: ConsumerRecord[Any, Any], reason: str) -> None:

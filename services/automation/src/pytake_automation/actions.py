@@ -19,7 +19,7 @@ from pydantic import TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_automation.events import Action, ActionsRequested, Source
-from pytake_common.outbox import emit
+from pytake_common.outbox import emit_many
 
 #: namespace of the derived run and action ids
 AUTOMATION_IDS = uuid.UUID("0d8e5f3a-6b1c-5a47-9e2d-7c4b1a9f3e60")
@@ -77,7 +77,7 @@ async def request_actions(
         specs=specs,
     )
     if payload is not None:
-        await emit(session, payload, target.conversation_id)
+        await emit_many(session, [(payload, target.conversation_id)])  # SQL text: cheaper
     return payload
 
 

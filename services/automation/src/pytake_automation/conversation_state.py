@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from types import SimpleNamespace
 from typing import Any
 
 from pydantic import BaseModel
@@ -19,7 +18,6 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_automation.tables import conversations
-from pytake_common import rawpg
 from pytake_common.events import TenantEventData
 
 #: senders whose messages count as an agent's reply (automation and campaigns do not)
@@ -123,27 +121,9 @@ async def on_opened(session: AsyncSession, d: Opened) -> Row[Any]:
     return await _upsert(session, d.organization_id, d.conversation_id, d.contact_id, values)
 
 
-#: A customer's message on a known conversation (every one but its first): the replica's
-#: one statement per inbound message, as SQL text on the driver (a Core statement costs
-#: several times more CPU to build and run; see ``pytake_common.rawpg``).
-_INBOUND = """
-UPDATE conversations
-SET last_message_at = greatest(last_message_at, $3),
-    inbound_count = inbound_count + 1,
-    last_inbound_at = greatest(last_inbound_at, $3),
-    updated_at = now()
-WHERE id = $1 AND organization_id = $2
-RETURNING *
-"""
-
-
 async def on_appended(session: AsyncSession, d: Appended) -> Any:
-    """The row after (attribute access, like a ``Row``)."""
-    if d.direction == "inbound":
-        conn = await rawpg.driver(session)
-        found = await conn.fetchrow(_INBOUND, d.conversation_id, d.organization_id, d.created_at)
-        if found is not None:
-            return SimpleNamespace(**{k: plain(v) for k, v in found.items()})
+    """The row after. A customer's message on a known conversation takes the engine's
+    one statement instead (:meth:`pytake_automation.engine.Engine.move_and_read`)."""
     c = conversations.c
     values: dict[str, Any] = {"last_message_at": func.greatest(c.last_message_at, d.created_at)}
     if d.direction == "inbound":
@@ -155,36 +135,6 @@ async def on_appended(session: AsyncSession, d: Appended) -> Any:
         if d.sender_type in AGENT_SENDERS:
             values["last_agent_reply_at"] = func.greatest(c.last_agent_reply_at, d.created_at)
     return await _upsert(session, d.organization_id, d.conversation_id, d.contact_id, values)
-
-
-#: :data:`_INBOUND` for several conversations at once (one message each): one statement.
-_INBOUND_MANY = """
-UPDATE conversations c
-SET last_message_at = greatest(c.last_message_at, m.at),
-    inbound_count = c.inbound_count + 1,
-    last_inbound_at = greatest(c.last_inbound_at, m.at),
-    updated_at = now()
-FROM unnest($2::uuid[], $3::timestamptz[]) AS m(id, at)
-WHERE c.id = m.id AND c.organization_id = $1
-RETURNING c.*
-"""
-
-
-async def on_inbound_many(
-    session: AsyncSession, org: uuid.UUID, messages: list[Appended]
-) -> dict[uuid.UUID, Any]:
-    """Customers' messages on distinct known conversations of ``org``: the rows after, by
-    conversation (a conversation the replica does not know yet is missing: its message
-    goes through :func:`on_appended`, which creates the row)."""
-    conn = await rawpg.driver(session)
-    found = await conn.fetch(
-        _INBOUND_MANY,
-        org,
-        [d.conversation_id for d in messages],
-        [d.created_at for d in messages],
-    )
-    rows = (SimpleNamespace(**{k: plain(v) for k, v in r.items()}) for r in found)
-    return {row.id: row for row in rows}
 
 
 async def on_status(session: AsyncSession, d: StatusMoved) -> Row[Any]:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -28,10 +29,11 @@ from pytake_automation.automation_settings import AutomationSettings
 from pytake_automation.business_hours import Schedule, schedule_of
 from pytake_automation.config import Settings
 from pytake_automation.context import ContactView, ConversationView, TriggerContext
+from pytake_automation.conversation_state import Appended, plain
 from pytake_automation.csat import COMMENT_WINDOW
 from pytake_automation.matching import CompiledRule, select_rules
 from pytake_automation.rule_cache import RuleCache
-from pytake_automation.tables import runs
+from pytake_automation.tables import conversations, runs
 from pytake_common import rawpg
 from pytake_common.errors import DomainError
 from pytake_common.events import EventData
@@ -65,28 +67,40 @@ LEFT JOIN contacts c ON c.id = $3 AND c.organization_id = $1
 """
 
 
-#: :data:`_SITUATION` of ``message_received`` for several conversations of one organization
-#: (``$2`` conversations, ``$3`` their contacts, ``$4`` each one's comment-window start), in
-#: their order: the settings documents are read once (uncorrelated subqueries).
-_SITUATIONS = """
-SELECT (SELECT settings FROM organizations WHERE organization_id = $1) AS org_settings,
+#: Customers' messages on distinct known conversations of one organization (``$2`` the
+#: conversations, ``$3`` the messages' times, ``$4`` each one's comment-window start): the
+#: replica moved (every message but a conversation's first) and :data:`_SITUATION` read
+#: for each, in one statement; a conversation the replica does not know is not returned.
+_MOVE_AND_READ = """
+WITH moved AS (
+    UPDATE conversations c
+    SET last_message_at = greatest(c.last_message_at, m.at),
+        inbound_count = c.inbound_count + 1,
+        last_inbound_at = greatest(c.last_inbound_at, m.at),
+        updated_at = now()
+    FROM unnest($2::uuid[], $3::timestamptz[], $4::timestamptz[]) AS m(id, at, since)
+    WHERE c.id = m.id AND c.organization_id = $1
+    RETURNING c.*, m.since
+)
+SELECT moved.*,
+       (SELECT settings FROM organizations WHERE organization_id = $1) AS org_settings,
        (SELECT settings FROM settings WHERE organization_id = $1) AS auto_settings,
-       c.name, c.blocked, c.erased, c.tag_ids, c.attributes,
+       k.name, k.blocked, k.erased, k.tag_ids, k.attributes,
        EXISTS (
            SELECT 1 FROM flow_sessions f
-           WHERE f.organization_id = $1 AND f.conversation_id = m.conv AND f.status = 'active'
+           WHERE f.organization_id = $1 AND f.conversation_id = moved.id AND f.status = 'active'
        ) AS flow_active,
        EXISTS (
            SELECT 1 FROM csat_surveys s
-           WHERE s.organization_id = $1 AND s.contact_id = m.contact
+           WHERE s.organization_id = $1 AND s.contact_id = moved.contact_id
              AND (s.status = 'sent'
-                  OR (s.status = 'answered' AND s.comment IS NULL AND s.answered_at > m.since))
+                  OR (s.status = 'answered' AND s.comment IS NULL AND s.answered_at > moved.since))
        ) AS csat_pending
-FROM unnest($2::uuid[], $3::uuid[], $4::timestamptz[])
-    WITH ORDINALITY AS m(conv, contact, since, ord)
-LEFT JOIN contacts c ON c.id = m.contact AND c.organization_id = $1
-ORDER BY m.ord
+FROM moved
+LEFT JOIN contacts k ON k.id = moved.contact_id AND k.organization_id = $1
 """
+#: the replica's columns in a row of :data:`_MOVE_AND_READ`
+_CONVERSATION = tuple(conversations.c.keys())
 
 #: The runs of several triggers in one statement (``record_runs`` for a batch).
 _RUNS_MANY = """
@@ -139,7 +153,7 @@ def _situation_of(
     extra: Mapping[str, Any],
     shared: Situation | None = None,
 ) -> Situation:
-    """A situation from a row of :data:`_SITUATION` (or :data:`_SITUATIONS`); ``shared``:
+    """A situation from a row of :data:`_SITUATION` (or :data:`_MOVE_AND_READ`); ``shared``:
     another situation of the same read, whose settings (parsed once) it shares."""
     org_settings: Mapping[str, Any] = found["org_settings"] or {}
     if shared is not None and shared.schedule is not None:
@@ -174,6 +188,10 @@ def _situation_of(
     )
 
 
+def _starts_flow(rules: Sequence[CompiledRule]) -> bool:
+    return any(action["type"] == "start_flow" for rule in rules for action in rule.actions)
+
+
 class Engine:
     def __init__(self, settings: Settings, cache: RuleCache) -> None:
         self.settings = settings
@@ -203,26 +221,33 @@ class Engine:
         assert found is not None
         return _situation_of(found, conversation, trigger, trigger_key, at, extra)
 
-    async def customer_situations(
-        self, session: AsyncSession, messages: Sequence[tuple[Any, str, datetime, dict[str, Any]]]
-    ) -> list[Situation]:
-        """:meth:`situation` of ``message_received`` for several customers' messages of one
-        organization (conversation row, trigger key, time, extra), in one statement."""
-        org = messages[0][0].organization_id
+    async def move_and_read(
+        self,
+        session: AsyncSession,
+        messages: Sequence[Appended],
+        trigger_of: Callable[[Appended, Any], tuple[str, datetime, dict[str, Any]]],
+    ) -> dict[uuid.UUID, tuple[Any, Situation]]:
+        """Customers' messages on distinct conversations of one organization: the replica
+        moved and each message's ``message_received`` situation, in one statement. By
+        conversation, the row after and the situation (``trigger_of(message, row)``: its
+        key, time and extras); a conversation the replica does not know yet is missing."""
         conn = await rawpg.driver(session)
         found = await conn.fetch(
-            _SITUATIONS,
-            org,
-            [conversation.id for conversation, _, _, _ in messages],
-            [conversation.contact_id for conversation, _, _, _ in messages],
-            [at - COMMENT_WINDOW for _, _, at, _ in messages],
+            _MOVE_AND_READ,
+            messages[0].organization_id,
+            [d.conversation_id for d in messages],
+            [d.created_at for d in messages],
+            [d.created_at - COMMENT_WINDOW for d in messages],
         )
-        out: list[Situation] = []
-        for record, (conversation, key, at, extra) in zip(found, messages, strict=True):
-            shared = out[0] if out else None
-            out.append(
-                _situation_of(record, conversation, "message_received", key, at, extra, shared)
-            )
+        by_conversation = {d.conversation_id: d for d in messages}
+        out: dict[uuid.UUID, tuple[Any, Situation]] = {}
+        shared: Situation | None = None
+        for record in found:
+            row = SimpleNamespace(**{k: plain(record[k]) for k in _CONVERSATION})
+            key, at, extra = trigger_of(by_conversation[row.id], row)
+            situation = _situation_of(record, row, "message_received", key, at, extra, shared)
+            shared = shared or situation
+            out[row.id] = (row, situation)
         return out
 
     # --- rules ----------------------------------------------------------------------------
@@ -230,14 +255,39 @@ class Engine:
     async def run_rules(self, session: AsyncSession, situation: Situation) -> list[CompiledRule]:
         """Fire the matching rules: one budget read, one insert of all their runs, then one
         ``actions_requested`` per rule that acted (a few statements however many match)."""
+        chosen = await self._chosen(session, situation)
+        if chosen and _starts_flow(chosen):
+            await self._run_starting_flow(session, situation, chosen)
+        elif chosen:
+            await self._fire(session, [(situation, chosen)])
+        return chosen
+
+    async def run_rules_many(self, session: AsyncSession, situations: Sequence[Situation]) -> None:
+        """:meth:`run_rules` for triggers on distinct conversations of one organization:
+        one budget read, one insert of all their runs, one outbox statement. A trigger whose
+        rules start a flow goes alone (the flow's first messages come after its rule's
+        actions)."""
+        fired: list[tuple[Situation, list[CompiledRule]]] = []
+        for situation in situations:
+            chosen = await self._chosen(session, situation)
+            if chosen and _starts_flow(chosen):
+                await self._run_starting_flow(session, situation, chosen)
+            elif chosen:
+                fired.append((situation, chosen))
+        await self._fire(session, fired)
+
+    async def _chosen(self, session: AsyncSession, situation: Situation) -> list[CompiledRule]:
+        """The rules that act on the situation's trigger, in order (in memory)."""
         ctx = situation.ctx
         rule_set = await self.cache.rules(session, ctx.conversation.organization_id)
         candidates = rule_set.by_trigger.get(ctx.trigger, ())
-        if not candidates:
-            return []
-        chosen = select_rules(candidates, ctx)
-        if not chosen:
-            return []
+        return select_rules(candidates, ctx) if candidates else []
+
+    async def _run_starting_flow(
+        self, session: AsyncSession, situation: Situation, chosen: list[CompiledRule]
+    ) -> None:
+        """Rules of which one starts a flow: each rule's actions, then its flow, in order."""
+        ctx = situation.ctx
         budget = await self.budget(session, situation)
         planned: list[tuple[CompiledRule, str]] = []
         for rule in chosen:
@@ -255,29 +305,15 @@ class Engine:
         for rule, outcome in planned:
             if outcome == "acted" and f"rule:{rule.id}" in claimed:
                 await self._act_for(session, ctx, rule)
-        return chosen
 
-    async def run_rules_many(self, session: AsyncSession, situations: Sequence[Situation]) -> None:
-        """:meth:`run_rules` for triggers on distinct conversations of one organization:
-        one budget read, one insert of all their runs, one outbox statement. A trigger whose
-        rules start a flow goes through :meth:`run_rules` (the flow's first messages come
-        after its rule's actions)."""
-        if not situations:
-            return
-        org = situations[0].ctx.conversation.organization_id
-        rule_set = await self.cache.rules(session, org)
-        fired: list[tuple[Situation, list[CompiledRule]]] = []
-        for situation in situations:
-            candidates = rule_set.by_trigger.get(situation.ctx.trigger, ())
-            chosen = select_rules(candidates, situation.ctx) if candidates else []
-            if not chosen:
-                continue
-            if any(a["type"] == "start_flow" for rule in chosen for a in rule.actions):
-                await self.run_rules(session, situation)
-                continue
-            fired.append((situation, chosen))
+    async def _fire(
+        self, session: AsyncSession, fired: Sequence[tuple[Situation, list[CompiledRule]]]
+    ) -> None:
+        """The chosen rules of triggers on distinct conversations of one organization (none
+        starting a flow): one budget read, one insert of their runs, one outbox statement."""
         if not fired:
             return
+        org = fired[0][0].ctx.conversation.organization_id
         conn = await rawpg.driver(session)
         recent = await conn.fetch(_RECENT_ACTIONS, org, [s.ctx.conversation.id for s, _ in fired])
         planned: list[tuple[TriggerContext, CompiledRule, str]] = []

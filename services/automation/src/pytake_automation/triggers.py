@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeGuard
+from typing import Any, Literal, TypeGuard
 
 from sqlalchemy import select
 from sqlalchemy.engine import Row
@@ -18,7 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_automation import automatic, csat, flows, sla, timers
 from pytake_automation import conversation_state as state
+from pytake_automation.actions import Target
 from pytake_automation.engine import Engine, Situation
+from pytake_automation.flows.session import SessionState
 from pytake_automation.tables import organizations
 from pytake_common.events import TenantEventData
 
@@ -44,18 +46,12 @@ class Triggers:
         self.engine = engine
 
     async def on_appended(self, session: AsyncSession, d: state.Appended) -> None:
+        if d.direction == "inbound":
+            moved = await self.engine.move_and_read(session, [d], _message_trigger)
+            await self._on_inbound(session, d, moved.get(d.conversation_id))
+            return
         row = await state.on_appended(session, d)
         org, conv = d.organization_id, d.conversation_id
-        if d.direction == "inbound":
-            key, at, extra = _message_trigger(d, row)
-            situation = await self.engine.situation(
-                session, row, "message_received", key, at, **extra
-            )
-            if not await self._flow_takes(session, d, situation):
-                await automatic.on_customer_message(session, self.engine, situation)
-                await self.engine.run_rules(session, situation)
-            await self._after_message(session, d, row, situation)
-            return
         if d.sender_type in state.AGENT_SENDERS:
             await timers.cancel(session, org, conv, timers.NO_AGENT_REPLY)
             await sla.on_agent_reply(session, org, conv, d.created_at)
@@ -64,41 +60,67 @@ class Triggers:
             org_settings = await self._org_settings(session, org)
             await self._arm_idle(session, row, d, org_settings.get("auto_close_after_hours"))
 
+    async def _on_inbound(
+        self, session: AsyncSession, d: state.Appended, moved: tuple[Any, Situation] | None
+    ) -> None:
+        """A customer's message alone: ``moved``, the replica row and situation when the
+        conversation was known (else this is its first event: the row is made here)."""
+        if moved is None:
+            row = await state.on_appended(session, d)
+            key, at, extra = _message_trigger(d, row)
+            situation = await self.engine.situation(
+                session, row, "message_received", key, at, **extra
+            )
+        else:
+            row, situation = moved
+        if not await self._flow_takes(session, d, situation):
+            await automatic.on_customer_message(session, self.engine, situation)
+            await self.engine.run_rules(session, situation)
+        await self._after_message(session, d, row, situation)
+
     async def on_customer_messages(
         self, session: AsyncSession, messages: list[state.Appended]
     ) -> None:
         """Customers' messages on distinct conversations of one organization (a batch's),
         as :meth:`on_appended` one by one would handle them, in a few statements: the
-        replica moved in one, the situations read in one, the rules' runs and requests
-        staged in one each. Each conversation's steps keep their order (flow, automatic
-        messages, rules, timers, CSAT); different conversations' steps interleave."""
-        rows = await state.on_inbound_many(session, messages[0].organization_id, messages)
-        known: list[tuple[state.Appended, Any]] = []
+        replica moved and the situations read in one, the rules' runs and requests staged
+        in one each. Each conversation's steps keep their order (flow, automatic messages,
+        rules, timers, CSAT); different conversations' steps interleave."""
+        moved = await self.engine.move_and_read(session, messages, _message_trigger)
+        known: list[tuple[state.Appended, Any, Situation]] = []
         for d in messages:
-            row = rows.get(d.conversation_id)
-            if row is None:
-                await self.on_appended(session, d)  # its first event: the replica row is made
+            found = moved.get(d.conversation_id)
+            if found is None:
+                await self._on_inbound(session, d, None)  # its first event: the row is made
             else:
-                known.append((d, row))
-        if not known:
-            return
-        situations = await self.engine.customer_situations(
-            session, [(row, *_message_trigger(d, row)) for d, row in known]
+                known.append((d, *found))
+        # the active flow sessions of those that have one: read and locked at once
+        in_flows = [d.conversation_id for d, _, situation in known if situation.flow_active]
+        sessions = (
+            await flows.sessions.active_many(session, messages[0].organization_id, in_flows)
+            if in_flows
+            else {}
         )
         for_rules: list[Situation] = []
-        for (d, _), situation in zip(known, situations, strict=True):
-            if not await self._flow_takes(session, d, situation):
+        for d, _, situation in known:
+            current = sessions.get(d.conversation_id)
+            if not await self._flow_takes(session, d, situation, current):
                 await automatic.on_customer_message(session, self.engine, situation)
                 for_rules.append(situation)
         await self.engine.run_rules_many(session, for_rules)
-        for (d, row), situation in zip(known, situations, strict=True):
+        for d, row, situation in known:
             await self._after_message(session, d, row, situation)
 
     async def _flow_takes(
-        self, session: AsyncSession, d: state.Appended, situation: Situation
+        self,
+        session: AsyncSession,
+        d: state.Appended,
+        situation: Situation,
+        current: tuple[Target, SessionState] | Literal["unread"] | None = "unread",
     ) -> bool:
         """An active flow answers first (a message that starts a flow through a rule is
-        not also the flow's first answer); what a flow took, rules do not see."""
+        not also the flow's first answer); what a flow took, rules do not see. ``current``:
+        the active session if the caller read and locked it."""
         return situation.flow_active and await flows.on_customer_message(
             session,
             d.organization_id,
@@ -108,6 +130,7 @@ class Triggers:
             message_id=d.message_id,
             business_open=situation.ctx.business_open,
             contact=situation.ctx.contact,
+            current=current,
         )
 
     async def _after_message(

@@ -11,16 +11,17 @@ worker's ``flow_wait`` rows).
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pytake_automation.flows import sessions
 from pytake_automation.flows.facts import facts_of, facts_with
-from pytake_automation.flows.session import Facts, Inbound, Reply
+from pytake_automation.flows.session import Facts, Inbound, Reply, SessionState
 from pytake_automation.flows.sessions import TIMER_KIND, FlowNotPublished
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
+    from pytake_automation.actions import Target
     from pytake_automation.context import ContactView, TriggerContext
 
 __all__ = [
@@ -68,12 +69,16 @@ async def on_customer_message(
     message_id: uuid.UUID | None = None,
     business_open: bool | None = None,
     contact: ContactView | None = None,
+    current: tuple[Target, SessionState] | Literal["unread"] | None = "unread",
 ) -> bool:
     """A customer's message: True when an active flow took it (as an answer, or as its
     stop word). Call it before rules that could start a flow, so a message that starts
     a flow is not also taken as the flow's first answer. ``contact``: the contact as the
-    caller read it in this transaction (else it is read again)."""
-    if await sessions.active(session, org, conversation_id) is None:
+    caller read it in this transaction (else it is read again); ``current``: the active
+    session (None: there is none) as the caller read and locked it (else it is read)."""
+    if current == "unread":
+        current = await sessions.active(session, org, conversation_id)
+    if current is None or isinstance(current, str):
         return False
     event = Inbound(text=text, reply=Reply.model_validate(reply) if reply else None)
     facts = None
@@ -94,6 +99,7 @@ async def on_customer_message(
         facts,
         business_open=business_open,
         message_id=message_id,
+        current=current,
     )
 
 

@@ -132,8 +132,19 @@ async def active(
     """The conversation's active session, locked for this transaction."""
     conn = await rawpg.driver(session)
     row = await conn.fetchrow(_ACTIVE, org, conversation_id)
-    if row is None:
-        return None
+    return None if row is None else _current(org, row)
+
+
+#: :data:`_ACTIVE` for several conversations, locked in one order (conversation id).
+_ACTIVE_MANY = """
+SELECT conversation_id, contact_id, number_id, state::text AS state FROM flow_sessions
+WHERE organization_id = $1 AND conversation_id = ANY($2::uuid[]) AND status = 'active'
+ORDER BY conversation_id
+FOR UPDATE
+"""
+
+
+def _current(org: uuid.UUID, row: Any) -> tuple[Target, SessionState]:
     target = Target(
         org,
         plain(row["conversation_id"]),
@@ -141,6 +152,16 @@ async def active(
         plain(row["number_id"]),
     )
     return target, SessionState.model_validate_json(row["state"])
+
+
+async def active_many(
+    session: AsyncSession, org: uuid.UUID, conversation_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, tuple[Target, SessionState]]:
+    """:func:`active` for several conversations in one statement, by conversation."""
+    conn = await rawpg.driver(session)
+    rows = await conn.fetch(_ACTIVE_MANY, org, conversation_ids)
+    found = (_current(org, row) for row in rows)
+    return {current[0].conversation_id: current for current in found}
 
 
 async def feed(
@@ -152,11 +173,14 @@ async def feed(
     *,
     business_open: bool | None = None,
     message_id: uuid.UUID | None = None,
+    current: tuple[Target, SessionState] | None = None,
 ) -> bool:
     """Give ``event`` to the conversation's active session; False when there is none.
     Without ``facts`` they are read from the replicas. A ``message_id`` already fed is
-    not fed again (the same message under another event id)."""
-    current = await active(session, org, conversation_id)
+    not fed again (the same message under another event id). ``current``: the active
+    session as the caller read and locked it in this transaction (else it is read)."""
+    if current is None:
+        current = await active(session, org, conversation_id)
     if current is None:
         return False
     target, state = current
