@@ -62,7 +62,7 @@ from pytake_common.rawpg import TenantWrites, driver
 from pytake_common.tracing import inject_headers
 from pytake_whatsapp_gateway.events import MessageReceived, MessageSent, MessageStatusUpdated
 from pytake_whatsapp_gateway.media import download_path
-from pytake_whatsapp_gateway.metrics import WEBHOOK_DELIVERIES
+from pytake_whatsapp_gateway.metrics import WEBHOOK_DELIVERIES, WEBHOOK_WRITE_BATCH
 from pytake_whatsapp_gateway.numbers import ACTIVE
 from pytake_whatsapp_gateway.sending.sender import CLAIMED, SENT, UNCONFIRMED
 from pytake_whatsapp_gateway.tables import (
@@ -321,6 +321,7 @@ class WebhookIntake:
     ) -> list[int | None]:
         """:data:`MESSAGES_SQL` for deliveries of one organization: how many messages of
         each were new (a message twice in the batch is new in the first only)."""
+        WEBHOOK_WRITE_BATCH.labels("messages").observe(len(batch))
         args = [*_delivery_rows(batch), *_message_rows(batch)]
         async with self._statement(organization_id) as conn:
             new = Counter(await conn.fetchval(MESSAGES_SQL, *args) or ())
@@ -332,6 +333,7 @@ class WebhookIntake:
         """:data:`STATUSES_SQL` for deliveries of one organization: how many statuses of
         each were new, or None for a delivery naming a send in flight or unanswered
         (nothing written: a batch of several is then written one by one)."""
+        WEBHOOK_WRITE_BATCH.labels("statuses").observe(len(batch))
         args = [*_delivery_rows(batch), *_status_rows(batch, organization_id)]
         async with self._statement(organization_id) as conn:
             row = await conn.fetchrow(STATUSES_SQL, *args)
