@@ -27,8 +27,12 @@ a number, and then:
 Exit status 1 when the burst misses a target (ack p99, non-2xx, lost, duplicated,
 drain). Loopback only; bounded by rate x seconds.
 
+``--statuses``: the burst is status webhooks (sent, delivered, read of each message,
+as Meta sends three per outbound message) of messages PyTake did not send; "drained"
+is then every status in whatsapp-gateway's status rows.
+
 Usage: python bench/webhook_burst.py [--rate 400] [--seconds 30] [--customers 2000]
-       [--search] [--target-ms 100] [--ready-timeout 60]
+       [--statuses] [--search] [--target-ms 100] [--ready-timeout 60]
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import argparse
 import asyncio
 import hashlib
 import hmac
+import json
 import random
 import sys
 import time
@@ -45,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
+import httpx
 import psutil
 import uvloop
 
@@ -55,7 +61,7 @@ from webhook_intake import bare_endpoint, payload
 
 from pytake_api_gateway.upstream import PoolExhausted, UpstreamError
 from pytake_common.pgtenant import asyncpg_dsn
-from pytake_devstack.mainloop import MainLoop, SimNumber
+from pytake_devstack.mainloop import DELIVERY_ORDER, MainLoop, SimNumber
 
 #: How long one webhook may stay unanswered before it counts as not answered (Meta's own
 #: timeout is longer; anything near this has long missed every target).
@@ -93,11 +99,44 @@ class Burst:
         )
 
 
-def bodies_for(number: SimNumber, n: int, customers: int, tag: str) -> list[tuple[bytes, str]]:
-    """``n`` signed single-message webhooks from ``customers`` distinct senders."""
+def bodies_for(
+    number: SimNumber, n: int, customers: int, tag: str, statuses: bool = False
+) -> list[tuple[bytes, str]]:
+    """``n`` signed single-message webhooks from ``customers`` distinct senders (or, with
+    ``statuses``, single-status webhooks: sent, delivered, read of n / 3 messages)."""
     rng = random.Random(f"{tag}-{n}")
     wa_ids = [f"1555{rng.randrange(10**7):07d}" for _ in range(customers)]
+    if statuses:
+        return [
+            status_payload(number.phone_number_id, wa_ids[i // 3 % customers], f"{tag}{i // 3}", i)
+            for i in range(n)
+        ]
     return [payload(number.phone_number_id, wa_ids[i % customers], f"{tag} {i}") for i in range(n)]
+
+
+def status_payload(phone_number_id: str, wa_id: str, message: str, i: int) -> tuple[bytes, str]:
+    """One status webhook as Meta sends it (sent and delivered carry ``pricing``) for a
+    message PyTake did not send (the send log has no row for it: looked up, not found), and
+    its key ``wamid:status``."""
+    wamid, state = f"wamid.BENCHOUT{message}", DELIVERY_ORDER[i % 3]
+    status: dict[str, object] = {
+        "id": wamid,
+        "status": state,
+        "timestamp": str(int(time.time())),
+        "recipient_id": wa_id,
+    }
+    if state != "read":
+        status["pricing"] = {"billable": True, "pricing_model": "PMP", "category": "marketing"}
+    value = {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550100", "phone_number_id": phone_number_id},
+        "statuses": [status],
+    }
+    body = {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "1", "changes": [{"field": "messages", "value": value}]}],
+    }
+    return json.dumps(body, separators=(",", ":")).encode(), f"{wamid}:{state}"
 
 
 async def open_loop(
@@ -152,21 +191,28 @@ async def open_loop(
 
 
 class Conversations:
-    """Counts accepted messages in conversations' own database."""
+    """Counts accepted messages in conversations' own database (or, for statuses, the
+    status rows of whatsapp-gateway's, keyed ``wamid:status``)."""
 
     QUERY = (
         "SELECT count(*), count(DISTINCT wamid), max(extract(epoch FROM created_at))::float8"
         " FROM messages WHERE direction = 'inbound' AND wamid = ANY($1::text[])"
     )
+    STATUSES = (
+        "SELECT count(*), count(DISTINCT (wamid, status)),"
+        " max(extract(epoch FROM created_at))::float8"
+        " FROM status_updates WHERE wamid || ':' || status = ANY($1::text[])"
+    )
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: asyncpg.Connection, query: str = QUERY) -> None:
         self.conn = conn
+        self.query = query
 
     async def drain(self, wamids: list[str], since: float) -> tuple[int, int, float]:
         """Wait until every wamid is in (or the drain target and a margin passed); return
         (rows, distinct wamids, seconds after ``since`` that the last one landed)."""
         while True:
-            total, distinct, last = await self.conn.fetchrow(self.QUERY, wamids)
+            total, distinct, last = await self.conn.fetchrow(self.query, wamids)
             if distinct >= len(wamids) or time.time() - since > DRAIN_TARGET_S * 2:
                 return total, distinct, max(0.0, (last or since) - since)
             await asyncio.sleep(0.25)
@@ -191,6 +237,22 @@ def cpu_snapshot(procs: dict[str, psutil.Process]) -> dict[str, float]:
     return snapshot
 
 
+def write_batches(url: str) -> tuple[float, float]:
+    """(deliveries, statements) of whatsapp-gateway's fast-path writes so far, from its
+    metrics ((0, 0) when it exports none)."""
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return 0.0, 0.0
+    total = {"_sum": 0.0, "_count": 0.0}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        for suffix in total:
+            if name.startswith(f"pytake_webhook_write_batch_deliveries{suffix}"):
+                total[suffix] += float(value)
+    return total["_sum"], total["_count"]
+
+
 def database_backends(master: psutil.Process, database: str) -> list[psutil.Process]:
     """The backends of ``master`` connected to ``database`` ('postgres: user db host ...')."""
     found = []
@@ -213,6 +275,11 @@ async def bench(args: argparse.Namespace, running: object) -> int:
     await loop.aclose()
     dsn = asyncpg_dsn(stack.cfg.database_url, database="pytake_conversations")
     conversations = Conversations(await asyncpg.connect(dsn))
+    if args.statuses:  # the warm-up's messages, then the burst's statuses
+        statuses = Conversations(
+            await asyncpg.connect(asyncpg_dsn(stack.cfg.database_url, database=GATEWAY_DATABASE)),
+            Conversations.STATUSES,
+        )
     n = int(args.rate * args.seconds)
     print(f"box calibration: {calibrate():.1f} ms (a fixed CPU workload; lower is a faster box)")
 
@@ -226,7 +293,10 @@ async def bench(args: argparse.Namespace, running: object) -> int:
     )
     await conversations.drain(warm.accepted, warm.ended_at)
 
-    bodies = bodies_for(number, n, args.customers, "burst")
+    bodies = bodies_for(number, n, args.customers, "burst", args.statuses)
+    if args.statuses:
+        await conversations.conn.close()
+        conversations = statuses
     with bare_endpoint() as bare_url:
         bare = await open_loop(bare_url, bodies, args.rate, number.app_secret, args.connections)
 
@@ -239,20 +309,23 @@ async def bench(args: argparse.Namespace, running: object) -> int:
         asyncpg_dsn(stack.cfg.database_url, database=GATEWAY_DATABASE)
     )
     recorded0 = await gateway_db.fetchval(RECORDED)
+    batches0 = write_batches(stack.url("whatsapp-gateway"))
     before, started = cpu_snapshot(procs), time.monotonic()
     burst = await open_loop(
         stack.url("api-gateway"), bodies, args.rate, number.app_secret, args.connections
     )
     during = time.monotonic() - started
     after_burst = cpu_snapshot(procs)
+    batches1 = write_batches(stack.url("whatsapp-gateway"))
     recorded1 = await gateway_db.fetchval(RECORDED)
     total, distinct, drain = await conversations.drain(burst.accepted, burst.ended_at)
     after_drain, drained = cpu_snapshot(procs), time.monotonic() - started
     recorded2 = await gateway_db.fetchval(RECORDED)
     await gateway_db.close()
 
+    kind = "single-status (sent, delivered, read)" if args.statuses else "single-message"
     print(
-        f"open-loop burst: {n} signed single-message webhooks at {args.rate:.0f}/s "
+        f"open-loop burst: {n} signed {kind} webhooks at {args.rate:.0f}/s "
         f"over {args.customers} customers, ack measured from each request's scheduled time"
     )
     print(bare.line("bare"))
@@ -267,8 +340,9 @@ async def bench(args: argparse.Namespace, running: object) -> int:
         )
     accepted = len(burst.accepted)
     lost, duplicated = accepted - distinct, total - distinct
+    what = "statuses recorded" if args.statuses else "messages in their conversations"
     print(
-        f"pipeline: {distinct} of {accepted} accepted messages in their conversations, "
+        f"pipeline: {distinct} of {accepted} accepted {what}, "
         f"{lost} lost, {duplicated} duplicated; the last landed {drain:.1f} s after the "
         f"burst's last webhook; {distinct / max(drained, 1e-6):,.0f} messages/s end to end"
     )
@@ -308,6 +382,12 @@ async def bench(args: argparse.Namespace, running: object) -> int:
             f"ack path (api + whatsapp gw + its PostgreSQL): {burst_ms + pg_ms:.2f} ms"
         )
 
+    if batches1[1] > batches0[1]:
+        print(
+            f"  group commit: {batches1[0] - batches0[0]:.0f} deliveries written by "
+            f"{batches1[1] - batches0[1]:.0f} statements "
+            f"({(batches1[0] - batches0[0]) / (batches1[1] - batches0[1]):.1f} a statement)"
+        )
     if burst.send_lag and pct(burst.send_lag, 99) > 0.05:
         print(
             f"WARNING: the generator itself sent late (p99 {pct(burst.send_lag, 99) * 1000:.0f}"
@@ -371,6 +451,11 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=2000)
     parser.add_argument("--connections", type=int, default=256)
     parser.add_argument("--target-ms", type=float, default=100.0)
+    parser.add_argument(
+        "--statuses",
+        action="store_true",
+        help="status webhooks (sent, delivered, read per message) instead of messages",
+    )
     parser.add_argument("--search", action="store_true")
     parser.add_argument("--search-from", type=float, default=100.0)
     parser.add_argument("--search-to", type=float, default=1000.0)
@@ -380,6 +465,8 @@ def main() -> None:
         "--ready-timeout", type=float, default=60.0, help="seconds each process may take to start"
     )
     args = parser.parse_args()
+    if args.statuses and args.search:
+        parser.error("--search steps are message webhooks: not with --statuses")
     with platform("burst", ready_timeout=args.ready_timeout) as running:
         code = uvloop.run(bench(args, running))
     sys.exit(code)

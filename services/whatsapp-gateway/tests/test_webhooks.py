@@ -7,7 +7,13 @@ from prometheus_client import REGISTRY
 from sqlalchemy import insert, select
 
 from pytake_common.ids import PYTAKE_NAMESPACE, contact_id_for, message_id_for_wamid
-from pytake_whatsapp_gateway.tables import inbound_messages, send_log, webhook_deliveries
+from pytake_common.mechanics import outbox
+from pytake_whatsapp_gateway.tables import (
+    inbound_messages,
+    send_log,
+    status_updates,
+    webhook_deliveries,
+)
 
 from .helpers import (
     PLATFORM_SECRET,
@@ -154,6 +160,41 @@ async def test_the_same_delivery_three_times_makes_one_message_and_one_event(app
     assert c["webhook_deliveries"] == 3  # every delivery is kept raw
     assert c["inbound_messages"] == 1
     assert len(await events(app, RECEIVED)) == 1
+
+
+async def test_concurrent_deliveries_of_an_organization_are_written_together(
+    app, client, tokens, numbers_from
+):
+    """Deliveries of one organization that arrive while one of its writes is in flight
+    are written together (group commit), each still answered once committed: a message
+    delivered twice (in one batch or two) is one message and one event, its second
+    delivery a duplicate; every delivery is kept raw; events keep the order in which the
+    deliveries reached the write."""
+    org = uuid.uuid4()
+    await register(client, tokens, org, "100", app_secret=SECRET_A)
+    warm = raw(envelope([change("100", messages=[text_message("wamid.warm")])]))
+    assert (await post(client, warm, signed(warm, SECRET_A))).status_code == 200
+    group = app.state.webhook_intake._messages
+    batches, items = group.batches, group.items
+    accepted, duplicate = deliveries("accepted"), deliveries("duplicate")
+    bodies = [
+        raw(envelope([change("100", messages=[text_message(f"wamid.c{i % 15:02}", body=str(i))])]))
+        for i in range(30)
+    ]
+    answers = await asyncio.gather(
+        *(client.post("/webhooks/whatsapp", content=b, headers=signed(b, SECRET_A)) for b in bodies)
+    )
+    assert [a.status_code for a in answers] == [200] * 30
+    assert (deliveries("accepted") - accepted, deliveries("duplicate") - duplicate) == (15, 15)
+    c = await counts(app)
+    assert (c["webhook_deliveries"], c["inbound_messages"]) == (31, 16)
+    received = [e["data"]["wamid"] for e in await events(app, RECEIVED)]
+    expected = ["wamid.warm", *(f"wamid.c{i:02}" for i in range(15))]
+    assert sorted(received) == sorted(expected)
+    if numbers_from == "remembered":  # looked up: concurrent transactions, in any order
+        assert received == expected
+        assert group.items - items == 30
+        assert group.batches - batches < 30  # written together, not one by one
 
 
 async def test_unsigned_or_wrongly_signed_deliveries_store_nothing(app, client, tokens):
@@ -449,6 +490,135 @@ async def test_statuses_are_deduplicated_by_wamid_and_status(app, client, tokens
     # A status overtaking our record of the wamid is matched by the echoed callback data.
     assert updates[5]["data"]["message_id"] == str(in_flight)
     assert (await counts(app))["status_updates"] == 6
+
+
+async def test_statuses_by_the_fast_path_equal_the_general_paths(
+    app, client, tokens, directory, numbers_from, monkeypatch
+):
+    """Statuses of a remembered number are one statement (``STATUSES_SQL``); the same
+    deliveries through the general path (numbers looked up, statements per status) leave
+    the same status rows and stage the same events, in the same order."""
+    if numbers_from == "looked_up":
+        pytest.skip("this test takes both paths itself")
+    intake = app.state.webhook_intake
+    general, fast_outcomes = True, []
+    remembered_numbers, fast_path = directory.get, intake._receive_remembered
+
+    async def spy(*args):
+        outcome = await fast_path(*args)
+        fast_outcomes.append(outcome)
+        return outcome
+
+    monkeypatch.setattr(directory, "get", lambda ids: None if general else remembered_numbers(ids))
+    monkeypatch.setattr(intake, "_receive_remembered", spy)
+    limit = {"code": 131049, "title": "Marketing limit", "message": "Marketing limit"}
+
+    async def run(org: uuid.UUID, phone: str) -> tuple[list, list]:
+        number = await register(client, tokens, org, phone, app_secret=SECRET_A)
+        labels = {str(org): "org", number["id"]: "number"}
+        async with app.state.db.transaction(organization_id=org) as s:
+            for label, state, wamid in (
+                ("ours", "sent", "wamid.out1"),
+                ("failed_send", "failed", None),  # found by the callback data only
+                ("echoed", "sent", "wamid.out3"),  # by wamid and callback data
+            ):
+                message_id = uuid.uuid4()
+                labels[str(message_id)] = label
+                await s.execute(
+                    insert(send_log).values(
+                        message_id=message_id,
+                        organization_id=org,
+                        number_id=uuid.UUID(number["id"]),
+                        recipient="5511999990000",
+                        state=state,
+                        wamid=wamid,
+                    )
+                )
+        ids = {v: k for k, v in labels.items()}
+        batches = [
+            [status("wamid.warm", "sent")],  # the number's first delivery: looked up
+            [
+                status("wamid.out1", "sent"),
+                status("wamid.out1", "delivered", 1_764_000_101, pricing=PRICING),
+            ],
+            [
+                status("wamid.out1", "delivered", 1_764_000_101),
+                status("wamid.out1", "read", 1_764_000_102),
+                status("wamid.out1", "read", 1_764_000_102),  # twice in one delivery
+                status("wamid.other", "read"),
+                status(
+                    "wamid.out2",
+                    "failed",
+                    errors=[{**limit, "error_data": {"details": "limit"}}],
+                    biz_opaque_callback_data=ids["failed_send"],
+                ),
+                status("wamid.out3", "sent", biz_opaque_callback_data=ids["echoed"]),
+            ],
+            [status("wamid.out1", "failed", 1_764_000_103, errors=[limit])],
+            [
+                status("wamid.out1", "sent"),
+                status("wamid.out1", "delivered", 1_764_000_101, pricing=PRICING),
+            ],  # a replay: nothing new
+        ]
+        for batch in batches:
+            body = raw(envelope([change(phone, statuses=batch)]))
+            assert (await post(client, body, signed(body, SECRET_A))).status_code == 200
+
+        def named(value):
+            if isinstance(value, dict):
+                return {k: named(v) for k, v in value.items() if k not in ("id", "time")}
+            if isinstance(value, list | tuple):
+                return [named(v) for v in value]
+            return labels.get(str(value), value)
+
+        async with app.state.db.transaction(bypass_rls=True) as s:
+            rows = (
+                await s.execute(
+                    select(
+                        status_updates.c.wamid,
+                        status_updates.c.status,
+                        status_updates.c.message_id,
+                        status_updates.c.occurred_at,
+                        status_updates.c.number_id,
+                    )
+                    .where(status_updates.c.organization_id == org)
+                    .order_by(status_updates.c.wamid, status_updates.c.status)
+                )
+            ).all()
+            staged = (
+                await s.execute(
+                    select(outbox.c.event_id, outbox.c.key, outbox.c.event).order_by(outbox.c.id)
+                )
+            ).all()
+        mine = [e for e in staged if e.event["tenantid"] == str(org) and e.event["type"] == STATUS]
+        for e in mine:  # the event id is the status's dedupe key, whichever path staged it
+            key = f"event:status:{phone}:{e.event['data']['wamid']}:{e.event['data']['status']}"
+            assert e.event_id == uuid.uuid5(PYTAKE_NAMESPACE, key) == uuid.UUID(e.event["id"])
+        return [named(list(r)) for r in rows], [(named(e.key), named(e.event)) for e in mine]
+
+    looked_up = await run(uuid.uuid4(), "300")
+    assert fast_outcomes == []
+    general = False
+    remembered = await run(uuid.uuid4(), "400")
+    assert fast_outcomes == ["accepted", "accepted", "accepted", "duplicate"]
+    assert remembered == looked_up
+    rows, staged = remembered
+    assert len(rows) == 8 and len(staged) == 8
+    assert [r[2] for r in rows if r[0] in ("wamid.out1", "wamid.out2", "wamid.out3")] == [
+        *["ours"] * 4,
+        "failed_send",
+        "echoed",
+    ]
+    assert staged[2][1]["data"]["pricing"] == {
+        "category": "marketing",
+        "billable": True,
+        "pricing_model": "PMP",
+    }
+    assert [
+        (e["data"]["wamid"], e["data"]["errors"][0]["code"])
+        for _, e in staged
+        if e["data"]["errors"]
+    ] == [("wamid.out2", 131049), ("wamid.out1", 131049)]
 
 
 # --- other outcomes --------------------------------------------------------------------------

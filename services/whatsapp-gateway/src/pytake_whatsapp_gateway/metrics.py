@@ -1,6 +1,6 @@
 """Metrics of the WhatsApp gateway (exported on ``/metrics`` with the common ones)."""
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 #: outcome: accepted | duplicate | bad_signature | unknown_number | invalid | too_large |
 #: throttled (429 before the body was read)
@@ -15,4 +15,12 @@ SENDS = Counter(
 #: another (sending/pacing.py): throughput lost to a late process, never the limit.
 SLOTS_MISSED = Counter(
     "pytake_whatsapp_send_slots_missed_total", "Throughput slots missed by late sends"
+)
+#: Deliveries per statement of the intake's fast path (group commit, per organization):
+#: kind: messages | statuses.
+WEBHOOK_WRITE_BATCH = Histogram(
+    "pytake_webhook_write_batch_deliveries",
+    "Webhook deliveries written together in one statement",
+    ["kind"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 100),
 )

@@ -26,10 +26,14 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import asyncpg
 from sqlalchemy import (
     ARRAY,
     String,
@@ -58,7 +62,7 @@ from pytake_common.rawpg import TenantWrites, driver
 from pytake_common.tracing import inject_headers
 from pytake_whatsapp_gateway.events import MessageReceived, MessageSent, MessageStatusUpdated
 from pytake_whatsapp_gateway.media import download_path
-from pytake_whatsapp_gateway.metrics import WEBHOOK_DELIVERIES
+from pytake_whatsapp_gateway.metrics import WEBHOOK_DELIVERIES, WEBHOOK_WRITE_BATCH
 from pytake_whatsapp_gateway.numbers import ACTIVE
 from pytake_whatsapp_gateway.sending.sender import CLAIMED, SENT, UNCONFIRMED
 from pytake_whatsapp_gateway.tables import (
@@ -68,6 +72,7 @@ from pytake_whatsapp_gateway.tables import (
     webhook_deliveries,
 )
 from pytake_whatsapp_gateway.webhooks.directory import NumberDirectory
+from pytake_whatsapp_gateway.webhooks.group_commit import GroupCommit, SplitBatch
 from pytake_whatsapp_gateway.webhooks.parsing import (
     DEFAULT_LIMITS,
     UNBOUNDED,
@@ -127,6 +132,9 @@ class WebhookIntake:
         self.directory = directory or NumberDirectory(db.url)
         #: The raw pool of the remembered numbers' deliveries (None: the Database's pool).
         self.writes = writes
+        #: Their writes, coalesced per organization while one is in flight.
+        self._messages = GroupCommit(self._write_messages)
+        self._statuses = GroupCommit(self._write_statuses)
 
     def check_budget(self, source: str) -> None:
         """429 for a source that spent its refusals (before its body is read)."""
@@ -169,10 +177,9 @@ class WebhookIntake:
             self.refused(source)
             raise
         assert signature is not None
-        # Statuses and WABA changes take the general path: not worth an HMAC and a parse
-        # on this one first (a quoted key in a customer's text is escaped: no false hit).
-        common = not named.waba_ids and b'"statuses"' not in body
-        remembered = self.directory.get(named.phone_number_ids) if common else None
+        # WABA changes take the general path: not worth an HMAC and a parse on this one
+        # first. Messages and statuses of remembered numbers take the fast one.
+        remembered = self.directory.get(named.phone_number_ids) if not named.waba_ids else None
         if remembered:
             outcome = await self._receive_remembered(
                 body, digest, signature, named, remembered, received_at
@@ -238,13 +245,15 @@ class WebhookIntake:
         remembered: list[KnownNumber],
         received_at: datetime,
     ) -> str | None:
-        """The common delivery (messages of one tenant's numbers, all remembered, signed
-        by their remembered secret): recorded by one statement (:data:`MESSAGES_SQL`, a
-        transaction of its own) with no lookup, on the intake's own raw pool, whose
-        connections stay bound to their last organization: one round trip, two when
-        the connection must be bound first. None: anything else, for the general path
-        (which looks the numbers up in the database, so a secret rotated a moment ago is
-        judged by its new value)."""
+        """The common delivery (messages, or statuses, of one tenant's numbers, all
+        remembered, signed by their remembered secret): recorded by one statement
+        (:data:`MESSAGES_SQL` or :data:`STATUSES_SQL`, a transaction of its own) with no
+        lookup, on the intake's own raw pool, whose connections stay bound to their last
+        organization: one round trip, two when the connection must be bound first. None:
+        anything else, for the general path (which looks the numbers up in the database,
+        so a secret rotated a moment ago is judged by its new value), and a status of a
+        send still in flight or unanswered (which the general path settles with the
+        sender, row locked)."""
         if named.over is not None:  # past the bounds: the general path records it in parts
             return None
         secret = self._signing_secret(body, digest, remembered)
@@ -254,7 +263,12 @@ class WebhookIntake:
         # Signed by a remembered secret: never refused for its size (the general path
         # records a large one in parts, so it goes there).
         delivery = parse_delivery(payload, received_at, UNBOUNDED)
-        if delivery.statuses or delivery.waba_changes or len(delivery.messages) > RECORD_PART:
+        if (
+            delivery.waba_changes
+            or (delivery.statuses and delivery.messages)
+            or len(delivery.messages) > RECORD_PART
+            or len(delivery.statuses) > RECORD_PART
+        ):
             return None
         known = {n.phone_number_id: n for n in remembered if n.phone_number_id in delivery.numbers}
         tenants = {n.organization_id for n in known.values()}
@@ -265,26 +279,70 @@ class WebhookIntake:
         ):
             return None
         delivery_id = uuid.uuid4()
-        rows = _message_rows(delivery.messages, known, delivery_id)
-        organization_id = tenants.pop()
-        # MESSAGES_SQL is one statement, hence a transaction of its own: on the intake's
-        # pool, whose connections stay bound to their last organization, one round trip.
-        async with (
-            self.writes.statement(organization_id)
-            if self.writes is not None
-            else rawpg.transaction(self.db, organization_id)
-        ) as conn:
-            created = await conn.fetchval(
-                MESSAGES_SQL,
+        pending = _Pending(
+            (
                 delivery_id,
                 received_at,
                 hashlib.sha256(body).hexdigest(),
                 signature[:100],
                 json.dumps(payload),
-                *rows,
-            )
+            ),
+            known,
+            delivery.messages,
+            delivery.statuses,
+        )
+        # Written with the organization's other deliveries that arrive while one of its
+        # writes is in flight: one statement (a transaction of its own) per batch.
+        organization_id = tenants.pop()
+        if delivery.statuses:
+            created = await self._statuses.submit(organization_id, pending)
+            if created is None:  # nothing written: the general path settles it with the sender
+                return None
+        else:
+            created = await self._messages.submit(organization_id, pending)
         _log_skipped(delivery, delivery_id)
-        return "duplicate" if created == 0 and delivery.messages else "accepted"
+        nothing_new = created == 0 and (delivery.messages or delivery.statuses)
+        return "duplicate" if nothing_new else "accepted"
+
+    @asynccontextmanager
+    async def _statement(self, organization_id: uuid.UUID) -> AsyncIterator[asyncpg.Connection]:
+        """A connection for one statement of ``organization_id``'s (its own transaction):
+        on the intake's pool, whose connections stay bound to their last organization,
+        one round trip."""
+        async with (
+            self.writes.statement(organization_id)
+            if self.writes is not None
+            else rawpg.transaction(self.db, organization_id)
+        ) as conn:
+            yield conn
+
+    async def _write_messages(
+        self, organization_id: uuid.UUID, batch: list[_Pending]
+    ) -> list[int | None]:
+        """:data:`MESSAGES_SQL` for deliveries of one organization: how many messages of
+        each were new (a message twice in the batch is new in the first only)."""
+        WEBHOOK_WRITE_BATCH.labels("messages").observe(len(batch))
+        args = [*_delivery_rows(batch), *_message_rows(batch)]
+        async with self._statement(organization_id) as conn:
+            new = Counter(await conn.fetchval(MESSAGES_SQL, *args) or ())
+        return [new[p.raw[0]] for p in batch]
+
+    async def _write_statuses(
+        self, organization_id: uuid.UUID, batch: list[_Pending]
+    ) -> list[int | None]:
+        """:data:`STATUSES_SQL` for deliveries of one organization: how many statuses of
+        each were new, or None for a delivery naming a send in flight or unanswered
+        (nothing written: a batch of several is then written one by one)."""
+        WEBHOOK_WRITE_BATCH.labels("statuses").observe(len(batch))
+        args = [*_delivery_rows(batch), *_status_rows(batch, organization_id)]
+        async with self._statement(organization_id) as conn:
+            row = await conn.fetchrow(STATUSES_SQL, *args)
+        if row[0]:
+            if len(batch) > 1:
+                raise SplitBatch()
+            return [None]
+        new = Counter(row[1] or ())
+        return [new[p.raw[0]] for p in batch]
 
     def _verified_secret(
         self,
@@ -509,22 +567,40 @@ async def _bind_tenant(
         await session.execute(_BIND_TENANT_WITH_DELIVERY, {**org, **raw})
 
 
-def _message_rows(
-    batch: list[InboundMessage], known: dict[str, KnownNumber], delivery_id: uuid.UUID
-) -> list[Any]:
-    """The arguments of :data:`MESSAGES_SQL` after the delivery's five: one array per
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A delivery of remembered numbers of one organization, waiting for its write."""
+
+    #: (id, received_at, body_sha256, signature, body as JSON text)
+    raw: tuple[uuid.UUID, datetime, str, str, str]
+    known: dict[str, KnownNumber]
+    messages: list[InboundMessage]
+    statuses: list[StatusUpdate]
+
+
+def _delivery_rows(batch: list[_Pending]) -> list[list[Any]]:
+    """The raw deliveries as the five arrays that begin the fast path's statements."""
+    return [list(column) for column in zip(*(p.raw for p in batch), strict=True)]
+
+
+def _message_rows(batch: list[_Pending]) -> list[Any]:
+    """The arguments of :data:`MESSAGES_SQL` after the deliveries' five: one array per
     column of the messages, their events (JSON text) and their media rows, then the
-    outbox relay's channel."""
+    outbox relay's channel. A message already in the batch is left out (new or not, the
+    first one answers for it)."""
     seen: set[uuid.UUID] = set()
     m: list[list[Any]] = [[] for _ in range(9)]
     e: list[list[Any]] = [[] for _ in range(6)]
     f: list[list[Any]] = [[] for _ in range(6)]
     headers = json.dumps(inject_headers())
-    for message in batch:
-        number = known[message.phone_number_id]
+    for message, number, delivery_id in (
+        (message, p.known[message.phone_number_id], p.raw[0])
+        for p in batch
+        for message in p.messages
+    ):
         message_id = message_id_for_wamid(message.phone_number_id, message.wamid)
         if message_id in seen:
-            continue  # the same message twice in one delivery
+            continue  # the same message twice in one delivery, or in one batch
         seen.add(message_id)
         org = number.organization_id
         contact_id = contact_id_for(org, message.wa_id, message.user_id)
@@ -570,16 +646,17 @@ def _message_rows(
     return [*m, *e, *f, OUTBOX_CHANNEL]
 
 
-#: Inserts the delivery (when ``$1`` is not null), the messages (ON CONFLICT DO NOTHING:
-#: same id or same wamid on the number), then the media rows and the events of the new
-#: messages only (so Meta's redelivery adds nothing), and wakes the outbox relay; returns
-#: how many messages were new. ONE statement, prepared once per connection; every row
-#: comes as arrays (``unnest``), whatever the count.
+#: Inserts the deliveries (``$1``-``$5``, none for the general path), the messages (ON
+#: CONFLICT DO NOTHING: same id or same wamid on the number), then the media rows and the
+#: events of the new messages only (so Meta's redelivery adds nothing), and wakes the
+#: outbox relay; returns the delivery id of each new message. ONE statement, prepared once
+#: per connection; every row comes as arrays (``unnest``), whatever the count.
 MESSAGES_SQL = """
 WITH raw_delivery AS (
     INSERT INTO webhook_deliveries (id, received_at, body_sha256, signature, body)
-    SELECT $1::uuid, $2::timestamptz, $3::text, $4::text, $5::text::jsonb
-    WHERE $1::uuid IS NOT NULL
+    SELECT d.id, d.received_at, d.body_sha256, d.signature, d.body::jsonb
+    FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[])
+        AS d(id, received_at, body_sha256, signature, body)
 ), new_messages AS (
     INSERT INTO inbound_messages
         (id, organization_id, number_id, phone_number_id, wamid, contact_id, type,
@@ -587,7 +664,7 @@ WITH raw_delivery AS (
     SELECT * FROM unnest($6::uuid[], $7::uuid[], $8::uuid[], $9::text[], $10::text[],
                          $11::uuid[], $12::text[], $13::uuid[], $14::timestamptz[])
     ON CONFLICT DO NOTHING
-    RETURNING id
+    RETURNING id, delivery_id
 ), staged_events AS (
     INSERT INTO outbox (event_id, topic, key, event, headers)
     SELECT e.event_id, e.topic, e.key, e.event::jsonb, e.headers::jsonb
@@ -603,9 +680,68 @@ WITH raw_delivery AS (
     WHERE f.message_id IN (SELECT id FROM new_messages)
     ON CONFLICT DO NOTHING
 )
-SELECT (SELECT count(*) FROM new_messages), pg_notify($27::text, '')
+SELECT (SELECT array_agg(delivery_id) FROM new_messages), pg_notify($27::text, '')
 """
-_NO_DELIVERY = [None] * 5
+_NO_DELIVERY: list[list[Any]] = [[], [], [], [], []]
+
+#: The statuses of one organization's numbers, as :func:`_record_status` records them one
+#: at a time, in ONE statement: each status's message found in the send log (by wamid, or
+#: by the echoed callback data while the send log has no other wamid for it), the status
+#: rows (ON CONFLICT DO NOTHING on (phone_number_id, wamid, status): a repeat, in this
+#: delivery or a later one, adds nothing), the events of the new ones only, in order, with
+#: the message id found (data and subject), the raw delivery and the relay's wake-up.
+#: When a status names a send in flight or unanswered (``$21``), it writes nothing and
+#: says so (first column): the general path settles those with the sender, row locked.
+#: Returns (that flag, the delivery id of each new status). Deliveries: ``$1``-``$5``.
+STATUSES_SQL = """
+WITH statuses AS MATERIALIZED (
+    SELECT s.*, l.message_id, l.state
+    FROM unnest($6::uuid[], $7::uuid[], $8::text[], $9::text[], $10::text[], $11::uuid[],
+                $12::timestamptz[], $13::uuid[], $14::text[], $15::text[], $16::text[],
+                $17::uuid[])
+        WITH ORDINALITY AS s(id, number_id, phone_number_id, wamid, status, opaque,
+                             occurred_at, event_id, topic, subject, event, delivery_id, ord)
+    LEFT JOIN LATERAL (
+        SELECT g.message_id, g.state FROM send_log g
+        WHERE g.organization_id = $18::uuid AND g.number_id = s.number_id
+          AND (g.wamid = s.wamid
+               OR (g.message_id = s.opaque AND (g.wamid IS NULL OR g.wamid = s.wamid)))
+        LIMIT 1
+    ) l ON true
+), rare AS (
+    SELECT EXISTS (SELECT FROM statuses WHERE state = ANY($21::text[])) AS found
+), raw_delivery AS (
+    INSERT INTO webhook_deliveries (id, received_at, body_sha256, signature, body)
+    SELECT d.id, d.received_at, d.body_sha256, d.signature, d.body::jsonb
+    FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[])
+        AS d(id, received_at, body_sha256, signature, body)
+    WHERE NOT (SELECT found FROM rare)
+), new_statuses AS (
+    INSERT INTO status_updates
+        (id, organization_id, number_id, phone_number_id, wamid, status, message_id,
+         delivery_id, occurred_at)
+    SELECT s.id, $18::uuid, s.number_id, s.phone_number_id, s.wamid, s.status, s.message_id,
+           s.delivery_id, s.occurred_at
+    FROM statuses s
+    WHERE NOT (SELECT found FROM rare)
+    ORDER BY s.ord
+    ON CONFLICT DO NOTHING
+    RETURNING id, delivery_id
+), staged_events AS (
+    INSERT INTO outbox (event_id, topic, key, event, headers)
+    SELECT s.event_id, s.topic, coalesce(s.message_id::text, s.subject),
+           jsonb_set(
+               jsonb_set(s.event::jsonb, '{subject}',
+                         to_jsonb(coalesce(s.message_id::text, s.subject))),
+               '{data,message_id}', coalesce(to_jsonb(s.message_id), 'null'::jsonb)),
+           $19::jsonb
+    FROM statuses s
+    WHERE s.id IN (SELECT id FROM new_statuses)
+    ORDER BY s.ord
+)
+SELECT (SELECT found FROM rare), (SELECT array_agg(delivery_id) FROM new_statuses),
+       pg_notify($20::text, '')
+"""
 
 
 async def _record_messages(
@@ -619,8 +755,9 @@ async def _record_messages(
     if not batch:
         return 0
     conn = await driver(session)
-    rows = _message_rows(batch, known, delivery_id)
-    return int(await conn.fetchval(MESSAGES_SQL, *_NO_DELIVERY, *rows) or 0)
+    # The delivery is recorded by the tenant binding's statement: only its id is used here.
+    rows = _message_rows([_Pending((delivery_id, datetime.now(UTC), "", "", ""), known, batch, [])])
+    return len(await conn.fetchval(MESSAGES_SQL, *_NO_DELIVERY, *rows) or ())
 
 
 def _received_event(
@@ -707,6 +844,16 @@ async def _record_status(
     ).first()
     if inserted is None:
         return 0
+    await add_event(session, _status_event(status, number, message_id))
+    return 1
+
+
+def _status_event(
+    status: StatusUpdate, number: KnownNumber, message_id: uuid.UUID | None
+) -> CloudEvent:
+    """The ``status_updated`` event of a status recorded for the first time (its id is
+    derived from the status's dedupe key: a redelivery stages the same event)."""
+    org = number.organization_id
     payload = MessageStatusUpdated(
         message_id=message_id,
         wamid=status.wamid,
@@ -718,18 +865,46 @@ async def _record_status(
         errors=status.errors,
         pricing=status.pricing,
     )
-    subject = message_id or uuid.uuid5(PYTAKE_NAMESPACE, f"wamid:{status.wamid}")
     dedupe = f"event:status:{status.phone_number_id}:{status.wamid}:{status.status}"
-    await add_event(
-        session,
-        CloudEvent.of(
-            payload,
-            subject=subject,
-            tenant_id=org,
-            event_id=uuid.uuid5(PYTAKE_NAMESPACE, dedupe),
-        ),
+    return CloudEvent.of(
+        payload,
+        subject=message_id or uuid.uuid5(PYTAKE_NAMESPACE, f"wamid:{status.wamid}"),
+        tenant_id=org,
+        event_id=uuid.uuid5(PYTAKE_NAMESPACE, dedupe),
     )
-    return 1
+
+
+def _status_rows(batch: list[_Pending], organization_id: uuid.UUID) -> list[Any]:
+    """The arguments of :data:`STATUSES_SQL` after the deliveries' five: one array per
+    column of the statuses and of their events (staged with no message id: the statement
+    fills in the one it finds in the send log), then the organization, the events'
+    tracing headers, the outbox relay's channel and the states the general path settles."""
+    c: list[list[Any]] = [[] for _ in range(12)]
+    for item, number, delivery_id in (
+        (item, p.known[item.phone_number_id], p.raw[0]) for p in batch for item in p.statuses
+    ):
+        event = _status_event(item, number, None)
+        for column, value in zip(
+            c,
+            (
+                uuid.uuid4(),
+                number.id,
+                item.phone_number_id,
+                item.wamid,
+                item.status[:40],
+                _uuid(item.callback_data),
+                item.timestamp,
+                event.id,
+                event.topic,
+                event.subject,
+                event.to_bytes().decode(),
+                delivery_id,
+            ),
+            strict=True,
+        ):
+            column.append(value)
+    headers = json.dumps(inject_headers())
+    return [*c, organization_id, headers, OUTBOX_CHANNEL, [CLAIMED, UNCONFIRMED]]
 
 
 async def _outbound_message_id(
