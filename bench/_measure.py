@@ -9,6 +9,7 @@ real ones, and, for whole-platform runs, every service as a process
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -47,6 +48,21 @@ def postgres_cpu(postmaster: psutil.Process) -> float:
             total += cpu(child)
         return total
     return 0.0
+
+
+async def idle_cpu(procs: dict[str, psutil.Process], seconds: float) -> None:
+    """Print each process's CPU over ``seconds`` of nothing happening (and the total)."""
+
+    def snapshot() -> dict[str, float]:
+        return {k: postgres_cpu(p) if k == "postgres" else cpu(p) for k, p in procs.items()}
+
+    before = snapshot()
+    await asyncio.sleep(seconds)
+    after = snapshot()
+    parts = [f"{k} {(after[k] - before[k]) / seconds * 100:.1f}%" for k in procs]
+    total = sum(after[k] - before[k] for k in procs) / seconds * 100
+    print(f"idle CPU over {seconds:.0f} s (% of one core): " + ", ".join(parts))
+    print(f"  total {total:.1f}%")
 
 
 def postmaster(pg: EmbeddedPostgres) -> psutil.Process:

@@ -13,14 +13,22 @@ an answer that flow takes (a reprompt: session read and lock, step, ``actions_re
 session saved) instead of going to automatic messages and rules.
 
 Part 2 (``--latency K``, the whole platform as processes): an organization closed today (a
-holiday) with an away message; K customers write once each; for each, the time from the
-simulator posting the webhook to the away message's Graph API call (polled every 20 ms).
+holiday) with an away message; K customers write once each, 0.2-0.6 s after the previous
+away message (an idle platform); for each, the time from the webhook's acknowledgement
+(the simulator's post of it answered) to the simulator accepting the away message's Graph
+API call (its record of the call; one clock). Then that time split along the path, from
+timestamps taken on the way: each event's ``time`` (built by its consumer's handler), its
+Kafka record's timestamp (produced by the service's outbox relay; read by an observer
+consumer) and whatsapp-gateway's ``send_log.created_at`` (the send claimed by its
+dispatcher). ``--idle S``: then each process's CPU over S seconds of nothing happening
+(the consumers' fetch polling, the relays' and workers' fallback polls).
 
 ``--batch K``: part 1 hands the consumer K records at a time (``process_batch``: one
 transaction, the inbox marks in one statement), as it gets them while messages stream in;
 the default, 1, is a transaction per record (an idle platform).
 
-Usage: python bench/automation.py [--n 500] [--latency 20] [--flows 5] [--batch 20]
+Usage: python bench/automation.py [--n 500] [--latency 20] [--flows 5] [--batch 20] [--idle 10]
+(``--n 0``: part 2 alone)
 The box is shared and noisy: compare runs by the calibration line printed first.
 """
 
@@ -28,6 +36,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import itertools
+import json
+import random
 import sys
 import time
 import uuid
@@ -35,12 +47,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _measure import calibrate, infrastructure, pct, platform, postgres_cpu
+from _measure import calibrate, idle_cpu, infrastructure, pct, platform, postgres_cpu
 
 from pytake_automation.actions import Target
 from pytake_automation.app import create_app
@@ -54,7 +68,7 @@ from pytake_automation.rules import create as create_rule
 from pytake_common.consumer import EventConsumer
 from pytake_common.events import CloudEvent
 from pytake_common.migrations import upgrade
-from pytake_common.pgtenant import to_asyncpg_url
+from pytake_common.pgtenant import asyncpg_dsn, to_asyncpg_url
 from pytake_devstack.flow_sample import triage_flow
 from pytake_devstack.mainloop import MainLoop, poll
 
@@ -234,8 +248,113 @@ async def _process(consumer: EventConsumer, events: list[CloudEvent], batch: int
             await consumer.process_batch(records[start : start + batch])
 
 
-async def reply_latency(gateway: str, simulator: str, k: int) -> None:
+#: The records of the away message's path, in order: (topic, event type, what the hop
+#: ending at the event's ``time`` is called, what the hop ending at its produce is called).
+#: An event's ``time`` is when its handler built it (in the consumer's transaction); the
+#: record's timestamp is when the service's outbox relay produced it.
+PATH = [
+    (
+        "pytake.whatsapp.message",
+        "pytake.whatsapp.message.received.v1",
+        None,
+        "ack → whatsapp-gateway's relay produces received",
+    ),
+    (
+        "pytake.conversations.message",
+        "pytake.conversations.message.appended.v1",
+        "→ conversations consumes it (appended built)",
+        "→ conversations' relay produces appended",
+    ),
+    (
+        "pytake.automation.session",
+        "pytake.automation.session.actions_requested.v1",
+        "→ automation consumes it (actions_requested built)",
+        "→ automation's relay produces actions_requested",
+    ),
+    (
+        "pytake.conversations.message",
+        "pytake.conversations.message.send_requested.v1",
+        "→ conversations consumes it (send_requested built)",
+        "→ conversations' relay produces send_requested",
+    ),
+]
+
+
+class PathObserver:
+    """Reads the path's topics (no group, from their end) and keeps, per record, its
+    event type, direction, event time and produce time, to split each away message's
+    latency into hops afterwards by time window (customers write one at a time)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        #: (produced, event type, direction, event time), both times in epoch seconds
+        self.seen: list[tuple[float, str, str | None, float]] = []
+        self.consumer: AIOKafkaConsumer | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, fetch_max_wait_ms=100, enable_auto_commit=False
+        )
+        await self.consumer.start()
+        await self.consumer.topics()  # the topics' partitions
+        tps = [
+            TopicPartition(topic, p)
+            for topic in sorted({t for t, *_ in PATH})
+            for p in self.consumer.partitions_for_topic(topic) or {0}
+        ]
+        self.consumer.assign(tps)
+        await self.consumer.seek_to_end(*tps)
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        assert self.consumer is not None
+        async for record in self.consumer:
+            with contextlib.suppress(Exception):
+                event = json.loads(record.value)
+                self.seen.append(
+                    (
+                        record.timestamp / 1000,
+                        event["type"],
+                        event["data"].get("direction"),
+                        datetime.fromisoformat(event["time"]).timestamp(),
+                    )
+                )
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        if self.consumer is not None:
+            await self.consumer.stop()
+
+    def marks(self, start: float, end: float) -> list[float] | None:
+        """[received produced, then per later event: its time and its produce] for the
+        window's first record of each kind (an outbound ``appended`` is not the path's)."""
+        out: list[float] = []
+        for _, event_type, label, _ in PATH:
+            hit = next(
+                (
+                    (produced, at)
+                    for produced, kind, direction, at in self.seen
+                    if kind == event_type and start <= produced <= end and direction != "outbound"
+                ),
+                None,
+            )
+            if hit is None:
+                return None
+            out += [hit[0]] if label is None else [hit[1], hit[0]]
+        return out
+
+
+async def reply_latency(gateway: str, simulator: str, bootstrap: str, pg_url: str, k: int) -> None:
     loop = MainLoop(gateway, simulator)
+    observer = PathObserver(bootstrap)
+    # whatsapp-gateway's send log: when the dispatcher claimed the send (its transaction)
+    gateway_db = await asyncpg.connect(
+        asyncpg_dsn(to_asyncpg_url(pg_url, database="pytake_whatsapp_gateway"))
+    )
     try:
         tenant = await loop.register("Latency Org")
         number = await loop.connect_number(tenant)
@@ -256,48 +375,88 @@ async def reply_latency(gateway: str, simulator: str, k: int) -> None:
             return True if r.status_code == 200 and not r.json()["business_open"] else None
 
         await poll(closed, "automation to learn the holiday")
-        latencies = []
+        await observer.start()
+        latencies: list[float] = []
+        hops: list[list[float]] = []
         for i in range(k):
+            # an idle platform: each customer writes a while after the previous reply
+            await asyncio.sleep(random.uniform(0.2, 0.6))
             wa_id = f"1555{i:07d}"
-            started = time.perf_counter()
+            posted = time.time()
             await loop.customer_says(number, wa_id, "hello?")
+            acked = time.time()  # the simulator's post of the webhook was answered
 
-            async def sent(wa_id: str = wa_id) -> bool | None:
-                calls = await loop.graph_calls(number.phone_number_id)
-                hit = any(
-                    c["body"].get("to") == wa_id and c["body"].get("text", {}).get("body") == away
-                    for c in calls
-                )
-                return True if hit else None
+            async def sent(wa_id: str = wa_id) -> float | None:
+                r = await loop.sim.get("/_sim/sent", params={"to": wa_id})
+                for c in r.json() if r.status_code == 200 else []:
+                    if c["body"].get("text", {}).get("body") == away:
+                        return datetime.fromisoformat(c["time"]).timestamp()
+                return None
 
-            await poll(sent, "the away message", timeout=60, interval=0.02)
-            latencies.append(1000 * (time.perf_counter() - started))
+            accepted = await poll(sent, "the away message", timeout=60, interval=0.05)
+            latencies.append(1000 * (accepted - acked))
+            await asyncio.sleep(0.3)  # the observer's fetch
+            marks = observer.marks(posted, accepted)
+            claimed = await gateway_db.fetchval(
+                "SELECT extract(epoch FROM created_at)::float8 FROM send_log WHERE recipient = $1",
+                wa_id,
+            )
+            if marks is not None and claimed is not None:
+                stamps = [acked, *marks, claimed, accepted]
+                hops.append([1000 * (b - a) for a, b in itertools.pairwise(stamps)])
         print(
-            f"away message latency over {k}: p50 {pct(latencies, 50):.0f} ms, "
-            f"p95 {pct(latencies, 95):.0f} ms, max {max(latencies):.0f} ms"
+            f"away message, webhook acknowledged → Graph API call accepted, over {k}: "
+            f"p50 {pct(latencies, 50):.0f} ms, p95 {pct(latencies, 95):.0f} ms, "
+            f"max {max(latencies):.0f} ms (target p95 ≤ 500 ms)"
         )
+        labels = [lbl for _, _, before, after in PATH for lbl in (before, after) if lbl] + [
+            "→ whatsapp-gateway consumes, queues, claims the send",
+            "→ the number's pacing slot, Graph API call accepted",
+        ]
+        print(f"  per hop ({len(hops)} with every timestamp):")
+        for n, label in enumerate(labels):
+            ms = [h[n] for h in hops]
+            if ms:
+                print(
+                    f"    {label:62} p50 {pct(ms, 50):6.1f}  p95 {pct(ms, 95):6.1f}  "
+                    f"max {max(ms):6.1f} ms"
+                )
     finally:
+        await gateway_db.close()
+        await observer.stop()
         await loop.aclose()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=500)
+    parser.add_argument("--n", type=int, default=500, help="part 1's messages (0: skip it)")
     parser.add_argument("--latency", type=int, default=20)
+    parser.add_argument(
+        "--idle", type=float, default=10.0, help="after part 2: idle CPU window, s (0: skip)"
+    )
     parser.add_argument("--batch", type=int, default=1, help="records per consumer batch")
     parser.add_argument("--flows", type=int, default=0, help="published flows per organization")
     args = parser.parse_args()
     print(f"box calibration: {calibrate():.1f} ms (a fixed CPU workload; lower is a faster box)")
-    matching_only(20_000)
-    with infrastructure("automation-cpu", broker=False) as infra:
-        asyncio.run(cpu_per_message(infra.pg_url, infra.postmaster, args.n, args.flows, args.batch))
+    if args.n:
+        matching_only(20_000)
+        with infrastructure("automation-cpu", broker=False) as infra:
+            asyncio.run(
+                cpu_per_message(infra.pg_url, infra.postmaster, args.n, args.flows, args.batch)
+            )
     if args.latency:
         with platform("automation-latency") as plat:
             asyncio.run(
                 reply_latency(
-                    plat.stack.url("api-gateway"), plat.stack.url("meta-simulator"), args.latency
+                    plat.stack.url("api-gateway"),
+                    plat.stack.url("meta-simulator"),
+                    plat.infra.bootstrap,
+                    plat.infra.pg_url,
+                    args.latency,
                 )
             )
+            if args.idle > 0:
+                asyncio.run(idle_cpu(plat.processes(), args.idle))
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _measure import cpu, pct, platform, postgres_cpu
+from _measure import idle_cpu, pct, platform
 from webhook_intake import payload
 
 from pytake_common.pgtenant import asyncpg_dsn, to_asyncpg_url
@@ -218,19 +218,6 @@ async def loaded(
         tasks.append(asyncio.create_task(one(i)))
     await asyncio.gather(*tasks)
     return acked, n / (time.perf_counter() - start)
-
-
-async def idle_cpu(procs: dict[str, psutil.Process], seconds: float) -> None:
-    def snapshot() -> dict[str, float]:
-        return {k: postgres_cpu(p) if k == "postgres" else cpu(p) for k, p in procs.items()}
-
-    before = snapshot()
-    await asyncio.sleep(seconds)
-    after = snapshot()
-    parts = [f"{k} {(after[k] - before[k]) / seconds * 100:.1f}%" for k in procs]
-    total = sum(after[k] - before[k] for k in procs) / seconds * 100
-    print(f"idle CPU over {seconds:.0f} s (% of one core): " + ", ".join(parts))
-    print(f"  total {total:.1f}%")
 
 
 class CommitListener:

@@ -6,6 +6,10 @@ from pytake_common.settings import ServiceSettings
 class Settings(ServiceSettings):
     service_name: str = "automation"
     port: int = 8007
+    #: inbound messages reach automation through this consumer, and an automatic reply
+    #: waits for it: on the local Tansu broker a record sits up to this long in a
+    #: waiting fetch (see ``ServiceSettings``; docs/operations.md)
+    kafka_consumer_fetch_max_wait_ms: int = 100
     #: How often the timer worker looks for due timers (no-reply, unassigned, idle).
     timer_poll_interval_s: float = Field(default=1.0, gt=0, le=60)
     #: Due timers claimed per poll (``FOR UPDATE SKIP LOCKED``: replicas share the work).

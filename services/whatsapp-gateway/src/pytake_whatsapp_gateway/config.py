@@ -12,6 +12,10 @@ from pytake_whatsapp_gateway.webhooks.parsing import DeliveryLimits
 class Settings(ServiceSettings):
     service_name: str = "whatsapp-gateway"
     port: int = 8005
+    #: every reply (an agent's, an automatic one) reaches the send queue through this
+    #: consumer: on the local Tansu broker a record sits up to this long in a waiting
+    #: fetch (see ``ServiceSettings``; docs/operations.md)
+    kafka_consumer_fetch_max_wait_ms: int = 100
     #: Webhook intake only writes to the outbox: stay ready during a broker outage.
     ready_requires_broker: bool = False
 
