@@ -20,9 +20,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import psutil
 
 from pytake_api_gateway.upstream import Origin, UpstreamPool
+from pytake_common.pgtenant import asyncpg_dsn
 from pytake_devstack.infra import EmbeddedPostgres, TansuBroker
 from pytake_devstack.stack import READY_TIMEOUT_S, LocalStack
 
@@ -154,8 +156,26 @@ class Infrastructure:
         return postmaster(self.pg) if self.pg is not None else None
 
 
+def sql(url: str, statement: str) -> None:
+    """Run one statement on the server at ``url`` (its ``postgres`` database)."""
+
+    async def run() -> None:
+        conn = await asyncpg.connect(asyncpg_dsn(url, database="postgres"))
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
 @contextlib.contextmanager
-def infrastructure(prefix: str, *, broker: bool = True) -> Iterator[Infrastructure]:
+def infrastructure(
+    prefix: str, *, broker: bool = True, statements: bool = False
+) -> Iterator[Infrastructure]:
+    """Embedded PostgreSQL and Tansu unless named in the environment; ``statements``
+    loads pg_stat_statements into the embedded server (it costs the server CPU: not for
+    the runs whose CPU is the figure)."""
     state = Path(tempfile.mkdtemp(prefix=f"pytake-{prefix}-"))
     pg = tansu = None
     pg_url = os.environ.get("PYTAKE_DATABASE_URL", "")
@@ -164,6 +184,10 @@ def infrastructure(prefix: str, *, broker: bool = True) -> Iterator[Infrastructu
         if not pg_url:
             pg = EmbeddedPostgres(state / "pg")
             pg_url = pg.start()
+            if statements:
+                sql(pg_url, "ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+                pg_url = pg.restart()
+                sql(pg_url, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         if broker and not bootstrap:
             tansu = TansuBroker()
             bootstrap = tansu.start()
@@ -195,11 +219,15 @@ class Platform:
 
 @contextlib.contextmanager
 def platform(
-    prefix: str, extra_env: dict[str, str] | None = None, ready_timeout: float = READY_TIMEOUT_S
+    prefix: str,
+    extra_env: dict[str, str] | None = None,
+    ready_timeout: float = READY_TIMEOUT_S,
+    statements: bool = False,
 ) -> Iterator[Platform]:
     """The whole platform, every service a process, as ``make run`` starts it (each
-    process given ``ready_timeout`` seconds to answer ready: a busy box imports slowly)."""
-    with infrastructure(prefix) as infra:
+    process given ``ready_timeout`` seconds to answer ready: a busy box imports slowly;
+    ``statements``: see :func:`infrastructure`)."""
+    with infrastructure(prefix, statements=statements) as infra:
         stack = LocalStack(
             infra.pg_url, infra.bootstrap, infra.state, extra_env=QUIET | (extra_env or {})
         )

@@ -6,8 +6,8 @@ times) to the gateway's topic, then lets the real contacts and conversations
 consumers (their own handlers, on their own freshly migrated databases, as the
 non-owner ``pytake_app`` role) work off that backlog, once with
 ``consumer_batch_size=1`` (one transaction per record, what the consumer did
-before batching) and once with the default batch size. For each run it prints
-the consumer's CPU (this process: aiokafka, handlers, SQLAlchemy) and
+before batching) and once with the default batch size (``--batch``: the sizes to
+run). For each run it prints the consumer's CPU (this process: aiokafka, handlers, SQLAlchemy) and
 PostgreSQL's CPU (this server only) per record, and the records per second.
 A backlog is the case batching is for: a consumer keeping up with a trickle
 gets batches of one or two records and behaves like ``--batch 1``.
@@ -17,7 +17,7 @@ inbound messages become for it (a ``message.appended`` each, and a
 ``contact.created`` and ``conversation.opened`` for each customer's first message;
 ``--n`` counts them all), handled by tenants' set-based handlers.
 
-Usage: python bench/consumer_batch.py [--n 2000] [--batch 100] [--services contacts,conversations]
+Usage: python bench/consumer_batch.py [--n 2000] [--batch 1,100] [--services contacts,conversations]
 """
 
 from __future__ import annotations
@@ -51,12 +51,17 @@ from pytake_common.migrations import upgrade
 from pytake_common.settings import ServiceSettings, to_asyncpg_url
 from pytake_contacts.handlers import HANDLERS as CONTACTS
 from pytake_conversations.handlers import HANDLERS as CONVERSATIONS
+from pytake_conversations.inbound_batch import RECEIVED_SET
 from pytake_tenants.handlers import HANDLERS as TENANTS
 
 PHONE_NUMBER_ID = "100200300"
 SERVICES: dict[str, tuple[Path, dict[str, Handler]]] = {
     "contacts": (Path(pytake_contacts.__file__).parent / "migrations", CONTACTS),
-    "conversations": (Path(pytake_conversations.__file__).parent / "migrations", CONVERSATIONS),
+    # as app.py wires it: message.received set-based
+    "conversations": (
+        Path(pytake_conversations.__file__).parent / "migrations",
+        {**CONVERSATIONS, event_types.WHATSAPP_MESSAGE_RECEIVED_V1: RECEIVED_SET},
+    ),
     "tenants": (Path(pytake_tenants.__file__).parent / "migrations", TENANTS),
 }
 
@@ -215,7 +220,11 @@ async def consume(
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=2000)
-    parser.add_argument("--batch", type=int, default=ServiceSettings().consumer_batch_size)
+    parser.add_argument(
+        "--batch",
+        default=f"1,{ServiceSettings().consumer_batch_size}",
+        help="the consumer batch sizes to run, comma-separated",
+    )
     parser.add_argument("--orgs", type=int, default=20)
     parser.add_argument("--contacts", type=int, default=25, help="customers per organization")
     parser.add_argument("--services", default="contacts,conversations")
@@ -237,7 +246,7 @@ def main() -> None:
             "CPU per record, consumer process and PostgreSQL:"
         )
         for service in services:
-            for batch in (1, args.batch):
+            for batch in [int(b) for b in args.batch.split(",")]:
                 own, pgc, rate = asyncio.run(
                     consume(pg_url, bootstrap, postmaster, service, batch, args.n)
                 )

@@ -9,9 +9,13 @@ net of the idle rate over the same wall time. PostgreSQL is this run's server
 only (postmaster, its live backends and the reaped ones), not every process
 named postgres on the machine. Then times one ``Database.transaction()`` with
 one statement against a raw asyncpg query (wall and client CPU).
+``--statements N`` loads pg_stat_statements into the server (it costs PostgreSQL CPU:
+not for the figures) and prints, per database, the statements and their execution time
+per message, and the N statements of most execution time.
 ``--profile DIR`` also samples each service with py-spy (when it is on PATH) from the
 first webhook to the end of the drain, one collapsed-stack file per service in DIR.
 Usage: python bench/cpu_per_message.py [--n 300] [--idle 10] [--ready-timeout 60] [--profile DIR]
+                                       [--statements N]
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ async def per_message(
     n: int,
     idle_s: float,
     profile: Path | None = None,
+    statements: tuple[str, int] | None = None,
 ) -> None:
     loop = MainLoop(stack.url("api-gateway"), stack.url("meta-simulator"))
     tenant = await loop.register("CPU Org")
@@ -66,6 +71,8 @@ async def per_message(
     idle_end, t1 = cpu_all(procs, postmaster), time.monotonic()
     idle_rate = {k: (idle_end[k] - idle_start[k]) / (t1 - t0) for k in idle_end}
     spies = start_profilers(procs, profile)
+    if statements is not None:
+        await reset_statements(statements[0])
     before, started = cpu_all(procs, postmaster), time.monotonic()
     sem = asyncio.Semaphore(8)
     async with httpx.AsyncClient(base_url=stack.url("whatsapp-gateway")) as client:
@@ -100,7 +107,47 @@ async def per_message(
             f"   {idle_rate[name] * 100:4.1f}% of a core"
         )
     print(f"  {'sum':18} {totals[0] / n * 1000:6.2f} ms {totals[1] / n * 1000:6.2f} ms")
+    if statements is not None:
+        await print_statements(statements[0], n, statements[1])
     await loop.aclose()
+
+
+async def reset_statements(server_url: str) -> None:
+    conn = await asyncpg.connect(asyncpg_dsn(server_url, database="postgres"))
+    try:
+        await conn.execute("SELECT pg_stat_statements_reset()")
+    finally:
+        await conn.close()
+
+
+async def print_statements(server_url: str, n: int, top: int) -> None:
+    """What pg_stat_statements counted since the reset, per message: by database, and
+    the ``top`` statements of most execution time."""
+    conn = await asyncpg.connect(asyncpg_dsn(server_url, database="postgres"))
+    try:
+        rows = await conn.fetch(
+            "SELECT d.datname AS db, s.calls, s.total_exec_time AS ms, s.rows, s.query"
+            " FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid"
+            " WHERE s.query NOT LIKE '%pg_stat_statements%'"
+        )
+    finally:
+        await conn.close()
+    by_db: dict[str, list[float]] = {}
+    for r in rows:
+        calls_ms = by_db.setdefault(r["db"], [0.0, 0.0])
+        calls_ms[0] += r["calls"]
+        calls_ms[1] += r["ms"]
+    print(f"statements per message (pg_stat_statements, execution time; {n} messages):")
+    for db, (calls, ms) in sorted(by_db.items(), key=lambda kv: -kv[1][1]):
+        print(f"  {db:28} {calls / n:7.2f} statements {ms / n:7.3f} ms")
+    print(f"the {top} statements of most execution time (per message: calls, ms; rows a call):")
+    for r in sorted(rows, key=lambda r: -r["ms"])[:top]:
+        query = " ".join(r["query"].split())[:110]
+        rows_a_call = r["rows"] / r["calls"] if r["calls"] else 0
+        print(
+            f"  {r['db'][:22]:22} {r['calls'] / n:6.2f} {r['ms'] / n:6.3f} ms"
+            f" {rows_a_call:6.1f}  {query}"
+        )
 
 
 def start_profilers(
@@ -174,10 +221,19 @@ def main() -> None:
         "--ready-timeout", type=float, default=60.0, help="seconds each process may take to start"
     )
     parser.add_argument(
+        "--statements",
+        type=int,
+        default=0,
+        metavar="N",
+        help="load pg_stat_statements and print statements per message and the N costliest",
+    )
+    parser.add_argument(
         "--profile", type=Path, default=None, help="directory for py-spy profiles per service"
     )
     args = parser.parse_args()
-    with platform("cpu", ready_timeout=args.ready_timeout) as running:
+    with platform(
+        "cpu", ready_timeout=args.ready_timeout, statements=args.statements > 0
+    ) as running:
         procs = running.processes()
         master = procs.pop("postgres", None)
         if master is None or "tansu" not in procs:
@@ -185,7 +241,10 @@ def main() -> None:
                 "cpu_per_message measures the embedded PostgreSQL and Tansu: "
                 "unset PYTAKE_DATABASE_URL and PYTAKE_KAFKA_BOOTSTRAP"
             )
-        asyncio.run(per_message(running.stack, procs, master, args.n, args.idle, args.profile))
+        statements = (running.infra.pg_url, args.statements) if args.statements else None
+        asyncio.run(
+            per_message(running.stack, procs, master, args.n, args.idle, args.profile, statements)
+        )
         asyncio.run(per_statement(running.infra.pg_url))
 
 

@@ -93,3 +93,35 @@ def test_a_message_page_with_any_content_is_written_as_the_model_would() -> None
     assert page_json(page) == to_json(expected)
     del content["big"]
     assert page_json(page) == to_json(expected | {"items": [Message.model_validate(message)]})
+
+
+def test_any_row_gives_the_models_fields_as_the_models_would_write_them() -> None:
+    """The set-based inbound handler's stream frames: rows with more columns than the
+    models (``SELECT *``), the window computed, written as pydantic would."""
+    row = conversation(sla_started_at=None, sla_applied_at=None)
+    del row["service_window_expires_at"]
+    expected = Conversation.of(row).model_dump_json().encode()
+    assert page_json(views.conversation_fields(row)) == expected
+    message = {
+        "id": row_uuid(),
+        "organization_id": row_uuid(),
+        "conversation_id": row_uuid(),
+        "direction": "inbound",
+        "type": "text",
+        "text": "hi",
+        "content": {"text": {"body": "hi"}},
+        "status": "received",
+        "status_at": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        "error_code": None,
+        "error_detail": None,
+        "wamid": "wamid.Y",
+        "context_wamid": None,
+        "sent_by": None,
+        "sender_type": None,
+        "recipient_id": None,
+        "created_at": datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+        "meta_timestamp": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        "read_at": None,
+    }
+    expected = Message.of(message).model_dump_json().encode()
+    assert page_json(views.message_fields(message)) == expected

@@ -9,7 +9,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import any_, func, literal, select, update
+from sqlalchemy import any_, bindparam, func, select, update
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -324,6 +325,24 @@ async def lock_department(
     )
 
 
+_NUMBERS_DEPARTMENT = bindparam("number_id", type_=UUID(as_uuid=True)) == any_(
+    departments.c.number_ids
+)
+#: The number's own department first, else the organization's default one: one probe
+#: (built once), locking only the department it returns.
+_ROUTE = (
+    select(departments)
+    .where(
+        departments.c.organization_id == bindparam("org", type_=UUID(as_uuid=True)),
+        departments.c.deleted.is_(False),
+        _NUMBERS_DEPARTMENT | departments.c.is_default.is_(True),
+    )
+    .order_by(_NUMBERS_DEPARTMENT.desc(), departments.c.name, departments.c.id)
+    .limit(1)
+    .with_for_update()
+)
+
+
 async def route_department(
     session: AsyncSession, org: uuid.UUID, number_id: uuid.UUID
 ) -> RowMapping | None:
@@ -331,27 +350,8 @@ async def route_department(
 
     The number's own department first, else the organization's default one.
     """
-    live = (departments.c.organization_id == org) & departments.c.deleted.is_(False)
-    for match in (
-        literal(number_id) == any_(departments.c.number_ids),
-        departments.c.is_default.is_(True),
-    ):
-        row = (
-            (
-                await session.execute(
-                    select(departments)
-                    .where(live, match)
-                    .order_by(departments.c.name, departments.c.id)
-                    .limit(1)
-                    .with_for_update()
-                )
-            )
-            .mappings()
-            .first()
-        )
-        if row is not None:
-            return row
-    return None
+    found = await session.execute(_ROUTE, {"org": org, "number_id": number_id})
+    return found.mappings().first()
 
 
 async def pick_agent(session: AsyncSession, org: uuid.UUID, dept: Row) -> uuid.UUID | None:

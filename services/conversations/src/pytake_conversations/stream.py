@@ -26,13 +26,14 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
-from sqlalchemy import Select, bindparam, case, delete, func, select
+from sqlalchemy import Select, Text, bindparam, case, cast, delete, func, select
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import CTE
 
+from pytake_common import rawpg
 from pytake_common.db import Database
 from pytake_common.pgtenant import asyncpg_dsn
-from pytake_common.statements import bound_rows, row_params
 from pytake_conversations.tables import stream_events
 
 log = logging.getLogger(__name__)
@@ -66,26 +67,79 @@ async def publish_many(
     built once with bound parameters and its parameters (e.g. ``outbox.STAGED_EVENT``),
     that ride in the same round trip.
     """
-    statement = _publish_statement(len(frames), tuple(cte for cte, _ in with_))
-    params: dict[str, Any] = {"org": org}
-    params.update(row_params(_FRAME_TYPES, [{"type": t, "data": d} for t, d in frames], "s"))
+    return await publish_json(
+        session, org, [(t, json.dumps(d, separators=(",", ":"))) for t, d in frames], with_=with_
+    )
+
+
+async def publish_json(
+    session: AsyncSession,
+    org: uuid.UUID,
+    frames: Sequence[tuple[str, str]],
+    *,
+    with_: Sequence[tuple[CTE, Mapping[str, Any]]] = (),
+) -> list[int]:
+    """:func:`publish_many` of frames whose data is JSON text already (a set-based
+    handler's, written without building models). Without ``with_``, straight on the
+    driver: one prepared statement whatever the number of frames."""
+    if not with_:
+        conn = await rawpg.driver(session)
+        rows = await conn.fetch(
+            _PUBLISH, org, [t for t, _ in frames], [d for _, d in frames], NOTIFY_MAX_BYTES
+        )
+        return [int(r[0]) for r in rows]
+    params: dict[str, Any] = {
+        "org": org,
+        "types": [t for t, _ in frames],
+        "datas": [d for _, d in frames],
+    }
     for _, values in with_:
         params.update(values)
+    statement = _publish_statement(tuple(cte for cte, _ in with_))
     return [int(i) for i in (await session.execute(statement, params)).scalars()]
 
 
+#: The frames as rows of arrays (one statement text for any number of frames, so one
+#: prepared statement): ids in the frames' order (the sort runs before the identity's
+#: nextval), and each one's notification.
+_PUBLISH = """
+WITH new_frames AS (
+    INSERT INTO stream_events (organization_id, type, data)
+    SELECT $1, f.type, f.data::jsonb
+    FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS f(type, data, ord)
+    ORDER BY f.ord
+    RETURNING id, organization_id, type, data
+), payloads AS (
+    SELECT id, concat(organization_id, ':', id) AS head,
+           concat(organization_id, ':', id, ':',
+                  json_build_object('id', id, 'type', type, 'data', data)) AS full_payload
+    FROM new_frames
+)
+SELECT id, pg_notify('pytake_conversations_stream',
+                     CASE WHEN octet_length(full_payload) < $4 THEN full_payload ELSE head END)
+FROM payloads ORDER BY id
+"""
+assert f"pg_notify('{CHANNEL}'" in _PUBLISH
+
+
 @functools.cache
-def _publish_statement(frames: int, with_: tuple[CTE, ...]) -> Select[Any]:
-    rows = bound_rows(_FRAME_TYPES, frames, "s")
+def _publish_statement(with_: tuple[CTE, ...]) -> Select[Any]:
+    """``_PUBLISH`` with other writes riding along (built once per set of them)."""
+    rows = (
+        func.unnest(
+            bindparam("types", type_=ARRAY(Text())), bindparam("datas", type_=ARRAY(Text()))
+        )
+        .table_valued("type", "data", with_ordinality="ord")
+        .render_derived()
+    )
     new = (
         stream_events.insert()
         .from_select(
             ["organization_id", "type", "data"],
-            # ids in the frames' order (the sort runs before the identity's nextval)
             select(
                 bindparam("org", type_=stream_events.c.organization_id.type),
                 rows.c.type,
-                rows.c.data,
+                cast(rows.c.data, JSONB),
             ).order_by(rows.c.ord),
         )
         .returning(
@@ -107,9 +161,6 @@ def _publish_statement(frames: int, with_: tuple[CTE, ...]) -> Select[Any]:
     for cte in with_:
         statement = statement.add_cte(cte)
     return statement
-
-
-_FRAME_TYPES = {"type": stream_events.c.type.type, "data": stream_events.c.data.type}
 
 
 def parse_payload(

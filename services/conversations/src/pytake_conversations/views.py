@@ -130,6 +130,24 @@ def message_dict(row: Mapping[str, Any]) -> dict[str, Any]:
     return dict(row)
 
 
+_CONVERSATION_FIELDS = tuple(Conversation.model_fields)
+_MESSAGE_FIELDS = tuple(Message.model_fields)
+
+
+def conversation_fields(
+    row: Mapping[str, Any], window_hours: float = DEFAULT_WINDOW_HOURS
+) -> dict[str, Any]:
+    """Any conversation row (e.g. ``SELECT *``) as ``Conversation`` would serialise it
+    with :func:`page_json`, without validation: the model's fields only."""
+    window = window_closes_at(row["last_inbound_at"], window_hours)
+    return {name: window if name == _WINDOW else row[name] for name in _CONVERSATION_FIELDS}
+
+
+def message_fields(row: Mapping[str, Any]) -> dict[str, Any]:
+    """Any message row as ``Message`` would serialise it with :func:`page_json`."""
+    return {name: row[name] for name in _MESSAGE_FIELDS}
+
+
 def _uuid_text(value: object) -> str:
     # asyncpg gives its own uuid.UUID subclass, which orjson only takes through here
     if isinstance(value, uuid.UUID):
