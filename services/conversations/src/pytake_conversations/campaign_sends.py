@@ -42,7 +42,6 @@ from pytake_common.event_types import CAMPAIGNS_RECIPIENT_DISPATCHED_V1
 from pytake_common.events import EventData, TenantEventData
 from pytake_common.outbox import emit_many
 from pytake_conversations import outreach
-from pytake_conversations.api.outbound import SendMessage, TemplateInput
 from pytake_conversations.domain import ACTIVE, DEFAULT_WINDOW_HOURS, OUTBOUND, ContactBlocked
 from pytake_conversations.events import (
     ConversationOpened,
@@ -53,6 +52,7 @@ from pytake_conversations.events import (
 )
 from pytake_conversations.inbound_batch import _LOCK as LOCK_ACTIVE
 from pytake_conversations.inbox import assign_to_department, conversation_data, route_department
+from pytake_conversations.outbound import SendMessage, TemplateInput
 from pytake_conversations.outreach_replicas import DISCONNECTED, REMOVED
 from pytake_conversations.senders import Sender
 from pytake_conversations.sending import MONTHLY_LIMIT
