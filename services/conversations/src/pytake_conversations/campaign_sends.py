@@ -251,13 +251,10 @@ def _target(
 class _Batch:
     """One organization's recipients of a consumer batch, handled together."""
 
-    def __init__(
-        self, session: AsyncSession, conn: Any, org: uuid.UUID, hours: float, directory: Any
-    ) -> None:
+    def __init__(self, session: AsyncSession, conn: Any, org: uuid.UUID, directory: Any) -> None:
         self.session = session
         self.conn = conn
         self.org = org
-        self.hours = hours
         self.directory = directory
         self.frames: list[tuple[str, dict[str, Any]]] = []
         self.events: list[tuple[EventData, uuid.UUID]] = []
@@ -551,7 +548,9 @@ def campaign_handlers(
     hours: float = DEFAULT_WINDOW_HOURS, directory: Any = None
 ) -> dict[str, Handler]:
     """The consumer's handlers of campaigns' events (``directory``: the organizations'
-    plan, limits and suspension, when the platform provides it)."""
+    plan, limits and suspension, when the platform provides it). ``hours``, the
+    customer-service window, does not bear on templates (the only messages campaigns
+    send); kept for the composition root's call."""
 
     async def on_recipients_dispatched(
         session: AsyncSession, rows: list[RecipientDispatched]
@@ -561,7 +560,7 @@ def campaign_handlers(
             by_org.setdefault(d.organization_id, []).append(d)
         conn = await rawpg.driver(session)
         for org, mine in by_org.items():
-            await _Batch(session, conn, org, hours, directory).run(mine)
+            await _Batch(session, conn, org, directory).run(mine)
 
     return {
         CAMPAIGNS_RECIPIENT_DISPATCHED_V1: SetHandler(RecipientDispatched, on_recipients_dispatched)
