@@ -42,7 +42,7 @@ from pytake_common.event_types import CAMPAIGNS_RECIPIENT_DISPATCHED_V1
 from pytake_common.events import EventData, TenantEventData
 from pytake_common.outbox import emit_many
 from pytake_conversations import outreach
-from pytake_conversations.domain import ACTIVE, DEFAULT_WINDOW_HOURS, OUTBOUND, ContactBlocked
+from pytake_conversations.domain import DEFAULT_WINDOW_HOURS, OUTBOUND, ContactBlocked
 from pytake_conversations.events import (
     ConversationOpened,
     MessageAppended,
@@ -394,7 +394,7 @@ class _Batch:
     ) -> dict[tuple[uuid.UUID, uuid.UUID], dict[str, Any]]:
         listed = list(pairs)
         rows = await self.conn.fetch(
-            LOCK_ACTIVE, self.org, [p[0] for p in listed], [p[1] for p in listed], list(ACTIVE)
+            LOCK_ACTIVE, self.org, [p[0] for p in listed], [p[1] for p in listed]
         )
         return {(r["contact_id"], r["number_id"]): dict(r) for r in rows}
 
