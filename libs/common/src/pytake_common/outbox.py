@@ -82,7 +82,7 @@ async def add_event(session: AsyncSession, event: CloudEvent) -> None:
 _STAGE_MANY = """
 WITH staged AS (
     INSERT INTO outbox (event_id, topic, key, event, headers)
-    SELECT e.event_id, e.topic, e.key, e.event::jsonb, $5::jsonb
+    SELECT e.event_id, e.topic, e.key, e.event::jsonb, $5::text::jsonb
     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[])
         WITH ORDINALITY AS e(event_id, topic, key, event, ord)
     ORDER BY e.ord

@@ -734,7 +734,7 @@ WITH statuses AS MATERIALIZED (
                jsonb_set(s.event::jsonb, '{subject}',
                          to_jsonb(coalesce(s.message_id::text, s.subject))),
                '{data,message_id}', coalesce(to_jsonb(s.message_id), 'null'::jsonb)),
-           $19::jsonb
+           $19::text::jsonb
     FROM statuses s
     WHERE s.id IN (SELECT id FROM new_statuses)
     ORDER BY s.ord
