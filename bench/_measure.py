@@ -22,6 +22,7 @@ from pathlib import Path
 
 import asyncpg
 import psutil
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from pytake_api_gateway.upstream import Origin, UpstreamPool
 from pytake_common.pgtenant import asyncpg_dsn
@@ -65,6 +66,52 @@ async def idle_cpu(procs: dict[str, psutil.Process], seconds: float) -> None:
     total = sum(after[k] - before[k] for k in procs) / seconds * 100
     print(f"idle CPU over {seconds:.0f} s (% of one core): " + ", ".join(parts))
     print(f"  total {total:.1f}%")
+
+
+class TopicObserver:
+    """Reads ``topics`` from their end without a group (nothing committed) and hands each
+    record to :meth:`seen` (its timestamp is when the producer sent it)."""
+
+    def __init__(self, bootstrap: str, topics: list[str], fetch_max_wait_ms: int = 100) -> None:
+        self.bootstrap = bootstrap
+        self.topics = topics
+        self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.consumer: AIOKafkaConsumer | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def seen(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            fetch_max_wait_ms=self.fetch_max_wait_ms,
+            enable_auto_commit=False,
+        )
+        await self.consumer.start()
+        await self.consumer.topics()  # the topics' partitions
+        tps = [
+            TopicPartition(topic, p)
+            for topic in self.topics
+            for p in self.consumer.partitions_for_topic(topic) or {0}
+        ]
+        self.consumer.assign(tps)
+        await self.consumer.seek_to_end(*tps)
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        assert self.consumer is not None
+        async for record in self.consumer:
+            with contextlib.suppress(Exception):  # not an event of ours: skipped
+                self.seen(record)
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        if self.consumer is not None:
+            await self.consumer.stop()
 
 
 def postmaster(pg: EmbeddedPostgres) -> psutil.Process:

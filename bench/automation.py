@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import json
 import random
@@ -48,13 +47,12 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _measure import calibrate, idle_cpu, infrastructure, pct, platform, postgres_cpu
+from _measure import TopicObserver, calibrate, idle_cpu, infrastructure, pct, platform, postgres_cpu
 
 from pytake_automation.actions import Target
 from pytake_automation.app import create_app
@@ -280,54 +278,26 @@ PATH = [
 ]
 
 
-class PathObserver:
+class PathObserver(TopicObserver):
     """Reads the path's topics (no group, from their end) and keeps, per record, its
     event type, direction, event time and produce time, to split each away message's
     latency into hops afterwards by time window (customers write one at a time)."""
 
     def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
+        super().__init__(bootstrap, sorted({topic for topic, *_ in PATH}))
         #: (produced, event type, direction, event time), both times in epoch seconds
-        self.seen: list[tuple[float, str, str | None, float]] = []
-        self.consumer: AIOKafkaConsumer | None = None
-        self.task: asyncio.Task[None] | None = None
+        self.seen_events: list[tuple[float, str, str | None, float]] = []
 
-    async def start(self) -> None:
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, fetch_max_wait_ms=100, enable_auto_commit=False
+    def seen(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        event = json.loads(record.value)
+        self.seen_events.append(
+            (
+                record.timestamp / 1000,
+                event["type"],
+                event["data"].get("direction"),
+                datetime.fromisoformat(event["time"]).timestamp(),
+            )
         )
-        await self.consumer.start()
-        await self.consumer.topics()  # the topics' partitions
-        tps = [
-            TopicPartition(topic, p)
-            for topic in sorted({t for t, *_ in PATH})
-            for p in self.consumer.partitions_for_topic(topic) or {0}
-        ]
-        self.consumer.assign(tps)
-        await self.consumer.seek_to_end(*tps)
-        self.task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        assert self.consumer is not None
-        async for record in self.consumer:
-            with contextlib.suppress(Exception):
-                event = json.loads(record.value)
-                self.seen.append(
-                    (
-                        record.timestamp / 1000,
-                        event["type"],
-                        event["data"].get("direction"),
-                        datetime.fromisoformat(event["time"]).timestamp(),
-                    )
-                )
-
-    async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-        if self.consumer is not None:
-            await self.consumer.stop()
 
     def marks(self, start: float, end: float) -> list[float] | None:
         """[received produced, then per later event: its time and its produce] for the
@@ -337,7 +307,7 @@ class PathObserver:
             hit = next(
                 (
                     (produced, at)
-                    for produced, kind, direction, at in self.seen
+                    for produced, kind, direction, at in self.seen_events
                     if kind == event_type and start <= produced <= end and direction != "outbound"
                 ),
                 None,

@@ -47,11 +47,11 @@ import aiohttp
 import asyncpg
 import httpx
 import psutil
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _measure import idle_cpu, pct, platform
+from _measure import TopicObserver, idle_cpu, pct, platform
+from aiokafka.structs import ConsumerRecord
 from webhook_intake import payload
 
 from pytake_common.pgtenant import asyncpg_dsn, to_asyncpg_url
@@ -107,41 +107,17 @@ class Socket:
         return fut
 
 
-class KafkaObserver:
+class KafkaObserver(TopicObserver):
     """Reads the message topic (no group) to learn each record's producer timestamp."""
 
     def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
+        super().__init__(bootstrap, [MESSAGE_TOPIC], fetch_max_wait_ms=10)
         self.produced_at: dict[str, float] = {}
-        self.consumer: AIOKafkaConsumer | None = None
-        self.task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, fetch_max_wait_ms=10, enable_auto_commit=False
-        )
-        await self.consumer.start()
-        parts = self.consumer.partitions_for_topic(MESSAGE_TOPIC) or {0}
-        tps = [TopicPartition(MESSAGE_TOPIC, p) for p in parts]
-        self.consumer.assign(tps)
-        await self.consumer.seek_to_end(*tps)
-        self.task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        assert self.consumer is not None
-        async for record in self.consumer:
-            with contextlib.suppress(Exception):
-                data = json.loads(record.value)["data"]
-                if data.get("wamid"):
-                    self.produced_at[data["wamid"]] = record.timestamp / 1000
-
-    async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-        if self.consumer is not None:
-            await self.consumer.stop()
+    def seen(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        data = json.loads(record.value)["data"]
+        if data.get("wamid"):
+            self.produced_at[data["wamid"]] = record.timestamp / 1000
 
 
 def signed(number: SimNumber, wa_id: str, text: str) -> tuple[bytes, str, dict[str, str]]:

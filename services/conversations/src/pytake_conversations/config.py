@@ -4,8 +4,9 @@ from pytake_common.settings import ServiceSettings
 class Settings(ServiceSettings):
     service_name: str = "conversations"
     port: int = 8004
-    #: inbound messages reach the agents' realtime stream through this consumer: a short
-    #: fetch wait keeps a record from sitting on Tansu (~60 ms at most instead of ~190)
+    #: inbound messages reach the agents' realtime stream, and automation's actions (an
+    #: automatic reply) reach the send path, through this consumer: a short fetch wait
+    #: keeps a record from sitting on the local Tansu broker (see ``ServiceSettings``)
     kafka_consumer_fetch_max_wait_ms: int = 100
     #: WhatsApp's customer-service window: free-form replies only this long after the
     #: customer's last message (a setting only so tests and special deals can change it).
