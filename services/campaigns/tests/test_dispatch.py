@@ -257,6 +257,45 @@ async def test_completes_when_every_recipient_is_done(app, settings, client, tok
     assert completed["subject"] == c["id"]
 
 
+async def test_a_send_whose_outcome_never_comes_ends_unconfirmed_and_the_campaign_completes(
+    app, settings, client, tokens
+):
+    w, c = await _campaign(app, settings, client, tokens, contacts=3)
+    dispatcher: Dispatcher = app.state.dispatcher
+    await rewind_credit(app, c["id"])
+    assert await dispatcher.tick() == 3
+    rows = await recipient_rows(app, c["id"])
+    await _sent(app, settings, w.org, rows[:2])
+    lost = rows[2]  # accepted by conversations, then the Graph call's answer was lost
+    message = uuid.uuid4()
+    await deliver(app, settings, send_requested(w.org, lost["id"], message, uuid.uuid4()))
+    headers = tokens.headers(organization_id=w.org)
+    await dispatcher.tick()  # not given up on yet: it may still come
+    assert (await client.get(f"/v1/campaigns/{c['id']}", headers=headers)).json()["status"] == (
+        "running"
+    )
+    when = datetime.now(UTC) - timedelta(seconds=settings.campaign_unconfirmed_after_s + 1)
+    async with app.state.db.transaction(bypass_rls=True) as s:
+        await s.execute(
+            update(recipients).where(recipients.c.id == lost["id"]).values(dispatched_at=when)
+        )
+    await dispatcher.tick()
+    done = (await client.get(f"/v1/campaigns/{c['id']}", headers=headers)).json()
+    assert done["status"] == "completed"
+    stats = (await client.get(f"/v1/campaigns/{c['id']}/stats", headers=headers)).json()
+    assert stats["by_status"]["unconfirmed"] == 1 and stats["by_status"]["sent"] == 2
+    assert stats["by_status"]["accepted"] == 0
+    listed = await client.get(
+        f"/v1/campaigns/{c['id']}/recipients?status=unconfirmed", headers=headers
+    )
+    assert [r["id"] for r in listed.json()["items"]] == [str(lost["id"])]
+    assert len(await dispatched_events(app, c["id"])) == 3  # never dispatched again
+    # Meta's status comes after all: the recipient moves on
+    await deliver(app, settings, status_changed(w.org, message, uuid.uuid4(), "delivered"))
+    [row] = [r for r in await recipient_rows(app, c["id"]) if r["id"] == lost["id"]]
+    assert row["status"] == "delivered"
+
+
 async def _take_dispatched(app, campaign_id, stop: asyncio.Event) -> None:
     """conversations, quickly: every dispatched recipient becomes sent (frees the window)."""
     while not stop.is_set():

@@ -17,7 +17,12 @@ campaign at once. For one campaign, one tick:
    ``recipient.dispatched`` event each to the outbox, *in the same transaction*: a crash
    before the commit releases nobody, after it nobody again (conversations also keeps at
    most one message per ``recipient_id``);
-5. completes the campaign when no recipient is queued or in flight.
+5. completes the campaign when no recipient is queued or in flight. A send whose outcome
+   never came (its answer lost: whatsapp-gateway's UNCONFIRMED, or conversations never
+   took it) would keep it running forever: once nothing is queued, a recipient
+   dispatched more than ``campaign_unconfirmed_after_s`` ago and still dispatched or
+   accepted is marked ``unconfirmed`` (not sent again: a duplicate is worse than an
+   unknown; the stats count it).
 """
 
 from __future__ import annotations
@@ -142,7 +147,7 @@ class Dispatcher:
         rate = rules.send_rate(row["rate_per_second"], throughput)
         in_flight, queued = await self._counts(session, org, campaign_id, rate, now)
         if queued == 0:
-            if in_flight == 0 and not await self._pending(session, org, campaign_id):
+            if in_flight == 0 and not await self._unsettled(session, org, campaign_id, now):
                 await self._complete(session, row, now)
             return 0
         if number is None or number["status"] in (DISCONNECTED, REMOVED):
@@ -218,6 +223,27 @@ class Dispatcher:
             select(func.count()).select_from(flying.limit(window + 1).subquery())
         )
         return window - int(used or 0)
+
+    async def _unsettled(
+        self, session: AsyncSession, org: uuid.UUID, campaign_id: uuid.UUID, now: datetime
+    ) -> bool:
+        """Whether a recipient still waits for its outcome, once those that waited too
+        long are marked ``unconfirmed``."""
+        if not await self._pending(session, org, campaign_id):
+            return False
+        r = recipients.c
+        given_up = now - timedelta(seconds=self.settings.campaign_unconfirmed_after_s)
+        await session.execute(
+            update(recipients)
+            .where(
+                r.organization_id == org,
+                r.campaign_id == campaign_id,
+                r.status.in_(rules.IN_FLIGHT),
+                r.dispatched_at <= given_up,
+            )
+            .values(status=rules.UNCONFIRMED, updated_at=now)
+        )
+        return await self._pending(session, org, campaign_id)
 
     async def _pending(self, session: AsyncSession, org: uuid.UUID, campaign_id: uuid.UUID) -> bool:
         r = recipients.c

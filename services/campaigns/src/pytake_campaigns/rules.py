@@ -59,12 +59,17 @@ def check_action(action: str, status: str) -> None:
 # --- recipient statuses -----------------------------------------------------------------
 
 QUEUED, DISPATCHED, ACCEPTED = "queued", "dispatched", "accepted"
+#: dispatched or accepted, and no outcome ever came (``campaign_unconfirmed_after_s``):
+#: whether Meta got the message is unknown (e.g. the Graph call's answer was lost); it is
+#: never sent again, and a later status still moves it on
+UNCONFIRMED = "unconfirmed"
 SENT, DELIVERED, READ, REPLIED, FAILED = "sent", "delivered", "read", "replied", "failed"
 RECIPIENT_CANCELLED = "cancelled"
 RECIPIENT_STATUSES = (
     QUEUED,
     DISPATCHED,
     ACCEPTED,
+    UNCONFIRMED,
     SENT,
     DELIVERED,
     READ,
@@ -76,7 +81,16 @@ RECIPIENT_STATUSES = (
 IN_FLIGHT = (DISPATCHED, ACCEPTED)
 #: the campaign is done once none of its recipients is in one of these
 PENDING = (QUEUED, DISPATCHED, ACCEPTED)
-RANK = {QUEUED: 0, DISPATCHED: 1, ACCEPTED: 2, SENT: 3, DELIVERED: 4, READ: 5, REPLIED: 6}
+RANK = {
+    QUEUED: 0,
+    DISPATCHED: 1,
+    ACCEPTED: 2,
+    UNCONFIRMED: 3,
+    SENT: 4,
+    DELIVERED: 5,
+    READ: 6,
+    REPLIED: 7,
+}
 
 
 def moves_forward(current: str, new: str) -> bool:
