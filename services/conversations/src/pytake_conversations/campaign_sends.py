@@ -50,7 +50,7 @@ from pytake_common.event_types import CAMPAIGNS_RECIPIENT_DISPATCHED_V1
 from pytake_common.events import EventData, TenantEventData
 from pytake_common.outbox import emit_many
 from pytake_conversations import outreach
-from pytake_conversations.domain import DEFAULT_WINDOW_HOURS, OUTBOUND, ContactBlocked
+from pytake_conversations.domain import DEFAULT_WINDOW_HOURS, OUTBOUND
 from pytake_conversations.events import (
     ConversationOpened,
     MessageAppended,
@@ -61,7 +61,6 @@ from pytake_conversations.events import (
 from pytake_conversations.inbound_batch import _LOCK as LOCK_ACTIVE
 from pytake_conversations.inbox import assign_to_department, conversation_data, route_department
 from pytake_conversations.outbound import SendMessage, TemplateInput
-from pytake_conversations.outreach_replicas import DISCONNECTED, REMOVED
 from pytake_conversations.senders import Sender
 from pytake_conversations.sending import MONTHLY_LIMIT
 from pytake_conversations.starting import Target, TemplateRequest, load_template
@@ -266,24 +265,14 @@ def _target(
     contact: Mapping[str, Any] | None,
     known: Mapping[uuid.UUID, tuple[str | None, str | None]],
 ) -> Target:
-    """``starting.load_target``'s rules, in its order, over rows read for the whole set."""
-    if number is None or number["status"] == REMOVED or not number["phone_number_id"]:
-        raise outreach.NumberNotFound("no such WhatsApp number in this organization")
-    if number["status"] == DISCONNECTED:
-        raise outreach.NumberDisconnected(
-            "the number's access token was refused by Meta; update it to send again"
-        )
-    if contact is None:
-        raise outreach.ContactNotFound("no such contact in this organization")
-    if contact["erased_at"] is not None:
-        raise outreach.ContactErased("the contact's data was erased; nothing can be sent to it")
-    if contact["blocked"]:
-        raise ContactBlocked("the contact is blocked; unblock it to send messages")
+    """``starting.load_target``'s rules (``outreach``'s), in its order, over rows read for
+    the whole set."""
+    number = outreach.check_number(number)
+    contact = outreach.check_contact(contact)
     wa_id, user_id = contact["wa_id"], contact["user_id"]
     if not (wa_id or user_id):
         wa_id, user_id = known.get(contact["id"], (None, None))
-    if not (wa_id or user_id):
-        raise outreach.NoRecipient("the contact has no WhatsApp id to write to")
+    outreach.check_recipient(wa_id, user_id)
     return Target(number, contact, wa_id, user_id)  # type: ignore[arg-type]
 
 
