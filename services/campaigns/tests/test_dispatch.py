@@ -10,7 +10,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import insert, text, update
+from sqlalchemy import event, insert, text, update
 
 from pytake_campaigns.dispatcher import Dispatcher
 from pytake_campaigns.tables import initiations, recipients
@@ -79,6 +79,51 @@ async def test_pacing_keeps_one_second_in_flight(app, settings, client, tokens):
         "header_parameters": [],
         "button_parameters": [],
     }
+
+
+async def _credit_at(app, campaign_id):
+    async with app.state.db.transaction(bypass_rls=True) as s:
+        return await s.scalar(
+            text("SELECT credit_at FROM campaigns WHERE id = :id"), {"id": campaign_id}
+        )
+
+
+async def _tick_statements(app, dispatcher) -> tuple[int, list[str]]:
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    engine = app.state.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        released = await dispatcher.tick()
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    return released, statements
+
+
+async def test_a_tick_that_can_release_nothing_reads_little_and_writes_nothing(
+    app, settings, client, tokens
+):
+    w, c = await _campaign(app, settings, client, tokens)
+    dispatcher: Dispatcher = app.state.dispatcher
+    await rewind_credit(app, c["id"], 1.0)
+    released, full_tick = await _tick_statements(app, dispatcher)
+    assert released == 5
+    # the window is full (5 in flight at 5/s): the messaging limit, the number's room and
+    # the credit are neither read nor written
+    await rewind_credit(app, c["id"], 5.0)
+    before = await _credit_at(app, uuid.UUID(c["id"]))
+    released, window_full = await _tick_statements(app, dispatcher)
+    assert released == 0 and await _credit_at(app, uuid.UUID(c["id"])) == before
+    assert not [s for s in window_full if s.lstrip().upper().startswith("UPDATE")]
+    assert len(window_full) <= len(full_tick) - 3
+    # not one send's credit yet (just ticked): the in-flight counts are not read either
+    await _sent(app, settings, w.org, _status(await recipient_rows(app, c["id"]), "dispatched"))
+    await dispatcher.tick()  # releases what the credit allows, and writes the credit
+    released, no_credit = await _tick_statements(app, dispatcher)
+    assert released == 0 and len(no_credit) < len(window_full)
 
 
 async def test_the_rate_cap_is_below_the_numbers_throughput(app, settings, client, tokens):

@@ -152,6 +152,12 @@ def send_rate(rate_cap: int | None, throughput: int) -> int:
     return max(1, min(rate_cap, throughput) if rate_cap else throughput)
 
 
+def refill(rate: int, credit: float, elapsed_s: float) -> float:
+    """The bucket's credit after ``elapsed_s``: ``rate`` per second, one second's at most
+    (so refilling in several steps or at once gives the same credit)."""
+    return min(float(rate), credit + rate * max(elapsed_s, 0.0))
+
+
 def pace(
     rate: int,
     credit: float,
@@ -164,7 +170,7 @@ def pace(
     """Token bucket: ``rate`` per second, at most one second of credit saved; never more
     than ``rate * window_s`` in flight; never more than ``allowance`` (the messaging limit's
     room, None: unlimited) nor ``queued``."""
-    credit = min(float(rate), credit + rate * max(elapsed_s, 0.0))
+    credit = refill(rate, credit, elapsed_s)
     room = max(0, math.ceil(rate * window_s) - in_flight)
     release = min(math.floor(credit), room, queued)
     if allowance is not None:
