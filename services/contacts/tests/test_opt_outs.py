@@ -41,7 +41,7 @@ def failed(org, code=131050, at=None, to=WA_ID):
     )
 
 
-def failed_status(org, code=131050, at=None):
+def status_of(org, status, errors=(), at=None, pricing=None):
     at = at or later()
     return event(
         org,
@@ -50,13 +50,18 @@ def failed_status(org, code=131050, at=None):
             "message_id": str(uuid.uuid4()),
             "wamid": "wamid.X" + uuid.uuid4().hex,
             "number_id": str(uuid.uuid4()),
-            "status": "failed",
+            "status": status,
             "timestamp": at.isoformat(),
             "recipient_id": WA_ID,
-            "errors": [{"code": code, "title": "t", "message": "m", "details": "d"}],
-            "pricing": None,
+            "errors": list(errors),
+            "pricing": pricing,
         },
     )
+
+
+def failed_status(org, code=131050, at=None):
+    error = {"code": code, "title": "t", "message": "m", "details": "d"}
+    return status_of(org, "failed", [error], at)
 
 
 async def consenting_contact(app, client, org, agent):
@@ -122,23 +127,6 @@ async def test_other_codes_other_contacts_and_newer_consent_are_left_alone(app, 
     assert row["id"] == contact_id
 
 
-def status_of(org, status):
-    return event(
-        org,
-        WHATSAPP_MESSAGE_STATUS_UPDATED_V1,
-        {
-            "message_id": str(uuid.uuid4()),
-            "wamid": "wamid.X" + uuid.uuid4().hex,
-            "number_id": str(uuid.uuid4()),
-            "status": status,
-            "timestamp": later().isoformat(),
-            "recipient_id": WA_ID,
-            "errors": [],
-            "pricing": {"billable": True, "category": "marketing", "pricing_model": "PMP"},
-        },
-    )
-
-
 async def test_a_batch_of_statuses_touches_the_database_only_for_131050(app, client, org, agent):
     await consenting_contact(app, client, org, agent)
     handler = HANDLERS[WHATSAPP_MESSAGE_STATUS_UPDATED_V1]
@@ -148,7 +136,8 @@ async def test_a_batch_of_statuses_touches_the_database_only_for_131050(app, cli
     def count(conn, cursor, statement, *args):
         statements.append(statement)
 
-    plain = [status_of(org, s) for s in ("sent", "delivered", "read")]
+    pricing = {"billable": True, "category": "marketing", "pricing_model": "PMP"}
+    plain = [status_of(org, s, pricing=pricing) for s in ("sent", "delivered", "read")]
     plain.append(failed_status(org, code=131026))  # a failure, not an opt-out
     engine = app.state.db.engine.sync_engine
     async with app.state.db.transaction(organization_id=org) as s:
