@@ -10,7 +10,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import insert, text, update
+from sqlalchemy import event, insert, text, update
 
 from pytake_campaigns.dispatcher import Dispatcher
 from pytake_campaigns.tables import initiations, recipients
@@ -79,6 +79,51 @@ async def test_pacing_keeps_one_second_in_flight(app, settings, client, tokens):
         "header_parameters": [],
         "button_parameters": [],
     }
+
+
+async def _credit_at(app, campaign_id):
+    async with app.state.db.transaction(bypass_rls=True) as s:
+        return await s.scalar(
+            text("SELECT credit_at FROM campaigns WHERE id = :id"), {"id": campaign_id}
+        )
+
+
+async def _tick_statements(app, dispatcher) -> tuple[int, list[str]]:
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    engine = app.state.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        released = await dispatcher.tick()
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    return released, statements
+
+
+async def test_a_tick_that_can_release_nothing_reads_little_and_writes_nothing(
+    app, settings, client, tokens
+):
+    w, c = await _campaign(app, settings, client, tokens)
+    dispatcher: Dispatcher = app.state.dispatcher
+    await rewind_credit(app, c["id"], 1.0)
+    released, full_tick = await _tick_statements(app, dispatcher)
+    assert released == 5
+    # the window is full (5 in flight at 5/s): the messaging limit, the number's room and
+    # the credit are neither read nor written
+    await rewind_credit(app, c["id"], 5.0)
+    before = await _credit_at(app, uuid.UUID(c["id"]))
+    released, window_full = await _tick_statements(app, dispatcher)
+    assert released == 0 and await _credit_at(app, uuid.UUID(c["id"])) == before
+    assert not [s for s in window_full if s.lstrip().upper().startswith("UPDATE")]
+    assert len(window_full) <= len(full_tick) - 3
+    # not one send's credit yet (just ticked): the in-flight counts are not read either
+    await _sent(app, settings, w.org, _status(await recipient_rows(app, c["id"]), "dispatched"))
+    await dispatcher.tick()  # releases what the credit allows, and writes the credit
+    released, no_credit = await _tick_statements(app, dispatcher)
+    assert released == 0 and len(no_credit) < len(window_full)
 
 
 async def test_the_rate_cap_is_below_the_numbers_throughput(app, settings, client, tokens):
@@ -255,6 +300,45 @@ async def test_completes_when_every_recipient_is_done(app, settings, client, tok
     assert done["status"] == "completed" and done["finished_at"] is not None
     [completed] = await emitted(app, "campaign.completed.v1")
     assert completed["subject"] == c["id"]
+
+
+async def test_a_send_whose_outcome_never_comes_ends_unconfirmed_and_the_campaign_completes(
+    app, settings, client, tokens
+):
+    w, c = await _campaign(app, settings, client, tokens, contacts=3)
+    dispatcher: Dispatcher = app.state.dispatcher
+    await rewind_credit(app, c["id"])
+    assert await dispatcher.tick() == 3
+    rows = await recipient_rows(app, c["id"])
+    await _sent(app, settings, w.org, rows[:2])
+    lost = rows[2]  # accepted by conversations, then the Graph call's answer was lost
+    message = uuid.uuid4()
+    await deliver(app, settings, send_requested(w.org, lost["id"], message, uuid.uuid4()))
+    headers = tokens.headers(organization_id=w.org)
+    await dispatcher.tick()  # not given up on yet: it may still come
+    assert (await client.get(f"/v1/campaigns/{c['id']}", headers=headers)).json()["status"] == (
+        "running"
+    )
+    when = datetime.now(UTC) - timedelta(seconds=settings.campaign_unconfirmed_after_s + 1)
+    async with app.state.db.transaction(bypass_rls=True) as s:
+        await s.execute(
+            update(recipients).where(recipients.c.id == lost["id"]).values(dispatched_at=when)
+        )
+    await dispatcher.tick()
+    done = (await client.get(f"/v1/campaigns/{c['id']}", headers=headers)).json()
+    assert done["status"] == "completed"
+    stats = (await client.get(f"/v1/campaigns/{c['id']}/stats", headers=headers)).json()
+    assert stats["by_status"]["unconfirmed"] == 1 and stats["by_status"]["sent"] == 2
+    assert stats["by_status"]["accepted"] == 0
+    listed = await client.get(
+        f"/v1/campaigns/{c['id']}/recipients?status=unconfirmed", headers=headers
+    )
+    assert [r["id"] for r in listed.json()["items"]] == [str(lost["id"])]
+    assert len(await dispatched_events(app, c["id"])) == 3  # never dispatched again
+    # Meta's status comes after all: the recipient moves on
+    await deliver(app, settings, status_changed(w.org, message, uuid.uuid4(), "delivered"))
+    [row] = [r for r in await recipient_rows(app, c["id"]) if r["id"] == lost["id"]]
+    assert row["status"] == "delivered"
 
 
 async def _take_dispatched(app, campaign_id, stop: asyncio.Event) -> None:

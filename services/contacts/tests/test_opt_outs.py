@@ -3,10 +3,15 @@
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy.event import listen as event_listen
+from sqlalchemy.event import remove as event_remove
+
+from pytake_common.consumer import SetHandler
 from pytake_common.event_types import (
     WHATSAPP_MESSAGE_FAILED_V1,
     WHATSAPP_MESSAGE_STATUS_UPDATED_V1,
 )
+from pytake_contacts.handlers import HANDLERS
 
 from .helpers import T0, deliver, emitted, event, received, rows
 
@@ -36,7 +41,7 @@ def failed(org, code=131050, at=None, to=WA_ID):
     )
 
 
-def failed_status(org, code=131050, at=None):
+def status_of(org, status, errors=(), at=None, pricing=None):
     at = at or later()
     return event(
         org,
@@ -45,13 +50,18 @@ def failed_status(org, code=131050, at=None):
             "message_id": str(uuid.uuid4()),
             "wamid": "wamid.X" + uuid.uuid4().hex,
             "number_id": str(uuid.uuid4()),
-            "status": "failed",
+            "status": status,
             "timestamp": at.isoformat(),
             "recipient_id": WA_ID,
-            "errors": [{"code": code, "title": "t", "message": "m", "details": "d"}],
-            "pricing": None,
+            "errors": list(errors),
+            "pricing": pricing,
         },
     )
+
+
+def failed_status(org, code=131050, at=None):
+    error = {"code": code, "title": "t", "message": "m", "details": "d"}
+    return status_of(org, "failed", [error], at)
 
 
 async def consenting_contact(app, client, org, agent):
@@ -115,3 +125,38 @@ async def test_other_codes_other_contacts_and_newer_consent_are_left_alone(app, 
     assert row["marketing_opt_in"] is True
     assert len(await consent_events(app, org)) == 1
     assert row["id"] == contact_id
+
+
+async def test_a_batch_of_statuses_touches_the_database_only_for_131050(app, client, org, agent):
+    await consenting_contact(app, client, org, agent)
+    handler = HANDLERS[WHATSAPP_MESSAGE_STATUS_UPDATED_V1]
+    assert isinstance(handler, SetHandler)  # a batch's statuses at once
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    pricing = {"billable": True, "category": "marketing", "pricing_model": "PMP"}
+    plain = [status_of(org, s, pricing=pricing) for s in ("sent", "delivered", "read")]
+    plain.append(failed_status(org, code=131026))  # a failure, not an opt-out
+    engine = app.state.db.engine.sync_engine
+    async with app.state.db.transaction(organization_id=org) as s:
+        await s.connection()  # the transaction's own statements are not the handler's
+        event_listen(engine, "before_cursor_execute", count)
+        try:
+            await handler.apply(s, [handler.parse(e) for e in plain])
+        finally:
+            event_remove(engine, "before_cursor_execute", count)
+    assert statements == []
+    assert (await rows(app, org))[0]["marketing_opt_in"] is True
+
+    async with app.state.db.transaction(organization_id=org) as s:
+        await s.connection()
+        event_listen(engine, "before_cursor_execute", count)
+        try:
+            await handler.apply(s, [handler.parse(e) for e in [*plain, failed_status(org)]])
+        finally:
+            event_remove(engine, "before_cursor_execute", count)
+    assert statements  # the opt-out's (the count does see the handler's statements)
+    assert (await rows(app, org))[0]["marketing_opt_in"] is False
+    assert (await consent_events(app, org))[-1]["reason"] == "meta_131050"

@@ -5,13 +5,14 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from pytake_common.consumer import SetHandler
 from pytake_common.event_types import CAMPAIGNS_RECIPIENT_DISPATCHED_V1
 from pytake_common.events import CloudEvent
-from pytake_conversations.campaign_sends import campaign_handlers
-from pytake_conversations.tables import stream_events
+from pytake_common.ids import contact_id_for
+from pytake_conversations.campaign_sends import campaign_handlers, resume_parked
+from pytake_conversations.tables import campaign_recipients, stream_events
 
 from .helpers import (
     Customer,
@@ -395,3 +396,56 @@ async def test_a_batch_ends_as_the_same_recipients_one_by_one(app):
         ("d", "d", "template_parameter_missing"),
         ("e", "e", "plan_limit_exceeded"),
     ]
+
+
+# --- a contact the replica does not have yet ---------------------------------------------
+
+WAITING = campaign_handlers(contact_wait_s=60.0)[CAMPAIGNS_RECIPIENT_DISPATCHED_V1]
+
+
+async def unpark_due(app, org):
+    """The parked recipients' deadlines passed (as if their wait were over)."""
+    async with app.state.db.transaction(organization_id=org) as s:
+        await s.execute(
+            update(campaign_recipients)
+            .where(campaign_recipients.c.parked_until.is_not(None))
+            .values(parked_until=datetime.now(UTC) - timedelta(seconds=1))
+        )
+
+
+async def test_a_recipient_whose_contact_lags_waits_for_it_and_gets_its_message(app, org, setup):
+    wa_id = f"55118{uuid.uuid4().int % 10**8:08d}"
+    lagging = contact_id_for(org, wa_id)
+    waiting = dispatched(setup, uuid.uuid4(), uuid.uuid4())
+    setup.contact_id = lagging
+    parked = dispatched(setup, uuid.uuid4(), uuid.uuid4())
+    # both in one batch: the known contact's message goes at once, the other waits
+    async with app.state.db.transaction(organization_id=org) as s:
+        await WAITING.apply(s, [WAITING.parse(e) for e in (waiting, parked)])
+    [first] = await message_rows(app, org)
+    assert not await emitted(app, org, "message.refused.v1")
+    assert await resume_parked(app.state.db) == 0  # nothing came yet: it keeps waiting
+    async with app.state.db.transaction(organization_id=org) as s:
+        await WAITING(s, parked)  # redelivered meanwhile: still the one claim
+    await deliver(app, contact_event(org, wa_id, name="Ana"))  # contacts' event, late
+
+    assert await resume_parked(app.state.db) == 1
+    messages = await message_rows(app, org)
+    assert len(messages) == 2
+    [second] = [m for m in messages if m["id"] != first["id"]]
+    assert second["recipient_id"] == uuid.UUID(parked.data["recipient_id"])
+    assert second["text"].startswith("Hi Ana,")
+    assert not await emitted(app, org, "message.refused.v1")
+    assert await resume_parked(app.state.db) == 0  # handled once
+
+
+async def test_a_contact_that_never_comes_is_refused_after_the_wait(app, org, setup):
+    setup.contact_id = uuid.uuid4()
+    async with app.state.db.transaction(organization_id=org) as s:
+        await WAITING(s, dispatched(setup, uuid.uuid4(), uuid.uuid4()))
+    assert not await emitted(app, org, "message.refused.v1")
+    await unpark_due(app, org)
+    assert await resume_parked(app.state.db) == 1
+    assert (await refusal(app, org))["data"]["code"] == "contact_not_found"
+    assert await message_rows(app, org) == []
+    assert await resume_parked(app.state.db) == 0

@@ -15,6 +15,10 @@ class Settings(ServiceSettings):
     #: A dispatched recipient not heard of for this long no longer holds a place in the
     #: in-flight window (a lost answer must not stall a campaign; it stays ``dispatched``).
     campaign_in_flight_stale_after_s: float = Field(default=60.0, gt=0)
+    #: A dispatched or accepted recipient with no outcome this long after its dispatch,
+    #: once its campaign has nothing queued, is marked ``unconfirmed`` (never sent again;
+    #: a later status still moves it on), so the campaign completes.
+    campaign_unconfirmed_after_s: float = Field(default=900.0, gt=0)
     #: The number's throughput when its events do not say (Meta's default per number).
     campaign_default_throughput_per_second: int = Field(default=80, ge=1, le=1000)
     #: Recipients one campaign may freeze at most.

@@ -17,7 +17,18 @@ campaign at once. For one campaign, one tick:
    ``recipient.dispatched`` event each to the outbox, *in the same transaction*: a crash
    before the commit releases nobody, after it nobody again (conversations also keeps at
    most one message per ``recipient_id``);
-5. completes the campaign when no recipient is queued or in flight.
+A tick that can release nothing stops early and writes nothing: before counting when
+the bucket holds less than one send (the credit is a function of the time since
+``credit_at``, capped at a second's: a later tick refills it exactly as if this one had
+written it), before the messaging limit and the number's room when the campaign's own
+window is full (what most ticks find while a campaign drains slower than its rate).
+
+5. completes the campaign when no recipient is queued or in flight. A send whose outcome
+   never came (its answer lost: whatsapp-gateway's UNCONFIRMED, or conversations never
+   took it) would keep it running forever: once nothing is queued, a recipient
+   dispatched more than ``campaign_unconfirmed_after_s`` ago and still dispatched or
+   accepted is marked ``unconfirmed`` (not sent again: a duplicate is worse than an
+   unknown; the stats count it).
 """
 
 from __future__ import annotations
@@ -140,14 +151,24 @@ class Dispatcher:
             self.settings.campaign_default_throughput_per_second
         )
         rate = rules.send_rate(row["rate_per_second"], throughput)
+        elapsed = (now - (row["credit_at"] or now)).total_seconds()
+        if row["credit_at"] is not None and rules.refill(rate, row["send_credit"], elapsed) < 1:
+            # Not one send's credit yet: nothing to count or write (the next tick refills
+            # from credit_at exactly as if this one had written its credit).
+            return 0
         in_flight, queued = await self._counts(session, org, campaign_id, rate, now)
         if queued == 0:
-            if in_flight == 0 and not await self._pending(session, org, campaign_id):
+            if in_flight == 0 and not await self._unsettled(session, org, campaign_id, now):
                 await self._complete(session, row, now)
             return 0
         if number is None or number["status"] in (DISCONNECTED, REMOVED):
             # every send would be refused: keep the audience for when the number is back
             await pause_for(session, row, rules.NUMBER_UNAVAILABLE)
+            return 0
+        if in_flight >= math.ceil(rate * self.settings.campaign_in_flight_window_s):
+            # Its own window is full (a campaign draining slower than its rate: most
+            # ticks): nothing can go, whatever the messaging limit and the number's room
+            # say; they are read, and the credit written, on a tick that may release.
             return 0
         allowance = await self._allowance(session, org, row["number_id"], number, now)
         if allowance is not None and allowance <= 0:
@@ -156,7 +177,6 @@ class Dispatcher:
         # the number's own window, shared by its campaigns (never more than ~1 s of its
         # throughput in flight, whatever else runs on it)
         room = await self._number_room(session, org, row["number_id"], throughput, now)
-        elapsed = (now - (row["credit_at"] or now)).total_seconds()
         pace = rules.pace(
             rate,
             row["send_credit"],
@@ -218,6 +238,27 @@ class Dispatcher:
             select(func.count()).select_from(flying.limit(window + 1).subquery())
         )
         return window - int(used or 0)
+
+    async def _unsettled(
+        self, session: AsyncSession, org: uuid.UUID, campaign_id: uuid.UUID, now: datetime
+    ) -> bool:
+        """Whether a recipient still waits for its outcome, once those that waited too
+        long are marked ``unconfirmed``."""
+        if not await self._pending(session, org, campaign_id):
+            return False
+        r = recipients.c
+        given_up = now - timedelta(seconds=self.settings.campaign_unconfirmed_after_s)
+        await session.execute(
+            update(recipients)
+            .where(
+                r.organization_id == org,
+                r.campaign_id == campaign_id,
+                r.status.in_(rules.IN_FLIGHT),
+                r.dispatched_at <= given_up,
+            )
+            .values(status=rules.UNCONFIRMED, updated_at=now)
+        )
+        return await self._pending(session, org, campaign_id)
 
     async def _pending(self, session: AsyncSession, org: uuid.UUID, campaign_id: uuid.UUID) -> bool:
         r = recipients.c

@@ -59,12 +59,17 @@ def check_action(action: str, status: str) -> None:
 # --- recipient statuses -----------------------------------------------------------------
 
 QUEUED, DISPATCHED, ACCEPTED = "queued", "dispatched", "accepted"
+#: dispatched or accepted, and no outcome ever came (``campaign_unconfirmed_after_s``):
+#: whether Meta got the message is unknown (e.g. the Graph call's answer was lost); it is
+#: never sent again, and a later status still moves it on
+UNCONFIRMED = "unconfirmed"
 SENT, DELIVERED, READ, REPLIED, FAILED = "sent", "delivered", "read", "replied", "failed"
 RECIPIENT_CANCELLED = "cancelled"
 RECIPIENT_STATUSES = (
     QUEUED,
     DISPATCHED,
     ACCEPTED,
+    UNCONFIRMED,
     SENT,
     DELIVERED,
     READ,
@@ -76,7 +81,16 @@ RECIPIENT_STATUSES = (
 IN_FLIGHT = (DISPATCHED, ACCEPTED)
 #: the campaign is done once none of its recipients is in one of these
 PENDING = (QUEUED, DISPATCHED, ACCEPTED)
-RANK = {QUEUED: 0, DISPATCHED: 1, ACCEPTED: 2, SENT: 3, DELIVERED: 4, READ: 5, REPLIED: 6}
+RANK = {
+    QUEUED: 0,
+    DISPATCHED: 1,
+    ACCEPTED: 2,
+    UNCONFIRMED: 3,
+    SENT: 4,
+    DELIVERED: 5,
+    READ: 6,
+    REPLIED: 7,
+}
 
 
 def moves_forward(current: str, new: str) -> bool:
@@ -138,6 +152,12 @@ def send_rate(rate_cap: int | None, throughput: int) -> int:
     return max(1, min(rate_cap, throughput) if rate_cap else throughput)
 
 
+def refill(rate: int, credit: float, elapsed_s: float) -> float:
+    """The bucket's credit after ``elapsed_s``: ``rate`` per second, one second's at most
+    (so refilling in several steps or at once gives the same credit)."""
+    return min(float(rate), credit + rate * max(elapsed_s, 0.0))
+
+
 def pace(
     rate: int,
     credit: float,
@@ -150,7 +170,7 @@ def pace(
     """Token bucket: ``rate`` per second, at most one second of credit saved; never more
     than ``rate * window_s`` in flight; never more than ``allowance`` (the messaging limit's
     room, None: unlimited) nor ``queued``."""
-    credit = min(float(rate), credit + rate * max(elapsed_s, 0.0))
+    credit = refill(rate, credit, elapsed_s)
     room = max(0, math.ceil(rate * window_s) - in_flight)
     release = min(math.floor(credit), room, queued)
     if allowance is not None:

@@ -49,7 +49,13 @@ def test_statuses_never_move_backwards():
     assert rules.moves_forward("queued", "cancelled")
     assert not rules.moves_forward("dispatched", "cancelled")
     assert not rules.moves_forward("cancelled", "dispatched")
-    assert rules.forward_from("sent") == ("queued", "dispatched", "accepted")
+    # an unconfirmed send (its outcome never came) still takes a status that comes late
+    assert rules.moves_forward("accepted", "unconfirmed")
+    assert not rules.moves_forward("unconfirmed", "accepted")
+    assert not rules.moves_forward("sent", "unconfirmed")
+    assert rules.moves_forward("unconfirmed", "delivered")
+    assert rules.moves_forward("unconfirmed", "failed")
+    assert rules.forward_from("sent") == ("queued", "dispatched", "accepted", "unconfirmed")
 
 
 def test_tiers_unknown_is_the_lowest():

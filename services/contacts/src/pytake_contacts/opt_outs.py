@@ -7,16 +7,21 @@ The contact is the one with that WhatsApp id in the organization (its ``wa_id``,
 business-scoped ``user_id``), i.e. the contact ``pytake_common.ids.contact_id_for``
 names. Idempotent: an opt-out already recorded, or consent given after Meta's refusal,
 is left alone; the timeline fact is keyed by the refused message.
+
+The statuses are most of what this consumer receives (three per campaign send) and
+almost none is a 131050: a :class:`~pytake_common.consumer.SetHandler` takes a batch's
+statuses of an organization at once (their inbox marks in one statement), reads only a
+``failed`` one's data, and touches the database only for a 131050 among them.
 """
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pydantic import Field
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pytake_common.consumer import Handler
+from pytake_common.consumer import Handler, SetHandler
 from pytake_common.event_types import (
     WHATSAPP_MESSAGE_FAILED_V1,
     WHATSAPP_MESSAGE_STATUS_UPDATED_V1,
@@ -63,16 +68,47 @@ async def on_message_failed(session: AsyncSession, event: CloudEvent) -> None:
         )
 
 
-async def on_status_updated(session: AsyncSession, event: CloudEvent) -> None:
+class OptOut(TenantEventData):
+    """What a status says: a 131050 for ``whatsapp_id`` (the customer's), or nothing."""
+
+    organization_id: uuid.UUID
+    whatsapp_id: str | None
+    at: datetime
+    message: str
+
+
+#: a status that says no opt-out (the same object for all of them: nothing is built)
+NOTHING = OptOut(
+    organization_id=uuid.UUID(int=0),
+    whatsapp_id=None,
+    at=datetime.fromtimestamp(0, UTC),
+    message="",
+)
+
+
+def read_status(event: CloudEvent) -> OptOut:
+    """The opt-out a status says, if any: only a ``failed`` one's data is parsed
+    (sent/delivered/read, most of the topic, are not read at all)."""
     if not isinstance(event.data, dict) or event.data.get("status") != "failed":
-        return  # sent/delivered/read: most of the topic, nothing to read
+        return NOTHING
     data = event.parse_data(StatusUpdated)
     opted_out = any(e.code == MARKETING_OPT_OUT for e in data.errors)
-    if data.status == "failed" and opted_out and data.recipient_id:
-        message = str(data.message_id or data.wamid or event.subject)
-        await clear_marketing_consent(
-            session, data.organization_id, data.recipient_id, data.timestamp, message
-        )
+    if not (opted_out and data.recipient_id):
+        return NOTHING
+    return OptOut(
+        organization_id=data.organization_id,
+        whatsapp_id=data.recipient_id,
+        at=data.timestamp,
+        message=str(data.message_id or data.wamid or event.subject),
+    )
+
+
+async def on_statuses_updated(session: AsyncSession, rows: list[OptOut]) -> None:
+    for o in rows:
+        if o.whatsapp_id is not None:
+            await clear_marketing_consent(
+                session, o.organization_id, o.whatsapp_id, o.at, o.message
+            )
 
 
 async def clear_marketing_consent(
@@ -116,5 +152,8 @@ async def clear_marketing_consent(
 
 OPT_OUT_HANDLERS: dict[str, Handler] = {
     WHATSAPP_MESSAGE_FAILED_V1: on_message_failed,
-    WHATSAPP_MESSAGE_STATUS_UPDATED_V1: on_status_updated,
+    # after the batch's contacts are upserted (inbound messages, order 0 and 1)
+    WHATSAPP_MESSAGE_STATUS_UPDATED_V1: SetHandler(
+        OptOut, on_statuses_updated, parse=read_status, order=2
+    ),
 }

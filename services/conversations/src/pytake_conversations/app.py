@@ -47,10 +47,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     # set-based: messages to open conversations, a batch at a time
                     WHATSAPP_MESSAGE_RECEIVED_V1: RECEIVED_SET,
                     **automation_handlers(settings.service_window_hours),
-                    **campaign_handlers(settings.service_window_hours, app.state.organizations),
+                    **campaign_handlers(
+                        settings.service_window_hours,
+                        app.state.organizations,
+                        settings.campaign_contact_wait_s,
+                    ),
                 },
             ).run,
-            Maintenance(settings, db).run,
+            Maintenance(settings, db, app.state.organizations).run,
         ],
         on_shutdown=[hub.stop, reads.close],
     )

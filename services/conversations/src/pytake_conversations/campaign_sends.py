@@ -22,6 +22,13 @@ once, then the stream frames, the outbox events and the claims' outcomes. Every 
 decided before anything but the claims is written (a refusal never leaves a
 conversation behind, as the per-recipient savepoint guaranteed); a recipient alone is a
 set of one through the same code.
+
+A recipient whose contact is not in the contact replica yet (campaigns consumed the
+contact's creation before we did) is not refused at once: it is parked on its claim
+(the event's data and a deadline, ``contact_wait_s`` on), the rest of the batch goes on,
+and :func:`resume_parked` (the maintenance worker) handles it again once the replica has
+the contact, or refuses it as ``contact_not_found`` once the deadline passed. Retrying in
+the consumer could not help: the contacts' events come through this same consumer.
 """
 
 from __future__ import annotations
@@ -37,12 +44,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common import rawpg
 from pytake_common.consumer import Handler, SetHandler
+from pytake_common.db import Database
 from pytake_common.errors import DomainError, OrganizationSuspended, UnprocessableState
 from pytake_common.event_types import CAMPAIGNS_RECIPIENT_DISPATCHED_V1
 from pytake_common.events import EventData, TenantEventData
 from pytake_common.outbox import emit_many
 from pytake_conversations import outreach
-from pytake_conversations.domain import DEFAULT_WINDOW_HOURS, OUTBOUND, ContactBlocked
+from pytake_conversations.domain import DEFAULT_WINDOW_HOURS, OUTBOUND
 from pytake_conversations.events import (
     ConversationOpened,
     MessageAppended,
@@ -53,7 +61,6 @@ from pytake_conversations.events import (
 from pytake_conversations.inbound_batch import _LOCK as LOCK_ACTIVE
 from pytake_conversations.inbox import assign_to_department, conversation_data, route_department
 from pytake_conversations.outbound import SendMessage, TemplateInput
-from pytake_conversations.outreach_replicas import DISCONNECTED, REMOVED
 from pytake_conversations.senders import Sender
 from pytake_conversations.sending import MONTHLY_LIMIT
 from pytake_conversations.starting import Target, TemplateRequest, load_template
@@ -205,6 +212,37 @@ FROM unnest($2::uuid[], $3::uuid[], $4::text[]) AS u(id, message_id, code)
 WHERE r.organization_id = $1 AND r.id = u.id
 """
 
+_PARK = """
+UPDATE campaign_recipients AS r
+SET parked = u.data::jsonb, parked_until = now() + make_interval(secs => $4)
+FROM unnest($2::uuid[], $3::text[]) AS u(id, data)
+WHERE r.organization_id = $1 AND r.id = u.id
+"""
+
+#: Parked recipients to handle again: their contact came, or their time is up.
+_DUE = """
+SELECT r.organization_id, r.id FROM campaign_recipients r
+WHERE r.parked_until IS NOT NULL
+  AND (r.parked_until <= now()
+       OR EXISTS (SELECT 1 FROM contact_replicas c
+                  WHERE c.organization_id = r.organization_id
+                    AND c.id = (r.parked->>'contact_id')::uuid))
+ORDER BY r.parked_until
+LIMIT $1
+"""
+
+#: Unpark them (another worker's are skipped), returning each one's event data.
+_UNPARK = """
+WITH due AS (
+    SELECT id, parked FROM campaign_recipients
+    WHERE organization_id = $1 AND id = ANY($2::uuid[]) AND parked_until IS NOT NULL
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE campaign_recipients AS r SET parked = NULL, parked_until = NULL
+FROM due WHERE r.organization_id = $1 AND r.id = due.id
+RETURNING due.parked
+"""
+
 
 # --- the handler -------------------------------------------------------------------------
 
@@ -227,35 +265,35 @@ def _target(
     contact: Mapping[str, Any] | None,
     known: Mapping[uuid.UUID, tuple[str | None, str | None]],
 ) -> Target:
-    """``starting.load_target``'s rules, in its order, over rows read for the whole set."""
-    if number is None or number["status"] == REMOVED or not number["phone_number_id"]:
-        raise outreach.NumberNotFound("no such WhatsApp number in this organization")
-    if number["status"] == DISCONNECTED:
-        raise outreach.NumberDisconnected(
-            "the number's access token was refused by Meta; update it to send again"
-        )
-    if contact is None:
-        raise outreach.ContactNotFound("no such contact in this organization")
-    if contact["erased_at"] is not None:
-        raise outreach.ContactErased("the contact's data was erased; nothing can be sent to it")
-    if contact["blocked"]:
-        raise ContactBlocked("the contact is blocked; unblock it to send messages")
+    """``starting.load_target``'s rules (``outreach``'s), in its order, over rows read for
+    the whole set."""
+    number = outreach.check_number(number)
+    contact = outreach.check_contact(contact)
     wa_id, user_id = contact["wa_id"], contact["user_id"]
     if not (wa_id or user_id):
         wa_id, user_id = known.get(contact["id"], (None, None))
-    if not (wa_id or user_id):
-        raise outreach.NoRecipient("the contact has no WhatsApp id to write to")
+    outreach.check_recipient(wa_id, user_id)
     return Target(number, contact, wa_id, user_id)  # type: ignore[arg-type]
 
 
 class _Batch:
     """One organization's recipients of a consumer batch, handled together."""
 
-    def __init__(self, session: AsyncSession, conn: Any, org: uuid.UUID, directory: Any) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        conn: Any,
+        org: uuid.UUID,
+        directory: Any,
+        contact_wait_s: float = 0.0,
+    ) -> None:
         self.session = session
         self.conn = conn
         self.org = org
         self.directory = directory
+        #: how long a recipient whose contact the replica lacks is parked (0: refused)
+        self.contact_wait_s = contact_wait_s
+        self.parked: list[RecipientDispatched] = []
         self.frames: list[tuple[str, dict[str, Any]]] = []
         self.events: list[tuple[EventData, uuid.UUID]] = []
         #: (recipient, message id, refusal code) for the claims
@@ -288,8 +326,12 @@ class _Batch:
         }
         # the others were handled already: their message (or refusal) exists
         mine = [d for d in unique.values() if d.recipient_id in claimed]
-        if not mine:
-            return
+        if mine:
+            await self.handle(mine)
+
+    async def handle(self, mine: list[RecipientDispatched]) -> None:
+        """The claimed recipients' messages, refusals, or parking."""
+        org, conn = self.org, self.conn
         if self.directory is not None and self.directory.is_suspended(org):
             suspended = OrganizationSuspended("the organization is suspended; nothing can be sent")
             for d in mine:
@@ -306,6 +348,14 @@ class _Batch:
             [o[1] for o in self.outcomes],
             [o[2] for o in self.outcomes],
         )
+        if self.parked:
+            await conn.execute(
+                _PARK,
+                org,
+                [d.recipient_id for d in self.parked],
+                [d.model_dump_json() for d in self.parked],
+                self.contact_wait_s,
+            )
 
     async def _checked(self, rows: list[RecipientDispatched]) -> list[_Send]:
         """The recipients that pass every rule up to the conversation (the others are
@@ -351,7 +401,10 @@ class _Batch:
                     request.button_parameters,
                 )
             except DomainError as error:
-                self.refuse(d, error)
+                if isinstance(error, outreach.ContactNotFound) and self.contact_wait_s > 0:
+                    self.parked.append(d)  # the replica may lag: handled again later
+                else:
+                    self.refuse(d, error)
                 continue
             send = SendMessage(
                 type="template",
@@ -544,13 +597,41 @@ class _Batch:
             self.events = []
 
 
+async def resume_parked(db: Database, directory: Any = None, limit: int = 500) -> int:
+    """Handle again the parked recipients whose contact the replica now has (their
+    message, or another rule's refusal) or whose wait is over (``contact_not_found``);
+    returns how many. Safe on every replica at once (``SKIP LOCKED``)."""
+    async with db.transaction(bypass_rls=True) as session:
+        conn = await rawpg.driver(session)
+        due = await conn.fetch(_DUE, limit)
+    by_org: dict[uuid.UUID, list[uuid.UUID]] = {}
+    for r in due:
+        by_org.setdefault(r["organization_id"], []).append(r["id"])
+    resumed = 0
+    for org, ids in by_org.items():
+        async with db.transaction(organization_id=org) as session:
+            conn = await rawpg.driver(session)
+            rows = [
+                RecipientDispatched.model_validate(
+                    r["parked"] if isinstance(r["parked"], dict) else json.loads(r["parked"])
+                )
+                for r in await conn.fetch(_UNPARK, org, ids)
+            ]
+            if rows:
+                await _Batch(session, conn, org, directory).handle(rows)
+                resumed += len(rows)
+    return resumed
+
+
 def campaign_handlers(
-    hours: float = DEFAULT_WINDOW_HOURS, directory: Any = None
+    hours: float = DEFAULT_WINDOW_HOURS, directory: Any = None, contact_wait_s: float = 0.0
 ) -> dict[str, Handler]:
     """The consumer's handlers of campaigns' events (``directory``: the organizations'
     plan, limits and suspension, when the platform provides it). ``hours``, the
     customer-service window, does not bear on templates (the only messages campaigns
-    send); kept for the composition root's call."""
+    send); kept for the composition root's call. ``contact_wait_s``: how long a
+    recipient whose contact the replica lacks is parked before it is refused (0: at
+    once)."""
 
     async def on_recipients_dispatched(
         session: AsyncSession, rows: list[RecipientDispatched]
@@ -560,7 +641,7 @@ def campaign_handlers(
             by_org.setdefault(d.organization_id, []).append(d)
         conn = await rawpg.driver(session)
         for org, mine in by_org.items():
-            await _Batch(session, conn, org, directory).run(mine)
+            await _Batch(session, conn, org, directory, contact_wait_s).run(mine)
 
     return {
         CAMPAIGNS_RECIPIENT_DISPATCHED_V1: SetHandler(RecipientDispatched, on_recipients_dispatched)

@@ -13,6 +13,10 @@ class Settings(ServiceSettings):
     service_window_hours: float = 24.0
     #: how often snoozed conversations whose time came are woken up
     snooze_check_interval_s: float = 5.0
+    #: a campaign recipient whose contact is not in the contact replica yet (contacts'
+    #: event not consumed) waits this long for it (retried each maintenance pass,
+    #: ``snooze_check_interval_s``) before it is refused as ``contact_not_found``
+    campaign_contact_wait_s: float = 120.0
     #: how often realtime events older than the replay window are pruned
     stream_prune_interval_s: float = 600.0
     #: ``GET /v1/conversations?sla=at_risk``: an SLA target not met that comes due within

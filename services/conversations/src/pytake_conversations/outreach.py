@@ -1,4 +1,5 @@
-"""Rules of starting a conversation: which template may go to whom, and its parameters.
+"""Rules of starting a conversation: which number and contact may be written to, which
+template may go to whom, and its parameters.
 
 Pure functions over plain values (tested in tests/unit); ``starting.py`` reads the
 replicas and applies them.
@@ -7,9 +8,11 @@ replicas and applies them.
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pytake_common.errors import DomainError, InvalidInput, NotFound
+from pytake_conversations.domain import ContactBlocked
+from pytake_conversations.outreach_replicas import DISCONNECTED, REMOVED
 
 APPROVED = "APPROVED"
 MARKETING = "MARKETING"
@@ -91,6 +94,41 @@ class Parameter:
 class GivenParameter(Protocol):
     value: str
     default: str | None
+
+
+# --- the number and the contact (replica rows; ``None``: this organization has none) ----
+
+
+#: a replica's row (a mapping of its columns)
+Row = TypeVar("Row", bound=Mapping[Any, Any])
+
+
+def check_number(number: Row | None) -> Row:
+    """The number exists in the organization, is not removed and can send."""
+    if number is None or number["status"] == REMOVED or not number["phone_number_id"]:
+        raise NumberNotFound("no such WhatsApp number in this organization")
+    if number["status"] == DISCONNECTED:
+        raise NumberDisconnected(
+            "the number's access token was refused by Meta; update it to send again"
+        )
+    return number
+
+
+def check_contact(contact: Row | None) -> Row:
+    """The contact exists in the organization, is not erased and not blocked."""
+    if contact is None:
+        raise ContactNotFound("no such contact in this organization")
+    if contact["erased_at"] is not None:
+        raise ContactErased("the contact's data was erased; nothing can be sent to it")
+    if contact["blocked"]:
+        raise ContactBlocked("the contact is blocked; unblock it to send messages")
+    return contact
+
+
+def check_recipient(wa_id: str | None, user_id: str | None) -> None:
+    """There is a WhatsApp id to write to (the contact's, or its conversations')."""
+    if not (wa_id or user_id):
+        raise NoRecipient("the contact has no WhatsApp id to write to")
 
 
 def parameters(given: Iterable[str | GivenParameter]) -> list[Parameter]:

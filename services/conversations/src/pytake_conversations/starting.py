@@ -16,11 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_common.outbox import emit
 from pytake_conversations import outreach
-from pytake_conversations.domain import ACTIVE, CLOSED, OPEN, ContactBlocked
+from pytake_conversations.domain import ACTIVE, CLOSED, OPEN
 from pytake_conversations.events import ConversationOpened
 from pytake_conversations.inbox import Row, auto_assign, push_conversation
 from pytake_conversations.outbound import SendMessage, TemplateInput, TextInput
-from pytake_conversations.outreach_replicas import DISCONNECTED, REMOVED
 from pytake_conversations.senders import Sender
 from pytake_conversations.sending import request_send
 from pytake_conversations.tables import (
@@ -82,12 +81,7 @@ async def load_target(
         .mappings()
         .first()
     )
-    if number is None or number["status"] == REMOVED or not number["phone_number_id"]:
-        raise outreach.NumberNotFound("no such WhatsApp number in this organization")
-    if number["status"] == DISCONNECTED:
-        raise outreach.NumberDisconnected(
-            "the number's access token was refused by Meta; update it to send again"
-        )
+    number = outreach.check_number(number)
     contact = (
         (
             await session.execute(
@@ -99,12 +93,7 @@ async def load_target(
         .mappings()
         .first()
     )
-    if contact is None:
-        raise outreach.ContactNotFound("no such contact in this organization")
-    if contact["erased_at"] is not None:
-        raise outreach.ContactErased("the contact's data was erased; nothing can be sent to it")
-    if contact["blocked"]:
-        raise ContactBlocked("the contact is blocked; unblock it to send messages")
+    contact = outreach.check_contact(contact)
     wa_id, user_id = contact["wa_id"], contact["user_id"]
     if not (wa_id or user_id):
         # A contact that wrote before contacts' event carried its ids: its conversations know.
@@ -122,8 +111,7 @@ async def load_target(
         ).first()
         if known is not None:
             wa_id, user_id = known.wa_id, known.user_id
-    if not (wa_id or user_id):
-        raise outreach.NoRecipient("the contact has no WhatsApp id to write to")
+    outreach.check_recipient(wa_id, user_id)
     return Target(number, contact, wa_id, user_id)
 
 

@@ -289,6 +289,15 @@ campaign_recipients = Table(
     #: the problem code the recipient was refused with (null: its message was stored)
     Column("refused_code", String(64), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    #: a recipient whose contact the replica does not have yet: its event's data, and
+    #: when it is refused as ``contact_not_found`` if the contact never comes
+    Column("parked", JSONB, nullable=True),
+    Column("parked_until", DateTime(timezone=True), nullable=True),
+    Index(
+        "ix_campaign_recipients_parked",
+        "parked_until",
+        postgresql_where=text("parked_until IS NOT NULL"),
+    ),
 )
 
 #: The organization's WhatsApp numbers (from whatsapp-gateway's events).

@@ -2,15 +2,20 @@
 
 import pytest
 
+from pytake_common.errors import DomainError
 from pytake_conversations.outreach import (
     ConsentRequired,
     Contact,
+    NoRecipient,
     Parameter,
     Template,
     TemplateNotApproved,
     TemplateParameterCount,
     TemplateParameterMissing,
     UnknownPlaceholder,
+    check_contact,
+    check_number,
+    check_recipient,
     check_template,
     components,
     rendered_body,
@@ -130,3 +135,48 @@ def test_url_buttons_with_a_variable_take_a_parameter_each() -> None:
         "parameters": [{"type": "text", "text": "+5511987654321"}],
     }
     assert values["button.1"] == "+5511987654321"
+
+
+# --- the number and the contact: the one rule starting.py and campaign_sends.py apply ----
+
+NUMBER = {"status": "connected", "phone_number_id": "1111"}
+CONTACT = {"erased_at": None, "blocked": False}
+
+
+@pytest.mark.parametrize(
+    ("number", "code"),
+    [
+        (None, "not_found"),
+        ({**NUMBER, "status": "removed"}, "not_found"),
+        ({**NUMBER, "phone_number_id": None}, "not_found"),
+        ({**NUMBER, "status": "disconnected"}, "number_disconnected"),
+    ],
+)
+def test_a_number_that_cannot_send_is_refused(number, code):
+    with pytest.raises(DomainError) as refused:
+        check_number(number)
+    assert refused.value.code == code
+
+
+@pytest.mark.parametrize(
+    ("contact", "code"),
+    [
+        (None, "not_found"),
+        ({**CONTACT, "erased_at": "2026-01-01"}, "contact_erased"),
+        ({**CONTACT, "blocked": True}, "contact_blocked"),
+        # erased wins over blocked (the order the checks were always made in)
+        ({**CONTACT, "erased_at": "2026-01-01", "blocked": True}, "contact_erased"),
+    ],
+)
+def test_a_contact_that_cannot_be_written_to_is_refused(contact, code):
+    with pytest.raises(DomainError) as refused:
+        check_contact(contact)
+    assert refused.value.code == code
+
+
+def test_sendable_rows_pass_and_a_recipient_needs_a_whatsapp_id():
+    assert check_number(NUMBER) is NUMBER and check_contact(CONTACT) is CONTACT
+    check_recipient("5511", None)
+    check_recipient(None, "BR.1")
+    with pytest.raises(NoRecipient):
+        check_recipient(None, None)

@@ -20,6 +20,7 @@ RecipientStatus = Literal[
     "queued",
     "dispatched",
     "accepted",
+    "unconfirmed",
     "sent",
     "delivered",
     "read",
