@@ -14,7 +14,6 @@ from pytake_whatsapp_gateway.tables import (
     status_updates,
     webhook_deliveries,
 )
-from pytake_whatsapp_gateway.webhooks import intake as intake_module
 
 from .helpers import (
     PLATFORM_SECRET,
@@ -501,7 +500,6 @@ async def test_statuses_by_the_fast_path_equal_the_general_paths(
     the same status rows and stage the same events, in the same order."""
     if numbers_from == "looked_up":
         pytest.skip("this test takes both paths itself")
-    monkeypatch.setattr(intake_module, "STATUSES_FAST_PATH", True)  # off by default
     intake = app.state.webhook_intake
     general, fast_outcomes = True, []
     remembered_numbers, fast_path = directory.get, intake._receive_remembered

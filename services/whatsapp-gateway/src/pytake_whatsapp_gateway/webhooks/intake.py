@@ -265,7 +265,6 @@ class WebhookIntake:
         delivery = parse_delivery(payload, received_at, UNBOUNDED)
         if (
             delivery.waba_changes
-            or (delivery.statuses and not STATUSES_FAST_PATH)
             or (delivery.statuses and delivery.messages)
             or len(delivery.messages) > RECORD_PART
             or len(delivery.statuses) > RECORD_PART
@@ -429,12 +428,6 @@ async def _vouchers(session: AsyncSession, named: Named) -> list[KnownNumber]:
     )
     return [KnownNumber(**row._mapping) for row in rows]
 
-
-#: Statuses of remembered numbers by STATUSES_SQL. OFF: with it, the e2e main loop's reply
-#: never shows ``read`` in conversations (tests/e2e/test_main_loop.py, first test; cause
-#: not found yet), although the same deliveries leave the same rows and events as the
-#: general path in test_webhooks.py. Off, statuses take the general path as before.
-STATUSES_FAST_PATH = False
 
 #: Elements (messages, statuses, WABA changes of each kind) recorded per part of a
 #: signed delivery: keeps every statement's parameters far below PostgreSQL's 32,767.
