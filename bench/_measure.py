@@ -9,6 +9,7 @@ real ones, and, for whole-platform runs, every service as a process
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import os
@@ -68,7 +69,7 @@ async def idle_cpu(procs: dict[str, psutil.Process], seconds: float) -> None:
     print(f"  total {total:.1f}%")
 
 
-class TopicObserver:
+class TopicObserver(abc.ABC):
     """Reads ``topics`` from their end without a group (nothing committed) and hands each
     record to :meth:`seen` (its timestamp is when the producer sent it)."""
 
@@ -79,8 +80,9 @@ class TopicObserver:
         self.consumer: AIOKafkaConsumer | None = None
         self.task: asyncio.Task[None] | None = None
 
+    @abc.abstractmethod
     def seen(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        raise NotImplementedError
+        """One record read (each subclass keeps what its report needs)."""
 
     async def start(self) -> None:
         self.consumer = AIOKafkaConsumer(
