@@ -58,7 +58,7 @@ from pytake_conversations.events import (
     MessageSendRequested,
     TextBody,
 )
-from pytake_conversations.inbound_batch import _LOCK as LOCK_ACTIVE
+from pytake_conversations.inbound_batch import lock_active
 from pytake_conversations.inbox import assign_to_department, conversation_data, route_department
 from pytake_conversations.outbound import SendMessage, TemplateInput
 from pytake_conversations.senders import Sender
@@ -445,10 +445,7 @@ class _Batch:
     async def _lock(
         self, pairs: set[tuple[uuid.UUID, uuid.UUID]]
     ) -> dict[tuple[uuid.UUID, uuid.UUID], dict[str, Any]]:
-        listed = list(pairs)
-        rows = await self.conn.fetch(
-            LOCK_ACTIVE, self.org, [p[0] for p in listed], [p[1] for p in listed]
-        )
+        rows = await lock_active(self.conn, self.org, pairs)
         return {(r["contact_id"], r["number_id"]): dict(r) for r in rows}
 
     async def _open(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -97,11 +97,19 @@ def _read(event: CloudEvent) -> Received:
     return Received.model_construct(event=event, data=event.parse_data(per_message.MessageReceived))
 
 
+async def lock_active(
+    conn: Any, org: uuid.UUID, pairs: Iterable[tuple[uuid.UUID, uuid.UUID]]
+) -> list[Any]:
+    """Each (contact, number)'s active conversation, locked in id order (:data:`_LOCK`);
+    campaign sends take the same locks in the same order."""
+    listed = list(pairs)
+    return list(await conn.fetch(_LOCK, org, [p[0] for p in listed], [p[1] for p in listed]))
+
+
 async def on_messages_received(session: Any, rows: list[Received]) -> None:
     org = rows[0].data.organization_id
     conn = await rawpg.driver(session)
-    pairs = list({(r.data.contact_id, r.data.number_id) for r in rows})
-    locked = await conn.fetch(_LOCK, org, [p[0] for p in pairs], [p[1] for p in pairs])
+    locked = await lock_active(conn, org, {(r.data.contact_id, r.data.number_id) for r in rows})
     open_by_pair = {
         (c["contact_id"], c["number_id"]): dict(c)
         for c in locked
