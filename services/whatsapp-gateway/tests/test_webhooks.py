@@ -8,6 +8,7 @@ from sqlalchemy import insert, select
 
 from pytake_common.ids import PYTAKE_NAMESPACE, contact_id_for, message_id_for_wamid
 from pytake_common.mechanics import outbox
+from pytake_whatsapp_gateway.api.webhooks import WebhookEdge
 from pytake_whatsapp_gateway.tables import (
     inbound_messages,
     send_log,
@@ -679,16 +680,33 @@ async def test_the_fast_path_answers_as_fastapi_does(app, client, tokens):
         ]
         out = []
         for content, headers in cases:
-            r = await post(client, content, headers)
+            r = await post(client, content, {**headers, "X-Request-Id": f"rid-{tag}"})
             answer = r.json()
             answer.pop("instance", None)
-            out.append((r.status_code, r.headers["content-type"], answer))
+            assert r.headers["x-request-id"] == f"rid-{tag}"
+            kept = {k: v for k, v in r.headers.items() if k not in ("x-request-id", "date")}
+            out.append((r.status_code, kept, answer))
         return out
 
+    def served() -> float:
+        return sum(
+            s.value
+            for m in REGISTRY.collect()
+            if m.name == "pytake_http_requests"
+            for s in m.samples
+            if s.name.endswith("_total")
+            and s.labels.get("route") == "/webhooks/whatsapp"
+            and s.labels.get("method") == "POST"
+        )
+
     app.state.fast_paths = False
+    before = served()
     slow = await answers("slow")
     app.state.fast_paths = True
     fast = await answers("fast")
+    # Every request counted by the route's metrics, FastAPI's path or the edge's
+    assert served() - before == 12
+    assert isinstance(app.middleware_stack, WebhookEdge)  # the edge went around FastAPI
     assert fast == slow
     assert [status for status, _, _ in fast] == [200, 200, 401, 401, 400, 413]
     assert (await counts(app))["inbound_messages"] == 2

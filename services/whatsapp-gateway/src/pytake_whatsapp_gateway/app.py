@@ -19,6 +19,7 @@ from pytake_common.web import Worker, create_service_app
 from pytake_whatsapp_gateway.api.media import router as media_router
 from pytake_whatsapp_gateway.api.numbers import router as numbers_router
 from pytake_whatsapp_gateway.api.templates import router as templates_router
+from pytake_whatsapp_gateway.api.webhooks import WebhookEdge
 from pytake_whatsapp_gateway.api.webhooks import router as webhooks_router
 from pytake_whatsapp_gateway.config import Settings
 from pytake_whatsapp_gateway.handlers import make_handlers
@@ -160,6 +161,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 yield state
 
         app.router.lifespan_context = lifespan
+    # Meta's deliveries bypass FastAPI (see WebhookEdge): Starlette builds its middleware
+    # stack lazily through this method, so the edge goes around it.
+    build_stack = app.build_middleware_stack
+    app.build_middleware_stack = lambda: WebhookEdge(app, build_stack())  # type: ignore[method-assign]
     app.state.secret_box = box
     app.state.media_storage = storage
     app.state.graph = GraphClient(api_graph, settings.graph_api_base, settings.graph_api_version)

@@ -285,7 +285,7 @@ class WebhookIntake:
                 received_at,
                 hashlib.sha256(body).hexdigest(),
                 signature[:100],
-                json.dumps(payload),
+                _body_text(body, payload),
             ),
             known,
             delivery.messages,
@@ -407,6 +407,18 @@ class WebhookIntake:
                 retry_after=wait,
             )
         self.unknown.spend(source)
+
+
+def _body_text(body: bytes, payload: dict[str, Any]) -> str:
+    """The delivery's JSON text for its jsonb column: the body as Meta sent it, when
+    PostgreSQL reads it as Python did (a UTF-8 object, no NUL: :func:`parse_body` left
+    ``payload`` as the body says), else ``payload`` encoded again."""
+    if body[:1] == b"{" and b"\\u0000" not in body:
+        try:
+            return body.decode()
+        except UnicodeDecodeError:  # json.loads also reads UTF-16/32 and lone surrogates
+            pass
+    return json.dumps(payload)
 
 
 def _log_skipped(delivery: ParsedDelivery, delivery_id: uuid.UUID) -> None:
