@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import random
@@ -239,10 +240,11 @@ async def _process(consumer: EventConsumer, events: list[CloudEvent], batch: int
                 ev.topic, 0, offset, 0, 0, ev.subject.encode(), value, None, 0, len(value), []
             )
         )
-    for start in range(0, len(records), batch):
-        if batch == 1:
-            await consumer.process(records[start])
-        else:
+    # as the consumer's run loop hands them over (inside ``holding()`` when the kit has it:
+    # its pool connection kept between transactions)
+    holding = getattr(consumer, "holding", None)
+    async with holding() if holding is not None else contextlib.nullcontext():
+        for start in range(0, len(records), batch):
             await consumer.process_batch(records[start : start + batch])
 
 

@@ -33,6 +33,17 @@ the run's place in the batch and in its transaction (the marks of the whole batc
 one statement), so the records before and after it, of other handlers, see its effect
 as they would one by one. If the call fails, its records are handled alone as above.
 
+The transaction is the kit's own, on the raw asyncpg connection of a pool checkout:
+``BEGIN``, the organization's binding and the inbox marks go in one round trip (the
+insert's count says whether all records are fresh; only a redelivery costs a statement
+more), ``COMMIT`` in another. The :class:`AsyncSession` a handler gets is bound to that
+connection and joins the transaction when it first runs a statement (SQLAlchemy's
+asyncpg adapter is told a transaction is open); :func:`pytake_common.rawpg.driver` hands a
+handler the connection without beginning the session. A handler must not end the
+transaction (``session.commit()`` raises; after a ``session.rollback()`` the records fail).
+While :meth:`EventConsumer.run` runs, its pool connection stays checked out between
+transactions (:meth:`EventConsumer.holding`).
+
 A record whose type no handler takes is skipped before its JSON is parsed (the type is
 read from the envelope's bytes when they are :meth:`CloudEvent.to_bytes`'s): another
 consumer's event on a shared topic costs no validation and no database work.
@@ -44,27 +55,26 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import String, bindparam, delete, text
-from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from pytake_common import rawpg
 from pytake_common.context import organization_id_var
-from pytake_common.db import Database, bind_organization
+from pytake_common.db import Database
 from pytake_common.events import CloudEvent
 from pytake_common.kafka import make_consumer, make_producer
-from pytake_common.mechanics import processed_events
 from pytake_common.metrics import CONSUMER_LAG, EVENTS_CONSUMED, EVENTS_DEAD_LETTERED
-from pytake_common.pgtenant import rebind_sql
+from pytake_common.pgtenant import abandon, begin_sql, discard, quote_literal, rebind_sql
 from pytake_common.settings import ServiceSettings
 from pytake_common.tracing import context_from_kafka, tracer
 
@@ -75,17 +85,18 @@ _Row = TypeVar("_Row", bound=BaseModel)
 
 #: The savepoint each record of a batch runs in (one name: they never nest).
 _SAVEPOINT = "pytake_record"
-#: A batch's inbox marks: one statement text whatever the batch size (a multi-row
-#: VALUES would be a new prepared statement per size, churning the driver's cache).
-_MARK_BATCH = text(
-    "INSERT INTO processed_events (consumer_group, event_id, event_type) "
-    "SELECT :group, m.event_id, m.event_type FROM unnest(:ids, :types) AS m(event_id, event_type) "
-    "ON CONFLICT DO NOTHING RETURNING event_id"
-).bindparams(
-    bindparam("ids", type_=ARRAY(UUID(as_uuid=True))),
-    bindparam("types", type_=ARRAY(String())),
+#: Which of a batch's marks this transaction inserted, when some were there before (a
+#: redelivery): the rows whose creating transaction is this one.
+_MARKED_NOW = (
+    "SELECT event_id FROM processed_events WHERE consumer_group = $1"
+    " AND event_id = ANY($2::uuid[]) AND xmin = pg_current_xact_id()::xid"
 )
+#: Removes the marks of records a failed batch did not handle.
+_UNMARK = "DELETE FROM processed_events WHERE consumer_group = $1 AND event_id = ANY($2::uuid[])"
 
+
+#: How long a running consumer keeps its pool connection without records to handle.
+HOLD_IDLE_S = 10.0
 
 #: The longest wait between two tries of a record while PostgreSQL is unavailable.
 OUTAGE_MAX_WAIT_S = 5.0
@@ -251,6 +262,57 @@ def _unordered_set(handler: Handler) -> bool:
     return isinstance(handler, SetHandler) and not handler.ordered
 
 
+class _Begun:
+    """Stands in, for SQLAlchemy's asyncpg adapter, for the transaction the consumer began
+    on the raw connection (so a session's statements join it instead of beginning one).
+    Only the consumer commits it; a handler's ``session.rollback()`` rolls it back, and the
+    consumer then fails the records instead of committing what came after."""
+
+    __slots__ = ("conn", "rolled_back")
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.rolled_back = False
+
+    async def commit(self) -> None:
+        raise RuntimeError("a consumer's transaction is committed by the consumer, not a handler")
+
+    async def rollback(self) -> None:
+        self.rolled_back = True
+        await self.conn.execute("ROLLBACK")
+
+
+def _begin(tenant: str) -> str:
+    """``BEGIN`` bound to ``tenant`` (row-level security applies) as one simple query."""
+    try:
+        return begin_sql(tenant)
+    except ValueError:  # not a UUID: bound as the text it is, as a session would
+        return f"{begin_sql(None)}; {rebind_sql(tenant)}"
+
+
+def _marks_sql(group: str, rows: Mapping[uuid.UUID, str]) -> str:
+    """The inbox marks of ``rows`` (event id: type) as one simple statement, to ride in
+    ``BEGIN``'s round trip: ids are UUIDs, the other values quoted."""
+    values = ", ".join(
+        f"('{event_id}'::uuid, {quote_literal(etype)})" for event_id, etype in rows.items()
+    )
+    return (
+        "INSERT INTO processed_events (consumer_group, event_id, event_type) "  # noqa: S608
+        f"SELECT {quote_literal(group)}, v.event_id, v.event_type FROM (VALUES {values}) "
+        "AS v(event_id, event_type) ON CONFLICT DO NOTHING"
+    )
+
+
+@dataclass(slots=True)
+class _Tx:
+    """A consumer transaction: its raw connection, the session handlers get (on the same
+    connection and transaction), and the ids of its records not marked before it."""
+
+    conn: asyncpg.Connection
+    session: AsyncSession
+    fresh: set[uuid.UUID]
+
+
 class EventConsumer:
     def __init__(
         self,
@@ -270,6 +332,10 @@ class EventConsumer:
         self.ready = asyncio.Event()
         #: when the last fetch that brought records returned (monotonic seconds)
         self._records_at = float("-inf")
+        #: The pool connection kept between transactions (see :meth:`holding`): a checkout
+        #: and check-in cost more CPU than a transaction's round trips.
+        self._holding = False
+        self._held: tuple[AsyncConnection, Any] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = 0.5
@@ -291,23 +357,38 @@ class EventConsumer:
         self._consumer = consumer
         await consumer.start()
         try:
-            while not stop.is_set():
-                self.ready.set()
-                batches = await self._fetch(consumer)
-                if not batches:
-                    continue
-                await self.process_batch([r for records in batches.values() for r in records])
-                await self.commit(
-                    {tp: OffsetAndMetadata(rs[-1].offset + 1, "") for tp, rs in batches.items()}
-                )
-                for tp, records in batches.items():
-                    hw = consumer.highwater(tp)
-                    if hw is not None:
-                        CONSUMER_LAG.labels(self.service, self.group, tp.topic, tp.partition).set(
-                            max(hw - records[-1].offset - 1, 0)
-                        )
+            async with self.holding():
+                while not stop.is_set():
+                    self.ready.set()
+                    batches = await self._fetch(consumer)
+                    if not batches:
+                        if time.monotonic() - self._records_at > HOLD_IDLE_S:
+                            await self._release()  # idle: the connection goes back
+                        continue
+                    await self.process_batch([r for rs in batches.values() for r in rs])
+                    await self.commit(
+                        {tp: OffsetAndMetadata(rs[-1].offset + 1, "") for tp, rs in batches.items()}
+                    )
+                    for tp, records in batches.items():
+                        hw = consumer.highwater(tp)
+                        if hw is not None:
+                            CONSUMER_LAG.labels(
+                                self.service, self.group, tp.topic, tp.partition
+                            ).set(max(hw - records[-1].offset - 1, 0))
         finally:
             await self.close()
+
+    @asynccontextmanager
+    async def holding(self) -> AsyncIterator[None]:
+        """Inside the block (:meth:`run`'s loop), one pool connection stays checked out
+        between transactions; it is given back at the end (and meanwhile whenever a
+        transaction fails or the loop finds no records for :data:`HOLD_IDLE_S`)."""
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+            await self._release()
 
     async def _fetch(
         self, consumer: AIOKafkaConsumer
@@ -349,6 +430,85 @@ class EventConsumer:
         if self._dlq is not None:
             await self._dlq.stop()
             self._dlq = None
+
+    # --- the transaction ---------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _transaction(self, tenant: str, items: list[_Item]) -> AsyncIterator[_Tx]:
+        """One transaction bound to ``tenant`` with the inbox marks of ``items``, committed
+        when the block ends; rolled back when it raises (a connection left in a state not
+        known, e.g. cancelled mid-statement, is closed instead of going back to the pool).
+
+        It runs on the raw asyncpg connection of a pool checkout: ``BEGIN``, the binding and
+        the marks are one round trip (the fresh ids come from the insert's count; only when
+        some marks existed, a redelivery, a second statement says which), ``COMMIT``
+        another. The handlers' :class:`AsyncSession` is bound to the same connection and
+        joins that transaction when it first runs a statement; a handler on the raw
+        connection (:func:`pytake_common.rawpg.driver`) never begins the session at all.
+        """
+        rows = {item.event.id: item.event.type for item in items}
+        pooled, proxied = self._held or await self._checkout()
+        self._held = None  # in use: a concurrent caller checks one out of its own
+        conn: asyncpg.Connection = proxied.driver_connection
+        adapted: Any = proxied.dbapi_connection
+        session = AsyncSession(bind=pooled, expire_on_commit=False)
+        session.info["organization_id"] = tenant
+        session.info["bypass_rls"] = False
+        session.info[rawpg.DRIVER] = conn
+        committed = reusable = False
+        begun: _Begun | None = None
+        try:
+            status = await conn.execute(f"{_begin(tenant)}; {_marks_sql(self.group, rows)}")
+            adapted._transaction = begun = _Begun(conn)
+            inserted = int(status.rsplit(" ", 1)[1])
+            if inserted == len(rows):
+                fresh = set(rows)
+            elif inserted == 0:
+                fresh = set()
+            else:
+                fresh = {r[0] for r in await conn.fetch(_MARKED_NOW, self.group, list(rows))}
+            yield _Tx(conn, session, fresh)
+            if session.new or session.dirty or session.deleted:
+                await session.flush()
+            if begun.rolled_back:
+                raise rawpg.RolledBack("a handler rolled the consumer's transaction back")
+            # A statement that failed inside the block (its error caught there) left the
+            # transaction aborted: COMMIT then rolls back, and says so in its tag.
+            if await conn.execute("COMMIT") != "COMMIT":
+                raise rawpg.RolledBack("the transaction had failed: it was rolled back")
+            committed = True
+        finally:
+            adapted._transaction = None  # ended here: SQLAlchemy has nothing left to end
+            try:
+                forget = partial(proxied.invalidate, soft=True)
+                if begun is not None and begun.rolled_back:
+                    # SQLAlchemy may have begun a transaction of its own on it since:
+                    # not a connection to reason about
+                    discard(conn, forget)
+                elif not committed:
+                    await abandon(conn, forget)
+                if session.in_transaction():
+                    await session.close()
+                reusable = committed and self._holding and self._held is None
+            finally:
+                if reusable and not pooled.in_transaction():
+                    self._held = pooled, proxied
+                else:
+                    await pooled.close()
+
+    async def _checkout(self) -> tuple[AsyncConnection, Any]:
+        pooled = await self.db.engine.connect()
+        try:
+            return pooled, await pooled.get_raw_connection()
+        except BaseException:
+            await pooled.close()
+            raise
+
+    async def _release(self) -> None:
+        """Give the connection kept between transactions back to the pool."""
+        held, self._held = self._held, None
+        if held is not None:
+            await held[0].close()
 
     # --- decoding --------------------------------------------------------------------
 
@@ -457,13 +617,12 @@ class EventConsumer:
         result: tuple[_Failure | None, list[_Unit], list[_Unit]] = None, [], []
         # Bound to the first record's organization from the start (a batch of one
         # costs no more statements than a transaction per record did).
-        bound: str | None = _tenant(items[0])
+        bound: str = _tenant(items[0])
         try:
-            async with self.db.transaction(organization_id=bound) as session:
-                fresh = await self._mark(session, _records(items))
+            async with self._transaction(bound, _records(items)) as tx:
+                session, conn, fresh = tx.session, tx.conn, tx.fresh
                 # A savepoint per unit only when a failure must spare other units' work.
                 savepoints = savepoints and len(items) > 1 and len(fresh) > 1
-                driver: Any = None
                 in_savepoint = False
                 for index, unit in enumerate(items):
                     # the unit's fresh records (a second copy in this batch is a duplicate)
@@ -487,22 +646,12 @@ class EventConsumer:
                         sql.append(f"RELEASE SAVEPOINT {_SAVEPOINT}")
                         in_savepoint = False
                     if tenant != bound:
-                        rebind = rebind_sql(tenant)
-                        if rebind is not None:
-                            sql.append(rebind)
-                            session.info["organization_id"] = tenant
-                        else:
-                            if sql:
-                                driver = driver or await rawpg.driver(session)
-                                await driver.execute("; ".join(sql))
-                                sql = []
-                            await bind_organization(session, tenant)
-                        bound = tenant
+                        sql.append(rebind_sql(tenant))
+                        session.info["organization_id"] = bound = tenant
                     if savepoints:
                         sql.append(f"SAVEPOINT {_SAVEPOINT}")
                     if sql:
-                        driver = driver or await rawpg.driver(session)
-                        await driver.execute("; ".join(sql))
+                        await conn.execute("; ".join(sql))
                     try:
                         if isinstance(unit, _Run):
                             await self._apply_run(session, unit, mine)
@@ -511,14 +660,9 @@ class EventConsumer:
                     except Exception as exc:
                         if not savepoints:
                             raise _Failed(index, exc) from exc
-                        await driver.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+                        await conn.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
                         unhandled = [item.event.id for item in mine] + list(fresh)
-                        await session.execute(
-                            delete(processed_events).where(
-                                processed_events.c.consumer_group == self.group,
-                                processed_events.c.event_id.in_(unhandled),
-                            )
-                        )
+                        await conn.execute(_UNMARK, self.group, unhandled)
                         result = _failure(unit, exc), [], items[index + 1 :]
                         break
                     outcomes.extend(seen)
@@ -547,15 +691,6 @@ class EventConsumer:
                 await run.handler.apply(session, rows)
         finally:
             organization_id_var.reset(token)
-
-    async def _mark(self, session: AsyncSession, items: list[_Item]) -> set[uuid.UUID]:
-        """Insert the batch's inbox marks; the ids that were not marked before."""
-        rows = {item.event.id: item.event.type for item in items}
-        inserted = await session.scalars(
-            _MARK_BATCH,
-            {"group": self.group, "ids": list(rows), "types": list(rows.values())},
-        )
-        return set(inserted)
 
     async def _run_handler(self, session: AsyncSession, item: _Item) -> None:
         ctx = context_from_kafka(item.record.headers)
@@ -614,8 +749,8 @@ class EventConsumer:
     ) -> list[tuple[CloudEvent, str]]:
         outcomes: list[tuple[CloudEvent, str]] = []
         sets: dict[int, tuple[SetHandler[Any], list[Any]]] = {}
-        async with self.db.transaction(organization_id=tenant) as session:
-            fresh = await self._mark(session, [item for item, _ in rows])
+        async with self._transaction(tenant, [item for item, _ in rows]) as tx:
+            session, fresh = tx.session, tx.fresh
             for item, row in rows:
                 if item.event.id not in fresh:
                     outcomes.append((item.event, "duplicate"))
@@ -699,10 +834,10 @@ class EventConsumer:
         self, handler: Handler, event: CloudEvent, record: ConsumerRecord[Any, Any]
     ) -> str:
         item = _Item(record, event, handler)
-        async with self.db.transaction(organization_id=event.tenantid) as session:
-            if not await self._mark(session, [item]):
+        async with self._transaction(event.tenantid, [item]) as tx:
+            if not tx.fresh:
                 return "duplicate"
-            await self._run_handler(session, item)
+            await self._run_handler(tx.session, item)
             return "handled"
 
     async def dead_letter(self, record: ConsumerRecord[Any, Any], reason: str) -> None:

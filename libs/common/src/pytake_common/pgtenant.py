@@ -137,14 +137,10 @@ def bind_select() -> Select[Any]:
     )
 
 
-def rebind_sql(organization_id: uuid.UUID | str) -> str | None:
-    """:data:`BIND_ORGANIZATION` as a simple query with the id inlined, to join other
-    statements in one round trip; None when ``organization_id`` is not a UUID."""
-    try:
-        org = organization_text(organization_id)
-    except ValueError:
-        return None
-    return f"SELECT {_call(ORG_SETTING, quote_literal(org))}"
+def rebind_sql(organization_id: uuid.UUID | str) -> str:
+    """:data:`BIND_ORGANIZATION` as a simple query with the id inlined (quoted: any text,
+    as :data:`BIND_ORGANIZATION` would pass it), to join other statements in one round trip."""
+    return f"SELECT {_call(ORG_SETTING, quote_literal(str(organization_id)))}"
 
 
 def begin_sql(

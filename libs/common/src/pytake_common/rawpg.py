@@ -14,7 +14,8 @@ with the rest at shutdown):
 * :func:`driver` / :func:`connection_driver`: the asyncpg connection under a
   SQLAlchemy session or connection, for hot statements inside a transaction
   SQLAlchemy begins, binds to its tenant and commits (whatsapp-gateway's send
-  path, the event consumer's batch bindings);
+  path), or that the event consumer began itself (its handlers' sessions carry
+  the connection: no session begins for it);
 * :func:`transaction`: a transaction of its own (auth's login and throttle),
   bound in the round trip of ``BEGIN``; one that did not commit is rolled back
   before the connection goes back to the pool, and a connection that cannot be
@@ -83,8 +84,19 @@ if TYPE_CHECKING:
 # --- on the Database's pool ----------------------------------------------------------
 
 
+#: ``session.info`` key of the asyncpg connection whose transaction (begun, tenant bound)
+#: the session joins: the event consumer's handlers' sessions (see :func:`driver`).
+DRIVER = "pytake_driver"
+
+
 async def driver(session: AsyncSession) -> asyncpg.Connection:
-    """The asyncpg connection of ``session``'s transaction (begun, tenant bound, if not yet)."""
+    """The asyncpg connection of ``session``'s transaction (begun, tenant bound, if not yet).
+
+    An event consumer's session already has one (its batch's transaction, begun raw):
+    it is returned without beginning the session."""
+    conn: asyncpg.Connection | None = session.info.get(DRIVER)
+    if conn is not None:
+        return conn
     return await connection_driver(await session.connection())
 
 
