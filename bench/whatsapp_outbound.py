@@ -20,6 +20,7 @@ miss slots; CPU per send is what compares across runs on a shared box).
 
 Bounded: gives up after --timeout seconds. Usage:
     python bench/whatsapp_outbound.py [--n 2000] [--limit 80] [--timeout 180] [--with-statuses]
+        [--priority interactive|automation|campaign]
 """
 
 from __future__ import annotations
@@ -107,7 +108,9 @@ async def connect_number(db_url: str, limit: int) -> tuple[uuid.UUID, uuid.UUID]
     return org, row.id
 
 
-def send_requested(org: uuid.UUID, number_id: uuid.UUID, i: int) -> CloudEvent:
+def send_requested(
+    org: uuid.UUID, number_id: uuid.UUID, i: int, priority: str = "interactive"
+) -> CloudEvent:
     message_id = uuid.uuid4()
     return CloudEvent(
         source="pytake/conversations",
@@ -123,6 +126,7 @@ def send_requested(org: uuid.UUID, number_id: uuid.UUID, i: int) -> CloudEvent:
             "to": f"5511{i:09d}",
             "type": "text",
             "text": {"body": f"bench message {i}", "preview_url": False},
+            "priority": priority,
         },
     )
 
@@ -259,7 +263,7 @@ async def bench(
             try:
                 sends = []
                 for i in range(args.n):
-                    event = send_requested(org, number_id, i)
+                    event = send_requested(org, number_id, i, args.priority)
                     sends.append(
                         await producer.send(
                             "pytake.conversations.message",
@@ -331,6 +335,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--limit", type=int, default=80)
     parser.add_argument("--timeout", type=float, default=180.0)
+    parser.add_argument(
+        "--priority",
+        choices=["interactive", "automation", "campaign"],
+        default="interactive",
+        help="the requests' priority in the send queue (campaign: a campaign's path)",
+    )
     parser.add_argument(
         "--with-statuses",
         action="store_true",
