@@ -10,13 +10,17 @@ then reads the simulator's recorded acceptance times and prints:
 - the largest count in any calendar second and in any sliding one-second window
   (both must be <= 80).
 
-Also prints the whatsapp-gateway process's CPU per accepted send (psutil), how
-many throughput slots late sends missed (sending/pacing.py), and the machine's
-load average (the rate needs the gateway to wake on time; a loaded machine makes
-sends miss slots).
+Also prints the CPU per accepted send (psutil) of the whatsapp-gateway, the simulator
+and (embedded) PostgreSQL, net of their idle rate (measured first) and counted until
+the gateway is idle again (with ``--with-statuses`` that includes the intake of the
+three status webhooks per send), how many throughput slots late sends missed
+(sending/pacing.py), the box's calibration (bench/_measure.calibrate) and its load
+average (the rate needs the gateway to wake on time; a loaded machine makes sends
+miss slots; CPU per send is what compares across runs on a shared box).
 
 Bounded: gives up after --timeout seconds. Usage:
     python bench/whatsapp_outbound.py [--n 2000] [--limit 80] [--timeout 180] [--with-statuses]
+        [--priority interactive|automation|campaign]
 """
 
 from __future__ import annotations
@@ -39,6 +43,10 @@ import httpx
 import psutil
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _measure import calibrate, postgres_cpu, postmaster
 
 from pytake_common.crypto import SecretBox
 from pytake_common.db import Database
@@ -100,7 +108,9 @@ async def connect_number(db_url: str, limit: int) -> tuple[uuid.UUID, uuid.UUID]
     return org, row.id
 
 
-def send_requested(org: uuid.UUID, number_id: uuid.UUID, i: int) -> CloudEvent:
+def send_requested(
+    org: uuid.UUID, number_id: uuid.UUID, i: int, priority: str = "interactive"
+) -> CloudEvent:
     message_id = uuid.uuid4()
     return CloudEvent(
         source="pytake/conversations",
@@ -116,13 +126,17 @@ def send_requested(org: uuid.UUID, number_id: uuid.UUID, i: int) -> CloudEvent:
             "to": f"5511{i:09d}",
             "type": "text",
             "text": {"body": f"bench message {i}", "preview_url": False},
+            "priority": priority,
         },
     )
 
 
 def cpu_s(proc: subprocess.Popen[bytes]) -> float:
     """User + system CPU seconds of a process and its children so far."""
-    p = psutil.Process(proc.pid)
+    return cpu_p(psutil.Process(proc.pid))
+
+
+def cpu_p(p: psutil.Process) -> float:
     total = 0.0
     for q in [p, *p.children(recursive=True)]:
         t = q.cpu_times()
@@ -146,7 +160,28 @@ def report(times: list[float], n: int, limit: int, produce_s: float) -> None:
     print("verdict:", "OK" if sliding <= limit and calendar <= limit else "LIMIT EXCEEDED")
 
 
-async def bench(args: argparse.Namespace, db_server: str, bootstrap: str, state: Path) -> None:
+IDLE_S = 5.0
+
+
+async def settled(procs: list[psutil.Process], idle: float, timeout: float = 30.0) -> None:
+    """Wait until the processes' CPU is back to their idle rate (the trailing work done)."""
+    deadline = time.monotonic() + timeout
+    last = sum(cpu_p(p) for p in procs)
+    while time.monotonic() < deadline:
+        await asyncio.sleep(1.0)
+        now = sum(cpu_p(p) for p in procs)
+        if now - last <= idle + 0.02:
+            return
+        last = now
+
+
+async def bench(
+    args: argparse.Namespace,
+    db_server: str,
+    bootstrap: str,
+    state: Path,
+    pg: psutil.Process | None,
+) -> None:
     db_name = f"bench_wa_{uuid.uuid4().hex[:8]}"
     db_url = to_asyncpg_url(db_server, database=db_name)
     await asyncio.to_thread(upgrade, MIGRATIONS, db_url, "pytake_app")
@@ -211,8 +246,16 @@ async def bench(args: argparse.Namespace, db_server: str, bootstrap: str, state:
                 },
             )
             r.raise_for_status()
-            gateway_cpu = cpu_s(procs[1])
-            simulator_cpu = cpu_s(procs[0])
+
+            def cpus() -> tuple[float, float, float]:
+                pg_cpu = postgres_cpu(pg) if pg is not None else 0.0
+                return cpu_s(procs[1]), cpu_s(procs[0]), pg_cpu
+
+            idle0 = cpus()
+            await asyncio.sleep(IDLE_S)
+            idle1 = cpus()
+            idle = [(b - a) / IDLE_S for a, b in zip(idle0, idle1, strict=True)]
+            cpu0, t_cpu = cpus(), time.monotonic()
             load_before = os.getloadavg()
             producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
             await producer.start()
@@ -220,7 +263,7 @@ async def bench(args: argparse.Namespace, db_server: str, bootstrap: str, state:
             try:
                 sends = []
                 for i in range(args.n):
-                    event = send_requested(org, number_id, i)
+                    event = send_requested(org, number_id, i, args.priority)
                     sends.append(
                         await producer.send(
                             "pytake.conversations.message",
@@ -247,6 +290,12 @@ async def bench(args: argparse.Namespace, db_server: str, bootstrap: str, state:
                     await asyncio.sleep(5.0)
             finally:
                 await db.dispose()
+        gateway_proc = psutil.Process(procs[1].pid)
+        await settled([gateway_proc], idle[0])
+        cpu1, wall = cpus(), time.monotonic() - t_cpu
+        gateway_cpu, simulator_cpu, pg_cpu = (
+            b - a - rate * wall for a, b, rate in zip(cpu0, cpu1, idle, strict=True)
+        )
         async with httpx.AsyncClient() as client:
             metrics = (await client.get(f"http://127.0.0.1:{gw_port}/metrics")).text
         missed = sum(
@@ -254,8 +303,6 @@ async def bench(args: argparse.Namespace, db_server: str, bootstrap: str, state:
             for line in metrics.splitlines()
             if line.startswith("pytake_whatsapp_send_slots_missed_total")
         )
-        gateway_cpu = cpu_s(procs[1]) - gateway_cpu
-        simulator_cpu = cpu_s(procs[0]) - simulator_cpu
         times = [datetime.fromisoformat(str(s["time"])).timestamp() for s in sent]
         if not times:
             print("no message reached the simulator; see", state)
@@ -263,8 +310,10 @@ async def bench(args: argparse.Namespace, db_server: str, bootstrap: str, state:
         report(times, args.n, args.limit, produce_s)
         per = max(len(times), 1)
         print(
-            f"CPU per accepted send: whatsapp-gateway {gateway_cpu / per * 1000:.2f} ms "
-            f"({gateway_cpu:.1f}s total), simulator {simulator_cpu / per * 1000:.2f} ms"
+            f"CPU per accepted send, net of idle, over {wall:.1f} s: whatsapp-gateway "
+            f"{gateway_cpu / per * 1000:.2f} ms ({gateway_cpu:.1f}s total), simulator "
+            f"{simulator_cpu / per * 1000:.2f} ms, PostgreSQL "
+            + (f"{pg_cpu / per * 1000:.2f} ms" if pg is not None else "not measured (external)")
         )
         print(f"throughput slots missed by late sends (taken again): {missed:.0f}")
         # The pacing holds under any load; the rate does not (late sends skip slots).
@@ -287,6 +336,12 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=80)
     parser.add_argument("--timeout", type=float, default=180.0)
     parser.add_argument(
+        "--priority",
+        choices=["interactive", "automation", "campaign"],
+        default="interactive",
+        help="the requests' priority in the send queue (campaign: a campaign's path)",
+    )
+    parser.add_argument(
         "--with-statuses",
         action="store_true",
         help="the simulator posts sent/delivered/read status webhooks back to the gateway",
@@ -298,6 +353,7 @@ def main() -> None:
         help="keep PostgreSQL's synchronous commit (default: off for the bench database)",
     )
     args = parser.parse_args()
+    print(f"box calibration: {calibrate():.1f} ms (a fixed CPU workload; lower is a faster box)")
     state = Path(tempfile.mkdtemp(prefix="pytake-bench-wa-"))
     pg = broker = None
     db_server = os.environ.get("PYTAKE_DATABASE_URL")
@@ -309,7 +365,8 @@ def main() -> None:
         if not bootstrap:
             broker = TansuBroker()
             bootstrap = broker.start()
-        asyncio.run(bench(args, db_server, bootstrap, state))
+        master = postmaster(pg) if pg is not None else None
+        asyncio.run(bench(args, db_server, bootstrap, state, master))
     finally:
         if broker is not None:
             broker.stop()

@@ -20,6 +20,7 @@ import uuid
 
 import pytest
 
+from pytake_common import rawpg
 from pytake_whatsapp_gateway.metrics import SLOTS_MISSED
 from pytake_whatsapp_gateway.sending.pacing import LEAVE_SHARE, ClockOffset, Pacer
 
@@ -126,10 +127,10 @@ async def test_the_first_slot_after_an_idle_spell_leaves_room_for_the_commit(app
     )
     number_id = uuid.uuid4()
     interval = pacer.interval(10)
-    async with app.state.db.transaction(bypass_rls=True) as session:
+    async with rawpg.transaction(app.state.db, bypass_rls=True) as conn:
         before = time.monotonic()
-        first = await pacer.take_slot(session, number_id, 10)
-        second = await pacer.take_slot(session, number_id, 10)
+        first = await pacer.take_slot(conn, number_id, 10)
+        second = await pacer.take_slot(conn, number_id, 10)
     # Idle schedule: the first slot is the lead ahead of the claim, not "now" (which
     # the commit and the wake-up would always miss) ...
     assert first.earliest - before >= 0.08 - CLOCK_S
@@ -161,8 +162,8 @@ async def test_a_late_call_first_takes_a_single_new_slot(app):
     assert missed() == before + 1
     # The retry reserved one slot (it left in it), not two: the next slot is one
     # interval after that departure, not two.
-    async with app.state.db.transaction(bypass_rls=True) as session:
-        following = await pacer.take_slot(session, number_id, 10)
+    async with rawpg.transaction(app.state.db, bypass_rls=True) as conn:
+        following = await pacer.take_slot(conn, number_id, 10)
     assert following.earliest - left <= interval + CLOCK_S
 
 

@@ -89,7 +89,7 @@ async def test_shutdown_cancels_pending_statuses_and_closes_client(receiver: Rec
         started = time.monotonic()
     assert time.monotonic() - started < 5
     assert sender.pending == 0
-    assert sender.client.is_closed
+    assert sender.client.closed
     assert receiver.received == []
     with pytest.raises(RuntimeError):
         _ = app.state.sim.sender

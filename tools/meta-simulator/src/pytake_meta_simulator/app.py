@@ -1,7 +1,7 @@
 """The simulator's FastAPI application factory.
 
 Each app owns its state in memory (a fresh :class:`~pytake_meta_simulator.state.Store`)
-by design, and one :class:`httpx.AsyncClient` for outbound webhooks, opened at
+by design, and one :class:`aiohttp.ClientSession` for outbound webhooks, opened at
 startup and closed at shutdown (pending status deliveries are cancelled first).
 """
 
@@ -12,7 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
+import aiohttp
 from fastapi import FastAPI
 
 from pytake_meta_simulator import control, graph, templates
@@ -30,7 +30,8 @@ def create_app(settings: SimulatorSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        async with httpx.AsyncClient(timeout=settings.webhook_timeout_s) as client:
+        timeout = aiohttp.ClientTimeout(total=settings.webhook_timeout_s)
+        async with aiohttp.ClientSession(timeout=timeout) as client:
             ctx.attach(WebhookSender(settings, ctx.store, client))
             logger.info("meta simulator ready; default webhook url %s", settings.webhook_url)
             # Full collections skip what start-up created: they paused the loop for

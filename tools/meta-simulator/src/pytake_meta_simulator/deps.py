@@ -28,7 +28,9 @@ class SimulatorContext:
         return self._sender
 
 
-def get_ctx(request: Request) -> SimulatorContext:
+async def get_ctx(request: Request) -> SimulatorContext:
+    # async: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop
+    # per request for an attribute read.
     ctx = request.app.state.sim
     assert isinstance(ctx, SimulatorContext)
     return ctx

@@ -18,7 +18,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any, Literal
 
-import httpx
+import aiohttp
 
 from pytake_meta_simulator.errors import status_error
 from pytake_meta_simulator.ids import new_conversation_id
@@ -35,6 +35,8 @@ from pytake_meta_simulator.state import (
 logger = logging.getLogger(__name__)
 
 SignMode = bool | Literal["wrong"]
+#: ``_send``'s ``parsed`` when the body must be parsed to be recorded.
+_UNPARSED: Any = object()
 USER_AGENT = "facebookexternalua"
 
 
@@ -154,10 +156,17 @@ def status_object(
 
 
 class WebhookSender:
-    """Posts webhooks with one shared :class:`httpx.AsyncClient` and records each one."""
+    """Posts webhooks with one shared :class:`aiohttp.ClientSession` (keep-alive
+    connections) and records each one.
+
+    aiohttp, not httpx: three status webhooks per accepted send made httpx's request
+    and connection-pool bookkeeping most of the simulator's CPU in the send benchmarks
+    (bench/whatsapp_outbound.py, docs/benchmarks.md); the bytes and headers posted are
+    the same.
+    """
 
     def __init__(
-        self, settings: SimulatorSettings, store: Store, client: httpx.AsyncClient
+        self, settings: SimulatorSettings, store: Store, client: aiohttp.ClientSession
     ) -> None:
         self.settings = settings
         self.store = store
@@ -182,7 +191,9 @@ class WebhookSender:
             secret = number.app_secret if sign is True else number.app_secret + "-wrong"
             headers["X-Hub-Signature"] = signature_sha1(secret, body)
             headers["X-Hub-Signature-256"] = signature_256(secret, body)
-        return await self._send(number, kind=kind, body=body, headers=headers)
+        # A payload built here is what its bytes parse back to (JSON types only).
+        parsed = _UNPARSED if raw is not None else payload
+        return await self._send(number, kind=kind, body=body, headers=headers, parsed=parsed)
 
     async def redeliver(self, number: Number, previous: WebhookDelivery) -> WebhookDelivery:
         """Post the exact bytes and headers of an earlier webhook again (Meta's retries)."""
@@ -191,20 +202,28 @@ class WebhookSender:
         )
 
     async def _send(
-        self, number: Number, *, kind: WebhookKind, body: bytes, headers: dict[str, str]
+        self,
+        number: Number,
+        *,
+        kind: WebhookKind,
+        body: bytes,
+        headers: dict[str, str],
+        parsed: Any = _UNPARSED,
     ) -> WebhookDelivery:
         url = self.url_for(number)
         status_code: int | None = None
         error: str | None = None
         try:
-            response = await self.client.post(url, content=body, headers=headers)
-            status_code = response.status_code
-        except httpx.HTTPError as exc:
+            async with self.client.post(url, data=body, headers=headers) as response:
+                await response.read()  # the connection goes back to the pool
+                status_code = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
             error = f"{type(exc).__name__}: {exc}"
-        try:
-            parsed: Any = json.loads(body)
-        except ValueError:
-            parsed = None
+        if parsed is _UNPARSED:
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                parsed = None
         logger.info(
             "webhook %s for %s -> %s: %s",
             kind,

@@ -32,29 +32,26 @@ import contextlib
 import hashlib
 import json
 import logging
-from datetime import timedelta
 from typing import Any
 
 import asyncpg
-from sqlalchemy import func, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pytake_common import rawpg
 from pytake_common.aio import sleep_or_stop
 from pytake_common.db import Database
 from pytake_common.pgtenant import asyncpg_dsn
 from pytake_common.rawpg import driver
 from pytake_whatsapp_gateway.config import Settings
 from pytake_whatsapp_gateway.sending.sender import Outbound, Sender
-from pytake_whatsapp_gateway.tables import send_queue
 
 log = logging.getLogger(__name__)
 
 #: A number's interactive requests (agents, API clients), oldest first, only the oldest
 #: interactive one of each (number, recipient) at a time: they never wait for background
 #: requests, even to the same customer.
-_TAKE = text(
-    """
-    UPDATE send_queue SET taken_until = clock_timestamp() + make_interval(secs => :lease)
+_TAKE = """
+    UPDATE send_queue SET taken_until = clock_timestamp() + make_interval(secs => $2)
     WHERE seq IN (
       SELECT q.seq FROM send_queue q
       WHERE q.priority = 0
@@ -65,24 +62,23 @@ _TAKE = text(
           WHERE p.number_id = q.number_id AND p.recipient_key = q.recipient_key
             AND p.seq < q.seq AND p.priority = 0)
       ORDER BY q.seq
-      LIMIT :n
+      LIMIT $1
       FOR UPDATE SKIP LOCKED)
     RETURNING seq, number_id, recipient_key, request
-    """
-)
+"""
 
 #: Background requests (automation, then campaign), per number at most ``room`` in
-#: flight: ``ceil(throughput * :ahead)`` minus those taken already. In flight, each holds
-#: a slot of the number's schedule; so an interactive request taken meanwhile waits
-#: behind at most ``:ahead`` seconds of them, however many thousands are queued.
-#: Per number a LATERAL look on ``ix_send_queue_background`` stops after ``room`` rows.
-_TAKE_BACKGROUND = text(
-    """
+#: flight: ``ceil(throughput * $3)`` (``$3``: seconds ahead) minus those taken already.
+#: In flight, each holds a slot of the number's schedule; so an interactive request taken
+#: meanwhile waits behind at most ``$3`` seconds of them, however many thousands are
+#: queued. Per number a LATERAL look on ``ix_send_queue_background`` stops after ``room``
+#: rows. ``$1``: at most so many, ``$2``: the lease in seconds.
+_TAKE_BACKGROUND = """
     WITH candidates AS (
       SELECT c.seq, c.priority
       FROM numbers n
       CROSS JOIN LATERAL (
-        SELECT greatest(ceil(n.throughput_per_second * CAST(:ahead AS float8))::int, 1) - (
+        SELECT greatest(ceil(n.throughput_per_second * $3::float8)::int, 1) - (
           SELECT count(*) FROM send_queue b
           WHERE b.number_id = n.id AND b.priority > 0
             AND b.taken_until IS NOT NULL AND b.taken_until >= clock_timestamp()
@@ -102,14 +98,13 @@ _TAKE_BACKGROUND = text(
       ) c
       WHERE r.room > 0
     )
-    UPDATE send_queue SET taken_until = clock_timestamp() + make_interval(secs => :lease)
+    UPDATE send_queue SET taken_until = clock_timestamp() + make_interval(secs => $2)
     WHERE seq IN (
       SELECT s.seq FROM send_queue s
-      WHERE s.seq IN (SELECT seq FROM candidates ORDER BY priority, seq LIMIT :n)
+      WHERE s.seq IN (SELECT seq FROM candidates ORDER BY priority, seq LIMIT $1)
       FOR UPDATE SKIP LOCKED)
     RETURNING seq, number_id, recipient_key, request
-    """
-)
+"""
 
 #: ``MessageSendRequested.priority`` -> ``send_queue.priority`` (unknown: interactive)
 PRIORITIES = {"interactive": 0, "automation": 1, "campaign": 2}
@@ -124,14 +119,18 @@ UNLISTENED_POLL_S = 0.05
 GATHER_S = 0.02
 
 #: Seconds until the earliest requeued request (not taken) falls due; NULL if none.
-_NEXT_DUE = text(
-    """
+_NEXT_DUE = """
     SELECT extract(epoch FROM min(not_before) - clock_timestamp())::float8
     FROM send_queue
     WHERE not_before > clock_timestamp()
       AND (taken_until IS NULL OR taken_until < clock_timestamp())
-    """
-)
+"""
+#: Back to the queue (``$1``), due in ``$2`` seconds.
+_RELEASE = """
+    UPDATE send_queue
+    SET taken_until = NULL, not_before = clock_timestamp() + make_interval(secs => $2)
+    WHERE seq = $1
+"""
 
 #: Records a request (a redelivered one is known already: no row) and wakes the
 #: dispatchers at commit. Raw asyncpg (pytake_common.rawpg): the consumer runs it per record.
@@ -185,9 +184,7 @@ class Dispatcher:
                 self._wake.clear()
                 due_in: float | None = None
                 try:
-                    taken, free = await self._take()
-                    if taken < free:  # the queue has nothing more due now
-                        due_in = await self._next_due()
+                    due_in = (await self._take())[2]
                 except Exception as exc:  # the database restarting, ...: keep going
                     log.warning("send dispatcher error", extra={"error": repr(exc)})
                 poll = self.settings.send_poll_interval_s
@@ -248,33 +245,34 @@ class Dispatcher:
         """Take as many requests as there are free send slots and start them."""
         return (await self._take())[0]
 
-    async def _take(self) -> tuple[int, int]:
-        """(requests taken and started, free slots there were)."""
+    async def _take(self) -> tuple[int, int, float | None]:
+        """(requests taken and started, free slots there were, seconds until the earliest
+        requeued request falls due when the queue had nothing more due now, else None).
+
+        One transaction on plain asyncpg (pytake_common.rawpg): it runs about once per
+        send while a campaign drains.
+        """
         free = self.settings.send_concurrency - len(self._tasks)
         if free <= 0:
-            return 0, 0
+            return 0, 0, None
         lease = self.settings.send_lease_s
-        async with self.db.transaction(bypass_rls=True) as session:
-            rows = list((await session.execute(_TAKE, {"n": free, "lease": lease})).all())
+        due: float | None = None
+        async with rawpg.transaction(self.db, bypass_rls=True) as conn:
+            rows = list(await conn.fetch(_TAKE, free, lease))
             # One slot stays free for an interactive request arriving meanwhile.
             spare = free - len(rows) - (1 if self.settings.send_concurrency > 1 else 0)
             if spare > 0:
                 ahead = self.settings.send_background_ahead_s
-                rows += (
-                    await session.execute(
-                        _TAKE_BACKGROUND, {"n": spare, "lease": lease, "ahead": ahead}
-                    )
-                ).all()
+                rows += await conn.fetch(_TAKE_BACKGROUND, spare, lease, ahead)
+            if len(rows) < free:  # the queue has nothing more due now
+                due = await conn.fetchval(_NEXT_DUE)
         for row in rows:
-            task = asyncio.create_task(self._handle(row.seq, row.recipient_key, row.request))
+            task = asyncio.create_task(
+                self._handle(row["seq"], row["recipient_key"], row["request"])
+            )
             self._tasks.add(task)
             task.add_done_callback(self._done)
-        return len(rows), free
-
-    async def _next_due(self) -> float | None:
-        async with self.db.transaction(bypass_rls=True) as session:
-            due = await session.scalar(_NEXT_DUE)
-        return None if due is None else float(due)
+        return len(rows), free, None if due is None else float(due)
 
     async def drain(self, timeout_s: float = 30.0) -> None:
         """Send everything due now and wait for it (tests, shutdown)."""
@@ -302,12 +300,5 @@ class Dispatcher:
             await self._release(seq, 1.0)
 
     async def _release(self, seq: int, after_s: float) -> None:
-        async with self.db.transaction(bypass_rls=True) as session:
-            await session.execute(
-                update(send_queue)
-                .where(send_queue.c.seq == seq)
-                .values(
-                    taken_until=None,
-                    not_before=func.clock_timestamp() + timedelta(seconds=after_s),
-                )
-            )
+        async with rawpg.transaction(self.db, bypass_rls=True) as conn:
+            await conn.execute(_RELEASE, seq, after_s)

@@ -73,10 +73,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncSession
+import asyncpg
 
+from pytake_common import rawpg
 from pytake_common.db import Database
-from pytake_common.rawpg import driver
 from pytake_whatsapp_gateway.metrics import SLOTS_MISSED
 
 log = logging.getLogger(__name__)
@@ -187,15 +187,14 @@ class Pacer:
         return await self.go(None, number_id, per_second)
 
     async def take_slot(
-        self, session: AsyncSession, number_id: uuid.UUID, per_second: int, n: int = 1
+        self, conn: asyncpg.Connection, number_id: uuid.UUID, per_second: int, n: int = 1
     ) -> Slot:
-        """Reserve the number's next ``n`` slots in the caller's transaction.
+        """Reserve the number's next ``n`` slots in the caller's transaction (on ``conn``).
 
         Go with :meth:`go` once the transaction committed (the slots are the caller's
         from then on; nobody else can take them meanwhile).
         """
         interval = self.interval(per_second)
-        conn = await driver(session)
         t0 = time.monotonic()
         row = await conn.fetchrow(_NUMBER_SLOT, number_id, interval * n, self.lead_s)
         t1 = time.monotonic()
@@ -217,8 +216,8 @@ class Pacer:
         n = 0
         while True:
             if slot is None:
-                async with self.db.transaction(bypass_rls=True) as session:
-                    slot = await self.take_slot(session, number_id, per_second, max(n, 1))
+                async with rawpg.transaction(self.db, bypass_rls=True) as conn:
+                    slot = await self.take_slot(conn, number_id, per_second, max(n, 1))
             wait = slot.at - time.monotonic()
             if wait > 0:
                 await self._sleep(wait)
@@ -234,16 +233,15 @@ class Pacer:
         """0 when a send to this recipient may go now (its slot taken), else seconds to wait."""
         if self.pair_interval_s <= 0:
             return 0.0
-        async with self.db.transaction(bypass_rls=True) as session:
-            return await self.admit_pair(session, number_id, recipient_key)
+        async with rawpg.transaction(self.db, bypass_rls=True) as conn:
+            return await self.admit_pair(conn, number_id, recipient_key)
 
     async def admit_pair(
-        self, session: AsyncSession, number_id: uuid.UUID, recipient_key: str
+        self, conn: asyncpg.Connection, number_id: uuid.UUID, recipient_key: str
     ) -> float:
-        """:meth:`pair_admit` in the caller's transaction."""
+        """:meth:`pair_admit` in the caller's transaction (on ``conn``)."""
         if self.pair_interval_s <= 0:
             return 0.0
-        conn = await driver(session)
         allowance = self.pair_interval_s * (self.pair_burst - 1)
         wait = await conn.fetchval(
             _PAIR_ADMIT, number_id, recipient_key, self.pair_interval_s, allowance

@@ -40,10 +40,9 @@ from typing import Any
 
 import asyncpg
 import httpx
-from sqlalchemy import func, select, update
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from pytake_common import rawpg
 from pytake_common.consumer import PermanentError
 from pytake_common.crypto import SecretBox, SecretDecryptionError
 from pytake_common.db import Database
@@ -51,7 +50,7 @@ from pytake_common.events import CloudEvent
 from pytake_common.outbox import CHANNEL as OUTBOX_CHANNEL
 from pytake_common.outbox import outbox_row
 from pytake_common.pgtenant import discard
-from pytake_common.rawpg import connection_driver, driver
+from pytake_common.rawpg import RolledBack, connection_driver, driver
 from pytake_whatsapp_gateway.config import Settings
 from pytake_whatsapp_gateway.events import MessageFailed, MessageSent
 from pytake_whatsapp_gateway.metrics import SENDS
@@ -65,12 +64,20 @@ from pytake_whatsapp_gateway.sending.messages import (
     check_against_template,
 )
 from pytake_whatsapp_gateway.sending.pacing import Pacer, Slot
-from pytake_whatsapp_gateway.tables import send_log, templates
 from pytake_whatsapp_gateway.templates.store import APPROVED
 
 log = logging.getLogger(__name__)
 CLAIMED, SENT, FAILED, UNCONFIRMED = "claimed", "sent", "failed", "unconfirmed"
 RECORD_ATTEMPTS = 4
+#: What a transaction that may succeed when tried again raises (the database restarting,
+#: a connection lost): SQLAlchemy's, asyncpg's, the socket's.
+_DATABASE_ERRORS = (
+    DBAPIError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    RolledBack,
+    OSError,
+)
 
 UNKNOWN_OUTCOME = SendError(
     None,
@@ -165,6 +172,17 @@ _CLAIM = """
 _NUMBER = """
     SELECT phone_number_id, waba_id, access_token_enc, status, throughput_per_second
     FROM numbers WHERE organization_id = $1 AND id = $2 AND removed_at IS NULL
+"""
+_LOGGED = "SELECT state, wamid FROM send_log WHERE message_id = $1"
+_TEMPLATE = """
+    SELECT status, components FROM templates
+    WHERE organization_id = $1 AND waba_id = $2 AND name = $3 AND language = $4
+"""
+#: Claimed -> unconfirmed; the wamid a status webhook of Meta's wrote meanwhile.
+_UNCONFIRM = """
+    UPDATE send_log SET state = 'unconfirmed', attempts = $2, updated_at = now()
+    WHERE message_id = $1 AND state = 'claimed'
+    RETURNING wamid
 """
 #: The outcome, if the send is still claimed or unconfirmed (else a status webhook
 #: settled it and emitted the event), with its event staged in the outbox (the relay
@@ -268,8 +286,10 @@ class Sender:
     async def _send_locked(
         self, out: Outbound, queue_seq: int | None, pair_key: str | None
     ) -> float | None:
-        async with self.db.transaction(organization_id=out.organization_id) as session:
-            claimed = await self._claim(session, out, queue_seq, pair_key)
+        # Plain SQL on asyncpg transactions (pytake_common.rawpg): a SQLAlchemy session
+        # per transaction was most of the send path's CPU.
+        async with rawpg.transaction(self.db, out.organization_id) as conn:
+            claimed = await self._claim(conn, out, queue_seq, pair_key)
         if not isinstance(claimed, _Ready):
             return claimed
         result, attempts = await self._call(out, claimed)
@@ -277,17 +297,17 @@ class Sender:
         unconfirmed = result.error is not None and result.error.ambiguous and window > 0
         for attempt in range(1, RECORD_ATTEMPTS + 1):
             try:
-                async with self.db.transaction(organization_id=out.organization_id) as session:
-                    wamid = await self._unconfirmed(session, out, attempts) if unconfirmed else None
-                    if unconfirmed and wamid is not None:  # Meta's status came first
-                        await self._finish(session, out, wamid, None, attempts, queue_seq)
+                if unconfirmed:
+                    async with rawpg.transaction(self.db, out.organization_id) as conn:
+                        wamid = await self._unconfirmed(conn, out, attempts)
+                        if wamid is None:
+                            return window
+                        # Meta's status came first
+                        await self._finish(conn, out, wamid, None, attempts, queue_seq)
                         return None
-                    if not unconfirmed:
-                        await self._finish(
-                            session, out, result.wamid, result.error, attempts, queue_seq
-                        )
-                return window if unconfirmed else None
-            except (DBAPIError, OSError) as exc:
+                await self._record(out, result, attempts, queue_seq)
+                return None
+            except _DATABASE_ERRORS as exc:
                 # Meta already answered: losing this outcome would turn it into "unknown".
                 if attempt == RECORD_ATTEMPTS:
                     raise
@@ -298,7 +318,25 @@ class Sender:
                 await self._sleep(0.2 * 2 ** (attempt - 1))
         return None
 
-    async def _unconfirmed(self, session: AsyncSession, out: Outbound, attempts: int) -> str | None:
+    async def _record(
+        self, out: Outbound, result: GraphResult, attempts: int, queue_seq: int | None
+    ) -> None:
+        """Record Meta's answer (one transaction). An answer that disconnects the number
+        (its token refused) marks it in the same transaction, on a session: rare."""
+        error = result.error
+        if error is not None and error.disconnects:
+            async with self.db.transaction(organization_id=out.organization_id) as session:
+                await mark_disconnected(
+                    session, out.organization_id, out.number_id, error.title or error.detail
+                )
+                await self._finish(await driver(session), out, None, error, attempts, queue_seq)
+            return
+        async with rawpg.transaction(self.db, out.organization_id) as conn:
+            await self._finish(conn, out, result.wamid, error, attempts, queue_seq)
+
+    async def _unconfirmed(
+        self, conn: asyncpg.Connection, out: Outbound, attempts: int
+    ) -> str | None:
         """Mark the send unconfirmed; Meta's wamid if its status webhook already came.
 
         The UPDATE locks the row first: a status webhook's intake locks it too
@@ -306,14 +344,7 @@ class Sender:
         here) or it waits and then finds ``unconfirmed`` (and confirms the send).
         """
         # The intake writes the wamid of a status that finds the send still claimed.
-        wamid: str | None = (
-            await session.execute(
-                update(send_log)
-                .where(send_log.c.message_id == out.message_id, send_log.c.state == CLAIMED)
-                .values(state=UNCONFIRMED, attempts=attempts, updated_at=func.now())
-                .returning(send_log.c.wamid)
-            )
-        ).scalar()
+        wamid: str | None = await conn.fetchval(_UNCONFIRM, out.message_id, attempts)
         if wamid is not None:
             return wamid
         SENDS.labels("unconfirmed", "no answer").inc()
@@ -328,7 +359,7 @@ class Sender:
 
     async def _claim(
         self,
-        session: AsyncSession,
+        conn: asyncpg.Connection,
         out: Outbound,
         queue_seq: int | None,
         pair_key: str | None,
@@ -339,10 +370,9 @@ class Sender:
         pair rate does not admit it yet, None if it is settled, else what to call.
         """
         if pair_key is not None:
-            wait = await self.pacer.admit_pair(session, out.number_id, pair_key)
+            wait = await self.pacer.admit_pair(conn, out.number_id, pair_key)
             if wait > 0:
                 return wait
-        conn = await driver(session)
         inserted = await conn.fetchval(
             _CLAIM,
             out.message_id,
@@ -352,42 +382,37 @@ class Sender:
             out.to[:64],
         )
         if inserted is None:
-            logged = (
-                await session.execute(
-                    select(send_log.c.state, send_log.c.wamid).where(
-                        send_log.c.message_id == out.message_id
-                    )
-                )
-            ).first()
+            logged = await conn.fetchrow(_LOGGED, out.message_id)
             if logged is None:
                 raise PermanentError("message id is already used by another organization")
-            state = logged.state
-            if state == CLAIMED and logged.wamid is not None:
+            state = logged["state"]
+            if state == CLAIMED and logged["wamid"] is not None:
                 # The attempt died, but Meta's status webhook had already named the message.
-                await self._finish(session, out, logged.wamid, None, None)
+                await self._finish(conn, out, logged["wamid"], None, None)
             elif state == CLAIMED:
                 log.error(
                     "send claimed but never finished (crash?); not resending",
                     extra={"message_id": str(out.message_id)},
                 )
-                await self._finish(session, out, None, UNKNOWN_OUTCOME, None)
+                await self._finish(conn, out, None, UNKNOWN_OUTCOME, None)
             elif state == UNCONFIRMED:  # no status from Meta within the window
                 error = no_confirmation(self.settings.send_confirm_window_s)
-                await self._finish(session, out, None, error, None)
+                await self._finish(conn, out, None, error, None)
             # Sent or failed already (the outcome event was emitted then), or settled now.
-            await _dequeue(session, queue_seq)
+            if queue_seq is not None:
+                await conn.execute(_DEQUEUE, queue_seq)
             return None
-        ready_or_refusal = await self._prepare(session, out)
+        ready_or_refusal = await self._prepare(conn, out)
         if isinstance(ready_or_refusal, SendError):
-            await self._finish(session, out, None, ready_or_refusal, 0, queue_seq)
+            await self._finish(conn, out, None, ready_or_refusal, 0, queue_seq)
             return None
         slot = await self.pacer.take_slot(
-            session, out.number_id, ready_or_refusal.throughput_per_second
+            conn, out.number_id, ready_or_refusal.throughput_per_second
         )
         return replace(ready_or_refusal, first_slot=slot)
 
-    async def _prepare(self, session: AsyncSession, out: Outbound) -> _Ready | SendError:
-        number = await (await driver(session)).fetchrow(_NUMBER, out.organization_id, out.number_id)
+    async def _prepare(self, conn: asyncpg.Connection, out: Outbound) -> _Ready | SendError:
+        number = await conn.fetchrow(_NUMBER, out.organization_id, out.number_id)
         if number is None:
             return SendError(
                 None,
@@ -415,7 +440,7 @@ class Sender:
                 )
             )
             if out.type == "template":
-                await self._check_template(session, out, number["waba_id"], payload["template"])
+                await self._check_template(conn, out, number["waba_id"], payload["template"])
         except InvalidMessage as exc:
             return invalid(str(exc))
         try:
@@ -434,30 +459,21 @@ class Sender:
         return _Ready(number["phone_number_id"], token, payload, number["throughput_per_second"])
 
     async def _check_template(
-        self, session: AsyncSession, out: Outbound, waba_id: str, sent: dict[str, Any]
+        self, conn: asyncpg.Connection, out: Outbound, waba_id: str, sent: dict[str, Any]
     ) -> None:
         """Only APPROVED templates known locally are sent (Meta would refuse the others)."""
         name, language = sent["name"], sent["language"]["code"]
-        stored = (
-            await session.execute(
-                select(templates.c.status, templates.c.components).where(
-                    templates.c.organization_id == out.organization_id,
-                    templates.c.waba_id == waba_id,
-                    templates.c.name == name,
-                    templates.c.language == language,
-                )
-            )
-        ).first()
+        stored = await conn.fetchrow(_TEMPLATE, out.organization_id, waba_id, name, language)
         if stored is None:
             raise InvalidMessage(
                 f"the template {name!r} ({language}) is not known for this number's "
                 "WhatsApp Business account; create or sync it first"
             )
-        if stored.status != APPROVED:
+        if stored["status"] != APPROVED:
             raise InvalidMessage(
-                f"the template {name!r} ({language}) is {stored.status}, not APPROVED"
+                f"the template {name!r} ({language}) is {stored['status']}, not APPROVED"
             )
-        check_against_template(sent, list(stored.components))
+        check_against_template(sent, list(stored["components"]))
 
     async def _call(self, out: Outbound, ready: _Ready) -> tuple[GraphResult, int]:
         attempt = 0
@@ -491,7 +507,7 @@ class Sender:
 
     async def _finish(
         self,
-        session: AsyncSession,
+        conn: asyncpg.Connection,
         out: Outbound,
         wamid: str | None,
         error: SendError | None,
@@ -522,14 +538,10 @@ class Sender:
                 retryable=error.transient,
                 failed_at=now,
             )
-            if error.disconnects:
-                await mark_disconnected(
-                    session, out.organization_id, out.number_id, error.title or error.detail
-                )
         staged = outbox_row(
             CloudEvent.of(event, subject=out.message_id, tenant_id=out.organization_id)
         )
-        recorded = await (await driver(session)).fetchval(
+        recorded = await conn.fetchval(
             _RECORD,
             out.message_id,
             SENT if error is None else FAILED,
@@ -559,9 +571,3 @@ class Sender:
                 "attempts": attempts,
             },
         )
-
-
-async def _dequeue(session: AsyncSession, queue_seq: int | None) -> None:
-    """Delete the settled request from the send queue, in the transaction that settles it."""
-    if queue_seq is not None:
-        await (await driver(session)).execute(_DEQUEUE, queue_seq)
