@@ -477,7 +477,9 @@ async def campaign_run(plat: Platform, args: argparse.Namespace) -> None:
     )
     DatabaseSplit.print(db0, db1, sends)
     if args.statements:
-        await print_statements(plat.infra.pg_url, sends, args.statements, unit="send")
+        await print_statements(
+            plat.infra.pg_url, sends, args.statements, unit="send", per_database=True
+        )
     print(
         f"load average (1/5/15 min) before/after: {load_before} / {load_after}"
         f" on {os.cpu_count()} CPUs"
