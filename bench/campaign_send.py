@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import contextlib
 import os
 import secrets
 import subprocess
@@ -48,10 +49,12 @@ from typing import Any
 
 import asyncpg
 import httpx
+import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _measure import Platform, calibrate, cpu, pct, platform, postgres_cpu
+from cpu_per_message import print_statements, reset_statements
 
 from pytake_common.pgtenant import asyncpg_dsn, to_asyncpg_url
 from pytake_devstack.mainloop import MainLoop, Tenant, poll
@@ -206,6 +209,68 @@ async def backlog(pg_url: str) -> str:
     return "; ".join(out)
 
 
+class DatabaseSplit:
+    """PostgreSQL's work by database: transactions (``pg_stat_database``: committed and
+    rolled back) and the CPU of the backends connected to each database (by pid, from
+    ``pg_stat_activity``; a backend that exits in between is counted, not its CPU; one
+    that starts in between with all its CPU)."""
+
+    def __init__(self, pg_url: str) -> None:
+        self.pg_url = pg_url
+
+    async def snapshot(self) -> tuple[dict[str, tuple[int, int]], dict[int, tuple[str, float]]]:
+        conn = await asyncpg.connect(asyncpg_dsn(self.pg_url, database="postgres"))
+        try:
+            xacts = await conn.fetch(
+                "SELECT datname, xact_commit, xact_rollback FROM pg_stat_database"
+                " WHERE datname LIKE 'pytake%'"
+            )
+            backends = await conn.fetch(
+                "SELECT pid, datname FROM pg_stat_activity"
+                " WHERE datname LIKE 'pytake%' AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await conn.close()
+        cpus: dict[int, tuple[str, float]] = {}
+        for b in backends:
+            with contextlib.suppress(psutil.Error):
+                cpus[b["pid"]] = (b["datname"], cpu(psutil.Process(b["pid"])))
+        return {r["datname"]: (r["xact_commit"], r["xact_rollback"]) for r in xacts}, cpus
+
+    @staticmethod
+    def print(
+        before: tuple[dict[str, tuple[int, int]], dict[int, tuple[str, float]]],
+        after: tuple[dict[str, tuple[int, int]], dict[int, tuple[str, float]]],
+        sends: int,
+    ) -> None:
+        used: dict[str, float] = dict.fromkeys(after[0], 0.0)
+        exited = 0
+        for pid, (db, was) in before[1].items():
+            if pid in after[1]:
+                used[db] = used.get(db, 0.0) + after[1][pid][1] - was
+            else:
+                exited += 1
+        for pid, (db, now) in after[1].items():
+            if pid not in before[1]:
+                used[db] = used.get(db, 0.0) + now
+        commits = {db: after[0][db][0] - before[0].get(db, (0, 0))[0] for db in after[0]}
+        rollbacks = {db: after[0][db][1] - before[0].get(db, (0, 0))[1] for db in after[0]}
+        print(
+            "PostgreSQL per send by database (transactions committed + rolled back;"
+            " CPU of its backends, not net of idle):"
+        )
+        for db in sorted(after[0], key=lambda d: -used[d]):
+            print(
+                f"  {db.removeprefix('pytake_'):20} {commits[db] / sends:6.2f}"
+                f" + {rollbacks[db] / sends:4.2f} xacts {1000 * used[db] / sends:6.2f} ms"
+            )
+        print(
+            f"  {'all':20} {sum(commits.values()) / sends:6.2f}"
+            f" + {sum(rollbacks.values()) / sends:4.2f} xacts"
+            f" {1000 * sum(used.values()) / sends:6.2f} ms ({exited} backends exited meanwhile)"
+        )
+
+
 def stamp(sent: dict[str, Any]) -> float:
     return datetime.fromisoformat(str(sent["time"])).timestamp()
 
@@ -283,6 +348,10 @@ async def campaign_run(plat: Platform, args: argparse.Namespace) -> None:
         await asyncio.sleep(args.idle)
         idle1 = cpus()
         idle_rate = {k: (idle1[k] - idle0[k]) / (time.monotonic() - t_idle) for k in idle0}
+        split = DatabaseSplit(plat.infra.pg_url)
+        if args.statements:
+            await reset_statements(plat.infra.pg_url)
+        db0 = await split.snapshot()
         cpu0, t_cpu = cpus(), time.monotonic()
         load_before = load()
         r = await loop.call("POST", "/v1/campaigns", json=body, headers=tenant.headers)
@@ -337,6 +406,8 @@ async def campaign_run(plat: Platform, args: argparse.Namespace) -> None:
         await asyncio.sleep(3)  # the last agent replies
         load_after = load()
         cpu1, wall = cpus(), time.monotonic() - t_cpu
+        await asyncio.sleep(1.0)  # backends report their transactions at most once a second
+        db1 = await split.snapshot()
         spent = {k: cpu1[k] - cpu0[k] for k in cpu0}
         net = {k: spent[k] - idle_rate[k] * wall for k in cpu0}
         sent = (
@@ -404,6 +475,11 @@ async def campaign_run(plat: Platform, args: argparse.Namespace) -> None:
         + f"; all {1000 * sum(net.values()) / sends:.0f} ms"
         + f" (idle: {sum(idle_rate.values()):.2f} CPU s/s)"
     )
+    DatabaseSplit.print(db0, db1, sends)
+    if args.statements:
+        await print_statements(
+            plat.infra.pg_url, sends, args.statements, unit="send", per_database=True
+        )
     print(
         f"load average (1/5/15 min) before/after: {load_before} / {load_after}"
         f" on {os.cpu_count()} CPUs"
@@ -428,11 +504,21 @@ def main() -> None:
     parser.add_argument("--kill-after", type=float, default=15.0)
     parser.add_argument("--timeout", type=float, default=0.0, help="0: 4x the ideal drain + 120 s")
     parser.add_argument("--ready-timeout", type=float, default=180.0)
+    parser.add_argument(
+        "--statements",
+        type=int,
+        default=0,
+        metavar="N",
+        help="load pg_stat_statements (costs PostgreSQL CPU: not for the CPU figures) and"
+        " print statements per send by database and the N of most execution time",
+    )
     args = parser.parse_args()
     if args.n > 10_000:
         sys.exit("--n: at most 10,000 (the phone numbers are +1415777NNNN)")
     print(f"calibration: {calibrate():.1f} ms (lower is faster; shared 2-core box, noisy)")
-    with platform("campaign-send", ready_timeout=args.ready_timeout) as plat:
+    with platform(
+        "campaign-send", ready_timeout=args.ready_timeout, statements=bool(args.statements)
+    ) as plat:
         asyncio.run(campaign_run(plat, args))
 
 

@@ -120,9 +120,12 @@ async def reset_statements(server_url: str) -> None:
         await conn.close()
 
 
-async def print_statements(server_url: str, n: int, top: int) -> None:
-    """What pg_stat_statements counted since the reset, per message: by database, and
-    the ``top`` statements of most execution time."""
+async def print_statements(
+    server_url: str, n: int, top: int, unit: str = "message", per_database: bool = False
+) -> None:
+    """What pg_stat_statements counted since the reset, per ``unit`` (n of them): by
+    database, and the ``top`` statements of most execution time (``per_database``: and
+    each database's ``top`` of most calls)."""
     conn = await asyncpg.connect(asyncpg_dsn(server_url, database="postgres"))
     try:
         rows = await conn.fetch(
@@ -137,11 +140,21 @@ async def print_statements(server_url: str, n: int, top: int) -> None:
         calls_ms = by_db.setdefault(r["db"], [0.0, 0.0])
         calls_ms[0] += r["calls"]
         calls_ms[1] += r["ms"]
-    print(f"statements per message (pg_stat_statements, execution time; {n} messages):")
+    print(f"statements per {unit} (pg_stat_statements, execution time; {n} {unit}s):")
     for db, (calls, ms) in sorted(by_db.items(), key=lambda kv: -kv[1][1]):
         print(f"  {db:28} {calls / n:7.2f} statements {ms / n:7.3f} ms")
-    print(f"the {top} statements of most execution time (per message: calls, ms; rows a call):")
-    for r in sorted(rows, key=lambda r: -r["ms"])[:top]:
+    print(f"the {top} statements of most execution time (per {unit}: calls, ms; rows a call):")
+    _print_rows(sorted(rows, key=lambda r: -r["ms"])[:top], n)
+    if per_database:
+        for db in sorted(by_db):
+            print(f"{db}: its {top} statements of most calls (per {unit}: calls, ms; rows a call):")
+            _print_rows(
+                sorted((r for r in rows if r["db"] == db), key=lambda r: -r["calls"])[:top], n
+            )
+
+
+def _print_rows(rows: list[asyncpg.Record], n: int) -> None:
+    for r in rows:
         query = " ".join(r["query"].split())[:110]
         rows_a_call = r["rows"] / r["calls"] if r["calls"] else 0
         print(

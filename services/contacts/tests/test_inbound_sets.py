@@ -5,10 +5,13 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from aiokafka import ConsumerRecord
 from sqlalchemy import select, update
 
-from pytake_common.consumer import PermanentError
+from pytake_common.consumer import EventConsumer, PermanentError
 from pytake_common.event_types import (
+    CONVERSATIONS_CONVERSATION_OPENED_V1,
+    CONVERSATIONS_CONVERSATION_STATUS_CHANGED_V1,
     CONVERSATIONS_MESSAGE_APPENDED_V1,
     WHATSAPP_MESSAGE_RECEIVED_V1,
 )
@@ -161,3 +164,75 @@ async def test_appended_facts_land_once_and_move_the_last_interaction_on(app):
     assert [f.kind for f in facts] == ["message.inbound", "message.outbound", "message.outbound"]
     assert facts[0].data["conversation_id"] == str(conversation)
     assert last == T0 + timedelta(minutes=7)
+
+
+async def test_opened_and_status_facts_of_a_batch_land_once_each(app, settings):
+    """conversation.opened and conversation.status_changed are set handlers: a batch's
+    facts in one statement per organization, each once (a redelivery in another consumer
+    group, past the inbox marks, records nothing again), each organization its own."""
+    orgs = [uuid.uuid4(), uuid.uuid4()]
+    contact_ids = {}
+    for org in orgs:
+        await deliver(app, received(org, wa_id=KNOWN, at=T0))
+        async with app.state.db.transaction(organization_id=org) as s:
+            contact_ids[org] = (await s.execute(select(contacts.c.id))).scalar_one()
+    first, second = uuid.uuid4(), uuid.uuid4()
+
+    def opened(org, conversation, minutes, previous=None):
+        return event(
+            org,
+            CONVERSATIONS_CONVERSATION_OPENED_V1,
+            {
+                "conversation_id": str(conversation),
+                "contact_id": str(contact_ids[org]),
+                "opened_at": (T0 + timedelta(minutes=minutes)).isoformat(),
+                "previous_conversation_id": str(previous) if previous else None,
+            },
+        )
+
+    closed = event(
+        orgs[0],
+        CONVERSATIONS_CONVERSATION_STATUS_CHANGED_V1,
+        {
+            "conversation_id": str(first),
+            "contact_id": str(contact_ids[orgs[0]]),
+            "old_status": "open",
+            "new_status": "closed",
+            "at": (T0 + timedelta(minutes=2)).isoformat(),
+        },
+    )
+    batch = [
+        opened(orgs[0], first, 1),
+        opened(orgs[1], uuid.uuid4(), 1),
+        closed,
+        opened(orgs[0], second, 3, previous=first),
+    ]
+    records = [
+        ConsumerRecord(ev.topic, 0, i, 0, 0, None, value, None, 0, len(value), [])
+        for i, ev in enumerate(batch)
+        for value in (ev.to_bytes(),)
+    ]
+    for group in ("contacts-a", "contacts-b"):
+        consumer = EventConsumer(settings, app.state.db, group, HANDLERS)
+        try:
+            await consumer.process_batch(records)
+        finally:
+            await consumer.close()
+    facts = {}
+    for org in orgs:
+        async with app.state.db.transaction(organization_id=org) as s:
+            facts[org] = (
+                await s.execute(
+                    select(contact_interactions.c.kind, contact_interactions.c.data)
+                    .where(contact_interactions.c.kind.like("conversation.%"))
+                    .order_by(contact_interactions.c.occurred_at)
+                )
+            ).all()
+    assert [(f.kind, f.data["conversation_id"]) for f in facts[orgs[0]]] == [
+        ("conversation.opened", str(first)),
+        ("conversation.status_changed", str(first)),
+        ("conversation.opened", str(second)),
+    ]
+    assert facts[orgs[0]][1].data["new_status"] == "closed"
+    assert facts[orgs[0]][2].data["previous_conversation_id"] == str(first)
+    assert [f.kind for f in facts[orgs[1]]] == ["conversation.opened"]

@@ -117,14 +117,14 @@ SET status = u.status, message_id = u.message_id, conversation_id = u.conversati
     accepted_at = u.accepted_at, sent_at = u.sent_at, delivered_at = u.delivered_at,
     read_at = u.read_at, replied_at = u.replied_at, failed_at = u.failed_at,
     updated_at = CASE WHEN u.moved THEN now() ELSE r.updated_at END
-FROM unnest($2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::text[], $7::text[],
-            $8::text[], $9::bool[], $10::numeric[], $11::timestamptz[], $12::timestamptz[],
-            $13::timestamptz[], $14::timestamptz[], $15::timestamptz[], $16::timestamptz[],
-            $17::bool[])
+FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::text[],
+            $7::text[], $8::bool[], $9::numeric[], $10::timestamptz[], $11::timestamptz[],
+            $12::timestamptz[], $13::timestamptz[], $14::timestamptz[], $15::timestamptz[],
+            $16::bool[])
     AS u(id, status, message_id, conversation_id, error_code, error_detail, pricing_category,
          billable, cost, accepted_at, sent_at, delivered_at, read_at, replied_at, failed_at,
          moved)
-WHERE r.organization_id = $1 AND r.id = u.id
+WHERE r.id = u.id AND r.id = ANY($1::uuid[])
 """
 
 #: what a batch may change in a recipient (``moved``: its status, so ``updated_at``)
@@ -247,7 +247,7 @@ async def _apply(conn: Any, org: uuid.UUID, facts: list[Progress], rates: dict[s
         return
     changed = list(rows.changed.values())
     await conn.execute(
-        _WRITE, org, [r["id"] for r in changed], *([r[c] for r in changed] for c in WRITTEN)
+        _WRITE, [r["id"] for r in changed], *([r[c] for r in changed] for c in WRITTEN)
     )
 
 

@@ -18,7 +18,6 @@ records of one organization take:
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,7 +33,7 @@ from pytake_common.outbox import emit_many
 from pytake_contacts import handlers as per_message
 from pytake_contacts.domain import PROFILE, clean_name, phone_from_wa_id
 from pytake_contacts.events import ContactUpdated
-from pytake_contacts.timeline import Appended
+from pytake_contacts.timeline import Appended, record_facts
 
 #: Every contact a batch names, by any of its identifiers, locked in id order.
 _LOCK = """
@@ -62,27 +61,20 @@ _UPDATE = """
 UPDATE contacts AS t
 SET name = c.name, last_interaction_at = c.at,
     deleted_at = CASE WHEN c.restored THEN NULL ELSE t.deleted_at END, updated_at = now()
-FROM unnest($2::uuid[], $3::text[], $4::timestamptz[], $5::bool[]) AS c(id, name, at, restored)
-WHERE t.organization_id = $1 AND t.id = c.id
-"""
-
-#: Timeline facts, each once; ``$9``: how many leading rows are agents' replies.
-_FACTS = """
-INSERT INTO contact_interactions (id, organization_id, contact_id, kind, occurred_at, fact_key,
-                                  data)
-SELECT gen_random_uuid(), $1, f.contact_id, f.kind, f.at, f.fact_key, f.data::jsonb
-FROM unnest($2::uuid[], $3::text[], $4::timestamptz[], $5::text[], $6::text[])
-    AS f(contact_id, kind, at, fact_key, data)
-ON CONFLICT DO NOTHING
+FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::bool[]) AS c(id, name, at, restored)
+WHERE t.id = c.id AND t.id = ANY($1::uuid[])
 """
 
 #: A message appended is an interaction (an agent's reply too): each contact's last
-#: interaction moves on to its latest message of the batch.
+#: interaction moves on to its latest message of the batch. Both updates join by primary
+#: key only (the batch's ids): with an organization_id condition the planner may scan
+#: the organization's contacts (and re-read the unnest for each) when its statistics
+#: predate them; row-level security binds the transaction to the organization anyway.
 _MOVED_ON = """
 UPDATE contacts AS t SET last_interaction_at = c.at, updated_at = now()
-FROM (SELECT id, max(at) AS at FROM unnest($2::uuid[], $3::timestamptz[]) AS r(id, at)
+FROM (SELECT id, max(at) AS at FROM unnest($1::uuid[], $2::timestamptz[]) AS r(id, at)
       GROUP BY id) AS c
-WHERE t.organization_id = $1 AND t.id = c.id
+WHERE t.id = c.id AND t.id = ANY($1::uuid[])
   AND (t.last_interaction_at IS NULL OR t.last_interaction_at < c.at)
 """
 
@@ -150,7 +142,6 @@ async def on_messages_received(
     if dirty:
         await conn.execute(
             _UPDATE,
-            org,
             [c.id for c in dirty],
             [c.name for c in dirty],
             [c.last for c in dirty],
@@ -273,24 +264,27 @@ def _apply(contact: _Contact, data: per_message.MessageReceived) -> list[str]:
 
 async def on_appended_many(session: AsyncSession, rows: list[Appended]) -> None:
     """Timeline facts of a batch's appended messages, and the contacts' last interactions."""
-    org = rows[0].organization_id
     conn = await rawpg.driver(session)
-    await conn.execute(
-        _FACTS,
-        org,
-        [r.contact_id for r in rows],
-        ["message.inbound" if r.direction == "inbound" else "message.outbound" for r in rows],
-        [r.created_at for r in rows],
-        [f"message:{r.message_id}"[:200] for r in rows],
-        [_fact_data(r) for r in rows],
+    await record_facts(
+        conn,
+        rows[0].organization_id,
+        [
+            (
+                r.contact_id,
+                "message.inbound" if r.direction == "inbound" else "message.outbound",
+                r.created_at,
+                f"message:{r.message_id}",
+                _fact_data(r),
+            )
+            for r in rows
+        ],
     )
-    await conn.execute(_MOVED_ON, org, [r.contact_id for r in rows], [r.created_at for r in rows])
+    await conn.execute(_MOVED_ON, [r.contact_id for r in rows], [r.created_at for r in rows])
 
 
-def _fact_data(row: Appended) -> str:
-    data: dict[str, Any] = {
+def _fact_data(row: Appended) -> dict[str, Any]:
+    return {
         "conversation_id": str(row.conversation_id),
         "message_id": str(row.message_id),
         "type": row.type,
     }
-    return json.dumps(data)

@@ -208,15 +208,15 @@ RETURNING c.*
 
 _RECORD = """
 UPDATE campaign_recipients AS r SET message_id = u.message_id, refused_code = u.code
-FROM unnest($2::uuid[], $3::uuid[], $4::text[]) AS u(id, message_id, code)
-WHERE r.organization_id = $1 AND r.id = u.id
+FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS u(id, message_id, code)
+WHERE r.id = u.id AND r.id = ANY($1::uuid[])
 """
 
 _PARK = """
 UPDATE campaign_recipients AS r
-SET parked = u.data::jsonb, parked_until = now() + make_interval(secs => $4)
-FROM unnest($2::uuid[], $3::text[]) AS u(id, data)
-WHERE r.organization_id = $1 AND r.id = u.id
+SET parked = u.data::jsonb, parked_until = now() + make_interval(secs => $3)
+FROM unnest($1::uuid[], $2::text[]) AS u(id, data)
+WHERE r.id = u.id AND r.id = ANY($1::uuid[])
 """
 
 #: Parked recipients to handle again: their contact came, or their time is up.
@@ -343,7 +343,6 @@ class _Batch:
         await self._flush()
         await conn.execute(
             _RECORD,
-            org,
             [o[0] for o in self.outcomes],
             [o[1] for o in self.outcomes],
             [o[2] for o in self.outcomes],
@@ -351,7 +350,6 @@ class _Batch:
         if self.parked:
             await conn.execute(
                 _PARK,
-                org,
                 [d.recipient_id for d in self.parked],
                 [d.model_dump_json() for d in self.parked],
                 self.contact_wait_s,

@@ -152,9 +152,9 @@ _UPDATE = """
 UPDATE messages AS m
 SET wamid = u.wamid, status = u.status, status_at = u.status_at,
     error_code = u.error_code, error_detail = u.error_detail
-FROM unnest($2::uuid[], $3::text[], $4::text[], $5::timestamptz[], $6::int[], $7::text[])
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::int[], $6::text[])
     AS u(id, wamid, status, status_at, error_code, error_detail)
-WHERE m.organization_id = $1 AND m.id = u.id
+WHERE m.id = u.id AND m.id = ANY($1::uuid[])
 """
 
 
@@ -219,7 +219,6 @@ async def _apply(session: Any, conn: Any, org: uuid.UUID, facts: list[StatusFact
     final = list(changed.values())
     await conn.execute(
         _UPDATE,
-        org,
         [m["id"] for m in final],
         [m["wamid"] for m in final],
         [m["status"] for m in final],
