@@ -37,6 +37,23 @@ async def test_an_idle_key_writes_at_once_and_a_busy_one_in_batches_in_order() -
     assert (group.batches, group.items) == (4, 10)
 
 
+async def test_a_busy_key_lingers_for_more_and_an_idle_one_never_waits() -> None:
+    writes = Writes()
+    group = GroupCommit(writes, max_batch=4, linger_s=0.02)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await group.submit("org", 0) == 0
+    assert loop.time() - started < 0.02  # alone: written at once, no linger after it
+    first = asyncio.gather(group.submit("org", 1), group.submit("org", 2))
+    await asyncio.sleep(0.015)  # 1 is in flight, 2 queued; 3 comes during the linger
+    assert await asyncio.gather(first, group.submit("org", 3)) == [[10, 20], 30]
+    assert writes.calls[1:] == [("org", [1]), ("org", [2, 3])]
+    # a full batch does not wait
+    writes.calls.clear()
+    await asyncio.gather(*(group.submit("org", i) for i in range(5)))
+    assert writes.calls == [("org", [0]), ("org", [1, 2, 3, 4])]
+
+
 async def test_keys_are_written_apart_and_concurrently() -> None:
     writes = Writes()
     group = GroupCommit(writes)
