@@ -111,6 +111,8 @@ def _savepoint_unprepared(cursor: Any, statement: str, parameters: Any, context:
 class Database:
     def __init__(self, url: str, *, app_role: str | None = None, pool_size: int = 10) -> None:
         self.url = url
+        #: the role every connection takes (``SET ROLE``) so row-level security applies
+        self.app_role = app_role
         self.engine: AsyncEngine = create_async_engine(
             # No pre-ping: it costs a round trip on every checkout; stale connections
             # are recycled instead and a failed statement surfaces as a retryable error.
