@@ -23,11 +23,17 @@ consumer) and whatsapp-gateway's ``send_log.created_at`` (the send claimed by it
 dispatcher). ``--idle S``: then each process's CPU over S seconds of nothing happening
 (the consumers' fetch polling, the relays' and workers' fallback polls).
 
+``--campaign K`` (with ``--flows``): then, in the organization with 50 rules and the
+flows, K campaign sends as automation's topics carry them (the conversation opened by the
+campaign, its template message, the message's three statuses), ``--batch`` records at a
+time: automation's and PostgreSQL's CPU per send.
+
 ``--batch K``: part 1 hands the consumer K records at a time (``process_batch``: one
 transaction, the inbox marks in one statement), as it gets them while messages stream in;
 the default, 1, is a transaction per record (an idle platform).
 
 Usage: python bench/automation.py [--n 500] [--latency 20] [--flows 5] [--batch 20] [--idle 10]
+                                  [--campaign 500]
 (``--n 0``: part 2 alone)
 The box is shared and noisy: compare runs by the calibration line printed first.
 """
@@ -94,6 +100,53 @@ def appended(org: uuid.UUID, conv: uuid.UUID, contact: uuid.UUID, text: str) -> 
     )
 
 
+def campaign_send(org: uuid.UUID, campaign: uuid.UUID) -> list[CloudEvent]:
+    """What automation's topics carry for one campaign send to a new conversation: the
+    conversation opened by the campaign, its template message, and the message's three
+    statuses (sent, delivered, read)."""
+    conv, contact, message = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    now = datetime.now(UTC).isoformat()
+    base = {"organization_id": str(org), "conversation_id": str(conv), "contact_id": str(contact)}
+
+    def event(etype: str, subject: uuid.UUID, data: dict[str, Any]) -> CloudEvent:
+        return CloudEvent(
+            source="pytake/conversations",
+            type=f"pytake.conversations.{etype}.v1",
+            subject=str(subject),
+            tenantid=str(org),
+            data={**base, **data},
+        )
+
+    return [
+        event(
+            "conversation.opened",
+            conv,
+            {"number_id": str(uuid.uuid4()), "opened_at": now, "started_by": str(campaign)},
+        ),
+        event(
+            "message.appended",
+            message,
+            {
+                "message_id": str(message),
+                "direction": "outbound",
+                "type": "template",
+                "text": "Oferta de dezembro",
+                "created_at": now,
+                "sender_type": "campaign",
+                "sender_id": str(campaign),
+            },
+        ),
+        *(
+            event(
+                "message.status_changed",
+                message,
+                {"message_id": str(message), "status": status, "at": now},
+            )
+            for status in ("sent", "delivered", "read")
+        ),
+    ]
+
+
 def fifty_rules() -> list[RuleBody]:
     """Fifty rules of the kinds organizations write (keywords, tags, attributes, hours, status)."""
     out = []
@@ -131,7 +184,9 @@ async def publish_flows(session: Any, org: uuid.UUID, count: int) -> list[uuid.U
     return ids
 
 
-async def cpu_per_message(pg_url: str, postmaster: Any, n: int, flows: int, batch: int = 1) -> None:
+async def cpu_per_message(
+    pg_url: str, postmaster: Any, n: int, flows: int, batch: int = 1, campaign: int = 0
+) -> None:
     url = to_asyncpg_url(pg_url, database=f"bench_automation_{uuid.uuid4().hex[:8]}")
     await asyncio.to_thread(upgrade, MIGRATIONS, url, "pytake_app")
     settings = Settings(
@@ -190,9 +245,30 @@ async def cpu_per_message(pg_url: str, postmaster: Any, n: int, flows: int, batc
                     f"{'':>24}flow sessions: 10 started, {active} still active "
                     "(the others ended at their 10th answer)"
                 )
+            if campaign and rules and flow_count:
+                await campaign_sends(consumer, postmaster, org, campaign, batch)
     finally:
         await consumer.close()
         await app.state.db.dispose()
+
+
+async def campaign_sends(
+    consumer: EventConsumer, postmaster: Any, org: uuid.UUID, n: int, batch: int
+) -> None:
+    """``n`` campaign sends (:func:`campaign_send`'s five records each) handed to the
+    consumer ``batch`` records at a time: automation's CPU and PostgreSQL's per send."""
+    sent = uuid.uuid4()
+    warm = [ev for _ in range(4) for ev in campaign_send(org, sent)]
+    await _process(consumer, warm, batch)
+    events = [ev for _ in range(n) for ev in campaign_send(org, sent)]
+    pg0, cpu0, t0 = postgres_cpu(postmaster), time.process_time(), time.perf_counter()
+    await _process(consumer, events, batch)
+    pg1, cpu1, t1 = postgres_cpu(postmaster), time.process_time(), time.perf_counter()
+    print(
+        f"{'campaign sends':>22}: automation {1000 * (cpu1 - cpu0) / n:.2f} ms CPU/send, "
+        f"postgres {1000 * (pg1 - pg0) / n:.2f} ms, wall {1000 * (t1 - t0) / n:.2f} ms "
+        f"({n} sends: opened, template appended, 3 statuses each; batches of {batch} records)"
+    )
 
 
 def matching_only(n: int) -> None:
@@ -408,13 +484,21 @@ def main() -> None:
     )
     parser.add_argument("--batch", type=int, default=1, help="records per consumer batch")
     parser.add_argument("--flows", type=int, default=0, help="published flows per organization")
+    parser.add_argument(
+        "--campaign",
+        type=int,
+        default=0,
+        help="part 1 also hands over this many campaign sends (with 50 rules and --flows)",
+    )
     args = parser.parse_args()
     print(f"box calibration: {calibrate():.1f} ms (a fixed CPU workload; lower is a faster box)")
     if args.n:
         matching_only(20_000)
         with infrastructure("automation-cpu", broker=False) as infra:
             asyncio.run(
-                cpu_per_message(infra.pg_url, infra.postmaster, args.n, args.flows, args.batch)
+                cpu_per_message(
+                    infra.pg_url, infra.postmaster, args.n, args.flows, args.batch, args.campaign
+                )
             )
     if args.latency:
         with platform("automation-latency") as plat:

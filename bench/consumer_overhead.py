@@ -89,6 +89,24 @@ async def feed(consumer: EventConsumer, batch: list[ConsumerRecord[Any, Any]], s
             await consumer.process_batch(batch[start : start + size])
 
 
+async def transactions(db: Database, org: uuid.UUID, n: int) -> None:
+    """``Database.transaction()`` with one statement, what services' API requests and
+    workers use (no consumer)."""
+
+    async def one() -> None:
+        async with db.transaction(organization_id=org) as session:
+            await session.execute(SELECT_1)
+
+    for _ in range(200):
+        await one()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    for _ in range(n):
+        await one()
+    cpu = (time.process_time() - cpu0) / n * 1000
+    wall = (time.perf_counter() - wall0) / n * 1000
+    print(f"Database.transaction() with one statement: {cpu:.3f} ms CPU, {wall:.3f} ms wall")
+
+
 async def main(url: str, n: int, sizes: list[int]) -> None:
     db_url = to_asyncpg_url(url, database="postgres")
     settings = ServiceSettings(
@@ -117,6 +135,7 @@ async def main(url: str, n: int, sizes: list[int]) -> None:
                 cpu = (time.process_time() - cpu0) / n * 1000
                 wall = (time.perf_counter() - wall0) / n * 1000
                 print(f"{name:30} {size:5} {cpu:9.3f} ms {wall:9.3f} ms")
+        await transactions(db, org, n)
     finally:
         await db.dispose()
 

@@ -65,10 +65,12 @@ async def test_binding_survives_commit_within_one_session(db):
     assert count == 1
 
 
-async def test_a_transaction_is_bound_once_whatever_else_the_process_holds(db):
-    """One bind per transaction: not one per Database object, not again per savepoint."""
+async def test_a_transaction_is_bound_once_whatever_else_the_process_holds(db, monkeypatch):
+    """One bind per transaction: not one per Database object, not again per savepoint
+    (on asyncpg it rides in ``BEGIN``'s round trip, outside SQLAlchemy's execution)."""
     from sqlalchemy import event
 
+    from pytake_common import db as db_module
     from pytake_common.db import Database
 
     other = Database(db.url, app_role="pytake_app", pool_size=1)
@@ -78,6 +80,13 @@ async def test_a_transaction_is_bound_once_whatever_else_the_process_holds(db):
         if "set_config" in statement:
             binds.append(statement)
 
+    begin_raw = db_module._begin_raw
+
+    def counted_begin(adapted, begin: str) -> None:
+        count(None, None, begin)
+        begin_raw(adapted, begin)
+
+    monkeypatch.setattr(db_module, "_begin_raw", counted_begin)
     event.listen(db.engine.sync_engine, "before_cursor_execute", count)
     try:
         org = uuid.uuid4()

@@ -70,7 +70,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from pytake_common import rawpg
 from pytake_common.context import organization_id_var
-from pytake_common.db import Database
+from pytake_common.db import Database, RawTransaction
 from pytake_common.events import CloudEvent
 from pytake_common.kafka import make_consumer, make_producer
 from pytake_common.metrics import CONSUMER_LAG, EVENTS_CONSUMED, EVENTS_DEAD_LETTERED
@@ -262,16 +262,16 @@ def _unordered_set(handler: Handler) -> bool:
     return isinstance(handler, SetHandler) and not handler.ordered
 
 
-class _Begun:
-    """Stands in, for SQLAlchemy's asyncpg adapter, for the transaction the consumer began
-    on the raw connection (so a session's statements join it instead of beginning one).
-    Only the consumer commits it; a handler's ``session.rollback()`` rolls it back, and the
-    consumer then fails the records instead of committing what came after."""
+class _Begun(RawTransaction):
+    """The consumer's transaction as SQLAlchemy's asyncpg adapter sees it (so a session's
+    statements join it instead of beginning one). Only the consumer commits it; a
+    handler's ``session.rollback()`` rolls it back, and the consumer then fails the records
+    instead of committing what came after."""
 
-    __slots__ = ("conn", "rolled_back")
+    __slots__ = ("rolled_back",)
 
     def __init__(self, conn: asyncpg.Connection) -> None:
-        self.conn = conn
+        super().__init__(conn)
         self.rolled_back = False
 
     async def commit(self) -> None:
@@ -279,7 +279,7 @@ class _Begun:
 
     async def rollback(self) -> None:
         self.rolled_back = True
-        await self.conn.execute("ROLLBACK")
+        await super().rollback()
 
 
 def _begin(tenant: str) -> str:

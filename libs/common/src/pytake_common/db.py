@@ -32,6 +32,7 @@ from pytake_common.pgtenant import (
     BIND_TENANT,
     BIND_TENANT_READ,
     QUERY_CANCELED,
+    begin_sql,
     read_timeout_var,
     tenant_params,
 )
@@ -63,21 +64,76 @@ class Base(DeclarativeBase):
     metadata = new_metadata()
 
 
+class RawTransaction:
+    """A transaction begun on the asyncpg connection itself, handed to SQLAlchemy's asyncpg
+    adapter as if it had begun it (the adapter only ever commits or rolls it back)."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    async def commit(self) -> None:
+        await self.conn.execute("COMMIT")
+
+    async def rollback(self) -> None:
+        await self.conn.execute("ROLLBACK")
+
+
 def _bind_tenant(session: Session, tx: SessionTransaction, connection: Connection) -> None:
-    """Bind the transaction (role set at connect) to the session's tenant: one round trip.
+    """Bind the transaction (role set at connect) to the session's tenant.
+
+    On asyncpg, ``BEGIN`` and the binding go as one simple query (one round trip, no
+    statement through SQLAlchemy's execution layers): the adapter has not begun its
+    transaction yet (it does so lazily, at the first statement) and is handed this one.
+    Otherwise (another driver, an isolation level of the adapter's own) the binding is a
+    statement of the transaction SQLAlchemy begins.
 
     Savepoints inherit the enclosing transaction's settings, so they are not bound again
     (code that changes tenant inside a transaction calls :func:`bind_organization`)."""
     if tx.nested:
         return
-    params = tenant_params(
-        session.info.get("organization_id"), session.info.get("bypass_rls", False)
-    )
+    organization = session.info.get("organization_id")
+    bypass = session.info.get("bypass_rls", False)
+    adapted: Any = getattr(connection.connection, "dbapi_connection", None)
+    if (
+        getattr(adapted, "_transaction", False) is None
+        and adapted.isolation_level is None
+        and not (adapted.readonly or adapted.deferrable)
+    ):
+        try:
+            begin = begin_sql(organization, bypass_rls=bypass)
+        except ValueError:  # not a UUID: bound as the text it is, below
+            begin = None
+        if begin is not None:
+            _begin_raw(adapted, begin)
+            return
+    params = tenant_params(organization, bypass)
     timeout = read_timeout_var.get()
     if timeout:
         connection.execute(BIND_TENANT_READ, {**params, "timeout": str(timeout)})
     else:
         connection.execute(BIND_TENANT, params)
+
+
+def _begin_raw(adapted: Any, begin: str) -> None:
+    """Run ``begin`` on the adapter's asyncpg connection and make it the adapter's
+    transaction. It is recorded first, so that a connection whose ``BEGIN`` was cut short
+    is rolled back when it goes back to the pool (a ``ROLLBACK`` outside a transaction
+    only warns); a ``BEGIN`` that failed without starting one leaves nothing recorded."""
+    conn = adapted._connection
+
+    async def run() -> None:
+        async with adapted._execute_mutex:
+            await conn.execute(begin)
+
+    adapted._transaction = RawTransaction(conn)
+    try:
+        await_(run())
+    except Exception as error:
+        if not conn.is_in_transaction():
+            adapted._transaction = None
+        adapted._handle_exception(error)  # raises the DBAPI error SQLAlchemy expects
 
 
 _SAVEPOINT_STATEMENTS = ("SAVEPOINT ", "RELEASE SAVEPOINT ", "ROLLBACK TO SAVEPOINT ")
@@ -111,6 +167,8 @@ def _savepoint_unprepared(cursor: Any, statement: str, parameters: Any, context:
 class Database:
     def __init__(self, url: str, *, app_role: str | None = None, pool_size: int = 10) -> None:
         self.url = url
+        #: the role every connection takes (``SET ROLE``) so row-level security applies
+        self.app_role = app_role
         self.engine: AsyncEngine = create_async_engine(
             # No pre-ping: it costs a round trip on every checkout; stale connections
             # are recycled instead and a failed statement surfaces as a retryable error.

@@ -34,7 +34,8 @@ from pytake_common.events import CloudEvent, EventData
 from pytake_common.kafka import make_producer
 from pytake_common.mechanics import outbox
 from pytake_common.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISH_ERRORS, OUTBOX_PUBLISHED
-from pytake_common.pgtenant import asyncpg_dsn
+from pytake_common.pgtenant import asyncpg_dsn, quote_ident
+from pytake_common.rawpg import committed
 from pytake_common.rawpg import driver as raw_driver
 from pytake_common.rawpg import transaction as raw_transaction
 from pytake_common.settings import ServiceSettings
@@ -169,6 +170,8 @@ class OutboxRelay:
     async def _run_once(self, stop: asyncio.Event) -> None:
         conn: asyncpg.Connection = await asyncpg.connect(asyncpg_dsn(self.db.url))
         try:
+            if self.db.app_role:  # as the Database's connections: the same privileges
+                await conn.execute(f"SET ROLE {quote_ident(self.db.app_role)}")
             while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", self.lock_key):
                 self.active = False
                 await sleep_or_stop(stop, 2.0)  # another replica relays; stand by
@@ -184,7 +187,7 @@ class OutboxRelay:
                     # batch's SELECT then still wakes the next wait (clearing after
                     # publishing would lose it and leave the row for the poll).
                     self._wake.clear()
-                    sent = await self.publish_batch(producer)
+                    sent = await self.publish_batch(producer, conn)
                     if sent >= self.settings.outbox_batch_size:
                         continue
                     with contextlib.suppress(TimeoutError):
@@ -201,33 +204,56 @@ class OutboxRelay:
     def _on_notify(self, *_: Any) -> None:
         self._wake.set()
 
-    async def publish_batch(self, producer: AIOKafkaProducer) -> int:
-        # Claimed and deleted in one statement; the delete commits only once the whole
-        # batch is acknowledged by the broker (any failure rolls it back, and the rows
-        # are published again). Raw asyncpg: a batch is often one event, and a SQLAlchemy
-        # transaction costs more CPU than publishing it.
-        async with raw_transaction(self.db) as conn:
-            taken = await conn.fetch(CLAIM_SQL, self.settings.outbox_batch_size)
-            rows = sorted(taken, key=lambda row: row["id"])  # RETURNING has no order
-            if rows:
-                futures = [
-                    await producer.send(
-                        row["topic"],
-                        value=CloudEvent.model_validate(row["event"]).to_bytes(),
-                        key=row["key"].encode(),
-                        headers=kafka_headers(row["headers"] or {}),
-                    )
-                    for row in rows
-                ]
-                await asyncio.gather(*futures)
-                for row in rows:
-                    OUTBOX_PUBLISHED.labels(self.service, row["topic"]).inc()
-            now = time.monotonic()
-            if now - self._backlog_measured_at >= BACKLOG_INTERVAL_S or not rows:
-                self._backlog_measured_at = now
-                backlog = await conn.fetchval("SELECT count(*) FROM outbox")
-                OUTBOX_BACKLOG.labels(self.service).set(backlog)
+    async def publish_batch(
+        self, producer: AIOKafkaProducer, conn: asyncpg.Connection | None = None
+    ) -> int:
+        """Publish up to a batch of the outbox's oldest events; how many.
+
+        Claimed and deleted in one statement; the delete commits only once the whole batch
+        is acknowledged by the broker (any failure rolls it back, and the rows are published
+        again). On raw asyncpg, and on the relay's own connection (``conn``: the one holding
+        its lock and listening) when given: a batch is often one event, and a pool checkout,
+        let alone a SQLAlchemy transaction, costs more CPU than publishing it."""
+        if conn is None:
+            async with raw_transaction(self.db) as pooled:
+                return await self._publish(producer, pooled)
+        async with committed(conn, "BEGIN"):
+            return await self._publish(producer, conn)
+
+    async def _publish(self, producer: AIOKafkaProducer, conn: asyncpg.Connection) -> int:
+        """A batch inside ``conn``'s transaction (JSON columns decoded or not: the relay's
+        own connection has no codec for them, SQLAlchemy's pool connections do)."""
+        taken = await conn.fetch(CLAIM_SQL, self.settings.outbox_batch_size)
+        rows = sorted(taken, key=lambda row: row["id"])  # RETURNING has no order
+        if rows:
+            futures = [
+                await producer.send(
+                    row["topic"],
+                    value=_envelope(row["event"]).to_bytes(),
+                    key=row["key"].encode(),
+                    headers=kafka_headers(_json(row["headers"]) or {}),
+                )
+                for row in rows
+            ]
+            await asyncio.gather(*futures)
+            for row in rows:
+                OUTBOX_PUBLISHED.labels(self.service, row["topic"]).inc()
+        now = time.monotonic()
+        if now - self._backlog_measured_at >= BACKLOG_INTERVAL_S or not rows:
+            self._backlog_measured_at = now
+            backlog = await conn.fetchval("SELECT count(*) FROM outbox")
+            OUTBOX_BACKLOG.labels(self.service).set(backlog)
         return len(rows)
+
+
+def _envelope(column: str | dict[str, Any]) -> CloudEvent:
+    if isinstance(column, str):
+        return CloudEvent.model_validate_json(column)
+    return CloudEvent.model_validate(column)
+
+
+def _json(column: str | dict[str, Any] | None) -> Any:
+    return json.loads(column) if isinstance(column, str) else column
 
 
 #: Claims (in id order, skipping rows another relay holds) and deletes up to ``$1`` rows.

@@ -136,17 +136,18 @@ async def transaction(
     async with db.engine.connect() as pooled:
         proxied = await pooled.get_raw_connection()
         # soft: closing it through the pool would need SQLAlchemy's greenlet
-        async with _committed(
+        async with committed(
             proxied.driver_connection, begin, lambda: proxied.invalidate(soft=True)
         ) as conn:
             yield conn
 
 
 @asynccontextmanager
-async def _committed(
-    conn: asyncpg.Connection, begin: str, forget: Callable[[], object] | None
+async def committed(
+    conn: asyncpg.Connection, begin: str, forget: Callable[[], object] | None = None
 ) -> AsyncIterator[asyncpg.Connection]:
-    """Run ``begin`` on ``conn``, yield it, COMMIT; abandon it when that did not happen."""
+    """Run ``begin`` on ``conn``, yield it, COMMIT; abandon it when that did not happen
+    (``forget``: how its pool forgets it, when it has one)."""
     committed = False
     try:
         await conn.execute(begin)
@@ -285,7 +286,7 @@ class TenantWrites(_TenantPool):
         when it raises, and a connection left in an unknown state is closed."""
         begin = begin_sql(organization_id)
         pool = await self.pool()
-        async with self._turns, pool.acquire() as conn, _committed(conn, begin, None):
+        async with self._turns, pool.acquire() as conn, committed(conn, begin, None):
             yield conn
 
     @asynccontextmanager
