@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import text
 
 from pytake_common.events import CloudEvent
+from pytake_whatsapp_gateway.sending.dispatcher import Dispatcher
 
 from .helpers import register
 from .test_dispatcher import dispatching, until
@@ -119,3 +120,28 @@ async def test_a_campaign_request_from_conversations_is_queued_as_campaign(
         await deliver(app, paced, sender, event, event)  # redelivered: queued once
         await until(lambda: len(graph.requests) >= 1, within_s=10)
     assert bodies(graph) == ["hello from a campaign"]
+
+
+async def test_a_draining_campaign_is_taken_a_few_sends_at_a_time(
+    app, settings, graph, number, monkeypatch
+):
+    """Background requests are looked for at most every third of the room's seconds, not
+    once per send ending (a transaction per send): a campaign at its pace is taken a few
+    at a time, and still all of it goes."""
+    takes = []
+    take = Dispatcher._take
+
+    async def counted(self, *, interactive: bool, background: bool):
+        taken = await take(self, interactive=interactive, background=background)
+        takes.append(taken[0])
+        return taken
+
+    monkeypatch.setattr(Dispatcher, "_take", counted)
+    n = 160
+    await queue(app, number, n)
+    async with dispatching(app, settings, pair_interval_s=0):
+        await until(lambda: len(graph.requests) >= n, within_s=30)
+    assert sorted(bodies(graph), key=lambda b: int(b.split("#")[1])) == [
+        f"campaign #{i}" for i in range(1, n + 1)
+    ]
+    assert len(takes) <= n / 2, takes

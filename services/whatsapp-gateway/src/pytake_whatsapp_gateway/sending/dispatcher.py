@@ -23,6 +23,13 @@ wakes when one of its sends ends (a free slot, and maybe the next request of the
 same customer) and when the earliest requeued request falls due. The slow poll
 (``send_poll_interval_s``) only catches what no notification covers: a lost
 notification, another replica's requeued or abandoned request.
+
+A wake-up looks only where something may have changed, as a campaign drains one send
+per throughput slot and a look per send ending cost a transaction per send: interactive
+requests after a notification of one (the payload is the request's priority), the end of
+an interactive send, a timer (a due time, the poll), or a look that filled every free
+slot; background requests at most every third of ``send_background_ahead_s`` (the sends
+still in flight keep at least two thirds of their schedule ahead meanwhile).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
 from typing import Any
 
 import asyncpg
@@ -117,6 +125,8 @@ UNLISTENED_POLL_S = 0.05
 #: With fewer than a quarter of its send slots free, a woken dispatcher waits this
 #: long for more sends to end before taking requests.
 GATHER_S = 0.02
+#: The share of ``send_background_ahead_s`` between two looks for background requests.
+BACKGROUND_GATHER_SHARE = 1 / 3
 
 #: Seconds until the earliest requeued request (not taken) falls due; NULL if none.
 _NEXT_DUE = """
@@ -133,13 +143,14 @@ _RELEASE = """
 """
 
 #: Records a request (a redelivered one is known already: no row) and wakes the
-#: dispatchers at commit. Raw asyncpg (pytake_common.rawpg): the consumer runs it per record.
+#: dispatchers at commit, telling its priority. Raw asyncpg (pytake_common.rawpg): the
+#: consumer runs it per record.
 _ENQUEUE = """
     INSERT INTO send_queue (message_id, organization_id, number_id, recipient_key, request,
                             priority)
     VALUES ($1, $2, $3, $4, $5, $6)
     ON CONFLICT (message_id) DO NOTHING
-    RETURNING seq, pg_notify('pytake_send_queue', '')
+    RETURNING seq, pg_notify('pytake_send_queue', priority::text)
 """
 
 
@@ -168,10 +179,20 @@ class Dispatcher:
         self.db = db
         self.sender = sender
         self._tasks: set[asyncio.Task[None]] = set()
+        #: The sends in flight that are interactive (their end may free the next one).
+        self._interactive: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         #: True while the LISTEN connection is up (else the queue is polled quickly).
         self.listening = False
         self._batch = max(settings.send_concurrency // 4, 1)
+        #: Where the next look may find something (see the module's docstring).
+        self._look_interactive = True
+        self._look_background = True
+        #: Not before (monotonic) is the queue looked at for background requests again.
+        self._background_at = 0.0
+        #: When (monotonic) the earliest requeued request falls due, if known.
+        self._due_at: float | None = None
+        self._background_gather_s = settings.send_background_ahead_s * BACKGROUND_GATHER_SHARE
 
     async def run(self, stop: asyncio.Event) -> None:
         listener = asyncio.create_task(self._listen(stop))
@@ -182,18 +203,20 @@ class Dispatcher:
             while not stop.is_set():
                 # Cleared before looking: a wake-up during the look is not lost.
                 self._wake.clear()
-                due_in: float | None = None
                 try:
-                    due_in = (await self._take())[2]
+                    await self._look()
                 except Exception as exc:  # the database restarting, ...: keep going
                     log.warning("send dispatcher error", extra={"error": repr(exc)})
-                poll = self.settings.send_poll_interval_s
-                if not self.listening:
-                    poll = min(poll, UNLISTENED_POLL_S)
-                timeout = poll if due_in is None else min(poll, max(due_in, 0.0))
-                with contextlib.suppress(TimeoutError):
+                    self._look_interactive = self._look_background = True
+                timeout, gated = self._next_look_in()
+                try:
                     async with asyncio.timeout(timeout):
                         await self._wake.wait()
+                except TimeoutError:
+                    # The poll or a due time: anything may be due (the background gate
+                    # opening: what was waiting for it).
+                    if not gated:
+                        self._look_interactive = self._look_background = True
                 if self.settings.send_concurrency - len(self._tasks) < self._batch:
                     # Sends end one at a time: a take per ending would cost a transaction
                     # per send. The sends still in flight hold the schedule ahead
@@ -234,23 +257,68 @@ class Dispatcher:
             with contextlib.suppress(Exception):
                 await conn.close(timeout=2)
 
-    def _on_notify(self, *_: Any) -> None:
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        # The new request's priority ('' from a replica of before it was told: any).
+        if payload in ("", "0"):
+            self._look_interactive = True
+        self._look_background = True
         self._wake.set()
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        self._wake.set()  # a free slot, and maybe the same customer's next request
+        if task in self._interactive:
+            # Maybe the same customer's next interactive request.
+            self._interactive.discard(task)
+            self._look_interactive = True
+        self._look_background = True  # a free slot
+        self._wake.set()
 
     async def dispatch_once(self) -> int:
         """Take as many requests as there are free send slots and start them."""
-        return (await self._take())[0]
+        return (await self._take(interactive=True, background=True))[0]
 
-    async def _take(self) -> tuple[int, int, float | None]:
+    def _next_look_in(self) -> tuple[float, bool]:
+        """How long to wait for a wake-up at most, and whether that is the background gate
+        opening (rather than the poll or a due time)."""
+        poll = self.settings.send_poll_interval_s
+        if not self.listening:
+            poll = min(poll, UNLISTENED_POLL_S)
+        if len(self._tasks) >= self.settings.send_concurrency:
+            return poll, False  # a send ending wakes the loop
+        now = time.monotonic()
+        timeout = poll
+        if self._due_at is not None:
+            timeout = min(timeout, max(self._due_at - now, 0.0))
+        if self._look_background and self._background_at - now < timeout:
+            return max(self._background_at - now, 0.0), True
+        return timeout, False
+
+    async def _look(self) -> None:
+        """Take what may have become due since the last look (see the module's docstring)."""
+        interactive = self._look_interactive
+        background = self._look_background and time.monotonic() >= self._background_at
+        if len(self._tasks) >= self.settings.send_concurrency:
+            # No free slot: a send ending wakes the loop; whatever fell due meanwhile
+            # is looked for then.
+            if self._due_at is not None and self._due_at <= time.monotonic():
+                self._due_at = None
+                self._look_interactive = True
+            return
+        if not (interactive or background):
+            return
+        self._look_interactive = False
+        if background:
+            self._look_background = False
+        taken, free, due = await self._take(interactive=interactive, background=background)
+        self._due_at = None if due is None else time.monotonic() + due
+        if taken >= free:  # every free slot filled: more may be due
+            self._look_interactive = self._look_background = True
+
+    async def _take(self, *, interactive: bool, background: bool) -> tuple[int, int, float | None]:
         """(requests taken and started, free slots there were, seconds until the earliest
         requeued request falls due when the queue had nothing more due now, else None).
 
-        One transaction on plain asyncpg (pytake_common.rawpg): it runs about once per
-        send while a campaign drains.
+        One transaction on plain asyncpg (pytake_common.rawpg).
         """
         free = self.settings.send_concurrency - len(self._tasks)
         if free <= 0:
@@ -258,19 +326,24 @@ class Dispatcher:
         lease = self.settings.send_lease_s
         due: float | None = None
         async with rawpg.transaction(self.db, bypass_rls=True) as conn:
-            rows = list(await conn.fetch(_TAKE, free, lease))
+            rows = list(await conn.fetch(_TAKE, free, lease)) if interactive else []
+            firsts = len(rows)
             # One slot stays free for an interactive request arriving meanwhile.
             spare = free - len(rows) - (1 if self.settings.send_concurrency > 1 else 0)
-            if spare > 0:
+            if background and spare > 0:
                 ahead = self.settings.send_background_ahead_s
                 rows += await conn.fetch(_TAKE_BACKGROUND, spare, lease, ahead)
+                if len(rows) > firsts:
+                    self._background_at = time.monotonic() + self._background_gather_s
             if len(rows) < free:  # the queue has nothing more due now
                 due = await conn.fetchval(_NEXT_DUE)
-        for row in rows:
+        for i, row in enumerate(rows):
             task = asyncio.create_task(
                 self._handle(row["seq"], row["recipient_key"], row["request"])
             )
             self._tasks.add(task)
+            if i < firsts:
+                self._interactive.add(task)
             task.add_done_callback(self._done)
         return len(rows), free, None if due is None else float(due)
 
