@@ -201,7 +201,14 @@ class _Rows:
         self.changed: dict[uuid.UUID, dict[str, Any]] = {}
 
     def where(self, **match: Any) -> list[dict[str, Any]]:
-        return [r for r in self.rows.values() if all(r[k] == v for k, v in match.items())]
+        """The rows whose one column ``match`` names has that value (by id: a lookup; by
+        message or conversation, which a batch's earlier events may have just linked: a
+        scan, once per event)."""
+        ((column, value),) = match.items()
+        if column == "id":
+            row = self.rows.get(value)
+            return [] if row is None else [row]
+        return [r for r in self.rows.values() if r[column] == value]
 
     def link(
         self, recipient_id: uuid.UUID, message_id: uuid.UUID, conversation_id: uuid.UUID
