@@ -40,8 +40,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_campaigns import rules
@@ -53,12 +52,13 @@ from pytake_campaigns.events import (
     TemplateParameters,
     TemplateRef,
 )
+from pytake_campaigns.progress import record_initiations
 from pytake_campaigns.tables import campaigns, initiations, number_replicas, recipients
+from pytake_common import rawpg
 from pytake_common.aio import sleep_or_stop
 from pytake_common.db import Database
 from pytake_common.events import CloudEvent
-from pytake_common.mechanics import outbox
-from pytake_common.outbox import CHANNEL, emit, outbox_row
+from pytake_common.outbox import add_events, emit
 
 log = logging.getLogger(__name__)
 DAY = timedelta(hours=24)
@@ -324,8 +324,11 @@ class Dispatcher:
             header_parameters=template.get("header_parameters") or [],
             button_parameters=template.get("button_parameters") or [],
         )
-        events = [
-            outbox_row(
+        # the events and the messaging limit's facts: one statement each (one row per
+        # recipient through unnest), whatever the number released
+        await add_events(
+            session,
+            [
                 CloudEvent.of(
                     RecipientDispatched(
                         organization_id=org,
@@ -338,26 +341,13 @@ class Dispatcher:
                     ),
                     subject=rec.id,
                 )
-            )
-            for rec in released
-        ]
-        await session.execute(insert(outbox), events)
-        await session.execute(select(func.pg_notify(CHANNEL, "")))
-        await session.execute(
-            pg_insert(initiations)
-            .values(
-                [
-                    {
-                        "organization_id": org,
-                        "number_id": rec.number_id,
-                        "contact_id": rec.contact_id,
-                        "at": now,
-                        "fact": f"recipient:{rec.id}",
-                    }
-                    for rec in released
-                ]
-            )
-            .on_conflict_do_nothing(index_elements=["fact"])
+                for rec in released
+            ],
+        )
+        await record_initiations(
+            await rawpg.driver(session),
+            org,
+            [(rec.number_id, rec.contact_id, now, f"recipient:{rec.id}") for rec in released],
         )
 
     async def _complete(self, session: AsyncSession, row: Any, now: datetime) -> None:

@@ -154,6 +154,23 @@ FROM unnest($2::uuid[], $3::uuid[], $4::timestamptz[], $5::text[])
 ON CONFLICT (fact) DO NOTHING
 """
 
+#: A business-initiated recipient of a number: (number, contact, when, the fact that
+#: counts it once: ``recipient:<id>`` or ``conversation:<id>``).
+Initiation = tuple[uuid.UUID, uuid.UUID, datetime, str]
+
+
+async def record_initiations(conn: Any, org: uuid.UUID, rows: list[Initiation]) -> None:
+    """The messaging limit's facts, each once, in one statement."""
+    await conn.execute(
+        _INITIATIONS,
+        org,
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        [r[3] for r in rows],
+    )
+
+
 _MODELS: dict[str, type[TenantEventData]] = {
     et.CONVERSATIONS_MESSAGE_SEND_REQUESTED_V1: SendRequested,
     et.CONVERSATIONS_MESSAGE_APPENDED_V1: Appended,
@@ -184,7 +201,14 @@ class _Rows:
         self.changed: dict[uuid.UUID, dict[str, Any]] = {}
 
     def where(self, **match: Any) -> list[dict[str, Any]]:
-        return [r for r in self.rows.values() if all(r[k] == v for k, v in match.items())]
+        """The rows whose one column ``match`` names has that value (by id: a lookup; by
+        message or conversation, which a batch's earlier events may have just linked: a
+        scan, once per event)."""
+        ((column, value),) = match.items()
+        if column == "id":
+            row = self.rows.get(value)
+            return [] if row is None else [row]
+        return [r for r in self.rows.values() if r[column] == value]
 
     def link(
         self, recipient_id: uuid.UUID, message_id: uuid.UUID, conversation_id: uuid.UUID
@@ -229,13 +253,13 @@ async def _apply(conn: Any, org: uuid.UUID, facts: list[Progress], rates: dict[s
         elif isinstance(d, Appended) and d.direction == "inbound":
             conversations.add(d.conversation_id)
     if started:
-        await conn.execute(
-            _INITIATIONS,
+        await record_initiations(
+            conn,
             org,
-            [d.number_id for d in started],
-            [d.contact_id for d in started],
-            [d.opened_at for d in started],
-            [f"conversation:{d.conversation_id}" for d in started],
+            [
+                (d.number_id, d.contact_id, d.opened_at, f"conversation:{d.conversation_id}")
+                for d in started
+            ],
         )
     if not (ids or messages or conversations):
         return
