@@ -44,12 +44,25 @@ async def test_a_busy_key_lingers_for_more_and_an_idle_one_never_waits() -> None
     started = loop.time()
     assert await group.submit("org", 0) == 0
     assert loop.time() - started < 0.02  # alone: written at once, no linger after it
+    await asyncio.sleep(0.03)  # idle for longer than a linger
+    started = loop.time()
     first = asyncio.gather(group.submit("org", 1), group.submit("org", 2))
     await asyncio.sleep(0.015)  # 1 is in flight, 2 queued; 3 comes during the linger
     assert await asyncio.gather(first, group.submit("org", 3)) == [[10, 20], 30]
     assert writes.calls[1:] == [("org", [1]), ("org", [2, 3])]
+    # arrivals less than a linger apart: even the first of a batch waits for the next
+    writes.calls.clear()
+    await asyncio.sleep(0.03)
+    one = asyncio.ensure_future(group.submit("org", 4))
+    await asyncio.sleep(0.005)
+    two = asyncio.ensure_future(group.submit("org", 5))  # 5 ms after 4: hot, 5 lingers
+    await asyncio.sleep(0.005)
+    three = group.submit("org", 6)  # joins 5's batch during its linger
+    assert await asyncio.gather(one, two, three) == [40, 50, 60]
+    assert writes.calls == [("org", [4]), ("org", [5, 6])]
     # a full batch does not wait
     writes.calls.clear()
+    await asyncio.sleep(0.03)
     await asyncio.gather(*(group.submit("org", i) for i in range(5)))
     assert writes.calls == [("org", [0]), ("org", [1, 2, 3, 4])]
 
