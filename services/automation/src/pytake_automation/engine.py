@@ -276,6 +276,12 @@ class Engine:
                 fired.append((situation, chosen))
         await self._fire(session, fired)
 
+    async def has_rules(self, session: AsyncSession, org: uuid.UUID, trigger: str) -> bool:
+        """Whether any enabled rule of ``org`` has ``trigger`` (the cached set, in memory):
+        when none has, a trigger's situation need not even be read."""
+        rule_set = await self.cache.rules(session, org)
+        return bool(rule_set.by_trigger.get(trigger))
+
     async def _chosen(self, session: AsyncSession, situation: Situation) -> list[CompiledRule]:
         """The rules that act on the situation's trigger, in order (in memory)."""
         ctx = situation.ctx

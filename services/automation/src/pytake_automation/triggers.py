@@ -229,14 +229,15 @@ class Triggers:
 
     async def on_opened(self, session: AsyncSession, d: state.Opened) -> None:
         row = await state.on_opened(session, d)
-        situation = await self.engine.situation(
-            session,
-            row,
-            "conversation_opened",
-            f"opened:{d.conversation_id}:{d.opened_at.isoformat()}",
-            d.opened_at,
-        )
-        await self.engine.run_rules(session, situation)
+        if await self.engine.has_rules(session, d.organization_id, "conversation_opened"):
+            situation = await self.engine.situation(
+                session,
+                row,
+                "conversation_opened",
+                f"opened:{d.conversation_id}:{d.opened_at.isoformat()}",
+                d.opened_at,
+            )
+            await self.engine.run_rules(session, situation)
         # a conversation the business started (an agent's start) owes no response time
         business = d.started_by is not None
         await sla.on_opened(session, d.organization_id, d.conversation_id, d.opened_at, business)
@@ -272,6 +273,8 @@ class Triggers:
             )
         if d.new_status == "resolved":
             await csat.on_resolved(session, d.organization_id, d.conversation_id, d.at)
+        if not await self.engine.has_rules(session, d.organization_id, "status_changed"):
+            return
         situation = await self.engine.situation(
             session,
             row,
@@ -293,6 +296,8 @@ class Triggers:
             )
         elif row.status not in CLOSED_STATUSES:
             await self._arm_unassigned(session, row, f"unassigned:{d.at.isoformat()}", d.at)
+        if not await self.engine.has_rules(session, d.organization_id, "assigned"):
+            return
         situation = await self.engine.situation(
             session,
             row,
