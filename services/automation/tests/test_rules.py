@@ -358,14 +358,14 @@ async def test_a_trigger_no_rule_has_reads_no_situation(
     """Opened, status and assignment events (a campaign's conversations) cost no situation
     read when no enabled rule of the organization has their trigger; a rule that has one
     still fires."""
-    await make_rule(
-        client,
-        tokens,
-        org,
-        name="message",
-        trigger={"type": "message_received"},
-        actions=[{"type": "add_note", "text": "message"}],
-    )
+
+    async def note_rule(trigger: str) -> None:
+        actions = [{"type": "add_note", "text": trigger}]
+        await make_rule(
+            client, tokens, org, name=trigger, trigger={"type": trigger}, actions=actions
+        )
+
+    await note_rule("message_received")
     engine = app.state.engine
     read = engine.situation
     reads: list[str] = []
@@ -380,14 +380,7 @@ async def test_a_trigger_no_rule_has_reads_no_situation(
         app, settings, chat.opened(), chat.moved("open", "pending"), chat.assigned(None, None)
     )
     assert reads == []
-    await make_rule(
-        client,
-        tokens,
-        org,
-        name="opened",
-        trigger={"type": "conversation_opened"},
-        actions=[{"type": "add_note", "text": "opened"}],
-    )
+    await note_rule("conversation_opened")
     await deliver(app, settings, Chat(org).opened())
     assert reads == ["conversation_opened"]
-    assert [b["actions"][0]["text"] for b in await requested(app, org)] == ["opened"]
+    assert [b["actions"][0]["text"] for b in await requested(app, org)] == ["conversation_opened"]
