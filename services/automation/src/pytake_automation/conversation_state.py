@@ -8,6 +8,7 @@ and moves only the fields its event owns.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
@@ -171,6 +172,37 @@ async def on_appended(session: AsyncSession, d: Appended) -> Any:
         if d.sender_type in AGENT_SENDERS:
             values["last_agent_reply_at"] = func.greatest(c.last_agent_reply_at, d.created_at)
     return await _upsert(session, d.organization_id, d.conversation_id, d.contact_id, values)
+
+
+#: A business's message on a known conversation (:func:`on_appended`'s outbound case) in
+#: one statement, with the organization's settings (``$4``: an agent's or API client's).
+_OUTBOUND = """
+UPDATE conversations c
+SET last_message_at = greatest(c.last_message_at, $3),
+    started_by_business = c.started_by_business OR c.inbound_count = 0,
+    last_agent_reply_at = CASE WHEN $4 THEN greatest(c.last_agent_reply_at, $3)
+                               ELSE c.last_agent_reply_at END,
+    updated_at = now()
+WHERE c.id = $2 AND c.organization_id = $1
+RETURNING c.*, (SELECT o.settings FROM organizations o WHERE o.organization_id = $1) AS org
+"""
+
+
+async def on_outbound(session: AsyncSession, d: Appended) -> tuple[Any, Mapping[str, Any] | None]:
+    """:func:`on_appended` for a business's message, and the organization's settings
+    document (None when the conversation was not known: then made by :func:`on_appended`,
+    and the settings not read)."""
+    conn = await rawpg.driver(session)
+    record = await conn.fetchrow(
+        _OUTBOUND,
+        d.organization_id,
+        d.conversation_id,
+        d.created_at,
+        d.sender_type in AGENT_SENDERS,
+    )
+    if record is None:
+        return await on_appended(session, d), None
+    return as_row(record), record["org"] or {}
 
 
 async def on_status(session: AsyncSession, d: StatusMoved) -> Row[Any]:

@@ -50,14 +50,15 @@ class Triggers:
             moved = await self.engine.move_and_read(session, [d], _message_trigger)
             await self._on_inbound(session, d, moved.get(d.conversation_id))
             return
-        row = await state.on_appended(session, d)
+        row, org_settings = await state.on_outbound(session, d)
         org, conv = d.organization_id, d.conversation_id
         if d.sender_type in state.AGENT_SENDERS:
             await timers.cancel(session, org, conv, timers.NO_AGENT_REPLY)
             await sla.on_agent_reply(session, org, conv, d.created_at)
             await flows.on_agent_activity(session, org, conv, "agent_replied")
         if d.sender_type != "automation":
-            org_settings = await self._org_settings(session, org)
+            if org_settings is None:
+                org_settings = await self._org_settings(session, org)
             await self._arm_idle(session, row, d, org_settings.get("auto_close_after_hours"))
 
     async def _on_inbound(
