@@ -241,7 +241,9 @@ class Triggers:
             await self.engine.run_rules(session, situation)
         # a conversation the business started (an agent's start) owes no response time
         business = d.started_by is not None
-        await sla.on_opened(session, d.organization_id, d.conversation_id, d.opened_at, business)
+        await sla.on_opened(
+            session, d.organization_id, d.conversation_id, d.opened_at, business, row
+        )
         if row.assignee_id is None:
             await self._arm_unassigned(
                 session, row, f"opened:{d.opened_at.isoformat()}", d.opened_at
