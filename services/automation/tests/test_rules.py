@@ -350,3 +350,37 @@ async def test_priority_condition_follows_conversations_events(app, settings, cl
     )
     await deliver(app, settings, chat.says("after"))
     assert len(await requested(app, org)) == 1
+
+
+async def test_a_trigger_no_rule_has_reads_no_situation(
+    app, settings, client, tokens, org, monkeypatch
+):
+    """Opened, status and assignment events (a campaign's conversations) cost no situation
+    read when no enabled rule of the organization has their trigger; a rule that has one
+    still fires."""
+
+    async def note_rule(trigger: str) -> None:
+        actions = [{"type": "add_note", "text": trigger}]
+        await make_rule(
+            client, tokens, org, name=trigger, trigger={"type": trigger}, actions=actions
+        )
+
+    await note_rule("message_received")
+    engine = app.state.engine
+    read = engine.situation
+    reads: list[str] = []
+
+    async def counted(session, row, trigger, *args, **kwargs):
+        reads.append(trigger)
+        return await read(session, row, trigger, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "situation", counted)
+    chat = Chat(org)
+    await deliver(
+        app, settings, chat.opened(), chat.moved("open", "pending"), chat.assigned(None, None)
+    )
+    assert reads == []
+    await note_rule("conversation_opened")
+    await deliver(app, settings, Chat(org).opened())
+    assert reads == ["conversation_opened"]
+    assert [b["actions"][0]["text"] for b in await requested(app, org)] == ["conversation_opened"]

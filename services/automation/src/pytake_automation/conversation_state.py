@@ -8,7 +8,9 @@ and moves only the fields its event owns.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 from pydantic import BaseModel
@@ -18,7 +20,11 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pytake_automation.tables import conversations
+from pytake_common import rawpg
 from pytake_common.events import TenantEventData
+
+#: the replica's columns, in order
+COLUMNS = tuple(conversations.c.keys())
 
 #: senders whose messages count as an agent's reply (automation and campaigns do not)
 AGENT_SENDERS = frozenset({"user", "api_client"})
@@ -114,11 +120,42 @@ async def _upsert(
     return (await session.execute(move)).one()
 
 
-async def on_opened(session: AsyncSession, d: Opened) -> Row[Any]:
-    values: dict[str, Any] = {"number_id": d.number_id, "opened_at": d.opened_at, "status": "open"}
-    if d.started_by is not None:
-        values["started_by_business"] = True
-    return await _upsert(session, d.organization_id, d.conversation_id, d.contact_id, values)
+#: A conversation opened, in one statement (it is usually the conversation's first event:
+#: :func:`_upsert` would take three): created as the event says, or, known from an earlier
+#: event, moved to it. ``$6``: opened by a business (it never unsets the flag).
+_OPENED = """
+INSERT INTO conversations AS c
+    (id, organization_id, contact_id, number_id, opened_at, status, started_by_business)
+VALUES ($1, $2, $3, $4, $5, 'open', $6)
+ON CONFLICT (id) DO UPDATE
+SET number_id = EXCLUDED.number_id, opened_at = EXCLUDED.opened_at, status = 'open',
+    started_by_business = c.started_by_business OR EXCLUDED.started_by_business,
+    updated_at = now()
+WHERE c.organization_id = EXCLUDED.organization_id
+RETURNING c.*
+"""
+
+
+async def on_opened(session: AsyncSession, d: Opened) -> Any:
+    """The row after (its columns as attributes)."""
+    conn = await rawpg.driver(session)
+    record = await conn.fetchrow(
+        _OPENED,
+        d.conversation_id,
+        d.organization_id,
+        d.contact_id,
+        d.number_id,
+        d.opened_at,
+        d.started_by is not None,
+    )
+    if record is None:  # the id is another organization's: nothing to move
+        raise LookupError(f"conversation {d.conversation_id} is not this organization's")
+    return as_row(record)
+
+
+def as_row(record: Any) -> SimpleNamespace:
+    """A ``conversations`` record of asyncpg as a row (attributes, standard UUIDs)."""
+    return SimpleNamespace(**{k: plain(record[k]) for k in COLUMNS})
 
 
 async def on_appended(session: AsyncSession, d: Appended) -> Any:
@@ -135,6 +172,37 @@ async def on_appended(session: AsyncSession, d: Appended) -> Any:
         if d.sender_type in AGENT_SENDERS:
             values["last_agent_reply_at"] = func.greatest(c.last_agent_reply_at, d.created_at)
     return await _upsert(session, d.organization_id, d.conversation_id, d.contact_id, values)
+
+
+#: A business's message on a known conversation (:func:`on_appended`'s outbound case) in
+#: one statement, with the organization's settings (``$4``: an agent's or API client's).
+_OUTBOUND = """
+UPDATE conversations c
+SET last_message_at = greatest(c.last_message_at, $3),
+    started_by_business = c.started_by_business OR c.inbound_count = 0,
+    last_agent_reply_at = CASE WHEN $4 THEN greatest(c.last_agent_reply_at, $3)
+                               ELSE c.last_agent_reply_at END,
+    updated_at = now()
+WHERE c.id = $2 AND c.organization_id = $1
+RETURNING c.*, (SELECT o.settings FROM organizations o WHERE o.organization_id = $1) AS org
+"""
+
+
+async def on_outbound(session: AsyncSession, d: Appended) -> tuple[Any, Mapping[str, Any] | None]:
+    """:func:`on_appended` for a business's message, and the organization's settings
+    document (None when the conversation was not known: then made by :func:`on_appended`,
+    and the settings not read)."""
+    conn = await rawpg.driver(session)
+    record = await conn.fetchrow(
+        _OUTBOUND,
+        d.organization_id,
+        d.conversation_id,
+        d.created_at,
+        d.sender_type in AGENT_SENDERS,
+    )
+    if record is None:
+        return await on_appended(session, d), None
+    return as_row(record), record["org"] or {}
 
 
 async def on_status(session: AsyncSession, d: StatusMoved) -> Row[Any]:

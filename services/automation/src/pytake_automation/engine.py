@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -29,11 +28,11 @@ from pytake_automation.automation_settings import AutomationSettings
 from pytake_automation.business_hours import Schedule, schedule_of
 from pytake_automation.config import Settings
 from pytake_automation.context import ContactView, ConversationView, TriggerContext
-from pytake_automation.conversation_state import Appended, plain
+from pytake_automation.conversation_state import Appended, as_row
 from pytake_automation.csat import COMMENT_WINDOW
 from pytake_automation.matching import CompiledRule, select_rules
 from pytake_automation.rule_cache import RuleCache
-from pytake_automation.tables import conversations, runs
+from pytake_automation.tables import runs
 from pytake_common import rawpg
 from pytake_common.errors import DomainError
 from pytake_common.events import EventData
@@ -99,8 +98,6 @@ SELECT moved.*,
 FROM moved
 LEFT JOIN contacts k ON k.id = moved.contact_id AND k.organization_id = $1
 """
-#: the replica's columns in a row of :data:`_MOVE_AND_READ`
-_CONVERSATION = tuple(conversations.c.keys())
 
 #: The runs of several triggers in one statement (``record_runs`` for a batch).
 _RUNS_MANY = """
@@ -243,7 +240,7 @@ class Engine:
         out: dict[uuid.UUID, tuple[Any, Situation]] = {}
         shared: Situation | None = None
         for record in found:
-            row = SimpleNamespace(**{k: plain(record[k]) for k in _CONVERSATION})
+            row = as_row(record)
             key, at, extra = trigger_of(by_conversation[row.id], row)
             situation = _situation_of(record, row, "message_received", key, at, extra, shared)
             shared = shared or situation
@@ -275,6 +272,12 @@ class Engine:
             elif chosen:
                 fired.append((situation, chosen))
         await self._fire(session, fired)
+
+    async def has_rules(self, session: AsyncSession, org: uuid.UUID, trigger: str) -> bool:
+        """Whether any enabled rule of ``org`` has ``trigger`` (the cached set, in memory):
+        when none has, a trigger's situation need not even be read."""
+        rule_set = await self.cache.rules(session, org)
+        return bool(rule_set.by_trigger.get(trigger))
 
     async def _chosen(self, session: AsyncSession, situation: Situation) -> list[CompiledRule]:
         """The rules that act on the situation's trigger, in order (in memory)."""

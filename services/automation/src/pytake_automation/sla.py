@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -33,8 +34,10 @@ from pytake_automation.business_hours import (
     add_business_minutes,
     schedule_of,
 )
+from pytake_automation.conversation_state import plain
 from pytake_automation.events import SlaApplied, SlaBreached
 from pytake_automation.tables import conversations, organizations, sla_states, timers
+from pytake_common import rawpg
 from pytake_common.outbox import emit
 
 FIRST_RESPONSE, RESOLUTION = "first_response", "resolution"
@@ -81,15 +84,20 @@ async def due_times(
     return dues[0], dues[1]
 
 
+#: The conversation's SLA state, locked for the decision (raw: it runs for every opened
+#: conversation, and a statement built and compiled per call cost more than its round trip).
+_LOCK_STATE = (
+    "SELECT * FROM sla_states WHERE conversation_id = $2 AND organization_id = $1 FOR UPDATE"
+)
+
+
 async def _lock_state(session: AsyncSession, org: uuid.UUID, conversation_id: uuid.UUID) -> Any:
-    return (
-        await session.execute(
-            select(sla_states)
-            .where(sla_states.c.conversation_id == conversation_id)
-            .where(sla_states.c.organization_id == org)
-            .with_for_update()
-        )
-    ).one_or_none()
+    """The state row (its columns as attributes), None when the conversation has none."""
+    conn = await rawpg.driver(session)
+    record = await conn.fetchrow(_LOCK_STATE, org, conversation_id)
+    if record is None:
+        return None
+    return SimpleNamespace(**{k: plain(v) for k, v in record.items()})
 
 
 async def apply(
@@ -202,10 +210,17 @@ async def _disarm(session: AsyncSession, conversation_id: uuid.UUID, *kinds: str
 
 
 async def on_opened(
-    session: AsyncSession, org: uuid.UUID, conv_id: uuid.UUID, at: datetime, business: bool
+    session: AsyncSession,
+    org: uuid.UUID,
+    conv_id: uuid.UUID,
+    at: datetime,
+    business: bool,
+    conv: Any = None,
 ) -> None:
-    """A cycle starts (``business``: the business started the conversation: no SLA)."""
-    conv = await _conversation(session, org, conv_id)
+    """A cycle starts (``business``: the business started the conversation: no SLA).
+    ``conv``: the conversation's replica row when the caller has it (else it is read)."""
+    if conv is None:
+        conv = await _conversation(session, org, conv_id)
     if conv is not None:
         await apply(session, conv, started_at=at, no_policy=business)
 

@@ -50,14 +50,15 @@ class Triggers:
             moved = await self.engine.move_and_read(session, [d], _message_trigger)
             await self._on_inbound(session, d, moved.get(d.conversation_id))
             return
-        row = await state.on_appended(session, d)
+        row, org_settings = await state.on_outbound(session, d)
         org, conv = d.organization_id, d.conversation_id
         if d.sender_type in state.AGENT_SENDERS:
             await timers.cancel(session, org, conv, timers.NO_AGENT_REPLY)
             await sla.on_agent_reply(session, org, conv, d.created_at)
             await flows.on_agent_activity(session, org, conv, "agent_replied")
         if d.sender_type != "automation":
-            org_settings = await self._org_settings(session, org)
+            if org_settings is None:
+                org_settings = await self._org_settings(session, org)
             await self._arm_idle(session, row, d, org_settings.get("auto_close_after_hours"))
 
     async def _on_inbound(
@@ -229,17 +230,20 @@ class Triggers:
 
     async def on_opened(self, session: AsyncSession, d: state.Opened) -> None:
         row = await state.on_opened(session, d)
-        situation = await self.engine.situation(
-            session,
-            row,
-            "conversation_opened",
-            f"opened:{d.conversation_id}:{d.opened_at.isoformat()}",
-            d.opened_at,
-        )
-        await self.engine.run_rules(session, situation)
+        if await self.engine.has_rules(session, d.organization_id, "conversation_opened"):
+            situation = await self.engine.situation(
+                session,
+                row,
+                "conversation_opened",
+                f"opened:{d.conversation_id}:{d.opened_at.isoformat()}",
+                d.opened_at,
+            )
+            await self.engine.run_rules(session, situation)
         # a conversation the business started (an agent's start) owes no response time
         business = d.started_by is not None
-        await sla.on_opened(session, d.organization_id, d.conversation_id, d.opened_at, business)
+        await sla.on_opened(
+            session, d.organization_id, d.conversation_id, d.opened_at, business, row
+        )
         if row.assignee_id is None:
             await self._arm_unassigned(
                 session, row, f"opened:{d.opened_at.isoformat()}", d.opened_at
@@ -272,6 +276,8 @@ class Triggers:
             )
         if d.new_status == "resolved":
             await csat.on_resolved(session, d.organization_id, d.conversation_id, d.at)
+        if not await self.engine.has_rules(session, d.organization_id, "status_changed"):
+            return
         situation = await self.engine.situation(
             session,
             row,
@@ -293,6 +299,8 @@ class Triggers:
             )
         elif row.status not in CLOSED_STATUSES:
             await self._arm_unassigned(session, row, f"unassigned:{d.at.isoformat()}", d.at)
+        if not await self.engine.has_rules(session, d.organization_id, "assigned"):
+            return
         situation = await self.engine.situation(
             session,
             row,
