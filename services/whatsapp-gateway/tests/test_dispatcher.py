@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Callable
+from contextlib import aclosing
 
 import pytest
 
@@ -23,8 +24,10 @@ SLOW_POLL_S = 30.0
 async def dispatching(app, settings, **changes):
     """A running dispatcher (listening) whose fallback poll is far beyond the tests."""
     quiet = settings.model_copy(update={"send_poll_interval_s": SLOW_POLL_S, **changes})
-    async with graph_http_client(quiet) as http:
-        sender = Sender(quiet, app.state.db, app.state.secret_box, http)
+    async with (
+        graph_http_client(quiet) as http,
+        aclosing(Sender(quiet, app.state.db, app.state.secret_box, http)) as sender,
+    ):
         dispatcher = Dispatcher(quiet, app.state.db, sender)
         stop = asyncio.Event()
         task = asyncio.create_task(dispatcher.run(stop))

@@ -2,6 +2,7 @@
 
 import time
 import uuid
+from contextlib import aclosing
 
 import pytest
 from sqlalchemy import insert
@@ -28,8 +29,11 @@ TEMPLATE = {
 
 @pytest.fixture
 async def sender(app, settings):
-    async with graph_http_client(settings) as http:
-        yield Sender(settings, app.state.db, app.state.secret_box, http)
+    async with (
+        graph_http_client(settings) as http,
+        aclosing(Sender(settings, app.state.db, app.state.secret_box, http)) as sender,
+    ):
+        yield sender
 
 
 @pytest.fixture
@@ -162,8 +166,10 @@ async def test_throughput_and_pair_rate_are_paced(app, settings, graph, client, 
     same = [send_requested(number, to="5511777770000", body=f"#{i}") for i in range(3)]
     departures: dict[tuple[str, str], float] = {}
     admissions: list[tuple[float, float]] = []  # (asked at, admitted by) for "same"
-    async with graph_http_client(paced) as http:
-        sender = Sender(paced, app.state.db, app.state.secret_box, http)
+    async with (
+        graph_http_client(paced) as http,
+        aclosing(Sender(paced, app.state.db, app.state.secret_box, http)) as sender,
+    ):
         send, admit = sender.graph.send, sender.pacer.admit_pair
         one = recipient_key(uuid.UUID(number["id"]), "5511777770000")
 

@@ -1,5 +1,6 @@
 import asyncio
 import uuid
+from contextlib import aclosing
 
 import pytest
 from aiokafka.structs import ConsumerRecord
@@ -25,8 +26,11 @@ TOKEN = "EAAG-access-token-of-the-number"
 
 @pytest.fixture
 async def sender(app, settings):
-    async with graph_http_client(settings) as http:
-        yield Sender(settings, app.state.db, app.state.secret_box, http)
+    async with (
+        graph_http_client(settings) as http,
+        aclosing(Sender(settings, app.state.db, app.state.secret_box, http)) as sender,
+    ):
+        yield sender
 
 
 @pytest.fixture
@@ -194,8 +198,10 @@ async def test_transient_errors_that_persist_fail_as_retryable(
 
 async def test_unreachable_graph_api_fails_as_retryable(app, settings, number):
     unreachable = settings.model_copy(update={"graph_api_base": "http://127.0.0.1:9"})
-    async with graph_http_client(unreachable) as http:
-        sender = Sender(unreachable, app.state.db, app.state.secret_box, http)
+    async with (
+        graph_http_client(unreachable) as http,
+        aclosing(Sender(unreachable, app.state.db, app.state.secret_box, http)) as sender,
+    ):
         await consume(app, settings, sender, send_requested(number))
     [failed] = await events(app, FAILED)
     assert failed["data"]["error_code"] is None

@@ -18,6 +18,7 @@ the gateway recorded (``send_log`` state and attempts) and emitted.
 
 import asyncio
 import uuid
+from contextlib import aclosing
 from typing import Any
 
 import pytest
@@ -88,8 +89,13 @@ async def sender(gateway, sleeps):
             "send_retry_max_backoff_s": MAX_BACKOFF_S,
         }
     )
-    async with graph_http_client(settings) as http:
-        yield Sender(settings, app.state.db, app.state.secret_box, http, sleep=sleeps)
+    async with (
+        graph_http_client(settings) as http,
+        aclosing(
+            Sender(settings, app.state.db, app.state.secret_box, http, sleep=sleeps)
+        ) as sender,
+    ):
+        yield sender
 
 
 async def setup(api, gtokens, sim, gateway, key: int, **rule: Any) -> dict[str, Any]:

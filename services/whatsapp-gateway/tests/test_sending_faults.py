@@ -12,6 +12,7 @@ slowly, are classified as usual: transient ones are retried with backoff.
 
 import asyncio
 import uuid
+from contextlib import aclosing
 from typing import Any
 
 import pytest
@@ -35,8 +36,11 @@ async def sender(gateway):
     settings = app.state.settings.model_copy(
         update={"send_timeout_s": TIMEOUT_S, "send_confirm_window_s": 60.0}
     )
-    async with graph_http_client(settings) as http:
-        yield Sender(settings, app.state.db, app.state.secret_box, http)
+    async with (
+        graph_http_client(settings) as http,
+        aclosing(Sender(settings, app.state.db, app.state.secret_box, http)) as sender,
+    ):
+        yield sender
 
 
 async def fault(sim, number: dict[str, Any], **rule: Any) -> None:
@@ -101,8 +105,10 @@ async def test_a_slow_answer_past_the_timeout_is_not_resent_and_its_early_status
     event = send_requested(number)
     message_id = event.data["message_id"]
     patient = sender.settings.model_copy(update={"send_timeout_s": 2.0})
-    async with graph_http_client(patient) as http:
-        waiting = Sender(patient, app.state.db, app.state.secret_box, http)
+    async with (
+        graph_http_client(patient) as http,
+        aclosing(Sender(patient, app.state.db, app.state.secret_box, http)) as waiting,
+    ):
         await consume(app, app.state.settings, waiting, event)
     [at_meta] = await accepted(sim, message_id)
     row = await logged(app, message_id)

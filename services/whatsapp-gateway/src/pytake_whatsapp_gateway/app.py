@@ -69,7 +69,10 @@ def send_worker(settings: Settings, db: Database, box: SecretBox) -> Worker:
             sender = Sender(settings, db, box, client)
             consumer = EventConsumer(settings, db, CONSUMER_GROUP, make_handlers(sender))
             dispatcher = Dispatcher(settings, db, sender)
-            await asyncio.gather(consumer.run(stop), dispatcher.run(stop))
+            try:
+                await asyncio.gather(consumer.run(stop), dispatcher.run(stop))
+            finally:
+                await sender.aclose()
 
     return run
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import httpx
 
 TRANSIENT_CODES = frozenset({4, 80007, 130429, 131000, 131016, 131052, 131053, 131056, 131057})
@@ -112,23 +113,37 @@ def from_response(status: int, body: Any) -> SendError:
     return SendError(code, title, fallback, transient=False)
 
 
+#: The request never left: safe to retry.
+NOT_REACHED = SendError(
+    None,
+    "network error",
+    "WhatsApp's API could not be reached; try again later",
+    transient=True,
+)
+#: The request may have reached Meta and no answer came.
+NO_ANSWER = SendError(
+    None,
+    "no answer",
+    "WhatsApp's API did not answer; the message may or may not have been sent, "
+    "so it was not resent to avoid a duplicate",
+    transient=False,
+    ambiguous=True,
+)
+
+
 def from_network_error(exc: httpx.HTTPError) -> SendError:
     """Connection-phase errors never reached Meta: safe to retry. Later ones are ambiguous."""
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
-        return SendError(
-            None,
-            "network error",
-            "WhatsApp's API could not be reached; try again later",
-            transient=True,
-        )
-    return SendError(
-        None,
-        "no answer",
-        "WhatsApp's API did not answer; the message may or may not have been sent, "
-        "so it was not resent to avoid a duplicate",
-        transient=False,
-        ambiguous=True,
-    )
+        return NOT_REACHED
+    return NO_ANSWER
+
+
+def from_aiohttp_error(exc: aiohttp.ClientError | TimeoutError) -> SendError:
+    """:func:`from_network_error` for aiohttp: connecting (a pooled connection or a new
+    one, its timeout included) never reached Meta; anything later is ambiguous."""
+    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+        return NOT_REACHED
+    return NO_ANSWER
 
 
 def _with(detail: str, meta_details: Any) -> str:

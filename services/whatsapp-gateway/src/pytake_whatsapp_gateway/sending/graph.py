@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 import httpx
 
-from pytake_whatsapp_gateway.sending.errors import SendError, from_network_error, from_response
+from pytake_whatsapp_gateway.sending.errors import (
+    SendError,
+    from_aiohttp_error,
+    from_network_error,
+    from_response,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,10 +35,21 @@ class GraphAnswer:
 
 
 class GraphClient:
-    def __init__(self, client: httpx.AsyncClient, base_url: str, version: str) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        base_url: str,
+        version: str,
+        *,
+        messages: aiohttp.ClientSession | None = None,
+    ) -> None:
         self.client = client
         self.base_url = base_url.rstrip("/")
         self.version = version
+        #: Sends (``POST /messages``, one per message sent) go through this aiohttp
+        #: session when set: httpx's request and pool bookkeeping was a third of the
+        #: send path's CPU. Everything else uses ``client``.
+        self.messages = messages
 
     def url(self, *parts: str) -> str:
         return "/".join([self.base_url, self.version, *(quote(p, safe="") for p in parts)])
@@ -42,9 +60,11 @@ class GraphClient:
     async def send(
         self, phone_number_id: str, access_token: str, payload: dict[str, Any]
     ) -> GraphResult:
-        answer = await self.call(
-            "POST", self.messages_url(phone_number_id), access_token, json=payload
-        )
+        url = self.messages_url(phone_number_id)
+        if self.messages is not None:
+            answer = await self._post(self.messages, url, access_token, payload)
+        else:
+            answer = await self.call("POST", url, access_token, json=payload)
         if answer.error is not None:
             return GraphResult(None, answer.error)
         wamid = _wamid(answer.body)
@@ -87,9 +107,47 @@ class GraphClient:
             body = response.json()
         except ValueError:
             body = None
-        if response.is_success:
-            return GraphAnswer(body if isinstance(body, dict) else {}, None, response.status_code)
-        return GraphAnswer({}, from_response(response.status_code, body), response.status_code)
+        return _answer(response.status_code, body)
+
+    @staticmethod
+    async def _post(
+        session: aiohttp.ClientSession, url: str, access_token: str, payload: dict[str, Any]
+    ) -> GraphAnswer:
+        try:
+            async with session.post(
+                url,
+                data=json.dumps(payload).encode(),
+                headers={
+                    "Authorization": f"Bearer {access_token}",
+                    "Content-Type": "application/json",
+                },
+                allow_redirects=False,
+            ) as response:
+                raw = await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return GraphAnswer({}, from_aiohttp_error(exc))
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        return _answer(status, body)
+
+
+def messages_session(timeout_s: float, user_agent: str) -> aiohttp.ClientSession:
+    """The pooled keep-alive aiohttp session of a process's sends (:class:`GraphClient`):
+    ``timeout_s`` to connect (a pooled connection or a new one) and between reads."""
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=None, connect=timeout_s, sock_read=timeout_s),
+        connector=aiohttp.TCPConnector(limit=100),
+        headers={"User-Agent": user_agent},
+    )
+
+
+def _answer(status: int, body: Any) -> GraphAnswer:
+    if 200 <= status < 300:
+        return GraphAnswer(body if isinstance(body, dict) else {}, None, status)
+    return GraphAnswer({}, from_response(status, body), status)
 
 
 def _wamid(body: Any) -> str | None:

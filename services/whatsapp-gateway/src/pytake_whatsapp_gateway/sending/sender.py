@@ -56,7 +56,7 @@ from pytake_whatsapp_gateway.events import MessageFailed, MessageSent
 from pytake_whatsapp_gateway.metrics import SENDS
 from pytake_whatsapp_gateway.numbers import CONNECTED, mark_disconnected
 from pytake_whatsapp_gateway.sending.errors import SendError
-from pytake_whatsapp_gateway.sending.graph import GraphClient, GraphResult
+from pytake_whatsapp_gateway.sending.graph import GraphClient, GraphResult, messages_session
 from pytake_whatsapp_gateway.sending.messages import (
     InvalidMessage,
     MessageRequest,
@@ -241,6 +241,12 @@ class Sender:
             pair_burst=settings.pair_burst,
             lead_s=settings.send_slot_lead_s,
         )
+
+    async def aclose(self) -> None:
+        """Close the sends' HTTP session (opened by the first send)."""
+        if self.graph.messages is not None:
+            session, self.graph.messages = self.graph.messages, None
+            await session.close()
 
     async def send(
         self, out: Outbound, *, queue_seq: int | None = None, pair_key: str | None = None
@@ -476,6 +482,11 @@ class Sender:
         check_against_template(sent, list(stored["components"]))
 
     async def _call(self, out: Outbound, ready: _Ready) -> tuple[GraphResult, int]:
+        if self.graph.messages is None:  # opened in the event loop that sends
+            self.graph.messages = messages_session(
+                self.settings.send_timeout_s,
+                self.graph.client.headers.get("User-Agent", "pytake-whatsapp-gateway"),
+            )
         attempt = 0
         while True:
             attempt += 1
