@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import psutil
 from _measure import calibrate, cpu, infrastructure, postgres_cpu
 from aiokafka.structs import ConsumerRecord
+from cpu_per_message import print_statements, reset_statements, statements_option
 from sqlalchemy import select
 
 import pytake_campaigns
@@ -59,6 +60,21 @@ from pytake_common.settings import ServiceSettings
 from pytake_conversations.campaign_sends import campaign_handlers
 from pytake_conversations.handlers import HANDLERS
 from pytake_conversations.tables import messages
+
+#: ``--statements N``: pg_stat_statements over each measured phase, its N statements of
+#: most execution time and each database's N of most calls (0: not loaded)
+STATEMENTS = 0
+
+
+async def statements_before(pg_url: str) -> None:
+    if STATEMENTS:
+        await reset_statements(pg_url)
+
+
+async def statements_after(pg_url: str, n: int) -> None:
+    if STATEMENTS:
+        await print_statements(pg_url, n, STATEMENTS, unit="send", per_database=True)
+
 
 MIGRATIONS = Path(pytake_conversations.__file__).parent / "migrations"
 CAMPAIGN_MIGRATIONS = Path(pytake_campaigns.__file__).parent / "migrations"
@@ -230,6 +246,7 @@ async def run(pg_url: str, postmaster: psutil.Process, n: int, batch: int) -> No
 
     async def feed(events: list[CloudEvent], size: int) -> tuple[float, float, float]:
         nonlocal offset
+        await statements_before(pg_url)
         me = psutil.Process()
         start, pg_start, wall = cpu(me), postgres_cpu(postmaster), time.monotonic()
         for i in range(0, len(events), size):
@@ -245,6 +262,7 @@ async def run(pg_url: str, postmaster: psutil.Process, n: int, batch: int) -> No
         f"  recipient.dispatched x{n}, batch {batch}: consumer {own / n * 1000:6.2f} ms  "
         f"postgres {pg / n * 1000:6.2f} ms  per send ({wall:.1f} s)"
     )
+    await statements_after(pg_url, n)
     async with db.transaction(organization_id=org) as s:
         ids = list(
             (
@@ -260,6 +278,7 @@ async def run(pg_url: str, postmaster: psutil.Process, n: int, batch: int) -> No
         f"  4 statuses per send x{n}, batch {batch}: consumer {own / n * 1000:6.2f} ms  "
         f"postgres {pg / n * 1000:6.2f} ms  per send ({wall:.1f} s)"
     )
+    await statements_after(pg_url, n)
     async with db.transaction(organization_id=org) as s:
         read = (await s.execute(select(messages.c.status).where(messages.c.status == "read"))).all()
     assert len(read) == n, f"{len(read)} of {n} messages read"
@@ -393,6 +412,7 @@ async def run_campaigns(pg_url: str, postmaster: psutil.Process, n: int, batch: 
             [c for _, c in recipients],
         )
     events = progress(org, number_id, recipients, lag=max(batch, 1))
+    await statements_before(pg_url)
     me = psutil.Process()
     start, pg_start, wall = cpu(me), postgres_cpu(postmaster), time.monotonic()
     for i in range(0, len(events), batch):
@@ -403,6 +423,7 @@ async def run_campaigns(pg_url: str, postmaster: psutil.Process, n: int, batch: 
         f"  campaigns: 6 events per send x{n}, batch {batch}: consumer {own / n * 1000:6.2f} ms  "
         f"postgres {pg / n * 1000:6.2f} ms  per send ({took:.1f} s)"
     )
+    await statements_after(pg_url, n)
     async with db.transaction(organization_id=org) as s:
         conn = await rawpg.driver(s)
         read = await conn.fetchval(
@@ -444,6 +465,7 @@ async def run_dispatcher(pg_url: str, postmaster: psutil.Process, n: int, batch:
             [c for _, c in queued],
         )
     dispatcher = Dispatcher(settings, db)
+    await statements_before(pg_url)
     me = psutil.Process()
     start, pg_start, wall = cpu(me), postgres_cpu(postmaster), time.monotonic()
     released = 0
@@ -455,6 +477,7 @@ async def run_dispatcher(pg_url: str, postmaster: psutil.Process, n: int, batch:
         f"dispatcher {own / n * 1000:6.2f} ms  postgres {pg / n * 1000:6.2f} ms  per tick"
         f" ({took:.1f} s)"
     )
+    await statements_after(pg_url, n)
     await db.dispose()
 
 
@@ -466,9 +489,14 @@ def main() -> None:
     parser.add_argument(
         "--service", default="conversations", choices=("conversations", "campaigns", "dispatcher")
     )
+    statements_option(parser, "send")
     args = parser.parse_args()
+    global STATEMENTS
+    STATEMENTS = args.statements
     print(f"calibration: {calibrate():.1f} ms (lower is faster; shared 2-core box, noisy)")
-    with infrastructure("campaign-consumers", broker=False) as infra:
+    with infrastructure(
+        "campaign-consumers", broker=False, statements=bool(args.statements)
+    ) as infra:
         postmaster = infra.postmaster
         if postmaster is None:
             sys.exit(

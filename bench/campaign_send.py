@@ -54,7 +54,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _measure import Platform, calibrate, cpu, pct, platform, postgres_cpu
-from cpu_per_message import print_statements, reset_statements
+from cpu_per_message import print_statements, reset_statements, statements_option
 
 from pytake_common.pgtenant import asyncpg_dsn, to_asyncpg_url
 from pytake_devstack.mainloop import MainLoop, Tenant, poll
@@ -504,14 +504,7 @@ def main() -> None:
     parser.add_argument("--kill-after", type=float, default=15.0)
     parser.add_argument("--timeout", type=float, default=0.0, help="0: 4x the ideal drain + 120 s")
     parser.add_argument("--ready-timeout", type=float, default=180.0)
-    parser.add_argument(
-        "--statements",
-        type=int,
-        default=0,
-        metavar="N",
-        help="load pg_stat_statements (costs PostgreSQL CPU: not for the CPU figures) and"
-        " print statements per send by database and the N of most execution time",
-    )
+    statements_option(parser, "send")
     args = parser.parse_args()
     if args.n > 10_000:
         sys.exit("--n: at most 10,000 (the phone numbers are +1415777NNNN)")

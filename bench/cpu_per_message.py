@@ -153,6 +153,20 @@ async def print_statements(
             )
 
 
+def statements_option(parser: argparse.ArgumentParser, unit: str) -> None:
+    """``--statements N``: see :func:`print_statements` (loading pg_stat_statements costs
+    PostgreSQL CPU: not for the runs whose CPU is the figure)."""
+    parser.add_argument(
+        "--statements",
+        type=int,
+        default=0,
+        metavar="N",
+        help=f"load pg_stat_statements (costs PostgreSQL CPU: not for the CPU figures) and"
+        f" print statements per {unit} by database, the N of most execution time and each"
+        f" database's N of most calls",
+    )
+
+
 def _print_rows(rows: list[asyncpg.Record], n: int) -> None:
     for r in rows:
         query = " ".join(r["query"].split())[:110]
