@@ -447,8 +447,8 @@ class EventConsumer:
         connection (:func:`pytake_common.rawpg.driver`) never begins the session at all.
         """
         rows = {item.event.id: item.event.type for item in items}
-        pooled, proxied = self._held or await self._checkout()
-        self._held = None  # in use: a concurrent caller checks one out of its own
+        held, self._held = self._held, None  # in use: a concurrent caller checks one out
+        pooled, proxied = held or await self._checkout()
         conn: asyncpg.Connection = proxied.driver_connection
         adapted: Any = proxied.dbapi_connection
         session = AsyncSession(bind=pooled, expire_on_commit=False)
