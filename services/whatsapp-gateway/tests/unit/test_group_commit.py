@@ -38,31 +38,31 @@ async def test_an_idle_key_writes_at_once_and_a_busy_one_in_batches_in_order() -
 
 
 async def test_a_busy_key_lingers_for_more_and_an_idle_one_never_waits() -> None:
-    writes = Writes()
-    group = GroupCommit(writes, max_batch=4, linger_s=0.02)
+    writes = Writes()  # a write takes 10 ms
+    group = GroupCommit(writes, max_batch=4, linger_s=0.05)
     loop = asyncio.get_running_loop()
     started = loop.time()
     assert await group.submit("org", 0) == 0
-    assert loop.time() - started < 0.02  # alone: written at once, no linger after it
-    await asyncio.sleep(0.03)  # idle for longer than a linger
-    started = loop.time()
+    assert loop.time() - started < 0.05  # alone: written at once, no linger after it
+    await asyncio.sleep(0.06)  # idle for longer than a linger
+    # items queued behind a write in flight wait a linger for more
     first = asyncio.gather(group.submit("org", 1), group.submit("org", 2))
-    await asyncio.sleep(0.015)  # 1 is in flight, 2 queued; 3 comes during the linger
+    await asyncio.sleep(0.03)  # 1 written, 2 queued behind it and lingering: 3 joins
     assert await asyncio.gather(first, group.submit("org", 3)) == [[10, 20], 30]
     assert writes.calls[1:] == [("org", [1]), ("org", [2, 3])]
-    # arrivals less than a linger apart: even the first of a batch waits for the next
+    # a first item less than a linger after the previous one waits for the next too
     writes.calls.clear()
-    await asyncio.sleep(0.03)
-    one = asyncio.ensure_future(group.submit("org", 4))
-    await asyncio.sleep(0.005)
-    two = asyncio.ensure_future(group.submit("org", 5))  # 5 ms after 4: hot, 5 lingers
-    await asyncio.sleep(0.005)
-    three = group.submit("org", 6)  # joins 5's batch during its linger
-    assert await asyncio.gather(one, two, three) == [40, 50, 60]
+    await asyncio.sleep(0.06)
+    assert await group.submit("org", 4) == 40  # idle before: at once
+    started = loop.time()
+    five = asyncio.ensure_future(group.submit("org", 5))  # ~10 ms after 4: lingers
+    await asyncio.sleep(0.02)
+    assert await asyncio.gather(five, group.submit("org", 6)) == [50, 60]
+    assert loop.time() - started >= 0.05
     assert writes.calls == [("org", [4]), ("org", [5, 6])]
     # a full batch does not wait
     writes.calls.clear()
-    await asyncio.sleep(0.03)
+    await asyncio.sleep(0.06)
     await asyncio.gather(*(group.submit("org", i) for i in range(5)))
     assert writes.calls == [("org", [0]), ("org", [1, 2, 3, 4])]
 
