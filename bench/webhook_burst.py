@@ -34,12 +34,19 @@ up after the burst (their consumer groups may rebalance meanwhile: a redelivery 
 deduplicated, and the lost/duplicated counts still check it); the drain time is then
 printed but not judged.
 
+``--downstream-nice N``: the same services keep running but at ``nice`` N (their
+threads too) from the burst to the drained platform, as a deployment that reserves CPU
+for the edge (its own pods' CPU requests) would run them: the intake is served first
+and the consumers take the CPU left over. The drain is judged as usual. Not the
+default: the default run gives every process the same share.
+
 ``--statuses``: the burst is status webhooks (sent, delivered, read of each message,
 as Meta sends three per outbound message) of messages PyTake did not send; "drained"
 is then every status in whatsapp-gateway's status rows.
 
 Usage: python bench/webhook_burst.py [--rate 400] [--seconds 30] [--customers 2000]
-       [--statuses] [--pause-downstream] [--search] [--target-ms 100] [--ready-timeout 60]
+       [--statuses] [--pause-downstream] [--downstream-nice N] [--search] [--target-ms 100]
+       [--ready-timeout 60]
 """
 
 from __future__ import annotations
@@ -50,11 +57,12 @@ import contextlib
 import hashlib
 import hmac
 import json
+import os
 import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -244,6 +252,25 @@ def paused(procs: dict[str, psutil.Process], names: tuple[str, ...]) -> Iterator
             proc.resume()
 
 
+@contextlib.contextmanager
+def reniced(procs: dict[str, psutil.Process], names: tuple[str, ...], nice: int) -> Iterator[None]:
+    """``names`` (every thread) at ``nice`` while inside, back to their value after."""
+    chosen = [procs[name] for name in names if name in procs] if nice else []
+    before = {proc.pid: proc.nice() for proc in chosen}
+
+    def set_all(value_of: Callable[[psutil.Process], int]) -> None:
+        for proc in chosen:
+            for thread in proc.threads():
+                with contextlib.suppress(psutil.Error, OSError):
+                    os.setpriority(os.PRIO_PROCESS, thread.id, value_of(proc))
+
+    set_all(lambda _proc: nice)
+    try:
+        yield
+    finally:
+        set_all(lambda proc: before[proc.pid])
+
+
 #: The PostgreSQL backends of this database are the intake's PostgreSQL work.
 GATEWAY_DATABASE = "pytake_whatsapp_gateway"
 RECORDED = "SELECT count(*) FROM webhook_deliveries"
@@ -337,15 +364,16 @@ async def bench(args: argparse.Namespace, running: object) -> int:
     recorded0 = await gateway_db.fetchval(RECORDED)
     batches0 = write_batches(stack.url("whatsapp-gateway"))
     before, started = cpu_snapshot(procs), time.monotonic()
-    with paused(procs, DOWNSTREAM if args.pause_downstream else ()):
-        burst = await open_loop(
-            stack.url("api-gateway"), bodies, args.rate, number.app_secret, args.connections
-        )
-        during = time.monotonic() - started
-        after_burst = cpu_snapshot(procs)
-    batches1 = write_batches(stack.url("whatsapp-gateway"))
-    recorded1 = await gateway_db.fetchval(RECORDED)
-    total, distinct, drain = await conversations.drain(burst.accepted, burst.ended_at)
+    with reniced(procs, DOWNSTREAM, args.downstream_nice):
+        with paused(procs, DOWNSTREAM if args.pause_downstream else ()):
+            burst = await open_loop(
+                stack.url("api-gateway"), bodies, args.rate, number.app_secret, args.connections
+            )
+            during = time.monotonic() - started
+            after_burst = cpu_snapshot(procs)
+        batches1 = write_batches(stack.url("whatsapp-gateway"))
+        recorded1 = await gateway_db.fetchval(RECORDED)
+        total, distinct, drain = await conversations.drain(burst.accepted, burst.ended_at)
     after_drain, drained = cpu_snapshot(procs), time.monotonic() - started
     recorded2 = await gateway_db.fetchval(RECORDED)
     await gateway_db.close()
@@ -357,6 +385,11 @@ async def bench(args: argparse.Namespace, running: object) -> int:
     )
     if args.pause_downstream:
         print(f"  downstream stopped during the burst: {', '.join(DOWNSTREAM)}")
+    if args.downstream_nice:
+        print(
+            f"  downstream at nice {args.downstream_nice} from the burst to drained "
+            f"(the edge served first): {', '.join(DOWNSTREAM)}"
+        )
     print(bare.line("bare"))
     print(burst.line("gateway"))
     if bare.latencies and burst.latencies:
@@ -489,6 +522,12 @@ def main() -> None:
         "--pause-downstream",
         action="store_true",
         help="stop the intake's downstream consumers during the burst (CPU contention)",
+    )
+    parser.add_argument(
+        "--downstream-nice",
+        type=int,
+        default=0,
+        help="run the intake's downstream consumers at this nice value (edge served first)",
     )
     parser.add_argument("--search", action="store_true")
     parser.add_argument("--search-from", type=float, default=100.0)
