@@ -357,10 +357,23 @@ class InFlight:
             f" Little's law: mean in flight / rate ({rate_s:.1f}/s over the same time)"
             f" = {1000 * mean / rate_s:.0f} ms a send"
         )
+        waiting = sum(queue) / max(sum(flying), 1.0)
         print(
             f"whatsapp-gateway campaign queue (priority 2) over the drain: p50"
-            f" {pct(queue, 50):.0f}, max {max(queue):.0f}"
+            f" {pct(queue, 50):.0f}, max {max(queue):.0f}; {100 * waiting:.0f}% of what is in"
+            " flight waits there"
         )
+        # A full window with most of it waiting in whatsapp-gateway's queue: the gateway's
+        # sending is the slowest stage (a larger window only lengthens its queue); a full
+        # window with that queue near empty: the hops' latency, i.e. the window, binds.
+        binds = (
+            "the window (its sends wait in the hops, not in whatsapp-gateway's queue)"
+            if full > len(inside) / 2 and waiting < 0.25
+            else "whatsapp-gateway's sending (most of the window waits in its queue)"
+            if full > len(inside) / 2
+            else "neither the window nor the gateway's queue (the window is seldom full)"
+        )
+        print(f"what binds the rate: {binds}")
 
 
 def stamp(sent: dict[str, Any]) -> float:
