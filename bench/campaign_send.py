@@ -36,6 +36,7 @@ import argparse
 import asyncio
 import bisect
 import contextlib
+import math
 import os
 import secrets
 import subprocess
@@ -271,6 +272,110 @@ class DatabaseSplit:
         )
 
 
+class InFlight:
+    """Samples, every ``every`` seconds while the campaign drains, what campaigns' dispatcher
+    sees: its recipients in flight (dispatched or accepted, not yet sent/failed) against
+    its window (``ceil(LIMIT * window_s)``), and whatsapp-gateway's queue of campaign sends
+    (priority 2). A window full on most samples: the window binds the rate, not the CPU."""
+
+    def __init__(self, pg_url: str, campaign: str, window_s: float, every: float = 0.25) -> None:
+        self.pg_url, self.campaign, self.every = pg_url, uuid.UUID(campaign), every
+        self.window = math.ceil(LIMIT * window_s)
+        self.samples: list[tuple[float, int, int]] = []  # (time, in flight, gateway queue)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        camp = await asyncpg.connect(
+            asyncpg_dsn(to_asyncpg_url(self.pg_url, database="pytake_campaigns"))
+        )
+        gw = await asyncpg.connect(
+            asyncpg_dsn(to_asyncpg_url(self.pg_url, database="pytake_whatsapp_gateway"))
+        )
+        try:
+            while not stop.is_set():
+                flying = await camp.fetchval(
+                    "SELECT count(*) FROM campaign_recipients WHERE campaign_id = $1"
+                    " AND status IN ('dispatched', 'accepted')",
+                    self.campaign,
+                )
+                queue = await gw.fetchval("SELECT count(*) FROM send_queue WHERE priority = 2")
+                self.samples.append((time.time(), int(flying), int(queue)))
+                await asyncio.sleep(self.every)
+        finally:
+            await camp.close()
+            await gw.close()
+
+    async def latency(self) -> list[float]:
+        """Release -> sent per recipient (ms): ``sent_at`` (the status event's time) minus
+        ``dispatched_at``, from campaigns' database."""
+        conn = await asyncpg.connect(
+            asyncpg_dsn(to_asyncpg_url(self.pg_url, database="pytake_campaigns"))
+        )
+        try:
+            rows = await conn.fetch(
+                "SELECT extract(epoch FROM sent_at - dispatched_at) AS l FROM campaign_recipients"
+                " WHERE campaign_id = $1 AND sent_at IS NOT NULL AND dispatched_at IS NOT NULL",
+                self.campaign,
+            )
+        finally:
+            await conn.close()
+        return sorted(1000 * float(r["l"]) for r in rows)
+
+    def print(
+        self, latency: list[float], campaign_times: list[float], skip: tuple[float, float]
+    ) -> None:
+        """Skips the samples inside ``skip`` (a pause or a kill, from/to)."""
+        if not campaign_times:
+            return
+        first, last = campaign_times[0], campaign_times[-1]
+        inside = [
+            s
+            for s in self.samples
+            if first + 1 <= s[0] <= last - 1 and not skip[0] <= s[0] <= skip[1]
+        ]
+        if latency:
+            print(
+                f"release -> sent (campaigns' sent_at - dispatched_at): n={len(latency)}"
+                f" p50 {pct(latency, 50):.0f} ms, p95 {pct(latency, 95):.0f} ms,"
+                f" max {latency[-1]:.0f} ms (on a loaded box: latency, not CPU)"
+            )
+        if not inside:
+            return
+        flying = [float(s[1]) for s in inside]
+        queue = [float(s[2]) for s in inside]
+        full = sum(1 for f in flying if f >= self.window)
+        mean = sum(flying) / len(flying)
+        # the rate over the sampled time (the pause or kill left out, as the samples)
+        span = (last - 1) - (first + 1) - max(0.0, min(skip[1], last - 1) - max(skip[0], first + 1))
+        counted = [
+            t for t in campaign_times if first + 1 <= t <= last - 1 and not skip[0] <= t <= skip[1]
+        ]
+        rate_s = len(counted) / max(span, 1e-9)
+        print(
+            f"in flight over the drain ({len(inside)} samples every {self.every} s): mean"
+            f" {mean:.1f}, p50 {pct(flying, 50):.0f}, max {max(flying):.0f}; window {self.window}"
+            f" full (>= window) on {100 * full / len(inside):.0f}% of samples;"
+            f" Little's law: mean in flight / rate ({rate_s:.1f}/s over the same time)"
+            f" = {1000 * mean / rate_s:.0f} ms a send"
+        )
+        waiting = sum(queue) / max(sum(flying), 1.0)
+        print(
+            f"whatsapp-gateway campaign queue (priority 2) over the drain: p50"
+            f" {pct(queue, 50):.0f}, max {max(queue):.0f}; {100 * waiting:.0f}% of what is in"
+            " flight waits there"
+        )
+        # A full window with most of it waiting in whatsapp-gateway's queue: the gateway's
+        # sending is the slowest stage (a larger window only lengthens its queue); a full
+        # window with that queue near empty: the hops' latency, i.e. the window, binds.
+        binds = (
+            "the window (its sends wait in the hops, not in whatsapp-gateway's queue)"
+            if full > len(inside) / 2 and waiting < 0.25
+            else "whatsapp-gateway's sending (most of the window waits in its queue)"
+            if full > len(inside) / 2
+            else "neither the window nor the gateway's queue (the window is seldom full)"
+        )
+        print(f"what binds the rate: {binds}")
+
+
 def stamp(sent: dict[str, Any]) -> float:
     return datetime.fromisoformat(str(sent["time"])).timestamp()
 
@@ -364,7 +469,19 @@ async def campaign_run(plat: Platform, args: argparse.Namespace) -> None:
         print(f"campaign started: {total} recipients frozen in {time.time() - t_start:.2f} s")
         stop = asyncio.Event()
         replies = asyncio.create_task(agents.steady("drain", stop))
-        kill_at = restart_ready = None
+        sampler = InFlight(plat.infra.pg_url, campaign, args.window)
+        sampling = asyncio.create_task(sampler.run(stop))
+        kill_at = restart_ready = paused_at = resumed_at = None
+        if args.pause_after:
+            # pause -> the last campaign send at the Graph API (issue #16: within 2 s)
+            await asyncio.sleep(args.pause_after)
+            r = await loop.call("POST", f"/v1/campaigns/{campaign}/pause", headers=tenant.headers)
+            r.raise_for_status()
+            paused_at = time.time()  # the pause is committed when its answer comes back
+            await asyncio.sleep(args.pause_hold)
+            resumed_at = time.time()
+            r = await loop.call("POST", f"/v1/campaigns/{campaign}/resume", headers=tenant.headers)
+            r.raise_for_status()
         if args.kill_after:
             await asyncio.sleep(args.kill_after)
             kill_at = time.time()
@@ -402,6 +519,7 @@ async def campaign_run(plat: Platform, args: argparse.Namespace) -> None:
         finally:
             stop.set()
             await replies
+            await sampling
         drained = time.time()
         await asyncio.sleep(3)  # the last agent replies
         load_after = load()
@@ -441,6 +559,15 @@ async def campaign_run(plat: Platform, args: argparse.Namespace) -> None:
         per_second = Counter(int(t - first) for t in campaign_times)
         span = int(campaign_times[-1] - first) + 1
         print("  campaign sends per second from the first:", [per_second[i] for i in range(span)])
+    if paused_at is not None and resumed_at is not None:
+        held = [t for t in campaign_times if paused_at <= t < resumed_at]
+        last_send = f"{held[-1] - paused_at:.2f} s" if held else "none"
+        print(
+            f"pause (answered at +{paused_at - t_start:.1f} s, held {args.pause_hold:g} s):"
+            f" {len(held)} campaign sends after it, the last {last_send} after it (target <= 2 s)"
+        )
+    skip = (paused_at or kill_at or 0.0, (resumed_at or restart_ready or 0.0) + 3.0)
+    sampler.print(await sampler.latency(), campaign_times, skip)
     print(
         f"most sends on the number in any sliding second: {sliding} (campaign alone"
         f" {campaign_sliding}), in any calendar second: {calendar} (limit {LIMIT})"
@@ -504,13 +631,26 @@ def main() -> None:
     parser.add_argument("--kill-after", type=float, default=15.0)
     parser.add_argument("--timeout", type=float, default=0.0, help="0: 4x the ideal drain + 120 s")
     parser.add_argument("--ready-timeout", type=float, default=180.0)
+    parser.add_argument(
+        "--window", type=float, default=1.0, help="campaigns' in-flight window (s) for this run"
+    )
+    parser.add_argument(
+        "--pause-after", type=float, default=0.0, help="pause S s after the start (0: none)"
+    )
+    parser.add_argument("--pause-hold", type=float, default=5.0, help="then resume after S s")
     statements_option(parser, "send")
     args = parser.parse_args()
     if args.n > 10_000:
         sys.exit("--n: at most 10,000 (the phone numbers are +1415777NNNN)")
     print(f"calibration: {calibrate():.1f} ms (lower is faster; shared 2-core box, noisy)")
+    print(
+        f"campaigns' in-flight window: {args.window:g} s ({math.ceil(LIMIT * args.window)} sends)"
+    )
     with platform(
-        "campaign-send", ready_timeout=args.ready_timeout, statements=bool(args.statements)
+        "campaign-send",
+        extra_env={"PYTAKE_CAMPAIGN_IN_FLIGHT_WINDOW_S": str(args.window)},
+        ready_timeout=args.ready_timeout,
+        statements=bool(args.statements),
     ) as plat:
         asyncio.run(campaign_run(plat, args))
 
