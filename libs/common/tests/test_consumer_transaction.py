@@ -5,6 +5,7 @@ import uuid
 import asyncpg
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from pytake_common import rawpg
 from pytake_common.consumer import EventConsumer, database_unavailable
@@ -192,3 +193,16 @@ async def test_connections_the_server_closed_in_the_pool_cost_no_attempt(db, kaf
 def test_a_closed_connection_is_the_database_s_outage_not_the_record_s_fault():
     assert database_unavailable(asyncpg.InterfaceError("connection is closed"))
     assert not database_unavailable(asyncpg.InterfaceError("another operation is in progress"))
+
+
+async def test_a_database_transaction_on_a_connection_closed_in_the_pool_renews_the_pool(db):
+    """Database.transaction() begins raw; on a connection the server closed it takes
+    SQLAlchemy's path, which reports a disconnect and renews the pool (the next works)."""
+    org = uuid.uuid4()
+    await _close_pooled_connections_server_side(db)
+    with pytest.raises(DBAPIError) as failed:
+        async with db.transaction(organization_id=org) as session:
+            await session.execute(text("SELECT 1"))
+    assert failed.value.connection_invalidated
+    async with db.transaction(organization_id=org) as session:
+        assert await session.scalar(text("SELECT count(*) FROM notes")) == 0
