@@ -2,14 +2,17 @@
 
 import uuid
 
+import asyncpg
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from pytake_common import rawpg
-from pytake_common.consumer import EventConsumer
+from pytake_common.consumer import EventConsumer, database_unavailable
 from pytake_common.events import CloudEvent
+from pytake_common.pgtenant import asyncpg_dsn
 
-from .plumbing import count_hits, hit, settings_for, write_note_with_event
+from .plumbing import count_hits, eventually, hit, settings_for, write_note_with_event
 from .test_plumbing import RecordingConsumer
 from .test_set_handlers import _type, marks, records
 
@@ -137,3 +140,69 @@ def _dead_letters(consumer: EventConsumer) -> list[str]:
 
     consumer.dead_letter = dead_letter  # type: ignore[method-assign]
     return dead
+
+
+async def _close_pooled_connections_server_side(db, *kept) -> None:
+    """What a PostgreSQL restart does to the connections sitting in the pool (and to
+    ``kept`` ones, asyncpg's): the server closes them; SQLAlchemy's pool does not know
+    until a statement of its own."""
+    pooled = [await db.engine.connect() for _ in range(db.engine.pool.size())]
+    raws = [(await p.get_raw_connection()).driver_connection for p in pooled] + list(kept)
+    for p in pooled:
+        await p.close()
+    admin = await asyncpg.connect(asyncpg_dsn(db.url))
+    try:
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid",
+            [raw.get_server_pid() for raw in raws],
+        )
+    finally:
+        await admin.close()
+    await eventually(lambda: _all_closed(raws), timeout=10)
+
+
+async def _all_closed(raws) -> bool:
+    return all(raw.is_closed() for raw in raws)
+
+
+async def test_connections_the_server_closed_in_the_pool_cost_no_attempt(db, kafka_bootstrap):
+    """A raw statement on such a connection fails with "connection is closed": the kit
+    takes another connection (and would count it as the database's outage, not the
+    record's failure), so no record is dead-lettered after a PostgreSQL restart."""
+    etype, org = _type(), uuid.uuid4()
+    events = [await write_note_with_event(db, etype, org) for _ in range(2)]
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    consumer = RecordingConsumer(settings_for(kafka_bootstrap, "tx"), db, group, {etype: hit})
+    try:
+        await _close_pooled_connections_server_side(db)  # more than the attempts
+        await consumer.process_batch(records(events[:1]))
+        async with consumer.holding():
+            await consumer.process_batch(records(events[1:]))
+            assert consumer._held is not None
+            await _close_pooled_connections_server_side(db, consumer._held[1].driver_connection)
+            await consumer.process_batch(records(events[1:]))  # a redelivery
+        assert consumer.outcomes == ["handled", "handled", "duplicate"]
+        assert await count_hits(db, org) == 2
+        await _close_pooled_connections_server_side(db)
+        async with rawpg.transaction(db, org) as conn:
+            assert await conn.fetchval("SELECT count(*) FROM notes") == 2
+    finally:
+        await consumer.close()
+
+
+def test_a_closed_connection_is_the_database_s_outage_not_the_record_s_fault():
+    assert database_unavailable(asyncpg.InterfaceError("connection is closed"))
+    assert not database_unavailable(asyncpg.InterfaceError("another operation is in progress"))
+
+
+async def test_a_database_transaction_on_a_connection_closed_in_the_pool_renews_the_pool(db):
+    """Database.transaction() begins raw; on a connection the server closed it takes
+    SQLAlchemy's path, which reports a disconnect and renews the pool (the next works)."""
+    org = uuid.uuid4()
+    await _close_pooled_connections_server_side(db)
+    with pytest.raises(DBAPIError) as failed:
+        async with db.transaction(organization_id=org) as session:
+            await session.execute(text("SELECT 1"))
+    assert failed.value.connection_invalidated
+    async with db.transaction(organization_id=org) as session:
+        assert await session.scalar(text("SELECT count(*) FROM notes")) == 0

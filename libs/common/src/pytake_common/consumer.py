@@ -122,6 +122,10 @@ def database_unavailable(error: BaseException) -> bool:
             return True
         if isinstance(current, DBAPIError) and current.connection_invalidated:
             return True
+        # asyncpg's own word for a connection the server closed before the statement (as
+        # SQLAlchemy's asyncpg dialect reads it): a raw statement's, e.g. a kept connection's
+        if isinstance(current, asyncpg.InterfaceError) and "connection is closed" in str(current):
+            return True
         current = current.__cause__ or current.__context__
     return False
 
@@ -448,6 +452,9 @@ class EventConsumer:
         """
         rows = {item.event.id: item.event.type for item in items}
         held, self._held = self._held, None  # in use: a concurrent caller checks one out
+        if held is not None and not await rawpg.alive(*held):  # closed while kept
+            await held[0].close()
+            held = None
         pooled, proxied = held or await self._checkout()
         conn: asyncpg.Connection = proxied.driver_connection
         adapted: Any = proxied.dbapi_connection
@@ -497,12 +504,7 @@ class EventConsumer:
                     await pooled.close()
 
     async def _checkout(self) -> tuple[AsyncConnection, Any]:
-        pooled = await self.db.engine.connect()
-        try:
-            return pooled, await pooled.get_raw_connection()
-        except BaseException:
-            await pooled.close()
-            raise
+        return await rawpg.checkout(self.db)
 
     async def _release(self) -> None:
         """Give the connection kept between transactions back to the pool."""

@@ -100,6 +100,10 @@ def _bind_tenant(session: Session, tx: SessionTransaction, connection: Connectio
         getattr(adapted, "_transaction", False) is None
         and adapted.isolation_level is None
         and not (adapted.readonly or adapted.deferrable)
+        # closed by the server in the pool (PostgreSQL restarted): SQLAlchemy's own
+        # statement below fails as a disconnect, invalidating the pool (a raw BEGIN's
+        # error would leave every such connection in it)
+        and not adapted._connection.is_closed()
     ):
         try:
             begin = begin_sql(organization, bypass_rls=bypass)

@@ -61,6 +61,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 import asyncpg
@@ -133,13 +134,46 @@ async def transaction(
         bypass_rls=bypass_rls,
         settings=None if durable else {"synchronous_commit": "off"},
     )
-    async with db.engine.connect() as pooled:
-        proxied = await pooled.get_raw_connection()
-        # soft: closing it through the pool would need SQLAlchemy's greenlet
-        async with committed(
-            proxied.driver_connection, begin, lambda: proxied.invalidate(soft=True)
-        ) as conn:
-            yield conn
+    while True:
+        async with db.engine.connect() as pooled:
+            proxied = await pooled.get_raw_connection()
+            if not await alive(pooled, proxied):
+                continue  # closed by the server meanwhile: another one
+            # soft: closing it through the pool would need SQLAlchemy's greenlet
+            async with committed(
+                proxied.driver_connection, begin, partial(proxied.invalidate, soft=True)
+            ) as conn:
+                yield conn
+            return
+
+
+async def checkout(db: Database) -> tuple[AsyncConnection, Any]:
+    """A connection of ``db``'s pool and its raw (pool) connection, whose asyncpg
+    connection is open (see :func:`alive`); the caller closes it."""
+    while True:
+        pooled = await db.engine.connect()
+        try:
+            proxied = await pooled.get_raw_connection()
+            if await alive(pooled, proxied):
+                return pooled, proxied
+        except BaseException:
+            await pooled.close()
+            raise
+        await pooled.close()
+
+
+async def alive(pooled: AsyncConnection, proxied: Any) -> bool:
+    """Whether the asyncpg connection of a pool checkout is open; if not, it is invalidated.
+
+    The server closes the connections sitting in the pool when PostgreSQL restarts.
+    SQLAlchemy notices only at a statement of its own (and then renews the whole pool);
+    a raw statement fails with ``connection is closed``, and each try of a record or of
+    a send would spend an attempt on the next such connection. A local check: no round
+    trip."""
+    if not proxied.driver_connection.is_closed():
+        return True
+    await pooled.invalidate()
+    return False
 
 
 @asynccontextmanager

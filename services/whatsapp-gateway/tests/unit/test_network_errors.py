@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from pytake_whatsapp_gateway.sending.errors import from_aiohttp_error, from_network_error
+from pytake_whatsapp_gateway.sending.graph import KEEPALIVE_S, messages_session
 
 KEY = SimpleNamespace(host="graph.facebook.com", port=443, ssl=True)
 
@@ -46,3 +47,13 @@ def test_httpx_and_aiohttp_map_alike():
     assert from_network_error(httpx.ReadTimeout("slow", request=request)) == (
         from_aiohttp_error(aiohttp.SocketTimeoutError())
     )
+
+
+async def test_the_sends_session_keeps_idle_connections_no_longer_than_httpx_did():
+    session = messages_session(5.0, "test")
+    try:
+        connector = session.connector
+        assert isinstance(connector, aiohttp.TCPConnector)
+        assert connector._keepalive_timeout == httpx.Limits().keepalive_expiry == KEEPALIVE_S
+    finally:
+        await session.close()

@@ -134,12 +134,19 @@ class GraphClient:
         return _answer(status, body)
 
 
+#: How long an idle connection of the sends' session is kept: httpx's default, which the
+#: sends had before. A send on a kept connection the server is closing at that moment fails
+#: as ``ServerDisconnectedError`` and cannot be resent (it may have left): keeping them
+#: longer than the server does (aiohttp's own default is 15 s) would make that likelier.
+KEEPALIVE_S = 5.0
+
+
 def messages_session(timeout_s: float, user_agent: str) -> aiohttp.ClientSession:
     """The pooled keep-alive aiohttp session of a process's sends (:class:`GraphClient`):
     ``timeout_s`` to connect (a pooled connection or a new one) and between reads."""
     return aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=None, connect=timeout_s, sock_read=timeout_s),
-        connector=aiohttp.TCPConnector(limit=100),
+        connector=aiohttp.TCPConnector(limit=100, keepalive_timeout=KEEPALIVE_S),
         headers={"User-Agent": user_agent},
     )
 

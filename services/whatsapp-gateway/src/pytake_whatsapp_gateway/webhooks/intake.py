@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -413,11 +414,32 @@ class WebhookIntake:
         self.unknown.spend(source)
 
 
+#: Numbers jsonb refuses though Python reads them (as 0.0): PostgreSQL's numeric keeps at
+#: most 16383 digits after the point (``1e-20000``, or a fraction of 17000 digits,
+#: overflows it). A body with an exponent of -1000 or less, or with a run of a thousand
+#: digits, is encoded again (such text inside a string only costs that).
+_MINUS_DIGITS = re.compile(rb"-\d{4}")  # a literal first: searched fast, unlike [eE]-
+_LONG_DIGITS = re.compile(rb"\d{1000}")
+#: Below this size no fraction can pass the limit with an exponent of three digits.
+_LONG_BODY = 15_000
+
+
+def _numeric_risk(body: bytes) -> bool:
+    """Whether ``body`` may hold a number out of jsonb's range (see :data:`_MINUS_DIGITS`):
+    about half a microsecond for a usual delivery."""
+    if _MINUS_DIGITS.search(body) and any(
+        body[m.start() - 1 : m.start()] in (b"e", b"E") for m in _MINUS_DIGITS.finditer(body)
+    ):
+        return True
+    return len(body) > _LONG_BODY and _LONG_DIGITS.search(body) is not None
+
+
 def _body_text(body: bytes, payload: dict[str, Any]) -> str:
     """The delivery's JSON text for its jsonb column: the body as Meta sent it, when
     PostgreSQL reads it as Python did (a UTF-8 object, no NUL: :func:`parse_body` left
-    ``payload`` as the body says), else ``payload`` encoded again."""
-    if body[:1] == b"{" and b"\\u0000" not in body:
+    ``payload`` as the body says; no number out of jsonb's range), else ``payload``
+    encoded again."""
+    if body[:1] == b"{" and b"\\u0000" not in body and not _numeric_risk(body):
         try:
             return body.decode()
         except UnicodeDecodeError:  # json.loads also reads UTF-16/32 and lone surrogates
