@@ -89,13 +89,8 @@ class Settings(ServiceSettings):
     #: Automation and campaign sends of a number in flight at most: this many seconds of
     #: its throughput (at least one). An agent's reply waits behind no more than these
     #: (each holds a slot of the number's schedule), while enough stay in flight to keep
-    #: the number at its limit. In flight counts every taken request until its outcome is
-    #: recorded, so besides the sends waiting for their slots it holds those past them
-    #: (the Graph call, the record) and those taken at the next look: by Little's law the
-    #: number's rate is at most this many divided by a send's time in flight, which is
-    #: this plus that work (tens of milliseconds, more on a busy box): 0.3 s keeps 80/s
-    #: with up to 100 ms of it (docs/benchmarks.md, "#16 background sends ahead").
-    send_background_ahead_s: float = Field(default=0.3, gt=0, le=5.0)
+    #: the number at its limit (a send takes tens of milliseconds besides its slot).
+    send_background_ahead_s: float = Field(default=0.15, gt=0, le=5.0)
     #: Meta's pair rate: one message per this many seconds to the same customer
     #: (0 turns pacing per recipient off) ...
     pair_interval_s: float = Field(default=6.0, ge=0)

@@ -28,9 +28,8 @@ A wake-up looks only where something may have changed, as a campaign drains one 
 per throughput slot and a look per send ending cost a transaction per send: interactive
 requests after a notification of one (the payload is the request's priority), the end of
 an interactive send, a timer (a due time, the poll), or a look that filled every free
-slot; background requests at most every third of ``send_background_ahead_s``, and at
-least every :data:`BACKGROUND_GATHER_MAX_S` (the sends still in flight keep at least two
-thirds of their schedule ahead meanwhile).
+slot; background requests at most every third of ``send_background_ahead_s`` (the sends
+still in flight keep at least two thirds of their schedule ahead meanwhile).
 """
 
 from __future__ import annotations
@@ -126,10 +125,8 @@ UNLISTENED_POLL_S = 0.05
 #: With fewer than a quarter of its send slots free, a woken dispatcher waits this
 #: long for more sends to end before taking requests.
 GATHER_S = 0.02
-#: The share of ``send_background_ahead_s`` between two looks for background requests ...
+#: The share of ``send_background_ahead_s`` between two looks for background requests.
 BACKGROUND_GATHER_SHARE = 1 / 3
-#: ... and the longest time between them (a send that ended frees its room by then).
-BACKGROUND_GATHER_MAX_S = 0.05
 
 #: Seconds until the earliest requeued request (not taken) falls due; NULL if none.
 _NEXT_DUE = """
@@ -195,9 +192,7 @@ class Dispatcher:
         self._background_at = 0.0
         #: When (monotonic) the earliest requeued request falls due, if known.
         self._due_at: float | None = None
-        self._background_gather_s = min(
-            settings.send_background_ahead_s * BACKGROUND_GATHER_SHARE, BACKGROUND_GATHER_MAX_S
-        )
+        self._background_gather_s = settings.send_background_ahead_s * BACKGROUND_GATHER_SHARE
 
     async def run(self, stop: asyncio.Event) -> None:
         listener = asyncio.create_task(self._listen(stop))
