@@ -22,6 +22,7 @@ organization (RLS WITH CHECK applies: bypass is switched off first).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -427,9 +428,7 @@ _LONG_BODY = 15_000
 def _numeric_risk(body: bytes) -> bool:
     """Whether ``body`` may hold a number out of jsonb's range (see :data:`_MINUS_DIGITS`):
     about half a microsecond for a usual delivery."""
-    if _MINUS_DIGITS.search(body) and any(
-        body[m.start() - 1 : m.start()] in (b"e", b"E") for m in _MINUS_DIGITS.finditer(body)
-    ):
+    if any(body[m.start() - 1 : m.start()] in (b"e", b"E") for m in _MINUS_DIGITS.finditer(body)):
         return True
     return len(body) > _LONG_BODY and _LONG_DIGITS.search(body) is not None
 
@@ -440,10 +439,9 @@ def _body_text(body: bytes, payload: dict[str, Any]) -> str:
     ``payload`` as the body says; no number out of jsonb's range), else ``payload``
     encoded again."""
     if body[:1] == b"{" and b"\\u0000" not in body and not _numeric_risk(body):
-        try:
+        # json.loads also reads UTF-16/32 and lone surrogates: those are encoded again
+        with contextlib.suppress(UnicodeDecodeError):
             return body.decode()
-        except UnicodeDecodeError:  # json.loads also reads UTF-16/32 and lone surrogates
-            pass
     return json.dumps(payload)
 
 
