@@ -173,9 +173,12 @@ async def test_throughput_and_pair_rate_are_paced(app, settings, graph, client, 
         send, admit = sender.graph.send, sender.pacer.admit_pair
         one = recipient_key(uuid.UUID(number["id"]), "5511777770000")
 
-        async def recorded_send(phone_number_id, token, payload):
-            departures[payload["to"], payload["text"]["body"]] = time.monotonic()
-            return await send(phone_number_id, token, payload)
+        async def recorded_send(phone_number_id, token, payload, gate):
+            def departing() -> None:  # the moment the pacer lets the bytes go
+                gate()
+                departures[payload["to"], payload["text"]["body"]] = time.monotonic()
+
+            return await send(phone_number_id, token, payload, gate=departing)
 
         async def recorded_admit(session, number_id, key):
             asked = time.monotonic()

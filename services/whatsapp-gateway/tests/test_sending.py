@@ -1,4 +1,5 @@
 import asyncio
+import time
 import uuid
 from contextlib import aclosing
 
@@ -12,6 +13,7 @@ from pytake_common.event_types import CONVERSATIONS_MESSAGE_SEND_REQUESTED_V1
 from pytake_common.events import CloudEvent
 from pytake_whatsapp_gateway.app import CONSUMER_GROUP, graph_http_client
 from pytake_whatsapp_gateway.handlers import make_handlers
+from pytake_whatsapp_gateway.metrics import SLOTS_MISSED
 from pytake_whatsapp_gateway.sending.dispatcher import Dispatcher
 from pytake_whatsapp_gateway.sending.sender import Outbound, Sender
 from pytake_whatsapp_gateway.tables import send_log
@@ -144,6 +146,33 @@ async def test_a_send_request_calls_the_graph_api_and_emits_sent(
         row = (await s.execute(select(send_log))).mappings().one()
     assert (row["state"], row["wamid"], row["attempts"]) == ("sent", data["wamid"], 1)
     assert sends("sent") == before + 1
+
+
+async def test_a_send_too_late_at_its_socket_sends_nothing_and_goes_on_new_slots(
+    app, settings, sender, graph, number
+):
+    """The pacer's check is made where the request's bytes are written: a call delayed
+    past its slot between the wake-up and the write (a busy event loop) is held back
+    with nothing sent, and goes once, on slots reserved anew, as the same attempt."""
+    real_send, calls = sender.graph.send, []
+
+    async def stalled_once(phone_number_id, token, payload, gate):
+        calls.append(payload["to"])
+        if len(calls) == 1:
+            time.sleep(0.2)  # noqa: ASYNC251 - on purpose: the loop busy elsewhere
+        return await real_send(phone_number_id, token, payload, gate=gate)
+
+    sender.graph.send = stalled_once
+    before = SLOTS_MISSED._value.get()
+    await consume(app, settings, sender, send_requested(number))
+
+    assert len(calls) == 2
+    assert len(graph.requests) == 1
+    assert SLOTS_MISSED._value.get() >= before + 1
+    [sent] = await events(app, SENT)
+    async with app.state.db.transaction(organization_id=number["organization_id"]) as s:
+        row = (await s.execute(select(send_log))).mappings().one()
+    assert (row["state"], row["wamid"], row["attempts"]) == ("sent", sent["data"]["wamid"], 1)
 
 
 async def test_outside_the_window_fails_with_a_readable_reason(

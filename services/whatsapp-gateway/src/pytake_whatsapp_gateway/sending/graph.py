@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 import httpx
+from aiohttp.abc import AbstractStreamWriter
 
 from pytake_whatsapp_gateway.sending.errors import (
     SendError,
@@ -16,6 +18,7 @@ from pytake_whatsapp_gateway.sending.errors import (
     from_network_error,
     from_response,
 )
+from pytake_whatsapp_gateway.sending.pacing import MissedSlot
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,12 +61,22 @@ class GraphClient:
         return self.url(phone_number_id, "messages")
 
     async def send(
-        self, phone_number_id: str, access_token: str, payload: dict[str, Any]
+        self,
+        phone_number_id: str,
+        access_token: str,
+        payload: dict[str, Any],
+        gate: Callable[[], None] | None = None,
     ) -> GraphResult:
+        """Send one message. ``gate`` is called right before the request's bytes are
+        written, with nothing in between that could let other tasks run; what it raises
+        (:class:`~pytake_whatsapp_gateway.sending.pacing.MissedSlot`) aborts the call
+        with nothing sent and comes out of here as it is."""
         url = self.messages_url(phone_number_id)
         if self.messages is not None:
-            answer = await self._post(self.messages, url, access_token, payload)
+            answer = await self._post(self.messages, url, access_token, payload, gate)
         else:
+            if gate is not None:  # httpx has no such moment: as close as it gets
+                gate()
             answer = await self.call("POST", url, access_token, json=payload)
         if answer.error is not None:
             return GraphResult(None, answer.error)
@@ -111,12 +124,17 @@ class GraphClient:
 
     @staticmethod
     async def _post(
-        session: aiohttp.ClientSession, url: str, access_token: str, payload: dict[str, Any]
+        session: aiohttp.ClientSession,
+        url: str,
+        access_token: str,
+        payload: dict[str, Any],
+        gate: Callable[[], None] | None = None,
     ) -> GraphAnswer:
+        data = json.dumps(payload).encode()
         try:
             async with session.post(
                 url,
-                data=json.dumps(payload).encode(),
+                data=data if gate is None else GatedBody(data, gate),
                 headers={
                     "Authorization": f"Bearer {access_token}",
                     "Content-Type": "application/json",
@@ -126,12 +144,40 @@ class GraphClient:
                 raw = await response.read()
                 status = response.status
         except (aiohttp.ClientError, TimeoutError) as exc:
+            if isinstance(exc.__cause__, MissedSlot):
+                raise exc.__cause__ from None
             return GraphAnswer({}, from_aiohttp_error(exc))
         try:
             body = json.loads(raw)
         except ValueError:
             body = None
         return _answer(status, body)
+
+
+class GatedBody(aiohttp.BytesPayload):
+    """A request body that asks ``gate`` before its bytes go.
+
+    aiohttp keeps a request's headers until its body's first write and writes both
+    together, from a task of its own (Python 3.11) that runs only after whatever else
+    was ready: the write is the request's real departure, and the one moment a call
+    can still be held back with nothing of it sent. What ``gate`` raises reaches the
+    caller as the cause of aiohttp's ``ClientConnectionError``; the connection is
+    closed, not reused.
+    """
+
+    def __init__(self, value: bytes, gate: Callable[[], None]) -> None:
+        super().__init__(value, content_type="application/json")
+        self._gate = gate
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        self._gate()
+        await super().write(writer)
+
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        self._gate()
+        await super().write_with_length(writer, content_length)
 
 
 #: How long an idle connection of the sends' session is kept: httpx's default, which the

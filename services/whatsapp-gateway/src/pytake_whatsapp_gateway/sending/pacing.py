@@ -21,9 +21,16 @@ default), travelling the other two thirds:
 
 - *Leaving late* (ours): the slot is converted to this process's clock as an
   interval ``[earliest, at]`` (see :class:`ClockOffset`); the caller sleeps until
-  ``at``, so it never leaves early, and before calling Meta checks how late it
-  is against ``earliest``. A call more than ``b`` late (a loaded event loop,
-  a slow commit, a paused process) does not use its slot: it reserves ``n``
+  ``at``, so it never leaves early, and checks how late it is against ``earliest``
+  at the last moment it still can hold the call back: when its request's bytes are
+  about to be written to the socket (:meth:`Departure.check`, called by the HTTP
+  client's body, see ``graph.py``). Checking before calling the HTTP client was not
+  enough: on Python 3.11 aiohttp writes a request from a task of its own, which runs
+  only after every other task ready at that moment; right after a burst of claims
+  that took tens of milliseconds, unmeasured, and the benchmark once counted 81 calls
+  in a sliding second at an 80/s number. A call more than ``b`` late (a loaded event
+  loop, a slow commit, a paused process) does not use its slot and sends nothing
+  (:class:`MissedSlot`): it reserves ``n``
   consecutive slots instead (1, 2, 4, ... up to a second's worth, see below) and
   may leave up to ``(n - 1) * T + b`` after the first. That keeps
   the bound: give the call the virtual slot ``v = min(departure, last reserved
@@ -33,20 +40,17 @@ default), travelling the other two thirds:
   then: the slot is a queue's length ahead), later ones 2, 4, ... Lateness costs
   throughput (the skipped slots), never the limit, and a persistently late
   process still gets every call out.
-- *Travelling*, everything after that check: this process's own way to the socket
-  (the HTTP client, its connection pool, the event loop), the network, and the
-  receiver's queueing before it counts the call: ``a - b``.
+- *Travelling*, everything after that check: the kernel's and the network's way to
+  Meta, and the receiver's queueing before it counts the call: ``a - b``.
 
 Why ``a = 0.03`` s by default (ceiling ``L / 1.03``, 77.7/s for 80/s), split 1:2:
-leaving late is measured, so its 10 ms only have to cover the event loop's wake-up
-lag (a few ms when busy; the slot's place in this clock is known to about a
-millisecond, see :class:`ClockOffset`); a call outside it costs a slot, not the
-limit. Travelling is not measured and cannot be, and it includes our own path
-after the check (about 1 ms of HTTP client work, more when the loop is busy): its
+leaving late is measured, so its 10 ms only have to cover the event loop's lag
+between the wake-up and the write (a few ms when busy; the slot's place in this
+clock is known to about a millisecond, see :class:`ClockOffset`); a call outside
+it costs a slot, not the limit. Travelling is not measured and cannot be: its
 20 ms are several times the spread of a keep-alive HTTPS call's one-way time on a
-healthy path. With an even split the benchmark's simulator, on a loaded machine,
-once counted 81 in a second. A smaller ``a`` buys at most 1-2 % of throughput
-(78.4/s at 0.02 s) against the one thing Meta punishes.
+healthy path. A smaller ``a`` buys at most 1-2 % of throughput (78.4/s at 0.02 s)
+against the one thing Meta punishes.
 
 The schedule never owes slots: ``tat = greatest(tat, now + lead) + T``, so a
 number idle for a while does not get a burst; slots are only lost when no call
@@ -191,8 +195,8 @@ class Pacer:
     ) -> Slot:
         """Reserve the number's next ``n`` slots in the caller's transaction (on ``conn``).
 
-        Go with :meth:`go` once the transaction committed (the slots are the caller's
-        from then on; nobody else can take them meanwhile).
+        Go with :meth:`departure` (or :meth:`go`) once the transaction committed (the
+        slots are the caller's from then on; nobody else can take them meanwhile).
         """
         interval = self.interval(per_second)
         t0 = time.monotonic()
@@ -203,31 +207,25 @@ class Pacer:
         lo, hi = self.clock.sample(db_now, t0, t1)
         return Slot(earliest=first - hi, at=first - lo, span=interval * (n - 1))
 
-    async def go(self, slot: Slot | None, number_id: uuid.UUID, per_second: int) -> float:
-        """Sleep until ``slot`` (or a new one); return the total wait.
+    def departure(self, slot: Slot | None, number_id: uuid.UUID, per_second: int) -> Departure:
+        """One call's way through the number's schedule, from ``slot`` (None: take one)."""
+        return Departure(self, slot, number_id, per_second)
 
-        A call may leave up to ``LEAVE_SHARE`` of the jitter allowance after the last slot it
-        reserved (see the module's docstring). Later, it reserves again: one slot,
-        then twice as many each time (at most a second's worth), so even a process
-        that is persistently late gets its call out, at the price of the slots it skips.
+    async def go(self, slot: Slot | None, number_id: uuid.UUID, per_second: int) -> float:
+        """Sleep until ``slot`` (or new ones) and check it at once; return the total wait.
+
+        For calls that have no later moment to check at; the sender checks at the
+        socket (:meth:`Departure.check`).
         """
         started = time.monotonic()
-        max_late = self.jitter_allowance_s * LEAVE_SHARE
-        n = 0
+        departure = self.departure(slot, number_id, per_second)
         while True:
-            if slot is None:
-                async with rawpg.transaction(self.db, bypass_rls=True) as conn:
-                    slot = await self.take_slot(conn, number_id, per_second, max(n, 1))
-            wait = slot.at - time.monotonic()
-            if wait > 0:
-                await self._sleep(wait)
-            late = time.monotonic() - slot.earliest
-            if late <= slot.span + max_late:
-                return time.monotonic() - started
-            SLOTS_MISSED.inc()
-            log.debug("send slot missed, taking more", extra={"late_s": round(late, 4)})
-            slot = None
-            n = min(n * 2, max(per_second, 1)) if n else 1
+            await departure.wait()
+            try:
+                departure.check()
+            except MissedSlot:
+                continue
+            return time.monotonic() - started
 
     async def pair_admit(self, number_id: uuid.UUID, recipient_key: str) -> float:
         """0 when a send to this recipient may go now (its slot taken), else seconds to wait."""
@@ -247,3 +245,66 @@ class Pacer:
             _PAIR_ADMIT, number_id, recipient_key, self.pair_interval_s, allowance
         )
         return float(wait)
+
+
+class MissedSlot(Exception):
+    """A call reached its socket too late for the slots it reserved; it sent nothing."""
+
+
+class Departure:
+    """One call's slots on a number's schedule: :meth:`wait` until they begin, then
+    :meth:`check` as late as possible before the call's bytes leave.
+
+    A call may leave up to ``LEAVE_SHARE`` of the jitter allowance after the last slot it
+    reserved (see the module's docstring). Later, it reserves again: one slot, then twice
+    as many each time (at most a second's worth), so even a process that is persistently
+    late gets its call out, at the price of the slots it skips.
+    """
+
+    __slots__ = ("_n", "_number_id", "_pacer", "_per_second", "_slot")
+
+    def __init__(
+        self, pacer: Pacer, slot: Slot | None, number_id: uuid.UUID, per_second: int
+    ) -> None:
+        self._pacer = pacer
+        self._slot = slot
+        self._number_id = number_id
+        self._per_second = per_second
+        #: Slots to reserve at the next miss (0: none missed yet).
+        self._n = 0
+
+    async def wait(self) -> None:
+        """Sleep until the reserved slot, reserving (more) first where none is held or
+        it is already missed."""
+        pacer = self._pacer
+        while True:
+            if self._slot is None:
+                async with rawpg.transaction(pacer.db, bypass_rls=True) as conn:
+                    self._slot = await pacer.take_slot(
+                        conn, self._number_id, self._per_second, max(self._n, 1)
+                    )
+            wait = self._slot.at - time.monotonic()
+            if wait > 0:
+                await pacer._sleep(wait)
+            if self._on_time():
+                return
+            self._missed()
+
+    def check(self) -> None:
+        """Raise :class:`MissedSlot` unless the call may leave now (synchronous: call it
+        right before the write, with no await in between)."""
+        if self._slot is None or not self._on_time():
+            self._missed()
+            raise MissedSlot
+
+    def _on_time(self) -> bool:
+        slot = self._slot
+        assert slot is not None
+        late = time.monotonic() - slot.earliest
+        return late <= slot.span + self._pacer.jitter_allowance_s * LEAVE_SHARE
+
+    def _missed(self) -> None:
+        SLOTS_MISSED.inc()
+        log.debug("send slot missed, taking more", extra={"n": max(self._n, 1)})
+        self._slot = None
+        self._n = min(self._n * 2, max(self._per_second, 1)) if self._n else 1

@@ -63,7 +63,7 @@ from pytake_whatsapp_gateway.sending.messages import (
     build,
     check_against_template,
 )
-from pytake_whatsapp_gateway.sending.pacing import Pacer, Slot
+from pytake_whatsapp_gateway.sending.pacing import MissedSlot, Pacer, Slot
 from pytake_whatsapp_gateway.templates.store import APPROVED
 
 log = logging.getLogger(__name__)
@@ -490,9 +490,23 @@ class Sender:
         attempt = 0
         while True:
             attempt += 1
-            first = ready.first_slot if attempt == 1 else None
-            await self.pacer.go(first, out.number_id, ready.throughput_per_second)
-            result = await self.graph.send(ready.phone_number_id, ready.access_token, ready.payload)
+            departure = self.pacer.departure(
+                ready.first_slot if attempt == 1 else None,
+                out.number_id,
+                ready.throughput_per_second,
+            )
+            while True:
+                await departure.wait()
+                try:
+                    result = await self.graph.send(
+                        ready.phone_number_id,
+                        ready.access_token,
+                        ready.payload,
+                        gate=departure.check,
+                    )
+                    break
+                except MissedSlot:  # too late at the socket: nothing left, go again
+                    continue
             error = result.error
             if error is None or not error.transient or attempt >= self.settings.send_max_attempts:
                 return result, attempt
