@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 
+from pytake_meta_simulator import SimulatorSettings, create_app
 from pytake_meta_simulator.testing import Receiver, eventually
+
+from .conftest import NUMBER
 
 CUSTOMER = "5511999990000"
 
@@ -177,3 +181,27 @@ async def test_clear_sent_and_reset(
     assert (await sim.post("/_sim/reset")).status_code == 204
     assert (await sim.get("/_sim/numbers")).json() == []
     assert (await sim.post(url, headers=auth, json=text_body())).status_code == 400
+
+
+async def test_a_send_is_stamped_when_it_arrives_not_when_the_simulator_gets_to_it() -> None:
+    """``received_at`` is where Meta would count a call; ``time`` is after the
+    simulator's own work, which a busy simulator delays (here: its store's lock)."""
+    app = create_app(SimulatorSettings(webhook_url="http://127.0.0.1:9/", send_statuses=False))
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://sim.test") as sim,
+    ):
+        assert (await sim.post("/_sim/numbers", json=NUMBER)).status_code == 200
+        auth = {"Authorization": f"Bearer {NUMBER['access_token']}"}
+        async with app.state.sim.store._lock:  # the simulator busy elsewhere for 200 ms
+            call = asyncio.create_task(
+                sim.post(
+                    f"/v21.0/{NUMBER['phone_number_id']}/messages", headers=auth, json=text_body()
+                )
+            )
+            await asyncio.sleep(0.2)
+        assert (await call).status_code == 200
+        [sent] = (await sim.get("/_sim/sent")).json()
+    received, accepted = (datetime.fromisoformat(sent[k]) for k in ("received_at", "time"))
+    assert accepted - received >= timedelta(seconds=0.2)

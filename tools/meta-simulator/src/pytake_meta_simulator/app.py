@@ -16,6 +16,7 @@ import aiohttp
 from fastapi import FastAPI
 
 from pytake_meta_simulator import control, graph, templates
+from pytake_meta_simulator.arrivals import ArrivalStamp
 from pytake_meta_simulator.deps import SimulatorContext
 from pytake_meta_simulator.errors import GraphError, graph_error_handler
 from pytake_meta_simulator.settings import SimulatorSettings
@@ -52,6 +53,7 @@ def create_app(settings: SimulatorSettings | None = None) -> FastAPI:
     )
     app.state.sim = ctx
     app.add_exception_handler(GraphError, graph_error_handler)
+    app.add_middleware(ArrivalStamp)  # outermost: before any of the simulator's work
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

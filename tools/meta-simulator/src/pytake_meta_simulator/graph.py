@@ -27,6 +27,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from pytake_meta_simulator.arrivals import arrived_at
 from pytake_meta_simulator.deps import SimulatorContext, get_ctx
 from pytake_meta_simulator.errors import GraphError
 from pytake_meta_simulator.ids import new_wamid
@@ -122,6 +123,7 @@ async def send_message(
         wamid=wamid,
         body=body,
         failure_code=fails_later.code if fails_later is not None else None,
+        received_at=arrived_at(request.state),
     )
     if ctx.settings.send_statuses or fails_later is not None:
         ctx.sender.spawn(ctx.sender.deliver_statuses(number, record, fails_later))

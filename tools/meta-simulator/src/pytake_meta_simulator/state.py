@@ -66,7 +66,11 @@ class SentMessage(BaseModel):
     body: dict[str, Any]
     #: Set when an injected ``status``-mode failure will fail this message asynchronously.
     failure_code: int | None = None
+    #: When the simulator accepted it, after its own parsing and checks.
     time: datetime = Field(default_factory=utcnow)
+    #: When its request reached the simulator, before any of the simulator's own work
+    #: (where Meta would count it against the number's throughput): see ``arrivals``.
+    received_at: datetime = Field(default_factory=utcnow)
 
 
 class ReadMark(BaseModel):
@@ -185,6 +189,7 @@ class Store:
         wamid: str,
         body: dict[str, Any],
         failure_code: int | None,
+        received_at: datetime | None = None,
     ) -> SentMessage:
         async with self._lock:
             record = SentMessage(
@@ -197,6 +202,7 @@ class Store:
                 body=body,
                 failure_code=failure_code,
             )
+            record.received_at = received_at or record.time
             self._sent.append(record)
             return record
 
