@@ -158,6 +158,67 @@ def calibrate(rounds: int = 5) -> float:
     return best * 1000
 
 
+def ring_hop_us(processes: int = 12, hops: int = 3600, rounds: int = 3) -> float:
+    """This box's cost of handing work between processes, in microseconds: the best of
+    ``rounds`` runs of a token passed ``hops`` times round a ring of ``processes`` forked
+    processes (socketpairs), each writing to 64 pages of its own 1 MiB on every pass.
+
+    :func:`calibrate` is pure computation in one process. The platform is a dozen
+    processes handing work to each other (sockets, epoll, PostgreSQL, the broker), which
+    a VM can make dearer while ``calibrate`` barely moves: on 2026-12-05 the same commit
+    needed 3x the CPU per inbound message of the session before, on a box whose
+    ``calibrate`` read the same (11.5-11.9 ms). This figure is printed beside it so that
+    the next such box shows on this count too (10 us on that box; the box before was
+    not measured).
+    """
+    import os
+    import socket
+    import time
+
+    pairs = [socket.socketpair() for _ in range(processes)]
+    children = []
+    for i in range(1, processes):
+        pid = os.fork()
+        if pid == 0:  # pass the token on until it is b"q"; exit after passing that
+            memory, at = bytearray(1 << 20), 0
+            inbox, outbox = pairs[i][1], pairs[(i + 1) % processes][0]
+            while (token := inbox.recv(1)) and token != b"q":
+                for k in range(64):
+                    memory[(at + k * 4096) % len(memory)] = 1
+                at = (at + 64 * 4096) % len(memory)
+                outbox.sendall(token)
+            outbox.sendall(b"q")
+            os._exit(0)
+        children.append(pid)
+    inbox, outbox = pairs[0][1], pairs[1][0]
+    laps = max(hops // processes, 1)
+    best = float("inf")
+    try:
+        for _ in range(rounds):
+            started = time.perf_counter()
+            for _ in range(laps):
+                outbox.sendall(b"x")
+                inbox.recv(1)
+            best = min(best, time.perf_counter() - started)
+    finally:
+        outbox.sendall(b"q")
+        inbox.recv(1)
+        for pid in children:
+            os.waitpid(pid, 0)
+        for pair in pairs:
+            for end in pair:
+                end.close()
+    return best / (laps * processes) * 1e6
+
+
+def box() -> str:
+    """The line every benchmark prints first: both of the box's speed figures."""
+    return (
+        f"box calibration: {calibrate():.1f} ms (a fixed CPU workload) and"
+        f" {ring_hop_us():.0f} us a hop round a ring of 12 processes (lower is faster)"
+    )
+
+
 def pct(values: list[float], p: float) -> float:
     """The p-th percentile (nearest rank) of ``values``."""
     ordered = sorted(values)

@@ -59,7 +59,7 @@ from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _measure import TopicObserver, calibrate, idle_cpu, infrastructure, pct, platform, postgres_cpu
+from _measure import TopicObserver, box, idle_cpu, infrastructure, pct, platform, postgres_cpu
 
 from pytake_automation.actions import Target
 from pytake_automation.app import create_app
@@ -491,7 +491,7 @@ def main() -> None:
         help="part 1 also hands over this many campaign sends (with 50 rules and --flows)",
     )
     args = parser.parse_args()
-    print(f"box calibration: {calibrate():.1f} ms (a fixed CPU workload; lower is a faster box)")
+    print(box())
     if args.n:
         matching_only(20_000)
         with infrastructure("automation-cpu", broker=False) as infra:

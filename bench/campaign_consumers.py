@@ -41,7 +41,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 import psutil
-from _measure import calibrate, cpu, infrastructure, postgres_cpu
+from _measure import box, cpu, infrastructure, postgres_cpu
 from aiokafka.structs import ConsumerRecord
 from cpu_per_message import print_statements, reset_statements, statements_option
 from sqlalchemy import select
@@ -493,7 +493,7 @@ def main() -> None:
     args = parser.parse_args()
     global STATEMENTS
     STATEMENTS = args.statements
-    print(f"calibration: {calibrate():.1f} ms (lower is faster; shared 2-core box, noisy)")
+    print(box())
     with infrastructure(
         "campaign-consumers", broker=False, statements=bool(args.statements)
     ) as infra:

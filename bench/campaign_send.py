@@ -54,7 +54,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _measure import Platform, calibrate, cpu, pct, platform, postgres_cpu
+from _measure import Platform, box, cpu, pct, platform, postgres_cpu
 from cpu_per_message import print_statements, reset_statements, statements_option
 
 from pytake_common.pgtenant import asyncpg_dsn, to_asyncpg_url
@@ -691,7 +691,7 @@ def main() -> None:
     if args.n > 10_000:
         sys.exit("--n: at most 10,000 (the phone numbers are +1415777NNNN)")
     LIMIT = args.throughput
-    print(f"calibration: {calibrate():.1f} ms (lower is faster; shared 2-core box, noisy)")
+    print(box())
     print(
         f"campaigns' in-flight window: {args.window:g} s ({math.ceil(LIMIT * args.window)} sends)"
     )

@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _measure import calibrate, infrastructure
+from _measure import box, infrastructure
 from aiokafka.structs import ConsumerRecord
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -117,7 +117,7 @@ async def main(url: str, n: int, sizes: list[int]) -> None:
         await conn.run_sync(mechanics_metadata.create_all)
     org = uuid.uuid4()
     offset = 0
-    print(f"box calibration: {calibrate():.1f} ms (a fixed CPU workload; lower is a faster box)")
+    print(box())
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"kit: {Path(pytake_common.__file__).parent}")
     print(f"{'handler':30} {'batch':>5} {'CPU/record':>12} {'wall/record':>12}")

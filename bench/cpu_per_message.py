@@ -39,7 +39,7 @@ from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _measure import calibrate, cpu, platform, postgres_cpu
+from _measure import box, cpu, platform, postgres_cpu
 from webhook_intake import payload
 
 from pytake_common.db import Database
@@ -65,7 +65,7 @@ async def per_message(
     tenant = await loop.register("CPU Org")
     number = await loop.connect_number(tenant)
     await asyncio.sleep(3)
-    print(f"box calibration: {calibrate():.1f} ms (a fixed CPU workload; lower is a faster box)")
+    print(box())
     idle_start, t0 = cpu_all(procs, postmaster), time.monotonic()
     await asyncio.sleep(idle_s)
     idle_end, t1 = cpu_all(procs, postmaster), time.monotonic()

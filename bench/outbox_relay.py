@@ -31,7 +31,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _measure import calibrate, cpu, infrastructure, stop
+from _measure import box, cpu, infrastructure, stop
 
 import pytake_common
 from pytake_common.db import Database
@@ -54,7 +54,7 @@ def event(org: uuid.UUID, i: int) -> CloudEvent:
 async def main(url: str, relay: psutil.Process, n: int, sizes: list[int], idle: float) -> None:
     db = Database(url, pool_size=2)
     org = uuid.uuid4()
-    print(f"box calibration: {calibrate():.1f} ms (a fixed CPU workload; lower is a faster box)")
+    print(box())
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"kit: {Path(pytake_common.__file__).parent}")
 

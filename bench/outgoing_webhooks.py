@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import aiohttp
 import asyncpg
 import psutil
-from _measure import Infrastructure, calibrate, cpu, infrastructure, pct, postgres_cpu, stop
+from _measure import Infrastructure, box, cpu, infrastructure, pct, postgres_cpu, stop
 from aiohttp import web
 
 import pytake_integrations
@@ -403,7 +403,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=5, help="seconds, not counted")
     parser.add_argument("--skip-hang", action="store_true")
     args = parser.parse_args()
-    print(f"box calibration: {calibrate():.1f} ms (a fixed CPU workload; lower is a faster box)")
+    print(box())
     print("load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     with infrastructure("webhooks") as infra, started(args, infra) as up:
         status = asyncio.run(run(args, up))

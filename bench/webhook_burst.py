@@ -73,7 +73,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _measure import LeanClient, calibrate, cpu, pct, platform, postgres_cpu
+from _measure import LeanClient, box, cpu, pct, platform, postgres_cpu
 from webhook_intake import bare_endpoint, payload
 
 from pytake_api_gateway.upstream import PoolExhausted, UpstreamError
@@ -334,7 +334,7 @@ async def bench(args: argparse.Namespace, running: object) -> int:
             Conversations.STATUSES,
         )
     n = int(args.rate * args.seconds)
-    print(f"box calibration: {calibrate():.1f} ms (a fixed CPU workload; lower is a faster box)")
+    print(box())
 
     # A short warm-up at a tenth of the rate: connections, caches, first contacts.
     warm = await open_loop(

@@ -46,7 +46,7 @@ from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _measure import calibrate, postgres_cpu, postmaster
+from _measure import box, postgres_cpu, postmaster
 
 from pytake_common.crypto import SecretBox
 from pytake_common.db import Database
@@ -353,7 +353,7 @@ def main() -> None:
         help="keep PostgreSQL's synchronous commit (default: off for the bench database)",
     )
     args = parser.parse_args()
-    print(f"box calibration: {calibrate():.1f} ms (a fixed CPU workload; lower is a faster box)")
+    print(box())
     state = Path(tempfile.mkdtemp(prefix="pytake-bench-wa-"))
     pg = broker = None
     db_server = os.environ.get("PYTAKE_DATABASE_URL")
