@@ -606,7 +606,7 @@ async def campaign_run(plat: Platform, args: argparse.Namespace) -> None:
         f" by the simulator's acceptance time instead of arrival: {accepted_sliding}"
     )
     print(
-        f"sends held back at their socket too late for their slot (slots taken anew): {missed:.0f}"
+        f"sends too late for their slot when about to write (slots taken anew): {missed:.0f}"
         f" ({missed / max(len(all_times), 1):.3f} a send; whatsapp-gateway's"
         " pytake_whatsapp_send_slots_missed_total, every replica's count if it has one)"
     )

@@ -11,9 +11,9 @@ WEBHOOK_DELIVERIES = Counter(
 SENDS = Counter(
     "pytake_whatsapp_sends_total", "Graph API send attempts by outcome", ["outcome", "error_code"]
 )
-#: A send reached its socket more than the leaving share of the jitter allowance after its
-#: throughput slot: held back with nothing sent, it takes slots anew (sending/pacing.py).
-#: Throughput lost to a late process, never the limit.
+#: A send was about to write its bytes more than the leaving share of the jitter allowance
+#: after its throughput slot: it takes slots anew first (sending/pacing.py). Throughput
+#: lost to a late process, never the limit.
 SLOTS_MISSED = Counter(
     "pytake_whatsapp_send_slots_missed_total", "Throughput slots missed by late sends"
 )

@@ -1,12 +1,13 @@
-"""The pacer's last check sits at the socket: a send held back there sends not one byte."""
+"""The pacer's wait sits inside the request: its bytes go when the gate returns, not before,
+and a gate that fails sends not one byte."""
 
 import asyncio
+import time
 
 import httpx
 import pytest
 
 from pytake_whatsapp_gateway.sending.graph import GraphClient, messages_session
-from pytake_whatsapp_gateway.sending.pacing import MissedSlot
 
 BODY = b'{"messages":[{"id":"wamid.HBgL1"}]}'
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
@@ -16,22 +17,22 @@ ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 
 
 
 class Recorder(asyncio.Protocol):
-    """A loopback server that keeps every byte it receives and answers each request."""
+    """A loopback server that keeps every byte it receives (and when) and answers."""
 
-    received: list[bytes]
+    received: list[tuple[float, bytes]]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        self.received.append(data)
-        if b"\r\n\r\n" in data:
+        self.received.append((time.monotonic(), data))
+        if data.endswith(b"}"):  # the JSON body: the request is whole
             self.transport.write(ANSWER)  # type: ignore[attr-defined]
 
 
 @pytest.fixture
 async def graph():
-    received: list[bytes] = []
+    received: list[tuple[float, bytes]] = []
 
     def factory() -> Recorder:
         protocol = Recorder()
@@ -40,34 +41,45 @@ async def graph():
 
     server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    session = messages_session(2.0, "test")
+    # a read timeout shorter than the gate's wait: the wait is before the request is sent
+    session = messages_session(0.5, "test")
     async with httpx.AsyncClient() as client:
         yield GraphClient(client, f"http://127.0.0.1:{port}", "v21.0", messages=session), received
     await session.close()
     server.close()
 
 
-def late() -> None:
-    raise MissedSlot
-
-
-async def test_a_send_held_back_at_the_socket_writes_nothing(graph):
+async def test_the_request_leaves_when_its_gate_returns(graph):
     client, received = graph
-    with pytest.raises(MissedSlot):
-        await client.send("106540352242922", "token", {"to": "5511999990000"}, gate=late)
-    await asyncio.sleep(0.05)
-    assert received == []
+    opened: list[float] = []
 
+    async def gate() -> None:
+        opened.append(time.monotonic())
+        await asyncio.sleep(1.0)  # the pacer's sleep until the slot
+        opened.append(time.monotonic())
 
-async def test_a_send_let_through_goes_whole_and_later_sends_still_go(graph):
-    client, received = graph
-    with pytest.raises(MissedSlot):
-        await client.send("106540352242922", "token", {"to": "5511999990000"}, gate=late)
-    passed: list[bool] = []
-    result = await client.send(
-        "106540352242922", "token", {"to": "5511999990001"}, gate=lambda: passed.append(True)
-    )
-    assert passed == [True] and result.wamid is not None
-    sent = b"".join(received)
+    result = await client.send("106540352242922", "token", {"to": "5511999990001"}, gate=gate)
+    assert result.wamid == "wamid.HBgL1"
+    first_byte_at = received[0][0]
+    assert first_byte_at >= opened[1]  # nothing before the gate returned
+    sent = b"".join(data for _, data in received)
     assert sent.startswith(b"POST /v21.0/106540352242922/messages HTTP/1.1\r\n")
-    assert sent.endswith(b'{"to": "5511999990001"}') and b"5511999990000" not in sent
+    assert sent.endswith(b'{"to": "5511999990001"}')
+
+
+async def test_a_gate_that_fails_sends_nothing_and_its_error_comes_out(graph):
+    client, received = graph
+
+    async def failing() -> None:
+        raise ConnectionRefusedError("the schedule's database is down")
+
+    with pytest.raises(ConnectionRefusedError):
+        await client.send("106540352242922", "token", {"to": "5511999990000"}, gate=failing)
+
+    async def passing() -> None:
+        return None
+
+    result = await client.send("106540352242922", "token", {"to": "5511999990001"}, gate=passing)
+    assert result.wamid is not None
+    sent = b"".join(data for _, data in received)
+    assert b"5511999990000" not in sent and sent.count(b"POST ") == 1

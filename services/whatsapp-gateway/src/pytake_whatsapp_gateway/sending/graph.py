@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -18,7 +18,6 @@ from pytake_whatsapp_gateway.sending.errors import (
     from_network_error,
     from_response,
 )
-from pytake_whatsapp_gateway.sending.pacing import MissedSlot
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,18 +64,18 @@ class GraphClient:
         phone_number_id: str,
         access_token: str,
         payload: dict[str, Any],
-        gate: Callable[[], None] | None = None,
+        gate: Callable[[], Awaitable[None]] | None = None,
     ) -> GraphResult:
-        """Send one message. ``gate`` is called right before the request's bytes are
-        written, with nothing in between that could let other tasks run; what it raises
-        (:class:`~pytake_whatsapp_gateway.sending.pacing.MissedSlot`) aborts the call
-        with nothing sent and comes out of here as it is."""
+        """Send one message. ``gate`` is awaited once the request is under way (its
+        connection taken, nothing written), and its bytes are written as soon as it
+        returns, with nothing in between that could let another task run (see
+        :class:`GatedBody`). What it raises comes out of here as it is: nothing was sent."""
         url = self.messages_url(phone_number_id)
         if self.messages is not None:
             answer = await self._post(self.messages, url, access_token, payload, gate)
         else:
             if gate is not None:  # httpx has no such moment: as close as it gets
-                gate()
+                await gate()
             answer = await self.call("POST", url, access_token, json=payload)
         if answer.error is not None:
             return GraphResult(None, answer.error)
@@ -128,7 +127,7 @@ class GraphClient:
         url: str,
         access_token: str,
         payload: dict[str, Any],
-        gate: Callable[[], None] | None = None,
+        gate: Callable[[], Awaitable[None]] | None = None,
     ) -> GraphAnswer:
         data = json.dumps(payload).encode()
         try:
@@ -144,8 +143,8 @@ class GraphClient:
                 raw = await response.read()
                 status = response.status
         except (aiohttp.ClientError, TimeoutError) as exc:
-            if isinstance(exc.__cause__, MissedSlot):
-                raise exc.__cause__ from None
+            if isinstance(exc.__cause__, HeldBack):  # nothing sent: the gate's own error
+                raise exc.__cause__.error from None
             return GraphAnswer({}, from_aiohttp_error(exc))
         try:
             body = json.loads(raw)
@@ -154,29 +153,45 @@ class GraphClient:
         return _answer(status, body)
 
 
+class HeldBack(Exception):
+    """What a :class:`GatedBody`'s gate raised (``error``): nothing of the request was sent."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(repr(error))
+        self.error = error
+
+
 class GatedBody(aiohttp.BytesPayload):
-    """A request body that asks ``gate`` before its bytes go.
+    """A request body that awaits ``gate`` before its bytes go.
 
     aiohttp keeps a request's headers until its body's first write and writes both
-    together, from a task of its own (Python 3.11) that runs only after whatever else
-    was ready: the write is the request's real departure, and the one moment a call
-    can still be held back with nothing of it sent. What ``gate`` raises reaches the
-    caller as the cause of aiohttp's ``ClientConnectionError``; the connection is
-    closed, not reused.
+    together, from a task of its own (on Python 3.11 one that runs only after whatever
+    else was ready): that write is the request's real departure. Awaiting the gate there
+    (the pacer's sleep until the number's slot) puts the departure right after the gate
+    returns, with the connection already taken and no task switch in between, where
+    sleeping before the call left one of unknown length. A gate that fails sends
+    nothing: aiohttp reports it as the cause of its ``ClientConnectionError`` (wrapped
+    in :class:`HeldBack`) and closes the connection.
     """
 
-    def __init__(self, value: bytes, gate: Callable[[], None]) -> None:
+    def __init__(self, value: bytes, gate: Callable[[], Awaitable[None]]) -> None:
         super().__init__(value, content_type="application/json")
         self._gate = gate
 
+    async def _pass(self) -> None:
+        try:
+            await self._gate()
+        except Exception as exc:
+            raise HeldBack(exc) from exc
+
     async def write(self, writer: AbstractStreamWriter) -> None:
-        self._gate()
+        await self._pass()
         await super().write(writer)
 
     async def write_with_length(
         self, writer: AbstractStreamWriter, content_length: int | None
     ) -> None:
-        self._gate()
+        await self._pass()
         await super().write_with_length(writer, content_length)
 
 

@@ -22,15 +22,16 @@ default), travelling the other two thirds:
 - *Leaving late* (ours): the slot is converted to this process's clock as an
   interval ``[earliest, at]`` (see :class:`ClockOffset`); the caller sleeps until
   ``at``, so it never leaves early, and checks how late it is against ``earliest``
-  at the last moment it still can hold the call back: when its request's bytes are
-  about to be written to the socket (:meth:`Departure.check`, called by the HTTP
-  client's body, see ``graph.py``). Checking before calling the HTTP client was not
-  enough: on Python 3.11 aiohttp writes a request from a task of its own, which runs
-  only after every other task ready at that moment; right after a burst of claims
-  that took tens of milliseconds, unmeasured, and the benchmark once counted 81 calls
-  in a sliding second at an 80/s number. A call more than ``b`` late (a loaded event
-  loop, a slow commit, a paused process) does not use its slot and sends nothing
-  (:class:`MissedSlot`): it reserves ``n``
+  where its bytes are written: the sender's HTTP request is under way (its connection
+  taken, its headers held back) when its body sleeps until the slot
+  (:meth:`Departure.wait`, awaited by the request's body, see ``graph.py``), and
+  nothing that could let another task run lies between that check and the socket
+  write. Sleeping and checking before calling the HTTP client was not enough: on
+  Python 3.11 aiohttp writes a request from a task of its own, which runs only after
+  every other task ready at that moment; right after a burst of claims that took tens
+  of milliseconds, unmeasured, and the benchmark counted 81 calls in a sliding second
+  at an 80/s number. A call more than ``b`` late (a loaded event loop, a slow commit,
+  a paused process) does not use its slot: it reserves ``n``
   consecutive slots instead (1, 2, 4, ... up to a second's worth, see below) and
   may leave up to ``(n - 1) * T + b`` after the first. That keeps
   the bound: give the call the virtual slot ``v = min(departure, last reserved
@@ -212,20 +213,10 @@ class Pacer:
         return Departure(self, slot, number_id, per_second)
 
     async def go(self, slot: Slot | None, number_id: uuid.UUID, per_second: int) -> float:
-        """Sleep until ``slot`` (or new ones) and check it at once; return the total wait.
-
-        For calls that have no later moment to check at; the sender checks at the
-        socket (:meth:`Departure.check`).
-        """
+        """Sleep until ``slot`` (or new ones); return the total wait (see :class:`Departure`)."""
         started = time.monotonic()
-        departure = self.departure(slot, number_id, per_second)
-        while True:
-            await departure.wait()
-            try:
-                departure.check()
-            except MissedSlot:
-                continue
-            return time.monotonic() - started
+        await self.departure(slot, number_id, per_second).wait()
+        return time.monotonic() - started
 
     async def pair_admit(self, number_id: uuid.UUID, recipient_key: str) -> float:
         """0 when a send to this recipient may go now (its slot taken), else seconds to wait."""
@@ -247,13 +238,12 @@ class Pacer:
         return float(wait)
 
 
-class MissedSlot(Exception):
-    """A call reached its socket too late for the slots it reserved; it sent nothing."""
-
-
 class Departure:
-    """One call's slots on a number's schedule: :meth:`wait` until they begin, then
-    :meth:`check` as late as possible before the call's bytes leave.
+    """One call's slots on a number's schedule: :meth:`wait` until they begin.
+
+    :meth:`wait` returns right after it found the call on time, without suspending
+    again: a caller that writes the call's bytes right after it (no ``await`` in between
+    that could let another task run) leaves within the leaving share of its slot.
 
     A call may leave up to ``LEAVE_SHARE`` of the jitter allowance after the last slot it
     reserved (see the module's docstring). Later, it reserves again: one slot, then twice
@@ -275,7 +265,7 @@ class Departure:
 
     async def wait(self) -> None:
         """Sleep until the reserved slot, reserving (more) first where none is held or
-        it is already missed."""
+        it is missed; return once the call is on time (see the class)."""
         pacer = self._pacer
         while True:
             if self._slot is None:
@@ -289,13 +279,6 @@ class Departure:
             if self._on_time():
                 return
             self._missed()
-
-    def check(self) -> None:
-        """Raise :class:`MissedSlot` unless the call may leave now (synchronous: call it
-        right before the write, with no await in between)."""
-        if self._slot is None or not self._on_time():
-            self._missed()
-            raise MissedSlot
 
     def _on_time(self) -> bool:
         slot = self._slot

@@ -63,7 +63,7 @@ from pytake_whatsapp_gateway.sending.messages import (
     build,
     check_against_template,
 )
-from pytake_whatsapp_gateway.sending.pacing import MissedSlot, Pacer, Slot
+from pytake_whatsapp_gateway.sending.pacing import Pacer, Slot
 from pytake_whatsapp_gateway.templates.store import APPROVED
 
 log = logging.getLogger(__name__)
@@ -495,18 +495,11 @@ class Sender:
                 out.number_id,
                 ready.throughput_per_second,
             )
-            while True:
-                await departure.wait()
-                try:
-                    result = await self.graph.send(
-                        ready.phone_number_id,
-                        ready.access_token,
-                        ready.payload,
-                        gate=departure.check,
-                    )
-                    break
-                except MissedSlot:  # too late at the socket: nothing left, go again
-                    continue
+            # The request sleeps until its slot with its connection taken, then writes at
+            # once: the pacer's lateness check is where the bytes leave (GatedBody).
+            result = await self.graph.send(
+                ready.phone_number_id, ready.access_token, ready.payload, gate=departure.wait
+            )
             error = result.error
             if error is None or not error.transient or attempt >= self.settings.send_max_attempts:
                 return result, attempt
