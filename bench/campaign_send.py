@@ -400,7 +400,7 @@ def window_max(times: list[float]) -> tuple[int, int]:
 
 
 async def slots_missed(client: httpx.AsyncClient, gateway_url: str) -> float:
-    """whatsapp-gateway's count of sends held back at their socket, too late for their slot."""
+    """whatsapp-gateway's count of sends too late for their slot when about to write."""
     r = await client.get(f"{gateway_url}/metrics")
     r.raise_for_status()
     for line in r.text.splitlines():
