@@ -151,9 +151,10 @@ async def test_a_send_request_calls_the_graph_api_and_emits_sent(
 async def test_a_send_too_late_for_its_slot_goes_once_on_new_slots(
     app, settings, sender, graph, number
 ):
-    """The pacer's check is made inside the request, right before its bytes are written:
-    a call that reaches it past its slot (here: the event loop blocked elsewhere after the
-    claim) takes slots anew and is sent once, as the same attempt."""
+    """The pacer checks again inside the request, right before its bytes are written: a
+    call that reaches the write past its slot (here: the event loop blocked elsewhere
+    between the wake-up and the request) takes slots anew and is sent once, as the same
+    attempt."""
     real_send, calls = sender.graph.send, []
 
     async def stalled(phone_number_id, token, payload, gate):

@@ -1,4 +1,4 @@
-"""The pacer's wait sits inside the request: its bytes go when the gate returns, not before,
+"""The pacer's check sits inside the request: its bytes go when the gate returns, not before,
 and a gate that fails sends not one byte."""
 
 import asyncio

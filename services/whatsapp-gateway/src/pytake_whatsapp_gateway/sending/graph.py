@@ -166,12 +166,11 @@ class GatedBody(aiohttp.BytesPayload):
 
     aiohttp keeps a request's headers until its body's first write and writes both
     together, from a task of its own (on Python 3.11 one that runs only after whatever
-    else was ready): that write is the request's real departure. Awaiting the gate there
-    (the pacer's sleep until the number's slot) puts the departure right after the gate
-    returns, with the connection already taken and no task switch in between, where
-    sleeping before the call left one of unknown length. A gate that fails sends
-    nothing: aiohttp reports it as the cause of its ``ClientConnectionError`` (wrapped
-    in :class:`HeldBack`) and closes the connection.
+    else was ready): that write is the request's real departure. The pacer's check
+    there (its gate returning without suspending when the call is on time) has no task
+    switch between it and the write, where a check before the call had one of unknown
+    length. A gate that fails sends nothing: aiohttp reports it as the cause of its
+    ``ClientConnectionError`` (wrapped in :class:`HeldBack`) and closes the connection.
     """
 
     def __init__(self, value: bytes, gate: Callable[[], Awaitable[None]]) -> None:

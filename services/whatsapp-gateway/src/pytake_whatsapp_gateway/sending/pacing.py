@@ -22,16 +22,17 @@ default), travelling the other two thirds:
 - *Leaving late* (ours): the slot is converted to this process's clock as an
   interval ``[earliest, at]`` (see :class:`ClockOffset`); the caller sleeps until
   ``at``, so it never leaves early, and checks how late it is against ``earliest``
-  where its bytes are written: the sender's HTTP request is under way (its connection
-  taken, its headers held back) when its body sleeps until the slot
-  (:meth:`Departure.wait`, awaited by the request's body, see ``graph.py``), and
-  nothing that could let another task run lies between that check and the socket
-  write. Sleeping and checking before calling the HTTP client was not enough: on
+  again where its bytes are written: the sender's request body awaits
+  :meth:`Departure.wait` once more (see ``graph.py``), which on time returns without
+  suspending, so nothing that could let another task run lies between that check and
+  the socket write. Checking only before calling the HTTP client was not enough: on
   Python 3.11 aiohttp writes a request from a task of its own, which runs only after
   every other task ready at that moment; right after a burst of claims that took tens
   of milliseconds, unmeasured, and the benchmark counted 81 calls in a sliding second
-  at an 80/s number. A call more than ``b`` late (a loaded event loop, a slow commit,
-  a paused process) does not use its slot: it reserves ``n``
+  at an 80/s number. (Sleeping inside the request instead held its kept-alive
+  connection idle for the whole wait: under load, servers closed them under the write,
+  and such a send's outcome is unknown.) A call more than ``b`` late (a loaded event
+  loop, a slow commit, a paused process) does not use its slot: it reserves ``n``
   consecutive slots instead (1, 2, 4, ... up to a second's worth, see below) and
   may leave up to ``(n - 1) * T + b`` after the first. That keeps
   the bound: give the call the virtual slot ``v = min(departure, last reserved

@@ -495,8 +495,12 @@ class Sender:
                 out.number_id,
                 ready.throughput_per_second,
             )
-            # The request sleeps until its slot with its connection taken, then writes at
-            # once: the pacer's lateness check is where the bytes leave (GatedBody).
+            # Sleep until the slot with no connection held (a kept-alive one idle meanwhile
+            # could be closed by Meta under the write), then check again where the bytes
+            # leave (GatedBody): aiohttp writes from a task of its own, which a busy loop
+            # runs late. On time there, nothing suspends before the write; too late, the
+            # call takes slots anew first, its connection held for that rare wait.
+            await departure.wait()
             result = await self.graph.send(
                 ready.phone_number_id, ready.access_token, ready.payload, gate=departure.wait
             )
