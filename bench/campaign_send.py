@@ -399,14 +399,17 @@ def window_max(times: list[float]) -> tuple[int, int]:
     return sliding, max(Counter(int(t) for t in times).values())
 
 
-async def slots_missed(client: httpx.AsyncClient, gateway_url: str) -> float:
-    """whatsapp-gateway's count of sends too late for their slot when about to write."""
+async def slots_missed(client: httpx.AsyncClient, gateway_url: str) -> Counter[str]:
+    """whatsapp-gateway's count of sends too late for their slot, by where it found them
+    late: when they woke for it, or when their bytes were about to be written."""
     r = await client.get(f"{gateway_url}/metrics")
     r.raise_for_status()
+    found: Counter[str] = Counter()
     for line in r.text.splitlines():
-        if line.startswith("pytake_whatsapp_send_slots_missed_total "):
-            return float(line.split()[1])
-    return 0.0
+        if line.startswith("pytake_whatsapp_send_slots_missed_total{"):
+            at = line.split('at="', 1)[1].split('"', 1)[0]
+            found[at] += int(float(line.split()[-1]))
+    return found
 
 
 def steady_rate(times: list[float]) -> float:
@@ -605,10 +608,12 @@ async def campaign_run(plat: Platform, args: argparse.Namespace) -> None:
         f" {campaign_sliding}), in any calendar second: {calendar} (limit {LIMIT});"
         f" by the simulator's acceptance time instead of arrival: {accepted_sliding}"
     )
+    per_send = max(len(all_times), 1)
     print(
-        f"sends too late for their slot when about to write (slots taken anew): {missed:.0f}"
-        f" ({missed / max(len(all_times), 1):.3f} a send; whatsapp-gateway's"
-        " pytake_whatsapp_send_slots_missed_total, every replica's count if it has one)"
+        f"slots missed (taken anew): {missed['wakeup']} found late on waking for the slot,"
+        f" {missed['write']} found late right before the write (the loop late in between;"
+        f" checked only on waking, these would have left late); {missed.total() / per_send:.3f}"
+        " a send (whatsapp-gateway's pytake_whatsapp_send_slots_missed_total)"
     )
     for label, values, missing in (
         ("baseline", base, base_missing),

@@ -4,7 +4,8 @@ Starts on loopback: embedded PostgreSQL and Tansu (unless PYTAKE_DATABASE_URL /
 PYTAKE_KAFKA_BOOTSTRAP are set), the Meta simulator and the whatsapp-gateway
 (both as processes). Connects one number (throughput 80/s) and produces N
 ``message.send_requested`` CloudEvents (distinct recipients) straight to Kafka,
-then reads the simulator's recorded acceptance times and prints:
+then reads the simulator's record of when each send arrived (``received_at``, where Meta
+counts it; the acceptance time after its own parsing is printed too) and prints:
 
 - the overall rate (target 76-80/s),
 - the largest count in any calendar second and in any sliding one-second window
@@ -144,17 +145,22 @@ def cpu_p(p: psutil.Process) -> float:
     return total
 
 
+def sliding_max(times: list[float]) -> int:
+    """The most of the (sorted) ``times`` in any sliding one-second window."""
+    return max(bisect.bisect_left(times, t + 1.0) - i for i, t in enumerate(times))
+
+
 def report(times: list[float], n: int, limit: int, produce_s: float) -> None:
     times.sort()
     span = times[-1] - times[0] if len(times) > 1 else 0.0
     rate = (len(times) - 1) / span if span else 0.0
     calendar = max(Counter(int(t) for t in times).values())
-    sliding = max(bisect.bisect_left(times, t + 1.0) - i for i, t in enumerate(times))
+    sliding = sliding_max(times)
     print(f"messages accepted by the simulator: {len(times)}/{n}")
     print(f"producing {n} send_requested events to Kafka took {produce_s:.2f}s")
     print(f"first->last accepted send: {span:.2f}s; overall rate {rate:.1f}/s (target 76-80)")
     print(f"max in one calendar second: {calendar} (limit {limit})")
-    print(f"max in any sliding one-second window: {sliding} (limit {limit})")
+    print(f"max in any sliding one-second window (arrival): {sliding} (limit {limit})")
     per_second = Counter(int(t - times[0]) for t in times)
     print("accepted per second from the first:", [per_second[i] for i in range(int(span) + 1)])
     print("verdict:", "OK" if sliding <= limit and calendar <= limit else "LIMIT EXCEEDED")
@@ -303,11 +309,17 @@ async def bench(
             for line in metrics.splitlines()
             if line.startswith("pytake_whatsapp_send_slots_missed_total")
         )
-        times = [datetime.fromisoformat(str(s["time"])).timestamp() for s in sent]
+        # where Meta counts a call: its arrival (the simulator's own parsing comes after)
+        times = [datetime.fromisoformat(str(s["received_at"])).timestamp() for s in sent]
+        accepted = sorted(datetime.fromisoformat(str(s["time"])).timestamp() for s in sent)
         if not times:
             print("no message reached the simulator; see", state)
             return
         report(times, args.n, args.limit, produce_s)
+        print(
+            "max in any sliding one-second window by the simulator's acceptance time"
+            f" (after its own parsing) instead of arrival: {sliding_max(accepted)}"
+        )
         per = max(len(times), 1)
         print(
             f"CPU per accepted send, net of idle, over {wall:.1f} s: whatsapp-gateway "

@@ -11,11 +11,14 @@ WEBHOOK_DELIVERIES = Counter(
 SENDS = Counter(
     "pytake_whatsapp_sends_total", "Graph API send attempts by outcome", ["outcome", "error_code"]
 )
-#: A send was about to write its bytes more than the leaving share of the jitter allowance
-#: after its throughput slot: it takes slots anew first (sending/pacing.py). Throughput
-#: lost to a late process, never the limit.
+#: A send was more than the leaving share of the jitter allowance after its throughput slot
+#: when it woke for it (at="wakeup") or when its bytes were about to be written (at="write",
+#: the event loop late between the two): it takes slots anew first (sending/pacing.py).
+#: Throughput lost to a late process, never the limit.
 SLOTS_MISSED = Counter(
-    "pytake_whatsapp_send_slots_missed_total", "Throughput slots missed by late sends"
+    "pytake_whatsapp_send_slots_missed_total",
+    "Throughput slots missed by late sends, by where the lateness was found",
+    ["at"],
 )
 #: Deliveries per statement of the intake's fast path (group commit, per organization):
 #: kind: messages | statuses.

@@ -267,6 +267,14 @@ class Departure:
     async def wait(self) -> None:
         """Sleep until the reserved slot, reserving (more) first where none is held or
         it is missed; return once the call is on time (see the class)."""
+        await self._wait("wakeup")
+
+    async def at_write(self) -> None:
+        """:meth:`wait` again, right before the call's bytes are written: returns without
+        suspending when the call is still on time."""
+        await self._wait("write")
+
+    async def _wait(self, at: str) -> None:
         pacer = self._pacer
         while True:
             if self._slot is None:
@@ -279,7 +287,7 @@ class Departure:
                 await pacer._sleep(wait)
             if self._on_time():
                 return
-            self._missed()
+            self._missed(at)
 
     def _on_time(self) -> bool:
         slot = self._slot
@@ -287,8 +295,8 @@ class Departure:
         late = time.monotonic() - slot.earliest
         return late <= slot.span + self._pacer.jitter_allowance_s * LEAVE_SHARE
 
-    def _missed(self) -> None:
-        SLOTS_MISSED.inc()
+    def _missed(self, at: str) -> None:
+        SLOTS_MISSED.labels(at).inc()
         log.debug("send slot missed, taking more", extra={"n": max(self._n, 1)})
         self._slot = None
         self._n = min(self._n * 2, max(self._per_second, 1)) if self._n else 1

@@ -502,7 +502,7 @@ class Sender:
             # call takes slots anew first, its connection held for that rare wait.
             await departure.wait()
             result = await self.graph.send(
-                ready.phone_number_id, ready.access_token, ready.payload, gate=departure.wait
+                ready.phone_number_id, ready.access_token, ready.payload, gate=departure.at_write
             )
             error = result.error
             if error is None or not error.transient or attempt >= self.settings.send_max_attempts:
