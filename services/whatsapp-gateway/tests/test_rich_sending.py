@@ -174,8 +174,8 @@ async def test_throughput_and_pair_rate_are_paced(app, settings, graph, client, 
         one = recipient_key(uuid.UUID(number["id"]), "5511777770000")
 
         async def recorded_send(phone_number_id, token, payload, gate):
-            async def departing() -> None:  # the moment the pacer lets the bytes go
-                await gate()
+            async def departing(fresh: bool) -> None:  # the pacer lets the bytes go
+                await gate(fresh)
                 departures[payload["to"], payload["text"]["body"]] = time.monotonic()
 
             return await send(phone_number_id, token, payload, gate=departing)

@@ -53,7 +53,7 @@ async def test_the_request_leaves_when_its_gate_returns(graph):
     client, received = graph
     opened: list[float] = []
 
-    async def gate() -> None:
+    async def gate(fresh: bool) -> None:
         opened.append(time.monotonic())
         await asyncio.sleep(1.0)  # the pacer's sleep until the slot
         opened.append(time.monotonic())
@@ -70,16 +70,28 @@ async def test_the_request_leaves_when_its_gate_returns(graph):
 async def test_a_gate_that_fails_sends_nothing_and_its_error_comes_out(graph):
     client, received = graph
 
-    async def failing() -> None:
+    async def failing(fresh: bool) -> None:
         raise ConnectionRefusedError("the schedule's database is down")
 
     with pytest.raises(ConnectionRefusedError):
         await client.send("106540352242922", "token", {"to": "5511999990000"}, gate=failing)
 
-    async def passing() -> None:
+    async def passing(fresh: bool) -> None:
         return None
 
     result = await client.send("106540352242922", "token", {"to": "5511999990001"}, gate=passing)
     assert result.wamid is not None
     sent = b"".join(data for _, data in received)
     assert b"5511999990000" not in sent and sent.count(b"POST ") == 1
+
+
+async def test_the_gate_knows_a_new_connection_from_a_kept_alive_one(graph):
+    client, _ = graph
+    seen: list[bool] = []
+
+    async def gate(fresh: bool) -> None:
+        seen.append(fresh)
+
+    for to in ("5511999990001", "5511999990002"):
+        assert (await client.send("106540352242922", "token", {"to": to}, gate=gate)).wamid
+    assert seen == [True, False]  # the second request reused the first one's connection

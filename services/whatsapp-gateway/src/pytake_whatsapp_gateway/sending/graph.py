@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
 
@@ -64,7 +65,7 @@ class GraphClient:
         phone_number_id: str,
         access_token: str,
         payload: dict[str, Any],
-        gate: Callable[[], Awaitable[None]] | None = None,
+        gate: Gate | None = None,
     ) -> GraphResult:
         """Send one message. ``gate`` is awaited once the request is under way (its
         connection taken, nothing written), and its bytes are written as soon as it
@@ -75,7 +76,7 @@ class GraphClient:
             answer = await self._post(self.messages, url, access_token, payload, gate)
         else:
             if gate is not None:  # httpx has no such moment: as close as it gets
-                await gate()
+                await gate(False)
             answer = await self.call("POST", url, access_token, json=payload)
         if answer.error is not None:
             return GraphResult(None, answer.error)
@@ -127,13 +128,15 @@ class GraphClient:
         url: str,
         access_token: str,
         payload: dict[str, Any],
-        gate: Callable[[], Awaitable[None]] | None = None,
+        gate: Gate | None = None,
     ) -> GraphAnswer:
         data = json.dumps(payload).encode()
+        connection = _Connection()
         try:
             async with session.post(
                 url,
-                data=data if gate is None else GatedBody(data, gate),
+                data=data if gate is None else GatedBody(data, gate, connection),
+                trace_request_ctx=connection,
                 headers={
                     "Authorization": f"Bearer {access_token}",
                     "Content-Type": "application/json",
@@ -151,6 +154,29 @@ class GraphClient:
         except ValueError:
             body = None
         return _answer(status, body)
+
+
+#: Awaited right before a send's bytes are written; its argument: the request's connection
+#: is new (not kept alive from an earlier request).
+Gate = Callable[[bool], Awaitable[None]]
+
+
+class _Connection:
+    """What a request learned of its connection (from the session's trace hooks)."""
+
+    __slots__ = ("fresh",)
+
+    def __init__(self) -> None:
+        self.fresh = False
+
+
+async def _connection_created(
+    _session: aiohttp.ClientSession,
+    ctx: SimpleNamespace,
+    _params: aiohttp.TraceConnectionCreateEndParams,
+) -> None:
+    if isinstance(ctx.trace_request_ctx, _Connection):
+        ctx.trace_request_ctx.fresh = True
 
 
 class HeldBack(Exception):
@@ -173,13 +199,14 @@ class GatedBody(aiohttp.BytesPayload):
     ``ClientConnectionError`` (wrapped in :class:`HeldBack`) and closes the connection.
     """
 
-    def __init__(self, value: bytes, gate: Callable[[], Awaitable[None]]) -> None:
+    def __init__(self, value: bytes, gate: Gate, connection: _Connection) -> None:
         super().__init__(value, content_type="application/json")
         self._gate = gate
+        self._connection = connection
 
     async def _pass(self) -> None:
         try:
-            await self._gate()
+            await self._gate(self._connection.fresh)
         except Exception as exc:
             raise HeldBack(exc) from exc
 
@@ -204,10 +231,14 @@ KEEPALIVE_S = 5.0
 def messages_session(timeout_s: float, user_agent: str) -> aiohttp.ClientSession:
     """The pooled keep-alive aiohttp session of a process's sends (:class:`GraphClient`):
     ``timeout_s`` to connect (a pooled connection or a new one) and between reads."""
+    # A request learns whether its connection is new (GatedBody's gate may wait on it).
+    tracing = aiohttp.TraceConfig()
+    tracing.on_connection_create_end.append(_connection_created)
     return aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=None, connect=timeout_s, sock_read=timeout_s),
         connector=aiohttp.TCPConnector(limit=100, keepalive_timeout=KEEPALIVE_S),
         headers={"User-Agent": user_agent},
+        trace_configs=[tracing],
     )
 
 

@@ -22,17 +22,18 @@ default), travelling the other two thirds:
 - *Leaving late* (ours): the slot is converted to this process's clock as an
   interval ``[earliest, at]`` (see :class:`ClockOffset`); the caller sleeps until
   ``at``, so it never leaves early, and checks how late it is against ``earliest``
-  again where its bytes are written: the sender's request body awaits
-  :meth:`Departure.wait` once more (see ``graph.py``), which on time returns without
+  on waking and again where its bytes are written: the sender's request body awaits
+  :meth:`Departure.at_write` (see ``graph.py``), which on time returns without
   suspending, so nothing that could let another task run lies between that check and
   the socket write. Checking only before calling the HTTP client was not enough: on
   Python 3.11 aiohttp writes a request from a task of its own, which runs only after
   every other task ready at that moment; right after a burst of claims that took tens
   of milliseconds, unmeasured, and the benchmark counted 81 calls in a sliding second
-  at an 80/s number. (Sleeping inside the request instead held its kept-alive
-  connection idle for the whole wait: under load, servers closed them under the write,
-  and such a send's outcome is unknown.) A call more than ``b`` late (a loaded event
-  loop, a slow commit, a paused process) does not use its slot: it reserves ``n``
+  at an 80/s number. The sleep itself stays before the request: sleeping inside it
+  held a kept-alive connection idle for the whole wait, and under load servers closed
+  such connections under the write (an unknown outcome, never resent). A call more
+  than ``b`` late (a loaded event loop, a slow commit, a paused process) does not use
+  its slot: it reserves ``n``
   consecutive slots instead (1, 2, 4, ... up to a second's worth, see below) and
   may leave up to ``(n - 1) * T + b`` after the first. That keeps
   the bound: give the call the virtual slot ``v = min(departure, last reserved
@@ -239,6 +240,11 @@ class Pacer:
         return float(wait)
 
 
+class MissedSlot(Exception):
+    """A call was too late for its slot right before its bytes were written; it sent
+    nothing and has taken no new slot yet (:meth:`Departure.wait` takes them)."""
+
+
 class Departure:
     """One call's slots on a number's schedule: :meth:`wait` until they begin.
 
@@ -269,9 +275,19 @@ class Departure:
         it is missed; return once the call is on time (see the class)."""
         await self._wait("wakeup")
 
-    async def at_write(self) -> None:
-        """:meth:`wait` again, right before the call's bytes are written: returns without
-        suspending when the call is still on time."""
+    async def at_write(self, fresh: bool) -> None:
+        """The check again, right before the call's bytes are written (``fresh``: on a new
+        connection, not one kept alive from an earlier request). On time, it returns
+        without suspending. Late, it takes slots anew: on a new connection it waits for
+        them here; on a kept-alive one it raises :class:`MissedSlot` and the caller drops
+        the request (nothing of it was sent) and goes again, because a kept-alive
+        connection left idle through a wait may be closed by the server under the write,
+        and such a call's outcome is unknown."""
+        if self._slot is not None and self._on_time():
+            return
+        if not fresh:
+            self._missed("write")
+            raise MissedSlot
         await self._wait("write")
 
     async def _wait(self, at: str) -> None:

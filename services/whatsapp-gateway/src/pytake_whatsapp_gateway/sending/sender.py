@@ -63,7 +63,7 @@ from pytake_whatsapp_gateway.sending.messages import (
     build,
     check_against_template,
 )
-from pytake_whatsapp_gateway.sending.pacing import Pacer, Slot
+from pytake_whatsapp_gateway.sending.pacing import MissedSlot, Pacer, Slot
 from pytake_whatsapp_gateway.templates.store import APPROVED
 
 log = logging.getLogger(__name__)
@@ -499,11 +499,19 @@ class Sender:
             # could be closed by Meta under the write), then check again where the bytes
             # leave (GatedBody): aiohttp writes from a task of its own, which a busy loop
             # runs late. On time there, nothing suspends before the write; too late, the
-            # call takes slots anew first, its connection held for that rare wait.
-            await departure.wait()
-            result = await self.graph.send(
-                ready.phone_number_id, ready.access_token, ready.payload, gate=departure.at_write
-            )
+            # call goes again on new slots, nothing of it sent (Departure.at_write).
+            while True:
+                await departure.wait()
+                try:
+                    result = await self.graph.send(
+                        ready.phone_number_id,
+                        ready.access_token,
+                        ready.payload,
+                        gate=departure.at_write,
+                    )
+                    break
+                except MissedSlot:
+                    continue
             error = result.error
             if error is None or not error.transient or attempt >= self.settings.send_max_attempts:
                 return result, attempt
