@@ -13,7 +13,10 @@ made with ``python -m pytake_auth create-super-admin``), connects a simulated nu
    recording the Graph API call (its own clock, same box).
 2. A campaign to the imported contacts (its audience: their phone prefix) starts; the agents
    keep replying once a second, round-robin, until it completes. ``--kill-after S`` SIGKILLs
-   the campaigns service S seconds after the start and starts it again (0: no kill).
+   the campaigns service (``--kill-service whatsapp-gateway``: that one) S seconds after the
+   start and starts it again on its port (0: no kill); the report then says when the
+   restarted process was ready, when each of its consumer groups handled a record again,
+   campaigns' first release, and the stall (the longest gap between campaign sends).
 3. From the simulator's record of every accepted Graph API send (``GET /_sim/sent``, each
    with its acceptance time): the campaign's rate (first to last send, and before the kill
    / after the restart), the most sends on the number in any sliding second and in any
@@ -27,7 +30,7 @@ Targets: 76-80 per second, never more than 80 in any sliding second, agent repli
 over the drain (where the time goes). The box is shared: run it more than once.
 
 Usage: python bench/campaign_send.py [--n 3000] [--agents 4] [--kill-after 15]
-       [--baseline 10] [--ready-timeout 180]
+       [--kill-service campaigns|whatsapp-gateway] [--baseline 10] [--ready-timeout 180]
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import argparse
 import asyncio
 import bisect
 import contextlib
+import itertools
 import math
 import os
 import secrets
@@ -385,6 +389,50 @@ class InFlight:
         print(f"what binds the rate: {binds}")
 
 
+async def restart_timeline(
+    pg_url: str, service: str, kill_at: float, ready_at: float, campaign_times: list[float]
+) -> None:
+    """What happened after the SIGKILL, in seconds from it: the restarted process ready,
+    the first record each of its consumer groups handled (``processed_events``: when it
+    had partitions again), campaigns' first release, and the stall: the longest gap
+    between two campaign sends from a second before the kill on (the sends in flight at
+    the kill still go out first), and when sends resumed after the process was ready."""
+    conn = await asyncpg.connect(
+        asyncpg_dsn(to_asyncpg_url(pg_url, database=f"pytake_{service.replace('-', '_')}"))
+    )
+    try:
+        groups = await conn.fetch(
+            "SELECT consumer_group, extract(epoch FROM min(processed_at)) AS at"
+            " FROM processed_events WHERE processed_at > to_timestamp($1) GROUP BY 1",
+            kill_at,
+        )
+    finally:
+        await conn.close()
+    conn = await asyncpg.connect(asyncpg_dsn(to_asyncpg_url(pg_url, database="pytake_campaigns")))
+    try:
+        released = await conn.fetchval(
+            "SELECT extract(epoch FROM min(dispatched_at)) FROM campaign_recipients"
+            " WHERE dispatched_at > to_timestamp($1)",
+            kill_at,
+        )
+    finally:
+        await conn.close()
+    around = [t for t in campaign_times if t > kill_at - 1.0]
+    gap, since = max(((b - a, a) for a, b in itertools.pairwise(around)), default=(0.0, kill_at))
+    consumed = ", ".join(f"{g['consumer_group']} +{float(g['at']) - kill_at:.1f}" for g in groups)
+    first_release = f"+{float(released) - kill_at:.1f}" if released is not None else "none"
+    print(
+        f"after the SIGKILL of {service} (s from it): ready +{ready_at - kill_at:.1f};"
+        f" first record handled, by group: {consumed or 'none'};"
+        f" campaigns' first release {first_release}"
+    )
+    print(
+        f"  stall: no campaign send from +{since - kill_at:.1f} to +{since + gap - kill_at:.1f}"
+        f" (the longest gap, {gap:.1f} s); sends resumed {since + gap - ready_at:.1f} s"
+        " after the restarted process was ready"
+    )
+
+
 def stamp(sent: dict[str, Any], key: str = "received_at") -> float:
     """When the simulator received the call (``received_at``: where Meta counts it), or
     accepted it (``time``: after its own parsing and checks, on the same cores)."""
@@ -515,14 +563,14 @@ async def campaign_run(plat: Platform, args: argparse.Namespace) -> None:
         if args.kill_after:
             await asyncio.sleep(args.kill_after)
             kill_at = time.time()
-            plat.stack.kill("campaigns")
-            proc = plat.stack.spawn("campaigns")
+            plat.stack.kill(args.kill_service)
+            proc = plat.stack.spawn(args.kill_service)
             await asyncio.to_thread(
-                wait_ready, plat.stack.url("campaigns"), args.ready_timeout, process=proc
+                wait_ready, plat.stack.url(args.kill_service), args.ready_timeout, process=proc
             )
             restart_ready = time.time()
             print(
-                f"campaigns SIGKILLed at +{kill_at - t_start:.1f} s, ready again"
+                f"{args.kill_service} SIGKILLed at +{kill_at - t_start:.1f} s, ready again"
                 f" {restart_ready - kill_at:.1f} s later"
             )
 
@@ -589,6 +637,9 @@ async def campaign_run(plat: Platform, args: argparse.Namespace) -> None:
         before = [t for t in campaign_times if t < kill_at]
         after = [t for t in campaign_times if t > restart_ready + 2.0]
         print(f"  before the kill: {rate(before)}; from 2 s after the restart: {rate(after)}")
+        await restart_timeline(
+            plat.infra.pg_url, args.kill_service, kill_at, restart_ready, campaign_times
+        )
     if campaign_times:
         first = campaign_times[0]
         per_second = Counter(int(t - first) for t in campaign_times)
@@ -675,6 +726,12 @@ def main() -> None:
     parser.add_argument("--baseline", type=int, default=10)
     parser.add_argument("--idle", type=float, default=10.0, help="idle CPU measured first (s)")
     parser.add_argument("--kill-after", type=float, default=15.0)
+    parser.add_argument(
+        "--kill-service",
+        choices=("campaigns", "whatsapp-gateway"),
+        default="campaigns",
+        help="the service --kill-after SIGKILLs and restarts",
+    )
     parser.add_argument(
         "--throughput",
         type=int,
