@@ -394,9 +394,10 @@ async def restart_timeline(
 ) -> None:
     """What happened after the SIGKILL, in seconds from it: the restarted process ready,
     the first record each of its consumer groups handled (``processed_events``: when it
-    had partitions again), campaigns' first release, and the stall: the longest gap
-    between two campaign sends from a second before the kill on (the sends in flight at
-    the kill still go out first), and when sends resumed after the process was ready."""
+    had partitions again), campaigns' first release, and the stall:
+    the gaps of more than a second between campaign sends from a second before the kill
+    on (the sends in flight at the kill still go out first), and how long after the
+    process was ready the last one ended."""
     conn = await asyncpg.connect(
         asyncpg_dsn(to_asyncpg_url(pg_url, database=f"pytake_{service.replace('-', '_')}"))
     )
@@ -418,7 +419,7 @@ async def restart_timeline(
     finally:
         await conn.close()
     around = [t for t in campaign_times if t > kill_at - 1.0]
-    gap, since = max(((b - a, a) for a, b in itertools.pairwise(around)), default=(0.0, kill_at))
+    gaps = [(a, b) for a, b in itertools.pairwise(around) if b - a > 1.0]
     consumed = ", ".join(f"{g['consumer_group']} +{float(g['at']) - kill_at:.1f}" for g in groups)
     first_release = f"+{float(released) - kill_at:.1f}" if released is not None else "none"
     print(
@@ -426,11 +427,14 @@ async def restart_timeline(
         f" first record handled, by group: {consumed or 'none'};"
         f" campaigns' first release {first_release}"
     )
-    print(
-        f"  stall: no campaign send from +{since - kill_at:.1f} to +{since + gap - kill_at:.1f}"
-        f" (the longest gap, {gap:.1f} s); sends resumed {since + gap - ready_at:.1f} s"
-        " after the restarted process was ready"
-    )
+    spans = ", ".join(f"+{a - kill_at:.1f} to +{b - kill_at:.1f} ({b - a:.1f} s)" for a, b in gaps)
+    if gaps:
+        print(
+            f"  stall: no campaign send from {spans}; {sum(b - a for a, b in gaps):.1f} s in all;"
+            f" sends back {gaps[-1][1] - ready_at:.1f} s after the restarted process was ready"
+        )
+    else:
+        print("  stall: none (no gap of more than 1 s between campaign sends)")
 
 
 def stamp(sent: dict[str, Any], key: str = "received_at") -> float:
