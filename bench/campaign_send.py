@@ -461,6 +461,8 @@ async def slots_missed(client: httpx.AsyncClient, gateway_url: str) -> Counter[s
         if line.startswith("pytake_whatsapp_send_slots_missed_total{"):
             at = line.split('at="', 1)[1].split('"', 1)[0]
             found[at] += int(float(line.split()[-1]))
+        elif line.startswith("pytake_whatsapp_send_slots_missed_total "):  # before the label
+            found["wakeup"] += int(float(line.split()[-1]))
     return found
 
 
