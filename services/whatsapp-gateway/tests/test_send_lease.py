@@ -222,3 +222,31 @@ async def renewals(app, settings, sender, number) -> None:
         assert await queue_rows(app) == [{"seq": row["seq"], "leased": True}]
     finally:
         in_flight.cancel()
+
+
+async def test_a_stopping_dispatcher_hands_back_the_leases_of_sends_it_leaves(
+    app, settings, graph, number
+):
+    """Stopping waits 10 s for the sends in flight; the lease of one still in flight
+    then is handed back (another replica need not wait for the lease to end), while
+    the send itself is still in flight."""
+    graph.delay_s = 11.0
+    slow = settings.model_copy(update={"send_timeout_s": 15.0})
+    async with (
+        graph_http_client(slow) as http,
+        aclosing(Sender(slow, app.state.db, app.state.secret_box, http)) as sender,
+    ):
+        await deliver(app, slow, sender, send_requested(number, to="5511900000104"))
+        dispatcher = Dispatcher(slow, app.state.db, sender)
+        stop = asyncio.Event()
+        running = asyncio.create_task(dispatcher.run(stop))
+        await until(lambda: len(graph.requests) == 1, within_s=10)
+        assert [r["leased"] for r in await queue_rows(app)] == [True]
+        stop.set()
+        await asyncio.wait_for(running, 15)
+        in_flight = list(dispatcher._tasks)
+        assert len(in_flight) == 1 and not in_flight[0].done()
+        assert [r["leased"] for r in await queue_rows(app)] == [False]  # handed back
+        await asyncio.wait(in_flight, timeout=5)  # it ends: sent, the request settled
+    assert await queue_rows(app) == []
+    assert len(graph.requests) == 1 and len(await events(app, SENT)) == 1
