@@ -75,8 +75,10 @@ class Settings(ServiceSettings):
     #: ends and when a requeued request falls due; this slow look at the queue is only
     #: the fallback (a lost notification, another replica's requeued or expired request).
     send_poll_interval_s: float = Field(default=1.0, gt=0)
-    #: A taken send request returns to the queue if its dispatcher vanished this long ago.
-    send_lease_s: float = 300.0
+    #: A taken send request's lease: its dispatcher renews it every third of this while
+    #: the send lives (pacing waits, Meta slow, retries), so a request returns to the
+    #: queue at most this long after its dispatcher's process died (sending/dispatcher.py).
+    send_lease_s: float = Field(default=15.0, gt=0)
     #: Sends of a number are spaced (1 + this) / throughput seconds apart, so calls
     #: whose arrival at Meta varies by up to this much (a third for leaving late, the
     #: rest for travelling; see sending/pacing.py) never put more than the limit into any

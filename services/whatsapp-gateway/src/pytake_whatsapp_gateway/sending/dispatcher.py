@@ -24,6 +24,16 @@ same customer) and when the earliest requeued request falls due. The slow poll
 (``send_poll_interval_s``) only catches what no notification covers: a lost
 notification, another replica's requeued or abandoned request.
 
+A lease is short (``send_lease_s``, 15 s) and renewed: every third of it, each dispatcher
+extends the leases of the requests it has in flight, in one statement. A live send however
+long (pacing, Meta slow, retries) keeps its request; a killed process's requests return
+to the queue within a lease, instead of holding the number's background room (and its
+customers' next messages) until a long lease ends. Exactly-once does not rest on the
+lease: a request taken again while its first attempt lives waits for that attempt's
+advisory lock and then finds its outcome (:class:`~pytake_whatsapp_gateway.sending.sender.Sender`).
+A renewal that fails (the database restarting) is tried again a second later; a dispatcher
+that stops hands back the leases of the sends it leaves in flight.
+
 A wake-up looks only where something may have changed, as a campaign drains one send
 per throughput slot and a look per send ending cost a transaction per send: interactive
 requests after a notification of one (the payload is the request's priority), the end of
@@ -142,6 +152,28 @@ _RELEASE = """
     WHERE seq = $1
 """
 
+#: Extends the leases of a dispatcher's requests in flight (``$1``) by ``$2`` seconds;
+#: a request it released meanwhile (``taken_until`` NULL, due later) stays released.
+#: It never waits for a row lock (so never deadlocks with another replica's renewal):
+#: a locked row is being settled, released or taken afresh by whoever holds it.
+_RENEW = """
+    UPDATE send_queue SET taken_until = clock_timestamp() + make_interval(secs => $2)
+    WHERE seq IN (
+      SELECT seq FROM send_queue
+      WHERE seq = ANY($1::bigint[]) AND taken_until IS NOT NULL
+      FOR UPDATE SKIP LOCKED)
+"""
+#: Hands back the leases of requests whose sends a stopping dispatcher leaves in flight
+#: (each send's advisory lock still keeps another attempt waiting for its outcome).
+_HAND_BACK = """
+    UPDATE send_queue SET taken_until = NULL
+    WHERE seq = ANY($1::bigint[]) AND taken_until IS NOT NULL
+"""
+#: The share of ``send_lease_s`` between two renewals of a dispatcher's leases.
+RENEW_SHARE = 1 / 3
+#: After a renewal failed, the next one is tried this much later (if sooner).
+RENEW_RETRY_S = 1.0
+
 #: Records a request (a redelivered one is known already: no row) and wakes the
 #: dispatchers at commit, telling its priority. Raw asyncpg (pytake_common.rawpg): the
 #: consumer runs it per record.
@@ -179,6 +211,8 @@ class Dispatcher:
         self.db = db
         self.sender = sender
         self._tasks: set[asyncio.Task[None]] = set()
+        #: The queue row (``seq``) of each send in flight: its lease is renewed.
+        self._leased: dict[asyncio.Task[None], int] = {}
         #: The sends in flight that are interactive (their end may free the next one).
         self._interactive: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -196,6 +230,8 @@ class Dispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         listener = asyncio.create_task(self._listen(stop))
+        # Renews until the sends in flight at the stop ended or were handed back.
+        renewer = asyncio.create_task(self._renew_while_running())
         # Stopping wakes the loop below like any other reason to look again.
         stopping = asyncio.create_task(stop.wait())
         stopping.add_done_callback(lambda _: self._wake.set())
@@ -227,8 +263,49 @@ class Dispatcher:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
-            if self._tasks:
-                await asyncio.wait(self._tasks, timeout=10)
+            try:
+                if self._tasks:
+                    await asyncio.wait(self._tasks, timeout=10)
+            finally:
+                renewer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewer
+                await self._hand_back()
+
+    async def _renew_while_running(self) -> None:
+        """Renew the leases of the sends in flight every ``RENEW_SHARE`` of the lease."""
+        every = self.settings.send_lease_s * RENEW_SHARE
+        pause = every
+        while True:
+            await asyncio.sleep(pause)
+            try:
+                await self.renew_leases()
+                pause = every
+            except Exception as exc:  # the database restarting, ...: try again soon
+                log.warning("renewing send leases failed", extra={"error": repr(exc)})
+                pause = min(RENEW_RETRY_S, every)
+
+    async def renew_leases(self) -> int:
+        """Extend the leases of this dispatcher's requests in flight; how many."""
+        seqs = sorted(set(self._leased.values()))
+        if not seqs:
+            return 0
+        async with rawpg.transaction(self.db, bypass_rls=True, durable=False) as conn:
+            # Not durable: a renewal lost in a database crash is made again next time.
+            status = await conn.execute(_RENEW, seqs, self.settings.send_lease_s)
+        return int(status.split()[-1])
+
+    async def _hand_back(self) -> None:
+        """Stopping: hand back the leases of the sends left in flight (best effort: else
+        they end within a lease)."""
+        seqs = sorted(set(self._leased.values()))
+        if not seqs:
+            return
+        try:
+            async with rawpg.transaction(self.db, bypass_rls=True) as conn:
+                await conn.execute(_HAND_BACK, seqs)
+        except Exception as exc:
+            log.warning("handing back send leases failed", extra={"error": repr(exc)})
 
     async def _listen(self, stop: asyncio.Event) -> None:
         """Keep a LISTEN connection open; every notification wakes the dispatcher."""
@@ -266,6 +343,7 @@ class Dispatcher:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
+        self._leased.pop(task, None)
         if task in self._interactive:
             # Maybe the same customer's next interactive request.
             self._interactive.discard(task)
@@ -342,6 +420,7 @@ class Dispatcher:
                 self._handle(row["seq"], row["recipient_key"], row["request"])
             )
             self._tasks.add(task)
+            self._leased[task] = row["seq"]
             if i < firsts:
                 self._interactive.add(task)
             task.add_done_callback(self._done)
