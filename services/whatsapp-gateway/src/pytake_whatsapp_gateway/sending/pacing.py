@@ -103,12 +103,6 @@ _NUMBER_SLOT = """
 #: The share of the jitter allowance for leaving late (the rest is for travelling).
 LEAVE_SHARE = 1 / 3
 
-#: How long before its slot the sender wakes and sets up its request, whose body then
-#: waits out the rest (:meth:`Departure.at_write`): on a loaded event loop, the setup and
-#: aiohttp's hop to the task that writes took over the leaving share for one send in
-#: five when begun at the slot. Short: a kept-alive connection is held idle meanwhile.
-WRITE_LEAD_S = 0.02
-
 #: How fast the database's clock and this process's may drift apart at most: NTP
 #: slews a clock by up to 500 ppm; unsynchronised crystals drift by tens of ppm.
 MAX_DRIFT = 500e-6
@@ -276,12 +270,10 @@ class Departure:
         #: Slots to reserve at the next miss (0: none missed yet).
         self._n = 0
 
-    async def wait(self, ahead: float = 0.0) -> None:
-        """Sleep until ``ahead`` seconds before the reserved slot, reserving (more) first
-        where none is held or it is missed; return once the call is on time (see the
-        class). The sender wakes :data:`WRITE_LEAD_S` ahead and waits out the rest in
-        :meth:`at_write`."""
-        await self._wait("wakeup", ahead)
+    async def wait(self) -> None:
+        """Sleep until the reserved slot, reserving (more) first where none is held or
+        it is missed; return once the call is on time (see the class)."""
+        await self._wait("wakeup")
 
     async def at_write(self, fresh: bool) -> None:
         """The check again, right before the call's bytes are written (``fresh``: on a new
@@ -290,25 +282,15 @@ class Departure:
         them here; on a kept-alive one it raises :class:`MissedSlot` and the caller drops
         the request (nothing of it was sent) and goes again, because a kept-alive
         connection left idle through a wait may be closed by the server under the write,
-        and such a call's outcome is unknown.
-
-        A request set up ahead of its slot (:meth:`wait` with ``ahead``) waits out the
-        rest here, on its connection: a few milliseconds, after which the write follows
-        the wake-up directly, where the request's own setup on a busy event loop (aiohttp
-        writes from a task of its own) made a call woken at its slot write late."""
-        slot = self._slot
-        if slot is not None:
-            early = slot.at - time.monotonic()
-            if early > 0:
-                await self._pacer._sleep(early)
-            if self._on_time():
-                return
+        and such a call's outcome is unknown."""
+        if self._slot is not None and self._on_time():
+            return
         if not fresh:
             self._missed("write")
             raise MissedSlot
         await self._wait("write")
 
-    async def _wait(self, at: str, ahead: float = 0.0) -> None:
+    async def _wait(self, at: str) -> None:
         pacer = self._pacer
         while True:
             if self._slot is None:
@@ -316,7 +298,7 @@ class Departure:
                     self._slot = await pacer.take_slot(
                         conn, self._number_id, self._per_second, max(self._n, 1)
                     )
-            wait = self._slot.at - ahead - time.monotonic()
+            wait = self._slot.at - time.monotonic()
             if wait > 0:
                 await pacer._sleep(wait)
             if self._on_time():

@@ -63,7 +63,7 @@ from pytake_whatsapp_gateway.sending.messages import (
     build,
     check_against_template,
 )
-from pytake_whatsapp_gateway.sending.pacing import WRITE_LEAD_S, MissedSlot, Pacer, Slot
+from pytake_whatsapp_gateway.sending.pacing import MissedSlot, Pacer, Slot
 from pytake_whatsapp_gateway.templates.store import APPROVED
 
 log = logging.getLogger(__name__)
@@ -495,14 +495,13 @@ class Sender:
                 out.number_id,
                 ready.throughput_per_second,
             )
-            # Sleep until just before the slot with no connection held (a kept-alive one
-            # idle meanwhile could be closed by Meta under the write), set the request up,
-            # and let its body wait out the rest and check again where the bytes leave
-            # (GatedBody): aiohttp writes from a task of its own, which a busy loop runs
-            # late. On time there, nothing suspends before the write; too late, the call
-            # goes again on new slots, nothing of it sent (Departure.at_write).
+            # Sleep until the slot with no connection held (a kept-alive one idle meanwhile
+            # could be closed by Meta under the write), then check again where the bytes
+            # leave (GatedBody): aiohttp writes from a task of its own, which a busy loop
+            # runs late. On time there, nothing suspends before the write; too late, the
+            # call goes again on new slots, nothing of it sent (Departure.at_write).
             while True:
-                await departure.wait(ahead=WRITE_LEAD_S)
+                await departure.wait()
                 try:
                     result = await self.graph.send(
                         ready.phone_number_id,
