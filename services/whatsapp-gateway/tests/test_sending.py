@@ -2,11 +2,12 @@ import asyncio
 import time
 import uuid
 from contextlib import aclosing
+from datetime import timedelta
 
 import pytest
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import REGISTRY
-from sqlalchemy import insert, select, text
+from sqlalchemy import func, insert, select, text, update
 
 from pytake_common.consumer import EventConsumer
 from pytake_common.event_types import CONVERSATIONS_MESSAGE_SEND_REQUESTED_V1
@@ -16,7 +17,7 @@ from pytake_whatsapp_gateway.handlers import make_handlers
 from pytake_whatsapp_gateway.metrics import SLOTS_MISSED
 from pytake_whatsapp_gateway.sending.dispatcher import Dispatcher
 from pytake_whatsapp_gateway.sending.sender import Outbound, Sender
-from pytake_whatsapp_gateway.tables import send_log
+from pytake_whatsapp_gateway.tables import send_log, send_queue
 
 from .helpers import change, envelope, events, meta_error, raw, register, signed
 
@@ -274,8 +275,7 @@ async def test_concurrent_duplicates_wait_for_the_first_outcome(
     assert await events(app, FAILED) == []
 
 
-async def test_a_claim_left_by_a_crash_is_not_resent(app, settings, sender, graph, number):
-    event = send_requested(number)
+async def claim_left_by_a_dead_attempt(app, number, event) -> None:
     org = uuid.UUID(number["organization_id"])
     async with app.state.db.transaction(organization_id=org) as s:
         await s.execute(
@@ -287,7 +287,51 @@ async def test_a_claim_left_by_a_crash_is_not_resent(app, settings, sender, grap
                 state="claimed",
             )
         )
+
+
+async def test_a_claim_left_by_a_dead_attempt_waits_for_metas_status_then_is_sent_once(
+    app, settings, sender, graph, number
+):
+    """Its process died between claim and outcome: Meta may have the message. It is not
+    called again while the confirm window lasts (a status webhook would settle it, see
+    test_sending_faults.py); with no status through the window, it never reached Meta
+    and is sent, once."""
+    event = send_requested(number)
+    await claim_left_by_a_dead_attempt(app, number, event)
     await consume(app, settings, sender, event)
+    assert graph.requests == []
+    assert await events(app, SENT) == [] and await events(app, FAILED) == []
+    async with app.state.db.transaction(bypass_rls=True) as s:
+        state = await s.scalar(select(send_log.c.state))
+        wait = await s.scalar(select(func.extract("epoch", send_queue.c.not_before - func.now())))
+    assert state == "orphaned"
+    assert settings.send_confirm_window_s - 5 < wait <= settings.send_confirm_window_s
+    await Dispatcher(settings, app.state.db, sender).drain()  # not due: nothing
+    assert graph.requests == []
+
+    async with app.state.db.transaction(bypass_rls=True) as s:  # the window ends
+        await s.execute(update(send_log).values(updated_at=func.now() - timedelta(hours=1)))
+        await s.execute(update(send_queue).values(not_before=func.now()))
+    await Dispatcher(settings, app.state.db, sender).drain()
+    assert len(graph.requests) == 1
+    [sent] = await events(app, SENT)
+    assert sent["data"]["message_id"] == event.data["message_id"]
+    assert await events(app, FAILED) == []
+    await consume(app, settings, sender, event)  # redelivered: nothing more
+    assert len(graph.requests) == 1
+
+
+async def test_without_a_confirm_window_a_claim_left_by_a_dead_attempt_fails_unknown(
+    app, settings, graph, number
+):
+    event = send_requested(number)
+    await claim_left_by_a_dead_attempt(app, number, event)
+    no_window = settings.model_copy(update={"send_confirm_window_s": 0.0})
+    async with (
+        graph_http_client(no_window) as http,
+        aclosing(Sender(no_window, app.state.db, app.state.secret_box, http)) as sender,
+    ):
+        await consume(app, no_window, sender, event)
     assert graph.requests == []
     [failed] = await events(app, FAILED)
     assert failed["data"]["error_code"] is None

@@ -11,6 +11,7 @@ slowly, are classified as usual: transient ones are retried with backoff.
 """
 
 import asyncio
+import contextlib
 import uuid
 from contextlib import aclosing
 from typing import Any
@@ -20,11 +21,11 @@ from sqlalchemy import select
 
 from pytake_whatsapp_gateway.app import graph_http_client
 from pytake_whatsapp_gateway.sending.dispatcher import Dispatcher
-from pytake_whatsapp_gateway.sending.sender import Sender
+from pytake_whatsapp_gateway.sending.sender import Outbound, Sender
 from pytake_whatsapp_gateway.tables import send_log, send_queue
 
 from .helpers import SIM_APP_SECRET, SIM_TOKEN, connect, events
-from .test_sending import FAILED, SENT, consume, send_requested
+from .test_sending import FAILED, SENT, consume, deliver, send_requested
 
 STATUS = "pytake.whatsapp.message.status_updated.v1"
 TIMEOUT_S = 0.5
@@ -186,6 +187,49 @@ async def test_an_unanswered_send_without_a_status_fails_after_the_window(
     assert (await logged(app, message_id)).state == "failed"
     assert len(await accepted(sim, message_id)) == 1  # never resent
     assert await events(app, SENT) == []
+
+
+async def test_a_dead_attempt_meta_has_is_confirmed_by_its_status_not_resent(
+    api, gtokens, sim, gateway, sender, simulator
+):
+    """The attempt dies with its call at Meta (cancelled mid-call, as a killed process
+    leaves it: claimed, no outcome). The next look finds the claim and waits for Meta's
+    status instead of calling again; the status webhook makes it ``sent`` and puts its
+    request back in the queue at once, so the customer's next message does not wait
+    out the confirm window."""
+    app = gateway[0]
+    simulator[0].state.sim.settings.status_delay_s = 2.0  # statuses after the kill
+    number = await connect(api, gtokens, sim, gateway, uuid.uuid4(), "808")
+    await fault(sim, number, mode="slow", delay_s=30.0)
+    event = send_requested(number)
+    message_id = event.data["message_id"]
+    await deliver(app, app.state.settings, sender, event)
+    async with app.state.db.transaction(bypass_rls=True) as s:
+        [(seq, request)] = (await s.execute(select(send_queue.c.seq, send_queue.c.request))).all()
+    attempt = asyncio.create_task(sender.send(Outbound.from_json(request), queue_seq=seq))
+    await wait_for(lambda: accepted(sim, message_id), "call at Meta")
+    attempt.cancel()  # the process dies with its call in flight
+    with contextlib.suppress(asyncio.CancelledError):
+        await attempt
+    assert (await logged(app, message_id)).state == "claimed"
+    assert (await sim.delete("/_sim/failures")).status_code == 204
+
+    await Dispatcher(sender.settings, app.state.db, sender).drain()  # taken again
+    assert (await logged(app, message_id)).state == "orphaned"
+    assert len(await accepted(sim, message_id)) == 1  # not called again
+
+    async def confirmed() -> list[dict[str, Any]]:
+        return await events(app, SENT)
+
+    [sent] = await wait_for(confirmed, "sent event")
+    [at_meta] = await accepted(sim, message_id)
+    assert sent["data"]["wamid"] == at_meta["wamid"]
+    # Due again at once (not after the 60 s window): the next look settles it.
+    await Dispatcher(sender.settings, app.state.db, sender).drain()
+    async with app.state.db.transaction(bypass_rls=True) as s:
+        assert (await s.execute(select(send_queue))).all() == []
+    assert len(await accepted(sim, message_id)) == 1
+    assert len(await events(app, SENT)) == 1 and await events(app, FAILED) == []
 
 
 async def test_slow_5xx_answers_are_retried_with_backoff_and_sent_once(

@@ -174,6 +174,9 @@ send_queue = Table(
     Column("not_before", DateTime(timezone=True), nullable=False, server_default=func.now()),
     #: A dispatcher's lease: another one may take the row only after it expired.
     Column("taken_until", DateTime(timezone=True), nullable=True),
+    #: When the taken request's throughput slot begins (set with the slot, in the claim's
+    #: transaction): a background request holds room in the number's schedule until then.
+    Column("slot_at", DateTime(timezone=True), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 Index(

@@ -96,9 +96,20 @@ _NUMBER_SLOT = """
     ON CONFLICT (number_id) DO UPDATE
       SET tat = greatest(send_pace.tat, clock_timestamp() + make_interval(secs => $3))
         + make_interval(secs => $2)
-    RETURNING extract(epoch FROM send_pace.tat)::float8 - $2,
-      extract(epoch FROM clock_timestamp())::float8
+    RETURNING extract(epoch FROM send_pace.tat)::float8 - $2 AS first,
+      extract(epoch FROM clock_timestamp())::float8 AS db_now
 """
+
+#: :data:`_NUMBER_SLOT`, and the send request ``$4`` (``send_queue.seq``) told when its
+#: first slot begins: the dispatcher counts a background request against the number's
+#: room in the schedule only until then (sending/dispatcher.py). Same round trip.
+_NUMBER_SLOT_QUEUED = f"""
+    WITH slot AS ({_NUMBER_SLOT}),
+    marked AS (
+      UPDATE send_queue SET slot_at = to_timestamp((SELECT first FROM slot))
+      WHERE seq = $4)
+    SELECT * FROM slot
+"""  # noqa: S608 (a constant of this module, no input)
 
 #: The share of the jitter allowance for leaving late (the rest is for travelling).
 LEAVE_SHARE = 1 / 3
@@ -194,25 +205,45 @@ class Pacer:
         return await self.go(None, number_id, per_second)
 
     async def take_slot(
-        self, conn: asyncpg.Connection, number_id: uuid.UUID, per_second: int, n: int = 1
+        self,
+        conn: asyncpg.Connection,
+        number_id: uuid.UUID,
+        per_second: int,
+        n: int = 1,
+        *,
+        queue_seq: int | None = None,
     ) -> Slot:
         """Reserve the number's next ``n`` slots in the caller's transaction (on ``conn``).
 
         Go with :meth:`departure` (or :meth:`go`) once the transaction committed (the
         slots are the caller's from then on; nobody else can take them meanwhile).
+        ``queue_seq``: the send request to tell when its slot begins (``slot_at``).
         """
         interval = self.interval(per_second)
         t0 = time.monotonic()
-        row = await conn.fetchrow(_NUMBER_SLOT, number_id, interval * n, self.lead_s)
+        if queue_seq is None:
+            row = await conn.fetchrow(_NUMBER_SLOT, number_id, interval * n, self.lead_s)
+        else:
+            row = await conn.fetchrow(
+                _NUMBER_SLOT_QUEUED, number_id, interval * n, self.lead_s, queue_seq
+            )
         t1 = time.monotonic()
         assert row is not None  # an upsert's RETURNING always has its row
         first, db_now = float(row[0]), float(row[1])
         lo, hi = self.clock.sample(db_now, t0, t1)
         return Slot(earliest=first - hi, at=first - lo, span=interval * (n - 1))
 
-    def departure(self, slot: Slot | None, number_id: uuid.UUID, per_second: int) -> Departure:
-        """One call's way through the number's schedule, from ``slot`` (None: take one)."""
-        return Departure(self, slot, number_id, per_second)
+    def departure(
+        self,
+        slot: Slot | None,
+        number_id: uuid.UUID,
+        per_second: int,
+        *,
+        queue_seq: int | None = None,
+    ) -> Departure:
+        """One call's way through the number's schedule, from ``slot`` (None: take one);
+        ``queue_seq``: its send request, told of each slot taken anew."""
+        return Departure(self, slot, number_id, per_second, queue_seq)
 
     async def go(self, slot: Slot | None, number_id: uuid.UUID, per_second: int) -> float:
         """Sleep until ``slot`` (or new ones); return the total wait (see :class:`Departure`)."""
@@ -258,15 +289,21 @@ class Departure:
     late gets its call out, at the price of the slots it skips.
     """
 
-    __slots__ = ("_n", "_number_id", "_pacer", "_per_second", "_slot")
+    __slots__ = ("_n", "_number_id", "_pacer", "_per_second", "_queue_seq", "_slot")
 
     def __init__(
-        self, pacer: Pacer, slot: Slot | None, number_id: uuid.UUID, per_second: int
+        self,
+        pacer: Pacer,
+        slot: Slot | None,
+        number_id: uuid.UUID,
+        per_second: int,
+        queue_seq: int | None = None,
     ) -> None:
         self._pacer = pacer
         self._slot = slot
         self._number_id = number_id
         self._per_second = per_second
+        self._queue_seq = queue_seq
         #: Slots to reserve at the next miss (0: none missed yet).
         self._n = 0
 
@@ -296,7 +333,11 @@ class Departure:
             if self._slot is None:
                 async with rawpg.transaction(pacer.db, bypass_rls=True) as conn:
                     self._slot = await pacer.take_slot(
-                        conn, self._number_id, self._per_second, max(self._n, 1)
+                        conn,
+                        self._number_id,
+                        self._per_second,
+                        max(self._n, 1),
+                        queue_seq=self._queue_seq,
                     )
             wait = self._slot.at - time.monotonic()
             if wait > 0:

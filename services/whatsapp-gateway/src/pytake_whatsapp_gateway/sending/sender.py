@@ -9,11 +9,19 @@ Per message id, under a PostgreSQL advisory lock held for the whole attempt
 
 A request for a message already ``sent``/``failed`` does nothing. One that finds
 ``claimed`` (and gets the lock, so no attempt is in flight) means a previous
-attempt died between claim and record: Meta may or may not have accepted the
-message. PyTake then does NOT call Meta again — a customer receiving the same
-message twice is worse than an agent seeing "outcome unknown" and deciding —
-and emits ``failed`` with ``error_code: null``. If Meta did accept it, its
-status webhooks still arrive (matched by ``biz_opaque_callback_data``).
+attempt died between claim and record (its process killed): Meta may or may not
+have the message. The claim comes with the throughput slot, up to
+``send_background_ahead_s`` before the call, so most such sends never left. The
+send becomes ``orphaned`` and its request waits ``send_confirm_window_s`` for
+Meta's evidence: every message Meta accepts gets a status webhook (``sent`` at
+least), which echoes our id in ``biz_opaque_callback_data`` and makes the send
+``sent`` with Meta's wamid (the webhook intake, which also puts the request back
+in the queue at once). If none came in the window, Meta does not have it and it
+is sent: so a kill neither repeats nor skips a message. The one case that
+repeats one is Meta accepting the call and its status webhooks reaching us only
+after the window (a Meta incident delaying webhooks for minutes, at the moment
+of the kill); ``send_confirm_window_s`` is that margin. Without a window (0) a
+claim found is failed with ``error_code: null`` instead (outcome unknown).
 
 A call that reached Meta and got no answer (a read timeout, a dropped
 connection) is the same doubt while the process lives: the Cloud API has no
@@ -68,6 +76,8 @@ from pytake_whatsapp_gateway.templates.store import APPROVED
 
 log = logging.getLogger(__name__)
 CLAIMED, SENT, FAILED, UNCONFIRMED = "claimed", "sent", "failed", "unconfirmed"
+#: Claimed by an attempt that died: waits for Meta's status, sent if none comes (above).
+ORPHANED = "orphaned"
 RECORD_ATTEMPTS = 4
 #: What a transaction that may succeed when tried again raises (the database restarting,
 #: a connection lost): SQLAlchemy's, asyncpg's, the socket's.
@@ -173,7 +183,28 @@ _NUMBER = """
     SELECT phone_number_id, waba_id, access_token_enc, status, throughput_per_second
     FROM numbers WHERE organization_id = $1 AND id = $2 AND removed_at IS NULL
 """
-_LOGGED = "SELECT state, wamid FROM send_log WHERE message_id = $1"
+#: The send's state, wamid, and seconds left of the confirm window ``$2`` since it last
+#: changed (an orphaned send waits that long for Meta's status); the row locked, as the
+#: status webhook's intake locks it before it settles a send (so neither misses the other).
+_LOGGED = """
+    SELECT state, wamid,
+      extract(epoch FROM updated_at + make_interval(secs => $2) - now())::float8 AS left_s
+    FROM send_log WHERE message_id = $1
+    FOR UPDATE
+"""
+#: A claim found without an outcome (its attempt died): orphaned, the window from now.
+_ORPHAN = """
+    UPDATE send_log SET state = 'orphaned', updated_at = now()
+    WHERE message_id = $1 AND state = 'claimed' AND wamid IS NULL
+    RETURNING message_id
+"""
+#: An orphaned send without Meta's status through the window: claimed again, to be sent
+#: (none if the status webhook's intake settled it meanwhile; it locks the row too).
+_RECLAIM = """
+    UPDATE send_log SET state = 'claimed', updated_at = now()
+    WHERE message_id = $1 AND state = 'orphaned'
+    RETURNING message_id
+"""
 _TEMPLATE = """
     SELECT status, components FROM templates
     WHERE organization_id = $1 AND waba_id = $2 AND name = $3 AND language = $4
@@ -388,34 +419,64 @@ class Sender:
             out.to[:64],
         )
         if inserted is None:
-            logged = await conn.fetchrow(_LOGGED, out.message_id)
-            if logged is None:
-                raise PermanentError("message id is already used by another organization")
-            state = logged["state"]
-            if state == CLAIMED and logged["wamid"] is not None:
-                # The attempt died, but Meta's status webhook had already named the message.
-                await self._finish(conn, out, logged["wamid"], None, None)
-            elif state == CLAIMED:
-                log.error(
-                    "send claimed but never finished (crash?); not resending",
-                    extra={"message_id": str(out.message_id)},
-                )
-                await self._finish(conn, out, None, UNKNOWN_OUTCOME, None)
-            elif state == UNCONFIRMED:  # no status from Meta within the window
-                error = no_confirmation(self.settings.send_confirm_window_s)
-                await self._finish(conn, out, None, error, None)
-            # Sent or failed already (the outcome event was emitted then), or settled now.
-            if queue_seq is not None:
-                await conn.execute(_DEQUEUE, queue_seq)
-            return None
+            send_now, later = await self._claimed_before(conn, out, queue_seq)
+            if not send_now:
+                return later
         ready_or_refusal = await self._prepare(conn, out)
         if isinstance(ready_or_refusal, SendError):
             await self._finish(conn, out, None, ready_or_refusal, 0, queue_seq)
             return None
         slot = await self.pacer.take_slot(
-            conn, out.number_id, ready_or_refusal.throughput_per_second
+            conn, out.number_id, ready_or_refusal.throughput_per_second, queue_seq=queue_seq
         )
         return replace(ready_or_refusal, first_slot=slot)
+
+    async def _claimed_before(
+        self, conn: asyncpg.Connection, out: Outbound, queue_seq: int | None
+    ) -> tuple[bool, float | None]:
+        """The send was claimed before: (True, None) if it is to be sent now (orphaned,
+        and no status came through the window), else (False, seconds to wait for Meta's
+        status, or None if it is settled, now or before)."""
+        window = self.settings.send_confirm_window_s
+        logged = await conn.fetchrow(_LOGGED, out.message_id, window)
+        if logged is None:
+            raise PermanentError("message id is already used by another organization")
+        state = logged["state"]
+        if state == CLAIMED and logged["wamid"] is not None:
+            # The attempt died, but Meta's status webhook had already named the message.
+            await self._finish(conn, out, logged["wamid"], None, None)
+        elif state == CLAIMED and window > 0:
+            if await conn.fetchval(_ORPHAN, out.message_id) is not None:
+                SENDS.labels("orphaned", "attempt died").inc()
+                log.warning(
+                    "send claimed but never finished (its process died?); waiting for "
+                    "WhatsApp's status webhook before sending it",
+                    extra={"message_id": str(out.message_id), "window_s": window},
+                )
+                return False, window
+        elif state == CLAIMED:
+            log.error(
+                "send claimed but never finished (crash?); no confirm window, not resending",
+                extra={"message_id": str(out.message_id)},
+            )
+            await self._finish(conn, out, None, UNKNOWN_OUTCOME, None)
+        elif state == ORPHANED and logged["left_s"] > 0:
+            return False, max(float(logged["left_s"]), 0.05)  # taken before the window ended
+        elif state == ORPHANED:
+            if await conn.fetchval(_RECLAIM, out.message_id) is not None:
+                SENDS.labels("reclaimed", "no status").inc()
+                log.warning(
+                    "no status from WhatsApp for an orphaned send within the window: it "
+                    "never reached WhatsApp; sending it",
+                    extra={"message_id": str(out.message_id), "window_s": window},
+                )
+                return True, None
+        elif state == UNCONFIRMED:  # no status from Meta within the window
+            await self._finish(conn, out, None, no_confirmation(window), None)
+        # Sent or failed already (the outcome event was emitted then), or settled now.
+        if queue_seq is not None:
+            await conn.execute(_DEQUEUE, queue_seq)
+        return False, None
 
     async def _prepare(self, conn: asyncpg.Connection, out: Outbound) -> _Ready | SendError:
         number = await conn.fetchrow(_NUMBER, out.organization_id, out.number_id)

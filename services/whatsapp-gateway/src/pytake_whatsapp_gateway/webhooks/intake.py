@@ -45,6 +45,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import distinct_on
@@ -66,7 +67,8 @@ from pytake_whatsapp_gateway.events import MessageReceived, MessageSent, Message
 from pytake_whatsapp_gateway.media import download_path
 from pytake_whatsapp_gateway.metrics import WEBHOOK_DELIVERIES, WEBHOOK_WRITE_BATCH
 from pytake_whatsapp_gateway.numbers import ACTIVE
-from pytake_whatsapp_gateway.sending.sender import CLAIMED, SENT, UNCONFIRMED
+from pytake_whatsapp_gateway.sending.dispatcher import CHANNEL as SEND_QUEUE_CHANNEL
+from pytake_whatsapp_gateway.sending.sender import CLAIMED, ORPHANED, SENT, UNCONFIRMED
 from pytake_whatsapp_gateway.tables import (
     numbers,
     send_log,
@@ -836,7 +838,7 @@ async def _record_status(
 ) -> int:
     org = number.organization_id
     message_id, state = await _outbound_message_id(session, status, number)
-    if message_id is not None and state in (CLAIMED, UNCONFIRMED):
+    if message_id is not None and state in (CLAIMED, UNCONFIRMED, ORPHANED):
         # Rare (a send in flight, or unanswered): serialise with the sender on the row.
         state = await session.scalar(
             select(send_log.c.state)
@@ -846,7 +848,7 @@ async def _record_status(
             )
             .with_for_update()
         )
-        if state == UNCONFIRMED:
+        if state in (UNCONFIRMED, ORPHANED):
             await _confirm(session, status, number, message_id)
         elif state == CLAIMED:
             # Meta has it while our call still waits: tell the sender, should it time out.
@@ -940,7 +942,7 @@ def _status_rows(batch: list[_Pending], organization_id: uuid.UUID) -> list[Any]
         ):
             column.append(value)
     headers = json.dumps(inject_headers())
-    return [*c, organization_id, headers, OUTBOX_CHANNEL, [CLAIMED, UNCONFIRMED]]
+    return [*c, organization_id, headers, OUTBOX_CHANNEL, [CLAIMED, UNCONFIRMED, ORPHANED]]
 
 
 async def _outbound_message_id(
@@ -979,6 +981,16 @@ async def _outbound_message_id(
     return (found.message_id, found.state) if found is not None else (None, None)
 
 
+#: A send request due now (not one a dispatcher holds), the dispatchers told at commit.
+_WAKE_REQUEST = text(
+    """
+    UPDATE send_queue SET not_before = least(not_before, now())
+    WHERE message_id = :message_id AND (taken_until IS NULL OR taken_until < now())
+    RETURNING pg_notify(:channel, priority::text)
+    """
+)
+
+
 async def _confirm(
     session: AsyncSession, status: StatusUpdate, number: KnownNumber, message_id: uuid.UUID
 ) -> None:
@@ -994,7 +1006,7 @@ async def _confirm(
             .where(
                 send_log.c.organization_id == number.organization_id,
                 send_log.c.message_id == message_id,
-                send_log.c.state == UNCONFIRMED,
+                send_log.c.state.in_((UNCONFIRMED, ORPHANED)),
             )
             .values(state=SENT, wamid=status.wamid[:200], updated_at=func.now())
             .returning(send_log.c.recipient)
@@ -1002,6 +1014,9 @@ async def _confirm(
     ).first()
     if moved is None:
         return
+    # Its request waits in the queue for the rest of the window (and the customer's next
+    # messages behind it): due now, the dispatcher finds it settled and goes on.
+    await session.execute(_WAKE_REQUEST, {"message_id": message_id, "channel": SEND_QUEUE_CHANNEL})
     log.info(
         "unanswered send confirmed by WhatsApp's status webhook",
         extra={"message_id": str(message_id), "status": status.status},
