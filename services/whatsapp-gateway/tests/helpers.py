@@ -5,6 +5,7 @@ import json
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import uvicorn
@@ -50,6 +51,8 @@ class FakeGraph:
         self.tier: str | None = "TIER_2K"
         self._asked: dict[str, None] = {}
         self.delay_s = 0.0
+        #: Awaited with each message's body as it arrives (a test's look at that moment).
+        self.on_request: Callable[[dict[str, Any]], Awaitable[None]] | None = None
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
         self.base_url = ""
@@ -64,6 +67,8 @@ class FakeGraph:
                 "time": time.monotonic(),
             }
         )
+        if self.on_request is not None:
+            await self.on_request(body)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         if self.script:

@@ -3,6 +3,7 @@ import time
 import uuid
 from contextlib import aclosing
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from aiokafka.structs import ConsumerRecord
@@ -275,7 +276,7 @@ async def test_concurrent_duplicates_wait_for_the_first_outcome(
     assert await events(app, FAILED) == []
 
 
-async def claim_left_by_a_dead_attempt(app, number, event) -> None:
+async def claim_left_by_a_dead_attempt(app, number, event, state: str = "claimed") -> None:
     org = uuid.UUID(number["organization_id"])
     async with app.state.db.transaction(organization_id=org) as s:
         await s.execute(
@@ -284,7 +285,7 @@ async def claim_left_by_a_dead_attempt(app, number, event) -> None:
                 organization_id=org,
                 number_id=uuid.UUID(number["id"]),
                 recipient="5511999990000",
-                state="claimed",
+                state=state,
             )
         )
 
@@ -319,6 +320,40 @@ async def test_a_claim_left_by_a_dead_attempt_waits_for_metas_status_then_is_sen
     assert await events(app, FAILED) == []
     await consume(app, settings, sender, event)  # redelivered: nothing more
     assert len(graph.requests) == 1
+
+
+async def test_a_send_is_marked_claimed_before_meta_gets_it(app, settings, sender, graph, number):
+    """Reserved with its slot, claimed (committed) before the call's bytes leave: a send
+    a kill leaves reserved never reached Meta."""
+    seen: list[str] = []
+
+    async def look(body: dict[str, Any]) -> None:
+        async with app.state.db.transaction(bypass_rls=True) as s:
+            seen.append(
+                await s.scalar(
+                    select(send_log.c.state).where(
+                        send_log.c.message_id == uuid.UUID(body["biz_opaque_callback_data"])
+                    )
+                )
+            )
+
+    graph.on_request = look
+    await consume(app, settings, sender, send_requested(number), send_requested(number))
+    assert seen == ["claimed", "claimed"]
+    assert len(await events(app, SENT)) == 2
+
+
+async def test_a_reservation_left_by_a_dead_attempt_is_sent_at_once(
+    app, settings, sender, graph, number
+):
+    """Its attempt died before the mark: nothing left, no window to wait."""
+    event = send_requested(number)
+    await claim_left_by_a_dead_attempt(app, number, event, state="reserved")
+    await consume(app, settings, sender, event)
+    assert len(graph.requests) == 1
+    [sent] = await events(app, SENT)
+    assert sent["data"]["message_id"] == event.data["message_id"]
+    assert await events(app, FAILED) == []
 
 
 async def test_without_a_confirm_window_a_claim_left_by_a_dead_attempt_fails_unknown(

@@ -3,25 +3,31 @@
 Per message id, under a PostgreSQL advisory lock held for the whole attempt
 (so a concurrent duplicate waits and then finds the outcome):
 
-1. **claim** — insert ``send_log(state=claimed)`` and COMMIT, before calling Meta;
-2. **call** — POST to the Graph API, retrying transient errors with backoff;
-3. **record** — set ``sent``/``failed`` and stage the outcome event in one transaction.
+1. **claim** — insert ``send_log(state=reserved)`` with the call's throughput slot and
+   COMMIT, up to ``send_background_ahead_s`` before the slot;
+2. **mark** — right before the slot, ``reserved`` -> ``claimed`` and COMMIT: from here
+   on Meta may have the message (one round trip on the lock's idle connection, a few
+   milliseconds before the write, see :data:`MARK_LEAD_S`);
+3. **call** — POST to the Graph API, retrying transient errors with backoff;
+4. **record** — set ``sent``/``failed`` and stage the outcome event in one transaction.
 
 A request for a message already ``sent``/``failed`` does nothing. One that finds
-``claimed`` (and gets the lock, so no attempt is in flight) means a previous
-attempt died between claim and record (its process killed): Meta may or may not
-have the message. The claim comes with the throughput slot, up to
-``send_background_ahead_s`` before the call, so most such sends never left. The
-send becomes ``orphaned`` and its request waits ``send_confirm_window_s`` for
-Meta's evidence: every message Meta accepts gets a status webhook (``sent`` at
-least), which echoes our id in ``biz_opaque_callback_data`` and makes the send
-``sent`` with Meta's wamid (the webhook intake, which also puts the request back
-in the queue at once). If none came in the window, Meta does not have it and it
-is sent: so a kill neither repeats nor skips a message. The one case that
-repeats one is Meta accepting the call and its status webhooks reaching us only
-after the window (a Meta incident delaying webhooks for minutes, at the moment
-of the kill); ``send_confirm_window_s`` is that margin. Without a window (0) a
-claim found is failed with ``error_code: null`` instead (outcome unknown).
+``reserved`` (and gets the lock, so no attempt is in flight) means a previous
+attempt died before its mark: nothing of it left, and it is sent now. One that
+finds ``claimed`` means a previous attempt died between mark and record (its
+process killed): Meta may or may not have the message. It becomes ``orphaned``
+and its request waits ``send_confirm_window_s`` for Meta's evidence: every
+message Meta accepts gets a status webhook (``sent`` at least), which echoes our
+id in ``biz_opaque_callback_data`` and makes the send ``sent`` with Meta's wamid
+(the webhook intake, which also makes the request due at once). If none came in
+the window, Meta does not have it, and it is sent. So a kill neither repeats nor
+skips a message; the one case that would repeat one is Meta accepting the call
+and its status webhooks reaching us only after the window (webhooks delayed for
+minutes at the moment of the kill, a send killed within its last milliseconds
+before the write). Without a window (0) such a send fails with ``error_code:
+null`` instead (outcome unknown). Before the mark, the claim stood for both: the
+slot comes with it up to ``send_background_ahead_s`` ahead, so most sends a kill
+left "claimed" had never left, and a kill skipped them.
 
 A call that reached Meta and got no answer (a read timeout, a dropped
 connection) is the same doubt while the process lives: the Cloud API has no
@@ -57,7 +63,7 @@ from pytake_common.db import Database
 from pytake_common.events import CloudEvent
 from pytake_common.outbox import CHANNEL as OUTBOX_CHANNEL
 from pytake_common.outbox import outbox_row
-from pytake_common.pgtenant import discard
+from pytake_common.pgtenant import begin_sql, discard
 from pytake_common.rawpg import RolledBack, connection_driver, driver
 from pytake_whatsapp_gateway.config import Settings
 from pytake_whatsapp_gateway.events import MessageFailed, MessageSent
@@ -78,6 +84,11 @@ log = logging.getLogger(__name__)
 CLAIMED, SENT, FAILED, UNCONFIRMED = "claimed", "sent", "failed", "unconfirmed"
 #: Claimed by an attempt that died: waits for Meta's status, sent if none comes (above).
 ORPHANED = "orphaned"
+#: Claimed with a throughput slot, not marked yet: nothing of it can have left.
+RESERVED = "reserved"
+#: The mark is made this long before the slot (its round trip and commit hidden in the
+#: wait), so only a kill in these last milliseconds leaves a send whose fate is unknown.
+MARK_LEAD_S = 0.004
 RECORD_ATTEMPTS = 4
 #: What a transaction that may succeed when tried again raises (the database restarting,
 #: a connection lost): SQLAlchemy's, asyncpg's, the socket's.
@@ -175,7 +186,7 @@ def invalid(detail: str) -> SendError:
 _CLAIM = """
     INSERT INTO send_log (message_id, organization_id, number_id, conversation_id,
                           recipient, state)
-    VALUES ($1, $2, $3, $4, $5, 'claimed')
+    VALUES ($1, $2, $3, $4, $5, 'reserved')
     ON CONFLICT DO NOTHING
     RETURNING message_id
 """
@@ -198,10 +209,9 @@ _ORPHAN = """
     WHERE message_id = $1 AND state = 'claimed' AND wamid IS NULL
     RETURNING message_id
 """
-#: An orphaned send without Meta's status through the window: claimed again, to be sent
-#: (none if the status webhook's intake settled it meanwhile; it locks the row too).
+#: An orphaned send without Meta's status through the window: reserved again, to be sent.
 _RECLAIM = """
-    UPDATE send_log SET state = 'claimed', updated_at = now()
+    UPDATE send_log SET state = 'reserved', updated_at = now()
     WHERE message_id = $1 AND state = 'orphaned'
     RETURNING message_id
 """
@@ -225,7 +235,7 @@ _RECORD = """
       UPDATE send_log SET state = $2, wamid = coalesce($3, wamid),
         attempts = coalesce($4, attempts), error_code = $5, error_title = $6,
         error_detail = $7, updated_at = now()
-      WHERE message_id = $1 AND state IN ('claimed', 'unconfirmed')
+      WHERE message_id = $1 AND state IN ('reserved', 'claimed', 'unconfirmed')
       RETURNING message_id),
     staged AS (
       INSERT INTO outbox (event_id, topic, key, event, headers)
@@ -234,6 +244,9 @@ _RECORD = """
     SELECT message_id FROM recorded
 """
 _DEQUEUE = "DELETE FROM send_queue WHERE seq = $1"
+#: The mark (after the tenant binding, one simple query: no parameters, the id is a UUID).
+_MARK = "; UPDATE send_log SET state = 'claimed', updated_at = now() WHERE message_id = '{}'"
+_MARK += " AND state = 'reserved'; COMMIT"
 
 #: Session-level (the claim commits before Meta is called, the record after): released
 #: by :meth:`Sender.send`, or by PostgreSQL when the connection closes.
@@ -295,7 +308,7 @@ class Sender:
             try:
                 await self._lock(conn, key)
                 try:
-                    return await self._send_locked(out, queue_seq, pair_key)
+                    return await self._send_locked(conn, out, queue_seq, pair_key)
                 finally:
                     released = bool(await conn.fetchval(_UNLOCK, key))
             finally:
@@ -321,7 +334,11 @@ class Sender:
             pause = min(pause * 2, 1.0)
 
     async def _send_locked(
-        self, out: Outbound, queue_seq: int | None, pair_key: str | None
+        self,
+        lock: asyncpg.Connection,
+        out: Outbound,
+        queue_seq: int | None,
+        pair_key: str | None,
     ) -> float | None:
         # Plain SQL on asyncpg transactions (pytake_common.rawpg): a SQLAlchemy session
         # per transaction was most of the send path's CPU.
@@ -329,7 +346,7 @@ class Sender:
             claimed = await self._claim(conn, out, queue_seq, pair_key)
         if not isinstance(claimed, _Ready):
             return claimed
-        result, attempts = await self._call(out, claimed)
+        result, attempts = await self._call(lock, out, claimed)
         window = self.settings.send_confirm_window_s
         unconfirmed = result.error is not None and result.error.ambiguous and window > 0
         for attempt in range(1, RECORD_ATTEMPTS + 1):
@@ -442,6 +459,8 @@ class Sender:
         if logged is None:
             raise PermanentError("message id is already used by another organization")
         state = logged["state"]
+        if state == RESERVED:
+            return True, None  # its attempt died before the mark: nothing left
         if state == CLAIMED and logged["wamid"] is not None:
             # The attempt died, but Meta's status webhook had already named the message.
             await self._finish(conn, out, logged["wamid"], None, None)
@@ -542,12 +561,26 @@ class Sender:
             )
         check_against_template(sent, list(stored["components"]))
 
-    async def _call(self, out: Outbound, ready: _Ready) -> tuple[GraphResult, int]:
+    async def _mark(self, lock: asyncpg.Connection, out: Outbound, ready: _Ready) -> None:
+        """Reserved -> claimed, committed just before the slot (see the module's docstring).
+
+        On the connection holding the message's lock, idle meanwhile: one round trip."""
+        slot = ready.first_slot
+        if slot is not None:
+            early = slot.at - MARK_LEAD_S - time.monotonic()
+            if early > 0:
+                await self._sleep(early)
+        await lock.execute(begin_sql(out.organization_id) + _MARK.format(out.message_id))
+
+    async def _call(
+        self, lock: asyncpg.Connection, out: Outbound, ready: _Ready
+    ) -> tuple[GraphResult, int]:
         if self.graph.messages is None:  # opened in the event loop that sends
             self.graph.messages = messages_session(
                 self.settings.send_timeout_s,
                 self.graph.client.headers.get("User-Agent", "pytake-whatsapp-gateway"),
             )
+        await self._mark(lock, out, ready)
         attempt = 0
         while True:
             attempt += 1
