@@ -80,6 +80,49 @@ async def test_send_text_answers_like_meta_and_posts_statuses_in_order(
     assert [(h["kind"], h["status_code"]) for h in hooks] == [("status", 200)] * 3
 
 
+async def test_a_status_webhook_not_answered_2xx_is_retried_with_backoff_like_meta(
+    number: dict[str, str], auth: dict[str, str], receiver: Receiver
+) -> None:
+    """Meta retries a webhook its receiver did not accept (a gateway restarting): the
+    same bytes again until a 2xx, and the message's next status only after that."""
+    app = create_app(
+        SimulatorSettings(
+            webhook_url=receiver.url,
+            status_delay_s=0.01,
+            status_retry_first_s=0.05,
+            status_retry_max_interval_s=0.1,
+        )
+    )
+    receiver.status_code = 503
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://s") as sim,
+    ):
+        assert (await sim.post("/_sim/numbers", json=number)).status_code == 200
+        pnid = number["phone_number_id"]
+        resp = await sim.post(f"/v21.0/{pnid}/messages", headers=auth, json=text_body())
+        assert resp.status_code == 200
+        await receiver.wait_for(3)  # "sent", refused three times
+        receiver.status_code = 200
+        requests = await receiver.wait_for(6)
+        bodies = [r.body for r in requests]
+        assert bodies[0] == bodies[1] == bodies[2] == bodies[3]  # the same bytes
+        assert [s["status"] for s in receiver.statuses()][-3:] == ["sent", "delivered", "read"]
+
+        async def all_recorded() -> bool:
+            return len((await sim.get("/_sim/webhooks")).json()) == len(requests)
+
+        await eventually(all_recorded)
+        hooks = (await sim.get("/_sim/webhooks")).json()
+        assert [h["kind"] for h in hooks][:4] == [
+            "status",
+            "redelivery",
+            "redelivery",
+            "redelivery",
+        ]
+        assert [h["status_code"] for h in hooks][-3:] == [200, 200, 200]
+
+
 async def test_to_is_normalised_to_wa_id_and_type_defaults_to_text(
     sim: httpx.AsyncClient, number: dict[str, str], auth: dict[str, str], receiver: Receiver
 ) -> None:

@@ -33,6 +33,14 @@ class SimulatorSettings(BaseSettings):
     #: Post ``sent``/``delivered``/``read`` status webhooks after each accepted send
     #: (off for load benchmarks that measure only the Graph API side).
     send_statuses: bool = True
+    #: Meta retries a status webhook that was not answered 2xx, with backoff, for days
+    #: (../shared/WHATSAPP.md): the first retry this long after, each next one twice as
+    #: long after the last (at most ``status_retry_max_interval_s``), for at most
+    #: ``status_retry_for_s`` in all (0: no retries). The same bytes, recorded as
+    #: ``redelivery``; the message's next status waits for them.
+    status_retry_first_s: float = Field(default=1.0, gt=0)
+    status_retry_max_interval_s: float = Field(default=30.0, gt=0)
+    status_retry_for_s: float = Field(default=3600.0, ge=0)
     #: Timeout of one outbound webhook POST.
     webhook_timeout_s: float = Field(default=10.0, gt=0)
     log_level: str = "info"

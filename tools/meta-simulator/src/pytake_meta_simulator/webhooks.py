@@ -155,6 +155,10 @@ def status_object(
     return obj
 
 
+def _answered(delivery: WebhookDelivery) -> bool:
+    return delivery.status_code is not None and 200 <= delivery.status_code < 300
+
+
 class WebhookSender:
     """Posts webhooks with one shared :class:`aiohttp.ClientSession` (keep-alive
     connections) and records each one.
@@ -267,7 +271,20 @@ class WebhookSender:
         for step in steps:
             await asyncio.sleep(self.settings.status_delay_s)
             step["timestamp"] = now_ts()
-            await self.post(number, kind="status", payload=envelope(number, {"statuses": [step]}))
+            delivery = await self.post(
+                number, kind="status", payload=envelope(number, {"statuses": [step]})
+            )
+            await self._retry(number, delivery)
+
+    async def _retry(self, number: Number, delivery: WebhookDelivery) -> None:
+        """Post a webhook not answered 2xx again, with backoff (Meta's retries)."""
+        settings = self.settings
+        deadline = time.monotonic() + settings.status_retry_for_s
+        pause = settings.status_retry_first_s
+        while not _answered(delivery) and time.monotonic() + pause <= deadline:
+            await asyncio.sleep(pause)
+            delivery = await self.redeliver(number, delivery)
+            pause = min(pause * 2, settings.status_retry_max_interval_s)
 
     async def pricing_category(self, number: Number, sent: SentMessage) -> str:
         """The template's category as Meta prices it (lower case); ``utility`` when the
