@@ -578,7 +578,7 @@ class Sender:
         if slot is not None:
             early = slot.at - MARK_LEAD_S - time.monotonic()
             if early > 0:
-                await self._sleep(early)
+                await asyncio.sleep(early)  # pacing, not a retry's backoff (self._sleep)
         await lock.execute(begin_sql(out.organization_id) + _MARK.format(out.message_id))
 
     async def _call(
