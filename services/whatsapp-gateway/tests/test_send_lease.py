@@ -114,6 +114,7 @@ async def test_a_killed_gateways_sends_go_to_a_new_dispatcher_within_the_lease_o
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
     killed_at = time.monotonic()
+    await asyncio.sleep(0.5)  # what the dead process wrote has reached the fake Graph API
     calls_before = len(graph.requests)
     left = await queue_rows(app)
     assert any(r["leased"] for r in left), "nothing was in flight at the kill"

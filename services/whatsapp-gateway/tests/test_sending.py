@@ -290,14 +290,17 @@ async def claim_left_by_a_dead_attempt(app, number, event, state: str = "claimed
         )
 
 
+@pytest.mark.parametrize("priority", ["interactive", "campaign"])
 async def test_a_claim_left_by_a_dead_attempt_waits_for_metas_status_then_is_sent_once(
-    app, settings, sender, graph, number
+    app, settings, sender, graph, number, priority
 ):
     """Its process died between claim and outcome: Meta may have the message. It is not
     called again while the confirm window lasts (a status webhook would settle it, see
     test_sending_faults.py); with no status through the window, it never reached Meta
-    and is sent, once."""
+    and is sent, once, marked claimed before the call whatever its priority (a campaign
+    send is otherwise claimed outright, without the mark)."""
     event = send_requested(number)
+    event.data["priority"] = priority
     await claim_left_by_a_dead_attempt(app, number, event)
     await consume(app, settings, sender, event)
     assert graph.requests == []
@@ -313,8 +316,16 @@ async def test_a_claim_left_by_a_dead_attempt_waits_for_metas_status_then_is_sen
     async with app.state.db.transaction(bypass_rls=True) as s:  # the window ends
         await s.execute(update(send_log).values(updated_at=func.now() - timedelta(hours=1)))
         await s.execute(update(send_queue).values(not_before=func.now()))
+    seen: list[str] = []
+
+    async def look(body: dict[str, Any]) -> None:
+        async with app.state.db.transaction(bypass_rls=True) as s:
+            seen.append(await s.scalar(select(send_log.c.state)))
+
+    graph.on_request = look
     await Dispatcher(settings, app.state.db, sender).drain()
     assert len(graph.requests) == 1
+    assert seen == ["claimed"]  # a kill now would not send it again without evidence
     [sent] = await events(app, SENT)
     assert sent["data"]["message_id"] == event.data["message_id"]
     assert await events(app, FAILED) == []
@@ -354,6 +365,44 @@ async def test_a_reservation_left_by_a_dead_attempt_is_sent_at_once(
     [sent] = await events(app, SENT)
     assert sent["data"]["message_id"] == event.data["message_id"]
     assert await events(app, FAILED) == []
+
+
+async def test_a_status_for_a_send_reserved_again_settles_it_and_the_call_is_not_made(
+    app, settings, sender, graph, number, client
+):
+    """The window of an orphaned send ended (reserved again, to be sent) just as Meta's
+    status for it came: the status settles it (Meta has it) and the call is not made."""
+    event = send_requested(number)
+    message_id = event.data["message_id"]
+    await claim_left_by_a_dead_attempt(app, number, event, state="reserved")
+    await deliver(app, settings, sender, event)
+    body = raw(
+        envelope(
+            [
+                change(
+                    "106540352242922",
+                    statuses=[
+                        {
+                            "id": "wamid.from-the-dead-attempt",
+                            "status": "sent",
+                            "timestamp": "1764000000",
+                            "recipient_id": "5511999990000",
+                            "biz_opaque_callback_data": message_id,
+                        }
+                    ],
+                )
+            ]
+        )
+    )
+    r = await client.post("/webhooks/whatsapp", content=body, headers=signed(body, SECRET))
+    assert r.status_code == 200
+    [sent] = await events(app, SENT)
+    assert sent["data"]["wamid"] == "wamid.from-the-dead-attempt"
+    await Dispatcher(settings, app.state.db, sender).drain()
+    assert graph.requests == []
+    async with app.state.db.transaction(bypass_rls=True) as s:
+        assert await s.scalar(select(func.count()).select_from(send_queue)) == 0
+    assert len(await events(app, SENT)) == 1 and await events(app, FAILED) == []
 
 
 async def test_without_a_confirm_window_a_claim_left_by_a_dead_attempt_fails_unknown(

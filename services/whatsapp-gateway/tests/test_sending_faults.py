@@ -14,10 +14,11 @@ import asyncio
 import contextlib
 import uuid
 from contextlib import aclosing
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from pytake_whatsapp_gateway.app import graph_http_client
 from pytake_whatsapp_gateway.sending.dispatcher import Dispatcher
@@ -29,13 +30,14 @@ from .test_sending import FAILED, SENT, consume, deliver, send_requested
 
 STATUS = "pytake.whatsapp.message.status_updated.v1"
 TIMEOUT_S = 0.5
+WINDOW_S = 60.0
 
 
 @pytest.fixture
 async def sender(gateway):
     app = gateway[0]
     settings = app.state.settings.model_copy(
-        update={"send_timeout_s": TIMEOUT_S, "send_confirm_window_s": 60.0}
+        update={"send_timeout_s": TIMEOUT_S, "send_confirm_window_s": WINDOW_S}
     )
     async with (
         graph_http_client(settings) as http,
@@ -72,6 +74,9 @@ async def window_ends(app, sender) -> None:
     """The confirm window is over: the dispatcher looks at the unconfirmed send again."""
     async with app.state.db.transaction(bypass_rls=True) as s:
         await s.execute(send_queue.update().values(not_before=send_queue.c.created_at))
+        await s.execute(
+            send_log.update().values(updated_at=func.now() - timedelta(seconds=WINDOW_S + 1))
+        )
     await Dispatcher(sender.settings, app.state.db, sender).drain()
 
 
@@ -198,7 +203,7 @@ async def test_a_dead_attempt_meta_has_is_confirmed_by_its_status_not_resent(
     request back in the queue at once, so the customer's next message does not wait
     out the confirm window."""
     app = gateway[0]
-    simulator[0].state.sim.settings.status_delay_s = 2.0  # statuses after the kill
+    simulator[0].state.sim.settings.status_delay_s = 4.0  # statuses after the kill
     number = await connect(api, gtokens, sim, gateway, uuid.uuid4(), "808")
     await fault(sim, number, mode="slow", delay_s=30.0)
     event = send_requested(number)

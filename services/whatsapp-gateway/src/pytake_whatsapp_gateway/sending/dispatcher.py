@@ -73,7 +73,8 @@ log = logging.getLogger(__name__)
 #: interactive one of each (number, recipient) at a time: they never wait for background
 #: requests, even to the same customer.
 _TAKE = """
-    UPDATE send_queue SET taken_until = clock_timestamp() + make_interval(secs => $2)
+    UPDATE send_queue SET taken_until = clock_timestamp() + make_interval(secs => $2),
+      slot_at = NULL
     WHERE seq IN (
       SELECT q.seq FROM send_queue q
       WHERE q.priority = 0
@@ -121,7 +122,8 @@ _TAKE_BACKGROUND = """
       ) c
       WHERE r.room > 0
     )
-    UPDATE send_queue SET taken_until = clock_timestamp() + make_interval(secs => $2)
+    UPDATE send_queue SET taken_until = clock_timestamp() + make_interval(secs => $2),
+      slot_at = NULL
     WHERE seq IN (
       SELECT s.seq FROM send_queue s
       WHERE s.seq IN (SELECT seq FROM candidates ORDER BY priority, seq LIMIT $1)
@@ -150,11 +152,16 @@ _NEXT_DUE = """
     WHERE not_before > clock_timestamp()
       AND (taken_until IS NULL OR taken_until < clock_timestamp())
 """
-#: Back to the queue (``$1``), due in ``$2`` seconds.
+#: Back to the queue (``$1``), due in ``$2`` seconds; due now if its send is settled
+#: already (Meta's status webhook confirmed it between the sender's commit and this one,
+#: and its wake-up found the request still taken).
 _RELEASE = """
-    UPDATE send_queue
+    UPDATE send_queue q
     SET taken_until = NULL, slot_at = NULL,
-        not_before = clock_timestamp() + make_interval(secs => $2)
+        not_before = clock_timestamp() + CASE
+          WHEN EXISTS (SELECT 1 FROM send_log g
+                       WHERE g.message_id = q.message_id AND g.state IN ('sent', 'failed'))
+          THEN interval '0' ELSE make_interval(secs => $2) END
     WHERE seq = $1
 """
 
@@ -172,7 +179,7 @@ _RENEW = """
 #: Hands back the leases of requests whose sends a stopping dispatcher leaves in flight
 #: (each send's advisory lock still keeps another attempt waiting for its outcome).
 _HAND_BACK = """
-    UPDATE send_queue SET taken_until = NULL
+    UPDATE send_queue SET taken_until = NULL, slot_at = NULL
     WHERE seq = ANY($1::bigint[]) AND taken_until IS NOT NULL
 """
 #: The share of ``send_lease_s`` between two renewals of a dispatcher's leases.

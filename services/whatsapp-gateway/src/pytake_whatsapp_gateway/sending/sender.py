@@ -184,6 +184,8 @@ class _Ready:
     throughput_per_second: int
     #: The first attempt's throughput slot, taken with the claim.
     first_slot: Slot | None = None
+    #: The send log row is ``reserved``: it is marked ``claimed`` before the call.
+    reserved: bool = False
 
 
 def invalid(detail: str) -> SendError:
@@ -253,13 +255,21 @@ _RECORD = """
 """
 _DEQUEUE = "DELETE FROM send_queue WHERE seq = $1"
 #: The mark (after the tenant binding, one simple query: no parameters, the id is a UUID).
-_MARK = "; UPDATE send_log SET state = 'claimed', updated_at = now() WHERE message_id = '{}'"
-_MARK += " AND state = 'reserved'; COMMIT"
+#: It fails (division by zero) when the row is no longer reserved: a status webhook of
+#: Meta's settled it meanwhile (an orphaned send reserved again as its window ended).
+_MARK = """; WITH m AS (
+      UPDATE send_log SET state = 'claimed', updated_at = now()
+      WHERE message_id = '{}' AND state = 'reserved' RETURNING 1)
+    SELECT 1 / (SELECT count(*) FROM m)::int; COMMIT"""
 
 #: Session-level (the claim commits before Meta is called, the record after): released
 #: by :meth:`Sender.send`, or by PostgreSQL when the connection closes.
 _TRY_LOCK = "SELECT pg_try_advisory_lock($1)"
 _UNLOCK = "SELECT pg_advisory_unlock($1)"
+
+
+class Settled(Exception):
+    """Meta's status settled the send between its reservation and its mark: no call."""
 
 
 class SendLockTimeout(Exception):
@@ -354,7 +364,10 @@ class Sender:
             claimed = await self._claim(conn, out, queue_seq, pair_key)
         if not isinstance(claimed, _Ready):
             return claimed
-        result, attempts = await self._call(lock, out, claimed)
+        try:
+            result, attempts = await self._call(lock, out, claimed, queue_seq)
+        except Settled:
+            return 0.0  # its request is taken again at once and found settled
         window = self.settings.send_confirm_window_s
         unconfirmed = result.error is not None and result.error.ambiguous and window > 0
         for attempt in range(1, RECORD_ATTEMPTS + 1):
@@ -444,10 +457,12 @@ class Sender:
             out.to[:64],
             CLAIMED if out.priority == CAMPAIGN else RESERVED,
         )
+        reserved = out.priority != CAMPAIGN
         if inserted is None:
             send_now, later = await self._claimed_before(conn, out, queue_seq)
             if not send_now:
                 return later
+            reserved = True  # a reservation, or an orphaned send reserved again
         ready_or_refusal = await self._prepare(conn, out)
         if isinstance(ready_or_refusal, SendError):
             await self._finish(conn, out, None, ready_or_refusal, 0, queue_seq)
@@ -455,7 +470,7 @@ class Sender:
         slot = await self.pacer.take_slot(
             conn, out.number_id, ready_or_refusal.throughput_per_second, queue_seq=queue_seq
         )
-        return replace(ready_or_refusal, first_slot=slot)
+        return replace(ready_or_refusal, first_slot=slot, reserved=reserved)
 
     async def _claimed_before(
         self, conn: asyncpg.Connection, out: Outbound, queue_seq: int | None
@@ -499,6 +514,8 @@ class Sender:
                     extra={"message_id": str(out.message_id), "window_s": window},
                 )
                 return True, None
+        elif state == UNCONFIRMED and logged["left_s"] > 0:
+            return False, max(float(logged["left_s"]), 0.05)  # taken before the window ended
         elif state == UNCONFIRMED:  # no status from Meta within the window
             await self._finish(conn, out, None, no_confirmation(window), None)
         # Sent or failed already (the outcome event was emitted then), or settled now.
@@ -579,17 +596,21 @@ class Sender:
             early = slot.at - MARK_LEAD_S - time.monotonic()
             if early > 0:
                 await asyncio.sleep(early)  # pacing, not a retry's backoff (self._sleep)
-        await lock.execute(begin_sql(out.organization_id) + _MARK.format(out.message_id))
+        try:
+            await lock.execute(begin_sql(out.organization_id) + _MARK.format(out.message_id))
+        except asyncpg.DivisionByZeroError:
+            await lock.execute("ROLLBACK")
+            raise Settled from None
 
     async def _call(
-        self, lock: asyncpg.Connection, out: Outbound, ready: _Ready
+        self, lock: asyncpg.Connection, out: Outbound, ready: _Ready, queue_seq: int | None
     ) -> tuple[GraphResult, int]:
         if self.graph.messages is None:  # opened in the event loop that sends
             self.graph.messages = messages_session(
                 self.settings.send_timeout_s,
                 self.graph.client.headers.get("User-Agent", "pytake-whatsapp-gateway"),
             )
-        if out.priority != CAMPAIGN:
+        if ready.reserved:
             await self._mark(lock, out, ready)
         attempt = 0
         while True:
@@ -598,6 +619,7 @@ class Sender:
                 ready.first_slot if attempt == 1 else None,
                 out.number_id,
                 ready.throughput_per_second,
+                queue_seq=queue_seq,
             )
             # Sleep until the slot with no connection held (a kept-alive one idle meanwhile
             # could be closed by Meta under the write), then check again where the bytes

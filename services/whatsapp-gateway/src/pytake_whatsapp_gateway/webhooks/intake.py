@@ -68,7 +68,13 @@ from pytake_whatsapp_gateway.media import download_path
 from pytake_whatsapp_gateway.metrics import WEBHOOK_DELIVERIES, WEBHOOK_WRITE_BATCH
 from pytake_whatsapp_gateway.numbers import ACTIVE
 from pytake_whatsapp_gateway.sending.dispatcher import CHANNEL as SEND_QUEUE_CHANNEL
-from pytake_whatsapp_gateway.sending.sender import CLAIMED, ORPHANED, SENT, UNCONFIRMED
+from pytake_whatsapp_gateway.sending.sender import (
+    CLAIMED,
+    ORPHANED,
+    RESERVED,
+    SENT,
+    UNCONFIRMED,
+)
 from pytake_whatsapp_gateway.tables import (
     numbers,
     send_log,
@@ -838,7 +844,7 @@ async def _record_status(
 ) -> int:
     org = number.organization_id
     message_id, state = await _outbound_message_id(session, status, number)
-    if message_id is not None and state in (CLAIMED, UNCONFIRMED, ORPHANED):
+    if message_id is not None and state in (CLAIMED, UNCONFIRMED, ORPHANED, RESERVED):
         # Rare (a send in flight, or unanswered): serialise with the sender on the row.
         state = await session.scalar(
             select(send_log.c.state)
@@ -848,7 +854,8 @@ async def _record_status(
             )
             .with_for_update()
         )
-        if state in (UNCONFIRMED, ORPHANED):
+        if state in (UNCONFIRMED, ORPHANED, RESERVED):
+            # RESERVED: an orphaned send reserved again as its window ended; Meta has it.
             await _confirm(session, status, number, message_id)
         elif state == CLAIMED:
             # Meta has it while our call still waits: tell the sender, should it time out.
@@ -942,7 +949,13 @@ def _status_rows(batch: list[_Pending], organization_id: uuid.UUID) -> list[Any]
         ):
             column.append(value)
     headers = json.dumps(inject_headers())
-    return [*c, organization_id, headers, OUTBOX_CHANNEL, [CLAIMED, UNCONFIRMED, ORPHANED]]
+    return [
+        *c,
+        organization_id,
+        headers,
+        OUTBOX_CHANNEL,
+        [CLAIMED, UNCONFIRMED, ORPHANED, RESERVED],
+    ]
 
 
 async def _outbound_message_id(
@@ -1006,7 +1019,7 @@ async def _confirm(
             .where(
                 send_log.c.organization_id == number.organization_id,
                 send_log.c.message_id == message_id,
-                send_log.c.state.in_((UNCONFIRMED, ORPHANED)),
+                send_log.c.state.in_((UNCONFIRMED, ORPHANED, RESERVED)),
             )
             .values(state=SENT, wamid=status.wamid[:200], updated_at=func.now())
             .returning(send_log.c.recipient)
