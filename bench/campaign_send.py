@@ -454,6 +454,14 @@ def window_max(times: list[float]) -> tuple[int, int]:
     return sliding, max(Counter(int(t) for t in times).values())
 
 
+def fullest_second(times: list[float]) -> tuple[int, float]:
+    """The most sends in a sliding one-second window, and when the first window that full
+    begins (``times`` sorted)."""
+    counts = [bisect.bisect_left(times, t + 1.0) - i for i, t in enumerate(times)]
+    i = max(range(len(counts)), key=counts.__getitem__)
+    return counts[i], times[i]
+
+
 async def slots_missed(client: httpx.AsyncClient, gateway_url: str) -> Counter[str]:
     """whatsapp-gateway's count of sends too late for their slot, by where it found them
     late: when they woke for it, or when their bytes were about to be written."""
@@ -668,6 +676,16 @@ async def campaign_run(plat: Platform, args: argparse.Namespace) -> None:
         f" {campaign_sliding}), in any calendar second: {calendar} (limit {LIMIT});"
         f" by the simulator's acceptance time instead of arrival: {accepted_sliding}"
     )
+    if all_times:
+        most, begins = fullest_second(all_times)
+        kill = f", the kill at +{kill_at - t_start:.1f} s" if kill_at is not None else ""
+        inside = [t for t in all_times if begins <= t < begins + 1.0]
+        gaps = [round((b - a) * 1000) for a, b in itertools.pairwise(inside)]
+        print(
+            f"  the fullest sliding second ({most}) begins at +{begins - t_start:.2f} s{kill};"
+            f" gaps between its sends (ms): min {min(gaps, default=0)},"
+            f" median {sorted(gaps)[len(gaps) // 2] if gaps else 0}, max {max(gaps, default=0)}"
+        )
     per_send = max(len(all_times), 1)
     print(
         f"slots missed (taken anew): {missed['wakeup']} found late on waking for the slot,"
