@@ -256,3 +256,31 @@ async def connect(api, gtokens, sim, gateway, org: uuid.UUID, pnid: str) -> dict
     return await register(
         api, gtokens, org, pnid, app_secret=SIM_APP_SECRET, access_token=SIM_TOKEN
     )
+
+
+async def status_webhook(
+    client, phone_number_id: str, secret: str, message_id: str, wamid: str, **envelope_kw: Any
+) -> None:
+    """Meta's ``sent`` status of our message ``message_id`` (echoed in
+    ``biz_opaque_callback_data``), posted signed to the gateway's webhook."""
+    body = raw(
+        envelope(
+            [
+                change(
+                    phone_number_id,
+                    statuses=[
+                        {
+                            "id": wamid,
+                            "status": "sent",
+                            "timestamp": "1764000000",
+                            "recipient_id": "5511999990000",
+                            "biz_opaque_callback_data": message_id,
+                        }
+                    ],
+                )
+            ],
+            **envelope_kw,
+        )
+    )
+    r = await client.post("/webhooks/whatsapp", content=body, headers=signed(body, secret))
+    assert r.status_code == 200, r.text

@@ -26,7 +26,7 @@ from pytake_whatsapp_gateway.app import graph_http_client
 from pytake_whatsapp_gateway.sending.dispatcher import Dispatcher
 from pytake_whatsapp_gateway.sending.sender import Sender
 
-from .helpers import change, envelope, events, raw, register, signed
+from .helpers import events, register, status_webhook
 from .test_dispatcher import dispatching, until
 from .test_send_priority import queue
 from .test_sending import deliver, send_requested
@@ -122,7 +122,14 @@ async def test_a_killed_gateways_sends_go_to_a_new_dispatcher_within_the_lease_o
     # Meta's first status of each message it has, as it would come (the answers in
     # flight were lost with the process; the status still names our message id).
     for message_id in list(called(graph)):
-        await status_webhook(client, number, message_id)
+        await status_webhook(
+            client,
+            number["phone_number_id"],
+            "s",
+            message_id,
+            f"wamid.meta-{message_id}",
+            waba_id=number["waba_id"],
+        )
 
     async with dispatching(app, settings, send_poll_interval_s=0.2, send_confirm_window_s=2.0):
         # The default lease (15 s) and a noisy box's margin: the 300 s of before stalled
@@ -140,30 +147,6 @@ async def test_a_killed_gateways_sends_go_to_a_new_dispatcher_within_the_lease_o
         f"killed with {sum(r['leased'] for r in left)} leases taken, {calls_before} calls "
         f"made; drained {drained_in:.1f} s"
     )
-
-
-async def status_webhook(client, number: dict[str, Any], message_id: str) -> None:
-    body = raw(
-        envelope(
-            [
-                change(
-                    number["phone_number_id"],
-                    statuses=[
-                        {
-                            "id": f"wamid.meta-{message_id}",
-                            "status": "sent",
-                            "timestamp": "1764000000",
-                            "recipient_id": "5511999990000",
-                            "biz_opaque_callback_data": message_id,
-                        }
-                    ],
-                )
-            ],
-            waba_id=number["waba_id"],
-        )
-    )
-    r = await client.post("/webhooks/whatsapp", content=body, headers=signed(body, "s"))
-    assert r.status_code == 200, r.text
 
 
 async def test_a_live_send_longer_than_the_lease_keeps_its_request(app, settings, graph, number):

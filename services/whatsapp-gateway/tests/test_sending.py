@@ -20,7 +20,16 @@ from pytake_whatsapp_gateway.sending.dispatcher import Dispatcher
 from pytake_whatsapp_gateway.sending.sender import Outbound, Sender
 from pytake_whatsapp_gateway.tables import send_log, send_queue
 
-from .helpers import change, envelope, events, meta_error, raw, register, signed
+from .helpers import (
+    change,
+    envelope,
+    events,
+    meta_error,
+    raw,
+    register,
+    signed,
+    status_webhook,
+)
 
 SENT = "pytake.whatsapp.message.sent.v1"
 FAILED = "pytake.whatsapp.message.failed.v1"
@@ -376,26 +385,9 @@ async def test_a_status_for_a_send_reserved_again_settles_it_and_the_call_is_not
     message_id = event.data["message_id"]
     await claim_left_by_a_dead_attempt(app, number, event, state="reserved")
     await deliver(app, settings, sender, event)
-    body = raw(
-        envelope(
-            [
-                change(
-                    "106540352242922",
-                    statuses=[
-                        {
-                            "id": "wamid.from-the-dead-attempt",
-                            "status": "sent",
-                            "timestamp": "1764000000",
-                            "recipient_id": "5511999990000",
-                            "biz_opaque_callback_data": message_id,
-                        }
-                    ],
-                )
-            ]
-        )
+    await status_webhook(
+        client, "106540352242922", SECRET, message_id, "wamid.from-the-dead-attempt"
     )
-    r = await client.post("/webhooks/whatsapp", content=body, headers=signed(body, SECRET))
-    assert r.status_code == 200
     [sent] = await events(app, SENT)
     assert sent["data"]["wamid"] == "wamid.from-the-dead-attempt"
     await Dispatcher(settings, app.state.db, sender).drain()

@@ -217,13 +217,11 @@ _LOGGED = """
 _ORPHAN = """
     UPDATE send_log SET state = 'orphaned', updated_at = now()
     WHERE message_id = $1 AND state = 'claimed' AND wamid IS NULL
-    RETURNING message_id
 """
 #: An orphaned send without Meta's status through the window: reserved again, to be sent.
 _RECLAIM = """
     UPDATE send_log SET state = 'reserved', updated_at = now()
     WHERE message_id = $1 AND state = 'orphaned'
-    RETURNING message_id
 """
 _TEMPLATE = """
     SELECT status, components FROM templates
@@ -483,39 +481,37 @@ class Sender:
         if logged is None:
             raise PermanentError("message id is already used by another organization")
         state = logged["state"]
+        if state in (ORPHANED, UNCONFIRMED) and logged["left_s"] > 0:
+            return False, max(float(logged["left_s"]), 0.05)  # taken before the window ended
         if state == RESERVED:
             return True, None  # its attempt died before the mark: nothing left
         if state == CLAIMED and logged["wamid"] is not None:
             # The attempt died, but Meta's status webhook had already named the message.
             await self._finish(conn, out, logged["wamid"], None, None)
-        elif state == CLAIMED and window > 0:
-            if await conn.fetchval(_ORPHAN, out.message_id) is not None:
-                SENDS.labels("orphaned", "attempt died").inc()
-                log.warning(
-                    "send claimed but never finished (its process died?); waiting for "
-                    "WhatsApp's status webhook before sending it",
-                    extra={"message_id": str(out.message_id), "window_s": window},
-                )
-                return False, window
+        elif state == CLAIMED and window > 0:  # the row is locked: the updates below hold
+            await conn.execute(_ORPHAN, out.message_id)
+            SENDS.labels("orphaned", "attempt died").inc()
+            log.warning(
+                "send claimed but never finished (its process died?); waiting for "
+                "WhatsApp's status webhook before sending it",
+                extra={"message_id": str(out.message_id), "window_s": window},
+            )
+            return False, window
         elif state == CLAIMED:
             log.error(
                 "send claimed but never finished (crash?); no confirm window, not resending",
                 extra={"message_id": str(out.message_id)},
             )
             await self._finish(conn, out, None, UNKNOWN_OUTCOME, None)
-        elif state == ORPHANED and logged["left_s"] > 0:
-            return False, max(float(logged["left_s"]), 0.05)  # taken before the window ended
         elif state == ORPHANED:
-            if await conn.fetchval(_RECLAIM, out.message_id) is not None:
-                SENDS.labels("reclaimed", "no status").inc()
-                log.warning(
-                    "no status from WhatsApp for an orphaned send within the window: it "
-                    "never reached WhatsApp; sending it",
-                    extra={"message_id": str(out.message_id), "window_s": window},
-                )
-                return True, None
-        elif state == UNCONFIRMED and logged["left_s"] > 0:
-            return False, max(float(logged["left_s"]), 0.05)  # taken before the window ended
+            await conn.execute(_RECLAIM, out.message_id)
+            SENDS.labels("reclaimed", "no status").inc()
+            log.warning(
+                "no status from WhatsApp for an orphaned send within the window: it "
+                "never reached WhatsApp; sending it",
+                extra={"message_id": str(out.message_id), "window_s": window},
+            )
+            return True, None
         elif state == UNCONFIRMED:  # no status from Meta within the window
             await self._finish(conn, out, None, no_confirmation(window), None)
         # Sent or failed already (the outcome event was emitted then), or settled now.
