@@ -13,11 +13,10 @@ first and without limit; ``automation`` then ``campaign`` only while fewer than
 schedule that has not begun yet (taken, and either not claimed yet or with ``slot_at``
 ahead), so an agent's reply queued behind ten thousand campaign sends waits for at most
 those few slots. A send whose slot began no longer holds room: its HTTP call and its
-record (tens of milliseconds, more on a loaded box) do not delay the next claim. Counting
-every send in flight instead held a number at room / (ahead + that time): 64 of 80/s on
-a box where a send's call and record took about 40 ms. An interactive request never waits for a
-background one to the same customer (same-priority ones keep their order). The
-exactly-once rules live in
+record do not delay the next claim (counting every send in flight, a number's rate was at
+most room / (ahead + that time); docs/benchmarks.md has the A/B). An interactive request
+never waits for a background one to the same customer (same-priority ones keep their
+order). The exactly-once rules live in
 :class:`~pytake_whatsapp_gateway.sending.sender.Sender`; a request is deleted
 once its outcome is recorded.
 
