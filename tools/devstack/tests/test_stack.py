@@ -36,21 +36,14 @@ def test_real_meta_can_be_configured(tmp_path):
     assert cfg.common_env()["PYTAKE_GRAPH_API_BASE"] == "https://graph.facebook.com"
 
 
-def test_procfile_names_the_broker_and_every_process(tmp_path, monkeypatch):
+def test_procfile_names_every_process_and_no_broker(tmp_path, monkeypatch):
     monkeypatch.setattr(cli, "STATE", tmp_path)
-    path = cli._procfile(_cfg(tmp_path), ["/bin/tansu", "broker"])
+    path = cli._procfile(_cfg(tmp_path))
     lines = path.read_text().splitlines()
-    assert lines[0] == "broker: exec /bin/tansu broker"
-    names = [line.split(":", 1)[0] for line in lines[1:]]
-    assert sorted(names) == sorted(DEFAULT_PORTS)
+    names = [line.split(":", 1)[0] for line in lines]
+    assert sorted(names) == sorted(DEFAULT_PORTS)  # the broker runs beside honcho
     env_file = (tmp_path / "stack.env").read_text()
     assert "PYTAKE_DATABASE_URL=postgresql://postgres@/postgres?host=/tmp/pg" in env_file
-
-
-def test_without_a_broker_command_none_is_started(tmp_path, monkeypatch):
-    monkeypatch.setattr(cli, "STATE", tmp_path)
-    lines = cli._procfile(_cfg(tmp_path), None).read_text().splitlines()
-    assert not any(line.startswith("broker:") for line in lines)
 
 
 @pytest.mark.parametrize("service", DB_SERVICES)
@@ -60,3 +53,38 @@ def test_every_database_service_has_migrations(service):
     pkg = importlib.import_module(module(service))
     versions = Path(pkg.__file__).parent / "migrations" / "versions"
     assert any(versions.glob("*.py"))
+
+
+def test_local_broker_starts_with_the_domain_topics_on_one_thread():
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer
+
+    from pytake_devstack.infra import (
+        LOCAL_BROKER_THREADS,
+        LOCAL_PARTITIONS,
+        TansuBroker,
+        domain_topics,
+    )
+
+    topics = domain_topics()
+    assert "pytake.campaigns.recipient" in topics and "pytake.auth.session" in topics
+    broker = TansuBroker()
+    bootstrap = broker.start()
+    try:
+
+        async def partitions() -> dict[str, int]:
+            consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+            await consumer.start()
+            try:
+                await consumer.topics()
+                return {t: len(consumer.partitions_for_topic(t) or ()) for t in topics}
+            finally:
+                await consumer.stop()
+
+        assert asyncio.run(partitions()) == dict.fromkeys(topics, LOCAL_PARTITIONS)
+        assert broker.proc is not None
+        environ = Path(f"/proc/{broker.proc.pid}/environ").read_bytes().split(b"\0")
+        assert f"TOKIO_WORKER_THREADS={LOCAL_BROKER_THREADS}".encode() in environ
+    finally:
+        broker.stop()

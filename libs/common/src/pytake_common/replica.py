@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer
 from pydantic import ValidationError
@@ -44,26 +44,70 @@ class BroadcastReplica:
             self.applied += 1
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Follow this view's topics on a consumer of its own (a process with several
+        views runs them on one :class:`ReplicaFeed` instead)."""
+        await ReplicaFeed(self.settings, [self], self.name).run(stop)
+
+    def _apply_logged(self, event: CloudEvent) -> None:
+        try:
+            self.apply(event)
+        except (KeyError, ValueError, TypeError) as exc:
+            log.warning(
+                "replica %s skipped %s",
+                self.name,
+                event.type,
+                extra={"event_id": str(event.id), "error": repr(exc)},
+            )
+
+
+class ReplicaFeed:
+    """One group-less consumer for all of a process's broadcast views.
+
+    Every view on a consumer of its own cost a fetch every ``fetch_max_wait`` per view and
+    process, idle or not: with two views in each of nine services (revocations and the
+    organization directory), those fetches were most of the broker's requests on an idle
+    platform, and most of its CPU on the local Tansu broker (docs/benchmarks.md). A record
+    goes to each view that follows its topic.
+    """
+
+    def __init__(
+        self, settings: ServiceSettings, views: Sequence[BroadcastReplica], name: str = "replicas"
+    ) -> None:
+        self.settings = settings
+        self.views = list(views)
+        self.name = name
+        self.by_topic: dict[str, list[BroadcastReplica]] = {}
+        for view in self.views:
+            for topic in view.topics:
+                self.by_topic.setdefault(topic, []).append(view)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if not self.by_topic:
+            return
         backoff = 0.5
         while not stop.is_set():
             consumer = AIOKafkaConsumer(
-                *self.topics,
+                *sorted(self.by_topic),
                 bootstrap_servers=self.settings.kafka_bootstrap,
                 group_id=None,
                 client_id=f"pytake-{self.settings.service_name}-{self.name}",
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 metadata_max_age_ms=2_000,
-                fetch_max_wait_ms=200,
+                fetch_max_wait_ms=self.settings.kafka_replica_fetch_max_wait_ms,
             )
             try:
                 await consumer.start()
                 backoff = 0.5
                 while not stop.is_set():
                     batches = await consumer.getmany(timeout_ms=250, max_records=500)
-                    for records in batches.values():
+                    for tp, records in batches.items():
+                        views = self.by_topic.get(tp.topic, ())
                         for record in records:
-                            self._apply_raw(record.value)
+                            event = _parse(record.value)
+                            if event is not None:
+                                for view in views:
+                                    view._apply_logged(event)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -74,19 +118,11 @@ class BroadcastReplica:
                 with contextlib.suppress(Exception):
                     await consumer.stop()
 
-    def _apply_raw(self, value: bytes | None) -> None:
-        if value is None:
-            return
-        try:
-            event = CloudEvent.model_validate_json(value)
-        except ValidationError:
-            return  # not ours to judge: the owning consumer dead-letters malformed records
-        try:
-            self.apply(event)
-        except (KeyError, ValueError, TypeError) as exc:
-            log.warning(
-                "replica %s skipped %s",
-                self.name,
-                event.type,
-                extra={"event_id": str(event.id), "error": repr(exc)},
-            )
+
+def _parse(value: bytes | None) -> CloudEvent | None:
+    if value is None:
+        return None
+    try:
+        return CloudEvent.model_validate_json(value)
+    except ValidationError:
+        return None  # not ours to judge: the owning consumer dead-letters malformed records

@@ -69,6 +69,10 @@ class ServiceSettings(BaseSettings):
     #: whatsapp-gateway). Each idle consumer sends ~1000/this fetches a second (broker and
     #: client CPU). Apache Kafka answers as soon as a record arrives.
     kafka_consumer_fetch_max_wait_ms: int = 500
+    #: The same for a process's broadcast replicas (revocations, organization policy,
+    #: automation's rule versions): one group-less consumer per process, a fetch every
+    #: this long when idle. Publish to effect stays well under 2 s.
+    kafka_replica_fetch_max_wait_ms: int = Field(default=200, ge=1)
     consumer_max_attempts: int = 5
     consumer_retry_backoff_s: float = 0.2
     #: Records handled in one database transaction at most.

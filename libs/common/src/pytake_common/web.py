@@ -30,6 +30,7 @@ from pytake_common.kafka import broker_reachable
 from pytake_common.logging import configure_logging
 from pytake_common.metrics import BROKER_UP, HTTP_LATENCY, HTTP_REQUESTS
 from pytake_common.pgtenant import read_timeout_var
+from pytake_common.replica import BroadcastReplica, ReplicaFeed
 from pytake_common.retention import Retention, RetentionWorker
 from pytake_common.revocation import RevocationList
 from pytake_common.security import JWKSVerifier
@@ -266,7 +267,10 @@ def create_service_app(
     check_broker: bool = True,
     on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
     retention: Sequence[Retention] = (),
+    replica_views: Sequence[BroadcastReplica] = (),
 ) -> FastAPI:
+    """``replica_views``: the service's own broadcast views; they share one consumer with
+    the revocation list and the organization directory (:class:`ReplicaFeed`)."""
     configure_logging(settings.service_name, settings.log_level)
     configure_tracing(settings.service_name, settings.otel_exporter)
 
@@ -275,7 +279,8 @@ def create_service_app(
         stop = asyncio.Event()
         tasks: list[asyncio.Task[None]] = []
         if settings.run_workers:
-            replicas = [app.state.revocations.run, app.state.organizations.run]
+            views = [app.state.revocations, app.state.organizations, *replica_views]
+            replicas = [ReplicaFeed(settings, views).run]
             if db is not None:  # every service database carries the mechanics tables
                 replicas.append(RetentionWorker(db, settings, retention).run)
             tasks = [asyncio.create_task(w(stop)) for w in [*replicas, *workers()]]

@@ -48,9 +48,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         workers=lambda: [
             OutboxRelay(settings, db).run,
             EventConsumer(settings, db, "automation", table).run,
-            RuleEvents(settings, cache).run,
             timer_worker.run,
         ],
+        replica_views=[RuleEvents(settings, cache)],
         on_shutdown=[flow_http.close],
         retention=[
             Retention(runs, runs.c.created_at, settings.run_retention_s),

