@@ -63,6 +63,13 @@ from pytake_common.outbox import add_events, emit
 log = logging.getLogger(__name__)
 DAY = timedelta(hours=24)
 
+#: The campaigns that may send now: running, or scheduled and due ($1, $2: the statuses).
+_DUE = """
+    SELECT organization_id, id FROM campaigns
+    WHERE status = $1 OR (status = $2 AND scheduled_at <= now())
+    ORDER BY started_at
+"""
+
 
 class Dispatcher:
     def __init__(self, settings: Settings, db: Database) -> None:
@@ -86,19 +93,14 @@ class Dispatcher:
                 backoff = min(backoff * 2, 10.0)
 
     async def due(self) -> list[tuple[uuid.UUID, uuid.UUID]]:
-        """(organization, campaign) of every campaign that may send now, across tenants."""
-        c = campaigns.c
-        now = datetime.now(UTC)
-        async with self.db.transaction(bypass_rls=True) as session:
-            rows = await session.execute(
-                select(c.organization_id, c.id)
-                .where(
-                    (c.status == rules.RUNNING)
-                    | ((c.status == rules.SCHEDULED) & (c.scheduled_at <= now))
-                )
-                .order_by(c.started_at)
-            )
-            return [(r.organization_id, r.id) for r in rows]
+        """(organization, campaign) of every campaign that may send now, across tenants.
+
+        Asked every tick (10 a second) by every replica, campaigns or none: plain SQL on
+        asyncpg (pytake_common.rawpg), a tenth of a SQLAlchemy session's CPU; most of
+        the service's idle CPU was this question."""
+        async with rawpg.transaction(self.db, bypass_rls=True) as conn:
+            rows = await conn.fetch(_DUE, rules.RUNNING, rules.SCHEDULED)
+        return [(r["organization_id"], r["id"]) for r in rows]
 
     async def tick(self) -> int:
         """One pass over the due campaigns; returns how many recipients were released."""
