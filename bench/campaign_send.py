@@ -462,6 +462,24 @@ def fullest_second(times: list[float]) -> tuple[int, float]:
     return counts[i], times[i]
 
 
+def print_simulator_lag(late: list[list[float]], t_start: float, begins: float) -> None:
+    """When the simulator's own event loop was late (``/_sim/loop-lag``): its arrival
+    stamps were late by about as much, which no pacing on our side can prevent or see.
+    For the fullest sliding second, how late the loop was as that second's first call
+    was stamped (a late first stamp squeezes the second's calls together)."""
+    over = [ms for _, ms in late if ms >= 20]
+    worst = max(late, key=lambda x: x[1], default=None)
+    at_first = max(
+        (ms for due, ms in late if due <= begins <= due + ms / 1000 + 0.005), default=0.0
+    )
+    where = f" (at +{worst[0] - t_start:.2f} s)" if worst else ""
+    print(
+        f"  the simulator's event loop (its arrival stamps late by as much): late 20 ms or"
+        f" more {len(over)} times over the run, at most {worst[1] if worst else 0:.0f} ms"
+        f"{where}; as the fullest second's first call was stamped: {at_first:.0f} ms"
+    )
+
+
 async def slots_missed(client: httpx.AsyncClient, gateway_url: str) -> Counter[str]:
     """whatsapp-gateway's count of sends too late for their slot, by where it found them
     late: when they woke for it, or when their bytes were about to be written."""
@@ -627,6 +645,7 @@ async def campaign_run(plat: Platform, args: argparse.Namespace) -> None:
         sent = (
             await loop.sim.get("/_sim/sent", params={"phone_number_id": number.phone_number_id})
         ).json()
+        sim_late = (await loop.sim.get("/_sim/loop-lag", params={"since": t_start})).json()
     finally:
         await loop.aclose()
 
@@ -686,6 +705,7 @@ async def campaign_run(plat: Platform, args: argparse.Namespace) -> None:
             f" gaps between its sends (ms): min {min(gaps, default=0)},"
             f" median {sorted(gaps)[len(gaps) // 2] if gaps else 0}, max {max(gaps, default=0)}"
         )
+        print_simulator_lag(sim_late["late"], t_start, begins)
     per_send = max(len(all_times), 1)
     print(
         f"slots missed (taken anew): {missed['wakeup']} found late on waking for the slot,"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -248,3 +249,18 @@ async def test_a_send_is_stamped_when_it_arrives_not_when_the_simulator_gets_to_
         [sent] = (await sim.get("/_sim/sent")).json()
     received, accepted = (datetime.fromisoformat(sent[k]) for k in ("received_at", "time"))
     assert accepted - received >= timedelta(seconds=0.2)
+
+
+async def test_the_loop_lag_shows_when_the_simulator_itself_was_late(sim) -> None:
+    """Arrival stamps are one loop pass late; ``/_sim/loop-lag`` tells when that pass was
+    late, so a benchmark can tell the simulator's own delay from the sender's."""
+    await asyncio.sleep(0.05)  # the monitor has ticked
+    began = time.time()
+    time.sleep(0.06)  # noqa: ASYNC251 (the loop held, as a loaded box would hold it)
+    await asyncio.sleep(0.02)
+    lag = (await sim.get("/_sim/loop-lag", params={"since": began - 0.01})).json()
+    assert lag["ticks"] > 0 and lag["period_ms"] == 5.0
+    assert [late for _, late in lag["late"] if late >= 50], lag
+    assert all(at >= began - 0.01 for at, _ in lag["late"])
+    later = (await sim.get("/_sim/loop-lag", params={"since": time.time() + 60})).json()
+    assert later["late"] == []

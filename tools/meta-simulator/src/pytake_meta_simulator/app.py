@@ -7,6 +7,7 @@ startup and closed at shutdown (pending status deliveries are cancelled first).
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -39,9 +40,11 @@ def create_app(settings: SimulatorSettings | None = None) -> FastAPI:
             # 50-180 ms, bunching the acceptance times benchmarks measure pacing by.
             gc.collect()
             gc.freeze()
+            lag = asyncio.create_task(ctx.lag.run())
             try:
                 yield
             finally:
+                lag.cancel()
                 await ctx.sender.aclose()
                 ctx.attach(None)
 

@@ -12,6 +12,9 @@ first runs (one pass of the event loop after its bytes were read) in
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections import deque
 from datetime import datetime
 from typing import Any
 
@@ -36,3 +39,38 @@ def arrived_at(state: Any) -> datetime | None:
     """The stamp of the request whose ``request.state`` this is (None when unstamped)."""
     stamp = getattr(state, KEY, None)
     return stamp if isinstance(stamp, datetime) else None
+
+
+#: How often :class:`LoopLag` wakes, and the lateness it keeps (less is not kept).
+LAG_PERIOD_S = 0.005
+LAG_KEPT_S = 0.002
+
+
+class LoopLag:
+    """How late the simulator's event loop ran a timer, while it runs.
+
+    A request's stamp above is taken one pass of the loop after its bytes were read; when
+    the loop was busy (the simulator's own work, or the box's other processes holding the
+    cores) the bytes waited in the socket and the stamp is late by about as much. Every
+    ``LAG_PERIOD_S`` a timer notes how late it fired; lateness over ``LAG_KEPT_S`` is kept
+    with its wall-clock time (the last 100,000), so a benchmark can tell, for a sliding
+    second it finds too full, whether the simulator itself was late meanwhile.
+    """
+
+    def __init__(self) -> None:
+        self.late: deque[tuple[float, float]] = deque(maxlen=100_000)
+        self.ticks = 0
+
+    async def run(self) -> None:
+        period = LAG_PERIOD_S
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(period)
+            lag = time.perf_counter() - before - period
+            self.ticks += 1
+            if lag > LAG_KEPT_S:
+                self.late.append((time.time() - lag, lag))
+
+    def since(self, t: float) -> list[tuple[float, float]]:
+        """(when the timer was due, epoch seconds; how late, seconds) from ``t`` on."""
+        return [(at, lag) for at, lag in self.late if at >= t]

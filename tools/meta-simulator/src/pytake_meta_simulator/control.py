@@ -15,6 +15,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field, model_validator
 
+from pytake_meta_simulator.arrivals import LAG_KEPT_S, LAG_PERIOD_S
 from pytake_meta_simulator.deps import SimulatorContext, get_ctx
 from pytake_meta_simulator.graph import media_url
 from pytake_meta_simulator.ids import new_media_id, new_wamid
@@ -288,6 +289,19 @@ async def list_sent(
 @router.delete("/sent", status_code=204)
 async def clear_sent(ctx: SimulatorContext = Depends(get_ctx)) -> None:
     await ctx.store.clear_sent()
+
+
+@router.get("/loop-lag")
+async def loop_lag(since: float = 0.0, ctx: SimulatorContext = Depends(get_ctx)) -> dict[str, Any]:
+    """When the simulator's event loop was late, from ``since`` (epoch seconds) on: each
+    ``[due, late_ms]`` of a timer that fired more than the kept lateness late (see
+    ``arrivals.LoopLag``); arrival stamps taken meanwhile are late by about as much."""
+    return {
+        "period_ms": LAG_PERIOD_S * 1000,
+        "kept_over_ms": LAG_KEPT_S * 1000,
+        "ticks": ctx.lag.ticks,
+        "late": [[at, round(lag * 1000, 2)] for at, lag in ctx.lag.since(since)],
+    }
 
 
 @router.get("/reads")

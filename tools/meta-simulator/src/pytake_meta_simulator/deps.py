@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
+from pytake_meta_simulator.arrivals import LoopLag
 from pytake_meta_simulator.settings import SimulatorSettings
 from pytake_meta_simulator.state import Store
 from pytake_meta_simulator.webhooks import WebhookSender
@@ -15,6 +16,7 @@ from pytake_meta_simulator.webhooks import WebhookSender
 class SimulatorContext:
     settings: SimulatorSettings
     store: Store = field(default_factory=Store)
+    lag: LoopLag = field(default_factory=LoopLag)
     _sender: WebhookSender | None = None
 
     def attach(self, sender: WebhookSender | None) -> None:
