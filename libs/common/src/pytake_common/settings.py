@@ -92,6 +92,11 @@ class ServiceSettings(BaseSettings):
     idempotency_key_retention_s: float = Field(default=48 * 3600.0, gt=0)
     outbox_batch_size: int = 200
     run_workers: bool = True
+    #: After start-up, move every object to the GC's permanent generation (``gc.freeze()``):
+    #: full collections then skip the imported code, the settings and the OpenAPI document.
+    #: Without it a full collection walked them all, 0.4-0.5 s on a loaded 2-core box, with
+    #: the event loop stopped (sends missed their pacing slots; docs/benchmarks.md).
+    gc_freeze: bool = True
     #: Whether /readyz fails while the broker is unreachable. Off by default: every
     #: service's HTTP path writes events to its outbox only, so during a broker outage
     #: the pods keep taking writes and the relay publishes them once Kafka is back.

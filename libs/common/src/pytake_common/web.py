@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import re
 import time
@@ -288,10 +289,16 @@ def create_service_app(
         # (automation's flow definitions) takes seconds on a busy box, longer than the
         # gateway waits when it merges every service's document for /docs.
         app.openapi()
+        if settings.gc_freeze:
+            # What start-up made lives as long as the process: full collections skip it.
+            gc.collect()
+            gc.freeze()
         log.info("service started", extra={"workers": len(tasks)})
         try:
             yield
         finally:
+            if settings.gc_freeze:
+                gc.unfreeze()  # an app stopped inside a longer process (tests) can go
             stop.set()
             for task in tasks:
                 try:

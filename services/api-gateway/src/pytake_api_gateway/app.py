@@ -11,7 +11,6 @@ what only the platform may ask (``/metrics``, ``/readyz``) in
 from __future__ import annotations
 
 import contextlib
-import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -98,9 +97,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 inner(application) as state,
                 internal_listener(app, settings.host, settings.internal_port),
             ):
-                if settings.gc_freeze:
-                    gc.collect()
-                    gc.freeze()
                 yield state
         finally:
             await client.close()

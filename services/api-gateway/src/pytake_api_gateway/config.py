@@ -92,11 +92,6 @@ class Settings(ServiceSettings):
     openapi_cache_ttl_s: float = 30.0
     upstream_probe_timeout_s: float = 2.0
 
-    #: After start-up, move every object to the GC's permanent generation
-    #: (``gc.freeze()``): collections then skip the imported code and settings,
-    #: about a fifth of the CPU of a forwarded request.
-    gc_freeze: bool = True
-
     # Rate limits (see ratelimit.py): in-process token buckets, per replica.
     ratelimit_enabled: bool = True
     #: Public API routes (login, register, refresh, JWKS), per client address

@@ -1,10 +1,6 @@
 """Composition root of the WhatsApp gateway."""
 
 import asyncio
-import contextlib
-import gc
-from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -153,17 +149,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         ],
     )
-    if settings.gc_freeze:
-        inner = app.router.lifespan_context
-
-        @contextlib.asynccontextmanager
-        async def lifespan(application: Any) -> AsyncIterator[Any]:
-            async with inner(application) as state:
-                gc.collect()
-                gc.freeze()
-                yield state
-
-        app.router.lifespan_context = lifespan
     # Meta's deliveries bypass FastAPI (see WebhookEdge): Starlette builds its middleware
     # stack lazily through this method, so the edge goes around it.
     build_stack = app.build_middleware_stack

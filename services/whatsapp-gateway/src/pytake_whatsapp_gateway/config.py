@@ -40,11 +40,6 @@ class Settings(ServiceSettings):
     #: How long a redelivered send request waits for an in-flight send of the same message.
     send_lock_timeout_s: float = 120.0
 
-    #: After start-up, move every object to the GC's permanent generation (``gc.freeze()``):
-    #: full collections then skip the imported code, and stop pausing the event loop for
-    #: 50-180 ms (which made sends miss their pacing slots) during a burst of sends.
-    gc_freeze: bool = True
-
     #: Meta's webhook bodies can reach 3 MB.
     webhook_max_body_bytes: int = 3 * 1024 * 1024
     #: What one delivery may carry (Meta sends one entry, one change, a message or a few
