@@ -88,3 +88,16 @@ def test_local_broker_starts_with_the_domain_topics_on_one_thread():
         assert f"TOKIO_WORKER_THREADS={LOCAL_BROKER_THREADS}".encode() in environ
     finally:
         broker.stop()
+
+
+def test_a_local_broker_whose_topics_cannot_be_made_is_stopped(monkeypatch):
+    from pytake_devstack import infra
+
+    def refuse(*_args, **_kwargs):
+        raise RuntimeError("no topics")
+
+    monkeypatch.setattr(infra, "create_topics", refuse)
+    broker = infra.TansuBroker()
+    with pytest.raises(RuntimeError, match="no topics"):
+        broker.start()
+    assert broker.proc is None  # stopped, not left running in its own session

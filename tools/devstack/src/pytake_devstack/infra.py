@@ -207,8 +207,12 @@ class TansuBroker:
         self.proc = subprocess.Popen(
             self.command(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
         )
-        wait_for_port("127.0.0.1", self.port)
-        create_topics(self.bootstrap, domain_topics(), LOCAL_PARTITIONS)
+        try:
+            wait_for_port("127.0.0.1", self.port)
+            create_topics(self.bootstrap, domain_topics(), LOCAL_PARTITIONS)
+        except BaseException:
+            self.stop()  # its own session: nothing else would stop it
+            raise
         return self.bootstrap
 
     def stop(self) -> None:
