@@ -248,7 +248,8 @@ async def test_a_send_is_stamped_when_it_arrives_not_when_the_simulator_gets_to_
         assert (await call).status_code == 200
         [sent] = (await sim.get("/_sim/sent")).json()
     received, accepted = (datetime.fromisoformat(sent[k]) for k in ("received_at", "time"))
-    assert accepted - received >= timedelta(seconds=0.2)
+    # Stamped as the call first ran, inside the 200 ms hold (a few µs after it began).
+    assert accepted - received >= timedelta(seconds=0.19)
 
 
 async def test_the_loop_lag_shows_when_the_simulator_itself_was_late(sim) -> None:

@@ -49,18 +49,18 @@ def run() -> int:
         print(f"embedded PostgreSQL: {db_url} (data in {pg.pgdata})")
     bootstrap = os.environ.get("PYTAKE_KAFKA_BOOTSTRAP")
     broker: TansuBroker | None = None
-    if not bootstrap:
-        # Started here, not by honcho: its topics are created before any service starts.
-        broker = TansuBroker(
-            port=int(os.environ.get("PYTAKE_DEV_KAFKA_PORT", "9092")),
-            log_path=STATE / "tansu.log",
-        )
-        bootstrap = broker.start()
-        print(f"Tansu Kafka-protocol broker (memory only): {bootstrap} (log {broker.log_path})")
-    cfg = StackConfig(
-        db_url, bootstrap, STATE, graph_api_base=os.environ.get("PYTAKE_GRAPH_API_BASE")
-    )
     try:
+        if not bootstrap:
+            # Started here, not by honcho: its topics exist before any service starts.
+            broker = TansuBroker(
+                port=int(os.environ.get("PYTAKE_DEV_KAFKA_PORT", "9092")),
+                log_path=STATE / "tansu.log",
+            )
+            bootstrap = broker.start()
+            print(f"Tansu Kafka-protocol broker (memory only): {bootstrap} (log {broker.log_path})")
+        cfg = StackConfig(
+            db_url, bootstrap, STATE, graph_api_base=os.environ.get("PYTAKE_GRAPH_API_BASE")
+        )
         migrate_all(cfg)
         procfile = _procfile(cfg)
         _banner(cfg)
