@@ -94,8 +94,8 @@ class ServiceSettings(BaseSettings):
     run_workers: bool = True
     #: After start-up, move every object to the GC's permanent generation (``gc.freeze()``):
     #: full collections then skip the imported code, the settings and the OpenAPI document.
-    #: Without it a full collection walked them all, 0.4-0.5 s on a loaded 2-core box, with
-    #: the event loop stopped (sends missed their pacing slots; docs/benchmarks.md).
+    #: Without it a full collection walks them all with the event loop stopped (on a loaded
+    #: box, sends missed their pacing slots; docs/benchmarks.md).
     gc_freeze: bool = True
     #: Whether /readyz fails while the broker is unreachable. Off by default: every
     #: service's HTTP path writes events to its outbox only, so during a broker outage

@@ -120,14 +120,14 @@ def tansu_binary() -> str:
 
 #: Partitions of each domain topic on the local broker. Tansu (v0.6) answers every fetch
 #: by reading each of the fetch's partitions from storage, twice for a long wait, however
-#: idle they are: an idle platform's consumers cost it ~0.25 ms of CPU per partition
-#: fetched, most of the broker's idle CPU with the 4 partitions it gives a topic it
+#: idle they are: an idle platform's consumers cost it CPU for every partition
+#: fetched: most of the broker's idle CPU with the 4 partitions it gives a topic it
 #: creates. A consumer handles its partitions' records in one batch, so on one local
 #: process per service more partitions buy nothing. Production topics:
 #: deploy/k8s/components/kafka.
 LOCAL_PARTITIONS = 1
 #: Tokio worker threads of the local broker: with one per core, handing each request
-#: between threads doubled its idle CPU on a 2-core box (docs/benchmarks.md). Set
+#: between threads added to its idle CPU on a 2-core box (docs/benchmarks.md). Set
 #: ``TOKIO_WORKER_THREADS`` to override.
 LOCAL_BROKER_THREADS = "1"
 
@@ -154,9 +154,8 @@ def create_topics(bootstrap: str, topics: list[str], partitions: int) -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         await admin.start()
         try:
-            await admin.create_topics([NewTopic(t, partitions, 1) for t in topics])
-        except TopicAlreadyExistsError:
-            pass
+            with contextlib.suppress(TopicAlreadyExistsError):  # kept as they are
+                await admin.create_topics([NewTopic(t, partitions, 1) for t in topics])
         finally:
             await admin.close()
 
