@@ -97,19 +97,24 @@ class Opened(TenantEventData):
 
 # --- a consumer batch's progress of an organization at once ------------------------------
 
-#: The recipients the batch names by id, message or conversation, each found through its
-#: own index: one OR of the three made the planner scan the whole table while it was
-#: young (its cost for three arrays and the RLS filter per row is far under the real
-#: one: 3-6 ms a call at 5,000-20,000 recipients, campaign_consumers.py --statements).
+#: The recipients the batch names by id, message or conversation. The keys are found
+#: first, each kind through its own index, and the rows are then taken by primary key in
+#: id order (the order every writer locks in). Planned for each execution
+#: (rawpg.CUSTOM_PLANS): the table starts empty and a freeze adds a whole audience at
+#: once. With ``WHERE id IN (keys)`` and a generic plan made while the table was empty,
+#: PostgreSQL scanned every recipient and, for each, every key lookup again: 0.4 s a
+#: call at 2,000 recipients until autovacuum's ANALYZE, the first 15-30 s of a
+#: benchmark's campaign (an OR of the three arrays scanned the table even when fresh).
 #: Row-level security keeps every part to the transaction's organization.
 _LOCK = """
 SELECT id, status, message_id, conversation_id, error_code, error_detail, pricing_category,
        billable, cost, dispatched_at, accepted_at, sent_at, delivered_at, read_at,
        replied_at, failed_at
 FROM campaign_recipients
-WHERE id IN (SELECT unnest($1::uuid[])
-             UNION ALL SELECT id FROM campaign_recipients WHERE message_id = ANY($2::uuid[])
-             UNION ALL SELECT id FROM campaign_recipients WHERE conversation_id = ANY($3::uuid[]))
+WHERE id = ANY(ARRAY(
+    SELECT unnest($1::uuid[])
+    UNION SELECT id FROM campaign_recipients WHERE message_id = ANY($2::uuid[])
+    UNION SELECT id FROM campaign_recipients WHERE conversation_id = ANY($3::uuid[])))
 ORDER BY id
 FOR UPDATE
 """
@@ -268,6 +273,7 @@ async def _apply(conn: Any, org: uuid.UUID, facts: list[Progress], rates: dict[s
         )
     if not (ids or messages or conversations):
         return
+    await conn.execute(rawpg.CUSTOM_PLANS)
     locked = await conn.fetch(_LOCK, list(ids), list(messages), list(conversations))
     rows = _Rows([{**dict(r), "moved": False} for r in locked])
     for f in facts:

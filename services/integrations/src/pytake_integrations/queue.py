@@ -32,12 +32,10 @@ from pytake_integrations.public import PublicEvent
 from pytake_integrations.tables import deliveries
 
 CHANNEL = "pytake_integrations_deliveries"
-#: Run first in the transactions of the hot statements (fan-out, claim, outcomes): plan
-#: each execution with its parameters and the table as it is now. asyncpg prepares the
-#: statements, and after five executions PostgreSQL may keep a generic plan made while
-#: the queue was nearly empty (a scan of every delivery, later: the benchmark's PostgreSQL
-#: CPU per delivery tripled in the runs where that happened).
-CUSTOM_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan"
+#: Run first in the transactions of the hot statements (fan-out, claim, outcomes): a
+#: generic plan made while the queue was nearly empty tripled the benchmark's PostgreSQL
+#: CPU per delivery in the runs where PostgreSQL kept one (rawpg.CUSTOM_PLANS).
+CUSTOM_PLANS = rawpg.CUSTOM_PLANS
 _NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', '')")
 #: Parked behind a pending delivery of the same endpoint and ordering key, or due now.
 _PARKED_OR_NOW = text(
