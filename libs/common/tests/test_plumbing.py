@@ -2,10 +2,13 @@
 
 import asyncio
 import contextlib
+import json
+import math
 import sys
 import uuid
 from pathlib import Path
 
+import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import func, select, text
 
@@ -13,6 +16,7 @@ from pytake_common.consumer import EventConsumer
 from pytake_common.events import CloudEvent
 from pytake_common.mechanics import outbox, processed_events
 from pytake_common.outbox import OutboxRelay
+from pytake_common.pgtenant import asyncpg_dsn
 from pytake_devstack.infra import TansuBroker, free_port
 
 from .plumbing import count_hits, eventually, hit, settings_for, write_note_with_event
@@ -312,3 +316,68 @@ def test_what_counts_as_the_database_being_unavailable():
     assert database_unavailable(outer)
     assert not database_unavailable(RuntimeError("handler bug"))
     assert not database_unavailable(asyncpg.exceptions.UniqueViolationError("duplicate key"))
+
+
+async def test_a_backlog_is_claimed_without_a_scan_per_row(db, kafka_bootstrap):
+    """The relay's claim runs at almost every poll on an empty outbox, on its own
+    connection, prepared: PostgreSQL may keep a generic plan made for the empty table.
+    A backlog (the broker was away) is then claimed batch by batch reading the table at
+    most a couple of times a batch (``id IN (claim)`` ran the claim again for every row:
+    N sorts of N rows), and by index once a full batch shows the backlog. Counted for each
+    batch (the connection's table statistics before and after it)."""
+    settings = settings_for(kafka_bootstrap, "plumbing").model_copy(
+        update={"outbox_batch_size": 100}
+    )
+    relay = OutboxRelay(settings, db)
+    relay._backlog_measured_at = math.inf  # the backlog gauge's count(*): a scan of its own
+    await write_note_with_event(db, _type(), uuid.uuid4())
+    async with db.transaction() as s:  # the backlog's rows: copies of it
+        model = (await s.execute(text("SELECT topic, key, event, headers FROM outbox"))).one()
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    conn = await asyncpg.connect(asyncpg_dsn(db.url))
+    await conn.execute("SET ROLE pytake_app")
+
+    async def rows_read() -> int:
+        # this connection's counts not yet reported, which is all of this test's
+        return int(
+            await conn.fetchval(
+                "SELECT coalesce(sum(seq_tup_read + idx_tup_fetch), 0)"
+                " FROM pg_stat_xact_user_tables WHERE relname = 'outbox'"
+            )
+        )
+
+    async def batch() -> tuple[int, int]:
+        async with conn.transaction():
+            before = await rows_read()
+            published = await relay._publish(producer, conn)
+            return published, await rows_read() - before
+
+    try:
+        assert (await batch())[0] == 1  # the one event
+        for _ in range(8):  # polls of an empty outbox
+            assert (await batch())[0] == 0
+        n = 5000
+        async with db.transaction() as s:
+            await s.execute(
+                text(
+                    "INSERT INTO outbox (event_id, topic, key, event, headers)"
+                    " SELECT gen_random_uuid(), :topic, :key, CAST(:event AS jsonb),"
+                    " CAST(:headers AS jsonb) FROM generate_series(1, :n)"
+                ),
+                {
+                    "topic": model.topic,
+                    "key": model.key,
+                    "event": json.dumps(model.event),
+                    "headers": json.dumps(model.headers),
+                    "n": n,
+                },
+            )
+        first, first_read = await batch()
+        second, second_read = await batch()
+        assert first == second == 100
+        assert first_read <= 3 * n, f"the first batch read {first_read} rows of {n}"
+        assert second_read <= n // 10, f"the next batch read {second_read} rows of {n}"
+    finally:
+        await conn.close()
+        await producer.stop()

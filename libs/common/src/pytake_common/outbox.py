@@ -35,7 +35,7 @@ from pytake_common.kafka import make_producer
 from pytake_common.mechanics import outbox
 from pytake_common.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISH_ERRORS, OUTBOX_PUBLISHED
 from pytake_common.pgtenant import asyncpg_dsn, quote_ident
-from pytake_common.rawpg import committed
+from pytake_common.rawpg import CUSTOM_PLANS, committed
 from pytake_common.rawpg import driver as raw_driver
 from pytake_common.rawpg import transaction as raw_transaction
 from pytake_common.settings import ServiceSettings
@@ -150,6 +150,8 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self.active = False
         self._backlog_measured_at = 0.0
+        #: whether the last batch was full: a backlog
+        self._behind = False
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = 0.5
@@ -223,7 +225,12 @@ class OutboxRelay:
     async def _publish(self, producer: AIOKafkaProducer, conn: asyncpg.Connection) -> int:
         """A batch inside ``conn``'s transaction (JSON columns decoded or not: the relay's
         own connection has no codec for them, SQLAlchemy's pool connections do)."""
+        if self._behind:
+            # A backlog (the last batch was full): planned for the outbox as it is now, by
+            # index, not by the plan kept from the empty outbox (a scan of it a batch).
+            await conn.execute(CUSTOM_PLANS)
         taken = await conn.fetch(CLAIM_SQL, self.settings.outbox_batch_size)
+        self._behind = len(taken) >= self.settings.outbox_batch_size
         rows = sorted(taken, key=lambda row: row["id"])  # RETURNING has no order
         if rows:
             futures = [
@@ -257,10 +264,13 @@ def _json(column: str | dict[str, Any] | None) -> Any:
 
 
 #: Claims (in id order, skipping rows another relay holds) and deletes up to ``$1`` rows.
+#: The claim runs once (an InitPlan, its ids an array): with ``id IN (claim)``, the plan
+#: PostgreSQL keeps from an outbox that is empty at almost every poll scanned the table
+#: and ran the claim again for each row (a backlog of N rows: N sorts of N rows a batch).
 CLAIM_SQL = """
-DELETE FROM outbox WHERE id IN (
+DELETE FROM outbox WHERE id = ANY(ARRAY(
     SELECT id FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
-)
+))
 RETURNING id, topic, key, event, headers
 """
 
