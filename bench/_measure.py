@@ -13,6 +13,7 @@ import abc
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -266,6 +267,39 @@ class Infrastructure:
         return postmaster(self.pg) if self.pg is not None else None
 
 
+_SLOW = re.compile(r"LOG:  duration: ([0-9.]+) ms  plan:")
+
+
+def print_slow_plans(infra: Infrastructure, threshold_ms: float, plan_lines: int = 30) -> None:
+    """What auto_explain logged over the run (``infrastructure(explain_ms=...)``): the
+    statements slower than ``threshold_ms`` by their text, how often and how slow, and the
+    plan of each one's slowest execution (actual rows and loops: a scan repeated per row
+    of another shows as loops in the thousands)."""
+    if infra.pg is None:
+        print("slow plans: only on the embedded PostgreSQL")
+        return
+    entries: list[tuple[float, list[str]]] = []
+    for line in (infra.pg.pgdata / "log").read_text(errors="replace").splitlines():
+        found = _SLOW.search(line)
+        if found:
+            entries.append((float(found.group(1)), []))
+        elif entries and line.startswith("\t"):
+            entries[-1][1].append(line[1:])
+    by_query: dict[str, list[tuple[float, list[str]]]] = {}
+    for took, lines in entries:
+        plan_at = next((i for i, x in enumerate(lines) if "(cost=" in x), len(lines))
+        text = " ".join(x for x in lines[:plan_at] if not x.startswith("Query Parameters"))
+        key = " ".join(text.replace("Query Text:", "").split())[:100]
+        by_query.setdefault(key, []).append((took, lines[plan_at:]))
+    print(f"statements slower than {threshold_ms:g} ms (auto_explain), by text: {len(entries)}")
+    for key, runs in sorted(by_query.items(), key=lambda kv: -sum(t for t, _ in kv[1])):
+        worst, plan = max(runs, key=lambda r: r[0])
+        total = sum(t for t, _ in runs)
+        print(f"  {len(runs):5} x, {total / 1000:7.2f} s in all, slowest {worst:8.1f} ms: {key}")
+        for x in plan[:plan_lines]:
+            print(f"      {x[:150]}")
+
+
 def sql(url: str, statement: str) -> None:
     """Run one statement on the server at ``url`` (its ``postgres`` database)."""
 
@@ -281,11 +315,13 @@ def sql(url: str, statement: str) -> None:
 
 @contextlib.contextmanager
 def infrastructure(
-    prefix: str, *, broker: bool = True, statements: bool = False
+    prefix: str, *, broker: bool = True, statements: bool = False, explain_ms: float = 0
 ) -> Iterator[Infrastructure]:
     """Embedded PostgreSQL and Tansu unless named in the environment; ``statements``
     loads pg_stat_statements into the embedded server (it costs the server CPU: not for
-    the runs whose CPU is the figure)."""
+    the runs whose CPU is the figure); ``explain_ms``: auto_explain logs the plan each
+    statement slower than that ran, with its actual rows and loops (:func:`print_slow_plans`;
+    it costs the server CPU too)."""
     state = Path(tempfile.mkdtemp(prefix=f"pytake-{prefix}-"))
     pg = tansu = None
     pg_url = os.environ.get("PYTAKE_DATABASE_URL", "")
@@ -294,9 +330,15 @@ def infrastructure(
         if not pg_url:
             pg = EmbeddedPostgres(state / "pg")
             pg_url = pg.start()
-            if statements:
-                sql(pg_url, "ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+            preload = ["pg_stat_statements"] if statements else []
+            if explain_ms:
+                preload.append("auto_explain")
+                sql(pg_url, f"ALTER SYSTEM SET auto_explain.log_min_duration = '{explain_ms:g}ms'")
+                sql(pg_url, "ALTER SYSTEM SET auto_explain.log_analyze = on")
+            if preload:
+                sql(pg_url, f"ALTER SYSTEM SET shared_preload_libraries = {', '.join(preload)}")
                 pg_url = pg.restart()
+            if statements:
                 sql(pg_url, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         if broker and not bootstrap:
             tansu = TansuBroker()
@@ -333,11 +375,12 @@ def platform(
     extra_env: dict[str, str] | None = None,
     ready_timeout: float = READY_TIMEOUT_S,
     statements: bool = False,
+    explain_ms: float = 0,
 ) -> Iterator[Platform]:
     """The whole platform, every service a process, as ``make run`` starts it (each
     process given ``ready_timeout`` seconds to answer ready: a busy box imports slowly;
-    ``statements``: see :func:`infrastructure`)."""
-    with infrastructure(prefix, statements=statements) as infra:
+    ``statements``, ``explain_ms``: see :func:`infrastructure`)."""
+    with infrastructure(prefix, statements=statements, explain_ms=explain_ms) as infra:
         stack = LocalStack(
             infra.pg_url, infra.bootstrap, infra.state, extra_env=QUIET | (extra_env or {})
         )

@@ -61,7 +61,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _measure import Platform, box, cpu, pct, platform, postgres_cpu
+from _measure import Platform, box, cpu, pct, platform, postgres_cpu, print_slow_plans
 from cpu_per_message import print_statements, reset_statements, statements_option
 
 from pytake_common.pgtenant import asyncpg_dsn, to_asyncpg_url
@@ -744,6 +744,8 @@ async def campaign_run(plat: Platform, args: argparse.Namespace) -> None:
         + f" (idle: {sum(idle_rate.values()):.2f} CPU s/s)"
     )
     DatabaseSplit.print(db0, db1, sends)
+    if args.explain:
+        print_slow_plans(plat.infra, args.explain)
     if args.statements:
         await print_statements(
             plat.infra.pg_url, sends, args.statements, unit="send", per_database=True
@@ -796,6 +798,15 @@ def main() -> None:
     )
     parser.add_argument("--pause-hold", type=float, default=5.0, help="then resume after S s")
     statements_option(parser, "send")
+    parser.add_argument(
+        "--explain",
+        type=float,
+        default=0,
+        metavar="MS",
+        help="load auto_explain (costs PostgreSQL CPU: not for the CPU figures) and print,"
+        " over the run, the statements slower than MS ms and the plan of each one's slowest"
+        " execution",
+    )
     args = parser.parse_args()
     if args.n > 10_000:
         sys.exit("--n: at most 10,000 (the phone numbers are +1415777NNNN)")
@@ -809,6 +820,7 @@ def main() -> None:
         extra_env={"PYTAKE_CAMPAIGN_IN_FLIGHT_WINDOW_S": str(args.window)},
         ready_timeout=args.ready_timeout,
         statements=bool(args.statements),
+        explain_ms=args.explain,
     ) as plat:
         asyncio.run(campaign_run(plat, args))
 
