@@ -131,3 +131,36 @@ async def test_131049_and_131050_are_injected_per_recipient_as_failed_statuses(
     assert "failed" not in statuses_of(receiver, answers[other])
     # failed statuses carry no pricing (nothing is charged)
     assert "pricing" not in statuses_of(receiver, answers[opted_out])["failed"]
+
+
+async def test_the_tier_counts_users_over_a_moving_24_hours(monkeypatch):
+    """Each user counts from when first reached until 24 h later; then it frees a place."""
+    from datetime import UTC, datetime, timedelta
+
+    from pytake_meta_simulator import state
+
+    clock = [datetime(2026, 12, 1, tzinfo=UTC)]
+    monkeypatch.setattr(state, "utcnow", lambda: clock[0])
+    store = state.Store()
+    number = state.Number(
+        phone_number_id="1",
+        waba_id="W",
+        display_phone_number="+1",
+        verified_name="V",
+        access_token="t",
+        app_secret="s",
+        messaging_limit_tier="TIER_50",
+    )
+    for i in range(30):  # at t0
+        assert await store.admit_business_initiated(number, f"early{i}")
+    clock[0] += timedelta(hours=12)
+    for i in range(20):  # at t0 + 12 h: the tier is full
+        assert await store.admit_business_initiated(number, f"late{i}")
+    assert not await store.admit_business_initiated(number, "one-more")
+    assert await store.admit_business_initiated(number, "early0")  # already counted
+    clock[0] += timedelta(hours=12, seconds=1)  # the early ones' 24 h are over
+    for i in range(30):
+        assert await store.admit_business_initiated(number, f"next{i}")
+    assert not await store.admit_business_initiated(number, "one-more")
+    clock[0] += timedelta(hours=12)  # and now the late ones'
+    assert await store.admit_business_initiated(number, "one-more")
