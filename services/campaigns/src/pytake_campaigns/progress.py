@@ -102,9 +102,10 @@ class Opened(TenantEventData):
 #: id order (the order every writer locks in). Planned for each execution
 #: (rawpg.CUSTOM_PLANS): the table starts empty and a freeze adds a whole audience at
 #: once. With ``WHERE id IN (keys)`` and a generic plan made while the table was empty,
-#: PostgreSQL scanned every recipient and, for each, every key lookup again: 0.4 s a
-#: call at 2,000 recipients until autovacuum's ANALYZE, the first 15-30 s of a
-#: benchmark's campaign (an OR of the three arrays scanned the table even when fresh).
+#: PostgreSQL scanned every recipient and, for each, every key lookup again: up to 2.4 s
+#: a call at 2,000 recipients (campaign_send.py --explain 20) until autovacuum's ANALYZE,
+#: the first 12-18 s of a benchmark's campaign (an OR of the three arrays scanned the
+#: table even when fresh).
 #: Row-level security keeps every part to the transaction's organization.
 _LOCK = """
 SELECT id, status, message_id, conversation_id, error_code, error_detail, pricing_category,
