@@ -243,6 +243,7 @@ async def apply_progress(
     for fact in facts:
         by_org.setdefault(fact.data.organization_id, []).append(fact)
     conn = await rawpg.driver(session)
+    await conn.execute(rawpg.CUSTOM_PLANS)  # for the batch's transaction (_LOCK, _WRITE)
     for org, mine in by_org.items():
         await _apply(conn, org, mine, rates)
 
@@ -274,7 +275,6 @@ async def _apply(conn: Any, org: uuid.UUID, facts: list[Progress], rates: dict[s
         )
     if not (ids or messages or conversations):
         return
-    await conn.execute(rawpg.CUSTOM_PLANS)
     locked = await conn.fetch(_LOCK, list(ids), list(messages), list(conversations))
     rows = _Rows([{**dict(r), "moved": False} for r in locked])
     for f in facts:

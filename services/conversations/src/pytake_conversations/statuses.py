@@ -169,6 +169,7 @@ async def apply_statuses(session: Any, facts: list[StatusFact]) -> None:
     for fact in facts:
         by_org.setdefault(fact.organization_id, []).append(fact)
     conn = await rawpg.driver(session)
+    await conn.execute(rawpg.CUSTOM_PLANS)  # for the batch's transaction (_LOCK)
     for org, mine in by_org.items():
         await _apply(session, conn, org, mine)
 
@@ -176,7 +177,6 @@ async def apply_statuses(session: Any, facts: list[StatusFact]) -> None:
 async def _apply(session: Any, conn: Any, org: uuid.UUID, facts: list[StatusFact]) -> None:
     ids = list({f.message_id for f in facts if f.message_id is not None})
     wamids = list({f.wamid for f in facts if f.wamid})
-    await conn.execute(rawpg.CUSTOM_PLANS)
     rows = await conn.fetch(_LOCK, org, ids, wamids)
     by_id: dict[uuid.UUID, dict[str, Any]] = {r["id"]: dict(r) for r in rows}
     # every message of the organization with one of the facts' wamids is loaded: the

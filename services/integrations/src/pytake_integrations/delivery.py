@@ -48,7 +48,7 @@ from pytake_integrations import endpoints as endpoint_rules
 from pytake_integrations import outcomes, signing
 from pytake_integrations.config import Settings
 from pytake_integrations.outcomes import CLAIMED, FAILED, SUCCEEDED, Finished, Outcome
-from pytake_integrations.queue import CHANNEL, CUSTOM_PLANS, UNPARK
+from pytake_integrations.queue import CHANNEL, UNPARK
 
 log = logging.getLogger(__name__)
 
@@ -235,12 +235,12 @@ class DeliveryWorker:
         if time.monotonic() >= self._unpark_at:
             self._unpark_at = time.monotonic() + UNPARK_EVERY_S
             async with rawpg.transaction(self.db, bypass_rls=True, durable=False) as conn:
-                await conn.execute(CUSTOM_PLANS)
+                await conn.execute(rawpg.CUSTOM_PLANS)
                 await conn.execute(UNPARK)
         busy = list(self.claimed)
         used = [self.claimed[e] for e in busy]
         async with rawpg.transaction(self.db, bypass_rls=True, durable=False) as conn:
-            await conn.execute(CUSTOM_PLANS)
+            await conn.execute(rawpg.CUSTOM_PLANS)
             rows = await conn.fetch(_CLAIM, busy, used, self.window, room, self.lease_s)
         self._start([dict(row) for row in rows])
         return len(rows)
@@ -316,7 +316,7 @@ class DeliveryWorker:
         try:
             # Not durable: losing this write in a database crash only sends these again.
             async with rawpg.transaction(self.db, bypass_rls=True, durable=False) as conn:
-                await conn.execute(CUSTOM_PLANS)
+                await conn.execute(rawpg.CUSTOM_PLANS)
                 done = await outcomes.record(conn, self.settings, batch, self.rng, self.lease_s)
         except BaseException:
             self.finished[:0] = batch

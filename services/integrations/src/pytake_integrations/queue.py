@@ -32,10 +32,6 @@ from pytake_integrations.public import PublicEvent
 from pytake_integrations.tables import deliveries
 
 CHANNEL = "pytake_integrations_deliveries"
-#: Run first in the transactions of the hot statements (fan-out, claim, outcomes): a
-#: generic plan made while the queue was nearly empty tripled the benchmark's PostgreSQL
-#: CPU per delivery in the runs where PostgreSQL kept one (rawpg.CUSTOM_PLANS).
-CUSTOM_PLANS = rawpg.CUSTOM_PLANS
 _NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', '')")
 #: Parked behind a pending delivery of the same endpoint and ordering key, or due now.
 _PARKED_OR_NOW = text(
@@ -117,7 +113,10 @@ async def fan_out(
     a transaction bound to ``org``. A ``NOTIFY`` wakes the workers when it commits."""
     if not events:
         return 0
-    await conn.execute(CUSTOM_PLANS)
+    # The hot statements (fan-out, claim, outcomes) run planned for the queue as it is: a
+    # generic plan made while it was nearly empty tripled the benchmark's PostgreSQL CPU
+    # per delivery in the runs where PostgreSQL kept one.
+    await conn.execute(rawpg.CUSTOM_PLANS)
     types = [e.type for e, _ in events]
     keys = [key[:80] for _, key in events]
     await conn.fetchval(_LOCK_SHARED, org, types, keys)
