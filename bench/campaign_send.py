@@ -556,6 +556,8 @@ async def campaign_run(plat: Platform, args: argparse.Namespace) -> None:
             await asyncio.sleep(3)
 
         procs = plat.processes()
+        ahead = {k: p.nice() for k, p in procs.items() if p.nice() != 0}
+        print(f"processes at a niceness other than 0 (PYTAKE_PROCESS_NICE): {ahead or 'none'}")
 
         def cpus() -> dict[str, float]:
             return {k: postgres_cpu(p) if k == "postgres" else cpu(p) for k, p in procs.items()}

@@ -15,8 +15,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import httpx
 import pytest
 
+from pytake_common import cli
 from pytake_common.settings import ServiceSettings
 
 SERVER = """
@@ -30,6 +32,12 @@ def app_factory(settings):
     @app.get("/ping")
     def ping():
         return {"ok": True}
+
+    @app.get("/nice")
+    def nice():
+        import os
+
+        return {"nice": os.getpriority(os.PRIO_PROCESS, 0)}
 
     return app
 
@@ -114,3 +122,32 @@ def test_by_default_a_connection_idle_past_uvicorns_5_s_still_serves(tmp_path):
             assert not is_closed(conn)
             conn.settimeout(5)
             assert b"200 OK" in ping(conn)
+
+
+def niceness(port: int) -> int:
+    return int(httpx.get(f"http://127.0.0.1:{port}/nice", timeout=5).json()["nice"])
+
+
+def test_serve_runs_at_the_niceness_it_is_given(tmp_path):
+    with serve(tmp_path, PYTAKE_PROCESS_NICE="7") as port:
+        assert niceness(port) == 7
+    with serve(tmp_path) as port:
+        assert niceness(port) == os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def test_a_niceness_refused_is_logged_and_the_process_runs_on(monkeypatch, caplog):
+    def refuse(which: int, who: int, value: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(cli.os, "setpriority", refuse)
+    with caplog.at_level("WARNING", logger=cli.__name__):
+        assert cli.set_niceness(-10) is False
+    (record,) = caplog.records
+    assert record.process_nice == -10
+    assert record.error == "Operation not permitted"
+    assert "runs at niceness" in record.getMessage()
+
+
+def test_a_niceness_outside_the_systems_range_is_refused_at_start():
+    with pytest.raises(ValueError, match="process_nice"):
+        ServiceSettings(process_nice=-21)

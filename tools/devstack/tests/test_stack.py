@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 import pytake_devstack.__main__ as cli
+from pytake_devstack import stack
 from pytake_devstack.stack import DB_SERVICES, DEFAULT_PORTS, StackConfig, module, processes
 
 
@@ -28,6 +29,21 @@ def test_services_are_pointed_at_each_other_and_the_simulator(tmp_path):
     assert env["PYTAKE_AUTH_JWKS_URL"] == "http://127.0.0.1:8001/.well-known/jwks.json"
     assert env["PYTAKE_WHATSAPP_URL"] == "http://127.0.0.1:8005"
     assert env["PYTAKE_KAFKA_BOOTSTRAP"] == "127.0.0.1:9092"
+
+
+def test_the_sender_is_started_ahead_of_the_rest_when_the_launcher_may(tmp_path, monkeypatch):
+    monkeypatch.delenv("PYTAKE_PROCESS_NICE", raising=False)
+    monkeypatch.setattr(stack.os, "geteuid", lambda: 0)
+    niceness = {p.name: p.env.get("PYTAKE_PROCESS_NICE") for p in processes(_cfg(tmp_path))}
+    assert niceness.pop("whatsapp-gateway") == "-10"
+    assert set(niceness.values()) == {None}
+    # Not root: a negative niceness would only be refused.
+    monkeypatch.setattr(stack.os, "geteuid", lambda: 1000)
+    assert all("PYTAKE_PROCESS_NICE" not in p.env for p in processes(_cfg(tmp_path)))
+    # The environment's own setting wins (PYTAKE_PROCESS_NICE=0 for an A/B).
+    monkeypatch.setattr(stack.os, "geteuid", lambda: 0)
+    monkeypatch.setenv("PYTAKE_PROCESS_NICE", "0")
+    assert all("PYTAKE_PROCESS_NICE" not in p.env for p in processes(_cfg(tmp_path)))
 
 
 def test_real_meta_can_be_configured(tmp_path):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -10,6 +12,23 @@ import uvicorn
 from fastapi import FastAPI
 
 from pytake_common.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+def set_niceness(nice: int) -> bool:
+    """Ask for scheduling niceness ``nice`` for this process; False (and a warning) when
+    the system refuses it (a negative value without root or CAP_SYS_NICE)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+    except OSError as exc:
+        log.warning(
+            "scheduling priority not changed: runs at niceness %d",
+            os.getpriority(os.PRIO_PROCESS, 0),
+            extra={"process_nice": nice, "error": exc.strerror},
+        )
+        return False
+    return True
 
 
 def run_cli(
@@ -33,7 +52,9 @@ def run_cli(
         upgrade(migrations_dir, settings.service_database_url(), settings.db_app_role)
         print(f"{settings.service_name}: migrations applied")
         return
-    app = app_factory(settings)
+    app = app_factory(settings)  # logging configured
+    if settings.process_nice is not None:
+        set_niceness(settings.process_nice)
     if migrations_dir is not None:
         from pytake_common.migrations import revisions
 

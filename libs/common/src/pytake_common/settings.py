@@ -52,6 +52,12 @@ class ServiceSettings(BaseSettings):
     #: upstream keep-alive: 60 s; the gateway's own pool: 4 s): otherwise the server
     #: closes a connection just as the proxy sends a request on it (a 502 for a POST).
     http_keepalive_s: int = Field(default=75, ge=1)
+    #: The scheduling niceness ``serve`` asks for (-20..19; None: leave it). A negative
+    #: value puts the process ahead of the rest of the machine's work, which needs root
+    #: or CAP_SYS_NICE; refused, the process says so and runs as it is. For a process
+    #: whose work is timed to the millisecond (whatsapp-gateway's sends leave within
+    #: 10 ms of their throughput slot) on a machine it shares with busy neighbours.
+    process_nice: int | None = Field(default=None, ge=-20, le=19)
 
     database_url: str | None = None
     #: This service's own database URL; wins over everything (tests, one-off tools).
