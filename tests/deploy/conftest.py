@@ -104,6 +104,7 @@ METRICS = frozenset(
         "pytake_outbox_backlog",
         "pytake_outbox_published_total",
         "pytake_outbox_publish_errors_total",
+        "pytake_outbox_dead_total",
         "pytake_consumer_lag",
         "pytake_broker_up",
         "pytake_events_consumed_total",

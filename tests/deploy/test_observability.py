@@ -75,6 +75,7 @@ def test_alert_rules_cover_the_failure_modes(metric_is_known):
     assert alert_using("pytake_outbox_backlog"), "outbox backlog"
     assert alert_using("pytake_consumer_lag"), "consumer lag"
     assert alert_using("increase(pytake_events_dead_lettered_total"), "DLQ not empty"
+    assert alert_using("increase(pytake_outbox_dead_total"), "outbox events set aside"
     assert alert_using('status=~"5.."'), "5xx rate"
     assert alert_using('pytake_webhook_deliveries_total{outcome="bad_signature"}'), "signatures"
     burn = [a for a in alerts if "SLO" in a]

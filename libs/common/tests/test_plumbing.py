@@ -381,3 +381,116 @@ async def test_a_backlog_is_claimed_without_a_scan_per_row(db, kafka_bootstrap):
     finally:
         await conn.close()
         await producer.stop()
+
+
+async def test_an_event_the_broker_can_never_take_is_set_aside_and_the_rest_go_on(
+    db, kafka_bootstrap
+):
+    """One outbox row too large for the broker (or not an event at all) used to hold back
+    every later event of the service for good: the batch failed, rolled back, was
+    claimed again. It is moved to ``outbox_dead`` with the reason; the events before and
+    after it are delivered."""
+    from pytake_common.metrics import OUTBOX_DEAD
+    from pytake_common.outbox import add_event
+
+    from .plumbing import note_event
+
+    settings = settings_for(kafka_bootstrap, "plumbing-dead")
+    etype, org = _type(), uuid.uuid4()
+    before = await write_note_with_event(db, etype, org)
+    huge = note_event(etype, org, uuid.uuid4())
+    huge.data["padding"] = "x" * (2 * 1024 * 1024)  # over the producer's 1 MiB request
+    async with db.transaction(organization_id=org) as s:
+        await add_event(s, huge)
+    async with db.transaction() as s:
+        malformed = uuid.uuid4()
+        await s.execute(
+            text(
+                "INSERT INTO outbox (event_id, topic, key, event)"
+                " VALUES (:id, :topic, 'k', CAST('{\"not\": \"an event\"}' AS jsonb))"
+            ),
+            {"id": malformed, "topic": huge.topic},
+        )
+    after = await write_note_with_event(db, etype, org)
+    counted = OUTBOX_DEAD.labels("plumbing-dead", huge.topic)._value.get()
+    relay = OutboxRelay(settings, db)
+    consumer = EventConsumer(settings, db, f"g-{uuid.uuid4().hex[:6]}", {etype: hit})
+    async with running(relay, consumer):
+        await eventually(lambda: _is(count_hits(db, org), 2), timeout=60, interval=0.3)
+        assert await _backlog(db) == 0
+    async with db.transaction() as s:
+        dead = (
+            await s.execute(
+                text("SELECT event_id, topic, event, reason FROM outbox_dead ORDER BY id")
+            )
+        ).all()
+        handled = set((await s.execute(select(processed_events.c.event_id))).scalars().all())
+    assert [d.event_id for d in dead] == [huge.id, malformed]
+    assert dead[0].reason.startswith("MessageSizeTooLargeError")
+    assert dead[0].event["data"]["padding"] == huge.data["padding"]  # kept whole
+    assert dead[1].reason.startswith("not an event envelope")
+    assert {before.id, after.id} <= handled
+    assert huge.id not in handled
+    assert OUTBOX_DEAD.labels("plumbing-dead", huge.topic)._value.get() == counted + 2
+
+
+async def _is(value, expected):
+    return await value == expected or None
+
+
+class _RefusingProducer:
+    """A broker that refuses a whole request holding a record over its limit (Apache
+    Kafka's MESSAGE_TOO_LARGE for the request's batch) and takes any record alone
+    under it. Records only what it took."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.request: list[tuple[bytes, asyncio.Future]] = []
+        self.taken: list[bytes] = []
+
+    async def send(self, topic, value, key, headers):
+        future = asyncio.get_running_loop().create_future()
+        self.request.append((value, future))
+        asyncio.get_running_loop().call_soon(self._answer)
+        return future
+
+    def _answer(self) -> None:
+        request, self.request = self.request, []
+        if not request:
+            return
+        from aiokafka.errors import MessageSizeTooLargeError
+
+        too_large = any(len(value) > self.limit for value, _ in request)
+        for value, future in request:
+            if too_large:
+                future.set_exception(MessageSizeTooLargeError())
+            else:
+                self.taken.append(value)
+                future.set_result(None)
+
+
+async def test_a_request_the_broker_refuses_is_sent_again_record_by_record(db):
+    """The broker refuses the request, not the record: its records are tried alone,
+    and only the one it still refuses is set aside."""
+    from pytake_common.outbox import outbox_row
+
+    from .plumbing import note_event
+
+    relay = OutboxRelay(settings_for("127.0.0.1:1", "plumbing-split"), db)
+    org = uuid.uuid4()
+    events = [note_event(_type(), org, uuid.uuid4()) for _ in range(3)]
+    events[1].data["padding"] = "x" * 5000
+    async with db.transaction() as s:
+        for e in events:
+            await s.execute(outbox.insert().values(**outbox_row(e)))
+    producer = _RefusingProducer(limit=4000)
+    async with db.transaction() as s:
+        conn = await (await s.connection()).get_raw_connection()
+        assert await relay._publish(producer, conn.driver_connection) == 3
+    taken = [json.loads(v)["id"] for v in producer.taken]
+    assert taken == [str(events[0].id), str(events[2].id)]
+    async with db.transaction() as s:
+        dead = (await s.execute(text("SELECT event_id, reason FROM outbox_dead"))).all()
+    assert [(d.event_id, d.reason.split(":")[0]) for d in dead] == [
+        (events[1].id, "MessageSizeTooLargeError")
+    ]

@@ -22,6 +22,11 @@ OUTBOX_PUBLISHED = Counter(
 OUTBOX_PUBLISH_ERRORS = Counter(
     "pytake_outbox_publish_errors_total", "Failed outbox publish attempts", ["service"]
 )
+OUTBOX_DEAD = Counter(
+    "pytake_outbox_dead_total",
+    "Outbox events the broker can never take, set aside in outbox_dead",
+    ["service", "topic"],
+)
 BROKER_UP = Gauge(
     "pytake_broker_up",
     "Whether the last /readyz check reached a Kafka bootstrap server (1) or not (0)",

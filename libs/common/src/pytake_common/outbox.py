@@ -8,6 +8,12 @@ change) and NOTIFYs in the same statement, which PostgreSQL delivers at commit.
 advisory lock), wakes on LISTEN with polling as fallback, claims rows in order
 with ``FOR UPDATE SKIP LOCKED``, keys each record by its aggregate id, and
 backs off while the broker is down. Delivery is at-least-once; consumers dedupe.
+
+A row no retry can publish (the broker refuses its size, it is not an event envelope)
+is moved to ``outbox_dead`` with the reason, in the transaction that publishes the rest
+of its batch, and counted (``pytake_outbox_dead_total``): retried with the batch, it
+held back every later event of the service for good. The rest of the aggregate's events
+go on without it; docs/operations.md says how to put it back once the cause is fixed.
 """
 
 from __future__ import annotations
@@ -24,6 +30,13 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTopicError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    UnsupportedForMessageFormatError,
+)
 from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import CTE
@@ -33,7 +46,12 @@ from pytake_common.db import Database
 from pytake_common.events import CloudEvent, EventData
 from pytake_common.kafka import make_producer
 from pytake_common.mechanics import outbox
-from pytake_common.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISH_ERRORS, OUTBOX_PUBLISHED
+from pytake_common.metrics import (
+    OUTBOX_BACKLOG,
+    OUTBOX_DEAD,
+    OUTBOX_PUBLISH_ERRORS,
+    OUTBOX_PUBLISHED,
+)
 from pytake_common.pgtenant import asyncpg_dsn, quote_ident
 from pytake_common.rawpg import CUSTOM_PLANS, committed
 from pytake_common.rawpg import driver as raw_driver
@@ -45,6 +63,15 @@ log = logging.getLogger(__name__)
 CHANNEL = "pytake_outbox"
 #: How often a busy relay counts its backlog for the metric (an idle one counts every poll).
 BACKLOG_INTERVAL_S = 5.0
+#: What the broker (or the client, before sending) answers for a record that no retry will
+#: make acceptable: too large, a topic name it rejects, a record it cannot read.
+NEVER_TAKEN = (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    InvalidTopicError,
+    CorruptRecordException,
+    UnsupportedForMessageFormatError,
+)
 
 
 def outbox_row(event: CloudEvent) -> dict[str, Any]:
@@ -233,24 +260,100 @@ class OutboxRelay:
         self._behind = len(taken) >= self.settings.outbox_batch_size
         rows = sorted(taken, key=lambda row: row["id"])  # RETURNING has no order
         if rows:
-            futures = [
-                await producer.send(
-                    row["topic"],
-                    value=_envelope(row["event"]).to_bytes(),
-                    key=row["key"].encode(),
-                    headers=kafka_headers(_json(row["headers"]) or {}),
-                )
-                for row in rows
-            ]
-            await asyncio.gather(*futures)
+            dead = await self._send(producer, rows)
+            if dead:
+                await self._set_aside(conn, dead)
             for row in rows:
-                OUTBOX_PUBLISHED.labels(self.service, row["topic"]).inc()
+                if row["id"] not in dead:
+                    OUTBOX_PUBLISHED.labels(self.service, row["topic"]).inc()
         now = time.monotonic()
         if now - self._backlog_measured_at >= BACKLOG_INTERVAL_S or not rows:
             self._backlog_measured_at = now
             backlog = await conn.fetchval("SELECT count(*) FROM outbox")
             OUTBOX_BACKLOG.labels(self.service).set(backlog)
         return len(rows)
+
+    async def _send(
+        self, producer: AIOKafkaProducer, rows: list[asyncpg.Record]
+    ) -> dict[int, tuple[asyncpg.Record, str]]:
+        """Send ``rows`` and wait for the broker; those it can never take, by id, with why.
+
+        Any other failure raises: the batch is rolled back and claimed again. The broker
+        refuses a whole request for one record too large, so the records of a refused
+        request are sent again one by one to find which."""
+        dead: dict[int, tuple[asyncpg.Record, str]] = {}
+        sent: list[tuple[asyncpg.Record, bytes, asyncio.Future[Any]]] = []
+        for row in rows:
+            try:
+                value = _envelope(row["event"]).to_bytes()
+            except ValueError as exc:  # pydantic's ValidationError, JSON's errors
+                dead[row["id"]] = (row, f"not an event envelope: {exc}")
+                continue
+            try:
+                sent.append((row, value, await self._produce(producer, row, value)))
+            except NEVER_TAKEN as exc:  # the client's own checks (its size limit)
+                dead[row["id"]] = (row, _reason(exc))
+        outcomes = await asyncio.gather(*(f for _, _, f in sent), return_exceptions=True)
+        refused = []
+        for (row, value, _), outcome in zip(sent, outcomes, strict=True):
+            if isinstance(outcome, NEVER_TAKEN):
+                refused.append((row, value))
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        for row, value in refused:
+            try:
+                await (await self._produce(producer, row, value))
+            except NEVER_TAKEN as exc:
+                dead[row["id"]] = (row, _reason(exc))
+        return dead
+
+    @staticmethod
+    async def _produce(
+        producer: AIOKafkaProducer, row: asyncpg.Record, value: bytes
+    ) -> asyncio.Future[Any]:
+        acknowledged: asyncio.Future[Any] = await producer.send(
+            row["topic"],
+            value=value,
+            key=row["key"].encode(),
+            headers=kafka_headers(_json(row["headers"]) or {}),
+        )
+        return acknowledged
+
+    async def _set_aside(
+        self, conn: asyncpg.Connection, dead: dict[int, tuple[asyncpg.Record, str]]
+    ) -> None:
+        """Move ``dead`` (already deleted from the outbox by the claim) to ``outbox_dead``."""
+        rows = [row for row, _ in dead.values()]
+        await conn.execute(
+            SET_ASIDE_SQL,
+            [row["id"] for row in rows],
+            [row["event_id"] for row in rows],
+            [row["topic"] for row in rows],
+            [row["key"] for row in rows],
+            [_text(row["event"]) for row in rows],
+            [_text(row["headers"]) for row in rows],
+            [row["created_at"] for row in rows],
+            [reason[:1000] for _, reason in dead.values()],
+        )
+        for row, reason in dead.values():
+            OUTBOX_DEAD.labels(self.service, row["topic"]).inc()
+            log.error(
+                "outbox event set aside: the broker can never take it",
+                extra={
+                    "event_id": str(row["event_id"]),
+                    "topic": row["topic"],
+                    "outbox_id": row["id"],
+                    "reason": reason,
+                },
+            )
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _text(column: str | dict[str, Any] | None) -> str | None:
+    return column if column is None or isinstance(column, str) else json.dumps(column)
 
 
 def _envelope(column: str | dict[str, Any]) -> CloudEvent:
@@ -271,7 +374,17 @@ CLAIM_SQL = """
 DELETE FROM outbox WHERE id = ANY(ARRAY(
     SELECT id FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
 ))
-RETURNING id, topic, key, event, headers
+RETURNING id, event_id, topic, key, event, headers, created_at
+"""
+
+#: Rows the relay claimed (and so deleted) that the broker can never take, with why.
+SET_ASIDE_SQL = """
+INSERT INTO outbox_dead (id, event_id, topic, key, event, headers, created_at, reason)
+SELECT d.id, d.event_id, d.topic, d.key, d.event::jsonb, coalesce(d.headers::jsonb, '{}'),
+       d.created_at, d.reason
+FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::timestamptz[], $8::text[])
+    AS d(id, event_id, topic, key, event, headers, created_at, reason)
 """
 
 

@@ -60,8 +60,8 @@ UPSTREAM_ENV = {
 #: The processes started ahead of the rest of the machine's work (``PYTAKE_PROCESS_NICE``)
 #: when the launcher may do so (root): whatsapp-gateway times each send to its throughput
 #: slot within 10 ms, and on a laptop it shares every core with the whole platform. On 2
-#: cores at a campaign's 80/s, the scheduler's delays alone made it miss 0.4-0.6 slots a
-#: send (each a slot of the number's lost): see docs/benchmarks.md.
+#: cores at a campaign's 80/s it missed 0.31-0.71 slots a send (each a slot of the number's
+#: lost), 0.09-0.26 ahead of the rest: see docs/benchmarks.md.
 AHEAD = {"whatsapp-gateway": "-10"}
 
 
