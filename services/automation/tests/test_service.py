@@ -76,3 +76,65 @@ async def test_request_actions_derives_ids(app):
     assert first.actions[0].action_id == again.actions[0].action_id
     assert first.source.run_id == again.source.run_id
     assert {r.key for r in rows} == {str(conv)}
+
+
+async def test_a_business_message_before_its_conversations_opening(app, settings):
+    """A campaign's message often reaches automation before its conversation's ``opened``
+    (another topic): the replica is made by the message, in one statement, and the opening
+    then moves it. The replica ends as in the other order."""
+    from .helpers import Chat
+
+    org = uuid.uuid4()
+    first, second = Chat(org), Chat(org)
+    sent_at = now()
+    for _chat, events in (
+        (first, [first.replied("campaign", at=sent_at), first.opened(started_by=uuid.uuid4())]),
+        (second, [second.opened(started_by=uuid.uuid4()), second.replied("campaign", at=sent_at)]),
+    ):
+        await deliver(app, settings, *events)
+    async with app.state.db.transaction(bypass_rls=True) as s:
+        rows = {
+            r.id: r
+            for r in (
+                await s.execute(select(conversations).where(conversations.c.organization_id == org))
+            ).all()
+        }
+    for chat in (first, second):
+        row = rows[chat.id]
+        assert (row.contact_id, row.number_id, row.status) == (
+            chat.contact_id,
+            chat.number_id,
+            "open",
+        )
+        assert row.started_by_business is True
+        assert row.last_message_at == sent_at
+        assert row.last_agent_reply_at is None  # a campaign is not an agent
+
+
+async def test_a_message_naming_another_organizations_conversation_moves_nothing(app, settings):
+    import pytest
+
+    from pytake_automation import conversation_state as state
+    from pytake_automation.handlers import _fact
+
+    from .helpers import Chat
+
+    theirs = Chat(uuid.uuid4())
+    await deliver(app, settings, theirs.opened())
+    before = await _replica(app, theirs.id)
+    intruder = Chat(uuid.uuid4())
+    intruder.id = theirs.id  # another organization's conversation id
+    fact = _fact(intruder.replied("user"))
+    with pytest.raises(LookupError, match="not this organization's"):
+        async with app.state.db.transaction(organization_id=intruder.org) as s:
+            await state.on_outbound(s, fact)
+    assert await _replica(app, theirs.id) == before
+    async with app.state.db.transaction(bypass_rls=True) as s:
+        mine = select(conversations).where(conversations.c.organization_id == intruder.org)
+        assert (await s.execute(mine)).all() == []
+
+
+async def _replica(app, conversation_id):
+    async with app.state.db.transaction(bypass_rls=True) as s:
+        found = select(conversations).where(conversations.c.id == conversation_id)
+        return (await s.execute(found)).one()._asdict()

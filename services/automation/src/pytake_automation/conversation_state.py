@@ -174,24 +174,30 @@ async def on_appended(session: AsyncSession, d: Appended) -> Any:
     return await _upsert(session, d.organization_id, d.conversation_id, d.contact_id, values)
 
 
-#: A business's message on a known conversation (:func:`on_appended`'s outbound case) in
-#: one statement, with the organization's settings (``$4``: an agent's or API client's).
+#: A business's message (:func:`on_appended`'s outbound case) in one statement, with the
+#: organization's settings (``$4``: an agent's or API client's). The conversation is made
+#: when this is its first event: a campaign's message often comes before its conversation's
+#: ``opened`` (another topic), and the update, then the insert and the update again of
+#: :func:`_upsert` took four statements, three of them built by the ORM.
 _OUTBOUND = """
-UPDATE conversations c
-SET last_message_at = greatest(c.last_message_at, $3),
+INSERT INTO conversations AS c
+    (id, organization_id, contact_id, last_message_at, started_by_business,
+     last_agent_reply_at)
+VALUES ($2, $1, $5, $3, true, CASE WHEN $4 THEN $3::timestamptz END)
+ON CONFLICT (id) DO UPDATE
+SET last_message_at = greatest(c.last_message_at, EXCLUDED.last_message_at),
     started_by_business = c.started_by_business OR c.inbound_count = 0,
     last_agent_reply_at = CASE WHEN $4 THEN greatest(c.last_agent_reply_at, $3)
                                ELSE c.last_agent_reply_at END,
     updated_at = now()
-WHERE c.id = $2 AND c.organization_id = $1
+WHERE c.organization_id = EXCLUDED.organization_id
 RETURNING c.*, (SELECT o.settings FROM organizations o WHERE o.organization_id = $1) AS org
 """
 
 
-async def on_outbound(session: AsyncSession, d: Appended) -> tuple[Any, Mapping[str, Any] | None]:
-    """:func:`on_appended` for a business's message, and the organization's settings
-    document (None when the conversation was not known: then made by :func:`on_appended`,
-    and the settings not read)."""
+async def on_outbound(session: AsyncSession, d: Appended) -> tuple[Any, Mapping[str, Any]]:
+    """:func:`on_appended` for a business's message (the conversation made if this is its
+    first event), and the organization's settings document."""
     conn = await rawpg.driver(session)
     record = await conn.fetchrow(
         _OUTBOUND,
@@ -199,9 +205,10 @@ async def on_outbound(session: AsyncSession, d: Appended) -> tuple[Any, Mapping[
         d.conversation_id,
         d.created_at,
         d.sender_type in AGENT_SENDERS,
+        d.contact_id,
     )
-    if record is None:
-        return await on_appended(session, d), None
+    if record is None:  # the id is another organization's: nothing to move
+        raise LookupError(f"conversation {d.conversation_id} is not this organization's")
     return as_row(record), record["org"] or {}
 
 

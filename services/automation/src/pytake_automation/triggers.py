@@ -8,11 +8,9 @@ organization's compiled rules (in memory) run, and timers are armed or cancelled
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeGuard
 
-from sqlalchemy import select
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,7 +19,6 @@ from pytake_automation import conversation_state as state
 from pytake_automation.actions import Target
 from pytake_automation.engine import Engine, Situation
 from pytake_automation.flows.session import SessionState
-from pytake_automation.tables import organizations
 from pytake_common.events import TenantEventData
 
 CLOSED_STATUSES = frozenset({"resolved", "closed"})
@@ -57,8 +54,6 @@ class Triggers:
             await sla.on_agent_reply(session, org, conv, d.created_at)
             await flows.on_agent_activity(session, org, conv, "agent_replied")
         if d.sender_type != "automation":
-            if org_settings is None:
-                org_settings = await self._org_settings(session, org)
             await self._arm_idle(session, row, d, org_settings.get("auto_close_after_hours"))
 
     async def _on_inbound(
@@ -221,12 +216,6 @@ class Triggers:
             str(d.message_id),
             keep_earlier=False,
         )
-
-    async def _org_settings(self, session: AsyncSession, org: uuid.UUID) -> Mapping[str, Any]:
-        document = await session.scalar(
-            select(organizations.c.settings).where(organizations.c.organization_id == org)
-        )
-        return document or {}
 
     async def on_opened(self, session: AsyncSession, d: state.Opened) -> None:
         row = await state.on_opened(session, d)
