@@ -159,18 +159,16 @@ def as_row(record: Any) -> SimpleNamespace:
 
 
 async def on_appended(session: AsyncSession, d: Appended) -> Any:
-    """The row after. A customer's message on a known conversation takes the engine's
-    one statement instead (:meth:`pytake_automation.engine.Engine.move_and_read`)."""
+    """A customer's message on a conversation not known yet: the row after. On a known one
+    it takes the engine's one statement instead
+    (:meth:`pytake_automation.engine.Engine.move_and_read`); a business's message takes
+    :func:`on_outbound`."""
     c = conversations.c
-    values: dict[str, Any] = {"last_message_at": func.greatest(c.last_message_at, d.created_at)}
-    if d.direction == "inbound":
-        values["inbound_count"] = c.inbound_count + 1
-        values["last_inbound_at"] = func.greatest(c.last_inbound_at, d.created_at)
-    else:
-        # an outbound message before any inbound one: the business started it
-        values["started_by_business"] = c.started_by_business | (c.inbound_count == 0)
-        if d.sender_type in AGENT_SENDERS:
-            values["last_agent_reply_at"] = func.greatest(c.last_agent_reply_at, d.created_at)
+    values: dict[str, Any] = {
+        "last_message_at": func.greatest(c.last_message_at, d.created_at),
+        "inbound_count": c.inbound_count + 1,
+        "last_inbound_at": func.greatest(c.last_inbound_at, d.created_at),
+    }
     return await _upsert(session, d.organization_id, d.conversation_id, d.contact_id, values)
 
 
