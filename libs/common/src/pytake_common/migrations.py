@@ -53,15 +53,19 @@ def grant_app_role(connection: Connection, role: str | None) -> None:
     if not role.replace("_", "").isalnum():
         raise ValueError(f"application role name {role!r} must be alphanumeric/underscore")
     quoted = '"' + role.replace('"', '""') + '"'
+    # Roles and memberships are the server's, not the database's: services migrated at
+    # the same time (make run, or each service's migration job) race to create them,
+    # and the loser's duplicate is what it wanted.
+    raced = "EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;"
     connection.exec_driver_sql(
         f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') "  # noqa: S608
-        f"THEN CREATE ROLE {quoted} NOLOGIN; END IF; END $$"
+        f"THEN CREATE ROLE {quoted} NOLOGIN; END IF; {raced} END $$"
     )
     # Membership lets the owner SET ROLE to it; where an operator (e.g. CloudNativePG)
     # pre-created the role and the membership, a non-superuser may not grant it again.
     connection.exec_driver_sql(
         f"DO $$ BEGIN IF NOT pg_has_role(current_user, '{role}', 'MEMBER') "
-        f"THEN GRANT {quoted} TO CURRENT_USER; END IF; END $$"
+        f"THEN GRANT {quoted} TO CURRENT_USER; END IF; {raced} END $$"
     )
     connection.exec_driver_sql(f"GRANT USAGE ON SCHEMA public TO {quoted}")
     connection.exec_driver_sql(
