@@ -9,9 +9,11 @@ per test session.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -24,6 +26,52 @@ from fastapi import FastAPI
 
 from pytake_devstack.infra import EmbeddedPostgres, TansuBroker
 from pytake_devstack.tokens import TokenFactory
+
+#: A test's teardown longer than this is reported, fixture by fixture, at the end
+#: of the run and as it happens: the last test's teardown also closes the
+#: session's fixtures (the stack, the broker, PostgreSQL, the event loop and the
+#: tasks earlier tests left on it), where a hang shows only as a timeout.
+SLOW_TEARDOWN_S = float(os.environ.get("PYTAKE_SLOW_TEARDOWN_S", "10"))
+
+_teardown_marks: list[tuple[str, float]] = []
+_slow_teardowns: list[str] = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    _teardown_marks.clear()
+    _teardown_marks.append(("(start)", time.monotonic()))
+    try:
+        yield
+    finally:
+        took = time.monotonic() - _teardown_marks[0][1]
+        if took >= SLOW_TEARDOWN_S:
+            steps = [
+                f"{name} {end - start:.1f}s"
+                for (_, start), (name, end) in itertools.pairwise(_teardown_marks)
+                if end - start >= 0.5
+            ]
+            line = f"{item.nodeid}: teardown {took:.1f}s ({', '.join(steps) or 'no fixture'})"
+            _slow_teardowns.append(line)
+            plugins = item.config.pluginmanager
+            reporter = plugins.get_plugin("terminalreporter")
+            capture = plugins.get_plugin("capturemanager")
+            if reporter is not None and capture is not None:
+                with capture.global_and_fixture_disabled():  # seen even if the run dies later
+                    reporter.write_line(f"\nslow teardown: {line}")
+        _teardown_marks.clear()
+
+
+def pytest_fixture_post_finalizer(fixturedef: Any, request: Any) -> None:
+    if _teardown_marks:
+        _teardown_marks.append((fixturedef.argname, time.monotonic()))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _slow_teardowns:
+        terminalreporter.section(f"teardowns over {SLOW_TEARDOWN_S:.0f}s")
+        for line in _slow_teardowns:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")
