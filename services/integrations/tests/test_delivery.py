@@ -354,8 +354,10 @@ async def test_order_per_conversation_survives_a_retry(
 async def test_a_hanging_receiver_does_not_delay_another_endpoint(
     app, settings, client, tokens, receiver, worker
 ):
+    release = asyncio.Event()
+
     async def hang(_, __):
-        await asyncio.sleep(30)
+        await release.wait()  # until the test ends: its receiver's clean-up waits for it
         return web.Response(status=200)
 
     org = uuid.uuid4()
@@ -383,6 +385,7 @@ async def test_a_hanging_receiver_does_not_delay_another_endpoint(
         task.cancel()
     await asyncio.gather(*w.tasks, return_exceptions=True)
     w.claimed.clear()
+    release.set()
 
 
 def test_retry_after_and_backoff_rules(settings):

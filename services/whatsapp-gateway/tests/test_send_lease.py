@@ -33,6 +33,8 @@ from .test_sending import deliver, send_requested
 
 SENT = "pytake.whatsapp.message.sent.v1"
 FAILED = "pytake.whatsapp.message.failed.v1"
+#: The killed dispatcher's lease (the default is 15 s).
+LEASE_S = 4.0
 
 
 @pytest.fixture
@@ -89,7 +91,9 @@ async def test_a_killed_gateways_sends_go_to_a_new_dispatcher_within_the_lease_o
     a new dispatcher takes them once the (default) lease ends. Meta's status webhooks
     (emulated here: one per call the Graph API got, echoing our id) tell which of the
     dead process's claims reached Meta; the others are sent once no status came within
-    the confirm window. Every request is sent exactly once: none skipped, none twice."""
+    the confirm window. Every request is sent exactly once: none skipped, none twice.
+    (The lease is shortened to LEASE_S for the suite's time; test_a_live_send_longer_
+    than_the_lease_keeps_its_request covers renewal.)"""
     n = 40
     await queue(app, number, n)
     graph.delay_s = 0.5  # the dead process's calls are in flight when it dies
@@ -101,6 +105,7 @@ async def test_a_killed_gateways_sends_go_to_a_new_dispatcher_within_the_lease_o
         "PYTAKE_SECRET_KEY": settings.secret,
         "PYTAKE_GRAPH_API_BASE": graph.base_url,
         "PYTAKE_GC_FREEZE": "false",
+        "PYTAKE_SEND_LEASE_S": str(LEASE_S),
     }
     script = Path(__file__).with_name("dispatch_process.py")
     proc = await asyncio.create_subprocess_exec(
@@ -132,9 +137,9 @@ async def test_a_killed_gateways_sends_go_to_a_new_dispatcher_within_the_lease_o
         )
 
     async with dispatching(app, settings, send_poll_interval_s=0.2, send_confirm_window_s=2.0):
-        # The default lease (15 s) and a noisy box's margin: the 300 s of before stalled
-        # the number's campaign sends here for five minutes.
-        await until_true(lambda: queue_empty(app), within_s=45)
+        # The lease and a noisy box's margin: the 300 s of before stalled the number's
+        # campaign sends here for five minutes.
+        await until_true(lambda: queue_empty(app), within_s=LEASE_S + 30)
     drained_in = time.monotonic() - killed_at
 
     outcomes = await events(app, SENT) + await events(app, FAILED)
@@ -236,10 +241,10 @@ async def renewals(app, settings, sender, number) -> None:
 async def test_a_stopping_dispatcher_hands_back_the_leases_of_sends_it_leaves(
     app, settings, graph, number
 ):
-    """Stopping waits 10 s for the sends in flight; the lease of one still in flight
-    then is handed back (another replica need not wait for the lease to end), while
-    the send itself is still in flight."""
-    graph.delay_s = 11.0
+    """Stopping waits ``stop_wait_s`` (10 s; 1 s here) for the sends in flight; the
+    lease of one still in flight then is handed back (another replica need not wait
+    for the lease to end), while the send itself is still in flight."""
+    graph.delay_s = 4.0
     slow = settings.model_copy(update={"send_timeout_s": 15.0})
     async with (
         graph_http_client(slow) as http,
@@ -247,6 +252,7 @@ async def test_a_stopping_dispatcher_hands_back_the_leases_of_sends_it_leaves(
     ):
         await deliver(app, slow, sender, send_requested(number, to="5511900000104"))
         dispatcher = Dispatcher(slow, app.state.db, sender)
+        dispatcher.stop_wait_s = 1.0
         stop = asyncio.Event()
         running = asyncio.create_task(dispatcher.run(stop))
         await until(lambda: len(graph.requests) == 1, within_s=10)

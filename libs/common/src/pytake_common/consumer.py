@@ -98,7 +98,9 @@ _UNMARK = "DELETE FROM processed_events WHERE consumer_group = $1 AND event_id =
 #: How long a running consumer keeps its pool connection without records to handle.
 HOLD_IDLE_S = 10.0
 
-#: The longest wait between two tries of a record while PostgreSQL is unavailable.
+#: The waits between two tries of a record while PostgreSQL is unavailable: doubling
+#: from twice the first, up to the longest.
+OUTAGE_FIRST_WAIT_S = 0.2
 OUTAGE_MAX_WAIT_S = 5.0
 
 
@@ -812,7 +814,9 @@ class EventConsumer:
                         "error": repr(error),
                     },
                 )
-                await asyncio.sleep(min(OUTAGE_MAX_WAIT_S, 0.2 * 2 ** min(outage, 5)))
+                await asyncio.sleep(
+                    min(OUTAGE_MAX_WAIT_S, OUTAGE_FIRST_WAIT_S * 2 ** min(outage, 5))
+                )
                 error = None
                 continue
             log.warning(

@@ -22,6 +22,7 @@ import uvicorn
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 WAIT_S = 5.0
+SHUTDOWN_S = 1  # uvicorn takes whole seconds
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,15 @@ async def serve(app: Any, path: str = "/webhooks/whatsapp") -> AsyncIterator[str
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(
-        uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False)
+        uvicorn.Config(
+            app,
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            # at the end of a test, a request still held (a slow answer the test set
+            # up) is cancelled instead of waited for
+            timeout_graceful_shutdown=SHUTDOWN_S,
+        )
     )
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:

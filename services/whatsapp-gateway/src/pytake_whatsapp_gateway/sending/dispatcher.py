@@ -218,6 +218,10 @@ async def enqueue(session: AsyncSession, out: Outbound) -> bool:
 
 
 class Dispatcher:
+    #: How long stopping waits for the sends in flight before it hands their leases
+    #: back (inside the service's 10 s graceful shutdown, within Kubernetes' 30 s).
+    stop_wait_s: float = 10.0
+
     def __init__(self, settings: Settings, db: Database, sender: Sender) -> None:
         self.settings = settings
         self.db = db
@@ -277,7 +281,7 @@ class Dispatcher:
                 await listener
             try:
                 if self._tasks:
-                    await asyncio.wait(self._tasks, timeout=10)
+                    await asyncio.wait(self._tasks, timeout=self.stop_wait_s)
             finally:
                 renewer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
