@@ -5,7 +5,7 @@ from pathlib import Path
 import asyncpg
 
 from pytake_common.pgtenant import asyncpg_dsn
-from pytake_devstack.infra import EmbeddedPostgres, free_port
+from pytake_devstack.infra import MAX_CONNECTIONS, NOT_DURABLE, EmbeddedPostgres, free_port
 
 
 async def test_a_restarted_embedded_postgres_keeps_its_address_and_its_data(tmp_path):
@@ -25,6 +25,32 @@ async def test_a_restarted_embedded_postgres_keeps_its_address_and_its_data(tmp_
         await conn.close()
     finally:
         pg.stop()
+
+
+async def test_the_suites_throwaway_server_skips_disk_flushes_and_stops_at_once(tmp_path):
+    """The test suite's server: no fsync, no synchronous commit, no full-page writes
+    (nothing need survive a crash of the box), and its stop skips the checkpoint. The
+    default (make run, the benchmarks) keeps them."""
+    throwaway = EmbeddedPostgres(tmp_path / "throwaway", durable=False)
+    conn = await asyncpg.connect(asyncpg_dsn(throwaway.start()))
+    try:
+        shown = {n: await conn.fetchval(f"SHOW {n}") for n in NOT_DURABLE}
+        assert shown == NOT_DURABLE
+        assert await conn.fetchval("SHOW max_connections") == str(MAX_CONNECTIONS)
+    finally:
+        await conn.close()
+        throwaway.stop(discard=True)
+    assert not (throwaway.pgdata / "postmaster.pid").exists()
+    with (throwaway.pgdata / "global" / "pg_control").open("rb"):
+        pass  # stopped, not started: its data directory is whole
+    kept = EmbeddedPostgres(tmp_path / "kept")
+    conn = await asyncpg.connect(asyncpg_dsn(kept.start()))
+    try:
+        assert await conn.fetchval("SHOW fsync") == "on"
+        assert await conn.fetchval("SHOW synchronous_commit") == "on"
+    finally:
+        await conn.close()
+        kept.stop()
 
 
 def test_free_ports_are_below_the_ephemeral_range_so_no_client_connection_takes_them():

@@ -81,12 +81,12 @@ def pg_url() -> Iterator[str]:
         yield url
         return
     root = Path(tempfile.mkdtemp(prefix="pytake-pg-"))
-    server = EmbeddedPostgres(root)
+    server = EmbeddedPostgres(root, durable=False)
     url = server.start()
     try:
         yield url
     finally:
-        server.stop()
+        server.stop(discard=True)
         shutil.rmtree(root, ignore_errors=True)  # every test database: about 1-3 GB a run
 
 
