@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
 
+from pytake_common import outbox_dead
 from pytake_common.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -42,9 +44,13 @@ def run_cli(
     sub = parser.add_subparsers(dest="command", required=True)
     if migrations_dir is not None:
         sub.add_parser("migrate", help="create the database if needed and apply migrations")
+        outbox_dead.add_parser(sub)
     sub.add_parser("serve", help="run the HTTP API with its relay and consumers")
     args = parser.parse_args(argv)
     settings = settings_factory()
+    if args.command == "outbox-dead":
+        url = settings.service_database_url()
+        raise SystemExit(outbox_dead.run(args, url, settings.service_name, sys.stdout))
     if args.command == "migrate":
         from pytake_common.migrations import upgrade
 

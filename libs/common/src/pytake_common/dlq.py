@@ -119,11 +119,11 @@ class DeadLetter:
             "reason": self.reason,
         }
         return " ".join(
-            f"{name}={_one_line(value)}" for name, value in fields.items() if value is not None
+            f"{name}={one_line(value)}" for name, value in fields.items() if value is not None
         )
 
 
-def _one_line(value: str) -> str:
+def one_line(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
 
 
