@@ -28,7 +28,7 @@ async def test_a_restarted_embedded_postgres_keeps_its_address_and_its_data(tmp_
 
 
 async def test_the_suites_throwaway_server_skips_disk_flushes_and_stops_at_once(tmp_path):
-    """The test suite's server: no fsync, no synchronous commit, no full-page writes
+    """The test suite's server: no fsync and no full-page writes
     (nothing need survive a crash of the box), and its stop skips the checkpoint. The
     default (make run, the benchmarks) keeps them."""
     throwaway = EmbeddedPostgres(tmp_path / "throwaway", durable=False)
@@ -47,7 +47,7 @@ async def test_the_suites_throwaway_server_skips_disk_flushes_and_stops_at_once(
     conn = await asyncpg.connect(asyncpg_dsn(kept.start()))
     try:
         assert await conn.fetchval("SHOW fsync") == "on"
-        assert await conn.fetchval("SHOW synchronous_commit") == "on"
+        assert await conn.fetchval("SHOW full_page_writes") == "on"
     finally:
         await conn.close()
         kept.stop()

@@ -64,8 +64,9 @@ def wait_for_port(host: str, port: int, timeout: float = 20.0) -> None:
 
 
 #: What a throwaway server (the test suite's) gives up: its data need not outlive a
-#: crash of the box, so commits and checkpoints skip the disk flushes.
-NOT_DURABLE = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+#: crash of the box, so commits and checkpoints skip the disk flushes. (Not
+#: ``synchronous_commit``: the services set it per transaction, and tests check that.)
+NOT_DURABLE = {"fsync": "off", "full_page_writes": "off"}
 
 
 @dataclass
