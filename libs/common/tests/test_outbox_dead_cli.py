@@ -68,12 +68,12 @@ async def test_list_then_requeue_some_then_the_rest(db, kafka_bootstrap):
     assert [line.split()[0] for line in lines[:3]] == ["id=7", "id=9", "id=12"]
     assert f"event_id={events[9]}" in lines[1]
     assert lines[1].endswith("reason=MessageSizeTooLargeError\\nrow 9")  # one line each
-    assert lines[3] == "3 event(s) set aside in plumbing's outbox_dead"
+    assert lines[3] == "3 event(s) set aside in outbox_dead (plumbing)"
 
     code, out = await asyncio.to_thread(
         cli, db, kafka_bootstrap, "outbox-dead", "requeue", "9", "12"
     )
-    assert code == 0 and out.startswith("2 event(s) back in plumbing's outbox: [9, 12]")
+    assert code == 0 and out.startswith("2 event(s) back in the outbox (plumbing): [9, 12]")
     assert await outbox_events(db) == [events[9], events[12]]  # in their first order
     assert [r["id"] for r in await set_aside(db.url)] == [7]
 
@@ -82,7 +82,7 @@ async def test_list_then_requeue_some_then_the_rest(db, kafka_bootstrap):
         cli, db, kafka_bootstrap, "outbox-dead", "requeue", "9", "7"
     )
     assert code == 1
-    assert "1 event(s) back in plumbing's outbox: [7]" in out
+    assert "1 event(s) back in the outbox (plumbing): [7]" in out
     assert "not set aside (nothing done): [9]" in out
     assert await set_aside(db.url) == []
     assert await outbox_events(db) == [events[9], events[12], events[7]]

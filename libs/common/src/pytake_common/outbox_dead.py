@@ -83,7 +83,7 @@ def run(args: argparse.Namespace, url: str, service: str, out: TextIO) -> int:
                 f"failed_at={r['failed_at'].isoformat()} reason={one_line(r['reason'])}",
                 file=out,
             )
-        print(f"{len(rows)} event(s) set aside in {service}'s outbox_dead", file=out)
+        print(f"{len(rows)} event(s) set aside in outbox_dead ({service})", file=out)
         return 0
     if bool(args.all) == bool(args.ids):
         print("outbox-dead requeue: give the ids to put back, or --all", file=out)
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace, url: str, service: str, out: TextIO) -> int:
     wanted = None if args.all else args.ids
     moved = asyncio.run(requeue(url, wanted))
     missing = sorted(set(wanted or ()) - set(moved))
-    print(f"{len(moved)} event(s) back in {service}'s outbox: {moved}", file=out)
+    print(f"{len(moved)} event(s) back in the outbox ({service}): {moved}", file=out)
     if missing:
         print(f"not set aside (nothing done): {missing}", file=out)
         return 1
