@@ -200,9 +200,16 @@ _CLAIM = """
     ON CONFLICT DO NOTHING
     RETURNING message_id
 """
+#: The number, and the template ($3 name, $4 language; NULL unless the message is one)
+#: of its WhatsApp Business account: one round trip for both.
 _NUMBER = """
-    SELECT phone_number_id, waba_id, access_token_enc, status, throughput_per_second
-    FROM numbers WHERE organization_id = $1 AND id = $2 AND removed_at IS NULL
+    SELECT n.phone_number_id, n.waba_id, n.access_token_enc, n.status,
+           n.throughput_per_second, t.status AS template_status,
+           t.components AS template_components
+    FROM numbers AS n
+    LEFT JOIN templates AS t ON t.organization_id = n.organization_id
+        AND t.waba_id = n.waba_id AND t.name = $3 AND t.language = $4
+    WHERE n.organization_id = $1 AND n.id = $2 AND n.removed_at IS NULL
 """
 #: The send's state, wamid, and seconds left of the confirm window ``$2`` since it last
 #: changed (an orphaned send waits that long for Meta's status); the row locked, as the
@@ -222,10 +229,6 @@ _ORPHAN = """
 _RECLAIM = """
     UPDATE send_log SET state = 'reserved', updated_at = now()
     WHERE message_id = $1 AND state = 'orphaned'
-"""
-_TEMPLATE = """
-    SELECT status, components FROM templates
-    WHERE organization_id = $1 AND waba_id = $2 AND name = $3 AND language = $4
 """
 #: Claimed -> unconfirmed; the wamid a status webhook of Meta's wrote meanwhile.
 _UNCONFIRM = """
@@ -272,6 +275,22 @@ class Settled(Exception):
 
 class SendLockTimeout(Exception):
     """Another attempt at the same message held its lock for ``send_lock_timeout_s``."""
+
+
+def check_template(sent: dict[str, Any], number: asyncpg.Record) -> None:
+    """Only APPROVED templates known locally are sent (Meta would refuse the others);
+    ``number`` is :data:`_NUMBER`'s row, with the template's status and components."""
+    name, language = sent["name"], sent["language"]["code"]
+    if number["template_status"] is None:
+        raise InvalidMessage(
+            f"the template {name!r} ({language}) is not known for this number's "
+            "WhatsApp Business account; create or sync it first"
+        )
+    if number["template_status"] != APPROVED:
+        raise InvalidMessage(
+            f"the template {name!r} ({language}) is {number['template_status']}, not APPROVED"
+        )
+    check_against_template(sent, list(number["template_components"]))
 
 
 def lock_key(message_id: uuid.UUID) -> int:
@@ -520,7 +539,27 @@ class Sender:
         return False, None
 
     async def _prepare(self, conn: asyncpg.Connection, out: Outbound) -> _Ready | SendError:
-        number = await conn.fetchrow(_NUMBER, out.organization_id, out.number_id)
+        payload: dict[str, Any] | None = None
+        refused: InvalidMessage | None = None
+        try:
+            payload = build(
+                MessageRequest(
+                    to=out.to,
+                    type=out.type,
+                    text_body=out.text_body,
+                    preview_url=out.preview_url,
+                    payload=out.payload,
+                    context_wamid=out.context_wamid,
+                    message_id=out.message_id,
+                )
+            )
+        except InvalidMessage as exc:
+            refused = exc
+        template = payload.get("template") if payload is not None else None
+        name, language = (
+            (template["name"], template["language"]["code"]) if template else (None, None)
+        )
+        number = await conn.fetchrow(_NUMBER, out.organization_id, out.number_id, name, language)
         if number is None:
             return SendError(
                 None,
@@ -535,22 +574,14 @@ class Sender:
                 "The WhatsApp number is disconnected; reconnect it with a new token",
                 transient=False,
             )
-        try:
-            payload = build(
-                MessageRequest(
-                    to=out.to,
-                    type=out.type,
-                    text_body=out.text_body,
-                    preview_url=out.preview_url,
-                    payload=out.payload,
-                    context_wamid=out.context_wamid,
-                    message_id=out.message_id,
-                )
-            )
-            if out.type == "template":
-                await self._check_template(conn, out, number["waba_id"], payload["template"])
-        except InvalidMessage as exc:
-            return invalid(str(exc))
+        if refused is not None:
+            return invalid(str(refused))
+        assert payload is not None
+        if template is not None:
+            try:
+                check_template(template, number)
+            except InvalidMessage as exc:
+                return invalid(str(exc))
         try:
             token = self.box.decrypt(number["access_token_enc"])
         except SecretDecryptionError:
@@ -565,23 +596,6 @@ class Sender:
                 transient=False,
             )
         return _Ready(number["phone_number_id"], token, payload, number["throughput_per_second"])
-
-    async def _check_template(
-        self, conn: asyncpg.Connection, out: Outbound, waba_id: str, sent: dict[str, Any]
-    ) -> None:
-        """Only APPROVED templates known locally are sent (Meta would refuse the others)."""
-        name, language = sent["name"], sent["language"]["code"]
-        stored = await conn.fetchrow(_TEMPLATE, out.organization_id, waba_id, name, language)
-        if stored is None:
-            raise InvalidMessage(
-                f"the template {name!r} ({language}) is not known for this number's "
-                "WhatsApp Business account; create or sync it first"
-            )
-        if stored["status"] != APPROVED:
-            raise InvalidMessage(
-                f"the template {name!r} ({language}) is {stored['status']}, not APPROVED"
-            )
-        check_against_template(sent, list(stored["components"]))
 
     async def _mark(self, lock: asyncpg.Connection, out: Outbound, ready: _Ready) -> None:
         """Reserved -> claimed, committed just before the slot (see the module's docstring).
