@@ -279,11 +279,15 @@ class StreamHub:
 
     async def _run(self) -> None:
         backoff = 0.2
+        listened = False
         while not self._stopping:
             reader = None
             try:
                 self._conn = await asyncpg.connect(asyncpg_dsn(self.db.url))
                 await self._conn.add_listener(CHANNEL, self._on_notify)
+                if listened:
+                    self._resume_all()
+                listened = True
                 self._ready.set()
                 backoff = 0.2
                 reader = asyncio.create_task(self._read_loop())
@@ -301,6 +305,19 @@ class StreamHub:
                     with contextlib.suppress(Exception):
                         await self._conn.close()
                     self._conn = None
+
+    def _resume_all(self) -> None:
+        """Every subscriber resumes from the table (``last_event_id``): the hub was not
+        listening for a while (PostgreSQL restarted, the connection dropped), and a
+        NOTIFY is not kept for a listener that is away. Called once LISTEN is back, so
+        it also covers those who subscribed meanwhile."""
+        resumed = 0
+        for subs in self._subs.values():
+            for sub in subs:
+                _tell_to_resume(sub)
+                resumed += 1
+        if resumed:
+            log.warning("stream hub listening again: subscribers resume", extra={"n": resumed})
 
     @staticmethod
     async def _closed(conn: asyncpg.Connection) -> None:
@@ -353,10 +370,19 @@ class StreamHub:
                 try:
                     sub.queue.put_nowait(message)
                 except asyncio.QueueFull:
-                    sub.overflowed = True
-                    with contextlib.suppress(asyncio.QueueEmpty):
-                        sub.queue.get_nowait()
-                    sub.queue.put_nowait(None)
+                    _tell_to_resume(sub)
+
+
+def _tell_to_resume(sub: Subscription) -> None:
+    """The subscriber's socket closes with "resume with last_event_id" (it missed frames)."""
+    sub.overflowed = True
+    while True:
+        try:
+            sub.queue.put_nowait(None)
+            return
+        except asyncio.QueueFull:
+            with contextlib.suppress(asyncio.QueueEmpty):
+                sub.queue.get_nowait()
 
 
 def dumps(message: dict[str, Any]) -> str:
