@@ -7,7 +7,10 @@ reconnecting with ``?last_event_id=N`` first gets every event after N still kept
 The stream is read-only: a ``{"type": "ping"}`` from the client is answered with a
 ``pong``; anything else is ignored. The stream lives no longer than its token: at the
 token's ``exp`` it is closed with 1008 (policy violation), reason ``token_expired``;
-the client reconnects with a fresh token and ``last_event_id``.
+the client reconnects with a fresh token and ``last_event_id``. A client that fell
+behind, or whose replica stopped listening to PostgreSQL for a while (a restart), is
+closed with 1013 (try again later), reason ``resume with last_event_id``: reconnecting
+with it misses nothing.
 """
 
 import asyncio
