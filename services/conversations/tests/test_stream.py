@@ -210,9 +210,7 @@ def test_notification_payloads_are_checked_before_use():
         assert parse_payload(bad) is None, bad
 
 
-async def test_a_hub_that_lost_its_listen_connection_makes_subscribers_resume(
-    app, server, tokens
-):
+async def test_a_hub_that_lost_its_listen_connection_makes_subscribers_resume(app, server, tokens):
     """NOTIFY keeps nothing for a listener that is away: events committed while the hub
     reconnects (PostgreSQL restarted; the fault suite's realtime client missed 14 this
     way) would never reach an open socket. Once LISTEN is back, every subscriber is
