@@ -44,6 +44,12 @@ async def frames_until(ws, predicate, timeout=5.0):
                 return got
 
 
+async def _drain(ws) -> None:
+    """Read frames until the socket closes (raises ``ConnectionClosed``)."""
+    while True:
+        await ws.recv()
+
+
 async def no_frame(ws, wait=0.5):
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(wait):
@@ -232,9 +238,7 @@ async def test_a_hub_that_lost_its_listen_connection_makes_subscribers_resume(ap
             await admin.close()
         await deliver(app, customer.says("while away"))  # its NOTIFY reaches no one
         with pytest.raises(websockets.ConnectionClosed) as closed:
-            async with asyncio.timeout(10):
-                while True:
-                    await ws.recv()
+            await asyncio.wait_for(_drain(ws), 10)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
     last = seen[-1]["id"]
     async with connect(server, tokens, org, query=f"?last_event_id={last}") as ws:
