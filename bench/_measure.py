@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -393,3 +393,22 @@ def platform(
             yield Platform(infra, stack)
         finally:
             stack.stop()
+
+
+@contextlib.contextmanager
+def reniced(procs: dict[str, psutil.Process], names: tuple[str, ...], nice: int) -> Iterator[None]:
+    """``names`` (every thread) at ``nice`` while inside, back to their value after."""
+    chosen = [procs[name] for name in names if name in procs] if nice else []
+    before = {proc.pid: proc.nice() for proc in chosen}
+
+    def set_all(value_of: Callable[[psutil.Process], int]) -> None:
+        for proc in chosen:
+            for thread in proc.threads():
+                with contextlib.suppress(psutil.Error, OSError):
+                    os.setpriority(os.PRIO_PROCESS, thread.id, value_of(proc))
+
+    set_all(lambda _proc: nice)
+    try:
+        yield
+    finally:
+        set_all(lambda proc: before[proc.pid])

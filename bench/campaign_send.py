@@ -27,6 +27,10 @@ with 4, a run longer than about two minutes measured that rate's queue, not the 
    replies' latency (p50/p95/max), and template sends per imported contact (duplicates:
    more than one; skipped: none), beside the campaign's own stats.
 
+The simulator runs ahead of the platform (``--simulator-nice``, -10 by default, as root):
+it stands for Meta's edge, which does not share our cores, and stamps each call's arrival
+on its event loop, late by as long as the box's load keeps that loop waiting.
+
 Targets: 76-80 per second, never more than 80 in any sliding second, agent replies under
 1 s at p95, 0 duplicates and 0 skipped across the kill. Prints the box's calibration
 (bench/_measure.calibrate), the load average before and after, and each process's CPU
@@ -61,7 +65,16 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _measure import Platform, box, cpu, pct, platform, postgres_cpu, print_slow_plans
+from _measure import (
+    Platform,
+    box,
+    cpu,
+    pct,
+    platform,
+    postgres_cpu,
+    print_slow_plans,
+    reniced,
+)
 from cpu_per_message import print_statements, reset_statements, statements_option
 
 from pytake_common.pgtenant import asyncpg_dsn, to_asyncpg_url
@@ -557,7 +570,10 @@ async def campaign_run(plat: Platform, args: argparse.Namespace) -> None:
 
         procs = plat.processes()
         ahead = {k: p.nice() for k, p in procs.items() if p.nice() != 0}
-        print(f"processes at a niceness other than 0 (PYTAKE_PROCESS_NICE): {ahead or 'none'}")
+        print(
+            "processes at a niceness other than 0 (PYTAKE_PROCESS_NICE; the simulator's:"
+            f" --simulator-nice): {ahead or 'none'}"
+        )
 
         def cpus() -> dict[str, float]:
             return {k: postgres_cpu(p) if k == "postgres" else cpu(p) for k, p in procs.items()}
@@ -799,6 +815,15 @@ def main() -> None:
         "--pause-after", type=float, default=0.0, help="pause S s after the start (0: none)"
     )
     parser.add_argument("--pause-hold", type=float, default=5.0, help="then resume after S s")
+    parser.add_argument(
+        "--simulator-nice",
+        type=int,
+        default=-10,
+        metavar="N",
+        help="the simulator's niceness (as root; 0: as the platform's): it stands for"
+        " Meta's edge, which does not share our cores, and stamps each call's arrival on"
+        " its event loop",
+    )
     statements_option(parser, "send")
     parser.add_argument(
         "--explain",
@@ -817,13 +842,16 @@ def main() -> None:
     print(
         f"campaigns' in-flight window: {args.window:g} s ({math.ceil(LIMIT * args.window)} sends)"
     )
-    with platform(
-        "campaign-send",
-        extra_env={"PYTAKE_CAMPAIGN_IN_FLIGHT_WINDOW_S": str(args.window)},
-        ready_timeout=args.ready_timeout,
-        statements=bool(args.statements),
-        explain_ms=args.explain,
-    ) as plat:
+    with (
+        platform(
+            "campaign-send",
+            extra_env={"PYTAKE_CAMPAIGN_IN_FLIGHT_WINDOW_S": str(args.window)},
+            ready_timeout=args.ready_timeout,
+            statements=bool(args.statements),
+            explain_ms=args.explain,
+        ) as plat,
+        reniced(plat.processes(), ("meta-simulator",), args.simulator_nice),
+    ):
         asyncio.run(campaign_run(plat, args))
 
 

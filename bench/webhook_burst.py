@@ -57,12 +57,11 @@ import contextlib
 import hashlib
 import hmac
 import json
-import os
 import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,7 +72,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _measure import LeanClient, box, cpu, pct, platform, postgres_cpu
+from _measure import LeanClient, box, cpu, pct, platform, postgres_cpu, reniced
 from webhook_intake import bare_endpoint, payload
 
 from pytake_api_gateway.upstream import PoolExhausted, UpstreamError
@@ -250,25 +249,6 @@ def paused(procs: dict[str, psutil.Process], names: tuple[str, ...]) -> Iterator
     finally:
         for proc in stopped:
             proc.resume()
-
-
-@contextlib.contextmanager
-def reniced(procs: dict[str, psutil.Process], names: tuple[str, ...], nice: int) -> Iterator[None]:
-    """``names`` (every thread) at ``nice`` while inside, back to their value after."""
-    chosen = [procs[name] for name in names if name in procs] if nice else []
-    before = {proc.pid: proc.nice() for proc in chosen}
-
-    def set_all(value_of: Callable[[psutil.Process], int]) -> None:
-        for proc in chosen:
-            for thread in proc.threads():
-                with contextlib.suppress(psutil.Error, OSError):
-                    os.setpriority(os.PRIO_PROCESS, thread.id, value_of(proc))
-
-    set_all(lambda _proc: nice)
-    try:
-        yield
-    finally:
-        set_all(lambda proc: before[proc.pid])
 
 
 #: The PostgreSQL backends of this database are the intake's PostgreSQL work.

@@ -8,6 +8,7 @@ startup and closed at shutdown (pending status deliveries are cancelled first).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -17,7 +18,7 @@ import aiohttp
 from fastapi import FastAPI
 
 from pytake_meta_simulator import control, graph, templates
-from pytake_meta_simulator.arrivals import ArrivalStamp
+from pytake_meta_simulator.arrivals import ArrivalStamp, QuietCollector
 from pytake_meta_simulator.deps import SimulatorContext
 from pytake_meta_simulator.errors import GraphError, graph_error_handler
 from pytake_meta_simulator.settings import SimulatorSettings
@@ -26,9 +27,13 @@ from pytake_meta_simulator.webhooks import WebhookSender
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: SimulatorSettings | None = None) -> FastAPI:
+def create_app(settings: SimulatorSettings | None = None, *, quiet_gc: bool = False) -> FastAPI:
+    """``quiet_gc``: full garbage collections only between requests (see
+    :class:`~pytake_meta_simulator.arrivals.QuietCollector`); it changes the process's
+    collector, so only for a process of the simulator's own (``python -m``)."""
     settings = settings or SimulatorSettings()
-    ctx = SimulatorContext(settings=settings)
+    quiet = QuietCollector() if quiet_gc else None
+    ctx = SimulatorContext(settings=settings, quiet=quiet)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -41,10 +46,15 @@ def create_app(settings: SimulatorSettings | None = None) -> FastAPI:
             gc.collect()
             gc.freeze()
             lag = asyncio.create_task(ctx.lag.run())
+            collector = asyncio.create_task(quiet.run()) if quiet is not None else None
             try:
                 yield
             finally:
                 lag.cancel()
+                if collector is not None:
+                    collector.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await collector  # its finally restores the thresholds
                 await ctx.sender.aclose()
                 ctx.attach(None)
 
@@ -56,7 +66,7 @@ def create_app(settings: SimulatorSettings | None = None) -> FastAPI:
     )
     app.state.sim = ctx
     app.add_exception_handler(GraphError, graph_error_handler)
-    app.add_middleware(ArrivalStamp)  # outermost: before any of the simulator's work
+    app.add_middleware(ArrivalStamp, quiet=quiet)  # outermost: before any of the simulator's work
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

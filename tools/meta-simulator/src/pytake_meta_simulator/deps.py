@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
-from pytake_meta_simulator.arrivals import LoopLag
+from pytake_meta_simulator.arrivals import LoopLag, QuietCollector
 from pytake_meta_simulator.settings import SimulatorSettings
 from pytake_meta_simulator.state import Store
 from pytake_meta_simulator.webhooks import WebhookSender
@@ -17,6 +17,8 @@ class SimulatorContext:
     settings: SimulatorSettings
     store: Store = field(default_factory=Store)
     lag: LoopLag = field(default_factory=LoopLag)
+    #: Set in the simulator's own process (``create_app(quiet_gc=True)``).
+    quiet: QuietCollector | None = None
     _sender: WebhookSender | None = None
 
     def attach(self, sender: WebhookSender | None) -> None:
