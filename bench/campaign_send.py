@@ -25,7 +25,10 @@ with 4, a run longer than about two minutes measured that rate's queue, not the 
    / after the restart), the most sends on the number in any sliding second and in any
    calendar second (campaign and agents together: the limit is the number's), the agent
    replies' latency (p50/p95/max), and template sends per imported contact (duplicates:
-   more than one; skipped: none), beside the campaign's own stats.
+   more than one; skipped: none), beside the campaign's own stats. The same windows by
+   whatsapp-gateway's record of when each call left (``send_log.departed_at``), and each
+   call's way from there to the simulator's stamp: where our side ends, and what the
+   receiver's clock added.
 
 The simulator runs ahead of the platform (``--simulator-nice``, -10 by default, as root):
 it stands for Meta's edge, which does not share our cores, and stamps each call's arrival
@@ -453,6 +456,53 @@ async def restart_timeline(
         print("  stall: none (no gap of more than 1 s between campaign sends)")
 
 
+async def departures(pg_url: str, since: float) -> dict[str, float]:
+    """When each call whatsapp-gateway sent left, by message id: ``send_log.departed_at``,
+    its bytes written right after the pacer found it on time for its slot."""
+    conn = await asyncpg.connect(
+        asyncpg_dsn(to_asyncpg_url(pg_url, database="pytake_whatsapp_gateway"))
+    )
+    try:
+        rows = await conn.fetch(
+            "SELECT message_id::text AS id, extract(epoch FROM departed_at)::float8 AS at"
+            " FROM send_log WHERE departed_at >= to_timestamp($1)",
+            since,
+        )
+    finally:
+        await conn.close()
+    return {r["id"]: r["at"] for r in rows}
+
+
+def print_departures(left: dict[str, float], sent: list[dict[str, Any]], since: float) -> None:
+    """The same windows counted where our side ends (each call's departure), and each
+    call's way from there to the simulator's stamp: travel and the receiver's queueing,
+    which the pacer allows 20 ms (``pacing.py``)."""
+    campaign = {
+        s["body"].get("biz_opaque_callback_data")
+        for s in sent
+        if s["type"] == "template" and stamp(s) >= since
+    }
+    times = sorted(left.values())
+    sliding, calendar = window_max(times)
+    alone, _ = window_max(sorted(at for mid, at in left.items() if mid in campaign))
+    way = sorted(
+        (stamp(s) - left[mid]) * 1000
+        for s in sent
+        if (mid := s["body"].get("biz_opaque_callback_data")) in left
+    )
+    print(
+        f"  by whatsapp-gateway's departures (send_log.departed_at, {len(times)} calls):"
+        f" most in a sliding second {sliding} (campaign alone {alone}), in a calendar"
+        f" second {calendar}"
+    )
+    if way:
+        over = sum(1 for ms in way if ms > 20)
+        print(
+            f"  departure -> the simulator's arrival stamp: p50 {pct(way, 50):.1f} ms,"
+            f" p99 {pct(way, 99):.1f} ms, max {way[-1]:.1f} ms; over 20 ms: {over}"
+        )
+
+
 def stamp(sent: dict[str, Any], key: str = "received_at") -> float:
     """When the simulator received the call (``received_at``: where Meta counts it), or
     accepted it (``time``: after its own parsing and checks, on the same cores)."""
@@ -664,6 +714,7 @@ async def campaign_run(plat: Platform, args: argparse.Namespace) -> None:
             await loop.sim.get("/_sim/sent", params={"phone_number_id": number.phone_number_id})
         ).json()
         sim_late = (await loop.sim.get("/_sim/loop-lag", params={"since": t_start})).json()
+        left = await departures(plat.infra.pg_url, t_start)
     finally:
         await loop.aclose()
 
@@ -713,6 +764,7 @@ async def campaign_run(plat: Platform, args: argparse.Namespace) -> None:
         f" {campaign_sliding}), in any calendar second: {calendar} (limit {LIMIT});"
         f" by the simulator's acceptance time instead of arrival: {accepted_sliding}"
     )
+    print_departures(left, sent, t_start)
     if all_times:
         most, begins = fullest_second(all_times)
         kill = f", the kill at +{kill_at - t_start:.1f} s" if kill_at is not None else ""

@@ -126,7 +126,7 @@ async def test_a_send_request_calls_the_graph_api_and_emits_sent(
 ):
     event = send_requested(number, context_wamid="wamid.quoted")
     message_id = event.data["message_id"]
-    before = sends("sent")
+    before, began = sends("sent"), time.time()
     await consume(app, settings, sender, event)
 
     [call] = graph.requests
@@ -156,6 +156,7 @@ async def test_a_send_request_calls_the_graph_api_and_emits_sent(
     async with app.state.db.transaction(organization_id=number["organization_id"]) as s:
         row = (await s.execute(select(send_log))).mappings().one()
     assert (row["state"], row["wamid"], row["attempts"]) == ("sent", data["wamid"], 1)
+    assert began < row["departed_at"].timestamp() < time.time()  # when its bytes left
     assert sends("sent") == before + 1
 
 
@@ -171,11 +172,12 @@ async def test_a_send_too_late_for_its_slot_goes_once_on_new_slots(
     if kept_alive:  # an earlier send leaves its connection in the pool
         await consume(app, settings, sender, send_requested(number, to="5511999990009"))
         graph.requests.clear()
-    real_send, calls = sender.graph.send, []
+    real_send, calls, stalled_until = sender.graph.send, [], []
 
     async def stalled(phone_number_id, token, payload, gate):
         calls.append(payload["to"])
         time.sleep(0.2)  # noqa: ASYNC251 - on purpose: the loop busy elsewhere
+        stalled_until.append(time.time())
         return await real_send(phone_number_id, token, payload, gate=gate)
 
     sender.graph.send = stalled
@@ -194,6 +196,8 @@ async def test_a_send_too_late_for_its_slot_goes_once_on_new_slots(
             .one()
         )
     assert (row["state"], row["wamid"], row["attempts"]) == ("sent", sent["data"]["wamid"], 1)
+    # Its departure is the write that went, after the stall; not the wake-up before it.
+    assert row["departed_at"].timestamp() > stalled_until[-1]
 
 
 async def test_outside_the_window_fails_with_a_readable_reason(

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import uuid
 from contextlib import aclosing
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -143,6 +143,8 @@ async def test_a_slow_answer_past_the_timeout_is_not_resent_and_a_later_status_c
     # Redelivering the same request does not call Meta again either.
     await consume(app, app.state.settings, sender, event)
     [at_meta] = await accepted(sim, message_id)  # Meta has it exactly once
+    # When it left is kept, though no answer came: before it reached Meta.
+    assert row.departed_at <= datetime.fromisoformat(at_meta["received_at"])
 
     # Meta's first status webhook carries our id back: confirmed with Meta's wamid.
     async def confirmed() -> list[dict[str, Any]]:

@@ -115,6 +115,9 @@ send_log = Table(
     Column("error_code", Integer, nullable=True),
     Column("error_title", String(200), nullable=True),
     Column("error_detail", Text, nullable=True),
+    #: When the Graph call that sent it (its last attempt) left: its bytes written, right
+    #: after the pacer found it on time for its throughput slot (sending/pacing.py).
+    Column("departed_at", DateTime(timezone=True), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )

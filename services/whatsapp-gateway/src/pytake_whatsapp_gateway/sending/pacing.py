@@ -289,7 +289,7 @@ class Departure:
     late gets its call out, at the price of the slots it skips.
     """
 
-    __slots__ = ("_n", "_number_id", "_pacer", "_per_second", "_queue_seq", "_slot")
+    __slots__ = ("_n", "_number_id", "_pacer", "_per_second", "_queue_seq", "_slot", "left")
 
     def __init__(
         self,
@@ -306,6 +306,8 @@ class Departure:
         self._queue_seq = queue_seq
         #: Slots to reserve at the next miss (0: none missed yet).
         self._n = 0
+        #: When :meth:`at_write` last let the call's bytes go (epoch seconds), else None.
+        self.left: float | None = None
 
     async def wait(self) -> None:
         """Sleep until the reserved slot, reserving (more) first where none is held or
@@ -320,12 +322,12 @@ class Departure:
         the request (nothing of it was sent) and goes again, because a kept-alive
         connection left idle through a wait may be closed by the server under the write,
         and such a call's outcome is unknown."""
-        if self._slot is not None and self._on_time():
-            return
-        if not fresh:
-            self._missed("write")
-            raise MissedSlot
-        await self._wait("write")
+        if self._slot is None or not self._on_time():
+            if not fresh:
+                self._missed("write")
+                raise MissedSlot
+            await self._wait("write")
+        self.left = time.time()
 
     async def _wait(self, at: str) -> None:
         pacer = self._pacer

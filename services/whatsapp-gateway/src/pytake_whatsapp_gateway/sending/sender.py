@@ -232,7 +232,8 @@ _RECLAIM = """
 """
 #: Claimed -> unconfirmed; the wamid a status webhook of Meta's wrote meanwhile.
 _UNCONFIRM = """
-    UPDATE send_log SET state = 'unconfirmed', attempts = $2, updated_at = now()
+    UPDATE send_log SET state = 'unconfirmed', attempts = $2,
+      departed_at = coalesce(to_timestamp($3), departed_at), updated_at = now()
     WHERE message_id = $1 AND state = 'claimed'
     RETURNING wamid
 """
@@ -245,7 +246,8 @@ _RECORD = """
     recorded AS (
       UPDATE send_log SET state = $2, wamid = coalesce($3, wamid),
         attempts = coalesce($4, attempts), error_code = $5, error_title = $6,
-        error_detail = $7, updated_at = now()
+        error_detail = $7, departed_at = coalesce(to_timestamp($15), departed_at),
+        updated_at = now()
       WHERE message_id = $1 AND state IN ('reserved', 'claimed', 'unconfirmed')
       RETURNING message_id),
     staged AS (
@@ -382,7 +384,7 @@ class Sender:
         if not isinstance(claimed, _Ready):
             return claimed
         try:
-            result, attempts = await self._call(lock, out, claimed, queue_seq)
+            result, attempts, departed = await self._call(lock, out, claimed, queue_seq)
         except Settled:
             return 0.0  # its request is taken again at once and found settled
         window = self.settings.send_confirm_window_s
@@ -391,13 +393,13 @@ class Sender:
             try:
                 if unconfirmed:
                     async with rawpg.transaction(self.db, out.organization_id) as conn:
-                        wamid = await self._unconfirmed(conn, out, attempts)
+                        wamid = await self._unconfirmed(conn, out, attempts, departed)
                         if wamid is None:
                             return window
                         # Meta's status came first
                         await self._finish(conn, out, wamid, None, attempts, queue_seq)
                         return None
-                await self._record(out, result, attempts, queue_seq)
+                await self._record(out, result, attempts, queue_seq, departed)
                 return None
             except _DATABASE_ERRORS as exc:
                 # Meta already answered: losing this outcome would turn it into "unknown".
@@ -411,7 +413,12 @@ class Sender:
         return None
 
     async def _record(
-        self, out: Outbound, result: GraphResult, attempts: int, queue_seq: int | None
+        self,
+        out: Outbound,
+        result: GraphResult,
+        attempts: int,
+        queue_seq: int | None,
+        departed: float | None,
     ) -> None:
         """Record Meta's answer (one transaction). An answer that disconnects the number
         (its token refused) marks it in the same transaction, on a session: rare."""
@@ -421,13 +428,15 @@ class Sender:
                 await mark_disconnected(
                     session, out.organization_id, out.number_id, error.title or error.detail
                 )
-                await self._finish(await driver(session), out, None, error, attempts, queue_seq)
+                await self._finish(
+                    await driver(session), out, None, error, attempts, queue_seq, departed
+                )
             return
         async with rawpg.transaction(self.db, out.organization_id) as conn:
-            await self._finish(conn, out, result.wamid, error, attempts, queue_seq)
+            await self._finish(conn, out, result.wamid, error, attempts, queue_seq, departed)
 
     async def _unconfirmed(
-        self, conn: asyncpg.Connection, out: Outbound, attempts: int
+        self, conn: asyncpg.Connection, out: Outbound, attempts: int, departed: float | None
     ) -> str | None:
         """Mark the send unconfirmed; Meta's wamid if its status webhook already came.
 
@@ -436,7 +445,7 @@ class Sender:
         here) or it waits and then finds ``unconfirmed`` (and confirms the send).
         """
         # The intake writes the wamid of a status that finds the send still claimed.
-        wamid: str | None = await conn.fetchval(_UNCONFIRM, out.message_id, attempts)
+        wamid: str | None = await conn.fetchval(_UNCONFIRM, out.message_id, attempts, departed)
         if wamid is not None:
             return wamid
         SENDS.labels("unconfirmed", "no answer").inc()
@@ -614,7 +623,9 @@ class Sender:
 
     async def _call(
         self, lock: asyncpg.Connection, out: Outbound, ready: _Ready, queue_seq: int | None
-    ) -> tuple[GraphResult, int]:
+    ) -> tuple[GraphResult, int, float | None]:
+        """Meta's answer, the attempts, and when the last attempt's bytes left (epoch s;
+        None if nothing was written)."""
         if self.graph.messages is None:  # opened in the event loop that sends
             self.graph.messages = messages_session(
                 self.settings.send_timeout_s,
@@ -650,7 +661,7 @@ class Sender:
                     continue
             error = result.error
             if error is None or not error.transient or attempt >= self.settings.send_max_attempts:
-                return result, attempt
+                return result, attempt, departure.left
             SENDS.labels("retried", error.metric_label).inc()
             delay = self._backoff(attempt)
             log.info(
@@ -679,7 +690,9 @@ class Sender:
         error: SendError | None,
         attempts: int | None,
         queue_seq: int | None = None,
+        departed: float | None = None,
     ) -> None:
+        """Record the outcome; ``departed``: when the call that sent it left (epoch s)."""
         now = datetime.now(UTC)
         event: MessageSent | MessageFailed
         if error is None:
@@ -723,6 +736,7 @@ class Sender:
             json.dumps(staged["event"]),  # jsonb travels as text on the raw connection
             json.dumps(staged["headers"]),
             OUTBOX_CHANNEL,
+            departed,
         )
         if recorded is None:
             return  # Meta's status webhook settled it meanwhile (and emitted the event)
