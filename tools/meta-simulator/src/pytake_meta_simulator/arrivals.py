@@ -96,9 +96,10 @@ class QuietCollector:
     oldest generation, and CPython collects that generation whole, holding the event loop
     meanwhile: 29 ms, 16 s into a 2,000-send campaign benchmark, with the loop late 34 ms;
     the requests that arrived meanwhile were stamped together at its end, and that run's
-    busiest sliding second began right there. Meta's edge does not pause so. Young generations are still collected as usual (well
-    under a millisecond); the full collection runs once no request arrived for
-    ``QUIET_S``, or after ``FULL_EVERY_S`` of load that never paused.
+    busiest sliding second began right there. Meta's edge does not pause so. Young
+    generations are still collected as usual (well under a millisecond); the full
+    collection runs once no request arrived for ``QUIET_S``, or after ``FULL_EVERY_S``
+    of load that never paused.
     """
 
     def __init__(self) -> None:
