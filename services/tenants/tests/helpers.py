@@ -38,7 +38,10 @@ def again(original: CloudEvent) -> CloudEvent:
 
 
 def registered(
-    org: uuid.UUID, name: str = "Acme Café", user: uuid.UUID | None = None
+    org: uuid.UUID,
+    name: str = "Acme Café",
+    user: uuid.UUID | None = None,
+    role: str = "org_admin",
 ) -> CloudEvent:
     user = user or uuid.uuid4()
     return event(
@@ -49,7 +52,7 @@ def registered(
         organization_name=name,
         email="a@example.com",
         full_name="Ana Admin",
-        role="org_admin",
+        role=role,
     )
 
 

@@ -43,6 +43,29 @@ async def test_signup_trial_policy_starts_a_trial(app, settings):
     assert created["data"]["trial_ends_at"] is not None
 
 
+async def test_the_operators_organization_starts_on_the_operators_plan(app, settings):
+    """``create-super-admin`` registers the operators' organization: its tooling is not held
+    to the free plan's 60 API requests a minute, and no signup trial applies to it."""
+    from pytake_tenants.handlers import SignupPolicy, build_handlers
+
+    org, tenant = uuid.uuid4(), uuid.uuid4()
+    handlers = build_handlers(SignupPolicy(trial_plan="professional", trial_days=14))
+    await deliver(
+        app,
+        settings,
+        registered(org, "PyTake Platform", role="super_admin"),
+        registered(tenant),
+        handlers=handlers,
+    )
+    operators, customer = await emitted(app)
+    assert operators["data"]["organization_id"] == str(org)
+    assert operators["data"]["plan"] == "enterprise"
+    assert operators["data"]["limits"]["api_requests_per_minute"] == 6_000
+    assert operators["data"]["trial_ends_at"] is None
+    assert customer["data"]["plan"] == "professional"  # everyone else: the signup policy
+    assert customer["data"]["trial_ends_at"] is not None
+
+
 async def test_slug_clash_gets_a_suffix(app, settings):
     a, b = uuid.uuid4(), uuid.uuid4()
     await deliver(app, settings, registered(a, "Same Name"), registered(b, "Same Name"))

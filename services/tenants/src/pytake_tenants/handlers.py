@@ -29,13 +29,14 @@ from pytake_common.event_types import (
     WHATSAPP_NUMBER_REMOVED_V1,
 )
 from pytake_common.events import CloudEvent, TenantEventData
+from pytake_common.security import Role
 from pytake_tenants import stats
 from pytake_tenants.departments import drop_member_everywhere
 from pytake_tenants.domain import slugify
 from pytake_tenants.events import OrganizationCreated
 from pytake_tenants.org_settings import default_settings
 from pytake_tenants.organizations import publish
-from pytake_tenants.plans import DEFAULT_PLAN, get_plan, limits_of
+from pytake_tenants.plans import DEFAULT_PLAN, OPERATORS_PLAN, get_plan, limits_of
 from pytake_tenants.tables import organizations, users
 from pytake_tenants.usage import (
     BUSINESS_MESSAGE,
@@ -99,8 +100,11 @@ def on_user_registered(policy: SignupPolicy) -> Handler:
         data = event.parse_data(UserRegistered)
         org_id = data.organization_id
         await apply_user_event(session, users, event)
+        operators = data.role == Role.SUPER_ADMIN  # only auth's create-super-admin makes one
         trial_ends_at = (
-            datetime.now(UTC) + timedelta(days=policy.trial_days) if policy.trial_plan else None
+            datetime.now(UTC) + timedelta(days=policy.trial_days)
+            if policy.trial_plan and not operators
+            else None
         )
         base = slugify(data.organization_name)
         # Slugs are unique platform-wide; RLS hides other tenants' rows, so let the
@@ -113,7 +117,7 @@ def on_user_registered(policy: SignupPolicy) -> Handler:
                         id=org_id,
                         name=data.organization_name,
                         slug=slug,
-                        plan=plan,
+                        plan=OPERATORS_PLAN if operators else plan,
                         trial_ends_at=trial_ends_at,
                         settings=default_settings(),
                         created_by=data.user_id,
