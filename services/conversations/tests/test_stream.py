@@ -10,7 +10,7 @@ import pytest
 import uvicorn
 import websockets
 
-from pytake_conversations.stream import parse_payload
+from pytake_conversations.stream import QUEUE_SIZE, StreamHub, parse_payload
 
 from .helpers import Customer, deliver, opened
 
@@ -244,3 +244,16 @@ async def test_a_hub_that_lost_its_listen_connection_makes_subscribers_resume(ap
     async with connect(server, tokens, org, query=f"?last_event_id={last}") as ws:
         replayed = await frames_until(ws, lambda f: f["type"] == "message.created")
     assert replayed[-1]["data"]["message"]["text"] == "while away"
+
+
+async def test_a_stopping_hub_closes_even_a_subscriber_whose_queue_is_full(app) -> None:
+    """Its socket ends with "resume with last_event_id" rather than waiting for a frame
+    that never comes (a full queue once swallowed the hub's last word)."""
+    hub = StreamHub(app.state.db)
+    full, idle = hub.subscribe(uuid.uuid4()), hub.subscribe(uuid.uuid4())
+    for n in range(QUEUE_SIZE):
+        full.queue.put_nowait({"id": n + 1, "type": "message.created", "data": {}})
+    await hub.stop()
+    frames = [full.queue.get_nowait() for _ in range(full.queue.qsize())]
+    assert frames[-1] is None and full.overflowed  # the client resumes from the table
+    assert [idle.queue.get_nowait()] == [None]

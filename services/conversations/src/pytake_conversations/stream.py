@@ -259,8 +259,8 @@ class StreamHub:
             self._task = None
         for subs in self._subs.values():
             for sub in subs:
-                with contextlib.suppress(asyncio.QueueFull):
-                    sub.queue.put_nowait(None)
+                # Even a full queue closes: its socket resumes elsewhere from the table.
+                _tell_to_resume(sub)
 
     def subscribe(self, org: uuid.UUID) -> Subscription:
         sub = Subscription(org)
