@@ -257,10 +257,7 @@ class StreamHub:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
-        for subs in self._subs.values():
-            for sub in subs:
-                # Even a full queue closes: its socket resumes elsewhere from the table.
-                _tell_to_resume(sub)
+        self._resume_all()  # even a full queue closes: its socket resumes from the table
 
     def subscribe(self, org: uuid.UUID) -> Subscription:
         sub = Subscription(org)
@@ -285,8 +282,10 @@ class StreamHub:
             try:
                 self._conn = await asyncpg.connect(asyncpg_dsn(self.db.url))
                 await self._conn.add_listener(CHANNEL, self._on_notify)
-                if listened:
-                    self._resume_all()
+                if listened and (resumed := self._resume_all()):
+                    log.warning(
+                        "stream hub listening again: subscribers resume", extra={"n": resumed}
+                    )
                 listened = True
                 self._ready.set()
                 backoff = 0.2
@@ -306,18 +305,17 @@ class StreamHub:
                         await self._conn.close()
                     self._conn = None
 
-    def _resume_all(self) -> None:
-        """Every subscriber resumes from the table (``last_event_id``): the hub was not
-        listening for a while (PostgreSQL restarted, the connection dropped), and a
-        NOTIFY is not kept for a listener that is away. Called once LISTEN is back, so
-        it also covers those who subscribed meanwhile."""
+    def _resume_all(self) -> int:
+        """Every subscriber resumes from the table (``last_event_id``); how many. When the
+        hub stops, and once LISTEN is back after a loss (PostgreSQL restarted, the
+        connection dropped): a NOTIFY is not kept for a listener that is away, and this
+        also covers those who subscribed meanwhile."""
         resumed = 0
         for subs in self._subs.values():
             for sub in subs:
                 _tell_to_resume(sub)
                 resumed += 1
-        if resumed:
-            log.warning("stream hub listening again: subscribers resume", extra={"n": resumed})
+        return resumed
 
     @staticmethod
     async def _closed(conn: asyncpg.Connection) -> None:
