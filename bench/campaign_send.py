@@ -21,8 +21,9 @@ with 4, a run longer than about two minutes measured that rate's queue, not the 
    restarted process was ready, when each of its consumer groups handled a record again,
    campaigns' first release, and the stall (the longest gap between campaign sends).
 3. From the simulator's record of every accepted Graph API send (``GET /_sim/sent``, each
-   with its acceptance time): the campaign's rate (first to last send, and before the kill
-   / after the restart), the most sends on the number in any sliding second and in any
+   with its acceptance time): the number's rate from the campaign's first send to its last
+   (campaign and agents: the sends its limit counts), the campaign's own (and before the
+   kill / after the restart), the most sends on the number in any sliding second and in any
    calendar second (campaign and agents together: the limit is the number's), the agent
    replies' latency (p50/p95/max), and template sends per imported contact (duplicates:
    more than one; skipped: none), beside the campaign's own stats. The same windows by
@@ -34,8 +35,8 @@ The simulator runs ahead of the platform (``--simulator-nice``, -10 by default, 
 it stands for Meta's edge, which does not share our cores, and stamps each call's arrival
 on its event loop, late by as long as the box's load keeps that loop waiting.
 
-Targets: 76-80 per second, never more than 80 in any sliding second, agent replies under
-1 s at p95, 0 duplicates and 0 skipped across the kill. Prints the box's calibration
+Targets: 76-80 per second on the number, never more than 80 in any sliding second, agent
+replies under 1 s at p95, 0 duplicates and 0 skipped across the kill. Prints the box's calibration
 (bench/_measure.calibrate), the load average before and after, and each process's CPU
 over the drain (where the time goes). The box is shared: run it more than once.
 
