@@ -526,11 +526,13 @@ def fullest_second(times: list[float]) -> tuple[int, float]:
     return counts[i], times[i]
 
 
-def print_simulator_lag(late: list[list[float]], t_start: float, begins: float) -> None:
+def print_simulator_lag(lag: dict[str, Any], t_start: float, begins: float) -> None:
     """When the simulator's own event loop was late (``/_sim/loop-lag``): its arrival
     stamps were late by about as much, which no pacing on our side can prevent or see.
     For the fullest sliding second, how late the loop was as that second's first call
-    was stamped (a late first stamp squeezes the second's calls together)."""
+    was stamped (a late first stamp squeezes the second's calls together). Then its full
+    garbage collections over the run (each held the loop as long)."""
+    late = lag["late"]
     over = [ms for _, ms in late if ms >= 20]
     worst = max(late, key=lambda x: x[1], default=None)
     at_first = max(
@@ -541,6 +543,11 @@ def print_simulator_lag(late: list[list[float]], t_start: float, begins: float) 
         f"  the simulator's event loop (its arrival stamps late by as much): late 20 ms or"
         f" more {len(over)} times over the run, at most {worst[1] if worst else 0:.0f} ms"
         f"{where}; as the fullest second's first call was stamped: {at_first:.0f} ms"
+    )
+    full = [(at, ms) for at, ms in lag.get("full_collections", []) if at >= t_start]
+    print(
+        f"  the simulator's full garbage collections over the run: {len(full)}"
+        + "".join(f"; {ms:.1f} ms at +{at - t_start:.2f} s" for at, ms in full[:5])
     )
 
 
@@ -781,7 +788,7 @@ async def campaign_run(plat: Platform, args: argparse.Namespace) -> None:
             f" gaps between its sends (ms): min {min(gaps, default=0)},"
             f" median {sorted(gaps)[len(gaps) // 2] if gaps else 0}, max {max(gaps, default=0)}"
         )
-        print_simulator_lag(sim_late["late"], t_start, begins)
+        print_simulator_lag(sim_late, t_start, begins)
     per_send = max(len(all_times), 1)
     print(
         f"slots missed (taken anew): {missed['wakeup']} found late on waking for the slot,"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from datetime import datetime, timedelta
 from typing import Any
@@ -265,3 +266,16 @@ async def test_the_loop_lag_shows_when_the_simulator_itself_was_late(sim) -> Non
     assert all(at >= began - 0.01 for at, _ in lag["late"])
     later = (await sim.get("/_sim/loop-lag", params={"since": time.time() + 60})).json()
     assert later["late"] == []
+
+
+async def test_the_loop_lag_lists_each_full_garbage_collection(sim) -> None:
+    """A full collection holds the loop (one cause of late stamps): each is listed with
+    when it began and how long it took."""
+    await asyncio.sleep(0.02)  # the monitor runs
+    began = time.time()
+    gc.collect()
+    lag = (await sim.get("/_sim/loop-lag", params={"since": began})).json()
+    assert lag["full_collections"]  # this one (and any CPython ran meanwhile)
+    assert all(began <= at <= time.time() and took >= 0 for at, took in lag["full_collections"])
+    later = (await sim.get("/_sim/loop-lag", params={"since": time.time() + 60})).json()
+    assert later["full_collections"] == []

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     uvicorn.run(
-        create_app(settings, quiet_gc=True),
+        create_app(settings, quiet_gc=settings.quiet_gc),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),

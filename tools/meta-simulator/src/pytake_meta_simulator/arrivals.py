@@ -58,26 +58,48 @@ class LoopLag:
     cores) the bytes waited in the socket and the stamp is late by about as much. Every
     ``LAG_PERIOD_S`` a timer notes how late it fired; lateness over ``LAG_KEPT_S`` is kept
     with its wall-clock time (the last 100,000), so a benchmark can tell, for a sliding
-    second it finds too full, whether the simulator itself was late meanwhile.
+    second it finds too full, whether the simulator itself was late meanwhile. Each full
+    garbage collection (one cause of such lateness) is kept too, with how long it took.
     """
 
     def __init__(self) -> None:
         self.late: deque[tuple[float, float]] = deque(maxlen=100_000)
+        #: (when, epoch seconds; how long, seconds) of each full garbage collection.
+        self.full_collections: deque[tuple[float, float]] = deque(maxlen=10_000)
         self.ticks = 0
+        self._collecting = 0.0
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._collecting = time.perf_counter()
+        else:
+            took = time.perf_counter() - self._collecting
+            self.full_collections.append((time.time() - took, took))
 
     async def run(self) -> None:
         period = LAG_PERIOD_S
-        while True:
-            before = time.perf_counter()
-            await asyncio.sleep(period)
-            lag = time.perf_counter() - before - period
-            self.ticks += 1
-            if lag > LAG_KEPT_S:
-                self.late.append((time.time() - lag, lag))
+        gc.callbacks.append(self._on_gc)
+        try:
+            while True:
+                before = time.perf_counter()
+                await asyncio.sleep(period)
+                lag = time.perf_counter() - before - period
+                self.ticks += 1
+                if lag > LAG_KEPT_S:
+                    self.late.append((time.time() - lag, lag))
+        finally:
+            gc.callbacks.remove(self._on_gc)
 
     def since(self, t: float) -> list[tuple[float, float]]:
         """(when the timer was due, epoch seconds; how late, seconds) from ``t`` on."""
         return [(at, lag) for at, lag in self.late if at >= t]
+
+    def collections_since(self, t: float) -> list[tuple[float, float]]:
+        """(when it began, epoch seconds; how long, seconds) of each full garbage
+        collection from ``t`` on: the loop was held that long."""
+        return [(at, took) for at, took in self.full_collections if at >= t]
 
 
 #: A full collection waits for this long without a request (seconds) ...

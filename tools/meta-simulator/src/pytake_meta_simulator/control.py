@@ -295,12 +295,16 @@ async def clear_sent(ctx: SimulatorContext = Depends(get_ctx)) -> None:
 async def loop_lag(since: float = 0.0, ctx: SimulatorContext = Depends(get_ctx)) -> dict[str, Any]:
     """When the simulator's event loop was late, from ``since`` (epoch seconds) on: each
     ``[due, late_ms]`` of a timer that fired more than the kept lateness late (see
-    ``arrivals.LoopLag``); arrival stamps taken meanwhile are late by about as much."""
+    ``arrivals.LoopLag``); arrival stamps taken meanwhile are late by about as much.
+    ``full_collections``: ``[began, ms]`` of each full garbage collection (the loop held)."""
     return {
         "period_ms": LAG_PERIOD_S * 1000,
         "kept_over_ms": LAG_KEPT_S * 1000,
         "ticks": ctx.lag.ticks,
         "late": [[at, round(lag * 1000, 2)] for at, lag in ctx.lag.since(since)],
+        "full_collections": [
+            [at, round(took * 1000, 2)] for at, took in ctx.lag.collections_since(since)
+        ],
     }
 
 

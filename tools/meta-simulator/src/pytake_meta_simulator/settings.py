@@ -44,3 +44,7 @@ class SimulatorSettings(BaseSettings):
     #: Timeout of one outbound webhook POST.
     webhook_timeout_s: float = Field(default=10.0, gt=0)
     log_level: str = "info"
+    #: In its own process (``python -m``): full garbage collections only between requests
+    #: (``arrivals.QuietCollector``); false: CPython's own schedule, to measure what that
+    #: does to the arrival stamps (``/_sim/loop-lag`` lists every full collection).
+    quiet_gc: bool = True
