@@ -32,9 +32,8 @@ from pytake_devstack.infra import EmbeddedPostgres, TansuBroker
 from pytake_devstack.stack import READY_TIMEOUT_S, LocalStack
 
 #: What every whole-platform benchmark sets: quiet logs, the simulator's too (at info it
-#: logged every webhook it posted and uvicorn every request: 5 % of its samples in a
-#: campaign drain), and no rate limits in the way of a load generator that sends from one
-#: address.
+#: logged every webhook it posted and uvicorn every request), and no rate limits in the
+#: way of a load generator that sends from one address.
 QUIET = {
     "PYTAKE_LOG_LEVEL": "WARNING",
     "PYTAKE_SIMULATOR_LOG_LEVEL": "WARNING",

@@ -116,9 +116,9 @@ class QuietCollector:
 
     Everything the simulator keeps (each message sent, each webhook) survives into the
     oldest generation, and CPython collects that generation whole, holding the event loop
-    meanwhile: 29 ms, 16 s into a 2,000-send campaign benchmark, with the loop late 34 ms;
-    the requests that arrived meanwhile were stamped together at its end, and that run's
-    busiest sliding second began right there. Meta's edge does not pause so. Young
+    meanwhile: 46.6 ms, 15 s into a 2,000-send campaign benchmark (``campaign_send.py``
+    with ``PYTAKE_SIMULATOR_QUIET_GC=false``), and the requests that arrived meanwhile were
+    stamped together at its end. Meta's edge does not pause so. Young
     generations are still collected as usual (well under a millisecond); the full
     collection runs once no request arrived for ``QUIET_S``, or after ``FULL_EVERY_S``
     of load that never paused.
